@@ -1,0 +1,10 @@
+//! daemonset-agent: Kubernetes DaemonSets on plain Linux machines.
+//!
+//! `core` is pure (no I/O, no tokio); `runtime` (containerd), `server` (the API endpoint) and
+//! `agent` (the node daemon) sit around it and use it. See ARCHITECTURE.md.
+pub mod agent;
+pub mod cli;
+pub mod core;
+pub mod logging;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,139 @@
+//! The container runtime seam: what the agent needs from containerd, behind a small trait so that
+//! the reconcile loop can be tested with a fake, and a real adapter (`containerd`) proven against
+//! a real containerd + runc.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+/// Labels on every container the agent creates. They are the agent's memory: a restarted agent
+/// lists containers by these labels and adopts them instead of starting new ones.
+pub mod labels {
+    pub const MANAGED_BY: &str = "io.daemonset-agent.managed-by";
+    pub const MANAGED_BY_VALUE: &str = "daemonset-agent";
+    pub const POD_NAMESPACE: &str = "io.daemonset-agent.pod.namespace";
+    pub const POD_NAME: &str = "io.daemonset-agent.pod.name";
+    pub const POD_UID: &str = "io.daemonset-agent.pod.uid";
+    pub const CONTAINER_NAME: &str = "io.daemonset-agent.container.name";
+    pub const DAEMONSET_NAMESPACE: &str = "io.daemonset-agent.daemonset.namespace";
+    pub const DAEMONSET_NAME: &str = "io.daemonset-agent.daemonset.name";
+    pub const DAEMONSET_UID: &str = "io.daemonset-agent.daemonset.uid";
+    /// The pod template hash, as in the pod label `controller-revision-hash`.
+    pub const TEMPLATE_HASH: &str = "io.daemonset-agent.template-hash";
+    /// How many times this container (pod, name) was restarted before this incarnation.
+    pub const RESTART_COUNT: &str = "io.daemonset-agent.restart-count";
+}
+
+/// What identifies a pod's sandbox (its network namespace and pod directory).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSandbox {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub host_network: bool,
+}
+
+/// The host resources of a pod sandbox, as created by `Runtime::create_sandbox`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SandboxInfo {
+    /// Path of the pod's network namespace (a bind mount); `None` with hostNetwork.
+    pub netns: Option<PathBuf>,
+    /// Directory of the pod on the host; emptyDir volume NAME lives in `pod_dir/volumes/NAME`.
+    pub pod_dir: PathBuf,
+}
+
+/// Everything needed to create and start one container of a pod.
+#[derive(Debug, Clone)]
+pub struct ContainerRequest {
+    /// containerd container id: `[A-Za-z0-9]+([._-][A-Za-z0-9]+)*`, at most 76 characters.
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+    /// The whole pod spec: volumes, hostNetwork, pod securityContext, grace period.
+    pub pod_spec: PodSpec,
+    /// The container of `pod_spec` to run.
+    pub container: Container,
+    pub sandbox: SandboxInfo,
+    /// The pod's hostname (its name, unless hostNetwork).
+    pub hostname: String,
+    /// Regular file that receives the container's stdout and stderr (appended by the shim, so
+    /// output is kept while the agent is down).
+    pub log_path: PathBuf,
+}
+
+/// A container's task state as containerd reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskState {
+    /// The container exists but has no task (or the task was never started).
+    Created,
+    Running {
+        pid: u32,
+    },
+    Stopped {
+        exit_code: u32,
+        /// Unix time in seconds of the exit, if known.
+        exited_at: Option<i64>,
+    },
+}
+
+/// One container of ours, as listed from containerd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerStatus {
+    pub id: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: TaskState,
+    /// Unix time in seconds of the container's creation.
+    pub created_at: i64,
+}
+
+/// A pulled image: the reference and its manifest digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub reference: String,
+    pub digest: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("pull image {image}: {reason}")]
+    ImagePull { image: String, reason: String },
+    #[error("invalid container spec for {id}: {reason}")]
+    InvalidSpec { id: String, reason: String },
+    #[error("container {0} not found")]
+    NotFound(String),
+    #[error("containerd {op} {id}: {reason}")]
+    Containerd {
+        op: &'static str,
+        id: String,
+        reason: String,
+    },
+    #[error("sandbox {pod}: {reason}")]
+    Sandbox { pod: String, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+/// What the agent needs from a container runtime. Every method is idempotent where it can be:
+/// removing a container that is gone is Ok, pulling a present image transfers nothing.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Make `reference` present locally (pulling it from its registry if it is not).
+    async fn ensure_image(&self, reference: &str) -> Result<ImageInfo>;
+    /// Create the pod's sandbox (network namespace unless hostNetwork, pod directory).
+    /// Idempotent: returns the existing one when it is there.
+    async fn create_sandbox(&self, pod: &PodSandbox) -> Result<SandboxInfo>;
+    /// Remove the pod's sandbox (network namespace and pod directory).
+    async fn remove_sandbox(&self, pod_uid: &str) -> Result<()>;
+    /// Create the container and its task, and start it.
+    async fn run_container(&self, req: &ContainerRequest) -> Result<()>;
+    /// SIGTERM the container's processes, SIGKILL after `grace`; returns once the task stopped.
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<()>;
+    /// Delete the task, the container and its snapshot. Ok if already gone.
+    async fn remove_container(&self, id: &str) -> Result<()>;
+    /// Every container of the agent's namespace with its labels and task state.
+    async fn list_containers(&self) -> Result<Vec<ContainerStatus>>;
+    /// A stream of container ids whose task exited (wakes the reconcile loop early; the loop
+    /// never relies on it alone).
+    async fn subscribe_exits(&self) -> Result<tokio::sync::mpsc::Receiver<String>>;
+}

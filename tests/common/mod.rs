@@ -1,0 +1,164 @@
+//! Real parts for integration tests: a private containerd in a temporary directory and a real OCI
+//! registry on loopback holding busybox-static images built by `tests/fixtures/make-image.py`.
+//!
+//! Nothing here skips: a missing `containerd`, `runc`, `docker-registry` or `skopeo` panics with
+//! the install command, because CI installs them and a silent skip would hide a hole.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub fn require(bin: &str) {
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {bin}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{bin} is not installed: run .ci/run (or apt-get install -y containerd runc docker-registry skopeo busybox-static)"
+    );
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A containerd daemon of the test's own, in a temporary directory.
+pub struct Containerd {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    child: Child,
+}
+
+impl Containerd {
+    pub fn start() -> Containerd {
+        require("containerd");
+        require("runc");
+        let dir = tempfile::Builder::new()
+            .prefix("dsa-ctd-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let socket = dir.path().join("containerd.sock");
+        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Command::new("containerd")
+            .arg("--address")
+            .arg(&socket)
+            .arg("--root")
+            .arg(dir.path().join("root"))
+            .arg("--state")
+            .arg(dir.path().join("state"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "containerd did not create its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // the socket appears slightly before the gRPC server answers
+        std::thread::sleep(Duration::from_millis(200));
+        Containerd { dir, socket, child }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // The runc shims outlive containerd: kill every shim started for this socket, and the
+        // container processes under them, so that a failed test leaves nothing running.
+        let sock = self.socket.to_string_lossy().to_string();
+        if let Ok(entries) = std::fs::read_dir("/proc") {
+            for e in entries.flatten() {
+                let pid: i32 = match e.file_name().to_string_lossy().parse() {
+                    Ok(p) => p,
+                    Err(_) => continue,
+                };
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+                if cmd.contains("containerd-shim") && cmd.contains(&sock) {
+                    let _ = Command::new("pkill").args(["-9", "-P", &pid.to_string()]).status();
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let root = self.dir.path().to_string_lossy().to_string();
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+            let mut points: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(4))
+                .filter(|p| p.starts_with(&root))
+                .collect();
+            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+            for p in points {
+                let _ = Command::new("umount").arg("-l").arg(p).status();
+            }
+        }
+    }
+}
+
+/// The loopback registry (`host:port`) with busybox:v1, busybox:v2, busybox:latest,
+/// monitoring-agent:latest and kube-proxy:latest. Uses `DSA_TEST_REGISTRY` when the runner
+/// started one already (as .ci/run does), else starts one for this test process.
+pub fn registry() -> &'static str {
+    static REG: OnceLock<String> = OnceLock::new();
+    REG.get_or_init(|| {
+        if let Ok(addr) = std::env::var("DSA_TEST_REGISTRY") {
+            if !addr.is_empty() {
+                return addr;
+            }
+        }
+        require("docker-registry");
+        require("skopeo");
+        require("python3");
+        let dir = tempfile::Builder::new()
+            .prefix("dsa-reg-")
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let out = Command::new("bash")
+            .arg(repo_root().join("tests/fixtures/registry.sh"))
+            .arg(&dir)
+            .arg(&addr)
+            .output()
+            .expect("run registry.sh");
+        assert!(
+            out.status.success(),
+            "registry.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        addr
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `f` every 50 ms until it returns Some, or panics after `timeout` naming `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
