@@ -4,6 +4,7 @@
 pub mod eligibility;
 pub mod hash;
 pub mod labels;
+pub mod patch;
 pub mod plan;
 pub mod quantity;
 pub mod validation;
