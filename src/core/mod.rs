@@ -7,4 +7,5 @@ pub mod labels;
 pub mod patch;
 pub mod plan;
 pub mod quantity;
+pub mod status;
 pub mod validation;

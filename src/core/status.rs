@@ -1,0 +1,341 @@
+//! A pod's v1 status, computed from what containerd reports for its containers. Pure: the time and
+//! the previous status are passed in (condition transition times stay put while nothing changes).
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
+    ContainerStatus, PodCondition, PodIP, PodSpec, PodStatus,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::core::plan::{Observed, State};
+
+/// Why a container is not running, as the kubelet says it (`ContainerCreating`, `ErrImagePull`,
+/// `ImagePullBackOff`, `CrashLoopBackOff`, `CreateContainerError`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Waiting {
+    pub reason: String,
+    pub message: String,
+}
+
+/// The last termination of a container, kept across its restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Termination {
+    pub exit_code: i32,
+    pub started_ms: i64,
+    pub finished_ms: Option<i64>,
+}
+
+/// Everything the status is computed from.
+pub struct PodView<'a> {
+    pub spec: &'a PodSpec,
+    /// The newest incarnation of each container, by container name.
+    pub containers: BTreeMap<String, &'a Observed>,
+    /// Images by container name: (reference, digest) once resolved.
+    pub images: BTreeMap<String, (String, String)>,
+    pub waiting: BTreeMap<String, Waiting>,
+    pub last_termination: BTreeMap<String, Termination>,
+    pub host_ip: Option<String>,
+    pub start_ms: i64,
+}
+
+pub fn time(ms: i64) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_millisecond(ms).unwrap_or_default())
+}
+
+fn terminated(t: &Termination) -> ContainerStateTerminated {
+    ContainerStateTerminated {
+        exit_code: t.exit_code,
+        reason: Some(
+            if t.exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            }
+            .into(),
+        ),
+        started_at: Some(time(t.started_ms)),
+        finished_at: t.finished_ms.map(time),
+        ..Default::default()
+    }
+}
+
+pub fn pod_status(view: &PodView, prev: Option<&PodStatus>, now_ms: i64) -> PodStatus {
+    let mut statuses = Vec::new();
+    let mut all_ready = !view.spec.containers.is_empty();
+    let mut any_started = false;
+    for c in &view.spec.containers {
+        let obs = view.containers.get(&c.name).copied();
+        let (image, image_id) = view
+            .images
+            .get(&c.name)
+            .cloned()
+            .unwrap_or_else(|| (c.image.clone().unwrap_or_default(), String::new()));
+        let state = match (obs.map(|o| o.state), view.waiting.get(&c.name)) {
+            (Some(State::Running), _) => ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: obs.map(|o| time(o.created_ms)),
+                }),
+                ..Default::default()
+            },
+            (_, Some(w)) => ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(w.reason.clone()),
+                    message: (!w.message.is_empty()).then(|| w.message.clone()),
+                }),
+                ..Default::default()
+            },
+            (Some(State::Exited { code, at_ms }), None) => ContainerState {
+                terminated: obs.map(|o| {
+                    terminated(&Termination {
+                        exit_code: code as i32,
+                        started_ms: o.created_ms,
+                        finished_ms: at_ms,
+                    })
+                }),
+                ..Default::default()
+            },
+            _ => ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some("ContainerCreating".into()),
+                    message: None,
+                }),
+                ..Default::default()
+            },
+        };
+        let running = state.running.is_some();
+        all_ready &= running;
+        let restart_count = obs.map(|o| o.restart_count).unwrap_or(0);
+        any_started |= running || restart_count > 0;
+        statuses.push(ContainerStatus {
+            name: c.name.clone(),
+            image,
+            image_id,
+            container_id: obs.map(|o| format!("containerd://{}", o.id)),
+            ready: running,
+            started: Some(running),
+            restart_count: restart_count as i32,
+            state: Some(state),
+            last_state: view.last_termination.get(&c.name).map(|t| ContainerState {
+                terminated: Some(terminated(t)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let cond = |type_: &str, ok: bool| {
+        let status = if ok { "True" } else { "False" };
+        let since = prev
+            .and_then(|p| p.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == type_))
+            .filter(|c| c.status == status)
+            .and_then(|c| c.last_transition_time.clone())
+            .unwrap_or_else(|| time(now_ms));
+        PodCondition {
+            type_: type_.into(),
+            status: status.into(),
+            last_transition_time: Some(since),
+            reason: (!ok && type_.ends_with("Ready")).then(|| "ContainersNotReady".into()),
+            ..Default::default()
+        }
+    };
+    let host_network = view.spec.host_network.unwrap_or(false);
+    let pod_ip = if host_network {
+        view.host_ip.clone()
+    } else {
+        None
+    };
+    PodStatus {
+        phase: Some(if any_started { "Running" } else { "Pending" }.into()),
+        conditions: Some(vec![
+            cond("PodReadyToStartContainers", true),
+            cond("Initialized", true),
+            cond("Ready", all_ready),
+            cond("ContainersReady", all_ready),
+            cond("PodScheduled", true),
+        ]),
+        container_statuses: Some(statuses),
+        host_ip: view.host_ip.clone(),
+        host_ips: view
+            .host_ip
+            .clone()
+            .map(|ip| vec![k8s_openapi::api::core::v1::HostIP { ip }]),
+        pod_ip: pod_ip.clone(),
+        pod_ips: pod_ip.map(|ip| vec![PodIP { ip }]),
+        qos_class: Some(qos_class(view.spec).into()),
+        start_time: Some(time(view.start_ms)),
+        ..Default::default()
+    }
+}
+
+/// Kubernetes' QoS class: Guaranteed when every container has equal cpu and memory requests and
+/// limits, BestEffort when none has any, Burstable otherwise.
+pub fn qos_class(spec: &PodSpec) -> &'static str {
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &spec.containers {
+        let r = c.resources.clone().unwrap_or_default();
+        let limits = r.limits.unwrap_or_default();
+        let requests = r.requests.unwrap_or_default();
+        any |= !limits.is_empty() || !requests.is_empty();
+        for res in ["cpu", "memory"] {
+            let l = limits.get(res);
+            let q = requests.get(res).or(l);
+            guaranteed &= l.is_some() && q == l;
+        }
+    }
+    match (any, guaranteed) {
+        (false, _) => "BestEffort",
+        (true, true) => "Guaranteed",
+        _ => "Burstable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{Container, ResourceRequirements};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    fn spec(n: usize) -> PodSpec {
+        PodSpec {
+            containers: (0..n)
+                .map(|i| Container {
+                    name: format!("c{i}"),
+                    image: Some("busybox:v1".into()),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }
+    }
+
+    fn observed(name: &str, restarts: u32, state: State) -> Observed {
+        Observed {
+            id: format!("id-{name}"),
+            name: name.into(),
+            restart_count: restarts,
+            state,
+            created_ms: 1000,
+        }
+    }
+
+    fn status_of(
+        spec: &PodSpec,
+        obs: &[Observed],
+        waiting: &[(&str, &str)],
+        prev: Option<&PodStatus>,
+        now: i64,
+    ) -> PodStatus {
+        let view = PodView {
+            spec,
+            containers: obs.iter().map(|o| (o.name.clone(), o)).collect(),
+            images: BTreeMap::new(),
+            waiting: waiting
+                .iter()
+                .map(|(n, r)| {
+                    (
+                        n.to_string(),
+                        Waiting {
+                            reason: r.to_string(),
+                            message: String::new(),
+                        },
+                    )
+                })
+                .collect(),
+            last_termination: BTreeMap::new(),
+            host_ip: Some("127.0.0.1".into()),
+            start_ms: 0,
+        };
+        pod_status(&view, prev, now)
+    }
+
+    fn cond(s: &PodStatus, t: &str) -> String {
+        s.conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap()
+            .status
+            .clone()
+    }
+
+    #[test]
+    fn phases_and_readiness() {
+        let sp = spec(2);
+        let run = |n: &str| observed(n, 0, State::Running);
+        #[rustfmt::skip]
+        let cases: Vec<(&str, Vec<Observed>, Vec<(&str, &str)>, &str, &str, Vec<&str>)> = vec![
+            ("nothing yet", vec![], vec![], "Pending", "False", vec!["ContainerCreating", "ContainerCreating"]),
+            ("pull failing", vec![], vec![("c0", "ErrImagePull")], "Pending", "False", vec!["ErrImagePull", "ContainerCreating"]),
+            ("one of two", vec![run("c0")], vec![], "Running", "False", vec!["running", "ContainerCreating"]),
+            ("both", vec![run("c0"), run("c1")], vec![], "Running", "True", vec!["running", "running"]),
+            ("crash loop", vec![run("c0"), observed("c1", 3, State::Exited { code: 2, at_ms: Some(5) })],
+                vec![("c1", "CrashLoopBackOff")], "Running", "False", vec!["running", "CrashLoopBackOff"]),
+        ];
+        for (what, obs, waiting, phase, ready, states) in cases {
+            let s = status_of(&sp, &obs, &waiting, None, 10);
+            assert_eq!(s.phase.as_deref(), Some(phase), "{what}");
+            assert_eq!(cond(&s, "Ready"), ready, "{what}");
+            let got: Vec<String> = s
+                .container_statuses
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    let st = c.state.as_ref().unwrap();
+                    if st.running.is_some() {
+                        "running".to_string()
+                    } else {
+                        st.waiting.as_ref().unwrap().reason.clone().unwrap()
+                    }
+                })
+                .collect();
+            assert_eq!(got, states, "{what}");
+        }
+    }
+
+    #[test]
+    fn transition_time_kept_while_unchanged() {
+        let sp = spec(1);
+        let obs = [observed("c0", 0, State::Running)];
+        let first = status_of(&sp, &obs, &[], None, 1_000);
+        let second = status_of(&sp, &obs, &[], Some(&first), 9_000);
+        assert_eq!(first.conditions, second.conditions);
+        let third = status_of(&sp, &[], &[], Some(&second), 12_000);
+        let ready = third
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(ready.last_transition_time, Some(time(12_000)));
+    }
+
+    #[test]
+    fn qos_classes() {
+        let with = |limits: &[(&str, &str)], requests: &[(&str, &str)]| {
+            let q = |v: &[(&str, &str)]| {
+                (!v.is_empty()).then(|| {
+                    v.iter()
+                        .map(|(k, v)| (k.to_string(), Quantity(v.to_string())))
+                        .collect()
+                })
+            };
+            let mut s = spec(1);
+            s.containers[0].resources = Some(ResourceRequirements {
+                limits: q(limits),
+                requests: q(requests),
+                ..Default::default()
+            });
+            qos_class(&s)
+        };
+        assert_eq!(with(&[], &[]), "BestEffort");
+        assert_eq!(with(&[("cpu", "1"), ("memory", "1Gi")], &[]), "Guaranteed");
+        assert_eq!(
+            with(&[("memory", "200Mi"), ("cpu", "100m")], &[("cpu", "50m")]),
+            "Burstable"
+        );
+        assert_eq!(with(&[("memory", "200Mi")], &[]), "Burstable");
+    }
+}
