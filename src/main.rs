@@ -1,1 +1,185 @@
-fn main() {}
+//! `daemonset-agent`: one binary, one function per subcommand.
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use daemonset_agent::agent::{self, config};
+use daemonset_agent::runtime::containerd::ContainerdRuntime;
+use daemonset_agent::{logging, server};
+
+/// EX_USAGE: the configuration is wrong.
+const EX_USAGE: u8 = 64;
+
+#[derive(Parser)]
+#[command(
+    name = "daemonset-agent",
+    version,
+    about = "Kubernetes DaemonSets on plain Linux machines, through containerd"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node agent (normally started by systemd).
+    Agent(AgentArgs),
+    /// Run the Kubernetes-compatible API server (embedded SQLite store).
+    Server(ServerArgs),
+}
+
+#[derive(clap::Args)]
+struct AgentArgs {
+    /// TOML configuration file; flags override it.
+    #[arg(long, env = "DSA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Name of this node (default: the hostname).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// A label of this node, key=value (repeatable).
+    #[arg(long = "node-label", value_name = "KEY=VALUE")]
+    node_labels: Vec<String>,
+    /// A taint registered with this node, key=value:Effect (repeatable).
+    #[arg(long = "node-taint", value_name = "KEY=VALUE:EFFECT")]
+    node_taints: Vec<String>,
+    /// kubeconfig of the API server.
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// containerd's gRPC socket.
+    #[arg(long)]
+    containerd_socket: Option<PathBuf>,
+    /// containerd namespace of this agent's containers.
+    #[arg(long)]
+    containerd_namespace: Option<String>,
+    /// Directory for the agent's state (pods, logs, desired-state cache).
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Directory of the store (state.db) and of admin.kubeconfig.
+    #[arg(long, default_value = "/var/lib/daemonset-agent-server")]
+    data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: std::net::SocketAddr,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("daemonset-agent: start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match cli.command {
+            Command::Agent(a) => run_agent(a).await,
+            Command::Server(s) => run_server(s).await,
+        }
+    })
+}
+
+async fn run_server(args: ServerArgs) -> ExitCode {
+    logging::init("daemonset-agent-server", None);
+    let opts = server::ServerOptions {
+        data_dir: args.data_dir,
+        listen: args.listen,
+    };
+    match server::run(opts).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("server failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn agent_flags(a: &AgentArgs) -> config::Flags {
+    config::Flags {
+        config: a.config.clone(),
+        node_name: a.node_name.clone(),
+        node_labels: a.node_labels.clone(),
+        node_taints: a.node_taints.clone(),
+        kubeconfig: a.kubeconfig.clone(),
+        containerd_socket: a.containerd_socket.clone(),
+        containerd_namespace: a.containerd_namespace.clone(),
+        state_dir: a.state_dir.clone(),
+    }
+}
+
+fn hostname() -> String {
+    nix::unistd::gethostname()
+        .map(|h| h.to_string_lossy().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+async fn run_agent(args: AgentArgs) -> ExitCode {
+    let flags = agent_flags(&args);
+    let cfg = match config::load(&flags, &hostname()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("daemonset-agent: invalid configuration: {e}");
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    logging::init("daemonset-agent", Some(&cfg.node_name));
+    log::info!(node = cfg.node_name.as_str(); "starting agent");
+    let runtime = match ContainerdRuntime::connect(
+        &cfg.containerd_socket,
+        &cfg.containerd_namespace,
+        &cfg.state_dir,
+    )
+    .await
+    {
+        Ok(r) => Arc::new(r),
+        Err(e) => {
+            log::error!(
+                "connect to containerd at {}: {e}",
+                cfg.containerd_socket.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let agent = match agent::start(cfg, runtime).await {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("agent failed to start: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        log::error!("cannot install signal handlers");
+        return ExitCode::FAILURE;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                match config::load(&flags, &hostname()) {
+                    Ok(c) => agent.reload(c).await,
+                    Err(e) => log::error!("SIGHUP: configuration not reloaded: {e}"),
+                }
+            }
+        }
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    agent.shutdown().await;
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,316 @@
+//! The agent's configuration: a TOML file plus flags that override it, validated in one pure
+//! function before any socket is opened. A bad config names the key and exits with EX_USAGE.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::core::v1::Taint;
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG: &str = "/etc/daemonset-agent/agent.toml";
+pub const DEFAULT_NAMESPACE: &str = "daemonset-agent";
+pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/daemonset-agent";
+pub const DEFAULT_KUBECONFIG: &str = "/etc/daemonset-agent/kubeconfig";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// The file, as written by an operator. Keys are named like the flags.
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub node_name: Option<String>,
+    #[serde(default)]
+    pub node_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub node_taints: Vec<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub containerd_socket: Option<PathBuf>,
+    pub containerd_namespace: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    /// Seconds between full resyncs with containerd (events wake the loop earlier).
+    pub resync_seconds: Option<u64>,
+}
+
+/// What the command line said (None / empty: not given).
+#[derive(Debug, Default, Clone)]
+pub struct Flags {
+    pub config: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub node_labels: Vec<String>,
+    pub node_taints: Vec<String>,
+    pub kubeconfig: Option<PathBuf>,
+    pub containerd_socket: Option<PathBuf>,
+    pub containerd_namespace: Option<String>,
+    pub state_dir: Option<PathBuf>,
+}
+
+/// The validated configuration the agent runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub node_name: String,
+    /// Labels from the file and flags (the well-known ones are added at registration).
+    pub node_labels: BTreeMap<String, String>,
+    pub node_taints: Vec<Taint>,
+    pub kubeconfig: PathBuf,
+    pub containerd_socket: PathBuf,
+    pub containerd_namespace: String,
+    pub state_dir: PathBuf,
+    pub resync_seconds: u64,
+    /// The file it came from, for SIGHUP reloads.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Reads the file named by the flags (or the default path when it exists) and merges the flags.
+pub fn load(flags: &Flags, hostname: &str) -> Result<Config, ConfigError> {
+    let (path, required) = match &flags.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG), false),
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => Some(t),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let file = match &text {
+        Some(t) => parse_file(t, &path)?,
+        None => FileConfig::default(),
+    };
+    let mut cfg = merge(file, flags, hostname)?;
+    cfg.config_file = text.map(|_| path);
+    Ok(cfg)
+}
+
+pub fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().replace('\n', " "),
+    })
+}
+
+/// Merges file and flags (flags win; labels and taints add up, a flag label overriding the file's
+/// value) and validates the result.
+pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, ConfigError> {
+    let node_name = flags
+        .node_name
+        .clone()
+        .or(file.node_name)
+        .unwrap_or_else(|| hostname.to_lowercase());
+    if !is_dns1123_subdomain(&node_name) {
+        return Err(invalid(
+            "node-name",
+            format!("{node_name:?} is not a valid node name (lowercase DNS-1123 subdomain)"),
+        ));
+    }
+    let mut node_labels = file.node_labels;
+    for l in &flags.node_labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| invalid("node-label", format!("{l:?} is not key=value")))?;
+        node_labels.insert(k.to_string(), v.to_string());
+    }
+    for (k, v) in &node_labels {
+        if !is_label_key(k) || !is_label_value(v) {
+            return Err(invalid(
+                "node-label",
+                format!("{k}={v} is not a valid label"),
+            ));
+        }
+    }
+    let node_taints = file
+        .node_taints
+        .iter()
+        .chain(&flags.node_taints)
+        .map(|t| parse_taint(t).map_err(|m| invalid("node-taint", m)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let containerd_namespace = flags
+        .containerd_namespace
+        .clone()
+        .or(file.containerd_namespace)
+        .unwrap_or_else(|| DEFAULT_NAMESPACE.into());
+    if !is_dns1123_label(&containerd_namespace) {
+        return Err(invalid(
+            "containerd-namespace",
+            format!("{containerd_namespace:?} is not a valid containerd namespace"),
+        ));
+    }
+    let resync_seconds = file.resync_seconds.unwrap_or(10);
+    if resync_seconds == 0 {
+        return Err(invalid("resync-seconds", "must be at least 1".into()));
+    }
+    Ok(Config {
+        node_name,
+        node_labels,
+        node_taints,
+        kubeconfig: flags
+            .kubeconfig
+            .clone()
+            .or(file.kubeconfig)
+            .unwrap_or_else(|| DEFAULT_KUBECONFIG.into()),
+        containerd_socket: flags
+            .containerd_socket
+            .clone()
+            .or(file.containerd_socket)
+            .unwrap_or_else(|| DEFAULT_SOCKET.into()),
+        containerd_namespace,
+        state_dir: flags
+            .state_dir
+            .clone()
+            .or(file.state_dir)
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        resync_seconds,
+        config_file: None,
+    })
+}
+
+fn invalid(key: &str, message: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message,
+    }
+}
+
+/// `key=value:Effect` or `key:Effect`, as kubelet's --register-with-taints.
+pub fn parse_taint(s: &str) -> Result<Taint, String> {
+    let (kv, effect) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{s:?} is not key=value:Effect"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!(
+            "{s:?}: effect {effect:?} is not NoSchedule, PreferNoSchedule or NoExecute"
+        ));
+    }
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (kv, None),
+    };
+    if !is_label_key(key) || !value.as_deref().is_none_or(is_label_value) {
+        return Err(format!("{s:?}: invalid taint key or value"));
+    }
+    Ok(Taint {
+        key: key.into(),
+        value,
+        effect: effect.into(),
+        time_added: None,
+    })
+}
+
+fn is_dns1123_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns1123_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+}
+
+fn is_label_value(v: &str) -> bool {
+    v.is_empty()
+        || (v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            && v.as_bytes()[0].is_ascii_alphanumeric()
+            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
+}
+
+fn is_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    prefix.is_none_or(is_dns1123_subdomain) && !name.is_empty() && is_label_value(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flags(args: &[(&str, &str)]) -> Flags {
+        let mut f = Flags::default();
+        for (k, v) in args {
+            match *k {
+                "node-name" => f.node_name = Some(v.to_string()),
+                "node-label" => f.node_labels.push(v.to_string()),
+                "node-taint" => f.node_taints.push(v.to_string()),
+                "ns" => f.containerd_namespace = Some(v.to_string()),
+                _ => unreachable!(),
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn file_and_flags_merge() {
+        let file = parse_file(
+            r#"
+node-name = "from-file"
+node-taints = ["dedicated=gpu:NoSchedule"]
+state-dir = "/tmp/x"
+[node-labels]
+"node-role.kubernetes.io/worker" = "true"
+zone = "a"
+"#,
+            Path::new("agent.toml"),
+        )
+        .unwrap();
+        let cfg = merge(
+            file,
+            &flags(&[("node-name", "worker-1"), ("node-label", "zone=b")]),
+            "Host",
+        )
+        .unwrap();
+        assert_eq!(cfg.node_name, "worker-1");
+        assert_eq!(cfg.node_labels["zone"], "b");
+        assert_eq!(cfg.node_labels["node-role.kubernetes.io/worker"], "true");
+        assert_eq!(cfg.node_taints.len(), 1);
+        assert_eq!(cfg.node_taints[0].value.as_deref(), Some("gpu"));
+        assert_eq!(cfg.state_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(cfg.containerd_namespace, DEFAULT_NAMESPACE);
+        let defaults = merge(FileConfig::default(), &Flags::default(), "My-Host").unwrap();
+        assert_eq!(defaults.node_name, "my-host");
+    }
+
+    #[test]
+    fn bad_configs_name_the_key() {
+        #[rustfmt::skip]
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (vec![("node-name", "Bad_Name")], "node-name"),
+            (vec![("node-label", "novalue")], "node-label"),
+            (vec![("node-label", "k=bad value")], "node-label"),
+            (vec![("node-taint", "k=v:Sometimes")], "node-taint"),
+            (vec![("node-taint", "k=v")], "node-taint"),
+            (vec![("ns", "UPPER")], "containerd-namespace"),
+        ];
+        for (args, key) in cases {
+            match merge(FileConfig::default(), &flags(&args), "h") {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{args:?}"),
+                other => panic!("{args:?}: expected an error on {key}, got {other:?}"),
+            }
+        }
+        let err = parse_file("nodename = 1", Path::new("a.toml")).unwrap_err();
+        assert!(err.to_string().contains("nodename"), "{err}");
+    }
+
+    #[test]
+    fn taints_parse() {
+        let t = parse_taint("node-role.kubernetes.io/master:NoExecute").unwrap();
+        assert_eq!(
+            (t.key.as_str(), t.value, t.effect.as_str()),
+            ("node-role.kubernetes.io/master", None, "NoExecute")
+        );
+    }
+}

@@ -1,0 +1,424 @@
+//! Pod workers, as the kubelet has them: one task per pod owns that pod's containers, so a pod
+//! whose image cannot be pulled (or whose mount is bad) waits in its own back-off and never holds
+//! up the others. The controller sends each worker the latest desired pod and observed containers;
+//! updates that arrive while a worker is busy coalesce into one.
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PodStatus;
+use tokio::sync::{mpsc, watch};
+
+use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, State};
+use crate::core::status::{self, PodView, Termination, Waiting};
+use crate::runtime::{
+    labels, ContainerRequest, ContainerStatus, PodSandbox, Runtime, RuntimeError, SandboxInfo,
+    TaskState,
+};
+
+/// The label holding the grace period, so a pod whose DaemonSet is gone still stops gracefully.
+pub const GRACE_LABEL: &str = "io.daemonset-agent.termination-grace-seconds";
+
+/// What a worker is told on each round.
+#[derive(Debug, Clone, Default)]
+pub struct Work {
+    pub desired: Option<DesiredPod>,
+    pub observed: Vec<ContainerStatus>,
+}
+
+/// What a worker reports back.
+#[derive(Debug)]
+pub enum Report {
+    /// The pod's status after a sync, and when the worker wants to look again (unix ms).
+    Status {
+        key: PodKey,
+        pod: Box<DesiredPod>,
+        status: Box<PodStatus>,
+        requeue_at: Option<i64>,
+        /// Containers were started or removed: the controller should resync soon.
+        changed: bool,
+    },
+    /// The pod is gone from the node (containers and sandbox removed); the worker ended.
+    Gone { key: PodKey },
+}
+
+pub struct Context {
+    pub runtime: Arc<dyn Runtime>,
+    pub state_dir: PathBuf,
+    pub host_ip: Option<String>,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// containerd id of one incarnation of a container: readable when short enough, else hashed.
+pub fn container_id(pod: &PodKey, container: &str, restart_count: u32) -> String {
+    let id = format!(
+        "{}_{}_{}_{}",
+        pod.namespace, pod.name, container, restart_count
+    );
+    if id.len() <= 76 {
+        return id;
+    }
+    let h = plan::pod_uid(&pod.namespace, &pod.name, container);
+    format!("{}_{}", &h[..23], restart_count)
+}
+
+/// The plan's view of one of our containers.
+pub fn observed(c: &ContainerStatus) -> Option<Observed> {
+    let name = c.labels.get(labels::CONTAINER_NAME)?.clone();
+    Some(Observed {
+        id: c.id.clone(),
+        name,
+        restart_count: c
+            .labels
+            .get(labels::RESTART_COUNT)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+        state: match c.state {
+            TaskState::Created => State::Created,
+            TaskState::Running { .. } => State::Running,
+            TaskState::Stopped {
+                exit_code,
+                exited_at,
+            } => State::Exited {
+                code: exit_code,
+                at_ms: exited_at.map(|s| s * 1000),
+            },
+        },
+        created_ms: c.created_at * 1000,
+    })
+}
+
+/// The pod a container belongs to, from its labels.
+pub fn pod_key_of(c: &ContainerStatus) -> Option<PodKey> {
+    Some(PodKey {
+        namespace: c.labels.get(labels::POD_NAMESPACE)?.clone(),
+        name: c.labels.get(labels::POD_NAME)?.clone(),
+    })
+}
+
+struct Worker {
+    key: PodKey,
+    ctx: Arc<Context>,
+    backoff: BTreeMap<String, Backoff>,
+    waiting: BTreeMap<String, Waiting>,
+    last_termination: BTreeMap<String, Termination>,
+    images: BTreeMap<String, (String, String)>,
+    sandbox: Option<SandboxInfo>,
+    /// The last desired pod seen, kept to stop its containers gracefully once it is gone.
+    last: Option<DesiredPod>,
+    status: Option<PodStatus>,
+    start_ms: i64,
+}
+
+/// Starts a worker for `key`; it runs until its pod is gone.
+pub fn spawn(
+    key: PodKey,
+    ctx: Arc<Context>,
+    reports: mpsc::UnboundedSender<Report>,
+) -> watch::Sender<Work> {
+    let (tx, mut rx) = watch::channel(Work::default());
+    let mut w = Worker {
+        key,
+        ctx,
+        backoff: BTreeMap::new(),
+        waiting: BTreeMap::new(),
+        last_termination: BTreeMap::new(),
+        images: BTreeMap::new(),
+        sandbox: None,
+        last: None,
+        status: None,
+        start_ms: now_ms(),
+    };
+    tokio::spawn(async move {
+        while rx.changed().await.is_ok() {
+            let work = rx.borrow_and_update().clone();
+            if w.sync(work, &reports).await {
+                let _ = reports.send(Report::Gone { key: w.key.clone() });
+                return;
+            }
+        }
+    });
+    tx
+}
+
+impl Worker {
+    /// One sync of the pod; true when the pod is gone for good.
+    async fn sync(&mut self, work: Work, reports: &mpsc::UnboundedSender<Report>) -> bool {
+        let now = now_ms();
+        let observed: Vec<Observed> = work.observed.iter().filter_map(observed).collect();
+        if let Some(d) = &work.desired {
+            self.last = Some(d.clone());
+        }
+        let grace_fallback = work
+            .observed
+            .iter()
+            .find_map(|c| c.labels.get(GRACE_LABEL).and_then(|g| g.parse().ok()))
+            .unwrap_or(30);
+        let plan = plan::plan_pod(
+            work.desired.as_ref().map(|d| &d.spec),
+            work.desired.as_ref().is_some_and(|d| d.may_start),
+            &observed,
+            &self.backoff,
+            now,
+        );
+        // Remember how each dead container ended before the plan removes it.
+        for o in &observed {
+            if let State::Exited { code, at_ms } = o.state {
+                self.last_termination.insert(
+                    o.name.clone(),
+                    Termination {
+                        exit_code: code as i32,
+                        started_ms: o.created_ms,
+                        finished_ms: at_ms,
+                    },
+                );
+            }
+        }
+        let mut changed = false;
+        for action in &plan.actions {
+            changed = true;
+            match action {
+                Action::Remove { id, grace_seconds } => {
+                    let grace = if work.desired.is_none() && *grace_seconds > 0 {
+                        grace_fallback
+                    } else {
+                        *grace_seconds
+                    };
+                    self.remove(id, grace).await;
+                }
+                Action::RemoveSandbox => {
+                    let uid = self.uid(&work);
+                    if let Some(uid) = uid {
+                        if let Err(e) = self.ctx.runtime.remove_sandbox(&uid).await {
+                            log::warn!(pod = self.key.to_string(), error = e.to_string(); "remove sandbox failed; retrying");
+                            return false;
+                        }
+                    }
+                    log::info!(pod = self.key.to_string(); "pod removed");
+                    return true;
+                }
+                Action::Start {
+                    name,
+                    restart_count,
+                } => {
+                    if let Some(d) = &work.desired {
+                        self.start(d, name, *restart_count, now).await;
+                    }
+                }
+            }
+        }
+        for (name, until) in &plan.waiting {
+            let crashed = observed
+                .iter()
+                .any(|o| &o.name == name && matches!(o.state, State::Exited { .. }));
+            let secs = (until - now + 999) / 1000;
+            let w = self.waiting.entry(name.clone()).or_insert(Waiting {
+                reason: String::new(),
+                message: String::new(),
+            });
+            if crashed {
+                w.reason = "CrashLoopBackOff".into();
+                w.message = format!("back-off {secs}s restarting failed container={name}");
+            } else if w.reason == "ErrImagePull" || w.reason == "ImagePullBackOff" {
+                w.reason = "ImagePullBackOff".into();
+            }
+        }
+        let Some(desired) = work.desired.or_else(|| self.last.clone()) else {
+            return observed.is_empty() && plan.actions.is_empty();
+        };
+        let newest: BTreeMap<String, &Observed> = {
+            let mut m: BTreeMap<String, &Observed> = BTreeMap::new();
+            for o in &observed {
+                let keep = m.get(&o.name).is_none_or(|cur| {
+                    (o.restart_count, o.created_ms) > (cur.restart_count, cur.created_ms)
+                });
+                if keep {
+                    m.insert(o.name.clone(), o);
+                }
+            }
+            m
+        };
+        let view = PodView {
+            spec: &desired.spec,
+            containers: newest,
+            images: self.images.clone(),
+            waiting: self.waiting.clone(),
+            last_termination: self.last_termination.clone(),
+            host_ip: self.ctx.host_ip.clone(),
+            start_ms: self.start_ms,
+        };
+        let st = status::pod_status(&view, self.status.as_ref(), now);
+        self.status = Some(st.clone());
+        let _ = reports.send(Report::Status {
+            key: self.key.clone(),
+            pod: Box::new(desired),
+            status: Box::new(st),
+            requeue_at: plan.requeue_at(),
+            changed,
+        });
+        false
+    }
+
+    fn uid(&self, work: &Work) -> Option<String> {
+        work.desired
+            .as_ref()
+            .or(self.last.as_ref())
+            .map(|d| d.uid.clone())
+            .or_else(|| {
+                work.observed
+                    .iter()
+                    .find_map(|c| c.labels.get(labels::POD_UID).cloned())
+            })
+    }
+
+    async fn remove(&mut self, id: &str, grace_seconds: i64) {
+        let rt = &self.ctx.runtime;
+        if grace_seconds > 0 {
+            if let Err(e) = rt
+                .stop_container(id, Duration::from_secs(grace_seconds as u64))
+                .await
+            {
+                log::warn!(pod = self.key.to_string(), container_id = id, error = e.to_string(); "stop failed");
+            }
+        }
+        match rt.remove_container(id).await {
+            Ok(()) => {
+                log::info!(pod = self.key.to_string(), container_id = id; "container removed")
+            }
+            Err(e) => {
+                log::warn!(pod = self.key.to_string(), container_id = id, error = e.to_string(); "remove failed")
+            }
+        }
+    }
+
+    async fn start(&mut self, d: &DesiredPod, name: &str, restart_count: u32, now: i64) {
+        let Some(container) = d.spec.containers.iter().find(|c| c.name == name) else {
+            return;
+        };
+        let result = self.try_start(d, container, restart_count).await;
+        if restart_count > 0 || result.is_err() {
+            let b = plan::after_restart(self.backoff.get(name), now);
+            self.backoff.insert(name.to_string(), b);
+        }
+        match result {
+            Ok(id) => {
+                self.waiting.remove(name);
+                log::info!(pod = self.key.to_string(), daemonset = d.owner.name.as_str(), container_id = id.as_str(), restart_count = restart_count; "container started");
+            }
+            Err(e) => {
+                let reason = match &e {
+                    RuntimeError::ImagePull { .. } => "ErrImagePull",
+                    _ => "CreateContainerError",
+                };
+                log::warn!(pod = self.key.to_string(), daemonset = d.owner.name.as_str(), container = name, error = e.to_string(); "container failed to start; backing off");
+                self.waiting.insert(
+                    name.to_string(),
+                    Waiting {
+                        reason: reason.into(),
+                        message: e.to_string(),
+                    },
+                );
+            }
+        }
+    }
+
+    async fn try_start(
+        &mut self,
+        d: &DesiredPod,
+        container: &k8s_openapi::api::core::v1::Container,
+        restart_count: u32,
+    ) -> Result<String, RuntimeError> {
+        let rt = &self.ctx.runtime;
+        let image = container.image.clone().unwrap_or_default();
+        let info = rt.ensure_image(&image).await?;
+        self.images
+            .insert(container.name.clone(), (image, info.digest.clone()));
+        let host_network = d.spec.host_network.unwrap_or(false);
+        let sandbox = match &self.sandbox {
+            Some(s) => s.clone(),
+            None => {
+                let s = rt
+                    .create_sandbox(&PodSandbox {
+                        uid: d.uid.clone(),
+                        namespace: d.key.namespace.clone(),
+                        name: d.key.name.clone(),
+                        host_network,
+                    })
+                    .await?;
+                self.sandbox = Some(s.clone());
+                s
+            }
+        };
+        let id = container_id(&d.key, &container.name, restart_count);
+        let grace = d.spec.termination_grace_period_seconds.unwrap_or(30);
+        let container_labels = BTreeMap::from([
+            (labels::MANAGED_BY, labels::MANAGED_BY_VALUE.to_string()),
+            (labels::POD_NAMESPACE, d.key.namespace.clone()),
+            (labels::POD_NAME, d.key.name.clone()),
+            (labels::POD_UID, d.uid.clone()),
+            (labels::CONTAINER_NAME, container.name.clone()),
+            (labels::DAEMONSET_NAMESPACE, d.owner.namespace.clone()),
+            (labels::DAEMONSET_NAME, d.owner.name.clone()),
+            (labels::DAEMONSET_UID, d.owner.uid.clone()),
+            (labels::TEMPLATE_HASH, d.template_hash.clone()),
+            (labels::RESTART_COUNT, restart_count.to_string()),
+            (GRACE_LABEL, grace.to_string()),
+        ])
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let log_path = self
+            .ctx
+            .state_dir
+            .join("logs")
+            .join(format!("{}_{}_{}", d.key.namespace, d.key.name, d.uid))
+            .join(&container.name)
+            .join(format!("{restart_count}.log"));
+        let req = ContainerRequest {
+            id: id.clone(),
+            labels: container_labels,
+            pod_spec: d.spec.clone(),
+            container: container.clone(),
+            sandbox,
+            hostname: if host_network {
+                nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().to_string())
+                    .unwrap_or_default()
+            } else {
+                d.key.name.clone()
+            },
+            log_path,
+        };
+        rt.run_container(&req).await?;
+        Ok(id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_ids_are_valid_containerd_ids() {
+        let key = PodKey {
+            namespace: "default".into(),
+            name: "node-monitor-bcdfg".into(),
+        };
+        assert_eq!(
+            container_id(&key, "agent", 3),
+            "default_node-monitor-bcdfg_agent_3"
+        );
+        let long = PodKey {
+            namespace: "a-very-long-namespace-name".into(),
+            name: "x".repeat(63),
+        };
+        let id = container_id(&long, "container", 12);
+        assert!(id.len() <= 76, "{id}");
+        assert!(id.ends_with("_12"));
+        assert_ne!(id, container_id(&long, "other", 12));
+    }
+}
