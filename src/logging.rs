@@ -1,7 +1,7 @@
 //! Logging: structured records to journald (key-value pairs become journal fields: DAEMONSET,
-//! POD, CONTAINER_ID, NODE; PRIORITY from the level) and readable lines on stderr when it is a
-//! terminal or when there is no journal. `DSA_LOG` sets the level (error, warn, info, debug).
-use std::io::{IsTerminal, Write};
+//! POD, CONTAINER_ID, NODE; PRIORITY from the level) and readable lines on stderr unless stderr
+//! is itself connected to the journal (under systemd). `DSA_LOG` sets the level (error, warn, info, debug).
+use std::io::Write;
 
 use log::kv::{Key, Value, VisitSource};
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -70,8 +70,7 @@ pub fn init(identifier: &str, node: Option<&str>) {
         None
     };
     // Under systemd stderr goes to the journal already: do not log twice.
-    let stderr = journal.is_none()
-        || (std::io::stderr().is_terminal() && !systemd_journal_logger::connected_to_journal());
+    let stderr = journal.is_none() || !systemd_journal_logger::connected_to_journal();
     let logger = Logger {
         journal,
         stderr,

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building, running and testing daemonset-agent needs on Debian 12 (as root).
+# Idempotent: packages already present are skipped by apt; safe to run again.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+pkgs=(containerd runc protobuf-compiler docker-registry skopeo busybox-static curl python3 ca-certificates)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# A packaged containerd may start its own service where systemd runs; that is fine, the tests
+# start private ones. kubectl is expected on the machine (Debian's kubernetes-client is too old).
+command -v kubectl >/dev/null || { echo "kubectl is required (1.27+): install it from https://dl.k8s.io" >&2; exit 1; }
+if ! command -v cargo >/dev/null; then
+  echo "cargo is required: install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+# The official Python client, for the compatibility test.
+python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q 'kubernetes>=30' 2>&1 | tail -1 || true

@@ -1,0 +1,381 @@
+//! End to end, with real parts only: the `daemonset-agent` binary as server and as two agents
+//! (worker-1 and edge-1, each with its own containerd namespace on one real containerd + runc),
+//! images from a real loopback registry, and the real kubectl with default flags. containerd is
+//! observed independently with `ctr` and the cgroup filesystem.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{wait_for, Containerd};
+
+const BIN: &str = env!("CARGO_BIN_EXE_daemonset-agent");
+
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(args: &[&str], log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(BIN)
+            .args(args)
+            .env("DSA_LOG", "debug")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn daemonset-agent");
+        Proc { child, log }
+    }
+
+    /// SIGTERM, as systemd stops it, and wait.
+    fn stop(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    dir: tempfile::TempDir,
+    ctd: Containerd,
+    server: Proc,
+    kubeconfig: PathBuf,
+    agents: Vec<(String, Proc)>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let ctd = Containerd::start();
+        let dir = tempfile::Builder::new().prefix("dsa-e2e-").tempdir_in("/tmp").unwrap();
+        let data = dir.path().join("server");
+        let listen = format!("127.0.0.1:{}", common::free_port());
+        let server = Proc::spawn(
+            &["server", "--data-dir", data.to_str().unwrap(), "--listen", &listen],
+            dir.path().join("server.log"),
+        );
+        let kubeconfig = data.join("admin.kubeconfig");
+        let mut c = Cluster {
+            dir,
+            ctd,
+            server,
+            kubeconfig,
+            agents: vec![],
+        };
+        wait_for("the server to answer", Duration::from_secs(20), || {
+            (c.kubeconfig.exists() && c.kubectl(&["get", "--raw", "/readyz"]).status.success())
+                .then_some(())
+        });
+        c
+    }
+
+    fn start_agent(&mut self, node: &str, labels: &[&str]) {
+        let ns = format!("ns-{node}");
+        let state = self.dir.path().join(format!("agent-{node}"));
+        let mut args = vec![
+            "agent".to_string(),
+            "--node-name".into(),
+            node.into(),
+            "--kubeconfig".into(),
+            self.kubeconfig.to_string_lossy().into(),
+            "--containerd-socket".into(),
+            self.ctd.socket.to_string_lossy().into(),
+            "--containerd-namespace".into(),
+            ns,
+            "--state-dir".into(),
+            state.to_string_lossy().into(),
+        ];
+        for l in labels {
+            args.push("--node-label".into());
+            args.push(l.to_string());
+        }
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let p = Proc::spawn(&argv, self.dir.path().join(format!("agent-{node}.log")));
+        self.agents.retain(|(n, _)| n != node);
+        self.agents.push((node.to_string(), p));
+    }
+
+    fn agent(&mut self, node: &str) -> &mut Proc {
+        &mut self.agents.iter_mut().find(|(n, _)| n == node).unwrap().1
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}\n--- server log ---\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.server.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn apply(&self, yaml: &str) -> String {
+        let f = self.dir.path().join(format!("apply-{}.yaml", rand_suffix()));
+        std::fs::write(&f, yaml).unwrap();
+        self.kubectl_ok(&["apply", "-f", f.to_str().unwrap()])
+    }
+
+    fn ctr(&self, ns: &str, args: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.ctd.socket)
+            .arg("-n")
+            .arg(ns)
+            .args(args)
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run ctr");
+        assert!(out.status.success(), "ctr {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// Running tasks of a node: (container id, DaemonSet name).
+    fn running(&self, node: &str) -> Vec<(String, String)> {
+        let ns = format!("ns-{node}");
+        let tasks = self.ctr(&ns, &["tasks", "ls"]);
+        let mut out = vec![];
+        for line in tasks.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() >= 3 && f[2] == "RUNNING" {
+                let info: serde_json::Value =
+                    serde_json::from_str(&self.ctr(&ns, &["containers", "info", f[0]])).unwrap();
+                let ds = info["Labels"]["io.daemonset-agent.daemonset.name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                out.push((f[0].to_string(), ds));
+            }
+        }
+        out.sort();
+        out
+    }
+
+    fn running_ds(&self, node: &str) -> Vec<String> {
+        let mut v: Vec<String> = self.running(node).into_iter().map(|(_, d)| d).collect();
+        v.sort();
+        v
+    }
+
+    fn debug(&self) -> String {
+        let mut s = String::new();
+        for (n, p) in &self.agents {
+            s.push_str(&format!("--- agent {n} ---\n"));
+            s.push_str(&p.log().lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+            s.push('\n');
+        }
+        s
+    }
+
+    fn wait_ds(&self, node: &str, want: &[&str], secs: u64) {
+        let want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
+        let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = self.running_ds(node);
+            if got == want {
+                return;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("{node}: running {got:?}, want {want:?}\n{}", self.debug());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn rand_suffix() -> String {
+    format!("{:08x}", rand::random::<u32>())
+}
+
+fn guide(registry: &str) -> String {
+    std::fs::read_to_string(common::repo_root().join("examples/daemonsets.yaml"))
+        .unwrap()
+        .replace("127.0.0.1:5000", registry)
+}
+
+fn read_cgroup(controller: &str, ns: &str, id: &str, file: &str) -> String {
+    let p = Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join("daemonset-agent")
+        .join(ns)
+        .join(id)
+        .join(file);
+    std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn guide_daemonsets_follow_node_labels_updates_and_deletes() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.start_agent("worker-1", &["node-role.kubernetes.io/worker=true"]);
+    c.start_agent("edge-1", &[]);
+    wait_for("two nodes", Duration::from_secs(20), || {
+        let out = c.kubectl_ok(&["get", "nodes", "--show-labels"]);
+        (out.contains("worker-1") && out.contains("edge-1")).then_some(())
+    });
+    let nodes = c.kubectl_ok(&["get", "nodes", "--show-labels"]);
+    assert!(nodes.contains("node-role.kubernetes.io/worker=true"), "{nodes}");
+    assert!(nodes.contains("kubernetes.io/hostname=edge-1"), "{nodes}");
+
+    c.apply(&guide(registry));
+    c.wait_ds("worker-1", &["kube-proxy", "node-monitor"], 60);
+    // edge-1 is not a worker: give it time to (wrongly) start something, then check it did not
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.running_ds("edge-1"), Vec::<String>::new(), "{}", c.debug());
+
+    // the limits reached the cgroup
+    let (id, _) = c
+        .running("worker-1")
+        .into_iter()
+        .find(|(_, ds)| ds == "node-monitor")
+        .unwrap();
+    assert_eq!(read_cgroup("memory", "ns-worker-1", &id, "memory.limit_in_bytes"), "209715200");
+    assert_eq!(read_cgroup("cpu", "ns-worker-1", &id, "cpu.cfs_quota_us"), "10000");
+    assert_eq!(read_cgroup("cpu", "ns-worker-1", &id, "cpu.cfs_period_us"), "100000");
+
+    // status tells the truth: pods on worker-1, DaemonSets 1/1
+    wait_for("pods Running on worker-1", Duration::from_secs(30), || {
+        let out = c.kubectl_ok(&["get", "pods", "-o", "wide"]);
+        (out.matches("Running").count() == 2 && out.matches("worker-1").count() == 2).then_some(())
+    });
+    wait_for("node-monitor status 1 ready", Duration::from_secs(30), || {
+        let ds: serde_json::Value =
+            serde_json::from_str(&c.kubectl_ok(&["get", "ds", "node-monitor", "-o", "json"])).unwrap();
+        let s = &ds["status"];
+        (s["desiredNumberScheduled"] == 1 && s["numberReady"] == 1 && s["currentNumberScheduled"] == 1)
+            .then_some(())
+    });
+    let table = c.kubectl_ok(&["get", "ds"]);
+    assert!(table.contains("DESIRED") && table.contains("node-monitor"), "{table}");
+
+    // edge-1 becomes a worker: it runs both within seconds
+    c.kubectl_ok(&["label", "node", "edge-1", "node-role.kubernetes.io/worker=true"]);
+    c.wait_ds("edge-1", &["kube-proxy", "node-monitor"], 30);
+
+    // a changed template replaces the pod on every node
+    let before: Vec<String> = c.running("worker-1").into_iter().map(|(id, _)| id).collect();
+    c.apply(&guide(registry).replace("monitoring-agent:latest", "busybox:v2"));
+    for node in ["worker-1", "edge-1"] {
+        wait_for("node-monitor replaced", Duration::from_secs(60), || {
+            let now = c.running(node);
+            let monitor: Vec<&(String, String)> = now.iter().filter(|(_, d)| d == "node-monitor").collect();
+            (monitor.len() == 1 && !before.contains(&monitor[0].0)).then_some(())
+        });
+    }
+    let image = c.kubectl_ok(&["get", "ds", "node-monitor", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    assert!(image.ends_with("busybox:v2"), "{image}");
+
+    // the label goes away: edge-1 stops both promptly
+    c.kubectl_ok(&["label", "node", "edge-1", "node-role.kubernetes.io/worker-"]);
+    c.wait_ds("edge-1", &[], 45);
+
+    // delete: every container, task and snapshot of it is gone
+    c.kubectl_ok(&["delete", "ds", "node-monitor"]);
+    c.wait_ds("worker-1", &["kube-proxy"], 45);
+    for node in ["worker-1", "edge-1"] {
+        let ns = format!("ns-{node}");
+        wait_for("node-monitor containers and snapshots gone", Duration::from_secs(30), || {
+            let containers = c.ctr(&ns, &["containers", "ls", "-q"]);
+            let gone = containers.lines().all(|id| {
+                let info: serde_json::Value =
+                    serde_json::from_str(&c.ctr(&ns, &["containers", "info", id])).unwrap();
+                info["Labels"]["io.daemonset-agent.daemonset.name"] != "node-monitor"
+            });
+            let snaps = c.ctr(&ns, &["snapshots", "ls"]);
+            let snap_gone = !snaps.contains("node-monitor");
+            let tasks = c.ctr(&ns, &["tasks", "ls"]);
+            (gone && snap_gone && !tasks.contains("node-monitor")).then_some(())
+        });
+    }
+    wait_for("node-monitor pods gone from the API", Duration::from_secs(30), || {
+        let out = c.kubectl_ok(&["get", "pods"]);
+        (!out.contains("node-monitor")).then_some(())
+    });
+}
+
+#[test]
+fn broken_daemonset_is_reported_and_does_not_disturb_others() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.start_agent("node-a", &[]);
+    let ds = |name: &str, image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: main\n        image: {image}\n"
+        )
+    };
+    c.apply(&ds("missing-image", &format!("{registry}/does-not-exist:v9")));
+    c.apply(&ds("good", &format!("{registry}/busybox:v1")));
+    c.wait_ds("node-a", &["good"], 60);
+    wait_for("the broken pod to report its image error", Duration::from_secs(40), || {
+        let out = c.kubectl_ok(&["get", "pods", "-o", "json"]);
+        (out.contains("ErrImagePull") || out.contains("ImagePullBackOff")).then_some(())
+    });
+    // a crashing container is restarted and its restarts are counted
+    c.apply(&ds("crasher", &format!("{registry}/busybox:v1")).replace(
+        "        image:",
+        "        command: [\"sh\", \"-c\", \"sleep 0.5; exit 3\"]\n        image:",
+    ));
+    wait_for("crasher restarted at least once", Duration::from_secs(40), || {
+        let out = c.kubectl_ok(&["get", "pods", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["items"].as_array().unwrap().iter().find_map(|p| {
+            let name = p["metadata"]["name"].as_str()?;
+            let st = &p["status"]["containerStatuses"][0];
+            (name.starts_with("crasher-") && st["restartCount"].as_i64()? >= 1
+                && st["lastState"]["terminated"]["exitCode"] == 3)
+                .then_some(())
+        })
+    });
+    // the good one was never restarted by all this
+    let good = c.running("node-a");
+    assert!(good.iter().any(|(id, ds)| ds == "good" && id.ends_with("_0")), "{good:?}");
+}
+
+#[test]
+fn restarted_agent_adopts_running_containers() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.start_agent("node-b", &[]);
+    c.apply(&format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: keeper\nspec:\n  selector:\n    matchLabels:\n      app: keeper\n  template:\n    metadata:\n      labels:\n        app: keeper\n    spec:\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n"
+    ));
+    c.wait_ds("node-b", &["keeper"], 60);
+    let before = c.running("node-b");
+    let pid_before = c.ctr("ns-node-b", &["tasks", "ls"]);
+    c.agent("node-b").stop();
+    // the workload outlives the agent
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(c.running("node-b"), before);
+    c.start_agent("node-b", &[]);
+    wait_for("the agent to come back", Duration::from_secs(20), || {
+        c.agent("node-b").log().contains("node registered").then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(c.running("node-b"), before, "{}", c.debug());
+    assert_eq!(c.ctr("ns-node-b", &["tasks", "ls"]), pid_before, "the task was not restarted");
+}
