@@ -29,6 +29,36 @@ enum Command {
     Agent(AgentArgs),
     /// Run the Kubernetes-compatible API server (embedded SQLite store).
     Server(ServerArgs),
+    /// Show the pods this node runs, from the local agent.
+    Status(LocalArgs),
+    /// Print a container's output, from the local agent.
+    Logs(LogsArgs),
+}
+
+#[derive(clap::Args)]
+struct LocalArgs {
+    /// The agent's state directory (its socket is STATE_DIR/agent.sock).
+    #[arg(long, default_value = config::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+struct LogsArgs {
+    #[command(flatten)]
+    local: LocalArgs,
+    /// The pod's name.
+    pod: String,
+    /// The container (needed when the pod has several).
+    #[arg(short, long, default_value = "")]
+    container: String,
+    #[arg(short, long, default_value = "default")]
+    namespace: String,
+    /// Keep printing as the container writes.
+    #[arg(short, long)]
+    follow: bool,
+    /// Only the last N lines.
+    #[arg(long, default_value_t = 0)]
+    tail: u32,
 }
 
 #[derive(clap::Args)]
@@ -86,8 +116,30 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Agent(a) => run_agent(a).await,
             Command::Server(s) => run_server(s).await,
+            Command::Status(l) => report(daemonset_agent::cli::status(&l.state_dir).await),
+            Command::Logs(l) => report(
+                daemonset_agent::cli::logs(
+                    &l.local.state_dir,
+                    &l.namespace,
+                    &l.pod,
+                    &l.container,
+                    l.follow,
+                    l.tail,
+                )
+                .await,
+            ),
         }
     })
+}
+
+fn report(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("daemonset-agent: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn run_server(args: ServerArgs) -> ExitCode {

@@ -59,11 +59,20 @@ struct Cluster {
 impl Cluster {
     fn start() -> Cluster {
         let ctd = Containerd::start();
-        let dir = tempfile::Builder::new().prefix("dsa-e2e-").tempdir_in("/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("dsa-e2e-")
+            .tempdir_in("/tmp")
+            .unwrap();
         let data = dir.path().join("server");
         let listen = format!("127.0.0.1:{}", common::free_port());
         let server = Proc::spawn(
-            &["server", "--data-dir", data.to_str().unwrap(), "--listen", &listen],
+            &[
+                "server",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &listen,
+            ],
             dir.path().join("server.log"),
         );
         let kubeconfig = data.join("admin.kubeconfig");
@@ -127,13 +136,22 @@ impl Cluster {
             "kubectl {args:?} failed: {}{}\n--- server log ---\n{}",
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr),
-            self.server.log().lines().rev().take(30).collect::<Vec<_>>().join("\n")
+            self.server
+                .log()
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         String::from_utf8_lossy(&out.stdout).to_string()
     }
 
     fn apply(&self, yaml: &str) -> String {
-        let f = self.dir.path().join(format!("apply-{}.yaml", rand_suffix()));
+        let f = self
+            .dir
+            .path()
+            .join(format!("apply-{}.yaml", rand_suffix()));
         std::fs::write(&f, yaml).unwrap();
         self.kubectl_ok(&["apply", "-f", f.to_str().unwrap()])
     }
@@ -183,7 +201,17 @@ impl Cluster {
         let mut s = String::new();
         for (n, p) in &self.agents {
             s.push_str(&format!("--- agent {n} ---\n"));
-            s.push_str(&p.log().lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n"));
+            s.push_str(
+                &p.log()
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            );
             s.push('\n');
         }
         s
@@ -239,14 +267,22 @@ fn guide_daemonsets_follow_node_labels_updates_and_deletes() {
         (out.contains("worker-1") && out.contains("edge-1")).then_some(())
     });
     let nodes = c.kubectl_ok(&["get", "nodes", "--show-labels"]);
-    assert!(nodes.contains("node-role.kubernetes.io/worker=true"), "{nodes}");
+    assert!(
+        nodes.contains("node-role.kubernetes.io/worker=true"),
+        "{nodes}"
+    );
     assert!(nodes.contains("kubernetes.io/hostname=edge-1"), "{nodes}");
 
     c.apply(&guide(registry));
     c.wait_ds("worker-1", &["kube-proxy", "node-monitor"], 60);
     // edge-1 is not a worker: give it time to (wrongly) start something, then check it did not
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(c.running_ds("edge-1"), Vec::<String>::new(), "{}", c.debug());
+    assert_eq!(
+        c.running_ds("edge-1"),
+        Vec::<String>::new(),
+        "{}",
+        c.debug()
+    );
 
     // the limits reached the cgroup
     let (id, _) = c
@@ -254,40 +290,75 @@ fn guide_daemonsets_follow_node_labels_updates_and_deletes() {
         .into_iter()
         .find(|(_, ds)| ds == "node-monitor")
         .unwrap();
-    assert_eq!(read_cgroup("memory", "ns-worker-1", &id, "memory.limit_in_bytes"), "209715200");
-    assert_eq!(read_cgroup("cpu", "ns-worker-1", &id, "cpu.cfs_quota_us"), "10000");
-    assert_eq!(read_cgroup("cpu", "ns-worker-1", &id, "cpu.cfs_period_us"), "100000");
+    assert_eq!(
+        read_cgroup("memory", "ns-worker-1", &id, "memory.limit_in_bytes"),
+        "209715200"
+    );
+    assert_eq!(
+        read_cgroup("cpu", "ns-worker-1", &id, "cpu.cfs_quota_us"),
+        "10000"
+    );
+    assert_eq!(
+        read_cgroup("cpu", "ns-worker-1", &id, "cpu.cfs_period_us"),
+        "100000"
+    );
 
     // status tells the truth: pods on worker-1, DaemonSets 1/1
     wait_for("pods Running on worker-1", Duration::from_secs(30), || {
         let out = c.kubectl_ok(&["get", "pods", "-o", "wide"]);
         (out.matches("Running").count() == 2 && out.matches("worker-1").count() == 2).then_some(())
     });
-    wait_for("node-monitor status 1 ready", Duration::from_secs(30), || {
-        let ds: serde_json::Value =
-            serde_json::from_str(&c.kubectl_ok(&["get", "ds", "node-monitor", "-o", "json"])).unwrap();
-        let s = &ds["status"];
-        (s["desiredNumberScheduled"] == 1 && s["numberReady"] == 1 && s["currentNumberScheduled"] == 1)
-            .then_some(())
-    });
+    wait_for(
+        "node-monitor status 1 ready",
+        Duration::from_secs(30),
+        || {
+            let ds: serde_json::Value =
+                serde_json::from_str(&c.kubectl_ok(&["get", "ds", "node-monitor", "-o", "json"]))
+                    .unwrap();
+            let s = &ds["status"];
+            (s["desiredNumberScheduled"] == 1
+                && s["numberReady"] == 1
+                && s["currentNumberScheduled"] == 1)
+                .then_some(())
+        },
+    );
     let table = c.kubectl_ok(&["get", "ds"]);
-    assert!(table.contains("DESIRED") && table.contains("node-monitor"), "{table}");
+    assert!(
+        table.contains("DESIRED") && table.contains("node-monitor"),
+        "{table}"
+    );
 
     // edge-1 becomes a worker: it runs both within seconds
-    c.kubectl_ok(&["label", "node", "edge-1", "node-role.kubernetes.io/worker=true"]);
+    c.kubectl_ok(&[
+        "label",
+        "node",
+        "edge-1",
+        "node-role.kubernetes.io/worker=true",
+    ]);
     c.wait_ds("edge-1", &["kube-proxy", "node-monitor"], 30);
 
     // a changed template replaces the pod on every node
-    let before: Vec<String> = c.running("worker-1").into_iter().map(|(id, _)| id).collect();
+    let before: Vec<String> = c
+        .running("worker-1")
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
     c.apply(&guide(registry).replace("monitoring-agent:latest", "busybox:v2"));
     for node in ["worker-1", "edge-1"] {
         wait_for("node-monitor replaced", Duration::from_secs(60), || {
             let now = c.running(node);
-            let monitor: Vec<&(String, String)> = now.iter().filter(|(_, d)| d == "node-monitor").collect();
+            let monitor: Vec<&(String, String)> =
+                now.iter().filter(|(_, d)| d == "node-monitor").collect();
             (monitor.len() == 1 && !before.contains(&monitor[0].0)).then_some(())
         });
     }
-    let image = c.kubectl_ok(&["get", "ds", "node-monitor", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]);
+    let image = c.kubectl_ok(&[
+        "get",
+        "ds",
+        "node-monitor",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]);
     assert!(image.ends_with("busybox:v2"), "{image}");
 
     // the label goes away: edge-1 stops both promptly
@@ -299,23 +370,31 @@ fn guide_daemonsets_follow_node_labels_updates_and_deletes() {
     c.wait_ds("worker-1", &["kube-proxy"], 45);
     for node in ["worker-1", "edge-1"] {
         let ns = format!("ns-{node}");
-        wait_for("node-monitor containers and snapshots gone", Duration::from_secs(30), || {
-            let containers = c.ctr(&ns, &["containers", "ls", "-q"]);
-            let gone = containers.lines().all(|id| {
-                let info: serde_json::Value =
-                    serde_json::from_str(&c.ctr(&ns, &["containers", "info", id])).unwrap();
-                info["Labels"]["io.daemonset-agent.daemonset.name"] != "node-monitor"
-            });
-            let snaps = c.ctr(&ns, &["snapshots", "ls"]);
-            let snap_gone = !snaps.contains("node-monitor");
-            let tasks = c.ctr(&ns, &["tasks", "ls"]);
-            (gone && snap_gone && !tasks.contains("node-monitor")).then_some(())
-        });
+        wait_for(
+            "node-monitor containers and snapshots gone",
+            Duration::from_secs(30),
+            || {
+                let containers = c.ctr(&ns, &["containers", "ls", "-q"]);
+                let gone = containers.lines().all(|id| {
+                    let info: serde_json::Value =
+                        serde_json::from_str(&c.ctr(&ns, &["containers", "info", id])).unwrap();
+                    info["Labels"]["io.daemonset-agent.daemonset.name"] != "node-monitor"
+                });
+                let snaps = c.ctr(&ns, &["snapshots", "ls"]);
+                let snap_gone = !snaps.contains("node-monitor");
+                let tasks = c.ctr(&ns, &["tasks", "ls"]);
+                (gone && snap_gone && !tasks.contains("node-monitor")).then_some(())
+            },
+        );
     }
-    wait_for("node-monitor pods gone from the API", Duration::from_secs(30), || {
-        let out = c.kubectl_ok(&["get", "pods"]);
-        (!out.contains("node-monitor")).then_some(())
-    });
+    wait_for(
+        "node-monitor pods gone from the API",
+        Duration::from_secs(30),
+        || {
+            let out = c.kubectl_ok(&["get", "pods"]);
+            (!out.contains("node-monitor")).then_some(())
+        },
+    );
 }
 
 #[test]
@@ -328,32 +407,48 @@ fn broken_daemonset_is_reported_and_does_not_disturb_others() {
             "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: main\n        image: {image}\n"
         )
     };
-    c.apply(&ds("missing-image", &format!("{registry}/does-not-exist:v9")));
+    c.apply(&ds(
+        "missing-image",
+        &format!("{registry}/does-not-exist:v9"),
+    ));
     c.apply(&ds("good", &format!("{registry}/busybox:v1")));
     c.wait_ds("node-a", &["good"], 60);
-    wait_for("the broken pod to report its image error", Duration::from_secs(40), || {
-        let out = c.kubectl_ok(&["get", "pods", "-o", "json"]);
-        (out.contains("ErrImagePull") || out.contains("ImagePullBackOff")).then_some(())
-    });
+    wait_for(
+        "the broken pod to report its image error",
+        Duration::from_secs(40),
+        || {
+            let out = c.kubectl_ok(&["get", "pods", "-o", "json"]);
+            (out.contains("ErrImagePull") || out.contains("ImagePullBackOff")).then_some(())
+        },
+    );
     // a crashing container is restarted and its restarts are counted
     c.apply(&ds("crasher", &format!("{registry}/busybox:v1")).replace(
         "        image:",
         "        command: [\"sh\", \"-c\", \"sleep 0.5; exit 3\"]\n        image:",
     ));
-    wait_for("crasher restarted at least once", Duration::from_secs(40), || {
-        let out = c.kubectl_ok(&["get", "pods", "-o", "json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["items"].as_array().unwrap().iter().find_map(|p| {
-            let name = p["metadata"]["name"].as_str()?;
-            let st = &p["status"]["containerStatuses"][0];
-            (name.starts_with("crasher-") && st["restartCount"].as_i64()? >= 1
-                && st["lastState"]["terminated"]["exitCode"] == 3)
-                .then_some(())
-        })
-    });
+    wait_for(
+        "crasher restarted at least once",
+        Duration::from_secs(40),
+        || {
+            let out = c.kubectl_ok(&["get", "pods", "-o", "json"]);
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            v["items"].as_array().unwrap().iter().find_map(|p| {
+                let name = p["metadata"]["name"].as_str()?;
+                let st = &p["status"]["containerStatuses"][0];
+                (name.starts_with("crasher-")
+                    && st["restartCount"].as_i64()? >= 1
+                    && st["lastState"]["terminated"]["exitCode"] == 3)
+                    .then_some(())
+            })
+        },
+    );
     // the good one was never restarted by all this
     let good = c.running("node-a");
-    assert!(good.iter().any(|(id, ds)| ds == "good" && id.ends_with("_0")), "{good:?}");
+    assert!(
+        good.iter()
+            .any(|(id, ds)| ds == "good" && id.ends_with("_0")),
+        "{good:?}"
+    );
 }
 
 #[test]
@@ -373,9 +468,16 @@ fn restarted_agent_adopts_running_containers() {
     assert_eq!(c.running("node-b"), before);
     c.start_agent("node-b", &[]);
     wait_for("the agent to come back", Duration::from_secs(20), || {
-        c.agent("node-b").log().contains("node registered").then_some(())
+        c.agent("node-b")
+            .log()
+            .contains("node registered")
+            .then_some(())
     });
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(c.running("node-b"), before, "{}", c.debug());
-    assert_eq!(c.ctr("ns-node-b", &["tasks", "ls"]), pid_before, "the task was not restarted");
+    assert_eq!(
+        c.ctr("ns-node-b", &["tasks", "ls"]),
+        pid_before,
+        "the task was not restarted"
+    );
 }

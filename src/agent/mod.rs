@@ -6,6 +6,7 @@
 //! pod's worker its latest desired state. Workers (`worker`) act on containerd; `podsync` mirrors
 //! the pods into the API. Nothing on the container path waits for the API.
 pub mod config;
+pub mod localapi;
 pub mod node;
 pub mod podsync;
 pub mod watch;
@@ -109,7 +110,20 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         requeue: BTreeMap::new(),
         pod_tx,
         ready_sent: false,
+        view: localapi::PodsView::default(),
     };
+    let synced_store = store.clone();
+    let api = localapi::LocalApi {
+        node: controller.cfg.node_name.clone(),
+        state_dir: controller.cfg.state_dir.clone(),
+        pods: controller.view.clone(),
+        synced: Arc::new(move || synced_store.snapshot().synced),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = localapi::serve(api).await {
+            log::error!(error = e.to_string(); "local API stopped");
+        }
+    });
     let task = tokio::spawn(controller.run(shutdown_rx));
     Ok(Agent {
         store,
@@ -170,6 +184,7 @@ struct Controller {
     requeue: BTreeMap<PodKey, i64>,
     pod_tx: mpsc::UnboundedSender<podsync::Update>,
     ready_sent: bool,
+    view: localapi::PodsView,
 }
 
 impl Controller {
@@ -242,15 +257,21 @@ impl Controller {
                 changed,
             } => {
                 match requeue_at {
-                    Some(at) => self.requeue.insert(key, at),
+                    Some(at) => self.requeue.insert(key.clone(), at),
                     None => self.requeue.remove(&key),
                 };
+                if let Ok(mut v) = self.view.lock() {
+                    v.insert(key, ((*pod).clone(), (*status).clone()));
+                }
                 let _ = self.pod_tx.send(podsync::Update::Status(pod, status));
                 changed
             }
             Report::Gone { key } => {
                 self.workers.remove(&key);
                 self.requeue.remove(&key);
+                if let Ok(mut v) = self.view.lock() {
+                    v.remove(&key);
+                }
                 let _ = self.pod_tx.send(podsync::Update::Gone(key));
                 true
             }

@@ -1,1 +1,96 @@
-//! TODO(skeleton): filled in by its owner.
+//! Commands a person types on a node: `status` and `logs`, through the agent's local API.
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::agent::localapi::{pb, socket_path};
+
+async fn client(
+    state_dir: &Path,
+) -> anyhow::Result<pb::agent_client::AgentClient<tonic::transport::Channel>> {
+    let path = socket_path(state_dir);
+    // containerd-client's connector is a plain tonic-over-unix-socket dialer; it fits any socket.
+    let channel = containerd_client::connect(&path).await.with_context(|| {
+        format!(
+            "connect to the agent at {} (is it running?)",
+            path.display()
+        )
+    })?;
+    Ok(pb::agent_client::AgentClient::new(channel))
+}
+
+/// Prints the node's pods as a table.
+pub async fn status(state_dir: &Path) -> anyhow::Result<()> {
+    let mut c = client(state_dir).await?;
+    let r = c.list_pods(pb::ListPodsRequest {}).await?.into_inner();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "node {} (API {})",
+        r.node,
+        if r.api_synced {
+            "in sync"
+        } else {
+            "not reached: running from the cached desired state"
+        }
+    )?;
+    writeln!(
+        out,
+        "{:<40} {:<20} {:<8} {:<6} {:<9} CONTAINERS",
+        "POD", "DAEMONSET", "PHASE", "READY", "RESTARTS"
+    )?;
+    for p in r.pods {
+        let restarts: i32 = p.containers.iter().map(|c| c.restart_count).sum();
+        let containers: Vec<String> = p
+            .containers
+            .iter()
+            .map(|c| {
+                if c.reason.is_empty() {
+                    format!("{}={}", c.name, c.state)
+                } else {
+                    format!("{}={}({})", c.name, c.state, c.reason)
+                }
+            })
+            .collect();
+        writeln!(
+            out,
+            "{:<40} {:<20} {:<8} {:<6} {:<9} {}",
+            format!("{}/{}", p.namespace, p.name),
+            p.daemonset,
+            p.phase,
+            p.ready,
+            restarts,
+            containers.join(" ")
+        )?;
+    }
+    Ok(())
+}
+
+/// Copies a container's output to stdout.
+pub async fn logs(
+    state_dir: &Path,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+    follow: bool,
+    tail: u32,
+) -> anyhow::Result<()> {
+    let mut c = client(state_dir).await?;
+    let mut stream = c
+        .logs(pb::LogsRequest {
+            namespace: namespace.into(),
+            pod: pod.into(),
+            container: container.into(),
+            follow,
+            tail_lines: tail,
+        })
+        .await?
+        .into_inner();
+    let mut out = std::io::stdout();
+    while let Some(chunk) = stream.message().await? {
+        out.write_all(&chunk.data)?;
+        out.flush()?;
+    }
+    Ok(())
+}
