@@ -422,3 +422,217 @@ mod tests {
         assert_ne!(id, container_id(&long, "other", 12));
     }
 }
+
+/// A recording, in-memory runtime for fast tests of the workers and the loop. The proof that
+/// the real adapter works is in tests/ against real containerd.
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    pub struct FakeRuntime {
+        pub containers: Mutex<BTreeMap<String, ContainerStatus>>,
+        pub calls: Mutex<Vec<String>>,
+        /// Images whose pull fails.
+        pub missing: Vec<String>,
+    }
+
+    #[async_trait::async_trait]
+    impl Runtime for FakeRuntime {
+        async fn ensure_image(
+            &self,
+            reference: &str,
+        ) -> crate::runtime::Result<crate::runtime::ImageInfo> {
+            self.calls.lock().unwrap().push(format!("pull {reference}"));
+            if self.missing.iter().any(|m| m == reference) {
+                return Err(RuntimeError::ImagePull {
+                    image: reference.into(),
+                    reason: "not found".into(),
+                });
+            }
+            Ok(crate::runtime::ImageInfo {
+                reference: reference.into(),
+                digest: "sha256:0".into(),
+            })
+        }
+        async fn create_sandbox(&self, pod: &PodSandbox) -> crate::runtime::Result<SandboxInfo> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("sandbox {}", pod.name));
+            Ok(SandboxInfo::default())
+        }
+        async fn remove_sandbox(&self, uid: &str) -> crate::runtime::Result<()> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("remove-sandbox {uid}"));
+            Ok(())
+        }
+        async fn run_container(&self, req: &ContainerRequest) -> crate::runtime::Result<()> {
+            self.calls.lock().unwrap().push(format!("run {}", req.id));
+            self.containers.lock().unwrap().insert(
+                req.id.clone(),
+                ContainerStatus {
+                    id: req.id.clone(),
+                    image: req.container.image.clone().unwrap_or_default(),
+                    labels: req.labels.clone(),
+                    state: TaskState::Running { pid: 1 },
+                    created_at: 0,
+                },
+            );
+            Ok(())
+        }
+        async fn stop_container(&self, id: &str, _grace: Duration) -> crate::runtime::Result<()> {
+            self.calls.lock().unwrap().push(format!("stop {id}"));
+            if let Some(c) = self.containers.lock().unwrap().get_mut(id) {
+                c.state = TaskState::Stopped {
+                    exit_code: 143,
+                    exited_at: Some(1),
+                };
+            }
+            Ok(())
+        }
+        async fn remove_container(&self, id: &str) -> crate::runtime::Result<()> {
+            self.calls.lock().unwrap().push(format!("remove {id}"));
+            self.containers.lock().unwrap().remove(id);
+            Ok(())
+        }
+        async fn list_containers(&self) -> crate::runtime::Result<Vec<ContainerStatus>> {
+            Ok(self.containers.lock().unwrap().values().cloned().collect())
+        }
+        async fn subscribe_exits(&self) -> crate::runtime::Result<mpsc::Receiver<String>> {
+            Ok(mpsc::channel(1).1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod worker_tests {
+    use super::fake::FakeRuntime;
+    use super::*;
+    use crate::core::plan::Owner;
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+
+    fn desired(name: &str, image: &str) -> DesiredPod {
+        DesiredPod {
+            key: PodKey {
+                namespace: "default".into(),
+                name: name.into(),
+            },
+            uid: format!("uid-{name}"),
+            owner: Owner {
+                namespace: "default".into(),
+                name: name.into(),
+                uid: "ds".into(),
+            },
+            template_hash: "h".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            spec: PodSpec {
+                containers: vec![Container {
+                    name: "main".into(),
+                    image: Some(image.into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            may_start: true,
+        }
+    }
+
+    async fn next_status(rx: &mut mpsc::UnboundedReceiver<Report>) -> PodStatus {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv()).await {
+                Ok(Some(Report::Status { status, .. })) => return *status,
+                Ok(Some(Report::Gone { .. })) => continue,
+                other => panic!("no status report: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn failing_pull_backs_off_alone_and_pod_removal_cleans_up() {
+        let rt = Arc::new(FakeRuntime {
+            missing: vec!["nope:1".into()],
+            ..Default::default()
+        });
+        let ctx = Arc::new(Context {
+            runtime: rt.clone(),
+            state_dir: PathBuf::from("/nonexistent"),
+            host_ip: None,
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let bad = spawn(desired("bad", "nope:1").key, ctx.clone(), tx.clone());
+        let good = spawn(desired("good", "busybox:v1").key, ctx.clone(), tx.clone());
+        bad.send(Work {
+            desired: Some(desired("bad", "nope:1")),
+            observed: vec![],
+        })
+        .unwrap();
+        let st = next_status(&mut rx).await;
+        let waiting = st.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some("ErrImagePull"));
+        good.send(Work {
+            desired: Some(desired("good", "busybox:v1")),
+            observed: vec![],
+        })
+        .unwrap();
+        next_status(&mut rx).await;
+        assert_eq!(rt.containers.lock().unwrap().len(), 1, "the good pod runs");
+        // the bad pod, asked again at once, waits for its back-off instead of pulling again
+        bad.send(Work {
+            desired: Some(desired("bad", "nope:1")),
+            observed: vec![],
+        })
+        .unwrap();
+        let st = next_status(&mut rx).await;
+        let waiting = st.container_statuses.unwrap()[0]
+            .state
+            .clone()
+            .unwrap()
+            .waiting
+            .unwrap();
+        assert_eq!(waiting.reason.as_deref(), Some("ImagePullBackOff"));
+        let pulls = rt
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| *c == "pull nope:1")
+            .count();
+        assert_eq!(pulls, 1);
+        // the good pod goes away: stop, remove, sandbox removed, worker reports Gone
+        let observed = rt.containers.lock().unwrap().values().cloned().collect();
+        good.send(Work {
+            desired: None,
+            observed,
+        })
+        .unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), rx.recv())
+                .await
+                .unwrap()
+            {
+                Some(Report::Gone { key }) => {
+                    assert_eq!(key.name, "good");
+                    break;
+                }
+                Some(_) => continue,
+                None => panic!("channel closed"),
+            }
+        }
+        assert!(rt.containers.lock().unwrap().is_empty());
+        let calls = rt.calls.lock().unwrap().clone();
+        assert!(
+            calls.contains(&"remove-sandbox uid-good".to_string()),
+            "{calls:?}"
+        );
+    }
+}
