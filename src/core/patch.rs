@@ -231,6 +231,19 @@ fn merge_map(
         if orig_list.is_empty() && patch_list.is_empty() {
             continue;
         }
+        let key = match rule {
+            ListRule::MergeByKey(key) => Some(key),
+            _ => None,
+        };
+        let unordered = patch_list
+            .iter()
+            .filter(|v| v.get(DIRECTIVE).is_none())
+            .find(|v| index_in(&order, v, key).is_none());
+        if let Some(item) = unordered {
+            return Err(bad(format!(
+                "{field} item {item} is missing from {order_key}"
+            )));
+        }
         let merged = match rule {
             ListRule::MergeByKey(key) => {
                 match merge_list(orig_list.clone(), patch_list, key, elem)? {
@@ -244,10 +257,6 @@ fn merge_map(
                     "{order_key} given for {field}, which has no merge strategy"
                 )))
             }
-        };
-        let key = match rule {
-            ListRule::MergeByKey(key) => Some(key),
-            _ => None,
         };
         original.insert(
             field,
@@ -447,6 +456,30 @@ mod tests {
                         "kubectl.kubernetes.io/last-applied-configuration": "new"}},
                     "spec": {"template": {"spec": {"containers": [
                         {"name": "c", "image": "i2", "imagePullPolicy": "IfNotPresent"}]}}}}),
+            ),
+            (
+                "kubectl apply after removing a container from the file",
+                DaemonSet,
+                json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}}}}),
+                json!({"spec": {"template": {"spec": {
+                    "$setElementOrder/containers": [{"name": "a"}],
+                    "containers": [{"$patch": "delete", "name": "b"}]}}}}),
+                json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "a", "image": "x"}]}}}}),
+            ),
+            (
+                "kubectl apply switching a volume source uses $retainKeys in the element",
+                DaemonSet,
+                json!({"spec": {"template": {"spec": {"volumes": [
+                    {"name": "v", "emptyDir": {}}, {"name": "w", "emptyDir": {}}]}}}}),
+                json!({"spec": {"template": {"spec": {
+                    "$setElementOrder/volumes": [{"name": "v"}, {"name": "w"}],
+                    "volumes": [{"$retainKeys": ["hostPath", "name"],
+                        "hostPath": {"path": "/var/log"}, "name": "v"}]}}}}),
+                json!({"spec": {"template": {"spec": {"volumes": [
+                    {"name": "v", "hostPath": {"path": "/var/log"}},
+                    {"name": "w", "emptyDir": {}}]}}}}),
             ),
             (
                 "containers merge by name: new ones are appended",
@@ -662,6 +695,12 @@ mod tests {
                 "unknown $patch",
                 json!({"spec": {}}),
                 json!({"spec": {"$patch": "explode"}}),
+            ),
+            (
+                "patch list item missing from $setElementOrder",
+                json!({"spec": {"containers": [{"name": "a"}]}}),
+                json!({"spec": {"$setElementOrder/containers": [{"name": "a"}],
+                    "containers": [{"name": "b"}]}}),
             ),
             (
                 "key outside $retainKeys",
