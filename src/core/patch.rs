@@ -482,6 +482,19 @@ mod tests {
                     {"name": "w", "emptyDir": {}}]}}}}),
             ),
             (
+                "kubectl apply adding an env var orders env inside the merged container",
+                DaemonSet,
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i",
+                    "env": [{"name": "A", "value": "1"}]}]}}}}),
+                json!({"spec": {"template": {"spec": {
+                    "$setElementOrder/containers": [{"name": "c"}],
+                    "containers": [{"name": "c",
+                        "$setElementOrder/env": [{"name": "B"}, {"name": "A"}],
+                        "env": [{"name": "B", "value": "2"}]}]}}}}),
+                json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i",
+                    "env": [{"name": "B", "value": "2"}, {"name": "A", "value": "1"}]}]}}}}),
+            ),
+            (
                 "containers merge by name: new ones are appended",
                 DaemonSet,
                 json!({"spec": {"template": {"spec": {"containers": [

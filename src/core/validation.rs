@@ -457,7 +457,7 @@ fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> O
 // ---------------------------------------------------------------------------------------------
 // Pod spec
 
-/// The checks of a pod spec. `restart_policies` lists what this owner allows.
+/// The checks of a pod spec (ValidatePodSpec); owners add their own (DaemonSet: restartPolicy).
 fn validate_pod_spec(spec: Option<&PodSpec>, path: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let Some(spec) = spec else {
