@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Taint;
 use serde::Deserialize;
 
+use crate::core::validation;
+
 pub const DEFAULT_CONFIG: &str = "/etc/daemonset-agent/agent.toml";
 pub const DEFAULT_NAMESPACE: &str = "daemonset-agent";
 pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
@@ -206,33 +208,19 @@ pub fn parse_taint(s: &str) -> Result<Taint, String> {
 }
 
 fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
+    validation::dns1123_label(s).is_empty()
 }
 
 fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns1123_label)
+    validation::dns1123_subdomain(s).is_empty()
 }
 
 fn is_label_value(v: &str) -> bool {
-    v.is_empty()
-        || (v.len() <= 63
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            && v.as_bytes()[0].is_ascii_alphanumeric()
-            && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric())
+    validation::label_value(v).is_empty()
 }
 
 fn is_label_key(k: &str) -> bool {
-    let (prefix, name) = match k.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, k),
-    };
-    prefix.is_none_or(is_dns1123_subdomain) && !name.is_empty() && is_label_value(name)
+    validation::qualified_name(k).is_empty()
 }
 
 #[cfg(test)]
