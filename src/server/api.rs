@@ -329,10 +329,35 @@ fn normalize(
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
     let name = meta_str(obj, "name").unwrap_or("").to_string();
-    let (plain, out) = match r.kind {
+    let mut warnings = Vec::new();
+    // Strict decoding comes first, as in kube-apiserver: a typo is reported as such, not as the
+    // missing field it leaves behind.
+    let mut check_unknown = |plain: &Value| -> Result<(), ApiError> {
+        if validation_mode == FieldValidation::Ignore {
+            return Ok(());
+        }
+        let mut unknown = Vec::new();
+        unknown_fields(obj, plain, "", &mut unknown);
+        let list: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        if !list.is_empty() && validation_mode == FieldValidation::Strict {
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                r.kind,
+                r.version,
+                r.kind,
+                list.join(", ")
+            )));
+        }
+        warnings = list;
+        Ok(())
+    };
+    let out = match r.kind {
         "DaemonSet" => {
             let mut ds: DaemonSet = typed(r, obj)?;
-            let plain = to_json(&ds)?;
+            check_unknown(&to_json(&ds)?)?;
             validation::default_daemonset(&mut ds);
             let errors = match old {
                 Some(old) => validation::validate_daemonset_update(&ds, &typed(r, old)?),
@@ -341,25 +366,27 @@ fn normalize(
             if !errors.is_empty() {
                 return Err(invalid(r, &name, &errors));
             }
-            (plain, to_json(&ds)?)
+            to_json(&ds)?
         }
         "Node" => {
             let node: Node = typed(r, obj)?;
+            let v = to_json(&node)?;
+            check_unknown(&v)?;
             let errors = validation::validate_node(&node);
             if !errors.is_empty() {
                 return Err(invalid(r, &name, &errors));
             }
-            let v = to_json(&node)?;
-            (v.clone(), v)
+            v
         }
         "Pod" => {
             let pod: Pod = typed(r, obj)?;
+            let v = to_json(&pod)?;
+            check_unknown(&v)?;
             let errors = validation::validate_pod(&pod);
             if !errors.is_empty() {
                 return Err(invalid(r, &name, &errors));
             }
-            let v = to_json(&pod)?;
-            (v.clone(), v)
+            v
         }
         kind => {
             let v = match kind {
@@ -368,6 +395,7 @@ fn normalize(
                 "ControllerRevision" => to_json(&typed::<ControllerRevision>(r, obj)?)?,
                 _ => obj.clone(),
             };
+            check_unknown(&v)?;
             let ok = if kind == "Namespace" {
                 is_dns_label(&name)
             } else {
@@ -389,33 +417,10 @@ fn normalize(
                     }],
                 ));
             }
-            (v.clone(), v)
+            v
         }
     };
-    let mut unknown = Vec::new();
-    if validation_mode != FieldValidation::Ignore {
-        unknown_fields(obj, &plain, "", &mut unknown);
-    }
-    if !unknown.is_empty() && validation_mode == FieldValidation::Strict {
-        let list: Vec<String> = unknown
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect();
-        return Err(ApiError::bad_request(format!(
-            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-            r.kind,
-            r.version,
-            r.kind,
-            list.join(", ")
-        )));
-    }
-    Ok((
-        out,
-        unknown
-            .into_iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect(),
-    ))
+    Ok((out, warnings))
 }
 
 /// What a successful write returns.
@@ -915,7 +920,7 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Body>, 
                 return Err(ApiError::method_not_allowed(req.method().as_str()));
             }
             Ok(bytes_response(
-                "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
                 discovery::openapi_v2_protobuf(),
             ))
         }
