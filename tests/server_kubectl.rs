@@ -110,7 +110,10 @@ fn http(addr: std::net::SocketAddr, raw: &[u8]) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
     (code, body)
 }
 
@@ -175,9 +178,16 @@ fn kubectl_apply_get_label_delete_with_default_flags() {
     assert_eq!(ds["metadata"]["namespace"], "default");
     assert!(ds["metadata"]["uid"].as_str().unwrap().len() == 36);
     assert!(ds["metadata"]["creationTimestamp"].is_string());
-    assert_eq!(ds["spec"]["updateStrategy"]["type"], "RollingUpdate", "defaulted");
+    assert_eq!(
+        ds["spec"]["updateStrategy"]["type"], "RollingUpdate",
+        "defaulted"
+    );
     assert_eq!(ds["spec"]["revisionHistoryLimit"], 10, "defaulted");
-    let rv1: u64 = ds["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let rv1: u64 = ds["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     eventually("observedGeneration 1", || {
         let ds = srv.kubectl_json(&["get", "ds", "node-monitor", "-o", "json"]);
         (ds["status"]["observedGeneration"] == 1).then_some(())
@@ -198,22 +208,38 @@ fn kubectl_apply_get_label_delete_with_default_flags() {
     // A second apply of a changed file: a strategic merge patch.
     let changed = NODE_MONITOR.replace("monitoring-agent:latest", "monitoring-agent:v2");
     let out = srv.kubectl_ok(&["apply", "-f", &write(d, "nm2.yaml", &changed)]);
-    assert!(out.contains("daemonset.apps/node-monitor configured"), "{out}");
+    assert!(
+        out.contains("daemonset.apps/node-monitor configured"),
+        "{out}"
+    );
     let ds = srv.kubectl_json(&["get", "ds", "node-monitor", "-o", "json"]);
     assert_eq!(
         ds["spec"]["template"]["spec"]["containers"][0]["image"],
         "monitoring-agent:v2"
     );
-    assert_eq!(ds["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"], "100m");
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+        "100m"
+    );
     assert_eq!(ds["metadata"]["generation"], 2);
-    let rv2: u64 = ds["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let rv2: u64 = ds["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(rv2 > rv1);
     let revs = eventually("second revision", || {
         let r = revisions_of(&srv, "node-monitor");
         (r.len() == 2).then_some(r)
     });
-    let newest = revs.iter().find(|r| r["revision"] == 2).expect("revision 2");
-    assert_ne!(newest["metadata"]["labels"]["controller-revision-hash"], hash.as_str());
+    let newest = revs
+        .iter()
+        .find(|r| r["revision"] == 2)
+        .expect("revision 2");
+    assert_ne!(
+        newest["metadata"]["labels"]["controller-revision-hash"],
+        hash.as_str()
+    );
     // An unchanged apply changes nothing.
     let out = srv.kubectl_ok(&["apply", "-f", &write(d, "nm3.yaml", &changed)]);
     assert!(out.contains("unchanged"), "{out}");
@@ -223,26 +249,57 @@ fn kubectl_apply_get_label_delete_with_default_flags() {
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE", "SELECTOR", "AGE"]
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE",
+            "SELECTOR",
+            "AGE"
+        ]
     );
-    assert!(out.contains("node-monitor") && out.contains("kube-proxy"), "{out}");
+    assert!(
+        out.contains("node-monitor") && out.contains("kube-proxy"),
+        "{out}"
+    );
     let out = srv.kubectl_ok(&["get", "ds", "-o", "wide"]);
-    assert!(out.lines().next().unwrap().contains("CONTAINERS   IMAGES"), "{out}");
-    assert!(out.contains("monitoring-agent:v2") && out.contains("app=monitoring"), "{out}");
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(&header[9..], ["CONTAINERS", "IMAGES", "SELECTOR"], "{out}");
+    assert!(
+        out.contains("monitoring-agent:v2") && out.contains("app=monitoring"),
+        "{out}"
+    );
     let out = srv.kubectl_ok(&["get", "ds", "node-monitor", "-o", "yaml"]);
-    assert!(out.contains("kind: DaemonSet") && out.contains("name: node-monitor"), "{out}");
+    assert!(
+        out.contains("kind: DaemonSet") && out.contains("name: node-monitor"),
+        "{out}"
+    );
     let out = srv.kubectl_ok(&["get", "ds", "-A"]);
-    assert!(out.lines().next().unwrap().starts_with("NAMESPACE"), "{out}");
+    assert!(
+        out.lines().next().unwrap().starts_with("NAMESPACE"),
+        "{out}"
+    );
 
     // Nodes.
     let out = srv.kubectl_stdin(&["create", "-f", "-"], NODE);
     assert!(out.status.success());
     let out = srv.kubectl_ok(&["get", "nodes", "--show-labels"]);
     let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "LABELS"]);
+    assert_eq!(
+        header,
+        ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "LABELS"]
+    );
     assert!(out.contains("worker-1   Ready"), "{out}");
     assert!(out.contains("kubernetes.io/hostname=worker-1"), "{out}");
-    srv.kubectl_ok(&["label", "node", "worker-1", "node-role.kubernetes.io/worker=true"]);
+    srv.kubectl_ok(&[
+        "label",
+        "node",
+        "worker-1",
+        "node-role.kubernetes.io/worker=true",
+    ]);
     srv.kubectl_ok(&["label", "node", "worker-1", "k=v"]);
     let node = srv.kubectl_json(&["get", "node", "worker-1", "-o", "json"]);
     assert_eq!(node["metadata"]["labels"]["k"], "v");
@@ -263,7 +320,10 @@ fn kubectl_apply_get_label_delete_with_default_flags() {
     // Delete returns promptly and takes the revisions along.
     let t = Instant::now();
     let out = srv.kubectl_ok(&["delete", "ds", "kube-proxy"]);
-    assert!(out.contains("daemonset.apps \"kube-proxy\" deleted"), "{out}");
+    assert!(
+        out.contains("daemonset.apps \"kube-proxy\" deleted"),
+        "{out}"
+    );
     assert!(t.elapsed() < Duration::from_secs(10));
     let out = srv.kubectl(&["get", "ds", "kube-proxy"]);
     assert!(!out.status.success());
@@ -280,24 +340,54 @@ fn kubectl_refused_inputs_store_nothing() {
     let srv = Srv::start(dir.path());
     let d = dir.path();
     let cases: [(&str, String, &str); 6] = [
-        ("invalid yaml", "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: [name: x\n".into(), "yaml"),
-        ("unknown kind", NODE_MONITOR.replace("kind: DaemonSet", "kind: DaemonSett"), "DaemonSett"),
+        (
+            "invalid yaml",
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: [name: x\n".into(),
+            "yaml",
+        ),
+        (
+            "unknown kind",
+            NODE_MONITOR.replace("kind: DaemonSet", "kind: DaemonSett"),
+            "DaemonSett",
+        ),
         (
             "selector does not match template labels",
-            NODE_MONITOR.replace("        app: monitoring\n    spec:", "        app: other\n    spec:"),
+            NODE_MONITOR.replace(
+                "        app: monitoring\n    spec:",
+                "        app: other\n    spec:",
+            ),
             "spec.template.metadata.labels",
         ),
-        ("bad quantity", NODE_MONITOR.replace("\"100m\"", "\"100x\""), "spec.template.spec.containers[0].resources.limits"),
-        ("invalid name", NODE_MONITOR.replace("name: node-monitor\n", "name: Bad_Name\n"), "metadata.name"),
-        ("typo in a field", NODE_MONITOR.replace("image:", "imagez:"), "imagez"),
+        (
+            "bad quantity",
+            NODE_MONITOR.replace("\"100m\"", "\"100x\""),
+            "spec.template.spec.containers[0].resources.limits",
+        ),
+        (
+            "invalid name",
+            NODE_MONITOR.replace("name: node-monitor\n", "name: Bad_Name\n"),
+            "metadata.name",
+        ),
+        (
+            "typo in a field",
+            NODE_MONITOR.replace("image:", "imagez:"),
+            "imagez",
+        ),
     ];
     for (what, text, needle) in cases {
         let out = srv.kubectl(&["apply", "-f", &write(d, "bad.yaml", &text)]);
         assert!(!out.status.success(), "{what}: kubectl accepted it");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(needle), "{what}: error does not name {needle}: {err}");
+        assert!(
+            err.contains(needle),
+            "{what}: error does not name {needle}: {err}"
+        );
         let list = srv.kubectl_json(&["get", "ds", "-A", "-o", "json"]);
-        assert_eq!(list["items"].as_array().unwrap().len(), 0, "{what}: something was stored");
+        assert_eq!(
+            list["items"].as_array().unwrap().len(),
+            0,
+            "{what}: something was stored"
+        );
     }
     // The same manifest without the mistakes goes in.
     let out = srv.kubectl_ok(&["apply", "-f", &write(d, "good.yaml", NODE_MONITOR)]);
@@ -306,7 +396,10 @@ fn kubectl_refused_inputs_store_nothing() {
 }
 
 fn watch_lines(addr: std::net::SocketAddr, query: &str) -> Vec<Value> {
-    let (code, body) = get(addr, &format!("/api/v1/nodes?watch=true&timeoutSeconds=1&{query}"));
+    let (code, body) = get(
+        addr,
+        &format!("/api/v1/nodes?watch=true&timeoutSeconds=1&{query}"),
+    );
     assert_eq!(code, 200, "{body}");
     body.lines()
         .filter(|l| l.starts_with('{'))
@@ -329,7 +422,11 @@ fn post_node(addr: std::net::SocketAddr, name: &str) -> Value {
 }
 
 fn rv_of(v: &Value) -> u64 {
-    v["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
 }
 
 #[test]
@@ -344,14 +441,22 @@ fn watch_resumes_and_resource_versions_survive_a_restart() {
     let ev = watch_lines(srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
     let names: Vec<(&str, &str)> = ev
         .iter()
-        .map(|e| (e["type"].as_str().unwrap(), e["object"]["metadata"]["name"].as_str().unwrap()))
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(names, [("ADDED", "b"), ("ADDED", "c")]);
     // resourceVersion 0: the current objects as ADDED.
     let ev = watch_lines(srv.addr(), "resourceVersion=0");
     assert_eq!(ev.len(), 3);
     // A field-selected watch (what kubectl delete --wait uses).
-    let ev = watch_lines(srv.addr(), "resourceVersion=0&fieldSelector=metadata.name%3Db");
+    let ev = watch_lines(
+        srv.addr(),
+        "resourceVersion=0&fieldSelector=metadata.name%3Db",
+    );
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0]["object"]["metadata"]["name"], "b");
     // A list carries the store's resourceVersion.
@@ -366,7 +471,10 @@ fn watch_resumes_and_resource_versions_survive_a_restart() {
     let b2: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(b2["metadata"]["uid"], b["metadata"]["uid"]);
     let d = post_node(srv.addr(), "d");
-    assert!(rv_of(&d) > rv_of(&c), "resourceVersion went back after a restart");
+    assert!(
+        rv_of(&d) > rv_of(&c),
+        "resourceVersion went back after a restart"
+    );
     // History older than the restart is gone: 410 Expired as an ERROR event.
     let ev = watch_lines(srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
     assert_eq!(ev.len(), 1, "{ev:?}");
@@ -390,13 +498,22 @@ fn malformed_and_oversized_requests_get_status_answers() {
     };
     // Garbage is refused by the HTTP layer without harm.
     let _ = http(addr, b"\x00\x01GARBAGE\r\n\r\n");
-    let _ = http(addr, b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n");
+    let _ = http(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+    );
     // Bad JSON.
     let (code, s) = status(http(addr, b"POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{nope"));
-    assert_eq!((code, s["kind"].as_str(), s["reason"].as_str()), (400, Some("Status"), Some("BadRequest")));
+    assert_eq!(
+        (code, s["kind"].as_str(), s["reason"].as_str()),
+        (400, Some("Status"), Some("BadRequest"))
+    );
     // Oversized, announced and chunked.
     let (code, s) = status(http(addr, b"POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\nConnection: close\r\n\r\n{}"));
-    assert_eq!((code, s["reason"].as_str()), (413, Some("RequestEntityTooLarge")));
+    assert_eq!(
+        (code, s["reason"].as_str()),
+        (413, Some("RequestEntityTooLarge"))
+    );
     let mut big = b"POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
     for _ in 0..4 {
         big.extend_from_slice(b"100000\r\n");
@@ -405,15 +522,28 @@ fn malformed_and_oversized_requests_get_status_answers() {
     }
     big.extend_from_slice(b"0\r\n\r\n");
     let (code, s) = status(http(addr, &big));
-    assert_eq!((code, s["reason"].as_str()), (413, Some("RequestEntityTooLarge")));
+    assert_eq!(
+        (code, s["reason"].as_str()),
+        (413, Some("RequestEntityTooLarge"))
+    );
     // Unknown path, wrong method, wrong kind for the URL.
     let (code, s) = status(get(addr, "/apis/apps/v1/namespaces/default/frobs"));
     assert_eq!((code, s["reason"].as_str()), (404, Some("NotFound")));
-    let (code, s) = status(http(addr, b"PUT /api HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"));
-    assert_eq!((code, s["reason"].as_str()), (405, Some("MethodNotAllowed")));
+    let (code, s) = status(http(
+        addr,
+        b"PUT /api HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ));
+    assert_eq!(
+        (code, s["reason"].as_str()),
+        (405, Some("MethodNotAllowed"))
+    );
     let body = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}"#;
     let (code, s) = status(http(addr, format!("POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes()));
-    assert_eq!((code, s["reason"].as_str()), (400, Some("BadRequest")), "{s}");
+    assert_eq!(
+        (code, s["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{s}"
+    );
     let (code, s) = status(get(addr, "/api/v1/namespaces/default/pods/nope"));
     assert_eq!((code, s["details"]["kind"].as_str()), (404, Some("pods")));
     // Still serving.

@@ -568,9 +568,11 @@ impl Api {
                     meta.insert("name".into(), json!(old_name));
                 }
                 Some(n) if n == old_name => {}
-                Some(n) => return Err(ApiError::bad_request(format!(
+                Some(n) => {
+                    return Err(ApiError::bad_request(format!(
                     "the name of the object ({n}) does not match the name on the URL ({old_name})"
-                ))),
+                )))
+                }
             }
             match (&old_ns, meta.get("namespace").and_then(Value::as_str)) {
                 (_, None) | (_, Some("")) => {}
