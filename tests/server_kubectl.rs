@@ -311,11 +311,66 @@ fn kubectl_apply_get_label_delete_with_default_flags() {
         (ds["status"]["desiredNumberScheduled"] == 1 && ds["status"]["numberUnavailable"] == 1)
             .then_some(())
     });
+    // A pod of the DaemonSet on the node, as an agent reports it: counted once Ready.
+    let ds = srv.kubectl_json(&["get", "ds", "node-monitor", "-o", "json"]);
+    let new_hash = newest["metadata"]["labels"]["controller-revision-hash"]
+        .as_str()
+        .unwrap();
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "node-monitor-abcde", "labels": {"app": "monitoring", "controller-revision-hash": new_hash},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "node-monitor",
+                "uid": ds["metadata"]["uid"], "controller": true}]},
+        "spec": {"nodeName": "worker-1", "containers": [{"name": "node-monitor-agent", "image": "monitoring-agent:v2"}]}});
+    assert!(srv
+        .kubectl_stdin(&["create", "-f", "-"], &pod.to_string())
+        .status
+        .success());
+    let status = r#"{"status": {"phase": "Running", "podIP": "10.0.0.5", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-24T00:00:00Z"}],
+        "containerStatuses": [{"name": "node-monitor-agent", "image": "monitoring-agent:v2", "imageID": "", "ready": true, "restartCount": 3, "state": {"running": {}}}]}}"#;
+    srv.kubectl_ok(&[
+        "patch",
+        "pod",
+        "node-monitor-abcde",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    eventually("pod counted ready, available and updated", || {
+        let ds = srv.kubectl_json(&["get", "ds", "node-monitor", "-o", "json"]);
+        let st = &ds["status"];
+        (st["currentNumberScheduled"] == 1
+            && st["numberReady"] == 1
+            && st["numberAvailable"] == 1
+            && st["updatedNumberScheduled"] == 1
+            && st["numberUnavailable"] == 0)
+            .then_some(())
+    });
+    let out = srv.kubectl_ok(&["rollout", "status", "ds/node-monitor", "--timeout=10s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let out = srv.kubectl_ok(&["get", "pods", "-o", "wide"]);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..4],
+        ["node-monitor-abcde", "1/1", "Running", "3"],
+        "{out}"
+    );
+    assert_eq!(&row[5..7], ["10.0.0.5", "worker-1"], "{out}");
+    let out = srv.kubectl_ok(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "spec.nodeName=worker-2",
+        "-o",
+        "name",
+    ]);
+    assert!(out.is_empty(), "{out}");
+    let out = srv.kubectl_ok(&["get", "pods", "-l", "app=monitoring", "-o", "name"]);
+    assert_eq!(out.trim(), "pod/node-monitor-abcde");
+
     srv.kubectl_ok(&["label", "node", "worker-1", "k-"]);
     let node = srv.kubectl_json(&["get", "node", "worker-1", "-o", "json"]);
     assert!(node["metadata"]["labels"].get("k").is_none());
-    let out = srv.kubectl_ok(&["get", "pods", "-o", "wide"]);
-    assert!(out.is_empty() || out.contains("No resources"), "{out}");
 
     // Delete returns promptly and takes the revisions along.
     let t = Instant::now();

@@ -571,3 +571,85 @@ impl Controller {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, worker: bool) -> Arc<Node> {
+        let mut labels = json!({"kubernetes.io/hostname": name});
+        if worker {
+            labels["role"] = json!("worker");
+        }
+        Arc::new(
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": labels}}))
+            .unwrap(),
+        )
+    }
+
+    fn pod(node: &str, hash: &str, ready_since: Option<&str>, created: &str) -> Value {
+        let mut p = json!({"metadata": {"name": format!("p-{node}"), "creationTimestamp": created,
+                "labels": {"controller-revision-hash": hash}},
+            "spec": {"nodeName": node}, "status": {"conditions": []}});
+        if let Some(t) = ready_since {
+            p["status"]["conditions"] =
+                json!([{"type": "Ready", "status": "True", "lastTransitionTime": t}]);
+        }
+        p
+    }
+
+    #[test]
+    fn status_counts_follow_the_daemonset_controller() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ds: DaemonSet = serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "d"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "minReadySeconds": 30,
+                "template": {"metadata": {"labels": {"a": "b"}},
+                    "spec": {"nodeSelector": {"role": "worker"}, "containers": [{"name": "c", "image": "i"}]}}}}))
+        .unwrap();
+        let nodes = vec![
+            node("w1", true),
+            node("w2", true),
+            node("w3", true),
+            node("m1", false),
+        ];
+        let long_ago = "2026-11-24T11:00:00Z";
+        let just_now = "2026-11-24T11:59:50Z";
+        struct Case {
+            pods: Vec<Value>,
+            want: Value,
+            wake: bool,
+        }
+        let cases = [
+            Case {
+                pods: vec![],
+                want: json!({"desiredNumberScheduled": 3, "currentNumberScheduled": 0, "numberReady": 0,
+                    "numberAvailable": 0, "numberUnavailable": 3, "numberMisscheduled": 0, "updatedNumberScheduled": 0}),
+                wake: false,
+            },
+            Case {
+                pods: vec![
+                    pod("w1", "h2", Some(long_ago), long_ago),
+                    pod("w2", "h1", Some(just_now), long_ago),
+                    pod("w3", "h2", None, long_ago),
+                    pod("m1", "h2", Some(long_ago), long_ago),
+                ],
+                want: json!({"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 2,
+                    "numberAvailable": 1, "numberUnavailable": 2, "numberMisscheduled": 1, "updatedNumberScheduled": 2}),
+                wake: true,
+            },
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            let refs: Vec<&Value> = c.pods.iter().collect();
+            let (status, wake) = compute_status(&ds, 4, &nodes, &refs, "h2", now);
+            for (k, v) in c.want.as_object().unwrap() {
+                assert_eq!(&status[k], v, "case {i}: {k}");
+            }
+            assert_eq!(status["observedGeneration"], 4);
+            assert_eq!(wake.is_some(), c.wake, "case {i}");
+        }
+    }
+}
