@@ -659,3 +659,118 @@ spec:
       - name: kube-proxy
         image: kube-proxy:latest
 ";
+
+/// The kube crate (what the agent uses) against the server: kubeconfig, create, list, patch,
+/// status replace and the runtime watcher (list + watch with bookmarks).
+#[test]
+fn kube_client_lists_watches_and_patches() {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    use kube::runtime::watcher;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let path = dir.path().join("admin.kubeconfig");
+    srv.rt.block_on(async {
+        let kc = Kubeconfig::read_from(&path).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let api: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
+        let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+        // The initial list ends with InitDone.
+        loop {
+            match events.next().await.unwrap().unwrap() {
+                watcher::Event::InitDone => break,
+                _ => continue,
+            }
+        }
+        let ds: DaemonSet = serde_yaml::from_str(NODE_MONITOR).unwrap();
+        let created = api.create(&PostParams::default(), &ds).await.unwrap();
+        assert_eq!(created.metadata.generation, Some(1));
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let watcher::Event::Apply(d) = events.next().await.unwrap().unwrap() {
+                    if d.metadata.name.as_deref() == Some("node-monitor") {
+                        return d;
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen.metadata.uid, created.metadata.uid);
+        let list = api
+            .list(&ListParams::default().labels("app=monitoring"))
+            .await
+            .unwrap();
+        assert_eq!(list.items.len(), 1);
+        assert!(list.metadata.resource_version.is_some());
+        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "node-monitor-agent", "image": "monitoring-agent:v3"}]}}}});
+        let patched = api
+            .patch(
+                "node-monitor",
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+            .unwrap();
+        let c = &patched
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        assert_eq!(c.image.as_deref(), Some("monitoring-agent:v3"));
+        assert!(
+            c.resources.is_some(),
+            "strategic merge kept the other container fields"
+        );
+        assert_eq!(patched.metadata.generation, Some(2));
+        // A status write never changes spec or generation.
+        let status = serde_json::json!({"status": {"numberReady": 7, "currentNumberScheduled": 0,
+            "desiredNumberScheduled": 0, "numberMisscheduled": 0}});
+        let after = api
+            .patch_status(
+                "node-monitor",
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+            .unwrap();
+        assert_eq!(after.metadata.generation, Some(2));
+        assert_eq!(after.spec, patched.spec);
+        // A stale resourceVersion is a 409 Conflict.
+        let mut stale = created.clone();
+        stale.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
+        match api
+            .replace("node-monitor", &PostParams::default(), &stale)
+            .await
+        {
+            Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (409, "Conflict")),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        api.delete("node-monitor", &Default::default())
+            .await
+            .unwrap();
+        let gone = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let watcher::Event::Delete(d) = events.next().await.unwrap().unwrap() {
+                    return d;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(gone.metadata.name.as_deref(), Some("node-monitor"));
+    });
+    srv.stop();
+}
