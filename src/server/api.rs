@@ -1429,4 +1429,136 @@ mod tests {
             assert_eq!(got, want, "{path}");
         }
     }
+
+    async fn watch_lines(
+        api: &Arc<Api>,
+        resp: Response<Body>,
+        writes: Vec<(&str, Value)>,
+    ) -> Vec<Value> {
+        for (name, obj) in writes {
+            match api.store.get("nodes", "", name).await.unwrap() {
+                Some(_) => api
+                    .store
+                    .update("nodes", "", name, obj, None)
+                    .await
+                    .unwrap(),
+                None => api.store.create("nodes", "", name, obj).await.unwrap(),
+            };
+        }
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(3), body.frame()).await
+        {
+            let Ok(data) = frame.unwrap().into_data() else {
+                continue;
+            };
+            for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                out.push(serde_json::from_slice::<Value>(line).unwrap());
+            }
+        }
+        out
+    }
+
+    fn node(name: &str, labels: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}})
+    }
+
+    fn test_api(dir: &tempfile::TempDir, ring: usize) -> Arc<Api> {
+        let store = super::super::store::SqliteStore::open(&dir.path().join("s.db"), ring).unwrap();
+        Arc::new(Api {
+            store: Arc::new(store),
+        })
+    }
+
+    #[tokio::test]
+    async fn label_selected_watch_sees_objects_enter_and_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let q = Query::parse(Some("watch=1&timeoutSeconds=1&labelSelector=a%3Db"));
+        let resp = watch(api.clone(), &resources::NODES, None, &q, "")
+            .await
+            .unwrap();
+        let lines = watch_lines(
+            &api,
+            resp,
+            vec![
+                ("n1", node("n1", json!({"a": "b"}))),
+                ("n1", node("n1", json!({"a": "c"}))),
+                ("n2", node("n2", json!({}))),
+                ("n1", node("n1", json!({"a": "b", "x": "y"}))),
+                ("n1", node("n1", json!({"a": "b"}))),
+            ],
+        )
+        .await;
+        let got: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["type"].as_str().unwrap(),
+                    l["object"]["metadata"]["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ADDED", "n1"),
+                ("DELETED", "n1"),
+                ("ADDED", "n1"),
+                ("MODIFIED", "n1")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn initial_events_end_with_a_bookmark() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        api.store
+            .create("nodes", "", "n1", node("n1", json!({})))
+            .await
+            .unwrap();
+        let q = Query::parse(Some(
+            "watch=1&timeoutSeconds=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
+        ));
+        let resp = watch(api.clone(), &resources::NODES, None, &q, "")
+            .await
+            .unwrap();
+        let lines = watch_lines(&api, resp, vec![]).await;
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0]["type"], "ADDED");
+        assert_eq!(lines[1]["type"], "BOOKMARK");
+        assert_eq!(lines[1]["object"]["metadata"]["resourceVersion"], "1");
+        assert_eq!(
+            lines[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+            "true"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_is_dropped_with_410() {
+        let dir = tempfile::tempdir().unwrap();
+        // Ring of 4: the broadcast buffer holds 16 events.
+        let api = test_api(&dir, 4);
+        let q = Query::parse(Some("watch=1&resourceVersion=0"));
+        let resp = watch(api.clone(), &resources::NODES, None, &q, "")
+            .await
+            .unwrap();
+        let writes: Vec<(String, Value)> = (0..40)
+            .map(|i| (format!("n{i}"), node(&format!("n{i}"), json!({}))))
+            .collect();
+        let lines = watch_lines(
+            &api,
+            resp,
+            writes
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.clone()))
+                .collect(),
+        )
+        .await;
+        let last = lines.last().unwrap();
+        assert_eq!(last["type"], "ERROR");
+        assert_eq!(last["object"]["code"], 410);
+        assert!(lines.len() < 40);
+    }
 }
