@@ -774,3 +774,32 @@ fn kube_client_lists_watches_and_patches() {
     });
     srv.stop();
 }
+
+/// The official Python client (`pip install kubernetes`): tests/python_client.py.
+#[test]
+fn python_client_lists_creates_watches() {
+    let ok = Command::new("python3")
+        .args(["-c", "import kubernetes"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the python kubernetes client is missing: pip install kubernetes"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir.path().join("admin.kubeconfig"))
+        .output()
+        .unwrap();
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "python client test failed");
+    srv.stop();
+}
