@@ -803,3 +803,75 @@ fn python_client_lists_creates_watches() {
     assert!(out.status.success(), "python client test failed");
     srv.stop();
 }
+
+#[test]
+fn kubectl_namespaces_generate_name_and_server_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let d = dir.path();
+    let out = srv.kubectl_ok(&["get", "ns", "-o", "name"]);
+    let mut names: Vec<&str> = out.lines().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "namespace/default",
+            "namespace/kube-node-lease",
+            "namespace/kube-public",
+            "namespace/kube-system"
+        ]
+    );
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n";
+    assert!(srv
+        .kubectl_ok(&["apply", "-f", &write(d, "ns.yaml", ns)])
+        .contains("created"));
+
+    let out = srv.kubectl_ok(&[
+        "apply",
+        "-n",
+        "team-a",
+        "--dry-run=server",
+        "-f",
+        &write(d, "nm.yaml", NODE_MONITOR),
+    ]);
+    assert!(out.contains("(server dry run)"), "{out}");
+    let list = srv.kubectl_json(&["get", "ds", "-A", "-o", "json"]);
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        0,
+        "dry run stored something"
+    );
+
+    let generated = NODE_MONITOR.replace("  name: node-monitor\n", "  generateName: nm-\n");
+    let out = srv.kubectl_ok(&[
+        "create",
+        "-n",
+        "team-a",
+        "-f",
+        &write(d, "gen.yaml", &generated),
+    ]);
+    let name = out
+        .trim()
+        .strip_prefix("daemonset.apps/")
+        .unwrap()
+        .strip_suffix(" created")
+        .unwrap();
+    assert!(name.starts_with("nm-") && name.len() == 8, "{out}");
+    srv.kubectl_ok(&["get", "ds", "-n", "team-a", name]);
+
+    let out = srv.kubectl(&[
+        "apply",
+        "-n",
+        "nope",
+        "-f",
+        &write(d, "nm.yaml", NODE_MONITOR),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("namespaces \"nope\" not found"));
+
+    // Deleting a namespace deletes what is in it, at once.
+    srv.kubectl_ok(&["delete", "ns", "team-a"]);
+    let list = srv.kubectl_json(&["get", "ds", "-A", "-o", "json"]);
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+    srv.stop();
+}

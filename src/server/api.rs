@@ -838,6 +838,11 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
 }
 
 fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media(format!(
+            "the body of the request was in an unsupported format {content_type:?}: this server accepts application/json and application/yaml"
+        )));
+    }
     let v: Value = if content_type.contains("yaml") {
         serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
