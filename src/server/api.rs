@@ -1566,4 +1566,66 @@ mod tests {
         assert_eq!(last["object"]["code"], 410);
         assert!(lines.len() < 40);
     }
+
+    #[tokio::test]
+    async fn field_validation_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let with_typo = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "a", "labelz": {"x": "y"}}, "spec": {"foo": 1}});
+        let opts = |validation| WriteOpts {
+            dry_run: false,
+            validation,
+        };
+        let strict = api
+            .create(
+                &resources::NAMESPACES,
+                None,
+                with_typo.clone(),
+                opts(FieldValidation::Strict),
+            )
+            .await
+            .err()
+            .expect("strict refuses unknown fields");
+        assert_eq!(strict.code, 400);
+        assert!(
+            strict
+                .message
+                .contains("unknown field \"metadata.labelz\", unknown field \"spec.foo\""),
+            "{}",
+            strict.message
+        );
+        let warned = api
+            .create(
+                &resources::NAMESPACES,
+                None,
+                with_typo.clone(),
+                opts(FieldValidation::Warn),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            warned.warnings,
+            [
+                "unknown field \"metadata.labelz\"",
+                "unknown field \"spec.foo\""
+            ]
+        );
+        assert!(
+            warned.object["metadata"].get("labelz").is_none(),
+            "unknown fields are dropped"
+        );
+        let mut other = with_typo;
+        other["metadata"]["name"] = json!("b");
+        let ignored = api
+            .create(
+                &resources::NAMESPACES,
+                None,
+                other,
+                opts(FieldValidation::Ignore),
+            )
+            .await
+            .unwrap();
+        assert!(ignored.warnings.is_empty());
+    }
 }

@@ -289,14 +289,15 @@ impl Controller {
             let (ns, name) = (s(d, "/metadata/namespace"), s(d, "/metadata/name"));
             self.sync_logged(ns, name).await;
         }
-        self.collect_orphans(&uids).await;
+        self.collect_orphans(&uids, Instant::now()).await;
     }
 
-    async fn collect_orphans(&mut self, ds_uids: &HashSet<String>) {
+    /// Deletes pods whose controlling DaemonSet uid is not in `ds_uids` once they have been seen
+    /// orphaned for `ORPHAN_GRACE` (time passed in, for tests).
+    async fn collect_orphans(&mut self, ds_uids: &HashSet<String>, now: Instant) {
         let Ok((pods, _)) = self.api.store.list(&PODS.key(), None).await else {
             return;
         };
-        let now = Instant::now();
         let mut still = HashSet::new();
         for p in pods {
             let Some((uid, _)) = ds_owner(&p) else {
@@ -651,5 +652,51 @@ mod tests {
             assert_eq!(status["observedGeneration"], 4);
             assert_eq!(wake.is_some(), c.wake, "case {i}");
         }
+    }
+
+    #[tokio::test]
+    async fn orphaned_daemon_pods_are_deleted_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::store::SqliteStore::open(&dir.path().join("s.db"), 100).unwrap();
+        let api = Arc::new(Api {
+            store: Arc::new(store),
+        });
+        let owned = |name: &str, uid: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "uid": uid, "controller": true}]},
+                "spec": {"containers": []}})
+        };
+        api.store
+            .create("pods", "default", "orphan", owned("orphan", "gone"))
+            .await
+            .unwrap();
+        api.store
+            .create("pods", "default", "kept", owned("kept", "live"))
+            .await
+            .unwrap();
+        let live: HashSet<String> = ["live".to_string()].into();
+        let mut c = Controller::new(api.clone());
+        let t0 = Instant::now();
+        c.collect_orphans(&live, t0).await;
+        c.collect_orphans(&live, t0 + ORPHAN_GRACE / 2).await;
+        assert!(api
+            .store
+            .get("pods", "default", "orphan")
+            .await
+            .unwrap()
+            .is_some());
+        c.collect_orphans(&live, t0 + ORPHAN_GRACE).await;
+        assert!(api
+            .store
+            .get("pods", "default", "orphan")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(api
+            .store
+            .get("pods", "default", "kept")
+            .await
+            .unwrap()
+            .is_some());
     }
 }
