@@ -875,3 +875,53 @@ fn kubectl_namespaces_generate_name_and_server_dry_run() {
     assert_eq!(list["items"].as_array().unwrap().len(), 0);
     srv.stop();
 }
+
+#[test]
+fn revisions_are_pruned_to_the_history_limit_and_reused_on_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let d = dir.path();
+    let base = KUBE_PROXY.replace(
+        "spec:\n  selector:",
+        "spec:\n  revisionHistoryLimit: 1\n  selector:",
+    );
+    for (i, tag) in ["v1", "v2", "v3"].iter().enumerate() {
+        let text = base.replace("kube-proxy:latest", &format!("kube-proxy:{tag}"));
+        srv.kubectl_ok(&["apply", "-f", &write(d, "kp.yaml", &text)]);
+        eventually("revision for the new template", || {
+            let revs = revisions_of(&srv, "kube-proxy");
+            revs.iter()
+                .any(|r| r["revision"] == i as i64 + 1)
+                .then_some(())
+        });
+    }
+    let revs = eventually("pruned to current + 1", || {
+        let r = revisions_of(&srv, "kube-proxy");
+        (r.len() == 2).then_some(r)
+    });
+    let mut numbers: Vec<i64> = revs
+        .iter()
+        .map(|r| r["revision"].as_i64().unwrap())
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, [2, 3]);
+    // Back to v2: its revision is reused and becomes the newest.
+    let out = srv.kubectl_ok(&["rollout", "undo", "ds/kube-proxy"]);
+    assert!(out.contains("rolled back"), "{out}");
+    let ds = srv.kubectl_json(&["get", "ds", "kube-proxy", "-o", "json"]);
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["image"],
+        "kube-proxy:v2"
+    );
+    eventually("v2 revision renumbered 4", || {
+        let r = revisions_of(&srv, "kube-proxy");
+        r.iter()
+            .any(|c| {
+                c["revision"] == 4
+                    && c["data"]["spec"]["template"]["spec"]["containers"][0]["image"]
+                        == "kube-proxy:v2"
+            })
+            .then_some(())
+    });
+    srv.stop();
+}

@@ -237,7 +237,21 @@ impl Controller {
                 dirty.insert((ev.namespace.clone(), ev.name.clone()));
             }
         } else if ev.resource == NODES.key() {
-            *all = true;
+            // Heartbeats (status-only writes) do not change where daemon pods belong.
+            let relevant = |v: &Value| {
+                (
+                    v.pointer("/metadata/labels").cloned(),
+                    v.get("spec").cloned(),
+                )
+            };
+            let changed = ev.event_type != EventType::Modified
+                || ev
+                    .prev
+                    .as_ref()
+                    .is_none_or(|p| relevant(p) != relevant(&ev.object));
+            if changed {
+                *all = true;
+            }
         } else if ev.resource == PODS.key() {
             for obj in std::iter::once(&ev.object).chain(ev.prev.iter()) {
                 if let Some((_, owner)) = ds_owner(obj) {
