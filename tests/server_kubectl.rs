@@ -519,6 +519,40 @@ fn watch_resumes_and_resource_versions_survive_a_restart() {
     let list: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(rv_of(&list), rv_of(&c));
 
+    // Concurrent patches without a resourceVersion all apply (retried, not 409).
+    let addr = srv.addr();
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = format!(r#"{{"metadata":{{"labels":{{"l{i}":"x"}}}}}}"#);
+                http(addr, format!(
+                    "PATCH /api/v1/nodes/c HTTP/1.1\r\nHost: x\r\nContent-Type: application/merge-patch+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                ).as_bytes())
+            })
+        })
+        .collect();
+    for t in threads {
+        let (code, body) = t.join().unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    let (_, body) = get(addr, "/api/v1/nodes/c");
+    let c2: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(c2["metadata"]["labels"].as_object().unwrap().len(), 16);
+    // A stale resourceVersion in a patch is a precondition: 409.
+    let body = format!(
+        r#"{{"metadata":{{"resourceVersion":"{}","labels":{{"z":"z"}}}}}}"#,
+        rv_of(&c)
+    );
+    let (code, resp) = http(addr, format!(
+        "PATCH /api/v1/nodes/c HTTP/1.1\r\nHost: x\r\nContent-Type: application/merge-patch+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ).as_bytes());
+    assert_eq!(code, 409, "{resp}");
+    // Creating a namespaced object without a namespace in the URL is not allowed.
+    let (code, _) = http(addr, b"POST /api/v1/pods HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    assert_eq!(code, 405);
+
     srv.stop();
     let srv = Srv::start(dir.path());
     let (code, body) = get(srv.addr(), "/api/v1/nodes/b");

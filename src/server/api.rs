@@ -993,6 +993,9 @@ async fn resource(
                 Ok(json_response(200, &obj))
             }
         }
+        (&Method::POST, None) if r.namespaced && ns.is_none() => {
+            Err(ApiError::method_not_allowed(method.as_str()))
+        }
         (&Method::POST, None) => {
             let opts = WriteOpts::from_query(&query)?;
             let body = read_body(req.into_body(), content_length).await?;
@@ -1048,11 +1051,16 @@ async fn resource(
                     patch::PatchError::Invalid(_) => ApiError::bad_request(e.to_string()),
                     patch::PatchError::Conflict(_) => ApiError::new(422, "Invalid", e.to_string()),
                 })?;
-                // A patch that does not name a resourceVersion applies to the current object.
-                if patched.pointer("/metadata/resourceVersion")
-                    == patch_doc.pointer("/metadata/resourceVersion")
-                    && patch_doc.pointer("/metadata/resourceVersion").is_none()
-                {
+                // A patch that does not name a resourceVersion applies to whatever is current
+                // (retried on a concurrent write); one that does is a precondition.
+                let explicit = patch_doc.pointer("/metadata/resourceVersion").is_some()
+                    || patch_doc.as_array().is_some_and(|ops| {
+                        ops.iter().any(|op| {
+                            op.get("path").and_then(Value::as_str)
+                                == Some("/metadata/resourceVersion")
+                        })
+                    });
+                if !explicit {
                     if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
                         m.remove("resourceVersion");
                     }
