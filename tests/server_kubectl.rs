@@ -597,6 +597,16 @@ fn malformed_and_oversized_requests_get_status_answers() {
         (code, s["kind"].as_str(), s["reason"].as_str()),
         (400, Some("Status"), Some("BadRequest"))
     );
+    // YAML bodies are accepted; broken YAML is a 400 Status.
+    let yaml = "apiVersion: v1\nkind: Node\nmetadata:\n  name: from-yaml\n";
+    let (code, s) = status(http(addr, format!("POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{yaml}", yaml.len()).as_bytes()));
+    assert_eq!(
+        (code, s["metadata"]["name"].as_str()),
+        (201, Some("from-yaml"))
+    );
+    let yaml = "kind: Node\nmetadata: [oops\n";
+    let (code, s) = status(http(addr, format!("POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{yaml}", yaml.len()).as_bytes()));
+    assert_eq!((code, s["reason"].as_str()), (400, Some("BadRequest")));
     // Oversized, announced and chunked.
     let (code, s) = status(http(addr, b"POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\nConnection: close\r\n\r\n{}"));
     assert_eq!(
