@@ -913,6 +913,11 @@ fn kubectl_namespaces_generate_name_and_server_dry_run() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("namespaces \"nope\" not found"));
 
+    // kubectl create namespace sends protobuf.
+    let out = srv.kubectl_ok(&["create", "namespace", "team-b"]);
+    assert!(out.contains("namespace/team-b created"), "{out}");
+    srv.kubectl_ok(&["get", "ns", "team-b"]);
+
     // Deleting a namespace deletes what is in it, at once.
     srv.kubectl_ok(&["delete", "ns", "team-a"]);
     let list = srv.kubectl_json(&["get", "ds", "-A", "-o", "json"]);

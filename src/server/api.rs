@@ -838,6 +838,14 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
 }
 
 fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    if content_type.contains("application/vnd.kubernetes.protobuf") {
+        return super::protobuf::decode(body).map_err(|e| match e {
+            super::protobuf::ProtobufError::Malformed => ApiError::bad_request(e.to_string()),
+            super::protobuf::ProtobufError::Unsupported(_) => {
+                ApiError::unsupported_media(e.to_string())
+            }
+        });
+    }
     if content_type.contains("protobuf") || content_type.contains("cbor") {
         return Err(ApiError::unsupported_media(format!(
             "the body of the request was in an unsupported format {content_type:?}: this server accepts application/json and application/yaml"

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod controller;
 pub mod discovery;
+pub mod protobuf;
 pub mod resources;
 pub mod status;
 pub mod store;
