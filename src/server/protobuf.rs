@@ -18,7 +18,8 @@ struct Reader<'a> {
 }
 
 enum Field<'a> {
-    Varint(u64),
+    /// A varint or fixed-width scalar (skipped: no field read here needs one).
+    Scalar,
     Bytes(&'a [u8]),
 }
 
@@ -42,7 +43,10 @@ impl<'a> Reader<'a> {
         }
         let key = self.varint()?;
         let field = match key & 7 {
-            0 => Field::Varint(self.varint()?),
+            0 => {
+                self.varint()?;
+                Field::Scalar
+            }
             2 => {
                 let len = usize::try_from(self.varint()?).map_err(|_| ProtobufError::Malformed)?;
                 if len > self.buf.len() {
@@ -54,11 +58,11 @@ impl<'a> Reader<'a> {
             }
             1 => {
                 self.skip(8)?;
-                Field::Varint(0)
+                Field::Scalar
             }
             5 => {
                 self.skip(4)?;
-                Field::Varint(0)
+                Field::Scalar
             }
             _ => return Err(ProtobufError::Malformed),
         };
