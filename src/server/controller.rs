@@ -22,7 +22,7 @@ use crate::core::eligibility::node_should_run;
 use crate::core::hash::template_hash;
 
 /// Every DaemonSet is recomputed at least this often (minReadySeconds, missed events).
-const RESYNC: Duration = Duration::from_secs(10);
+const RESYNC: Duration = Duration::from_secs(30);
 /// A pod whose owning DaemonSet no longer exists is deleted after this long.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(30);
 
