@@ -208,6 +208,8 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let server = start(opts).await?;
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    // Type=notify: systemd considers the server started once it listens
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
