@@ -69,6 +69,15 @@ pub fn is_loopback_registry(registry: &str) -> bool {
             .unwrap_or(false)
 }
 
+/// The host of `host[:port]` without port or IPv6 brackets, as Go's `url.Hostname()` (containerd
+/// keys its distribution source labels by it).
+pub fn url_hostname(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    registry.split(':').next().unwrap_or(registry)
+}
+
 /// `chain_0 = diff_0`, `chain_i = sha256("<chain_{i-1}> <diff_i>")`.
 pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
@@ -375,7 +384,10 @@ async fn pull_leased(
     let name = r.whole();
     let fetch = Fetch::new(r);
     let source_label = (
-        format!("containerd.io/distribution.source.{}", r.resolve_registry()),
+        format!(
+            "containerd.io/distribution.source.{}",
+            url_hostname(r.resolve_registry())
+        ),
         r.repository().to_string(),
     );
     let (top_bytes, top_digest) = fetch.manifest(r).await?;
@@ -757,7 +769,7 @@ async fn unpack(
                     snapshotter: SNAPSHOTTER.to_string(),
                     key: key.clone(),
                     parent,
-                    labels: labels.clone(),
+                    labels,
                 },
                 Some(lease),
             ))
@@ -796,7 +808,9 @@ async fn unpack(
                         snapshotter: SNAPSHOTTER.to_string(),
                         name: chain[i].clone(),
                         key: key.clone(),
-                        labels,
+                        // ctr commits without labels: the snapshot.ref label only marks the
+                        // extraction in progress
+                        labels: HashMap::new(),
                     },
                     Some(lease),
                 ))
@@ -846,6 +860,18 @@ mod tests {
             ("registry.local:443", false),
         ] {
             assert_eq!(is_loopback_registry(reg), want, "{reg}");
+        }
+    }
+
+    #[test]
+    fn hostnames() {
+        for (reg, want) in [
+            ("127.0.0.1:5000", "127.0.0.1"),
+            ("docker.io", "docker.io"),
+            ("[::1]:5000", "::1"),
+            ("localhost", "localhost"),
+        ] {
+            assert_eq!(url_hostname(reg), want);
         }
     }
 

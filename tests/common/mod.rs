@@ -58,7 +58,10 @@ impl Containerd {
             .expect("spawn containerd");
         let deadline = Instant::now() + Duration::from_secs(20);
         while !socket.exists() {
-            assert!(Instant::now() < deadline, "containerd did not create its socket");
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not create its socket"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         // the socket appears slightly before the gRPC server answers
@@ -85,7 +88,9 @@ impl Drop for Containerd {
                 let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
                 let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
                 if cmd.contains("containerd-shim") && cmd.contains(&sock) {
-                    let _ = Command::new("pkill").args(["-9", "-P", &pid.to_string()]).status();
+                    let _ = Command::new("pkill")
+                        .args(["-9", "-P", &pid.to_string()])
+                        .status();
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
             }
