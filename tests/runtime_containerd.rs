@@ -106,17 +106,27 @@ async fn wait_state(
 ) -> TaskState {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Some(s) = state_of(rt, id).await {
-            if f(&s) {
-                return s;
+        let st = state_of(rt, id).await;
+        if let Some(s) = &st {
+            if f(s) {
+                return s.clone();
             }
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {id} to be {what}"
+            "timed out waiting for {id} to be {what}: {st:?}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// `net:[INODE]` out of `ls -l /proc/self/ns/net` output.
+fn net_ns_of(ls: &str) -> String {
+    let start = ls
+        .find("net:[")
+        .unwrap_or_else(|| panic!("no net:[..] in {ls:?}"));
+    let end = ls[start..].find(']').map(|e| start + e + 1).unwrap();
+    ls[start..end].to_string()
 }
 
 async fn wait_log(path: &Path, needle: &str) -> String {
@@ -564,7 +574,10 @@ async fn output_goes_to_the_log_file_and_exits_are_reported() {
         "{st:?}"
     );
     let log = wait_log(&req.log_path, "from-env").await;
-    assert_eq!(log, "hello\noops\nfrom-env\n");
+    // stdout and stderr are copied by separate goroutines of the shim: order between them varies
+    let mut lines: Vec<&str> = log.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["from-env", "hello", "oops"]);
     e.rt.remove_container(&id).await.unwrap();
     assert_gone(e.rt.client(), &id).await;
     e.rt.remove_sandbox(&uid).await.unwrap();
@@ -689,7 +702,7 @@ async fn containers_of_a_pod_share_its_network_namespace_and_volumes() {
         &server,
         &pod,
         json!({"name": "server", "image": image("v1"), "volumeMounts": mounts,
-               "command": ["sh", "-c", "readlink /proc/self/ns/net > /scratch/server-ns; nc -l -p 7777"]}),
+               "command": ["sh", "-c", "ls -l /proc/self/ns/net > /scratch/server-ns; nc -l -p 7777"]}),
         &sb,
     );
     e.rt.run_container(&server_req).await.expect("run server");
@@ -705,13 +718,13 @@ async fn containers_of_a_pod_share_its_network_namespace_and_volumes() {
         &client,
         &pod,
         json!({"name": "client", "image": image("v1"), "volumeMounts": mounts,
-               "command": ["sh", "-c", "readlink /proc/self/ns/net > /host/client-ns; until echo ping-over-lo | nc 127.0.0.1 7777; do sleep 0.1; done"]}),
+               "command": ["sh", "-c", "ls -l /proc/self/ns/net > /host/client-ns; until echo ping-over-lo | nc 127.0.0.1 7777; do sleep 0.1; done"]}),
         &sb,
     );
     e.rt.run_container(&client_req).await.expect("run client");
     wait_log(&server_req.log_path, "ping-over-lo").await;
-    let server_ns = std::fs::read_to_string(&ns_file).unwrap();
-    let client_ns = wait_log(&host_dir.join("client-ns"), "net:").await;
+    let server_ns = net_ns_of(&std::fs::read_to_string(&ns_file).unwrap());
+    let client_ns = net_ns_of(&wait_log(&host_dir.join("client-ns"), "net:").await);
     assert_eq!(server_ns, client_ns);
     let pod_ns = std::fs::metadata(&netns).unwrap();
     assert!(server_ns.contains(&format!(
@@ -751,11 +764,11 @@ async fn host_network_pods_share_the_host_namespace() {
         &e,
         &id,
         &pod,
-        json!({"name": "c", "image": image("v1"), "command": ["readlink", "/proc/self/ns/net"]}),
+        json!({"name": "c", "image": image("v1"), "command": ["ls", "-l", "/proc/self/ns/net"]}),
         &sb,
     );
     e.rt.run_container(&req).await.expect("run");
-    let own = std::fs::read_link("/proc/1/ns/net").unwrap();
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
     wait_log(&req.log_path, &own.to_string_lossy()).await;
     wait_state(&e.rt, &id, "stopped", |s| {
         matches!(s, TaskState::Stopped { .. })

@@ -357,7 +357,8 @@ fn state_of(p: &containerd_client::types::v1::Process) -> TaskState {
         }
         ProcStatus::Stopped => TaskState::Stopped {
             exit_code: p.exit_status,
-            exited_at: p.exited_at.as_ref().map(|t| t.seconds),
+            // Go's zero time (year 1) when unknown
+            exited_at: p.exited_at.as_ref().map(|t| t.seconds).filter(|s| *s > 0),
         },
         ProcStatus::Created | ProcStatus::Unknown => TaskState::Created,
     }
@@ -472,7 +473,15 @@ impl Runtime for ContainerdRuntime {
             .into_inner()
             .tasks
             .iter()
-            .map(|p| (p.container_id.clone(), state_of(p)))
+            // containerd 1.6 leaves container_id empty and puts the container id in `id`
+            .map(|p| {
+                let id = if p.container_id.is_empty() {
+                    &p.id
+                } else {
+                    &p.container_id
+                };
+                (id.clone(), state_of(p))
+            })
             .collect();
         Ok(containers
             .into_iter()
@@ -489,57 +498,89 @@ impl Runtime for ContainerdRuntime {
     async fn subscribe_exits(&self) -> Result<tokio::sync::mpsc::Receiver<String>> {
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let ctd = self.ctd.clone();
-        // subscribe once here so that exits after this call returns are not missed
-        let first = subscribe(&ctd)
-            .await
-            .map_err(|s| ctd_err("subscribe", "/tasks/exit", s))?;
+        // containerd sends the stream's headers only with its first event: subscribe in the
+        // background and publish a marker event until it comes back, so that once this returns
+        // no exit can be missed
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
-            let mut stream = Some(first);
+            let mut ready = Some(ready_tx);
             loop {
-                let s = match stream.take() {
-                    Some(s) => s,
-                    None => match subscribe(&ctd).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            log::warn!(error = e.message(); "subscribe to task exits");
-                            if tx.is_closed() {
-                                return;
-                            }
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            continue;
+                match subscribe(&ctd).await {
+                    Ok(s) => {
+                        if forward_exits(s, &tx, &mut ready).await {
+                            return;
                         }
-                    },
-                };
-                if forward_exits(s, &tx).await {
+                    }
+                    Err(e) => log::warn!(error = e.message(); "subscribe to task exits"),
+                }
+                if tx.is_closed() {
                     return;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         });
-        Ok(rx)
+        let mut ready_rx = ready_rx;
+        for _ in 0..100 {
+            let marker = containerd_client::services::v1::PublishRequest {
+                topic: SUBSCRIBED_TOPIC.to_string(),
+                event: Some(containerd_client::to_any(
+                    &containerd_client::events::ContainerDelete { id: String::new() },
+                )),
+            };
+            self.ctd
+                .events()
+                .publish(self.ctd.req(marker))
+                .await
+                .map_err(|s| ctd_err("publish", SUBSCRIBED_TOPIC, s))?;
+            if tokio::time::timeout(Duration::from_millis(50), &mut ready_rx)
+                .await
+                .is_ok()
+            {
+                return Ok(rx);
+            }
+        }
+        Err(RuntimeError::Containerd {
+            op: "subscribe",
+            id: "/tasks/exit".into(),
+            reason: "no event came back through the subscription".into(),
+        })
     }
 }
+
+/// A topic of our own, published only to learn that the exit subscription is live.
+const SUBSCRIBED_TOPIC: &str = "/daemonset-agent/subscribed";
 
 type EventStream = containerd_client::tonic::codec::Streaming<containerd_client::types::Envelope>;
 
 async fn subscribe(
     ctd: &Ctd,
 ) -> std::result::Result<EventStream, containerd_client::tonic::Status> {
-    let filter = format!("namespace=={},topic==\"/tasks/exit\"", ctd.namespace);
+    // comma = AND, separate filters = OR; quoted values (a namespace may hold '-' or '.')
+    let filters = ["/tasks/exit", SUBSCRIBED_TOPIC]
+        .iter()
+        .map(|t| format!("namespace==\"{}\",topic==\"{t}\"", ctd.namespace))
+        .collect();
     Ok(ctd
         .events()
-        .subscribe(ctd.req(SubscribeRequest {
-            filters: vec![filter],
-        }))
+        .subscribe(ctd.req(SubscribeRequest { filters }))
         .await?
         .into_inner())
 }
 
 /// Forwards exits until the stream breaks (false: resubscribe) or the receiver is gone (true).
-async fn forward_exits(mut s: EventStream, tx: &tokio::sync::mpsc::Sender<String>) -> bool {
+async fn forward_exits(
+    mut s: EventStream,
+    tx: &tokio::sync::mpsc::Sender<String>,
+    ready: &mut Option<tokio::sync::oneshot::Sender<()>>,
+) -> bool {
     use prost::Message;
     loop {
         match s.message().await {
+            Ok(Some(env)) if env.topic == SUBSCRIBED_TOPIC => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(());
+                }
+            }
             Ok(Some(env)) => {
                 let Some(any) = env.event else { continue };
                 match containerd_client::events::TaskExit::decode(any.value.as_slice()) {
