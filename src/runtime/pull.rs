@@ -890,7 +890,9 @@ mod tests {
                 "{input}"
             );
         }
-        assert!(normalize("UPPER/case").is_err());
+        for bad in ["", "a b", "busybox@sha256:nothex", "busybox:bad:tag"] {
+            assert!(normalize(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

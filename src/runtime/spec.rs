@@ -549,3 +549,442 @@ pub fn prepare_host(id: &str, steps: &[HostPrep]) -> Result<(), RuntimeError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::SandboxInfo;
+
+    fn req(pod: Value, container: Value) -> ContainerRequest {
+        ContainerRequest {
+            id: "c1".into(),
+            labels: Default::default(),
+            pod_spec: serde_json::from_value(pod).unwrap(),
+            container: serde_json::from_value(container).unwrap(),
+            sandbox: SandboxInfo {
+                netns: Some(PathBuf::from("/state/netns/u1")),
+                pod_dir: PathBuf::from("/state/pods/u1"),
+            },
+            hostname: "web-abc".into(),
+            log_path: PathBuf::from("/log"),
+        }
+    }
+
+    fn spec(pod: Value, container: Value, image: Value) -> Value {
+        build(&req(pod, container), &image, "ns").unwrap().spec
+    }
+
+    fn base() -> Value {
+        json!({"containers": []})
+    }
+
+    #[test]
+    fn process_args_follow_kubernetes() {
+        let image = json!({"Entrypoint": ["/ep"], "Cmd": ["cmd1", "cmd2"]});
+        for (container, want) in [
+            (json!({"name": "c"}), vec!["/ep", "cmd1", "cmd2"]),
+            (json!({"name": "c", "command": ["/bin/x"]}), vec!["/bin/x"]),
+            (json!({"name": "c", "args": ["a"]}), vec!["/ep", "a"]),
+            (
+                json!({"name": "c", "command": ["/bin/x"], "args": ["a"]}),
+                vec!["/bin/x", "a"],
+            ),
+            (
+                json!({"name": "c", "command": [], "args": []}),
+                vec!["/ep", "cmd1", "cmd2"],
+            ),
+        ] {
+            let c: Container = serde_json::from_value(container.clone()).unwrap();
+            assert_eq!(process_args(&c, &image), want, "{container}");
+        }
+        let none = build(&req(base(), json!({"name": "c"})), &json!({}), "ns");
+        assert!(matches!(none, Err(RuntimeError::InvalidSpec { .. })));
+    }
+
+    #[test]
+    fn defaults_are_containerds() {
+        let s = spec(
+            base(),
+            json!({"name": "c", "command": ["sh"]}),
+            json!({"Env": ["A=1"]}),
+        );
+        assert_eq!(s["root"], json!({"path": "rootfs", "readonly": false}));
+        assert_eq!(s["process"]["cwd"], "/");
+        assert_eq!(s["process"]["user"], json!({"uid": 0, "gid": 0}));
+        assert_eq!(
+            s["process"]["capabilities"]["bounding"],
+            json!(DEFAULT_CAPS)
+        );
+        assert_eq!(
+            s["process"]["rlimits"],
+            json!([{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}])
+        );
+        assert_eq!(s["process"]["noNewPrivileges"], true);
+        assert_eq!(s["hostname"], "web-abc");
+        let ns: Vec<&str> = s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["pid", "ipc", "uts", "mount", "network"]);
+        assert_eq!(s["linux"]["namespaces"][4]["path"], "/state/netns/u1");
+        assert_eq!(s["linux"]["maskedPaths"], json!(MASKED_PATHS));
+        assert_eq!(s["linux"]["readonlyPaths"], json!(READONLY_PATHS));
+        assert_eq!(s["linux"]["cgroupsPath"], "/daemonset-agent/ns/c1");
+        let dests: Vec<&str> = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            dests,
+            [
+                "/proc",
+                "/dev",
+                "/dev/pts",
+                "/dev/shm",
+                "/dev/mqueue",
+                "/sys",
+                "/run"
+            ]
+        );
+        assert!(s["mounts"][5]["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("ro")));
+        // no PATH in the image: containerd's default PATH first
+        assert_eq!(s["process"]["env"], json!([DEFAULT_PATH, "A=1"]));
+    }
+
+    #[test]
+    fn env_user_and_workdir() {
+        let image =
+            json!({"Env": ["PATH=/bin", "A=image"], "User": "1000:2000", "WorkingDir": "/w"});
+        let cases = [
+            (
+                base(),
+                json!({"name": "c", "command": ["x"]}),
+                (1000, 2000),
+                "/w",
+            ),
+            (
+                base(),
+                json!({"name": "c", "command": ["x"], "workingDir": "/o"}),
+                (1000, 2000),
+                "/o",
+            ),
+            (
+                json!({"containers": [], "securityContext": {"runAsUser": 5, "runAsGroup": 6}}),
+                json!({"name": "c", "command": ["x"]}),
+                (5, 6),
+                "/w",
+            ),
+            (
+                json!({"containers": [], "securityContext": {"runAsUser": 5, "runAsGroup": 6}}),
+                json!({"name": "c", "command": ["x"], "securityContext": {"runAsUser": 7}}),
+                (7, 6),
+                "/w",
+            ),
+        ];
+        for (pod, c, (uid, gid), cwd) in cases {
+            let s = spec(pod, c.clone(), image.clone());
+            assert_eq!(s["process"]["user"], json!({"uid": uid, "gid": gid}), "{c}");
+            assert_eq!(s["process"]["cwd"], cwd, "{c}");
+        }
+        let s = spec(
+            base(),
+            json!({"name": "c", "command": ["x"]}),
+            json!({"User": "nobody"}),
+        );
+        assert_eq!(s["process"]["user"], json!({"uid": 0, "gid": 0}));
+        let s = spec(
+            base(),
+            json!({"name": "c", "command": ["x"], "env": [{"name": "A", "value": "mine"}, {"name": "B"}]}),
+            image,
+        );
+        assert_eq!(s["process"]["env"], json!(["PATH=/bin", "A=mine", "B="]));
+        let from = build(
+            &req(
+                base(),
+                json!({"name": "c", "command": ["x"], "env": [{"name": "SECRET", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]}),
+            ),
+            &json!({}),
+            "ns",
+        );
+        match from {
+            Err(RuntimeError::InvalidSpec { reason, .. }) => {
+                assert!(reason.contains("SECRET") && reason.contains("valueFrom"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn resources() {
+        for (res, want) in [
+            (
+                json!({"limits": {"cpu": "100m", "memory": "200Mi"}}),
+                json!({"cpu": {"quota": 10000, "period": 100000, "shares": 102}, "memory": {"limit": 209715200}}),
+            ),
+            (
+                json!({"requests": {"cpu": "250m"}, "limits": {"cpu": "2"}}),
+                json!({"cpu": {"quota": 200000, "period": 100000, "shares": 256}, "memory": null}),
+            ),
+            (
+                json!({"requests": {"cpu": "1"}}),
+                json!({"cpu": {"shares": 1024}, "memory": null}),
+            ),
+            (
+                json!({"limits": {"memory": "1Gi"}}),
+                json!({"cpu": null, "memory": {"limit": 1073741824}}),
+            ),
+            (json!({}), json!({"cpu": null, "memory": null})),
+        ] {
+            let s = spec(
+                base(),
+                json!({"name": "c", "command": ["x"], "resources": res.clone()}),
+                json!({}),
+            );
+            let r = &s["linux"]["resources"];
+            assert_eq!(r["cpu"], want["cpu"], "{res}");
+            assert_eq!(r["memory"], want["memory"], "{res}");
+            assert_eq!(r["devices"], json!([{"allow": false, "access": "rwm"}]));
+        }
+        let bad = build(
+            &req(
+                base(),
+                json!({"name": "c", "command": ["x"], "resources": {"limits": {"cpu": "lots"}}}),
+            ),
+            &json!({}),
+            "ns",
+        );
+        assert!(
+            matches!(bad, Err(RuntimeError::InvalidSpec { reason, .. }) if reason.contains("lots"))
+        );
+    }
+
+    #[test]
+    fn security_context() {
+        let caps = |c: Value| -> Value {
+            spec(
+                base(),
+                json!({"name": "c", "command": ["x"], "securityContext": c}),
+                json!({}),
+            )["process"]["capabilities"]["effective"]
+                .clone()
+        };
+        let mut with_admin: Vec<&str> = DEFAULT_CAPS.to_vec();
+        with_admin.push("CAP_NET_ADMIN");
+        assert_eq!(
+            caps(json!({"capabilities": {"add": ["NET_ADMIN"]}})),
+            json!(with_admin)
+        );
+        assert_eq!(
+            caps(json!({"capabilities": {"drop": ["ALL"], "add": ["CAP_NET_BIND_SERVICE"]}})),
+            json!(["CAP_NET_BIND_SERVICE"])
+        );
+        let without_kill: Vec<&str> = DEFAULT_CAPS
+            .iter()
+            .copied()
+            .filter(|c| *c != "CAP_KILL")
+            .collect();
+        assert_eq!(
+            caps(json!({"capabilities": {"drop": ["kill"]}})),
+            json!(without_kill)
+        );
+        assert_eq!(caps(json!({"privileged": true})), json!(ALL_CAPS));
+
+        let s = spec(
+            base(),
+            json!({"name": "c", "command": ["x"], "securityContext": {"privileged": true, "readOnlyRootFilesystem": true}}),
+            json!({}),
+        );
+        assert!(
+            s["linux"].get("maskedPaths").is_none() && s["linux"].get("readonlyPaths").is_none()
+        );
+        assert_eq!(s["root"]["readonly"], true);
+        assert_eq!(s["process"]["noNewPrivileges"], false);
+        assert!(s["mounts"][5]["options"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("rw")));
+        assert_eq!(
+            s["linux"]["resources"]["devices"],
+            json!([{"allow": true, "access": "rwm"}])
+        );
+    }
+
+    #[test]
+    fn host_network_shares_host_net_and_uts() {
+        let s = spec(
+            json!({"containers": [], "hostNetwork": true}),
+            json!({"name": "c", "command": ["x"]}),
+            json!({}),
+        );
+        let ns: Vec<&str> = s["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(ns, ["pid", "ipc", "mount"]);
+        assert!(s.get("hostname").is_none());
+    }
+
+    #[test]
+    fn volumes() {
+        let pod = json!({"containers": [], "volumes": [
+            {"name": "logs", "hostPath": {"path": "/var/log", "type": "Directory"}},
+            {"name": "made", "hostPath": {"path": "/srv/made", "type": "DirectoryOrCreate"}},
+            {"name": "sock", "hostPath": {"path": "/run/x.sock", "type": "FileOrCreate"}},
+            {"name": "conf", "hostPath": {"path": "/etc/x.conf", "type": "File"}},
+            {"name": "any", "hostPath": {"path": "/opt"}},
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "cm", "configMap": {"name": "x"}}]});
+        let mounts = json!([
+            {"name": "logs", "mountPath": "/host/logs", "readOnly": true},
+            {"name": "made", "mountPath": "/made"},
+            {"name": "sock", "mountPath": "/x.sock"},
+            {"name": "conf", "mountPath": "/x.conf"},
+            {"name": "any", "mountPath": "/opt"},
+            {"name": "tmp", "mountPath": "/tmp", "subPath": "a/b"},
+            {"name": "tmp", "mountPath": "/dev/shm"}]);
+        let plan = build(
+            &req(
+                pod.clone(),
+                json!({"name": "c", "command": ["x"], "volumeMounts": mounts}),
+            ),
+            &json!({}),
+            "ns",
+        )
+        .unwrap();
+        let vm: Vec<(String, String, String)> = plan.spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["type"] == "bind")
+            .map(|m| {
+                (
+                    m["destination"].as_str().unwrap().into(),
+                    m["source"].as_str().unwrap().into(),
+                    m["options"][2].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        let t = |d: &str, s: &str, o: &str| (d.to_string(), s.to_string(), o.to_string());
+        assert_eq!(
+            vm,
+            [
+                t("/host/logs", "/var/log", "ro"),
+                t("/made", "/srv/made", "rw"),
+                t("/x.sock", "/run/x.sock", "rw"),
+                t("/x.conf", "/etc/x.conf", "rw"),
+                t("/opt", "/opt", "rw"),
+                t("/tmp", "/state/pods/u1/volumes/tmp/a/b", "rw"),
+                t("/dev/shm", "/state/pods/u1/volumes/tmp", "rw"),
+            ]
+        );
+        // the emptyDir replaced the default /dev/shm tmpfs
+        assert_eq!(
+            plan.spec["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| m["destination"] == "/dev/shm")
+                .count(),
+            1
+        );
+        assert_eq!(
+            plan.host,
+            [
+                HostPrep::RequireDir {
+                    volume: "logs".into(),
+                    path: "/var/log".into()
+                },
+                HostPrep::CreateDir("/srv/made".into()),
+                HostPrep::CreateFile("/run/x.sock".into()),
+                HostPrep::RequireFile {
+                    volume: "conf".into(),
+                    path: "/etc/x.conf".into()
+                },
+                HostPrep::CreateDir("/state/pods/u1/volumes/tmp".into()),
+                HostPrep::CreateDir("/state/pods/u1/volumes/tmp/a/b".into()),
+                HostPrep::CreateDir("/state/pods/u1/volumes/tmp".into()),
+            ]
+        );
+        for (mount, needle) in [
+            (json!({"name": "cm", "mountPath": "/cm"}), "cm"),
+            (json!({"name": "nope", "mountPath": "/x"}), "nope"),
+            (
+                json!({"name": "tmp", "mountPath": "/x", "subPath": "../escape"}),
+                "../escape",
+            ),
+            (json!({"name": "tmp", "mountPath": "relative"}), "relative"),
+        ] {
+            let r = build(
+                &req(
+                    pod.clone(),
+                    json!({"name": "c", "command": ["x"], "volumeMounts": [mount.clone()]}),
+                ),
+                &json!({}),
+                "ns",
+            );
+            match r {
+                Err(RuntimeError::InvalidSpec { reason, .. }) => {
+                    assert!(reason.contains(needle), "{reason}")
+                }
+                other => panic!("{mount}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn host_prep_checks_and_creates() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = dir.path().join("a/b");
+        let file = dir.path().join("c/d.sock");
+        prepare_host(
+            "c1",
+            &[
+                HostPrep::CreateDir(made.clone()),
+                HostPrep::CreateFile(file.clone()),
+            ],
+        )
+        .unwrap();
+        assert!(made.is_dir() && file.is_file());
+        prepare_host(
+            "c1",
+            &[
+                HostPrep::RequireDir {
+                    volume: "v".into(),
+                    path: made.clone(),
+                },
+                HostPrep::RequireFile {
+                    volume: "f".into(),
+                    path: file.clone(),
+                },
+            ],
+        )
+        .unwrap();
+        let missing = dir.path().join("missing");
+        for step in [
+            HostPrep::RequireDir {
+                volume: "v".into(),
+                path: missing.clone(),
+            },
+            HostPrep::RequireFile {
+                volume: "v".into(),
+                path: made.clone(),
+            },
+        ] {
+            match prepare_host("c1", &[step]) {
+                Err(RuntimeError::InvalidSpec { id, reason }) => {
+                    assert!(id == "c1" && reason.contains("volume v"))
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}
