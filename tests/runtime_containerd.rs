@@ -409,6 +409,16 @@ async fn pull_leaves_what_ctr_leaves_and_a_second_pull_transfers_nothing() {
     let info = e.rt.ensure_image(&reference).await.unwrap();
     assert_eq!(info.digest, pulled.info.digest);
     assert_eq!(connections.load(Ordering::SeqCst), before);
+
+    // concurrent ensures of a new image: one pull, all succeed with the same result
+    let v2 = format!("{proxy}/busybox:v2");
+    let rt = &e.rt;
+    let all = futures::future::join_all((0..4).map(|_| rt.ensure(&v2))).await;
+    let first = all[0].as_ref().expect("concurrent pull").clone();
+    for r in all {
+        assert_eq!(r.expect("concurrent pull"), first);
+    }
+    assert_ne!(first.info.digest, pulled.info.digest);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -678,6 +688,40 @@ async fn bad_host_path_is_invalid_spec_and_leaves_nothing() {
         }
         other => panic!("expected InvalidSpec, got {other:?}"),
     }
+    assert_gone(e.rt.client(), &id).await;
+
+    // a failure after the container exists (runc cannot exec the command) is cleaned up too,
+    // so a retry with the same id starts clean
+    let id = unique("noexec");
+    let pod = pod_spec(json!({"containers": []}));
+    let mut req = request(
+        &e,
+        &id,
+        &pod,
+        json!({"name": "c", "image": image("v1"), "command": ["/no/such/binary"]}),
+        &sb,
+    );
+    let err = e.rt.run_container(&req).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::Containerd {
+                op: "create task",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_gone(e.rt.client(), &id).await;
+    req.container.command = Some(vec!["true".into()]);
+    e.rt.run_container(&req)
+        .await
+        .expect("retry with the same id");
+    wait_state(&e.rt, &id, "stopped", |s| {
+        matches!(s, TaskState::Stopped { exit_code: 0, .. })
+    })
+    .await;
+    e.rt.remove_container(&id).await.unwrap();
     assert_gone(e.rt.client(), &id).await;
     e.rt.remove_sandbox(&uid).await.unwrap();
 }

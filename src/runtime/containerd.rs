@@ -29,6 +29,8 @@ pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec
 pub struct ContainerdRuntime {
     ctd: Ctd,
     state_dir: PathBuf,
+    /// Serializes pulls: two writers of the same blob would collide on containerd's ref lock.
+    pull_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// What `create_and_start` needs: the raw containerd steps, with no Kubernetes in between.
@@ -57,6 +59,7 @@ impl ContainerdRuntime {
         Ok(ContainerdRuntime {
             ctd,
             state_dir: state_dir.to_path_buf(),
+            pull_lock: Default::default(),
         })
     }
 
@@ -71,11 +74,16 @@ impl ContainerdRuntime {
 
     /// Pulls `reference` from its registry even if present (re-resolving the tag) and unpacks it.
     pub async fn pull(&self, reference: &str) -> Result<PulledImage> {
+        let _one_at_a_time = self.pull_lock.lock().await;
         pull::pull(&self.ctd, reference).await
     }
 
     /// Makes `reference` present, transferring nothing when it already is.
     pub async fn ensure(&self, reference: &str) -> Result<PulledImage> {
+        if let Ok(Some(img)) = pull::local(&self.ctd, reference).await {
+            return Ok(img);
+        }
+        let _one_at_a_time = self.pull_lock.lock().await;
         pull::ensure(&self.ctd, reference).await
     }
 

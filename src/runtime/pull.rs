@@ -311,6 +311,14 @@ pub async fn local_image(
     }))
 }
 
+/// The image named by `reference` if containerd has all of it (no registry access).
+pub async fn local(ctd: &Ctd, reference: &str) -> Result<Option<PulledImage>> {
+    let r = normalize(reference).map_err(|e| pull_err(reference, e))?;
+    local_image(ctd, &r.whole())
+        .await
+        .map_err(|e| pull_err(reference, e))
+}
+
 /// Makes `reference` present: from containerd alone when it is there, else pulled.
 pub async fn ensure(ctd: &Ctd, reference: &str) -> Result<PulledImage> {
     let r = normalize(reference).map_err(|e| pull_err(reference, e))?;
