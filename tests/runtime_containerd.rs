@@ -583,7 +583,8 @@ async fn output_goes_to_the_log_file_and_exits_are_reported() {
         matches!(st, TaskState::Stopped { exit_code: 3, .. }),
         "{st:?}"
     );
-    let log = wait_log(&req.log_path, "from-env").await;
+    wait_log(&req.log_path, "from-env").await;
+    let log = wait_log(&req.log_path, "oops").await;
     // stdout and stderr are copied by separate goroutines of the shim: order between them varies
     let mut lines: Vec<&str> = log.lines().collect();
     lines.sort();
@@ -816,6 +817,75 @@ async fn host_network_pods_share_the_host_namespace() {
     wait_log(&req.log_path, &own.to_string_lossy()).await;
     wait_state(&e.rt, &id, "stopped", |s| {
         matches!(s, TaskState::Stopped { .. })
+    })
+    .await;
+    e.rt.remove_container(&id).await.unwrap();
+    assert_gone(e.rt.client(), &id).await;
+    e.rt.remove_sandbox(&uid).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oci_archive_imports_and_runs_without_a_registry() {
+    let e = env().await;
+    let layout = e.ctd.path().join("layout");
+    let out = std::process::Command::new("python3")
+        .arg(common::repo_root().join("tests/fixtures/make-image.py"))
+        .arg(&layout)
+        .arg("v1")
+        .output()
+        .expect("run make-image.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tar = e.ctd.path().join("image.tar");
+    let ok = std::process::Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&layout)
+        .arg(".")
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "tar");
+
+    let images =
+        e.rt.import_oci_archive(&tar, "airgap.invalid/busybox")
+            .await
+            .expect("import");
+    assert_eq!(images.len(), 1);
+    let img = &images[0];
+    assert_eq!(img.info.reference, "airgap.invalid/busybox:v1");
+    // the same bytes as the registry's busybox:v1
+    let pulled = e.rt.ensure(&image("v1")).await.unwrap();
+    assert_eq!(img.chain_id, pulled.chain_id);
+    assert_eq!(img.info.digest, pulled.info.digest);
+    // importing again is a no-op that succeeds
+    assert_eq!(
+        e.rt.import_oci_archive(&tar, "airgap.invalid/busybox")
+            .await
+            .unwrap(),
+        images
+    );
+
+    // a container of it runs: its registry does not exist, so nothing was fetched
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let pod = pod_spec(json!({"containers": []}));
+    let id = unique("airgap");
+    let req = request(
+        &e,
+        &id,
+        &pod,
+        json!({"name": "c", "image": "airgap.invalid/busybox:v1", "command": ["cat", "/etc/image-label"]}),
+        &sb,
+    );
+    e.rt.run_container(&req).await.expect("run imported image");
+    wait_log(&req.log_path, "v1").await;
+    wait_state(&e.rt, &id, "stopped", |s| {
+        matches!(s, TaskState::Stopped { exit_code: 0, .. })
     })
     .await;
     e.rt.remove_container(&id).await.unwrap();

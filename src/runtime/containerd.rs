@@ -87,6 +87,17 @@ impl ContainerdRuntime {
         pull::ensure(&self.ctd, reference).await
     }
 
+    /// Imports the images of an OCI layout tar archive (for nodes without a registry); images
+    /// without an `io.containerd.image.name` annotation are named `<base_name>:<ref.name>`.
+    pub async fn import_oci_archive(
+        &self,
+        path: &Path,
+        base_name: &str,
+    ) -> Result<Vec<PulledImage>> {
+        let _one_at_a_time = self.pull_lock.lock().await;
+        pull::import_oci_archive(&self.ctd, path, base_name).await
+    }
+
     /// The raw containerd sequence: Prepare snapshot -> Containers.Create -> Tasks.Create ->
     /// Tasks.Start, under a lease until the container holds the snapshot. On failure everything
     /// created is removed again. Returns the task's pid.
@@ -204,7 +215,7 @@ impl ContainerdRuntime {
 
     async fn start_task(&self, c: &RawContainer<'_>, mounts: Vec<Mount>) -> Result<u32> {
         let id = c.id;
-        let out = match c.log_path {
+        let (stdout, stderr) = match c.log_path {
             Some(p) => {
                 if let Some(parent) = p.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| RuntimeError::Containerd {
@@ -222,17 +233,28 @@ impl ContainerdRuntime {
                         id: id.to_string(),
                         reason: format!("{}: {e}", p.display()),
                     })?;
-                p.to_string_lossy().to_string()
+                // The shim (pkg/process/io.go copyPipes, 1.6) shares one writer when stdout and
+                // stderr are the same string but lets the stdout copier close it: stderr written
+                // after stdout's EOF is lost. A second spelling of the same path makes it open
+                // the file twice with O_APPEND instead, and both streams land in it.
+                let stderr = match (p.parent(), p.file_name()) {
+                    (Some(dir), Some(file)) => dir.join(".").join(file),
+                    _ => p.to_path_buf(),
+                };
+                (
+                    p.to_string_lossy().to_string(),
+                    stderr.to_string_lossy().to_string(),
+                )
             }
-            None => String::new(),
+            None => (String::new(), String::new()),
         };
         self.ctd
             .tasks()
             .create(self.ctd.req(CreateTaskRequest {
                 container_id: id.to_string(),
                 rootfs: mounts,
-                stdout: out.clone(),
-                stderr: out,
+                stdout,
+                stderr,
                 ..Default::default()
             }))
             .await

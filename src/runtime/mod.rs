@@ -1,6 +1,7 @@
 //! The container runtime seam: what the agent needs from containerd, behind a small trait so that
 //! the reconcile loop can be tested with a fake, and a real adapter (`containerd`) proven against
 //! a real containerd + runc.
+pub mod archive;
 pub mod client;
 pub mod containerd;
 pub mod pull;

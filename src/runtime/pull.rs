@@ -6,6 +6,7 @@
 //! A present image (image record + every blob it needs + the top snapshot) is never fetched again:
 //! `ensure` answers from containerd alone.
 use std::collections::HashMap;
+use std::path::Path;
 
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
@@ -452,51 +453,199 @@ async fn pull_leased(
     }
     let config: serde_json::Value =
         serde_json::from_slice(&config_bytes).map_err(|e| format!("parse config: {e}"))?;
-    let diffs = diff_ids(&config)?;
-    if diffs.len() != manifest.layers.len() {
+    let docs = ImageDocs {
+        name,
+        top: Desc {
+            media_type: top_mt,
+            digest: top_digest,
+            size: top_bytes.len() as i64,
+        },
+        top_bytes,
+        index: index_part,
+        manifest_desc,
+        manifest_bytes,
+        manifest,
+        config_bytes,
+        config,
+        source_label: Some(source_label),
+    };
+    let img = store_image(ctd, lease, &docs, &LayerSource::Remote(&fetch, r)).await?;
+    log::info!(image = img.info.reference.as_str(), digest = img.info.digest.as_str(); "pulled image");
+    Ok(img)
+}
+
+/// Imports every image of an OCI layout tar archive (`index.json` + `blobs/`), as
+/// `ctr images import` does: with the same content labels and unpacking as a pull. An image is
+/// named by its `io.containerd.image.name` annotation, else `<base_name>:<ref.name>`.
+pub async fn import_oci_archive(
+    ctd: &Ctd,
+    path: &Path,
+    base_name: &str,
+) -> Result<Vec<PulledImage>> {
+    let what = path.display().to_string();
+    let lease = ctd
+        .create_lease("dsa-import", 24)
+        .await
+        .map_err(|s| pull_err(&what, format!("create lease: {}", s.message())))?;
+    let res = import_leased(ctd, path, base_name, &lease).await;
+    ctd.delete_lease(&lease).await;
+    res.map_err(|e| pull_err(&what, e))
+}
+
+async fn import_leased(
+    ctd: &Ctd,
+    path: &Path,
+    base_name: &str,
+    lease: &str,
+) -> std::result::Result<Vec<PulledImage>, String> {
+    let p = path.to_path_buf();
+    let archive = tokio::task::spawn_blocking(move || super::archive::Archive::open(&p))
+        .await
+        .map_err(|e| e.to_string())??;
+    let index: serde_json::Value = serde_json::from_slice(&archive.file("index.json")?)
+        .map_err(|e| format!("parse index.json: {e}"))?;
+    let mut out = Vec::new();
+    for entry in index["manifests"]
+        .as_array()
+        .ok_or("index.json without manifests")?
+    {
+        let ann = &entry["annotations"];
+        let name = if let Some(n) = ann["io.containerd.image.name"].as_str() {
+            n.to_string()
+        } else if let Some(tag) = ann["org.opencontainers.image.ref.name"].as_str() {
+            if base_name.is_empty() {
+                return Err(format!(
+                    "image {tag} has no full name and no base name was given"
+                ));
+            }
+            format!("{base_name}:{tag}")
+        } else {
+            return Err("an image in index.json has no name annotation".into());
+        };
+        let name = normalize(&name)?.whole();
+        let mut top = Desc::from_json(entry)?;
+        let top_bytes = archive.blob(&top.digest)?;
+        let top_doc: serde_json::Value =
+            serde_json::from_slice(&top_bytes).map_err(|e| format!("parse {}: {e}", top.digest))?;
+        if top.media_type.is_empty() {
+            top.media_type = manifest_media_type(&top_doc);
+        }
+        let index_part = is_index(&top.media_type);
+        let (manifest_desc, manifest_bytes) = if index_part {
+            let (_, d) = pick_platform(&top_doc)?;
+            let b = archive.blob(&d.digest)?;
+            (d, b)
+        } else {
+            (top.clone(), top_bytes.clone())
+        };
+        let manifest_doc: serde_json::Value =
+            serde_json::from_slice(&manifest_bytes).map_err(|e| format!("parse manifest: {e}"))?;
+        let manifest = parse_manifest(&manifest_doc)?;
+        let config_bytes = archive.blob(&manifest.config.digest)?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&config_bytes).map_err(|e| format!("parse config: {e}"))?;
+        let docs = ImageDocs {
+            name,
+            top,
+            top_bytes,
+            index: index_part,
+            manifest_desc,
+            manifest_bytes,
+            manifest,
+            config_bytes,
+            config,
+            source_label: None,
+        };
+        let img = store_image(ctd, lease, &docs, &LayerSource::Archive(&archive)).await?;
+        log::info!(image = img.info.reference.as_str(), digest = img.info.digest.as_str(); "imported image");
+        out.push(img);
+    }
+    Ok(out)
+}
+
+/// Everything of an image but its layers, fetched and verified.
+struct ImageDocs {
+    /// The image record's name.
+    name: String,
+    /// What the image record points at (an index or a manifest) and its bytes.
+    top: Desc,
+    top_bytes: Vec<u8>,
+    /// Whether `top` is an index naming `manifest_desc`.
+    index: bool,
+    manifest_desc: Desc,
+    manifest_bytes: Vec<u8>,
+    manifest: Manifest,
+    config_bytes: Vec<u8>,
+    config: serde_json::Value,
+    /// `containerd.io/distribution.source.<host>` = repository, for registry pulls.
+    source_label: Option<(String, String)>,
+}
+
+/// Where layer blobs come from.
+enum LayerSource<'a> {
+    Remote(&'a Fetch, &'a Reference),
+    Archive(&'a super::archive::Archive),
+}
+
+/// Writes the blobs with their GC labels (children before the parents naming them), unpacks the
+/// layers into the snapshot chain and records the image: shared by pulls and archive imports.
+async fn store_image(
+    ctd: &Ctd,
+    lease: &str,
+    d: &ImageDocs,
+    layers: &LayerSource<'_>,
+) -> std::result::Result<PulledImage, String> {
+    let diffs = diff_ids(&d.config)?;
+    if diffs.len() != d.manifest.layers.len() {
         return Err(format!(
             "manifest has {} layers but config has {} diff_ids",
-            manifest.layers.len(),
+            d.manifest.layers.len(),
             diffs.len()
         ));
     }
     let chain = chain_ids(&diffs);
     let top_chain = chain.last().cloned().ok_or("image without layers")?;
-
-    // Layers, then config, then manifest, then index: children before the parents that name them.
-    for (layer, diff) in manifest.layers.iter().zip(&diffs) {
-        let labels = HashMap::from([
-            ("containerd.io/uncompressed".to_string(), diff.clone()),
-            source_label.clone(),
-        ]);
-        write_blob(ctd, lease, &fetch, r, "layer", layer, None, labels).await?;
+    let with_source = |mut labels: HashMap<String, String>| {
+        if let Some((k, v)) = &d.source_label {
+            labels.insert(k.clone(), v.clone());
+        }
+        labels
+    };
+    for (layer, diff) in d.manifest.layers.iter().zip(&diffs) {
+        let labels = with_source(HashMap::from([(
+            "containerd.io/uncompressed".to_string(),
+            diff.clone(),
+        )]));
+        match layers {
+            LayerSource::Remote(fetch, r) => {
+                write_blob(ctd, lease, Some((fetch, r)), "layer", layer, None, labels).await?
+            }
+            LayerSource::Archive(a) => {
+                let data = a.blob(&layer.digest)?;
+                write_blob(ctd, lease, None, "layer", layer, Some(&data), labels).await?
+            }
+        }
     }
-    let config_labels = HashMap::from([
-        (
-            format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
-            top_chain.clone(),
-        ),
-        source_label.clone(),
-    ]);
+    let config_labels = with_source(HashMap::from([(
+        format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+        top_chain.clone(),
+    )]));
+    let m = &d.manifest;
     write_blob(
         ctd,
         lease,
-        &fetch,
-        r,
+        None,
         "config",
-        &manifest.config,
-        Some(&config_bytes),
+        &m.config,
+        Some(&d.config_bytes),
         config_labels,
     )
     .await?;
-    let mut manifest_labels = HashMap::from([
-        (
-            "containerd.io/gc.ref.content.config".to_string(),
-            manifest.config.digest.clone(),
-        ),
-        source_label.clone(),
-    ]);
-    for (i, l) in manifest.layers.iter().enumerate() {
+    let mut manifest_labels = with_source(HashMap::from([(
+        "containerd.io/gc.ref.content.config".to_string(),
+        m.config.digest.clone(),
+    )]));
+    for (i, l) in m.layers.iter().enumerate() {
         manifest_labels.insert(
             format!("containerd.io/gc.ref.content.l.{i}"),
             l.digest.clone(),
@@ -505,52 +654,53 @@ async fn pull_leased(
     write_blob(
         ctd,
         lease,
-        &fetch,
-        r,
+        None,
         "manifest",
-        &manifest_desc,
-        Some(&manifest_bytes),
+        &d.manifest_desc,
+        Some(&d.manifest_bytes),
         manifest_labels,
     )
     .await?;
-    if index_part {
+    if d.index {
         // ctr labels only the children its platform filter kept: here the one picked
-        let index_labels = HashMap::from([
-            (
-                "containerd.io/gc.ref.content.m.0".to_string(),
-                manifest_desc.digest.clone(),
-            ),
-            source_label.clone(),
-        ]);
-        let d = Desc {
-            media_type: top_mt.clone(),
-            digest: top_digest.clone(),
-            size: top_bytes.len() as i64,
-        };
+        let index_labels = with_source(HashMap::from([(
+            "containerd.io/gc.ref.content.m.0".to_string(),
+            d.manifest_desc.digest.clone(),
+        )]));
         write_blob(
             ctd,
             lease,
-            &fetch,
-            r,
+            None,
             "index",
-            &d,
-            Some(&top_bytes),
+            &d.top,
+            Some(&d.top_bytes),
             index_labels,
         )
         .await?;
     }
+    unpack(ctd, lease, &m.layers, &diffs, &chain).await?;
+    create_image(ctd, lease, &d.name, d.top.clone()).await?;
+    Ok(PulledImage {
+        info: ImageInfo {
+            reference: d.name.clone(),
+            digest: d.top.digest.clone(),
+        },
+        config: d.config["config"].clone(),
+        chain_id: top_chain,
+    })
+}
 
-    unpack(ctd, lease, &manifest.layers, &diffs, &chain).await?;
-
+/// Images.Create, or Images.Update when the name exists (pointing it at `target`).
+async fn create_image(
+    ctd: &Ctd,
+    lease: &str,
+    name: &str,
+    target: Desc,
+) -> std::result::Result<(), String> {
     let image = Image {
-        name: name.clone(),
+        name: name.to_string(),
         labels: HashMap::new(),
-        target: Some(Descriptor {
-            media_type: top_mt,
-            digest: top_digest.clone(),
-            size: top_bytes.len() as i64,
-            annotations: HashMap::new(),
-        }),
+        target: Some(target.to_ctd()),
         created_at: None,
         updated_at: None,
     };
@@ -581,15 +731,7 @@ async fn pull_leased(
         }
         Err(s) => return Err(format!("create image {name}: {}", s.message())),
     }
-    log::info!(image = name.as_str(), digest = top_digest.as_str(); "pulled image");
-    Ok(PulledImage {
-        info: ImageInfo {
-            reference: name,
-            digest: top_digest,
-        },
-        config: config["config"].clone(),
-        chain_id: top_chain,
-    })
+    Ok(())
 }
 
 /// Writes one blob into the content store (from `data`, else streamed from the registry) with
@@ -598,8 +740,7 @@ async fn pull_leased(
 async fn write_blob(
     ctd: &Ctd,
     lease: &str,
-    fetch: &Fetch,
-    r: &Reference,
+    remote: Option<(&Fetch, &Reference)>,
     kind: &str,
     desc: &Desc,
     data: Option<&[u8]>,
@@ -700,6 +841,7 @@ async fn write_blob(
             }
         }
         None => {
+            let (fetch, r) = remote.ok_or("no source for blob")?;
             let mut stream = fetch
                 .client
                 .pull_blob_stream(r, desc.digest.as_str())
