@@ -93,7 +93,6 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     let (shutdown, shutdown_rx) = tokio_watch::channel(false);
     let ctx = Arc::new(worker::Context {
         runtime,
-        pull_lock: Default::default(),
         state_dir: cfg.state_dir.clone(),
         host_ip: None,
     });

@@ -48,9 +48,6 @@ pub enum Report {
 
 pub struct Context {
     pub runtime: Arc<dyn Runtime>,
-    /// Image pulls are serialized, as the kubelet does by default: concurrent pulls of images
-    /// sharing layers would race on the same content in containerd.
-    pub pull_lock: tokio::sync::Mutex<()>,
     pub state_dir: PathBuf,
     pub host_ip: Option<String>,
 }
@@ -355,10 +352,8 @@ impl Worker {
     ) -> Result<String, RuntimeError> {
         let rt = &self.ctx.runtime;
         let image = container.image.clone().unwrap_or_default();
-        let info = {
-            let _serial = self.ctx.pull_lock.lock().await;
-            rt.ensure_image(&image).await?
-        };
+        // the runtime serializes pulls (as the kubelet does by default) after a lock-free check
+        let info = rt.ensure_image(&image).await?;
         self.images
             .insert(container.name.clone(), (image, info.digest.clone()));
         let host_network = d.spec.host_network.unwrap_or(false);
@@ -584,7 +579,6 @@ mod worker_tests {
         });
         let ctx = Arc::new(Context {
             runtime: rt.clone(),
-            pull_lock: Default::default(),
             state_dir: PathBuf::from("/nonexistent"),
             host_ip: None,
         });
