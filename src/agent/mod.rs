@@ -41,6 +41,7 @@ pub async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client
 pub struct Agent {
     pub store: Arc<watch::Store>,
     client: kube::Client,
+    runtime_version: String,
     cfg: tokio::sync::Mutex<Config>,
     shutdown: tokio_watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
@@ -57,7 +58,8 @@ impl Agent {
             return;
         }
         let nodes: Api<Node> = Api::all(self.client.clone());
-        match node::register(&nodes, &new, node::node_status("1.6", worker::now_ms())).await {
+        let status = node::node_status(&self.runtime_version, worker::now_ms());
+        match node::register(&nodes, &new, status).await {
             Ok(n) => {
                 log::info!(node = new.node_name.as_str(); "configuration reloaded; node labels and taints updated");
                 self.store.update(|s| s.node = Some(n));
@@ -99,7 +101,19 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     let (pod_tx, pod_rx) = mpsc::unbounded_channel();
     tokio::spawn(podsync::run(client.clone(), pod_rx));
     let agent_client = client.clone();
-    tokio::spawn(heartbeat(client.clone(), cfg.clone(), store.clone()));
+    let runtime_version = match ctx.runtime.version().await {
+        Ok(v) => v,
+        Err(e) => {
+            log::warn!(error = e.to_string(); "containerd did not tell its version");
+            "containerd://unknown".into()
+        }
+    };
+    tokio::spawn(heartbeat(
+        client.clone(),
+        cfg.clone(),
+        store.clone(),
+        runtime_version.clone(),
+    ));
     watch::spawn(client, &cfg.node_name, store.clone());
     let agent_cfg = tokio::sync::Mutex::new(cfg.clone());
     let controller = Controller {
@@ -128,6 +142,7 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     Ok(Agent {
         store,
         client: agent_client,
+        runtime_version,
         cfg: agent_cfg,
         shutdown,
         task,
@@ -136,12 +151,17 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
 
 /// Registers the Node (retrying until the API answers), then renews its Lease every 10 s and
 /// re-posts its status every 5 min.
-async fn heartbeat(client: kube::Client, cfg: Config, store: Arc<watch::Store>) {
+async fn heartbeat(
+    client: kube::Client,
+    cfg: Config,
+    store: Arc<watch::Store>,
+    runtime_version: String,
+) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client, node::LEASE_NAMESPACE);
     let mut delay = Duration::from_millis(200);
     loop {
-        let status = node::node_status("1.6", worker::now_ms());
+        let status = node::node_status(&runtime_version, worker::now_ms());
         match node::register(&nodes, &cfg, status).await {
             Ok(n) => {
                 log::info!(node = cfg.node_name.as_str(); "node registered");
@@ -168,7 +188,7 @@ async fn heartbeat(client: kube::Client, cfg: Config, store: Arc<watch::Store>) 
             log::debug!(error = e.to_string(); "lease renewal failed");
         }
         if n % 30 == 0 {
-            let status = node::node_status("1.6", worker::now_ms());
+            let status = node::node_status(&runtime_version, worker::now_ms());
             if let Err(e) = node::register(&nodes, &cfg, status).await {
                 log::debug!(error = e.to_string(); "node status update failed");
             }

@@ -68,7 +68,7 @@ fn meminfo_bytes() -> Option<i64> {
     Some(kb * 1024)
 }
 
-pub fn node_status(containerd_version: &str, now_ms: i64) -> NodeStatus {
+pub fn node_status(runtime_version: &str, now_ms: i64) -> NodeStatus {
     let cpus = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
@@ -113,7 +113,7 @@ pub fn node_status(containerd_version: &str, now_ms: i64) -> NodeStatus {
             operating_system: std::env::consts::OS.into(),
             kernel_version: kernel,
             os_image,
-            container_runtime_version: format!("containerd://{containerd_version}"),
+            container_runtime_version: runtime_version.into(),
             kubelet_version: format!("v1.33.0-dsa.{}", env!("CARGO_PKG_VERSION")),
             kube_proxy_version: String::new(),
             machine_id: std::fs::read_to_string("/etc/machine-id")

@@ -8,6 +8,7 @@ use containerd_client::services::v1::{
     containers_client::ContainersClient, content_client::ContentClient, diff_client::DiffClient,
     events_client::EventsClient, images_client::ImagesClient, leases_client::LeasesClient,
     snapshots::snapshots_client::SnapshotsClient, tasks_client::TasksClient,
+    version_client::VersionClient,
 };
 use containerd_client::services::v1::{
     CreateRequest as LeaseCreateRequest, DeleteRequest as LeaseDeleteRequest,
@@ -62,6 +63,9 @@ impl Ctd {
         req
     }
 
+    pub fn version(&self) -> VersionClient<Channel> {
+        VersionClient::new(self.channel.clone())
+    }
     pub fn containers(&self) -> ContainersClient<Channel> {
         ContainersClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE)
     }

@@ -483,6 +483,17 @@ impl Runtime for ContainerdRuntime {
         self.remove_snapshot(id).await
     }
 
+    async fn version(&self) -> Result<String> {
+        let v = self
+            .ctd
+            .version()
+            .version(())
+            .await
+            .map_err(|s| ctd_err("version", "", s))?
+            .into_inner();
+        Ok(format!("containerd://{}", v.version))
+    }
+
     async fn list_containers(&self) -> Result<Vec<ContainerStatus>> {
         let containers = self
             .ctd

@@ -142,6 +142,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn remove_container(&self, id: &str) -> Result<()>;
     /// Every container of the agent's namespace with its labels and task state.
     async fn list_containers(&self) -> Result<Vec<ContainerStatus>>;
+    /// The runtime's name and version, as a Node's `containerRuntimeVersion` shows it
+    /// (`containerd://1.6.20`).
+    async fn version(&self) -> Result<String> {
+        Ok("unknown://".into())
+    }
     /// A stream of container ids whose task exited (wakes the reconcile loop early; the loop
     /// never relies on it alone).
     async fn subscribe_exits(&self) -> Result<tokio::sync::mpsc::Receiver<String>>;
