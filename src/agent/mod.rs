@@ -187,7 +187,7 @@ async fn heartbeat(
         if let Err(e) = node::renew_lease(&leases, &cfg.node_name, worker::now_ms()).await {
             log::debug!(error = e.to_string(); "lease renewal failed");
         }
-        if n % 30 == 0 {
+        if n.is_multiple_of(30) {
             let status = node::node_status(&runtime_version, worker::now_ms());
             if let Err(e) = node::register(&nodes, &cfg, status).await {
                 log::debug!(error = e.to_string(); "node status update failed");

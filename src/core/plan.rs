@@ -119,7 +119,7 @@ pub fn desired_pods(
             name: pod_name(name, uid, &node_name, &template_hash),
         };
         let verdict = eligibility::node_should_run(node, ds);
-        if !verdict.should_run && !(verdict.should_continue_running && present.contains(&key)) {
+        if !(verdict.should_run || verdict.should_continue_running && present.contains(&key)) {
             continue;
         }
         let mut pod_spec = spec.template.spec.clone().unwrap_or_default();
@@ -270,7 +270,7 @@ pub fn plan_pod(
     for name in wanted {
         let mut mine: Vec<&Observed> = observed.iter().filter(|o| o.name == name).collect();
         // newest incarnation first
-        mine.sort_by(|a, b| (b.restart_count, b.created_ms).cmp(&(a.restart_count, a.created_ms)));
+        mine.sort_by_key(|o| std::cmp::Reverse((o.restart_count, o.created_ms)));
         if let Some(pos) = mine.iter().position(|o| o.state == State::Running) {
             for (i, o) in mine.iter().enumerate() {
                 if i != pos {
@@ -385,34 +385,152 @@ mod tests {
             delay_ms: 300_000,
         };
         #[rustfmt::skip]
-        let cases: Vec<(&str, Option<PodSpec>, bool, Vec<Observed>, Option<Backoff>, Vec<Action>, Option<i64>)> = vec![
-            ("nothing there: start", Some(spec(&["a"])), true, vec![], None, vec![start("a", 0)], None),
-            ("two containers: start both", Some(spec(&["a", "b"])), true, vec![], None, vec![start("a", 0), start("b", 0)], None),
-            ("running: nothing to do", Some(spec(&["a"])), true, vec![obs("x", "a", 0, State::Running)], None, vec![], None),
-            ("duplicate running: keep newest", Some(spec(&["a"])), true,
-                vec![obs("x", "a", 0, State::Running), obs("y", "a", 1, State::Running)], None, vec![rm("x", 5)], None),
-            ("first exit: restart at once", Some(spec(&["a"])), true, vec![obs("x", "a", 0, EXITED)], None,
-                vec![rm("x", 0), start("a", 1)], None),
-            ("exit within back-off: wait", Some(spec(&["a"])), true, vec![obs("x", "a", 1, EXITED)], Some(recent),
-                vec![], Some(NOW + 8_000)),
-            ("exit after back-off: restart", Some(spec(&["a"])), true, vec![obs("x", "a", 1, EXITED)], Some(old),
-                vec![rm("x", 0), start("a", 2)], None),
-            ("back-off forgotten after 10 min", Some(spec(&["a"])), true, vec![obs("x", "a", 7, EXITED)], Some(stale),
-                vec![rm("x", 0), start("a", 8)], None),
-            ("created without task: recreate same count", Some(spec(&["a"])), true, vec![obs("x", "a", 3, State::Created)], None,
-                vec![rm("x", 0), start("a", 3)], None),
-            ("created moments ago: may be starting, look again later", Some(spec(&["a"])), true,
-                vec![Observed { created_ms: NOW - 1000, ..obs("x", "a", 0, State::Created) }], None,
-                vec![], Some(NOW - 1000 + CREATED_GRACE_MS)),
-            ("start failed before: wait", Some(spec(&["a"])), true, vec![], Some(recent), vec![], Some(NOW + 8_000)),
-            ("held for old revision: no start", Some(spec(&["a"])), false, vec![], None, vec![], None),
-            ("unknown container: removed with grace", Some(spec(&["a"])), true,
-                vec![obs("x", "a", 0, State::Running), obs("z", "zz", 0, State::Running)], None, vec![rm("z", 5)], None),
-            ("pod gone: stop all, remove sandbox", None, true,
-                vec![obs("x", "a", 0, State::Running), obs("y", "b", 0, EXITED)], None,
-                vec![rm("x", 30), rm("y", 0), Action::RemoveSandbox], None),
-            ("waiting keeps newest dead only", Some(spec(&["a"])), true,
-                vec![obs("x", "a", 1, EXITED), obs("w", "a", 0, EXITED)], Some(recent), vec![rm("w", 5 * 0)], Some(NOW + 8_000)),
+        type Case = (&'static str, Option<PodSpec>, bool, Vec<Observed>, Option<Backoff>, Vec<Action>, Option<i64>);
+        let cases: Vec<Case> = vec![
+            (
+                "nothing there: start",
+                Some(spec(&["a"])),
+                true,
+                vec![],
+                None,
+                vec![start("a", 0)],
+                None,
+            ),
+            (
+                "two containers: start both",
+                Some(spec(&["a", "b"])),
+                true,
+                vec![],
+                None,
+                vec![start("a", 0), start("b", 0)],
+                None,
+            ),
+            (
+                "running: nothing to do",
+                Some(spec(&["a"])),
+                true,
+                vec![obs("x", "a", 0, State::Running)],
+                None,
+                vec![],
+                None,
+            ),
+            (
+                "duplicate running: keep newest",
+                Some(spec(&["a"])),
+                true,
+                vec![
+                    obs("x", "a", 0, State::Running),
+                    obs("y", "a", 1, State::Running),
+                ],
+                None,
+                vec![rm("x", 5)],
+                None,
+            ),
+            (
+                "first exit: restart at once",
+                Some(spec(&["a"])),
+                true,
+                vec![obs("x", "a", 0, EXITED)],
+                None,
+                vec![rm("x", 0), start("a", 1)],
+                None,
+            ),
+            (
+                "exit within back-off: wait",
+                Some(spec(&["a"])),
+                true,
+                vec![obs("x", "a", 1, EXITED)],
+                Some(recent),
+                vec![],
+                Some(NOW + 8_000),
+            ),
+            (
+                "exit after back-off: restart",
+                Some(spec(&["a"])),
+                true,
+                vec![obs("x", "a", 1, EXITED)],
+                Some(old),
+                vec![rm("x", 0), start("a", 2)],
+                None,
+            ),
+            (
+                "back-off forgotten after 10 min",
+                Some(spec(&["a"])),
+                true,
+                vec![obs("x", "a", 7, EXITED)],
+                Some(stale),
+                vec![rm("x", 0), start("a", 8)],
+                None,
+            ),
+            (
+                "created without task: recreate same count",
+                Some(spec(&["a"])),
+                true,
+                vec![obs("x", "a", 3, State::Created)],
+                None,
+                vec![rm("x", 0), start("a", 3)],
+                None,
+            ),
+            (
+                "created moments ago: may be starting, look again later",
+                Some(spec(&["a"])),
+                true,
+                vec![Observed {
+                    created_ms: NOW - 1000,
+                    ..obs("x", "a", 0, State::Created)
+                }],
+                None,
+                vec![],
+                Some(NOW - 1000 + CREATED_GRACE_MS),
+            ),
+            (
+                "start failed before: wait",
+                Some(spec(&["a"])),
+                true,
+                vec![],
+                Some(recent),
+                vec![],
+                Some(NOW + 8_000),
+            ),
+            (
+                "held for old revision: no start",
+                Some(spec(&["a"])),
+                false,
+                vec![],
+                None,
+                vec![],
+                None,
+            ),
+            (
+                "unknown container: removed with grace",
+                Some(spec(&["a"])),
+                true,
+                vec![
+                    obs("x", "a", 0, State::Running),
+                    obs("z", "zz", 0, State::Running),
+                ],
+                None,
+                vec![rm("z", 5)],
+                None,
+            ),
+            (
+                "pod gone: stop all, remove sandbox",
+                None,
+                true,
+                vec![obs("x", "a", 0, State::Running), obs("y", "b", 0, EXITED)],
+                None,
+                vec![rm("x", 30), rm("y", 0), Action::RemoveSandbox],
+                None,
+            ),
+            (
+                "waiting keeps newest dead only",
+                Some(spec(&["a"])),
+                true,
+                vec![obs("x", "a", 1, EXITED), obs("w", "a", 0, EXITED)],
+                Some(recent),
+                vec![rm("w", 0)],
+                Some(NOW + 8_000),
+            ),
         ];
         for (what, spec, may_start, observed, b, want, requeue) in cases {
             let mut backoff = BTreeMap::new();

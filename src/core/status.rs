@@ -266,13 +266,58 @@ mod tests {
         let sp = spec(2);
         let run = |n: &str| observed(n, 0, State::Running);
         #[rustfmt::skip]
-        let cases: Vec<(&str, Vec<Observed>, Vec<(&str, &str)>, &str, &str, Vec<&str>)> = vec![
-            ("nothing yet", vec![], vec![], "Pending", "False", vec!["ContainerCreating", "ContainerCreating"]),
-            ("pull failing", vec![], vec![("c0", "ErrImagePull")], "Pending", "False", vec!["ErrImagePull", "ContainerCreating"]),
-            ("one of two", vec![run("c0")], vec![], "Running", "False", vec!["running", "ContainerCreating"]),
-            ("both", vec![run("c0"), run("c1")], vec![], "Running", "True", vec!["running", "running"]),
-            ("crash loop", vec![run("c0"), observed("c1", 3, State::Exited { code: 2, at_ms: Some(5) })],
-                vec![("c1", "CrashLoopBackOff")], "Running", "False", vec!["running", "CrashLoopBackOff"]),
+        type Case<'a> = (&'a str, Vec<Observed>, Vec<(&'a str, &'a str)>, &'a str, &'a str, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            (
+                "nothing yet",
+                vec![],
+                vec![],
+                "Pending",
+                "False",
+                vec!["ContainerCreating", "ContainerCreating"],
+            ),
+            (
+                "pull failing",
+                vec![],
+                vec![("c0", "ErrImagePull")],
+                "Pending",
+                "False",
+                vec!["ErrImagePull", "ContainerCreating"],
+            ),
+            (
+                "one of two",
+                vec![run("c0")],
+                vec![],
+                "Running",
+                "False",
+                vec!["running", "ContainerCreating"],
+            ),
+            (
+                "both",
+                vec![run("c0"), run("c1")],
+                vec![],
+                "Running",
+                "True",
+                vec!["running", "running"],
+            ),
+            (
+                "crash loop",
+                vec![
+                    run("c0"),
+                    observed(
+                        "c1",
+                        3,
+                        State::Exited {
+                            code: 2,
+                            at_ms: Some(5),
+                        },
+                    ),
+                ],
+                vec![("c1", "CrashLoopBackOff")],
+                "Running",
+                "False",
+                vec!["running", "CrashLoopBackOff"],
+            ),
         ];
         for (what, obs, waiting, phase, ready, states) in cases {
             let s = status_of(&sp, &obs, &waiting, None, 10);
