@@ -358,6 +358,8 @@ impl Fetch {
         } else {
             ClientProtocol::HttpsExcept(vec![])
         };
+        // reqwest (under oci-client) is built without a crypto provider: use ring, as kube does
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = oci_client::Client::new(ClientConfig {
             protocol,
             ..Default::default()
