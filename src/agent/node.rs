@@ -16,15 +16,7 @@ pub const LEASE_SECONDS: i32 = 40;
 pub const AGENT_VERSION: &str = concat!("daemonset-agent/", env!("CARGO_PKG_VERSION"));
 
 /// Go's name for this architecture, as `kubernetes.io/arch` carries it.
-pub fn go_arch() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        other => other,
-    }
-}
+pub use crate::runtime::pull::host_arch as go_arch;
 
 /// The well-known labels plus the configured ones (configured win).
 pub fn node_labels(cfg: &Config) -> BTreeMap<String, String> {

@@ -585,43 +585,30 @@ mod worker_tests {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let bad = spawn(desired("bad", "nope:1").key, ctx.clone(), tx.clone());
         let good = spawn(desired("good", "busybox:v1").key, ctx.clone(), tx.clone());
-        bad.send(Work {
-            desired: Some(desired("bad", "nope:1")),
+        let fresh = |name: &str, image: &str| Work {
+            desired: Some(desired(name, image)),
             observed: vec![],
             listed_at: None,
-        })
-        .unwrap();
+        };
+        let reason = |st: PodStatus| {
+            st.container_statuses.unwrap()[0]
+                .state
+                .clone()
+                .unwrap()
+                .waiting
+                .unwrap()
+                .reason
+        };
+        bad.send(fresh("bad", "nope:1")).unwrap();
         let st = next_status(&mut rx).await;
-        let waiting = st.container_statuses.unwrap()[0]
-            .state
-            .clone()
-            .unwrap()
-            .waiting
-            .unwrap();
-        assert_eq!(waiting.reason.as_deref(), Some("ErrImagePull"));
-        good.send(Work {
-            desired: Some(desired("good", "busybox:v1")),
-            observed: vec![],
-            listed_at: None,
-        })
-        .unwrap();
+        assert_eq!(reason(st).as_deref(), Some("ErrImagePull"));
+        good.send(fresh("good", "busybox:v1")).unwrap();
         next_status(&mut rx).await;
         assert_eq!(rt.containers.lock().unwrap().len(), 1, "the good pod runs");
         // the bad pod, asked again at once, waits for its back-off instead of pulling again
-        bad.send(Work {
-            desired: Some(desired("bad", "nope:1")),
-            observed: vec![],
-            listed_at: None,
-        })
-        .unwrap();
+        bad.send(fresh("bad", "nope:1")).unwrap();
         let st = next_status(&mut rx).await;
-        let waiting = st.container_statuses.unwrap()[0]
-            .state
-            .clone()
-            .unwrap()
-            .waiting
-            .unwrap();
-        assert_eq!(waiting.reason.as_deref(), Some("ImagePullBackOff"));
+        assert_eq!(reason(st).as_deref(), Some("ImagePullBackOff"));
         let pulls = rt
             .calls
             .lock()
