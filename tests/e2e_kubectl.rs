@@ -52,6 +52,7 @@ struct Cluster {
     dir: tempfile::TempDir,
     ctd: Containerd,
     server: Proc,
+    listen: String,
     kubeconfig: PathBuf,
     agents: Vec<(String, Proc)>,
 }
@@ -80,14 +81,36 @@ impl Cluster {
             dir,
             ctd,
             server,
+            listen,
             kubeconfig,
             agents: vec![],
         };
-        wait_for("the server to answer", Duration::from_secs(20), || {
-            (c.kubeconfig.exists() && c.kubectl(&["get", "--raw", "/readyz"]).status.success())
-                .then_some(())
-        });
+        c.wait_ready();
         c
+    }
+
+    fn wait_ready(&self) {
+        wait_for("the server to answer", Duration::from_secs(20), || {
+            (self.kubeconfig.exists()
+                && self.kubectl(&["get", "--raw", "/readyz"]).status.success())
+            .then_some(())
+        });
+    }
+
+    /// Starts the server again on the same data directory and address.
+    fn start_server(&mut self) {
+        let data = self.dir.path().join("server");
+        self.server = Proc::spawn(
+            &[
+                "server",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &self.listen,
+            ],
+            self.dir.path().join("server-2.log"),
+        );
+        self.wait_ready();
     }
 
     fn start_agent(&mut self, node: &str, labels: &[&str]) {
@@ -494,4 +517,43 @@ fn restarted_agent_adopts_running_containers() {
         pid_before,
         "the task was not restarted"
     );
+}
+
+#[test]
+fn agent_without_api_keeps_running_and_healing_from_its_cache() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.start_agent("node-c", &[]);
+    c.apply(&format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: offline\nspec:\n  selector:\n    matchLabels:\n      app: offline\n  template:\n    metadata:\n      labels:\n        app: offline\n    spec:\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n"
+    ));
+    c.wait_ds("node-c", &["offline"], 60);
+    // the API goes away, and the agent restarts without it
+    c.server.stop();
+    c.agent("node-c").stop();
+    c.start_agent("node-c", &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(c.running_ds("node-c"), vec!["offline"], "{}", c.debug());
+    // the container dies: the agent heals it from its cached desired state
+    let (id, _) = c.running("node-c").remove(0);
+    c.ctr("ns-node-c", &["tasks", "kill", "-s", "9", &id]);
+    wait_for(
+        "the container restarted offline",
+        Duration::from_secs(20),
+        || {
+            let now = c.running("node-c");
+            (now.len() == 1 && now[0].0.ends_with("_1")).then_some(())
+        },
+    );
+    // the API comes back: the pod's status catches up
+    c.start_server();
+    wait_for("restartCount 1 reported", Duration::from_secs(30), || {
+        let out = c.kubectl_ok(&[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={.items[*].status.containerStatuses[0].restartCount}",
+        ]);
+        (out.trim() == "1").then_some(())
+    });
 }
