@@ -1,6 +1,14 @@
 //! The container runtime seam: what the agent needs from containerd, behind a small trait so that
 //! the reconcile loop can be tested with a fake, and a real adapter (`containerd`) proven against
 //! a real containerd + runc.
+pub mod client;
+pub mod containerd;
+pub mod pull;
+pub mod sandbox;
+pub mod spec;
+
+pub use self::containerd::ContainerdRuntime;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;

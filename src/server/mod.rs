@@ -1,1 +1,197 @@
-//! TODO(skeleton): filled in by its owner.
+//! `daemonset-agent server`: a Kubernetes-compatible API endpoint (apps/v1 DaemonSets and
+//! ControllerRevisions, v1 Nodes, Pods and Namespaces, coordination.k8s.io/v1 Leases) that real
+//! kubectl and Kubernetes client libraries use unchanged, with an embedded SQLite store.
+//!
+//! Codemap: `api` (routing and verbs), `store` (the `ObjectStore` trait, SQLite, watch fan-out),
+//! `discovery` (discovery and OpenAPI), `table` (kubectl's tables), `controller` (DaemonSet
+//! status and ControllerRevisions), `status` (errors as Kubernetes `Status`).
+//!
+//! Plain HTTP (HTTP/1.1 and h2c) for now; TLS and bearer tokens slot in at the accept loop and at
+//! `api::authenticate`. Deletion is immediate: `deletionTimestamp` and finalizers are not
+//! honoured.
+pub mod api;
+pub mod controller;
+pub mod discovery;
+pub mod resources;
+pub mod status;
+pub mod store;
+pub mod table;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use api::{Api, WriteOpts};
+use store::{ObjectStore, SqliteStore};
+
+/// Recent watch events kept in memory for watches that resume from a resourceVersion.
+pub const WATCH_HISTORY: usize = 10_000;
+
+/// Namespaces that exist from the start, as in Kubernetes.
+pub const INITIAL_NAMESPACES: &[&str] =
+    &["default", "kube-system", "kube-public", "kube-node-lease"];
+
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Holds `state.db` (the SQLite store) and `admin.kubeconfig`.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+}
+
+/// A started server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub kubeconfig: PathBuf,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// Stops accepting, closes every connection and the controller, and releases the store.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// The admin kubeconfig (plain HTTP, no credentials yet).
+pub fn kubeconfig_yaml(addr: SocketAddr) -> String {
+    let mut host = addr;
+    if host.ip().is_unspecified() {
+        host.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!(
+        "apiVersion: v1
+kind: Config
+clusters:
+- name: daemonset-agent
+  cluster:
+    server: http://{host}
+contexts:
+- name: daemonset-agent
+  context:
+    cluster: daemonset-agent
+    user: daemonset-agent
+    namespace: default
+current-context: daemonset-agent
+users:
+- name: daemonset-agent
+  user: {{}}
+preferences: {{}}
+"
+    )
+}
+
+fn write_kubeconfig(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("kubeconfig.tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(kubeconfig_yaml(addr).as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+async fn ensure_namespaces(api: &Api) -> anyhow::Result<()> {
+    for ns in INITIAL_NAMESPACES {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        match api
+            .create(&resources::NAMESPACES, None, obj, WriteOpts::INTERNAL)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(anyhow::anyhow!("creating namespace {ns}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+/// Opens the store, writes `DATA_DIR/admin.kubeconfig` and serves on `opts.listen`.
+pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
+    std::fs::create_dir_all(&opts.data_dir)
+        .with_context(|| format!("creating data directory {}", opts.data_dir.display()))?;
+    let db = opts.data_dir.join("state.db");
+    let store = SqliteStore::open(&db, WATCH_HISTORY)
+        .with_context(|| format!("opening store {}", db.display()))?;
+    let store: Arc<dyn ObjectStore> = Arc::new(store);
+    let api = Arc::new(Api { store });
+    ensure_namespaces(&api).await?;
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    let addr = listener.local_addr()?;
+    let kubeconfig = opts.data_dir.join("admin.kubeconfig");
+    write_kubeconfig(&kubeconfig, addr)?;
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        let mut tasks = JoinSet::new();
+        tasks.spawn(controller::Controller::new(api.clone()).run());
+        loop {
+            tokio::select! {
+                _ = stopped.changed() => break,
+                accepted = listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(x) => x,
+                        Err(e) => {
+                            log::warn!(error = e.to_string().as_str(); "accept failed");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let api = api.clone();
+                    tasks.spawn(async move {
+                        let service = service_fn(move |req| {
+                            let api = api.clone();
+                            async move { Ok::<_, std::convert::Infallible>(api::handle(api, req).await) }
+                        });
+                        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                        if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+                            log::debug!(peer = peer.to_string().as_str(), error = e.to_string().as_str(); "connection ended with an error");
+                        }
+                    });
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        tasks.shutdown().await;
+    });
+    log::info!(addr = addr.to_string().as_str(), data_dir = opts.data_dir.display().to_string().as_str(); "api server listening");
+    Ok(RunningServer {
+        addr,
+        kubeconfig,
+        stop,
+        task,
+    })
+}
+
+/// Serves until SIGTERM or SIGINT.
+pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let server = start(opts).await?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    log::info!("shutting down the api server");
+    server.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,563 @@
+//! The real runtime: containerd 1.6 over its gRPC socket (runc shim v2, overlayfs, cgroupfs).
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use containerd_client::services::v1::container::Runtime as ContainerRuntime;
+use containerd_client::services::v1::snapshots::{PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteTaskRequest, GetRequest, KillRequest, ListContainersRequest, ListTasksRequest,
+    StartRequest, SubscribeRequest, WaitRequest,
+};
+use containerd_client::tonic::Code;
+use containerd_client::types::v1::Status as ProcStatus;
+use containerd_client::types::Mount;
+
+use super::client::{ctd_err, Ctd, SNAPSHOTTER};
+use super::pull::{self, PulledImage};
+use super::{
+    sandbox, spec, ContainerRequest, ContainerStatus, ImageInfo, PodSandbox, Result, Runtime,
+    RuntimeError, SandboxInfo, TaskState,
+};
+
+pub const RUNC_V2: &str = "io.containerd.runc.v2";
+pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+
+/// containerd as the agent's runtime.
+#[derive(Clone)]
+pub struct ContainerdRuntime {
+    ctd: Ctd,
+    state_dir: PathBuf,
+}
+
+/// What `create_and_start` needs: the raw containerd steps, with no Kubernetes in between.
+pub struct RawContainer<'a> {
+    pub id: &'a str,
+    /// Image name as recorded in containerd (`ContainerStatus::image`).
+    pub image: &'a str,
+    /// Parent snapshot (the image's top chainID).
+    pub chain_id: &'a str,
+    pub labels: HashMap<String, String>,
+    /// The OCI runtime spec (JSON).
+    pub spec: &'a serde_json::Value,
+    /// Regular file for stdout and stderr (created if missing); None: output discarded.
+    pub log_path: Option<&'a Path>,
+}
+
+impl ContainerdRuntime {
+    /// Connects to containerd at `socket`, using `namespace` for every call and `state_dir` for
+    /// pod directories and network namespaces.
+    pub async fn connect(
+        socket: &Path,
+        namespace: &str,
+        state_dir: &Path,
+    ) -> Result<ContainerdRuntime> {
+        let ctd = Ctd::connect(socket, namespace).await?;
+        Ok(ContainerdRuntime {
+            ctd,
+            state_dir: state_dir.to_path_buf(),
+        })
+    }
+
+    /// The connection (namespace-bound gRPC clients), for lower-level use.
+    pub fn client(&self) -> &Ctd {
+        &self.ctd
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.ctd.namespace
+    }
+
+    /// Pulls `reference` from its registry even if present (re-resolving the tag) and unpacks it.
+    pub async fn pull(&self, reference: &str) -> Result<PulledImage> {
+        pull::pull(&self.ctd, reference).await
+    }
+
+    /// Makes `reference` present, transferring nothing when it already is.
+    pub async fn ensure(&self, reference: &str) -> Result<PulledImage> {
+        pull::ensure(&self.ctd, reference).await
+    }
+
+    /// The raw containerd sequence: Prepare snapshot -> Containers.Create -> Tasks.Create ->
+    /// Tasks.Start, under a lease until the container holds the snapshot. On failure everything
+    /// created is removed again. Returns the task's pid.
+    pub async fn create_and_start(&self, c: &RawContainer<'_>) -> Result<u32> {
+        let id = c.id;
+        let lease = self
+            .ctd
+            .create_lease("dsa-run", 1)
+            .await
+            .map_err(|s| ctd_err("create lease", id, s))?;
+        let res = self.create_leased(c, &lease).await;
+        self.ctd.delete_lease(&lease).await;
+        let (mounts, created) = match res {
+            Ok(m) => m,
+            Err((e, created)) => {
+                self.cleanup(id, created).await;
+                return Err(e);
+            }
+        };
+        let res = self.start_task(c, mounts).await;
+        if res.is_err() {
+            self.cleanup(id, created).await;
+        }
+        res
+    }
+
+    /// Prepare + Containers.Create; on error returns how far it got (1 = snapshot, 2 = container).
+    async fn create_leased(
+        &self,
+        c: &RawContainer<'_>,
+        lease: &str,
+    ) -> std::result::Result<(Vec<Mount>, u8), (RuntimeError, u8)> {
+        let id = c.id;
+        let prepare = PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_string(),
+            key: id.to_string(),
+            parent: c.chain_id.to_string(),
+            labels: HashMap::new(),
+        };
+        let mounts = match self
+            .ctd
+            .snapshots()
+            .prepare(self.ctd.req_leased(prepare.clone(), Some(lease)))
+            .await
+        {
+            Ok(r) => r.into_inner().mounts,
+            Err(s) if s.code() == Code::AlreadyExists => {
+                // left by a crash between Prepare and a cleanup; no container owns it (else the
+                // id would be taken): remove it and prepare afresh
+                if self.container_exists(id).await {
+                    return Err((
+                        RuntimeError::Containerd {
+                            op: "create container",
+                            id: id.to_string(),
+                            reason: "already exists".into(),
+                        },
+                        0,
+                    ));
+                }
+                self.remove_snapshot(id).await.map_err(|e| (e, 0))?;
+                self.ctd
+                    .snapshots()
+                    .prepare(self.ctd.req_leased(prepare, Some(lease)))
+                    .await
+                    .map_err(|s| (ctd_err("prepare snapshot", id, s), 0))?
+                    .into_inner()
+                    .mounts
+            }
+            Err(s) => return Err((ctd_err("prepare snapshot", id, s), 0)),
+        };
+        let spec = serde_json::to_vec(c.spec).map_err(|e| {
+            (
+                RuntimeError::InvalidSpec {
+                    id: id.to_string(),
+                    reason: e.to_string(),
+                },
+                1,
+            )
+        })?;
+        let container = Container {
+            id: id.to_string(),
+            labels: c.labels.clone(),
+            image: c.image.to_string(),
+            runtime: Some(ContainerRuntime {
+                name: RUNC_V2.to_string(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE_URL.to_string(),
+                value: spec,
+            }),
+            snapshotter: SNAPSHOTTER.to_string(),
+            snapshot_key: id.to_string(),
+            ..Default::default()
+        };
+        match self
+            .ctd
+            .containers()
+            .create(self.ctd.req_leased(
+                CreateContainerRequest {
+                    container: Some(container),
+                },
+                Some(lease),
+            ))
+            .await
+        {
+            Ok(_) => Ok((mounts, 2)),
+            // not ours to clean up: the container (and its snapshot) belong to someone else
+            Err(s) if s.code() == Code::AlreadyExists => {
+                Err((ctd_err("create container", id, s), 0))
+            }
+            Err(s) => Err((ctd_err("create container", id, s), 1)),
+        }
+    }
+
+    async fn start_task(&self, c: &RawContainer<'_>, mounts: Vec<Mount>) -> Result<u32> {
+        let id = c.id;
+        let out = match c.log_path {
+            Some(p) => {
+                if let Some(parent) = p.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| RuntimeError::Containerd {
+                        op: "create log directory",
+                        id: id.to_string(),
+                        reason: format!("{}: {e}", parent.display()),
+                    })?;
+                }
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|e| RuntimeError::Containerd {
+                        op: "create log file",
+                        id: id.to_string(),
+                        reason: format!("{}: {e}", p.display()),
+                    })?;
+                p.to_string_lossy().to_string()
+            }
+            None => String::new(),
+        };
+        self.ctd
+            .tasks()
+            .create(self.ctd.req(CreateTaskRequest {
+                container_id: id.to_string(),
+                rootfs: mounts,
+                stdout: out.clone(),
+                stderr: out,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| ctd_err("create task", id, s))?;
+        let pid = self
+            .ctd
+            .tasks()
+            .start(self.ctd.req(StartRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            }))
+            .await
+            .map_err(|s| ctd_err("start task", id, s))?
+            .into_inner()
+            .pid;
+        Ok(pid)
+    }
+
+    /// Removes what a failed create left: task, container (if `created` >= 2), snapshot (>= 1).
+    async fn cleanup(&self, id: &str, created: u8) {
+        if created >= 2 {
+            let _ = self.kill(id, 9, true).await;
+            let _ = self.delete_task(id).await;
+            let _ = self
+                .ctd
+                .containers()
+                .delete(self.ctd.req(DeleteContainerRequest { id: id.to_string() }))
+                .await;
+        }
+        if created >= 1 {
+            let _ = self.remove_snapshot(id).await;
+        }
+    }
+
+    async fn container_exists(&self, id: &str) -> bool {
+        use containerd_client::services::v1::GetContainerRequest;
+        self.ctd
+            .containers()
+            .get(self.ctd.req(GetContainerRequest { id: id.to_string() }))
+            .await
+            .is_ok()
+    }
+
+    async fn remove_snapshot(&self, id: &str) -> Result<()> {
+        match self
+            .ctd
+            .snapshots()
+            .remove(self.ctd.req(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_string(),
+                key: id.to_string(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(ctd_err("remove snapshot", id, s)),
+        }
+    }
+
+    /// Sends `signal`; Ok(false) when there is no task or it already exited.
+    async fn kill(&self, id: &str, signal: u32, all: bool) -> Result<bool> {
+        match self
+            .ctd
+            .tasks()
+            .kill(self.ctd.req(KillRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                signal,
+                all,
+            }))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(s) if matches!(s.code(), Code::NotFound | Code::FailedPrecondition) => Ok(false),
+            Err(s) => Err(ctd_err("kill task", id, s)),
+        }
+    }
+
+    /// Waits up to `timeout` for the task to exit; true if it did (or there is no task).
+    async fn wait_exit(&self, id: &str, timeout: Duration) -> Result<bool> {
+        let mut tasks = self.ctd.tasks();
+        let wait = tasks.wait(self.ctd.req(WaitRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        }));
+        match tokio::time::timeout(timeout, wait).await {
+            Err(_) => Ok(false),
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(s)) if s.code() == Code::NotFound => Ok(true),
+            Ok(Err(s)) => Err(ctd_err("wait task", id, s)),
+        }
+    }
+
+    async fn delete_task(&self, id: &str) -> Result<()> {
+        match self
+            .ctd
+            .tasks()
+            .delete(self.ctd.req(DeleteTaskRequest {
+                container_id: id.to_string(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(ctd_err("delete task", id, s)),
+        }
+    }
+
+    async fn task_state(&self, id: &str) -> Result<Option<TaskState>> {
+        match self
+            .ctd
+            .tasks()
+            .get(self.ctd.req(GetRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            }))
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().process.map(|p| state_of(&p))),
+            Err(s) if s.code() == Code::NotFound => Ok(None),
+            Err(s) => Err(ctd_err("get task", id, s)),
+        }
+    }
+}
+
+fn state_of(p: &containerd_client::types::v1::Process) -> TaskState {
+    match ProcStatus::try_from(p.status).unwrap_or(ProcStatus::Unknown) {
+        ProcStatus::Running | ProcStatus::Paused | ProcStatus::Pausing => {
+            TaskState::Running { pid: p.pid }
+        }
+        ProcStatus::Stopped => TaskState::Stopped {
+            exit_code: p.exit_status,
+            exited_at: p.exited_at.as_ref().map(|t| t.seconds),
+        },
+        ProcStatus::Created | ProcStatus::Unknown => TaskState::Created,
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for ContainerdRuntime {
+    async fn ensure_image(&self, reference: &str) -> Result<ImageInfo> {
+        Ok(self.ensure(reference).await?.info)
+    }
+
+    async fn create_sandbox(&self, pod: &PodSandbox) -> Result<SandboxInfo> {
+        let state_dir = self.state_dir.clone();
+        let pod = pod.clone();
+        let uid = pod.uid.clone();
+        tokio::task::spawn_blocking(move || sandbox::create(&state_dir, &pod))
+            .await
+            .map_err(|e| RuntimeError::Sandbox {
+                pod: uid,
+                reason: e.to_string(),
+            })?
+    }
+
+    async fn remove_sandbox(&self, pod_uid: &str) -> Result<()> {
+        sandbox::remove(&self.state_dir, pod_uid)
+    }
+
+    async fn run_container(&self, req: &ContainerRequest) -> Result<()> {
+        let reference = req
+            .container
+            .image
+            .clone()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| RuntimeError::InvalidSpec {
+                id: req.id.clone(),
+                reason: format!("container {} has no image", req.container.name),
+            })?;
+        let image = self.ensure(&reference).await?;
+        let plan = spec::build(req, &image.config, self.namespace())?;
+        spec::prepare_host(&req.id, &plan.host)?;
+        let labels: HashMap<String, String> = req.labels.clone().into_iter().collect();
+        let pid = self
+            .create_and_start(&RawContainer {
+                id: &req.id,
+                image: &image.info.reference,
+                chain_id: &image.chain_id,
+                labels,
+                spec: &plan.spec,
+                log_path: Some(&req.log_path),
+            })
+            .await?;
+        log::info!(container_id = req.id.as_str(), image = image.info.reference.as_str(), pid = pid; "container started");
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<()> {
+        if !self.kill(id, libc::SIGTERM as u32, true).await? {
+            return Ok(());
+        }
+        if self.wait_exit(id, grace).await? {
+            return Ok(());
+        }
+        log::info!(container_id = id, grace_secs = grace.as_secs(); "grace period over, killing");
+        self.kill(id, libc::SIGKILL as u32, true).await?;
+        if self.wait_exit(id, Duration::from_secs(30)).await? {
+            Ok(())
+        } else {
+            Err(RuntimeError::Containerd {
+                op: "stop",
+                id: id.to_string(),
+                reason: "task did not exit after SIGKILL".into(),
+            })
+        }
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<()> {
+        if let Some(TaskState::Running { .. }) = self.task_state(id).await? {
+            self.kill(id, libc::SIGKILL as u32, true).await?;
+            self.wait_exit(id, Duration::from_secs(30)).await?;
+        }
+        self.delete_task(id).await?;
+        match self
+            .ctd
+            .containers()
+            .delete(self.ctd.req(DeleteContainerRequest { id: id.to_string() }))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(ctd_err("delete container", id, s)),
+        }
+        self.remove_snapshot(id).await
+    }
+
+    async fn list_containers(&self) -> Result<Vec<ContainerStatus>> {
+        let containers = self
+            .ctd
+            .containers()
+            .list(self.ctd.req(ListContainersRequest { filters: vec![] }))
+            .await
+            .map_err(|s| ctd_err("list containers", "", s))?
+            .into_inner()
+            .containers;
+        let tasks: HashMap<String, TaskState> = self
+            .ctd
+            .tasks()
+            .list(self.ctd.req(ListTasksRequest {
+                filter: String::new(),
+            }))
+            .await
+            .map_err(|s| ctd_err("list tasks", "", s))?
+            .into_inner()
+            .tasks
+            .iter()
+            .map(|p| (p.container_id.clone(), state_of(p)))
+            .collect();
+        Ok(containers
+            .into_iter()
+            .map(|c| ContainerStatus {
+                state: tasks.get(&c.id).cloned().unwrap_or(TaskState::Created),
+                image: c.image,
+                labels: c.labels.into_iter().collect::<BTreeMap<_, _>>(),
+                created_at: c.created_at.map(|t| t.seconds).unwrap_or_default(),
+                id: c.id,
+            })
+            .collect())
+    }
+
+    async fn subscribe_exits(&self) -> Result<tokio::sync::mpsc::Receiver<String>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let ctd = self.ctd.clone();
+        // subscribe once here so that exits after this call returns are not missed
+        let first = subscribe(&ctd)
+            .await
+            .map_err(|s| ctd_err("subscribe", "/tasks/exit", s))?;
+        tokio::spawn(async move {
+            let mut stream = Some(first);
+            loop {
+                let s = match stream.take() {
+                    Some(s) => s,
+                    None => match subscribe(&ctd).await {
+                        Ok(s) => s,
+                        Err(e) => {
+                            log::warn!(error = e.message(); "subscribe to task exits");
+                            if tx.is_closed() {
+                                return;
+                            }
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                    },
+                };
+                if forward_exits(s, &tx).await {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(rx)
+    }
+}
+
+type EventStream = containerd_client::tonic::codec::Streaming<containerd_client::types::Envelope>;
+
+async fn subscribe(
+    ctd: &Ctd,
+) -> std::result::Result<EventStream, containerd_client::tonic::Status> {
+    let filter = format!("namespace=={},topic==\"/tasks/exit\"", ctd.namespace);
+    Ok(ctd
+        .events()
+        .subscribe(ctd.req(SubscribeRequest {
+            filters: vec![filter],
+        }))
+        .await?
+        .into_inner())
+}
+
+/// Forwards exits until the stream breaks (false: resubscribe) or the receiver is gone (true).
+async fn forward_exits(mut s: EventStream, tx: &tokio::sync::mpsc::Sender<String>) -> bool {
+    use prost::Message;
+    loop {
+        match s.message().await {
+            Ok(Some(env)) => {
+                let Some(any) = env.event else { continue };
+                match containerd_client::events::TaskExit::decode(any.value.as_slice()) {
+                    // the init process only (exec'd processes report their own exec id)
+                    Ok(exit) if exit.id.is_empty() || exit.id == exit.container_id => {
+                        if tx.send(exit.container_id).await.is_err() {
+                            return true;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => log::warn!(error = e.to_string(); "decode task exit event"),
+                }
+            }
+            Ok(None) => return tx.is_closed(),
+            Err(e) => {
+                log::warn!(error = e.message(); "task exit events broke off");
+                return tx.is_closed();
+            }
+        }
+    }
+}

@@ -1,0 +1,936 @@
+//! Pulling an image into containerd 1.6 without its Transfer service, as `ctr images pull` does
+//! (containerd's pull.go, unpacker.go, images/handlers.go): resolve with the OCI distribution API,
+//! write every blob with Content.Write under an expiring lease, set the GC reference labels, unpack
+//! the layers into the overlayfs snapshot chain, and record the image.
+//!
+//! A present image (image record + every blob it needs + the top snapshot) is never fetched again:
+//! `ensure` answers from containerd alone.
+use std::collections::HashMap;
+
+use containerd_client::services::v1::snapshots::{
+    CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+};
+use containerd_client::services::v1::{
+    ApplyRequest, CreateImageRequest, GetImageRequest, Image, Info, InfoRequest,
+    ReadContentRequest, UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
+};
+use containerd_client::tonic::Code;
+use containerd_client::types::Descriptor;
+use futures::StreamExt;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::Reference;
+use sha2::{Digest, Sha256};
+
+use super::client::{Ctd, SNAPSHOTTER};
+use super::{ImageInfo, Result, RuntimeError};
+
+pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const ACCEPTED: &[&str] = &[
+    MT_OCI_INDEX,
+    MT_OCI_MANIFEST,
+    MT_DOCKER_LIST,
+    MT_DOCKER_MANIFEST,
+];
+const CHUNK: usize = 1 << 20;
+
+/// A present image: what running a container of it needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PulledImage {
+    pub info: ImageInfo,
+    /// The image config's `config` object (Entrypoint, Cmd, Env, WorkingDir, User), or Null.
+    pub config: serde_json::Value,
+    /// The chainID of the top layer: the parent snapshot of a container's rootfs.
+    pub chain_id: String,
+}
+
+/// The canonical name of `reference` as containerd records it (`docker.io/library/busybox:latest`,
+/// `127.0.0.1:5000/busybox:v1`).
+pub fn normalize(reference: &str) -> std::result::Result<Reference, String> {
+    reference
+        .parse::<Reference>()
+        .map_err(|e| format!("invalid reference: {e}"))
+}
+
+/// Whether the registry host is loopback (plain HTTP is used for those).
+pub fn is_loopback_registry(registry: &str) -> bool {
+    let host = match registry.rsplit_once(':') {
+        Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => registry,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// The host of `host[:port]` without port or IPv6 brackets, as Go's `url.Hostname()` (containerd
+/// keys its distribution source labels by it).
+pub fn url_hostname(registry: &str) -> &str {
+    if let Some(rest) = registry.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    registry.split(':').next().unwrap_or(registry)
+}
+
+/// `chain_0 = diff_0`, `chain_i = sha256("<chain_{i-1}> <diff_i>")`.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => format!(
+                "sha256:{}",
+                hex::encode(Sha256::digest(format!("{prev} {d}")))
+            ),
+        };
+        out.push(next);
+    }
+    out
+}
+
+pub fn sha256_digest(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+/// The containerd/Go name of this machine's architecture.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Desc {
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+}
+
+impl Desc {
+    fn from_json(v: &serde_json::Value) -> std::result::Result<Desc, String> {
+        let digest = v["digest"].as_str().ok_or("descriptor without digest")?;
+        if !digest.starts_with("sha256:") || digest.len() != 71 {
+            return Err(format!("unsupported digest {digest}"));
+        }
+        Ok(Desc {
+            media_type: v["mediaType"].as_str().unwrap_or_default().to_string(),
+            digest: digest.to_string(),
+            size: v["size"].as_i64().ok_or("descriptor without size")?,
+        })
+    }
+    fn to_ctd(&self) -> Descriptor {
+        Descriptor {
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            annotations: HashMap::new(),
+        }
+    }
+}
+
+/// The media type of a manifest document (its `mediaType`, else guessed from its shape).
+pub fn manifest_media_type(v: &serde_json::Value) -> String {
+    match v["mediaType"].as_str() {
+        Some(m) => m.to_string(),
+        None if v.get("manifests").is_some() => MT_OCI_INDEX.to_string(),
+        None => MT_OCI_MANIFEST.to_string(),
+    }
+}
+
+fn is_index(mt: &str) -> bool {
+    mt == MT_OCI_INDEX || mt == MT_DOCKER_LIST
+}
+
+/// Picks linux/<host arch> from an index; returns (position in the index, descriptor).
+pub fn pick_platform(index: &serde_json::Value) -> std::result::Result<(usize, Desc), String> {
+    let arch = host_arch();
+    let manifests = index["manifests"]
+        .as_array()
+        .ok_or("index without manifests")?;
+    for (i, m) in manifests.iter().enumerate() {
+        let p = &m["platform"];
+        if p["os"].as_str() == Some("linux") && p["architecture"].as_str() == Some(arch) {
+            return Ok((i, Desc::from_json(m)?));
+        }
+    }
+    Err(format!("no manifest for linux/{arch} in the index"))
+}
+
+/// A parsed image manifest.
+pub struct Manifest {
+    pub config: Desc,
+    pub layers: Vec<Desc>,
+}
+
+pub fn parse_manifest(v: &serde_json::Value) -> std::result::Result<Manifest, String> {
+    let config = Desc::from_json(&v["config"])?;
+    let layers = v["layers"]
+        .as_array()
+        .ok_or("manifest without layers")?
+        .iter()
+        .map(Desc::from_json)
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(Manifest { config, layers })
+}
+
+/// The image config's `rootfs.diff_ids`.
+pub fn diff_ids(config: &serde_json::Value) -> std::result::Result<Vec<String>, String> {
+    config["rootfs"]["diff_ids"]
+        .as_array()
+        .ok_or("image config without rootfs.diff_ids")?
+        .iter()
+        .map(|d| {
+            d.as_str()
+                .map(str::to_string)
+                .ok_or_else(|| "bad diff_id".to_string())
+        })
+        .collect()
+}
+
+fn pull_err(image: &str, reason: impl std::fmt::Display) -> RuntimeError {
+    RuntimeError::ImagePull {
+        image: image.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Reads a whole blob from containerd's content store; None if it is not there.
+pub async fn read_content(ctd: &Ctd, digest: &str) -> std::result::Result<Option<Vec<u8>>, String> {
+    let mut stream = match ctd
+        .content()
+        .read(ctd.req(ReadContentRequest {
+            digest: digest.to_string(),
+            offset: 0,
+            size: 0,
+        }))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == Code::NotFound => return Ok(None),
+        Err(s) => return Err(format!("read {digest}: {}", s.message())),
+    };
+    let mut out = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(m)) => out.extend_from_slice(&m.data),
+            Ok(None) => break,
+            Err(s) if s.code() == Code::NotFound => return Ok(None),
+            Err(s) => return Err(format!("read {digest}: {}", s.message())),
+        }
+    }
+    Ok(Some(out))
+}
+
+async fn read_json(
+    ctd: &Ctd,
+    digest: &str,
+) -> std::result::Result<Option<serde_json::Value>, String> {
+    match read_content(ctd, digest).await? {
+        None => Ok(None),
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| format!("parse {digest}: {e}")),
+    }
+}
+
+async fn snapshot_exists(ctd: &Ctd, key: &str) -> std::result::Result<bool, String> {
+    match ctd
+        .snapshots()
+        .stat(ctd.req(StatSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_string(),
+            key: key.to_string(),
+        }))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(s) if s.code() == Code::NotFound => Ok(false),
+        Err(s) => Err(format!("stat snapshot {key}: {}", s.message())),
+    }
+}
+
+/// The image from containerd alone, if it is fully present (record, manifest, config, unpacked
+/// top snapshot). Transfers nothing from any registry.
+pub async fn local_image(
+    ctd: &Ctd,
+    name: &str,
+) -> std::result::Result<Option<PulledImage>, String> {
+    let image = match ctd
+        .images()
+        .get(ctd.req(GetImageRequest {
+            name: name.to_string(),
+        }))
+        .await
+    {
+        Ok(r) => r.into_inner().image,
+        Err(s) if s.code() == Code::NotFound => return Ok(None),
+        Err(s) => return Err(format!("get image {name}: {}", s.message())),
+    };
+    let Some(target) = image.and_then(|i| i.target) else {
+        return Ok(None);
+    };
+    let Some(top) = read_json(ctd, &target.digest).await? else {
+        return Ok(None);
+    };
+    let manifest_doc = if is_index(&manifest_media_type(&top)) {
+        let (_, d) = pick_platform(&top)?;
+        match read_json(ctd, &d.digest).await? {
+            Some(m) => m,
+            None => return Ok(None),
+        }
+    } else {
+        top
+    };
+    let manifest = parse_manifest(&manifest_doc)?;
+    let Some(config) = read_json(ctd, &manifest.config.digest).await? else {
+        return Ok(None);
+    };
+    let chain = chain_ids(&diff_ids(&config)?);
+    let Some(chain_id) = chain.last().cloned() else {
+        return Err("image without layers".into());
+    };
+    if !snapshot_exists(ctd, &chain_id).await? {
+        return Ok(None);
+    }
+    Ok(Some(PulledImage {
+        info: ImageInfo {
+            reference: name.to_string(),
+            digest: target.digest,
+        },
+        config: config["config"].clone(),
+        chain_id,
+    }))
+}
+
+/// Makes `reference` present: from containerd alone when it is there, else pulled.
+pub async fn ensure(ctd: &Ctd, reference: &str) -> Result<PulledImage> {
+    let r = normalize(reference).map_err(|e| pull_err(reference, e))?;
+    let name = r.whole();
+    if let Some(img) = local_image(ctd, &name)
+        .await
+        .map_err(|e| pull_err(reference, e))?
+    {
+        return Ok(img);
+    }
+    pull(ctd, reference).await
+}
+
+/// Pulls `reference` from its registry into containerd (always resolving it again) and unpacks it.
+pub async fn pull(ctd: &Ctd, reference: &str) -> Result<PulledImage> {
+    let r = normalize(reference).map_err(|e| pull_err(reference, e))?;
+    let lease = ctd
+        .create_lease("dsa-pull", 24)
+        .await
+        .map_err(|s| pull_err(reference, format!("create lease: {}", s.message())))?;
+    let res = pull_leased(ctd, &r, &lease).await;
+    ctd.delete_lease(&lease).await;
+    res.map_err(|e| pull_err(reference, e))
+}
+
+struct Fetch {
+    client: oci_client::Client,
+    auth: RegistryAuth,
+}
+
+impl Fetch {
+    fn new(r: &Reference) -> Fetch {
+        let registry = r.resolve_registry().to_string();
+        let protocol = if is_loopback_registry(&registry) {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::HttpsExcept(vec![])
+        };
+        let client = oci_client::Client::new(ClientConfig {
+            protocol,
+            ..Default::default()
+        });
+        Fetch {
+            client,
+            auth: RegistryAuth::Anonymous,
+        }
+    }
+
+    async fn manifest(&self, r: &Reference) -> std::result::Result<(Vec<u8>, String), String> {
+        let (bytes, digest) = self
+            .client
+            .pull_manifest_raw(r, &self.auth, ACCEPTED)
+            .await
+            .map_err(|e| format!("resolve {}: {e}", r.whole()))?;
+        let actual = sha256_digest(&bytes);
+        if r.digest().is_some_and(|d| d != actual) || (!digest.is_empty() && digest != actual) {
+            return Err(format!(
+                "manifest of {} does not match its digest {digest}",
+                r.whole()
+            ));
+        }
+        Ok((bytes.to_vec(), actual))
+    }
+}
+
+async fn pull_leased(
+    ctd: &Ctd,
+    r: &Reference,
+    lease: &str,
+) -> std::result::Result<PulledImage, String> {
+    let name = r.whole();
+    let fetch = Fetch::new(r);
+    let source_label = (
+        format!(
+            "containerd.io/distribution.source.{}",
+            url_hostname(r.resolve_registry())
+        ),
+        r.repository().to_string(),
+    );
+    let (top_bytes, top_digest) = fetch.manifest(r).await?;
+    let top: serde_json::Value =
+        serde_json::from_slice(&top_bytes).map_err(|e| format!("parse manifest: {e}"))?;
+    let top_mt = manifest_media_type(&top);
+    if !ACCEPTED.contains(&top_mt.as_str()) {
+        return Err(format!("unsupported manifest media type {top_mt}"));
+    }
+
+    // The index (if any) names the platform's manifest.
+    let (manifest_bytes, manifest_desc, index_part) = if is_index(&top_mt) {
+        let (_, d) = pick_platform(&top)?;
+        let by_digest = Reference::with_digest(
+            r.registry().to_string(),
+            r.repository().to_string(),
+            d.digest.clone(),
+        );
+        let (bytes, digest) = fetch.manifest(&by_digest).await?;
+        if digest != d.digest {
+            return Err(format!("manifest {} does not match its digest", d.digest));
+        }
+        (bytes, d, true)
+    } else {
+        let d = Desc {
+            media_type: top_mt.clone(),
+            digest: top_digest.clone(),
+            size: top_bytes.len() as i64,
+        };
+        (top_bytes.clone(), d, false)
+    };
+    let manifest_doc: serde_json::Value =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| format!("parse manifest: {e}"))?;
+    let manifest = parse_manifest(&manifest_doc)?;
+
+    // The config names the diffIDs, hence the snapshot chain.
+    let config_bytes = match read_content(ctd, &manifest.config.digest).await? {
+        Some(b) => b,
+        None => {
+            let mut buf = Vec::new();
+            fetch
+                .client
+                .pull_blob(r, manifest.config.digest.as_str(), &mut buf)
+                .await
+                .map_err(|e| format!("fetch config {}: {e}", manifest.config.digest))?;
+            buf
+        }
+    };
+    if sha256_digest(&config_bytes) != manifest.config.digest {
+        return Err(format!(
+            "config {} does not match its digest",
+            manifest.config.digest
+        ));
+    }
+    let config: serde_json::Value =
+        serde_json::from_slice(&config_bytes).map_err(|e| format!("parse config: {e}"))?;
+    let diffs = diff_ids(&config)?;
+    if diffs.len() != manifest.layers.len() {
+        return Err(format!(
+            "manifest has {} layers but config has {} diff_ids",
+            manifest.layers.len(),
+            diffs.len()
+        ));
+    }
+    let chain = chain_ids(&diffs);
+    let top_chain = chain.last().cloned().ok_or("image without layers")?;
+
+    // Layers, then config, then manifest, then index: children before the parents that name them.
+    for (layer, diff) in manifest.layers.iter().zip(&diffs) {
+        let labels = HashMap::from([
+            ("containerd.io/uncompressed".to_string(), diff.clone()),
+            source_label.clone(),
+        ]);
+        write_blob(ctd, lease, &fetch, r, "layer", layer, None, labels).await?;
+    }
+    let config_labels = HashMap::from([
+        (
+            format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+            top_chain.clone(),
+        ),
+        source_label.clone(),
+    ]);
+    write_blob(
+        ctd,
+        lease,
+        &fetch,
+        r,
+        "config",
+        &manifest.config,
+        Some(&config_bytes),
+        config_labels,
+    )
+    .await?;
+    let mut manifest_labels = HashMap::from([
+        (
+            "containerd.io/gc.ref.content.config".to_string(),
+            manifest.config.digest.clone(),
+        ),
+        source_label.clone(),
+    ]);
+    for (i, l) in manifest.layers.iter().enumerate() {
+        manifest_labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            l.digest.clone(),
+        );
+    }
+    write_blob(
+        ctd,
+        lease,
+        &fetch,
+        r,
+        "manifest",
+        &manifest_desc,
+        Some(&manifest_bytes),
+        manifest_labels,
+    )
+    .await?;
+    if index_part {
+        // ctr labels only the children its platform filter kept: here the one picked
+        let index_labels = HashMap::from([
+            (
+                "containerd.io/gc.ref.content.m.0".to_string(),
+                manifest_desc.digest.clone(),
+            ),
+            source_label.clone(),
+        ]);
+        let d = Desc {
+            media_type: top_mt.clone(),
+            digest: top_digest.clone(),
+            size: top_bytes.len() as i64,
+        };
+        write_blob(
+            ctd,
+            lease,
+            &fetch,
+            r,
+            "index",
+            &d,
+            Some(&top_bytes),
+            index_labels,
+        )
+        .await?;
+    }
+
+    unpack(ctd, lease, &manifest.layers, &diffs, &chain).await?;
+
+    let image = Image {
+        name: name.clone(),
+        labels: HashMap::new(),
+        target: Some(Descriptor {
+            media_type: top_mt,
+            digest: top_digest.clone(),
+            size: top_bytes.len() as i64,
+            annotations: HashMap::new(),
+        }),
+        created_at: None,
+        updated_at: None,
+    };
+    match ctd
+        .images()
+        .create(ctd.req_leased(
+            CreateImageRequest {
+                image: Some(image.clone()),
+                source_date_epoch: None,
+            },
+            Some(lease),
+        ))
+        .await
+    {
+        Ok(_) => {}
+        Err(s) if s.code() == Code::AlreadyExists => {
+            ctd.images()
+                .update(ctd.req_leased(
+                    UpdateImageRequest {
+                        image: Some(image),
+                        update_mask: None,
+                        source_date_epoch: None,
+                    },
+                    Some(lease),
+                ))
+                .await
+                .map_err(|s| format!("update image {name}: {}", s.message()))?;
+        }
+        Err(s) => return Err(format!("create image {name}: {}", s.message())),
+    }
+    log::info!(image = name.as_str(), digest = top_digest.as_str(); "pulled image");
+    Ok(PulledImage {
+        info: ImageInfo {
+            reference: name,
+            digest: top_digest,
+        },
+        config: config["config"].clone(),
+        chain_id: top_chain,
+    })
+}
+
+/// Writes one blob into the content store (from `data`, else streamed from the registry) with
+/// `labels`. A blob already there only gets its labels set.
+#[allow(clippy::too_many_arguments)]
+async fn write_blob(
+    ctd: &Ctd,
+    lease: &str,
+    fetch: &Fetch,
+    r: &Reference,
+    kind: &str,
+    desc: &Desc,
+    data: Option<&[u8]>,
+    labels: HashMap<String, String>,
+) -> std::result::Result<(), String> {
+    // Present: set the labels (as containerd's content writer does on AlreadyExists, we keep the
+    // blob; the labels must still name its children for the garbage collector).
+    if let Ok(info) = ctd
+        .content()
+        .info(ctd.req_leased(
+            InfoRequest {
+                digest: desc.digest.clone(),
+            },
+            Some(lease),
+        ))
+        .await
+    {
+        let mut info: Info = info.into_inner().info.unwrap_or_default();
+        let mut paths = Vec::new();
+        for (k, v) in labels {
+            if info.labels.get(&k) != Some(&v) {
+                paths.push(format!("labels.{k}"));
+                info.labels.insert(k, v);
+            }
+        }
+        if !paths.is_empty() {
+            ctd.content()
+                .update(ctd.req_leased(
+                    UpdateRequest {
+                        info: Some(info),
+                        update_mask: Some(prost_types::FieldMask { paths }),
+                    },
+                    Some(lease),
+                ))
+                .await
+                .map_err(|s| format!("label {}: {}", desc.digest, s.message()))?;
+        }
+        return Ok(());
+    }
+
+    let reference = format!("{kind}-{}", desc.digest);
+    let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(2);
+    let outbound = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let send = |m: WriteContentRequest| {
+        let tx = tx.clone();
+        async move {
+            tx.send(m)
+                .await
+                .map_err(|_| "content write stream closed".to_string())
+        }
+    };
+    send(WriteContentRequest {
+        action: WriteAction::Stat as i32,
+        r#ref: reference.clone(),
+        total: desc.size,
+        expected: desc.digest.clone(),
+        ..Default::default()
+    })
+    .await?;
+    let mut inbound = match ctd
+        .content()
+        .write(ctd.req_leased(outbound, Some(lease)))
+        .await
+    {
+        Ok(r) => r.into_inner(),
+        Err(s) if s.code() == Code::AlreadyExists => return Ok(()),
+        Err(s) => return Err(format!("write {}: {}", desc.digest, s.message())),
+    };
+    let status = match inbound.message().await {
+        Ok(Some(m)) => m,
+        Ok(None) => return Err(format!("write {}: stream ended", desc.digest)),
+        Err(s) if s.code() == Code::AlreadyExists => return Ok(()),
+        Err(s) => return Err(format!("write {}: {}", desc.digest, s.message())),
+    };
+    // A partial write left by an earlier attempt resumes at its offset.
+    let mut offset = status.offset;
+    let mut skip = offset as usize;
+    let write_chunk = |data: Vec<u8>, at: i64| WriteContentRequest {
+        action: WriteAction::Write as i32,
+        r#ref: reference.clone(),
+        offset: at,
+        data,
+        ..Default::default()
+    };
+    let wrote = |inbound_msg: std::result::Result<Option<_>, containerd_client::tonic::Status>| {
+        match inbound_msg {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(format!("write {}: stream ended", desc.digest)),
+            Err(s) => Err(format!("write {}: {}", desc.digest, s.message())),
+        }
+    };
+    match data {
+        Some(bytes) => {
+            for chunk in bytes[skip.min(bytes.len())..].chunks(CHUNK) {
+                send(write_chunk(chunk.to_vec(), offset)).await?;
+                wrote(inbound.message().await)?;
+                offset += chunk.len() as i64;
+            }
+        }
+        None => {
+            let mut stream = fetch
+                .client
+                .pull_blob_stream(r, desc.digest.as_str())
+                .await
+                .map_err(|e| format!("fetch {}: {e}", desc.digest))?
+                .stream;
+            let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
+            loop {
+                let next = stream.next().await;
+                let done = next.is_none();
+                if let Some(piece) = next {
+                    let piece = piece.map_err(|e| format!("fetch {}: {e}", desc.digest))?;
+                    let mut piece = &piece[..];
+                    if skip > 0 {
+                        let n = skip.min(piece.len());
+                        piece = &piece[n..];
+                        skip -= n;
+                    }
+                    buf.extend_from_slice(piece);
+                }
+                if buf.len() >= CHUNK || (done && !buf.is_empty()) {
+                    let data = std::mem::replace(&mut buf, Vec::with_capacity(CHUNK));
+                    let n = data.len() as i64;
+                    send(write_chunk(data, offset)).await?;
+                    wrote(inbound.message().await)?;
+                    offset += n;
+                }
+                if done {
+                    break;
+                }
+            }
+        }
+    }
+    send(WriteContentRequest {
+        action: WriteAction::Commit as i32,
+        r#ref: reference.clone(),
+        total: desc.size,
+        offset,
+        expected: desc.digest.clone(),
+        labels,
+        ..Default::default()
+    })
+    .await?;
+    drop(tx);
+    match inbound.message().await {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == Code::AlreadyExists => Ok(()),
+        Err(s) => Err(format!("commit {}: {}", desc.digest, s.message())),
+    }
+}
+
+/// Unpacks the layers into the snapshot chain, skipping the snapshots already there.
+async fn unpack(
+    ctd: &Ctd,
+    lease: &str,
+    layers: &[Desc],
+    diffs: &[String],
+    chain: &[String],
+) -> std::result::Result<(), String> {
+    for i in 0..layers.len() {
+        if snapshot_exists(ctd, &chain[i]).await? {
+            continue;
+        }
+        let parent = if i == 0 {
+            String::new()
+        } else {
+            chain[i - 1].clone()
+        };
+        let key = format!("extract-{} {}", uuid::Uuid::new_v4().simple(), chain[i]);
+        let labels = HashMap::from([("containerd.io/snapshot.ref".to_string(), chain[i].clone())]);
+        let mounts = ctd
+            .snapshots()
+            .prepare(ctd.req_leased(
+                PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.to_string(),
+                    key: key.clone(),
+                    parent,
+                    labels,
+                },
+                Some(lease),
+            ))
+            .await
+            .map_err(|s| format!("prepare snapshot {}: {}", chain[i], s.message()))?
+            .into_inner()
+            .mounts;
+        let res = async {
+            let applied = ctd
+                .diff()
+                .apply(ctd.req_leased(
+                    ApplyRequest {
+                        diff: Some(layers[i].to_ctd()),
+                        mounts,
+                        payloads: HashMap::new(),
+                        sync_fs: false,
+                    },
+                    Some(lease),
+                ))
+                .await
+                .map_err(|s| format!("apply layer {}: {}", layers[i].digest, s.message()))?
+                .into_inner()
+                .applied
+                .map(|d| d.digest)
+                .unwrap_or_default();
+            if applied != diffs[i] {
+                return Err(format!(
+                    "layer {} unpacked to {applied}, expected diffID {}",
+                    layers[i].digest, diffs[i]
+                ));
+            }
+            match ctd
+                .snapshots()
+                .commit(ctd.req_leased(
+                    CommitSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.to_string(),
+                        name: chain[i].clone(),
+                        key: key.clone(),
+                        // ctr commits without labels: the snapshot.ref label only marks the
+                        // extraction in progress
+                        labels: HashMap::new(),
+                    },
+                    Some(lease),
+                ))
+                .await
+            {
+                Ok(_) => Ok(()),
+                // unpacked concurrently by someone else: theirs is as good
+                Err(s) if s.code() == Code::AlreadyExists => Err(String::new()),
+                Err(s) => Err(format!("commit snapshot {}: {}", chain[i], s.message())),
+            }
+        }
+        .await;
+        if let Err(e) = res {
+            let _ = ctd
+                .snapshots()
+                .remove(ctd.req_leased(
+                    RemoveSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.to_string(),
+                        key,
+                    },
+                    Some(lease),
+                ))
+                .await;
+            if !e.is_empty() {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_registries() {
+        for (reg, want) in [
+            ("127.0.0.1:5000", true),
+            ("127.1.2.3", true),
+            ("localhost:5000", true),
+            ("localhost", true),
+            ("[::1]:5000", true),
+            ("docker.io", false),
+            ("index.docker.io", false),
+            ("10.0.0.1:5000", false),
+            ("registry.local:443", false),
+        ] {
+            assert_eq!(is_loopback_registry(reg), want, "{reg}");
+        }
+    }
+
+    #[test]
+    fn hostnames() {
+        for (reg, want) in [
+            ("127.0.0.1:5000", "127.0.0.1"),
+            ("docker.io", "docker.io"),
+            ("[::1]:5000", "::1"),
+            ("localhost", "localhost"),
+        ] {
+            assert_eq!(url_hostname(reg), want);
+        }
+    }
+
+    #[test]
+    fn normalized_names() {
+        for (input, want) in [
+            ("busybox", "docker.io/library/busybox:latest"),
+            ("busybox:v1", "docker.io/library/busybox:v1"),
+            ("quay.io/x/y:1", "quay.io/x/y:1"),
+            ("127.0.0.1:5000/busybox:v1", "127.0.0.1:5000/busybox:v1"),
+            ("localhost:5000/a/b", "localhost:5000/a/b:latest"),
+        ] {
+            assert_eq!(
+                normalize(input).map(|r| r.whole()).as_deref(),
+                Ok(want),
+                "{input}"
+            );
+        }
+        assert!(normalize("UPPER/case").is_err());
+    }
+
+    #[test]
+    fn chain_id_math() {
+        let a = "sha256:aaaa".to_string();
+        let b = "sha256:bbbb".to_string();
+        let chain = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(chain[0], a);
+        assert_eq!(chain[1], sha256_digest(b"sha256:aaaa sha256:bbbb"));
+        assert!(chain_ids(&[]).is_empty());
+    }
+
+    #[test]
+    fn platform_pick_and_media_types() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let index = serde_json::json!({
+            "manifests": [
+                {"mediaType": MT_OCI_MANIFEST, "digest": d('a'), "size": 1,
+                 "platform": {"os": "linux", "architecture": "s390x"}},
+                {"mediaType": MT_OCI_MANIFEST, "digest": d('b'), "size": 2,
+                 "platform": {"os": "linux", "architecture": host_arch()}},
+            ]
+        });
+        assert_eq!(manifest_media_type(&index), MT_OCI_INDEX);
+        let (pos, desc) = pick_platform(&index).unwrap();
+        assert_eq!(
+            (pos, desc.digest.as_str(), desc.size),
+            (1, d('b').as_str(), 2)
+        );
+        let none = serde_json::json!({"manifests": [
+            {"digest": d('a'), "size": 1, "platform": {"os": "windows", "architecture": "amd64"}}]});
+        assert!(pick_platform(&none).is_err());
+        let manifest = serde_json::json!({"mediaType": MT_DOCKER_MANIFEST,
+            "config": {"digest": d('c'), "size": 3}, "layers": [{"digest": d('e'), "size": 4}]});
+        assert_eq!(manifest_media_type(&manifest), MT_DOCKER_MANIFEST);
+        let m = parse_manifest(&manifest).unwrap();
+        assert_eq!((m.config.size, m.layers.len()), (3, 1));
+        assert!(parse_manifest(
+            &serde_json::json!({"config": {"digest": "md5:x", "size": 1}, "layers": []})
+        )
+        .is_err());
+    }
+}

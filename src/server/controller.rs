@@ -1,0 +1,573 @@
+//! The DaemonSet status controller inside the server: recomputes each DaemonSet's status from
+//! the nodes and its pods, keeps its ControllerRevisions, and collects orphaned daemon pods.
+//!
+//! Pods are created and deleted by the agents on the nodes; this loop only observes them (and
+//! deletes pods whose owning DaemonSet is gone after `ORPHAN_GRACE`, in case no agent does).
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Node;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+use super::api::{Api, Part, WriteOpts};
+use super::resources::{CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS};
+use super::status::ApiError;
+use super::store::{object_rv, EventType, WatchFrom};
+use crate::core::eligibility::node_should_run;
+use crate::core::hash::template_hash;
+
+/// Every DaemonSet is recomputed at least this often (minReadySeconds, missed events).
+const RESYNC: Duration = Duration::from_secs(10);
+/// A pod whose owning DaemonSet no longer exists is deleted after this long.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("daemonset {namespace}/{name}: {source}")]
+    Api {
+        namespace: String,
+        name: String,
+        source: ApiError,
+    },
+}
+
+type Key = (String, String);
+
+pub struct Controller {
+    api: Arc<Api>,
+    nodes: HashMap<String, (u64, Arc<Node>)>,
+    orphans: HashMap<Key, Instant>,
+    requeue: HashMap<Key, Instant>,
+}
+
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The controller owner reference (uid, name) of a pod or revision owned by a DaemonSet.
+fn ds_owner(obj: &Value) -> Option<(String, String)> {
+    obj.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| {
+            o.get("controller").and_then(Value::as_bool) == Some(true)
+                && s(o, "/kind") == "DaemonSet"
+        })
+        .map(|o| (s(o, "/uid").to_string(), s(o, "/name").to_string()))
+}
+
+fn ready_since(pod: &Value) -> Option<Option<DateTime<Utc>>> {
+    let c = pod
+        .pointer("/status/conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| s(c, "/type") == "Ready")?;
+    if s(c, "/status") != "True" {
+        return None;
+    }
+    Some(
+        DateTime::parse_from_rfc3339(s(c, "/lastTransitionTime"))
+            .ok()
+            .map(|t| t.with_timezone(&Utc)),
+    )
+}
+
+/// The status fields this controller owns, computed from the nodes and the DaemonSet's pods.
+/// Returns the status and, when a ready pod becomes available later, how long until then.
+pub fn compute_status(
+    ds: &DaemonSet,
+    generation: i64,
+    nodes: &[Arc<Node>],
+    pods: &[&Value],
+    hash: &str,
+    now: DateTime<Utc>,
+) -> (Value, Option<Duration>) {
+    let min_ready = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0)
+        .max(0) as i64;
+    let mut by_node: HashMap<&str, Vec<&Value>> = HashMap::new();
+    for p in pods {
+        let node = s(p, "/spec/nodeName");
+        if !node.is_empty() {
+            by_node.entry(node).or_default().push(p);
+        }
+    }
+    let (mut desired, mut current, mut misscheduled, mut ready, mut updated, mut available) =
+        (0i64, 0i64, 0i64, 0i64, 0i64, 0i64);
+    let mut wake: Option<Duration> = None;
+    for node in nodes {
+        let name = node.metadata.name.as_deref().unwrap_or("");
+        let verdict = node_should_run(node, ds);
+        let on_node = by_node.get_mut(name);
+        if verdict.should_run {
+            desired += 1;
+            let Some(list) = on_node else { continue };
+            current += 1;
+            list.sort_by(|a, b| {
+                s(a, "/metadata/creationTimestamp").cmp(s(b, "/metadata/creationTimestamp"))
+            });
+            let pod = list[0];
+            if let Some(since) = ready_since(pod) {
+                ready += 1;
+                if min_ready == 0 {
+                    available += 1;
+                } else if let Some(since) = since {
+                    let at = since + chrono::Duration::seconds(min_ready);
+                    if at < now {
+                        available += 1;
+                    } else {
+                        let left = (at - now).to_std().unwrap_or_default() + Duration::from_secs(1);
+                        wake = Some(wake.map_or(left, |w| w.min(left)));
+                    }
+                }
+            }
+            if s(pod, "/metadata/labels/controller-revision-hash") == hash {
+                updated += 1;
+            }
+        } else if on_node.is_some() {
+            misscheduled += 1;
+        }
+    }
+    let status = json!({
+        "currentNumberScheduled": current,
+        "desiredNumberScheduled": desired,
+        "numberAvailable": available,
+        "numberMisscheduled": misscheduled,
+        "numberReady": ready,
+        "numberUnavailable": (desired - available).max(0),
+        "observedGeneration": generation,
+        "updatedNumberScheduled": updated,
+    });
+    (status, wake)
+}
+
+impl Controller {
+    pub fn new(api: Arc<Api>) -> Controller {
+        Controller {
+            api,
+            nodes: HashMap::new(),
+            orphans: HashMap::new(),
+            requeue: HashMap::new(),
+        }
+    }
+
+    /// Runs until the task is aborted.
+    pub async fn run(mut self) {
+        loop {
+            let mut watch = match self
+                .api
+                .store
+                .watch(None, None, WatchFrom::Current { initial: false })
+                .await
+            {
+                Ok(w) => w,
+                Err(e) => {
+                    log::error!(error = e.to_string().as_str(); "controller cannot watch the store");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            self.resync_all().await;
+            let mut resync = tokio::time::interval_at(Instant::now() + RESYNC, RESYNC);
+            loop {
+                let wake = self.requeue.values().min().copied();
+                let mut dirty: BTreeSet<Key> = BTreeSet::new();
+                let mut all = false;
+                tokio::select! {
+                    ev = watch.rx.recv() => {
+                        let mut next = Some(ev);
+                        while let Some(ev) = next.take() {
+                            match ev {
+                                Ok(ev) => self.on_event(&ev, &mut dirty, &mut all).await,
+                                Err(RecvError::Lagged(_)) => all = true,
+                                Err(RecvError::Closed) => return,
+                            }
+                            next = match watch.rx.try_recv() {
+                                Ok(ev) => Some(Ok(ev)),
+                                Err(tokio::sync::broadcast::error::TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                                Err(_) => None,
+                            };
+                        }
+                    }
+                    _ = resync.tick() => all = true,
+                    _ = async {
+                        match wake {
+                            Some(at) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending::<()>().await,
+                        }
+                    } => {
+                        let now = Instant::now();
+                        let due: Vec<Key> = self.requeue.iter().filter(|(_, at)| **at <= now).map(|(k, _)| k.clone()).collect();
+                        for k in due {
+                            self.requeue.remove(&k);
+                            dirty.insert(k);
+                        }
+                    }
+                }
+                if all {
+                    self.resync_all().await;
+                } else {
+                    for (ns, name) in dirty {
+                        self.sync_logged(&ns, &name).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn on_event(
+        &mut self,
+        ev: &super::store::WatchEvent,
+        dirty: &mut BTreeSet<Key>,
+        all: &mut bool,
+    ) {
+        if ev.resource == DAEMONSETS.key() {
+            if ev.event_type == EventType::Deleted {
+                let uid = s(&ev.object, "/metadata/uid").to_string();
+                self.delete_revisions(&ev.namespace, &uid).await;
+            } else {
+                dirty.insert((ev.namespace.clone(), ev.name.clone()));
+            }
+        } else if ev.resource == NODES.key() {
+            *all = true;
+        } else if ev.resource == PODS.key() {
+            for obj in std::iter::once(&ev.object).chain(ev.prev.iter()) {
+                if let Some((_, owner)) = ds_owner(obj) {
+                    dirty.insert((ev.namespace.clone(), owner));
+                }
+            }
+        }
+    }
+
+    async fn refresh_nodes(&mut self) -> Vec<Arc<Node>> {
+        let Ok((items, _)) = self.api.store.list(&NODES.key(), None).await else {
+            return Vec::new();
+        };
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let name = s(&item, "/metadata/name").to_string();
+            let rv = object_rv(&item);
+            let node = match self.nodes.get(&name) {
+                Some((cached_rv, node)) if *cached_rv == rv => node.clone(),
+                _ => match serde_json::from_value::<Node>((*item).clone()) {
+                    Ok(node) => {
+                        let node = Arc::new(node);
+                        self.nodes.insert(name.clone(), (rv, node.clone()));
+                        node
+                    }
+                    Err(e) => {
+                        log::warn!(node = name.as_str(), error = e.to_string().as_str(); "stored node does not decode");
+                        continue;
+                    }
+                },
+            };
+            seen.insert(name);
+            out.push(node);
+        }
+        self.nodes.retain(|k, _| seen.contains(k));
+        out
+    }
+
+    async fn resync_all(&mut self) {
+        let Ok((all_ds, _)) = self.api.store.list(&DAEMONSETS.key(), None).await else {
+            return;
+        };
+        let uids: HashSet<String> = all_ds
+            .iter()
+            .map(|d| s(d, "/metadata/uid").to_string())
+            .collect();
+        for d in &all_ds {
+            let (ns, name) = (s(d, "/metadata/namespace"), s(d, "/metadata/name"));
+            self.sync_logged(ns, name).await;
+        }
+        self.collect_orphans(&uids).await;
+    }
+
+    async fn collect_orphans(&mut self, ds_uids: &HashSet<String>) {
+        let Ok((pods, _)) = self.api.store.list(&PODS.key(), None).await else {
+            return;
+        };
+        let now = Instant::now();
+        let mut still = HashSet::new();
+        for p in pods {
+            let Some((uid, _)) = ds_owner(&p) else {
+                continue;
+            };
+            if ds_uids.contains(&uid) {
+                continue;
+            }
+            let key = (
+                s(&p, "/metadata/namespace").to_string(),
+                s(&p, "/metadata/name").to_string(),
+            );
+            let first = *self.orphans.entry(key.clone()).or_insert(now);
+            if now.duration_since(first) >= ORPHAN_GRACE {
+                log::info!(pod = key.1.as_str(), namespace = key.0.as_str(); "deleting pod whose daemonset is gone");
+                let _ = self
+                    .api
+                    .delete(&PODS, Some(&key.0), &key.1, None, false)
+                    .await;
+                self.orphans.remove(&key);
+            } else {
+                still.insert(key);
+            }
+        }
+        self.orphans.retain(|k, _| still.contains(k));
+    }
+
+    async fn delete_revisions(&self, ns: &str, uid: &str) {
+        let Ok((crs, _)) = self
+            .api
+            .store
+            .list(&CONTROLLER_REVISIONS.key(), Some(ns))
+            .await
+        else {
+            return;
+        };
+        for cr in crs {
+            if ds_owner(&cr).is_some_and(|(u, _)| u == uid) {
+                let name = s(&cr, "/metadata/name");
+                if let Err(e) = self
+                    .api
+                    .delete(&CONTROLLER_REVISIONS, Some(ns), name, None, false)
+                    .await
+                {
+                    if e.code != 404 {
+                        log::warn!(revision = name, error = e.to_string().as_str(); "cannot delete controller revision");
+                    }
+                }
+            }
+        }
+    }
+
+    async fn sync_logged(&mut self, ns: &str, name: &str) {
+        if let Err(e) = self.sync(ns, name).await {
+            log::warn!(daemonset = name, namespace = ns, error = e.to_string().as_str(); "daemonset status sync failed");
+        }
+    }
+
+    /// Recomputes one DaemonSet: revisions, then status.
+    pub async fn sync(&mut self, ns: &str, name: &str) -> Result<(), ControllerError> {
+        let err = |source| ControllerError::Api {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            source,
+        };
+        let Ok(Some(ds_val)) = self.api.store.get(&DAEMONSETS.key(), ns, name).await else {
+            return Ok(());
+        };
+        let ds: DaemonSet = match serde_json::from_value((*ds_val).clone()) {
+            Ok(ds) => ds,
+            Err(e) => {
+                return Err(err(ApiError::internal(format!(
+                    "stored daemonset does not decode: {e}"
+                ))))
+            }
+        };
+        let Some(spec) = ds.spec.as_ref() else {
+            return Ok(());
+        };
+        let collision = ds.status.as_ref().and_then(|s| s.collision_count);
+        let hash = template_hash(&spec.template, collision);
+        let uid = s(&ds_val, "/metadata/uid").to_string();
+        let (pods, _) = self
+            .api
+            .store
+            .list(&PODS.key(), Some(ns))
+            .await
+            .map_err(|e| err(ApiError::internal(e.to_string())))?;
+        let owned: Vec<&Value> = pods
+            .iter()
+            .map(|p| &**p)
+            .filter(|p| ds_owner(p).is_some_and(|(u, _)| u == uid))
+            .collect();
+        self.ensure_revision(&ds_val, &hash, &owned)
+            .await
+            .map_err(err)?;
+        let nodes = self.refresh_nodes().await;
+        let generation = ds_val
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let (status, wake) = compute_status(&ds, generation, &nodes, &owned, &hash, Utc::now());
+        let key = (ns.to_string(), name.to_string());
+        match wake {
+            Some(d) => {
+                self.requeue.insert(key, Instant::now() + d);
+            }
+            None => {
+                self.requeue.remove(&key);
+            }
+        }
+        let old_status = ds_val.get("status").cloned().unwrap_or(json!({}));
+        let changed = status
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(k, v)| old_status.get(k) != Some(v));
+        if !changed {
+            return Ok(());
+        }
+        let written = self
+            .api
+            .write_with(
+                &DAEMONSETS,
+                Some(ns),
+                name,
+                Part::Status,
+                WriteOpts::INTERNAL,
+                |old| {
+                    if s(old, "/metadata/uid") != uid {
+                        return Err(ApiError::conflict("apps", "daemonsets", name));
+                    }
+                    let mut new = old.clone();
+                    if !new.get("status").is_some_and(Value::is_object) {
+                        new["status"] = json!({});
+                    }
+                    if let Some(o) = status.as_object() {
+                        for (k, v) in o {
+                            new["status"][k] = v.clone();
+                        }
+                    }
+                    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                        m.remove("resourceVersion");
+                    }
+                    Ok(new)
+                },
+            )
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 404 => Ok(()),
+            Err(e) => Err(err(e)),
+        }
+    }
+
+    async fn ensure_revision(
+        &self,
+        ds: &Value,
+        hash: &str,
+        pods: &[&Value],
+    ) -> Result<(), ApiError> {
+        let ns = s(ds, "/metadata/namespace");
+        let name = s(ds, "/metadata/name");
+        let uid = s(ds, "/metadata/uid");
+        let (crs, _) = self
+            .api
+            .store
+            .list(&CONTROLLER_REVISIONS.key(), Some(ns))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut owned: Vec<&Value> = crs
+            .iter()
+            .map(|c| &**c)
+            .filter(|c| ds_owner(c).is_some_and(|(u, _)| u == uid))
+            .collect();
+        let rev = |c: &Value| c.get("revision").and_then(Value::as_i64).unwrap_or(0);
+        let max = owned.iter().map(|c| rev(c)).max().unwrap_or(0);
+        let cr_name = format!("{name}-{hash}");
+        match owned.iter().find(|c| s(c, "/metadata/name") == cr_name) {
+            Some(cur) if rev(cur) == max => {}
+            Some(_) => {
+                // Rolled back to an older template: that revision becomes the newest.
+                self.api
+                    .write_with(
+                        &CONTROLLER_REVISIONS,
+                        Some(ns),
+                        &cr_name,
+                        Part::Main,
+                        WriteOpts::INTERNAL,
+                        |old| {
+                            let mut new = old.clone();
+                            new["revision"] = json!(max + 1);
+                            Ok(new)
+                        },
+                    )
+                    .await?;
+                log::info!(daemonset = name, revision = max + 1; "controller revision reused");
+            }
+            None => {
+                let mut template = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
+                template["$patch"] = json!("replace");
+                let mut labels = ds
+                    .pointer("/spec/template/metadata/labels")
+                    .cloned()
+                    .unwrap_or(json!({}));
+                labels["controller-revision-hash"] = json!(hash);
+                let cr = json!({
+                    "apiVersion": "apps/v1",
+                    "kind": "ControllerRevision",
+                    "metadata": {
+                        "name": cr_name,
+                        "namespace": ns,
+                        "labels": labels,
+                        "ownerReferences": [{
+                            "apiVersion": "apps/v1",
+                            "kind": "DaemonSet",
+                            "name": name,
+                            "uid": uid,
+                            "controller": true,
+                            "blockOwnerDeletion": true,
+                        }],
+                    },
+                    "data": {"spec": {"template": template}},
+                    "revision": max + 1,
+                });
+                match self
+                    .api
+                    .create(&CONTROLLER_REVISIONS, Some(ns), cr, WriteOpts::INTERNAL)
+                    .await
+                {
+                    Ok(_) => {
+                        log::info!(daemonset = name, revision = max + 1, hash = hash; "controller revision created");
+                    }
+                    Err(e) if e.code == 409 => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+                owned.retain(|c| s(c, "/metadata/name") != cr_name);
+            }
+        }
+        // Prune the oldest revisions not in use beyond revisionHistoryLimit.
+        let limit = ds
+            .pointer("/spec/revisionHistoryLimit")
+            .and_then(Value::as_i64)
+            .unwrap_or(10)
+            .max(0) as usize;
+        let live: HashSet<&str> = pods
+            .iter()
+            .map(|p| s(p, "/metadata/labels/controller-revision-hash"))
+            .collect();
+        let mut history: Vec<&Value> = owned
+            .into_iter()
+            .filter(|c| {
+                s(c, "/metadata/name") != cr_name
+                    && !live.contains(s(c, "/metadata/labels/controller-revision-hash"))
+            })
+            .collect();
+        if history.len() > limit {
+            history.sort_by_key(|c| rev(c));
+            for c in &history[..history.len() - limit] {
+                let n = s(c, "/metadata/name");
+                if let Err(e) = self
+                    .api
+                    .delete(&CONTROLLER_REVISIONS, Some(ns), n, None, false)
+                    .await
+                {
+                    if e.code != 404 {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,190 @@
+//! Kubernetes `Status` objects: every error the server returns is one of these.
+use serde_json::{json, Value};
+
+/// An API error, rendered as a `Status` (kind Status, apiVersion v1, status Failure).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    pub code: u16,
+    pub reason: &'static str,
+    pub message: String,
+    /// name, group, kind (the resource name, as kube-apiserver fills `details.kind`).
+    pub details: Option<Box<(String, String, String)>>,
+    /// A complete `Status` body built elsewhere (the 422 from validation).
+    pub body: Option<Box<Value>>,
+}
+
+impl ApiError {
+    pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+            body: None,
+        }
+    }
+    fn with_details(mut self, name: &str, group: &str, kind: &str) -> ApiError {
+        self.details = Some(Box::new((
+            name.to_string(),
+            group.to_string(),
+            kind.to_string(),
+        )));
+        self
+    }
+    /// `resource` is the plural, qualified by group the way kube-apiserver prints it
+    /// (`daemonsets.apps`).
+    pub fn not_found(group: &str, plural: &str, name: &str) -> ApiError {
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("{} \"{name}\" not found", qualified(group, plural)),
+        )
+        .with_details(name, group, plural)
+    }
+    pub fn already_exists(group: &str, plural: &str, name: &str) -> ApiError {
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{} \"{name}\" already exists", qualified(group, plural)),
+        )
+        .with_details(name, group, plural)
+    }
+    pub fn conflict(group: &str, plural: &str, name: &str) -> ApiError {
+        ApiError::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                qualified(group, plural)
+            ),
+        )
+        .with_details(name, group, plural)
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "BadRequest", message)
+    }
+    pub fn method_not_allowed(method: &str) -> ApiError {
+        ApiError::new(
+            405,
+            "MethodNotAllowed",
+            format!("the server does not allow this method on the requested resource: {method}"),
+        )
+    }
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("the request body is too large: limit is {limit} bytes"),
+        )
+    }
+    pub fn unsupported_media(message: impl Into<String>) -> ApiError {
+        ApiError::new(415, "UnsupportedMediaType", message)
+    }
+    pub fn gone(message: impl Into<String>) -> ApiError {
+        ApiError::new(410, "Expired", message)
+    }
+    pub fn path_not_found() -> ApiError {
+        ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        )
+    }
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, "InternalError", message)
+    }
+    /// A 422 whose body was built by `core::validation::invalid_status`.
+    pub fn invalid(body: Value) -> ApiError {
+        let message = body
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("invalid object")
+            .to_string();
+        ApiError {
+            code: 422,
+            reason: "Invalid",
+            message,
+            details: None,
+            body: Some(Box::new(body)),
+        }
+    }
+
+    pub fn to_status(&self) -> Value {
+        if let Some(body) = &self.body {
+            return (**body).clone();
+        }
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
+        });
+        if let Some(d) = &self.details {
+            let (name, group, kind) = &**d;
+            let mut details = serde_json::Map::new();
+            details.insert("name".into(), json!(name));
+            if !group.is_empty() {
+                details.insert("group".into(), json!(group));
+            }
+            details.insert("kind".into(), json!(kind));
+            status["details"] = Value::Object(details);
+        }
+        status
+    }
+}
+
+fn qualified(group: &str, plural: &str) -> String {
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_have_kubernetes_shape() {
+        let cases = [
+            (
+                ApiError::not_found("apps", "daemonsets", "x"),
+                404,
+                "NotFound",
+                "daemonsets.apps \"x\" not found",
+            ),
+            (
+                ApiError::already_exists("", "nodes", "n1"),
+                409,
+                "AlreadyExists",
+                "nodes \"n1\" already exists",
+            ),
+            (
+                ApiError::too_large(10),
+                413,
+                "RequestEntityTooLarge",
+                "the request body is too large: limit is 10 bytes",
+            ),
+            (ApiError::gone("too old"), 410, "Expired", "too old"),
+        ];
+        for (err, code, reason, message) in cases {
+            let s = err.to_status();
+            assert_eq!(s["kind"], "Status");
+            assert_eq!(s["apiVersion"], "v1");
+            assert_eq!(s["status"], "Failure");
+            assert_eq!(s["code"], code);
+            assert_eq!(s["reason"], reason);
+            assert_eq!(s["message"], message);
+        }
+        let s = ApiError::not_found("apps", "daemonsets", "x").to_status();
+        assert_eq!(
+            s["details"],
+            json!({"name": "x", "group": "apps", "kind": "daemonsets"})
+        );
+    }
+}

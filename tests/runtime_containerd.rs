@@ -1,0 +1,767 @@
+//! The containerd adapter against a real containerd 1.6 + runc and a real loopback registry.
+//! Nothing here skips: missing binaries fail the tests (see tests/common).
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use containerd_client::services::v1::snapshots::{ListSnapshotsRequest, StatSnapshotRequest};
+use containerd_client::services::v1::{
+    GetContainerRequest, GetImageRequest, GetRequest, InfoRequest, ListContentRequest,
+};
+use containerd_client::tonic::Code;
+use daemonset_agent::runtime::client::Ctd;
+use daemonset_agent::runtime::pull::{chain_ids, diff_ids, parse_manifest, read_content};
+use daemonset_agent::runtime::{
+    ContainerRequest, ContainerdRuntime, PodSandbox, Runtime, RuntimeError, SandboxInfo, TaskState,
+};
+use k8s_openapi::api::core::v1::{Container, PodSpec};
+use serde_json::json;
+
+const NS: &str = "dsa-test";
+
+struct Env {
+    ctd: common::Containerd,
+    rt: ContainerdRuntime,
+    state: PathBuf,
+}
+
+async fn env() -> Env {
+    let ctd = common::Containerd::start();
+    let state = ctd.path().join("agent-state");
+    let rt = ContainerdRuntime::connect(&ctd.socket, NS, &state)
+        .await
+        .expect("connect to containerd");
+    Env { ctd, rt, state }
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}-{}-{}", std::process::id(), rand::random::<u32>())
+}
+
+fn image(tag: &str) -> String {
+    format!("{}/busybox:{tag}", common::registry())
+}
+
+fn pod_spec(v: serde_json::Value) -> PodSpec {
+    serde_json::from_value(v).expect("pod spec")
+}
+
+fn request(
+    e: &Env,
+    id: &str,
+    pod: &PodSpec,
+    container: serde_json::Value,
+    sandbox: &SandboxInfo,
+) -> ContainerRequest {
+    let container: Container = serde_json::from_value(container).expect("container");
+    ContainerRequest {
+        id: id.to_string(),
+        labels: BTreeMap::from([
+            (
+                "io.daemonset-agent.managed-by".to_string(),
+                "daemonset-agent".to_string(),
+            ),
+            (
+                "io.daemonset-agent.container.name".to_string(),
+                container.name.clone(),
+            ),
+        ]),
+        pod_spec: pod.clone(),
+        container,
+        sandbox: sandbox.clone(),
+        hostname: "testpod".to_string(),
+        log_path: e.state.join("logs").join(format!("{id}.log")),
+    }
+}
+
+async fn sandbox(e: &Env, uid: &str, host_network: bool) -> SandboxInfo {
+    e.rt.create_sandbox(&PodSandbox {
+        uid: uid.to_string(),
+        namespace: "default".into(),
+        name: "testpod".into(),
+        host_network,
+    })
+    .await
+    .expect("create sandbox")
+}
+
+async fn state_of(rt: &ContainerdRuntime, id: &str) -> Option<TaskState> {
+    rt.list_containers()
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|c| c.id == id)
+        .map(|c| c.state)
+}
+
+async fn wait_state(
+    rt: &ContainerdRuntime,
+    id: &str,
+    what: &str,
+    f: impl Fn(&TaskState) -> bool,
+) -> TaskState {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = state_of(rt, id).await {
+            if f(&s) {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {id} to be {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_log(path: &Path, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never contained {needle:?}: {text:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Asserts that containerd has no task, container or snapshot `id` left.
+async fn assert_gone(c: &Ctd, id: &str) {
+    let task = c
+        .tasks()
+        .get(c.req(GetRequest {
+            container_id: id.into(),
+            exec_id: String::new(),
+        }))
+        .await;
+    assert_eq!(
+        task.err().map(|s| s.code()),
+        Some(Code::NotFound),
+        "task {id} left"
+    );
+    let container = c
+        .containers()
+        .get(c.req(GetContainerRequest { id: id.into() }))
+        .await;
+    assert_eq!(
+        container.err().map(|s| s.code()),
+        Some(Code::NotFound),
+        "container {id} left"
+    );
+    let snap = c
+        .snapshots()
+        .stat(c.req(StatSnapshotRequest {
+            snapshotter: "overlayfs".into(),
+            key: id.into(),
+        }))
+        .await;
+    assert_eq!(
+        snap.err().map(|s| s.code()),
+        Some(Code::NotFound),
+        "snapshot {id} left"
+    );
+}
+
+/// A TCP proxy on loopback in front of the registry that counts the connections it accepted.
+async fn counting_proxy(target: &'static str) -> (String, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let n = count.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            n.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    (addr, count)
+}
+
+async fn content_labels(c: &Ctd, digest: &str) -> HashMap<String, String> {
+    c.content()
+        .info(c.req(InfoRequest {
+            digest: digest.into(),
+        }))
+        .await
+        .unwrap_or_else(|s| panic!("content {digest} missing in {}: {s}", c.namespace))
+        .into_inner()
+        .info
+        .unwrap()
+        .labels
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pull_leaves_what_ctr_leaves_and_a_second_pull_transfers_nothing() {
+    let e = env().await;
+    let (proxy, connections) = counting_proxy(common::registry()).await;
+    let reference = format!("{proxy}/busybox:v1");
+    let c = e.rt.client();
+
+    let pulled = e.rt.ensure(&reference).await.expect("pull busybox:v1");
+    assert_eq!(pulled.info.reference, reference);
+    assert!(connections.load(Ordering::SeqCst) > 0);
+
+    // image record -> manifest -> config -> layers, with the GC labels
+    let img = c
+        .images()
+        .get(c.req(GetImageRequest {
+            name: reference.clone(),
+        }))
+        .await
+        .expect("image record")
+        .into_inner()
+        .image
+        .unwrap();
+    let target = img.target.unwrap();
+    assert_eq!(target.digest, pulled.info.digest);
+    let manifest_doc: serde_json::Value = serde_json::from_slice(
+        &read_content(c, &target.digest)
+            .await
+            .unwrap()
+            .expect("manifest stored"),
+    )
+    .unwrap();
+    let manifest = parse_manifest(&manifest_doc).unwrap();
+    let config: serde_json::Value = serde_json::from_slice(
+        &read_content(c, &manifest.config.digest)
+            .await
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    let diffs = diff_ids(&config).unwrap();
+    let chain = chain_ids(&diffs);
+    assert_eq!(pulled.chain_id, *chain.last().unwrap());
+
+    let m = content_labels(c, &target.digest).await;
+    assert_eq!(
+        m.get("containerd.io/gc.ref.content.config"),
+        Some(&manifest.config.digest)
+    );
+    for (i, l) in manifest.layers.iter().enumerate() {
+        assert_eq!(
+            m.get(&format!("containerd.io/gc.ref.content.l.{i}")),
+            Some(&l.digest)
+        );
+        let ll = content_labels(c, &l.digest).await;
+        assert_eq!(ll.get("containerd.io/uncompressed"), Some(&diffs[i]));
+    }
+    let cl = content_labels(c, &manifest.config.digest).await;
+    assert_eq!(
+        cl.get("containerd.io/gc.ref.snapshot.overlayfs"),
+        Some(&pulled.chain_id)
+    );
+    for (i, id) in chain.iter().enumerate() {
+        let info = c
+            .snapshots()
+            .stat(c.req(StatSnapshotRequest {
+                snapshotter: "overlayfs".into(),
+                key: id.clone(),
+            }))
+            .await
+            .expect("committed snapshot of the chain")
+            .into_inner()
+            .info
+            .unwrap();
+        assert_eq!(info.kind, 3, "snapshot {id} is committed");
+        let parent = if i == 0 {
+            String::new()
+        } else {
+            chain[i - 1].clone()
+        };
+        assert_eq!(info.parent, parent);
+    }
+    // the pull lease is gone: nothing but the image holds the content
+    let leases = c
+        .leases()
+        .list(c.req(containerd_client::services::v1::ListRequest { filters: vec![] }))
+        .await
+        .unwrap()
+        .into_inner()
+        .leases;
+    assert!(leases.is_empty(), "leases left: {leases:?}");
+
+    // `ctr images pull --plain-http` of the same reference in another namespace leaves the same
+    // content labels, the same snapshot chain and the same image target
+    let out = std::process::Command::new("ctr")
+        .arg("--address")
+        .arg(&e.ctd.socket)
+        .args([
+            "-n",
+            "ctr-ref",
+            "images",
+            "pull",
+            "--plain-http",
+            &reference,
+        ])
+        .output()
+        .expect("run ctr");
+    assert!(
+        out.status.success(),
+        "ctr pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference_ns = Ctd::connect(&e.ctd.socket, "ctr-ref").await.unwrap();
+    let ctr_img = reference_ns
+        .images()
+        .get(reference_ns.req(GetImageRequest {
+            name: reference.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap();
+    assert_eq!(ctr_img.target.unwrap(), target);
+    let list_content = |c: Ctd| async move {
+        let mut s = c
+            .content()
+            .list(c.req(ListContentRequest { filters: vec![] }))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = s.message().await.unwrap() {
+            out.extend(m.info);
+        }
+        out
+    };
+    let ours = list_content(c.clone()).await;
+    let theirs = list_content(reference_ns.clone()).await;
+    let by_digest = |infos: Vec<containerd_client::services::v1::Info>| {
+        let mut m: Vec<(String, BTreeMap<String, String>)> = infos
+            .into_iter()
+            .map(|i| (i.digest, i.labels.into_iter().collect()))
+            .collect();
+        m.sort();
+        m
+    };
+    assert_eq!(by_digest(ours), by_digest(theirs));
+    let snaps = |c: Ctd| async move {
+        let mut s = c
+            .snapshots()
+            .list(c.req(ListSnapshotsRequest {
+                snapshotter: "overlayfs".into(),
+                filters: vec![],
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(m) = s.message().await.unwrap() {
+            out.extend(m.info.into_iter().map(|i| {
+                (
+                    i.name,
+                    i.parent,
+                    i.kind,
+                    i.labels.into_iter().collect::<BTreeMap<_, _>>(),
+                )
+            }));
+        }
+        out.sort();
+        out
+    };
+    let ours_snaps = snaps(c.clone()).await;
+    let theirs_snaps = snaps(reference_ns.clone()).await;
+    let strip = |v: Vec<(String, String, i32, BTreeMap<String, String>)>| {
+        v.into_iter()
+            .map(|(n, p, k, mut l)| {
+                l.retain(|k, _| !k.starts_with("containerd.io/snapshot/"));
+                (n, p, k, l)
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(ours_snaps), strip(theirs_snaps));
+
+    // a second ensure of the present image does not touch the registry
+    let before = connections.load(Ordering::SeqCst);
+    let again = e.rt.ensure(&reference).await.expect("ensure present image");
+    assert_eq!(again, pulled);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        before,
+        "second ensure contacted the registry"
+    );
+    let info = e.rt.ensure_image(&reference).await.unwrap();
+    assert_eq!(info.digest, pulled.info.digest);
+    assert_eq!(connections.load(Ordering::SeqCst), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_image_is_an_image_pull_error_naming_it() {
+    let e = env().await;
+    let reference = image("no-such-tag");
+    match e.rt.ensure_image(&reference).await {
+        Err(RuntimeError::ImagePull { image, reason }) => {
+            assert_eq!(image, reference);
+            assert!(!reason.is_empty());
+        }
+        other => panic!("expected ImagePull, got {other:?}"),
+    }
+    let unreachable = format!("127.0.0.1:{}/busybox:v1", common::free_port());
+    let err = e.rt.ensure_image(&unreachable).await.unwrap_err();
+    assert!(err.to_string().contains(&unreachable), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_with_limits_logs_stop_and_remove() {
+    let e = env().await;
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let pod = pod_spec(json!({"containers": []}));
+    let id = unique("limits");
+    let req = request(
+        &e,
+        &id,
+        &pod,
+        json!({"name": "main", "image": image("v1"), "command": ["sleep", "3600"],
+               "resources": {"limits": {"cpu": "100m", "memory": "200Mi"}}}),
+        &sb,
+    );
+    let t = Instant::now();
+    e.rt.run_container(&req).await.expect("run");
+    eprintln!("first run_container (pull included): {:?}", t.elapsed());
+    let st = wait_state(&e.rt, &id, "running", |s| {
+        matches!(s, TaskState::Running { .. })
+    })
+    .await;
+    assert!(matches!(st, TaskState::Running { pid } if pid > 0));
+    let listed =
+        e.rt.list_containers()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.id == id)
+            .unwrap();
+    assert_eq!(listed.labels, req.labels);
+    assert_eq!(listed.image, image("v1"));
+    assert!(listed.created_at > 0);
+
+    let cg = format!("daemonset-agent/{NS}/{id}");
+    let mem = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/{cg}/memory.limit_in_bytes"))
+        .unwrap();
+    assert_eq!(mem.trim(), "209715200");
+    let quota =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{cg}/cpu.cfs_quota_us")).unwrap();
+    assert_eq!(quota.trim(), "10000");
+    let period =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{cg}/cpu.cfs_period_us")).unwrap();
+    assert_eq!(period.trim(), "100000");
+    let shares = std::fs::read_to_string(format!("/sys/fs/cgroup/cpu/{cg}/cpu.shares")).unwrap();
+    assert_eq!(shares.trim(), "102");
+
+    // running the same id again fails and leaves the running one alone
+    assert!(e.rt.run_container(&req).await.is_err());
+    assert!(matches!(
+        state_of(&e.rt, &id).await,
+        Some(TaskState::Running { .. })
+    ));
+
+    // create+start of a present image through the adapter, timed
+    let mut times = Vec::new();
+    for i in 0..5 {
+        let id2 = format!("{id}-t{i}");
+        let r2 = request(
+            &e,
+            &id2,
+            &pod,
+            json!({"name": "t", "image": image("v1"), "command": ["sleep", "3600"]}),
+            &sb,
+        );
+        let t = Instant::now();
+        e.rt.run_container(&r2).await.expect("run timed");
+        times.push(t.elapsed());
+        e.rt.remove_container(&id2).await.unwrap();
+        assert_gone(e.rt.client(), &id2).await;
+    }
+    times.sort();
+    eprintln!("run_container of a present image (create+start), sorted: {times:?}");
+
+    // busybox sleep is PID 1 and has no TERM handler, so TERM is ignored: SIGKILL after the grace
+    let t = Instant::now();
+    e.rt.stop_container(&id, Duration::from_millis(500))
+        .await
+        .unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(500));
+    let st = state_of(&e.rt, &id).await.unwrap();
+    assert!(
+        matches!(
+            st,
+            TaskState::Stopped {
+                exit_code: 137,
+                exited_at: Some(_)
+            }
+        ),
+        "{st:?}"
+    );
+    e.rt.stop_container(&id, Duration::from_secs(1))
+        .await
+        .expect("stop of a stopped task is ok");
+    e.rt.remove_container(&id).await.unwrap();
+    assert_gone(e.rt.client(), &id).await;
+    assert!(
+        !Path::new(&format!("/sys/fs/cgroup/memory/{cg}")).exists(),
+        "cgroup left"
+    );
+    e.rt.remove_container(&id)
+        .await
+        .expect("removing a gone container is ok");
+    e.rt.stop_container(&id, Duration::from_secs(1))
+        .await
+        .expect("stopping a gone container is ok");
+    e.rt.remove_sandbox(&uid).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn output_goes_to_the_log_file_and_exits_are_reported() {
+    let e = env().await;
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let pod = pod_spec(json!({"containers": []}));
+    let mut exits = e.rt.subscribe_exits().await.unwrap();
+    let id = unique("hello");
+    let req = request(
+        &e,
+        &id,
+        &pod,
+        json!({"name": "hello", "image": image("v1"), "command": ["sh", "-c", "echo hello; echo oops >&2; echo $GREETING; exit 3"],
+               "env": [{"name": "GREETING", "value": "from-env"}]}),
+        &sb,
+    );
+    e.rt.run_container(&req).await.expect("run");
+    let exited = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match exits.recv().await {
+                Some(x) if x == id => return x,
+                Some(_) => continue,
+                None => panic!("exit stream closed"),
+            }
+        }
+    })
+    .await
+    .expect("exit event");
+    assert_eq!(exited, id);
+    let st = wait_state(&e.rt, &id, "stopped", |s| {
+        matches!(s, TaskState::Stopped { .. })
+    })
+    .await;
+    assert!(
+        matches!(st, TaskState::Stopped { exit_code: 3, .. }),
+        "{st:?}"
+    );
+    let log = wait_log(&req.log_path, "from-env").await;
+    assert_eq!(log, "hello\noops\nfrom-env\n");
+    e.rt.remove_container(&id).await.unwrap();
+    assert_gone(e.rt.client(), &id).await;
+    e.rt.remove_sandbox(&uid).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_is_honoured_within_the_grace_and_sigkill_follows_when_ignored() {
+    let e = env().await;
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let pod = pod_spec(json!({"containers": []}));
+    let polite = unique("polite");
+    let stubborn = unique("stubborn");
+    for (id, script) in [
+        (
+            &polite,
+            "trap 'echo got-term; exit 0' TERM; echo ready; sleep 3600 & wait",
+        ),
+        (
+            &stubborn,
+            "trap '' TERM; echo ready; while true; do sleep 1; done",
+        ),
+    ] {
+        let req = request(
+            &e,
+            id,
+            &pod,
+            json!({"name": "c", "image": image("v1"), "command": ["sh", "-c", script]}),
+            &sb,
+        );
+        e.rt.run_container(&req).await.expect("run");
+        wait_log(&req.log_path, "ready").await;
+    }
+    let t = Instant::now();
+    e.rt.stop_container(&polite, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "TERM not honoured: {:?}",
+        t.elapsed()
+    );
+    let st = state_of(&e.rt, &polite).await.unwrap();
+    assert!(
+        matches!(st, TaskState::Stopped { exit_code: 0, .. }),
+        "{st:?}"
+    );
+    wait_log(
+        &e.state.join("logs").join(format!("{polite}.log")),
+        "got-term",
+    )
+    .await;
+
+    let t = Instant::now();
+    e.rt.stop_container(&stubborn, Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_secs(1),
+        "stopped before the grace ended"
+    );
+    let st = state_of(&e.rt, &stubborn).await.unwrap();
+    assert!(
+        matches!(st, TaskState::Stopped { exit_code: 137, .. }),
+        "{st:?}"
+    );
+    for id in [&polite, &stubborn] {
+        e.rt.remove_container(id).await.unwrap();
+        assert_gone(e.rt.client(), id).await;
+    }
+    e.rt.remove_sandbox(&uid).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_host_path_is_invalid_spec_and_leaves_nothing() {
+    let e = env().await;
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let missing = e.ctd.path().join("no-such-dir");
+    let pod = pod_spec(json!({"containers": [], "volumes": [
+        {"name": "data", "hostPath": {"path": missing, "type": "Directory"}}]}));
+    let id = unique("badvol");
+    let req = request(
+        &e,
+        &id,
+        &pod,
+        json!({"name": "c", "image": image("v1"), "command": ["true"],
+               "volumeMounts": [{"name": "data", "mountPath": "/data"}]}),
+        &sb,
+    );
+    match e.rt.run_container(&req).await {
+        Err(RuntimeError::InvalidSpec { id: got, reason }) => {
+            assert_eq!(got, id);
+            assert!(
+                reason.contains("data") && reason.contains(&missing.display().to_string()),
+                "{reason}"
+            );
+        }
+        other => panic!("expected InvalidSpec, got {other:?}"),
+    }
+    assert_gone(e.rt.client(), &id).await;
+    e.rt.remove_sandbox(&uid).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_of_a_pod_share_its_network_namespace_and_volumes() {
+    let e = env().await;
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let again = sandbox(&e, &uid, false).await;
+    assert_eq!(sb, again, "create_sandbox is idempotent");
+    let netns = sb.netns.clone().expect("a network namespace");
+    let host_dir = e.ctd.path().join("hostdir");
+    let pod = pod_spec(json!({"containers": [], "volumes": [
+        {"name": "scratch", "emptyDir": {}},
+        {"name": "host", "hostPath": {"path": host_dir, "type": "DirectoryOrCreate"}}]}));
+    let mounts = json!([{"name": "scratch", "mountPath": "/scratch"}, {"name": "host", "mountPath": "/host"}]);
+    let server = unique("server");
+    let client = unique("client");
+    let server_req = request(
+        &e,
+        &server,
+        &pod,
+        json!({"name": "server", "image": image("v1"), "volumeMounts": mounts,
+               "command": ["sh", "-c", "readlink /proc/self/ns/net > /scratch/server-ns; nc -l -p 7777"]}),
+        &sb,
+    );
+    e.rt.run_container(&server_req).await.expect("run server");
+    let ns_file = sb.pod_dir.join("volumes/scratch/server-ns");
+    common::wait_for("server netns file", Duration::from_secs(20), || {
+        std::fs::read_to_string(&ns_file)
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    // nc needs a moment to listen; retry the client until the message arrives
+    let client_req = request(
+        &e,
+        &client,
+        &pod,
+        json!({"name": "client", "image": image("v1"), "volumeMounts": mounts,
+               "command": ["sh", "-c", "readlink /proc/self/ns/net > /host/client-ns; until echo ping-over-lo | nc 127.0.0.1 7777; do sleep 0.1; done"]}),
+        &sb,
+    );
+    e.rt.run_container(&client_req).await.expect("run client");
+    wait_log(&server_req.log_path, "ping-over-lo").await;
+    let server_ns = std::fs::read_to_string(&ns_file).unwrap();
+    let client_ns = wait_log(&host_dir.join("client-ns"), "net:").await;
+    assert_eq!(server_ns, client_ns);
+    let pod_ns = std::fs::metadata(&netns).unwrap();
+    assert!(server_ns.contains(&format!(
+        "net:[{}]",
+        std::os::unix::fs::MetadataExt::ino(&pod_ns)
+    )));
+    let own = std::fs::read_link("/proc/self/ns/net").unwrap();
+    assert_ne!(
+        server_ns.trim(),
+        own.to_string_lossy(),
+        "pod shares the host's network namespace"
+    );
+
+    for id in [&server, &client] {
+        e.rt.stop_container(id, Duration::from_secs(1))
+            .await
+            .unwrap();
+        e.rt.remove_container(id).await.unwrap();
+        assert_gone(e.rt.client(), id).await;
+    }
+    e.rt.remove_sandbox(&uid).await.unwrap();
+    assert!(!netns.exists() && !sb.pod_dir.exists());
+    e.rt.remove_sandbox(&uid)
+        .await
+        .expect("removing a gone sandbox is ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_network_pods_share_the_host_namespace() {
+    let e = env().await;
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, true).await;
+    assert_eq!(sb.netns, None);
+    let pod = pod_spec(json!({"containers": [], "hostNetwork": true}));
+    let id = unique("hostnet");
+    let req = request(
+        &e,
+        &id,
+        &pod,
+        json!({"name": "c", "image": image("v1"), "command": ["readlink", "/proc/self/ns/net"]}),
+        &sb,
+    );
+    e.rt.run_container(&req).await.expect("run");
+    let own = std::fs::read_link("/proc/1/ns/net").unwrap();
+    wait_log(&req.log_path, &own.to_string_lossy()).await;
+    wait_state(&e.rt, &id, "stopped", |s| {
+        matches!(s, TaskState::Stopped { .. })
+    })
+    .await;
+    e.rt.remove_container(&id).await.unwrap();
+    assert_gone(e.rt.client(), &id).await;
+    e.rt.remove_sandbox(&uid).await.unwrap();
+}
