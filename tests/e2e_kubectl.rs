@@ -233,6 +233,20 @@ impl Cluster {
     }
 }
 
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.debug());
+            eprintln!("--- server ---\n{}", tail(&self.server.log(), 40));
+        }
+    }
+}
+
+fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 fn rand_suffix() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
