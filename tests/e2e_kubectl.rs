@@ -76,7 +76,7 @@ impl Cluster {
             dir.path().join("server.log"),
         );
         let kubeconfig = data.join("admin.kubeconfig");
-        let mut c = Cluster {
+        let c = Cluster {
             dir,
             ctd,
             server,
