@@ -190,13 +190,25 @@ struct Controller {
 impl Controller {
     async fn run(mut self, mut shutdown: tokio_watch::Receiver<bool>) {
         let (report_tx, mut reports) = mpsc::unbounded_channel();
-        let mut exits = match self.ctx.runtime.subscribe_exits().await {
-            Ok(rx) => Some(rx),
-            Err(e) => {
-                log::warn!(error = e.to_string(); "no exit events from containerd; relying on resync");
-                None
+        // containerd answers an event subscription only with its first event, so subscribe in
+        // the background and never hold the loop on it.
+        let (exit_tx, exit_rx) = mpsc::channel::<String>(256);
+        let runtime = self.ctx.runtime.clone();
+        tokio::spawn(async move {
+            match runtime.subscribe_exits().await {
+                Ok(mut rx) => {
+                    while let Some(id) = rx.recv().await {
+                        if exit_tx.send(id).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::warn!(error = e.to_string(); "no exit events from containerd; relying on resync")
+                }
             }
-        };
+        });
+        let mut exits = Some(exit_rx);
         let resync = Duration::from_secs(self.cfg.resync_seconds);
         let mut cached_version = u64::MAX;
         loop {
