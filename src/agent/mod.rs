@@ -93,6 +93,7 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     let (shutdown, shutdown_rx) = tokio_watch::channel(false);
     let ctx = Arc::new(worker::Context {
         runtime,
+        pull_lock: Default::default(),
         state_dir: cfg.state_dir.clone(),
         host_ip: None,
     });
@@ -291,6 +292,7 @@ impl Controller {
     }
 
     async fn round(&mut self, report_tx: &mpsc::UnboundedSender<Report>) -> anyhow::Result<()> {
+        let listed_at = tokio::time::Instant::now();
         let containers = self.ctx.runtime.list_containers().await?;
         let mut by_pod: BTreeMap<PodKey, Vec<ContainerStatus>> = BTreeMap::new();
         let mut owners: BTreeMap<PodKey, String> = BTreeMap::new();
@@ -330,6 +332,7 @@ impl Controller {
             let work = Work {
                 desired: desired.remove(&key),
                 observed: by_pod.remove(&key).unwrap_or_default(),
+                listed_at: Some(listed_at),
             };
             let tx = self
                 .workers

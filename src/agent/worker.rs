@@ -25,6 +25,9 @@ pub const GRACE_LABEL: &str = "io.daemonset-agent.termination-grace-seconds";
 pub struct Work {
     pub desired: Option<DesiredPod>,
     pub observed: Vec<ContainerStatus>,
+    /// When the controller began listing `observed`. A worker that acted after that ignores the
+    /// work: the list may not show what it just did (the controller sends a fresh one).
+    pub listed_at: Option<tokio::time::Instant>,
 }
 
 /// What a worker reports back.
@@ -45,6 +48,9 @@ pub enum Report {
 
 pub struct Context {
     pub runtime: Arc<dyn Runtime>,
+    /// Image pulls are serialized, as the kubelet does by default: concurrent pulls of images
+    /// sharing layers would race on the same content in containerd.
+    pub pull_lock: tokio::sync::Mutex<()>,
     pub state_dir: PathBuf,
     pub host_ip: Option<String>,
 }
@@ -112,6 +118,7 @@ struct Worker {
     last: Option<DesiredPod>,
     status: Option<PodStatus>,
     start_ms: i64,
+    acted_at: Option<tokio::time::Instant>,
 }
 
 /// Starts a worker for `key`; it runs until its pod is gone.
@@ -132,6 +139,7 @@ pub fn spawn(
         last: None,
         status: None,
         start_ms: now_ms(),
+        acted_at: None,
     };
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
@@ -148,6 +156,11 @@ pub fn spawn(
 impl Worker {
     /// One sync of the pod; true when the pod is gone for good.
     async fn sync(&mut self, work: Work, reports: &mpsc::UnboundedSender<Report>) -> bool {
+        if let (Some(listed), Some(acted)) = (work.listed_at, self.acted_at) {
+            if listed < acted {
+                return false;
+            }
+        }
         let now = now_ms();
         let observed: Vec<Observed> = work.observed.iter().filter_map(observed).collect();
         if let Some(d) = &work.desired {
@@ -210,6 +223,9 @@ impl Worker {
                     }
                 }
             }
+        }
+        if changed {
+            self.acted_at = Some(tokio::time::Instant::now());
         }
         for (name, until) in &plan.waiting {
             let crashed = observed
@@ -334,7 +350,10 @@ impl Worker {
     ) -> Result<String, RuntimeError> {
         let rt = &self.ctx.runtime;
         let image = container.image.clone().unwrap_or_default();
-        let info = rt.ensure_image(&image).await?;
+        let info = {
+            let _serial = self.ctx.pull_lock.lock().await;
+            rt.ensure_image(&image).await?
+        };
         self.images
             .insert(container.name.clone(), (image, info.digest.clone()));
         let host_network = d.spec.host_network.unwrap_or(false);
@@ -560,6 +579,7 @@ mod worker_tests {
         });
         let ctx = Arc::new(Context {
             runtime: rt.clone(),
+            pull_lock: Default::default(),
             state_dir: PathBuf::from("/nonexistent"),
             host_ip: None,
         });
