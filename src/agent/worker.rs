@@ -589,6 +589,7 @@ mod worker_tests {
         bad.send(Work {
             desired: Some(desired("bad", "nope:1")),
             observed: vec![],
+            listed_at: None,
         })
         .unwrap();
         let st = next_status(&mut rx).await;
@@ -602,6 +603,7 @@ mod worker_tests {
         good.send(Work {
             desired: Some(desired("good", "busybox:v1")),
             observed: vec![],
+            listed_at: None,
         })
         .unwrap();
         next_status(&mut rx).await;
@@ -610,6 +612,7 @@ mod worker_tests {
         bad.send(Work {
             desired: Some(desired("bad", "nope:1")),
             observed: vec![],
+            listed_at: None,
         })
         .unwrap();
         let st = next_status(&mut rx).await;
@@ -633,6 +636,7 @@ mod worker_tests {
         good.send(Work {
             desired: None,
             observed,
+            listed_at: None,
         })
         .unwrap();
         loop {

@@ -55,28 +55,14 @@ pub struct DesiredPod {
     pub may_start: bool,
 }
 
-/// FNV-32a, as Kubernetes' hashers use.
-pub fn fnv32a(bytes: &[u8]) -> u32 {
-    let mut h: u32 = 2_166_136_261;
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(16_777_619);
-    }
-    h
-}
-
-const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
 /// The pod name: `<ds>-<5 characters>`, as generateName makes them, but derived from the
 /// DaemonSet uid, node and template hash so that a restarted agent finds the same name.
 pub fn pod_name(ds_name: &str, ds_uid: &str, node: &str, template_hash: &str) -> String {
     let mut base: String = ds_name.chars().take(57).collect();
     base.push('-');
-    let mut h = fnv32a(format!("{ds_uid}/{node}/{template_hash}").as_bytes());
-    for _ in 0..5 {
-        base.push(SAFE_ALPHABET[(h % 27) as usize] as char);
-        h /= 27;
-    }
+    let h = hash::fnv32a(format!("{ds_uid}/{node}/{template_hash}").as_bytes());
+    let suffix = hash::safe_encode(&format!("{:05}", h % 100_000));
+    base.push_str(&suffix);
     base
 }
 

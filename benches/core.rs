@@ -1,0 +1,203 @@
+//! Benchmarks of the pure core: eligibility of many DaemonSets against one node, quantity
+//! parsing, template hashing. `cargo bench --bench core -- --test` runs each once (smoke mode).
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use daemonset_agent::core::eligibility::node_should_run;
+use daemonset_agent::core::hash::template_hash;
+use daemonset_agent::core::quantity::Quantity;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, PodTemplateSpec};
+use serde_json::{json, Value};
+
+/// A worker node with 20 labels and 2 taints.
+fn node() -> Node {
+    let mut labels = serde_json::Map::new();
+    for (k, v) in [
+        ("kubernetes.io/hostname", "worker-17"),
+        ("kubernetes.io/os", "linux"),
+        ("kubernetes.io/arch", "amd64"),
+        ("node-role.kubernetes.io/worker", "true"),
+        ("topology.kubernetes.io/region", "eu-west"),
+        ("topology.kubernetes.io/zone", "eu-west-1b"),
+        ("node.kubernetes.io/instance-type", "m5.2xlarge"),
+        ("cpus", "8"),
+        ("memory-gib", "32"),
+        ("disk", "ssd"),
+        ("gpu", "none"),
+        ("rack", "r12"),
+        ("team", "platform"),
+        ("env", "prod"),
+        ("tier", "general"),
+        ("kernel", "6-1"),
+        ("distro", "debian"),
+        ("monitoring", "enabled"),
+        ("logging", "enabled"),
+        ("generation", "3"),
+    ] {
+        labels.insert(k.to_string(), Value::String(v.to_string()));
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": "worker-17", "labels": labels},
+        "spec": {"taints": [
+            {"key": "dedicated", "value": "infra", "effect": "NoSchedule"},
+            {"key": "maintenance", "effect": "NoExecute"},
+        ]},
+    }))
+    .expect("valid node")
+}
+
+fn expr(key: &str, op: &str, values: &[&str]) -> Value {
+    json!({"key": key, "operator": op, "values": values})
+}
+
+/// The `i`-th DaemonSet of a mix: node selectors, affinity of every operator, tolerations.
+fn daemonset(i: usize) -> DaemonSet {
+    let mut spec =
+        json!({"containers": [{"name": "c", "image": format!("registry.local/agent-{i}:1.0")}]});
+    match i % 5 {
+        0 => {
+            spec["nodeSelector"] =
+                json!({"kubernetes.io/os": "linux", "node-role.kubernetes.io/worker": "true"})
+        }
+        1 => {
+            spec["nodeSelector"] = json!({"disk": if i.is_multiple_of(2) { "ssd" } else { "hdd" }})
+        }
+        2 => {
+            spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [expr("gpu", "In", &["a100", "h100"])]},
+                {"matchExpressions": [
+                    expr("node-role.kubernetes.io/worker", "In", &["true"]),
+                    expr("cpus", "Gt", &["4"]),
+                    expr("team", "NotIn", &["ml", "data"]),
+                ]},
+            ]}}})
+        }
+        3 => {
+            spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [
+                {"matchExpressions": [expr("edge", "DoesNotExist", &[]), expr("memory-gib", "Lt", &["64"])],
+                 "matchFields": [expr("metadata.name", "NotIn", &["worker-3"])]},
+            ]}}})
+        }
+        _ => {}
+    }
+    match i % 3 {
+        0 => spec["tolerations"] = json!([{"operator": "Exists"}]),
+        1 => {
+            spec["tolerations"] = json!([
+                {"key": "dedicated", "operator": "Equal", "value": "infra", "effect": "NoSchedule"},
+                {"key": "maintenance", "operator": "Exists"},
+            ])
+        }
+        _ => spec["tolerations"] = json!([{"key": "dedicated", "operator": "Exists"}]),
+    }
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("ds-{i}"), "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": format!("ds-{i}")}},
+            "template": {"metadata": {"labels": {"app": format!("ds-{i}")}}, "spec": spec},
+        },
+    }))
+    .expect("valid daemonset")
+}
+
+fn template() -> PodTemplateSpec {
+    serde_json::from_value(json!({
+        "metadata": {"labels": {"app": "node-exporter", "team": "platform"},
+                     "annotations": {"prometheus.io/scrape": "true"}},
+        "spec": {
+            "hostNetwork": true,
+            "hostPID": true,
+            "nodeSelector": {"kubernetes.io/os": "linux"},
+            "tolerations": [{"operator": "Exists"}],
+            "containers": [{
+                "name": "node-exporter",
+                "image": "quay.io/prometheus/node-exporter:v1.8.2",
+                "args": ["--path.procfs=/host/proc", "--path.sysfs=/host/sys", "--path.rootfs=/host/root"],
+                "ports": [{"name": "metrics", "containerPort": 9100, "hostPort": 9100}],
+                "resources": {"requests": {"cpu": "100m", "memory": "64Mi"},
+                              "limits": {"cpu": "250m", "memory": "180Mi"}},
+                "securityContext": {"readOnlyRootFilesystem": true, "runAsUser": 65534},
+                "volumeMounts": [
+                    {"name": "proc", "mountPath": "/host/proc", "readOnly": true},
+                    {"name": "sys", "mountPath": "/host/sys", "readOnly": true},
+                    {"name": "root", "mountPath": "/host/root", "readOnly": true},
+                ],
+                "livenessProbe": {"httpGet": {"path": "/", "port": 9100}, "periodSeconds": 10},
+            }],
+            "volumes": [
+                {"name": "proc", "hostPath": {"path": "/proc"}},
+                {"name": "sys", "hostPath": {"path": "/sys"}},
+                {"name": "root", "hostPath": {"path": "/"}},
+            ],
+        },
+    }))
+    .expect("valid template")
+}
+
+const QUANTITIES: &[&str] = &[
+    "100m",
+    "250m",
+    "1",
+    "1.5",
+    "2",
+    "64Mi",
+    "180Mi",
+    "1Gi",
+    "1.5Gi",
+    "512Ki",
+    "1e3",
+    "2k",
+    "500M",
+    "0.1",
+    "10G",
+    "100.035Ki",
+    "3Ei",
+    "1E-3",
+    "12345678901234567890",
+    "0.000000001",
+];
+
+fn benches(c: &mut Criterion) {
+    let node = node();
+    let daemonsets: Vec<DaemonSet> = (0..1000).map(daemonset).collect();
+    let running = daemonsets
+        .iter()
+        .filter(|ds| node_should_run(&node, ds).should_run)
+        .count();
+    assert!(
+        0 < running && running < daemonsets.len(),
+        "the mix should both run and not run ({running})"
+    );
+    c.bench_function("eligibility/1000 daemonsets x 1 node", |b| {
+        b.iter(|| {
+            daemonsets
+                .iter()
+                .filter(|ds| node_should_run(black_box(&node), ds).should_run)
+                .count()
+        })
+    });
+
+    c.bench_function("quantity/parse 20 mixed", |b| {
+        b.iter(|| {
+            QUANTITIES
+                .iter()
+                .map(|s| {
+                    Quantity::parse(black_box(s))
+                        .map(|q| q.milli_value())
+                        .unwrap_or(0)
+                })
+                .fold(0i64, i64::wrapping_add)
+        })
+    });
+
+    let template = template();
+    c.bench_function("hash/template_hash node-exporter", |b| {
+        b.iter(|| template_hash(black_box(&template), black_box(Some(1))))
+    });
+}
+
+criterion_group!(core_benches, benches);
+criterion_main!(core_benches);
