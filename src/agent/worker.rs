@@ -191,6 +191,9 @@ impl Worker {
                 );
             }
         }
+        if !plan.actions.is_empty() {
+            log::debug!(pod = self.key.to_string(), actions:? = plan.actions, observed:? = observed; "pod plan");
+        }
         let mut changed = false;
         for action in &plan.actions {
             changed = true;
