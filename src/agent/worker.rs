@@ -244,6 +244,8 @@ impl Worker {
                 w.message = format!("back-off {secs}s restarting failed container={name}");
             } else if w.reason == "ErrImagePull" || w.reason == "ImagePullBackOff" {
                 w.reason = "ImagePullBackOff".into();
+            } else if w.reason.is_empty() {
+                w.reason = "ContainerCreating".into();
             }
         }
         let Some(desired) = work.desired.or_else(|| self.last.clone()) else {

@@ -16,6 +16,9 @@ pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
 pub const BACKOFF_INITIAL_MS: i64 = 10_000;
 pub const BACKOFF_MAX_MS: i64 = 300_000;
 pub const BACKOFF_RESET_MS: i64 = 600_000;
+/// A container without a running task younger than this may still be starting (or containerd's
+/// task list missed it for a moment): leave it alone until then.
+pub const CREATED_GRACE_MS: i64 = 5_000;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PodKey {
@@ -276,6 +279,14 @@ pub fn plan_pod(
             }
             continue;
         }
+        if let Some(young) = mine
+            .first()
+            .filter(|o| o.state == State::Created && now_ms - o.created_ms < CREATED_GRACE_MS)
+        {
+            plan.waiting
+                .insert(name.to_string(), young.created_ms + CREATED_GRACE_MS);
+            continue;
+        }
         let next_count = mine.first().map(|o| match o.state {
             State::Created => o.restart_count,
             _ => o.restart_count + 1,
@@ -390,6 +401,9 @@ mod tests {
                 vec![rm("x", 0), start("a", 8)], None),
             ("created without task: recreate same count", Some(spec(&["a"])), true, vec![obs("x", "a", 3, State::Created)], None,
                 vec![rm("x", 0), start("a", 3)], None),
+            ("created moments ago: may be starting, look again later", Some(spec(&["a"])), true,
+                vec![Observed { created_ms: NOW - 1000, ..obs("x", "a", 0, State::Created) }], None,
+                vec![], Some(NOW - 1000 + CREATED_GRACE_MS)),
             ("start failed before: wait", Some(spec(&["a"])), true, vec![], Some(recent), vec![], Some(NOW + 8_000)),
             ("held for old revision: no start", Some(spec(&["a"])), false, vec![], None, vec![], None),
             ("unknown container: removed with grace", Some(spec(&["a"])), true,
