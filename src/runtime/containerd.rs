@@ -472,7 +472,12 @@ impl Runtime for ContainerdRuntime {
             .into_inner()
             .tasks
             .iter()
-            .map(|p| (p.container_id.clone(), state_of(p)))
+            // containerd 1.6 leaves container_id empty in Tasks.List; an init process's id is
+            // its container's id
+            .map(|p| {
+                let id = if p.container_id.is_empty() { &p.id } else { &p.container_id };
+                (id.clone(), state_of(p))
+            })
             .collect();
         Ok(containers
             .into_iter()
