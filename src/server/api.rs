@@ -329,10 +329,35 @@ fn normalize(
     use k8s_openapi::api::coordination::v1::Lease;
     use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
     let name = meta_str(obj, "name").unwrap_or("").to_string();
-    let (plain, out) = match r.kind {
+    let mut warnings = Vec::new();
+    // Strict decoding comes first, as in kube-apiserver: a typo is reported as such, not as the
+    // missing field it leaves behind.
+    let mut check_unknown = |plain: &Value| -> Result<(), ApiError> {
+        if validation_mode == FieldValidation::Ignore {
+            return Ok(());
+        }
+        let mut unknown = Vec::new();
+        unknown_fields(obj, plain, "", &mut unknown);
+        let list: Vec<String> = unknown
+            .iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect();
+        if !list.is_empty() && validation_mode == FieldValidation::Strict {
+            return Err(ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+                r.kind,
+                r.version,
+                r.kind,
+                list.join(", ")
+            )));
+        }
+        warnings = list;
+        Ok(())
+    };
+    let out = match r.kind {
         "DaemonSet" => {
             let mut ds: DaemonSet = typed(r, obj)?;
-            let plain = to_json(&ds)?;
+            check_unknown(&to_json(&ds)?)?;
             validation::default_daemonset(&mut ds);
             let errors = match old {
                 Some(old) => validation::validate_daemonset_update(&ds, &typed(r, old)?),
@@ -341,25 +366,27 @@ fn normalize(
             if !errors.is_empty() {
                 return Err(invalid(r, &name, &errors));
             }
-            (plain, to_json(&ds)?)
+            to_json(&ds)?
         }
         "Node" => {
             let node: Node = typed(r, obj)?;
+            let v = to_json(&node)?;
+            check_unknown(&v)?;
             let errors = validation::validate_node(&node);
             if !errors.is_empty() {
                 return Err(invalid(r, &name, &errors));
             }
-            let v = to_json(&node)?;
-            (v.clone(), v)
+            v
         }
         "Pod" => {
             let pod: Pod = typed(r, obj)?;
+            let v = to_json(&pod)?;
+            check_unknown(&v)?;
             let errors = validation::validate_pod(&pod);
             if !errors.is_empty() {
                 return Err(invalid(r, &name, &errors));
             }
-            let v = to_json(&pod)?;
-            (v.clone(), v)
+            v
         }
         kind => {
             let v = match kind {
@@ -368,6 +395,7 @@ fn normalize(
                 "ControllerRevision" => to_json(&typed::<ControllerRevision>(r, obj)?)?,
                 _ => obj.clone(),
             };
+            check_unknown(&v)?;
             let ok = if kind == "Namespace" {
                 is_dns_label(&name)
             } else {
@@ -389,33 +417,10 @@ fn normalize(
                     }],
                 ));
             }
-            (v.clone(), v)
+            v
         }
     };
-    let mut unknown = Vec::new();
-    if validation_mode != FieldValidation::Ignore {
-        unknown_fields(obj, &plain, "", &mut unknown);
-    }
-    if !unknown.is_empty() && validation_mode == FieldValidation::Strict {
-        let list: Vec<String> = unknown
-            .iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect();
-        return Err(ApiError::bad_request(format!(
-            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
-            r.kind,
-            r.version,
-            r.kind,
-            list.join(", ")
-        )));
-    }
-    Ok((
-        out,
-        unknown
-            .into_iter()
-            .map(|f| format!("unknown field \"{f}\""))
-            .collect(),
-    ))
+    Ok((out, warnings))
 }
 
 /// What a successful write returns.
@@ -563,9 +568,11 @@ impl Api {
                     meta.insert("name".into(), json!(old_name));
                 }
                 Some(n) if n == old_name => {}
-                Some(n) => return Err(ApiError::bad_request(format!(
+                Some(n) => {
+                    return Err(ApiError::bad_request(format!(
                     "the name of the object ({n}) does not match the name on the URL ({old_name})"
-                ))),
+                )))
+                }
             }
             match (&old_ns, meta.get("namespace").and_then(Value::as_str)) {
                 (_, None) | (_, Some("")) => {}
@@ -831,6 +838,19 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
 }
 
 fn parse_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
+    if content_type.contains("application/vnd.kubernetes.protobuf") {
+        return super::protobuf::decode(body).map_err(|e| match e {
+            super::protobuf::ProtobufError::Malformed => ApiError::bad_request(e.to_string()),
+            super::protobuf::ProtobufError::Unsupported(_) => {
+                ApiError::unsupported_media(e.to_string())
+            }
+        });
+    }
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media(format!(
+            "the body of the request was in an unsupported format {content_type:?}: this server accepts application/json and application/yaml"
+        )));
+    }
     let v: Value = if content_type.contains("yaml") {
         serde_yaml::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?
@@ -915,7 +935,7 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Body>, 
                 return Err(ApiError::method_not_allowed(req.method().as_str()));
             }
             Ok(bytes_response(
-                "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
                 discovery::openapi_v2_protobuf(),
             ))
         }
@@ -981,6 +1001,9 @@ async fn resource(
                 Ok(json_response(200, &obj))
             }
         }
+        (&Method::POST, None) if r.namespaced && ns.is_none() => {
+            Err(ApiError::method_not_allowed(method.as_str()))
+        }
         (&Method::POST, None) => {
             let opts = WriteOpts::from_query(&query)?;
             let body = read_body(req.into_body(), content_length).await?;
@@ -1036,11 +1059,16 @@ async fn resource(
                     patch::PatchError::Invalid(_) => ApiError::bad_request(e.to_string()),
                     patch::PatchError::Conflict(_) => ApiError::new(422, "Invalid", e.to_string()),
                 })?;
-                // A patch that does not name a resourceVersion applies to the current object.
-                if patched.pointer("/metadata/resourceVersion")
-                    == patch_doc.pointer("/metadata/resourceVersion")
-                    && patch_doc.pointer("/metadata/resourceVersion").is_none()
-                {
+                // A patch that does not name a resourceVersion applies to whatever is current
+                // (retried on a concurrent write); one that does is a precondition.
+                let explicit = patch_doc.pointer("/metadata/resourceVersion").is_some()
+                    || patch_doc.as_array().is_some_and(|ops| {
+                        ops.iter().any(|op| {
+                            op.get("path").and_then(Value::as_str)
+                                == Some("/metadata/resourceVersion")
+                        })
+                    });
+                if !explicit {
                     if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
                         m.remove("resourceVersion");
                     }
@@ -1421,5 +1449,199 @@ mod tests {
             let want = want.map(|(k, ns, n, p)| (k, ns.map(String::from), n.map(String::from), p));
             assert_eq!(got, want, "{path}");
         }
+    }
+
+    async fn watch_lines(
+        api: &Arc<Api>,
+        resp: Response<Body>,
+        writes: Vec<(&str, Value)>,
+    ) -> Vec<Value> {
+        for (name, obj) in writes {
+            match api.store.get("nodes", "", name).await.unwrap() {
+                Some(_) => api
+                    .store
+                    .update("nodes", "", name, obj, None)
+                    .await
+                    .unwrap(),
+                None => api.store.create("nodes", "", name, obj).await.unwrap(),
+            };
+        }
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(3), body.frame()).await
+        {
+            let Ok(data) = frame.unwrap().into_data() else {
+                continue;
+            };
+            for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                out.push(serde_json::from_slice::<Value>(line).unwrap());
+            }
+        }
+        out
+    }
+
+    fn node(name: &str, labels: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}})
+    }
+
+    fn test_api(dir: &tempfile::TempDir, ring: usize) -> Arc<Api> {
+        let store = super::super::store::SqliteStore::open(&dir.path().join("s.db"), ring).unwrap();
+        Arc::new(Api {
+            store: Arc::new(store),
+        })
+    }
+
+    #[tokio::test]
+    async fn label_selected_watch_sees_objects_enter_and_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let q = Query::parse(Some("watch=1&timeoutSeconds=1&labelSelector=a%3Db"));
+        let resp = watch(api.clone(), &resources::NODES, None, &q, "")
+            .await
+            .unwrap();
+        let lines = watch_lines(
+            &api,
+            resp,
+            vec![
+                ("n1", node("n1", json!({"a": "b"}))),
+                ("n1", node("n1", json!({"a": "c"}))),
+                ("n2", node("n2", json!({}))),
+                ("n1", node("n1", json!({"a": "b", "x": "y"}))),
+                ("n1", node("n1", json!({"a": "b"}))),
+            ],
+        )
+        .await;
+        let got: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["type"].as_str().unwrap(),
+                    l["object"]["metadata"]["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ADDED", "n1"),
+                ("DELETED", "n1"),
+                ("ADDED", "n1"),
+                ("MODIFIED", "n1")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn initial_events_end_with_a_bookmark() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        api.store
+            .create("nodes", "", "n1", node("n1", json!({})))
+            .await
+            .unwrap();
+        let q = Query::parse(Some(
+            "watch=1&timeoutSeconds=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
+        ));
+        let resp = watch(api.clone(), &resources::NODES, None, &q, "")
+            .await
+            .unwrap();
+        let lines = watch_lines(&api, resp, vec![]).await;
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0]["type"], "ADDED");
+        assert_eq!(lines[1]["type"], "BOOKMARK");
+        assert_eq!(lines[1]["object"]["metadata"]["resourceVersion"], "1");
+        assert_eq!(
+            lines[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+            "true"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_is_dropped_with_410() {
+        let dir = tempfile::tempdir().unwrap();
+        // Ring of 4: the broadcast buffer holds 16 events.
+        let api = test_api(&dir, 4);
+        let q = Query::parse(Some("watch=1&resourceVersion=0"));
+        let resp = watch(api.clone(), &resources::NODES, None, &q, "")
+            .await
+            .unwrap();
+        let writes: Vec<(String, Value)> = (0..40)
+            .map(|i| (format!("n{i}"), node(&format!("n{i}"), json!({}))))
+            .collect();
+        let lines = watch_lines(
+            &api,
+            resp,
+            writes
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.clone()))
+                .collect(),
+        )
+        .await;
+        let last = lines.last().unwrap();
+        assert_eq!(last["type"], "ERROR");
+        assert_eq!(last["object"]["code"], 410);
+        assert!(lines.len() < 40);
+    }
+
+    #[tokio::test]
+    async fn field_validation_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let with_typo = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "a", "labelz": {"x": "y"}}, "spec": {"foo": 1}});
+        let opts = |validation| WriteOpts {
+            dry_run: false,
+            validation,
+        };
+        let strict = api
+            .create(
+                &resources::NAMESPACES,
+                None,
+                with_typo.clone(),
+                opts(FieldValidation::Strict),
+            )
+            .await
+            .err()
+            .expect("strict refuses unknown fields");
+        assert_eq!(strict.code, 400);
+        assert!(
+            strict
+                .message
+                .contains("unknown field \"metadata.labelz\", unknown field \"spec.foo\""),
+            "{}",
+            strict.message
+        );
+        let warned = api
+            .create(
+                &resources::NAMESPACES,
+                None,
+                with_typo.clone(),
+                opts(FieldValidation::Warn),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            warned.warnings,
+            [
+                "unknown field \"metadata.labelz\"",
+                "unknown field \"spec.foo\""
+            ]
+        );
+        assert!(
+            warned.object["metadata"].get("labelz").is_none(),
+            "unknown fields are dropped"
+        );
+        let mut other = with_typo;
+        other["metadata"]["name"] = json!("b");
+        let ignored = api
+            .create(
+                &resources::NAMESPACES,
+                None,
+                other,
+                opts(FieldValidation::Ignore),
+            )
+            .await
+            .unwrap();
+        assert!(ignored.warnings.is_empty());
     }
 }

@@ -22,7 +22,7 @@ use crate::core::eligibility::node_should_run;
 use crate::core::hash::template_hash;
 
 /// Every DaemonSet is recomputed at least this often (minReadySeconds, missed events).
-const RESYNC: Duration = Duration::from_secs(10);
+const RESYNC: Duration = Duration::from_secs(30);
 /// A pod whose owning DaemonSet no longer exists is deleted after this long.
 pub const ORPHAN_GRACE: Duration = Duration::from_secs(30);
 
@@ -237,7 +237,21 @@ impl Controller {
                 dirty.insert((ev.namespace.clone(), ev.name.clone()));
             }
         } else if ev.resource == NODES.key() {
-            *all = true;
+            // Heartbeats (status-only writes) do not change where daemon pods belong.
+            let relevant = |v: &Value| {
+                (
+                    v.pointer("/metadata/labels").cloned(),
+                    v.get("spec").cloned(),
+                )
+            };
+            let changed = ev.event_type != EventType::Modified
+                || ev
+                    .prev
+                    .as_ref()
+                    .is_none_or(|p| relevant(p) != relevant(&ev.object));
+            if changed {
+                *all = true;
+            }
         } else if ev.resource == PODS.key() {
             for obj in std::iter::once(&ev.object).chain(ev.prev.iter()) {
                 if let Some((_, owner)) = ds_owner(obj) {
@@ -289,14 +303,15 @@ impl Controller {
             let (ns, name) = (s(d, "/metadata/namespace"), s(d, "/metadata/name"));
             self.sync_logged(ns, name).await;
         }
-        self.collect_orphans(&uids).await;
+        self.collect_orphans(&uids, Instant::now()).await;
     }
 
-    async fn collect_orphans(&mut self, ds_uids: &HashSet<String>) {
+    /// Deletes pods whose controlling DaemonSet uid is not in `ds_uids` once they have been seen
+    /// orphaned for `ORPHAN_GRACE` (time passed in, for tests).
+    async fn collect_orphans(&mut self, ds_uids: &HashSet<String>, now: Instant) {
         let Ok((pods, _)) = self.api.store.list(&PODS.key(), None).await else {
             return;
         };
-        let now = Instant::now();
         let mut still = HashSet::new();
         for p in pods {
             let Some((uid, _)) = ds_owner(&p) else {
@@ -569,5 +584,133 @@ impl Controller {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, worker: bool) -> Arc<Node> {
+        let mut labels = json!({"kubernetes.io/hostname": name});
+        if worker {
+            labels["role"] = json!("worker");
+        }
+        Arc::new(
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": name, "labels": labels}}))
+            .unwrap(),
+        )
+    }
+
+    fn pod(node: &str, hash: &str, ready_since: Option<&str>, created: &str) -> Value {
+        let mut p = json!({"metadata": {"name": format!("p-{node}"), "creationTimestamp": created,
+                "labels": {"controller-revision-hash": hash}},
+            "spec": {"nodeName": node}, "status": {"conditions": []}});
+        if let Some(t) = ready_since {
+            p["status"]["conditions"] =
+                json!([{"type": "Ready", "status": "True", "lastTransitionTime": t}]);
+        }
+        p
+    }
+
+    #[test]
+    fn status_counts_follow_the_daemonset_controller() {
+        let now = DateTime::parse_from_rfc3339("2026-11-24T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ds: DaemonSet = serde_json::from_value(json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "d"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}}, "minReadySeconds": 30,
+                "template": {"metadata": {"labels": {"a": "b"}},
+                    "spec": {"nodeSelector": {"role": "worker"}, "containers": [{"name": "c", "image": "i"}]}}}}))
+        .unwrap();
+        let nodes = vec![
+            node("w1", true),
+            node("w2", true),
+            node("w3", true),
+            node("m1", false),
+        ];
+        let long_ago = "2026-11-24T11:00:00Z";
+        let just_now = "2026-11-24T11:59:50Z";
+        struct Case {
+            pods: Vec<Value>,
+            want: Value,
+            wake: bool,
+        }
+        let cases = [
+            Case {
+                pods: vec![],
+                want: json!({"desiredNumberScheduled": 3, "currentNumberScheduled": 0, "numberReady": 0,
+                    "numberAvailable": 0, "numberUnavailable": 3, "numberMisscheduled": 0, "updatedNumberScheduled": 0}),
+                wake: false,
+            },
+            Case {
+                pods: vec![
+                    pod("w1", "h2", Some(long_ago), long_ago),
+                    pod("w2", "h1", Some(just_now), long_ago),
+                    pod("w3", "h2", None, long_ago),
+                    pod("m1", "h2", Some(long_ago), long_ago),
+                ],
+                want: json!({"desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberReady": 2,
+                    "numberAvailable": 1, "numberUnavailable": 2, "numberMisscheduled": 1, "updatedNumberScheduled": 2}),
+                wake: true,
+            },
+        ];
+        for (i, c) in cases.iter().enumerate() {
+            let refs: Vec<&Value> = c.pods.iter().collect();
+            let (status, wake) = compute_status(&ds, 4, &nodes, &refs, "h2", now);
+            for (k, v) in c.want.as_object().unwrap() {
+                assert_eq!(&status[k], v, "case {i}: {k}");
+            }
+            assert_eq!(status["observedGeneration"], 4);
+            assert_eq!(wake.is_some(), c.wake, "case {i}");
+        }
+    }
+
+    #[tokio::test]
+    async fn orphaned_daemon_pods_are_deleted_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::store::SqliteStore::open(&dir.path().join("s.db"), 100).unwrap();
+        let api = Arc::new(Api {
+            store: Arc::new(store),
+        });
+        let owned = |name: &str, uid: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "uid": uid, "controller": true}]},
+                "spec": {"containers": []}})
+        };
+        api.store
+            .create("pods", "default", "orphan", owned("orphan", "gone"))
+            .await
+            .unwrap();
+        api.store
+            .create("pods", "default", "kept", owned("kept", "live"))
+            .await
+            .unwrap();
+        let live: HashSet<String> = ["live".to_string()].into();
+        let mut c = Controller::new(api.clone());
+        let t0 = Instant::now();
+        c.collect_orphans(&live, t0).await;
+        c.collect_orphans(&live, t0 + ORPHAN_GRACE / 2).await;
+        assert!(api
+            .store
+            .get("pods", "default", "orphan")
+            .await
+            .unwrap()
+            .is_some());
+        c.collect_orphans(&live, t0 + ORPHAN_GRACE).await;
+        assert!(api
+            .store
+            .get("pods", "default", "orphan")
+            .await
+            .unwrap()
+            .is_none());
+        assert!(api
+            .store
+            .get("pods", "default", "kept")
+            .await
+            .unwrap()
+            .is_some());
     }
 }

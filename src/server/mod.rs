@@ -12,6 +12,7 @@
 pub mod api;
 pub mod controller;
 pub mod discovery;
+pub mod protobuf;
 pub mod resources;
 pub mod status;
 pub mod store;
@@ -122,8 +123,28 @@ async fn ensure_namespaces(api: &Api) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises the soft limit of open files to the hard limit: every watch is a connection, and
+/// thousands of agents watch at once.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed by reference.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let wanted = lim.rlim_max;
+            lim.rlim_cur = wanted;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                log::warn!(limit = wanted; "cannot raise the open files limit");
+            }
+        }
+    }
+}
+
 /// Opens the store, writes `DATA_DIR/admin.kubeconfig` and serves on `opts.listen`.
 pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
+    raise_open_files_limit();
     std::fs::create_dir_all(&opts.data_dir)
         .with_context(|| format!("creating data directory {}", opts.data_dir.display()))?;
     let db = opts.data_dir.join("state.db");

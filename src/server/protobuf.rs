@@ -1,0 +1,209 @@
+//! Just enough of the Kubernetes protobuf encoding to accept what kubectl's typed clients send
+//! as protobuf: `kubectl create namespace NAME` (a `k8s\0` envelope around a runtime.Unknown
+//! holding a v1.Namespace). Every other protobuf body is refused with 415.
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProtobufError {
+    #[error("protobuf body is truncated or malformed")]
+    Malformed,
+    #[error("protobuf bodies of kind {0:?} are not supported: send application/json")]
+    Unsupported(String),
+}
+
+const MAGIC: &[u8] = b"k8s\0";
+
+struct Reader<'a> {
+    buf: &'a [u8],
+}
+
+enum Field<'a> {
+    /// A varint or fixed-width scalar (skipped: no field read here needs one).
+    Scalar,
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<u64, ProtobufError> {
+        let mut v: u64 = 0;
+        for i in 0..10 {
+            let (&b, rest) = self.buf.split_first().ok_or(ProtobufError::Malformed)?;
+            self.buf = rest;
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(ProtobufError::Malformed)
+    }
+
+    fn next(&mut self) -> Result<Option<(u64, Field<'a>)>, ProtobufError> {
+        if self.buf.is_empty() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let field = match key & 7 {
+            0 => {
+                self.varint()?;
+                Field::Scalar
+            }
+            2 => {
+                let len = usize::try_from(self.varint()?).map_err(|_| ProtobufError::Malformed)?;
+                if len > self.buf.len() {
+                    return Err(ProtobufError::Malformed);
+                }
+                let (data, rest) = self.buf.split_at(len);
+                self.buf = rest;
+                Field::Bytes(data)
+            }
+            1 => {
+                self.skip(8)?;
+                Field::Scalar
+            }
+            5 => {
+                self.skip(4)?;
+                Field::Scalar
+            }
+            _ => return Err(ProtobufError::Malformed),
+        };
+        Ok(Some((key >> 3, field)))
+    }
+
+    fn skip(&mut self, n: usize) -> Result<(), ProtobufError> {
+        if n > self.buf.len() {
+            return Err(ProtobufError::Malformed);
+        }
+        self.buf = &self.buf[n..];
+        Ok(())
+    }
+}
+
+fn string(b: &[u8]) -> Result<String, ProtobufError> {
+    String::from_utf8(b.to_vec()).map_err(|_| ProtobufError::Malformed)
+}
+
+fn map_entry(b: &[u8]) -> Result<(String, String), ProtobufError> {
+    let mut r = Reader { buf: b };
+    let (mut k, mut v) = (String::new(), String::new());
+    while let Some((tag, f)) = r.next()? {
+        match (tag, f) {
+            (1, Field::Bytes(x)) => k = string(x)?,
+            (2, Field::Bytes(x)) => v = string(x)?,
+            _ => {}
+        }
+    }
+    Ok((k, v))
+}
+
+/// ObjectMeta: name (1), generateName (2), namespace (3), labels (11), annotations (12).
+fn object_meta(b: &[u8]) -> Result<Value, ProtobufError> {
+    let mut r = Reader { buf: b };
+    let mut meta = Map::new();
+    let (mut labels, mut annotations) = (Map::new(), Map::new());
+    while let Some((tag, f)) = r.next()? {
+        if let Field::Bytes(x) = f {
+            match tag {
+                1 => {
+                    meta.insert("name".into(), json!(string(x)?));
+                }
+                2 => {
+                    meta.insert("generateName".into(), json!(string(x)?));
+                }
+                3 => {
+                    meta.insert("namespace".into(), json!(string(x)?));
+                }
+                11 => {
+                    let (k, v) = map_entry(x)?;
+                    labels.insert(k, json!(v));
+                }
+                12 => {
+                    let (k, v) = map_entry(x)?;
+                    annotations.insert(k, json!(v));
+                }
+                _ => {}
+            }
+        }
+    }
+    if !labels.is_empty() {
+        meta.insert("labels".into(), Value::Object(labels));
+    }
+    if !annotations.is_empty() {
+        meta.insert("annotations".into(), Value::Object(annotations));
+    }
+    Ok(Value::Object(meta))
+}
+
+/// Decodes a protobuf request body into the JSON object it stands for.
+pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
+    let rest = body.strip_prefix(MAGIC).ok_or(ProtobufError::Malformed)?;
+    let mut r = Reader { buf: rest };
+    let (mut api_version, mut kind, mut raw) = (String::new(), String::new(), &[][..]);
+    while let Some((tag, f)) = r.next()? {
+        match (tag, f) {
+            (1, Field::Bytes(tm)) => {
+                let mut t = Reader { buf: tm };
+                while let Some((tag, f)) = t.next()? {
+                    match (tag, f) {
+                        (1, Field::Bytes(x)) => api_version = string(x)?,
+                        (2, Field::Bytes(x)) => kind = string(x)?,
+                        _ => {}
+                    }
+                }
+            }
+            (2, Field::Bytes(x)) => raw = x,
+            _ => {}
+        }
+    }
+    if (api_version.as_str(), kind.as_str()) != ("v1", "Namespace") {
+        return Err(ProtobufError::Unsupported(format!("{api_version}/{kind}")));
+    }
+    let mut obj = json!({"apiVersion": api_version, "kind": kind});
+    let mut r = Reader { buf: raw };
+    while let Some((tag, f)) = r.next()? {
+        if let (1, Field::Bytes(x)) = (tag, f) {
+            obj["metadata"] = object_meta(x)?;
+        }
+    }
+    Ok(obj)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(tag: u8, data: &[u8]) -> Vec<u8> {
+        let mut v = vec![(tag << 3) | 2, data.len() as u8];
+        v.extend_from_slice(data);
+        v
+    }
+
+    #[test]
+    fn decodes_a_namespace_and_refuses_the_rest() {
+        let mut labels = field(1, b"team");
+        labels.extend(field(2, b"a"));
+        let mut meta = field(1, b"x1");
+        meta.extend(field(11, &labels));
+        let ns = field(1, &meta);
+        let mut type_meta = field(1, b"v1");
+        type_meta.extend(field(2, b"Namespace"));
+        let mut body = MAGIC.to_vec();
+        body.extend(field(1, &type_meta));
+        body.extend(field(2, &ns));
+        body.extend(field(4, b"application/vnd.kubernetes.protobuf"));
+        assert_eq!(
+            decode(&body).unwrap(),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "x1", "labels": {"team": "a"}}})
+        );
+        let mut other = MAGIC.to_vec();
+        let mut tm = field(1, b"v1");
+        tm.extend(field(2, b"Secret"));
+        other.extend(field(1, &tm));
+        assert_eq!(
+            decode(&other),
+            Err(ProtobufError::Unsupported("v1/Secret".into()))
+        );
+        for bad in [&b"k8s"[..], b"k8s\0\x0a\x7f", b"k8s\0\xff\xff\xff"] {
+            assert!(decode(bad).is_err());
+        }
+    }
+}

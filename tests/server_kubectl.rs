@@ -1,0 +1,976 @@
+//! The API server against the real kubectl (/usr/bin/kubectl, 1.32) with its default flags, and
+//! raw HTTP for watch resume, 410 Gone and malformed input.
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use daemonset_agent::server::{start, RunningServer, ServerOptions};
+use serde_json::Value;
+
+struct Srv {
+    rt: tokio::runtime::Runtime,
+    server: Option<RunningServer>,
+    data: PathBuf,
+    cache: tempfile::TempDir,
+}
+
+impl Srv {
+    fn start(data: &Path) -> Srv {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt
+            .block_on(start(ServerOptions {
+                data_dir: data.to_path_buf(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+            }))
+            .unwrap();
+        Srv {
+            rt,
+            server: Some(server),
+            data: data.to_path_buf(),
+            cache: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn addr(&self) -> std::net::SocketAddr {
+        self.server.as_ref().unwrap().addr
+    }
+    fn stop(mut self) {
+        let s = self.server.take().unwrap();
+        self.rt.block_on(s.shutdown());
+    }
+    fn kubectl(&self, args: &[&str]) -> Output {
+        let out = Command::new("/usr/bin/kubectl")
+            .arg("--kubeconfig")
+            .arg(self.data.join("admin.kubeconfig"))
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .output()
+            .unwrap();
+        eprintln!(
+            "$ kubectl {}\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+    fn kubectl_ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?} failed");
+        String::from_utf8(out.stdout).unwrap()
+    }
+    fn kubectl_json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.kubectl_ok(args)).unwrap()
+    }
+    fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
+        let mut child = Command::new("/usr/bin/kubectl")
+            .arg("--kubeconfig")
+            .arg(self.data.join("admin.kubeconfig"))
+            .arg("--cache-dir")
+            .arg(self.cache.path())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        eprintln!(
+            "$ kubectl {} <<EOF\n{input}EOF\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+}
+
+/// One raw HTTP/1.1 request; returns status code and body (the connection is closed after).
+fn http(addr: std::net::SocketAddr, raw: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = s.write_all(raw);
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_string())
+        .unwrap_or_default();
+    (code, body)
+}
+
+fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    http(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// Polls `f` until it returns Some, for at most 20 s.
+fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn revisions_of(srv: &Srv, ds: &str) -> Vec<Value> {
+    let list = srv.kubectl_json(&["get", "controllerrevisions", "-o", "json"]);
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["metadata"]["ownerReferences"][0]["name"] == ds)
+        .cloned()
+        .collect()
+}
+
+const NODE: &str = r#"{"apiVersion": "v1", "kind": "Node",
+  "metadata": {"name": "worker-1", "labels": {"kubernetes.io/hostname": "worker-1", "kubernetes.io/os": "linux"}},
+  "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+    "lastHeartbeatTime": "2026-11-24T00:00:00Z", "lastTransitionTime": "2026-11-24T00:00:00Z"}],
+    "nodeInfo": {"kubeletVersion": "daemonset-agent-0.1.0", "machineID": "", "systemUUID": "", "bootID": "",
+      "kernelVersion": "6.1", "osImage": "Debian", "containerRuntimeVersion": "containerd://1.6.20",
+      "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"}}}
+"#;
+
+#[test]
+fn kubectl_apply_get_label_delete_with_default_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let d = dir.path();
+
+    let out = srv.kubectl_ok(&["apply", "-f", &write(d, "nm.yaml", NODE_MONITOR)]);
+    assert!(out.contains("daemonset.apps/node-monitor created"), "{out}");
+    let out = srv.kubectl_ok(&["apply", "-f", &write(d, "kp.yaml", KUBE_PROXY)]);
+    assert!(out.contains("daemonset.apps/kube-proxy created"), "{out}");
+
+    let ds = srv.kubectl_json(&["get", "ds", "node-monitor", "-o", "json"]);
+    assert_eq!(ds["metadata"]["generation"], 1);
+    assert_eq!(ds["metadata"]["namespace"], "default");
+    assert!(ds["metadata"]["uid"].as_str().unwrap().len() == 36);
+    assert!(ds["metadata"]["creationTimestamp"].is_string());
+    assert_eq!(
+        ds["spec"]["updateStrategy"]["type"], "RollingUpdate",
+        "defaulted"
+    );
+    assert_eq!(ds["spec"]["revisionHistoryLimit"], 10, "defaulted");
+    let rv1: u64 = ds["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    eventually("observedGeneration 1", || {
+        let ds = srv.kubectl_json(&["get", "ds", "node-monitor", "-o", "json"]);
+        (ds["status"]["observedGeneration"] == 1).then_some(())
+    });
+    let revs = eventually("first revision", || {
+        let r = revisions_of(&srv, "node-monitor");
+        (r.len() == 1).then_some(r)
+    });
+    assert_eq!(revs[0]["revision"], 1);
+    assert_eq!(revs[0]["data"]["spec"]["template"]["$patch"], "replace");
+    let hash = revs[0]["metadata"]["labels"]["controller-revision-hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(revs[0]["metadata"]["name"], format!("node-monitor-{hash}"));
+    assert_eq!(revs[0]["metadata"]["labels"]["app"], "monitoring");
+
+    // A second apply of a changed file: a strategic merge patch.
+    let changed = NODE_MONITOR.replace("monitoring-agent:latest", "monitoring-agent:v2");
+    let out = srv.kubectl_ok(&["apply", "-f", &write(d, "nm2.yaml", &changed)]);
+    assert!(
+        out.contains("daemonset.apps/node-monitor configured"),
+        "{out}"
+    );
+    let ds = srv.kubectl_json(&["get", "ds", "node-monitor", "-o", "json"]);
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["image"],
+        "monitoring-agent:v2"
+    );
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+        "100m"
+    );
+    assert_eq!(ds["metadata"]["generation"], 2);
+    let rv2: u64 = ds["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(rv2 > rv1);
+    let revs = eventually("second revision", || {
+        let r = revisions_of(&srv, "node-monitor");
+        (r.len() == 2).then_some(r)
+    });
+    let newest = revs
+        .iter()
+        .find(|r| r["revision"] == 2)
+        .expect("revision 2");
+    assert_ne!(
+        newest["metadata"]["labels"]["controller-revision-hash"],
+        hash.as_str()
+    );
+    // An unchanged apply changes nothing.
+    let out = srv.kubectl_ok(&["apply", "-f", &write(d, "nm3.yaml", &changed)]);
+    assert!(out.contains("unchanged"), "{out}");
+
+    // Tables.
+    let out = srv.kubectl_ok(&["get", "ds"]);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE",
+            "SELECTOR",
+            "AGE"
+        ]
+    );
+    assert!(
+        out.contains("node-monitor") && out.contains("kube-proxy"),
+        "{out}"
+    );
+    let out = srv.kubectl_ok(&["get", "ds", "-o", "wide"]);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(&header[9..], ["CONTAINERS", "IMAGES", "SELECTOR"], "{out}");
+    assert!(
+        out.contains("monitoring-agent:v2") && out.contains("app=monitoring"),
+        "{out}"
+    );
+    let out = srv.kubectl_ok(&["get", "ds", "node-monitor", "-o", "yaml"]);
+    assert!(
+        out.contains("kind: DaemonSet") && out.contains("name: node-monitor"),
+        "{out}"
+    );
+    let out = srv.kubectl_ok(&["get", "ds", "-A"]);
+    assert!(
+        out.lines().next().unwrap().starts_with("NAMESPACE"),
+        "{out}"
+    );
+
+    // Nodes.
+    let out = srv.kubectl_stdin(&["create", "-f", "-"], NODE);
+    assert!(out.status.success());
+    let out = srv.kubectl_ok(&["get", "nodes", "--show-labels"]);
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "STATUS", "ROLES", "AGE", "VERSION", "LABELS"]
+    );
+    assert!(out.contains("worker-1   Ready"), "{out}");
+    assert!(out.contains("kubernetes.io/hostname=worker-1"), "{out}");
+    srv.kubectl_ok(&[
+        "label",
+        "node",
+        "worker-1",
+        "node-role.kubernetes.io/worker=true",
+    ]);
+    srv.kubectl_ok(&["label", "node", "worker-1", "k=v"]);
+    let node = srv.kubectl_json(&["get", "node", "worker-1", "-o", "json"]);
+    assert_eq!(node["metadata"]["labels"]["k"], "v");
+    let out = srv.kubectl_ok(&["get", "nodes"]);
+    assert!(out.contains("worker"), "{out}");
+    // The node now matches both DaemonSets: the controller counts it.
+    eventually("desired 1", || {
+        let ds = srv.kubectl_json(&["get", "ds", "node-monitor", "-o", "json"]);
+        (ds["status"]["desiredNumberScheduled"] == 1 && ds["status"]["numberUnavailable"] == 1)
+            .then_some(())
+    });
+    // A pod of the DaemonSet on the node, as an agent reports it: counted once Ready.
+    let ds = srv.kubectl_json(&["get", "ds", "node-monitor", "-o", "json"]);
+    let new_hash = newest["metadata"]["labels"]["controller-revision-hash"]
+        .as_str()
+        .unwrap();
+    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "node-monitor-abcde", "labels": {"app": "monitoring", "controller-revision-hash": new_hash},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "node-monitor",
+                "uid": ds["metadata"]["uid"], "controller": true}]},
+        "spec": {"nodeName": "worker-1", "containers": [{"name": "node-monitor-agent", "image": "monitoring-agent:v2"}]}});
+    assert!(srv
+        .kubectl_stdin(&["create", "-f", "-"], &pod.to_string())
+        .status
+        .success());
+    let status = r#"{"status": {"phase": "Running", "podIP": "10.0.0.5", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-24T00:00:00Z"}],
+        "containerStatuses": [{"name": "node-monitor-agent", "image": "monitoring-agent:v2", "imageID": "", "ready": true, "restartCount": 3, "state": {"running": {}}}]}}"#;
+    srv.kubectl_ok(&[
+        "patch",
+        "pod",
+        "node-monitor-abcde",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ]);
+    eventually("pod counted ready, available and updated", || {
+        let ds = srv.kubectl_json(&["get", "ds", "node-monitor", "-o", "json"]);
+        let st = &ds["status"];
+        (st["currentNumberScheduled"] == 1
+            && st["numberReady"] == 1
+            && st["numberAvailable"] == 1
+            && st["updatedNumberScheduled"] == 1
+            && st["numberUnavailable"] == 0)
+            .then_some(())
+    });
+    let out = srv.kubectl_ok(&["rollout", "status", "ds/node-monitor", "--timeout=10s"]);
+    assert!(out.contains("successfully rolled out"), "{out}");
+    let out = srv.kubectl_ok(&["get", "pods", "-o", "wide"]);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..4],
+        ["node-monitor-abcde", "1/1", "Running", "3"],
+        "{out}"
+    );
+    assert_eq!(&row[5..7], ["10.0.0.5", "worker-1"], "{out}");
+    let out = srv.kubectl_ok(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "spec.nodeName=worker-2",
+        "-o",
+        "name",
+    ]);
+    assert!(out.is_empty(), "{out}");
+    let out = srv.kubectl_ok(&["get", "pods", "-l", "app=monitoring", "-o", "name"]);
+    assert_eq!(out.trim(), "pod/node-monitor-abcde");
+
+    srv.kubectl_ok(&["label", "node", "worker-1", "k-"]);
+    let node = srv.kubectl_json(&["get", "node", "worker-1", "-o", "json"]);
+    assert!(node["metadata"]["labels"].get("k").is_none());
+
+    // Delete returns promptly and takes the revisions along.
+    let t = Instant::now();
+    let out = srv.kubectl_ok(&["delete", "ds", "kube-proxy"]);
+    assert!(
+        out.contains("daemonset.apps \"kube-proxy\" deleted"),
+        "{out}"
+    );
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let out = srv.kubectl(&["get", "ds", "kube-proxy"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"));
+    eventually("kube-proxy revisions deleted", || {
+        revisions_of(&srv, "kube-proxy").is_empty().then_some(())
+    });
+    srv.stop();
+}
+
+#[test]
+fn kubectl_refused_inputs_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let d = dir.path();
+    let cases: [(&str, String, &str); 6] = [
+        (
+            "invalid yaml",
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: [name: x\n".into(),
+            "yaml",
+        ),
+        (
+            "unknown kind",
+            NODE_MONITOR.replace("kind: DaemonSet", "kind: DaemonSett"),
+            "DaemonSett",
+        ),
+        (
+            "selector does not match template labels",
+            NODE_MONITOR.replace(
+                "        app: monitoring\n    spec:",
+                "        app: other\n    spec:",
+            ),
+            "spec.template.metadata.labels",
+        ),
+        (
+            "bad quantity",
+            NODE_MONITOR.replace("\"100m\"", "\"100x\""),
+            "spec.template.spec.containers[0].resources.limits",
+        ),
+        (
+            "invalid name",
+            NODE_MONITOR.replace("name: node-monitor\n", "name: Bad_Name\n"),
+            "metadata.name",
+        ),
+        (
+            "typo in a field",
+            NODE_MONITOR.replace("image:", "imagez:"),
+            "imagez",
+        ),
+    ];
+    for (what, text, needle) in cases {
+        let out = srv.kubectl(&["apply", "-f", &write(d, "bad.yaml", &text)]);
+        assert!(!out.status.success(), "{what}: kubectl accepted it");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(needle),
+            "{what}: error does not name {needle}: {err}"
+        );
+        let list = srv.kubectl_json(&["get", "ds", "-A", "-o", "json"]);
+        assert_eq!(
+            list["items"].as_array().unwrap().len(),
+            0,
+            "{what}: something was stored"
+        );
+    }
+    // The same manifest without the mistakes goes in.
+    let out = srv.kubectl_ok(&["apply", "-f", &write(d, "good.yaml", NODE_MONITOR)]);
+    assert!(out.contains("created"), "{out}");
+    srv.stop();
+}
+
+fn watch_lines(addr: std::net::SocketAddr, query: &str) -> Vec<Value> {
+    let (code, body) = get(
+        addr,
+        &format!("/api/v1/nodes?watch=true&timeoutSeconds=1&{query}"),
+    );
+    assert_eq!(code, 200, "{body}");
+    body.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn post_node(addr: std::net::SocketAddr, name: &str) -> Value {
+    let body = format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}"}}}}"#);
+    let (code, resp) = http(
+        addr,
+        format!(
+            "POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(code, 201, "{resp}");
+    serde_json::from_str(&resp).unwrap()
+}
+
+fn rv_of(v: &Value) -> u64 {
+    v["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn watch_resumes_and_resource_versions_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let a = post_node(srv.addr(), "a");
+    let b = post_node(srv.addr(), "b");
+    let c = post_node(srv.addr(), "c");
+    assert!(rv_of(&a) < rv_of(&b) && rv_of(&b) < rv_of(&c));
+    // Resume after a: b and c, in order.
+    let ev = watch_lines(srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
+    let names: Vec<(&str, &str)> = ev
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap(),
+                e["object"]["metadata"]["name"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("ADDED", "b"), ("ADDED", "c")]);
+    // resourceVersion 0: the current objects as ADDED.
+    let ev = watch_lines(srv.addr(), "resourceVersion=0");
+    assert_eq!(ev.len(), 3);
+    // A field-selected watch (what kubectl delete --wait uses).
+    let ev = watch_lines(
+        srv.addr(),
+        "resourceVersion=0&fieldSelector=metadata.name%3Db",
+    );
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["object"]["metadata"]["name"], "b");
+    // A list carries the store's resourceVersion.
+    let (_, body) = get(srv.addr(), "/api/v1/nodes");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(rv_of(&list), rv_of(&c));
+
+    // Concurrent patches without a resourceVersion all apply (retried, not 409).
+    let addr = srv.addr();
+    let threads: Vec<_> = (0..16)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let body = format!(r#"{{"metadata":{{"labels":{{"l{i}":"x"}}}}}}"#);
+                http(addr, format!(
+                    "PATCH /api/v1/nodes/c HTTP/1.1\r\nHost: x\r\nContent-Type: application/merge-patch+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                ).as_bytes())
+            })
+        })
+        .collect();
+    for t in threads {
+        let (code, body) = t.join().unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    let (_, body) = get(addr, "/api/v1/nodes/c");
+    let c2: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(c2["metadata"]["labels"].as_object().unwrap().len(), 16);
+    // A stale resourceVersion in a patch is a precondition: 409.
+    let body = format!(
+        r#"{{"metadata":{{"resourceVersion":"{}","labels":{{"z":"z"}}}}}}"#,
+        rv_of(&c)
+    );
+    let (code, resp) = http(addr, format!(
+        "PATCH /api/v1/nodes/c HTTP/1.1\r\nHost: x\r\nContent-Type: application/merge-patch+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ).as_bytes());
+    assert_eq!(code, 409, "{resp}");
+    // Creating a namespaced object without a namespace in the URL is not allowed.
+    let (code, _) = http(addr, b"POST /api/v1/pods HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    assert_eq!(code, 405);
+
+    srv.stop();
+    let srv = Srv::start(dir.path());
+    let (code, body) = get(srv.addr(), "/api/v1/nodes/b");
+    assert_eq!(code, 200);
+    let b2: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(b2["metadata"]["uid"], b["metadata"]["uid"]);
+    let d = post_node(srv.addr(), "d");
+    assert!(
+        rv_of(&d) > rv_of(&c),
+        "resourceVersion went back after a restart"
+    );
+    // History older than the restart is gone: 410 Expired as an ERROR event.
+    let ev = watch_lines(srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert_eq!(ev[0]["type"], "ERROR");
+    assert_eq!(ev[0]["object"]["code"], 410);
+    assert_eq!(ev[0]["object"]["reason"], "Expired");
+    // kubectl sees the objects of before the restart.
+    let out = srv.kubectl_ok(&["get", "nodes", "-o", "name"]);
+    assert_eq!(out.lines().count(), 4, "{out}");
+    srv.stop();
+}
+
+#[test]
+fn malformed_and_oversized_requests_get_status_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let addr = srv.addr();
+    let status = |code_body: (u16, String)| -> (u16, Value) {
+        let v: Value = serde_json::from_str(&code_body.1).unwrap_or(Value::Null);
+        (code_body.0, v)
+    };
+    // Garbage is refused by the HTTP layer without harm.
+    let _ = http(addr, b"\x00\x01GARBAGE\r\n\r\n");
+    let _ = http(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: nope\r\n\r\n",
+    );
+    // Bad JSON.
+    let (code, s) = status(http(addr, b"POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\n{nope"));
+    assert_eq!(
+        (code, s["kind"].as_str(), s["reason"].as_str()),
+        (400, Some("Status"), Some("BadRequest"))
+    );
+    // YAML bodies are accepted; broken YAML is a 400 Status.
+    let yaml = "apiVersion: v1\nkind: Node\nmetadata:\n  name: from-yaml\n";
+    let (code, s) = status(http(addr, format!("POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{yaml}", yaml.len()).as_bytes()));
+    assert_eq!(
+        (code, s["metadata"]["name"].as_str()),
+        (201, Some("from-yaml"))
+    );
+    let yaml = "kind: Node\nmetadata: [oops\n";
+    let (code, s) = status(http(addr, format!("POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Type: application/yaml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{yaml}", yaml.len()).as_bytes()));
+    assert_eq!((code, s["reason"].as_str()), (400, Some("BadRequest")));
+    // Oversized, announced and chunked.
+    let (code, s) = status(http(addr, b"POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\nConnection: close\r\n\r\n{}"));
+    assert_eq!(
+        (code, s["reason"].as_str()),
+        (413, Some("RequestEntityTooLarge"))
+    );
+    let mut big = b"POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..4 {
+        big.extend_from_slice(b"100000\r\n");
+        big.extend(std::iter::repeat_n(b' ', 0x100000));
+        big.extend_from_slice(b"\r\n");
+    }
+    big.extend_from_slice(b"0\r\n\r\n");
+    let (code, s) = status(http(addr, &big));
+    assert_eq!(
+        (code, s["reason"].as_str()),
+        (413, Some("RequestEntityTooLarge"))
+    );
+    // Unknown path, wrong method, wrong kind for the URL.
+    let (code, s) = status(get(addr, "/apis/apps/v1/namespaces/default/frobs"));
+    assert_eq!((code, s["reason"].as_str()), (404, Some("NotFound")));
+    let (code, s) = status(http(
+        addr,
+        b"PUT /api HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ));
+    assert_eq!(
+        (code, s["reason"].as_str()),
+        (405, Some("MethodNotAllowed"))
+    );
+    let body = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"x"}}"#;
+    let (code, s) = status(http(addr, format!("POST /api/v1/nodes HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).as_bytes()));
+    assert_eq!(
+        (code, s["reason"].as_str()),
+        (400, Some("BadRequest")),
+        "{s}"
+    );
+    let (code, s) = status(get(addr, "/api/v1/namespaces/default/pods/nope"));
+    assert_eq!((code, s["details"]["kind"].as_str()), (404, Some("pods")));
+    // Still serving.
+    assert_eq!(get(addr, "/healthz"), (200, "ok".to_string()));
+    assert_eq!(get(addr, "/readyz").0, 200);
+    srv.stop();
+}
+
+const NODE_MONITOR: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: node-monitor
+  labels:
+    app: monitoring
+spec:
+  selector:
+    matchLabels:
+      app: monitoring
+  template:
+    metadata:
+      labels:
+        app: monitoring
+    spec:
+      containers:
+      - name: node-monitor-agent
+        image: monitoring-agent:latest
+        resources:
+          limits:
+            memory: \"200Mi\"
+            cpu: \"100m\"
+      nodeSelector:
+        node-role.kubernetes.io/worker: \"true\"
+";
+
+const KUBE_PROXY: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: kube-proxy
+spec:
+  selector:
+    matchLabels:
+      k8s-app: kube-proxy
+  template:
+    metadata:
+      labels:
+        k8s-app: kube-proxy
+    spec:
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+            - matchExpressions:
+              - key: node-role.kubernetes.io/worker
+                operator: In
+                values:
+                - \"true\"
+      containers:
+      - name: kube-proxy
+        image: kube-proxy:latest
+";
+
+/// The kube crate (what the agent uses) against the server: kubeconfig, create, list, patch,
+/// status replace and the runtime watcher (list + watch with bookmarks).
+#[test]
+fn kube_client_lists_watches_and_patches() {
+    use futures::StreamExt;
+    use k8s_openapi::api::apps::v1::DaemonSet;
+    use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+    use kube::config::{KubeConfigOptions, Kubeconfig};
+    use kube::runtime::watcher;
+
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let path = dir.path().join("admin.kubeconfig");
+    srv.rt.block_on(async {
+        let kc = Kubeconfig::read_from(&path).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .unwrap();
+        let client = kube::Client::try_from(config).unwrap();
+        let api: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
+        let mut events = watcher(api.clone(), watcher::Config::default()).boxed();
+        // The initial list ends with InitDone.
+        loop {
+            match events.next().await.unwrap().unwrap() {
+                watcher::Event::InitDone => break,
+                _ => continue,
+            }
+        }
+        let ds: DaemonSet = serde_yaml::from_str(NODE_MONITOR).unwrap();
+        let created = api.create(&PostParams::default(), &ds).await.unwrap();
+        assert_eq!(created.metadata.generation, Some(1));
+        let seen = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let watcher::Event::Apply(d) = events.next().await.unwrap().unwrap() {
+                    if d.metadata.name.as_deref() == Some("node-monitor") {
+                        return d;
+                    }
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(seen.metadata.uid, created.metadata.uid);
+        let list = api
+            .list(&ListParams::default().labels("app=monitoring"))
+            .await
+            .unwrap();
+        assert_eq!(list.items.len(), 1);
+        assert!(list.metadata.resource_version.is_some());
+        let patch = serde_json::json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "node-monitor-agent", "image": "monitoring-agent:v3"}]}}}});
+        let patched = api
+            .patch(
+                "node-monitor",
+                &PatchParams::default(),
+                &Patch::Strategic(&patch),
+            )
+            .await
+            .unwrap();
+        let c = &patched
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .spec
+            .as_ref()
+            .unwrap()
+            .containers[0];
+        assert_eq!(c.image.as_deref(), Some("monitoring-agent:v3"));
+        assert!(
+            c.resources.is_some(),
+            "strategic merge kept the other container fields"
+        );
+        assert_eq!(patched.metadata.generation, Some(2));
+        // A status write never changes spec or generation.
+        let status = serde_json::json!({"status": {"numberReady": 7, "currentNumberScheduled": 0,
+            "desiredNumberScheduled": 0, "numberMisscheduled": 0}});
+        let after = api
+            .patch_status(
+                "node-monitor",
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
+            .await
+            .unwrap();
+        assert_eq!(after.metadata.generation, Some(2));
+        assert_eq!(after.spec, patched.spec);
+        // A stale resourceVersion is a 409 Conflict.
+        let mut stale = created.clone();
+        stale.metadata.labels = Some([("x".to_string(), "y".to_string())].into());
+        match api
+            .replace("node-monitor", &PostParams::default(), &stale)
+            .await
+        {
+            Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (409, "Conflict")),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        api.delete("node-monitor", &Default::default())
+            .await
+            .unwrap();
+        let gone = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let watcher::Event::Delete(d) = events.next().await.unwrap().unwrap() {
+                    return d;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert_eq!(gone.metadata.name.as_deref(), Some("node-monitor"));
+    });
+    srv.stop();
+}
+
+/// The official Python client (`pip install kubernetes`): tests/python_client.py.
+#[test]
+fn python_client_lists_creates_watches() {
+    let ok = Command::new("python3")
+        .args(["-c", "import kubernetes"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "the python kubernetes client is missing: pip install kubernetes"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python_client.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(dir.path().join("admin.kubeconfig"))
+        .output()
+        .unwrap();
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "python client test failed");
+    srv.stop();
+}
+
+#[test]
+fn kubectl_namespaces_generate_name_and_server_dry_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let d = dir.path();
+    let out = srv.kubectl_ok(&["get", "ns", "-o", "name"]);
+    let mut names: Vec<&str> = out.lines().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "namespace/default",
+            "namespace/kube-node-lease",
+            "namespace/kube-public",
+            "namespace/kube-system"
+        ]
+    );
+    let ns = "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n";
+    assert!(srv
+        .kubectl_ok(&["apply", "-f", &write(d, "ns.yaml", ns)])
+        .contains("created"));
+
+    let out = srv.kubectl_ok(&[
+        "apply",
+        "-n",
+        "team-a",
+        "--dry-run=server",
+        "-f",
+        &write(d, "nm.yaml", NODE_MONITOR),
+    ]);
+    assert!(out.contains("(server dry run)"), "{out}");
+    let list = srv.kubectl_json(&["get", "ds", "-A", "-o", "json"]);
+    assert_eq!(
+        list["items"].as_array().unwrap().len(),
+        0,
+        "dry run stored something"
+    );
+
+    let generated = NODE_MONITOR.replace("  name: node-monitor\n", "  generateName: nm-\n");
+    let out = srv.kubectl_ok(&[
+        "create",
+        "-n",
+        "team-a",
+        "-f",
+        &write(d, "gen.yaml", &generated),
+    ]);
+    let name = out
+        .trim()
+        .strip_prefix("daemonset.apps/")
+        .unwrap()
+        .strip_suffix(" created")
+        .unwrap();
+    assert!(name.starts_with("nm-") && name.len() == 8, "{out}");
+    srv.kubectl_ok(&["get", "ds", "-n", "team-a", name]);
+
+    let out = srv.kubectl(&[
+        "apply",
+        "-n",
+        "nope",
+        "-f",
+        &write(d, "nm.yaml", NODE_MONITOR),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("namespaces \"nope\" not found"));
+
+    // kubectl create namespace sends protobuf.
+    let out = srv.kubectl_ok(&["create", "namespace", "team-b"]);
+    assert!(out.contains("namespace/team-b created"), "{out}");
+    srv.kubectl_ok(&["get", "ns", "team-b"]);
+
+    // Deleting a namespace deletes what is in it, at once.
+    srv.kubectl_ok(&["delete", "ns", "team-a"]);
+    let list = srv.kubectl_json(&["get", "ds", "-A", "-o", "json"]);
+    assert_eq!(list["items"].as_array().unwrap().len(), 0);
+    srv.stop();
+}
+
+#[test]
+fn revisions_are_pruned_to_the_history_limit_and_reused_on_rollback() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let d = dir.path();
+    let base = KUBE_PROXY.replace(
+        "spec:\n  selector:",
+        "spec:\n  revisionHistoryLimit: 1\n  selector:",
+    );
+    for (i, tag) in ["v1", "v2", "v3"].iter().enumerate() {
+        let text = base.replace("kube-proxy:latest", &format!("kube-proxy:{tag}"));
+        srv.kubectl_ok(&["apply", "-f", &write(d, "kp.yaml", &text)]);
+        eventually("revision for the new template", || {
+            let revs = revisions_of(&srv, "kube-proxy");
+            revs.iter()
+                .any(|r| r["revision"] == i as i64 + 1)
+                .then_some(())
+        });
+    }
+    let revs = eventually("pruned to current + 1", || {
+        let r = revisions_of(&srv, "kube-proxy");
+        (r.len() == 2).then_some(r)
+    });
+    let mut numbers: Vec<i64> = revs
+        .iter()
+        .map(|r| r["revision"].as_i64().unwrap())
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, [2, 3]);
+    // Back to v2: its revision is reused and becomes the newest.
+    let out = srv.kubectl_ok(&["rollout", "undo", "ds/kube-proxy"]);
+    assert!(out.contains("rolled back"), "{out}");
+    let ds = srv.kubectl_json(&["get", "ds", "kube-proxy", "-o", "json"]);
+    assert_eq!(
+        ds["spec"]["template"]["spec"]["containers"][0]["image"],
+        "kube-proxy:v2"
+    );
+    eventually("v2 revision renumbered 4", || {
+        let r = revisions_of(&srv, "kube-proxy");
+        r.iter()
+            .any(|c| {
+                c["revision"] == 4
+                    && c["data"]["spec"]["template"]["spec"]["containers"][0]["image"]
+                        == "kube-proxy:v2"
+            })
+            .then_some(())
+    });
+    srv.stop();
+}
