@@ -37,20 +37,25 @@ log() { printf '[run %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 t_start=$SECONDS
 
 # ---------------------------------------------------------------- build
+# One build: `cargo bench` builds the binary too (bench profile = release), and a separate
+# `cargo build --release` would rebuild the crate in the other profile each time.
 log "building (release)"
-cargo build --release --bin daemonset-agent
-bench_exe=$(cargo bench --bench harness --no-run --message-format=json 2>/dev/null | python3 -c '
+artifacts=$(cargo bench --bench harness --no-run --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
         m = json.loads(line)
     except ValueError:
         continue
-    if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "harness" and m.get("executable"):
-        print(m["executable"])
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        if t.get("name") == "harness" or (t.get("name") == "daemonset-agent" and "bin" in t.get("kind", [])):
+            print(t["name"], m["executable"])
 ')
-[[ -x $bench_exe ]] || { cargo bench --bench harness --no-run; echo "run.sh: no harness executable" >&2; exit 1; }
-agent_bin=$repo/target/release/daemonset-agent
+bench_exe=$(awk '$1 == "harness" {print $2}' <<< "$artifacts")
+agent_bin=$(awk '$1 == "daemonset-agent" {print $2}' <<< "$artifacts")
+[[ -x $bench_exe ]] || { echo "run.sh: no harness executable" >&2; exit 1; }
+[[ -x $agent_bin ]] || { echo "run.sh: no $agent_bin" >&2; exit 1; }
 log "built in $((SECONDS - t_start)) s"
 
 # ---------------------------------------------------------------- peers (own containerd, first)
