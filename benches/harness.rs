@@ -188,9 +188,14 @@ fn p3(xs: &[f64]) -> String {
 // ------------------------------------------------------------------------------------ /proc
 
 fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS:")
+}
+
+/// A `kB` field of /proc/PID/status (VmRSS:, RssAnon:, RssFile:).
+fn status_kib(pid: u32, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -215,8 +220,9 @@ fn clk_tck() -> f64 {
     }
 }
 
-/// RSS (max over 1 s samples, MiB) and CPU (% of one core) of `pid` over `window`.
-async fn footprint(pid: u32, window: Duration) -> Result<(f64, f64)> {
+/// RSS (max over 1 s samples, MiB) and CPU (% of one core) of `pid` over `window`, and the
+/// RSS split at the end: anonymous (heap, stacks) and file-backed (mostly the binary's text).
+async fn footprint(pid: u32, window: Duration) -> Result<(f64, f64, f64, f64)> {
     let t0 = Instant::now();
     let c0 = cpu_ticks(pid).ok_or_else(|| anyhow!("process {pid} is gone"))?;
     let mut max_rss = rss_kib(pid).unwrap_or(0);
@@ -226,7 +232,9 @@ async fn footprint(pid: u32, window: Duration) -> Result<(f64, f64)> {
     }
     let c1 = cpu_ticks(pid).ok_or_else(|| anyhow!("process {pid} is gone"))?;
     let cpu = (c1 - c0) as f64 / clk_tck() / t0.elapsed().as_secs_f64() * 100.0;
-    Ok((max_rss as f64 / 1024.0, cpu))
+    let anon = status_kib(pid, "RssAnon:").unwrap_or(0) as f64 / 1024.0;
+    let file = status_kib(pid, "RssFile:").unwrap_or(0) as f64 / 1024.0;
+    Ok((max_rss as f64 / 1024.0, cpu, anon, file))
 }
 
 fn raise_nofile() -> Result<u64> {
@@ -906,7 +914,8 @@ impl Bench {
             "[harness] footprint: {n} pods, {:?}",
             self.sz.footprint_window
         );
-        let (rss_busy, cpu_busy) = footprint(self.agent.pid(), self.sz.footprint_window).await?;
+        let (rss_busy, cpu_busy, anon_busy, file_busy) =
+            footprint(self.agent.pid(), self.sz.footprint_window).await?;
 
         // floor: replace (stop + remove + create of the new image)
         eprintln!("[harness] convergence: update");
@@ -1003,7 +1012,7 @@ impl Bench {
         r.row(
             &format!("agent RSS MiB, {n} pods"),
             format!("{rss_busy:.1}"),
-            String::new(),
+            format!("anon {anon_busy:.1} file {file_busy:.1}"),
             None,
         )
         .target("<= 40", rss_busy <= 40.0);
@@ -1021,7 +1030,8 @@ impl Bench {
         );
         r.json.insert(
             "footprint_busy".into(),
-            json!({"pods": n, "window_s": self.sz.footprint_window.as_secs(), "rss_mib_max": rss_busy, "cpu_pct": cpu_busy}),
+            json!({"pods": n, "window_s": self.sz.footprint_window.as_secs(), "rss_mib_max": rss_busy,
+                "rss_anon_mib": anon_busy, "rss_file_mib": file_busy, "cpu_pct": cpu_busy}),
         );
         Ok(())
     }
@@ -1029,12 +1039,12 @@ impl Bench {
     async fn idle_footprint(&mut self) -> Result<()> {
         tokio::time::sleep(self.sz.settle).await;
         eprintln!("[harness] footprint: idle, {:?}", self.sz.footprint_window);
-        let (rss, cpu) = footprint(self.agent.pid(), self.sz.footprint_window).await?;
+        let (rss, cpu, anon, file) = footprint(self.agent.pid(), self.sz.footprint_window).await?;
         let r = &mut self.report;
         r.row(
             "agent RSS MiB, idle (0 pods)",
             format!("{rss:.1}"),
-            String::new(),
+            format!("anon {anon:.1} file {file:.1}"),
             None,
         )
         .target("<= 20", rss <= 20.0);
@@ -1047,7 +1057,8 @@ impl Bench {
         .target("<= 0.5", cpu <= 0.5);
         r.json.insert(
             "footprint_idle".into(),
-            json!({"window_s": self.sz.footprint_window.as_secs(), "rss_mib_max": rss, "cpu_pct": cpu}),
+            json!({"window_s": self.sz.footprint_window.as_secs(), "rss_mib_max": rss,
+                "rss_anon_mib": anon, "rss_file_mib": file, "cpu_pct": cpu}),
         );
         Ok(())
     }
@@ -1327,9 +1338,21 @@ async fn run(o: Opts) -> Result<Report> {
     let t_start = Instant::now();
     let mut b = setup(o).await?;
     let res = async {
+        let pid = b.agent.pid();
+        let (rss, anon, file) = (
+            rss_kib(pid).unwrap_or(0) as f64 / 1024.0,
+            status_kib(pid, "RssAnon:").unwrap_or(0) as f64 / 1024.0,
+            status_kib(pid, "RssFile:").unwrap_or(0) as f64 / 1024.0,
+        );
+        b.report.row(
+            "agent RSS MiB at start (no work yet)",
+            format!("{rss:.1}"),
+            format!("anon {anon:.1} file {file:.1}"),
+            None,
+        );
         b.report.json.insert(
-            "agent_rss_mib_at_start".into(),
-            json!(rss_kib(b.agent.pid()).unwrap_or(0) as f64 / 1024.0),
+            "agent_at_start".into(),
+            json!({"rss_mib": rss, "rss_anon_mib": anon, "rss_file_mib": file}),
         );
         b.latency().await?;
         b.convergence().await?;
