@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# The benchmark harness of issue 3, in one command:
+#
+#   bash bench/run.sh [--smoke] [--peers] [--json OUT.json]
+#
+# Builds in release (the daemonset-agent binary and the `harness` bench), starts a private
+# containerd and the loopback registry (tests/fixtures/registry.sh: busybox:v1, busybox:v2) in a
+# temporary directory, and runs benches/harness.rs, which starts the server and the agent as
+# separate processes and prints a table: apply-to-running latency against the floor (a minimal
+# gRPC client), convergence of 100 DaemonSets, the agent's footprint, the server's watch fan-out.
+# --peers first runs bench/peers.sh (ctr run, docker run, swarm global service) and adds them.
+# --smoke: small sizes for CI (a few minutes). Needs root and what scripts/install-deps.sh
+# installs. Everything listens on loopback only; everything started is removed on exit.
+# Exit status: non-zero when something breaks; missed targets are reported PASS/MISS only.
+set -euo pipefail
+export LC_ALL=C
+
+smoke="" peers="" json_out=""
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --smoke) smoke=1; shift ;;
+    --peers) peers=1; shift ;;
+    --json) json_out=${2:?--json needs a file name}; shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (usage: run.sh [--smoke] [--peers] [--json OUT.json])" >&2; exit 2 ;;
+  esac
+done
+[[ -n $json_out ]] && json_out=$(realpath -m -- "$json_out")
+[[ $(id -u) == 0 ]] || { echo "run.sh: must run as root (containerd, runc)" >&2; exit 1; }
+for bin in containerd runc containerd-shim-runc-v2 ctr docker-registry skopeo python3 curl cargo; do
+  command -v "$bin" >/dev/null || { echo "run.sh: missing $bin: run scripts/install-deps.sh" >&2; exit 1; }
+done
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+log() { printf '[run %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+t_start=$SECONDS
+
+# ---------------------------------------------------------------- build
+# One build: `cargo bench` builds the binary too (bench profile = release), and a separate
+# `cargo build --release` would rebuild the crate in the other profile each time.
+log "building (release)"
+artifacts=$(cargo bench --bench harness --no-run --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    t = m.get("target", {})
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        if t.get("name") == "harness" or (t.get("name") == "daemonset-agent" and "bin" in t.get("kind", [])):
+            print(t["name"], m["executable"])
+')
+bench_exe=$(awk '$1 == "harness" {print $2}' <<< "$artifacts")
+agent_bin=$(awk '$1 == "daemonset-agent" {print $2}' <<< "$artifacts")
+[[ -x $bench_exe ]] || { echo "run.sh: no harness executable" >&2; exit 1; }
+[[ -x $agent_bin ]] || { echo "run.sh: no $agent_bin" >&2; exit 1; }
+log "built in $((SECONDS - t_start)) s"
+
+# ---------------------------------------------------------------- peers (own containerd, first)
+peers_json=""
+D=""
+tag="dsab$$"
+if [[ -n $peers ]]; then
+  [[ -n $smoke ]] && { echo "run.sh: --peers is not part of smoke mode" >&2; exit 2; }
+  peers_tmp=$(mktemp /tmp/dsa-bench-peers.XXXXXX.json)
+  log "peers: bench/peers.sh --samples 50"
+  bash "$repo/bench/peers.sh" --samples 50 --json "$peers_tmp" >&2
+  peers_json=$peers_tmp
+fi
+
+# ---------------------------------------------------------------- cleanup (trap)
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  set +e
+  [[ -n ${peers_tmp:-} ]] && rm -f "$peers_tmp"
+  [[ -z $D || ! -d $D ]] && exit "$rc"
+  log "cleaning up $D"
+  # the harness stops server and agent itself; anything of this run left is killed here
+  local p cmd
+  for p in /proc/[0-9]*; do
+    cmd=$({ tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null) || continue
+    case $cmd in
+      "$bench_exe "*|"$agent_bin "*" $D/"*) kill "${p#/proc/}" 2>/dev/null ;;
+    esac
+  done
+  sleep 0.5
+  if [[ -S $D/containerd.sock ]]; then
+    local c=(timeout 20 ctr --address "$D/containerd.sock")
+    local ns t
+    for ns in $("${c[@]}" namespaces ls -q 2>/dev/null); do
+      for t in $("${c[@]}" -n "$ns" tasks ls -q 2>/dev/null); do
+        "${c[@]}" -n "$ns" tasks rm -f "$t" >/dev/null 2>&1
+      done
+    done
+  fi
+  if [[ -f $D/containerd.pid ]]; then
+    p=$(cat "$D/containerd.pid")
+    kill "$p" 2>/dev/null
+    for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$p" 2>/dev/null
+  fi
+  [[ -f $D/reg/registry.pid ]] && kill "$(cat "$D/reg/registry.pid")" 2>/dev/null
+  # shims outlive containerd: end those of this run (found by its socket path), with their children
+  for p in /proc/[0-9]*; do
+    cmd=$({ tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null) || continue
+    case $cmd in
+      *containerd-shim*" $D/containerd.sock "*) pkill -9 -P "${p#/proc/}" 2>/dev/null; kill -9 "${p#/proc/}" 2>/dev/null ;;
+    esac
+  done
+  # mounts under the run's directory (rootfs, netns bind mounts), deepest first
+  local m
+  while read -r m; do umount -l "$m" 2>/dev/null; done < <(
+    awk -v d="$D/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+  # empty cgroups of this run's namespaces (runc removes the containers' own)
+  for m in /sys/fs/cgroup/*/daemonset-agent/"$tag"-*; do
+    [[ -d $m ]] && find "$m" -depth -type d -exec rmdir {} + 2>/dev/null
+  done
+  rm -rf "$D"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+D=$(mktemp -d /tmp/dsa-bench.XXXXXX)
+
+# ---------------------------------------------------------------- containerd, registry
+log "starting containerd in $D"
+containerd --address "$D/containerd.sock" --root "$D/root" --state "$D/state" \
+  >"$D/containerd.log" 2>&1 &
+echo $! > "$D/containerd.pid"
+for _ in $(seq 300); do
+  timeout 5 ctr --address "$D/containerd.sock" version >/dev/null 2>&1 && break
+  kill -0 "$(cat "$D/containerd.pid")" 2>/dev/null || break
+  sleep 0.1
+done
+timeout 5 ctr --address "$D/containerd.sock" version >/dev/null 2>&1 \
+  || { tail -20 "$D/containerd.log" >&2; echo "run.sh: containerd did not start" >&2; exit 1; }
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+log "starting the loopback registry on 127.0.0.1:$port"
+reg=$(timeout 120 bash tests/fixtures/registry.sh "$D/reg" "127.0.0.1:$port")
+
+# ---------------------------------------------------------------- the harness
+args=(--bin "$agent_bin" --socket "$D/containerd.sock" --registry "$reg" --dir "$D" --tag "$tag")
+[[ -n $smoke ]] && args+=(--smoke)
+[[ -n $json_out ]] && args+=(--json "$json_out")
+[[ -n $peers_json ]] && args+=(--peers-json "$peers_json")
+log "running the harness${smoke:+ (smoke)}"
+rc=0
+timeout 3600 "$bench_exe" "${args[@]}" || rc=$?
+if (( rc != 0 )); then
+  log "harness failed ($rc); last lines of the agent and server logs:"
+  tail -15 "$D/agent.log" >&2 2>/dev/null
+  tail -15 "$D/server.log" >&2 2>/dev/null
+fi
+log "total $((SECONDS - t_start)) s"
+exit "$rc"
