@@ -101,6 +101,14 @@ struct ServerArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Agent(_)) {
+        // A node agent should be small: one malloc arena instead of one per thread (glibc
+        // would keep up to 8 per core of mostly idle memory). Set before any thread starts.
+        // SAFETY: mallopt only changes allocator tuning; no other thread exists yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

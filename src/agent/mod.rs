@@ -231,6 +231,7 @@ impl Controller {
         let mut exits = Some(exit_rx);
         let resync = Duration::from_secs(self.cfg.resync_seconds);
         let mut cached_version = u64::MAX;
+        let mut trim_pending = false;
         loop {
             let next = self
                 .requeue
@@ -241,12 +242,24 @@ impl Controller {
                 .min(resync);
             tokio::select! {
                 _ = self.store.changed.notified() => {}
-                _ = tokio::time::sleep(next) => {}
+                _ = tokio::time::sleep(next) => {
+                    if trim_pending {
+                        // quiet now: give the memory of the last burst of pod work back to the
+                        // system (glibc keeps freed heap otherwise)
+                        trim_pending = false;
+                        // SAFETY: malloc_trim only releases free heap pages.
+                        unsafe {
+                            libc::malloc_trim(0);
+                        }
+                    }
+                }
                 Some(id) = async { match exits.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                     log::debug!(container_id = id; "container exited");
                 }
                 Some(r) = reports.recv() => {
-                    if !self.on_report(r) {
+                    let changed = self.on_report(r);
+                    trim_pending |= changed;
+                    if !changed {
                         // status only: nothing to reconcile
                         continue;
                     }
