@@ -157,6 +157,9 @@ if (( rc != 0 )); then
   log "harness failed ($rc); last lines of the agent and server logs:"
   tail -15 "$D/agent.log" >&2 2>/dev/null
   tail -15 "$D/server.log" >&2 2>/dev/null
+  keep=$(mktemp -d /tmp/dsa-bench-failed.XXXXXX)
+  cp "$D"/*.log "$keep"/ 2>/dev/null || true
+  log "logs kept in $keep"
 fi
 log "total $((SECONDS - t_start)) s"
 exit "$rc"
