@@ -325,7 +325,10 @@ impl Controller {
 
     async fn round(&mut self, report_tx: &mpsc::UnboundedSender<Report>) -> anyhow::Result<()> {
         let listed_at = tokio::time::Instant::now();
-        let containers = self.ctx.runtime.list_containers().await?;
+        let containers =
+            tokio::time::timeout(Duration::from_secs(30), self.ctx.runtime.list_containers())
+                .await
+                .context("containerd did not list the containers in 30 s")??;
         let mut by_pod: BTreeMap<PodKey, Vec<ContainerStatus>> = BTreeMap::new();
         let mut owners: BTreeMap<PodKey, String> = BTreeMap::new();
         for c in containers {

@@ -17,6 +17,27 @@ use crate::runtime::{
     TaskState,
 };
 
+/// Bounds on one runtime call, so that a hung shim or containerd call cannot hold a pod's worker
+/// forever: past them the worker logs, gives up this attempt and the next round retries.
+const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+const START_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `f`, or a runtime error naming `op` once `limit` has passed.
+async fn bounded<T>(
+    op: &'static str,
+    id: &str,
+    limit: Duration,
+    f: impl std::future::Future<Output = Result<T, RuntimeError>>,
+) -> Result<T, RuntimeError> {
+    tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
+        Err(RuntimeError::Containerd {
+            op,
+            id: id.to_string(),
+            reason: format!("no answer in {}s", limit.as_secs()),
+        })
+    })
+}
+
 /// The label holding the grace period, so a pod whose DaemonSet is gone still stops gracefully.
 pub const GRACE_LABEL: &str = "io.daemonset-agent.termination-grace-seconds";
 
@@ -206,7 +227,9 @@ impl Worker {
                 Action::RemoveSandbox => {
                     let uid = self.uid(&work);
                     if let Some(uid) = uid {
-                        if let Err(e) = self.ctx.runtime.remove_sandbox(&uid).await {
+                        let removal = self.ctx.runtime.remove_sandbox(&uid);
+                        if let Err(e) = bounded("remove sandbox", &uid, CALL_TIMEOUT, removal).await
+                        {
                             log::warn!(pod = self.key.to_string(), error = e.to_string(); "remove sandbox failed; retrying");
                             return false;
                         }
@@ -296,14 +319,13 @@ impl Worker {
     async fn remove(&mut self, id: &str, grace_seconds: i64) {
         let rt = &self.ctx.runtime;
         if grace_seconds > 0 {
-            if let Err(e) = rt
-                .stop_container(id, Duration::from_secs(grace_seconds as u64))
-                .await
-            {
+            let grace = Duration::from_secs(grace_seconds as u64);
+            let stop = rt.stop_container(id, grace);
+            if let Err(e) = bounded("stop", id, grace + CALL_TIMEOUT, stop).await {
                 log::warn!(pod = self.key.to_string(), container_id = id, error = e.to_string(); "stop failed");
             }
         }
-        match rt.remove_container(id).await {
+        match bounded("remove", id, CALL_TIMEOUT, rt.remove_container(id)).await {
             Ok(()) => {
                 log::info!(pod = self.key.to_string(), container_id = id; "container removed")
             }
@@ -317,7 +339,8 @@ impl Worker {
         let Some(container) = d.spec.containers.iter().find(|c| c.name == name) else {
             return;
         };
-        let result = self.try_start(d, container, restart_count).await;
+        let start = self.try_start(d, container, restart_count);
+        let result = bounded("start", name, START_TIMEOUT, start).await;
         if restart_count > 0 || result.is_err() {
             let b = plan::after_restart(self.backoff.get(name), now);
             self.backoff.insert(name.to_string(), b);
