@@ -16,6 +16,8 @@
 # DaemonSets on one node. Everything listens on loopback only; the script installs the Debian
 # packages it needs when they are missing, and removes all it started on exit, even on failure.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 export LC_ALL=C
 
 samples=50
@@ -118,19 +120,7 @@ cleanup() {
   fi
   stop_pidfile "$D/containerd.pid" containerd 20
   stop_pidfile "$D/reg/registry.pid" docker-registry 10
-  # Shims outlive containerd when a task could not be deleted: end those of this run only (by pid,
-  # found through this run's private socket path in their command line).
-  local p cmd
-  for p in /proc/[0-9]*; do
-    cmd=$({ tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null) || continue
-    case $cmd in
-      *containerd-shim*" $D/containerd.sock "*) kill -9 "${p#/proc/}" 2>/dev/null ;;
-    esac
-  done
-  # Mounts left under the run's directory (container rootfs, netns bind mounts), deepest first.
-  local m
-  while read -r m; do umount -l "$m" 2>/dev/null; done < <(
-    awk -v d="$D/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+  reap_private_containerd "$D"
   rm -rf "$D"
   if [[ -z $run_docker_existed ]]; then
     rmdir /run/docker/plugins /run/docker 2>/dev/null

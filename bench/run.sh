@@ -13,6 +13,8 @@
 # installs. Everything listens on loopback only; everything started is removed on exit.
 # Exit status: non-zero when something breaks; missed targets are reported PASS/MISS only.
 set -euo pipefail
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 export LC_ALL=C
 
 smoke="" peers="" json_out=""
@@ -105,18 +107,9 @@ cleanup() {
     kill -9 "$p" 2>/dev/null
   fi
   [[ -f $D/reg/registry.pid ]] && kill "$(cat "$D/reg/registry.pid")" 2>/dev/null
-  # shims outlive containerd: end those of this run (found by its socket path), with their children
-  for p in /proc/[0-9]*; do
-    cmd=$({ tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null) || continue
-    case $cmd in
-      *containerd-shim*" $D/containerd.sock "*) pkill -9 -P "${p#/proc/}" 2>/dev/null; kill -9 "${p#/proc/}" 2>/dev/null ;;
-    esac
-  done
-  # mounts under the run's directory (rootfs, netns bind mounts), deepest first
-  local m
-  while read -r m; do umount -l "$m" 2>/dev/null; done < <(
-    awk -v d="$D/" 'index($5, d) == 1 {print $5}' /proc/self/mountinfo | sort -r)
+  reap_private_containerd "$D"
   # empty cgroups of this run's namespaces (runc removes the containers' own)
+  local m
   for m in /sys/fs/cgroup/*/daemonset-agent/"$tag"-*; do
     [[ -d $m ]] && find "$m" -depth -type d -exec rmdir {} + 2>/dev/null
   done

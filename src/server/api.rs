@@ -966,23 +966,12 @@ async fn resource(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let query = Query::parse(req.uri().query());
-    let accept = req
-        .headers()
-        .get(header::ACCEPT)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|h| h.to_str().ok())
+    let header_str = |name| req.headers().get(name).and_then(|h| h.to_str().ok());
+    let accept = header_str(header::ACCEPT).unwrap_or("").to_string();
+    let content_type = header_str(header::CONTENT_TYPE)
         .unwrap_or("application/json")
         .to_string();
-    let content_length = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok());
+    let content_length = header_str(header::CONTENT_LENGTH).and_then(|s| s.parse::<u64>().ok());
     let method = req.method().clone();
     let r = t.r;
     let ns = t.ns.as_deref();
