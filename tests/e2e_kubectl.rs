@@ -179,6 +179,22 @@ impl Cluster {
         self.kubectl_ok(&["apply", "-f", f.to_str().unwrap()])
     }
 
+    /// Labels of a container, or None when it went away between the listing and this call (the
+    /// agent replaces containers while the test watches).
+    fn container_labels(&self, ns: &str, id: &str) -> Option<serde_json::Value> {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.ctd.socket)
+            .args(["-n", ns, "containers", "info", id])
+            .output()
+            .expect("run ctr");
+        if !out.status.success() {
+            return None;
+        }
+        let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        Some(info["Labels"].clone())
+    }
+
     fn ctr(&self, ns: &str, args: &[&str]) -> String {
         let out = Command::new("ctr")
             .arg("--address")
@@ -201,13 +217,13 @@ impl Cluster {
         for line in tasks.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
             if f.len() >= 3 && f[2] == "RUNNING" {
-                let info: serde_json::Value =
-                    serde_json::from_str(&self.ctr(&ns, &["containers", "info", f[0]])).unwrap();
-                let ds = info["Labels"]["io.daemonset-agent.daemonset.name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string();
-                out.push((f[0].to_string(), ds));
+                if let Some(labels) = self.container_labels(&ns, f[0]) {
+                    let ds = labels["io.daemonset-agent.daemonset.name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string();
+                    out.push((f[0].to_string(), ds));
+                }
             }
         }
         out.sort();
@@ -413,9 +429,9 @@ fn guide_daemonsets_follow_node_labels_updates_and_deletes() {
             || {
                 let containers = c.ctr(&ns, &["containers", "ls", "-q"]);
                 let gone = containers.lines().all(|id| {
-                    let info: serde_json::Value =
-                        serde_json::from_str(&c.ctr(&ns, &["containers", "info", id])).unwrap();
-                    info["Labels"]["io.daemonset-agent.daemonset.name"] != "node-monitor"
+                    c.container_labels(&ns, id).is_none_or(|labels| {
+                        labels["io.daemonset-agent.daemonset.name"] != "node-monitor"
+                    })
                 });
                 let snaps = c.ctr(&ns, &["snapshots", "ls"]);
                 let snap_gone = !snaps.contains("node-monitor");
