@@ -7,5 +7,6 @@ pub mod labels;
 pub mod patch;
 pub mod plan;
 pub mod quantity;
+pub mod reference;
 pub mod status;
 pub mod validation;

@@ -51,9 +51,13 @@ pub struct PulledImage {
 /// The canonical name of `reference` as containerd records it (`docker.io/library/busybox:latest`,
 /// `127.0.0.1:5000/busybox:v1`).
 pub fn normalize(reference: &str) -> std::result::Result<Reference, String> {
-    reference
-        .parse::<Reference>()
-        .map_err(|e| format!("invalid reference: {e}"))
+    let r =
+        crate::core::reference::parse(reference).map_err(|e| format!("invalid reference: {e}"))?;
+    Ok(match (r.tag, r.digest) {
+        (Some(t), Some(d)) => Reference::with_tag_and_digest(r.registry, r.repository, t, d),
+        (None, Some(d)) => Reference::with_digest(r.registry, r.repository, d),
+        (t, None) => Reference::with_tag(r.registry, r.repository, t.unwrap_or_default()),
+    })
 }
 
 /// Whether the registry host is loopback (plain HTTP is used for those).
