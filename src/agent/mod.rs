@@ -131,7 +131,7 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         node: controller.cfg.node_name.clone(),
         state_dir: controller.cfg.state_dir.clone(),
         pods: controller.view.clone(),
-        synced: Arc::new(move || synced_store.snapshot().synced),
+        synced: Arc::new(move || synced_store.synced()),
     };
     tokio::spawn(async move {
         if let Err(e) = localapi::serve(api).await {
@@ -240,6 +240,12 @@ impl Controller {
                 .map(|at| Duration::from_millis((at - worker::now_ms()).max(0) as u64))
                 .unwrap_or(resync)
                 .min(resync);
+            // after a burst of pod work, trim after one quiet second
+            let next = if trim_pending {
+                next.min(Duration::from_secs(1))
+            } else {
+                next
+            };
             tokio::select! {
                 _ = self.store.changed.notified() => {}
                 _ = tokio::time::sleep(next) => {
@@ -281,11 +287,17 @@ impl Controller {
             let v = self.store.version.load(std::sync::atomic::Ordering::SeqCst);
             if v != cached_version {
                 cached_version = v;
-                let snap = self.store.snapshot();
-                if snap.synced {
-                    if let Err(e) = watch::save_cache(&self.cfg.state_dir, &snap) {
-                        log::warn!(error = e.to_string(); "could not write the desired-state cache");
+                let bytes = self.store.read(|s| s.synced.then(|| serde_json::to_vec(s)));
+                match bytes {
+                    Some(Ok(b)) => {
+                        if let Err(e) = watch::save_cache(&self.cfg.state_dir, &b) {
+                            log::warn!(error = e.to_string(); "could not write the desired-state cache");
+                        }
                     }
+                    Some(Err(e)) => {
+                        log::warn!(error = e.to_string(); "could not serialize the desired-state cache")
+                    }
+                    None => {}
                 }
             }
         }
@@ -345,14 +357,22 @@ impl Controller {
             }
             by_pod.entry(key).or_default().push(c);
         }
-        let snap = self.store.snapshot();
-        let node = snap
-            .node
-            .clone()
-            .unwrap_or_else(|| node::desired_node(&self.cfg));
-        let daemonsets: Vec<_> = snap.daemonsets.values().cloned().collect();
         let present: BTreeSet<PodKey> = by_pod.keys().cloned().collect();
-        let mut desired = plan::desired_pods(&node, &daemonsets, &present);
+        // computed under the store's lock: no copy of the DaemonSets, and it is pure and quick
+        let (mut desired, synced) = self.store.read(|s| {
+            let fallback;
+            let node = match &s.node {
+                Some(n) => n,
+                None => {
+                    fallback = node::desired_node(&self.cfg);
+                    &fallback
+                }
+            };
+            (
+                plan::desired_pods(node, s.daemonsets.values(), &present),
+                s.synced,
+            )
+        });
         plan::hold_for_old_revisions(&mut desired, &owners);
         let mut desired: BTreeMap<PodKey, DesiredPod> =
             desired.into_iter().map(|d| (d.key.clone(), d)).collect();
@@ -380,22 +400,25 @@ impl Controller {
             }
         }
         // Pods the API has on this node for DaemonSets, that no worker accounts for.
-        if snap.synced && snap.pods_synced {
-            let orphans: Vec<PodKey> = snap
-                .pods
+        let workers = &self.workers;
+        let orphans: Vec<PodKey> = self.store.read(|s| {
+            if !(s.synced && s.pods_synced) {
+                return Vec::new();
+            }
+            s.pods
                 .iter()
                 .filter(|(k, p)| {
-                    !self.workers.contains_key(k)
+                    !workers.contains_key(k)
                         && p.metadata
                             .owner_references
                             .as_ref()
                             .is_some_and(|o| o.iter().any(|o| o.kind == "DaemonSet"))
                 })
                 .map(|(k, _)| k.clone())
-                .collect();
-            if !orphans.is_empty() {
-                let _ = self.pod_tx.send(podsync::Update::Orphans(orphans));
-            }
+                .collect()
+        });
+        if !orphans.is_empty() {
+            let _ = self.pod_tx.send(podsync::Update::Orphans(orphans));
         }
         if !self.ready_sent {
             self.ready_sent = true;
@@ -404,11 +427,7 @@ impl Controller {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
             "{} pods; API {}",
             self.workers.len(),
-            if snap.synced {
-                "in sync"
-            } else {
-                "not reached yet"
-            }
+            if synced { "in sync" } else { "not reached yet" }
         ))]);
         Ok(())
     }

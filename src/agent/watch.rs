@@ -59,8 +59,13 @@ impl Store {
         self.changed.notify_one();
     }
 
-    pub fn snapshot(&self) -> Snapshot {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Runs `f` on the current state under the lock (keep it short and free of I/O).
+    pub fn read<T>(&self, f: impl FnOnce(&Snapshot) -> T) -> T {
+        f(&self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn synced(&self) -> bool {
+        self.read(|s| s.synced)
     }
 }
 
@@ -84,11 +89,12 @@ pub fn load_cache(state_dir: &Path) -> Option<Snapshot> {
     }
 }
 
-/// Writes the cache atomically (temporary file + rename).
-pub fn save_cache(state_dir: &Path, snap: &Snapshot) -> std::io::Result<()> {
+/// Writes the cache (`Snapshot` serialized: DaemonSets and Node) atomically: temporary file +
+/// rename.
+pub fn save_cache(state_dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let path = cache_path(state_dir);
     let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec(snap)?)?;
+    std::fs::write(&tmp, bytes)?;
     std::fs::rename(tmp, path)
 }
 

@@ -162,7 +162,9 @@ pub fn spawn(
     tokio::spawn(async move {
         while rx.changed().await.is_ok() {
             let work = rx.borrow_and_update().clone();
-            if w.sync(work, &reports).await {
+            // boxed: the sync future is large and lives only while the pod is worked on; an
+            // idle worker then costs a few hundred bytes, not the whole state machine
+            if Box::pin(w.sync(work, &reports)).await {
                 let _ = reports.send(Report::Gone { key: w.key.clone() });
                 return;
             }

@@ -87,9 +87,9 @@ pub fn pod_uid(ds_uid: &str, node: &str, template_hash: &str) -> String {
 /// The pods this node should run. `present` names the pods that have containers on the node now:
 /// a pod whose node no longer passes the DaemonSet's predicates but may continue running
 /// (a NoSchedule taint added) is kept, as Kubernetes does.
-pub fn desired_pods(
+pub fn desired_pods<'a>(
     node: &Node,
-    daemonsets: &[DaemonSet],
+    daemonsets: impl IntoIterator<Item = &'a DaemonSet>,
     present: &BTreeSet<PodKey>,
 ) -> Vec<DesiredPod> {
     let node_name = node.metadata.name.clone().unwrap_or_default();
