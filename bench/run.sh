@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark harness of issue 3, in one command:
 #
-#   bash bench/run.sh [--smoke] [--peers] [--json OUT.json]
+#   bash bench/run.sh [--smoke] [--peers] [--json OUT.json] [--only SECTIONS]
 #
 # Builds in release (the daemonset-agent binary and the `harness` bench), starts a private
 # containerd and the loopback registry (tests/fixtures/registry.sh: busybox:v1, busybox:v2) in a
@@ -9,6 +9,7 @@
 # separate processes and prints a table: apply-to-running latency against the floor (a minimal
 # gRPC client), convergence of 100 DaemonSets, the agent's footprint, the server's watch fan-out.
 # --peers first runs bench/peers.sh (ctr run, docker run, swarm global service) and adds them.
+# --only latency,convergence,idle,fanout: run those sections only (for working on one figure).
 # --smoke: small sizes for CI (a few minutes). Needs root and what scripts/install-deps.sh
 # installs. Everything listens on loopback only; everything started is removed on exit.
 # Exit status: non-zero when something breaks; missed targets are reported PASS/MISS only.
@@ -17,14 +18,15 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 export LC_ALL=C
 
-smoke="" peers="" json_out=""
+smoke="" peers="" json_out="" only=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --smoke) smoke=1; shift ;;
     --peers) peers=1; shift ;;
     --json) json_out=${2:?--json needs a file name}; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown argument $1 (usage: run.sh [--smoke] [--peers] [--json OUT.json])" >&2; exit 2 ;;
+    --only) only=${2:?--only needs sections}; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "run.sh: unknown argument $1 (usage: run.sh [--smoke] [--peers] [--json OUT.json] [--only SECTIONS])" >&2; exit 2 ;;
   esac
 done
 [[ -n $json_out ]] && json_out=$(realpath -m -- "$json_out")
@@ -141,6 +143,7 @@ reg=$(timeout 120 bash tests/fixtures/registry.sh "$D/reg" "127.0.0.1:$port")
 # ---------------------------------------------------------------- the harness
 args=(--bin "$agent_bin" --socket "$D/containerd.sock" --registry "$reg" --dir "$D" --tag "$tag")
 [[ -n $smoke ]] && args+=(--smoke)
+[[ -n $only ]] && args+=(--only "$only")
 [[ -n $json_out ]] && args+=(--json "$json_out")
 [[ -n $peers_json ]] && args+=(--peers-json "$peers_json")
 log "running the harness${smoke:+ (smoke)}"

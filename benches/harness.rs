@@ -52,14 +52,21 @@ struct Opts {
     smoke: bool,
     json: Option<PathBuf>,
     peers_json: Option<PathBuf>,
+    /// Sections to run (`--only latency,convergence,idle,fanout`); all when empty.
+    only: Vec<String>,
 }
 
 impl Opts {
+    fn runs(&self, section: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|s| s == section)
+    }
+
     fn parse() -> Result<Opts> {
         let mut a = std::env::args().skip(1);
         let (mut bin, mut socket, mut registry, mut dir) = (None, None, None, None);
         let (mut tag, mut smoke, mut json, mut peers_json) =
             ("bench".to_string(), false, None, None);
+        let mut only = Vec::new();
         while let Some(k) = a.next() {
             let mut val = || a.next().ok_or_else(|| anyhow!("{k} needs a value"));
             match k.as_str() {
@@ -71,6 +78,16 @@ impl Opts {
                 "--json" => json = Some(PathBuf::from(val()?)),
                 "--peers-json" => peers_json = Some(PathBuf::from(val()?)),
                 "--smoke" => smoke = true,
+                "--only" => {
+                    only = val()?.split(',').map(str::to_string).collect();
+                    for s in &only {
+                        if !["latency", "convergence", "idle", "fanout"].contains(&s.as_str()) {
+                            bail!(
+                                "--only: unknown section {s} (latency, convergence, idle, fanout)"
+                            );
+                        }
+                    }
+                }
                 // what `cargo bench` passes to harness = false targets
                 "--bench" => {}
                 other => bail!("unknown argument {other}"),
@@ -85,6 +102,7 @@ impl Opts {
             smoke,
             json,
             peers_json,
+            only,
         })
     }
 }
@@ -606,24 +624,35 @@ async fn setup(o: Opts) -> Result<Bench> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let agent = Proc::spawn(
-        &o.bin,
-        &[
-            "agent".into(),
-            "--node-name".into(),
-            NODE.into(),
-            "--kubeconfig".into(),
-            kubeconfig.to_string_lossy().into(),
-            "--containerd-socket".into(),
-            o.socket.to_string_lossy().into(),
-            "--containerd-namespace".into(),
-            agent_ns.clone(),
-            "--state-dir".into(),
-            o.dir.join("agent").to_string_lossy().into(),
-        ],
-        &o.dir.join("agent.log"),
-        "agent",
-    )?;
+    // DSA_BENCH_AGENT_WRAP="heaptrack -o /tmp/agent": run the agent under a profiler (its
+    // footprint rows then measure the wrapper, not the agent)
+    let wrap: Vec<String> = std::env::var("DSA_BENCH_AGENT_WRAP")
+        .unwrap_or_default()
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    let (agent_exe, mut agent_args) = match wrap.split_first() {
+        Some((exe, rest)) => {
+            let mut a = rest.to_vec();
+            a.push(o.bin.to_string_lossy().into());
+            (PathBuf::from(exe), a)
+        }
+        None => (o.bin.clone(), Vec::new()),
+    };
+    agent_args.extend([
+        "agent".into(),
+        "--node-name".into(),
+        NODE.into(),
+        "--kubeconfig".into(),
+        kubeconfig.to_string_lossy().into(),
+        "--containerd-socket".into(),
+        o.socket.to_string_lossy().into(),
+        "--containerd-namespace".into(),
+        agent_ns.clone(),
+        "--state-dir".into(),
+        o.dir.join("agent").to_string_lossy().into(),
+    ]);
+    let agent = Proc::spawn(&agent_exe, &agent_args, &o.dir.join("agent.log"), "agent")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !matches!(
         http_get(&addr, &format!("/api/v1/nodes/{NODE}")).await,
@@ -1354,11 +1383,19 @@ async fn run(o: Opts) -> Result<Report> {
             "agent_at_start".into(),
             json!({"rss_mib": rss, "rss_anon_mib": anon, "rss_file_mib": file}),
         );
-        b.latency().await?;
-        b.convergence().await?;
-        b.idle_footprint().await?;
-        for n in b.sz.watchers.clone() {
-            b.fanout(n).await?;
+        if b.o.runs("latency") {
+            b.latency().await?;
+        }
+        if b.o.runs("convergence") {
+            b.convergence().await?;
+        }
+        if b.o.runs("idle") {
+            b.idle_footprint().await?;
+        }
+        if b.o.runs("fanout") {
+            for n in b.sz.watchers.clone() {
+                b.fanout(n).await?;
+            }
         }
         b.peers()?;
         b.check_procs()
