@@ -232,6 +232,10 @@ impl Controller {
         let resync = Duration::from_secs(self.cfg.resync_seconds);
         let mut cached_version = u64::MAX;
         let mut trim_pending = false;
+        // WatchdogSec= of the unit: pinged from this loop, so a loop stuck in a round (or a
+        // wedged runtime) stops the pings and systemd restarts the agent; containers keep running
+        let watchdog = sd_notify::watchdog_enabled().map(|d| d / 4);
+        let mut next_ping = tokio::time::Instant::now();
         loop {
             let next = self
                 .requeue
@@ -247,6 +251,11 @@ impl Controller {
                 next
             };
             tokio::select! {
+                _ = tokio::time::sleep_until(next_ping), if watchdog.is_some() => {
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                    next_ping = tokio::time::Instant::now() + watchdog.unwrap_or_default();
+                    continue;
+                }
                 _ = self.store.changed.notified() => {}
                 _ = tokio::time::sleep(next) => {
                     if trim_pending {

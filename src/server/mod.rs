@@ -210,11 +210,22 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     // Type=notify: systemd considers the server started once it listens
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    if let Some(every) = sd_notify::watchdog_enabled().map(|d| d / 3) {
+        // WatchdogSec=: pinged while the runtime that serves requests makes progress
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
     log::info!("shutting down the api server");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     server.shutdown().await;
     Ok(())
 }
