@@ -1,10 +1,12 @@
 //! Benchmarks of the pure core: eligibility of many DaemonSets against one node, quantity
-//! parsing, template hashing. `cargo bench --bench core -- --test` runs each once (smoke mode).
+//! parsing, template hashing, the reconcile plan of a node with 100 pods. `cargo bench --bench core -- --test` runs each once (smoke mode).
+use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use daemonset_agent::core::eligibility::node_should_run;
 use daemonset_agent::core::hash::template_hash;
+use daemonset_agent::core::plan::{self, Observed, State};
 use daemonset_agent::core::quantity::Quantity;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, PodTemplateSpec};
@@ -199,5 +201,64 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(core_benches, benches);
+/// The controller's round on a node with 100 pods: the desired pods of 100 eligible DaemonSets,
+/// then each pod's plan against what containerd reported (steady state: 90 running; 5 exited,
+/// to be restarted; 5 not created yet).
+fn plan_benches(c: &mut Criterion) {
+    let node = node();
+    let daemonsets: Vec<DaemonSet> = (0..1000)
+        .map(daemonset)
+        .filter(|ds| node_should_run(&node, ds).should_run)
+        .take(100)
+        .enumerate()
+        .map(|(i, mut ds)| {
+            ds.metadata.uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
+            ds
+        })
+        .collect();
+    assert_eq!(daemonsets.len(), 100, "100 eligible DaemonSets");
+    let present = BTreeSet::new();
+    let desired = plan::desired_pods(&node, &daemonsets, &present);
+    assert_eq!(desired.len(), 100);
+    let now = 1_700_000_000_000;
+    let observed: Vec<Vec<Observed>> = (0..100)
+        .map(|i| match i % 20 {
+            0 => vec![],
+            1 => vec![Observed {
+                id: format!("c{i}"),
+                name: "c".into(),
+                restart_count: 2,
+                state: State::Exited {
+                    code: 1,
+                    at_ms: Some(now - 60_000),
+                },
+                created_ms: now - 120_000,
+            }],
+            _ => vec![Observed {
+                id: format!("c{i}"),
+                name: "c".into(),
+                restart_count: 0,
+                state: State::Running,
+                created_ms: now - 600_000,
+            }],
+        })
+        .collect();
+    let backoff = BTreeMap::new();
+    c.bench_function("plan/desired pods + pod plans, 100 pods", |b| {
+        b.iter(|| {
+            let desired = plan::desired_pods(black_box(&node), &daemonsets, &present);
+            desired
+                .iter()
+                .zip(&observed)
+                .map(|(d, o)| {
+                    plan::plan_pod(Some(&d.spec), d.may_start, o, &backoff, now)
+                        .actions
+                        .len()
+                })
+                .sum::<usize>()
+        })
+    });
+}
+
+criterion_group!(core_benches, benches, plan_benches);
 criterion_main!(core_benches);
