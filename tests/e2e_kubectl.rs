@@ -573,3 +573,62 @@ fn agent_without_api_keeps_running_and_healing_from_its_cache() {
         (out.trim() == "1").then_some(())
     });
 }
+
+#[test]
+fn restarted_containerd_neither_duplicates_nor_drops_containers() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.start_agent("node-d", &[]);
+    c.apply(&format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: steady\nspec:\n  selector:\n    matchLabels:\n      app: steady\n  template:\n    metadata:\n      labels:\n        app: steady\n    spec:\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n"
+    ));
+    c.wait_ds("node-d", &["steady"], 60);
+    let before = c.running("node-d");
+    let tasks_before = c.ctr("ns-node-d", &["tasks", "ls"]);
+
+    // containerd restarts under the agent: the shim and the container keep running, and the
+    // agent neither restarts nor duplicates it once containerd answers again
+    c.ctd.restart();
+    std::thread::sleep(Duration::from_secs(12)); // longer than one resync (10 s)
+    assert_eq!(c.running("node-d"), before, "{}", c.debug());
+    assert_eq!(
+        c.ctr("ns-node-d", &["tasks", "ls"]),
+        tasks_before,
+        "the task was restarted"
+    );
+    assert_eq!(
+        c.ctr("ns-node-d", &["containers", "ls", "-q"])
+            .lines()
+            .count(),
+        1,
+        "one container, no duplicate"
+    );
+
+    // the agent's connection and exit subscription came back: a killed container is restarted
+    let (id, _) = before[0].clone();
+    c.ctr("ns-node-d", &["tasks", "kill", "-s", "9", &id]);
+    wait_for(
+        "the container restarted after containerd's restart",
+        Duration::from_secs(30),
+        || {
+            let now = c.running("node-d");
+            (now.len() == 1 && now[0].0.ends_with("_1")).then_some(())
+        },
+    );
+    wait_for("restartCount 1 reported", Duration::from_secs(30), || {
+        let out = c.kubectl_ok(&[
+            "get",
+            "pods",
+            "-o",
+            "jsonpath={.items[*].status.containerStatuses[0].restartCount}",
+        ]);
+        (out.trim() == "1").then_some(())
+    });
+    assert_eq!(
+        c.ctr("ns-node-d", &["containers", "ls", "-q"])
+            .lines()
+            .count(),
+        1,
+        "the dead container was replaced, not kept beside the new one"
+    );
+}

@@ -44,14 +44,23 @@ impl Containerd {
             .tempdir_in("/tmp")
             .unwrap();
         let socket = dir.path().join("containerd.sock");
-        let log = std::fs::File::create(dir.path().join("containerd.log")).unwrap();
+        let child = Containerd::spawn(dir.path(), &socket);
+        Containerd { dir, socket, child }
+    }
+
+    fn spawn(dir: &Path, socket: &Path) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("containerd.log"))
+            .unwrap();
         let child = Command::new("containerd")
             .arg("--address")
-            .arg(&socket)
+            .arg(socket)
             .arg("--root")
-            .arg(dir.path().join("root"))
+            .arg(dir.join("root"))
             .arg("--state")
-            .arg(dir.path().join("state"))
+            .arg(dir.join("state"))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -66,11 +75,21 @@ impl Containerd {
         }
         // the socket appears slightly before the gRPC server answers
         std::thread::sleep(Duration::from_millis(200));
-        Containerd { dir, socket, child }
+        child
     }
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Stops containerd (SIGTERM, as `systemctl restart containerd` does) and starts it again on
+    /// the same socket, root and state. The shims, and the containers under them, keep running.
+    pub fn restart(&mut self) {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.socket);
+        let fresh = Containerd::spawn(self.dir.path(), &self.socket);
+        self.child = fresh;
     }
 }
 
