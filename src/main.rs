@@ -97,6 +97,13 @@ struct ServerArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: std::net::SocketAddr,
+    /// Admit privileged containers (`--allow-privileged=false` refuses them with a 422, as
+    /// kube-apiserver does).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    allow_privileged: bool,
+    /// Admit hostPath volumes (`--allow-host-path=false` refuses them with a 422).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    allow_host_path: bool,
 }
 
 fn main() -> ExitCode {
@@ -155,6 +162,10 @@ async fn run_server(args: ServerArgs) -> ExitCode {
     let opts = server::ServerOptions {
         data_dir: args.data_dir,
         listen: args.listen,
+        policy: daemonset_agent::core::validation::Policy {
+            allow_privileged: args.allow_privileged,
+            allow_host_path: args.allow_host_path,
+        },
     };
     match server::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,

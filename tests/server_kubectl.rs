@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use daemonset_agent::core::validation::Policy;
 use daemonset_agent::server::{start, RunningServer, ServerOptions};
 use serde_json::Value;
 
@@ -18,6 +19,9 @@ struct Srv {
 
 impl Srv {
     fn start(data: &Path) -> Srv {
+        Srv::start_with(data, Policy::default())
+    }
+    fn start_with(data: &Path, policy: Policy) -> Srv {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -27,6 +31,7 @@ impl Srv {
             .block_on(start(ServerOptions {
                 data_dir: data.to_path_buf(),
                 listen: "127.0.0.1:0".parse().unwrap(),
+                policy,
             }))
             .unwrap();
         Srv {
@@ -447,6 +452,64 @@ fn kubectl_refused_inputs_store_nothing() {
     // The same manifest without the mistakes goes in.
     let out = srv.kubectl_ok(&["apply", "-f", &write(d, "good.yaml", NODE_MONITOR)]);
     assert!(out.contains("created"), "{out}");
+    srv.stop();
+}
+
+#[test]
+fn server_policy_refuses_privileged_pods_and_host_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start_with(
+        dir.path(),
+        Policy {
+            allow_privileged: false,
+            allow_host_path: false,
+        },
+    );
+    let d = dir.path();
+    let privileged = NODE_MONITOR.replace(
+        "        image:",
+        "        securityContext:\n          privileged: true\n        image:",
+    );
+    let host_path = NODE_MONITOR.replace(
+        "      containers:",
+        "      volumes:\n      - name: root\n        hostPath:\n          path: /\n      containers:",
+    );
+    assert_ne!(privileged, NODE_MONITOR);
+    assert_ne!(host_path, NODE_MONITOR);
+    for (what, text, needle) in [
+        (
+            "privileged",
+            &privileged,
+            "spec.template.spec.containers[0].securityContext.privileged: Forbidden: disallowed by cluster policy",
+        ),
+        (
+            "hostPath",
+            &host_path,
+            "spec.template.spec.volumes[0].hostPath: Forbidden: disallowed by cluster policy",
+        ),
+    ] {
+        let out = srv.kubectl(&["apply", "-f", &write(d, "p.yaml", text)]);
+        assert!(!out.status.success(), "{what}: kubectl accepted it");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{what}: {err}");
+        let list = srv.kubectl_json(&["get", "ds", "-A", "-o", "json"]);
+        assert_eq!(list["items"].as_array().unwrap().len(), 0, "{what}: stored");
+    }
+    // a pod written directly is held to the same policy
+    let pod = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"x","securityContext":{"privileged":true}}]}}"#;
+    let out = srv.kubectl_stdin(&["create", "-f", "-"], pod);
+    assert!(!out.status.success(), "privileged pod accepted");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("spec.containers[0].securityContext.privileged: Forbidden"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = srv.kubectl_ok(&["apply", "-f", &write(d, "good.yaml", NODE_MONITOR)]);
+    assert!(out.contains("created"), "{out}");
+    // updating it into a privileged pod template is refused too
+    let out = srv.kubectl(&["apply", "-f", &write(d, "p.yaml", &privileged)]);
+    assert!(!out.status.success(), "privileged update accepted");
     srv.stop();
 }
 

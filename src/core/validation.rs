@@ -1114,6 +1114,67 @@ pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
     errs
 }
 
+/// What the server's operator allows in pod specs (`--allow-privileged`, `--allow-host-path`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub allow_privileged: bool,
+    pub allow_host_path: bool,
+}
+
+impl Default for Policy {
+    /// Both allowed, as k3s runs kube-apiserver: node agents (kube-proxy, log shippers) need them.
+    fn default() -> Policy {
+        Policy {
+            allow_privileged: true,
+            allow_host_path: true,
+        }
+    }
+}
+
+/// The server policy on a pod spec at `path` (`spec` of a Pod, `spec.template.spec` of a
+/// DaemonSet): privileged containers and hostPath volumes refused, with kube-apiserver's wording
+/// for the first (`Forbidden: disallowed by cluster policy`).
+pub fn validate_policy(spec: Option<&PodSpec>, path: &str, policy: Policy) -> Vec<FieldError> {
+    let mut errs = Vec::new();
+    let Some(spec) = spec else {
+        return errs;
+    };
+    if !policy.allow_privileged {
+        let groups = [
+            (
+                "initContainers",
+                spec.init_containers.as_deref().unwrap_or(&[]),
+            ),
+            ("containers", spec.containers.as_slice()),
+        ];
+        for (group, containers) in groups {
+            for (i, c) in containers.iter().enumerate() {
+                if c.security_context
+                    .as_ref()
+                    .and_then(|s| s.privileged)
+                    .unwrap_or(false)
+                {
+                    errs.push(FieldError::forbidden(
+                        &format!("{path}.{group}[{i}].securityContext.privileged"),
+                        "disallowed by cluster policy",
+                    ));
+                }
+            }
+        }
+    }
+    if !policy.allow_host_path {
+        for (i, v) in spec.volumes.iter().flatten().enumerate() {
+            if v.host_path.is_some() {
+                errs.push(FieldError::forbidden(
+                    &format!("{path}.volumes[{i}].hostPath"),
+                    "disallowed by cluster policy",
+                ));
+            }
+        }
+    }
+    errs
+}
+
 // ---------------------------------------------------------------------------------------------
 // Defaults
 
@@ -1257,6 +1318,64 @@ pub fn invalid_status(kind: &str, name: &str, errors: &[FieldError]) -> serde_js
 mod tests {
     use super::*;
     use crate::core::patch::merge_patch;
+
+    #[test]
+    fn server_policy_refuses_privileged_and_host_path_when_told() {
+        let spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "initContainers": [{"name": "i", "image": "x", "securityContext": {"privileged": true}}],
+            "containers": [
+                {"name": "a", "image": "x"},
+                {"name": "b", "image": "x", "securityContext": {"privileged": true}},
+                {"name": "c", "image": "x", "securityContext": {"privileged": false}}],
+            "volumes": [{"name": "e", "emptyDir": {}}, {"name": "h", "hostPath": {"path": "/"}}],
+        }))
+        .unwrap();
+        let p = "spec.template.spec";
+        let fields = |policy| -> Vec<(String, ErrorType, String)> {
+            validate_policy(Some(&spec), p, policy)
+                .into_iter()
+                .map(|e| (e.field, e.kind, e.message))
+                .collect()
+        };
+        let forbidden = |f: &str| {
+            (
+                format!("{p}.{f}"),
+                ErrorType::Forbidden,
+                "Forbidden: disallowed by cluster policy".to_string(),
+            )
+        };
+        for (policy, want) in [
+            (Policy::default(), vec![]),
+            (
+                Policy {
+                    allow_privileged: false,
+                    allow_host_path: true,
+                },
+                vec![
+                    forbidden("initContainers[0].securityContext.privileged"),
+                    forbidden("containers[1].securityContext.privileged"),
+                ],
+            ),
+            (
+                Policy {
+                    allow_privileged: true,
+                    allow_host_path: false,
+                },
+                vec![forbidden("volumes[1].hostPath")],
+            ),
+        ] {
+            assert_eq!(fields(policy), want, "{policy:?}");
+        }
+        assert!(validate_policy(
+            None,
+            p,
+            Policy {
+                allow_privileged: false,
+                allow_host_path: false
+            }
+        )
+        .is_empty());
+    }
 
     /// (case name, change to the object, expected (field, error type) list)
     type Case = (&'static str, Value, Vec<(&'static str, ErrorType)>);

@@ -49,6 +49,8 @@ pub fn authenticate<B>(_req: &Request<B>) -> Result<User, ApiError> {
 /// The shared state of the REST layer.
 pub struct Api {
     pub store: Arc<dyn ObjectStore>,
+    /// What pod specs may hold (`--allow-privileged`, `--allow-host-path`).
+    pub policy: validation::Policy,
 }
 
 fn full(bytes: impl Into<Bytes>) -> Body {
@@ -324,6 +326,7 @@ fn normalize(
     obj: &Value,
     old: Option<&Value>,
     validation_mode: FieldValidation,
+    policy: Option<validation::Policy>,
 ) -> Result<(Value, Vec<String>), ApiError> {
     use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
     use k8s_openapi::api::coordination::v1::Lease;
@@ -359,10 +362,17 @@ fn normalize(
             let mut ds: DaemonSet = typed(r, obj)?;
             check_unknown(&to_json(&ds)?)?;
             validation::default_daemonset(&mut ds);
-            let errors = match old {
+            let mut errors = match old {
                 Some(old) => validation::validate_daemonset_update(&ds, &typed(r, old)?),
                 None => validation::validate_daemonset(&ds),
             };
+            if let (Some(p), Some(spec)) = (policy, &ds.spec) {
+                errors.extend(validation::validate_policy(
+                    spec.template.spec.as_ref(),
+                    "spec.template.spec",
+                    p,
+                ));
+            }
             if !errors.is_empty() {
                 return Err(invalid(r, &name, &errors));
             }
@@ -382,7 +392,10 @@ fn normalize(
             let pod: Pod = typed(r, obj)?;
             let v = to_json(&pod)?;
             check_unknown(&v)?;
-            let errors = validation::validate_pod(&pod);
+            let mut errors = validation::validate_pod(&pod);
+            if let Some(p) = policy {
+                errors.extend(validation::validate_policy(pod.spec.as_ref(), "spec", p));
+            }
             if !errors.is_empty() {
                 return Err(invalid(r, &name, &errors));
             }
@@ -520,7 +533,7 @@ impl Api {
             }
             _ => {}
         }
-        let (normalized, warnings) = normalize(r, &obj, None, opts.validation)?;
+        let (normalized, warnings) = normalize(r, &obj, None, opts.validation, Some(self.policy))?;
         if opts.dry_run {
             return Ok(Written {
                 object: Arc::new(normalized),
@@ -634,7 +647,9 @@ impl Api {
             meta.insert("resourceVersion".into(), json!(object_rv(old).to_string()));
         }
         // Field validation looks at what the client sent for the part it writes.
-        let (mut normalized, warnings) = normalize(r, &merged, Some(old), validation_mode)?;
+        // the policy guards what pods run; status writes of existing objects stay possible
+        let policy = (part == Part::Main).then_some(self.policy);
+        let (mut normalized, warnings) = normalize(r, &merged, Some(old), validation_mode, policy)?;
         if part == Part::Main && r.kind == "DaemonSet" && normalized.get("spec") != old.get("spec")
         {
             let gen = old
@@ -1477,6 +1492,7 @@ mod tests {
         let store = super::super::store::SqliteStore::open(&dir.path().join("s.db"), ring).unwrap();
         Arc::new(Api {
             store: Arc::new(store),
+            policy: Default::default(),
         })
     }
 

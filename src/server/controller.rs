@@ -674,6 +674,7 @@ mod tests {
         let store = super::super::store::SqliteStore::open(&dir.path().join("s.db"), 100).unwrap();
         let api = Arc::new(Api {
             store: Arc::new(store),
+            policy: Default::default(),
         });
         let owned = |name: &str, uid: &str| {
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",

@@ -45,6 +45,8 @@ pub struct ServerOptions {
     /// Holds `state.db` (the SQLite store) and `admin.kubeconfig`.
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// Privileged containers and hostPath volumes allowed (both by default).
+    pub policy: crate::core::validation::Policy,
 }
 
 /// A started server.
@@ -151,7 +153,10 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let store = SqliteStore::open(&db, WATCH_HISTORY)
         .with_context(|| format!("opening store {}", db.display()))?;
     let store: Arc<dyn ObjectStore> = Arc::new(store);
-    let api = Arc::new(Api { store });
+    let api = Arc::new(Api {
+        store,
+        policy: opts.policy,
+    });
     ensure_namespaces(&api).await?;
     let listener = TcpListener::bind(opts.listen)
         .await
