@@ -100,6 +100,11 @@ struct ServerArgs {
 }
 
 fn main() -> ExitCode {
+    // The hidden `log-driver` mode, started by containerd's shim with the URI's query pairs as
+    // arguments in no fixed order (so not a clap subcommand): synchronous, no async runtime.
+    if let Some(code) = daemonset_agent::logdriver::main_if_invoked() {
+        return code;
+    }
     let cli = Cli::parse();
     if matches!(cli.command, Command::Agent(_)) {
         // A node agent should be small: one malloc arena instead of one per thread (glibc
