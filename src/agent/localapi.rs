@@ -90,18 +90,6 @@ fn info(d: &DesiredPod, s: &PodStatus) -> pb::PodInfo {
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogChunk, Status>> + Send>>;
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tail_counts_lines_from_the_end() {
-        let out = b"a\nb\nc\n";
-        assert_eq!(&out[super::tail_start(out, 2)..], b"b\nc\n");
-        assert_eq!(&out[super::tail_start(out, 9)..], out);
-        let open = b"a\nb\nc";
-        assert_eq!(&open[super::tail_start(open, 1)..], b"c");
-    }
-}
-
 #[tonic::async_trait]
 impl pb::agent_server::Agent for LocalApi {
     async fn list_pods(
@@ -261,4 +249,16 @@ pub async fn serve(api: LocalApi) -> std::io::Result<()> {
         .serve_with_incoming(incoming)
         .await
         .map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tail_counts_lines_from_the_end() {
+        let out = b"a\nb\nc\n";
+        assert_eq!(&out[super::tail_start(out, 2)..], b"b\nc\n");
+        assert_eq!(&out[super::tail_start(out, 9)..], out);
+        let open = b"a\nb\nc";
+        assert_eq!(&open[super::tail_start(open, 1)..], b"c");
+    }
 }

@@ -122,7 +122,7 @@ pub fn write_rfc3339_nano(out: &mut Vec<u8>, unix_nanos: i128) {
     if nanos > 0 {
         let mut frac = nanos;
         let mut digits = 9;
-        while frac % 10 == 0 {
+        while frac.is_multiple_of(10) {
             frac /= 10;
             digits -= 1;
         }

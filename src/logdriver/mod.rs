@@ -83,7 +83,8 @@ impl DriverArgs {
     /// Recognizes a driver invocation from the process arguments (without argv[0]): `key value`
     /// pairs in any order, one of them `log-driver 1`. Ok(None): not a driver invocation.
     pub fn parse(args: &[OsString]) -> Result<Option<DriverArgs>, String> {
-        let is_driver = args.len() % 2 == 0 && args.chunks(2).any(|p| p[0] == OsStr::new(MARKER));
+        let is_driver =
+            args.len().is_multiple_of(2) && args.chunks(2).any(|p| p[0] == OsStr::new(MARKER));
         if !is_driver {
             return Ok(None);
         }
