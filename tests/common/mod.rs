@@ -176,6 +176,10 @@ pub struct Journald {
     pub namespace: String,
     pub socket: PathBuf,
     child: Child,
+    /// A namespace instance exits after 30 s without clients unless a stdout stream is open
+    /// (journald-server.c: server_start_or_stop_idle_timer); under systemd socket activation
+    /// would start it again, here nothing would. This stream keeps it up for the test.
+    _keepalive: Option<std::os::unix::net::UnixStream>,
 }
 
 pub const JOURNALD: &str = "/lib/systemd/systemd-journald";
@@ -196,14 +200,25 @@ impl Journald {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn systemd-journald");
-        let j = Journald {
+        let mut j = Journald {
             namespace,
             socket,
             child,
+            _keepalive: None,
         };
-        wait_for("journald's socket", Duration::from_secs(20), || {
-            j.socket.exists().then_some(())
+        let stdout = j.socket.with_file_name("stdout");
+        let mut keepalive = wait_for("journald's sockets", Duration::from_secs(20), || {
+            if !j.socket.exists() {
+                return None;
+            }
+            std::os::unix::net::UnixStream::connect(&stdout).ok()
         });
+        // the stdout-stream header: identifier, unit, priority, level prefix, syslog, kmsg, console
+        use std::io::Write as _;
+        keepalive
+            .write_all(b"dsa-test-keepalive\n\n6\n0\n0\n0\n0\n")
+            .expect("journald stdout stream");
+        j._keepalive = Some(keepalive);
         j
     }
 
