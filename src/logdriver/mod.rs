@@ -186,6 +186,23 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
         .open(path)
 }
 
+/// Started by hand (not by a shim), fds 3 to 5 may be closed: put /dev/null there, so that the
+/// files this process opens never take those numbers (and fd 5 is never one of ours when closed).
+fn reserve_shim_fds() {
+    for fd in [STDOUT_FD, STDERR_FD, READY_FD] {
+        // SAFETY: fcntl/open/dup2/close on plain fd numbers.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 && null != fd {
+                    libc::dup2(null, fd);
+                    libc::close(null);
+                }
+            }
+        }
+    }
+}
+
 /// A signalfd for SIGTERM and SIGINT (blocked first, so they queue there): the shim sends
 /// SIGTERM when the task is deleted, after closing its ends of the pipes.
 fn signal_fd() -> i32 {
@@ -233,6 +250,7 @@ fn read_once(
 /// The driver proper: reads both pipes until both reach end of file (or SIGTERM, after which
 /// what is already in the pipes is still written), then exits.
 pub fn run(args: &DriverArgs, container_id: String) -> ExitCode {
+    reserve_shim_fds();
     let sigfd = signal_fd();
     let mut setup_errors = Vec::new();
     let file = if args.file.as_os_str().is_empty() {
