@@ -702,6 +702,32 @@ fn container_output_reaches_journald_and_logs_while_the_agent_is_down() {
             .all(|l| l.starts_with("20") && l.contains("Z ")),
         "{tail2}"
     );
+    // followed: new lines arrive decoded as the driver appends them
+    let mut follow = Command::new(BIN)
+        .args([
+            "logs",
+            "--state-dir",
+            state.to_str().unwrap(),
+            &pod,
+            "-f",
+            "--tail",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        seen.push(lines.next().expect("a followed line").unwrap());
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        seen.iter()
+            .all(|l| l.starts_with("tick-") || l.starts_with("warn-")),
+        "{seen:?}"
+    );
     assert_eq!(
         c.running("node-j")[0].0,
         id,
