@@ -485,6 +485,7 @@ impl Floor {
                 labels: HashMap::new(),
                 spec: &spec,
                 log_path: None,
+                log_uri: None,
             })
             .await?;
         Ok(())

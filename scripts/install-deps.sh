@@ -3,13 +3,17 @@
 # Idempotent: packages already present are skipped by apt; safe to run again.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(containerd runc protobuf-compiler docker-registry skopeo busybox-static curl python3 ca-certificates)
+# systemd: journald and journalctl for the container-output tests (a journald namespace instance
+# of the test's own runs without systemd as PID 1, as in CI's container)
+pkgs=(containerd runc protobuf-compiler docker-registry skopeo busybox-static curl python3 ca-certificates systemd)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# journald needs a machine id; a container image may come without one
+[ -s /etc/machine-id ] || systemd-machine-id-setup >/dev/null
 # A packaged containerd may start its own service where systemd runs; that is fine, the tests
 # start private ones. kubectl is expected on the machine (Debian's kubernetes-client is too old).
 command -v kubectl >/dev/null || { echo "kubectl is required (1.27+): install it from https://dl.k8s.io" >&2; exit 1; }

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod cli;
 pub mod core;
+pub mod logdriver;
 pub mod logging;
 pub mod runtime;
 pub mod server;

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use daemonset_agent::agent::{self, config};
 use daemonset_agent::runtime::containerd::ContainerdRuntime;
+use daemonset_agent::runtime::OutputMode;
 use daemonset_agent::{logging, server};
 
 /// EX_USAGE: the configuration is wrong.
@@ -59,6 +60,9 @@ struct LogsArgs {
     /// Only the last N lines.
     #[arg(long, default_value_t = 0)]
     tail: u32,
+    /// Start each line with the time it was written (RFC3339).
+    #[arg(long)]
+    timestamps: bool,
 }
 
 #[derive(clap::Args)]
@@ -107,6 +111,11 @@ struct ServerArgs {
 }
 
 fn main() -> ExitCode {
+    // The hidden `log-driver` mode, started by containerd's shim with the URI's query pairs as
+    // arguments in no fixed order (so not a clap subcommand): synchronous, no async runtime.
+    if let Some(code) = daemonset_agent::logdriver::main_if_invoked() {
+        return code;
+    }
     let cli = Cli::parse();
     if matches!(cli.command, Command::Agent(_)) {
         // A node agent should be small: one malloc arena instead of one per thread (glibc
@@ -140,6 +149,7 @@ fn main() -> ExitCode {
                     &l.container,
                     l.follow,
                     l.tail,
+                    l.timestamps,
                 )
                 .await,
             ),
@@ -195,6 +205,21 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "localhost".into())
 }
 
+/// Containers' output goes through the log driver, which is this very binary.
+fn container_output(cfg: &config::Config) -> OutputMode {
+    match std::env::current_exe() {
+        Ok(binary) => OutputMode::Driver {
+            binary,
+            journal: cfg.container_journal.clone(),
+            node: cfg.node_name.clone(),
+        },
+        Err(e) => {
+            log::warn!(error = e.to_string(); "own executable not found: containers' output goes to their log files only, raw");
+            OutputMode::ShimFile
+        }
+    }
+}
+
 async fn run_agent(args: AgentArgs) -> ExitCode {
     let flags = agent_flags(&args);
     let cfg = match config::load(&flags, &hostname()) {
@@ -213,7 +238,7 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
     )
     .await
     {
-        Ok(r) => Arc::new(r),
+        Ok(r) => Arc::new(r.with_output(container_output(&cfg))),
         Err(e) => {
             log::error!(
                 "connect to containerd at {}: {e}",

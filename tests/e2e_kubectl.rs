@@ -113,11 +113,26 @@ impl Cluster {
         self.wait_ready();
     }
 
+    /// Starts an agent whose containers' output goes to their log files only (a test must not
+    /// write into a journald the host may run).
     fn start_agent(&mut self, node: &str, labels: &[&str]) {
+        self.start_agent_with(node, labels, "container-logs-to-journald = false\n");
+    }
+
+    fn state_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{node}"))
+    }
+
+    /// Starts an agent with `config` as its configuration file.
+    fn start_agent_with(&mut self, node: &str, labels: &[&str], config: &str) {
         let ns = format!("ns-{node}");
-        let state = self.dir.path().join(format!("agent-{node}"));
+        let state = self.state_dir(node);
+        let config_file = self.dir.path().join(format!("agent-{node}.toml"));
+        std::fs::write(&config_file, config).unwrap();
         let mut args = vec![
             "agent".to_string(),
+            "--config".into(),
+            config_file.to_string_lossy().into(),
             "--node-name".into(),
             node.into(),
             "--kubeconfig".into(),
@@ -630,5 +645,151 @@ fn restarted_containerd_neither_duplicates_nor_drops_containers() {
             .count(),
         1,
         "the dead container was replaced, not kept beside the new one"
+    );
+}
+
+/// Container output flows through the log driver beside containerd's shim: into journald (a
+/// journald namespace of the test's own) with the pod's fields, and into the CRI-format log file,
+/// also while the agent is stopped; `daemonset-agent logs` prints the lines without their prefix.
+#[test]
+fn container_output_reaches_journald_and_logs_while_the_agent_is_down() {
+    let registry = common::registry();
+    let journald = common::Journald::start();
+    let mut c = Cluster::start();
+    let config = format!("journald-socket = \"{}\"\n", journald.socket.display());
+    c.start_agent_with("node-j", &[], &config);
+    c.apply(&format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: talker\nspec:\n  selector:\n    matchLabels:\n      app: talker\n  template:\n    metadata:\n      labels:\n        app: talker\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n        command: [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo tick-$i; echo warn-$i >&2; sleep 0.1; done\"]\n"
+    ));
+    c.wait_ds("node-j", &["talker"], 60);
+    let (id, _) = c.running("node-j").remove(0);
+    let labels = c.container_labels("ns-node-j", &id).unwrap();
+    let pod = labels["io.daemonset-agent.pod.name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let last_tick = |entries: &[serde_json::Value]| -> u64 {
+        entries
+            .iter()
+            .filter_map(|e| e["MESSAGE"].as_str()?.strip_prefix("tick-")?.parse().ok())
+            .max()
+            .unwrap_or(0)
+    };
+    let entries = wait_for("ticks in journald", Duration::from_secs(20), || {
+        let e = journald.entries_where("CONTAINER_ID", &id);
+        (last_tick(&e) >= 3).then_some(e)
+    });
+    for e in &entries {
+        let msg = e["MESSAGE"].as_str().unwrap();
+        let priority = if msg.starts_with("tick-") { "6" } else { "3" };
+        assert!(msg.starts_with("tick-") || msg.starts_with("warn-"), "{e}");
+        assert_eq!(e["PRIORITY"], priority, "{e}");
+        for (k, v) in [
+            ("SYSLOG_IDENTIFIER", "main"),
+            ("CONTAINER_NAME", "main"),
+            ("POD", pod.as_str()),
+            ("NAMESPACE", "default"),
+            ("DAEMONSET", "talker"),
+            ("NODE", "node-j"),
+        ] {
+            assert_eq!(e[k], v, "{k} in {e}");
+        }
+    }
+
+    // the agent stops: output goes on reaching journald and the file
+    c.agent("node-j").stop();
+    let before = last_tick(&journald.entries_where("CONTAINER_ID", &id));
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = last_tick(&journald.entries_where("CONTAINER_ID", &id));
+    assert!(
+        during >= before + 5,
+        "journald got ticks {before}..{during} in 1.5 s without the agent"
+    );
+    let log_dir = c.state_dir("node-j").join("logs");
+    let pod_dir = std::fs::read_dir(&log_dir)
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().contains(&pod))
+        .expect("the pod's log directory")
+        .path();
+    let file = std::fs::read_to_string(pod_dir.join("main/0.log")).unwrap();
+    assert!(
+        file.contains(&format!(" stdout F tick-{during}\n")),
+        "tick-{during} not in the CRI file"
+    );
+
+    // the agent comes back, adopts the container, and its CLI prints the lines without prefix
+    c.start_agent_with("node-j", &[], &config);
+    let state = c.state_dir("node-j");
+    let out = wait_for("daemonset-agent logs", Duration::from_secs(20), || {
+        let out = Command::new(BIN)
+            .args(["logs", "--state-dir", state.to_str().unwrap(), &pod])
+            .output()
+            .unwrap();
+        out.status.success().then_some(out.stdout)
+    });
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains(&format!("\ntick-{during}\nwarn-{during}\n")),
+        "{}",
+        tail(&out, 10)
+    );
+    assert!(
+        out.lines()
+            .all(|l| l.starts_with("tick-") || l.starts_with("warn-")),
+        "{}",
+        tail(&out, 10)
+    );
+    let tail2 = Command::new(BIN)
+        .args([
+            "logs",
+            "--state-dir",
+            state.to_str().unwrap(),
+            &pod,
+            "--tail",
+            "2",
+            "--timestamps",
+        ])
+        .output()
+        .unwrap();
+    let tail2 = String::from_utf8(tail2.stdout).unwrap();
+    let lines: Vec<&str> = tail2.lines().collect();
+    assert_eq!(lines.len(), 2, "{tail2}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("20") && l.contains("Z ")),
+        "{tail2}"
+    );
+    // followed: new lines arrive decoded as the driver appends them
+    let mut follow = Command::new(BIN)
+        .args([
+            "logs",
+            "--state-dir",
+            state.to_str().unwrap(),
+            &pod,
+            "-f",
+            "--tail",
+            "1",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(follow.stdout.take().unwrap()));
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        seen.push(lines.next().expect("a followed line").unwrap());
+    }
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        seen.iter()
+            .all(|l| l.starts_with("tick-") || l.starts_with("warn-")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        c.running("node-j")[0].0,
+        id,
+        "the container was not restarted"
     );
 }

@@ -16,7 +16,8 @@ use containerd_client::tonic::Code;
 use daemonset_agent::runtime::client::Ctd;
 use daemonset_agent::runtime::pull::{chain_ids, diff_ids, parse_manifest, read_content};
 use daemonset_agent::runtime::{
-    ContainerRequest, ContainerdRuntime, PodSandbox, Runtime, RuntimeError, SandboxInfo, TaskState,
+    ContainerRequest, ContainerdRuntime, OutputMode, PodSandbox, Runtime, RuntimeError,
+    SandboxInfo, TaskState,
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use serde_json::json;
@@ -890,5 +891,151 @@ async fn an_oci_archive_imports_and_runs_without_a_registry() {
     .await;
     e.rt.remove_container(&id).await.unwrap();
     assert_gone(e.rt.client(), &id).await;
+    e.rt.remove_sandbox(&uid).await.unwrap();
+}
+
+/// The first `n` CRI records of a log file, as (stream, partial, message), once there are `n`.
+async fn cri_records(
+    path: &Path,
+    n: usize,
+) -> Vec<(daemonset_agent::logdriver::cri::Stream, bool, Vec<u8>)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let f = std::fs::read(path).unwrap_or_default();
+        let lines: Vec<&[u8]> = f.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+        if lines.len() >= n {
+            return lines
+                .iter()
+                .map(|l| {
+                    let r = daemonset_agent::logdriver::cri::parse_record(l).unwrap_or_else(|| {
+                        panic!("not a CRI record: {:?}", String::from_utf8_lossy(l))
+                    });
+                    (r.stream, r.partial, r.message.to_vec())
+                })
+                .collect();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} has fewer than {n} records: {:?}",
+            path.display(),
+            String::from_utf8_lossy(&f)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The journal entries of container `id`, once there are at least `n`.
+async fn journal_entries(j: &common::Journald, id: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got = j.entries_where("CONTAINER_ID", id);
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "journald has {} entries of {id}, not {n}: {got:?}",
+            got.len()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The log driver, as the agent uses it: started by the shim, it writes CRI records to the file
+/// and one journald entry per record to a journald of the test's own, with the container's
+/// fields; long lines are cut at 16 KiB, bytes are kept as they are, and the driver exits once
+/// the container's streams are closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn output_goes_through_the_log_driver_to_journald_and_a_cri_file() {
+    use daemonset_agent::logdriver::cri::{Stream, MAX_LINE};
+    let journald = common::Journald::start();
+    let mut e = env().await;
+    e.rt = e.rt.clone().with_output(OutputMode::Driver {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_daemonset-agent")),
+        journal: Some(journald.socket.clone()),
+        node: "node-x".into(),
+    });
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let pod = pod_spec(json!({"containers": []}));
+    let id = unique("talker");
+    let mut req = request(
+        &e,
+        &id,
+        &pod,
+        json!({"name": "main", "image": image("v1"), "command": ["sh", "-c",
+            "echo out-1; sleep 0.2; echo err-1 >&2; sleep 0.2; \
+             s=x; for i in $(seq 15); do s=$s$s; done; printf '%sEND\\n' \"$s\"; \
+             printf 'bad\\377utf\\n'; printf 'nul\\000byte\\n'; printf 'two\\r\\n'; sleep 0.2; \
+             echo err-2 >&2; sleep 0.2; printf no-newline"]}),
+        &sb,
+    );
+    for (k, v) in [
+        ("io.daemonset-agent.pod.name", "testpod"),
+        ("io.daemonset-agent.pod.namespace", "default"),
+        ("io.daemonset-agent.daemonset.name", "talkers"),
+    ] {
+        req.labels.insert(k.into(), v.into());
+    }
+    e.rt.run_container(&req).await.expect("run");
+    wait_state(&e.rt, &id, "stopped", |s| {
+        matches!(s, TaskState::Stopped { exit_code: 0, .. })
+    })
+    .await;
+    let big = "x".repeat(1 << 15);
+    let want: Vec<(Stream, bool, Vec<u8>)> = vec![
+        (Stream::Stdout, false, b"out-1".to_vec()),
+        (Stream::Stderr, false, b"err-1".to_vec()),
+        (Stream::Stdout, true, big.as_bytes()[..MAX_LINE].to_vec()),
+        (Stream::Stdout, true, big.as_bytes()[MAX_LINE..].to_vec()),
+        (Stream::Stdout, false, b"END".to_vec()),
+        (Stream::Stdout, false, b"bad\xffutf".to_vec()),
+        (Stream::Stdout, false, b"nul\0byte".to_vec()),
+        (Stream::Stdout, false, b"two".to_vec()),
+        (Stream::Stderr, false, b"err-2".to_vec()),
+        (Stream::Stdout, true, b"no-newline".to_vec()),
+    ];
+    // The shim keeps its ends of the pipes until the task is deleted: every line is there at
+    // once, the unfinished last one only when the task goes and the streams close.
+    let records = cri_records(&req.log_path, want.len() - 1).await;
+    assert_eq!(records, want[..want.len() - 1]);
+    journal_entries(&journald, &id, want.len() - 1).await;
+    e.rt.remove_container(&id).await.unwrap();
+    let records = cri_records(&req.log_path, want.len()).await;
+    assert_eq!(records, want);
+    // journald: one entry per record, with the container's fields
+    let entries = journal_entries(&journald, &id, want.len()).await;
+    assert_eq!(entries.len(), want.len());
+    for (entry, (stream, partial, msg)) in entries.iter().zip(&want) {
+        assert_eq!(
+            common::field(entry, "MESSAGE").as_ref(),
+            Some(msg),
+            "{entry}"
+        );
+        let priority = if *stream == Stream::Stdout { "6" } else { "3" };
+        assert_eq!(entry["PRIORITY"], priority, "{entry}");
+        assert_eq!(
+            entry.get("CONTAINER_PARTIAL_MESSAGE").is_some(),
+            *partial,
+            "{entry}"
+        );
+        for (k, v) in [
+            ("SYSLOG_IDENTIFIER", "main"),
+            ("CONTAINER_NAME", "main"),
+            ("POD", "testpod"),
+            ("NAMESPACE", "default"),
+            ("DAEMONSET", "talkers"),
+            ("NODE", "node-x"),
+        ] {
+            assert_eq!(entry[k], v, "{k} in {entry}");
+        }
+    }
+    // the driver exits once both streams are closed
+    let log_path = req.log_path.to_string_lossy().to_string();
+    common::wait_for("the log driver to exit", Duration::from_secs(20), || {
+        common::pids_with(&["log-driver", &log_path])
+            .is_empty()
+            .then_some(())
+    });
     e.rt.remove_sandbox(&uid).await.unwrap();
 }

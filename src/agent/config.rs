@@ -13,6 +13,7 @@ pub const DEFAULT_NAMESPACE: &str = "daemonset-agent";
 pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/daemonset-agent";
 pub const DEFAULT_KUBECONFIG: &str = "/etc/daemonset-agent/kubeconfig";
+pub const DEFAULT_JOURNALD_SOCKET: &str = crate::logdriver::journal::DEFAULT_SOCKET;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -42,6 +43,10 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     /// Seconds between full resyncs with containerd (events wake the loop earlier).
     pub resync_seconds: Option<u64>,
+    /// Whether containers' output also goes to journald (default true; false: the log file only).
+    pub container_logs_to_journald: Option<bool>,
+    /// journald's native socket for containers' output.
+    pub journald_socket: Option<PathBuf>,
 }
 
 /// What the command line said (None / empty: not given).
@@ -69,6 +74,8 @@ pub struct Config {
     pub containerd_namespace: String,
     pub state_dir: PathBuf,
     pub resync_seconds: u64,
+    /// journald's socket for containers' output; None: their log files only.
+    pub container_journal: Option<PathBuf>,
     /// The file it came from, for SIGHUP reloads.
     pub config_file: Option<PathBuf>,
 }
@@ -171,6 +178,10 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
             .or(file.state_dir)
             .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
         resync_seconds,
+        container_journal: file.container_logs_to_journald.unwrap_or(true).then(|| {
+            file.journald_socket
+                .unwrap_or_else(|| DEFAULT_JOURNALD_SOCKET.into())
+        }),
         config_file: None,
     })
 }
@@ -270,6 +281,17 @@ zone = "a"
         assert_eq!(cfg.containerd_namespace, DEFAULT_NAMESPACE);
         let defaults = merge(FileConfig::default(), &Flags::default(), "My-Host").unwrap();
         assert_eq!(defaults.node_name, "my-host");
+        assert_eq!(
+            defaults.container_journal,
+            Some(PathBuf::from("/run/systemd/journal/socket"))
+        );
+        let file_only = parse_file(
+            "container-logs-to-journald = false\njournald-socket = \"/x\"",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let cfg = merge(file_only, &Flags::default(), "h").unwrap();
+        assert_eq!(cfg.container_journal, None);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::{Request, Response, Status};
 
 use crate::core::plan::{DesiredPod, PodKey};
+use crate::logdriver::cri::Decoder;
 
 pub mod pb {
     tonic::include_proto!("daemonset_agent.v1");
@@ -153,43 +154,55 @@ impl pb::agent_server::Agent for LocalApi {
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| Status::not_found(format!("log {}: {e}", path.display())))?;
-        let mut start = Vec::new();
-        file.read_to_end(&mut start)
+        let mut stored = Vec::new();
+        file.read_to_end(&mut stored)
             .await
             .map_err(|e| Status::internal(e.to_string()))?;
-        if r.tail_lines > 0 {
-            let mut cut = 0;
-            let mut seen = 0;
-            for (i, b) in start.iter().enumerate().rev().skip(1) {
-                if *b == b'\n' {
-                    seen += 1;
-                    if seen == r.tail_lines {
-                        cut = i + 1;
-                        break;
-                    }
-                }
-            }
-            start.drain(..cut);
+        // CRI records (the log driver's) become the container's lines again; raw files of
+        // containers started before the driver existed pass through
+        let mut decoder = Decoder::new(r.timestamps);
+        let mut start = Vec::with_capacity(stored.len());
+        decoder.push(&stored, &mut start);
+        drop(stored);
+        if !r.follow {
+            decoder.finish(&mut start);
         }
-        let follow = r.follow;
-        let stream = async_stream(file, start, follow);
+        if r.tail_lines > 0 {
+            start.drain(..tail_start(&start, r.tail_lines));
+        }
+        let stream = async_stream(file, start, r.follow.then_some(decoder));
         Ok(Response::new(Box::pin(stream)))
     }
 }
 
+/// Where the last `n` lines of `out` start (a last line without newline counts).
+fn tail_start(out: &[u8], n: u32) -> usize {
+    let mut seen = 0;
+    for (i, b) in out.iter().enumerate().rev().skip(1) {
+        if *b == b'\n' {
+            seen += 1;
+            if seen == n {
+                return i + 1;
+            }
+        }
+    }
+    0
+}
+
+/// Sends `first`, then, when following, what the file gains, decoded.
 fn async_stream(
     mut file: tokio::fs::File,
     first: Vec<u8>,
-    follow: bool,
+    follow: Option<Decoder>,
 ) -> impl Stream<Item = Result<pb::LogChunk, Status>> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {
         if !first.is_empty() && tx.send(Ok(pb::LogChunk { data: first })).await.is_err() {
             return;
         }
-        if !follow {
+        let Some(mut decoder) = follow else {
             return;
-        }
+        };
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match file.read(&mut buf).await {
@@ -208,13 +221,9 @@ fn async_stream(
                     }
                 }
                 Ok(n) => {
-                    if tx
-                        .send(Ok(pb::LogChunk {
-                            data: buf[..n].to_vec(),
-                        }))
-                        .await
-                        .is_err()
-                    {
+                    let mut data = Vec::with_capacity(n);
+                    decoder.push(&buf[..n], &mut data);
+                    if !data.is_empty() && tx.send(Ok(pb::LogChunk { data })).await.is_err() {
                         return;
                     }
                 }
@@ -240,4 +249,16 @@ pub async fn serve(api: LocalApi) -> std::io::Result<()> {
         .serve_with_incoming(incoming)
         .await
         .map_err(std::io::Error::other)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tail_counts_lines_from_the_end() {
+        let out = b"a\nb\nc\n";
+        assert_eq!(&out[super::tail_start(out, 2)..], b"b\nc\n");
+        assert_eq!(&out[super::tail_start(out, 9)..], out);
+        let open = b"a\nb\nc";
+        assert_eq!(&open[super::tail_start(open, 1)..], b"c");
+    }
 }

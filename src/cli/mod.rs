@@ -75,6 +75,7 @@ pub async fn logs(
     container: &str,
     follow: bool,
     tail: u32,
+    timestamps: bool,
 ) -> anyhow::Result<()> {
     let mut c = client(state_dir).await?;
     let mut stream = c
@@ -84,6 +85,7 @@ pub async fn logs(
             container: container.into(),
             follow,
             tail_lines: tail,
+            timestamps,
         })
         .await?
         .into_inner();

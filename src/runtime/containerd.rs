@@ -17,8 +17,8 @@ use containerd_client::types::Mount;
 use super::client::{ctd_err, Ctd, SNAPSHOTTER};
 use super::pull::{self, PulledImage};
 use super::{
-    sandbox, spec, ContainerRequest, ContainerStatus, ImageInfo, PodSandbox, Result, Runtime,
-    RuntimeError, SandboxInfo, TaskState,
+    sandbox, spec, ContainerRequest, ContainerStatus, ImageInfo, OutputMode, PodSandbox, Result,
+    Runtime, RuntimeError, SandboxInfo, TaskState,
 };
 
 pub const RUNC_V2: &str = "io.containerd.runc.v2";
@@ -31,6 +31,7 @@ pub struct ContainerdRuntime {
     state_dir: PathBuf,
     /// Serializes pulls: two writers of the same blob would collide on containerd's ref lock.
     pull_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    output: OutputMode,
 }
 
 /// What `create_and_start` needs: the raw containerd steps, with no Kubernetes in between.
@@ -45,6 +46,8 @@ pub struct RawContainer<'a> {
     pub spec: &'a serde_json::Value,
     /// Regular file for stdout and stderr (created if missing); None: output discarded.
     pub log_path: Option<&'a Path>,
+    /// A `binary://` log URI (the log driver); when set it replaces `log_path`.
+    pub log_uri: Option<String>,
 }
 
 impl ContainerdRuntime {
@@ -60,7 +63,38 @@ impl ContainerdRuntime {
             ctd,
             state_dir: state_dir.to_path_buf(),
             pull_lock: Default::default(),
+            output: OutputMode::default(),
         })
+    }
+
+    /// How containers created from now on keep their output (containers already running keep
+    /// theirs: their shim was set up when they started).
+    pub fn with_output(mut self, output: OutputMode) -> ContainerdRuntime {
+        self.output = output;
+        self
+    }
+
+    /// The log URI of the driver for `req`, None when the shim writes the file itself.
+    fn log_uri(&self, req: &ContainerRequest) -> Option<String> {
+        let OutputMode::Driver {
+            binary,
+            journal,
+            node,
+        } = &self.output
+        else {
+            return None;
+        };
+        let label = |k: &str| req.labels.get(k).cloned().unwrap_or_default();
+        let args = crate::logdriver::DriverArgs {
+            file: req.log_path.clone(),
+            journal: journal.clone(),
+            pod: label(super::labels::POD_NAME),
+            namespace: label(super::labels::POD_NAMESPACE),
+            container: req.container.name.clone(),
+            daemonset: label(super::labels::DAEMONSET_NAME),
+            node: node.clone(),
+        };
+        Some(args.uri(binary))
     }
 
     /// The connection (namespace-bound gRPC clients), for lower-level use.
@@ -215,8 +249,10 @@ impl ContainerdRuntime {
 
     async fn start_task(&self, c: &RawContainer<'_>, mounts: Vec<Mount>) -> Result<u32> {
         let id = c.id;
-        let (stdout, stderr) = match c.log_path {
-            Some(p) => {
+        let (stdout, stderr) = match (&c.log_uri, c.log_path) {
+            // the shim reads stdout's URI only and hands both pipes to the driver
+            (Some(uri), _) => (uri.clone(), uri.clone()),
+            (None, Some(p)) => {
                 if let Some(parent) = p.parent() {
                     std::fs::create_dir_all(parent).map_err(|e| RuntimeError::Containerd {
                         op: "create log directory",
@@ -246,7 +282,7 @@ impl ContainerdRuntime {
                     stderr.to_string_lossy().to_string(),
                 )
             }
-            None => (String::new(), String::new()),
+            (None, None) => (String::new(), String::new()),
         };
         self.ctd
             .tasks()
@@ -438,6 +474,7 @@ impl Runtime for ContainerdRuntime {
                 labels,
                 spec: &plan.spec,
                 log_path: Some(&req.log_path),
+                log_uri: self.log_uri(req),
             })
             .await?;
         log::info!(container_id = req.id.as_str(), image = image.info.reference.as_str(), pid = pid; "container started");

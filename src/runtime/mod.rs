@@ -65,9 +65,27 @@ pub struct ContainerRequest {
     pub sandbox: SandboxInfo,
     /// The pod's hostname (its name, unless hostNetwork).
     pub hostname: String,
-    /// Regular file that receives the container's stdout and stderr (appended by the shim, so
-    /// output is kept while the agent is down).
+    /// The container's log file: CRI-format records written by the log driver, or raw output
+    /// appended by the shim (see [`OutputMode`]); either way kept while the agent is down.
     pub log_path: PathBuf,
+}
+
+/// How the runtime keeps containers' stdout and stderr. Both live beside containerd's shim, not
+/// in the agent, so output is kept while the agent is stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum OutputMode {
+    /// The shim appends the raw output of both streams to the log file.
+    #[default]
+    ShimFile,
+    /// The shim starts `binary` as the log driver ([`crate::logdriver`]): CRI-format records in
+    /// the log file and, when `journal` names journald's socket, one journal entry per line.
+    Driver {
+        /// The daemonset-agent binary (absolute).
+        binary: PathBuf,
+        journal: Option<PathBuf>,
+        /// The node's name, for the NODE field.
+        node: String,
+    },
 }
 
 /// A container's task state as containerd reports it.

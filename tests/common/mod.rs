@@ -186,3 +186,125 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A journald of the test's own: a namespace instance (`systemd-journald NAMESPACE`, no booted
+/// systemd needed) listening on /run/systemd/journal.NAMESPACE/socket, read back with
+/// `journalctl --namespace=NAMESPACE`. It never touches a journald the host may run; its socket
+/// directory and journal files are removed on drop.
+pub struct Journald {
+    pub namespace: String,
+    pub socket: PathBuf,
+    child: Child,
+    /// A namespace instance exits after 30 s without clients unless a stdout stream is open
+    /// (journald-server.c: server_start_or_stop_idle_timer); under systemd socket activation
+    /// would start it again, here nothing would. This stream keeps it up for the test.
+    _keepalive: Option<std::os::unix::net::UnixStream>,
+}
+
+pub const JOURNALD: &str = "/lib/systemd/systemd-journald";
+
+impl Journald {
+    pub fn start() -> Journald {
+        assert!(
+            Path::new(JOURNALD).exists(),
+            "{JOURNALD} is missing: run scripts/install-deps.sh (apt-get install -y systemd)"
+        );
+        require("journalctl");
+        let namespace = format!("dsa-{}-{:08x}", std::process::id(), rand::random::<u32>());
+        let socket = PathBuf::from(format!("/run/systemd/journal.{namespace}/socket"));
+        let child = Command::new(JOURNALD)
+            .arg(&namespace)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn systemd-journald");
+        let mut j = Journald {
+            namespace,
+            socket,
+            child,
+            _keepalive: None,
+        };
+        let stdout = j.socket.with_file_name("stdout");
+        let mut keepalive = wait_for("journald's sockets", Duration::from_secs(20), || {
+            if !j.socket.exists() {
+                return None;
+            }
+            std::os::unix::net::UnixStream::connect(&stdout).ok()
+        });
+        // the stdout-stream header: identifier, unit, priority, level prefix, syslog, kmsg, console
+        use std::io::Write as _;
+        keepalive
+            .write_all(b"dsa-test-keepalive\n\n6\n0\n0\n0\n0\n")
+            .expect("journald stdout stream");
+        j._keepalive = Some(keepalive);
+        j
+    }
+
+    /// Every entry, as `journalctl --namespace=NS -o json --all` prints them (values of binary
+    /// fields are arrays of bytes there: see [`field`]).
+    pub fn entries(&self) -> Vec<serde_json::Value> {
+        let out = Command::new("journalctl")
+            .arg(format!("--namespace={}", self.namespace))
+            .args(["-o", "json", "--all", "--no-pager"])
+            .output()
+            .expect("run journalctl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The entries whose `name` field is `value`.
+    pub fn entries_where(&self, name: &str, value: &str) -> Vec<serde_json::Value> {
+        self.entries()
+            .into_iter()
+            .filter(|e| e[name] == value)
+            .collect()
+    }
+}
+
+/// A field of a journalctl JSON entry as bytes (journalctl prints binary values as byte arrays).
+pub fn field(entry: &serde_json::Value, name: &str) -> Option<Vec<u8>> {
+    match &entry[name] {
+        serde_json::Value::String(s) => Some(s.as_bytes().to_vec()),
+        serde_json::Value::Array(a) => a.iter().map(|b| b.as_u64().map(|b| b as u8)).collect(),
+        _ => None,
+    }
+}
+
+impl Drop for Journald {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let suffix = format!(".{}", self.namespace);
+        let _ = std::fs::remove_dir_all(format!("/run/systemd/journal.{}", self.namespace));
+        for dir in ["/var/log/journal", "/run/log/journal"] {
+            if let Ok(entries) = std::fs::read_dir(dir) {
+                for e in entries.flatten() {
+                    if e.file_name().to_string_lossy().ends_with(&suffix) {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Pids of processes whose command line contains every one of `needles`.
+pub fn pids_with(needles: &[&str]) -> Vec<i32> {
+    let mut pids = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for e in entries.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if needles.iter().all(|n| cmd.contains(n)) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}

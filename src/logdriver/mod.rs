@@ -1,0 +1,516 @@
+//! The container log driver: `daemonset-agent log-driver ...`, a hidden mode of the binary that
+//! containerd's runc shim starts for every container through a `binary://` log URI (see
+//! [`DriverArgs::uri`]). The shim hands it the container's stdout on fd 3 and stderr on fd 4 and
+//! waits until fd 5 is closed. It lives beside the shim, not in the agent, so output is kept
+//! while the agent is stopped or restarting.
+//!
+//! Every line goes (a) to the container's log file in the CRI format ([`cri`]) and (b) to journald
+//! over its native protocol ([`journal`]) with the container's fields. It is synchronous (no
+//! tokio), single-threaded (poll on both pipes and a signalfd), and its memory is bounded: one
+//! read buffer, one unfinished line per stream (at most [`cri::MAX_LINE`]), one output batch.
+pub mod cri;
+pub mod journal;
+
+use std::ffi::{OsStr, OsString};
+use std::io::Write as _;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use cri::{LineSplitter, Stream};
+
+/// The query key (and so the argument) that marks a log-driver invocation; its value is the
+/// version of the argument set.
+pub const MARKER: &str = "log-driver";
+pub const VERSION: &str = "1";
+
+/// What the driver needs to know about its container; everything travels in the URI's query.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DriverArgs {
+    /// The container's log file (CRI format, appended; created with its directory).
+    pub file: PathBuf,
+    /// journald's native socket; None: the file only.
+    pub journal: Option<PathBuf>,
+    pub pod: String,
+    pub namespace: String,
+    pub container: String,
+    pub daemonset: String,
+    pub node: String,
+}
+
+fn percent_encode(out: &mut String, bytes: &[u8], keep_slash: bool) {
+    for &b in bytes {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+}
+
+impl DriverArgs {
+    /// `binary:///BINARY?log-driver=1&file=...`: the stdout/stderr string of Tasks.Create that
+    /// makes the shim start `binary` (absolute) as this container's log driver. The shim
+    /// (containerd pkg/process/io.go) passes every query pair as two arguments, in no fixed order.
+    pub fn uri(&self, binary: &Path) -> String {
+        let mut s = String::from("binary://");
+        percent_encode(&mut s, binary.as_os_str().as_bytes(), true);
+        let mut pairs: Vec<(&str, &[u8])> = vec![
+            (MARKER, VERSION.as_bytes()),
+            ("file", self.file.as_os_str().as_bytes()),
+        ];
+        if let Some(j) = &self.journal {
+            pairs.push(("journal", j.as_os_str().as_bytes()));
+        }
+        for (k, v) in [
+            ("pod", &self.pod),
+            ("namespace", &self.namespace),
+            ("container", &self.container),
+            ("daemonset", &self.daemonset),
+            ("node", &self.node),
+        ] {
+            pairs.push((k, v.as_bytes()));
+        }
+        for (i, (k, v)) in pairs.into_iter().enumerate() {
+            s.push(if i == 0 { '?' } else { '&' });
+            s.push_str(k);
+            s.push('=');
+            percent_encode(&mut s, v, false);
+        }
+        s
+    }
+
+    /// Recognizes a driver invocation from the process arguments (without argv[0]): `key value`
+    /// pairs in any order, one of them `log-driver 1`. Ok(None): not a driver invocation.
+    pub fn parse(args: &[OsString]) -> Result<Option<DriverArgs>, String> {
+        let is_driver =
+            args.len().is_multiple_of(2) && args.chunks(2).any(|p| p[0] == OsStr::new(MARKER));
+        if !is_driver {
+            return Ok(None);
+        }
+        let mut a = DriverArgs::default();
+        let mut version = None;
+        for p in args.chunks(2) {
+            let v = &p[1];
+            let text = || v.to_string_lossy().into_owned();
+            match p[0].to_str() {
+                Some(MARKER) => version = Some(text()),
+                Some("file") => a.file = PathBuf::from(v),
+                Some("journal") if !v.is_empty() => a.journal = Some(PathBuf::from(v)),
+                Some("pod") => a.pod = text(),
+                Some("namespace") => a.namespace = text(),
+                Some("container") => a.container = text(),
+                Some("daemonset") => a.daemonset = text(),
+                Some("node") => a.node = text(),
+                // keys of a newer agent: ignored, so an old driver binary still runs
+                _ => {}
+            }
+        }
+        if version.as_deref() != Some(VERSION) {
+            return Err(format!("log-driver: unsupported version {version:?}"));
+        }
+        if !a.file.is_absolute() {
+            return Err(format!("log-driver: file {:?} is not absolute", a.file));
+        }
+        Ok(Some(a))
+    }
+}
+
+/// Runs the driver when this process was started as one; called first thing in `main`, before
+/// any runtime or thread exists.
+pub fn main_if_invoked() -> Option<ExitCode> {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match DriverArgs::parse(&args) {
+        Ok(None) => None,
+        Ok(Some(a)) => Some(run(&a, std::env::var("CONTAINER_ID").unwrap_or_default())),
+        Err(e) => {
+            // still drain the pipes so the container never blocks on a full pipe
+            eprintln!("daemonset-agent {e}");
+            Some(run(&DriverArgs::default(), String::new()))
+        }
+    }
+}
+
+const STDOUT_FD: i32 = 3;
+const STDERR_FD: i32 = 4;
+const READY_FD: i32 = 5;
+const READ_BUF: usize = 32 * 1024;
+const OUT_BATCH: usize = 64 * 1024;
+
+struct Sink {
+    file: Option<std::fs::File>,
+    out: Vec<u8>,
+    journal: Option<journal::Journal>,
+    enc: journal::Encoder,
+    file_errors: u64,
+}
+
+impl Sink {
+    fn record(&mut self, stream: Stream, msg: &[u8], partial: bool) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i128)
+            .unwrap_or_default();
+        if self.file.is_some() {
+            cri::format_record(&mut self.out, now, stream, partial, msg);
+            if self.out.len() >= OUT_BATCH {
+                self.flush();
+            }
+        }
+        if let Some(j) = &mut self.journal {
+            let priority = match stream {
+                Stream::Stdout => 6,
+                Stream::Stderr => 3,
+            };
+            j.send(self.enc.entry(priority, msg, partial));
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some(f) = &mut self.file {
+            if !self.out.is_empty() && f.write_all(&self.out).is_err() {
+                self.file_errors += 1;
+            }
+        }
+        self.out.clear();
+    }
+}
+
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+}
+
+/// Started by hand (not by a shim), fds 3 to 5 may be closed: put /dev/null there, so that the
+/// files this process opens never take those numbers (and fd 5 is never one of ours when closed).
+fn reserve_shim_fds() {
+    for fd in [STDOUT_FD, STDERR_FD, READY_FD] {
+        // SAFETY: fcntl/open/dup2/close on plain fd numbers.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) < 0 {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 && null != fd {
+                    libc::dup2(null, fd);
+                    libc::close(null);
+                }
+            }
+        }
+    }
+}
+
+/// A signalfd for SIGTERM and SIGINT (blocked first, so they queue there): the shim sends
+/// SIGTERM when the task is deleted, after closing its ends of the pipes.
+fn signal_fd() -> i32 {
+    // SAFETY: plain libc calls on a local sigset; no threads exist yet.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+    }
+}
+
+enum ReadResult {
+    Open,
+    Closed,
+}
+
+fn read_once(
+    fd: i32,
+    buf: &mut [u8],
+    split: &mut LineSplitter,
+    stream: Stream,
+    sink: &mut Sink,
+) -> ReadResult {
+    loop {
+        // SAFETY: buf is a valid writable buffer of buf.len() bytes.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n > 0 {
+            split.push(&buf[..n as usize], &mut |m, p| sink.record(stream, m, p));
+            return ReadResult::Open;
+        }
+        if n == 0 {
+            return ReadResult::Closed;
+        }
+        match std::io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EAGAIN) => return ReadResult::Open,
+            _ => return ReadResult::Closed,
+        }
+    }
+}
+
+/// The driver proper: reads both pipes until both reach end of file (or SIGTERM, after which
+/// what is already in the pipes is still written), then exits.
+pub fn run(args: &DriverArgs, container_id: String) -> ExitCode {
+    reserve_shim_fds();
+    let sigfd = signal_fd();
+    let mut setup_errors = Vec::new();
+    let file = if args.file.as_os_str().is_empty() {
+        None
+    } else {
+        match open_log(&args.file) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                setup_errors.push(format!("open {}: {e}", args.file.display()));
+                None
+            }
+        }
+    };
+    let journal = args
+        .journal
+        .as_deref()
+        .and_then(|p| match journal::Journal::new(p) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                setup_errors.push(format!("journald socket: {e}"));
+                None
+            }
+        });
+    let enc = journal::Encoder::new([
+        ("SYSLOG_IDENTIFIER", args.container.as_str()),
+        ("CONTAINER_ID", container_id.as_str()),
+        ("CONTAINER_NAME", args.container.as_str()),
+        ("POD", args.pod.as_str()),
+        ("NAMESPACE", args.namespace.as_str()),
+        ("DAEMONSET", args.daemonset.as_str()),
+        ("NODE", args.node.as_str()),
+    ]);
+    let mut sink = Sink {
+        file,
+        out: Vec::with_capacity(OUT_BATCH + cri::MAX_LINE + 64),
+        journal,
+        enc,
+        file_errors: 0,
+    };
+    for fd in [STDOUT_FD, STDERR_FD] {
+        // SAFETY: fcntl on an fd number; an fd that is not open just fails.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            if fl >= 0 {
+                libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+            }
+        }
+    }
+    // ready: the shim goes on creating the task
+    // SAFETY: closing the ready pipe the shim gave us; nothing else uses fd 5.
+    unsafe { libc::close(READY_FD) };
+    for e in &setup_errors {
+        report(&args.journal, &container_id, e);
+    }
+
+    let mut buf = vec![0u8; READ_BUF];
+    let mut split = [LineSplitter::new(), LineSplitter::new()];
+    let streams = [Stream::Stdout, Stream::Stderr];
+    let mut open = [true, true];
+    let mut terminating = false;
+    while open[0] || open[1] {
+        let mut fds = [
+            libc::pollfd {
+                fd: if open[0] { STDOUT_FD } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if open[1] { STDERR_FD } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: sigfd,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        if terminating {
+            // drain: read what is in the pipes now, stop when they are empty
+            for i in 0..2 {
+                let fd = STDOUT_FD + i as i32;
+                // bounded: a writer that never stops is not waited for
+                let mut reads = 0;
+                while open[i] && reads < 1024 && readable(fd) {
+                    reads += 1;
+                    if let ReadResult::Closed =
+                        read_once(fd, &mut buf, &mut split[i], streams[i], &mut sink)
+                    {
+                        open[i] = false;
+                    }
+                }
+            }
+            break;
+        }
+        // SAFETY: fds is a valid array of 3 pollfds.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            break;
+        }
+        for i in 0..2 {
+            if open[i] && fds[i].revents != 0 {
+                if fds[i].revents & libc::POLLNVAL != 0 {
+                    open[i] = false;
+                    continue;
+                }
+                if let ReadResult::Closed = read_once(
+                    STDOUT_FD + i as i32,
+                    &mut buf,
+                    &mut split[i],
+                    streams[i],
+                    &mut sink,
+                ) {
+                    open[i] = false;
+                }
+            }
+        }
+        sink.flush();
+        if fds[2].revents & libc::POLLIN != 0 {
+            terminating = true;
+        }
+    }
+    for i in 0..2 {
+        split[i].finish(&mut |m, p| sink.record(streams[i], m, p));
+    }
+    sink.flush();
+    let dropped = sink.journal.as_ref().map(|j| j.dropped).unwrap_or_default();
+    if sink.file_errors > 0 || dropped > 0 {
+        report(
+            &args.journal,
+            &container_id,
+            &format!(
+                "container output incomplete: {} failed writes to {}, {dropped} entries not delivered to journald",
+                sink.file_errors,
+                args.file.display()
+            ),
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Whether a read of the pipe would return at once (bytes, or end of file) rather than block.
+fn readable(fd: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0 }
+}
+
+/// A problem of the driver itself, to journald as the agent (its stderr is /dev/null).
+fn report(journal: &Option<PathBuf>, container_id: &str, message: &str) {
+    let path = journal
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(journal::DEFAULT_SOCKET));
+    if let Ok(mut j) = journal::Journal::new(&path) {
+        let mut enc = journal::Encoder::new([
+            ("SYSLOG_IDENTIFIER", "daemonset-agent"),
+            ("CONTAINER_ID", container_id),
+        ]);
+        j.send(enc.entry(4, format!("log driver: {message}").as_bytes(), false));
+    }
+}
+
+/// Arguments as the shim passes them (tests): the URI's query pairs, decoded.
+pub fn args_from_uri(uri: &str) -> Vec<OsString> {
+    let query = uri.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let mut out = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        out.push(OsString::from_vec(percent_decode(k)));
+        out.push(OsString::from_vec(percent_decode(v)));
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> DriverArgs {
+        DriverArgs {
+            file: PathBuf::from("/var/lib/daemonset-agent/logs/default_mon-x_u1/main/0.log"),
+            journal: Some(PathBuf::from("/run/systemd/journal/socket")),
+            pod: "mon-x".into(),
+            namespace: "default".into(),
+            container: "main".into(),
+            daemonset: "mon".into(),
+            node: "worker-1".into(),
+        }
+    }
+
+    #[test]
+    fn uri_round_trips_through_the_shims_argument_passing() {
+        let mut a = sample();
+        a.file = PathBuf::from("/tmp/odd dir/a&b=c%d+e?.log");
+        a.pod = "p;q#r".into();
+        let uri = a.uri(Path::new("/usr/local/bin/daemon set-agent"));
+        assert!(
+            uri.starts_with("binary:///usr/local/bin/daemon%20set-agent?log-driver=1&file=%2Ftmp%2Fodd%20dir%2Fa%26b%3Dc%25d%2Be%3F.log&journal="),
+            "{uri}"
+        );
+        let mut args = args_from_uri(&uri);
+        assert_eq!(DriverArgs::parse(&args).unwrap(), Some(a.clone()));
+        // the shim iterates a Go map: any order of pairs
+        let mut pairs: Vec<Vec<OsString>> = args.chunks(2).map(|c| c.to_vec()).collect();
+        pairs.reverse();
+        args = pairs.concat();
+        assert_eq!(DriverArgs::parse(&args).unwrap(), Some(a));
+    }
+
+    #[test]
+    fn only_driver_invocations_are_recognized() {
+        let os = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(
+            DriverArgs::parse(&os(&["agent", "--node-name", "x"])).unwrap(),
+            None
+        );
+        assert_eq!(
+            DriverArgs::parse(&os(&["logs", "log-driver"])).unwrap(),
+            None
+        );
+        assert_eq!(DriverArgs::parse(&os(&[])).unwrap(), None);
+        assert!(DriverArgs::parse(&os(&["log-driver", "9", "file", "/x"])).is_err());
+        assert!(DriverArgs::parse(&os(&["log-driver", "1", "file", "rel"])).is_err());
+        let a = DriverArgs::parse(&os(&[
+            "file",
+            "/x",
+            "future-key",
+            "v",
+            "log-driver",
+            "1",
+            "journal",
+            "",
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!((a.file, a.journal), (PathBuf::from("/x"), None));
+    }
+}
