@@ -220,6 +220,36 @@ fn status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// Processes whose command line contains every one of `needles`: (count, total PSS in MiB).
+/// The per-container processes beside the agent (runc shims, log drivers) are counted this way.
+fn pss_of(needles: &[&str]) -> (usize, f64) {
+    let (mut n, mut kib) = (0, 0u64);
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if !needles.iter().all(|x| cmd.contains(x)) {
+            continue;
+        }
+        let pss = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("Pss:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            });
+        if let Some(p) = pss {
+            n += 1;
+            kib += p;
+        }
+    }
+    (n, kib as f64 / 1024.0)
+}
+
 /// utime + stime in clock ticks.
 fn cpu_ticks(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -946,6 +976,11 @@ impl Bench {
         );
         let (rss_busy, cpu_busy, anon_busy, file_busy) =
             footprint(self.agent.pid(), self.sz.footprint_window).await?;
+        // beside the agent, per container: containerd's runc shim and our log driver
+        let agent_state = self.o.dir.join("agent").to_string_lossy().to_string();
+        let ns_arg = format!("-namespace {}", self.agent_ns());
+        let (n_shims, shims_pss) = pss_of(&["containerd-shim", &ns_arg]);
+        let (n_drivers, drivers_pss) = pss_of(&["log-driver", &agent_state]);
 
         // floor: replace (stop + remove + create of the new image)
         eprintln!("[harness] convergence: update");
@@ -1047,6 +1082,12 @@ impl Bench {
         )
         .target("<= 40", rss_busy <= 40.0);
         r.row(
+            &format!("  beside it: {n_drivers} log drivers, PSS MiB"),
+            format!("{drivers_pss:.1}"),
+            format!("{n_shims} runc shims {shims_pss:.1}"),
+            None,
+        );
+        r.row(
             &format!("agent CPU %, {n} pods"),
             format!("{cpu_busy:.2}"),
             String::new(),
@@ -1061,7 +1102,9 @@ impl Bench {
         r.json.insert(
             "footprint_busy".into(),
             json!({"pods": n, "window_s": self.sz.footprint_window.as_secs(), "rss_mib_max": rss_busy,
-                "rss_anon_mib": anon_busy, "rss_file_mib": file_busy, "cpu_pct": cpu_busy}),
+                "rss_anon_mib": anon_busy, "rss_file_mib": file_busy, "cpu_pct": cpu_busy,
+                "log_drivers": n_drivers, "log_drivers_pss_mib": drivers_pss,
+                "runc_shims": n_shims, "runc_shims_pss_mib": shims_pss}),
         );
         Ok(())
     }
