@@ -9,6 +9,7 @@ pub mod config;
 pub mod localapi;
 pub mod node;
 pub mod podsync;
+pub mod prober;
 pub mod watch;
 pub mod worker;
 
@@ -94,6 +95,9 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     }
     let (shutdown, shutdown_rx) = tokio_watch::channel(false);
     let ctx = Arc::new(worker::Context {
+        prober: Arc::new(prober::NetProber {
+            runtime: runtime.clone(),
+        }),
         runtime,
         state_dir: cfg.state_dir.clone(),
         host_ip: None,

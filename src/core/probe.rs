@@ -247,6 +247,87 @@ impl ContainerProbes {
     }
 }
 
+/// What a probe runs, resolved against its container (port names looked up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handler {
+    Exec(Vec<String>),
+    Http {
+        /// `httpGet.host`; None: the pod's address (loopback in the pod's network namespace).
+        host: Option<String>,
+        port: u16,
+        path: String,
+        headers: Vec<(String, String)>,
+    },
+    Tcp {
+        host: Option<String>,
+        port: u16,
+    },
+}
+
+/// The handler of `p` for container `c`, or why it cannot run (an Outcome::Error for the caller):
+/// an unknown port name, HTTPS, gRPC.
+pub fn handler(p: &Probe, c: &Container) -> std::result::Result<Handler, String> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let port = |port: &IntOrString| -> std::result::Result<u16, String> {
+        let n = match port {
+            IntOrString::Int(n) => *n,
+            IntOrString::String(name) => c
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(name.as_str()))
+                .map(|p| p.container_port)
+                .ok_or_else(|| format!("cannot find port {name:?} in container {}", c.name))?,
+        };
+        u16::try_from(n)
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("invalid port number {n}"))
+    };
+    let host = |h: &Option<String>| h.clone().filter(|h| !h.is_empty());
+    if let Some(e) = &p.exec {
+        return Ok(Handler::Exec(e.command.clone().unwrap_or_default()));
+    }
+    if let Some(h) = &p.http_get {
+        let scheme = h.scheme.as_deref().unwrap_or("HTTP");
+        if !scheme.eq_ignore_ascii_case("HTTP") {
+            return Err(format!(
+                "httpGet scheme {scheme} is not supported by daemonset-agent (HTTP only)"
+            ));
+        }
+        let mut path = h.path.clone().unwrap_or_default();
+        if !path.starts_with('/') {
+            path.insert(0, '/');
+        }
+        return Ok(Handler::Http {
+            host: host(&h.host),
+            port: port(&h.port)?,
+            path,
+            headers: h
+                .http_headers
+                .iter()
+                .flatten()
+                .map(|h| (h.name.clone(), h.value.clone()))
+                .collect(),
+        });
+    }
+    if let Some(t) = &p.tcp_socket {
+        return Ok(Handler::Tcp {
+            host: host(&t.host),
+            port: port(&t.port)?,
+        });
+    }
+    if p.grpc.is_some() {
+        return Err("grpc probes are not supported by daemonset-agent".into());
+    }
+    Err("probe has no handler".into())
+}
+
+/// Whether an HTTP status code is a probe success (kubelet: 200 <= code < 400).
+pub fn http_success(code: u16) -> bool {
+    (200..400).contains(&code)
+}
+
 /// started/ready of a container that has probes but no probe state yet (just seen running).
 pub fn initial_gates(c: &Container) -> Gates {
     let started = c.startup_probe.is_none();
@@ -491,6 +572,85 @@ mod tests {
                 ready: true
             }
         );
+    }
+
+    #[test]
+    fn handlers_resolve_port_names_and_refuse_what_is_unsupported() {
+        use k8s_openapi::api::core::v1::{
+            ContainerPort, GRPCAction, HTTPGetAction, HTTPHeader, TCPSocketAction,
+        };
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        let c = Container {
+            name: "web".into(),
+            ports: Some(vec![ContainerPort {
+                name: Some("http".into()),
+                container_port: 8080,
+                ..Default::default()
+            }]),
+            ..Default::default()
+        };
+        let http = |port: IntOrString, scheme: Option<&str>| Probe {
+            http_get: Some(HTTPGetAction {
+                port,
+                path: Some("healthz".into()),
+                scheme: scheme.map(Into::into),
+                http_headers: Some(vec![HTTPHeader {
+                    name: "X-Probe".into(),
+                    value: "1".into(),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            handler(&http(IntOrString::String("http".into()), None), &c),
+            Ok(Handler::Http {
+                host: None,
+                port: 8080,
+                path: "/healthz".into(),
+                headers: vec![("X-Probe".into(), "1".into())]
+            })
+        );
+        assert!(
+            handler(&http(IntOrString::String("metrics".into()), None), &c)
+                .unwrap_err()
+                .contains("cannot find port")
+        );
+        assert!(handler(&http(IntOrString::Int(80), Some("HTTPS")), &c)
+            .unwrap_err()
+            .contains("not supported"));
+        let tcp = Probe {
+            tcp_socket: Some(TCPSocketAction {
+                port: IntOrString::Int(53),
+                host: Some(String::new()),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            handler(&tcp, &c),
+            Ok(Handler::Tcp {
+                host: None,
+                port: 53
+            })
+        );
+        let grpc = Probe {
+            grpc: Some(GRPCAction {
+                port: 9000,
+                service: None,
+            }),
+            ..Default::default()
+        };
+        assert!(handler(&grpc, &c).unwrap_err().contains("grpc"));
+        for (code, ok) in [
+            (199, false),
+            (200, true),
+            (302, true),
+            (399, true),
+            (400, false),
+            (503, false),
+        ] {
+            assert_eq!(http_success(code), ok, "{code}");
+        }
     }
 
     #[test]

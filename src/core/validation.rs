@@ -1658,7 +1658,8 @@ spec:
             with_containers(json!([{"name": "c", "image": "busybox:1.36", kind: p}]))
         };
         let c = "spec.template.spec.containers[0]";
-        let cases: Vec<(&str, Value, Vec<(String, ErrorType)>)> = vec![
+        type ProbeCase = (&'static str, Value, Vec<(String, ErrorType)>);
+        let cases: Vec<ProbeCase> = vec![
             (
                 "exec readiness",
                 probe(

@@ -17,12 +17,13 @@ use containerd_client::types::Mount;
 use super::client::{ctd_err, Ctd, SNAPSHOTTER};
 use super::pull::{self, PulledImage};
 use super::{
-    sandbox, spec, ContainerRequest, ContainerStatus, ImageInfo, PodSandbox, Result, Runtime,
-    RuntimeError, SandboxInfo, TaskState,
+    sandbox, spec, ContainerRequest, ContainerStatus, ExecExit, ImageInfo, PodSandbox, Result,
+    Runtime, RuntimeError, SandboxInfo, TaskState,
 };
 
 pub const RUNC_V2: &str = "io.containerd.runc.v2";
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
 /// containerd as the agent's runtime.
 #[derive(Clone)]
@@ -481,6 +482,110 @@ impl Runtime for ContainerdRuntime {
             Err(s) => return Err(ctd_err("delete container", id, s)),
         }
         self.remove_snapshot(id).await
+    }
+
+    async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecExit> {
+        use containerd_client::services::v1::{
+            DeleteProcessRequest, ExecProcessRequest, GetContainerRequest,
+        };
+        let container = self
+            .ctd
+            .containers()
+            .get(self.ctd.req(GetContainerRequest { id: id.to_string() }))
+            .await
+            .map_err(|s| ctd_err("get container", id, s))?
+            .into_inner()
+            .container
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let spec: serde_json::Value = container
+            .spec
+            .as_ref()
+            .and_then(|a| serde_json::from_slice(&a.value).ok())
+            .ok_or_else(|| RuntimeError::InvalidSpec {
+                id: id.to_string(),
+                reason: "container has no readable OCI spec".into(),
+            })?;
+        // the container's own process (user, env, cwd, capabilities, rlimits) with other args
+        let mut process = spec
+            .get("process")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::json!(false);
+        let process = serde_json::to_vec(&process).map_err(|e| RuntimeError::InvalidSpec {
+            id: id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let exec_id = format!("probe-{:016x}", rand::random::<u64>());
+        self.ctd
+            .tasks()
+            .exec(self.ctd.req(ExecProcessRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.clone(),
+                spec: Some(prost_types::Any {
+                    type_url: PROCESS_TYPE_URL.to_string(),
+                    value: process,
+                }),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| ctd_err("exec", id, s))?;
+        let started = self
+            .ctd
+            .tasks()
+            .start(self.ctd.req(StartRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.clone(),
+            }))
+            .await
+            .map_err(|s| ctd_err("start exec", id, s));
+        let result = match started {
+            Err(e) => Err(e),
+            Ok(_) => {
+                let mut tasks = self.ctd.tasks();
+                let wait = tasks.wait(self.ctd.req(WaitRequest {
+                    container_id: id.to_string(),
+                    exec_id: exec_id.clone(),
+                }));
+                match tokio::time::timeout(timeout, wait).await {
+                    Ok(Ok(r)) => Ok(ExecExit::Exited(r.into_inner().exit_status)),
+                    Ok(Err(s)) => Err(ctd_err("wait exec", id, s)),
+                    Err(_) => {
+                        let _ = self
+                            .ctd
+                            .tasks()
+                            .kill(self.ctd.req(KillRequest {
+                                container_id: id.to_string(),
+                                exec_id: exec_id.clone(),
+                                signal: libc::SIGKILL as u32,
+                                all: false,
+                            }))
+                            .await;
+                        let mut tasks = self.ctd.tasks();
+                        let wait = tasks.wait(self.ctd.req(WaitRequest {
+                            container_id: id.to_string(),
+                            exec_id: exec_id.clone(),
+                        }));
+                        let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+                        Ok(ExecExit::TimedOut)
+                    }
+                }
+            }
+        };
+        if let Err(s) = self
+            .ctd
+            .tasks()
+            .delete_process(self.ctd.req(DeleteProcessRequest {
+                container_id: id.to_string(),
+                exec_id,
+            }))
+            .await
+        {
+            if s.code() != Code::NotFound {
+                log::debug!(container_id = id, error = s.message(); "delete exec process");
+            }
+        }
+        result
     }
 
     async fn version(&self) -> Result<String> {

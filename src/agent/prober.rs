@@ -1,0 +1,330 @@
+//! Probe I/O at the edge: running one probe (exec through the runtime, httpGet and tcpSocket over
+//! loopback) behind the small `Prober` trait, so that worker tests use a fake. The decisions
+//! (thresholds, gates, kills) are in `core::probe`.
+//!
+//! Pods without hostNetwork have only a loopback interface in their own network namespace: the
+//! socket of an httpGet or tcpSocket probe is opened inside that namespace, on a thread of its own
+//! that enters it with setns(2) and then ends, so no runtime thread ever changes namespace.
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::core::probe::{http_success, Handler, Outcome};
+use crate::runtime::{ExecExit, Runtime};
+
+/// Where a probe runs: the container (exec) and the network namespace (None: the host's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub container_id: String,
+    pub netns: Option<PathBuf>,
+}
+
+#[async_trait::async_trait]
+pub trait Prober: Send + Sync + 'static {
+    /// Runs `handler` once against `target`; a run longer than `timeout` is a failure.
+    async fn probe(&self, target: &Target, handler: &Handler, timeout: Duration) -> Outcome;
+}
+
+/// The real prober: exec through the runtime (containerd Tasks.Exec), TCP from this process.
+pub struct NetProber {
+    pub runtime: Arc<dyn Runtime>,
+}
+
+/// The User-Agent the kubelet sends.
+const USER_AGENT: &str = "kube-probe/1.33";
+/// The kubelet reads at most this much of a probe's response.
+const MAX_RESPONSE: usize = 10 * 1024;
+
+#[async_trait::async_trait]
+impl Prober for NetProber {
+    async fn probe(&self, target: &Target, handler: &Handler, timeout: Duration) -> Outcome {
+        match handler {
+            Handler::Exec(cmd) => {
+                // the runtime kills the command at `timeout`; the outer bound covers a hung call
+                let run = self.runtime.exec_sync(&target.container_id, cmd, timeout);
+                match tokio::time::timeout(timeout + Duration::from_secs(10), run).await {
+                    Ok(Ok(ExecExit::Exited(0))) => Outcome::Success,
+                    Ok(Ok(ExecExit::Exited(code))) => {
+                        Outcome::Failure(format!("command {cmd:?} exited with {code}"))
+                    }
+                    Ok(Ok(ExecExit::TimedOut)) => Outcome::Failure(format!(
+                        "command {cmd:?} timed out after {}s",
+                        timeout.as_secs()
+                    )),
+                    Ok(Err(e)) => Outcome::Error(e.to_string()),
+                    Err(_) => Outcome::Error(format!("exec {cmd:?}: no answer from the runtime")),
+                }
+            }
+            Handler::Http {
+                host,
+                port,
+                path,
+                headers,
+            } => {
+                let run = http_get(target, host.as_deref(), *port, path, headers, timeout);
+                match tokio::time::timeout(timeout, run).await {
+                    Ok(o) => o,
+                    Err(_) => Outcome::Failure(format!(
+                        "Get \"http://{}:{port}{path}\": timeout after {}s",
+                        host.as_deref().unwrap_or("127.0.0.1"),
+                        timeout.as_secs()
+                    )),
+                }
+            }
+            Handler::Tcp { host, port } => {
+                match connect(target, host.as_deref(), *port, timeout).await {
+                    Ok(_) => Outcome::Success,
+                    Err(e) => Outcome::Failure(format!(
+                        "dial tcp {}:{port}: {e}",
+                        host.as_deref().unwrap_or("127.0.0.1")
+                    )),
+                }
+            }
+        }
+    }
+}
+
+/// A TCP connection to `host:port` (default: loopback of the pod's network namespace).
+async fn connect(
+    target: &Target,
+    host: Option<&str>,
+    port: u16,
+    timeout: Duration,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let addr: SocketAddr = match host {
+        None => SocketAddr::from(([127, 0, 0, 1], port)),
+        Some(h) => {
+            let h = h.to_string();
+            tokio::task::spawn_blocking(move || (h.as_str(), port).to_socket_addrs())
+                .await
+                .map_err(std::io::Error::other)??
+                .next()
+                .ok_or_else(|| std::io::Error::other("no address"))?
+        }
+    };
+    // an explicit host is dialled from the node, as the kubelet does
+    let netns = match host {
+        None => target.netns.clone(),
+        Some(_) => None,
+    };
+    let Some(ns) = netns else {
+        return tokio::time::timeout(timeout, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "i/o timeout"))?;
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("probe-netns".into())
+        .spawn(move || {
+            let _ = tx.send(connect_in_netns(&ns, addr, timeout));
+        })?;
+    let stream = rx.await.map_err(std::io::Error::other)??;
+    stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(stream)
+}
+
+/// Connects from inside the network namespace mounted at `ns`. Runs on a thread that ends after.
+fn connect_in_netns(
+    ns: &std::path::Path,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(ns)?;
+    // SAFETY: setns on this (dedicated, short-lived) thread with a valid namespace fd.
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // the socket belongs to the namespace it was created in, whatever thread uses it later
+    std::net::TcpStream::connect_timeout(&addr, timeout)
+}
+
+async fn http_get(
+    target: &Target,
+    host: Option<&str>,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> Outcome {
+    let url_host = host.unwrap_or("127.0.0.1");
+    let url = format!("http://{url_host}:{port}{path}");
+    let mut stream = match connect(target, host, port, timeout).await {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failure(format!("Get \"{url}\": dial tcp: {e}")),
+    };
+    let mut req = format!("GET {path} HTTP/1.1\r\n");
+    let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    if !has("Host") {
+        req.push_str(&format!("Host: {url_host}:{port}\r\n"));
+    }
+    if !has("User-Agent") {
+        req.push_str(&format!("User-Agent: {USER_AGENT}\r\n"));
+    }
+    if !has("Accept") {
+        req.push_str("Accept: */*\r\n");
+    }
+    for (n, v) in headers {
+        if n.contains(['\r', '\n']) || v.contains(['\r', '\n']) {
+            return Outcome::Error(format!("invalid header {n:?}"));
+        }
+        req.push_str(&format!("{n}: {v}\r\n"));
+    }
+    req.push_str("Connection: close\r\n\r\n");
+    if let Err(e) = stream.write_all(req.as_bytes()).await {
+        return Outcome::Failure(format!("Get \"{url}\": {e}"));
+    }
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < MAX_RESPONSE {
+        match stream.read(&mut chunk).await {
+            Ok(0) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+        }
+    }
+    match status_code(&buf) {
+        Some(code) if http_success(code) => Outcome::Success,
+        Some(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
+        None => Outcome::Failure(format!("Get \"{url}\": malformed HTTP response")),
+    }
+}
+
+/// The status code of an HTTP/1.x status line.
+fn status_code(buf: &[u8]) -> Option<u16> {
+    let line = buf.split(|b| *b == b'\n').next()?;
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.split_whitespace();
+    if !parts.next()?.starts_with("HTTP/1.") {
+        return None;
+    }
+    parts.next()?.parse().ok()
+}
+
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    /// Answers each exec probe by its command's first word from a table the test changes;
+    /// records every run.
+    #[derive(Default)]
+    pub struct FakeProber {
+        pub answers: Mutex<BTreeMap<String, Outcome>>,
+        pub runs: Mutex<Vec<(String, String)>>,
+    }
+
+    impl FakeProber {
+        pub fn set(&self, cmd: &str, o: Outcome) {
+            self.answers.lock().unwrap().insert(cmd.to_string(), o);
+        }
+        pub fn count(&self, cmd: &str) -> usize {
+            self.runs
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, c)| c == cmd)
+                .count()
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl Prober for FakeProber {
+        async fn probe(&self, target: &Target, handler: &Handler, _timeout: Duration) -> Outcome {
+            let key = match handler {
+                Handler::Exec(cmd) => cmd.first().cloned().unwrap_or_default(),
+                Handler::Http { port, .. } => format!("http:{port}"),
+                Handler::Tcp { port, .. } => format!("tcp:{port}"),
+            };
+            self.runs
+                .lock()
+                .unwrap()
+                .push((target.container_id.clone(), key.clone()));
+            self.answers
+                .lock()
+                .unwrap()
+                .get(&key)
+                .cloned()
+                .unwrap_or(Outcome::Success)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_lines() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(status_code(b"HTTP/1.0 404 Not Found\r\nX: y"), Some(404));
+        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
+        assert_eq!(status_code(b""), None);
+    }
+
+    #[tokio::test]
+    async fn http_and_tcp_on_the_host_loopback() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for code in ["200 OK", "302 Found", "500 Internal Server Error"] {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap();
+                seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+            }
+            seen
+        });
+        let p = NetProber {
+            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
+        };
+        let target = Target {
+            container_id: "c".into(),
+            netns: None,
+        };
+        let http = Handler::Http {
+            host: None,
+            port,
+            path: "/healthz".into(),
+            headers: vec![("X-Probe".into(), "yes".into())],
+        };
+        let t = Duration::from_secs(2);
+        assert_eq!(p.probe(&target, &http, t).await, Outcome::Success);
+        assert_eq!(p.probe(&target, &http, t).await, Outcome::Success);
+        assert!(
+            matches!(p.probe(&target, &http, t).await, Outcome::Failure(m) if m.contains("500"))
+        );
+        let seen = server.await.unwrap();
+        assert!(
+            seen[0].starts_with("GET /healthz HTTP/1.1\r\n"),
+            "{}",
+            seen[0]
+        );
+        assert!(seen[0].contains("X-Probe: yes\r\n"), "{}", seen[0]);
+        assert!(seen[0].contains("User-Agent: kube-probe/"), "{}", seen[0]);
+        // the listener is gone: connection refused is a failure, for http and tcp alike
+        assert!(matches!(
+            p.probe(&target, &http, t).await,
+            Outcome::Failure(_)
+        ));
+        let tcp = Handler::Tcp { host: None, port };
+        assert!(matches!(
+            p.probe(&target, &tcp, t).await,
+            Outcome::Failure(_)
+        ));
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let tcp = Handler::Tcp {
+            host: None,
+            port: l.local_addr().unwrap().port(),
+        };
+        assert_eq!(p.probe(&target, &tcp, t).await, Outcome::Success);
+    }
+}
