@@ -892,3 +892,134 @@ async fn an_oci_archive_imports_and_runs_without_a_registry() {
     assert_gone(e.rt.client(), &id).await;
     e.rt.remove_sandbox(&uid).await.unwrap();
 }
+
+#[tokio::test]
+async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
+    use daemonset_agent::agent::prober::{NetProber, Prober, Target};
+    use daemonset_agent::core::probe::{Handler, Outcome};
+    use daemonset_agent::runtime::ExecExit;
+    let e = env().await;
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let pod = pod_spec(json!({"containers": []}));
+    let id = unique("probed");
+    let port = common::free_port();
+    let req = request(
+        &e,
+        &id,
+        &pod,
+        json!({"name": "main", "image": image("v1"), "command": ["sh", "-c",
+            format!("echo hi > /tmp/f; mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p {port} -h /www")]}),
+        &sb,
+    );
+    e.rt.run_container(&req).await.expect("run");
+    wait_state(&e.rt, &id, "running", |s| {
+        matches!(s, TaskState::Running { .. })
+    })
+    .await;
+    let sh = |c: &str| vec!["sh".to_string(), "-c".to_string(), c.to_string()];
+    let one = Duration::from_secs(1);
+    // the command runs inside the container: its files, its exit code
+    let mut exit = Err(RuntimeError::NotFound(String::new()));
+    for _ in 0..50 {
+        exit = e.rt.exec_sync(&id, &sh("test -f /tmp/f"), one).await;
+        if matches!(exit, Ok(ExecExit::Exited(0))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(exit.unwrap(), ExecExit::Exited(0));
+    assert_eq!(
+        e.rt.exec_sync(&id, &sh("exit 3"), one).await.unwrap(),
+        ExecExit::Exited(3)
+    );
+    // timeoutSeconds is enforced: the command is killed and the call returns soon after
+    let t = Instant::now();
+    assert_eq!(
+        e.rt.exec_sync(&id, &sh("sleep 30"), one).await.unwrap(),
+        ExecExit::TimedOut
+    );
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    eprintln!("exec probe timing out at 1 s returned after {took:?}");
+    let mut times = vec![];
+    for _ in 0..10 {
+        let t = Instant::now();
+        e.rt.exec_sync(&id, &sh("true"), one).await.unwrap();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "exec probe round trip: median {:?}, max {:?}",
+        times[5], times[9]
+    );
+    // network probes dial the pod's own loopback, where httpd listens
+    let prober = NetProber {
+        runtime: Arc::new(e.rt.clone()),
+    };
+    let target = Target {
+        container_id: id.clone(),
+        netns: sb.netns.clone(),
+    };
+    let http = Handler::Http {
+        host: None,
+        port,
+        path: "/index.html".into(),
+        headers: vec![],
+    };
+    let mut outcome = Outcome::Error(String::new());
+    for _ in 0..50 {
+        outcome = prober.probe(&target, &http, one).await;
+        if outcome == Outcome::Success {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(outcome, Outcome::Success);
+    let mut times = vec![];
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert_eq!(prober.probe(&target, &http, one).await, Outcome::Success);
+        times.push(t.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "httpGet probe in the pod netns: median {:?}, max {:?}",
+        times[5], times[9]
+    );
+    let missing = Handler::Http {
+        host: None,
+        port,
+        path: "/missing".into(),
+        headers: vec![],
+    };
+    assert!(
+        matches!(prober.probe(&target, &missing, one).await, Outcome::Failure(m) if m.contains("404"))
+    );
+    let tcp = Handler::Tcp { host: None, port };
+    assert_eq!(prober.probe(&target, &tcp, one).await, Outcome::Success);
+    // from the host's namespace nothing answers there
+    let host = Target {
+        container_id: id.clone(),
+        netns: None,
+    };
+    assert!(matches!(
+        prober.probe(&host, &tcp, one).await,
+        Outcome::Failure(_)
+    ));
+    // exec through the prober, and the container's own task is untouched by all this
+    let exec = Handler::Exec(sh("exit 1"));
+    assert!(matches!(
+        prober.probe(&target, &exec, one).await,
+        Outcome::Failure(m) if m.contains("exited with 1")
+    ));
+    assert!(matches!(
+        state_of(&e.rt, &id).await,
+        Some(TaskState::Running { .. })
+    ));
+    e.rt.stop_container(&id, Duration::from_secs(2))
+        .await
+        .unwrap();
+    e.rt.remove_container(&id).await.unwrap();
+    e.rt.remove_sandbox(&uid).await.unwrap();
+}
