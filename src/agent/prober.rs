@@ -142,6 +142,9 @@ fn connect_in_netns(
     std::net::TcpStream::connect_timeout(&addr, timeout)
 }
 
+/// The kubelet's HTTP client follows at most this many redirects, to the same host only.
+const MAX_REDIRECTS: usize = 10;
+
 async fn http_get(
     target: &Target,
     host: Option<&str>,
@@ -151,11 +154,51 @@ async fn http_get(
     timeout: Duration,
 ) -> Outcome {
     let url_host = host.unwrap_or("127.0.0.1");
-    let url = format!("http://{url_host}:{port}{path}");
-    let mut stream = match connect(target, host, port, timeout).await {
-        Ok(s) => s,
-        Err(e) => return Outcome::Failure(format!("Get \"{url}\": dial tcp: {e}")),
-    };
+    let (mut port, mut path) = (port, path.to_string());
+    let mut redirects = 0;
+    loop {
+        let url = format!("http://{url_host}:{port}{path}");
+        let head = match http_head(target, host, port, &path, headers, timeout).await {
+            Ok(h) => h,
+            Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+        };
+        let Some(code) = status_code(&head) else {
+            return Outcome::Failure(format!("Get \"{url}\": malformed HTTP response"));
+        };
+        if (300..400).contains(&code) {
+            // followed when it stays on the same host (the kubelet's redirectChecker); otherwise
+            // the 3xx itself is the answer: a success (with a warning, in the kubelet)
+            let next = header(&head, "location").and_then(|l| same_host(&l, url_host, port));
+            if let Some((p, next)) = next {
+                redirects += 1;
+                if redirects > MAX_REDIRECTS {
+                    return Outcome::Failure(format!(
+                        "Get \"{url}\": stopped after {MAX_REDIRECTS} redirects"
+                    ));
+                }
+                (port, path) = (p, next);
+                continue;
+            }
+        }
+        return if http_success(code) {
+            Outcome::Success
+        } else {
+            Outcome::Failure(format!("HTTP probe failed with statuscode: {code}"))
+        };
+    }
+}
+
+/// One GET; returns the response head (status line and headers, at most MAX_RESPONSE bytes).
+async fn http_head(
+    target: &Target,
+    host: Option<&str>,
+    port: u16,
+    path: &str,
+    headers: &[(String, String)],
+    timeout: Duration,
+) -> std::io::Result<Vec<u8>> {
+    let url_host = host.unwrap_or("127.0.0.1");
+    let mut stream = connect(target, host, port, timeout).await?;
     let mut req = format!("GET {path} HTTP/1.1\r\n");
     let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     if !has("Host") {
@@ -169,28 +212,49 @@ async fn http_get(
     }
     for (n, v) in headers {
         if n.contains(['\r', '\n']) || v.contains(['\r', '\n']) {
-            return Outcome::Error(format!("invalid header {n:?}"));
+            return Err(std::io::Error::other(format!("invalid header {n:?}")));
         }
         req.push_str(&format!("{n}: {v}\r\n"));
     }
     req.push_str("Connection: close\r\n\r\n");
-    if let Err(e) = stream.write_all(req.as_bytes()).await {
-        return Outcome::Failure(format!("Get \"{url}\": {e}"));
-    }
+    stream.write_all(req.as_bytes()).await?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
-    while !buf.windows(2).any(|w| w == b"\r\n") && buf.len() < MAX_RESPONSE {
-        match stream.read(&mut chunk).await {
-            Ok(0) => break,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_RESPONSE {
+        match stream.read(&mut chunk).await? {
+            0 => break,
+            n => buf.extend_from_slice(&chunk[..n]),
         }
     }
-    match status_code(&buf) {
-        Some(code) if http_success(code) => Outcome::Success,
-        Some(code) => Outcome::Failure(format!("HTTP probe failed with statuscode: {code}")),
-        None => Outcome::Failure(format!("Get \"{url}\": malformed HTTP response")),
+    Ok(buf)
+}
+
+/// The value of header `name` in a response head.
+fn header(head: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(head);
+    text.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_string())
+    })
+}
+
+/// Where a redirect to `location` goes when it stays on `host` over plain HTTP: (port, path).
+fn same_host(location: &str, host: &str, port: u16) -> Option<(u16, String)> {
+    if location.starts_with('/') && !location.starts_with("//") {
+        return Some((port, location.to_string()));
     }
+    let rest = location.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], rest[i..].to_string()),
+        None => (rest, "/".to_string()),
+    };
+    let (h, p) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, 80),
+    };
+    h.eq_ignore_ascii_case(host).then_some((p, path))
 }
 
 /// The status code of an HTTP/1.x status line.
@@ -259,6 +323,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn redirects_stay_on_the_host() {
+        let head = b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nLocation: /ok\r\n\r\n";
+        assert_eq!(header(head, "location").as_deref(), Some("/ok"));
+        assert_eq!(header(head, "x-missing"), None);
+        for (loc, want) in [
+            ("/ok", Some((8080, "/ok".to_string()))),
+            ("http://127.0.0.1:9090/x", Some((9090, "/x".to_string()))),
+            ("http://127.0.0.1", Some((80, "/".to_string()))),
+            ("http://example.com/x", None),
+            ("//example.com/x", None),
+            ("https://127.0.0.1/x", None),
+        ] {
+            assert_eq!(same_host(loc, "127.0.0.1", 8080), want, "{loc}");
+        }
+    }
+
+    #[test]
     fn status_lines() {
         assert_eq!(status_code(b"HTTP/1.1 200 OK\r\n"), Some(200));
         assert_eq!(status_code(b"HTTP/1.0 404 Not Found\r\nX: y"), Some(404));
@@ -272,13 +353,19 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
             let mut seen = Vec::new();
-            for code in ["200 OK", "302 Found", "500 Internal Server Error"] {
+            for answer in [
+                "200 OK",
+                "302 Found\r\nLocation: http://example.com/elsewhere",
+                "500 Internal Server Error",
+                "301 Moved Permanently\r\nLocation: /broken",
+                "503 Service Unavailable",
+            ] {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = vec![0u8; 4096];
                 let n = s.read(&mut buf).await.unwrap();
                 seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
                 let _ = s
-                    .write_all(format!("HTTP/1.1 {code}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .write_all(format!("HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n").as_bytes())
                     .await;
             }
             seen
@@ -302,7 +389,16 @@ mod tests {
         assert!(
             matches!(p.probe(&target, &http, t).await, Outcome::Failure(m) if m.contains("500"))
         );
+        // a redirect on the same host is followed, to a 503 here
+        assert!(
+            matches!(p.probe(&target, &http, t).await, Outcome::Failure(m) if m.contains("503"))
+        );
         let seen = server.await.unwrap();
+        assert!(
+            seen[4].starts_with("GET /broken HTTP/1.1\r\n"),
+            "{}",
+            seen[4]
+        );
         assert!(
             seen[0].starts_with("GET /healthz HTTP/1.1\r\n"),
             "{}",

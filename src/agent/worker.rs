@@ -423,11 +423,20 @@ impl Worker {
     ) {
         let now = now_ms();
         let newest = Self::newest(observed);
-        let gates = self
-            .probes
+        // a container with probes but no probe state for this incarnation (its pod is going,
+        // or it was just seen) is neither started nor ready on a startup or readiness probe
+        let gates = desired
+            .spec
+            .containers
             .iter()
-            .filter(|(name, run)| newest.get(*name).is_some_and(|o| o.id == run.id))
-            .map(|(name, run)| (name.clone(), lock(&run.state).gates()))
+            .filter_map(|c| {
+                let o = newest.get(&c.name)?;
+                let g = match self.probes.get(&c.name).filter(|r| r.id == o.id) {
+                    Some(run) => lock(&run.state).gates(),
+                    None => probe::initial_gates(c),
+                };
+                Some((c.name.clone(), g))
+            })
             .collect();
         let view = PodView {
             spec: &desired.spec,
