@@ -3,7 +3,7 @@
 # Idempotent: packages already present are skipped by apt; safe to run again.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-pkgs=(containerd runc protobuf-compiler docker-registry skopeo busybox-static curl python3 ca-certificates)
+pkgs=(containerd runc protobuf-compiler docker-registry skopeo busybox-static curl python3 ca-certificates openssl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

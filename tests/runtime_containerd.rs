@@ -962,6 +962,7 @@ async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
         netns: sb.netns.clone(),
     };
     let http = Handler::Http {
+        https: false,
         host: None,
         port,
         path: "/index.html".into(),
@@ -988,6 +989,7 @@ async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
         times[5], times[9]
     );
     let missing = Handler::Http {
+        https: false,
         host: None,
         port,
         path: "/missing".into(),

@@ -59,17 +59,23 @@ impl Prober for NetProber {
                 }
             }
             Handler::Http {
+                https,
                 host,
                 port,
                 path,
                 headers,
             } => {
-                let run = http_get(target, host.as_deref(), *port, path, headers, timeout);
+                let url = Url {
+                    https: *https,
+                    host: host.as_deref(),
+                    port: *port,
+                    path: path.clone(),
+                };
+                let run = http_get(target, url.clone(), headers, timeout);
                 match tokio::time::timeout(timeout, run).await {
                     Ok(o) => o,
                     Err(_) => Outcome::Failure(format!(
-                        "Get \"http://{}:{port}{path}\": timeout after {}s",
-                        host.as_deref().unwrap_or("127.0.0.1"),
+                        "Get \"{url}\": timeout after {}s",
                         timeout.as_secs()
                     )),
                 }
@@ -145,20 +151,33 @@ fn connect_in_netns(
 /// The kubelet's HTTP client follows at most this many redirects, to the same host only.
 const MAX_REDIRECTS: usize = 10;
 
+/// What an httpGet probe asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Url<'a> {
+    https: bool,
+    /// None: the pod's address (127.0.0.1 in its network namespace).
+    host: Option<&'a str>,
+    port: u16,
+    path: String,
+}
+
+impl std::fmt::Display for Url<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = if self.https { "https" } else { "http" };
+        let host = self.host.unwrap_or("127.0.0.1");
+        write!(f, "{scheme}://{host}:{}{}", self.port, self.path)
+    }
+}
+
 async fn http_get(
     target: &Target,
-    host: Option<&str>,
-    port: u16,
-    path: &str,
+    mut url: Url<'_>,
     headers: &[(String, String)],
     timeout: Duration,
 ) -> Outcome {
-    let url_host = host.unwrap_or("127.0.0.1");
-    let (mut port, mut path) = (port, path.to_string());
     let mut redirects = 0;
     loop {
-        let url = format!("http://{url_host}:{port}{path}");
-        let head = match http_head(target, host, port, &path, headers, timeout).await {
+        let head = match http_head(target, &url, headers, timeout).await {
             Ok(h) => h,
             Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
         };
@@ -168,15 +187,20 @@ async fn http_get(
         if (300..400).contains(&code) {
             // followed when it stays on the same host (the kubelet's redirectChecker); otherwise
             // the 3xx itself is the answer: a success (with a warning, in the kubelet)
-            let next = header(&head, "location").and_then(|l| same_host(&l, url_host, port));
-            if let Some((p, next)) = next {
+            let next = header(&head, "location").and_then(|l| same_host(&l, &url));
+            if let Some((https, port, path)) = next {
                 redirects += 1;
                 if redirects > MAX_REDIRECTS {
                     return Outcome::Failure(format!(
                         "Get \"{url}\": stopped after {MAX_REDIRECTS} redirects"
                     ));
                 }
-                (port, path) = (p, next);
+                url = Url {
+                    https,
+                    port,
+                    path,
+                    ..url
+                };
                 continue;
             }
         }
@@ -191,18 +215,16 @@ async fn http_get(
 /// One GET; returns the response head (status line and headers, at most MAX_RESPONSE bytes).
 async fn http_head(
     target: &Target,
-    host: Option<&str>,
-    port: u16,
-    path: &str,
+    url: &Url<'_>,
     headers: &[(String, String)],
     timeout: Duration,
 ) -> std::io::Result<Vec<u8>> {
-    let url_host = host.unwrap_or("127.0.0.1");
-    let mut stream = connect(target, host, port, timeout).await?;
-    let mut req = format!("GET {path} HTTP/1.1\r\n");
+    let host = url.host.unwrap_or("127.0.0.1");
+    let port = url.port;
+    let mut req = format!("GET {} HTTP/1.1\r\n", url.path);
     let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     if !has("Host") {
-        req.push_str(&format!("Host: {url_host}:{port}\r\n"));
+        req.push_str(&format!("Host: {host}:{port}\r\n"));
     }
     if !has("User-Agent") {
         req.push_str(&format!("User-Agent: {USER_AGENT}\r\n"));
@@ -217,7 +239,22 @@ async fn http_head(
         req.push_str(&format!("{n}: {v}\r\n"));
     }
     req.push_str("Connection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await?;
+    let stream = connect(target, url.host, port, timeout).await?;
+    if !url.https {
+        return exchange(stream, req.as_bytes()).await;
+    }
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| std::io::Error::other(format!("server name {host:?}: {e}")))?;
+    let tls = tls_connector()?.connect(name, stream).await?;
+    exchange(tls, req.as_bytes()).await
+}
+
+/// Writes the request and reads the response head.
+async fn exchange<S>(mut stream: S, req: &[u8]) -> std::io::Result<Vec<u8>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(req).await?;
     let mut buf = Vec::with_capacity(512);
     let mut chunk = [0u8; 1024];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_RESPONSE {
@@ -227,6 +264,74 @@ async fn http_head(
         }
     }
     Ok(buf)
+}
+
+/// TLS as the kubelet's HTTPS probes do it: InsecureSkipVerify (the certificate is not checked;
+/// the handshake's signatures still are).
+fn tls_connector() -> std::io::Result<tokio_rustls::TlsConnector> {
+    static CONNECTOR: std::sync::OnceLock<Result<tokio_rustls::TlsConnector, String>> =
+        std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(SkipVerify(provider)))
+                .with_no_client_auth();
+            Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        })
+        .clone()
+        .map_err(std::io::Error::other)
+}
+
+#[derive(Debug)]
+struct SkipVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for SkipVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The value of header `name` in a response head.
@@ -240,21 +345,26 @@ fn header(head: &[u8], name: &str) -> Option<String> {
     })
 }
 
-/// Where a redirect to `location` goes when it stays on `host` over plain HTTP: (port, path).
-fn same_host(location: &str, host: &str, port: u16) -> Option<(u16, String)> {
+/// Where a redirect to `location` from `from` goes when it stays on the same host name:
+/// (https, port, path). A relative location keeps the scheme and port.
+fn same_host(location: &str, from: &Url<'_>) -> Option<(bool, u16, String)> {
     if location.starts_with('/') && !location.starts_with("//") {
-        return Some((port, location.to_string()));
+        return Some((from.https, from.port, location.to_string()));
     }
-    let rest = location.strip_prefix("http://")?;
+    let (https, rest) = match location.strip_prefix("http://") {
+        Some(rest) => (false, rest),
+        None => (true, location.strip_prefix("https://")?),
+    };
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], rest[i..].to_string()),
         None => (rest, "/".to_string()),
     };
     let (h, p) = match authority.rsplit_once(':') {
         Some((h, p)) => (h, p.parse().ok()?),
-        None => (authority, 80),
+        None => (authority, if https { 443 } else { 80 }),
     };
-    h.eq_ignore_ascii_case(host).then_some((p, path))
+    h.eq_ignore_ascii_case(from.host.unwrap_or("127.0.0.1"))
+        .then_some((https, p, path))
 }
 
 /// The status code of an HTTP/1.x status line.
@@ -327,16 +437,121 @@ mod tests {
         let head = b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nLocation: /ok\r\n\r\n";
         assert_eq!(header(head, "location").as_deref(), Some("/ok"));
         assert_eq!(header(head, "x-missing"), None);
+        let from = Url {
+            https: false,
+            host: None,
+            port: 8080,
+            path: "/".into(),
+        };
         for (loc, want) in [
-            ("/ok", Some((8080, "/ok".to_string()))),
-            ("http://127.0.0.1:9090/x", Some((9090, "/x".to_string()))),
-            ("http://127.0.0.1", Some((80, "/".to_string()))),
+            ("/ok", Some((false, 8080, "/ok"))),
+            ("http://127.0.0.1:9090/x", Some((false, 9090, "/x"))),
+            ("http://127.0.0.1", Some((false, 80, "/"))),
+            ("https://127.0.0.1/x", Some((true, 443, "/x"))),
             ("http://example.com/x", None),
             ("//example.com/x", None),
-            ("https://127.0.0.1/x", None),
+            ("ftp://127.0.0.1/x", None),
         ] {
-            assert_eq!(same_host(loc, "127.0.0.1", 8080), want, "{loc}");
+            let want = want.map(|(h, p, path)| (h, p, path.to_string()));
+            assert_eq!(same_host(loc, &from), want, "{loc}");
         }
+    }
+
+    /// A self-signed certificate and its PKCS#8 key (DER), made by openssl.
+    fn self_signed() -> (Vec<u8>, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.der",
+            "-outform",
+            "DER",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=probe",
+        ]);
+        run(&[
+            "pkcs8", "-topk8", "-nocrypt", "-in", "key.pem", "-outform", "DER", "-out", "key.der",
+        ]);
+        (
+            std::fs::read(dir.path().join("cert.der")).unwrap(),
+            std::fs::read(dir.path().join("key.der")).unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn https_skips_certificate_verification_as_the_kubelet_does() {
+        let (cert, key) = self_signed();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![rustls::pki_types::CertificateDer::from(cert)],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.into()),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let mut paths = Vec::new();
+            for answer in ["204 No Content", "503 Service Unavailable"] {
+                let (s, _) = listener.accept().await.unwrap();
+                let mut s = acceptor.accept(s).await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let n = s.read(&mut buf).await.unwrap();
+                let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                paths.push(req.lines().next().unwrap_or("").to_string());
+                let _ = s
+                    .write_all(format!("HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n").as_bytes())
+                    .await;
+                let _ = s.shutdown().await;
+            }
+            paths
+        });
+        let p = NetProber {
+            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
+        };
+        let target = Target {
+            container_id: "c".into(),
+            netns: None,
+        };
+        let https = Handler::Http {
+            https: true,
+            host: None,
+            port,
+            path: "/ready".into(),
+            headers: vec![],
+        };
+        let t = Duration::from_secs(5);
+        assert_eq!(p.probe(&target, &https, t).await, Outcome::Success);
+        assert!(
+            matches!(p.probe(&target, &https, t).await, Outcome::Failure(m) if m.contains("503"))
+        );
+        assert_eq!(server.await.unwrap(), ["GET /ready HTTP/1.1"; 2]);
     }
 
     #[test]
@@ -378,6 +593,7 @@ mod tests {
             netns: None,
         };
         let http = Handler::Http {
+            https: false,
             host: None,
             port,
             path: "/healthz".into(),

@@ -252,6 +252,8 @@ impl ContainerProbes {
 pub enum Handler {
     Exec(Vec<String>),
     Http {
+        /// scheme HTTPS: TLS without verifying the server's certificate, as the kubelet does.
+        https: bool,
         /// `httpGet.host`; None: the pod's address (loopback in the pod's network namespace).
         host: Option<String>,
         port: u16,
@@ -289,17 +291,17 @@ pub fn handler(p: &Probe, c: &Container) -> std::result::Result<Handler, String>
         return Ok(Handler::Exec(e.command.clone().unwrap_or_default()));
     }
     if let Some(h) = &p.http_get {
-        let scheme = h.scheme.as_deref().unwrap_or("HTTP");
-        if !scheme.eq_ignore_ascii_case("HTTP") {
-            return Err(format!(
-                "httpGet scheme {scheme} is not supported by daemonset-agent (HTTP only)"
-            ));
-        }
+        let https = match h.scheme.as_deref().unwrap_or("HTTP") {
+            "HTTP" => false,
+            "HTTPS" => true,
+            other => return Err(format!("unsupported httpGet scheme {other:?}")),
+        };
         let mut path = h.path.clone().unwrap_or_default();
         if !path.starts_with('/') {
             path.insert(0, '/');
         }
         return Ok(Handler::Http {
+            https,
             host: host(&h.host),
             port: port(&h.port)?,
             path,
@@ -605,6 +607,7 @@ mod tests {
         assert_eq!(
             handler(&http(IntOrString::String("http".into()), None), &c),
             Ok(Handler::Http {
+                https: false,
                 host: None,
                 port: 8080,
                 path: "/healthz".into(),
@@ -616,9 +619,13 @@ mod tests {
                 .unwrap_err()
                 .contains("cannot find port")
         );
-        assert!(handler(&http(IntOrString::Int(80), Some("HTTPS")), &c)
+        assert!(matches!(
+            handler(&http(IntOrString::Int(80), Some("HTTPS")), &c),
+            Ok(Handler::Http { https: true, .. })
+        ));
+        assert!(handler(&http(IntOrString::Int(80), Some("FTP")), &c)
             .unwrap_err()
-            .contains("not supported"));
+            .contains("unsupported"));
         let tcp = Probe {
             tcp_socket: Some(TCPSocketAction {
                 port: IntOrString::Int(53),
