@@ -80,6 +80,16 @@ impl Prober for NetProber {
                     )),
                 }
             }
+            Handler::Grpc { port, service } => {
+                match tokio::time::timeout(timeout, grpc_check(target, *port, service, timeout))
+                    .await
+                {
+                    Ok(o) => o,
+                    Err(_) => Outcome::Failure(format!(
+                        "timeout: health rpc did not complete within {timeout:?}"
+                    )),
+                }
+            }
             Handler::Tcp { host, port } => {
                 match connect(target, host.as_deref(), *port, timeout).await {
                     Ok(_) => Outcome::Success,
@@ -90,6 +100,89 @@ impl Prober for NetProber {
                 }
             }
         }
+    }
+}
+
+/// The gRPC health checking protocol, client and server (the server answers tests).
+pub mod health {
+    tonic::include_proto!("grpc.health.v1");
+}
+
+/// Dials the pod's loopback for tonic, inside its network namespace.
+#[derive(Clone)]
+struct PodConnector {
+    target: Target,
+    timeout: Duration,
+}
+
+impl tonic::codegen::Service<http::Uri> for PodConnector {
+    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let (target, timeout) = (self.target.clone(), self.timeout);
+        Box::pin(async move {
+            let port = uri.port_u16().unwrap_or(80);
+            let s = connect(&target, None, port, timeout).await?;
+            Ok(hyper_util::rt::TokioIo::new(s))
+        })
+    }
+}
+
+/// grpc.health.v1.Health/Check as the kubelet's grpc prober calls it (pkg/probe/grpc).
+async fn grpc_check(target: &Target, port: u16, service: &str, timeout: Duration) -> Outcome {
+    use health::health_check_response::ServingStatus;
+    let addr = format!("http://127.0.0.1:{port}");
+    let endpoint = match tonic::transport::Endpoint::from_shared(addr.clone()) {
+        Ok(e) => e.connect_timeout(timeout).timeout(timeout),
+        Err(e) => return Outcome::Error(e.to_string()),
+    };
+    let connector = PodConnector {
+        target: target.clone(),
+        timeout,
+    };
+    let channel = match endpoint.connect_with_connector(connector).await {
+        Ok(c) => c,
+        Err(e) => {
+            return Outcome::Failure(format!(
+                "timeout: failed to connect service \"127.0.0.1:{port}\" within {timeout:?}: {e}"
+            ))
+        }
+    };
+    let mut client = health::health_client::HealthClient::new(channel);
+    let req = health::HealthCheckRequest {
+        service: service.to_string(),
+    };
+    match client.check(req).await {
+        Ok(r) => {
+            let status = r.into_inner().status();
+            if status == ServingStatus::Serving {
+                Outcome::Success
+            } else {
+                Outcome::Failure(format!(
+                    "service unhealthy (responded with \"{}\")",
+                    status.as_str_name()
+                ))
+            }
+        }
+        Err(s) if s.code() == tonic::Code::Unimplemented => Outcome::Failure(format!(
+            "this server does not implement the grpc health protocol (grpc.health.v1.Health): {}",
+            s.message()
+        )),
+        Err(s) if s.code() == tonic::Code::DeadlineExceeded => Outcome::Failure(format!(
+            "timeout: health rpc did not complete within {timeout:?}"
+        )),
+        Err(s) => Outcome::Failure(format!("error: health rpc probe failed: {s}")),
     }
 }
 
@@ -413,6 +506,7 @@ pub mod fake {
                 Handler::Exec(cmd) => cmd.first().cloned().unwrap_or_default(),
                 Handler::Http { port, .. } => format!("http:{port}"),
                 Handler::Tcp { port, .. } => format!("tcp:{port}"),
+                Handler::Grpc { port, .. } => format!("grpc:{port}"),
             };
             self.runs
                 .lock()
@@ -552,6 +646,79 @@ mod tests {
             matches!(p.probe(&target, &https, t).await, Outcome::Failure(m) if m.contains("503"))
         );
         assert_eq!(server.await.unwrap(), ["GET /ready HTTP/1.1"; 2]);
+    }
+
+    struct Health(health::health_check_response::ServingStatus);
+
+    #[tonic::async_trait]
+    impl health::health_server::Health for Health {
+        async fn check(
+            &self,
+            req: tonic::Request<health::HealthCheckRequest>,
+        ) -> Result<tonic::Response<health::HealthCheckResponse>, tonic::Status> {
+            if req.get_ref().service == "unknown" {
+                return Err(tonic::Status::not_found("unknown service"));
+            }
+            Ok(tonic::Response::new(health::HealthCheckResponse {
+                status: self.0 as i32,
+            }))
+        }
+    }
+
+    /// A gRPC health server on loopback answering `status`; its port.
+    async fn health_server(status: health::health_check_response::ServingStatus) -> u16 {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(health::health_server::HealthServer::new(Health(status)))
+                .serve_with_incoming(incoming),
+        );
+        port
+    }
+
+    #[tokio::test]
+    async fn grpc_health_check_as_the_kubelet_calls_it() {
+        use health::health_check_response::ServingStatus;
+        let p = NetProber {
+            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
+        };
+        let target = Target {
+            container_id: "c".into(),
+            netns: None,
+        };
+        let t = Duration::from_secs(2);
+        let grpc = |port, service: &str| Handler::Grpc {
+            port,
+            service: service.into(),
+        };
+        let serving = health_server(ServingStatus::Serving).await;
+        assert_eq!(
+            p.probe(&target, &grpc(serving, ""), t).await,
+            Outcome::Success
+        );
+        assert!(matches!(
+            p.probe(&target, &grpc(serving, "unknown"), t).await,
+            Outcome::Failure(m) if m.contains("health rpc probe failed")
+        ));
+        let not = health_server(ServingStatus::NotServing).await;
+        assert!(matches!(
+            p.probe(&target, &grpc(not, ""), t).await,
+            Outcome::Failure(m) if m.contains("NOT_SERVING")
+        ));
+        // nothing listening: a failure, within the timeout
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            p.probe(&target, &grpc(closed, ""), t).await,
+            Outcome::Failure(_)
+        ));
+        assert!(started.elapsed() < Duration::from_secs(3));
     }
 
     #[test]

@@ -264,10 +264,15 @@ pub enum Handler {
         host: Option<String>,
         port: u16,
     },
+    /// grpc.health.v1.Health/Check on the pod's address.
+    Grpc {
+        port: u16,
+        service: String,
+    },
 }
 
 /// The handler of `p` for container `c`, or why it cannot run (an Outcome::Error for the caller):
-/// an unknown port name, HTTPS, gRPC.
+/// an unknown port name, a scheme other than HTTP and HTTPS.
 pub fn handler(p: &Probe, c: &Container) -> std::result::Result<Handler, String> {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let port = |port: &IntOrString| -> std::result::Result<u16, String> {
@@ -319,8 +324,14 @@ pub fn handler(p: &Probe, c: &Container) -> std::result::Result<Handler, String>
             port: port(&t.port)?,
         });
     }
-    if p.grpc.is_some() {
-        return Err("grpc probes are not supported by daemonset-agent".into());
+    if let Some(g) = &p.grpc {
+        return Ok(Handler::Grpc {
+            port: u16::try_from(g.port)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("invalid port number {}", g.port))?,
+            service: g.service.clone().unwrap_or_default(),
+        });
     }
     Err("probe has no handler".into())
 }
@@ -647,7 +658,13 @@ mod tests {
             }),
             ..Default::default()
         };
-        assert!(handler(&grpc, &c).unwrap_err().contains("grpc"));
+        assert_eq!(
+            handler(&grpc, &c),
+            Ok(Handler::Grpc {
+                port: 9000,
+                service: String::new()
+            })
+        );
         for (code, ok) in [
             (199, false),
             (200, true),
