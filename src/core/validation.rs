@@ -471,6 +471,22 @@ fn validate_pod_spec(spec: Option<&PodSpec>, path: &str) -> Vec<FieldError> {
     for (i, c) in init.iter().enumerate() {
         let p = format!("{path}.initContainers[{i}]");
         validate_container(c, &p, &volumes, &mut names, &mut errs);
+        // validateInitContainers: probes only on restartable (sidecar) init containers
+        if c.restart_policy.as_deref() != Some("Always") {
+            let probes = [
+                (&c.liveness_probe, "livenessProbe"),
+                (&c.readiness_probe, "readinessProbe"),
+                (&c.startup_probe, "startupProbe"),
+            ];
+            for (probe, name) in probes {
+                if probe.is_some() {
+                    errs.push(FieldError::forbidden(
+                        &format!("{p}.{name}"),
+                        "may not be set for init containers without restartPolicy=Always",
+                    ));
+                }
+            }
+        }
     }
     if spec.containers.is_empty() {
         errs.push(FieldError::required(&format!("{path}.containers"), ""));
@@ -1772,6 +1788,15 @@ spec:
                 vec![(
                     format!("{c}.readinessProbe.terminationGracePeriodSeconds"),
                     Invalid,
+                )],
+            ),
+            (
+                "probe on an init container",
+                json!({"spec": {"template": {"spec": {"initContainers": [{"name": "init",
+                    "image": "busybox:1.36", "readinessProbe": {"exec": {"command": ["true"]}}}]}}}}),
+                vec![(
+                    "spec.template.spec.initContainers[0].readinessProbe".to_string(),
+                    Forbidden,
                 )],
             ),
             (
