@@ -893,9 +893,26 @@ async fn an_oci_archive_imports_and_runs_without_a_registry() {
     e.rt.remove_sandbox(&uid).await.unwrap();
 }
 
+struct Serving;
+
+#[tonic::async_trait]
+impl daemonset_agent::agent::prober::health::health_server::Health for Serving {
+    async fn check(
+        &self,
+        _: tonic::Request<daemonset_agent::agent::prober::health::HealthCheckRequest>,
+    ) -> Result<
+        tonic::Response<daemonset_agent::agent::prober::health::HealthCheckResponse>,
+        tonic::Status,
+    > {
+        Ok(tonic::Response::new(
+            daemonset_agent::agent::prober::health::HealthCheckResponse { status: 1 },
+        ))
+    }
+}
+
 #[tokio::test]
 async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
-    use daemonset_agent::agent::prober::{NetProber, Prober, Target};
+    use daemonset_agent::agent::prober::{health, NetProber, Prober, Target};
     use daemonset_agent::core::probe::{Handler, Outcome};
     use daemonset_agent::runtime::ExecExit;
     let e = env().await;
@@ -1007,6 +1024,34 @@ async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
     };
     assert!(matches!(
         prober.probe(&host, &tcp, one).await,
+        Outcome::Failure(_)
+    ));
+    // grpc: a health server listening only inside the pod's network namespace
+    let (grpc_port, netns) = (common::free_port(), sb.netns.clone().unwrap());
+    let listener = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&netns).unwrap();
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        std::net::TcpListener::bind(("127.0.0.1", grpc_port)).unwrap()
+    })
+    .join()
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(
+        tokio::net::TcpListener::from_std(listener).unwrap(),
+    );
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health::health_server::HealthServer::new(Serving))
+            .serve_with_incoming(incoming),
+    );
+    let grpc = Handler::Grpc {
+        port: grpc_port,
+        service: String::new(),
+    };
+    assert_eq!(prober.probe(&target, &grpc, one).await, Outcome::Success);
+    assert!(matches!(
+        prober.probe(&host, &grpc, one).await,
         Outcome::Failure(_)
     ));
     // exec through the prober, and the container's own task is untouched by all this
