@@ -727,6 +727,16 @@ fn http_and_tcp_probes_reach_into_the_pod_network_namespace() {
         "",
         "        readinessProbe:\n          tcpSocket:\n            port: 9\n          periodSeconds: 1\n",
     ));
+    // hostNetwork: the probe dials the node's own loopback
+    let host_port = common::free_port();
+    c.apply(&probe_ds(
+        "hostweb",
+        registry,
+        "      hostNetwork: true\n",
+        &format!(
+            "        command: [\"sh\", \"-c\", \"mkdir -p /tmp/www; echo ok > /tmp/www/index.html; exec httpd -f -p 127.0.0.1:{host_port} -h /tmp/www\"]\n        readinessProbe:\n          httpGet:\n            port: {host_port}\n          periodSeconds: 1\n"
+        ),
+    ));
     wait_for("web Ready", Duration::from_secs(60), || {
         let p = pod_of(&c, "web")?;
         (container_status(&p, 0)["ready"] == true && condition(&p, "Ready") == "True").then_some(())
@@ -738,6 +748,11 @@ fn http_and_tcp_probes_reach_into_the_pod_network_namespace() {
     let p = pod_of(&c, "web").unwrap();
     assert_eq!(container_status(&p, 0)["restartCount"], 0, "{p}");
     assert_eq!(condition(&p, "Ready"), "True");
+    wait_for("hostweb Ready", Duration::from_secs(30), || {
+        let p = pod_of(&c, "hostweb")?;
+        (container_status(&p, 0)["ready"] == true).then_some(())
+    });
+    assert!(std::net::TcpStream::connect(("127.0.0.1", host_port)).is_ok());
     let p = pod_of(&c, "closed").unwrap();
     let cs = container_status(&p, 0);
     assert!(is_running(cs), "{cs}");
