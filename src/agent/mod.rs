@@ -101,6 +101,7 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         runtime,
         state_dir: cfg.state_dir.clone(),
         host_ip: None,
+        started: Some(tokio::time::Instant::now()),
     });
     let (pod_tx, pod_rx) = mpsc::unbounded_channel();
     tokio::spawn(podsync::run(client.clone(), pod_rx));

@@ -74,6 +74,10 @@ pub struct Context {
     pub prober: Arc<dyn Prober>,
     pub state_dir: PathBuf,
     pub host_ip: Option<String>,
+    /// When the agent started. Probes created within one period of it first wait a random part
+    /// of their period, as the kubelet's do after a restart, so that a restarted agent does not
+    /// probe every adopted container at once. None: no such wait.
+    pub started: Option<tokio::time::Instant>,
 }
 
 pub fn now_ms() -> i64 {
@@ -231,12 +235,17 @@ struct ProbeTask {
     /// Startup succeeded: readiness runs at once instead of waiting for its tick.
     wake: Arc<tokio::sync::Notify>,
     what: String,
+    /// A wait before the first run (see `Context::started`).
+    jitter: Duration,
 }
 
 impl ProbeTask {
     async fn run(self) {
         let period = Duration::from_millis(self.timing.period_ms.max(1) as u64);
         let timeout = Duration::from_millis(self.timing.timeout_ms.max(1) as u64);
+        if !self.jitter.is_zero() {
+            tokio::time::sleep(self.jitter).await;
+        }
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut told_error = false;
@@ -521,10 +530,17 @@ impl Worker {
                 (Kind::Readiness, &c.readiness_probe),
             ] {
                 let Some(p) = p else { continue };
+                let timing = probe::Timing::of(p);
+                let period = Duration::from_millis(timing.period_ms.max(0) as u64);
+                let jitter = match self.ctx.started {
+                    Some(s) if s.elapsed() < period => period.mul_f64(rand::random::<f64>()),
+                    _ => Duration::ZERO,
+                };
                 let task = ProbeTask {
+                    jitter,
                     kind,
                     handler: probe::handler(p, c),
-                    timing: probe::Timing::of(p),
+                    timing,
                     target: target.clone(),
                     state: state.clone(),
                     prober: self.ctx.prober.clone(),
@@ -880,6 +896,7 @@ mod worker_tests {
             runtime: rt.clone(),
             state_dir: PathBuf::from("/nonexistent"),
             host_ip: None,
+            started: None,
         });
         let (tx, mut rx) = mpsc::unbounded_channel();
         let bad = spawn(desired("bad", "nope:1").key, ctx.clone(), tx.clone());
@@ -1006,6 +1023,7 @@ mod probe_tests {
                 prober: prober.clone(),
                 state_dir: PathBuf::from("/nonexistent"),
                 host_ip: None,
+                started: None,
             });
             let pod = desired(container);
             let (rtx, rx) = mpsc::unbounded_channel();
