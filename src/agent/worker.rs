@@ -400,6 +400,7 @@ impl Worker {
         };
         if wanted {
             self.sync_probes(&desired, &observed);
+            changed |= self.kill_failed(&desired).await;
         }
         let requeue = plan.requeue_at();
         self.send_status(&desired, &observed, requeue, changed, reports);
@@ -569,6 +570,13 @@ impl Worker {
         let Some((desired, observed, requeue)) = self.last_report.clone() else {
             return;
         };
+        let killed = self.kill_failed(&desired).await;
+        self.send_status(&desired, &observed, requeue, killed, reports);
+    }
+
+    /// Stops the containers whose liveness or startup probe failed; true when it stopped any.
+    /// A stop that fails is tried again on the next sync.
+    async fn kill_failed(&mut self, desired: &DesiredPod) -> bool {
         let mut kills = Vec::new();
         for (name, run) in self.probes.iter_mut().filter(|(_, r)| !r.killed) {
             if let Some(k) = lock(&run.state).kill() {
@@ -586,13 +594,16 @@ impl Worker {
             let g = Duration::from_secs(grace as u64);
             let stop = self.ctx.runtime.stop_container(id, g);
             if let Err(e) = bounded("stop", id, g + CALL_TIMEOUT, stop).await {
-                log::warn!(pod = self.key.to_string(), container_id = id.as_str(), error = e.to_string(); "stop after a failed probe failed");
+                log::warn!(pod = self.key.to_string(), container_id = id.as_str(), error = e.to_string(); "stop after a failed probe failed; trying again");
+                if let Some(run) = self.probes.get_mut(name) {
+                    run.killed = false;
+                }
             }
         }
         if !kills.is_empty() {
             self.acted_at = Some(tokio::time::Instant::now());
         }
-        self.send_status(&desired, &observed, requeue, !kills.is_empty(), reports);
+        !kills.is_empty()
     }
 
     fn uid(&self, work: &Work) -> Option<String> {
