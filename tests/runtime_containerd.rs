@@ -939,21 +939,39 @@ async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
     // the command runs inside the container: its files, its exit code
     let mut exit = Err(RuntimeError::NotFound(String::new()));
     for _ in 0..50 {
-        exit = e.rt.exec_sync(&id, &sh("test -f /tmp/f"), one).await;
+        exit =
+            e.rt.exec_sync(&id, &sh("test -f /tmp/f"), one)
+                .await
+                .map(|r| r.exit);
         if matches!(exit, Ok(ExecExit::Exited(0))) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(exit.unwrap(), ExecExit::Exited(0));
-    assert_eq!(
-        e.rt.exec_sync(&id, &sh("exit 3"), one).await.unwrap(),
-        ExecExit::Exited(3)
+    // its output (stdout and stderr) comes back, for the failure's message
+    let r =
+        e.rt.exec_sync(&id, &sh("echo out; echo err >&2; cat /tmp/f; exit 3"), one)
+            .await
+            .unwrap();
+    assert_eq!(r.exit, ExecExit::Exited(3));
+    for line in ["out", "err", "hi"] {
+        assert!(r.output.lines().any(|l| l == line), "{:?}", r.output);
+    }
+    assert!(
+        std::fs::read_dir(e.state.join("exec"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the output files are removed"
     );
     // timeoutSeconds is enforced: the command is killed and the call returns soon after
     let t = Instant::now();
     assert_eq!(
-        e.rt.exec_sync(&id, &sh("sleep 30"), one).await.unwrap(),
+        e.rt.exec_sync(&id, &sh("sleep 30"), one)
+            .await
+            .unwrap()
+            .exit,
         ExecExit::TimedOut
     );
     let took = t.elapsed();
@@ -1055,10 +1073,10 @@ async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
         Outcome::Failure(_)
     ));
     // exec through the prober, and the container's own task is untouched by all this
-    let exec = Handler::Exec(sh("exit 1"));
+    let exec = Handler::Exec(sh("echo not healthy; exit 1"));
     assert!(matches!(
         prober.probe(&target, &exec, one).await,
-        Outcome::Failure(m) if m.contains("exited with 1")
+        Outcome::Failure(m) if m.contains("exited with 1: not healthy")
     ));
     assert!(matches!(
         state_of(&e.rt, &id).await,

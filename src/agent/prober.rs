@@ -46,14 +46,21 @@ impl Prober for NetProber {
                 // the runtime kills the command at `timeout`; the outer bound covers a hung call
                 let run = self.runtime.exec_sync(&target.container_id, cmd, timeout);
                 match tokio::time::timeout(timeout + Duration::from_secs(10), run).await {
-                    Ok(Ok(ExecExit::Exited(0))) => Outcome::Success,
-                    Ok(Ok(ExecExit::Exited(code))) => {
-                        Outcome::Failure(format!("command {cmd:?} exited with {code}"))
-                    }
-                    Ok(Ok(ExecExit::TimedOut)) => Outcome::Failure(format!(
-                        "command {cmd:?} timed out after {}s",
-                        timeout.as_secs()
-                    )),
+                    Ok(Ok(r)) => match r.exit {
+                        // as the kubelet's exec prober: the output is the failure's message
+                        ExecExit::Exited(0) => Outcome::Success,
+                        ExecExit::Exited(code) if r.output.is_empty() => {
+                            Outcome::Failure(format!("command {cmd:?} exited with {code}"))
+                        }
+                        ExecExit::Exited(code) => Outcome::Failure(format!(
+                            "command {cmd:?} exited with {code}: {}",
+                            r.output
+                        )),
+                        ExecExit::TimedOut => Outcome::Failure(format!(
+                            "command {cmd:?} timed out after {}s",
+                            timeout.as_secs()
+                        )),
+                    },
                     Ok(Err(e)) => Outcome::Error(e.to_string()),
                     Err(_) => Outcome::Error(format!("exec {cmd:?}: no answer from the runtime")),
                 }

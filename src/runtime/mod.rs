@@ -103,6 +103,14 @@ pub enum ExecExit {
     TimedOut,
 }
 
+/// What `Runtime::exec_sync` gives: how the command ended and its output (stdout and stderr,
+/// at most 10 KiB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    pub exit: ExecExit,
+    pub output: String,
+}
+
 /// A pulled image: the reference and its manifest digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -155,9 +163,9 @@ pub trait Runtime: Send + Sync + 'static {
         Ok("unknown://".into())
     }
     /// Runs `cmd` inside the running container `id` (its process spec with these args, no
-    /// terminal, output discarded) and waits up to `timeout` for it to end; a process still
-    /// running then is killed and `ExecExit::TimedOut` returned.
-    async fn exec_sync(&self, id: &str, _cmd: &[String], _timeout: Duration) -> Result<ExecExit> {
+    /// terminal) and waits up to `timeout` for it to end; a process still running then is
+    /// killed and `ExecExit::TimedOut` returned.
+    async fn exec_sync(&self, id: &str, _cmd: &[String], _timeout: Duration) -> Result<ExecResult> {
         Err(RuntimeError::Containerd {
             op: "exec",
             id: id.to_string(),
