@@ -57,6 +57,14 @@ impl ContainerdRuntime {
         state_dir: &Path,
     ) -> Result<ContainerdRuntime> {
         let ctd = Ctd::connect(socket, namespace).await?;
+        // output files of probe execs an earlier agent was killed in the middle of
+        if let Ok(dir) = std::fs::read_dir(state_dir.join("exec")) {
+            for f in dir.flatten() {
+                if f.file_name().to_string_lossy().starts_with("probe-") {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
         Ok(ContainerdRuntime {
             ctd,
             state_dir: state_dir.to_path_buf(),
