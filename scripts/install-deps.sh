@@ -4,8 +4,9 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 # systemd: journald and journalctl for the container-output tests (a journald namespace instance
-# of the test's own runs without systemd as PID 1, as in CI's container)
-pkgs=(containerd runc protobuf-compiler docker-registry skopeo busybox-static curl python3 ca-certificates systemd)
+# of the test's own runs without systemd as PID 1, as in CI's container); openssl: the HTTPS
+# probe test's certificate
+pkgs=(containerd runc protobuf-compiler docker-registry skopeo busybox-static curl python3 ca-certificates systemd openssl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

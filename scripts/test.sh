@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "the integration tests start containerd and need root" >&2; exit 1; }
-for bin in containerd runc containerd-shim-runc-v2 docker-registry skopeo kubectl protoc python3 journalctl /lib/systemd/systemd-journald; do
+for bin in containerd runc containerd-shim-runc-v2 docker-registry skopeo kubectl protoc python3 journalctl /lib/systemd/systemd-journald openssl; do
   command -v "$bin" >/dev/null || { echo "missing $bin: run scripts/install-deps.sh" >&2; exit 1; }
 done
 # One loopback registry for the whole run.

@@ -793,3 +793,232 @@ fn container_output_reaches_journald_and_logs_while_the_agent_is_down() {
         "the container was not restarted"
     );
 }
+
+// ---- probes: real exec (containerd Tasks.Exec), httpGet and tcpSocket inside the pod's netns ----
+
+/// The pod of DaemonSet `ds` as the API has it.
+fn pod_of(c: &Cluster, ds: &str) -> Option<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(&c.kubectl_ok(&["get", "pods", "-o", "json"])).ok()?;
+    v["items"]
+        .as_array()?
+        .iter()
+        .find(|p| {
+            p["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&format!("{ds}-")))
+        })
+        .cloned()
+}
+
+fn container_status(pod: &serde_json::Value, i: usize) -> &serde_json::Value {
+    &pod["status"]["containerStatuses"][i]
+}
+
+fn condition(pod: &serde_json::Value, t: &str) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == t))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+fn is_running(cs: &serde_json::Value) -> bool {
+    cs["state"]["running"].is_object()
+}
+
+/// A one-container DaemonSet; `container` is the YAML of the container's fields after `image`
+/// (indented 8), `pod` extra pod spec fields (indented 6).
+fn probe_ds(name: &str, registry: &str, pod: &str, container: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      terminationGracePeriodSeconds: 2\n{pod}      containers:\n      - name: main\n        image: {registry}/busybox:v1\n{container}"
+    )
+}
+
+#[test]
+fn exec_readiness_probe_makes_the_pod_ready_and_counts_in_number_ready() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.start_agent("node-r", &[]);
+    c.apply(&probe_ds(
+        "late",
+        registry,
+        "",
+        "        command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 8; touch /tmp/ready; sleep 3600 & wait\"]\n        readinessProbe:\n          exec:\n            command: [\"test\", \"-f\", \"/tmp/ready\"]\n          periodSeconds: 1\n",
+    ));
+    // running but not ready, and the DaemonSet counts it scheduled but not ready
+    wait_for("late running and NotReady", Duration::from_secs(60), || {
+        let p = pod_of(&c, "late")?;
+        let cs = container_status(&p, 0);
+        let ds: serde_json::Value =
+            serde_json::from_str(&c.kubectl_ok(&["get", "ds", "late", "-o", "json"])).ok()?;
+        (is_running(cs)
+            && cs["ready"] == false
+            && cs["started"] == true
+            && condition(&p, "Ready") == "False"
+            && condition(&p, "ContainersReady") == "False"
+            && ds["status"]["currentNumberScheduled"] == 1
+            && ds["status"]["numberReady"] == 0
+            && ds["status"]["numberAvailable"] == 0)
+            .then_some(())
+    });
+    // the file appears: Ready, and numberReady 0 -> 1
+    wait_for("late Ready", Duration::from_secs(30), || {
+        let p = pod_of(&c, "late")?;
+        (container_status(&p, 0)["ready"] == true && condition(&p, "Ready") == "True").then_some(())
+    });
+    wait_for("late numberReady 1", Duration::from_secs(30), || {
+        let ds: serde_json::Value =
+            serde_json::from_str(&c.kubectl_ok(&["get", "ds", "late", "-o", "json"])).ok()?;
+        (ds["status"]["numberReady"] == 1 && ds["status"]["numberAvailable"] == 1).then_some(())
+    });
+    let table = c.kubectl_ok(&["get", "ds", "late"]);
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    // NAME DESIRED CURRENT READY UP-TO-DATE AVAILABLE
+    assert_eq!(&row[..6], ["late", "1", "1", "1", "1", "1"], "{table}");
+    let pods = c.kubectl_ok(&["get", "pods"]);
+    assert!(pods.contains("1/1"), "{pods}");
+    // readiness never restarts anything
+    let p = pod_of(&c, "late").unwrap();
+    assert_eq!(container_status(&p, 0)["restartCount"], 0);
+}
+
+#[test]
+fn failing_exec_liveness_probe_restarts_the_container() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.start_agent("node-l", &[]);
+    // healthy for 3 s after each start, then the probe's file is gone
+    c.apply(&probe_ds(
+        "sickly",
+        registry,
+        "",
+        "        command: [\"sh\", \"-c\", \"touch /tmp/alive; (sleep 3; rm /tmp/alive) & trap 'exit 0' TERM; sleep 3600 & wait\"]\n        livenessProbe:\n          exec:\n            command: [\"test\", \"-f\", \"/tmp/alive\"]\n          periodSeconds: 1\n          failureThreshold: 2\n",
+    ));
+    let p = wait_for("sickly restarted", Duration::from_secs(60), || {
+        let p = pod_of(&c, "sickly")?;
+        let cs = container_status(&p, 0);
+        (cs["restartCount"].as_i64()? >= 1
+            && cs["lastState"]["terminated"].is_object()
+            && is_running(cs))
+        .then_some(p)
+    });
+    let cs = container_status(&p, 0);
+    assert!(
+        cs["lastState"]["terminated"]["finishedAt"].is_string(),
+        "{cs}"
+    );
+    // containerd runs the next incarnation; the agent said why it killed the last one
+    wait_for("incarnation _1 running", Duration::from_secs(20), || {
+        c.running("node-l")
+            .iter()
+            .any(|(id, ds)| ds == "sickly" && id.ends_with("_1"))
+            .then_some(())
+    });
+    let log = c.agent("node-l").log();
+    assert!(log.contains("failed liveness probe"), "{}", tail(&log, 40));
+    // and it keeps happening, with the kubelet's back-off between restarts
+    wait_for("sickly restarted twice", Duration::from_secs(60), || {
+        let p = pod_of(&c, "sickly")?;
+        (container_status(&p, 0)["restartCount"].as_i64()? >= 2).then_some(())
+    });
+}
+
+#[test]
+fn http_and_tcp_probes_reach_into_the_pod_network_namespace() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.start_agent("node-h", &[]);
+    // a port nothing on the host listens on: only the pod's own loopback answers there
+    let port = common::free_port();
+    c.apply(&probe_ds(
+        "web",
+        registry,
+        "",
+        &format!(
+            "        command: [\"sh\", \"-c\", \"mkdir -p /www; echo ok > /www/index.html; sleep 3; exec httpd -f -p {port} -h /www\"]\n        ports:\n        - name: http\n          containerPort: {port}\n        readinessProbe:\n          httpGet:\n            port: http\n            path: /index.html\n            httpHeaders:\n            - name: X-Probe\n              value: e2e\n          periodSeconds: 1\n        livenessProbe:\n          tcpSocket:\n            port: {port}\n          initialDelaySeconds: 6\n          periodSeconds: 1\n          failureThreshold: 2\n"
+        ),
+    ));
+    // a tcpSocket readiness probe on a port nobody listens on inside its pod
+    c.apply(&probe_ds(
+        "closed",
+        registry,
+        "",
+        "        readinessProbe:\n          tcpSocket:\n            port: 9\n          periodSeconds: 1\n",
+    ));
+    // hostNetwork: the probe dials the node's own loopback
+    let host_port = common::free_port();
+    c.apply(&probe_ds(
+        "hostweb",
+        registry,
+        "      hostNetwork: true\n",
+        &format!(
+            "        command: [\"sh\", \"-c\", \"mkdir -p /tmp/www; echo ok > /tmp/www/index.html; exec httpd -f -p 127.0.0.1:{host_port} -h /tmp/www\"]\n        readinessProbe:\n          httpGet:\n            port: {host_port}\n          periodSeconds: 1\n"
+        ),
+    ));
+    wait_for("web Ready", Duration::from_secs(60), || {
+        let p = pod_of(&c, "web")?;
+        (container_status(&p, 0)["ready"] == true && condition(&p, "Ready") == "True").then_some(())
+    });
+    // nothing answers on the host at that port: the probe really went into the pod's namespace
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+    // the tcpSocket liveness probe passes: no restart for a while
+    std::thread::sleep(Duration::from_secs(8));
+    let p = pod_of(&c, "web").unwrap();
+    assert_eq!(container_status(&p, 0)["restartCount"], 0, "{p}");
+    assert_eq!(condition(&p, "Ready"), "True");
+    wait_for("hostweb Ready", Duration::from_secs(30), || {
+        let p = pod_of(&c, "hostweb")?;
+        (container_status(&p, 0)["ready"] == true).then_some(())
+    });
+    assert!(std::net::TcpStream::connect(("127.0.0.1", host_port)).is_ok());
+    let p = pod_of(&c, "closed").unwrap();
+    let cs = container_status(&p, 0);
+    assert!(is_running(cs), "{cs}");
+    assert_eq!(cs["ready"], false, "{cs}");
+    assert_eq!(condition(&p, "Ready"), "False");
+}
+
+#[test]
+fn startup_probe_holds_liveness_until_the_container_started() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.start_agent("node-s", &[]);
+    // a slow starter: liveness (failureThreshold 1) would kill it at once without the gate
+    c.apply(&probe_ds(
+        "slow",
+        registry,
+        "",
+        "        command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 6; touch /tmp/started; sleep 3600 & wait\"]\n        startupProbe:\n          exec:\n            command: [\"test\", \"-f\", \"/tmp/started\"]\n          periodSeconds: 1\n          failureThreshold: 30\n        livenessProbe:\n          exec:\n            command: [\"test\", \"-f\", \"/tmp/started\"]\n          periodSeconds: 1\n          failureThreshold: 1\n",
+    ));
+    // one that never starts: killed after its startup failureThreshold and restarted
+    c.apply(&probe_ds(
+        "never",
+        registry,
+        "",
+        "        startupProbe:\n          exec:\n            command: [\"test\", \"-f\", \"/nonexistent\"]\n          periodSeconds: 1\n          failureThreshold: 2\n",
+    ));
+    wait_for("slow running, not started", Duration::from_secs(60), || {
+        let p = pod_of(&c, "slow")?;
+        let cs = container_status(&p, 0);
+        (is_running(cs) && cs["started"] == false && cs["ready"] == false).then_some(())
+    });
+    wait_for("slow started and ready", Duration::from_secs(30), || {
+        let p = pod_of(&c, "slow")?;
+        let cs = container_status(&p, 0);
+        (cs["started"] == true && cs["ready"] == true).then_some(())
+    });
+    wait_for("never restarted", Duration::from_secs(60), || {
+        let p = pod_of(&c, "never")?;
+        let cs = container_status(&p, 0);
+        (cs["restartCount"].as_i64()? >= 1 && cs["lastState"]["terminated"].is_object())
+            .then_some(())
+    });
+    // liveness now runs and passes: the slow one was never restarted
+    std::thread::sleep(Duration::from_secs(3));
+    let p = pod_of(&c, "slow").unwrap();
+    assert_eq!(container_status(&p, 0)["restartCount"], 0, "{p}");
+    let log = c.agent("node-s").log();
+    assert!(log.contains("failed startup probe"), "{}", tail(&log, 40));
+}

@@ -1039,3 +1039,199 @@ async fn output_goes_through_the_log_driver_to_journald_and_a_cri_file() {
     });
     e.rt.remove_sandbox(&uid).await.unwrap();
 }
+
+struct Serving;
+
+#[tonic::async_trait]
+impl daemonset_agent::agent::prober::health::health_server::Health for Serving {
+    async fn check(
+        &self,
+        _: tonic::Request<daemonset_agent::agent::prober::health::HealthCheckRequest>,
+    ) -> Result<
+        tonic::Response<daemonset_agent::agent::prober::health::HealthCheckResponse>,
+        tonic::Status,
+    > {
+        Ok(tonic::Response::new(
+            daemonset_agent::agent::prober::health::HealthCheckResponse { status: 1 },
+        ))
+    }
+}
+
+#[tokio::test]
+async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
+    use daemonset_agent::agent::prober::{health, NetProber, Prober, Target};
+    use daemonset_agent::core::probe::{Handler, Outcome};
+    use daemonset_agent::runtime::ExecExit;
+    let e = env().await;
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let pod = pod_spec(json!({"containers": []}));
+    let id = unique("probed");
+    let port = common::free_port();
+    let req = request(
+        &e,
+        &id,
+        &pod,
+        json!({"name": "main", "image": image("v1"), "command": ["sh", "-c",
+            format!("echo hi > /tmp/f; mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p {port} -h /www")]}),
+        &sb,
+    );
+    e.rt.run_container(&req).await.expect("run");
+    wait_state(&e.rt, &id, "running", |s| {
+        matches!(s, TaskState::Running { .. })
+    })
+    .await;
+    let sh = |c: &str| vec!["sh".to_string(), "-c".to_string(), c.to_string()];
+    let one = Duration::from_secs(1);
+    // the command runs inside the container: its files, its exit code
+    let mut exit = Err(RuntimeError::NotFound(String::new()));
+    for _ in 0..50 {
+        exit =
+            e.rt.exec_sync(&id, &sh("test -f /tmp/f"), one)
+                .await
+                .map(|r| r.exit);
+        if matches!(exit, Ok(ExecExit::Exited(0))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(exit.unwrap(), ExecExit::Exited(0));
+    // its output (stdout and stderr) comes back, for the failure's message
+    let r =
+        e.rt.exec_sync(&id, &sh("echo out; echo err >&2; cat /tmp/f; exit 3"), one)
+            .await
+            .unwrap();
+    assert_eq!(r.exit, ExecExit::Exited(3));
+    for line in ["out", "err", "hi"] {
+        assert!(r.output.lines().any(|l| l == line), "{:?}", r.output);
+    }
+    assert!(
+        std::fs::read_dir(e.state.join("exec"))
+            .unwrap()
+            .next()
+            .is_none(),
+        "the output files are removed"
+    );
+    // timeoutSeconds is enforced: the command is killed and the call returns soon after
+    let t = Instant::now();
+    assert_eq!(
+        e.rt.exec_sync(&id, &sh("sleep 30"), one)
+            .await
+            .unwrap()
+            .exit,
+        ExecExit::TimedOut
+    );
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    eprintln!("exec probe timing out at 1 s returned after {took:?}");
+    let mut times = vec![];
+    for _ in 0..10 {
+        let t = Instant::now();
+        e.rt.exec_sync(&id, &sh("true"), one).await.unwrap();
+        times.push(t.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "exec probe round trip: median {:?}, max {:?}",
+        times[5], times[9]
+    );
+    // network probes dial the pod's own loopback, where httpd listens
+    let prober = NetProber {
+        runtime: Arc::new(e.rt.clone()),
+    };
+    let target = Target {
+        container_id: id.clone(),
+        netns: sb.netns.clone(),
+    };
+    let http = Handler::Http {
+        https: false,
+        host: None,
+        port,
+        path: "/index.html".into(),
+        headers: vec![],
+    };
+    let mut outcome = Outcome::Error(String::new());
+    for _ in 0..50 {
+        outcome = prober.probe(&target, &http, one).await;
+        if outcome == Outcome::Success {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(outcome, Outcome::Success);
+    let mut times = vec![];
+    for _ in 0..10 {
+        let t = Instant::now();
+        assert_eq!(prober.probe(&target, &http, one).await, Outcome::Success);
+        times.push(t.elapsed());
+    }
+    times.sort();
+    eprintln!(
+        "httpGet probe in the pod netns: median {:?}, max {:?}",
+        times[5], times[9]
+    );
+    let missing = Handler::Http {
+        https: false,
+        host: None,
+        port,
+        path: "/missing".into(),
+        headers: vec![],
+    };
+    assert!(
+        matches!(prober.probe(&target, &missing, one).await, Outcome::Failure(m) if m.contains("404"))
+    );
+    let tcp = Handler::Tcp { host: None, port };
+    assert_eq!(prober.probe(&target, &tcp, one).await, Outcome::Success);
+    // from the host's namespace nothing answers there
+    let host = Target {
+        container_id: id.clone(),
+        netns: None,
+    };
+    assert!(matches!(
+        prober.probe(&host, &tcp, one).await,
+        Outcome::Failure(_)
+    ));
+    // grpc: a health server listening only inside the pod's network namespace
+    let (grpc_port, netns) = (common::free_port(), sb.netns.clone().unwrap());
+    let listener = std::thread::spawn(move || {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::File::open(&netns).unwrap();
+        assert_eq!(unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+        std::net::TcpListener::bind(("127.0.0.1", grpc_port)).unwrap()
+    })
+    .join()
+    .unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(
+        tokio::net::TcpListener::from_std(listener).unwrap(),
+    );
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health::health_server::HealthServer::new(Serving))
+            .serve_with_incoming(incoming),
+    );
+    let grpc = Handler::Grpc {
+        port: grpc_port,
+        service: String::new(),
+    };
+    assert_eq!(prober.probe(&target, &grpc, one).await, Outcome::Success);
+    assert!(matches!(
+        prober.probe(&host, &grpc, one).await,
+        Outcome::Failure(_)
+    ));
+    // exec through the prober, and the container's own task is untouched by all this
+    let exec = Handler::Exec(sh("echo not healthy; exit 1"));
+    assert!(matches!(
+        prober.probe(&target, &exec, one).await,
+        Outcome::Failure(m) if m.contains("exited with 1: not healthy")
+    ));
+    assert!(matches!(
+        state_of(&e.rt, &id).await,
+        Some(TaskState::Running { .. })
+    ));
+    e.rt.stop_container(&id, Duration::from_secs(2))
+        .await
+        .unwrap();
+    e.rt.remove_container(&id).await.unwrap();
+    e.rt.remove_sandbox(&uid).await.unwrap();
+}

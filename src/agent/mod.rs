@@ -9,6 +9,7 @@ pub mod config;
 pub mod localapi;
 pub mod node;
 pub mod podsync;
+pub mod prober;
 pub mod watch;
 pub mod worker;
 
@@ -94,9 +95,13 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     }
     let (shutdown, shutdown_rx) = tokio_watch::channel(false);
     let ctx = Arc::new(worker::Context {
+        prober: Arc::new(prober::NetProber {
+            runtime: runtime.clone(),
+        }),
         runtime,
         state_dir: cfg.state_dir.clone(),
         host_ip: None,
+        started: Some(tokio::time::Instant::now()),
     });
     let (pod_tx, pod_rx) = mpsc::unbounded_channel();
     tokio::spawn(podsync::run(client.clone(), pod_rx));

@@ -10,11 +10,13 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::PodStatus;
 use tokio::sync::{mpsc, watch};
 
+use crate::agent::prober::{Prober, Target};
 use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, State};
+use crate::core::probe::{self as probe, ContainerProbes, Kind, Outcome};
 use crate::core::status::{self, PodView, Termination, Waiting};
 use crate::runtime::{
-    labels, ContainerRequest, ContainerStatus, PodSandbox, Runtime, RuntimeError, SandboxInfo,
-    TaskState,
+    labels, sandbox, ContainerRequest, ContainerStatus, PodSandbox, Runtime, RuntimeError,
+    SandboxInfo, TaskState,
 };
 
 /// Bounds on one runtime call, so that a hung shim or containerd call cannot hold a pod's worker
@@ -69,8 +71,13 @@ pub enum Report {
 
 pub struct Context {
     pub runtime: Arc<dyn Runtime>,
+    pub prober: Arc<dyn Prober>,
     pub state_dir: PathBuf,
     pub host_ip: Option<String>,
+    /// When the agent started. Probes created within one period of it first wait a random part
+    /// of their period, as the kubelet's do after a restart, so that a restarted agent does not
+    /// probe every adopted container at once. None: no such wait.
+    pub started: Option<tokio::time::Instant>,
 }
 
 pub fn now_ms() -> i64 {
@@ -137,6 +144,29 @@ struct Worker {
     status: Option<PodStatus>,
     start_ms: i64,
     acted_at: Option<tokio::time::Instant>,
+    /// The probes of each running container incarnation, by container name.
+    probes: BTreeMap<String, ProbeRun>,
+    /// Probe tasks say here that a result changed.
+    probe_tx: mpsc::UnboundedSender<()>,
+    /// What the last status was computed from, to recompute it when a probe result changes.
+    last_report: Option<(DesiredPod, Vec<Observed>, Option<i64>)>,
+}
+
+/// The probe tasks of one container incarnation and their shared state. Dropping it stops them.
+struct ProbeRun {
+    id: String,
+    state: Arc<std::sync::Mutex<ContainerProbes>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The kill for a failed liveness or startup probe was done.
+    killed: bool,
+}
+
+impl Drop for ProbeRun {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// Starts a worker for `key`; it runs until its pod is gone.
@@ -146,6 +176,7 @@ pub fn spawn(
     reports: mpsc::UnboundedSender<Report>,
 ) -> watch::Sender<Work> {
     let (tx, mut rx) = watch::channel(Work::default());
+    let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
     let mut w = Worker {
         key,
         ctx,
@@ -158,19 +189,108 @@ pub fn spawn(
         status: None,
         start_ms: now_ms(),
         acted_at: None,
+        probes: BTreeMap::new(),
+        probe_tx,
+        last_report: None,
     };
     tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let work = rx.borrow_and_update().clone();
-            // boxed: the sync future is large and lives only while the pod is worked on; an
-            // idle worker then costs a few hundred bytes, not the whole state machine
-            if Box::pin(w.sync(work, &reports)).await {
-                let _ = reports.send(Report::Gone { key: w.key.clone() });
-                return;
+        loop {
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let work = rx.borrow_and_update().clone();
+                    // boxed: the sync future is large and lives only while the pod is worked
+                    // on; an idle worker then costs a few hundred bytes, not the whole state
+                    // machine
+                    if Box::pin(w.sync(work, &reports)).await {
+                        let _ = reports.send(Report::Gone { key: w.key.clone() });
+                        return;
+                    }
+                }
+                Some(()) = probe_rx.recv() => {
+                    while probe_rx.try_recv().is_ok() {}
+                    Box::pin(w.on_probe(&reports)).await;
+                }
             }
         }
     });
     tx
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One probe of one container incarnation, run on its period until aborted (prober.worker).
+struct ProbeTask {
+    kind: Kind,
+    handler: Result<probe::Handler, String>,
+    timing: probe::Timing,
+    target: Target,
+    state: Arc<std::sync::Mutex<ContainerProbes>>,
+    prober: Arc<dyn Prober>,
+    changed: mpsc::UnboundedSender<()>,
+    /// Startup succeeded: readiness runs at once instead of waiting for its tick.
+    wake: Arc<tokio::sync::Notify>,
+    what: String,
+    /// A wait before the first run (see `Context::started`).
+    jitter: Duration,
+}
+
+impl ProbeTask {
+    async fn run(self) {
+        let period = Duration::from_millis(self.timing.period_ms.max(1) as u64);
+        let timeout = Duration::from_millis(self.timing.timeout_ms.max(1) as u64);
+        if !self.jitter.is_zero() {
+            tokio::time::sleep(self.jitter).await;
+        }
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut told_error = false;
+        loop {
+            let readiness = self.kind == Kind::Readiness;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.wake.notified(), if readiness => {}
+            }
+            if !lock(&self.state).due(self.kind, now_ms()) {
+                continue;
+            }
+            let outcome = match &self.handler {
+                Ok(h) => self.prober.probe(&self.target, h, timeout).await,
+                Err(e) => Outcome::Error(e.clone()),
+            };
+            let kind = self.kind.as_str();
+            match &outcome {
+                Outcome::Success => {}
+                Outcome::Failure(m) => {
+                    log::info!(container = self.what.as_str(), container_id = self.target.container_id.as_str(), probe = kind, message = m.as_str(); "probe failed")
+                }
+                Outcome::Error(m) if !told_error => {
+                    told_error = true;
+                    log::warn!(container = self.what.as_str(), probe = kind, error = m.as_str(); "probe cannot run; its result is ignored")
+                }
+                Outcome::Error(_) => {}
+            }
+            let (changed, started_now) = {
+                let mut st = lock(&self.state);
+                let before = st.gates().started;
+                let changed = st.record(self.kind, &outcome);
+                (changed, !before && st.gates().started)
+            };
+            if started_now {
+                self.wake.notify_one();
+            }
+            if changed {
+                log::debug!(container = self.what.as_str(), probe = kind, outcome:? = outcome; "probe result changed");
+                if self.changed.send(()).is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 impl Worker {
@@ -270,21 +390,64 @@ impl Worker {
                 w.reason = "ContainerCreating".into();
             }
         }
+        let wanted = work.desired.is_some();
+        if !wanted {
+            // the pod is going: its probes stop
+            self.probes.clear();
+        }
         let Some(desired) = work.desired.or_else(|| self.last.clone()) else {
             return observed.is_empty() && plan.actions.is_empty();
         };
-        let newest: BTreeMap<String, &Observed> = {
-            let mut m: BTreeMap<String, &Observed> = BTreeMap::new();
-            for o in &observed {
-                let keep = m.get(&o.name).is_none_or(|cur| {
-                    (o.restart_count, o.created_ms) > (cur.restart_count, cur.created_ms)
-                });
-                if keep {
-                    m.insert(o.name.clone(), o);
-                }
+        if wanted {
+            self.sync_probes(&desired, &observed);
+            changed |= self.kill_failed(&desired).await;
+        }
+        let requeue = plan.requeue_at();
+        self.send_status(&desired, &observed, requeue, changed, reports);
+        self.last_report = Some((desired, observed, requeue));
+        false
+    }
+
+    /// The newest incarnation of each container, by name.
+    fn newest(observed: &[Observed]) -> BTreeMap<String, &Observed> {
+        let mut m: BTreeMap<String, &Observed> = BTreeMap::new();
+        for o in observed {
+            let keep = m.get(&o.name).is_none_or(|cur| {
+                (o.restart_count, o.created_ms) > (cur.restart_count, cur.created_ms)
+            });
+            if keep {
+                m.insert(o.name.clone(), o);
             }
-            m
-        };
+        }
+        m
+    }
+
+    /// Computes the pod's status and sends it to the controller.
+    fn send_status(
+        &mut self,
+        desired: &DesiredPod,
+        observed: &[Observed],
+        requeue_at: Option<i64>,
+        changed: bool,
+        reports: &mpsc::UnboundedSender<Report>,
+    ) {
+        let now = now_ms();
+        let newest = Self::newest(observed);
+        // a container with probes but no probe state for this incarnation (its pod is going,
+        // or it was just seen) is neither started nor ready on a startup or readiness probe
+        let gates = desired
+            .spec
+            .containers
+            .iter()
+            .filter_map(|c| {
+                let o = newest.get(&c.name)?;
+                let g = match self.probes.get(&c.name).filter(|r| r.id == o.id) {
+                    Some(run) => lock(&run.state).gates(),
+                    None => probe::initial_gates(c),
+                };
+                Some((c.name.clone(), g))
+            })
+            .collect();
         let view = PodView {
             spec: &desired.spec,
             containers: newest,
@@ -293,17 +456,154 @@ impl Worker {
             last_termination: self.last_termination.clone(),
             host_ip: self.ctx.host_ip.clone(),
             start_ms: self.start_ms,
+            gates,
         };
-        let st = status::pod_status(&view, self.status.as_ref(), now);
+        let mut st = status::pod_status(&view, self.status.as_ref(), now);
+        // probes that cannot run say so on the Ready condition
+        let unsupported: Vec<String> = desired
+            .spec
+            .containers
+            .iter()
+            .flat_map(|c| {
+                [&c.startup_probe, &c.liveness_probe, &c.readiness_probe]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| probe::handler(p, c).err())
+                    .map(|e| format!("{}: {e}", c.name))
+            })
+            .collect();
+        if !unsupported.is_empty() {
+            for cond in st.conditions.iter_mut().flatten() {
+                if cond.type_ == "Ready" || cond.type_ == "ContainersReady" {
+                    let m = cond.message.get_or_insert_with(String::new);
+                    if !m.is_empty() {
+                        m.push_str("; ");
+                    }
+                    m.push_str(&unsupported.join("; "));
+                }
+            }
+        }
         self.status = Some(st.clone());
         let _ = reports.send(Report::Status {
             key: self.key.clone(),
-            pod: Box::new(desired),
+            pod: Box::new(desired.clone()),
             status: Box::new(st),
-            requeue_at: plan.requeue_at(),
+            requeue_at,
             changed,
         });
-        false
+    }
+
+    /// Starts the probes of containers newly seen running; stops those of containers gone.
+    fn sync_probes(&mut self, desired: &DesiredPod, observed: &[Observed]) {
+        let newest = Self::newest(observed);
+        self.probes.retain(|name, run| {
+            newest
+                .get(name)
+                .is_some_and(|o| o.id == run.id && o.state == State::Running)
+        });
+        let host_network = desired.spec.host_network.unwrap_or(false);
+        for c in &desired.spec.containers {
+            let Some(o) = newest.get(&c.name) else {
+                continue;
+            };
+            if o.state != State::Running || self.probes.contains_key(&c.name) {
+                continue;
+            }
+            let Some(cp) = ContainerProbes::of(c, o.created_ms) else {
+                continue;
+            };
+            let netns = (!host_network).then(|| {
+                self.sandbox
+                    .as_ref()
+                    .and_then(|s| s.netns.clone())
+                    .unwrap_or_else(|| sandbox::netns_path(&self.ctx.state_dir, &desired.uid))
+            });
+            let target = Target {
+                container_id: o.id.clone(),
+                netns,
+            };
+            let state = Arc::new(std::sync::Mutex::new(cp));
+            let wake = Arc::new(tokio::sync::Notify::new());
+            let mut tasks = Vec::new();
+            for (kind, p) in [
+                (Kind::Startup, &c.startup_probe),
+                (Kind::Liveness, &c.liveness_probe),
+                (Kind::Readiness, &c.readiness_probe),
+            ] {
+                let Some(p) = p else { continue };
+                let timing = probe::Timing::of(p);
+                let period = Duration::from_millis(timing.period_ms.max(0) as u64);
+                let jitter = match self.ctx.started {
+                    Some(s) if s.elapsed() < period => period.mul_f64(rand::random::<f64>()),
+                    _ => Duration::ZERO,
+                };
+                let task = ProbeTask {
+                    jitter,
+                    kind,
+                    handler: probe::handler(p, c),
+                    timing,
+                    target: target.clone(),
+                    state: state.clone(),
+                    prober: self.ctx.prober.clone(),
+                    changed: self.probe_tx.clone(),
+                    wake: wake.clone(),
+                    what: format!("{}/{}", self.key, c.name),
+                };
+                tasks.push(tokio::spawn(task.run()));
+            }
+            log::debug!(pod = self.key.to_string(), container_id = o.id.as_str(); "probes started");
+            self.probes.insert(
+                c.name.clone(),
+                ProbeRun {
+                    id: o.id.clone(),
+                    state,
+                    tasks,
+                    killed: false,
+                },
+            );
+        }
+    }
+
+    /// A probe result changed: kill containers that failed liveness or startup (the next round
+    /// restarts them, counted and backed off as any exit), and report the new status.
+    async fn on_probe(&mut self, reports: &mpsc::UnboundedSender<Report>) {
+        let Some((desired, observed, requeue)) = self.last_report.clone() else {
+            return;
+        };
+        let killed = self.kill_failed(&desired).await;
+        self.send_status(&desired, &observed, requeue, killed, reports);
+    }
+
+    /// Stops the containers whose liveness or startup probe failed; true when it stopped any.
+    /// A stop that fails is tried again on the next sync.
+    async fn kill_failed(&mut self, desired: &DesiredPod) -> bool {
+        let mut kills = Vec::new();
+        for (name, run) in self.probes.iter_mut().filter(|(_, r)| !r.killed) {
+            if let Some(k) = lock(&run.state).kill() {
+                run.killed = true;
+                kills.push((name.clone(), run.id.clone(), k));
+            }
+        }
+        for (name, id, k) in &kills {
+            let Some(c) = desired.spec.containers.iter().find(|c| &c.name == name) else {
+                continue;
+            };
+            let grace =
+                probe::kill_grace_seconds(c, k.kind, desired.spec.termination_grace_period_seconds);
+            log::info!(pod = self.key.to_string(), container = name.as_str(), container_id = id.as_str(), grace_secs = grace; "{}", k.message);
+            let g = Duration::from_secs(grace as u64);
+            let stop = self.ctx.runtime.stop_container(id, g);
+            if let Err(e) = bounded("stop", id, g + CALL_TIMEOUT, stop).await {
+                log::warn!(pod = self.key.to_string(), container_id = id.as_str(), error = e.to_string(); "stop after a failed probe failed; trying again");
+                if let Some(run) = self.probes.get_mut(name) {
+                    run.killed = false;
+                }
+            }
+        }
+        if !kills.is_empty() {
+            self.acted_at = Some(tokio::time::Instant::now());
+        }
+        !kills.is_empty()
     }
 
     fn uid(&self, work: &Work) -> Option<String> {
@@ -603,9 +903,11 @@ mod worker_tests {
             ..Default::default()
         });
         let ctx = Arc::new(Context {
+            prober: Arc::new(crate::agent::prober::fake::FakeProber::default()),
             runtime: rt.clone(),
             state_dir: PathBuf::from("/nonexistent"),
             host_ip: None,
+            started: None,
         });
         let (tx, mut rx) = mpsc::unbounded_channel();
         let bad = spawn(desired("bad", "nope:1").key, ctx.clone(), tx.clone());
@@ -669,5 +971,248 @@ mod worker_tests {
             calls.contains(&"remove-sandbox uid-good".to_string()),
             "{calls:?}"
         );
+    }
+}
+
+#[cfg(test)]
+mod probe_tests {
+    use super::fake::FakeRuntime;
+    use super::*;
+    use crate::agent::prober::fake::FakeProber;
+    use crate::core::plan::Owner;
+    use k8s_openapi::api::core::v1::{Container, ExecAction, PodSpec, Probe};
+
+    fn exec(cmd: &str, failure_threshold: i32) -> Option<Probe> {
+        Some(Probe {
+            exec: Some(ExecAction {
+                command: Some(vec![cmd.into()]),
+            }),
+            period_seconds: Some(1),
+            failure_threshold: Some(failure_threshold),
+            ..Default::default()
+        })
+    }
+
+    fn desired(container: Container) -> DesiredPod {
+        DesiredPod {
+            key: PodKey {
+                namespace: "default".into(),
+                name: "p".into(),
+            },
+            uid: "uid-p".into(),
+            owner: Owner {
+                namespace: "default".into(),
+                name: "ds".into(),
+                uid: "ds".into(),
+            },
+            template_hash: "h".into(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            spec: PodSpec {
+                containers: vec![container],
+                termination_grace_period_seconds: Some(3),
+                ..Default::default()
+            },
+            may_start: true,
+        }
+    }
+
+    struct Harness {
+        rt: Arc<FakeRuntime>,
+        prober: Arc<FakeProber>,
+        tx: watch::Sender<Work>,
+        rx: mpsc::UnboundedReceiver<Report>,
+        pod: DesiredPod,
+    }
+
+    impl Harness {
+        fn new(container: Container) -> Harness {
+            let rt = Arc::new(FakeRuntime::default());
+            let prober = Arc::new(FakeProber::default());
+            let ctx = Arc::new(Context {
+                runtime: rt.clone(),
+                prober: prober.clone(),
+                state_dir: PathBuf::from("/nonexistent"),
+                host_ip: None,
+                started: None,
+            });
+            let pod = desired(container);
+            let (rtx, rx) = mpsc::unbounded_channel();
+            let tx = spawn(pod.key.clone(), ctx, rtx);
+            Harness {
+                rt,
+                prober,
+                tx,
+                rx,
+                pod,
+            }
+        }
+
+        /// One controller round: the worker gets what the fake runtime has now.
+        fn round(&self) {
+            let observed = self
+                .rt
+                .containers
+                .lock()
+                .unwrap()
+                .values()
+                .cloned()
+                .collect();
+            self.tx
+                .send(Work {
+                    desired: Some(self.pod.clone()),
+                    observed,
+                    listed_at: None,
+                })
+                .unwrap();
+        }
+
+        /// The next status report satisfying `f` (with whether it asked for a round).
+        async fn until(&mut self, what: &str, f: impl Fn(&PodStatus) -> bool) -> (PodStatus, bool) {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                    Ok(Some(Report::Status {
+                        status, changed, ..
+                    })) => {
+                        if f(&status) {
+                            return (*status, changed);
+                        }
+                    }
+                    Ok(Some(Report::Gone { .. })) => {}
+                    other => panic!("no status where {what}: {other:?}"),
+                }
+            }
+        }
+    }
+
+    fn main_status(s: &PodStatus) -> k8s_openapi::api::core::v1::ContainerStatus {
+        s.container_statuses.as_ref().unwrap()[0].clone()
+    }
+
+    fn running(s: &PodStatus) -> bool {
+        main_status(s).state.unwrap().running.is_some()
+    }
+
+    #[tokio::test]
+    async fn readiness_gates_ready_and_failed_liveness_restarts_the_container() {
+        let mut h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            readiness_probe: exec("ready", 3),
+            liveness_probe: exec("live", 3),
+            ..Default::default()
+        });
+        h.prober.set("ready", Outcome::Failure("exit 1".into()));
+        h.round();
+        h.until("started", |_| true).await;
+        h.round();
+        let (st, _) = h.until("running", running).await;
+        let cs = main_status(&st);
+        assert_eq!(
+            (cs.ready, cs.started),
+            (false, Some(true)),
+            "not ready before a success"
+        );
+        h.prober.set("ready", Outcome::Success);
+        let (st, changed) = h.until("ready", |s| main_status(s).ready).await;
+        assert!(!changed, "a readiness change needs no round");
+        let ready = st
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready");
+        assert_eq!(ready.unwrap().status, "True");
+        // readiness failures past the threshold: not ready, never killed
+        h.prober.set("ready", Outcome::Failure("exit 1".into()));
+        h.until("unready", |s| !main_status(s).ready).await;
+        assert!(!h
+            .rt
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.starts_with("stop")));
+        // liveness fails three times: the container is stopped and a round is asked for
+        h.prober.set("live", Outcome::Failure("exit 1".into()));
+        let rt = h.rt.clone();
+        let (_, changed) = h
+            .until("the kill", |_| {
+                rt.calls
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c.starts_with("stop"))
+            })
+            .await;
+        assert!(changed);
+        let lives_before = h.prober.count("live");
+        assert!(lives_before >= 3);
+        h.prober.set("live", Outcome::Success);
+        // the next round sees it exited and restarts it with restartCount 1
+        h.round();
+        h.until("restarted", |_| true).await;
+        let calls = h.rt.calls.lock().unwrap().clone();
+        assert!(
+            calls.contains(&"run default_p_main_1".to_string()),
+            "{calls:?}"
+        );
+        h.round();
+        let (st, _) = h
+            .until("the new incarnation reported", |s| {
+                main_status(s).restart_count == 1 && running(s)
+            })
+            .await;
+        let cs = main_status(&st);
+        assert!(cs.last_state.unwrap().terminated.is_some());
+        assert!(!cs.ready, "a new incarnation starts unready");
+        h.prober.set("ready", Outcome::Success);
+        h.until("the new incarnation ready", |s| main_status(s).ready)
+            .await;
+    }
+
+    #[tokio::test]
+    async fn startup_probe_holds_liveness_and_readiness() {
+        let mut h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            startup_probe: exec("start", 30),
+            liveness_probe: exec("live", 1),
+            ..Default::default()
+        });
+        h.prober.set("start", Outcome::Failure("not yet".into()));
+        h.prober.set("live", Outcome::Failure("dead".into()));
+        h.round();
+        h.until("started", |_| true).await;
+        h.round();
+        let (st, _) = h.until("running", running).await;
+        assert_eq!(main_status(&st).started, Some(false));
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(h.prober.count("start") >= 4);
+        assert_eq!(h.prober.count("live"), 0, "liveness waits for startup");
+        assert!(!h
+            .rt
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|c| c.starts_with("stop")));
+        h.prober.set("live", Outcome::Success);
+        h.prober.set("start", Outcome::Success);
+        let (st, _) = h
+            .until("started", |s| main_status(s).started == Some(true))
+            .await;
+        assert!(
+            main_status(&st).ready,
+            "no readiness probe: ready once started"
+        );
+        let starts = h.prober.count("start");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            h.prober.count("start"),
+            starts,
+            "startup stops once it succeeded"
+        );
+        assert!(h.prober.count("live") >= 2);
     }
 }

@@ -6,6 +6,7 @@ pub mod hash;
 pub mod labels;
 pub mod patch;
 pub mod plan;
+pub mod probe;
 pub mod quantity;
 pub mod reference;
 pub mod status;

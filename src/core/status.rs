@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::core::plan::{Observed, State};
+use crate::core::probe::Gates;
 
 /// Why a container is not running, as the kubelet says it (`ContainerCreating`, `ErrImagePull`,
 /// `ImagePullBackOff`, `CrashLoopBackOff`, `CreateContainerError`, ...).
@@ -37,6 +38,9 @@ pub struct PodView<'a> {
     pub last_termination: BTreeMap<String, Termination>,
     pub host_ip: Option<String>,
     pub start_ms: i64,
+    /// What the probes say of running containers, by name; a running container without an
+    /// entry is started and ready (it has no probes).
+    pub gates: BTreeMap<String, Gates>,
 }
 
 pub fn time(ms: i64) -> Time {
@@ -63,6 +67,7 @@ fn terminated(t: &Termination) -> ContainerStateTerminated {
 pub fn pod_status(view: &PodView, prev: Option<&PodStatus>, now_ms: i64) -> PodStatus {
     let mut statuses = Vec::new();
     let mut all_ready = !view.spec.containers.is_empty();
+    let mut unready = Vec::new();
     let mut any_started = false;
     for c in &view.spec.containers {
         let obs = view.containers.get(&c.name).copied();
@@ -104,7 +109,17 @@ pub fn pod_status(view: &PodView, prev: Option<&PodStatus>, now_ms: i64) -> PodS
             },
         };
         let running = state.running.is_some();
-        all_ready &= running;
+        let gates = match view.gates.get(&c.name) {
+            Some(g) if running => *g,
+            _ => Gates {
+                started: running,
+                ready: running,
+            },
+        };
+        all_ready &= gates.ready;
+        if !gates.ready {
+            unready.push(c.name.as_str());
+        }
         let restart_count = obs.map(|o| o.restart_count).unwrap_or(0);
         any_started |= running || restart_count > 0;
         statuses.push(ContainerStatus {
@@ -112,8 +127,8 @@ pub fn pod_status(view: &PodView, prev: Option<&PodStatus>, now_ms: i64) -> PodS
             image,
             image_id,
             container_id: obs.map(|o| format!("containerd://{}", o.id)),
-            ready: running,
-            started: Some(running),
+            ready: gates.ready,
+            started: Some(gates.started),
             restart_count: restart_count as i32,
             state: Some(state),
             last_state: view.last_termination.get(&c.name).map(|t| ContainerState {
@@ -136,6 +151,8 @@ pub fn pod_status(view: &PodView, prev: Option<&PodStatus>, now_ms: i64) -> PodS
             status: status.into(),
             last_transition_time: Some(since),
             reason: (!ok && type_.ends_with("Ready")).then(|| "ContainersNotReady".into()),
+            message: (!ok && type_.ends_with("Ready"))
+                .then(|| format!("containers with unready status: [{}]", unready.join(" "))),
             ..Default::default()
         }
     };
@@ -246,6 +263,7 @@ mod tests {
             last_termination: BTreeMap::new(),
             host_ip: Some("127.0.0.1".into()),
             start_ms: 0,
+            gates: BTreeMap::new(),
         };
         pod_status(&view, prev, now)
     }
@@ -338,6 +356,65 @@ mod tests {
                 .collect();
             assert_eq!(got, states, "{what}");
         }
+    }
+
+    #[test]
+    fn probes_gate_started_and_ready() {
+        let sp = spec(2);
+        let obs = [
+            observed("c0", 0, State::Running),
+            observed("c1", 0, State::Running),
+        ];
+        let mut view = PodView {
+            spec: &sp,
+            containers: obs.iter().map(|o| (o.name.clone(), o)).collect(),
+            images: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            last_termination: BTreeMap::new(),
+            host_ip: None,
+            start_ms: 0,
+            gates: BTreeMap::from([(
+                "c1".to_string(),
+                Gates {
+                    started: true,
+                    ready: false,
+                },
+            )]),
+        };
+        let s = pod_status(&view, None, 10);
+        let cs = s.container_statuses.clone().unwrap();
+        assert_eq!((cs[0].ready, cs[0].started), (true, Some(true)));
+        assert_eq!((cs[1].ready, cs[1].started), (false, Some(true)));
+        assert_eq!(cond(&s, "Ready"), "False");
+        assert_eq!(cond(&s, "ContainersReady"), "False");
+        let ready = s
+            .conditions
+            .unwrap()
+            .into_iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("containers with unready status: [c1]")
+        );
+        assert_eq!(s.phase.as_deref(), Some("Running"));
+        view.gates.insert(
+            "c1".into(),
+            Gates {
+                started: false,
+                ready: false,
+            },
+        );
+        let s = pod_status(&view, None, 10);
+        assert_eq!(s.container_statuses.unwrap()[1].started, Some(false));
+        view.gates.insert(
+            "c1".into(),
+            Gates {
+                started: true,
+                ready: true,
+            },
+        );
+        assert_eq!(cond(&pod_status(&view, None, 10), "Ready"), "True");
     }
 
     #[test]

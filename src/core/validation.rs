@@ -471,6 +471,22 @@ fn validate_pod_spec(spec: Option<&PodSpec>, path: &str) -> Vec<FieldError> {
     for (i, c) in init.iter().enumerate() {
         let p = format!("{path}.initContainers[{i}]");
         validate_container(c, &p, &volumes, &mut names, &mut errs);
+        // validateInitContainers: probes only on restartable (sidecar) init containers
+        if c.restart_policy.as_deref() != Some("Always") {
+            let probes = [
+                (&c.liveness_probe, "livenessProbe"),
+                (&c.readiness_probe, "readinessProbe"),
+                (&c.startup_probe, "startupProbe"),
+            ];
+            for (probe, name) in probes {
+                if probe.is_some() {
+                    errs.push(FieldError::forbidden(
+                        &format!("{p}.{name}"),
+                        "may not be set for init containers without restartPolicy=Always",
+                    ));
+                }
+            }
+        }
     }
     if spec.containers.is_empty() {
         errs.push(FieldError::required(&format!("{path}.containers"), ""));
@@ -664,6 +680,45 @@ fn validate_container(
     if let Some(r) = &c.resources {
         validate_resources(r, &format!("{path}.resources"), errs);
     }
+    let probes = [
+        (&c.liveness_probe, "livenessProbe"),
+        (&c.readiness_probe, "readinessProbe"),
+        (&c.startup_probe, "startupProbe"),
+    ];
+    for (probe, name) in probes {
+        if let Some(p) = probe {
+            validate_probe(p, &format!("{path}.{name}"), errs);
+        }
+    }
+    // validateContainersOnlyForPod: what differs between the three probes
+    if let Some(t) = c
+        .readiness_probe
+        .as_ref()
+        .and_then(|p| p.termination_grace_period_seconds)
+    {
+        errs.push(FieldError::invalid(
+            &format!("{path}.readinessProbe.terminationGracePeriodSeconds"),
+            &t.to_string(),
+            "must not be set for readinessProbes",
+        ));
+    }
+    for (probe, name) in [
+        (&c.liveness_probe, "livenessProbe"),
+        (&c.startup_probe, "startupProbe"),
+    ] {
+        if let Some(st) = probe
+            .as_ref()
+            // unset and 0 are defaulted to 1
+            .map(|p| p.success_threshold.unwrap_or(1))
+            .filter(|st| *st != 1 && *st != 0)
+        {
+            errs.push(FieldError::invalid(
+                &format!("{path}.{name}.successThreshold"),
+                &st.to_string(),
+                "must be 1",
+            ));
+        }
+    }
     let policies: [(&Option<String>, &str, &[&str]); 2] = [
         (
             &c.image_pull_policy,
@@ -679,6 +734,128 @@ fn validate_container(
     for (value, name, ok) in policies {
         if let Some(v) = value.as_deref().filter(|v| !ok.contains(v)) {
             errs.push(FieldError::not_supported(&format!("{path}.{name}"), v, ok));
+        }
+    }
+}
+
+/// validateProbe and validateHandler: exactly one handler, each well formed, no negative timing.
+fn validate_probe(p: &Probe, path: &str, errs: &mut Vec<FieldError>) {
+    let mut handlers = 0;
+    if let Some(e) = &p.exec {
+        handlers += 1;
+        if e.command.as_ref().is_none_or(|c| c.is_empty()) {
+            errs.push(FieldError::required(&format!("{path}.exec.command"), ""));
+        }
+    }
+    if let Some(h) = &p.http_get {
+        let hp = format!("{path}.httpGet");
+        if handlers > 0 {
+            errs.push(FieldError::forbidden(
+                &hp,
+                "may not specify more than 1 handler type",
+            ));
+        } else {
+            handlers += 1;
+            // an empty path and scheme are defaulted ("/", HTTP)
+            validate_port_num_or_name(&h.port, &format!("{hp}.port"), errs);
+            let scheme = h.scheme.as_deref().unwrap_or("HTTP");
+            if !["", "HTTP", "HTTPS"].contains(&scheme) {
+                errs.push(FieldError::not_supported(
+                    &format!("{hp}.scheme"),
+                    scheme,
+                    &["HTTP", "HTTPS"],
+                ));
+            }
+            for header in h.http_headers.iter().flatten() {
+                let ok = !header.name.is_empty()
+                    && header
+                        .name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+                if !ok {
+                    errs.push(FieldError::invalid(
+                        &format!("{hp}.httpHeaders"),
+                        &q(&header.name),
+                        "a valid HTTP header must consist of alphanumeric characters or '-' (e.g. 'X-Header-Name', regex used for validation is '[-A-Za-z0-9]+')",
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(t) = &p.tcp_socket {
+        let tp = format!("{path}.tcpSocket");
+        if handlers > 0 {
+            errs.push(FieldError::forbidden(
+                &tp,
+                "may not specify more than 1 handler type",
+            ));
+        } else {
+            handlers += 1;
+            validate_port_num_or_name(&t.port, &format!("{tp}.port"), errs);
+        }
+    }
+    if let Some(g) = &p.grpc {
+        let gp = format!("{path}.grpc");
+        if handlers > 0 {
+            errs.push(FieldError::forbidden(
+                &gp,
+                "may not specify more than 1 handler type",
+            ));
+        } else {
+            handlers += 1;
+            if !(1..=65535).contains(&g.port) {
+                errs.push(FieldError::invalid(
+                    &format!("{gp}.port"),
+                    &g.port.to_string(),
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+        }
+    }
+    if handlers == 0 {
+        errs.push(FieldError::required(path, "must specify a handler type"));
+    }
+    let fields = [
+        (p.initial_delay_seconds, "initialDelaySeconds"),
+        (p.timeout_seconds, "timeoutSeconds"),
+        (p.period_seconds, "periodSeconds"),
+        (p.success_threshold, "successThreshold"),
+        (p.failure_threshold, "failureThreshold"),
+    ];
+    for (v, name) in fields {
+        if let Some(v) = v.filter(|v| *v < 0) {
+            errs.push(FieldError::invalid(
+                &format!("{path}.{name}"),
+                &v.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    if let Some(t) = p.termination_grace_period_seconds.filter(|t| *t <= 0) {
+        errs.push(FieldError::invalid(
+            &format!("{path}.terminationGracePeriodSeconds"),
+            &t.to_string(),
+            "must be greater than 0",
+        ));
+    }
+}
+
+/// ValidatePortNumOrName.
+fn validate_port_num_or_name(port: &IntOrString, path: &str, errs: &mut Vec<FieldError>) {
+    match port {
+        IntOrString::Int(n) => {
+            if !(1..=65535).contains(n) {
+                errs.push(FieldError::invalid(
+                    path,
+                    &n.to_string(),
+                    "must be between 1 and 65535, inclusive",
+                ));
+            }
+        }
+        IntOrString::String(s) => {
+            for m in port_name(s) {
+                errs.push(FieldError::invalid(path, &q(s), &m));
+            }
         }
     }
 }
@@ -1249,11 +1426,18 @@ fn default_container(c: &mut Container, host_network: bool) {
     }
 }
 
+/// SetDefaults_Probe: Go's zero values count as unset, so an explicit 0 is defaulted too.
 fn default_probe(p: &mut Probe) {
-    p.timeout_seconds.get_or_insert(1);
-    p.period_seconds.get_or_insert(10);
-    p.success_threshold.get_or_insert(1);
-    p.failure_threshold.get_or_insert(3);
+    for (field, default) in [
+        (&mut p.timeout_seconds, 1),
+        (&mut p.period_seconds, 10),
+        (&mut p.success_threshold, 1),
+        (&mut p.failure_threshold, 3),
+    ] {
+        if field.unwrap_or(0) == 0 {
+            *field = Some(default);
+        }
+    }
     if let Some(h) = p.http_get.as_mut() {
         h.path.get_or_insert_with(|| "/".into());
         h.scheme.get_or_insert_with(|| "HTTP".into());
@@ -1600,6 +1784,191 @@ spec:
             ("affinity In without values", affinity(json!({"key": "k", "operator": "In"})), vec![("spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values", Required)]),
         ];
         check_daemonset_cases(cases);
+    }
+
+    #[test]
+    fn probes_are_validated_as_kube_apiserver_does() {
+        use ErrorType::*;
+        let probe = |kind: &str, p: Value| {
+            with_containers(json!([{"name": "c", "image": "busybox:1.36", kind: p}]))
+        };
+        let c = "spec.template.spec.containers[0]";
+        type ProbeCase = (&'static str, Value, Vec<(String, ErrorType)>);
+        let cases: Vec<ProbeCase> = vec![
+            (
+                "exec readiness",
+                probe(
+                    "readinessProbe",
+                    json!({"exec": {"command": ["true"]}, "periodSeconds": 1}),
+                ),
+                vec![],
+            ),
+            (
+                "httpGet by port name",
+                probe(
+                    "livenessProbe",
+                    json!({"httpGet": {"port": "http", "path": "/healthz"}}),
+                ),
+                vec![],
+            ),
+            (
+                "tcpSocket startup",
+                probe(
+                    "startupProbe",
+                    json!({"tcpSocket": {"port": 80}, "failureThreshold": 30}),
+                ),
+                vec![],
+            ),
+            (
+                "no handler",
+                probe("readinessProbe", json!({"periodSeconds": 1})),
+                vec![(format!("{c}.readinessProbe"), Required)],
+            ),
+            (
+                "two handlers",
+                probe(
+                    "readinessProbe",
+                    json!({"exec": {"command": ["true"]}, "tcpSocket": {"port": 80}}),
+                ),
+                vec![(format!("{c}.readinessProbe.tcpSocket"), Forbidden)],
+            ),
+            (
+                "exec without command",
+                probe("livenessProbe", json!({"exec": {}})),
+                vec![(format!("{c}.livenessProbe.exec.command"), Required)],
+            ),
+            (
+                "port out of range",
+                probe("livenessProbe", json!({"httpGet": {"port": 70000}})),
+                vec![(format!("{c}.livenessProbe.httpGet.port"), Invalid)],
+            ),
+            (
+                "port name invalid",
+                probe(
+                    "livenessProbe",
+                    json!({"tcpSocket": {"port": "Not_A_Name"}}),
+                ),
+                vec![(format!("{c}.livenessProbe.tcpSocket.port"), Invalid)],
+            ),
+            (
+                "scheme unknown",
+                probe(
+                    "readinessProbe",
+                    json!({"httpGet": {"port": 80, "scheme": "FTP"}}),
+                ),
+                vec![(format!("{c}.readinessProbe.httpGet.scheme"), NotSupported)],
+            ),
+            (
+                "header name invalid",
+                probe(
+                    "readinessProbe",
+                    json!({"httpGet": {"port": 80, "httpHeaders": [{"name": "a b", "value": "x"}]}}),
+                ),
+                vec![(format!("{c}.readinessProbe.httpGet.httpHeaders"), Invalid)],
+            ),
+            (
+                "negative period",
+                probe(
+                    "readinessProbe",
+                    json!({"exec": {"command": ["true"]}, "periodSeconds": -1}),
+                ),
+                vec![(format!("{c}.readinessProbe.periodSeconds"), Invalid)],
+            ),
+            (
+                "liveness successThreshold 2",
+                probe(
+                    "livenessProbe",
+                    json!({"exec": {"command": ["true"]}, "successThreshold": 2}),
+                ),
+                vec![(format!("{c}.livenessProbe.successThreshold"), Invalid)],
+            ),
+            (
+                "startup successThreshold 3",
+                probe(
+                    "startupProbe",
+                    json!({"exec": {"command": ["true"]}, "successThreshold": 3}),
+                ),
+                vec![(format!("{c}.startupProbe.successThreshold"), Invalid)],
+            ),
+            (
+                "readiness successThreshold 3",
+                probe(
+                    "readinessProbe",
+                    json!({"exec": {"command": ["true"]}, "successThreshold": 3}),
+                ),
+                vec![],
+            ),
+            (
+                "readiness grace",
+                probe(
+                    "readinessProbe",
+                    json!({"exec": {"command": ["true"]}, "terminationGracePeriodSeconds": 5}),
+                ),
+                vec![(
+                    format!("{c}.readinessProbe.terminationGracePeriodSeconds"),
+                    Invalid,
+                )],
+            ),
+            (
+                "probe on an init container",
+                json!({"spec": {"template": {"spec": {"initContainers": [{"name": "init",
+                    "image": "busybox:1.36", "readinessProbe": {"exec": {"command": ["true"]}}}]}}}}),
+                vec![(
+                    "spec.template.spec.initContainers[0].readinessProbe".to_string(),
+                    Forbidden,
+                )],
+            ),
+            (
+                "liveness grace 0",
+                probe(
+                    "livenessProbe",
+                    json!({"exec": {"command": ["true"]}, "terminationGracePeriodSeconds": 0}),
+                ),
+                vec![(
+                    format!("{c}.livenessProbe.terminationGracePeriodSeconds"),
+                    Invalid,
+                )],
+            ),
+        ];
+        for (name, patch, want) in cases {
+            let doc = merge_patch(&base(), &patch).expect("merge patch");
+            let mut ds: DaemonSet = serde_json::from_value(doc).expect("decodes");
+            default_daemonset(&mut ds);
+            let got: Vec<(String, ErrorType)> = validate_daemonset(&ds)
+                .into_iter()
+                .map(|e| (e.field, e.kind))
+                .collect();
+            assert_eq!(got, want, "{name}");
+        }
+        // the defaults kube-apiserver fills, explicit zeroes included
+        let doc = merge_patch(
+            &base(),
+            &probe(
+                "livenessProbe",
+                json!({"httpGet": {"port": 80}, "periodSeconds": 0}),
+            ),
+        )
+        .unwrap();
+        let mut ds: DaemonSet = serde_json::from_value(doc).unwrap();
+        default_daemonset(&mut ds);
+        let p = ds.spec.unwrap().template.spec.unwrap().containers[0]
+            .liveness_probe
+            .clone()
+            .unwrap();
+        assert_eq!(
+            (
+                p.period_seconds,
+                p.timeout_seconds,
+                p.success_threshold,
+                p.failure_threshold
+            ),
+            (Some(10), Some(1), Some(1), Some(3))
+        );
+        let h = p.http_get.unwrap();
+        assert_eq!(
+            (h.path.as_deref(), h.scheme.as_deref()),
+            (Some("/"), Some("HTTP"))
+        );
     }
 
     #[test]

@@ -17,12 +17,13 @@ use containerd_client::types::Mount;
 use super::client::{ctd_err, Ctd, SNAPSHOTTER};
 use super::pull::{self, PulledImage};
 use super::{
-    sandbox, spec, ContainerRequest, ContainerStatus, ImageInfo, OutputMode, PodSandbox, Result,
-    Runtime, RuntimeError, SandboxInfo, TaskState,
+    sandbox, spec, ContainerRequest, ContainerStatus, ExecExit, ExecResult, ImageInfo, OutputMode,
+    PodSandbox, Result, Runtime, RuntimeError, SandboxInfo, TaskState,
 };
 
 pub const RUNC_V2: &str = "io.containerd.runc.v2";
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
 /// containerd as the agent's runtime.
 #[derive(Clone)]
@@ -59,6 +60,14 @@ impl ContainerdRuntime {
         state_dir: &Path,
     ) -> Result<ContainerdRuntime> {
         let ctd = Ctd::connect(socket, namespace).await?;
+        // output files of probe execs an earlier agent was killed in the middle of
+        if let Ok(dir) = std::fs::read_dir(state_dir.join("exec")) {
+            for f in dir.flatten() {
+                if f.file_name().to_string_lossy().starts_with("probe-") {
+                    let _ = std::fs::remove_file(f.path());
+                }
+            }
+        }
         Ok(ContainerdRuntime {
             ctd,
             state_dir: state_dir.to_path_buf(),
@@ -414,6 +423,96 @@ impl ContainerdRuntime {
             Err(s) => Err(ctd_err("get task", id, s)),
         }
     }
+
+    /// Tasks.Exec, Start, Wait (killing the process at `timeout`) and DeleteProcess of one
+    /// process of container `id` with stdout and stderr appended to `out`.
+    async fn exec_process(
+        &self,
+        id: &str,
+        exec_id: &str,
+        process: Vec<u8>,
+        out: &Path,
+        timeout: Duration,
+    ) -> Result<ExecExit> {
+        use containerd_client::services::v1::{DeleteProcessRequest, ExecProcessRequest};
+        let stdout = out.to_string_lossy().to_string();
+        // a second spelling of the path: the shim opens it twice (see start_task)
+        let stderr = match (out.parent(), out.file_name()) {
+            (Some(dir), Some(file)) => dir.join(".").join(file).to_string_lossy().to_string(),
+            _ => stdout.clone(),
+        };
+        self.ctd
+            .tasks()
+            .exec(self.ctd.req(ExecProcessRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+                stdout,
+                stderr,
+                spec: Some(prost_types::Any {
+                    type_url: PROCESS_TYPE_URL.to_string(),
+                    value: process,
+                }),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|s| ctd_err("exec", id, s))?;
+        let started = self
+            .ctd
+            .tasks()
+            .start(self.ctd.req(StartRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            }))
+            .await
+            .map_err(|s| ctd_err("start exec", id, s));
+        let result = match started {
+            Err(e) => Err(e),
+            Ok(_) => {
+                let mut tasks = self.ctd.tasks();
+                let wait = tasks.wait(self.ctd.req(WaitRequest {
+                    container_id: id.to_string(),
+                    exec_id: exec_id.to_string(),
+                }));
+                match tokio::time::timeout(timeout, wait).await {
+                    Ok(Ok(r)) => Ok(ExecExit::Exited(r.into_inner().exit_status)),
+                    Ok(Err(s)) => Err(ctd_err("wait exec", id, s)),
+                    Err(_) => {
+                        let _ = self
+                            .ctd
+                            .tasks()
+                            .kill(self.ctd.req(KillRequest {
+                                container_id: id.to_string(),
+                                exec_id: exec_id.to_string(),
+                                signal: libc::SIGKILL as u32,
+                                all: false,
+                            }))
+                            .await;
+                        let mut tasks = self.ctd.tasks();
+                        let wait = tasks.wait(self.ctd.req(WaitRequest {
+                            container_id: id.to_string(),
+                            exec_id: exec_id.to_string(),
+                        }));
+                        let _ = tokio::time::timeout(Duration::from_secs(5), wait).await;
+                        Ok(ExecExit::TimedOut)
+                    }
+                }
+            }
+        };
+        if let Err(s) = self
+            .ctd
+            .tasks()
+            .delete_process(self.ctd.req(DeleteProcessRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.to_string(),
+            }))
+            .await
+        {
+            if s.code() != Code::NotFound {
+                log::debug!(container_id = id, error = s.message(); "delete exec process");
+            }
+        }
+        result
+    }
 }
 
 fn state_of(p: &containerd_client::types::v1::Process) -> TaskState {
@@ -518,6 +617,66 @@ impl Runtime for ContainerdRuntime {
             Err(s) => return Err(ctd_err("delete container", id, s)),
         }
         self.remove_snapshot(id).await
+    }
+
+    async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {
+        use containerd_client::services::v1::GetContainerRequest;
+        let container = self
+            .ctd
+            .containers()
+            .get(self.ctd.req(GetContainerRequest { id: id.to_string() }))
+            .await
+            .map_err(|s| ctd_err("get container", id, s))?
+            .into_inner()
+            .container
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let spec: serde_json::Value = container
+            .spec
+            .as_ref()
+            .and_then(|a| serde_json::from_slice(&a.value).ok())
+            .ok_or_else(|| RuntimeError::InvalidSpec {
+                id: id.to_string(),
+                reason: "container has no readable OCI spec".into(),
+            })?;
+        // the container's own process (user, env, cwd, capabilities, rlimits) with other args
+        let mut process = spec
+            .get("process")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::json!(false);
+        let process = serde_json::to_vec(&process).map_err(|e| RuntimeError::InvalidSpec {
+            id: id.to_string(),
+            reason: e.to_string(),
+        })?;
+        let exec_id = format!("probe-{:016x}", rand::random::<u64>());
+        // the command's output goes to a file of ours, read (at most 10 KiB, as the kubelet
+        // keeps) once the process is deleted, which is when the shim has copied all of it
+        let out = self.state_dir.join("exec").join(&exec_id);
+        let created = out
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::File::create(&out).map(drop));
+        if let Err(e) = created {
+            return Err(RuntimeError::Containerd {
+                op: "exec output file",
+                id: id.to_string(),
+                reason: format!("{}: {e}", out.display()),
+            });
+        }
+        let result = self
+            .exec_process(id, &exec_id, process, &out, timeout)
+            .await;
+        let output = std::fs::File::open(&out)
+            .and_then(|f| {
+                use std::io::Read;
+                let mut buf = Vec::new();
+                f.take(10 * 1024).read_to_end(&mut buf).map(|_| buf)
+            })
+            .map(|b| String::from_utf8_lossy(&b).trim_end().to_string())
+            .unwrap_or_default();
+        let _ = std::fs::remove_file(&out);
+        result.map(|exit| ExecResult { exit, output })
     }
 
     async fn version(&self) -> Result<String> {

@@ -114,6 +114,21 @@ pub struct ContainerStatus {
     pub created_at: i64,
 }
 
+/// How a command run with `Runtime::exec_sync` ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecExit {
+    Exited(u32),
+    TimedOut,
+}
+
+/// What `Runtime::exec_sync` gives: how the command ended and its output (stdout and stderr,
+/// at most 10 KiB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecResult {
+    pub exit: ExecExit,
+    pub output: String,
+}
+
 /// A pulled image: the reference and its manifest digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -164,6 +179,16 @@ pub trait Runtime: Send + Sync + 'static {
     /// (`containerd://1.6.20`).
     async fn version(&self) -> Result<String> {
         Ok("unknown://".into())
+    }
+    /// Runs `cmd` inside the running container `id` (its process spec with these args, no
+    /// terminal) and waits up to `timeout` for it to end; a process still running then is
+    /// killed and `ExecExit::TimedOut` returned.
+    async fn exec_sync(&self, id: &str, _cmd: &[String], _timeout: Duration) -> Result<ExecResult> {
+        Err(RuntimeError::Containerd {
+            op: "exec",
+            id: id.to_string(),
+            reason: "not supported by this runtime".into(),
+        })
     }
     /// A stream of container ids whose task exited (wakes the reconcile loop early; the loop
     /// never relies on it alone).
