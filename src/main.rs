@@ -212,6 +212,8 @@ fn container_output(cfg: &config::Config) -> OutputMode {
             binary,
             journal: cfg.container_journal.clone(),
             node: cfg.node_name.clone(),
+            max_size: cfg.container_log_max_size,
+            max_files: cfg.container_log_max_files,
         },
         Err(e) => {
             log::warn!(error = e.to_string(); "own executable not found: containers' output goes to their log files only, raw");

@@ -954,6 +954,8 @@ async fn output_goes_through_the_log_driver_to_journald_and_a_cri_file() {
         binary: PathBuf::from(env!("CARGO_BIN_EXE_daemonset-agent")),
         journal: Some(journald.socket.clone()),
         node: "node-x".into(),
+        max_size: 0,
+        max_files: 5,
     });
     let uid = unique("pod");
     let sb = sandbox(&e, &uid, false).await;
@@ -1037,6 +1039,79 @@ async fn output_goes_through_the_log_driver_to_journald_and_a_cri_file() {
             .is_empty()
             .then_some(())
     });
+    e.rt.remove_sandbox(&uid).await.unwrap();
+}
+
+#[tokio::test]
+async fn the_log_driver_rotates_the_file_at_its_size() {
+    use daemonset_agent::logdriver::cri;
+    let mut e = env().await;
+    e.rt = e.rt.clone().with_output(OutputMode::Driver {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_daemonset-agent")),
+        journal: None,
+        node: "node-x".into(),
+        max_size: 4096,
+        max_files: 3,
+    });
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let pod = pod_spec(json!({"containers": []}));
+    let id = unique("chatty");
+    // 400 numbered lines of 60 bytes: about 34 KB of CRI records, 8 rotations at 4 KiB
+    let req = request(
+        &e,
+        &id,
+        &pod,
+        json!({"name": "main", "image": image("v1"), "command": ["sh", "-c",
+            "i=0; while [ $i -lt 400 ]; do i=$((i+1)); printf 'line-%04d-%s\\n' $i \
+             xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done"]}),
+        &sb,
+    );
+    e.rt.run_container(&req).await.expect("run");
+    wait_state(&e.rt, &id, "stopped", |s| {
+        matches!(s, TaskState::Stopped { exit_code: 0, .. })
+    })
+    .await;
+    e.rt.remove_container(&id).await.unwrap();
+    let log_path = req.log_path.to_string_lossy().to_string();
+    common::wait_for("the log driver to exit", Duration::from_secs(20), || {
+        common::pids_with(&["log-driver", &log_path])
+            .is_empty()
+            .then_some(())
+    });
+    let numbered = |i: u32| PathBuf::from(format!("{log_path}.{i}"));
+    assert!(
+        numbered(1).exists() && numbered(2).exists(),
+        "rotated files"
+    );
+    assert!(!numbered(3).exists(), "at most 3 files");
+    // oldest first: the kept lines are the last ones written, consecutive, none torn
+    let mut lines = Vec::new();
+    for p in [numbered(2), numbered(1), req.log_path.clone()] {
+        let text = std::fs::read(&p).unwrap();
+        if p != req.log_path {
+            assert!(
+                text.len() >= 4096,
+                "{} rotated at {} bytes",
+                p.display(),
+                text.len()
+            );
+        }
+        for l in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            let rec = cri::parse_record(l).unwrap_or_else(|| panic!("not a CRI record: {l:?}"));
+            lines.push(String::from_utf8(rec.message.to_vec()).unwrap());
+        }
+    }
+    assert_eq!(
+        lines.last().map(|l| &l[..9]),
+        Some("line-0400"),
+        "{lines:?}"
+    );
+    let first: usize = lines[0][5..9].parse().unwrap();
+    for (k, l) in lines.iter().enumerate() {
+        assert_eq!(&l[..9], format!("line-{:04}", first + k), "consecutive");
+    }
+    assert!(first > 1, "older lines were rotated away");
     e.rt.remove_sandbox(&uid).await.unwrap();
 }
 

@@ -14,6 +14,8 @@ pub const DEFAULT_SOCKET: &str = "/run/containerd/containerd.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/daemonset-agent";
 pub const DEFAULT_KUBECONFIG: &str = "/etc/daemonset-agent/kubeconfig";
 pub const DEFAULT_JOURNALD_SOCKET: &str = crate::logdriver::journal::DEFAULT_SOCKET;
+/// The kubelet's default containerLogMaxSize (10Mi).
+pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,6 +49,12 @@ pub struct FileConfig {
     pub container_logs_to_journald: Option<bool>,
     /// journald's native socket for containers' output.
     pub journald_socket: Option<PathBuf>,
+    /// Size at which a container's log file is rotated, a quantity ("10Mi", the kubelet's
+    /// containerLogMaxSize); "0": never.
+    pub container_log_max_size: Option<String>,
+    /// Log files kept per container, the current one included (the kubelet's
+    /// containerLogMaxFiles, at least 2).
+    pub container_log_max_files: Option<u32>,
 }
 
 /// What the command line said (None / empty: not given).
@@ -76,6 +84,9 @@ pub struct Config {
     pub resync_seconds: u64,
     /// journald's socket for containers' output; None: their log files only.
     pub container_journal: Option<PathBuf>,
+    /// Rotation of containers' log files: size in bytes (0: never) and files kept.
+    pub container_log_max_size: u64,
+    pub container_log_max_files: u32,
     /// The file it came from, for SIGHUP reloads.
     pub config_file: Option<PathBuf>,
 }
@@ -153,6 +164,26 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
             format!("{containerd_namespace:?} is not a valid containerd namespace"),
         ));
     }
+    let container_log_max_size = match file.container_log_max_size.as_deref() {
+        None => DEFAULT_LOG_MAX_SIZE,
+        Some(q) => crate::core::quantity::Quantity::parse(q)
+            .ok()
+            .map(|v| v.value())
+            .filter(|v| *v >= 0)
+            .ok_or_else(|| {
+                invalid(
+                    "container-log-max-size",
+                    format!("{q:?} is not a size (a quantity such as \"10Mi\", or \"0\")"),
+                )
+            })? as u64,
+    };
+    let container_log_max_files = file.container_log_max_files.unwrap_or(5);
+    if container_log_max_files < 2 {
+        return Err(invalid(
+            "container-log-max-files",
+            "must be at least 2 (the current file and one rotated)".into(),
+        ));
+    }
     let resync_seconds = file.resync_seconds.unwrap_or(10);
     if resync_seconds == 0 {
         return Err(invalid("resync-seconds", "must be at least 1".into()));
@@ -182,6 +213,8 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
             file.journald_socket
                 .unwrap_or_else(|| DEFAULT_JOURNALD_SOCKET.into())
         }),
+        container_log_max_size,
+        container_log_max_files,
         config_file: None,
     })
 }
@@ -313,6 +346,45 @@ zone = "a"
         }
         let err = parse_file("nodename = 1", Path::new("a.toml")).unwrap_err();
         assert!(err.to_string().contains("nodename"), "{err}");
+        for (text, key) in [
+            ("container-log-max-size = \"10x\"", "container-log-max-size"),
+            (
+                "container-log-max-size = \"-1Mi\"",
+                "container-log-max-size",
+            ),
+            ("container-log-max-files = 1", "container-log-max-files"),
+        ] {
+            let file = parse_file(text, Path::new("a.toml")).unwrap();
+            match merge(file, &Flags::default(), "h") {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: expected an error on {key}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn container_log_rotation_as_the_kubelet_defaults_it() {
+        let d = merge(FileConfig::default(), &Flags::default(), "h").unwrap();
+        assert_eq!(
+            (d.container_log_max_size, d.container_log_max_files),
+            (10 * 1024 * 1024, 5)
+        );
+        for (text, want) in [
+            (
+                "container-log-max-size = \"1Mi\"\ncontainer-log-max-files = 2",
+                (1 << 20, 2),
+            ),
+            ("container-log-max-size = \"500k\"", (500_000, 5)),
+            ("container-log-max-size = \"0\"", (0, 5)),
+        ] {
+            let file = parse_file(text, Path::new("a.toml")).unwrap();
+            let c = merge(file, &Flags::default(), "h").unwrap();
+            assert_eq!(
+                (c.container_log_max_size, c.container_log_max_files),
+                want,
+                "{text}"
+            );
+        }
     }
 
     #[test]

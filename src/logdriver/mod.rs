@@ -36,6 +36,11 @@ pub struct DriverArgs {
     pub container: String,
     pub daemonset: String,
     pub node: String,
+    /// Rotate the file when it reaches this size (0: never), keeping `max_files` files: `file`
+    /// and `file.1` (newest) .. `file.N-1` (oldest), as the kubelet's containerLogMaxSize and
+    /// containerLogMaxFiles.
+    pub max_size: u64,
+    pub max_files: u32,
 }
 
 fn percent_encode(out: &mut String, bytes: &[u8], keep_slash: bool) {
@@ -61,6 +66,11 @@ impl DriverArgs {
         ];
         if let Some(j) = &self.journal {
             pairs.push(("journal", j.as_os_str().as_bytes()));
+        }
+        let (size, files) = (self.max_size.to_string(), self.max_files.to_string());
+        if self.max_size > 0 {
+            pairs.push(("max-size", size.as_bytes()));
+            pairs.push(("max-files", files.as_bytes()));
         }
         for (k, v) in [
             ("pod", &self.pod),
@@ -102,6 +112,8 @@ impl DriverArgs {
                 Some("container") => a.container = text(),
                 Some("daemonset") => a.daemonset = text(),
                 Some("node") => a.node = text(),
+                Some("max-size") => a.max_size = text().parse().unwrap_or(0),
+                Some("max-files") => a.max_files = text().parse().unwrap_or(0),
                 // keys of a newer agent: ignored, so an old driver binary still runs
                 _ => {}
             }
@@ -139,6 +151,7 @@ const OUT_BATCH: usize = 64 * 1024;
 
 struct Sink {
     file: Option<std::fs::File>,
+    rotation: Rotation,
     out: Vec<u8>,
     journal: Option<journal::Journal>,
     enc: journal::Encoder,
@@ -171,8 +184,53 @@ impl Sink {
             if !self.out.is_empty() && f.write_all(&self.out).is_err() {
                 self.file_errors += 1;
             }
+            self.rotation.written += self.out.len() as u64;
+            if self.rotation.due() {
+                match self.rotation.rotate() {
+                    Ok(f) => self.file = Some(f),
+                    Err(_) => self.file_errors += 1,
+                }
+            }
         }
         self.out.clear();
+    }
+}
+
+/// Size-based rotation of the log file, done by the driver that alone writes it.
+struct Rotation {
+    path: PathBuf,
+    max_size: u64,
+    max_files: u32,
+    /// Bytes in the current file.
+    written: u64,
+}
+
+impl Rotation {
+    fn due(&self) -> bool {
+        self.max_size > 0 && self.written >= self.max_size
+    }
+
+    /// `file.N-2` -> `file.N-1` .. `file` -> `file.1` (the oldest beyond N-1 is replaced), then a
+    /// new empty `file`. With fewer than 2 files the current one is cut instead.
+    fn rotate(&mut self) -> std::io::Result<std::fs::File> {
+        let numbered = |i: u32| {
+            let mut p = self.path.clone().into_os_string();
+            p.push(format!(".{i}"));
+            PathBuf::from(p)
+        };
+        if self.max_files >= 2 {
+            for i in (1..self.max_files - 1).rev() {
+                let from = numbered(i);
+                if from.exists() {
+                    std::fs::rename(&from, numbered(i + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, numbered(1))?;
+        } else {
+            std::fs::remove_file(&self.path)?;
+        }
+        self.written = 0;
+        open_log(&self.path)
     }
 }
 
@@ -283,8 +341,19 @@ pub fn run(args: &DriverArgs, container_id: String) -> ExitCode {
         ("DAEMONSET", args.daemonset.as_str()),
         ("NODE", args.node.as_str()),
     ]);
+    let rotation = Rotation {
+        path: args.file.clone(),
+        max_size: args.max_size,
+        max_files: args.max_files,
+        written: file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map(|m| m.len())
+            .unwrap_or(0),
+    };
     let mut sink = Sink {
         file,
+        rotation,
         out: Vec::with_capacity(OUT_BATCH + cri::MAX_LINE + 64),
         journal,
         enc,
@@ -463,7 +532,42 @@ mod tests {
             container: "main".into(),
             daemonset: "mon".into(),
             node: "worker-1".into(),
+            max_size: 10 * 1024 * 1024,
+            max_files: 5,
         }
+    }
+
+    #[test]
+    fn the_file_rotates_at_its_size_keeping_max_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let mut r = Rotation {
+            path: path.clone(),
+            max_size: 10,
+            max_files: 3,
+            written: 0,
+        };
+        let mut f = open_log(&path).unwrap();
+        for round in 0..4u8 {
+            f.write_all(&[b'a' + round; 12]).unwrap();
+            r.written += 12;
+            assert!(r.due());
+            f = r.rotate().unwrap();
+            assert!(!r.due());
+        }
+        f.write_all(b"now").unwrap();
+        let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).unwrap();
+        assert_eq!(read("0.log"), "now");
+        assert_eq!(read("0.log.1"), "d".repeat(12), "newest rotated");
+        assert_eq!(read("0.log.2"), "c".repeat(12), "oldest kept");
+        assert!(!dir.path().join("0.log.3").exists(), "3 files at most");
+        let never = Rotation {
+            path,
+            max_size: 0,
+            max_files: 3,
+            written: u64::MAX,
+        };
+        assert!(!never.due(), "max_size 0: never");
     }
 
     #[test]

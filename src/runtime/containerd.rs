@@ -89,6 +89,8 @@ impl ContainerdRuntime {
             binary,
             journal,
             node,
+            max_size,
+            max_files,
         } = &self.output
         else {
             return None;
@@ -102,6 +104,8 @@ impl ContainerdRuntime {
             container: req.container.name.clone(),
             daemonset: label(super::labels::DAEMONSET_NAME),
             node: node.clone(),
+            max_size: *max_size,
+            max_files: *max_files,
         };
         Some(args.uri(binary))
     }

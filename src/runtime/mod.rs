@@ -85,6 +85,9 @@ pub enum OutputMode {
         journal: Option<PathBuf>,
         /// The node's name, for the NODE field.
         node: String,
+        /// The driver rotates the log file at this size (0: never), keeping `max_files` files.
+        max_size: u64,
+        max_files: u32,
     },
 }
 
