@@ -8,13 +8,13 @@
 #   scripts/package.sh --profile dev        # package the debug build (tests, CI)
 #   scripts/package.sh --bin PATH           # package this binary, build nothing
 #   scripts/package.sh --tools-only         # only install the pinned cargo-deb and cargo-generate-rpm
-#   options: --version V (package version, default Cargo.toml's), --out DIR (default target/packages)
+#   options: --fast (lighter compression, for tests), --version V (package version, default Cargo.toml's), --out DIR (default target/packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO_DEB_VERSION=3.8.0
 CARGO_GENERATE_RPM_VERSION=0.21.1
 
-profile=release bin="" version="" out=target/packages tools_only=""
+profile=release bin="" version="" out=target/packages tools_only="" fast=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=$2; shift 2 ;;
@@ -22,6 +22,7 @@ while [ $# -gt 0 ]; do
     --version) version=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --tools-only) tools_only=1; shift ;;
+    --fast) fast=1; shift ;;
     *) echo "usage: $0 [--profile PROFILE | --bin PATH] [--version V] [--out DIR]" >&2; exit 64 ;;
   esac
 done
@@ -47,6 +48,7 @@ mkdir -p target/package "$out"
 strip --strip-all -o target/package/daemonset-agent "$bin"
 
 deb_args=() rpm_args=()
+[ -z "$fast" ] || { deb_args+=(--fast); rpm_args+=(--payload-compress gzip); } # lighter compression (tests)
 if [ -n "$version" ]; then
   deb_args+=(--deb-version "$version-1")
   rpm_args+=(--set-metadata "version = \"$version\"")
