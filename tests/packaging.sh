@@ -8,7 +8,8 @@
 #    containerd started by this test outside the machine (runc cannot create containers inside),
 #    that `systemctl reload` applies a changed label, that an upgrade keeps a modified agent.toml
 #    and adopts the running container, that `systemctl stop` leaves it running, that the agent's
-#    journal has structured fields, and that remove keeps and purge deletes the configuration;
+#    journal has structured fields, that remove keeps and purge deletes the configuration, and that
+#    a server-only install (--no-install-recommends) runs the server without containerd;
 #  - .rpm: checks its files, %config(noreplace), scriptlets and dependencies with rpm on this
 #    machine, and installs, modifies and erases it in a scratch rpm root (no booted Fedora here).
 # Needs root and what scripts/install-deps.sh installs. Nothing is skipped: any miss fails loudly.
@@ -50,6 +51,7 @@ cleanup() {
     tail -n 20 "$ctd/containerd.log" >&2
   fi
   if [ -n "$nspawn_pid" ] && kill -0 "$nspawn_pid" 2>/dev/null; then
+    say "powering the machine off"
     kill -TERM "$nspawn_pid" # nspawn powers the machine off
     for _ in $(seq 100); do kill -0 "$nspawn_pid" 2>/dev/null || break; sleep 0.2; done
     kill -KILL "$nspawn_pid" 2>/dev/null
@@ -297,4 +299,15 @@ inside env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q daemonset-agent >"
 [ ! -e "$root/var/lib/daemonset-agent" ] || die "purge left /var/lib/daemonset-agent"
 inside dpkg -s daemonset-agent >/dev/null 2>&1 && die "dpkg still knows daemonset-agent after purge"
 [ "$(task)" = "$first" ] || die "remove/purge took the container down"
+
+# ---- a server-only machine: no containerd, no runc ---------------------------------------------
+say "server-only install (--no-install-recommends, no containerd)"
+inside env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q containerd runc >"$work/apt-purge-ctd.log" 2>&1 || die "apt-get purge containerd runc failed"
+inside env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "/opt/pkg/$(basename "$deb1")" \
+  >"$work/apt-server-only.log" 2>&1 || { tail -n 30 "$work/apt-server-only.log" >&2; die "server-only install failed"; }
+inside dpkg -s containerd >/dev/null 2>&1 && die "--no-install-recommends still installed containerd"
+inside systemctl start daemonset-agent-server || die "the server did not start without containerd"
+cp "$root/var/lib/daemonset-agent-server/admin.kubeconfig" "$kc"
+k get --raw /readyz >/dev/null || die "the server-only machine's server is not ready"
+inside systemctl stop daemonset-agent-server
 say "all package checks passed"
