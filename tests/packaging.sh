@@ -57,6 +57,12 @@ cleanup() {
     kill -KILL "$nspawn_pid" 2>/dev/null
     wait "$nspawn_pid" 2>/dev/null
   fi
+  # a machine whose nspawn was killed: killing its PID 1 ends its whole PID namespace
+  # (only if that pid is still a systemd in another PID namespace: never a reused pid)
+  if [ -n "$sysd" ] && [ "$(cat "/proc/$sysd/comm" 2>/dev/null)" = systemd ] &&
+    [ "$(readlink "/proc/$sysd/ns/pid")" != "$(readlink /proc/self/ns/pid)" ]; then
+    kill -KILL "$sysd"
+  fi
   # The shims and the containers under them outlive containerd: kill the ones of this socket.
   for p in $(pgrep -f "containerd-shim.*$ctd/containerd.sock"); do
     pkill -KILL -P "$p"
