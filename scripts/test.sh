@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "the integration tests start containerd and need root" >&2; exit 1; }
-for bin in containerd runc containerd-shim-runc-v2 docker-registry skopeo kubectl protoc python3 journalctl /lib/systemd/systemd-journald openssl; do
+for bin in containerd runc containerd-shim-runc-v2 docker-registry skopeo kubectl protoc python3 \
+  journalctl /lib/systemd/systemd-journald openssl debootstrap systemd-nspawn rpm cargo-deb cargo-generate-rpm; do
   command -v "$bin" >/dev/null || { echo "missing $bin: run scripts/install-deps.sh" >&2; exit 1; }
 done
 # One loopback registry for the whole run.
@@ -22,3 +23,6 @@ if command -v cargo-nextest >/dev/null; then
 else
   cargo test --no-fail-fast
 fi
+# The .deb installed, run, upgraded and purged in a booted Debian 12 (systemd-nspawn), the .rpm
+# inspected: after the other tests, alone, as it boots a machine.
+bash tests/packaging.sh
