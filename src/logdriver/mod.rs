@@ -166,7 +166,8 @@ impl Sink {
             .unwrap_or_default();
         if self.file.is_some() {
             cri::format_record(&mut self.out, now, stream, partial, msg);
-            if self.out.len() >= OUT_BATCH {
+            // a batch never carries the file far past its rotation size
+            if self.out.len() >= OUT_BATCH || self.rotation.due_with(self.out.len() as u64) {
                 self.flush();
             }
         }
@@ -207,7 +208,12 @@ struct Rotation {
 
 impl Rotation {
     fn due(&self) -> bool {
-        self.max_size > 0 && self.written >= self.max_size
+        self.due_with(0)
+    }
+
+    /// Due once `pending` more bytes are written.
+    fn due_with(&self, pending: u64) -> bool {
+        self.max_size > 0 && self.written + pending >= self.max_size
     }
 
     /// `file.N-2` -> `file.N-1` .. `file` -> `file.1` (the oldest beyond N-1 is replaced), then a
