@@ -748,7 +748,7 @@ async fn containers_of_a_pod_share_its_network_namespace_and_volumes() {
         &server,
         &pod,
         json!({"name": "server", "image": image("v1"), "volumeMounts": mounts,
-               "command": ["sh", "-c", "ls -l /proc/self/ns/net > /scratch/server-ns; nc -l -p 7777"]}),
+               "command": ["sh", "-c", "ls -l /proc/self/ns/net > /scratch/server-ns; sleep 60 | nc -l -p 7777"]}),
         &sb,
     );
     e.rt.run_container(&server_req).await.expect("run server");
@@ -758,7 +758,8 @@ async fn containers_of_a_pod_share_its_network_namespace_and_volumes() {
             .ok()
             .filter(|s| !s.is_empty())
     });
-    // nc needs a moment to listen; retry the client until the message arrives
+    // nc needs a moment to listen; retry the client until the message arrives. (The server's
+    // stdin stays open: busybox nc may end at stdin's EOF before it reads the connection.)
     let client_req = request(
         &e,
         &client,
