@@ -207,7 +207,11 @@ fn hostname() -> String {
 
 /// Containers' output goes through the log driver, which is this very binary.
 fn container_output(cfg: &config::Config) -> OutputMode {
-    match std::env::current_exe() {
+    let binary = match &cfg.log_driver_binary {
+        Some(b) => Ok(b.clone()),
+        None => std::env::current_exe(),
+    };
+    match binary {
         Ok(binary) => OutputMode::Driver {
             binary,
             journal: cfg.container_journal.clone(),

@@ -212,6 +212,10 @@ conf=$root/etc/daemonset-agent/agent.toml
 sed -i -e 's|^# node-name = .*|node-name = "pkg-node"|' \
   -e "s|^containerd-socket = .*|containerd-socket = \"$ctd/containerd.sock\"|" \
   -e "s|^state-dir = .*|state-dir = \"$state\"|" "$conf"
+# containerd's shims run outside the machine: they start the log driver from a path that holds
+# the same binary on both sides
+cp "$work/daemonset-agent" "$ctd/daemonset-agent"
+sed -i "/^state-dir = /a log-driver-binary = \"$ctd/daemonset-agent\"" "$conf"
 printf '"pkgtest/role" = "worker"\n"pkgtest/stage" = "one"\n' >>"$conf"
 inside systemctl daemon-reload
 say "systemctl start daemonset-agent-server daemonset-agent"

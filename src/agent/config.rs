@@ -55,6 +55,9 @@ pub struct FileConfig {
     /// Log files kept per container, the current one included (the kubelet's
     /// containerLogMaxFiles, at least 2).
     pub container_log_max_files: Option<u32>,
+    /// The log driver as containerd's shims see it (absolute); default: the agent's own
+    /// executable. Set it when the agent runs in another mount namespace than containerd.
+    pub log_driver_binary: Option<PathBuf>,
 }
 
 /// What the command line said (None / empty: not given).
@@ -87,6 +90,8 @@ pub struct Config {
     /// Rotation of containers' log files: size in bytes (0: never) and files kept.
     pub container_log_max_size: u64,
     pub container_log_max_files: u32,
+    /// None: the agent's own executable.
+    pub log_driver_binary: Option<PathBuf>,
     /// The file it came from, for SIGHUP reloads.
     pub config_file: Option<PathBuf>,
 }
@@ -184,6 +189,15 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
             "must be at least 2 (the current file and one rotated)".into(),
         ));
     }
+    let log_driver_binary = file.log_driver_binary;
+    if let Some(b) = &log_driver_binary {
+        if !b.is_absolute() {
+            return Err(invalid(
+                "log-driver-binary",
+                format!("{} is not an absolute path", b.display()),
+            ));
+        }
+    }
     let resync_seconds = file.resync_seconds.unwrap_or(10);
     if resync_seconds == 0 {
         return Err(invalid("resync-seconds", "must be at least 1".into()));
@@ -215,6 +229,7 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
         }),
         container_log_max_size,
         container_log_max_files,
+        log_driver_binary,
         config_file: None,
     })
 }
@@ -353,6 +368,7 @@ zone = "a"
                 "container-log-max-size",
             ),
             ("container-log-max-files = 1", "container-log-max-files"),
+            ("log-driver-binary = \"rel/path\"", "log-driver-binary"),
         ] {
             let file = parse_file(text, Path::new("a.toml")).unwrap();
             match merge(file, &Flags::default(), "h") {
