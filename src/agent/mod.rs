@@ -236,7 +236,8 @@ impl Controller {
         let mut exits = Some(exit_rx);
         let resync = Duration::from_secs(self.cfg.resync_seconds);
         let mut cached_version = u64::MAX;
-        let mut trim_pending = false;
+        // glibc keeps freed heap: one quiet second after work, give it back to the system
+        let mut trim_at: Option<tokio::time::Instant> = None;
         // WatchdogSec= of the unit: pinged from this loop, so a loop stuck in a round (or a
         // wedged runtime) stops the pings and systemd restarts the agent; containers keep running
         let watchdog = sd_notify::watchdog_enabled().map(|d| d / 4);
@@ -249,12 +250,6 @@ impl Controller {
                 .map(|at| Duration::from_millis((at - worker::now_ms()).max(0) as u64))
                 .unwrap_or(resync)
                 .min(resync);
-            // after a burst of pod work, trim after one quiet second
-            let next = if trim_pending {
-                next.min(Duration::from_secs(1))
-            } else {
-                next
-            };
             tokio::select! {
                 _ = tokio::time::sleep_until(next_ping), if watchdog.is_some() => {
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
@@ -262,23 +257,21 @@ impl Controller {
                     continue;
                 }
                 _ = self.store.changed.notified() => {}
-                _ = tokio::time::sleep(next) => {
-                    if trim_pending {
-                        // quiet now: give the memory of the last burst of pod work back to the
-                        // system (glibc keeps freed heap otherwise)
-                        trim_pending = false;
-                        // SAFETY: malloc_trim only releases free heap pages.
-                        unsafe {
-                            libc::malloc_trim(0);
-                        }
+                _ = tokio::time::sleep_until(trim_at.unwrap_or_else(tokio::time::Instant::now)), if trim_at.is_some() => {
+                    trim_at = None;
+                    // SAFETY: malloc_trim only releases free heap pages.
+                    unsafe {
+                        libc::malloc_trim(0);
                     }
+                    continue;
                 }
+                _ = tokio::time::sleep(next) => {}
                 Some(id) = async { match exits.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
                     log::debug!(container_id = id; "container exited");
                 }
                 Some(r) = reports.recv() => {
                     let changed = self.on_report(r);
-                    trim_pending |= changed;
+                    trim_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
                     if !changed {
                         // status only: nothing to reconcile
                         continue;
@@ -314,6 +307,7 @@ impl Controller {
                     None => {}
                 }
             }
+            trim_at = Some(tokio::time::Instant::now() + Duration::from_secs(1));
         }
     }
 
