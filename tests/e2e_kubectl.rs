@@ -305,6 +305,14 @@ fn rand_suffix() -> String {
     format!("{:08x}", rand::random::<u32>())
 }
 
+/// A one-container DaemonSet; `container` is the YAML of the container's fields after `image`
+/// (indented 8), `pod` extra pod spec fields (indented 6).
+fn ds_yaml(name: &str, registry: &str, pod: &str, container: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      terminationGracePeriodSeconds: 2\n{pod}      containers:\n      - name: main\n        image: {registry}/busybox:v1\n{container}"
+    )
+}
+
 fn guide(registry: &str) -> String {
     std::fs::read_to_string(common::repo_root().join("examples/daemonsets.yaml"))
         .unwrap()
@@ -524,9 +532,7 @@ fn restarted_agent_adopts_running_containers() {
     let registry = common::registry();
     let mut c = Cluster::start();
     c.start_agent("node-b", &[]);
-    c.apply(&format!(
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: keeper\nspec:\n  selector:\n    matchLabels:\n      app: keeper\n  template:\n    metadata:\n      labels:\n        app: keeper\n    spec:\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n"
-    ));
+    c.apply(&ds_yaml("keeper", registry, "", ""));
     c.wait_ds("node-b", &["keeper"], 60);
     let before = c.running("node-b");
     let pid_before = c.ctr("ns-node-b", &["tasks", "ls"]);
@@ -555,9 +561,7 @@ fn agent_without_api_keeps_running_and_healing_from_its_cache() {
     let registry = common::registry();
     let mut c = Cluster::start();
     c.start_agent("node-c", &[]);
-    c.apply(&format!(
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: offline\nspec:\n  selector:\n    matchLabels:\n      app: offline\n  template:\n    metadata:\n      labels:\n        app: offline\n    spec:\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n"
-    ));
+    c.apply(&ds_yaml("offline", registry, "", ""));
     c.wait_ds("node-c", &["offline"], 60);
     // the API goes away, and the agent restarts without it
     c.server.stop();
@@ -594,9 +598,7 @@ fn restarted_containerd_neither_duplicates_nor_drops_containers() {
     let registry = common::registry();
     let mut c = Cluster::start();
     c.start_agent("node-d", &[]);
-    c.apply(&format!(
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: steady\nspec:\n  selector:\n    matchLabels:\n      app: steady\n  template:\n    metadata:\n      labels:\n        app: steady\n    spec:\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n"
-    ));
+    c.apply(&ds_yaml("steady", registry, "", ""));
     c.wait_ds("node-d", &["steady"], 60);
     let before = c.running("node-d");
     let tasks_before = c.ctr("ns-node-d", &["tasks", "ls"]);
@@ -658,8 +660,11 @@ fn container_output_reaches_journald_and_logs_while_the_agent_is_down() {
     let mut c = Cluster::start();
     let config = format!("journald-socket = \"{}\"\n", journald.socket.display());
     c.start_agent_with("node-j", &[], &config);
-    c.apply(&format!(
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: talker\nspec:\n  selector:\n    matchLabels:\n      app: talker\n  template:\n    metadata:\n      labels:\n        app: talker\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n        command: [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo tick-$i; echo warn-$i >&2; sleep 0.1; done\"]\n"
+    c.apply(&ds_yaml(
+        "talker",
+        registry,
+        "",
+        "        command: [\"sh\", \"-c\", \"i=0; while true; do i=$((i+1)); echo tick-$i; echo warn-$i >&2; sleep 0.1; done\"]\n",
     ));
     c.wait_ds("node-j", &["talker"], 60);
     let (id, _) = c.running("node-j").remove(0);
@@ -828,20 +833,12 @@ fn is_running(cs: &serde_json::Value) -> bool {
     cs["state"]["running"].is_object()
 }
 
-/// A one-container DaemonSet; `container` is the YAML of the container's fields after `image`
-/// (indented 8), `pod` extra pod spec fields (indented 6).
-fn probe_ds(name: &str, registry: &str, pod: &str, container: &str) -> String {
-    format!(
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      terminationGracePeriodSeconds: 2\n{pod}      containers:\n      - name: main\n        image: {registry}/busybox:v1\n{container}"
-    )
-}
-
 #[test]
 fn exec_readiness_probe_makes_the_pod_ready_and_counts_in_number_ready() {
     let registry = common::registry();
     let mut c = Cluster::start();
     c.start_agent("node-r", &[]);
-    c.apply(&probe_ds(
+    c.apply(&ds_yaml(
         "late",
         registry,
         "",
@@ -890,7 +887,7 @@ fn failing_exec_liveness_probe_restarts_the_container() {
     let mut c = Cluster::start();
     c.start_agent("node-l", &[]);
     // healthy for 3 s after each start, then the probe's file is gone
-    c.apply(&probe_ds(
+    c.apply(&ds_yaml(
         "sickly",
         registry,
         "",
@@ -932,7 +929,7 @@ fn http_and_tcp_probes_reach_into_the_pod_network_namespace() {
     c.start_agent("node-h", &[]);
     // a port nothing on the host listens on: only the pod's own loopback answers there
     let port = common::free_port();
-    c.apply(&probe_ds(
+    c.apply(&ds_yaml(
         "web",
         registry,
         "",
@@ -941,7 +938,7 @@ fn http_and_tcp_probes_reach_into_the_pod_network_namespace() {
         ),
     ));
     // a tcpSocket readiness probe on a port nobody listens on inside its pod
-    c.apply(&probe_ds(
+    c.apply(&ds_yaml(
         "closed",
         registry,
         "",
@@ -949,7 +946,7 @@ fn http_and_tcp_probes_reach_into_the_pod_network_namespace() {
     ));
     // hostNetwork: the probe dials the node's own loopback
     let host_port = common::free_port();
-    c.apply(&probe_ds(
+    c.apply(&ds_yaml(
         "hostweb",
         registry,
         "      hostNetwork: true\n",
@@ -986,14 +983,14 @@ fn startup_probe_holds_liveness_until_the_container_started() {
     let mut c = Cluster::start();
     c.start_agent("node-s", &[]);
     // a slow starter: liveness (failureThreshold 1) would kill it at once without the gate
-    c.apply(&probe_ds(
+    c.apply(&ds_yaml(
         "slow",
         registry,
         "",
         "        command: [\"sh\", \"-c\", \"trap 'exit 0' TERM; sleep 6; touch /tmp/started; sleep 3600 & wait\"]\n        startupProbe:\n          exec:\n            command: [\"test\", \"-f\", \"/tmp/started\"]\n          periodSeconds: 1\n          failureThreshold: 30\n        livenessProbe:\n          exec:\n            command: [\"test\", \"-f\", \"/tmp/started\"]\n          periodSeconds: 1\n          failureThreshold: 1\n",
     ));
     // one that never starts: killed after its startup failureThreshold and restarted
-    c.apply(&probe_ds(
+    c.apply(&ds_yaml(
         "never",
         registry,
         "",

@@ -100,7 +100,7 @@ fn server_and_agent_notify_ready_status_watchdog_and_stopping() {
     let listen = format!("127.0.0.1:{}", common::free_port());
 
     // server
-    let (mut sn, sock) = Notified::bind(&dir.path().join("s").tap_mkdir());
+    let (mut sn, sock) = Notified::bind(&mkdir(dir.path().join("s")));
     let mut server = spawn(
         &[
             "server",
@@ -121,7 +121,7 @@ fn server_and_agent_notify_ready_status_watchdog_and_stopping() {
     assert_pings(&sn, "server");
 
     // agent, on the real containerd
-    let (mut an, sock) = Notified::bind(&dir.path().join("a").tap_mkdir());
+    let (mut an, sock) = Notified::bind(&mkdir(dir.path().join("a")));
     let kubeconfig = data.join("admin.kubeconfig");
     let state = dir.path().join("agent");
     let mut agent = spawn(
@@ -177,13 +177,7 @@ fn server_and_agent_notify_ready_status_watchdog_and_stopping() {
     }
 }
 
-trait TapMkdir {
-    fn tap_mkdir(self) -> Self;
-}
-
-impl TapMkdir for std::path::PathBuf {
-    fn tap_mkdir(self) -> Self {
-        std::fs::create_dir_all(&self).unwrap();
-        self
-    }
+fn mkdir(p: std::path::PathBuf) -> std::path::PathBuf {
+    std::fs::create_dir_all(&p).unwrap();
+    p
 }
