@@ -1,6 +1,7 @@
 //! The agent's Node: the well-known labels it detects, registration (create, or merge its labels
 //! and taints into the existing object), status, and the heartbeat Lease in kube-node-lease.
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo};
@@ -8,11 +9,16 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 
+use crate::agent::clock::Clock;
 use crate::agent::config::Config;
 use crate::core::status::time;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 pub const LEASE_SECONDS: i32 = 40;
+/// The Lease is renewed this often, as the kubelet does.
+pub const RENEW_EVERY: Duration = Duration::from_secs(10);
+/// The Node's status is posted again every this many renewals (5 min).
+pub const STATUS_EVERY_RENEWALS: u64 = 30;
 pub const AGENT_VERSION: &str = concat!("daemonset-agent/", env!("CARGO_PKG_VERSION"));
 
 /// Go's name for this architecture, as `kubernetes.io/arch` carries it.
@@ -202,5 +208,42 @@ pub async fn renew_lease(api: &Api<Lease>, node: &str, now_ms: i64) -> kube::Res
             api.create(&PostParams::default(), &lease).await.map(|_| ())
         }
         Err(e) => Err(e),
+    }
+}
+
+/// Registers the Node (retrying with back-off until the API answers), then renews its Lease every
+/// `RENEW_EVERY` and re-posts its status every 5 min; times come from `clock`.
+pub async fn heartbeat(client: kube::Client, cfg: Config, runtime_version: String, clock: Clock) {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
+    let mut delay = Duration::from_millis(200);
+    loop {
+        let status = node_status(&runtime_version, clock.now_ms());
+        match register(&nodes, &cfg, status).await {
+            Ok(_) => {
+                log::info!(node = cfg.node_name.as_str(); "node registered");
+                break;
+            }
+            Err(e) => {
+                log::warn!(node = cfg.node_name.as_str(), error = e.to_string(); "node registration failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+    let mut tick = tokio::time::interval(RENEW_EVERY);
+    let mut n: u64 = 0;
+    loop {
+        tick.tick().await;
+        n += 1;
+        if let Err(e) = renew_lease(&leases, &cfg.node_name, clock.now_ms()).await {
+            log::debug!(error = e.to_string(); "lease renewal failed");
+        }
+        if n.is_multiple_of(STATUS_EVERY_RENEWALS) {
+            let status = node_status(&runtime_version, clock.now_ms());
+            if let Err(e) = register(&nodes, &cfg, status).await {
+                log::debug!(error = e.to_string(); "node status update failed");
+            }
+        }
     }
 }

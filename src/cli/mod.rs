@@ -4,20 +4,17 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::agent::localapi::{pb, socket_path};
+use crate::agent::localapi::{self, pb, socket_path};
 
 async fn client(
     state_dir: &Path,
 ) -> anyhow::Result<pb::agent_client::AgentClient<tonic::transport::Channel>> {
-    let path = socket_path(state_dir);
-    // containerd-client's connector is a plain tonic-over-unix-socket dialer; it fits any socket.
-    let channel = containerd_client::connect(&path).await.with_context(|| {
+    localapi::client(state_dir).await.with_context(|| {
         format!(
             "connect to the agent at {} (is it running?)",
-            path.display()
+            socket_path(state_dir).display()
         )
-    })?;
-    Ok(pb::agent_client::AgentClient::new(channel))
+    })
 }
 
 /// Prints the node's pods as a table.
