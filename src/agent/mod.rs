@@ -143,3 +143,53 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         task,
     })
 }
+
+/// A real API for the tests of the agent's API side: the server of this crate, in-process, on a
+/// loopback port and a temporary directory.
+#[cfg(test)]
+pub(crate) mod test_api {
+    use std::time::Duration;
+
+    pub struct TestApi {
+        pub server: crate::server::RunningServer,
+        pub client: kube::Client,
+        _dir: tempfile::TempDir,
+    }
+
+    pub async fn start() -> TestApi {
+        start_on("127.0.0.1:0".parse().unwrap()).await
+    }
+
+    pub async fn start_on(listen: std::net::SocketAddr) -> TestApi {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = crate::server::ServerOptions {
+            data_dir: dir.path().join("server"),
+            listen,
+            policy: Default::default(),
+        };
+        let server = crate::server::start(opts).await.unwrap();
+        let client = super::client(&server.kubeconfig).await.unwrap();
+        TestApi {
+            server,
+            client,
+            _dir: dir,
+        }
+    }
+
+    /// Waits (through a watch) until `name` in `api` satisfies `cond`; panics after 20 s.
+    pub async fn until<K>(
+        api: &kube::Api<K>,
+        name: &str,
+        what: &str,
+        cond: impl kube::runtime::wait::Condition<K>,
+    ) -> Option<K>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let wait = kube::runtime::wait::await_condition(api.clone(), name, cond);
+        match tokio::time::timeout(Duration::from_secs(20), wait).await {
+            Ok(Ok(obj)) => obj,
+            other => panic!("never: {what}: {other:?}"),
+        }
+    }
+}

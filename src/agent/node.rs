@@ -247,3 +247,129 @@ pub async fn heartbeat(client: kube::Client, cfg: Config, runtime_version: Strin
         }
     }
 }
+
+/// Against the real API server of this crate, in-process (`agent::test_api`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::config::{self, FileConfig, Flags};
+    use crate::agent::test_api;
+
+    /// 2001-09-09T01:46:40Z: no test machine's clock shows it, so a time carrying it came from the
+    /// injected clock.
+    const LONG_AGO_MS: i64 = 1_000_000_000_000;
+
+    fn cfg(labels: &[&str], taints: &[&str]) -> Config {
+        let flags = Flags {
+            node_name: Some("node-t".into()),
+            node_labels: labels.iter().map(|s| s.to_string()).collect(),
+            node_taints: taints.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        config::merge(FileConfig::default(), &flags, "host").unwrap()
+    }
+
+    fn taint_keys(n: &Node) -> Vec<String> {
+        let mut keys: Vec<String> = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.key)
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[tokio::test]
+    async fn register_creates_the_node_then_merges_into_it() {
+        let api = test_api::start().await;
+        let nodes: Api<Node> = Api::all(api.client.clone());
+        let first = cfg(&["role=worker"], &["dedicated=infra:NoSchedule"]);
+        let n = register(&nodes, &first, node_status("containerd://1.6", LONG_AGO_MS))
+            .await
+            .unwrap();
+        let labels = n.metadata.labels.clone().unwrap();
+        assert_eq!(labels["kubernetes.io/hostname"], "node-t");
+        assert_eq!(labels["kubernetes.io/arch"], go_arch());
+        assert_eq!(labels["role"], "worker");
+        assert_eq!(taint_keys(&n), ["dedicated"]);
+        let ready = &n.status.as_ref().unwrap().conditions.as_ref().unwrap()[0];
+        assert_eq!(ready.type_, "Ready");
+        assert_eq!(
+            ready
+                .last_heartbeat_time
+                .as_ref()
+                .unwrap()
+                .0
+                .as_millisecond(),
+            LONG_AGO_MS
+        );
+
+        // a label set through the API stays; what the configuration adds is merged, once
+        let extra = serde_json::json!({"metadata": {"labels": {"extra": "yes"}}});
+        nodes
+            .patch("node-t", &PatchParams::default(), &Patch::Merge(&extra))
+            .await
+            .unwrap();
+        let second = cfg(
+            &["role=worker", "zone=a"],
+            &["dedicated=infra:NoSchedule", "gpu=true:NoExecute"],
+        );
+        register(
+            &nodes,
+            &second,
+            node_status("containerd://1.6", LONG_AGO_MS),
+        )
+        .await
+        .unwrap();
+        let n = nodes.get("node-t").await.unwrap();
+        let labels = n.metadata.labels.clone().unwrap();
+        assert_eq!(
+            (labels["extra"].as_str(), labels["zone"].as_str()),
+            ("yes", "a")
+        );
+        assert_eq!(taint_keys(&n), ["dedicated", "gpu"]);
+    }
+
+    /// The heartbeat registers the Node and creates its Lease at once, both stamped by the
+    /// injected clock.
+    #[tokio::test]
+    async fn the_heartbeat_registers_and_renews_the_lease_on_the_clock() {
+        let api = test_api::start().await;
+        let clock = Clock::starting_at(LONG_AGO_MS);
+        let task = tokio::spawn(heartbeat(
+            api.client.clone(),
+            cfg(&[], &[]),
+            "containerd://1.6".into(),
+            clock,
+        ));
+        let leases: Api<Lease> = Api::namespaced(api.client.clone(), LEASE_NAMESPACE);
+        let lease = test_api::until(&leases, "node-t", "the lease", |l: Option<&Lease>| {
+            l.is_some()
+        })
+        .await
+        .unwrap();
+        let spec = lease.spec.unwrap();
+        assert_eq!(spec.holder_identity.as_deref(), Some("node-t"));
+        assert_eq!(spec.lease_duration_seconds, Some(LEASE_SECONDS));
+        let renewed = spec.renew_time.unwrap().0.as_millisecond();
+        assert!(
+            (LONG_AGO_MS..LONG_AGO_MS + 20_000).contains(&renewed),
+            "{renewed}"
+        );
+        let nodes: Api<Node> = Api::all(api.client.clone());
+        let n = nodes.get("node-t").await.unwrap();
+        let ready = &n.status.unwrap().conditions.unwrap()[0];
+        let beat = ready
+            .last_heartbeat_time
+            .as_ref()
+            .unwrap()
+            .0
+            .as_millisecond();
+        assert!((LONG_AGO_MS..=renewed).contains(&beat), "{beat}");
+        task.abort();
+        api.server.shutdown().await;
+    }
+}
