@@ -23,8 +23,18 @@ use crate::runtime::{labels, ContainerStatus};
 pub struct Progress {
     /// Rounds completed since the agent started.
     pub rounds: u64,
-    /// The DaemonSets the last completed round decided from: (namespace, name, generation).
-    pub daemonsets: Vec<(String, String, i64)>,
+    /// The DaemonSets the last completed round decided from.
+    pub daemonsets: Vec<Seen>,
+}
+
+/// A DaemonSet as a round saw it, and what it decided.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seen {
+    pub namespace: String,
+    pub name: String,
+    pub generation: i64,
+    /// The round wanted its pod on this node.
+    pub runs_here: bool,
 }
 
 pub struct Controller {
@@ -209,7 +219,7 @@ impl Controller {
     async fn round(
         &mut self,
         report_tx: &mpsc::UnboundedSender<Report>,
-    ) -> anyhow::Result<Vec<(String, String, i64)>> {
+    ) -> anyhow::Result<Vec<Seen>> {
         let round = self.progress.borrow().rounds + 1;
         let listed_at = tokio::time::Instant::now();
         let containers =
@@ -241,6 +251,7 @@ impl Controller {
         let synced = self.store.synced();
         let mut desired = plan::desired_pods(&node, daemonsets.iter().map(AsRef::as_ref), &present);
         plan::hold_for_old_revisions(&mut desired, &owners);
+        let running_here: BTreeSet<String> = desired.iter().map(|d| d.owner.uid.clone()).collect();
         let mut desired: BTreeMap<PodKey, DesiredPod> =
             desired.into_iter().map(|d| (d.key.clone(), d)).collect();
 
@@ -292,11 +303,17 @@ impl Controller {
             self.workers.len(),
             if synced { "in sync" } else { "not reached yet" }
         ))]);
-        let mut seen: Vec<(String, String, i64)> = daemonsets
+        let mut seen: Vec<Seen> = daemonsets
             .iter()
-            .map(|d| {
-                let generation = d.metadata.generation.unwrap_or_default();
-                (d.namespace().unwrap_or_default(), d.name_any(), generation)
+            .map(|d| Seen {
+                namespace: d.namespace().unwrap_or_default(),
+                name: d.name_any(),
+                generation: d.metadata.generation.unwrap_or_default(),
+                runs_here: d
+                    .metadata
+                    .uid
+                    .as_ref()
+                    .is_some_and(|u| running_here.contains(u)),
             })
             .collect();
         seen.sort();
@@ -522,8 +539,14 @@ mod tests {
             list(vec![node(serde_json::json!({"role": "edge"}))]),
         );
         send(&rig.daemonsets, list(vec![ds.clone()]));
+        let seen = |runs_here| Seen {
+            namespace: "default".into(),
+            name: "mon".into(),
+            generation: 3,
+            runs_here,
+        };
         rig.until("the DaemonSet seen by a round", |r| {
-            r.progress.borrow().daemonsets == [("default".into(), "mon".into(), 3)]
+            r.progress.borrow().daemonsets == [seen(false)]
         })
         .await;
         assert!(rig.rt.run_ids().is_empty(), "an edge node runs nothing");
@@ -538,6 +561,7 @@ mod tests {
             .await;
         assert_eq!(rig.running(), [container_of(&key, 0)]);
         assert_eq!(rig.rt.runs.lock().unwrap()[0].1, BASE_MS);
+        assert_eq!(rig.progress.borrow().daemonsets, [seen(true)]);
         rig.until("the pod reported", |r| {
             r.view.lock().unwrap().contains_key(&key)
         })

@@ -134,10 +134,11 @@ impl pb::agent_server::Agent for LocalApi {
             daemonsets: progress
                 .daemonsets
                 .into_iter()
-                .map(|(namespace, name, generation)| pb::DaemonSetRef {
-                    namespace,
-                    name,
-                    generation,
+                .map(|d| pb::DaemonSetRef {
+                    namespace: d.namespace,
+                    name: d.name,
+                    generation: d.generation,
+                    runs_here: d.runs_here,
                 })
                 .collect(),
         }))

@@ -24,13 +24,14 @@ pub async fn status(state_dir: &Path) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "node {} (API {})",
+        "node {} (API {}; {} rounds)",
         r.node,
         if r.api_synced {
             "in sync"
         } else {
             "not reached: running from the cached desired state"
-        }
+        },
+        r.rounds
     )?;
     writeln!(
         out,
@@ -59,6 +60,18 @@ pub async fn status(state_dir: &Path) -> anyhow::Result<()> {
             p.ready,
             restarts,
             containers.join(" ")
+        )?;
+    }
+    if !r.daemonsets.is_empty() {
+        writeln!(out, "\n{:<40} {:<10} RUNS HERE", "DAEMONSET", "GENERATION")?;
+    }
+    for d in r.daemonsets {
+        writeln!(
+            out,
+            "{:<40} {:<10} {}",
+            format!("{}/{}", d.namespace, d.name),
+            d.generation,
+            if d.runs_here { "yes" } else { "no" }
         )?;
     }
     Ok(())
