@@ -341,6 +341,7 @@ mod tests {
     use futures::channel::mpsc as fmpsc;
     use k8s_openapi::api::apps::v1::DaemonSet;
     use k8s_openapi::api::core::v1::Node;
+    use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher::{self, Event};
 
     const BASE_MS: i64 = 1_700_000_000_000;
@@ -390,27 +391,9 @@ mod tests {
                 clock,
             });
             let (store, writers) = watch::Store::new(cached);
-            let (daemonsets, rx) = fmpsc::unbounded();
-            tokio::spawn(watch::follow(
-                store.clone(),
-                watch::Kind::DaemonSets,
-                writers.daemonsets,
-                rx,
-            ));
-            let (node, rx) = fmpsc::unbounded();
-            tokio::spawn(watch::follow(
-                store.clone(),
-                watch::Kind::Node,
-                writers.node,
-                rx,
-            ));
-            let (pods, rx) = fmpsc::unbounded();
-            tokio::spawn(watch::follow(
-                store.clone(),
-                watch::Kind::Pods,
-                writers.pods,
-                rx,
-            ));
+            let daemonsets = feed(&store, watch::Kind::DaemonSets, writers.daemonsets);
+            let node = feed(&store, watch::Kind::Node, writers.node);
+            let pods = feed(&store, watch::Kind::Pods, writers.pods);
             let (pod_tx, updates) = mpsc::unbounded_channel();
             let controller = Controller::new(cfg, ctx, store.clone(), pod_tx);
             let (progress, view) = (controller.progress(), controller.view());
@@ -475,6 +458,17 @@ mod tests {
         fn now_ms(&self) -> i64 {
             self.rt.clock.as_ref().unwrap().now_ms()
         }
+    }
+
+    /// A watcher stand-in for one kind: what the test sends is what the store's reflector gets.
+    fn feed<K>(store: &Arc<watch::Store>, kind: watch::Kind, writer: Writer<K>) -> Feed<K>
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+        K::DynamicType: Eq + std::hash::Hash + Clone,
+    {
+        let (tx, rx) = fmpsc::unbounded();
+        tokio::spawn(watch::follow(store.clone(), kind, writer, rx));
+        tx
     }
 
     fn send<K>(feed: &Feed<K>, events: impl IntoIterator<Item = Event<K>>) {

@@ -154,37 +154,19 @@ async fn sync_status(
 mod tests {
     use super::*;
     use crate::agent::test_api::{self, until};
-    use crate::core::plan::Owner;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use k8s_openapi::api::core::v1::Container;
     use kube::runtime::wait::{conditions, Condition};
     use kube::ResourceExt;
 
     fn desired(name: &str) -> DesiredPod {
-        DesiredPod {
-            key: PodKey {
-                namespace: "default".into(),
-                name: name.into(),
-            },
-            uid: format!("uid-{name}"),
-            owner: Owner {
-                namespace: "default".into(),
-                name: "mon".into(),
-                uid: "uid-mon".into(),
-            },
-            template_hash: "h".into(),
-            labels: [("app".to_string(), "mon".to_string())].into(),
-            annotations: BTreeMap::new(),
-            spec: PodSpec {
-                node_name: Some("node-p".into()),
-                containers: vec![Container {
-                    name: "main".into(),
-                    image: Some("busybox:v1".into()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-            may_start: true,
-        }
+        let main = Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            ..Default::default()
+        };
+        let mut pod = crate::core::plan::test_pod(name, main);
+        pod.spec.node_name = Some("node-p".into());
+        pod
     }
 
     fn status(phase: &str, message: &str) -> Box<PodStatus> {
@@ -227,7 +209,7 @@ mod tests {
         let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.name.as_str()),
-            ("DaemonSet", "mon")
+            ("DaemonSet", "ds")
         );
         assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("node-p"));
         send_status("Running", "");

@@ -898,34 +898,15 @@ pub mod fake {
 mod worker_tests {
     use super::fake::FakeRuntime;
     use super::*;
-    use crate::core::plan::Owner;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use k8s_openapi::api::core::v1::Container;
 
     fn desired(name: &str, image: &str) -> DesiredPod {
-        DesiredPod {
-            key: PodKey {
-                namespace: "default".into(),
-                name: name.into(),
-            },
-            uid: format!("uid-{name}"),
-            owner: Owner {
-                namespace: "default".into(),
-                name: name.into(),
-                uid: "ds".into(),
-            },
-            template_hash: "h".into(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            spec: PodSpec {
-                containers: vec![Container {
-                    name: "main".into(),
-                    image: Some(image.into()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-            may_start: true,
-        }
+        let main = Container {
+            name: "main".into(),
+            image: Some(image.into()),
+            ..Default::default()
+        };
+        plan::test_pod(name, main)
     }
 
     async fn next_status(rx: &mut mpsc::UnboundedReceiver<Report>) -> PodStatus {
@@ -1026,8 +1007,7 @@ mod pod_tests {
     use super::fake::FakeRuntime;
     use super::*;
     use crate::agent::prober::fake::FakeProber;
-    use crate::core::plan::Owner;
-    use k8s_openapi::api::core::v1::{Container, ExecAction, PodSpec, Probe};
+    use k8s_openapi::api::core::v1::{Container, ExecAction, Probe};
 
     /// The wall clock when a test starts (whole seconds, as containerd's times are).
     const BASE_MS: i64 = 1_700_000_000_000;
@@ -1044,27 +1024,9 @@ mod pod_tests {
     }
 
     fn desired(container: Container) -> DesiredPod {
-        DesiredPod {
-            key: PodKey {
-                namespace: "default".into(),
-                name: "p".into(),
-            },
-            uid: "uid-p".into(),
-            owner: Owner {
-                namespace: "default".into(),
-                name: "ds".into(),
-                uid: "ds".into(),
-            },
-            template_hash: "h".into(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            spec: PodSpec {
-                containers: vec![container],
-                termination_grace_period_seconds: Some(3),
-                ..Default::default()
-            },
-            may_start: true,
-        }
+        let mut pod = plan::test_pod("p", container);
+        pod.spec.termination_grace_period_seconds = Some(3);
+        pod
     }
 
     struct Harness {

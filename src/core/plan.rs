@@ -58,6 +58,32 @@ pub struct DesiredPod {
     pub may_start: bool,
 }
 
+/// A desired pod `default/NAME` (uid `uid-NAME`) of DaemonSet `default/ds`, running `container`:
+/// the fixture of the tests that need one pod.
+#[cfg(test)]
+pub fn test_pod(name: &str, container: k8s_openapi::api::core::v1::Container) -> DesiredPod {
+    DesiredPod {
+        key: PodKey {
+            namespace: "default".into(),
+            name: name.into(),
+        },
+        uid: format!("uid-{name}"),
+        owner: Owner {
+            namespace: "default".into(),
+            name: "ds".into(),
+            uid: "uid-ds".into(),
+        },
+        template_hash: "h".into(),
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        spec: PodSpec {
+            containers: vec![container],
+            ..Default::default()
+        },
+        may_start: true,
+    }
+}
+
 /// The pod name: `<ds>-<5 characters>`, as generateName makes them, but derived from the
 /// DaemonSet uid, node and template hash so that a restarted agent finds the same name.
 pub fn pod_name(ds_name: &str, ds_uid: &str, node: &str, template_hash: &str) -> String {
