@@ -7,6 +7,11 @@
 //! watchers start; a reflector swaps in each complete list (Init ... InitDone) whole, so the
 //! cached objects are what the agent runs from until the first complete list of their kind, and
 //! are then replaced by it (a DaemonSet deleted while the agent was away goes).
+//!
+//! This replaced a hand-written relist store that did the same buffering. One difference: a Node
+//! deleted from the API leaves the store without a Node (the old store kept the last one), so the
+//! controller decides from the configured Node (`node::desired_node`), which is what the heartbeat
+//! registers again at its next status post.
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -125,8 +130,9 @@ impl Store {
         })
     }
 
-    fn changed(&self, kind: Kind, event_was_list_end: bool) {
-        if event_was_list_end {
+    /// One event of `kind` was applied; `list_done` when it completed a list.
+    fn applied(&self, kind: Kind, list_done: bool) {
+        if list_done {
             self.listed[kind as usize].store(true, Ordering::SeqCst);
         }
         self.version.fetch_add(1, Ordering::SeqCst);
@@ -177,7 +183,7 @@ pub async fn follow<K>(
     let mut stream = std::pin::pin!(reflector::reflector(writer, events));
     while let Some(ev) = stream.next().await {
         match ev {
-            Ok(ev) => store.changed(kind, matches!(ev, Event::InitDone)),
+            Ok(ev) => store.applied(kind, matches!(ev, Event::InitDone)),
             Err(e) => {
                 log::warn!(kind:? = kind, error = e.to_string(); "watch failed; retrying with back-off")
             }
