@@ -20,6 +20,7 @@ use super::store::{object_rv, EventType, ObjectStore, StoreError, WatchEvent, Wa
 use super::table;
 use crate::core::labels::Selector;
 use crate::core::patch::{self, PatchKind};
+use crate::core::names;
 use crate::core::validation::{self, ErrorType, FieldError};
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -226,19 +227,6 @@ fn random_suffix() -> String {
         .collect()
 }
 
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
-}
-
 /// Checks `apiVersion`/`kind` of a body against the URL's resource and fills them in if missing.
 fn check_gvk(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
     let o = obj
@@ -316,7 +304,7 @@ fn to_json<T: serde::Serialize>(t: &T) -> Result<Value, ApiError> {
 }
 
 fn invalid(r: &Resource, name: &str, errors: &[FieldError]) -> ApiError {
-    ApiError::invalid(validation::invalid_status(r.kind, name, errors))
+    ApiError::invalid(r.kind, name, errors)
 }
 
 /// Decodes into the k8s-openapi type (the schema), reports fields it does not know, defaults and
@@ -409,26 +397,17 @@ fn normalize(
                 _ => obj.clone(),
             };
             check_unknown(&v)?;
-            let ok = if kind == "Namespace" {
-                is_dns_label(&name)
+            let rule = if kind == "Namespace" {
+                names::is_dns1123_label
             } else {
-                is_dns_subdomain(&name)
+                names::is_dns1123_subdomain
             };
-            if !ok {
-                let message = if kind == "Namespace" {
-                    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character"
-                } else {
-                    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                };
-                return Err(invalid(
-                    r,
-                    &name,
-                    &[FieldError {
-                        kind: ErrorType::Invalid,
-                        field: "metadata.name".into(),
-                        message: format!("Invalid value: {name:?}: {message}"),
-                    }],
-                ));
+            let errors: Vec<FieldError> = rule(&name)
+                .iter()
+                .map(|m| FieldError::invalid("metadata.name", &validation::q(&name), m))
+                .collect();
+            if !errors.is_empty() {
+                return Err(invalid(r, &name, &errors));
             }
             v
         }
