@@ -19,7 +19,7 @@ use super::status::ApiError;
 use super::store::{object_rv, EventType, ObjectStore, StoreError, WatchEvent, WatchFrom};
 use super::table;
 use crate::core::labels::Selector;
-use crate::core::patch::{self, PatchKind};
+use crate::core::patch;
 use crate::core::names;
 use crate::core::validation::{self, ErrorType, FieldError};
 
@@ -1016,11 +1016,11 @@ async fn resource(
                     "server-side apply (application/apply-patch+yaml) is not supported by this server: use client-side kubectl apply",
                 ));
             }
-            let kind = match r.kind {
-                "DaemonSet" => PatchKind::DaemonSet,
-                "Node" => PatchKind::Node,
-                "Pod" => PatchKind::Pod,
-                _ => PatchKind::Other,
+            let schema = match r.kind {
+                "DaemonSet" => &patch::DAEMONSET,
+                "Node" => &patch::NODE,
+                "Pod" => &patch::POD,
+                _ => &patch::UNKNOWN,
             };
             let body = read_body(req.into_body(), content_length).await?;
             let patch_doc: Value = serde_json::from_slice(&body)
@@ -1030,7 +1030,7 @@ async fn resource(
                     "application/json-patch+json" => patch::json_patch(old, &patch_doc),
                     "application/merge-patch+json" => patch::merge_patch(old, &patch_doc),
                     "application/strategic-merge-patch+json" => {
-                        patch::strategic_merge_patch(old, &patch_doc, kind)
+                        patch::strategic_merge_patch(old, &patch_doc, schema)
                     }
                     other => {
                         return Err(ApiError::unsupported_media(format!(
