@@ -14,10 +14,13 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::api::{Api, Part, WriteOpts};
-use super::resources::{CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS};
+use super::auth::User;
+use super::kinds::{CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS};
+use super::query::{Filter, WriteOpts};
+use super::resources::Resource;
 use super::status::ApiError;
-use super::store::{object_rv, EventType, WatchFrom};
+use super::store::{object_rv, EventType};
+use super::verbs::{Api, Part, Preconditions};
 use crate::core::eligibility::node_should_run;
 use crate::core::hash::template_hash;
 
@@ -40,6 +43,8 @@ type Key = (String, String);
 
 pub struct Controller {
     api: Arc<Api>,
+    /// Who the controller is to the verbs.
+    user: User,
     nodes: HashMap<String, (u64, Arc<Node>)>,
     orphans: HashMap<Key, Instant>,
     requeue: HashMap<Key, Instant>,
@@ -153,6 +158,7 @@ impl Controller {
     pub fn new(api: Arc<Api>) -> Controller {
         Controller {
             api,
+            user: User::internal("daemonset-controller"),
             nodes: HashMap::new(),
             orphans: HashMap::new(),
             requeue: HashMap::new(),
@@ -164,8 +170,7 @@ impl Controller {
         loop {
             let mut watch = match self
                 .api
-                .store
-                .watch(None, None, WatchFrom::Current { initial: false })
+                .watch_all(&self.user, &[&DAEMONSETS, &NODES, &PODS])
                 .await
             {
                 Ok(w) => w,
@@ -261,8 +266,17 @@ impl Controller {
         }
     }
 
+    /// Every object of `r` (in `ns`), through the verbs.
+    async fn list(
+        &self,
+        r: &'static Resource,
+        ns: Option<&str>,
+    ) -> Result<(Vec<Arc<Value>>, u64), ApiError> {
+        self.api.list(&self.user, r, ns, &Filter::default()).await
+    }
+
     async fn refresh_nodes(&mut self) -> Vec<Arc<Node>> {
-        let Ok((items, _)) = self.api.store.list(&NODES.key(), None).await else {
+        let Ok((items, _)) = self.list(&NODES, None).await else {
             return Vec::new();
         };
         let mut seen = HashSet::new();
@@ -292,7 +306,7 @@ impl Controller {
     }
 
     async fn resync_all(&mut self) {
-        let Ok((all_ds, _)) = self.api.store.list(&DAEMONSETS.key(), None).await else {
+        let Ok((all_ds, _)) = self.list(&DAEMONSETS, None).await else {
             return;
         };
         let uids: HashSet<String> = all_ds
@@ -309,7 +323,7 @@ impl Controller {
     /// Deletes pods whose controlling DaemonSet uid is not in `ds_uids` once they have been seen
     /// orphaned for `ORPHAN_GRACE` (time passed in, for tests).
     async fn collect_orphans(&mut self, ds_uids: &HashSet<String>, now: Instant) {
-        let Ok((pods, _)) = self.api.store.list(&PODS.key(), None).await else {
+        let Ok((pods, _)) = self.list(&PODS, None).await else {
             return;
         };
         let mut still = HashSet::new();
@@ -329,7 +343,14 @@ impl Controller {
                 log::info!(pod = key.1.as_str(), namespace = key.0.as_str(); "deleting pod whose daemonset is gone");
                 let _ = self
                     .api
-                    .delete(&PODS, Some(&key.0), &key.1, None, false)
+                    .delete(
+                        &self.user,
+                        &PODS,
+                        Some(&key.0),
+                        &key.1,
+                        &Preconditions::default(),
+                        false,
+                    )
                     .await;
                 self.orphans.remove(&key);
             } else {
@@ -340,12 +361,7 @@ impl Controller {
     }
 
     async fn delete_revisions(&self, ns: &str, uid: &str) {
-        let Ok((crs, _)) = self
-            .api
-            .store
-            .list(&CONTROLLER_REVISIONS.key(), Some(ns))
-            .await
-        else {
+        let Ok((crs, _)) = self.list(&CONTROLLER_REVISIONS, Some(ns)).await else {
             return;
         };
         for cr in crs {
@@ -353,7 +369,14 @@ impl Controller {
                 let name = s(&cr, "/metadata/name");
                 if let Err(e) = self
                     .api
-                    .delete(&CONTROLLER_REVISIONS, Some(ns), name, None, false)
+                    .delete(
+                        &self.user,
+                        &CONTROLLER_REVISIONS,
+                        Some(ns),
+                        name,
+                        &Preconditions::default(),
+                        false,
+                    )
                     .await
                 {
                     if e.code != 404 {
@@ -377,8 +400,10 @@ impl Controller {
             name: name.to_string(),
             source,
         };
-        let Ok(Some(ds_val)) = self.api.store.get(&DAEMONSETS.key(), ns, name).await else {
-            return Ok(());
+        let ds_val = match self.api.get(&self.user, &DAEMONSETS, Some(ns), name).await {
+            Ok(ds) => ds,
+            Err(e) if e.code == 404 => return Ok(()),
+            Err(e) => return Err(err(e)),
         };
         let ds: DaemonSet = match serde_json::from_value((*ds_val).clone()) {
             Ok(ds) => ds,
@@ -394,12 +419,7 @@ impl Controller {
         let collision = ds.status.as_ref().and_then(|s| s.collision_count);
         let hash = template_hash(&spec.template, collision);
         let uid = s(&ds_val, "/metadata/uid").to_string();
-        let (pods, _) = self
-            .api
-            .store
-            .list(&PODS.key(), Some(ns))
-            .await
-            .map_err(|e| err(ApiError::internal(e.to_string())))?;
+        let (pods, _) = self.list(&PODS, Some(ns)).await.map_err(err)?;
         let owned: Vec<&Value> = pods
             .iter()
             .map(|p| &**p)
@@ -434,7 +454,8 @@ impl Controller {
         }
         let written = self
             .api
-            .write_with(
+            .update_with(
+                &self.user,
                 &DAEMONSETS,
                 Some(ns),
                 name,
@@ -476,12 +497,7 @@ impl Controller {
         let ns = s(ds, "/metadata/namespace");
         let name = s(ds, "/metadata/name");
         let uid = s(ds, "/metadata/uid");
-        let (crs, _) = self
-            .api
-            .store
-            .list(&CONTROLLER_REVISIONS.key(), Some(ns))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let (crs, _) = self.list(&CONTROLLER_REVISIONS, Some(ns)).await?;
         let mut owned: Vec<&Value> = crs
             .iter()
             .map(|c| &**c)
@@ -495,7 +511,8 @@ impl Controller {
             Some(_) => {
                 // Rolled back to an older template: that revision becomes the newest.
                 self.api
-                    .write_with(
+                    .update_with(
+                        &self.user,
                         &CONTROLLER_REVISIONS,
                         Some(ns),
                         &cr_name,
@@ -539,7 +556,13 @@ impl Controller {
                 });
                 match self
                     .api
-                    .create(&CONTROLLER_REVISIONS, Some(ns), cr, WriteOpts::INTERNAL)
+                    .create(
+                        &self.user,
+                        &CONTROLLER_REVISIONS,
+                        Some(ns),
+                        cr,
+                        WriteOpts::INTERNAL,
+                    )
                     .await
                 {
                     Ok(_) => {
@@ -574,7 +597,14 @@ impl Controller {
                 let n = s(c, "/metadata/name");
                 if let Err(e) = self
                     .api
-                    .delete(&CONTROLLER_REVISIONS, Some(ns), n, None, false)
+                    .delete(
+                        &self.user,
+                        &CONTROLLER_REVISIONS,
+                        Some(ns),
+                        n,
+                        &Preconditions::default(),
+                        false,
+                    )
                     .await
                 {
                     if e.code != 404 {
@@ -672,10 +702,7 @@ mod tests {
     async fn orphaned_daemon_pods_are_deleted_after_the_grace() {
         let dir = tempfile::tempdir().unwrap();
         let store = super::super::store::SqliteStore::open(&dir.path().join("s.db"), 100).unwrap();
-        let api = Arc::new(Api {
-            store: Arc::new(store),
-            policy: Default::default(),
-        });
+        let api = Arc::new(Api::new(Arc::new(store), Default::default()));
         let owned = |name: &str, uid: &str| {
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "uid": uid, "controller": true}]},
