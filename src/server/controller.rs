@@ -20,7 +20,7 @@ use super::query::{Filter, WriteOpts};
 use super::resources::Resource;
 use super::status::ApiError;
 use super::store::{object_rv, EventType};
-use super::verbs::{Api, Part, Preconditions};
+use super::verbs::{Api, ObjectRef, Part, Preconditions};
 use crate::core::eligibility::node_should_run;
 use crate::core::hash::template_hash;
 
@@ -275,6 +275,13 @@ impl Controller {
         self.api.list(&self.user, r, ns, &Filter::default()).await
     }
 
+    /// Deletes one namespaced object, through the verbs.
+    async fn delete(&self, r: &'static Resource, ns: &str, name: &str) -> Result<(), ApiError> {
+        let at = ObjectRef::new(r, Some(ns), name);
+        let pre = Preconditions::default();
+        self.api.delete(&self.user, at, &pre, false).await.map(drop)
+    }
+
     async fn refresh_nodes(&mut self) -> Vec<Arc<Node>> {
         let Ok((items, _)) = self.list(&NODES, None).await else {
             return Vec::new();
@@ -341,17 +348,7 @@ impl Controller {
             let first = *self.orphans.entry(key.clone()).or_insert(now);
             if now.duration_since(first) >= ORPHAN_GRACE {
                 log::info!(pod = key.1.as_str(), namespace = key.0.as_str(); "deleting pod whose daemonset is gone");
-                let _ = self
-                    .api
-                    .delete(
-                        &self.user,
-                        &PODS,
-                        Some(&key.0),
-                        &key.1,
-                        &Preconditions::default(),
-                        false,
-                    )
-                    .await;
+                let _ = self.delete(&PODS, &key.0, &key.1).await;
                 self.orphans.remove(&key);
             } else {
                 still.insert(key);
@@ -367,18 +364,7 @@ impl Controller {
         for cr in crs {
             if ds_owner(&cr).is_some_and(|(u, _)| u == uid) {
                 let name = s(&cr, "/metadata/name");
-                if let Err(e) = self
-                    .api
-                    .delete(
-                        &self.user,
-                        &CONTROLLER_REVISIONS,
-                        Some(ns),
-                        name,
-                        &Preconditions::default(),
-                        false,
-                    )
-                    .await
-                {
+                if let Err(e) = self.delete(&CONTROLLER_REVISIONS, ns, name).await {
                     if e.code != 404 {
                         log::warn!(revision = name, error = e.to_string().as_str(); "cannot delete controller revision");
                     }
@@ -400,7 +386,8 @@ impl Controller {
             name: name.to_string(),
             source,
         };
-        let ds_val = match self.api.get(&self.user, &DAEMONSETS, Some(ns), name).await {
+        let at = ObjectRef::new(&DAEMONSETS, Some(ns), name);
+        let ds_val = match self.api.get(&self.user, at).await {
             Ok(ds) => ds,
             Err(e) if e.code == 404 => return Ok(()),
             Err(e) => return Err(err(e)),
@@ -454,32 +441,24 @@ impl Controller {
         }
         let written = self
             .api
-            .update_with(
-                &self.user,
-                &DAEMONSETS,
-                Some(ns),
-                name,
-                Part::Status,
-                WriteOpts::INTERNAL,
-                |old| {
-                    if s(old, "/metadata/uid") != uid {
-                        return Err(ApiError::conflict("apps", "daemonsets", name));
+            .update_with(&self.user, at, Part::Status, WriteOpts::INTERNAL, |old| {
+                if s(old, "/metadata/uid") != uid {
+                    return Err(ApiError::conflict("apps", "daemonsets", name));
+                }
+                let mut new = old.clone();
+                if !new.get("status").is_some_and(Value::is_object) {
+                    new["status"] = json!({});
+                }
+                if let Some(o) = status.as_object() {
+                    for (k, v) in o {
+                        new["status"][k] = v.clone();
                     }
-                    let mut new = old.clone();
-                    if !new.get("status").is_some_and(Value::is_object) {
-                        new["status"] = json!({});
-                    }
-                    if let Some(o) = status.as_object() {
-                        for (k, v) in o {
-                            new["status"][k] = v.clone();
-                        }
-                    }
-                    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-                        m.remove("resourceVersion");
-                    }
-                    Ok(new)
-                },
-            )
+                }
+                if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                Ok(new)
+            })
             .await;
         match written {
             Ok(_) => Ok(()),
@@ -513,9 +492,7 @@ impl Controller {
                 self.api
                     .update_with(
                         &self.user,
-                        &CONTROLLER_REVISIONS,
-                        Some(ns),
-                        &cr_name,
+                        ObjectRef::new(&CONTROLLER_REVISIONS, Some(ns), &cr_name),
                         Part::Main,
                         WriteOpts::INTERNAL,
                         |old| {
@@ -595,18 +572,7 @@ impl Controller {
             history.sort_by_key(|c| rev(c));
             for c in &history[..history.len() - limit] {
                 let n = s(c, "/metadata/name");
-                if let Err(e) = self
-                    .api
-                    .delete(
-                        &self.user,
-                        &CONTROLLER_REVISIONS,
-                        Some(ns),
-                        n,
-                        &Preconditions::default(),
-                        false,
-                    )
-                    .await
-                {
+                if let Err(e) = self.delete(&CONTROLLER_REVISIONS, ns, n).await {
                     if e.code != 404 {
                         return Err(e);
                     }

@@ -18,6 +18,7 @@ pub mod body;
 pub mod controller;
 pub mod discovery;
 pub mod kinds;
+pub mod meta;
 pub mod protobuf;
 pub mod query;
 pub mod resources;

@@ -19,7 +19,7 @@ use super::resources::{self, Resource};
 use super::status::ApiError;
 use super::subresource::Subresource;
 use super::table;
-use super::verbs::{Api, Part, PatchType, Preconditions};
+use super::verbs::{Api, ObjectRef, Part, PatchType, Preconditions};
 use super::watch;
 
 /// A parsed resource URL.
@@ -170,14 +170,15 @@ async fn resource(api: Arc<Api>, t: Target, req: RestRequest) -> Result<Response
     let r = t.r;
     let ns = t.ns.as_deref();
     if let (Some(sub), Some(name)) = (t.sub, t.name.as_deref()) {
-        return sub.rest.serve(api, r, ns, name, req).await;
+        return sub.rest.serve(api, ObjectRef::new(r, ns, name), req).await;
     }
+    let at = |name| ObjectRef::new(r, ns, name);
     match (&req.method, t.name.as_deref()) {
         (&Method::GET, None) if req.query.flag("watch") => {
             watch::watch(api, &req.user, r, ns, &req.query, &req.accept).await
         }
         (&Method::GET, None) => list(&api, r, ns, req).await,
-        (&Method::GET, Some(name)) => get_object(&api, r, Part::Main, ns, name, req).await,
+        (&Method::GET, Some(name)) => get_object(&api, at(name), Part::Main, req).await,
         (&Method::POST, None) if r.namespaced && ns.is_none() => {
             Err(ApiError::method_not_allowed(req.method.as_str()))
         }
@@ -188,9 +189,9 @@ async fn resource(api: Arc<Api>, t: Target, req: RestRequest) -> Result<Response
             let w = api.create(&user, r, ns, obj, opts).await?;
             Ok(with_warnings(json_response(201, &w.object), &w.warnings))
         }
-        (&Method::PUT, Some(name)) => update_object(&api, r, Part::Main, ns, name, req).await,
-        (&Method::PATCH, Some(name)) => patch_object(&api, r, Part::Main, ns, name, req).await,
-        (&Method::DELETE, Some(name)) => delete_object(&api, r, ns, name, req).await,
+        (&Method::PUT, Some(name)) => update_object(&api, at(name), Part::Main, req).await,
+        (&Method::PATCH, Some(name)) => patch_object(&api, at(name), Part::Main, req).await,
+        (&Method::DELETE, Some(name)) => delete_object(&api, at(name), req).await,
         (&Method::DELETE, None) => {
             let opts = WriteOpts::from_query(&req.query)?;
             let filter = Filter::from_query(&req.query)?;
@@ -237,15 +238,13 @@ async fn list(
 /// GET of an object or its status, as JSON or as a Table.
 pub async fn get_object(
     api: &Api,
-    r: &'static Resource,
+    at: ObjectRef<'_>,
     part: Part,
-    ns: Option<&str>,
-    name: &str,
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
-    let obj = api.get_part(&req.user, r, part, ns, name).await?;
+    let obj = api.get_part(&req.user, at, part).await?;
     if table::wants_table(&req.accept) {
-        let t = table::table(r, &[&obj], None, include_object(&req.query), Utc::now());
+        let t = table::table(at.r, &[&obj], None, include_object(&req.query), Utc::now());
         return Ok(json_response(200, &t));
     }
     Ok(json_response(200, &obj))
@@ -254,26 +253,22 @@ pub async fn get_object(
 /// PUT of an object or its status.
 pub async fn update_object(
     api: &Api,
-    r: &'static Resource,
+    at: ObjectRef<'_>,
     part: Part,
-    ns: Option<&str>,
-    name: &str,
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
     let opts = WriteOpts::from_query(&req.query)?;
     let user = req.user.clone();
     let obj = req.object().await?;
-    let w = api.update(&user, r, ns, name, part, obj, opts).await?;
+    let w = api.update(&user, at, part, obj, opts).await?;
     Ok(with_warnings(json_response(200, &w.object), &w.warnings))
 }
 
 /// PATCH of an object or its status (JSON patch, merge patch, strategic merge patch).
 pub async fn patch_object(
     api: &Api,
-    r: &'static Resource,
+    at: ObjectRef<'_>,
     part: Part,
-    ns: Option<&str>,
-    name: &str,
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
     let opts = WriteOpts::from_query(&req.query)?;
@@ -282,15 +277,13 @@ pub async fn patch_object(
     let body = req.bytes().await?;
     let doc: Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-    let w = api.patch(&user, r, ns, name, part, ty, &doc, opts).await?;
+    let w = api.patch(&user, at, part, ty, &doc, opts).await?;
     Ok(with_warnings(json_response(200, &w.object), &w.warnings))
 }
 
 async fn delete_object(
     api: &Api,
-    r: &'static Resource,
-    ns: Option<&str>,
-    name: &str,
+    at: ObjectRef<'_>,
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
     let opts = WriteOpts::from_query(&req.query)?;
@@ -314,9 +307,7 @@ async fn delete_object(
             .and_then(Value::as_str)
             .map(str::to_string);
     }
-    let obj = api
-        .delete(&user, r, ns, name, &preconditions, opts.dry_run)
-        .await?;
+    let obj = api.delete(&user, at, &preconditions, opts.dry_run).await?;
     Ok(json_response(200, &obj))
 }
 

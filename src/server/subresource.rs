@@ -7,10 +7,9 @@ use async_trait::async_trait;
 use http::{Method, Response};
 
 use super::body::Body;
-use super::resources::Resource;
 use super::router::{self, RestRequest};
 use super::status::ApiError;
-use super::verbs::{Api, Part};
+use super::verbs::{Api, ObjectRef, Part};
 
 /// One subresource of a resource, as discovery lists it and the router serves it.
 pub struct Subresource {
@@ -22,15 +21,14 @@ pub struct Subresource {
     pub rest: &'static dyn SubresourceRest,
 }
 
-/// The handler of a subresource: gets the request for `NAME/SUB` of `r` and answers it.
+/// The handler of a subresource: gets the request for `NAME/SUB` of the object `at` and
+/// answers it.
 #[async_trait]
 pub trait SubresourceRest: Send + Sync {
     async fn serve(
         &self,
         api: Arc<Api>,
-        r: &'static Resource,
-        ns: Option<&str>,
-        name: &str,
+        at: ObjectRef<'_>,
         req: RestRequest,
     ) -> Result<Response<Body>, ApiError>;
 }
@@ -51,15 +49,13 @@ impl SubresourceRest for StatusRest {
     async fn serve(
         &self,
         api: Arc<Api>,
-        r: &'static Resource,
-        ns: Option<&str>,
-        name: &str,
+        at: ObjectRef<'_>,
         req: RestRequest,
     ) -> Result<Response<Body>, ApiError> {
         match req.method {
-            Method::GET => router::get_object(&api, r, Part::Status, ns, name, req).await,
-            Method::PUT => router::update_object(&api, r, Part::Status, ns, name, req).await,
-            Method::PATCH => router::patch_object(&api, r, Part::Status, ns, name, req).await,
+            Method::GET => router::get_object(&api, at, Part::Status, req).await,
+            Method::PUT => router::update_object(&api, at, Part::Status, req).await,
+            Method::PATCH => router::patch_object(&api, at, Part::Status, req).await,
             ref other => Err(ApiError::method_not_allowed(other.as_str())),
         }
     }

@@ -6,18 +6,18 @@
 //! The HTTP layer (`router`) and the controllers inside the server both call these.
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde_json::{json, Value};
 
 use super::auth::{authorize, User, Verb};
 use super::kinds::NAMESPACES;
+use super::meta;
 use super::query::{FieldValidation, Filter, WriteOpts};
 use super::resources::Resource;
 use super::status::ApiError;
 use super::store::{object_rv, ObjectStore, StoreError, Watch, WatchFrom};
 use super::strategy::{Prepare, Prepared};
 use crate::core::patch::{self, PatchError};
-use crate::core::validation::{FieldError, Policy};
+use crate::core::validation::Policy;
 
 /// The shared state of the verbs.
 pub struct Api {
@@ -73,6 +73,31 @@ impl PatchType {
     }
 }
 
+/// The one object a verb addresses: the resource, its namespace (None for cluster-scoped
+/// resources) and its name.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectRef<'a> {
+    pub r: &'static Resource,
+    pub ns: Option<&'a str>,
+    pub name: &'a str,
+}
+
+impl<'a> ObjectRef<'a> {
+    pub fn new(r: &'static Resource, ns: Option<&'a str>, name: &'a str) -> ObjectRef<'a> {
+        ObjectRef { r, ns, name }
+    }
+    fn authorize(&self, user: &User, verb: Verb, part: Part) -> Result<(), ApiError> {
+        authorize(
+            user,
+            verb,
+            self.r,
+            part.subresource(),
+            self.ns,
+            Some(self.name),
+        )
+    }
+}
+
 /// The preconditions of a delete (`DeleteOptions.preconditions`).
 #[derive(Debug, Default, Clone)]
 pub struct Preconditions {
@@ -92,83 +117,6 @@ pub fn store_error(r: &Resource, e: StoreError) -> ApiError {
         }
         other => ApiError::internal(other.to_string()),
     }
-}
-
-fn now_rfc3339() -> String {
-    Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-fn meta_str<'a>(obj: &'a Value, field: &str) -> Option<&'a str> {
-    obj.get("metadata")?.get(field)?.as_str()
-}
-
-fn meta_mut(obj: &mut Value) -> Result<&mut serde_json::Map<String, Value>, ApiError> {
-    let o = obj
-        .as_object_mut()
-        .ok_or_else(|| ApiError::bad_request("the request body is not a JSON object"))?;
-    let m = o.entry("metadata").or_insert_with(|| json!({}));
-    if m.is_null() {
-        *m = json!({});
-    }
-    m.as_object_mut()
-        .ok_or_else(|| ApiError::bad_request("metadata must be an object"))
-}
-
-/// Removes a top-level field of an object.
-fn remove_field(obj: &mut Value, field: &str) {
-    if let Some(o) = obj.as_object_mut() {
-        o.remove(field);
-    }
-}
-
-/// Sets `field` of `obj` to `from`'s (removed when `from` has none or null).
-fn copy_field(obj: &mut Value, from: &Value, field: &str) {
-    match from.get(field).filter(|v| !v.is_null()) {
-        Some(v) => obj[field] = v.clone(),
-        None => remove_field(obj, field),
-    }
-}
-
-fn random_suffix() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let mut rng = rand::rng();
-    (0..5)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
-/// Checks `apiVersion`/`kind` of a body against the URL's resource and fills them in if missing.
-fn check_gvk(r: &Resource, obj: &mut Value) -> Result<(), ApiError> {
-    let o = obj
-        .as_object_mut()
-        .ok_or_else(|| ApiError::bad_request("the request body is not a JSON object"))?;
-    let want_av = r.api_version();
-    match o.get("apiVersion").and_then(Value::as_str) {
-        None | Some("") => {
-            o.insert("apiVersion".into(), json!(want_av));
-        }
-        Some(av) if av == want_av => {}
-        Some(av) => {
-            return Err(ApiError::bad_request(format!(
-                "the API version in the data ({av}) does not match the expected API version ({want_av})"
-            )))
-        }
-    }
-    match o.get("kind").and_then(Value::as_str) {
-        None | Some("") => {
-            o.insert("kind".into(), json!(r.kind));
-        }
-        Some(k) if k == r.kind => {}
-        Some(k) => {
-            return Err(ApiError::bad_request(format!(
-                "the kind in the data ({k}) does not match the expected kind ({}) of {}",
-                r.kind,
-                r.key()
-            )))
-        }
-    }
-    Ok(())
 }
 
 /// Applies a patch document of `ty` to `old`. A patch that does not name a resourceVersion
@@ -221,62 +169,8 @@ impl Api {
         opts: WriteOpts,
     ) -> Result<Written, ApiError> {
         authorize(user, Verb::Create, r, None, ns, None)?;
-        check_gvk(r, &mut obj)?;
         let strategy = r.strategy;
-        let meta = meta_mut(&mut obj)?;
-        if let Some(ns) = ns {
-            match meta.get("namespace").and_then(Value::as_str) {
-                None | Some("") => {
-                    meta.insert("namespace".into(), json!(ns));
-                }
-                Some(x) if x == ns => {}
-                Some(_) => {
-                    return Err(ApiError::bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request",
-                    ))
-                }
-            }
-        } else {
-            meta.remove("namespace");
-        }
-        if meta
-            .get("resourceVersion")
-            .and_then(Value::as_str)
-            .is_some_and(|s| !s.is_empty())
-        {
-            return Err(ApiError::bad_request(
-                "resourceVersion should not be set on objects to be created",
-            ));
-        }
-        let name = match meta.get("name").and_then(Value::as_str) {
-            Some(n) if !n.is_empty() => n.to_string(),
-            _ => match meta.get("generateName").and_then(Value::as_str) {
-                Some(g) if !g.is_empty() => {
-                    let n = format!("{g}{}", random_suffix());
-                    meta.insert("name".into(), json!(n));
-                    n
-                }
-                _ => {
-                    return Err(ApiError::invalid(
-                        r.kind,
-                        "",
-                        &[FieldError::required(
-                            "metadata.name",
-                            "name or generateName is required",
-                        )],
-                    ))
-                }
-            },
-        };
-        meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
-        meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
-        meta.remove("deletionTimestamp");
-        meta.remove("managedFields");
-        if strategy.generation_fields().is_empty() {
-            meta.remove("generation");
-        } else {
-            meta.insert("generation".into(), json!(1));
-        }
+        let name = meta::before_create(r, ns, &mut obj)?;
         if let Some(ns) = ns {
             if !self.namespace_exists(ns).await? {
                 return Err(ApiError::not_found("", "namespaces", ns));
@@ -309,40 +203,28 @@ impl Api {
     }
 
     /// The stored object, without authorization (inside a verb that authorized).
-    async fn fetch(
-        &self,
-        r: &'static Resource,
-        ns: Option<&str>,
-        name: &str,
-    ) -> Result<Arc<Value>, ApiError> {
+    async fn fetch(&self, at: ObjectRef<'_>) -> Result<Arc<Value>, ApiError> {
+        let r = at.r;
         self.store
-            .get(&r.key(), ns.unwrap_or(""), name)
+            .get(&r.key(), at.ns.unwrap_or(""), at.name)
             .await
             .map_err(|e| store_error(r, e))?
-            .ok_or_else(|| ApiError::not_found(r.group, r.plural, name))
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, at.name))
     }
 
-    pub async fn get(
-        &self,
-        user: &User,
-        r: &'static Resource,
-        ns: Option<&str>,
-        name: &str,
-    ) -> Result<Arc<Value>, ApiError> {
-        self.get_part(user, r, Part::Main, ns, name).await
+    pub async fn get(&self, user: &User, at: ObjectRef<'_>) -> Result<Arc<Value>, ApiError> {
+        self.get_part(user, at, Part::Main).await
     }
 
     /// GET of the object or of its status subresource (the same object).
     pub async fn get_part(
         &self,
         user: &User,
-        r: &'static Resource,
+        at: ObjectRef<'_>,
         part: Part,
-        ns: Option<&str>,
-        name: &str,
     ) -> Result<Arc<Value>, ApiError> {
-        authorize(user, Verb::Get, r, part.subresource(), ns, Some(name))?;
-        self.fetch(r, ns, name).await
+        at.authorize(user, Verb::Get, part)?;
+        self.fetch(at).await
     }
 
     /// The objects `filter` selects and the resourceVersion of the list.
@@ -394,32 +276,24 @@ impl Api {
     }
 
     /// Replaces `part` of an object with `obj` (PUT).
-    #[allow(clippy::too_many_arguments)]
     pub async fn update(
         &self,
         user: &User,
-        r: &'static Resource,
-        ns: Option<&str>,
-        name: &str,
+        at: ObjectRef<'_>,
         part: Part,
         obj: Value,
         opts: WriteOpts,
     ) -> Result<Written, ApiError> {
-        self.write(user, Verb::Update, r, ns, name, part, opts, |_| {
-            Ok(obj.clone())
-        })
-        .await
+        at.authorize(user, Verb::Update, part)?;
+        self.write(at, part, opts, |_| Ok(obj.clone())).await
     }
 
     /// Replaces `part` of an object with what `make` derives from the current object; retried
     /// on a concurrent write unless the candidate names a resourceVersion (a precondition).
-    #[allow(clippy::too_many_arguments)]
     pub async fn update_with<F>(
         &self,
         user: &User,
-        r: &'static Resource,
-        ns: Option<&str>,
-        name: &str,
+        at: ObjectRef<'_>,
         part: Part,
         opts: WriteOpts,
         make: F,
@@ -427,37 +301,29 @@ impl Api {
     where
         F: Fn(&Value) -> Result<Value, ApiError>,
     {
-        self.write(user, Verb::Update, r, ns, name, part, opts, make)
-            .await
+        at.authorize(user, Verb::Update, part)?;
+        self.write(at, part, opts, make).await
     }
 
     /// Applies a patch document (PATCH).
-    #[allow(clippy::too_many_arguments)]
     pub async fn patch(
         &self,
         user: &User,
-        r: &'static Resource,
-        ns: Option<&str>,
-        name: &str,
+        at: ObjectRef<'_>,
         part: Part,
         ty: PatchType,
         doc: &Value,
         opts: WriteOpts,
     ) -> Result<Written, ApiError> {
-        self.write(user, Verb::Patch, r, ns, name, part, opts, |old| {
-            apply_patch(r, ty, doc, old)
-        })
-        .await
+        at.authorize(user, Verb::Patch, part)?;
+        self.write(at, part, opts, |old| apply_patch(at.r, ty, doc, old))
+            .await
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The write of an authorized update or patch.
     async fn write<F>(
         &self,
-        user: &User,
-        verb: Verb,
-        r: &'static Resource,
-        ns: Option<&str>,
-        name: &str,
+        at: ObjectRef<'_>,
         part: Part,
         opts: WriteOpts,
         make: F,
@@ -465,11 +331,11 @@ impl Api {
     where
         F: Fn(&Value) -> Result<Value, ApiError>,
     {
-        authorize(user, verb, r, part.subresource(), ns, Some(name))?;
+        let ObjectRef { r, ns, name } = at;
         let key = r.key();
         let ns_key = ns.unwrap_or("");
         for _ in 0..16 {
-            let old = self.fetch(r, ns, name).await?;
+            let old = self.fetch(at).await?;
             let old_rv = object_rv(&old);
             let candidate = make(&old)?;
             let precondition = candidate
@@ -521,41 +387,13 @@ impl Api {
         mut candidate: Value,
         validation: FieldValidation,
     ) -> Result<Prepared, ApiError> {
-        check_gvk(r, &mut candidate)?;
         let strategy = r.strategy;
-        let old_name = meta_str(old, "name").unwrap_or("").to_string();
-        let old_ns = meta_str(old, "namespace").map(str::to_string);
-        {
-            let meta = meta_mut(&mut candidate)?;
-            match meta.get("name").and_then(Value::as_str) {
-                None | Some("") => {
-                    meta.insert("name".into(), json!(old_name));
-                }
-                Some(n) if n == old_name => {}
-                Some(n) => {
-                    return Err(ApiError::bad_request(format!(
-                    "the name of the object ({n}) does not match the name on the URL ({old_name})"
-                )))
-                }
-            }
-            match (&old_ns, meta.get("namespace").and_then(Value::as_str)) {
-                (_, None) | (_, Some("")) => {}
-                (Some(o), Some(n)) if o == n => {}
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "the namespace of the provided object does not match the namespace sent on the request",
-                    ))
-                }
-            }
-            if let Some(ns) = &old_ns {
-                meta.insert("namespace".into(), json!(ns));
-            }
-        }
+        meta::before_update(r, old, &mut candidate)?;
         let mut merged = match part {
             Part::Status => {
                 let mut m = old.clone();
                 for field in strategy.status_fields() {
-                    copy_field(&mut m, &candidate, field);
+                    meta::copy_field(&mut m, &candidate, field);
                 }
                 m
             }
@@ -563,31 +401,15 @@ impl Api {
                 let mut m = candidate;
                 if r.has_status() {
                     for field in strategy.status_fields() {
-                        copy_field(&mut m, old, field);
+                        meta::copy_field(&mut m, old, field);
                     }
                 }
-                let meta = meta_mut(&mut m)?;
-                for key in [
-                    "uid",
-                    "creationTimestamp",
-                    "generation",
-                    "deletionTimestamp",
-                ] {
-                    match old.get("metadata").and_then(|om| om.get(key)) {
-                        Some(v) => {
-                            meta.insert(key.into(), v.clone());
-                        }
-                        None => {
-                            meta.remove(key);
-                        }
-                    }
-                }
-                meta.remove("managedFields");
+                meta::keep_server_fields(&mut m, old)?;
                 m
             }
         };
-        if let Some(meta) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("resourceVersion".into(), json!(object_rv(old).to_string()));
+        if let Some(m) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert("resourceVersion".into(), json!(object_rv(old).to_string()));
         }
         let mut prepared = strategy.prepare(
             &merged,
@@ -613,37 +435,34 @@ impl Api {
     pub async fn delete(
         &self,
         user: &User,
-        r: &'static Resource,
-        ns: Option<&str>,
-        name: &str,
+        at: ObjectRef<'_>,
         preconditions: &Preconditions,
         dry_run: bool,
     ) -> Result<Arc<Value>, ApiError> {
-        authorize(user, Verb::Delete, r, None, ns, Some(name))?;
+        at.authorize(user, Verb::Delete, Part::Main)?;
         if let Some(uid) = &preconditions.uid {
-            let cur = self.fetch(r, ns, name).await?;
-            if meta_str(&cur, "uid") != Some(uid) {
-                return Err(ApiError::conflict(r.group, r.plural, name));
+            let cur = self.fetch(at).await?;
+            if meta::meta_str(&cur, "uid") != Some(uid) {
+                return Err(ApiError::conflict(at.r.group, at.r.plural, at.name));
             }
         }
-        self.delete_authorized(r, ns, name, preconditions.resource_version, dry_run)
+        self.delete_authorized(at, preconditions.resource_version, dry_run)
             .await
     }
 
     async fn delete_authorized(
         &self,
-        r: &'static Resource,
-        ns: Option<&str>,
-        name: &str,
+        at: ObjectRef<'_>,
         precondition_rv: Option<u64>,
         dry_run: bool,
     ) -> Result<Arc<Value>, ApiError> {
         if dry_run {
-            return self.fetch(r, ns, name).await;
+            return self.fetch(at).await;
         }
+        let r = at.r;
         let deleted = self
             .store
-            .delete(&r.key(), ns.unwrap_or(""), name, precondition_rv)
+            .delete(&r.key(), at.ns.unwrap_or(""), at.name, precondition_rv)
             .await
             .map_err(|e| store_error(r, e))?;
         r.strategy.after_delete(self, &deleted).await?;
@@ -668,10 +487,11 @@ impl Api {
         let mut deleted = Vec::new();
         for item in items.iter().filter(|o| filter.matches(o)) {
             let (ins, iname) = (
-                meta_str(item, "namespace"),
-                meta_str(item, "name").unwrap_or(""),
+                meta::meta_str(item, "namespace"),
+                meta::meta_str(item, "name").unwrap_or(""),
             );
-            match self.delete_authorized(r, ins, iname, None, dry_run).await {
+            let at = ObjectRef::new(r, ins, iname);
+            match self.delete_authorized(at, None, dry_run).await {
                 Ok(o) => deleted.push((*o).clone()),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -809,9 +629,7 @@ mod tests {
             let w = api
                 .update(
                     &user,
-                    &DAEMONSETS,
-                    Some("default"),
-                    "d",
+                    ObjectRef::new(&DAEMONSETS, Some("default"), "d"),
                     part,
                     obj,
                     WriteOpts::INTERNAL,
@@ -836,9 +654,7 @@ mod tests {
         assert_eq!(pod.object["status"]["phase"], "Pending");
         api.delete(
             &user,
-            &NAMESPACES,
-            None,
-            "default",
+            ObjectRef::new(&NAMESPACES, None, "default"),
             &Preconditions::default(),
             false,
         )
@@ -872,9 +688,7 @@ mod tests {
             let w = api
                 .patch(
                     &user,
-                    &NODES,
-                    None,
-                    "n",
+                    ObjectRef::new(&NODES, None, "n"),
                     Part::Status,
                     ty,
                     &doc,
@@ -890,9 +704,7 @@ mod tests {
         let e = api
             .patch(
                 &user,
-                &NODES,
-                None,
-                "n",
+                ObjectRef::new(&NODES, None, "n"),
                 Part::Main,
                 PatchType::Merge,
                 &stale,

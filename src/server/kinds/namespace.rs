@@ -14,7 +14,7 @@ use crate::server::resources::Resource;
 use crate::server::status::ApiError;
 use crate::server::strategy::{Column, Kind};
 use crate::server::table::{age, name, s};
-use crate::server::verbs::{Api, Preconditions};
+use crate::server::verbs::{Api, ObjectRef, Preconditions};
 
 pub static NAMESPACES: Resource = Resource {
     group: "",
@@ -56,7 +56,12 @@ impl Kind for NamespaceStrategy {
             for item in items {
                 let name = s(&item, "/metadata/name");
                 match api
-                    .delete(&user, r, Some(ns), name, &Preconditions::default(), false)
+                    .delete(
+                        &user,
+                        ObjectRef::new(r, Some(ns), name),
+                        &Preconditions::default(),
+                        false,
+                    )
                     .await
                 {
                     Ok(_) => {}
