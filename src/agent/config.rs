@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Taint;
 use serde::Deserialize;
 
-use crate::core::validation;
+use crate::core::names;
 
 pub const DEFAULT_CONFIG: &str = "/etc/daemonset-agent/agent.toml";
 pub const DEFAULT_NAMESPACE: &str = "daemonset-agent";
@@ -267,19 +267,19 @@ pub fn parse_taint(s: &str) -> Result<Taint, String> {
 }
 
 fn is_dns1123_label(s: &str) -> bool {
-    validation::dns1123_label(s).is_empty()
+    names::is_dns1123_label(s).is_empty()
 }
 
 fn is_dns1123_subdomain(s: &str) -> bool {
-    validation::dns1123_subdomain(s).is_empty()
+    names::is_dns1123_subdomain(s).is_empty()
 }
 
 fn is_label_value(v: &str) -> bool {
-    validation::label_value(v).is_empty()
+    names::is_valid_label_value(v).is_empty()
 }
 
 fn is_label_key(k: &str) -> bool {
-    validation::qualified_name(k).is_empty()
+    names::is_qualified_name(k).is_empty()
 }
 
 #[cfg(test)]

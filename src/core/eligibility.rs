@@ -319,7 +319,7 @@ fn list(values: &[String]) -> String {
 fn validate_expression(r: &NodeSelectorRequirement) -> Result<(), String> {
     let values = values_of(r);
     let invalid = |why: String| format!("invalid requirement on label {}: {why}", r.key);
-    validate_label_key(&r.key).map_err(invalid)?;
+    validate_label_key(&r.key).map_err(|e| invalid(e.to_string()))?;
     match r.operator.as_str() {
         "In" | "NotIn" if values.is_empty() => {
             return Err(invalid(format!("{} needs at least one value", r.operator)))
@@ -344,7 +344,7 @@ fn validate_expression(r: &NodeSelectorRequirement) -> Result<(), String> {
     values
         .iter()
         .try_for_each(|v| validate_label_value(v))
-        .map_err(invalid)
+        .map_err(|e| invalid(e.to_string()))
 }
 
 /// What nodeSelectorRequirementsAsFieldSelector refuses for a matchFields entry.
@@ -629,7 +629,7 @@ mod tests {
                 ds: ds(one_term(vec![expr("cpus", "Lt", &["-1"])])),
                 run: false,
                 keep: false,
-                reasons: &["node affinity: invalid requirement on label cpus: label value \"-1\" must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character"],
+                reasons: &["node affinity: invalid requirement on label cpus: label value \"-1\": a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"],
             },
             Case {
                 name: "Gt on a non-integer label",

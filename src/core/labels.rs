@@ -5,19 +5,64 @@ use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use crate::core::names;
+
+/// A selector that cannot be parsed or converted, with the reason.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SelectorError {
-    #[error("invalid selector {selector:?}: {reason}")]
-    Invalid { selector: String, reason: String },
+    #[error("invalid selector {selector:?}: {source}")]
+    Invalid {
+        selector: String,
+        #[source]
+        source: LabelError,
+    },
+}
+
+/// Why a label key, value, requirement or selector string is refused. Key and value problems
+/// are the messages of [`crate::core::names`].
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum LabelError {
+    #[error("label key {key:?}: {}", .problems.join("; "))]
+    InvalidKey { key: String, problems: Vec<String> },
+    #[error("label value {value:?}: {}", .problems.join("; "))]
+    InvalidValue {
+        value: String,
+        problems: Vec<String>,
+    },
+    #[error("found '{found}', expected: {expected}")]
+    Unexpected { found: String, expected: String },
+    #[error("operator '{0}' is not supported")]
+    UnsupportedOperator(String),
+    #[error("{0:?} is not a valid label selector operator")]
+    InvalidOperator(String),
+    #[error("values set for key {0:?} can't be empty for 'in', 'notin' operators")]
+    EmptyValues(String),
+    #[error("values set must be empty for exists and does not exist (key {0:?})")]
+    ValuesNotAllowed(String),
+    #[error("can't understand {0:?}")]
+    FieldTerm(String),
+    #[error("invalid escape sequence \\{escaped} in {value:?}")]
+    InvalidEscape { escaped: char, value: String },
+    #[error(
+        "invalid character {character:?} in field selector value {value:?}, it must be escaped"
+    )]
+    UnescapedCharacter { character: char, value: String },
+    #[error("unterminated escape sequence in {0:?}")]
+    UnterminatedEscape(String),
+}
+
+/// `found 'TOKEN', expected: WHAT` (`found` is `end of string` past the end).
+fn unexpected(found: Option<&Token>, expected: &str) -> LabelError {
+    LabelError::Unexpected {
+        found: found.map_or_else(|| "end of string".to_string(), Token::to_string),
+        expected: expected.to_string(),
+    }
 }
 
 /// Whether a (non-nil) `LabelSelector` matches `labels`. An empty selector matches everything,
-/// as LabelSelectorAsSelector does; an invalid expression matches nothing.
+/// as LabelSelectorAsSelector does; an invalid one matches nothing.
 pub fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    match Selector::from_label_selector(sel) {
-        Ok(selector) => selector.matches(labels),
-        Err(_) => false,
-    }
+    Selector::from_label_selector(sel).is_ok_and(|selector| selector.matches(labels))
 }
 
 /// One requirement of a parsed selector string.
@@ -99,9 +144,9 @@ impl Selector {
             pos: 0,
         }
         .parse()
-        .map_err(|reason| SelectorError::Invalid {
+        .map_err(|source| SelectorError::Invalid {
             selector: s.to_string(),
-            reason,
+            source,
         })
     }
 
@@ -111,9 +156,9 @@ impl Selector {
     /// should return `Some("")` for a supported field that is unset, as Kubernetes' field sets
     /// hold every supported field.
     pub fn parse_fields(s: &str) -> Result<Selector, SelectorError> {
-        let invalid = |reason: String| SelectorError::Invalid {
+        let invalid = |source: LabelError| SelectorError::Invalid {
             selector: s.to_string(),
-            reason,
+            source,
         };
         let mut requirements = Vec::new();
         for term in split_field_terms(s) {
@@ -121,7 +166,7 @@ impl Selector {
                 continue;
             }
             let (lhs, op, rhs) = split_field_term(term)
-                .ok_or_else(|| invalid(format!("can't understand {term:?}")))?;
+                .ok_or_else(|| invalid(LabelError::FieldTerm(term.to_string())))?;
             let value = unescape_field_value(rhs).map_err(invalid)?;
             requirements.push(match op {
                 "!=" => Requirement::NotEquals(lhs.to_string(), value),
@@ -134,9 +179,9 @@ impl Selector {
     /// The selector a `LabelSelector` stands for (metav1.LabelSelectorAsSelector): matchLabels
     /// become `Equals`, matchExpressions their operator (In, NotIn, Exists, DoesNotExist).
     pub fn from_label_selector(sel: &LabelSelector) -> Result<Selector, SelectorError> {
-        let invalid = |reason: String| SelectorError::Invalid {
+        let invalid = |source: LabelError| SelectorError::Invalid {
             selector: format!("{sel:?}"),
-            reason,
+            source,
         };
         let mut requirements = Vec::new();
         for (k, v) in sel.match_labels.iter().flatten() {
@@ -151,17 +196,11 @@ impl Selector {
                 "In" => Requirement::In(key, values),
                 "NotIn" => Requirement::NotIn(key, values),
                 "Exists" | "DoesNotExist" if !values.is_empty() => {
-                    return Err(invalid(format!(
-                        "values set must be empty for exists and does not exist (key {key:?})"
-                    )))
+                    return Err(invalid(LabelError::ValuesNotAllowed(key)))
                 }
                 "Exists" => Requirement::Exists(key),
                 "DoesNotExist" => Requirement::DoesNotExist(key),
-                other => {
-                    return Err(invalid(format!(
-                        "{other:?} is not a valid label selector operator"
-                    )))
-                }
+                other => return Err(invalid(LabelError::InvalidOperator(other.to_string()))),
             };
             validate_requirement(&requirement).map_err(invalid)?;
             requirements.push(requirement);
@@ -184,102 +223,39 @@ impl Selector {
     }
 }
 
-/// Checks a label key as `validation.IsQualifiedName` does: an optional DNS-1123 subdomain
-/// prefix and '/', then a name of at most 63 alphanumerics, '-', '_', '.', starting and ending
-/// alphanumeric.
-pub fn validate_label_key(key: &str) -> Result<(), String> {
-    let (prefix, name) = match key.split_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    if name.contains('/') {
-        return Err(format!("label key {key:?} has more than one '/'"));
-    }
-    if let Some(prefix) = prefix {
-        if prefix.is_empty() {
-            return Err(format!("label key {key:?}: prefix part must be non-empty"));
-        }
-        if !is_dns1123_subdomain(prefix) {
-            return Err(format!(
-                "label key {key:?}: prefix part must be a lowercase DNS-1123 subdomain"
-            ));
-        }
-    }
-    if name.is_empty() {
-        return Err(format!("label key {key:?}: name part must be non-empty"));
-    }
-    if name.len() > 63 {
-        return Err(format!(
-            "label key {key:?}: name part must be no more than 63 characters"
-        ));
-    }
-    if !is_qualified_name_part(name) {
-        return Err(format!(
-            "label key {key:?}: name part must consist of alphanumeric characters, '-', '_' or '.', \
-             and must start and end with an alphanumeric character"
-        ));
-    }
-    Ok(())
-}
-
-/// Checks a label value as `validation.IsValidLabelValue` does: empty, or at most 63
-/// alphanumerics, '-', '_', '.', starting and ending alphanumeric.
-pub fn validate_label_value(value: &str) -> Result<(), String> {
-    if value.len() > 63 {
-        return Err(format!(
-            "label value {value:?} must be no more than 63 characters"
-        ));
-    }
-    if !value.is_empty() && !is_qualified_name_part(value) {
-        return Err(format!(
-            "label value {value:?} must consist of alphanumeric characters, '-', '_' or '.', \
-             and must start and end with an alphanumeric character"
-        ));
-    }
-    Ok(())
-}
-
-fn is_qualified_name_part(s: &str) -> bool {
-    let b = s.as_bytes();
-    match (b.first(), b.last()) {
-        (Some(first), Some(last)) => {
-            first.is_ascii_alphanumeric()
-                && last.is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        }
-        _ => false,
-    }
-}
-
-fn is_dns1123_subdomain(s: &str) -> bool {
-    s.len() <= 253
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            match (b.first(), b.last()) {
-                (Some(first), Some(last)) => {
-                    is_lower_alnum(*first)
-                        && is_lower_alnum(*last)
-                        && b.iter().all(|&c| is_lower_alnum(c) || c == b'-')
-                }
-                _ => false,
-            }
+/// Checks a label key as `validation.IsQualifiedName` does.
+pub fn validate_label_key(key: &str) -> Result<(), LabelError> {
+    let problems = names::is_qualified_name(key);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LabelError::InvalidKey {
+            key: key.to_string(),
+            problems,
         })
+    }
 }
 
-fn is_lower_alnum(c: u8) -> bool {
-    c.is_ascii_lowercase() || c.is_ascii_digit()
+/// Checks a label value as `validation.IsValidLabelValue` does.
+pub fn validate_label_value(value: &str) -> Result<(), LabelError> {
+    let problems = names::is_valid_label_value(value);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(LabelError::InvalidValue {
+            value: value.to_string(),
+            problems,
+        })
+    }
 }
 
 /// What `labels.NewRequirement` checks: a valid key, valid values, a non-empty set for in/notin.
-fn validate_requirement(r: &Requirement) -> Result<(), String> {
+fn validate_requirement(r: &Requirement) -> Result<(), LabelError> {
     validate_label_key(r.key())?;
     match r {
         Requirement::In(k, vs) | Requirement::NotIn(k, vs) => {
             if vs.is_empty() {
-                return Err(format!(
-                    "values set for key {k:?} can't be empty for 'in', 'notin' operators"
-                ));
+                return Err(LabelError::EmptyValues(k.clone()));
             }
             vs.iter().try_for_each(|v| validate_label_value(v))
         }
@@ -428,7 +404,7 @@ impl Parser {
         })
     }
 
-    fn parse(mut self) -> Result<Selector, String> {
+    fn parse(mut self) -> Result<Selector, LabelError> {
         let mut requirements = Vec::new();
         loop {
             match self.peek() {
@@ -441,37 +417,24 @@ impl Parser {
                         None => return Ok(Selector { requirements }),
                         Some(Token::Comma) => match self.peek() {
                             Some(Token::Identifier(_) | Token::Bang) => {}
-                            Some(t) => {
-                                return Err(format!("found '{t}', expected: identifier after ','"))
-                            }
-                            None => {
-                                return Err("found 'end of string', expected: identifier after ','"
-                                    .to_string())
-                            }
+                            t => return Err(unexpected(t, "identifier after ','")),
                         },
-                        Some(t) => {
-                            return Err(format!("found '{t}', expected: ',' or 'end of string'"))
-                        }
+                        Some(t) => return Err(unexpected(Some(&t), "',' or 'end of string'")),
                     }
                 }
-                Some(t) => {
-                    return Err(format!(
-                        "found '{t}', expected: !, identifier, or 'end of string'"
-                    ))
-                }
+                t => return Err(unexpected(t, "!, identifier, or 'end of string'")),
             }
         }
     }
 
-    fn parse_requirement(&mut self) -> Result<Requirement, String> {
+    fn parse_requirement(&mut self) -> Result<Requirement, LabelError> {
         let negated = matches!(self.peek(), Some(Token::Bang));
         if negated {
             self.pos += 1;
         }
         let key = match self.next() {
             Some(Token::Identifier(k)) => k,
-            Some(t) => return Err(format!("found '{t}', expected: identifier")),
-            None => return Err("found 'end of string', expected: identifier".to_string()),
+            t => return Err(unexpected(t.as_ref(), "identifier")),
         };
         validate_label_key(&key)?;
         if matches!(self.peek(), None | Some(Token::Comma)) {
@@ -482,9 +445,9 @@ impl Parser {
             });
         }
         if negated {
-            return Err(format!(
-                "found '{}', expected: ',' or 'end of string' after !{key}",
-                self.tokens[self.pos]
+            return Err(unexpected(
+                self.peek(),
+                &format!("',' or 'end of string' after !{key}"),
             ));
         }
         match self.next() {
@@ -495,30 +458,28 @@ impl Parser {
             }
             Some(Token::NotEquals) => Ok(Requirement::NotEquals(key, self.parse_exact_value()?)),
             Some(t @ (Token::Greater | Token::Less)) => {
-                Err(format!("operator '{t}' is not supported"))
+                Err(LabelError::UnsupportedOperator(t.to_string()))
             }
-            Some(t) => Err(format!("found '{t}', expected: in, notin, =, ==, !=")),
-            None => Err("found 'end of string', expected: in, notin, =, ==, !=".to_string()),
+            t => Err(unexpected(t.as_ref(), "in, notin, =, ==, !=")),
         }
     }
 
-    fn parse_exact_value(&mut self) -> Result<String, String> {
+    fn parse_exact_value(&mut self) -> Result<String, LabelError> {
         match self.peek_value() {
             None | Some(Token::Comma) => Ok(String::new()),
             Some(Token::Identifier(v)) => {
                 self.pos += 1;
                 Ok(v)
             }
-            Some(t) => Err(format!("found '{t}', expected: identifier")),
+            t => Err(unexpected(t.as_ref(), "identifier")),
         }
     }
 
     /// `(a,b)`; like Kubernetes, empty entries (`()`, `(a,)`) stand for the empty value.
-    fn parse_values(&mut self) -> Result<Vec<String>, String> {
+    fn parse_values(&mut self) -> Result<Vec<String>, LabelError> {
         match self.next_value() {
             Some(Token::OpenPar) => {}
-            Some(t) => return Err(format!("found '{t}', expected: '('")),
-            None => return Err("found 'end of string', expected: '('".to_string()),
+            t => return Err(unexpected(t.as_ref(), "'('")),
         }
         let mut values: Vec<String> = Vec::new();
         let mut expect_value = true;
@@ -541,10 +502,10 @@ impl Parser {
                     break;
                 }
                 Some(t) if expect_value => {
-                    return Err(format!("found '{t}', expected: ',', ')' or identifier"))
+                    return Err(unexpected(Some(&t), "',', ')' or identifier"))
                 }
-                Some(t) => return Err(format!("found '{t}', expected: ',' or ')'")),
-                None => return Err("found 'end of string', expected: ')'".to_string()),
+                Some(t) => return Err(unexpected(Some(&t), "',' or ')'")),
+                None => return Err(unexpected(None, "')'")),
             }
         }
         values.sort();
@@ -589,13 +550,16 @@ fn split_field_term(term: &str) -> Option<(&str, &'static str, &str)> {
 }
 
 /// `fields.UnescapeValue`.
-fn unescape_field_value(s: &str) -> Result<String, String> {
+fn unescape_field_value(s: &str) -> Result<String, LabelError> {
     let mut out = String::with_capacity(s.len());
     let mut in_slash = false;
     for c in s.chars() {
         if in_slash {
             if !matches!(c, '\\' | ',' | '=') {
-                return Err(format!("invalid escape sequence \\{c} in {s:?}"));
+                return Err(LabelError::InvalidEscape {
+                    escaped: c,
+                    value: s.to_string(),
+                });
             }
             out.push(c);
             in_slash = false;
@@ -604,15 +568,16 @@ fn unescape_field_value(s: &str) -> Result<String, String> {
         match c {
             '\\' => in_slash = true,
             ',' | '=' => {
-                return Err(format!(
-                    "invalid character {c:?} in field selector value {s:?}, it must be escaped"
-                ))
+                return Err(LabelError::UnescapedCharacter {
+                    character: c,
+                    value: s.to_string(),
+                })
             }
             _ => out.push(c),
         }
     }
     if in_slash {
-        return Err(format!("unterminated escape sequence in {s:?}"));
+        return Err(LabelError::UnterminatedEscape(s.to_string()));
     }
     Ok(out)
 }

@@ -4,6 +4,7 @@
 pub mod eligibility;
 pub mod hash;
 pub mod labels;
+pub mod names;
 pub mod patch;
 pub mod plan;
 pub mod probe;

@@ -4,7 +4,9 @@
 //! The strategic merge patch follows k8s.io/apimachinery/pkg/util/strategicpatch as the API server
 //! runs it (`MergeParallelList` and `IgnoreUnmatchedNulls` on). The patch metadata (which lists are
 //! merged and by which key) comes from the `patchStrategy`/`patchMergeKey` tags of the Kubernetes
-//! API types, written down in [`Schema`] for the parts of DaemonSet, Node and Pod that have them.
+//! API types, written down as [`Schema`] tables for the parts of DaemonSet, Node and Pod that have
+//! them; a kind served elsewhere can build its own root from the shared ones (`OBJECT_META`,
+//! `POD_TEMPLATE_SPEC`, ...).
 use serde_json::{Map, Value};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,16 +15,6 @@ pub enum PatchError {
     Invalid(String),
     #[error("patch cannot be applied: {0}")]
     Conflict(String),
-}
-
-/// The API kind whose patch merge keys a strategic merge patch uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PatchKind {
-    DaemonSet,
-    Node,
-    Pod,
-    /// Any other kind: lists are replaced (as for CRDs).
-    Other,
 }
 
 /// RFC 6902 (`application/json-patch+json`).
@@ -42,11 +34,13 @@ pub fn merge_patch(doc: &Value, patch: &Value) -> Result<Value, PatchError> {
 }
 
 /// Kubernetes strategic merge patch (`application/strategic-merge-patch+json`), with the
-/// `$patch`, `$setElementOrder`, `$retainKeys`, `$deleteFromPrimitiveList` directives.
+/// `$patch`, `$setElementOrder`, `$retainKeys`, `$deleteFromPrimitiveList` directives. `root` is
+/// the patch metadata of the object's kind ([`UNKNOWN`] for a kind without any: lists are
+/// replaced, as for CRDs).
 pub fn strategic_merge_patch(
     doc: &Value,
     patch: &Value,
-    kind: PatchKind,
+    root: &'static Schema,
 ) -> Result<Value, PatchError> {
     let patch = match patch {
         Value::Object(p) => p,
@@ -59,12 +53,6 @@ pub fn strategic_merge_patch(
     let original = match doc {
         Value::Object(o) => o.clone(),
         _ => Map::new(),
-    };
-    let root = match kind {
-        PatchKind::DaemonSet => Schema::DaemonSet,
-        PatchKind::Node => Schema::Node,
-        PatchKind::Pod => Schema::Pod,
-        PatchKind::Other => Schema::Unknown,
     };
     merge_map(original, patch.clone(), root).map(Value::Object)
 }
@@ -85,72 +73,143 @@ pub enum ListRule {
     MergeByKey(&'static str),
 }
 
-/// The API type a JSON value stands for, as far as patch metadata goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Schema {
-    /// No patch metadata known: maps merge, lists are replaced.
-    Unknown,
-    DaemonSet,
-    DaemonSetSpec,
-    DaemonSetStatus,
-    Node,
-    NodeSpec,
-    NodeStatus,
-    Pod,
-    PodStatus,
-    ObjectMeta,
-    PodTemplateSpec,
-    PodSpec,
-    Container,
+/// The patch metadata of one API type: the types of its object fields and the rules of its list
+/// fields. Fields not named are plain JSON: maps merge, lists are replaced.
+#[derive(Debug)]
+pub struct Schema {
+    pub fields: &'static [(&'static str, &'static Schema)],
+    pub lists: &'static [(&'static str, ListRule, &'static Schema)],
 }
 
 impl Schema {
     /// The type of the map field `field` of this type.
-    pub fn field(self, field: &str) -> Schema {
-        use Schema::*;
-        match (self, field) {
-            (DaemonSet | Node | Pod | PodTemplateSpec, "metadata") => ObjectMeta,
-            (DaemonSet, "spec") => DaemonSetSpec,
-            (DaemonSet, "status") => DaemonSetStatus,
-            (Node, "spec") => NodeSpec,
-            (Node, "status") => NodeStatus,
-            (Pod | PodTemplateSpec, "spec") => PodSpec,
-            (Pod, "status") => PodStatus,
-            (DaemonSetSpec, "template") => PodTemplateSpec,
-            _ => Unknown,
-        }
+    pub fn field(&self, field: &str) -> &'static Schema {
+        self.fields
+            .iter()
+            .find(|(name, _)| *name == field)
+            .map_or(&UNKNOWN, |(_, schema)| schema)
     }
 
     /// The rule and element type of the list field `field` of this type.
-    pub fn list(self, field: &str) -> (ListRule, Schema) {
-        use ListRule::*;
-        use Schema::*;
-        match (self, field) {
-            (PodSpec, "containers" | "initContainers" | "ephemeralContainers") => {
-                (MergeByKey("name"), Container)
-            }
-            (PodSpec, "volumes" | "imagePullSecrets" | "resourceClaims" | "schedulingGates") => {
-                (MergeByKey("name"), Unknown)
-            }
-            (PodSpec, "hostAliases") => (MergeByKey("ip"), Unknown),
-            (PodSpec, "topologySpreadConstraints") => (MergeByKey("topologyKey"), Unknown),
-            (Container, "env") => (MergeByKey("name"), Unknown),
-            (Container, "ports") => (MergeByKey("containerPort"), Unknown),
-            (Container, "volumeMounts") => (MergeByKey("mountPath"), Unknown),
-            (Container, "volumeDevices") => (MergeByKey("devicePath"), Unknown),
-            (ObjectMeta, "ownerReferences") => (MergeByKey("uid"), Unknown),
-            (ObjectMeta, "finalizers") => (MergePrimitive, Unknown),
-            (NodeSpec, "podCIDRs") => (MergePrimitive, Unknown),
-            (NodeStatus, "addresses" | "conditions") => (MergeByKey("type"), Unknown),
-            (PodStatus | DaemonSetStatus, "conditions") => (MergeByKey("type"), Unknown),
-            (PodStatus, "podIPs" | "hostIPs") => (MergeByKey("ip"), Unknown),
-            (PodStatus, "resourceClaimStatuses") => (MergeByKey("name"), Unknown),
-            // Everything else (tolerations, taints, args, command, resources.claims, ...) is
-            // atomic: the patch list replaces the live one.
-            _ => (Replace, Unknown),
-        }
+    pub fn list(&self, field: &str) -> (ListRule, &'static Schema) {
+        self.lists
+            .iter()
+            .find(|(name, _, _)| *name == field)
+            .map_or((ListRule::Replace, &UNKNOWN), |(_, rule, elem)| {
+                (*rule, elem)
+            })
     }
 }
+
+use ListRule::{MergeByKey, MergePrimitive};
+
+/// No patch metadata known: maps merge, lists are replaced. Everything not listed below
+/// (tolerations, taints, args, command, resources.claims, ...) is atomic.
+pub static UNKNOWN: Schema = Schema {
+    fields: &[],
+    lists: &[],
+};
+pub static OBJECT_META: Schema = Schema {
+    fields: &[],
+    lists: &[
+        ("ownerReferences", MergeByKey("uid"), &UNKNOWN),
+        ("finalizers", MergePrimitive, &UNKNOWN),
+    ],
+};
+pub static CONTAINER: Schema = Schema {
+    fields: &[],
+    lists: &[
+        ("env", MergeByKey("name"), &UNKNOWN),
+        ("ports", MergeByKey("containerPort"), &UNKNOWN),
+        ("volumeMounts", MergeByKey("mountPath"), &UNKNOWN),
+        ("volumeDevices", MergeByKey("devicePath"), &UNKNOWN),
+    ],
+};
+pub static POD_SPEC: Schema = Schema {
+    fields: &[],
+    lists: &[
+        ("containers", MergeByKey("name"), &CONTAINER),
+        ("initContainers", MergeByKey("name"), &CONTAINER),
+        ("ephemeralContainers", MergeByKey("name"), &CONTAINER),
+        ("volumes", MergeByKey("name"), &UNKNOWN),
+        ("imagePullSecrets", MergeByKey("name"), &UNKNOWN),
+        ("resourceClaims", MergeByKey("name"), &UNKNOWN),
+        ("schedulingGates", MergeByKey("name"), &UNKNOWN),
+        ("hostAliases", MergeByKey("ip"), &UNKNOWN),
+        (
+            "topologySpreadConstraints",
+            MergeByKey("topologyKey"),
+            &UNKNOWN,
+        ),
+    ],
+};
+pub static POD_TEMPLATE_SPEC: Schema = Schema {
+    fields: &[("metadata", &OBJECT_META), ("spec", &POD_SPEC)],
+    lists: &[],
+};
+pub static POD_STATUS: Schema = Schema {
+    fields: &[],
+    lists: &[
+        ("conditions", MergeByKey("type"), &UNKNOWN),
+        ("podIPs", MergeByKey("ip"), &UNKNOWN),
+        ("hostIPs", MergeByKey("ip"), &UNKNOWN),
+        ("resourceClaimStatuses", MergeByKey("name"), &UNKNOWN),
+    ],
+};
+/// v1 Pod.
+pub static POD: Schema = Schema {
+    fields: &[
+        ("metadata", &OBJECT_META),
+        ("spec", &POD_SPEC),
+        ("status", &POD_STATUS),
+    ],
+    lists: &[],
+};
+/// v1 Node.
+pub static NODE: Schema = Schema {
+    fields: &[
+        ("metadata", &OBJECT_META),
+        (
+            "spec",
+            &Schema {
+                fields: &[],
+                lists: &[("podCIDRs", MergePrimitive, &UNKNOWN)],
+            },
+        ),
+        (
+            "status",
+            &Schema {
+                fields: &[],
+                lists: &[
+                    ("addresses", MergeByKey("type"), &UNKNOWN),
+                    ("conditions", MergeByKey("type"), &UNKNOWN),
+                ],
+            },
+        ),
+    ],
+    lists: &[],
+};
+/// apps/v1 DaemonSet.
+pub static DAEMONSET: Schema = Schema {
+    fields: &[
+        ("metadata", &OBJECT_META),
+        (
+            "spec",
+            &Schema {
+                fields: &[("template", &POD_TEMPLATE_SPEC)],
+                lists: &[],
+            },
+        ),
+        (
+            "status",
+            &Schema {
+                fields: &[],
+                lists: &[("conditions", MergeByKey("type"), &UNKNOWN)],
+            },
+        ),
+    ],
+    lists: &[],
+};
 
 fn bad(msg: impl Into<String>) -> PatchError {
     PatchError::Invalid(msg.into())
@@ -158,14 +217,18 @@ fn bad(msg: impl Into<String>) -> PatchError {
 
 /// A patch value placed where the original has nothing: directives and nulls are dropped
 /// (what merging it into an empty value gives).
-fn fresh(patch: Value, schema: Schema, rule: Option<ListRule>) -> Result<Value, PatchError> {
+fn fresh(
+    patch: Value,
+    schema: &'static Schema,
+    rule: Option<ListRule>,
+) -> Result<Value, PatchError> {
     match patch {
         Value::Object(p) => merge_map(Map::new(), p, schema).map(Value::Object),
         Value::Array(items) => match rule {
             Some(ListRule::MergeByKey(key)) => merge_list(Vec::new(), items, key, schema),
             _ => items
                 .into_iter()
-                .map(|v| fresh(v, Schema::Unknown, None))
+                .map(|v| fresh(v, &UNKNOWN, None))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
         },
@@ -176,7 +239,7 @@ fn fresh(patch: Value, schema: Schema, rule: Option<ListRule>) -> Result<Value, 
 fn merge_map(
     mut original: Map<String, Value>,
     mut patch: Map<String, Value>,
-    schema: Schema,
+    schema: &'static Schema,
 ) -> Result<Map<String, Value>, PatchError> {
     if let Some(directive) = patch.remove(DIRECTIVE) {
         match directive.as_str() {
@@ -321,7 +384,7 @@ fn merge_list(
     mut original: Vec<Value>,
     patch: Vec<Value>,
     key: &str,
-    elem: Schema,
+    elem: &'static Schema,
 ) -> Result<Value, PatchError> {
     let mut plain = Vec::with_capacity(patch.len());
     let mut replace = false;
@@ -423,26 +486,25 @@ mod tests {
     use serde_json::json;
 
     /// (name, kind, live object, patch, expected object)
-    fn smp_cases() -> Vec<(&'static str, PatchKind, Value, Value, Value)> {
-        use PatchKind::*;
+    fn smp_cases() -> Vec<(&'static str, &'static Schema, Value, Value, Value)> {
         vec![
             (
                 "kubectl label node n k=v adds a label",
-                Node,
+                &NODE,
                 json!({"metadata": {"name": "n", "labels": {"a": "1"}}}),
                 json!({"metadata": {"labels": {"k": "v"}}}),
                 json!({"metadata": {"name": "n", "labels": {"a": "1", "k": "v"}}}),
             ),
             (
                 "kubectl label node n k- removes the label (null deletes a key)",
-                Node,
+                &NODE,
                 json!({"metadata": {"name": "n", "labels": {"a": "1", "k": "v"}}}),
                 json!({"metadata": {"labels": {"k": null}}}),
                 json!({"metadata": {"name": "n", "labels": {"a": "1"}}}),
             ),
             (
                 "second kubectl apply with a changed image merges the container by name",
-                DaemonSet,
+                &DAEMONSET,
                 json!({"metadata": {"name": "d", "annotations": {
                         "kubectl.kubernetes.io/last-applied-configuration": "old"}},
                     "spec": {"template": {"spec": {"containers": [
@@ -459,7 +521,7 @@ mod tests {
             ),
             (
                 "kubectl apply after removing a container from the file",
-                DaemonSet,
+                &DAEMONSET,
                 json!({"spec": {"template": {"spec": {"containers": [
                     {"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}}}}),
                 json!({"spec": {"template": {"spec": {
@@ -470,7 +532,7 @@ mod tests {
             ),
             (
                 "kubectl apply switching a volume source uses $retainKeys in the element",
-                DaemonSet,
+                &DAEMONSET,
                 json!({"spec": {"template": {"spec": {"volumes": [
                     {"name": "v", "emptyDir": {}}, {"name": "w", "emptyDir": {}}]}}}}),
                 json!({"spec": {"template": {"spec": {
@@ -483,7 +545,7 @@ mod tests {
             ),
             (
                 "kubectl apply adding an env var orders env inside the merged container",
-                DaemonSet,
+                &DAEMONSET,
                 json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i",
                     "env": [{"name": "A", "value": "1"}]}]}}}}),
                 json!({"spec": {"template": {"spec": {
@@ -496,7 +558,7 @@ mod tests {
             ),
             (
                 "containers merge by name: new ones are appended",
-                DaemonSet,
+                &DAEMONSET,
                 json!({"spec": {"template": {"spec": {"containers": [
                     {"name": "a", "image": "x"}]}}}}),
                 json!({"spec": {"template": {"spec": {"containers": [
@@ -506,7 +568,7 @@ mod tests {
             ),
             (
                 "env merges by name, ports by containerPort, volumeMounts by mountPath",
-                Pod,
+                &POD,
                 json!({"spec": {"containers": [{"name": "c",
                     "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
                     "ports": [{"containerPort": 80, "name": "http"}],
@@ -523,7 +585,7 @@ mod tests {
             ),
             (
                 "volumes and imagePullSecrets merge by name, hostAliases by ip",
-                Pod,
+                &POD,
                 json!({"spec": {"volumes": [{"name": "a", "emptyDir": {}}],
                     "imagePullSecrets": [{"name": "s1"}],
                     "hostAliases": [{"ip": "10.0.0.1", "hostnames": ["a"]}]}}),
@@ -536,7 +598,7 @@ mod tests {
             ),
             (
                 "tolerations have no merge key: the list is replaced",
-                DaemonSet,
+                &DAEMONSET,
                 json!({"spec": {"template": {"spec": {"tolerations": [
                     {"key": "a", "operator": "Exists"}]}}}}),
                 json!({"spec": {"template": {"spec": {"tolerations": [
@@ -546,14 +608,14 @@ mod tests {
             ),
             (
                 "node taints are atomic: replaced",
-                Node,
+                &NODE,
                 json!({"spec": {"taints": [{"key": "a", "effect": "NoSchedule"}]}}),
                 json!({"spec": {"taints": [{"key": "b", "effect": "NoExecute"}]}}),
                 json!({"spec": {"taints": [{"key": "b", "effect": "NoExecute"}]}}),
             ),
             (
                 "node status conditions and addresses merge by type",
-                Node,
+                &NODE,
                 json!({"status": {"conditions": [{"type": "Ready", "status": "False"},
                         {"type": "DiskPressure", "status": "False"}],
                     "addresses": [{"type": "Hostname", "address": "n"}]}}),
@@ -566,14 +628,14 @@ mod tests {
             ),
             (
                 "daemonset status conditions merge by type",
-                DaemonSet,
+                &DAEMONSET,
                 json!({"status": {"conditions": [{"type": "A", "status": "False"}]}}),
                 json!({"status": {"conditions": [{"type": "A", "status": "True"}]}}),
                 json!({"status": {"conditions": [{"type": "A", "status": "True"}]}}),
             ),
             (
                 "ownerReferences merge by uid, finalizers are a set union",
-                Pod,
+                &POD,
                 json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "a"}],
                     "finalizers": ["x", "y"]}}),
                 json!({"metadata": {"ownerReferences": [{"uid": "2", "name": "b"}],
@@ -584,56 +646,56 @@ mod tests {
             ),
             (
                 "an unknown list field is replaced (command, args)",
-                Pod,
+                &POD,
                 json!({"spec": {"containers": [{"name": "c", "args": ["a", "b"]}]}}),
                 json!({"spec": {"containers": [{"name": "c", "args": ["z"]}]}}),
                 json!({"spec": {"containers": [{"name": "c", "args": ["z"]}]}}),
             ),
             (
                 "kind Other: lists with would-be merge keys are replaced",
-                Other,
+                &UNKNOWN,
                 json!({"spec": {"containers": [{"name": "a"}]}}),
                 json!({"spec": {"containers": [{"name": "b"}]}}),
                 json!({"spec": {"containers": [{"name": "b"}]}}),
             ),
             (
                 "$patch: replace on a map replaces the whole map",
-                DaemonSet,
+                &DAEMONSET,
                 json!({"spec": {"template": {"spec": {"nodeSelector": {"a": "1", "b": "2"}}}}}),
                 json!({"spec": {"template": {"spec": {"nodeSelector": {"$patch": "replace", "c": "3"}}}}}),
                 json!({"spec": {"template": {"spec": {"nodeSelector": {"c": "3"}}}}}),
             ),
             (
                 "$patch: delete on a map empties it",
-                Node,
+                &NODE,
                 json!({"metadata": {"labels": {"a": "1"}, "name": "n"}}),
                 json!({"metadata": {"labels": {"$patch": "delete"}}}),
                 json!({"metadata": {"labels": {}, "name": "n"}}),
             ),
             (
                 "$patch: merge on a map is the default merge",
-                Node,
+                &NODE,
                 json!({"metadata": {"labels": {"a": "1"}}}),
                 json!({"metadata": {"labels": {"$patch": "merge", "b": "2"}}}),
                 json!({"metadata": {"labels": {"a": "1", "b": "2"}}}),
             ),
             (
                 "{$patch: replace} in a list replaces the whole list",
-                Pod,
+                &POD,
                 json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}),
                 json!({"spec": {"containers": [{"$patch": "replace"}, {"name": "c", "image": "i"}]}}),
                 json!({"spec": {"containers": [{"name": "c", "image": "i"}]}}),
             ),
             (
                 "$patch: delete on a list element deletes it by merge key",
-                Pod,
+                &POD,
                 json!({"spec": {"containers": [{"name": "a"}, {"name": "b"}]}}),
                 json!({"spec": {"containers": [{"$patch": "delete", "name": "a"}]}}),
                 json!({"spec": {"containers": [{"name": "b"}]}}),
             ),
             (
                 "$setElementOrder orders the merged list, server-only items keep their place",
-                Pod,
+                &POD,
                 json!({"spec": {"containers": [{"name": "a"}, {"name": "s"}, {"name": "b"}]}}),
                 json!({"spec": {"$setElementOrder/containers": [{"name": "b"}, {"name": "c"}, {"name": "a"}],
                     "containers": [{"name": "c"}]}}),
@@ -641,7 +703,7 @@ mod tests {
             ),
             (
                 "$setElementOrder on a primitive list",
-                Pod,
+                &POD,
                 json!({"metadata": {"finalizers": ["a", "b"]}}),
                 json!({"metadata": {"$setElementOrder/finalizers": ["c", "b", "a"],
                     "finalizers": ["c"]}}),
@@ -649,7 +711,7 @@ mod tests {
             ),
             (
                 "$retainKeys keeps only the listed keys",
-                DaemonSet,
+                &DAEMONSET,
                 json!({"spec": {"updateStrategy": {"type": "RollingUpdate",
                     "rollingUpdate": {"maxUnavailable": 1}}}}),
                 json!({"spec": {"updateStrategy": {"$retainKeys": ["type"], "type": "OnDelete"}}}),
@@ -657,14 +719,14 @@ mod tests {
             ),
             (
                 "$deleteFromPrimitiveList removes values from a primitive list",
-                Pod,
+                &POD,
                 json!({"metadata": {"finalizers": ["a", "b", "c"]}}),
                 json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b"]}}),
                 json!({"metadata": {"finalizers": ["a", "c"]}}),
             ),
             (
                 "directives and nulls inside new subtrees never reach the result",
-                Pod,
+                &POD,
                 json!({"spec": {"containers": [{"name": "a"}]}}),
                 json!({"spec": {"containers": [{"name": "b", "$setElementOrder/env": [{"name": "E"}],
                     "env": [{"name": "E", "value": "1"}], "image": null}]}}),
@@ -673,7 +735,7 @@ mod tests {
             ),
             (
                 "a scalar replaced by a map and null on a missing key",
-                Other,
+                &UNKNOWN,
                 json!({"a": 1, "b": {"c": 2}}),
                 json!({"a": {"x": 1}, "z": null, "b": {"c": null}}),
                 json!({"a": {"x": 1}, "b": {}}),
@@ -722,7 +784,7 @@ mod tests {
             ),
         ];
         for (name, doc, patch) in cases {
-            let got = strategic_merge_patch(&doc, &patch, PatchKind::Pod);
+            let got = strategic_merge_patch(&doc, &patch, &POD);
             assert!(
                 matches!(got, Err(PatchError::Invalid(_))),
                 "{name}: {got:?}"

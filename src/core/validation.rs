@@ -1,6 +1,7 @@
 //! Validation and defaulting of API objects, as the Kubernetes API server does for the kinds
 //! served here (k8s.io/kubernetes pkg/apis/apps/validation, pkg/apis/core/validation and the
-//! v1 defaulters). Pure: the server turns the errors into a 422 `Status` with [`invalid_status`].
+//! v1 defaulters). Pure: the server turns the errors into a 422 `Status`. The string rules for
+//! names, label keys and values are `core::names`.
 //!
 //! Call [`default_daemonset`] before [`validate_daemonset`], as the API server does. Fields that
 //! defaulting fills (restartPolicy, updateStrategy.type, port protocol, ...) are accepted when
@@ -15,8 +16,9 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde_json::{json, Value};
 
+use crate::core::labels::Selector;
+use crate::core::names;
 use crate::core::quantity::Quantity;
 
 /// The `reason` of a Kubernetes field cause.
@@ -193,120 +195,15 @@ fn int_or_string(v: &IntOrString) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Names, labels, annotations (k8s.io/apimachinery/pkg/util/validation)
+// Object metadata, labels, annotations (k8s.io/apimachinery/pkg/api/validation); the string
+// rules and their messages are `core::names`.
 
-const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-const QUALIFIED_NAME_MSG: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
-const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
-const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
-
-fn max_len(n: usize) -> String {
-    format!("must be no more than {n} characters")
-}
-
-fn is_dns1123_label_re(s: &str) -> bool {
-    let b = s.as_bytes();
-    let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-    match (b.first(), b.last()) {
-        (Some(f), Some(l)) => alnum(f) && alnum(l) && b.iter().all(|c| alnum(c) || *c == b'-'),
-        _ => false,
-    }
-}
-
-fn is_dns1123_subdomain_re(s: &str) -> bool {
-    s.split('.').all(is_dns1123_label_re)
-}
-
-/// Problems with `s` as a DNS-1123 label (namespace, container name, volume name).
-pub fn dns1123_label(s: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    if s.len() > 63 {
-        errs.push(max_len(63));
-    }
-    if !is_dns1123_label_re(s) {
-        if is_dns1123_subdomain_re(s) {
-            errs.push("must not contain dots".to_string());
-        } else {
-            errs.push(DNS1123_LABEL_MSG.to_string());
-        }
-    }
-    errs
-}
-
-/// Problems with `s` as a DNS-1123 subdomain (object names).
-pub fn dns1123_subdomain(s: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    if s.len() > 253 {
-        errs.push(max_len(253));
-    }
-    if !is_dns1123_subdomain_re(s) {
-        errs.push(DNS1123_SUBDOMAIN_MSG.to_string());
-    }
-    errs
-}
-
-fn is_qualified_name_re(s: &str) -> bool {
-    let b = s.as_bytes();
-    match (b.first(), b.last()) {
-        (Some(f), Some(l)) => {
-            f.is_ascii_alphanumeric()
-                && l.is_ascii_alphanumeric()
-                && b.iter()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
-        }
-        _ => false,
-    }
-}
-
-/// Problems with `s` as a qualified name (label and annotation keys: `[prefix/]name`).
-pub fn qualified_name(s: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    let parts: Vec<&str> = s.split('/').collect();
-    let name = match parts.as_slice() {
-        [name] => *name,
-        [prefix, name] => {
-            if prefix.is_empty() {
-                errs.push("prefix part must be non-empty".to_string());
-            } else {
-                errs.extend(
-                    dns1123_subdomain(prefix)
-                        .into_iter()
-                        .map(|m| format!("prefix part {m}")),
-                );
-            }
-            name
-        }
-        _ => {
-            errs.push(format!("a qualified name {QUALIFIED_NAME_MSG} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"));
-            return errs;
-        }
-    };
-    if name.is_empty() {
-        errs.push("name part must be non-empty".to_string());
-    } else if name.len() > 63 {
-        errs.push(format!("name part {}", max_len(63)));
-    }
-    if !is_qualified_name_re(name) {
-        errs.push(format!("name part {QUALIFIED_NAME_MSG}"));
-    }
-    errs
-}
-
-/// Problems with `s` as a label value.
-pub fn label_value(s: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    if s.len() > 63 {
-        errs.push(max_len(63));
-    }
-    if !s.is_empty() && !is_qualified_name_re(s) {
-        errs.push(LABEL_VALUE_MSG.to_string());
-    }
-    errs
-}
+/// How an object's name is checked (`ValidateNameFunc`): [`names::is_dns1123_subdomain`] for
+/// most kinds, [`names::is_dns1123_label`] for namespaces.
+pub type NameRule = fn(&str) -> Vec<String>;
 
 fn validate_label_name(key: &str, field: &str, errs: &mut Vec<FieldError>) {
-    for m in qualified_name(key) {
+    for m in names::is_qualified_name(key) {
         errs.push(FieldError::invalid(field, &q(key), &m));
     }
 }
@@ -315,7 +212,7 @@ fn validate_labels(labels: Option<&BTreeMap<String, String>>, field: &str) -> Ve
     let mut errs = Vec::new();
     for (k, v) in labels.into_iter().flatten() {
         validate_label_name(k, field, &mut errs);
-        for m in label_value(v) {
+        for m in names::is_valid_label_value(v) {
             errs.push(FieldError::invalid(field, &q(v), &m));
         }
     }
@@ -324,26 +221,36 @@ fn validate_labels(labels: Option<&BTreeMap<String, String>>, field: &str) -> Ve
 
 fn validate_annotations(ann: Option<&BTreeMap<String, String>>, field: &str) -> Vec<FieldError> {
     let mut errs = Vec::new();
-    let mut total = 0usize;
-    for (k, v) in ann.into_iter().flatten() {
-        for m in qualified_name(&k.to_lowercase()) {
+    let Some(ann) = ann else {
+        return errs;
+    };
+    for k in ann.keys() {
+        for m in names::is_qualified_name(&k.to_lowercase()) {
             errs.push(FieldError::invalid(field, &q(k), &m));
         }
-        total += k.len() + v.len();
     }
-    if total > ANNOTATIONS_MAX_BYTES {
-        errs.push(FieldError::too_long(field, ANNOTATIONS_MAX_BYTES));
+    if names::annotations_size(ann) > names::TOTAL_ANNOTATION_SIZE_LIMIT {
+        errs.push(FieldError::too_long(
+            field,
+            names::TOTAL_ANNOTATION_SIZE_LIMIT,
+        ));
     }
     errs
 }
 
-fn validate_object_meta(meta: &ObjectMeta, namespaced: bool) -> Vec<FieldError> {
+/// `ValidateObjectMeta`: the name (by `name_rule`) or generateName, the namespace (required
+/// format when given on namespaced kinds, forbidden otherwise), labels and annotations.
+pub fn validate_object_meta(
+    meta: &ObjectMeta,
+    namespaced: bool,
+    name_rule: NameRule,
+) -> Vec<FieldError> {
     let mut errs = Vec::new();
     let name = meta.name.as_deref().unwrap_or("");
     let generate = meta.generate_name.as_deref().unwrap_or("");
     if !generate.is_empty() {
         let prefix = generate.strip_suffix('-').unwrap_or(generate);
-        for m in dns1123_subdomain(prefix) {
+        for m in name_rule(prefix) {
             errs.push(FieldError::invalid(
                 "metadata.generateName",
                 &q(generate),
@@ -359,14 +266,17 @@ fn validate_object_meta(meta: &ObjectMeta, namespaced: bool) -> Vec<FieldError> 
             ));
         }
     } else {
-        for m in dns1123_subdomain(name) {
+        for m in name_rule(name) {
             errs.push(FieldError::invalid("metadata.name", &q(name), &m));
         }
     }
     let ns = meta.namespace.as_deref().unwrap_or("");
     if namespaced {
         // The server fills the namespace from the request path; only a given one is checked.
-        for m in dns1123_label(ns).into_iter().filter(|_| !ns.is_empty()) {
+        for m in names::is_dns1123_label(ns)
+            .into_iter()
+            .filter(|_| !ns.is_empty())
+        {
             errs.push(FieldError::invalid("metadata.namespace", &q(ns), &m));
         }
     } else if !ns.is_empty() {
@@ -409,7 +319,7 @@ fn validate_label_selector(sel: &LabelSelector, field: &str) -> Vec<FieldError> 
         }
         validate_label_name(&r.key, &format!("{path}.key"), &mut errs);
         for (j, v) in values.iter().enumerate() {
-            for m in label_value(v) {
+            for m in names::is_valid_label_value(v) {
                 errs.push(FieldError::invalid(
                     &format!("{path}.values[{j}]"),
                     &q(v),
@@ -419,39 +329,6 @@ fn validate_label_selector(sel: &LabelSelector, field: &str) -> Vec<FieldError> 
         }
     }
     errs
-}
-
-/// Whether `sel` matches `labels`; `None` when the selector cannot be converted (bad operator).
-fn selector_matches(sel: &LabelSelector, labels: &BTreeMap<String, String>) -> Option<bool> {
-    let mut ok = sel
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    for r in sel.match_expressions.iter().flatten() {
-        let values = r.values.as_deref().unwrap_or(&[]);
-        let have = labels.get(&r.key);
-        // As labels.NewRequirement: a malformed requirement makes no selector at all.
-        let values_ok = match r.operator.as_str() {
-            "In" | "NotIn" => !values.is_empty(),
-            _ => values.is_empty(),
-        };
-        if !values_ok
-            || !qualified_name(&r.key).is_empty()
-            || values.iter().any(|v| !label_value(v).is_empty())
-        {
-            return None;
-        }
-        let m = match r.operator.as_str() {
-            "In" => have.is_some_and(|h| values.contains(h)),
-            "NotIn" => !have.is_some_and(|h| values.contains(h)),
-            "Exists" => have.is_some(),
-            "DoesNotExist" => have.is_none(),
-            _ => return None,
-        };
-        ok &= m;
-    }
-    Some(ok)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -544,7 +421,7 @@ fn validate_volumes(vols: &[Volume], path: &str, errs: &mut Vec<FieldError>) -> 
         if v.name.is_empty() {
             errs.push(FieldError::required(&name_path, ""));
         } else {
-            for m in dns1123_label(&v.name) {
+            for m in names::is_dns1123_label(&v.name) {
                 errs.push(FieldError::invalid(&name_path, &q(&v.name), &m));
             }
             if !names.insert(v.name.clone()) {
@@ -601,7 +478,7 @@ fn validate_container(
     if c.name.is_empty() {
         errs.push(FieldError::required(&name_path, ""));
     } else {
-        for m in dns1123_label(&c.name) {
+        for m in names::is_dns1123_label(&c.name) {
             errs.push(FieldError::invalid(&name_path, &q(&c.name), &m));
         }
         if !names.insert(c.name.clone()) {
@@ -647,7 +524,7 @@ fn validate_container(
             }
         }
         if let Some(n) = p.name.as_deref().filter(|n| !n.is_empty()) {
-            for m in port_name(n) {
+            for m in names::is_valid_port_name(n) {
                 errs.push(FieldError::invalid(&format!("{pp}.name"), &q(n), &m));
             }
             if !port_names.insert(n.to_string()) {
@@ -767,16 +644,11 @@ fn validate_probe(p: &Probe, path: &str, errs: &mut Vec<FieldError>) {
                 ));
             }
             for header in h.http_headers.iter().flatten() {
-                let ok = !header.name.is_empty()
-                    && header
-                        .name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b == b'-');
-                if !ok {
+                for m in names::is_http_header_name(&header.name) {
                     errs.push(FieldError::invalid(
                         &format!("{hp}.httpHeaders"),
                         &q(&header.name),
-                        "a valid HTTP header must consist of alphanumeric characters or '-' (e.g. 'X-Header-Name', regex used for validation is '[-A-Za-z0-9]+')",
+                        &m,
                     ));
                 }
             }
@@ -853,35 +725,11 @@ fn validate_port_num_or_name(port: &IntOrString, path: &str, errs: &mut Vec<Fiel
             }
         }
         IntOrString::String(s) => {
-            for m in port_name(s) {
+            for m in names::is_valid_port_name(s) {
                 errs.push(FieldError::invalid(path, &q(s), &m));
             }
         }
     }
-}
-
-/// IANA service name rules for port names.
-fn port_name(n: &str) -> Vec<String> {
-    let mut errs = Vec::new();
-    if n.len() > 15 {
-        errs.push(max_len(15));
-    }
-    if !n
-        .bytes()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
-    {
-        errs.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)".into());
-    }
-    if n.contains("--") {
-        errs.push("must not contain consecutive hyphens".into());
-    }
-    if !n.bytes().any(|c| c.is_ascii_lowercase()) {
-        errs.push("must contain at least one letter (a-z)".into());
-    }
-    if n.starts_with('-') || n.ends_with('-') {
-        errs.push("must not begin or end with a hyphen".into());
-    }
-    errs
 }
 
 fn validate_resources(r: &ResourceRequirements, path: &str, errs: &mut Vec<FieldError>) {
@@ -948,7 +796,7 @@ fn validate_toleration(t: &Toleration, path: &str, errs: &mut Vec<FieldError>) {
     }
     match op {
         "Equal" | "" => {
-            let m = label_value(value);
+            let m = names::is_valid_label_value(value);
             if !m.is_empty() {
                 errs.push(FieldError::invalid(
                     &format!("{path}.operator"),
@@ -1092,7 +940,10 @@ fn validate_daemonset_spec(spec: &DaemonSetSpec, errs: &mut Vec<FieldError>) {
         .as_ref()
         .and_then(|m| m.labels.as_ref());
     let empty = BTreeMap::new();
-    if selector_matches(sel, template_labels.unwrap_or(&empty)) == Some(false) {
+    // As LabelSelectorAsSelector: a selector that does not convert is reported above, not here.
+    let matches = Selector::from_label_selector(sel)
+        .map(|selector| selector.matches(template_labels.unwrap_or(&empty)));
+    if matches == Ok(false) {
         errs.push(FieldError::invalid(
             "spec.template.metadata.labels",
             &go_map(template_labels),
@@ -1228,7 +1079,7 @@ fn validate_rolling_update(ru: &RollingUpdateDaemonSet, errs: &mut Vec<FieldErro
 }
 
 pub fn validate_daemonset(ds: &DaemonSet) -> Vec<FieldError> {
-    let mut errs = validate_object_meta(&ds.metadata, true);
+    let mut errs = validate_object_meta(&ds.metadata, true, names::is_dns1123_subdomain);
     match &ds.spec {
         Some(spec) => validate_daemonset_spec(spec, &mut errs),
         None => errs.push(FieldError::required("spec", "")),
@@ -1252,14 +1103,14 @@ pub fn validate_daemonset_update(new: &DaemonSet, old: &DaemonSet) -> Vec<FieldE
     errs
 }
 pub fn validate_node(node: &Node) -> Vec<FieldError> {
-    let mut errs = validate_object_meta(&node.metadata, false);
+    let mut errs = validate_object_meta(&node.metadata, false, names::is_dns1123_subdomain);
     let taints = node.spec.as_ref().and_then(|s| s.taints.as_ref());
     let mut seen = BTreeSet::new();
     for (i, t) in taints.into_iter().flatten().enumerate() {
         let p = format!("spec.taints[{i}]");
         validate_label_name(&t.key, &format!("{p}.key"), &mut errs);
         let value = t.value.as_deref().unwrap_or("");
-        let m = label_value(value);
+        let m = names::is_valid_label_value(value);
         if !m.is_empty() {
             errs.push(FieldError::invalid(
                 &format!("{p}.value"),
@@ -1286,7 +1137,7 @@ pub fn validate_node(node: &Node) -> Vec<FieldError> {
     errs
 }
 pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
-    let mut errs = validate_object_meta(&pod.metadata, true);
+    let mut errs = validate_object_meta(&pod.metadata, true, names::is_dns1123_subdomain);
     errs.extend(validate_pod_spec(pod.spec.as_ref(), "spec"));
     errs
 }
@@ -1456,52 +1307,11 @@ pub fn default_pull_policy(image: &str) -> &'static str {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Status
-
-/// The 422 `Status` object Kubernetes returns for an invalid object.
-pub fn invalid_status(kind: &str, name: &str, errors: &[FieldError]) -> serde_json::Value {
-    let (bare_kind, group) = kind.split_once('.').unwrap_or((kind, ""));
-    let mut lines: Vec<String> = Vec::new();
-    for e in errors {
-        let line = e.to_string();
-        if !lines.contains(&line) {
-            lines.push(line);
-        }
-    }
-    let mut message = format!("{kind} {} is invalid", q(name));
-    match lines.as_slice() {
-        [] => {}
-        [one] => message = format!("{message}: {one}"),
-        many => message = format!("{message}: [{}]", many.join(", ")),
-    }
-    let causes: Vec<Value> = errors
-        .iter()
-        .map(|e| json!({"reason": e.kind.reason(), "message": e.message, "field": e.field}))
-        .collect();
-    let mut details = serde_json::Map::new();
-    details.insert("name".into(), json!(name));
-    if !group.is_empty() {
-        details.insert("group".into(), json!(group));
-    }
-    details.insert("kind".into(), json!(bare_kind));
-    details.insert("causes".into(), Value::Array(causes));
-    json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": "Invalid",
-        "details": details,
-        "code": 422,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::patch::merge_patch;
+    use serde_json::{json, Value};
 
     #[test]
     fn server_policy_refuses_privileged_and_host_path_when_told() {
@@ -1563,7 +1373,6 @@ mod tests {
 
     /// (case name, change to the object, expected (field, error type) list)
     type Case = (&'static str, Value, Vec<(&'static str, ErrorType)>);
-    type Rule = fn(&str) -> Vec<String>;
 
     fn ds_from_yaml(yaml: &str) -> DaemonSet {
         serde_yaml::from_str(yaml).expect("test yaml is a daemonset")
@@ -2289,74 +2098,6 @@ spec:
         ];
         for (image, want) in cases {
             assert_eq!(default_pull_policy(image), want, "{image}");
-        }
-    }
-
-    #[test]
-    fn name_rules() {
-        let cases: [(&str, Rule, bool); 14] = [
-            ("my-name", dns1123_label, true),
-            ("a.b", dns1123_label, false),
-            ("-a", dns1123_label, false),
-            ("A", dns1123_label, false),
-            ("example.com", dns1123_subdomain, true),
-            ("a..b", dns1123_subdomain, false),
-            ("MyName", qualified_name, true),
-            ("example.com/My_Name.1", qualified_name, true),
-            ("/name", qualified_name, false),
-            ("example.com/", qualified_name, false),
-            ("", label_value, true),
-            ("my_value", label_value, true),
-            ("bad value", label_value, false),
-            ("x_", label_value, false),
-        ];
-        for (s, rule, valid) in cases {
-            assert_eq!(rule(s).is_empty(), valid, "{s:?}: {:?}", rule(s));
-        }
-    }
-
-    #[test]
-    fn invalid_status_has_the_kubernetes_shape() {
-        let one = vec![FieldError::required("spec.template.spec.containers", "")];
-        let two = vec![
-            FieldError::not_supported("spec.template.spec.restartPolicy", "Never", &["Always"]),
-            FieldError::invalid("metadata.name", &q("A"), "bad"),
-        ];
-        let cases = vec![
-            (
-                "DaemonSet.apps",
-                "ds",
-                one,
-                json!({
-                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": "DaemonSet.apps \"ds\" is invalid: spec.template.spec.containers: Required value",
-                "reason": "Invalid",
-                "details": {"name": "ds", "group": "apps", "kind": "DaemonSet", "causes": [
-                    {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.template.spec.containers"}]},
-                "code": 422}),
-            ),
-            (
-                "Node",
-                "n",
-                two,
-                json!({
-                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                "message": "Node \"n\" is invalid: [spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\", metadata.name: Invalid value: \"A\": bad]",
-                "reason": "Invalid",
-                "details": {"name": "n", "kind": "Node", "causes": [
-                    {"reason": "FieldValueNotSupported", "message": "Unsupported value: \"Never\": supported values: \"Always\"", "field": "spec.template.spec.restartPolicy"},
-                    {"reason": "FieldValueInvalid", "message": "Invalid value: \"A\": bad", "field": "metadata.name"}]},
-                "code": 422}),
-            ),
-        ];
-        for (kind, name, errs, want) in cases {
-            let got = invalid_status(kind, name, &errs);
-            assert_eq!(got, want, "{kind}");
-            assert_eq!(
-                serde_json::to_string(&got).ok(),
-                serde_json::to_string(&want).ok(),
-                "{kind}: key order"
-            );
         }
     }
 }

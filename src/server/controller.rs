@@ -14,10 +14,13 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
-use super::api::{Api, Part, WriteOpts};
-use super::resources::{CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS};
+use super::auth::User;
+use super::kinds::{CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS};
+use super::query::{Filter, WriteOpts};
+use super::resources::Resource;
 use super::status::ApiError;
-use super::store::{object_rv, EventType, WatchFrom};
+use super::store::{object_rv, EventType};
+use super::verbs::{Api, ObjectRef, Part, Preconditions};
 use crate::core::eligibility::node_should_run;
 use crate::core::hash::template_hash;
 
@@ -40,6 +43,8 @@ type Key = (String, String);
 
 pub struct Controller {
     api: Arc<Api>,
+    /// Who the controller is to the verbs.
+    user: User,
     nodes: HashMap<String, (u64, Arc<Node>)>,
     orphans: HashMap<Key, Instant>,
     requeue: HashMap<Key, Instant>,
@@ -153,6 +158,7 @@ impl Controller {
     pub fn new(api: Arc<Api>) -> Controller {
         Controller {
             api,
+            user: User::internal("daemonset-controller"),
             nodes: HashMap::new(),
             orphans: HashMap::new(),
             requeue: HashMap::new(),
@@ -164,8 +170,7 @@ impl Controller {
         loop {
             let mut watch = match self
                 .api
-                .store
-                .watch(None, None, WatchFrom::Current { initial: false })
+                .watch_all(&self.user, &[&DAEMONSETS, &NODES, &PODS])
                 .await
             {
                 Ok(w) => w,
@@ -261,8 +266,24 @@ impl Controller {
         }
     }
 
+    /// Every object of `r` (in `ns`), through the verbs.
+    async fn list(
+        &self,
+        r: &'static Resource,
+        ns: Option<&str>,
+    ) -> Result<(Vec<Arc<Value>>, u64), ApiError> {
+        self.api.list(&self.user, r, ns, &Filter::default()).await
+    }
+
+    /// Deletes one namespaced object, through the verbs.
+    async fn delete(&self, r: &'static Resource, ns: &str, name: &str) -> Result<(), ApiError> {
+        let at = ObjectRef::new(r, Some(ns), name);
+        let pre = Preconditions::default();
+        self.api.delete(&self.user, at, &pre, false).await.map(drop)
+    }
+
     async fn refresh_nodes(&mut self) -> Vec<Arc<Node>> {
-        let Ok((items, _)) = self.api.store.list(&NODES.key(), None).await else {
+        let Ok((items, _)) = self.list(&NODES, None).await else {
             return Vec::new();
         };
         let mut seen = HashSet::new();
@@ -292,7 +313,7 @@ impl Controller {
     }
 
     async fn resync_all(&mut self) {
-        let Ok((all_ds, _)) = self.api.store.list(&DAEMONSETS.key(), None).await else {
+        let Ok((all_ds, _)) = self.list(&DAEMONSETS, None).await else {
             return;
         };
         let uids: HashSet<String> = all_ds
@@ -309,7 +330,7 @@ impl Controller {
     /// Deletes pods whose controlling DaemonSet uid is not in `ds_uids` once they have been seen
     /// orphaned for `ORPHAN_GRACE` (time passed in, for tests).
     async fn collect_orphans(&mut self, ds_uids: &HashSet<String>, now: Instant) {
-        let Ok((pods, _)) = self.api.store.list(&PODS.key(), None).await else {
+        let Ok((pods, _)) = self.list(&PODS, None).await else {
             return;
         };
         let mut still = HashSet::new();
@@ -327,10 +348,7 @@ impl Controller {
             let first = *self.orphans.entry(key.clone()).or_insert(now);
             if now.duration_since(first) >= ORPHAN_GRACE {
                 log::info!(pod = key.1.as_str(), namespace = key.0.as_str(); "deleting pod whose daemonset is gone");
-                let _ = self
-                    .api
-                    .delete(&PODS, Some(&key.0), &key.1, None, false)
-                    .await;
+                let _ = self.delete(&PODS, &key.0, &key.1).await;
                 self.orphans.remove(&key);
             } else {
                 still.insert(key);
@@ -340,22 +358,13 @@ impl Controller {
     }
 
     async fn delete_revisions(&self, ns: &str, uid: &str) {
-        let Ok((crs, _)) = self
-            .api
-            .store
-            .list(&CONTROLLER_REVISIONS.key(), Some(ns))
-            .await
-        else {
+        let Ok((crs, _)) = self.list(&CONTROLLER_REVISIONS, Some(ns)).await else {
             return;
         };
         for cr in crs {
             if ds_owner(&cr).is_some_and(|(u, _)| u == uid) {
                 let name = s(&cr, "/metadata/name");
-                if let Err(e) = self
-                    .api
-                    .delete(&CONTROLLER_REVISIONS, Some(ns), name, None, false)
-                    .await
-                {
+                if let Err(e) = self.delete(&CONTROLLER_REVISIONS, ns, name).await {
                     if e.code != 404 {
                         log::warn!(revision = name, error = e.to_string().as_str(); "cannot delete controller revision");
                     }
@@ -377,8 +386,11 @@ impl Controller {
             name: name.to_string(),
             source,
         };
-        let Ok(Some(ds_val)) = self.api.store.get(&DAEMONSETS.key(), ns, name).await else {
-            return Ok(());
+        let at = ObjectRef::new(&DAEMONSETS, Some(ns), name);
+        let ds_val = match self.api.get(&self.user, at).await {
+            Ok(ds) => ds,
+            Err(e) if e.code == 404 => return Ok(()),
+            Err(e) => return Err(err(e)),
         };
         let ds: DaemonSet = match serde_json::from_value((*ds_val).clone()) {
             Ok(ds) => ds,
@@ -394,12 +406,7 @@ impl Controller {
         let collision = ds.status.as_ref().and_then(|s| s.collision_count);
         let hash = template_hash(&spec.template, collision);
         let uid = s(&ds_val, "/metadata/uid").to_string();
-        let (pods, _) = self
-            .api
-            .store
-            .list(&PODS.key(), Some(ns))
-            .await
-            .map_err(|e| err(ApiError::internal(e.to_string())))?;
+        let (pods, _) = self.list(&PODS, Some(ns)).await.map_err(err)?;
         let owned: Vec<&Value> = pods
             .iter()
             .map(|p| &**p)
@@ -434,31 +441,24 @@ impl Controller {
         }
         let written = self
             .api
-            .write_with(
-                &DAEMONSETS,
-                Some(ns),
-                name,
-                Part::Status,
-                WriteOpts::INTERNAL,
-                |old| {
-                    if s(old, "/metadata/uid") != uid {
-                        return Err(ApiError::conflict("apps", "daemonsets", name));
+            .update_with(&self.user, at, Part::Status, WriteOpts::INTERNAL, |old| {
+                if s(old, "/metadata/uid") != uid {
+                    return Err(ApiError::conflict("apps", "daemonsets", name));
+                }
+                let mut new = old.clone();
+                if !new.get("status").is_some_and(Value::is_object) {
+                    new["status"] = json!({});
+                }
+                if let Some(o) = status.as_object() {
+                    for (k, v) in o {
+                        new["status"][k] = v.clone();
                     }
-                    let mut new = old.clone();
-                    if !new.get("status").is_some_and(Value::is_object) {
-                        new["status"] = json!({});
-                    }
-                    if let Some(o) = status.as_object() {
-                        for (k, v) in o {
-                            new["status"][k] = v.clone();
-                        }
-                    }
-                    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-                        m.remove("resourceVersion");
-                    }
-                    Ok(new)
-                },
-            )
+                }
+                if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                Ok(new)
+            })
             .await;
         match written {
             Ok(_) => Ok(()),
@@ -476,12 +476,7 @@ impl Controller {
         let ns = s(ds, "/metadata/namespace");
         let name = s(ds, "/metadata/name");
         let uid = s(ds, "/metadata/uid");
-        let (crs, _) = self
-            .api
-            .store
-            .list(&CONTROLLER_REVISIONS.key(), Some(ns))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?;
+        let (crs, _) = self.list(&CONTROLLER_REVISIONS, Some(ns)).await?;
         let mut owned: Vec<&Value> = crs
             .iter()
             .map(|c| &**c)
@@ -495,10 +490,9 @@ impl Controller {
             Some(_) => {
                 // Rolled back to an older template: that revision becomes the newest.
                 self.api
-                    .write_with(
-                        &CONTROLLER_REVISIONS,
-                        Some(ns),
-                        &cr_name,
+                    .update_with(
+                        &self.user,
+                        ObjectRef::new(&CONTROLLER_REVISIONS, Some(ns), &cr_name),
                         Part::Main,
                         WriteOpts::INTERNAL,
                         |old| {
@@ -539,7 +533,13 @@ impl Controller {
                 });
                 match self
                     .api
-                    .create(&CONTROLLER_REVISIONS, Some(ns), cr, WriteOpts::INTERNAL)
+                    .create(
+                        &self.user,
+                        &CONTROLLER_REVISIONS,
+                        Some(ns),
+                        cr,
+                        WriteOpts::INTERNAL,
+                    )
                     .await
                 {
                     Ok(_) => {
@@ -572,11 +572,7 @@ impl Controller {
             history.sort_by_key(|c| rev(c));
             for c in &history[..history.len() - limit] {
                 let n = s(c, "/metadata/name");
-                if let Err(e) = self
-                    .api
-                    .delete(&CONTROLLER_REVISIONS, Some(ns), n, None, false)
-                    .await
-                {
+                if let Err(e) = self.delete(&CONTROLLER_REVISIONS, ns, n).await {
                     if e.code != 404 {
                         return Err(e);
                     }
@@ -672,10 +668,7 @@ mod tests {
     async fn orphaned_daemon_pods_are_deleted_after_the_grace() {
         let dir = tempfile::tempdir().unwrap();
         let store = super::super::store::SqliteStore::open(&dir.path().join("s.db"), 100).unwrap();
-        let api = Arc::new(Api {
-            store: Arc::new(store),
-            policy: Default::default(),
-        });
+        let api = Arc::new(Api::new(Arc::new(store), Default::default()));
         let owned = |name: &str, uid: &str| {
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
                 "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "d", "uid": uid, "controller": true}]},

@@ -6,7 +6,8 @@ use std::sync::OnceLock;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::resources::{self, Resource, GROUP_VERSIONS};
+use super::kinds::ALL;
+use super::resources::{self, Resource};
 
 pub const GIT_VERSION: &str = "v1.33.0";
 
@@ -42,8 +43,8 @@ pub fn api_versions() -> Value {
 }
 
 pub fn api_group_list() -> Value {
-    let groups: Vec<Value> = GROUP_VERSIONS
-        .iter()
+    let groups: Vec<Value> = resources::group_versions()
+        .into_iter()
         .map(|(g, v)| {
             let gv = format!("{g}/{v}");
             json!({
@@ -58,7 +59,9 @@ pub fn api_group_list() -> Value {
 
 /// `/apis/GROUP` (APIGroup).
 pub fn api_group(group: &str) -> Option<Value> {
-    let (g, v) = GROUP_VERSIONS.iter().find(|(g, _)| *g == group)?;
+    let (g, v) = resources::group_versions()
+        .into_iter()
+        .find(|(g, _)| *g == group)?;
     let gv = format!("{g}/{v}");
     Some(json!({
         "kind": "APIGroup",
@@ -91,13 +94,13 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
             entry["categories"] = json!(r.categories);
         }
         list.push(entry);
-        if r.has_status {
+        for sub in r.subresources {
             list.push(json!({
-                "name": format!("{}/status", r.plural),
+                "name": format!("{}/{}", r.plural, sub.name),
                 "singularName": "",
                 "namespaced": r.namespaced,
-                "kind": r.kind,
-                "verbs": ["get", "patch", "update"],
+                "kind": sub.kind.unwrap_or(r.kind),
+                "verbs": sub.verbs,
             }));
         }
     }
@@ -125,7 +128,7 @@ fn gv_docs() -> &'static Vec<GvDoc> {
     static DOCS: OnceLock<Vec<GvDoc>> = OnceLock::new();
     DOCS.get_or_init(|| {
         let mut all: Vec<(&str, &str)> = vec![("", "v1")];
-        all.extend(GROUP_VERSIONS.iter().copied());
+        all.extend(resources::group_versions());
         all.into_iter()
             .map(|(g, v)| {
                 let doc = openapi_v3_document(g, v);
@@ -181,28 +184,23 @@ pub fn openapi_v2_protobuf() -> Vec<u8> {
 }
 
 fn schema_definitions() -> Map<String, Value> {
-    use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
-    use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, Status};
     let mut gen = schemars::generate::SchemaSettings::openapi3().into_generator();
-    gen.subschema_for::<DaemonSet>();
-    gen.subschema_for::<ControllerRevision>();
-    gen.subschema_for::<Node>();
-    gen.subschema_for::<Pod>();
-    gen.subschema_for::<Namespace>();
-    gen.subschema_for::<Lease>();
+    for r in ALL {
+        r.strategy.openapi_schema(&mut gen);
+    }
     gen.subschema_for::<Status>();
     gen.subschema_for::<DeleteOptions>();
     gen.take_definitions(true)
 }
 
+/// The definition name k8s-openapi gives a kind: `io.k8s.api.PKG.VERSION.KIND`, where PKG is
+/// `core` for the legacy group, else the group's first label (`coordination.k8s.io`:
+/// `coordination`).
 fn schema_name(r: &Resource) -> String {
     let pkg = match r.group {
         "" => "core",
-        "apps" => "apps",
-        "coordination.k8s.io" => "coordination",
-        other => other,
+        group => group.split('.').next().unwrap_or(group),
     };
     format!("io.k8s.api.{pkg}.{}.{}", r.version, r.kind)
 }
@@ -271,8 +269,20 @@ fn openapi_v3_document(group: &str, version: &str) -> Value {
             "delete": op("delete", json!({})),
         });
         paths.insert(format!("{scope}/{{name}}"), item.clone());
-        if r.has_status {
-            paths.insert(format!("{scope}/{{name}}/status"), item);
+        for sub in r.subresources {
+            let mut ops = Map::new();
+            let methods = [
+                ("get", "get"),
+                ("update", "put"),
+                ("patch", "patch"),
+                ("delete", "delete"),
+            ];
+            for (verb, method) in methods {
+                if let (true, Some(op)) = (sub.verbs.contains(&verb), item.get(method)) {
+                    ops.insert(method.to_string(), op.clone());
+                }
+            }
+            paths.insert(format!("{scope}/{{name}}/{}", sub.name), Value::Object(ops));
         }
     }
     json!({
@@ -326,5 +336,12 @@ mod tests {
             .any(|p| p["name"] == "fieldValidation"));
         let ds = &doc["components"]["schemas"]["io.k8s.api.apps.v1.DaemonSet"];
         assert_eq!(ds["x-kubernetes-group-version-kind"][0]["group"], "apps");
+        let status = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}/status"];
+        let methods: Vec<&String> = status.as_object().unwrap().keys().collect();
+        assert_eq!(methods, ["get", "put", "patch"]);
+        let doc: Value =
+            serde_json::from_slice(openapi_v3_gv("apis/coordination.k8s.io/v1").unwrap()).unwrap();
+        let lease = &doc["components"]["schemas"]["io.k8s.api.coordination.v1.Lease"];
+        assert_eq!(lease["x-kubernetes-group-version-kind"][0]["kind"], "Lease");
     }
 }

@@ -2,21 +2,34 @@
 //! ControllerRevisions, v1 Nodes, Pods and Namespaces, coordination.k8s.io/v1 Leases) that real
 //! kubectl and Kubernetes client libraries use unchanged, with an embedded SQLite store.
 //!
-//! Codemap: `api` (routing and verbs), `store` (the `ObjectStore` trait, SQLite, watch fan-out),
-//! `discovery` (discovery and OpenAPI), `table` (kubectl's tables), `controller` (DaemonSet
-//! status and ControllerRevisions), `status` (errors as Kubernetes `Status`).
+//! Codemap: `router` (paths, query options, the HTTP side of each verb), `body` (bodies in,
+//! responses out), `query` (query options, selectors), `auth` (the authentication and
+//! authorization seam), `verbs` (the generic store: create, get, list, watch, update, patch,
+//! delete, deletecollection over the `ObjectStore`), `watch` (the watch stream), `strategy` (the
+//! per-kind `Strategy`), `kinds/` (one file per served kind, and the registry), `resources`
+//! (what a resource is; lookups), `subresource` (`status`, and the seam for more), `store`
+//! (SQLite, watch fan-out), `discovery` (discovery and OpenAPI), `table` (kubectl's Tables),
+//! `controller` (DaemonSet status and ControllerRevisions), `status` (errors as `Status`).
 //!
 //! Plain HTTP (HTTP/1.1 and h2c) for now; TLS and bearer tokens slot in at the accept loop and at
-//! `api::authenticate`. Deletion is immediate: `deletionTimestamp` and finalizers are not
-//! honoured.
-pub mod api;
+//! `auth`. Deletion is immediate: `deletionTimestamp` and finalizers are not honoured.
+pub mod auth;
+pub mod body;
 pub mod controller;
 pub mod discovery;
+pub mod kinds;
+pub mod meta;
 pub mod protobuf;
+pub mod query;
 pub mod resources;
+pub mod router;
 pub mod status;
 pub mod store;
+pub mod strategy;
+pub mod subresource;
 pub mod table;
+pub mod verbs;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,11 +40,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use api::{Api, WriteOpts};
+use auth::User;
+use query::WriteOpts;
 use store::{ObjectStore, SqliteStore};
+use verbs::Api;
 
 /// Recent watch events kept in memory for watches that resume from a resourceVersion.
 pub const WATCH_HISTORY: usize = 10_000;
@@ -53,7 +67,7 @@ pub struct ServerOptions {
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub kubeconfig: PathBuf,
-    stop: watch::Sender<bool>,
+    stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -111,10 +125,11 @@ fn write_kubeconfig(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 async fn ensure_namespaces(api: &Api) -> anyhow::Result<()> {
+    let user = User::internal("bootstrap");
     for ns in INITIAL_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         match api
-            .create(&resources::NAMESPACES, None, obj, WriteOpts::INTERNAL)
+            .create(&user, &kinds::NAMESPACES, None, obj, WriteOpts::INTERNAL)
             .await
         {
             Ok(_) => {}
@@ -128,18 +143,16 @@ async fn ensure_namespaces(api: &Api) -> anyhow::Result<()> {
 /// Raises the soft limit of open files to the hard limit: every watch is a connection, and
 /// thousands of agents watch at once.
 fn raise_open_files_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed by reference.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            let wanted = lim.rlim_max;
-            lim.rlim_cur = wanted;
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                log::warn!(limit = wanted; "cannot raise the open files limit");
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                log::warn!(limit = hard, error = e.to_string().as_str(); "cannot raise the open files limit");
             }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            log::warn!(error = e.to_string().as_str(); "cannot read the open files limit");
         }
     }
 }
@@ -153,10 +166,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let store = SqliteStore::open(&db, WATCH_HISTORY)
         .with_context(|| format!("opening store {}", db.display()))?;
     let store: Arc<dyn ObjectStore> = Arc::new(store);
-    let api = Arc::new(Api {
-        store,
-        policy: opts.policy,
-    });
+    let api = Arc::new(Api::new(store, opts.policy));
     ensure_namespaces(&api).await?;
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -164,7 +174,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
     let kubeconfig = opts.data_dir.join("admin.kubeconfig");
     write_kubeconfig(&kubeconfig, addr)?;
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let mut tasks = JoinSet::new();
         tasks.spawn(controller::Controller::new(api.clone()).run());
@@ -185,7 +195,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
                     tasks.spawn(async move {
                         let service = service_fn(move |req| {
                             let api = api.clone();
-                            async move { Ok::<_, std::convert::Infallible>(api::handle(api, req).await) }
+                            async move { Ok::<_, std::convert::Infallible>(router::handle(api, req).await) }
                         });
                         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                         if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {

@@ -1,8 +1,13 @@
-//! The resources this server serves: the one table discovery, OpenAPI, routing and the store
-//! agree on.
+//! What a served resource is (plural, kind, scope, short names, verbs, subresources and the
+//! strategy that holds its behaviour), and the lookups routing, discovery and OpenAPI make over
+//! the registry of kinds ([`super::kinds::ALL`]).
+use std::fmt;
+
+use super::kinds::ALL;
+use super::strategy::Strategy;
+use super::subresource::Subresource;
 
 /// One REST resource (a plural under a group/version).
-#[derive(Debug)]
 pub struct Resource {
     pub group: &'static str,
     pub version: &'static str,
@@ -12,11 +17,26 @@ pub struct Resource {
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
     pub categories: &'static [&'static str],
-    pub has_status: bool,
     pub verbs: &'static [&'static str],
+    /// `status`, and later `scale`, `binding`, `eviction`, `log`.
+    pub subresources: &'static [&'static Subresource],
+    /// Everything kind-specific: decoding, defaulting, validation, status, tables.
+    pub strategy: &'static dyn Strategy,
 }
 
-const ALL_VERBS: &[&str] = &[
+impl fmt::Debug for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Resource")
+            .field("group", &self.group)
+            .field("version", &self.version)
+            .field("plural", &self.plural)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every verb: what most resources serve.
+pub const ALL_VERBS: &[&str] = &[
     "create",
     "delete",
     "deletecollection",
@@ -26,93 +46,6 @@ const ALL_VERBS: &[&str] = &[
     "update",
     "watch",
 ];
-
-pub static DAEMONSETS: Resource = Resource {
-    group: "apps",
-    version: "v1",
-    plural: "daemonsets",
-    singular: "daemonset",
-    kind: "DaemonSet",
-    namespaced: true,
-    short_names: &["ds"],
-    categories: &["all"],
-    has_status: true,
-    verbs: ALL_VERBS,
-};
-pub static CONTROLLER_REVISIONS: Resource = Resource {
-    group: "apps",
-    version: "v1",
-    plural: "controllerrevisions",
-    singular: "controllerrevision",
-    kind: "ControllerRevision",
-    namespaced: true,
-    short_names: &[],
-    categories: &[],
-    has_status: false,
-    verbs: ALL_VERBS,
-};
-pub static NODES: Resource = Resource {
-    group: "",
-    version: "v1",
-    plural: "nodes",
-    singular: "node",
-    kind: "Node",
-    namespaced: false,
-    short_names: &["no"],
-    categories: &[],
-    has_status: true,
-    verbs: ALL_VERBS,
-};
-pub static PODS: Resource = Resource {
-    group: "",
-    version: "v1",
-    plural: "pods",
-    singular: "pod",
-    kind: "Pod",
-    namespaced: true,
-    short_names: &["po"],
-    categories: &["all"],
-    has_status: true,
-    verbs: ALL_VERBS,
-};
-pub static NAMESPACES: Resource = Resource {
-    group: "",
-    version: "v1",
-    plural: "namespaces",
-    singular: "namespace",
-    kind: "Namespace",
-    namespaced: false,
-    short_names: &["ns"],
-    categories: &[],
-    has_status: false,
-    verbs: &[
-        "create", "delete", "get", "list", "patch", "update", "watch",
-    ],
-};
-pub static LEASES: Resource = Resource {
-    group: "coordination.k8s.io",
-    version: "v1",
-    plural: "leases",
-    singular: "lease",
-    kind: "Lease",
-    namespaced: true,
-    short_names: &[],
-    categories: &[],
-    has_status: false,
-    verbs: ALL_VERBS,
-};
-
-pub static ALL: &[&Resource] = &[
-    &DAEMONSETS,
-    &CONTROLLER_REVISIONS,
-    &NODES,
-    &PODS,
-    &NAMESPACES,
-    &LEASES,
-];
-
-/// The group/versions served, in discovery order.
-pub static GROUP_VERSIONS: &[(&str, &str)] = &[("apps", "v1"), ("coordination.k8s.io", "v1")];
 
 impl Resource {
     /// `v1` or `apps/v1`.
@@ -131,6 +64,15 @@ impl Resource {
             format!("{}.{}", self.plural, self.group)
         }
     }
+    /// The subresource served under `name` (`status`).
+    pub fn subresource(&self, name: &str) -> Option<&'static Subresource> {
+        self.subresources.iter().copied().find(|s| s.name == name)
+    }
+    /// Whether status is a subresource: then main writes keep the stored status and status
+    /// writes change nothing else.
+    pub fn has_status(&self) -> bool {
+        self.subresource("status").is_some()
+    }
 }
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
@@ -146,8 +88,20 @@ pub fn in_group_version(group: &str, version: &str) -> Vec<&'static Resource> {
         .collect()
 }
 
+/// The named groups' group/versions, in discovery order (the order of the registry).
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for r in ALL.iter().filter(|r| !r.group.is_empty()) {
+        if !out.contains(&(r.group, r.version)) {
+            out.push((r.group, r.version));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::kinds::{DAEMONSETS, PODS};
     use super::*;
 
     #[test]
@@ -163,5 +117,10 @@ mod tests {
         }
         assert_eq!(DAEMONSETS.key(), "daemonsets.apps");
         assert_eq!(PODS.api_version(), "v1");
+        assert!(DAEMONSETS.has_status());
+        assert_eq!(
+            group_versions(),
+            [("apps", "v1"), ("coordination.k8s.io", "v1")]
+        );
     }
 }

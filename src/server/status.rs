@@ -1,6 +1,8 @@
 //! Kubernetes `Status` objects: every error the server returns is one of these.
 use serde_json::{json, Value};
 
+use crate::core::validation::{q, FieldError};
+
 /// An API error, rendered as a `Status` (kind Status, apiVersion v1, status Failure).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
@@ -10,7 +12,7 @@ pub struct ApiError {
     pub message: String,
     /// name, group, kind (the resource name, as kube-apiserver fills `details.kind`).
     pub details: Option<Box<(String, String, String)>>,
-    /// A complete `Status` body built elsewhere (the 422 from validation).
+    /// A complete `Status` body (the 422 of an invalid object, with its causes).
     pub body: Option<Box<Value>>,
 }
 
@@ -94,13 +96,44 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, "InternalError", message)
     }
-    /// A 422 whose body was built by `core::validation::invalid_status`.
-    pub fn invalid(body: Value) -> ApiError {
-        let message = body
-            .get("message")
-            .and_then(Value::as_str)
-            .unwrap_or("invalid object")
-            .to_string();
+    /// The 422 Kubernetes returns for an invalid object: one cause per field error, the
+    /// message listing them. `kind` may be qualified by group (`DaemonSet.apps`).
+    pub fn invalid(kind: &str, name: &str, errors: &[FieldError]) -> ApiError {
+        let (bare_kind, group) = kind.split_once('.').unwrap_or((kind, ""));
+        let mut lines: Vec<String> = Vec::new();
+        for e in errors {
+            let line = e.to_string();
+            if !lines.contains(&line) {
+                lines.push(line);
+            }
+        }
+        let mut message = format!("{kind} {} is invalid", q(name));
+        match lines.as_slice() {
+            [] => {}
+            [one] => message = format!("{message}: {one}"),
+            many => message = format!("{message}: [{}]", many.join(", ")),
+        }
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|e| json!({"reason": e.kind.reason(), "message": e.message, "field": e.field}))
+            .collect();
+        let mut details = serde_json::Map::new();
+        details.insert("name".into(), json!(name));
+        if !group.is_empty() {
+            details.insert("group".into(), json!(group));
+        }
+        details.insert("kind".into(), json!(bare_kind));
+        details.insert("causes".into(), Value::Array(causes));
+        let body = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": "Invalid",
+            "details": details,
+            "code": 422,
+        });
         ApiError {
             code: 422,
             reason: "Invalid",
@@ -186,5 +219,50 @@ mod tests {
             s["details"],
             json!({"name": "x", "group": "apps", "kind": "daemonsets"})
         );
+    }
+
+    #[test]
+    fn invalid_status_has_the_kubernetes_shape() {
+        let one = vec![FieldError::required("spec.template.spec.containers", "")];
+        let two = vec![
+            FieldError::not_supported("spec.template.spec.restartPolicy", "Never", &["Always"]),
+            FieldError::invalid("metadata.name", &q("A"), "bad"),
+        ];
+        let cases = vec![
+            (
+                "DaemonSet.apps",
+                "ds",
+                one,
+                json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "DaemonSet.apps \"ds\" is invalid: spec.template.spec.containers: Required value",
+                "reason": "Invalid",
+                "details": {"name": "ds", "group": "apps", "kind": "DaemonSet", "causes": [
+                    {"reason": "FieldValueRequired", "message": "Required value", "field": "spec.template.spec.containers"}]},
+                "code": 422}),
+            ),
+            (
+                "Node",
+                "n",
+                two,
+                json!({
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": "Node \"n\" is invalid: [spec.template.spec.restartPolicy: Unsupported value: \"Never\": supported values: \"Always\", metadata.name: Invalid value: \"A\": bad]",
+                "reason": "Invalid",
+                "details": {"name": "n", "kind": "Node", "causes": [
+                    {"reason": "FieldValueNotSupported", "message": "Unsupported value: \"Never\": supported values: \"Always\"", "field": "spec.template.spec.restartPolicy"},
+                    {"reason": "FieldValueInvalid", "message": "Invalid value: \"A\": bad", "field": "metadata.name"}]},
+                "code": 422}),
+            ),
+        ];
+        for (kind, name, errs, want) in cases {
+            let got = ApiError::invalid(kind, name, &errs).to_status();
+            assert_eq!(got, want, "{kind}");
+            assert_eq!(
+                serde_json::to_string(&got).ok(),
+                serde_json::to_string(&want).ok(),
+                "{kind}: key order"
+            );
+        }
     }
 }

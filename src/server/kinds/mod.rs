@@ -1,0 +1,84 @@
+//! The kinds this server serves, one file each: its [`Resource`] and its strategy (decoding,
+//! defaulting, validation, status, generation, patch metadata, cleanup, Table). [`ALL`] is the
+//! registry routing, discovery, OpenAPI and namespace cleanup read: serving a new kind is adding
+//! its file, its `mod` line and its entry here.
+mod controllerrevision;
+mod daemonset;
+mod lease;
+mod namespace;
+mod node;
+mod pod;
+
+pub use controllerrevision::CONTROLLER_REVISIONS;
+pub use daemonset::DAEMONSETS;
+pub use lease::LEASES;
+pub use namespace::NAMESPACES;
+pub use node::NODES;
+pub use pod::PODS;
+
+use super::resources::Resource;
+
+/// Every served resource, in discovery order.
+pub static ALL: &[&Resource] = &[
+    &DAEMONSETS,
+    &CONTROLLER_REVISIONS,
+    &NODES,
+    &PODS,
+    &NAMESPACES,
+    &LEASES,
+];
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+    use k8s_openapi::api::coordination::v1::Lease;
+    use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+    use serde_json::json;
+
+    use super::*;
+
+    fn meta<T: k8s_openapi::Resource>() -> (&'static str, &'static str, &'static str, &'static str)
+    {
+        (T::GROUP, T::VERSION, T::KIND, T::URL_PATH_SEGMENT)
+    }
+
+    #[test]
+    fn every_resource_matches_its_api_type() {
+        let cases = [
+            (&DAEMONSETS, meta::<DaemonSet>()),
+            (&CONTROLLER_REVISIONS, meta::<ControllerRevision>()),
+            (&NODES, meta::<Node>()),
+            (&PODS, meta::<Pod>()),
+            (&NAMESPACES, meta::<Namespace>()),
+            (&LEASES, meta::<Lease>()),
+        ];
+        assert_eq!(cases.len(), ALL.len());
+        for (r, (group, version, kind, plural)) in cases {
+            assert_eq!(
+                (r.group, r.version, r.kind, r.plural),
+                (group, version, kind, plural)
+            );
+            assert!(
+                ALL.iter().any(|x| std::ptr::eq(*x, r)),
+                "{kind} not registered"
+            );
+        }
+    }
+
+    #[test]
+    fn registry_entries_are_distinct_and_tables_are_rectangular() {
+        let mut keys = HashSet::new();
+        let mut short = HashSet::new();
+        for r in ALL {
+            assert!(keys.insert(r.key()), "{} twice", r.key());
+            for s in r.short_names {
+                assert!(short.insert(*s), "short name {s} twice");
+            }
+            let cells = r.strategy.cells(&json!({}), chrono::Utc::now());
+            assert_eq!(cells.len(), r.strategy.columns().len(), "{}", r.kind);
+            assert_eq!(r.strategy.columns()[0].format, "name", "{}", r.kind);
+        }
+    }
+}

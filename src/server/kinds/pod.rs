@@ -1,0 +1,164 @@
+//! v1 Pods: the agents create them bound to their node and report status through the status
+//! subresource; the pod policy applies to their spec.
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{json, Value};
+
+use crate::core::patch::{self, Schema};
+use crate::core::validation::{self, FieldError, Policy};
+use crate::server::resources::{Resource, ALL_VERBS};
+use crate::server::strategy::{Column, Kind};
+use crate::server::subresource::STATUS;
+use crate::server::table::{age, i, name, none_if_empty, s};
+
+pub static PODS: Resource = Resource {
+    group: "",
+    version: "v1",
+    plural: "pods",
+    singular: "pod",
+    kind: "Pod",
+    namespaced: true,
+    short_names: &["po"],
+    categories: &["all"],
+    verbs: ALL_VERBS,
+    subresources: &[&STATUS],
+    strategy: &PodStrategy,
+};
+
+struct PodStrategy;
+
+/// kube-apiserver's pod printer.
+const COLUMNS: &[Column] = &[
+    Column::NAME,
+    Column::string("Ready", 0),
+    Column::string("Status", 0),
+    Column::string("Restarts", 0),
+    Column::AGE,
+    Column::string("IP", 1),
+    Column::string("Node", 1),
+    Column::string("Nominated Node", 1),
+    Column::string("Readiness Gates", 1),
+];
+
+#[async_trait]
+impl Kind for PodStrategy {
+    type Object = Pod;
+
+    fn validate(&self, pod: &Pod) -> Vec<FieldError> {
+        validation::validate_pod(pod)
+    }
+    fn admit(&self, pod: &Pod, policy: Policy) -> Vec<FieldError> {
+        validation::validate_policy(pod.spec.as_ref(), "spec", policy)
+    }
+    fn initial_status(&self) -> Option<Value> {
+        Some(json!({"phase": "Pending"}))
+    }
+    fn patch_schema(&self) -> &'static Schema {
+        &patch::POD
+    }
+    fn columns(&self) -> &'static [Column] {
+        COLUMNS
+    }
+    fn cells(&self, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+        let total = obj
+            .pointer("/spec/containers")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        let statuses = obj
+            .pointer("/status/containerStatuses")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let ready = statuses
+            .iter()
+            .filter(|c| c.get("ready").and_then(Value::as_bool).unwrap_or(false))
+            .count();
+        let restarts: i64 = statuses.iter().map(|c| i(c, "/restartCount")).sum();
+        let mut reason = s(obj, "/status/reason").to_string();
+        if reason.is_empty() {
+            reason = s(obj, "/status/phase").to_string();
+        }
+        for c in &statuses {
+            let waiting = s(c, "/state/waiting/reason");
+            let terminated = s(c, "/state/terminated/reason");
+            if !waiting.is_empty() {
+                reason = waiting.to_string();
+            } else if !terminated.is_empty() {
+                reason = terminated.to_string();
+            }
+        }
+        if reason.is_empty() {
+            reason = "Pending".into();
+        }
+        let gates = obj
+            .pointer("/spec/readinessGates")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        vec![
+            name(obj),
+            json!(format!("{ready}/{total}")),
+            json!(reason),
+            json!(restarts.to_string()),
+            json!(age(obj, now)),
+            json!(none_if_empty(s(obj, "/status/podIP").to_string())),
+            json!(none_if_empty(s(obj, "/spec/nodeName").to_string())),
+            json!(none_if_empty(
+                s(obj, "/status/nominatedNodeName").to_string()
+            )),
+            json!(if gates == 0 {
+                "<none>".to_string()
+            } else {
+                format!("0/{gates}")
+            }),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_column_follows_the_pod_printer() {
+        let now = Utc::now();
+        let pod = |status: Value| {
+            json!({"metadata": {"name": "p"}, "spec": {"nodeName": "n", "containers": [{"name": "c"}, {"name": "d"}]},
+                "status": status})
+        };
+        // (status, Ready, Status, Restarts)
+        let cases = [
+            (
+                json!({"phase": "Running", "containerStatuses": [{"ready": true, "restartCount": 2}]}),
+                "1/2",
+                "Running",
+                "2",
+            ),
+            (
+                json!({"phase": "Running", "containerStatuses": [
+                    {"ready": false, "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
+                    {"ready": true, "restartCount": 1}]}),
+                "1/2",
+                "CrashLoopBackOff",
+                "4",
+            ),
+            (
+                json!({"phase": "Failed", "reason": "Evicted"}),
+                "0/2",
+                "Evicted",
+                "0",
+            ),
+            (json!({}), "0/2", "Pending", "0"),
+        ];
+        for (status, ready, reason, restarts) in cases {
+            let cells = PodStrategy.cells(&pod(status.clone()), now);
+            assert_eq!(
+                &cells[..4],
+                &[json!("p"), json!(ready), json!(reason), json!(restarts)],
+                "{status}"
+            );
+            assert_eq!(cells[6], "n");
+            assert_eq!(cells[8], "<none>");
+        }
+    }
+}

@@ -1,0 +1,365 @@
+//! The HTTP layer: authenticates the request, routes its path (health, discovery, OpenAPI, a
+//! resource, a subresource), reads the body and the query options, calls the verb and renders
+//! the answer (objects, lists, Tables, `Status` errors, `Warning` headers).
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{header, Method, Request, Response};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+
+use super::auth::{authenticate, User};
+use super::body::{
+    bytes_response, error_response, json_response, parse_body, read_body, with_warnings, Body,
+};
+use super::discovery;
+use super::query::{Filter, Query, WriteOpts};
+use super::resources::{self, Resource};
+use super::status::ApiError;
+use super::subresource::Subresource;
+use super::table;
+use super::verbs::{Api, ObjectRef, Part, PatchType, Preconditions};
+use super::watch;
+
+/// A parsed resource URL.
+struct Target {
+    r: &'static Resource,
+    ns: Option<String>,
+    name: Option<String>,
+    sub: Option<&'static Subresource>,
+}
+
+fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, ApiError> {
+    let (ns, rest): (Option<String>, &[&str]) = if segs.len() >= 3
+        && segs[0] == "namespaces"
+        && resources::find(group, version, segs[2]).is_some_and(|r| r.namespaced)
+    {
+        (Some(segs[1].to_string()), &segs[2..])
+    } else {
+        (None, segs)
+    };
+    let r = rest
+        .first()
+        .and_then(|p| resources::find(group, version, p))
+        .ok_or_else(ApiError::path_not_found)?;
+    let name = rest.get(1).map(|s| s.to_string());
+    let sub = match rest.get(2) {
+        None => None,
+        Some(s) => Some(r.subresource(s).ok_or_else(ApiError::path_not_found)?),
+    };
+    if rest.len() > 3 || name.as_deref() == Some("") {
+        return Err(ApiError::path_not_found());
+    }
+    if r.namespaced && ns.is_none() && name.is_some() {
+        return Err(ApiError::path_not_found());
+    }
+    Ok(Target { r, ns, name, sub })
+}
+
+/// A request to a resource or subresource, with what the handlers need of it.
+pub struct RestRequest {
+    pub user: User,
+    pub method: Method,
+    pub query: Query,
+    pub accept: String,
+    pub content_type: String,
+    content_length: Option<u64>,
+    body: Incoming,
+}
+
+impl RestRequest {
+    fn new(user: User, req: Request<Incoming>) -> RestRequest {
+        let (parts, body) = req.into_parts();
+        let header_str = |name| parts.headers.get(name).and_then(|h| h.to_str().ok());
+        RestRequest {
+            accept: header_str(header::ACCEPT).unwrap_or("").to_string(),
+            content_type: header_str(header::CONTENT_TYPE)
+                .unwrap_or("application/json")
+                .to_string(),
+            content_length: header_str(header::CONTENT_LENGTH).and_then(|s| s.parse().ok()),
+            query: Query::parse(parts.uri.query()),
+            method: parts.method,
+            user,
+            body,
+        }
+    }
+    /// The raw body (at most `MAX_BODY`).
+    pub async fn bytes(self) -> Result<Bytes, ApiError> {
+        read_body(self.body, self.content_length).await
+    }
+    /// The body as an object (JSON, YAML or protobuf).
+    pub async fn object(self) -> Result<Value, ApiError> {
+        let content_type = self.content_type.clone();
+        parse_body(&content_type, &self.bytes().await?)
+    }
+    /// The media type without parameters.
+    fn media_type(&self) -> String {
+        let ct = self.content_type.split(';').next().unwrap_or("");
+        ct.trim().to_string()
+    }
+}
+
+/// Entry point for every request; never fails (errors become `Status` responses).
+pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let resp = match route(api, req).await {
+        Ok(resp) => resp,
+        Err(e) => error_response(&e),
+    };
+    log::debug!(method = method.as_str(), path = path.as_str(), code = resp.status().as_u16(); "request");
+    resp
+}
+
+async fn route(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let user = authenticate(&req)?;
+    let path = req.uri().path().to_string();
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
+    let only_get = || {
+        if is_get {
+            Ok(())
+        } else {
+            Err(ApiError::method_not_allowed(req.method().as_str()))
+        }
+    };
+    let discovery = |v: Option<Value>| -> Result<Response<Body>, ApiError> {
+        only_get()?;
+        v.map(|v| json_response(200, &v))
+            .ok_or_else(ApiError::path_not_found)
+    };
+    match segs.as_slice() {
+        ["healthz" | "livez" | "readyz", ..] => {
+            only_get()?;
+            Ok(bytes_response("text/plain; charset=utf-8", b"ok".to_vec()))
+        }
+        ["version"] => discovery(Some(discovery::version())),
+        ["api"] => discovery(Some(discovery::api_versions())),
+        ["apis"] => discovery(Some(discovery::api_group_list())),
+        ["apis", g] => discovery(discovery::api_group(g)),
+        ["api", v] => discovery(discovery::api_resource_list("", v)),
+        ["apis", g, v] => discovery(discovery::api_resource_list(g, v)),
+        ["openapi", "v2"] => {
+            only_get()?;
+            Ok(bytes_response(
+                "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                discovery::openapi_v2_protobuf(),
+            ))
+        }
+        ["openapi", "v3"] => discovery(Some(discovery::openapi_v3_root())),
+        ["openapi", "v3", rest @ ..] => {
+            only_get()?;
+            let doc =
+                discovery::openapi_v3_gv(&rest.join("/")).ok_or_else(ApiError::path_not_found)?;
+            Ok(bytes_response("application/json", doc.to_vec()))
+        }
+        ["api", v, rest @ ..] => {
+            let t = parse_target("", v, rest)?;
+            resource(api, t, RestRequest::new(user, req)).await
+        }
+        ["apis", g, v, rest @ ..] => {
+            let t = parse_target(g, v, rest)?;
+            resource(api, t, RestRequest::new(user, req)).await
+        }
+        _ => Err(ApiError::path_not_found()),
+    }
+}
+
+async fn resource(api: Arc<Api>, t: Target, req: RestRequest) -> Result<Response<Body>, ApiError> {
+    let r = t.r;
+    let ns = t.ns.as_deref();
+    if let (Some(sub), Some(name)) = (t.sub, t.name.as_deref()) {
+        return sub.rest.serve(api, ObjectRef::new(r, ns, name), req).await;
+    }
+    let at = |name| ObjectRef::new(r, ns, name);
+    match (&req.method, t.name.as_deref()) {
+        (&Method::GET, None) if req.query.flag("watch") => {
+            watch::watch(api, &req.user, r, ns, &req.query, &req.accept).await
+        }
+        (&Method::GET, None) => list(&api, r, ns, req).await,
+        (&Method::GET, Some(name)) => get_object(&api, at(name), Part::Main, req).await,
+        (&Method::POST, None) if r.namespaced && ns.is_none() => {
+            Err(ApiError::method_not_allowed(req.method.as_str()))
+        }
+        (&Method::POST, None) => {
+            let opts = WriteOpts::from_query(&req.query)?;
+            let user = req.user.clone();
+            let obj = req.object().await?;
+            let w = api.create(&user, r, ns, obj, opts).await?;
+            Ok(with_warnings(json_response(201, &w.object), &w.warnings))
+        }
+        (&Method::PUT, Some(name)) => update_object(&api, at(name), Part::Main, req).await,
+        (&Method::PATCH, Some(name)) => patch_object(&api, at(name), Part::Main, req).await,
+        (&Method::DELETE, Some(name)) => delete_object(&api, at(name), req).await,
+        (&Method::DELETE, None) => {
+            let opts = WriteOpts::from_query(&req.query)?;
+            let filter = Filter::from_query(&req.query)?;
+            let (deleted, rv) = api
+                .delete_collection(&req.user, r, ns, &filter, opts.dry_run)
+                .await?;
+            Ok(json_response(200, &list_body(r, rv, &deleted)))
+        }
+        (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}
+
+fn list_body<T: serde::Serialize>(r: &Resource, rv: u64, items: &[T]) -> Value {
+    json!({
+        "kind": format!("{}List", r.kind),
+        "apiVersion": r.api_version(),
+        "metadata": {"resourceVersion": rv.to_string()},
+        "items": items,
+    })
+}
+
+/// The `includeObject` of a Table request.
+fn include_object(query: &Query) -> &str {
+    query.get("includeObject").unwrap_or("Metadata")
+}
+
+async fn list(
+    api: &Api,
+    r: &'static Resource,
+    ns: Option<&str>,
+    req: RestRequest,
+) -> Result<Response<Body>, ApiError> {
+    let filter = Filter::from_query(&req.query)?;
+    let (items, rv) = api.list(&req.user, r, ns, &filter).await?;
+    if table::wants_table(&req.accept) {
+        let rows: Vec<&Value> = items.iter().map(|a| &**a).collect();
+        let t = table::table(r, &rows, Some(rv), include_object(&req.query), Utc::now());
+        return Ok(json_response(200, &t));
+    }
+    let items: Vec<&Value> = items.iter().map(|a| &**a).collect();
+    Ok(json_response(200, &list_body(r, rv, &items)))
+}
+
+/// GET of an object or its status, as JSON or as a Table.
+pub async fn get_object(
+    api: &Api,
+    at: ObjectRef<'_>,
+    part: Part,
+    req: RestRequest,
+) -> Result<Response<Body>, ApiError> {
+    let obj = api.get_part(&req.user, at, part).await?;
+    if table::wants_table(&req.accept) {
+        let t = table::table(at.r, &[&obj], None, include_object(&req.query), Utc::now());
+        return Ok(json_response(200, &t));
+    }
+    Ok(json_response(200, &obj))
+}
+
+/// PUT of an object or its status.
+pub async fn update_object(
+    api: &Api,
+    at: ObjectRef<'_>,
+    part: Part,
+    req: RestRequest,
+) -> Result<Response<Body>, ApiError> {
+    let opts = WriteOpts::from_query(&req.query)?;
+    let user = req.user.clone();
+    let obj = req.object().await?;
+    let w = api.update(&user, at, part, obj, opts).await?;
+    Ok(with_warnings(json_response(200, &w.object), &w.warnings))
+}
+
+/// PATCH of an object or its status (JSON patch, merge patch, strategic merge patch).
+pub async fn patch_object(
+    api: &Api,
+    at: ObjectRef<'_>,
+    part: Part,
+    req: RestRequest,
+) -> Result<Response<Body>, ApiError> {
+    let opts = WriteOpts::from_query(&req.query)?;
+    let ty = PatchType::from_content_type(&req.media_type())?;
+    let user = req.user.clone();
+    let body = req.bytes().await?;
+    let doc: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let w = api.patch(&user, at, part, ty, &doc, opts).await?;
+    Ok(with_warnings(json_response(200, &w.object), &w.warnings))
+}
+
+async fn delete_object(
+    api: &Api,
+    at: ObjectRef<'_>,
+    req: RestRequest,
+) -> Result<Response<Body>, ApiError> {
+    let opts = WriteOpts::from_query(&req.query)?;
+    let user = req.user.clone();
+    let content_type = req.content_type.clone();
+    let body = req.bytes().await?;
+    let mut preconditions = Preconditions::default();
+    if !body.is_empty() {
+        let options = parse_body(&content_type, &body)?;
+        if let Some(rv) = options
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+        {
+            preconditions.resource_version =
+                Some(rv.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                })?);
+        }
+        preconditions.uid = options
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+    }
+    let obj = api.delete(&user, at, &preconditions, opts.dry_run).await?;
+    Ok(json_response(200, &obj))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        type Want<'a> = Option<(&'a str, Option<&'a str>, Option<&'a str>, Option<&'a str>)>;
+        let cases: [(&str, &str, &str, Want); 8] = [
+            (
+                "apps",
+                "v1",
+                "namespaces/default/daemonsets",
+                Some(("DaemonSet", Some("default"), None, None)),
+            ),
+            (
+                "apps",
+                "v1",
+                "daemonsets",
+                Some(("DaemonSet", None, None, None)),
+            ),
+            (
+                "apps",
+                "v1",
+                "namespaces/d/daemonsets/x/status",
+                Some(("DaemonSet", Some("d"), Some("x"), Some("status"))),
+            ),
+            (
+                "",
+                "v1",
+                "namespaces/kube-system",
+                Some(("Namespace", None, Some("kube-system"), None)),
+            ),
+            (
+                "",
+                "v1",
+                "nodes/n1/status",
+                Some(("Node", None, Some("n1"), Some("status"))),
+            ),
+            ("", "v1", "pods/x", None),
+            ("apps", "v1", "namespaces/d/daemonsets/x/scale", None),
+            ("", "v1", "namespaces/x/status", None),
+        ];
+        for (g, v, path, want) in cases {
+            let segs: Vec<&str> = path.split('/').collect();
+            let got = parse_target(g, v, &segs)
+                .ok()
+                .map(|t| (t.r.kind, t.ns, t.name, t.sub.map(|s| s.name)));
+            let want = want.map(|(k, ns, n, s)| (k, ns.map(String::from), n.map(String::from), s));
+            assert_eq!(got, want, "{path}");
+        }
+    }
+}

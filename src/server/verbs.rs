@@ -1,0 +1,718 @@
+//! The generic verbs over the [`ObjectStore`], done once for every kind as kube-apiserver's
+//! `genericregistry.Store` does them: create, get, list, watch, update, patch, delete,
+//! deletecollection. Each verb authorizes the caller, keeps the server-owned metadata, and asks
+//! the resource's [`Strategy`](super::strategy::Strategy) for everything kind-specific.
+//!
+//! The HTTP layer (`router`) and the controllers inside the server both call these.
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::auth::{authorize, User, Verb};
+use super::kinds::NAMESPACES;
+use super::meta;
+use super::query::{FieldValidation, Filter, WriteOpts};
+use super::resources::Resource;
+use super::status::ApiError;
+use super::store::{object_rv, ObjectStore, StoreError, Watch, WatchFrom};
+use super::strategy::{Prepare, Prepared};
+use crate::core::patch::{self, PatchError};
+use crate::core::validation::Policy;
+
+/// The shared state of the verbs.
+pub struct Api {
+    pub store: Arc<dyn ObjectStore>,
+    /// What pod specs may hold (`--allow-privileged`, `--allow-host-path`).
+    pub policy: Policy,
+}
+
+/// What a successful write returns.
+pub struct Written {
+    pub object: Arc<Value>,
+    pub warnings: Vec<String>,
+}
+
+/// Which part of an object a request addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Main,
+    Status,
+}
+
+impl Part {
+    /// The subresource named in authorization.
+    pub fn subresource(self) -> Option<&'static str> {
+        match self {
+            Part::Main => None,
+            Part::Status => Some("status"),
+        }
+    }
+}
+
+/// The patch formats the API accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+}
+
+impl PatchType {
+    pub fn from_content_type(ct: &str) -> Result<PatchType, ApiError> {
+        match ct {
+            "application/json-patch+json" => Ok(PatchType::Json),
+            "application/merge-patch+json" => Ok(PatchType::Merge),
+            "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
+            "application/apply-patch+yaml" => Err(ApiError::unsupported_media(
+                "server-side apply (application/apply-patch+yaml) is not supported by this server: use client-side kubectl apply",
+            )),
+            other => Err(ApiError::unsupported_media(format!(
+                "the body of the request was in an unknown format {other:?}: accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
+            ))),
+        }
+    }
+}
+
+/// The one object a verb addresses: the resource, its namespace (None for cluster-scoped
+/// resources) and its name.
+#[derive(Debug, Clone, Copy)]
+pub struct ObjectRef<'a> {
+    pub r: &'static Resource,
+    pub ns: Option<&'a str>,
+    pub name: &'a str,
+}
+
+impl<'a> ObjectRef<'a> {
+    pub fn new(r: &'static Resource, ns: Option<&'a str>, name: &'a str) -> ObjectRef<'a> {
+        ObjectRef { r, ns, name }
+    }
+    fn authorize(&self, user: &User, verb: Verb, part: Part) -> Result<(), ApiError> {
+        authorize(
+            user,
+            verb,
+            self.r,
+            part.subresource(),
+            self.ns,
+            Some(self.name),
+        )
+    }
+}
+
+/// The preconditions of a delete (`DeleteOptions.preconditions`).
+#[derive(Debug, Default, Clone)]
+pub struct Preconditions {
+    pub resource_version: Option<u64>,
+    pub uid: Option<String>,
+}
+
+pub fn store_error(r: &Resource, e: StoreError) -> ApiError {
+    match e {
+        StoreError::AlreadyExists { name, .. } => {
+            ApiError::already_exists(r.group, r.plural, &name)
+        }
+        StoreError::NotFound { name, .. } => ApiError::not_found(r.group, r.plural, &name),
+        StoreError::Conflict { name, .. } => ApiError::conflict(r.group, r.plural, &name),
+        StoreError::Expired { requested, oldest } => {
+            ApiError::gone(format!("too old resource version: {requested} ({oldest})"))
+        }
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// Applies a patch document of `ty` to `old`. A patch that does not name a resourceVersion
+/// applies to whatever is current (retried on a concurrent write); one that does is a
+/// precondition, so it stays in the result.
+fn apply_patch(r: &Resource, ty: PatchType, doc: &Value, old: &Value) -> Result<Value, ApiError> {
+    let res = match ty {
+        PatchType::Json => patch::json_patch(old, doc),
+        PatchType::Merge => patch::merge_patch(old, doc),
+        PatchType::Strategic => patch::strategic_merge_patch(old, doc, r.strategy.patch_schema()),
+    };
+    let mut patched = res.map_err(|e| match e {
+        PatchError::Invalid(_) => ApiError::bad_request(e.to_string()),
+        PatchError::Conflict(_) => ApiError::new(422, "Invalid", e.to_string()),
+    })?;
+    let explicit = doc.pointer("/metadata/resourceVersion").is_some()
+        || doc.as_array().is_some_and(|ops| {
+            ops.iter().any(|op| {
+                op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
+            })
+        });
+    if !explicit {
+        if let Some(m) = patched.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+    }
+    Ok(patched)
+}
+
+impl Api {
+    pub fn new(store: Arc<dyn ObjectStore>, policy: Policy) -> Api {
+        Api { store, policy }
+    }
+
+    async fn namespace_exists(&self, ns: &str) -> Result<bool, ApiError> {
+        self.store
+            .get(&NAMESPACES.key(), "", ns)
+            .await
+            .map(|o| o.is_some())
+            .map_err(|e| store_error(&NAMESPACES, e))
+    }
+
+    /// Creates an object (POST). `ns` is the namespace of the URL (None for cluster-scoped).
+    pub async fn create(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+        mut obj: Value,
+        opts: WriteOpts,
+    ) -> Result<Written, ApiError> {
+        authorize(user, Verb::Create, r, None, ns, None)?;
+        let strategy = r.strategy;
+        let name = meta::before_create(r, ns, &mut obj)?;
+        if let Some(ns) = ns {
+            if !self.namespace_exists(ns).await? {
+                return Err(ApiError::not_found("", "namespaces", ns));
+            }
+        }
+        if let Some(status) = strategy.initial_status() {
+            obj["status"] = status;
+        }
+        let Prepared { object, warnings } = strategy.prepare(
+            &obj,
+            Prepare {
+                resource: r,
+                old: None,
+                validation: opts.validation,
+                policy: Some(self.policy),
+            },
+        )?;
+        if opts.dry_run {
+            return Ok(Written {
+                object: Arc::new(object),
+                warnings,
+            });
+        }
+        let object = self
+            .store
+            .create(&r.key(), ns.unwrap_or(""), &name, object)
+            .await
+            .map_err(|e| store_error(r, e))?;
+        Ok(Written { object, warnings })
+    }
+
+    /// The stored object, without authorization (inside a verb that authorized).
+    async fn fetch(&self, at: ObjectRef<'_>) -> Result<Arc<Value>, ApiError> {
+        let r = at.r;
+        self.store
+            .get(&r.key(), at.ns.unwrap_or(""), at.name)
+            .await
+            .map_err(|e| store_error(r, e))?
+            .ok_or_else(|| ApiError::not_found(r.group, r.plural, at.name))
+    }
+
+    pub async fn get(&self, user: &User, at: ObjectRef<'_>) -> Result<Arc<Value>, ApiError> {
+        self.get_part(user, at, Part::Main).await
+    }
+
+    /// GET of the object or of its status subresource (the same object).
+    pub async fn get_part(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        part: Part,
+    ) -> Result<Arc<Value>, ApiError> {
+        at.authorize(user, Verb::Get, part)?;
+        self.fetch(at).await
+    }
+
+    /// The objects `filter` selects and the resourceVersion of the list.
+    pub async fn list(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+        filter: &Filter,
+    ) -> Result<(Vec<Arc<Value>>, u64), ApiError> {
+        authorize(user, Verb::List, r, None, ns, None)?;
+        let (items, rv) = self
+            .store
+            .list(&r.key(), ns)
+            .await
+            .map_err(|e| store_error(r, e))?;
+        let selected = items.into_iter().filter(|o| filter.matches(o)).collect();
+        Ok((selected, rv))
+    }
+
+    /// Starts a watch of `r` (the caller renders and filters its events).
+    pub async fn watch(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+        from: WatchFrom,
+    ) -> Result<Watch, ApiError> {
+        authorize(user, Verb::Watch, r, None, ns, None)?;
+        self.store
+            .watch(Some(&r.key()), ns, from)
+            .await
+            .map_err(|e| store_error(r, e))
+    }
+
+    /// One watch over several resources, in the order of their changes (for controllers).
+    pub async fn watch_all(
+        &self,
+        user: &User,
+        resources: &[&'static Resource],
+    ) -> Result<Watch, ApiError> {
+        for r in resources {
+            authorize(user, Verb::Watch, r, None, None, None)?;
+        }
+        self.store
+            .watch(None, None, WatchFrom::Current { initial: false })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
+    /// Replaces `part` of an object with `obj` (PUT).
+    pub async fn update(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        part: Part,
+        obj: Value,
+        opts: WriteOpts,
+    ) -> Result<Written, ApiError> {
+        at.authorize(user, Verb::Update, part)?;
+        self.write(at, part, opts, |_| Ok(obj.clone())).await
+    }
+
+    /// Replaces `part` of an object with what `make` derives from the current object; retried
+    /// on a concurrent write unless the candidate names a resourceVersion (a precondition).
+    pub async fn update_with<F>(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        part: Part,
+        opts: WriteOpts,
+        make: F,
+    ) -> Result<Written, ApiError>
+    where
+        F: Fn(&Value) -> Result<Value, ApiError>,
+    {
+        at.authorize(user, Verb::Update, part)?;
+        self.write(at, part, opts, make).await
+    }
+
+    /// Applies a patch document (PATCH).
+    pub async fn patch(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        part: Part,
+        ty: PatchType,
+        doc: &Value,
+        opts: WriteOpts,
+    ) -> Result<Written, ApiError> {
+        at.authorize(user, Verb::Patch, part)?;
+        self.write(at, part, opts, |old| apply_patch(at.r, ty, doc, old))
+            .await
+    }
+
+    /// The write of an authorized update or patch.
+    async fn write<F>(
+        &self,
+        at: ObjectRef<'_>,
+        part: Part,
+        opts: WriteOpts,
+        make: F,
+    ) -> Result<Written, ApiError>
+    where
+        F: Fn(&Value) -> Result<Value, ApiError>,
+    {
+        let ObjectRef { r, ns, name } = at;
+        let key = r.key();
+        let ns_key = ns.unwrap_or("");
+        for _ in 0..16 {
+            let old = self.fetch(at).await?;
+            let old_rv = object_rv(&old);
+            let candidate = make(&old)?;
+            let precondition = candidate
+                .pointer("/metadata/resourceVersion")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|s| {
+                    s.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resourceVersion {s:?}"))
+                    })
+                })
+                .transpose()?;
+            if precondition.is_some_and(|p| p != old_rv) {
+                return Err(ApiError::conflict(r.group, r.plural, name));
+            }
+            let Prepared {
+                object: merged,
+                warnings,
+            } = self.merge_write(r, part, &old, candidate, opts.validation)?;
+            if merged == *old || opts.dry_run {
+                let object = if merged == *old {
+                    old
+                } else {
+                    Arc::new(merged)
+                };
+                return Ok(Written { object, warnings });
+            }
+            match self
+                .store
+                .update(&key, ns_key, name, merged, Some(old_rv))
+                .await
+            {
+                Ok(object) => return Ok(Written { object, warnings }),
+                Err(StoreError::Conflict { .. }) if precondition.is_none() => continue,
+                Err(e) => return Err(store_error(r, e)),
+            }
+        }
+        Err(ApiError::conflict(r.group, r.plural, name))
+    }
+
+    /// The object a write of `candidate` to `part` of `old` stores: server-owned metadata kept,
+    /// the strategy's status fields taken from the write that owns them, generation bumped when
+    /// the strategy's generation fields change.
+    fn merge_write(
+        &self,
+        r: &'static Resource,
+        part: Part,
+        old: &Value,
+        mut candidate: Value,
+        validation: FieldValidation,
+    ) -> Result<Prepared, ApiError> {
+        let strategy = r.strategy;
+        meta::before_update(r, old, &mut candidate)?;
+        let mut merged = match part {
+            Part::Status => {
+                let mut m = old.clone();
+                for field in strategy.status_fields() {
+                    meta::copy_field(&mut m, &candidate, field);
+                }
+                m
+            }
+            Part::Main => {
+                let mut m = candidate;
+                if r.has_status() {
+                    for field in strategy.status_fields() {
+                        meta::copy_field(&mut m, old, field);
+                    }
+                }
+                meta::keep_server_fields(&mut m, old)?;
+                m
+            }
+        };
+        if let Some(m) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.insert("resourceVersion".into(), json!(object_rv(old).to_string()));
+        }
+        let mut prepared = strategy.prepare(
+            &merged,
+            Prepare {
+                resource: r,
+                old: Some(old),
+                validation,
+                policy: (part == Part::Main).then_some(self.policy),
+            },
+        )?;
+        let changed = |field: &&str| prepared.object.get(*field) != old.get(*field);
+        if part == Part::Main && strategy.generation_fields().iter().any(changed) {
+            let gen = old
+                .pointer("/metadata/generation")
+                .and_then(Value::as_i64)
+                .unwrap_or(0);
+            prepared.object["metadata"]["generation"] = json!(gen + 1);
+        }
+        Ok(prepared)
+    }
+
+    /// Deletes an object (immediately: no finalizers), then runs the strategy's cleanup.
+    pub async fn delete(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        preconditions: &Preconditions,
+        dry_run: bool,
+    ) -> Result<Arc<Value>, ApiError> {
+        at.authorize(user, Verb::Delete, Part::Main)?;
+        if let Some(uid) = &preconditions.uid {
+            let cur = self.fetch(at).await?;
+            if meta::meta_str(&cur, "uid") != Some(uid) {
+                return Err(ApiError::conflict(at.r.group, at.r.plural, at.name));
+            }
+        }
+        self.delete_authorized(at, preconditions.resource_version, dry_run)
+            .await
+    }
+
+    async fn delete_authorized(
+        &self,
+        at: ObjectRef<'_>,
+        precondition_rv: Option<u64>,
+        dry_run: bool,
+    ) -> Result<Arc<Value>, ApiError> {
+        if dry_run {
+            return self.fetch(at).await;
+        }
+        let r = at.r;
+        let deleted = self
+            .store
+            .delete(&r.key(), at.ns.unwrap_or(""), at.name, precondition_rv)
+            .await
+            .map_err(|e| store_error(r, e))?;
+        r.strategy.after_delete(self, &deleted).await?;
+        Ok(deleted)
+    }
+
+    /// Deletes what `filter` selects; returns the deleted objects and the resourceVersion after.
+    pub async fn delete_collection(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+        filter: &Filter,
+        dry_run: bool,
+    ) -> Result<(Vec<Value>, u64), ApiError> {
+        authorize(user, Verb::DeleteCollection, r, None, ns, None)?;
+        let (items, _) = self
+            .store
+            .list(&r.key(), ns)
+            .await
+            .map_err(|e| store_error(r, e))?;
+        let mut deleted = Vec::new();
+        for item in items.iter().filter(|o| filter.matches(o)) {
+            let (ins, iname) = (
+                meta::meta_str(item, "namespace"),
+                meta::meta_str(item, "name").unwrap_or(""),
+            );
+            let at = ObjectRef::new(r, ins, iname);
+            match self.delete_authorized(at, None, dry_run).await {
+                Ok(o) => deleted.push((*o).clone()),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((deleted, self.store.current_rv()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::kinds::{DAEMONSETS, NODES, PODS};
+    use super::super::store::SqliteStore;
+    use super::*;
+
+    fn test_api(dir: &tempfile::TempDir) -> Api {
+        let store = SqliteStore::open(&dir.path().join("s.db"), 100).unwrap();
+        Api::new(Arc::new(store), Policy::default())
+    }
+
+    fn admin() -> User {
+        User::internal("test")
+    }
+
+    #[tokio::test]
+    async fn field_validation_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir);
+        let with_typo = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "a", "labelz": {"x": "y"}}, "spec": {"foo": 1}});
+        let opts = |validation| WriteOpts {
+            dry_run: false,
+            validation,
+        };
+        let strict = api
+            .create(
+                &admin(),
+                &NAMESPACES,
+                None,
+                with_typo.clone(),
+                opts(FieldValidation::Strict),
+            )
+            .await
+            .err()
+            .expect("strict refuses unknown fields");
+        assert_eq!(strict.code, 400);
+        assert!(
+            strict
+                .message
+                .contains("unknown field \"metadata.labelz\", unknown field \"spec.foo\""),
+            "{}",
+            strict.message
+        );
+        let warned = api
+            .create(
+                &admin(),
+                &NAMESPACES,
+                None,
+                with_typo.clone(),
+                opts(FieldValidation::Warn),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            warned.warnings,
+            [
+                "unknown field \"metadata.labelz\"",
+                "unknown field \"spec.foo\""
+            ]
+        );
+        assert!(
+            warned.object["metadata"].get("labelz").is_none(),
+            "unknown fields are dropped"
+        );
+        let mut other = with_typo;
+        other["metadata"]["name"] = json!("b");
+        let ignored = api
+            .create(
+                &admin(),
+                &NAMESPACES,
+                None,
+                other,
+                opts(FieldValidation::Ignore),
+            )
+            .await
+            .unwrap();
+        assert!(ignored.warnings.is_empty());
+    }
+
+    fn daemonset(image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "d", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}},
+                    "spec": {"containers": [{"name": "c", "image": image}]}}},
+            "status": {"numberReady": 5}})
+    }
+
+    #[tokio::test]
+    async fn strategies_decide_status_generation_and_cascade() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir);
+        let user = admin();
+        let ns = json!({"metadata": {"name": "default"}});
+        let ns = api
+            .create(&user, &NAMESPACES, None, ns, WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        assert_eq!(ns.object["status"]["phase"], "Active", "initial status");
+        assert!(ns.object["metadata"].get("generation").is_none());
+
+        let ds = api
+            .create(
+                &user,
+                &DAEMONSETS,
+                Some("default"),
+                daemonset("i:1"),
+                WriteOpts::INTERNAL,
+            )
+            .await
+            .unwrap();
+        assert_eq!(ds.object["metadata"]["generation"], 1);
+        assert_eq!(ds.object["status"]["numberReady"], 0, "initial status wins");
+
+        // (part, image, status.numberReady written, generation after, numberReady after)
+        let cases = [
+            (Part::Main, "i:1", 7, 1, 0),
+            (Part::Main, "i:2", 7, 2, 0),
+            (Part::Status, "i:3", 7, 2, 7),
+            (Part::Main, "i:2", 9, 2, 7),
+        ];
+        for (i, (part, image, ready, generation, ready_after)) in cases.into_iter().enumerate() {
+            let mut obj = daemonset(image);
+            obj["status"]["numberReady"] = json!(ready);
+            let w = api
+                .update(
+                    &user,
+                    ObjectRef::new(&DAEMONSETS, Some("default"), "d"),
+                    part,
+                    obj,
+                    WriteOpts::INTERNAL,
+                )
+                .await
+                .unwrap();
+            assert_eq!(w.object["metadata"]["generation"], generation, "case {i}");
+            assert_eq!(w.object["status"]["numberReady"], ready_after, "case {i}");
+            let want_image = if part == Part::Status { "i:2" } else { image };
+            assert_eq!(
+                w.object.pointer("/spec/template/spec/containers/0/image"),
+                Some(&json!(want_image)),
+                "case {i}"
+            );
+        }
+
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        let pod = api
+            .create(&user, &PODS, Some("default"), pod, WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        assert_eq!(pod.object["status"]["phase"], "Pending");
+        api.delete(
+            &user,
+            ObjectRef::new(&NAMESPACES, None, "default"),
+            &Preconditions::default(),
+            false,
+        )
+        .await
+        .unwrap();
+        for r in [&DAEMONSETS, &PODS] {
+            let (items, _) = api
+                .list(&user, r, Some("default"), &Filter::default())
+                .await
+                .unwrap();
+            assert!(items.is_empty(), "{} left in a deleted namespace", r.plural);
+        }
+    }
+
+    #[tokio::test]
+    async fn patches_use_the_kinds_merge_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir);
+        let user = admin();
+        let node = json!({"metadata": {"name": "n"}, "status": {"conditions": [
+            {"type": "Ready", "status": "True"}, {"type": "DiskPressure", "status": "False"}]}});
+        api.create(&user, &NODES, None, node, WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        let doc = json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}});
+        let cases = [
+            (PatchType::Strategic, 2, "False"),
+            (PatchType::Merge, 1, "False"),
+        ];
+        for (ty, n, ready) in cases {
+            let w = api
+                .patch(
+                    &user,
+                    ObjectRef::new(&NODES, None, "n"),
+                    Part::Status,
+                    ty,
+                    &doc,
+                    WriteOpts::INTERNAL,
+                )
+                .await
+                .unwrap();
+            let conds = w.object["status"]["conditions"].as_array().unwrap();
+            assert_eq!(conds.len(), n, "{ty:?}");
+            assert_eq!(conds[0]["status"], ready, "{ty:?}");
+        }
+        let stale = json!({"metadata": {"resourceVersion": "1"}, "spec": {"unschedulable": true}});
+        let e = api
+            .patch(
+                &user,
+                ObjectRef::new(&NODES, None, "n"),
+                Part::Main,
+                PatchType::Merge,
+                &stale,
+                WriteOpts::INTERNAL,
+            )
+            .await
+            .err()
+            .expect("a stale resourceVersion in a patch is a precondition");
+        assert_eq!(e.code, 409);
+    }
+}

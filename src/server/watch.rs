@@ -1,0 +1,369 @@
+//! The watch stream: one JSON line per event, filtered by the watcher's selectors (an object
+//! that enters or leaves the selection is ADDED or DELETED for it, as in Kubernetes), as Table
+//! rows when asked, with bookmarks, the initial-events-end bookmark of `sendInitialEvents`, and
+//! 410 Gone for a watcher that falls behind.
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::Utc;
+use http::{header, HeaderValue, Response};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::{json, Value};
+use tokio::sync::broadcast;
+
+use super::auth::User;
+use super::body::Body;
+use super::query::{Filter, Query};
+use super::resources::Resource;
+use super::status::ApiError;
+use super::store::{EventType, WatchEvent, WatchFrom};
+use super::table;
+use super::verbs::Api;
+
+/// How often a watch that asked for bookmarks gets one.
+pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(15);
+/// A watch without timeoutSeconds ends after this long (clients re-watch).
+const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// How one watcher renders events.
+struct WatchRender {
+    r: &'static Resource,
+    ns: Option<String>,
+    filter: Filter,
+    table: bool,
+}
+
+fn json_line(v: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(v).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+impl WatchRender {
+    fn line(&self, event_type: &str, obj: &Value) -> Bytes {
+        let object = if self.table {
+            table::table(self.r, &[obj], None, "Metadata", Utc::now())
+        } else {
+            obj.clone()
+        };
+        json_line(&json!({"type": event_type, "object": object}))
+    }
+
+    /// The line this watcher sends for `ev`, if any.
+    fn render(&self, ev: &WatchEvent) -> Option<Bytes> {
+        if ev.resource != self.r.key() || self.ns.as_ref().is_some_and(|ns| *ns != ev.namespace) {
+            return None;
+        }
+        if self.filter.is_empty() {
+            if self.table {
+                return Some(self.line(ev.event_type.as_str(), &ev.object));
+            }
+            return Some(ev.line.clone());
+        }
+        let now = self.filter.matches(&ev.object);
+        let before = ev.prev.as_ref().is_some_and(|p| self.filter.matches(p));
+        let ty = match (ev.event_type, before, now) {
+            (EventType::Added, _, true) => "ADDED",
+            (EventType::Deleted, _, true) => "DELETED",
+            (EventType::Modified, true, true) => "MODIFIED",
+            (EventType::Modified, false, true) => "ADDED",
+            (EventType::Modified, true, false) => "DELETED",
+            _ => return None,
+        };
+        if ty == ev.event_type.as_str() && !self.table {
+            return Some(ev.line.clone());
+        }
+        Some(self.line(ty, &ev.object))
+    }
+
+    fn bookmark(&self, rv: u64, initial_end: bool) -> Bytes {
+        let mut meta = json!({"resourceVersion": rv.to_string()});
+        if initial_end {
+            meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+        }
+        let obj =
+            json!({"kind": self.r.kind, "apiVersion": self.r.api_version(), "metadata": meta});
+        json_line(&json!({"type": "BOOKMARK", "object": obj}))
+    }
+}
+
+fn error_line(e: &ApiError) -> Bytes {
+    json_line(&json!({"type": "ERROR", "object": e.to_status()}))
+}
+
+struct WatchState {
+    render: WatchRender,
+    pending: VecDeque<Bytes>,
+    rx: Option<broadcast::Receiver<Arc<WatchEvent>>>,
+    deadline: tokio::time::Instant,
+    bookmarks: Option<tokio::time::Interval>,
+    last_rv: u64,
+}
+
+async fn next_line(mut st: WatchState) -> Option<(Result<Frame<Bytes>, Infallible>, WatchState)> {
+    loop {
+        if let Some(line) = st.pending.pop_front() {
+            return Some((Ok(Frame::data(line)), st));
+        }
+        let rx = st.rx.as_mut()?;
+        let tick = async {
+            match st.bookmarks.as_mut() {
+                Some(iv) => {
+                    iv.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Ok(ev) => {
+                    st.last_rv = st.last_rv.max(ev.rv);
+                    if let Some(line) = st.render.render(&ev) {
+                        return Some((Ok(Frame::data(line)), st));
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    log::warn!(resource = st.render.r.key().as_str(), missed = n; "watcher too slow, closing its watch");
+                    st.pending.push_back(error_line(&ApiError::gone(
+                        "the watch fell too far behind: relist and watch again",
+                    )));
+                    st.rx = None;
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            },
+            _ = tokio::time::sleep_until(st.deadline) => return None,
+            _ = tick => {
+                let line = st.render.bookmark(st.last_rv, false);
+                return Some((Ok(Frame::data(line)), st));
+            }
+        }
+    }
+}
+
+/// `GET ...?watch=1`: a streamed response of watch events.
+pub async fn watch(
+    api: Arc<Api>,
+    user: &User,
+    r: &'static Resource,
+    ns: Option<&str>,
+    query: &Query,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
+    let filter = Filter::from_query(query)?;
+    let timeout = query
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(DEFAULT_WATCH_TIMEOUT);
+    let allow_bookmarks = query.flag("allowWatchBookmarks");
+    let send_initial = query.get("sendInitialEvents");
+    let rv_param = query.get("resourceVersion").unwrap_or("");
+    if send_initial == Some("true")
+        && (!allow_bookmarks || query.get("resourceVersionMatch") != Some("NotOlderThan"))
+    {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            "sendInitialEvents requires allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan",
+        ));
+    }
+    let from = match (rv_param, send_initial) {
+        (_, Some("true")) => WatchFrom::Current { initial: true },
+        ("" | "0", Some("false")) => WatchFrom::Current { initial: false },
+        ("" | "0", _) => WatchFrom::Current { initial: true },
+        (rv, _) => WatchFrom::After(
+            rv.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
+        ),
+    };
+    let render = WatchRender {
+        r,
+        ns: ns.map(str::to_string),
+        filter,
+        table: table::wants_table(accept),
+    };
+    let mut pending = VecDeque::new();
+    let (rx, last_rv) = match api.watch(user, r, ns, from).await {
+        Ok(w) => {
+            for ev in &w.initial {
+                if let Some(line) = render.render(ev) {
+                    pending.push_back(line);
+                }
+            }
+            if send_initial == Some("true") {
+                pending.push_back(render.bookmark(w.rv, true));
+            }
+            (Some(w.rx), w.rv)
+        }
+        // Too old a resourceVersion is told in the stream, as kube-apiserver does.
+        Err(e) if e.code == 410 => {
+            pending.push_back(error_line(&e));
+            (None, 0)
+        }
+        Err(e) => return Err(e),
+    };
+    let bookmarks = allow_bookmarks.then(|| {
+        let mut iv = tokio::time::interval_at(
+            tokio::time::Instant::now() + BOOKMARK_INTERVAL,
+            BOOKMARK_INTERVAL,
+        );
+        iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        iv
+    });
+    let state = WatchState {
+        render,
+        pending,
+        rx,
+        deadline: tokio::time::Instant::now() + timeout,
+        bookmarks,
+        last_rv,
+    };
+    let stream = futures::stream::unfold(state, next_line);
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::kinds::NODES;
+    use super::super::store::SqliteStore;
+    use super::*;
+
+    async fn watch_lines(
+        api: &Arc<Api>,
+        resp: Response<Body>,
+        writes: Vec<(&str, Value)>,
+    ) -> Vec<Value> {
+        for (name, obj) in writes {
+            match api.store.get("nodes", "", name).await.unwrap() {
+                Some(_) => api
+                    .store
+                    .update("nodes", "", name, obj, None)
+                    .await
+                    .unwrap(),
+                None => api.store.create("nodes", "", name, obj).await.unwrap(),
+            };
+        }
+        let mut body = resp.into_body();
+        let mut out = Vec::new();
+        while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(3), body.frame()).await
+        {
+            let Ok(data) = frame.unwrap().into_data() else {
+                continue;
+            };
+            for line in data.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                out.push(serde_json::from_slice::<Value>(line).unwrap());
+            }
+        }
+        out
+    }
+
+    fn node(name: &str, labels: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}})
+    }
+
+    fn test_api(dir: &tempfile::TempDir, ring: usize) -> Arc<Api> {
+        let store = SqliteStore::open(&dir.path().join("s.db"), ring).unwrap();
+        Arc::new(Api::new(Arc::new(store), Default::default()))
+    }
+
+    async fn start(api: &Arc<Api>, query: &str) -> Response<Body> {
+        let q = Query::parse(Some(query));
+        watch(api.clone(), &User::internal("test"), &NODES, None, &q, "")
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn label_selected_watch_sees_objects_enter_and_leave() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let resp = start(&api, "watch=1&timeoutSeconds=1&labelSelector=a%3Db").await;
+        let lines = watch_lines(
+            &api,
+            resp,
+            vec![
+                ("n1", node("n1", json!({"a": "b"}))),
+                ("n1", node("n1", json!({"a": "c"}))),
+                ("n2", node("n2", json!({}))),
+                ("n1", node("n1", json!({"a": "b", "x": "y"}))),
+                ("n1", node("n1", json!({"a": "b"}))),
+            ],
+        )
+        .await;
+        let got: Vec<(&str, &str)> = lines
+            .iter()
+            .map(|l| {
+                (
+                    l["type"].as_str().unwrap(),
+                    l["object"]["metadata"]["name"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("ADDED", "n1"),
+                ("DELETED", "n1"),
+                ("ADDED", "n1"),
+                ("MODIFIED", "n1")
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn initial_events_end_with_a_bookmark() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        api.store
+            .create("nodes", "", "n1", node("n1", json!({})))
+            .await
+            .unwrap();
+        let resp = start(
+            &api,
+            "watch=1&timeoutSeconds=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan",
+        )
+        .await;
+        let lines = watch_lines(&api, resp, vec![]).await;
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(lines[0]["type"], "ADDED");
+        assert_eq!(lines[1]["type"], "BOOKMARK");
+        assert_eq!(lines[1]["object"]["metadata"]["resourceVersion"], "1");
+        assert_eq!(
+            lines[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+            "true"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_falls_behind_is_dropped_with_410() {
+        let dir = tempfile::tempdir().unwrap();
+        // Ring of 4: the broadcast buffer holds 16 events.
+        let api = test_api(&dir, 4);
+        let resp = start(&api, "watch=1&resourceVersion=0").await;
+        let writes: Vec<(String, Value)> = (0..40)
+            .map(|i| (format!("n{i}"), node(&format!("n{i}"), json!({}))))
+            .collect();
+        let lines = watch_lines(
+            &api,
+            resp,
+            writes
+                .iter()
+                .map(|(n, v)| (n.as_str(), v.clone()))
+                .collect(),
+        )
+        .await;
+        let last = lines.last().unwrap();
+        assert_eq!(last["type"], "ERROR");
+        assert_eq!(last["object"]["code"], 410);
+        assert!(lines.len() < 40);
+    }
+}
