@@ -109,7 +109,7 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     let runtime_version = match ctx.runtime.version().await {
         Ok(v) => v,
         Err(e) => {
-            log::warn!(error = e.to_string(); "containerd did not tell its version");
+            log::warn!(error = crate::runtime::chain(&e); "containerd did not tell its version");
             "containerd://unknown".into()
         }
     };
@@ -229,7 +229,7 @@ impl Controller {
                     }
                 }
                 Err(e) => {
-                    log::warn!(error = e.to_string(); "no exit events from containerd; relying on resync")
+                    log::warn!(error = crate::runtime::chain(&e); "no exit events from containerd; relying on resync")
                 }
             }
         });
@@ -287,7 +287,7 @@ impl Controller {
                 self.on_report(r);
             }
             if let Err(e) = self.round(&report_tx).await {
-                log::warn!(error = e.to_string(); "reconcile round failed; retrying");
+                log::warn!(error = crate::runtime::chain(e.as_ref()); "reconcile round failed; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 self.store.changed.notify_one();
             }

@@ -19,6 +19,23 @@ use std::process::ExitCode;
 
 use cri::{LineSplitter, Stream};
 
+/// The log file of one incarnation (`restarts`) of a container, laid out as the kubelet's
+/// `/var/log/pods`: `STATE_DIR/logs/NAMESPACE_POD_UID/CONTAINER/RESTARTS.log`. The agent names it
+/// when it starts the container; the local API reads it back.
+pub fn log_path(
+    state_dir: &Path,
+    pod: &crate::core::plan::PodKey,
+    uid: &str,
+    container: &str,
+    restarts: u32,
+) -> PathBuf {
+    state_dir
+        .join("logs")
+        .join(format!("{}_{}_{uid}", pod.namespace, pod.name))
+        .join(container)
+        .join(format!("{restarts}.log"))
+}
+
 /// The query key (and so the argument) that marks a log-driver invocation; its value is the
 /// version of the argument set.
 pub const MARKER: &str = "log-driver";
