@@ -1169,26 +1169,9 @@ async fn the_log_driver_rotates_the_file_at_its_size() {
     e.rt.remove_sandbox(&uid).await.unwrap();
 }
 
-struct Serving;
-
-#[tonic::async_trait]
-impl daemonset_agent::agent::prober::health::health_server::Health for Serving {
-    async fn check(
-        &self,
-        _: tonic::Request<daemonset_agent::agent::prober::health::HealthCheckRequest>,
-    ) -> Result<
-        tonic::Response<daemonset_agent::agent::prober::health::HealthCheckResponse>,
-        tonic::Status,
-    > {
-        Ok(tonic::Response::new(
-            daemonset_agent::agent::prober::health::HealthCheckResponse { status: 1 },
-        ))
-    }
-}
-
 #[tokio::test]
 async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
-    use daemonset_agent::agent::prober::{health, NetProber, Prober, Target};
+    use daemonset_agent::agent::prober::{NetProber, Prober, Target};
     use daemonset_agent::core::probe::{Handler, Outcome};
     use daemonset_agent::runtime::ExecExit;
     let e = env().await;
@@ -1335,11 +1318,14 @@ async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(
         tokio::net::TcpListener::from_std(listener).unwrap(),
     );
-    tokio::spawn(
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(async move {
+        let _reporter = reporter;
         tonic::transport::Server::builder()
-            .add_service(health::health_server::HealthServer::new(Serving))
-            .serve_with_incoming(incoming),
-    );
+            .add_service(health)
+            .serve_with_incoming(incoming)
+            .await
+    });
     let grpc = Handler::Grpc {
         port: grpc_port,
         service: String::new(),
