@@ -67,15 +67,14 @@ pub struct DriverArgs {
     pub max_files: u32,
 }
 
-fn percent_encode(out: &mut String, bytes: &[u8], keep_slash: bool) {
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-}
+/// Everything but RFC 3986's unreserved characters is escaped in a query value.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// A path keeps its slashes.
+const PATH: &percent_encoding::AsciiSet = &QUERY_VALUE.remove(b'/');
 
 impl DriverArgs {
     /// `binary:///BINARY?log-driver=1&file=...`: the stdout/stderr string of Tasks.Create that
@@ -83,7 +82,10 @@ impl DriverArgs {
     /// (containerd pkg/process/io.go) passes every query pair as two arguments, in no fixed order.
     pub fn uri(&self, binary: &Path) -> String {
         let mut s = String::from("binary://");
-        percent_encode(&mut s, binary.as_os_str().as_bytes(), true);
+        s.extend(percent_encoding::percent_encode(
+            binary.as_os_str().as_bytes(),
+            PATH,
+        ));
         let mut pairs: Vec<(&str, &[u8])> = vec![
             (MARKER, VERSION.as_bytes()),
             ("file", self.file.as_os_str().as_bytes()),
@@ -109,7 +111,7 @@ impl DriverArgs {
             s.push(if i == 0 { '?' } else { '&' });
             s.push_str(k);
             s.push('=');
-            percent_encode(&mut s, v, false);
+            s.extend(percent_encoding::percent_encode(v, QUERY_VALUE));
         }
         s
     }
@@ -510,28 +512,15 @@ pub fn args_from_uri(uri: &str) -> Vec<OsString> {
     let mut out = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.push(OsString::from_vec(percent_decode(k)));
-        out.push(OsString::from_vec(percent_decode(v)));
+        out.push(OsString::from_vec(query_decode(k)));
+        out.push(OsString::from_vec(query_decode(v)));
     }
     out
 }
 
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    out
+/// A query component as Go's url.ParseQuery decodes it ('+' is a space).
+fn query_decode(s: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(&s.replace('+', " ")).collect()
 }
 
 #[cfg(test)]
