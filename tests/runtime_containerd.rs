@@ -848,6 +848,74 @@ async fn containers_of_a_pod_share_its_network_namespace_and_volumes() {
         .expect("removing a gone sandbox is ok");
 }
 
+/// `/daemonset-agent/NS` (and `/daemonset-agent/NS/ID` with an id) in every cgroup hierarchy
+/// where it exists.
+fn cgroups_of(namespace: &str, id: Option<&str>) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (mount, fs) = l.split_once(" - ")?;
+            let fstype = fs.split(' ').next()?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| mount.split(' ').nth(4))?
+        })
+        .map(|h| {
+            let dir = Path::new(h).join("daemonset-agent").join(namespace);
+            id.map_or(dir.clone(), |id| dir.join(id))
+        })
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_pod_leaves_no_cgroup_behind() {
+    // a namespace of its own: the parent cgroup is the namespace's
+    let ctd = common::Containerd::start();
+    let ns = unique("dsa-cgroup");
+    let state = ctd.path().join("agent-state");
+    let rt = ContainerdRuntime::connect(&ctd.socket, &ns, &state)
+        .await
+        .expect("connect to containerd");
+    let e = Env { ctd, rt, state };
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let pod = pod_spec(json!({"containers": []}));
+    let (a, b) = (unique("cg-a"), unique("cg-b"));
+    for id in [&a, &b] {
+        let req = request(
+            &e,
+            id,
+            &pod,
+            json!({"name": id, "image": image("v1"), "command": ["sleep", "3600"]}),
+            &sb,
+        )
+        .await;
+        e.rt.run_container(&req).await.expect("run");
+    }
+    assert!(
+        !cgroups_of(&ns, Some(&a)).is_empty(),
+        "runc made the container's cgroup under /daemonset-agent/{ns}"
+    );
+    e.rt.stop_container(&a, Duration::from_secs(1))
+        .await
+        .unwrap();
+    e.rt.remove_container(&a).await.unwrap();
+    assert_eq!(cgroups_of(&ns, Some(&a)), Vec::<PathBuf>::new());
+    assert!(
+        !cgroups_of(&ns, None).is_empty(),
+        "the namespace's cgroup stays while a container of it has one"
+    );
+    e.rt.stop_container(&b, Duration::from_secs(1))
+        .await
+        .unwrap();
+    e.rt.remove_container(&b).await.unwrap();
+    assert_eq!(
+        cgroups_of(&ns, None),
+        Vec::<PathBuf>::new(),
+        "the last container took the namespace's cgroup with it"
+    );
+    e.rt.remove_sandbox(&uid).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn host_network_pods_share_the_host_namespace() {
     let e = env().await;

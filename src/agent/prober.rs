@@ -532,11 +532,12 @@ pub mod fake {
     use std::sync::Mutex;
 
     /// Answers each exec probe by its command's first word from a table the test changes;
-    /// records every run.
+    /// records every run and where it ran.
     #[derive(Default)]
     pub struct FakeProber {
         pub answers: Mutex<BTreeMap<String, Outcome>>,
         pub runs: Mutex<Vec<(String, String)>>,
+        pub targets: Mutex<Vec<Target>>,
     }
 
     impl FakeProber {
@@ -566,6 +567,7 @@ pub mod fake {
                 .lock()
                 .unwrap()
                 .push((target.container_id.clone(), key.clone()));
+            self.targets.lock().unwrap().push(target.clone());
             self.answers
                 .lock()
                 .unwrap()

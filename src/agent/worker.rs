@@ -1226,6 +1226,53 @@ mod probe_tests {
     }
 
     #[tokio::test]
+    async fn an_adopted_pod_is_probed_in_the_netns_the_runtime_gives() {
+        let h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            liveness_probe: exec("live", 3),
+            ..Default::default()
+        });
+        // a container an earlier agent started: the worker never made its sandbox
+        let id = container_id(&h.pod.key, "main", 0);
+        let labels = [
+            (labels::POD_NAMESPACE, "default"),
+            (labels::POD_NAME, "p"),
+            (labels::CONTAINER_NAME, "main"),
+            (labels::RESTART_COUNT, "0"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        h.rt.containers.lock().unwrap().insert(
+            id.clone(),
+            ContainerStatus {
+                id: id.clone(),
+                image: "busybox:v1".into(),
+                labels: labels.into_iter().collect(),
+                state: TaskState::Running { pid: 1 },
+                created_at: 0,
+            },
+        );
+        h.round();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let target = loop {
+            if let Some(t) = h.prober.targets.lock().unwrap().first().cloned() {
+                break t;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never probed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(target.container_id, id);
+        assert_eq!(target.netns, Some(PathBuf::from("/fake/netns/uid-p")));
+        let calls = h.rt.calls.lock().unwrap().clone();
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("run") || c.starts_with("sandbox")),
+            "adopted, not started again: {calls:?}"
+        );
+    }
+
+    #[tokio::test]
     async fn startup_probe_holds_liveness_and_readiness() {
         let mut h = Harness::new(Container {
             name: "main".into(),
