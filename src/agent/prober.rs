@@ -583,6 +583,31 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// The real prober, probing in the host's network namespace.
+    fn on_the_host() -> (NetProber, Target) {
+        let p = NetProber {
+            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
+        };
+        let target = Target {
+            container_id: "c".into(),
+            netns: None,
+        };
+        (p, target)
+    }
+
+    fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Handler {
+        Handler::Http {
+            https: false,
+            host: None,
+            port,
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
     #[test]
     fn redirects_stay_on_the_host() {
         let from = Url {
@@ -680,13 +705,7 @@ mod tests {
             }
             paths
         });
-        let p = NetProber {
-            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
-        };
-        let target = Target {
-            container_id: "c".into(),
-            netns: None,
-        };
+        let (p, target) = on_the_host();
         let https = Handler::Http {
             https: true,
             host: None,
@@ -723,13 +742,7 @@ mod tests {
     #[tokio::test]
     async fn grpc_health_check_as_the_kubelet_calls_it() {
         use tonic_health::ServingStatus;
-        let p = NetProber {
-            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
-        };
-        let target = Target {
-            container_id: "c".into(),
-            netns: None,
-        };
+        let (p, target) = on_the_host();
         let t = Duration::from_secs(2);
         let grpc = |port, service: &str| Handler::Grpc {
             port,
@@ -795,20 +808,8 @@ mod tests {
             b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
         ])
         .await;
-        let p = NetProber {
-            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
-        };
-        let target = Target {
-            container_id: "c".into(),
-            netns: None,
-        };
-        let http = Handler::Http {
-            https: false,
-            host: None,
-            port,
-            path: "/".into(),
-            headers: vec![("Host".into(), "probe.example".into())],
-        };
+        let (p, target) = on_the_host();
+        let http = http_get(port, "/", &[("Host", "probe.example")]);
         let t = Duration::from_secs(5);
         let started = std::time::Instant::now();
         assert_eq!(p.probe(&target, &http, t).await, Outcome::Success);
@@ -835,13 +836,7 @@ mod tests {
             ))
         );
         // a header no HTTP request may carry fails before anything is dialled
-        let bad = Handler::Http {
-            https: false,
-            host: None,
-            port,
-            path: "/".into(),
-            headers: vec![("X-Bad".into(), "a\r\nb".into())],
-        };
+        let bad = http_get(port, "/", &[("X-Bad", "a\r\nb")]);
         assert!(matches!(
             p.probe(&target, &bad, t).await,
             Outcome::Failure(m) if m.contains("invalid request")
@@ -850,41 +845,17 @@ mod tests {
 
     #[tokio::test]
     async fn http_and_tcp_on_the_host_loopback() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let server = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            for answer in [
-                "200 OK",
-                "302 Found\r\nLocation: http://example.com/elsewhere",
-                "500 Internal Server Error",
-                "301 Moved Permanently\r\nLocation: /broken",
-                "503 Service Unavailable",
-            ] {
-                let (mut s, _) = listener.accept().await.unwrap();
-                let mut buf = vec![0u8; 4096];
-                let n = s.read(&mut buf).await.unwrap();
-                seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
-                let _ = s
-                    .write_all(format!("HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n").as_bytes())
-                    .await;
-            }
-            seen
-        });
-        let p = NetProber {
-            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
-        };
-        let target = Target {
-            container_id: "c".into(),
-            netns: None,
-        };
-        let http = Handler::Http {
-            https: false,
-            host: None,
-            port,
-            path: "/healthz".into(),
-            headers: vec![("X-Probe".into(), "yes".into())],
-        };
+        let answers = [
+            "200 OK",
+            "302 Found\r\nLocation: http://example.com/elsewhere",
+            "500 Internal Server Error",
+            "301 Moved Permanently\r\nLocation: /broken",
+            "503 Service Unavailable",
+        ]
+        .map(|a| format!("HTTP/1.1 {a}\r\nContent-Length: 0\r\n\r\n").into_bytes());
+        let (port, server) = raw_server(answers.to_vec()).await;
+        let (p, target) = on_the_host();
+        let http = http_get(port, "/healthz", &[("X-Probe", "yes")]);
         let t = Duration::from_secs(2);
         assert_eq!(p.probe(&target, &http, t).await, Outcome::Success);
         assert_eq!(p.probe(&target, &http, t).await, Outcome::Success);
