@@ -6,9 +6,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{wait_for, Containerd};
+use daemonset_agent::agent::localapi::{self, pb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_daemonset-agent");
 
@@ -285,6 +286,62 @@ impl Cluster {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
+
+    /// What `node`'s agent says through its local API now (None while it does not answer).
+    fn local(&self, node: &str) -> Option<pb::ListPodsResponse> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = localapi::client(&self.state_dir(node)).await.ok()?;
+            let r = c.list_pods(pb::ListPodsRequest {}).await.ok()?;
+            Some(r.into_inner())
+        })
+    }
+
+    /// Waits until `node`'s local API says what `f` looks for.
+    fn wait_local<T>(
+        &self,
+        node: &str,
+        what: &str,
+        secs: u64,
+        f: impl Fn(&pb::ListPodsResponse) -> Option<T>,
+    ) -> T {
+        wait_for(what, Duration::from_secs(secs), || {
+            self.local(node).and_then(|r| f(&r))
+        })
+    }
+
+    /// The pod of DaemonSet `ds` as `node`'s agent reports it: the round its worker last acted
+    /// on, and its containers.
+    fn local_pod(&self, node: &str, ds: &str) -> Option<pb::PodInfo> {
+        self.local(node)?
+            .pods
+            .into_iter()
+            .find(|p| p.daemonset == ds)
+    }
+
+    /// The creation time of a container, as containerd recorded it.
+    fn created_at(&self, ns: &str, id: &str) -> chrono::DateTime<chrono::FixedOffset> {
+        let out = self.ctr(ns, &["containers", "info", id]);
+        let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+        chrono::DateTime::parse_from_rfc3339(info["CreatedAt"].as_str().unwrap()).unwrap()
+    }
+}
+
+/// Checks `check` until `until`, failing at its first complaint: for a test that shows that
+/// nothing happens, over a window its caller derives from what it observed (and says why).
+fn watch_until(until: Instant, what: &str, mut check: impl FnMut() -> Result<(), String>) {
+    loop {
+        if let Err(e) = check() {
+            panic!("{what}: {e}");
+        }
+        if Instant::now() >= until {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 impl Drop for Cluster {
@@ -351,8 +408,35 @@ fn guide_daemonsets_follow_node_labels_updates_and_deletes() {
 
     c.apply(&guide(registry));
     c.wait_ds("worker-1", &["kube-proxy", "node-monitor"], 60);
-    // edge-1 is not a worker: give it time to (wrongly) start something, then check it did not
-    std::thread::sleep(Duration::from_secs(2));
+    // edge-1 is not a worker: a round of its agent saw both DaemonSets at the generation the API
+    // has and decided that neither runs there (its local API says so). Only the pods a round
+    // wants get a worker, so nothing can have been started.
+    let generations: serde_json::Value =
+        serde_json::from_str(&c.kubectl_ok(&["get", "ds", "-o", "json"])).unwrap();
+    let mut want: Vec<(String, i64)> = generations["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            let m = &d["metadata"];
+            (
+                m["name"].as_str().unwrap().to_string(),
+                m["generation"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    want.sort();
+    c.wait_local("edge-1", "edge-1 deciding on both DaemonSets", 30, |l| {
+        let seen: Vec<(String, i64)> = l
+            .daemonsets
+            .iter()
+            .map(|d| (d.name.clone(), d.generation))
+            .collect();
+        (seen == want).then_some(())
+    });
+    let edge = c.local("edge-1").unwrap();
+    assert!(edge.daemonsets.iter().all(|d| !d.runs_here), "{edge:?}");
+    assert!(edge.pods.is_empty(), "{edge:?}");
     assert_eq!(
         c.running_ds("edge-1"),
         Vec::<String>::new(),
@@ -527,32 +611,82 @@ fn broken_daemonset_is_reported_and_does_not_disturb_others() {
     );
 }
 
+/// A restarted agent adopts what runs and restarts nothing; a container it finds waiting out
+/// its crash-loop back-off waits the rest of it (rebuilt from containerd's record), instead of
+/// being restarted at once.
 #[test]
 fn restarted_agent_adopts_running_containers() {
     let registry = common::registry();
     let mut c = Cluster::start();
     c.start_agent("node-b", &[]);
     c.apply(&ds_yaml("keeper", registry, "", ""));
+    c.apply(&ds_yaml(
+        "crasher",
+        registry,
+        "",
+        "        command: [\"sh\", \"-c\", \"sleep 0.5; exit 3\"]\n",
+    ));
     c.wait_ds("node-b", &["keeper"], 60);
-    let before = c.running("node-b");
-    let pid_before = c.ctr("ns-node-b", &["tasks", "ls"]);
+    let keeper = |c: &Cluster| -> Vec<String> {
+        let tasks = c.ctr("ns-node-b", &["tasks", "ls"]);
+        let ids: Vec<String> = c
+            .running("node-b")
+            .into_iter()
+            .filter(|(_, ds)| ds == "keeper")
+            .map(|(id, _)| id)
+            .collect();
+        // each keeper task with its pid: the same pid is the same process
+        tasks
+            .lines()
+            .filter(|l| ids.iter().any(|id| l.starts_with(id.as_str())))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let before = keeper(&c);
+    assert_eq!(before.len(), 1, "{before:?}");
+    // the crasher's first restart (at once) died: it waits out a 10 s back-off from its start
+    c.wait_local("node-b", "the crasher in back-off", 60, |l| {
+        let p = l.pods.iter().find(|p| p.daemonset == "crasher")?;
+        let cs = p.containers.first()?;
+        (cs.restart_count == 1 && cs.reason == "CrashLoopBackOff").then_some(())
+    });
+    let crasher_1 = c
+        .ctr("ns-node-b", &["containers", "ls", "-q"])
+        .lines()
+        .find(|id| id.starts_with("default_crasher-") && id.ends_with("_1"))
+        .expect("the crasher's incarnation 1")
+        .to_string();
+    let first_restart = c.created_at("ns-node-b", &crasher_1);
     c.agent("node-b").stop();
-    // the workload outlives the agent
-    std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(c.running("node-b"), before);
+    // the agent has exited (stop waits for it): what runs now runs without it
+    assert_eq!(keeper(&c), before);
     c.start_agent("node-b", &[]);
-    wait_for("the agent to come back", Duration::from_secs(20), || {
-        c.agent("node-b")
-            .log()
-            .contains("node registered")
+    // the keeper's worker reported the pod after acting on a listing of containerd made once the
+    // API was in sync (a round numbered past the one running when the sync was seen): a restart
+    // would have happened before that report
+    let synced_at = c.wait_local("node-b", "the agent in sync", 30, |l| {
+        l.api_synced.then_some(l.rounds)
+    });
+    wait_for("the keeper adopted", Duration::from_secs(30), || {
+        c.local_pod("node-b", "keeper")
+            .filter(|p| p.round > synced_at + 1)
+    });
+    assert_eq!(keeper(&c), before, "{}", c.debug());
+    // the crasher's next incarnation came when the back-off ended, 10 s after the last start
+    // (seconds are whole in containerd's record; the agent counts from the end of the second),
+    // where an agent without the record restarted it at once
+    let crasher_2 = crasher_1.trim_end_matches("_1").to_string() + "_2";
+    wait_for("the crasher restarted", Duration::from_secs(30), || {
+        c.ctr("ns-node-b", &["containers", "ls", "-q"])
+            .lines()
+            .any(|id| id == crasher_2)
             .then_some(())
     });
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(c.running("node-b"), before, "{}", c.debug());
-    assert_eq!(
-        c.ctr("ns-node-b", &["tasks", "ls"]),
-        pid_before,
-        "the task was not restarted"
+    let waited = c.created_at("ns-node-b", &crasher_2) - first_restart;
+    assert!(
+        waited >= chrono::Duration::milliseconds(9_900),
+        "restarted {waited} after the last restart\n{}",
+        c.debug()
     );
 }
 
@@ -564,11 +698,17 @@ fn agent_without_api_keeps_running_and_healing_from_its_cache() {
     c.apply(&ds_yaml("offline", registry, "", ""));
     c.wait_ds("node-c", &["offline"], 60);
     // the API goes away, and the agent restarts without it
+    let before = c.running("node-c");
     c.server.stop();
     c.agent("node-c").stop();
     c.start_agent("node-c", &[]);
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(c.running_ds("node-c"), vec!["offline"], "{}", c.debug());
+    // the agent, without the API, decided from its cache: the pod's worker reported it after
+    // acting on the agent's first listing of containerd, and the container is the same one
+    c.wait_local("node-c", "the pod adopted from the cache", 30, |l| {
+        let p = l.pods.iter().find(|p| p.daemonset == "offline")?;
+        (!l.api_synced && p.round >= 1).then_some(())
+    });
+    assert_eq!(c.running("node-c"), before, "{}", c.debug());
     // the container dies: the agent heals it from its cached desired state
     let (id, _) = c.running("node-c").remove(0);
     c.ctr("ns-node-c", &["tasks", "kill", "-s", "9", &id]);
@@ -597,7 +737,12 @@ fn agent_without_api_keeps_running_and_healing_from_its_cache() {
 fn restarted_containerd_neither_duplicates_nor_drops_containers() {
     let registry = common::registry();
     let mut c = Cluster::start();
-    c.start_agent("node-d", &[]);
+    // a 2 s resync: containerd's restart gives the agent no event, so its rounds come from it
+    c.start_agent_with(
+        "node-d",
+        &[],
+        "container-logs-to-journald = false\nresync-seconds = 2\n",
+    );
     c.apply(&ds_yaml("steady", registry, "", ""));
     c.wait_ds("node-d", &["steady"], 60);
     let before = c.running("node-d");
@@ -606,7 +751,18 @@ fn restarted_containerd_neither_duplicates_nor_drops_containers() {
     // containerd restarts under the agent: the shim and the container keep running, and the
     // agent neither restarts nor duplicates it once containerd answers again
     c.ctd.restart();
-    std::thread::sleep(Duration::from_secs(12)); // longer than one resync (10 s)
+    // two rounds complete after containerd answers again (the first may have listed it just
+    // before it went), and the pod's worker acted on the second's listing: a restart or a
+    // duplicate would have been made then
+    let restarted_at = c.local("node-d").expect("the local API").rounds;
+    wait_for(
+        "two rounds after containerd's restart",
+        Duration::from_secs(30),
+        || {
+            c.local_pod("node-d", "steady")
+                .filter(|p| p.round >= restarted_at + 2)
+        },
+    );
     assert_eq!(c.running("node-d"), before, "{}", c.debug());
     assert_eq!(
         c.ctr("ns-node-d", &["tasks", "ls"]),
@@ -704,11 +860,13 @@ fn container_output_reaches_journald_and_logs_while_the_agent_is_down() {
     // the agent stops: output goes on reaching journald and the file
     c.agent("node-j").stop();
     let before = last_tick(&journald.entries_where("CONTAINER_ID", &id));
-    std::thread::sleep(Duration::from_millis(1500));
-    let during = last_tick(&journald.entries_where("CONTAINER_ID", &id));
-    assert!(
-        during >= before + 5,
-        "journald got ticks {before}..{during} in 1.5 s without the agent"
+    let during = wait_for(
+        "five more ticks in journald without the agent",
+        Duration::from_secs(20),
+        || {
+            let t = last_tick(&journald.entries_where("CONTAINER_ID", &id));
+            (t >= before + 5).then_some(t)
+        },
     );
     let log_dir = c.state_dir("node-j").join("logs");
     let pod_dir = std::fs::read_dir(&log_dir)
@@ -960,8 +1118,24 @@ fn http_and_tcp_probes_reach_into_the_pod_network_namespace() {
     });
     // nothing answers on the host at that port: the probe really went into the pod's namespace
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
-    // the tcpSocket liveness probe passes: no restart for a while
-    std::thread::sleep(Duration::from_secs(8));
+    // the tcpSocket liveness probe passes. Had it failed, the kill (logged at once) would come
+    // with its second failure: initialDelaySeconds 6 + failureThreshold 2 x periodSeconds 1 after
+    // the container started; watched to 2 s past that (a probe period's phase and its 1 s timeout)
+    let p = pod_of(&c, "web").unwrap();
+    let started = container_status(&p, 0)["state"]["running"]["startedAt"]
+        .as_str()
+        .map(|t| chrono::DateTime::parse_from_rfc3339(t).unwrap())
+        .expect("web's startedAt");
+    let left =
+        (started + chrono::Duration::seconds(6 + 2 + 2)).signed_duration_since(chrono::Utc::now());
+    let until = Instant::now() + left.to_std().unwrap_or_default();
+    watch_until(until, "web's liveness probe", || {
+        let log = c.agent("node-h").log();
+        match log.contains("failed liveness probe") {
+            true => Err(tail(&log, 20)),
+            false => Ok(()),
+        }
+    });
     let p = pod_of(&c, "web").unwrap();
     assert_eq!(container_status(&p, 0)["restartCount"], 0, "{p}");
     assert_eq!(condition(&p, "Ready"), "True");
@@ -1006,14 +1180,27 @@ fn startup_probe_holds_liveness_until_the_container_started() {
         let cs = container_status(&p, 0);
         (cs["started"] == true && cs["ready"] == true).then_some(())
     });
+    let slow_started = Instant::now();
     wait_for("never restarted", Duration::from_secs(60), || {
         let p = pod_of(&c, "never")?;
         let cs = container_status(&p, 0);
         (cs["restartCount"].as_i64()? >= 1 && cs["lastState"]["terminated"].is_object())
             .then_some(())
     });
-    // liveness now runs and passes: the slow one was never restarted
-    std::thread::sleep(Duration::from_secs(3));
+    // liveness now runs and passes. Had it failed, the kill (logged at once) would come with its
+    // first failure (failureThreshold 1), at most one period (1 s) plus its timeout (1 s) after
+    // the start was seen; watched to 3 s after that
+    watch_until(
+        slow_started + Duration::from_secs(3),
+        "slow's liveness probe",
+        || {
+            let log = c.agent("node-s").log();
+            match log.contains("failed liveness probe") {
+                true => Err(tail(&log, 20)),
+                false => Ok(()),
+            }
+        },
+    );
     let p = pod_of(&c, "slow").unwrap();
     assert_eq!(container_status(&p, 0)["restartCount"], 0, "{p}");
     let log = c.agent("node-s").log();

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::PodStatus;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::{Request, Response, Status};
 
+use crate::agent::controller::Progress;
 use crate::core::plan::{DesiredPod, PodKey};
 use crate::logdriver::cri::Decoder;
 
@@ -18,21 +19,41 @@ pub mod pb {
     tonic::include_proto!("daemonset_agent.v1");
 }
 
+/// A pod as its worker last reported it.
+#[derive(Debug, Clone)]
+pub struct Reported {
+    pub pod: DesiredPod,
+    pub status: PodStatus,
+    /// The controller round the report was made from.
+    pub round: u64,
+}
+
 /// What the controller last knew of each pod.
-pub type PodsView = Arc<Mutex<BTreeMap<PodKey, (DesiredPod, PodStatus)>>>;
+pub type PodsView = Arc<Mutex<BTreeMap<PodKey, Reported>>>;
 
 pub fn socket_path(state_dir: &Path) -> PathBuf {
     state_dir.join("agent.sock")
+}
+
+/// A client of the agent's local API on its socket under `state_dir`.
+pub async fn client(
+    state_dir: &Path,
+) -> Result<pb::agent_client::AgentClient<tonic::transport::Channel>, tonic::transport::Error> {
+    // containerd-client's connector is a plain tonic-over-unix-socket dialer; it fits any socket.
+    let channel = containerd_client::connect(socket_path(state_dir)).await?;
+    Ok(pb::agent_client::AgentClient::new(channel))
 }
 
 pub struct LocalApi {
     pub node: String,
     pub state_dir: PathBuf,
     pub pods: PodsView,
+    pub progress: tokio::sync::watch::Receiver<Progress>,
     pub synced: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
-fn info(d: &DesiredPod, s: &PodStatus) -> pb::PodInfo {
+fn info(r: &Reported) -> pb::PodInfo {
+    let (d, s) = (&r.pod, &r.status);
     let containers = s
         .container_statuses
         .iter()
@@ -76,6 +97,7 @@ fn info(d: &DesiredPod, s: &PodStatus) -> pb::PodInfo {
             .flatten()
             .any(|c| c.type_ == "Ready" && c.status == "True"),
         containers,
+        round: r.round,
     }
 }
 
@@ -92,12 +114,24 @@ impl pb::agent_server::Agent for LocalApi {
             .lock()
             .map_err(|_| Status::internal("pod view poisoned"))?
             .values()
-            .map(|(d, s)| info(d, s))
+            .map(info)
             .collect();
+        let progress = self.progress.borrow().clone();
         Ok(Response::new(pb::ListPodsResponse {
             node: self.node.clone(),
             api_synced: (self.synced)(),
             pods,
+            rounds: progress.rounds,
+            daemonsets: progress
+                .daemonsets
+                .into_iter()
+                .map(|d| pb::DaemonSetRef {
+                    namespace: d.namespace,
+                    name: d.name,
+                    generation: d.generation,
+                    runs_here: d.runs_here,
+                })
+                .collect(),
         }))
     }
 
@@ -113,7 +147,9 @@ impl pb::agent_server::Agent for LocalApi {
         } else {
             r.namespace
         };
-        let (d, s) = self
+        let Reported {
+            pod: d, status: s, ..
+        } = self
             .pods
             .lock()
             .map_err(|_| Status::internal("pod view poisoned"))?

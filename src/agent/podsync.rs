@@ -148,3 +148,148 @@ async fn sync_status(
         Err(e) => Err(e),
     }
 }
+
+/// Against the real API server of this crate, in-process (`agent::test_api`).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::test_api::{self, until};
+    use k8s_openapi::api::core::v1::Container;
+    use kube::runtime::wait::{conditions, Condition};
+    use kube::ResourceExt;
+
+    fn desired(name: &str) -> DesiredPod {
+        let main = Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            ..Default::default()
+        };
+        let mut pod = crate::core::plan::test_pod(name, main);
+        pod.spec.node_name = Some("node-p".into());
+        pod
+    }
+
+    fn status(phase: &str, message: &str) -> Box<PodStatus> {
+        Box::new(PodStatus {
+            phase: Some(phase.into()),
+            message: (!message.is_empty()).then(|| message.into()),
+            ..Default::default()
+        })
+    }
+
+    fn phase_and_message(phase: &'static str, message: &'static str) -> impl Condition<Pod> {
+        move |p: Option<&Pod>| {
+            p.and_then(|p| p.status.as_ref()).is_some_and(|s| {
+                s.phase.as_deref() == Some(phase)
+                    && s.message.as_deref().unwrap_or_default() == message
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn pods_are_mirrored_recreated_and_deleted() {
+        let api = test_api::start().await;
+        let pods: Api<Pod> = Api::namespaced(api.client.clone(), "default");
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(api.client.clone(), rx));
+        let d = desired("mon-abcde");
+        let send_status = |phase, message| {
+            tx.send(Update::Status(Box::new(d.clone()), status(phase, message)))
+                .unwrap()
+        };
+        send_status("Pending", "");
+        let p = until(
+            &pods,
+            "mon-abcde",
+            "created",
+            phase_and_message("Pending", ""),
+        )
+        .await;
+        let p = p.unwrap();
+        let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str()),
+            ("DaemonSet", "ds")
+        );
+        assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("node-p"));
+        send_status("Running", "");
+        until(
+            &pods,
+            "mon-abcde",
+            "Running",
+            phase_and_message("Running", ""),
+        )
+        .await;
+
+        // deleted behind its back (kubectl delete pod): the next status creates it again
+        pods.delete("mon-abcde", &DeleteParams::default())
+            .await
+            .unwrap();
+        let uid = p.metadata.uid.unwrap();
+        until(&pods, "mon-abcde", "deleted", conditions::is_deleted(&uid)).await;
+        send_status("Running", "again");
+        let again = until(
+            &pods,
+            "mon-abcde",
+            "created again",
+            phase_and_message("Running", "again"),
+        )
+        .await
+        .unwrap();
+
+        // the pod is gone from the node
+        tx.send(Update::Gone(d.key.clone())).unwrap();
+        let uid = again.uid().unwrap();
+        until(&pods, "mon-abcde", "deleted", conditions::is_deleted(&uid)).await;
+
+        // an orphan the controller found: deleted
+        let orphan = pods
+            .create(&PostParams::default(), &pod_object(&desired("left-fghij")))
+            .await
+            .unwrap();
+        tx.send(Update::Orphans(vec![desired("left-fghij").key]))
+            .unwrap();
+        let uid = orphan.uid().unwrap();
+        until(
+            &pods,
+            "left-fghij",
+            "orphan deleted",
+            conditions::is_deleted(&uid),
+        )
+        .await;
+        api.server.shutdown().await;
+    }
+
+    /// A write made while the API is away is retried until it comes: the first attempt reaches a
+    /// listener of the test's own on the API's port, which closes it; the server then starts there.
+    #[tokio::test]
+    async fn writes_wait_for_an_api_that_comes_later() {
+        let stand_in = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = stand_in.local_addr().unwrap();
+        let cfg = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let client = kube::Client::try_from(cfg).unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(client, rx));
+        tx.send(Update::Status(
+            Box::new(desired("late-abcde")),
+            status("Running", ""),
+        ))
+        .unwrap();
+        let (attempt, _) = tokio::time::timeout(Duration::from_secs(20), stand_in.accept())
+            .await
+            .expect("podsync tried the API")
+            .unwrap();
+        drop(attempt);
+        drop(stand_in);
+        let api = test_api::start_on(addr).await;
+        let pods: Api<Pod> = Api::namespaced(api.client.clone(), "default");
+        until(
+            &pods,
+            "late-abcde",
+            "written once the API came",
+            phase_and_message("Running", ""),
+        )
+        .await;
+        api.server.shutdown().await;
+    }
+}

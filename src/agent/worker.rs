@@ -10,6 +10,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::PodStatus;
 use tokio::sync::{mpsc, watch};
 
+use crate::agent::clock::Clock;
 use crate::agent::prober::{Prober, Target};
 use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, State};
 use crate::core::probe::{self as probe, ContainerProbes, Kind, Outcome};
@@ -51,6 +52,8 @@ pub struct Work {
     /// When the controller began listing `observed`. A worker that acted after that ignores the
     /// work: the list may not show what it just did (the controller sends a fresh one).
     pub listed_at: Option<tokio::time::Instant>,
+    /// The controller round that listed `observed`, echoed in the status reports made from it.
+    pub round: u64,
 }
 
 /// What a worker reports back.
@@ -64,6 +67,8 @@ pub enum Report {
         requeue_at: Option<i64>,
         /// Containers were started or removed: the controller should resync soon.
         changed: bool,
+        /// The round whose listing this status was computed from (`Work::round`).
+        round: u64,
     },
     /// The pod is gone from the node (containers and sandbox removed); the worker ended.
     Gone { key: PodKey },
@@ -78,10 +83,8 @@ pub struct Context {
     /// of their period, as the kubelet's do after a restart, so that a restarted agent does not
     /// probe every adopted container at once. None: no such wait.
     pub started: Option<tokio::time::Instant>,
-}
-
-pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    /// Where wall-clock times and back-off deadlines come from.
+    pub clock: Clock,
 }
 
 /// containerd id of one incarnation of a container: readable when short enough, else hashed.
@@ -160,6 +163,8 @@ struct Worker {
     probe_tx: mpsc::UnboundedSender<()>,
     /// What the last status was computed from, to recompute it when a probe result changes.
     last_report: Option<(DesiredPod, Vec<Observed>, Option<i64>)>,
+    /// The round of the last work synced.
+    round: u64,
 }
 
 /// The probe tasks of one container incarnation and their shared state. Dropping it stops them.
@@ -187,6 +192,7 @@ pub fn spawn(
 ) -> watch::Sender<Work> {
     let (tx, mut rx) = watch::channel(Work::default());
     let (probe_tx, mut probe_rx) = mpsc::unbounded_channel();
+    let start_ms = ctx.clock.now_ms();
     let mut w = Worker {
         key,
         ctx,
@@ -197,11 +203,12 @@ pub fn spawn(
         sandbox: None,
         last: None,
         status: None,
-        start_ms: now_ms(),
+        start_ms,
         acted_at: None,
         probes: BTreeMap::new(),
         probe_tx,
         last_report: None,
+        round: 0,
     };
     tokio::spawn(async move {
         loop {
@@ -247,6 +254,7 @@ struct ProbeTask {
     what: String,
     /// A wait before the first run (see `Context::started`).
     jitter: Duration,
+    clock: Clock,
 }
 
 impl ProbeTask {
@@ -265,7 +273,7 @@ impl ProbeTask {
                 _ = tick.tick() => {}
                 _ = self.wake.notified(), if readiness => {}
             }
-            if !lock(&self.state).due(self.kind, now_ms()) {
+            if !lock(&self.state).due(self.kind, self.clock.now_ms()) {
                 continue;
             }
             let outcome = match &self.handler {
@@ -311,10 +319,16 @@ impl Worker {
                 return false;
             }
         }
-        let now = now_ms();
+        let now = self.ctx.clock.now_ms();
+        self.round = work.round;
         let observed: Vec<Observed> = work.observed.iter().filter_map(observed).collect();
         if let Some(d) = &work.desired {
             self.last = Some(d.clone());
+        }
+        // incarnations this worker did not start (the agent restarted): their back-off from the
+        // record, so that a crash loop neither restarts early nor starts over at 10 s
+        for (name, b) in plan::recorded_backoff(&observed) {
+            self.backoff.entry(name).or_insert(b);
         }
         let grace_fallback = work
             .observed
@@ -419,20 +433,6 @@ impl Worker {
         false
     }
 
-    /// The newest incarnation of each container, by name.
-    fn newest(observed: &[Observed]) -> BTreeMap<String, &Observed> {
-        let mut m: BTreeMap<String, &Observed> = BTreeMap::new();
-        for o in observed {
-            let keep = m.get(&o.name).is_none_or(|cur| {
-                (o.restart_count, o.created_ms) > (cur.restart_count, cur.created_ms)
-            });
-            if keep {
-                m.insert(o.name.clone(), o);
-            }
-        }
-        m
-    }
-
     /// Computes the pod's status and sends it to the controller.
     fn send_status(
         &mut self,
@@ -442,8 +442,8 @@ impl Worker {
         changed: bool,
         reports: &mpsc::UnboundedSender<Report>,
     ) {
-        let now = now_ms();
-        let newest = Self::newest(observed);
+        let now = self.ctx.clock.now_ms();
+        let newest = plan::newest(observed);
         // a container with probes but no probe state for this incarnation (its pod is going,
         // or it was just seen) is neither started nor ready on a startup or readiness probe
         let gates = desired
@@ -501,6 +501,7 @@ impl Worker {
             status: Box::new(st),
             requeue_at,
             changed,
+            round: self.round,
         });
     }
 
@@ -522,7 +523,7 @@ impl Worker {
 
     /// Starts the probes of containers newly seen running; stops those of containers gone.
     fn sync_probes(&mut self, desired: &DesiredPod, observed: &[Observed]) {
-        let newest = Self::newest(observed);
+        let newest = plan::newest(observed);
         self.probes.retain(|name, run| {
             newest
                 .get(name)
@@ -572,6 +573,7 @@ impl Worker {
                 };
                 let task = ProbeTask {
                     jitter,
+                    clock: self.ctx.clock.clone(),
                     kind,
                     handler: probe::handler(p, c),
                     timing,
@@ -627,7 +629,7 @@ impl Worker {
             let g = Duration::from_secs(grace as u64);
             let stop = self.ctx.runtime.stop_container(id, g);
             if let Err(e) = bounded("stop", id, g + CALL_TIMEOUT, stop).await {
-                log::warn!(pod = self.key.to_string(), container_id = id.as_str(), error = e.to_string(); "stop after a failed probe failed; trying again");
+                log::warn!(pod = self.key.to_string(), container_id = id.as_str(), error = crate::runtime::chain(&e); "stop after a failed probe failed; trying again");
                 if let Some(run) = self.probes.get_mut(name) {
                     run.killed = false;
                 }
@@ -811,6 +813,42 @@ pub mod fake {
         pub calls: Mutex<Vec<String>>,
         /// Images whose pull fails.
         pub missing: Vec<String>,
+        /// Stamps creation and exit times (None: the epoch, as a runtime that does not say).
+        pub clock: Option<Clock>,
+        /// Each container run, with the clock's unix ms then.
+        pub runs: Mutex<Vec<(String, i64)>>,
+        /// The exit subscription, once the controller took it.
+        pub exits: Mutex<Option<mpsc::Sender<String>>>,
+    }
+
+    impl FakeRuntime {
+        fn now_s(&self) -> i64 {
+            self.clock.as_ref().map_or(0, |c| c.now_ms() / 1000)
+        }
+
+        /// The container's task exits with `code`, and the exit is published as containerd does.
+        pub async fn exit(&self, id: &str, code: u32) {
+            if let Some(c) = self.containers.lock().unwrap().get_mut(id) {
+                c.state = TaskState::Stopped {
+                    exit_code: code,
+                    exited_at: Some(self.now_s()),
+                };
+            }
+            let tx = self.exits.lock().unwrap().clone();
+            if let Some(tx) = tx {
+                let _ = tx.send(id.to_string()).await;
+            }
+        }
+
+        /// The ids of the containers run so far, in order.
+        pub fn run_ids(&self) -> Vec<String> {
+            self.runs
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|(id, _)| id.clone())
+                .collect()
+        }
     }
 
     impl FakeRuntime {
@@ -870,6 +908,8 @@ pub mod fake {
         }
         async fn run_container(&self, req: &ContainerRequest) -> crate::runtime::Result<()> {
             self.calls.lock().unwrap().push(format!("run {}", req.id));
+            let now_ms = self.clock.as_ref().map_or(0, Clock::now_ms);
+            self.runs.lock().unwrap().push((req.id.clone(), now_ms));
             self.containers.lock().unwrap().insert(
                 req.id.clone(),
                 ContainerStatus {
@@ -877,7 +917,7 @@ pub mod fake {
                     image: req.container.image.clone().unwrap_or_default(),
                     labels: req.labels.clone(),
                     state: TaskState::Running { pid: 1 },
-                    created_at: 0,
+                    created_at: self.now_s(),
                 },
             );
             Ok(())
@@ -887,7 +927,7 @@ pub mod fake {
             if let Some(c) = self.containers.lock().unwrap().get_mut(id) {
                 c.state = TaskState::Stopped {
                     exit_code: 143,
-                    exited_at: Some(1),
+                    exited_at: Some(self.now_s()),
                 };
             }
             Ok(())
@@ -901,7 +941,9 @@ pub mod fake {
             Ok(self.containers.lock().unwrap().values().cloned().collect())
         }
         async fn subscribe_exits(&self) -> crate::runtime::Result<mpsc::Receiver<String>> {
-            Ok(mpsc::channel(1).1)
+            let (tx, rx) = mpsc::channel(16);
+            *self.exits.lock().unwrap() = Some(tx);
+            Ok(rx)
         }
     }
 }
@@ -910,34 +952,15 @@ pub mod fake {
 mod worker_tests {
     use super::fake::FakeRuntime;
     use super::*;
-    use crate::core::plan::Owner;
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use k8s_openapi::api::core::v1::Container;
 
     fn desired(name: &str, image: &str) -> DesiredPod {
-        DesiredPod {
-            key: PodKey {
-                namespace: "default".into(),
-                name: name.into(),
-            },
-            uid: format!("uid-{name}"),
-            owner: Owner {
-                namespace: "default".into(),
-                name: name.into(),
-                uid: "ds".into(),
-            },
-            template_hash: "h".into(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            spec: PodSpec {
-                containers: vec![Container {
-                    name: "main".into(),
-                    image: Some(image.into()),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            },
-            may_start: true,
-        }
+        let main = Container {
+            name: "main".into(),
+            image: Some(image.into()),
+            ..Default::default()
+        };
+        plan::test_pod(name, main)
     }
 
     async fn next_status(rx: &mut mpsc::UnboundedReceiver<Report>) -> PodStatus {
@@ -962,6 +985,7 @@ mod worker_tests {
             state_dir: PathBuf::from("/nonexistent"),
             host_ip: None,
             started: None,
+            clock: Clock::system(),
         });
         let (tx, mut rx) = mpsc::unbounded_channel();
         let bad = spawn(desired("bad", "nope:1").key, ctx.clone(), tx.clone());
@@ -970,6 +994,7 @@ mod worker_tests {
             desired: Some(desired(name, image)),
             observed: vec![],
             listed_at: None,
+            round: 0,
         };
         let reason = |st: PodStatus| {
             st.container_statuses.unwrap()[0]
@@ -1004,6 +1029,7 @@ mod worker_tests {
             desired: None,
             observed,
             listed_at: None,
+            round: 0,
         })
         .unwrap();
         loop {
@@ -1028,13 +1054,17 @@ mod worker_tests {
     }
 }
 
+/// One pod's worker on tokio's paused time, with the fake runtime and prober: probes, back-off
+/// and requeue deadlines as the worker decides them, without real sleeps.
 #[cfg(test)]
-mod probe_tests {
+mod pod_tests {
     use super::fake::FakeRuntime;
     use super::*;
     use crate::agent::prober::fake::FakeProber;
-    use crate::core::plan::Owner;
-    use k8s_openapi::api::core::v1::{Container, ExecAction, PodSpec, Probe};
+    use k8s_openapi::api::core::v1::{Container, ExecAction, Probe};
+
+    /// The wall clock when a test starts (whole seconds, as containerd's times are).
+    const BASE_MS: i64 = 1_700_000_000_000;
 
     fn exec(cmd: &str, failure_threshold: i32) -> Option<Probe> {
         Some(Probe {
@@ -1048,27 +1078,9 @@ mod probe_tests {
     }
 
     fn desired(container: Container) -> DesiredPod {
-        DesiredPod {
-            key: PodKey {
-                namespace: "default".into(),
-                name: "p".into(),
-            },
-            uid: "uid-p".into(),
-            owner: Owner {
-                namespace: "default".into(),
-                name: "ds".into(),
-                uid: "ds".into(),
-            },
-            template_hash: "h".into(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            spec: PodSpec {
-                containers: vec![container],
-                termination_grace_period_seconds: Some(3),
-                ..Default::default()
-            },
-            may_start: true,
-        }
+        let mut pod = plan::test_pod("p", container);
+        pod.spec.termination_grace_period_seconds = Some(3);
+        pod
     }
 
     struct Harness {
@@ -1081,7 +1093,11 @@ mod probe_tests {
 
     impl Harness {
         fn new(container: Container) -> Harness {
-            let rt = Arc::new(FakeRuntime::default());
+            let clock = Clock::starting_at(BASE_MS);
+            let rt = Arc::new(FakeRuntime {
+                clock: Some(clock.clone()),
+                ..Default::default()
+            });
             let prober = Arc::new(FakeProber::default());
             let ctx = Arc::new(Context {
                 runtime: rt.clone(),
@@ -1089,6 +1105,7 @@ mod probe_tests {
                 state_dir: PathBuf::from("/nonexistent"),
                 host_ip: None,
                 started: None,
+                clock,
             });
             let pod = desired(container);
             let (rtx, rx) = mpsc::unbounded_channel();
@@ -1117,6 +1134,7 @@ mod probe_tests {
                     desired: Some(self.pod.clone()),
                     observed,
                     listed_at: None,
+                    round: 0,
                 })
                 .unwrap();
         }
@@ -1148,7 +1166,89 @@ mod probe_tests {
         main_status(s).state.unwrap().running.is_some()
     }
 
-    #[tokio::test]
+    fn waiting_message(s: &PodStatus) -> Option<String> {
+        let w = main_status(s).state?.waiting?;
+        Some(format!("{}: {}", w.reason?, w.message?))
+    }
+
+    /// A dead incarnation of container `main` as an earlier agent left it in containerd.
+    fn dead(pod: &DesiredPod, restarts: u32, created_s: i64, exited_s: i64) -> ContainerStatus {
+        let labels = [
+            (labels::MANAGED_BY, labels::MANAGED_BY_VALUE.to_string()),
+            (labels::POD_NAMESPACE, pod.key.namespace.clone()),
+            (labels::POD_NAME, pod.key.name.clone()),
+            (labels::POD_UID, pod.uid.clone()),
+            (labels::CONTAINER_NAME, "main".into()),
+            (labels::RESTART_COUNT, restarts.to_string()),
+        ];
+        ContainerStatus {
+            id: container_id(&pod.key, "main", restarts),
+            image: "busybox:v1".into(),
+            labels: labels
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+            state: TaskState::Stopped {
+                exit_code: 1,
+                exited_at: Some(exited_s),
+            },
+            created_at: created_s,
+        }
+    }
+
+    /// What a restarted agent finds in containerd: the third incarnation (restart count 2),
+    /// started 5 s ago and dead for 4 s. The agent that started it had a 20 s back-off running
+    /// from that start; the new worker rebuilds it from the record instead of restarting at once
+    /// and starting over at 10 s.
+    #[tokio::test(start_paused = true)]
+    async fn crash_loop_back_off_survives_an_agent_restart() {
+        let mut h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            ..Default::default()
+        });
+        let base_s = BASE_MS / 1000;
+        let c = dead(&h.pod, 2, base_s - 5, base_s - 4);
+        h.rt.containers.lock().unwrap().insert(c.id.clone(), c);
+        h.round();
+        let (st, _) = h.until("a status", |_| true).await;
+        // 20 s from the end of the second it started in: 16 s to go
+        assert_eq!(
+            waiting_message(&st).as_deref(),
+            Some("CrashLoopBackOff: back-off 16s restarting failed container=main")
+        );
+        assert_eq!(main_status(&st).restart_count, 2, "the count is kept");
+        // looked at again 1 ms before the deadline: still waiting
+        tokio::time::advance(Duration::from_millis(15_998)).await;
+        h.round();
+        let (st, _) = h.until("a status", |_| true).await;
+        assert_eq!(
+            waiting_message(&st).as_deref(),
+            Some("CrashLoopBackOff: back-off 1s restarting failed container=main")
+        );
+        assert!(h.rt.run_ids().is_empty(), "{:?}", h.rt.run_ids());
+        // at the deadline: the fourth incarnation
+        tokio::time::advance(Duration::from_millis(1)).await;
+        h.round();
+        h.until("restarted", |_| true).await;
+        assert_eq!(
+            h.rt.runs.lock().unwrap().clone(),
+            vec![("default_p_main_3".to_string(), BASE_MS + 15_999)]
+        );
+        // it dies at once: the next delay doubles the rebuilt 20 s
+        h.rt.exit("default_p_main_3", 1).await;
+        h.round();
+        let (st, _) = h
+            .until("back-off again", |s| waiting_message(s).is_some())
+            .await;
+        assert_eq!(
+            waiting_message(&st).as_deref(),
+            Some("CrashLoopBackOff: back-off 40s restarting failed container=main")
+        );
+        assert_eq!(main_status(&st).restart_count, 3);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn readiness_gates_ready_and_failed_liveness_restarts_the_container() {
         let mut h = Harness::new(Container {
             name: "main".into(),
@@ -1225,7 +1325,7 @@ mod probe_tests {
             .await;
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn an_adopted_pod_is_probed_in_the_netns_the_runtime_gives() {
         let h = Harness::new(Container {
             name: "main".into(),
@@ -1272,7 +1372,7 @@ mod probe_tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn startup_probe_holds_liveness_and_readiness() {
         let mut h = Harness::new(Container {
             name: "main".into(),
@@ -1288,8 +1388,10 @@ mod probe_tests {
         h.round();
         let (st, _) = h.until("running", running).await;
         assert_eq!(main_status(&st).started, Some(false));
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        assert!(h.prober.count("start") >= 4);
+        // the probes started with the container; 4.5 s on, the startup probe ran at 0, 1, 2, 3
+        // and 4 s, liveness not once
+        tokio::time::sleep(Duration::from_millis(4_500)).await;
+        assert_eq!(h.prober.count("start"), 5);
         assert_eq!(h.prober.count("live"), 0, "liveness waits for startup");
         assert!(!h
             .rt
@@ -1308,12 +1410,16 @@ mod probe_tests {
             "no readiness probe: ready once started"
         );
         let starts = h.prober.count("start");
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(starts, 6, "the startup probe succeeded on its tick at 5 s");
+        tokio::time::sleep(Duration::from_millis(3_500)).await;
         assert_eq!(
             h.prober.count("start"),
             starts,
             "startup stops once it succeeded"
         );
-        assert!(h.prober.count("live") >= 2);
+        // liveness ran at 6, 7 and 8 s, and on the tick at 5 s when that one came after the
+        // startup success
+        let lives = h.prober.count("live");
+        assert!((3..=4).contains(&lives), "{lives} liveness probes");
     }
 }

@@ -4,20 +4,17 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::agent::localapi::{pb, socket_path};
+use crate::agent::localapi::{self, pb, socket_path};
 
 async fn client(
     state_dir: &Path,
 ) -> anyhow::Result<pb::agent_client::AgentClient<tonic::transport::Channel>> {
-    let path = socket_path(state_dir);
-    // containerd-client's connector is a plain tonic-over-unix-socket dialer; it fits any socket.
-    let channel = containerd_client::connect(&path).await.with_context(|| {
+    localapi::client(state_dir).await.with_context(|| {
         format!(
             "connect to the agent at {} (is it running?)",
-            path.display()
+            socket_path(state_dir).display()
         )
-    })?;
-    Ok(pb::agent_client::AgentClient::new(channel))
+    })
 }
 
 /// Prints the node's pods as a table.
@@ -27,13 +24,14 @@ pub async fn status(state_dir: &Path) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "node {} (API {})",
+        "node {} (API {}; {} rounds)",
         r.node,
         if r.api_synced {
             "in sync"
         } else {
             "not reached: running from the cached desired state"
-        }
+        },
+        r.rounds
     )?;
     writeln!(
         out,
@@ -62,6 +60,18 @@ pub async fn status(state_dir: &Path) -> anyhow::Result<()> {
             p.ready,
             restarts,
             containers.join(" ")
+        )?;
+    }
+    if !r.daemonsets.is_empty() {
+        writeln!(out, "\n{:<40} {:<10} RUNS HERE", "DAEMONSET", "GENERATION")?;
+    }
+    for d in r.daemonsets {
+        writeln!(
+            out,
+            "{:<40} {:<10} {}",
+            format!("{}/{}", d.namespace, d.name),
+            d.generation,
+            if d.runs_here { "yes" } else { "no" }
         )?;
     }
     Ok(())

@@ -58,6 +58,32 @@ pub struct DesiredPod {
     pub may_start: bool,
 }
 
+/// A desired pod `default/NAME` (uid `uid-NAME`) of DaemonSet `default/ds`, running `container`:
+/// the fixture of the tests that need one pod.
+#[cfg(test)]
+pub fn test_pod(name: &str, container: k8s_openapi::api::core::v1::Container) -> DesiredPod {
+    DesiredPod {
+        key: PodKey {
+            namespace: "default".into(),
+            name: name.into(),
+        },
+        uid: format!("uid-{name}"),
+        owner: Owner {
+            namespace: "default".into(),
+            name: "ds".into(),
+            uid: "uid-ds".into(),
+        },
+        template_hash: "h".into(),
+        labels: BTreeMap::new(),
+        annotations: BTreeMap::new(),
+        spec: PodSpec {
+            containers: vec![container],
+            ..Default::default()
+        },
+        may_start: true,
+    }
+}
+
 /// The pod name: `<ds>-<5 characters>`, as generateName makes them, but derived from the
 /// DaemonSet uid, node and template hash so that a restarted agent finds the same name.
 pub fn pod_name(ds_name: &str, ds_uid: &str, node: &str, template_hash: &str) -> String {
@@ -216,6 +242,51 @@ pub fn after_restart(b: Option<&Backoff>, now_ms: i64) -> Backoff {
         last_start_ms: now_ms,
         delay_ms,
     }
+}
+
+/// The newest incarnation of each container, by name (the highest restart count, then the latest
+/// creation).
+pub fn newest(observed: &[Observed]) -> BTreeMap<String, &Observed> {
+    let mut m: BTreeMap<String, &Observed> = BTreeMap::new();
+    for o in observed {
+        let keep = m.get(&o.name).is_none_or(|cur| {
+            (o.restart_count, o.created_ms) > (cur.restart_count, cur.created_ms)
+        });
+        if keep {
+            m.insert(o.name.clone(), o);
+        }
+    }
+    m
+}
+
+/// The back-off of each container, rebuilt from its newest incarnation as containerd keeps it, for
+/// a worker that did not start that incarnation itself (the agent restarted since): incarnation
+/// n >= 1 was a restart, and the worker that made it recorded `after_restart` as it started it.
+///
+/// The record holds the restart count (a label) and the creation time, in whole seconds; the
+/// earlier incarnations are gone (the plan removes them). So the delay is taken as that of n
+/// restarts in a row, each within 10 min of the last (10 s doubling to 300 s), the longest it can
+/// have been, and the start as the end of the second containerd names, the latest it can have
+/// been (a container is created after the worker's start time): a rebuilt back-off never lets a
+/// container restart earlier than the lost one would have, and its count goes on doubling it. It
+/// can be longer, by up to the cap, where a restart after 10 quiet minutes had reset the delay to
+/// 10 s. The exit time adds nothing here: the back-off counts from the (re)start, as in
+/// `plan_pod`, and a container that exited more than 10 min after it started is past both its
+/// delay and the reset.
+pub fn recorded_backoff(observed: &[Observed]) -> BTreeMap<String, Backoff> {
+    newest(observed)
+        .into_iter()
+        .filter(|(_, o)| o.restart_count > 0)
+        .map(|(name, o)| {
+            let doublings = (o.restart_count - 1).min(16);
+            let delay_ms = (BACKOFF_INITIAL_MS << doublings).min(BACKOFF_MAX_MS);
+            let b = Backoff {
+                last_start_ms: o.created_ms + 999,
+                delay_ms,
+            };
+            (name, b)
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -557,6 +628,71 @@ mod tests {
         let later = 7_000 + BACKOFF_RESET_MS + 1;
         assert_eq!(restart_allowed_at(Some(&b), later), later);
         assert_eq!(after_restart(Some(&b), later).delay_ms, BACKOFF_INITIAL_MS);
+    }
+
+    #[test]
+    fn recorded_backoff_table() {
+        let at = |id: &str, name: &str, restarts: u32, created_s: i64, state: State| Observed {
+            created_ms: created_s * 1000,
+            ..obs(id, name, restarts, state)
+        };
+        let b = |start_s: i64, delay_s: i64| Backoff {
+            last_start_ms: start_s * 1000 + 999,
+            delay_ms: delay_s * 1000,
+        };
+        type Case = (&'static str, Vec<Observed>, Vec<(&'static str, Backoff)>);
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("nothing there", vec![], vec![]),
+            ("first incarnation running: never restarted", vec![at("x", "a", 0, 100, State::Running)], vec![]),
+            ("first incarnation exited: restarts at once", vec![at("x", "a", 0, 100, EXITED)], vec![]),
+            ("first restart: 10 s from its start", vec![at("x", "a", 1, 100, EXITED)], vec![("a", b(100, 10))]),
+            ("third restart: 40 s", vec![at("x", "a", 3, 100, EXITED)], vec![("a", b(100, 40))]),
+            ("running restarted one keeps its back-off for its next exit", vec![at("x", "a", 2, 100, State::Running)], vec![("a", b(100, 20))]),
+            ("sixth restart: capped at 300 s", vec![at("x", "a", 6, 100, EXITED)], vec![("a", b(100, 300))]),
+            ("a huge count stays at the cap", vec![at("x", "a", u32::MAX, 100, EXITED)], vec![("a", b(100, 300))]),
+            ("the newest incarnation counts", vec![at("x", "a", 2, 100, EXITED), at("y", "a", 3, 130, State::Running)], vec![("a", b(130, 40))]),
+            ("each container its own", vec![at("x", "a", 1, 100, EXITED), at("y", "b", 4, 90, EXITED), at("z", "c", 0, 80, EXITED)], vec![("a", b(100, 10)), ("b", b(90, 80))]),
+        ];
+        for (what, observed, want) in cases {
+            let want: BTreeMap<String, Backoff> =
+                want.into_iter().map(|(n, b)| (n.to_string(), b)).collect();
+            assert_eq!(recorded_backoff(&observed), want, "{what}");
+        }
+    }
+
+    /// A rebuilt back-off plans as the remembered one would: no restart before the delay from the
+    /// start, the restart after it, and the next delay doubled from the rebuilt one.
+    #[test]
+    fn recorded_backoff_plans_like_the_remembered_one() {
+        let started_s = NOW / 1000 - 5;
+        let dead = Observed {
+            created_ms: started_s * 1000,
+            ..obs("x", "a", 2, EXITED)
+        };
+        let remembered = after_restart(
+            Some(&after_restart(None, started_s * 1000 - 10_000)),
+            started_s * 1000,
+        );
+        let rebuilt = recorded_backoff(std::slice::from_ref(&dead));
+        assert_eq!(rebuilt["a"].delay_ms, remembered.delay_ms);
+        assert!(
+            restart_allowed_at(Some(&rebuilt["a"]), NOW)
+                >= restart_allowed_at(Some(&remembered), NOW)
+        );
+        let plan = plan_pod(
+            Some(&spec(&["a"])),
+            true,
+            std::slice::from_ref(&dead),
+            &rebuilt,
+            NOW,
+        );
+        assert_eq!(plan.actions, vec![], "5 s into a 20 s back-off");
+        assert_eq!(plan.requeue_at(), Some(started_s * 1000 + 999 + 20_000));
+        let later = started_s * 1000 + 999 + 20_000;
+        let plan = plan_pod(Some(&spec(&["a"])), true, &[dead], &rebuilt, later);
+        assert_eq!(plan.actions, vec![rm("x", 0), start("a", 3)]);
+        assert_eq!(after_restart(Some(&rebuilt["a"]), later).delay_ms, 40_000);
     }
 
     #[test]
