@@ -1,8 +1,6 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto/agent.proto");
-    println!("cargo:rerun-if-changed=proto/health.proto");
+    // grpc probes use tonic-health's client (grpc.health.v1), compiled by that crate
     tonic_prost_build::configure().compile_protos(&["proto/agent.proto"], &["proto"])?;
-    // grpc probes: the client, and the server the tests answer them with
-    tonic_prost_build::configure().compile_protos(&["proto/health.proto"], &["proto"])?;
     Ok(())
 }

@@ -27,8 +27,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use containerd_client::services::v1::SubscribeRequest;
 use daemonset_agent::runtime::client::Ctd;
 use daemonset_agent::runtime::containerd::{ContainerdRuntime, RawContainer};
-use daemonset_agent::runtime::pull::PulledImage;
-use daemonset_agent::runtime::{spec, ContainerRequest, Runtime, SandboxInfo};
+use daemonset_agent::runtime::{spec, ContainerRequest, PulledImage, Runtime, SandboxInfo};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
@@ -494,6 +493,7 @@ impl Floor {
                 ..Default::default()
             },
             container,
+            image: img.clone(),
             sandbox: SandboxInfo {
                 netns: None,
                 pod_dir: PathBuf::from("/nonexistent"),
@@ -501,7 +501,7 @@ impl Floor {
             hostname: id.to_string(),
             log_path: PathBuf::from("/dev/null"),
         };
-        Ok(spec::build(&req, &img.config, self.rt.namespace())?.spec)
+        Ok(spec::build(&req, self.rt.namespace())?.spec)
     }
 
     async fn create(&self, id: &str, v2: bool) -> Result<()> {

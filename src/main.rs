@@ -246,10 +246,7 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
     {
         Ok(r) => Arc::new(r.with_output(container_output(&cfg))),
         Err(e) => {
-            log::error!(
-                "connect to containerd at {}: {e}",
-                cfg.containerd_socket.display()
-            );
+            log::error!("{}", daemonset_agent::runtime::chain(&e));
             return ExitCode::FAILURE;
         }
     };

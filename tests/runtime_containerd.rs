@@ -14,9 +14,11 @@ use containerd_client::services::v1::{
 };
 use containerd_client::tonic::Code;
 use daemonset_agent::runtime::client::Ctd;
-use daemonset_agent::runtime::pull::{chain_ids, diff_ids, parse_manifest, read_content};
+use daemonset_agent::runtime::pull::{
+    chain_ids, diff_ids, parse_manifest, read_content, PullError,
+};
 use daemonset_agent::runtime::{
-    ContainerRequest, ContainerdRuntime, OutputMode, PodSandbox, Runtime, RuntimeError,
+    chain, ContainerRequest, ContainerdRuntime, OutputMode, PodSandbox, Runtime, RuntimeError,
     SandboxInfo, TaskState,
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec};
@@ -51,7 +53,8 @@ fn pod_spec(v: serde_json::Value) -> PodSpec {
     serde_json::from_value(v).expect("pod spec")
 }
 
-fn request(
+/// A request for `container` with its image resolved, as the agent makes it.
+async fn request(
     e: &Env,
     id: &str,
     pod: &PodSpec,
@@ -59,6 +62,10 @@ fn request(
     sandbox: &SandboxInfo,
 ) -> ContainerRequest {
     let container: Container = serde_json::from_value(container).expect("container");
+    let image =
+        e.rt.ensure_image(container.image.as_deref().expect("an image"))
+            .await
+            .expect("ensure image");
     ContainerRequest {
         id: id.to_string(),
         labels: BTreeMap::from([
@@ -73,6 +80,7 @@ fn request(
         ]),
         pod_spec: pod.clone(),
         container,
+        image,
         sandbox: sandbox.clone(),
         hostname: "testpod".to_string(),
         log_path: e.state.join("logs").join(format!("{id}.log")),
@@ -408,7 +416,7 @@ async fn pull_leaves_what_ctr_leaves_and_a_second_pull_transfers_nothing() {
         "second ensure contacted the registry"
     );
     let info = e.rt.ensure_image(&reference).await.unwrap();
-    assert_eq!(info.digest, pulled.info.digest);
+    assert_eq!(info, pulled);
     assert_eq!(connections.load(Ordering::SeqCst), before);
 
     // concurrent ensures of a new image: one pull, all succeed with the same result
@@ -426,16 +434,33 @@ async fn pull_leaves_what_ctr_leaves_and_a_second_pull_transfers_nothing() {
 async fn missing_image_is_an_image_pull_error_naming_it() {
     let e = env().await;
     let reference = image("no-such-tag");
-    match e.rt.ensure_image(&reference).await {
-        Err(RuntimeError::ImagePull { image, reason }) => {
-            assert_eq!(image, reference);
-            assert!(!reason.is_empty());
+    let err = e.rt.ensure_image(&reference).await.unwrap_err();
+    match &err {
+        RuntimeError::ImagePull { image, source } => {
+            assert_eq!(image, &reference);
+            assert!(
+                matches!(source, PullError::Registry { op: "resolve", .. }),
+                "{source:?}"
+            );
         }
         other => panic!("expected ImagePull, got {other:?}"),
     }
+    // the pod's message says what failed and gives the registry's answer
+    let message = chain(&err);
+    assert!(
+        message.starts_with(&format!("pull image {reference}: resolve ")),
+        "{message}"
+    );
+    assert!(message.contains("manifest unknown"), "{message}");
+    eprintln!("a missing tag's message: {message}");
     let unreachable = format!("127.0.0.1:{}/busybox:v1", common::free_port());
     let err = e.rt.ensure_image(&unreachable).await.unwrap_err();
-    assert!(err.to_string().contains(&unreachable), "{err}");
+    let message = chain(&err);
+    assert!(
+        message.contains(&unreachable) && message.contains("Connection refused"),
+        "{message}"
+    );
+    eprintln!("an unreachable registry's message: {message}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -445,6 +470,7 @@ async fn run_with_limits_logs_stop_and_remove() {
     let sb = sandbox(&e, &uid, false).await;
     let pod = pod_spec(json!({"containers": []}));
     let id = unique("limits");
+    let t = Instant::now();
     let req = request(
         &e,
         &id,
@@ -452,10 +478,13 @@ async fn run_with_limits_logs_stop_and_remove() {
         json!({"name": "main", "image": image("v1"), "command": ["sleep", "3600"],
                "resources": {"limits": {"cpu": "100m", "memory": "200Mi"}}}),
         &sb,
-    );
-    let t = Instant::now();
+    )
+    .await;
     e.rt.run_container(&req).await.expect("run");
-    eprintln!("first run_container (pull included): {:?}", t.elapsed());
+    eprintln!(
+        "first ensure_image + run_container (pull included): {:?}",
+        t.elapsed()
+    );
     let st = wait_state(&e.rt, &id, "running", |s| {
         matches!(s, TaskState::Running { .. })
     })
@@ -502,7 +531,8 @@ async fn run_with_limits_logs_stop_and_remove() {
             &pod,
             json!({"name": "t", "image": image("v1"), "command": ["sleep", "3600"]}),
             &sb,
-        );
+        )
+        .await;
         let t = Instant::now();
         e.rt.run_container(&r2).await.expect("run timed");
         times.push(t.elapsed());
@@ -562,7 +592,8 @@ async fn output_goes_to_the_log_file_and_exits_are_reported() {
         json!({"name": "hello", "image": image("v1"), "command": ["sh", "-c", "echo hello; echo oops >&2; echo $GREETING; exit 3"],
                "env": [{"name": "GREETING", "value": "from-env"}]}),
         &sb,
-    );
+    )
+    .await;
     e.rt.run_container(&req).await.expect("run");
     let exited = tokio::time::timeout(Duration::from_secs(20), async {
         loop {
@@ -619,7 +650,8 @@ async fn sigterm_is_honoured_within_the_grace_and_sigkill_follows_when_ignored()
             &pod,
             json!({"name": "c", "image": image("v1"), "command": ["sh", "-c", script]}),
             &sb,
-        );
+        )
+        .await;
         e.rt.run_container(&req).await.expect("run");
         wait_log(&req.log_path, "ready").await;
     }
@@ -679,10 +711,12 @@ async fn bad_host_path_is_invalid_spec_and_leaves_nothing() {
         json!({"name": "c", "image": image("v1"), "command": ["true"],
                "volumeMounts": [{"name": "data", "mountPath": "/data"}]}),
         &sb,
-    );
+    )
+    .await;
     match e.rt.run_container(&req).await {
-        Err(RuntimeError::InvalidSpec { id: got, reason }) => {
+        Err(RuntimeError::InvalidSpec { id: got, source }) => {
             assert_eq!(got, id);
+            let reason = source.to_string();
             assert!(
                 reason.contains("data") && reason.contains(&missing.display().to_string()),
                 "{reason}"
@@ -702,7 +736,8 @@ async fn bad_host_path_is_invalid_spec_and_leaves_nothing() {
         &pod,
         json!({"name": "c", "image": image("v1"), "command": ["/no/such/binary"]}),
         &sb,
-    );
+    )
+    .await;
     let err = e.rt.run_container(&req).await.unwrap_err();
     assert!(
         matches!(
@@ -735,6 +770,17 @@ async fn containers_of_a_pod_share_its_network_namespace_and_volumes() {
     let sb = sandbox(&e, &uid, false).await;
     let again = sandbox(&e, &uid, false).await;
     assert_eq!(sb, again, "create_sandbox is idempotent");
+    let pod_sb = PodSandbox {
+        uid: uid.clone(),
+        namespace: "default".into(),
+        name: "testpod".into(),
+        host_network: false,
+    };
+    assert_eq!(
+        e.rt.sandbox(&pod_sb).await.unwrap(),
+        Some(sb.clone()),
+        "the sandbox of a pod a restarted agent adopts"
+    );
     let netns = sb.netns.clone().expect("a network namespace");
     let host_dir = e.ctd.path().join("hostdir");
     let pod = pod_spec(json!({"containers": [], "volumes": [
@@ -750,7 +796,8 @@ async fn containers_of_a_pod_share_its_network_namespace_and_volumes() {
         json!({"name": "server", "image": image("v1"), "volumeMounts": mounts,
                "command": ["sh", "-c", "ls -l /proc/self/ns/net > /scratch/server-ns; sleep 60 | nc -l -p 7777"]}),
         &sb,
-    );
+    )
+    .await;
     e.rt.run_container(&server_req).await.expect("run server");
     let ns_file = sb.pod_dir.join("volumes/scratch/server-ns");
     common::wait_for("server netns file", Duration::from_secs(20), || {
@@ -767,7 +814,8 @@ async fn containers_of_a_pod_share_its_network_namespace_and_volumes() {
         json!({"name": "client", "image": image("v1"), "volumeMounts": mounts,
                "command": ["sh", "-c", "ls -l /proc/self/ns/net > /host/client-ns; until echo ping-over-lo | nc 127.0.0.1 7777; do sleep 0.1; done"]}),
         &sb,
-    );
+    )
+    .await;
     e.rt.run_container(&client_req).await.expect("run client");
     wait_log(&server_req.log_path, "ping-over-lo").await;
     let server_ns = net_ns_of(&std::fs::read_to_string(&ns_file).unwrap());
@@ -794,9 +842,78 @@ async fn containers_of_a_pod_share_its_network_namespace_and_volumes() {
     }
     e.rt.remove_sandbox(&uid).await.unwrap();
     assert!(!netns.exists() && !sb.pod_dir.exists());
+    assert_eq!(e.rt.sandbox(&pod_sb).await.unwrap(), None);
     e.rt.remove_sandbox(&uid)
         .await
         .expect("removing a gone sandbox is ok");
+}
+
+/// `/daemonset-agent/NS` (and `/daemonset-agent/NS/ID` with an id) in every cgroup hierarchy
+/// where it exists.
+fn cgroups_of(namespace: &str, id: Option<&str>) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines()
+        .filter_map(|l| {
+            let (mount, fs) = l.split_once(" - ")?;
+            let fstype = fs.split(' ').next()?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| mount.split(' ').nth(4))?
+        })
+        .map(|h| {
+            let dir = Path::new(h).join("daemonset-agent").join(namespace);
+            id.map_or(dir.clone(), |id| dir.join(id))
+        })
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_pod_leaves_no_cgroup_behind() {
+    // a namespace of its own: the parent cgroup is the namespace's
+    let ctd = common::Containerd::start();
+    let ns = unique("dsa-cgroup");
+    let state = ctd.path().join("agent-state");
+    let rt = ContainerdRuntime::connect(&ctd.socket, &ns, &state)
+        .await
+        .expect("connect to containerd");
+    let e = Env { ctd, rt, state };
+    let uid = unique("pod");
+    let sb = sandbox(&e, &uid, false).await;
+    let pod = pod_spec(json!({"containers": []}));
+    let (a, b) = (unique("cg-a"), unique("cg-b"));
+    for id in [&a, &b] {
+        let req = request(
+            &e,
+            id,
+            &pod,
+            json!({"name": id, "image": image("v1"), "command": ["sleep", "3600"]}),
+            &sb,
+        )
+        .await;
+        e.rt.run_container(&req).await.expect("run");
+    }
+    assert!(
+        !cgroups_of(&ns, Some(&a)).is_empty(),
+        "runc made the container's cgroup under /daemonset-agent/{ns}"
+    );
+    e.rt.stop_container(&a, Duration::from_secs(1))
+        .await
+        .unwrap();
+    e.rt.remove_container(&a).await.unwrap();
+    assert_eq!(cgroups_of(&ns, Some(&a)), Vec::<PathBuf>::new());
+    assert!(
+        !cgroups_of(&ns, None).is_empty(),
+        "the namespace's cgroup stays while a container of it has one"
+    );
+    e.rt.stop_container(&b, Duration::from_secs(1))
+        .await
+        .unwrap();
+    e.rt.remove_container(&b).await.unwrap();
+    assert_eq!(
+        cgroups_of(&ns, None),
+        Vec::<PathBuf>::new(),
+        "the last container took the namespace's cgroup with it"
+    );
+    e.rt.remove_sandbox(&uid).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -813,7 +930,8 @@ async fn host_network_pods_share_the_host_namespace() {
         &pod,
         json!({"name": "c", "image": image("v1"), "command": ["ls", "-l", "/proc/self/ns/net"]}),
         &sb,
-    );
+    )
+    .await;
     e.rt.run_container(&req).await.expect("run");
     let own = std::fs::read_link("/proc/self/ns/net").unwrap();
     wait_log(&req.log_path, &own.to_string_lossy()).await;
@@ -883,7 +1001,8 @@ async fn an_oci_archive_imports_and_runs_without_a_registry() {
         &pod,
         json!({"name": "c", "image": "airgap.invalid/busybox:v1", "command": ["cat", "/etc/image-label"]}),
         &sb,
-    );
+    )
+    .await;
     e.rt.run_container(&req).await.expect("run imported image");
     wait_log(&req.log_path, "v1").await;
     wait_state(&e.rt, &id, "stopped", |s| {
@@ -972,7 +1091,8 @@ async fn output_goes_through_the_log_driver_to_journald_and_a_cri_file() {
              printf 'bad\\377utf\\n'; printf 'nul\\000byte\\n'; printf 'two\\r\\n'; sleep 0.2; \
              echo err-2 >&2; sleep 0.2; printf no-newline"]}),
         &sb,
-    );
+    )
+    .await;
     for (k, v) in [
         ("io.daemonset-agent.pod.name", "testpod"),
         ("io.daemonset-agent.pod.namespace", "default"),
@@ -1067,7 +1187,8 @@ async fn the_log_driver_rotates_the_file_at_its_size() {
             "i=0; while [ $i -lt 400 ]; do i=$((i+1)); printf 'line-%04d-%s\\n' $i \
              xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done"]}),
         &sb,
-    );
+    )
+    .await;
     e.rt.run_container(&req).await.expect("run");
     wait_state(&e.rt, &id, "stopped", |s| {
         matches!(s, TaskState::Stopped { exit_code: 0, .. })
@@ -1116,26 +1237,9 @@ async fn the_log_driver_rotates_the_file_at_its_size() {
     e.rt.remove_sandbox(&uid).await.unwrap();
 }
 
-struct Serving;
-
-#[tonic::async_trait]
-impl daemonset_agent::agent::prober::health::health_server::Health for Serving {
-    async fn check(
-        &self,
-        _: tonic::Request<daemonset_agent::agent::prober::health::HealthCheckRequest>,
-    ) -> Result<
-        tonic::Response<daemonset_agent::agent::prober::health::HealthCheckResponse>,
-        tonic::Status,
-    > {
-        Ok(tonic::Response::new(
-            daemonset_agent::agent::prober::health::HealthCheckResponse { status: 1 },
-        ))
-    }
-}
-
 #[tokio::test]
 async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
-    use daemonset_agent::agent::prober::{health, NetProber, Prober, Target};
+    use daemonset_agent::agent::prober::{NetProber, Prober, Target};
     use daemonset_agent::core::probe::{Handler, Outcome};
     use daemonset_agent::runtime::ExecExit;
     let e = env().await;
@@ -1151,7 +1255,8 @@ async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
         json!({"name": "main", "image": image("v1"), "command": ["sh", "-c",
             format!("echo hi > /tmp/f; mkdir -p /www; echo ok > /www/index.html; exec httpd -f -p {port} -h /www")]}),
         &sb,
-    );
+    )
+    .await;
     e.rt.run_container(&req).await.expect("run");
     wait_state(&e.rt, &id, "running", |s| {
         matches!(s, TaskState::Running { .. })
@@ -1281,11 +1386,14 @@ async fn probes_exec_in_the_container_with_a_timeout_and_dial_into_its_netns() {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(
         tokio::net::TcpListener::from_std(listener).unwrap(),
     );
-    tokio::spawn(
+    let (reporter, health) = tonic_health::server::health_reporter();
+    tokio::spawn(async move {
+        let _reporter = reporter;
         tonic::transport::Server::builder()
-            .add_service(health::health_server::HealthServer::new(Serving))
-            .serve_with_incoming(incoming),
-    );
+            .add_service(health)
+            .serve_with_incoming(incoming)
+            .await
+    });
     let grpc = Handler::Grpc {
         port: grpc_port,
         service: String::new(),

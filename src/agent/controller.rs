@@ -96,7 +96,7 @@ impl Controller {
                     }
                 }
                 Err(e) => {
-                    log::warn!(error = e.to_string(); "no exit events from containerd; relying on resync")
+                    log::warn!(error = crate::runtime::chain(&e); "no exit events from containerd; relying on resync")
                 }
             }
         });
@@ -159,7 +159,7 @@ impl Controller {
                     p.daemonsets = daemonsets;
                 }),
                 Err(e) => {
-                    log::warn!(error = format!("{e:#}"); "reconcile round failed; retrying");
+                    log::warn!(error = crate::runtime::chain(e.as_ref()); "reconcile round failed; retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     self.store.changed.notify_one();
                 }

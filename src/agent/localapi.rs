@@ -52,15 +52,6 @@ pub struct LocalApi {
     pub synced: Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
-/// The log file of a container's newest incarnation.
-pub fn log_file(state_dir: &Path, d: &DesiredPod, container: &str, restarts: i32) -> PathBuf {
-    state_dir
-        .join("logs")
-        .join(format!("{}_{}_{}", d.key.namespace, d.key.name, d.uid))
-        .join(container)
-        .join(format!("{restarts}.log"))
-}
-
 fn info(r: &Reported) -> pb::PodInfo {
     let (d, s) = (&r.pod, &r.status);
     let containers = s
@@ -186,7 +177,8 @@ impl pb::agent_server::Agent for LocalApi {
                     Status::not_found(format!("container {name} not in pod {}", r.pod))
                 })?,
         };
-        let path = log_file(&self.state_dir, &d, &c.name, c.restart_count);
+        let restarts = u32::try_from(c.restart_count).unwrap_or_default();
+        let path = crate::logdriver::log_path(&self.state_dir, &d.key, &d.uid, &c.name, restarts);
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| Status::not_found(format!("log {}: {e}", path.display())))?;

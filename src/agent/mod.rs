@@ -107,7 +107,7 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     let runtime_version = match ctx.runtime.version().await {
         Ok(v) => v,
         Err(e) => {
-            log::warn!(error = e.to_string(); "containerd did not tell its version");
+            log::warn!(error = crate::runtime::chain(&e); "containerd did not tell its version");
             "containerd://unknown".into()
         }
     };

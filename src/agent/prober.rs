@@ -1,19 +1,23 @@
-//! Probe I/O at the edge: running one probe (exec through the runtime, httpGet and tcpSocket over
-//! loopback) behind the small `Prober` trait, so that worker tests use a fake. The decisions
-//! (thresholds, gates, kills) are in `core::probe`.
+//! Probe I/O at the edge: running one probe (exec through the runtime; httpGet, tcpSocket and
+//! grpc over the pod's loopback) behind the small `Prober` trait, so that worker tests use a
+//! fake. The decisions (thresholds, gates, kills) are in `core::probe`.
 //!
 //! Pods without hostNetwork have only a loopback interface in their own network namespace: the
-//! socket of an httpGet or tcpSocket probe is opened inside that namespace, on a thread of its own
-//! that enters it with setns(2) and then ends, so no runtime thread ever changes namespace.
+//! socket of a network probe is opened inside that namespace, on a thread of its own that enters
+//! it with setns(2) and then ends, so no runtime thread ever changes namespace. Over that socket,
+//! hyper speaks HTTP/1.1 (httpGet) and tonic the gRPC health protocol (tonic-health's client).
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
 
 use crate::core::probe::{http_success, Handler, Outcome};
-use crate::runtime::{ExecExit, Runtime};
+use crate::runtime::{chain, ExecExit, Runtime};
 
 /// Where a probe runs: the container (exec) and the network namespace (None: the host's).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,7 +65,7 @@ impl Prober for NetProber {
                             timeout.as_secs()
                         )),
                     },
-                    Ok(Err(e)) => Outcome::Error(e.to_string()),
+                    Ok(Err(e)) => Outcome::Error(chain(&e)),
                     Err(_) => Outcome::Error(format!("exec {cmd:?}: no answer from the runtime")),
                 }
             }
@@ -110,9 +114,23 @@ impl Prober for NetProber {
     }
 }
 
-/// The gRPC health checking protocol, client and server (the server answers tests).
-pub mod health {
-    tonic::include_proto!("grpc.health.v1");
+/// Why an httpGet probe got no answer (its failure message, after `Get "URL": `).
+#[derive(Debug, thiserror::Error)]
+enum HttpError {
+    #[error("dial tcp {addr}")]
+    Dial {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid request")]
+    Request(#[source] http::Error),
+    #[error("invalid server name {0:?}")]
+    ServerName(String),
+    #[error("tls handshake")]
+    Tls(#[source] std::io::Error),
+    #[error("HTTP/1.1 exchange")]
+    Http(#[source] hyper::Error),
 }
 
 /// Dials the pod's loopback for tonic, inside its network namespace.
@@ -123,7 +141,7 @@ struct PodConnector {
 }
 
 impl tonic::codegen::Service<http::Uri> for PodConnector {
-    type Response = hyper_util::rt::TokioIo<tokio::net::TcpStream>;
+    type Response = TokioIo<tokio::net::TcpStream>;
     type Error = std::io::Error;
     type Future = std::pin::Pin<
         Box<dyn std::future::Future<Output = std::io::Result<Self::Response>> + Send>,
@@ -141,18 +159,18 @@ impl tonic::codegen::Service<http::Uri> for PodConnector {
         Box::pin(async move {
             let port = uri.port_u16().unwrap_or(80);
             let s = connect(&target, None, port, timeout).await?;
-            Ok(hyper_util::rt::TokioIo::new(s))
+            Ok(TokioIo::new(s))
         })
     }
 }
 
 /// grpc.health.v1.Health/Check as the kubelet's grpc prober calls it (pkg/probe/grpc).
 async fn grpc_check(target: &Target, port: u16, service: &str, timeout: Duration) -> Outcome {
-    use health::health_check_response::ServingStatus;
+    use tonic_health::pb::health_check_response::ServingStatus;
     let addr = format!("http://127.0.0.1:{port}");
     let endpoint = match tonic::transport::Endpoint::from_shared(addr.clone()) {
         Ok(e) => e.connect_timeout(timeout).timeout(timeout),
-        Err(e) => return Outcome::Error(e.to_string()),
+        Err(e) => return Outcome::Error(chain(&e)),
     };
     let connector = PodConnector {
         target: target.clone(),
@@ -162,12 +180,13 @@ async fn grpc_check(target: &Target, port: u16, service: &str, timeout: Duration
         Ok(c) => c,
         Err(e) => {
             return Outcome::Failure(format!(
-                "timeout: failed to connect service \"127.0.0.1:{port}\" within {timeout:?}: {e}"
+                "timeout: failed to connect service \"127.0.0.1:{port}\" within {timeout:?}: {}",
+                chain(&e)
             ))
         }
     };
-    let mut client = health::health_client::HealthClient::new(channel);
-    let req = health::HealthCheckRequest {
+    let mut client = HealthClient::new(channel);
+    let req = HealthCheckRequest {
         service: service.to_string(),
     };
     match client.check(req).await {
@@ -189,7 +208,7 @@ async fn grpc_check(target: &Target, port: u16, service: &str, timeout: Duration
         Err(s) if s.code() == tonic::Code::DeadlineExceeded => Outcome::Failure(format!(
             "timeout: health rpc did not complete within {timeout:?}"
         )),
-        Err(s) => Outcome::Failure(format!("error: health rpc probe failed: {s}")),
+        Err(s) => Outcome::Failure(format!("error: health rpc probe failed: {}", chain(&s))),
     }
 }
 
@@ -238,12 +257,9 @@ fn connect_in_netns(
     addr: SocketAddr,
     timeout: Duration,
 ) -> std::io::Result<std::net::TcpStream> {
-    use std::os::fd::AsRawFd;
     let f = std::fs::File::open(ns)?;
-    // SAFETY: setns on this (dedicated, short-lived) thread with a valid namespace fd.
-    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    // moves this (dedicated, short-lived) thread only
+    nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET)?;
     // the socket belongs to the namespace it was created in, whatever thread uses it later
     std::net::TcpStream::connect_timeout(&addr, timeout)
 }
@@ -261,12 +277,24 @@ struct Url<'a> {
     path: String,
 }
 
+impl Url<'_> {
+    fn host(&self) -> &str {
+        self.host.unwrap_or("127.0.0.1")
+    }
+}
+
 impl std::fmt::Display for Url<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = if self.https { "https" } else { "http" };
-        let host = self.host.unwrap_or("127.0.0.1");
-        write!(f, "{scheme}://{host}:{}{}", self.port, self.path)
+        write!(f, "{scheme}://{}:{}{}", self.host(), self.port, self.path)
     }
+}
+
+/// What one GET answered.
+struct Answer {
+    status: u16,
+    /// The `Location` header, for a redirect.
+    location: Option<String>,
 }
 
 async fn http_get(
@@ -277,17 +305,15 @@ async fn http_get(
 ) -> Outcome {
     let mut redirects = 0;
     loop {
-        let head = match http_head(target, &url, headers, timeout).await {
-            Ok(h) => h,
-            Err(e) => return Outcome::Failure(format!("Get \"{url}\": {e}")),
+        let answer = match get(target, &url, headers, timeout).await {
+            Ok(a) => a,
+            Err(e) => return Outcome::Failure(format!("Get \"{url}\": {}", chain(&e))),
         };
-        let Some(code) = status_code(&head) else {
-            return Outcome::Failure(format!("Get \"{url}\": malformed HTTP response"));
-        };
+        let code = answer.status;
         if (300..400).contains(&code) {
             // followed when it stays on the same host (the kubelet's redirectChecker); otherwise
             // the 3xx itself is the answer: a success (with a warning, in the kubelet)
-            let next = header(&head, "location").and_then(|l| same_host(&l, &url));
+            let next = answer.location.and_then(|l| same_host(&l, &url));
             if let Some((https, port, path)) = next {
                 redirects += 1;
                 if redirects > MAX_REDIRECTS {
@@ -312,58 +338,101 @@ async fn http_get(
     }
 }
 
-/// One GET; returns the response head (status line and headers, at most MAX_RESPONSE bytes).
-async fn http_head(
+/// The request of one GET: the probe's headers, after the kubelet's defaults for Host,
+/// User-Agent and Accept unless the probe sets them.
+fn request(
+    url: &Url<'_>,
+    headers: &[(String, String)],
+) -> Result<http::Request<Empty<Bytes>>, HttpError> {
+    use http::header;
+    let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
+    let mut req = http::Request::get(url.path.as_str());
+    if !has("Host") {
+        req = req.header(header::HOST, format!("{}:{}", url.host(), url.port));
+    }
+    if !has("User-Agent") {
+        req = req.header(header::USER_AGENT, USER_AGENT);
+    }
+    if !has("Accept") {
+        req = req.header(header::ACCEPT, "*/*");
+    }
+    for (n, v) in headers {
+        req = req.header(n.as_str(), v.as_str());
+    }
+    req.header(header::CONNECTION, "close")
+        .body(Empty::new())
+        .map_err(HttpError::Request)
+}
+
+/// One GET over a connection of its own (inside the pod's namespace unless a host is named).
+async fn get(
     target: &Target,
     url: &Url<'_>,
     headers: &[(String, String)],
     timeout: Duration,
-) -> std::io::Result<Vec<u8>> {
-    let host = url.host.unwrap_or("127.0.0.1");
-    let port = url.port;
-    let mut req = format!("GET {} HTTP/1.1\r\n", url.path);
-    let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
-    if !has("Host") {
-        req.push_str(&format!("Host: {host}:{port}\r\n"));
-    }
-    if !has("User-Agent") {
-        req.push_str(&format!("User-Agent: {USER_AGENT}\r\n"));
-    }
-    if !has("Accept") {
-        req.push_str("Accept: */*\r\n");
-    }
-    for (n, v) in headers {
-        if n.contains(['\r', '\n']) || v.contains(['\r', '\n']) {
-            return Err(std::io::Error::other(format!("invalid header {n:?}")));
-        }
-        req.push_str(&format!("{n}: {v}\r\n"));
-    }
-    req.push_str("Connection: close\r\n\r\n");
-    let stream = connect(target, url.host, port, timeout).await?;
+) -> Result<Answer, HttpError> {
+    let req = request(url, headers)?;
+    let stream = connect(target, url.host, url.port, timeout)
+        .await
+        .map_err(|source| HttpError::Dial {
+            addr: format!("{}:{}", url.host(), url.port),
+            source,
+        })?;
     if !url.https {
-        return exchange(stream, req.as_bytes()).await;
+        return exchange(TokioIo::new(stream), req).await;
     }
-    let name = rustls::pki_types::ServerName::try_from(host.to_string())
-        .map_err(|e| std::io::Error::other(format!("server name {host:?}: {e}")))?;
-    let tls = tls_connector()?.connect(name, stream).await?;
-    exchange(tls, req.as_bytes()).await
+    let name = rustls::pki_types::ServerName::try_from(url.host().to_string())
+        .map_err(|_| HttpError::ServerName(url.host().to_string()))?;
+    let connector = tls_connector().map_err(HttpError::Tls)?;
+    let tls = connector
+        .connect(name, stream)
+        .await
+        .map_err(HttpError::Tls)?;
+    exchange(TokioIo::new(tls), req).await
 }
 
-/// Writes the request and reads the response head.
-async fn exchange<S>(mut stream: S, req: &[u8]) -> std::io::Result<Vec<u8>>
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends the request over `io` with hyper's HTTP/1.1 client connection and reads the answer:
+/// the status, the Location header and at most 10 KiB of the body, as the kubelet reads.
+async fn exchange<I>(io: I, req: http::Request<Empty<Bytes>>) -> Result<Answer, HttpError>
 where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
-    stream.write_all(req).await?;
-    let mut buf = Vec::with_capacity(512);
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < MAX_RESPONSE {
-        match stream.read(&mut chunk).await? {
-            0 => break,
-            n => buf.extend_from_slice(&chunk[..n]),
+    // header names as Go writes them (User-Agent, not user-agent), as the kubelet's probes send
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(io)
+        .await
+        .map_err(HttpError::Http)?;
+    // the connection is driven beside the request and dropped with it
+    let _conn = AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }));
+    let resp = sender.send_request(req).await.map_err(HttpError::Http)?;
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get(http::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let mut body = resp.into_body();
+    let mut read = 0;
+    while read < MAX_RESPONSE {
+        match body.frame().await {
+            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            Some(Err(e)) => return Err(HttpError::Http(e)),
+            None => break,
         }
     }
-    Ok(buf)
+    Ok(Answer { status, location })
 }
 
 /// TLS as the kubelet's HTTPS probes do it: InsecureSkipVerify (the certificate is not checked;
@@ -434,17 +503,6 @@ impl rustls::client::danger::ServerCertVerifier for SkipVerify {
     }
 }
 
-/// The value of header `name` in a response head.
-fn header(head: &[u8], name: &str) -> Option<String> {
-    let text = String::from_utf8_lossy(head);
-    text.split("\r\n").skip(1).find_map(|line| {
-        let (n, v) = line.split_once(':')?;
-        n.trim()
-            .eq_ignore_ascii_case(name)
-            .then(|| v.trim().to_string())
-    })
-}
-
 /// Where a redirect to `location` from `from` goes when it stays on the same host name:
 /// (https, port, path). A relative location keeps the scheme and port.
 fn same_host(location: &str, from: &Url<'_>) -> Option<(bool, u16, String)> {
@@ -463,19 +521,8 @@ fn same_host(location: &str, from: &Url<'_>) -> Option<(bool, u16, String)> {
         Some((h, p)) => (h, p.parse().ok()?),
         None => (authority, if https { 443 } else { 80 }),
     };
-    h.eq_ignore_ascii_case(from.host.unwrap_or("127.0.0.1"))
+    h.eq_ignore_ascii_case(from.host())
         .then_some((https, p, path))
-}
-
-/// The status code of an HTTP/1.x status line.
-fn status_code(buf: &[u8]) -> Option<u16> {
-    let line = buf.split(|b| *b == b'\n').next()?;
-    let line = std::str::from_utf8(line).ok()?;
-    let mut parts = line.split_whitespace();
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
-    }
-    parts.next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -485,11 +532,12 @@ pub mod fake {
     use std::sync::Mutex;
 
     /// Answers each exec probe by its command's first word from a table the test changes;
-    /// records every run.
+    /// records every run and where it ran.
     #[derive(Default)]
     pub struct FakeProber {
         pub answers: Mutex<BTreeMap<String, Outcome>>,
         pub runs: Mutex<Vec<(String, String)>>,
+        pub targets: Mutex<Vec<Target>>,
     }
 
     impl FakeProber {
@@ -519,6 +567,7 @@ pub mod fake {
                 .lock()
                 .unwrap()
                 .push((target.container_id.clone(), key.clone()));
+            self.targets.lock().unwrap().push(target.clone());
             self.answers
                 .lock()
                 .unwrap()
@@ -532,12 +581,35 @@ pub mod fake {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The real prober, probing in the host's network namespace.
+    fn on_the_host() -> (NetProber, Target) {
+        let p = NetProber {
+            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
+        };
+        let target = Target {
+            container_id: "c".into(),
+            netns: None,
+        };
+        (p, target)
+    }
+
+    fn http_get(port: u16, path: &str, headers: &[(&str, &str)]) -> Handler {
+        Handler::Http {
+            https: false,
+            host: None,
+            port,
+            path: path.into(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
 
     #[test]
     fn redirects_stay_on_the_host() {
-        let head = b"HTTP/1.1 302 Found\r\nContent-Length: 0\r\nLocation: /ok\r\n\r\n";
-        assert_eq!(header(head, "location").as_deref(), Some("/ok"));
-        assert_eq!(header(head, "x-missing"), None);
         let from = Url {
             https: false,
             host: None,
@@ -633,13 +705,7 @@ mod tests {
             }
             paths
         });
-        let p = NetProber {
-            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
-        };
-        let target = Target {
-            container_id: "c".into(),
-            netns: None,
-        };
+        let (p, target) = on_the_host();
         let https = Handler::Http {
             https: true,
             host: None,
@@ -655,46 +721,28 @@ mod tests {
         assert_eq!(server.await.unwrap(), ["GET /ready HTTP/1.1"; 2]);
     }
 
-    struct Health(health::health_check_response::ServingStatus);
-
-    #[tonic::async_trait]
-    impl health::health_server::Health for Health {
-        async fn check(
-            &self,
-            req: tonic::Request<health::HealthCheckRequest>,
-        ) -> Result<tonic::Response<health::HealthCheckResponse>, tonic::Status> {
-            if req.get_ref().service == "unknown" {
-                return Err(tonic::Status::not_found("unknown service"));
-            }
-            Ok(tonic::Response::new(health::HealthCheckResponse {
-                status: self.0 as i32,
-            }))
-        }
-    }
-
-    /// A gRPC health server on loopback answering `status`; its port.
-    async fn health_server(status: health::health_check_response::ServingStatus) -> u16 {
+    /// tonic-health's server on loopback, its overall status `status`; its port.
+    async fn health_server(status: tonic_health::ServingStatus) -> u16 {
+        let (reporter, service) = tonic_health::server::health_reporter();
+        reporter.set_service_status("", status).await;
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
-        tokio::spawn(
+        tokio::spawn(async move {
+            // the reporter lives as long as the server
+            let _reporter = reporter;
             tonic::transport::Server::builder()
-                .add_service(health::health_server::HealthServer::new(Health(status)))
-                .serve_with_incoming(incoming),
-        );
+                .add_service(service)
+                .serve_with_incoming(incoming)
+                .await
+        });
         port
     }
 
     #[tokio::test]
     async fn grpc_health_check_as_the_kubelet_calls_it() {
-        use health::health_check_response::ServingStatus;
-        let p = NetProber {
-            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
-        };
-        let target = Target {
-            container_id: "c".into(),
-            netns: None,
-        };
+        use tonic_health::ServingStatus;
+        let (p, target) = on_the_host();
         let t = Duration::from_secs(2);
         let grpc = |port, service: &str| Handler::Grpc {
             port,
@@ -707,7 +755,7 @@ mod tests {
         );
         assert!(matches!(
             p.probe(&target, &grpc(serving, "unknown"), t).await,
-            Outcome::Failure(m) if m.contains("health rpc probe failed")
+            Outcome::Failure(m) if m.starts_with("error: health rpc probe failed: rpc error: code = NotFound desc = ")
         ));
         let not = health_server(ServingStatus::NotServing).await;
         assert!(matches!(
@@ -728,51 +776,86 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(3));
     }
 
-    #[test]
-    fn status_lines() {
-        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(status_code(b"HTTP/1.0 404 Not Found\r\nX: y"), Some(404));
-        assert_eq!(status_code(b"SSH-2.0-OpenSSH\r\n"), None);
-        assert_eq!(status_code(b""), None);
-    }
-
-    #[tokio::test]
-    async fn http_and_tcp_on_the_host_loopback() {
+    /// A server that answers each connection with the next of `answers` (raw bytes) and then
+    /// keeps the connection open until the client closes it; the requests it read.
+    async fn raw_server(answers: Vec<Vec<u8>>) -> (u16, tokio::task::JoinHandle<Vec<String>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let server = tokio::spawn(async move {
             let mut seen = Vec::new();
-            for answer in [
-                "200 OK",
-                "302 Found\r\nLocation: http://example.com/elsewhere",
-                "500 Internal Server Error",
-                "301 Moved Permanently\r\nLocation: /broken",
-                "503 Service Unavailable",
-            ] {
+            for answer in answers {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = vec![0u8; 4096];
                 let n = s.read(&mut buf).await.unwrap();
                 seen.push(String::from_utf8_lossy(&buf[..n]).to_string());
-                let _ = s
-                    .write_all(format!("HTTP/1.1 {answer}\r\nContent-Length: 0\r\n\r\n").as_bytes())
-                    .await;
+                let _ = s.write_all(&answer).await;
+                // the client ends the exchange: read until it closes
+                while s.read(&mut buf).await.is_ok_and(|n| n > 0) {}
             }
             seen
         });
-        let p = NetProber {
-            runtime: Arc::new(crate::agent::worker::fake::FakeRuntime::default()),
-        };
-        let target = Target {
-            container_id: "c".into(),
-            netns: None,
-        };
-        let http = Handler::Http {
-            https: false,
-            host: None,
-            port,
-            path: "/healthz".into(),
-            headers: vec![("X-Probe".into(), "yes".into())],
-        };
+        (port, server)
+    }
+
+    #[tokio::test]
+    async fn http_answers_are_read_as_the_kubelet_reads_them() {
+        // a body that never ends: 10 KiB of it are read, then the answer counts
+        let mut endless = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
+        endless.extend(vec![b'x'; 20 * 1024]);
+        let (port, server) = raw_server(vec![
+            endless,
+            b"SSH-2.0-OpenSSH_9.2\r\n".to_vec(),
+            b"HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        ])
+        .await;
+        let (p, target) = on_the_host();
+        let http = http_get(port, "/", &[("Host", "probe.example")]);
+        let t = Duration::from_secs(5);
+        let started = std::time::Instant::now();
+        assert_eq!(p.probe(&target, &http, t).await, Outcome::Success);
+        assert!(started.elapsed() < t, "the body is not read to its end");
+        let not_http = p.probe(&target, &http, t).await;
+        assert!(
+            matches!(&not_http, Outcome::Failure(m) if m.starts_with(&format!("Get \"http://127.0.0.1:{port}/\": HTTP/1.1 exchange: "))),
+            "{not_http:?}"
+        );
+        assert_eq!(
+            p.probe(&target, &http, t).await,
+            Outcome::Failure("HTTP probe failed with statuscode: 404".into())
+        );
+        let seen = server.await.unwrap();
+        // the probe's Host header replaces the default one
+        assert!(seen[0].contains("Host: probe.example\r\n"), "{}", seen[0]);
+        assert_eq!(seen[0].matches("Host:").count(), 1, "{}", seen[0]);
+        // nothing listens any more: the dial's error is the message
+        let refused = p.probe(&target, &http, t).await;
+        assert_eq!(
+            refused,
+            Outcome::Failure(format!(
+                "Get \"http://127.0.0.1:{port}/\": dial tcp 127.0.0.1:{port}: Connection refused (os error 111)"
+            ))
+        );
+        // a header no HTTP request may carry fails before anything is dialled
+        let bad = http_get(port, "/", &[("X-Bad", "a\r\nb")]);
+        assert!(matches!(
+            p.probe(&target, &bad, t).await,
+            Outcome::Failure(m) if m.contains("invalid request")
+        ));
+    }
+
+    #[tokio::test]
+    async fn http_and_tcp_on_the_host_loopback() {
+        let answers = [
+            "200 OK",
+            "302 Found\r\nLocation: http://example.com/elsewhere",
+            "500 Internal Server Error",
+            "301 Moved Permanently\r\nLocation: /broken",
+            "503 Service Unavailable",
+        ]
+        .map(|a| format!("HTTP/1.1 {a}\r\nContent-Length: 0\r\n\r\n").into_bytes());
+        let (port, server) = raw_server(answers.to_vec()).await;
+        let (p, target) = on_the_host();
+        let http = http_get(port, "/healthz", &[("X-Probe", "yes")]);
         let t = Duration::from_secs(2);
         assert_eq!(p.probe(&target, &http, t).await, Outcome::Success);
         assert_eq!(p.probe(&target, &http, t).await, Outcome::Success);

@@ -16,8 +16,8 @@ use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, Sta
 use crate::core::probe::{self as probe, ContainerProbes, Kind, Outcome};
 use crate::core::status::{self, PodView, Termination, Waiting};
 use crate::runtime::{
-    labels, sandbox, ContainerRequest, ContainerStatus, PodSandbox, Runtime, RuntimeError,
-    SandboxInfo, TaskState,
+    labels, ContainerRequest, ContainerStatus, PodSandbox, Runtime, RuntimeError, SandboxInfo,
+    TaskState,
 };
 
 /// Bounds on one runtime call, so that a hung shim or containerd call cannot hold a pod's worker
@@ -33,10 +33,10 @@ async fn bounded<T>(
     f: impl std::future::Future<Output = Result<T, RuntimeError>>,
 ) -> Result<T, RuntimeError> {
     tokio::time::timeout(limit, f).await.unwrap_or_else(|_| {
-        Err(RuntimeError::Containerd {
+        Err(RuntimeError::Timeout {
             op,
             id: id.to_string(),
-            reason: format!("no answer in {}s", limit.as_secs()),
+            after: limit,
         })
     })
 }
@@ -124,6 +124,16 @@ pub fn observed(c: &ContainerStatus) -> Option<Observed> {
         },
         created_ms: c.created_at * 1000,
     })
+}
+
+/// What the runtime needs to know of a pod's sandbox.
+fn pod_sandbox(d: &DesiredPod) -> PodSandbox {
+    PodSandbox {
+        uid: d.uid.clone(),
+        namespace: d.key.namespace.clone(),
+        name: d.key.name.clone(),
+        host_network: d.spec.host_network.unwrap_or(false),
+    }
 }
 
 /// The pod a container belongs to, from its labels.
@@ -366,7 +376,7 @@ impl Worker {
                         let removal = self.ctx.runtime.remove_sandbox(&uid);
                         if let Err(e) = bounded("remove sandbox", &uid, CALL_TIMEOUT, removal).await
                         {
-                            log::warn!(pod = self.key.to_string(), error = e.to_string(); "remove sandbox failed; retrying");
+                            log::warn!(pod = self.key.to_string(), error = crate::runtime::chain(&e); "remove sandbox failed; retrying");
                             return false;
                         }
                     }
@@ -413,6 +423,7 @@ impl Worker {
             return observed.is_empty() && plan.actions.is_empty();
         };
         if wanted {
+            self.adopt_sandbox(&desired, &observed).await;
             self.sync_probes(&desired, &observed);
             changed |= self.kill_failed(&desired).await;
         }
@@ -494,6 +505,22 @@ impl Worker {
         });
     }
 
+    /// The sandbox of a pod whose containers run but that this worker did not start (the agent
+    /// restarted): asked of the runtime, for its network namespace.
+    async fn adopt_sandbox(&mut self, desired: &DesiredPod, observed: &[Observed]) {
+        if self.sandbox.is_some() || !observed.iter().any(|o| o.state == State::Running) {
+            return;
+        }
+        let pod = pod_sandbox(desired);
+        let lookup = self.ctx.runtime.sandbox(&pod);
+        match bounded("look up sandbox", &desired.uid, CALL_TIMEOUT, lookup).await {
+            Ok(found) => self.sandbox = found,
+            Err(e) => {
+                log::warn!(pod = self.key.to_string(), error = crate::runtime::chain(&e); "sandbox lookup failed; probes wait")
+            }
+        }
+    }
+
     /// Starts the probes of containers newly seen running; stops those of containers gone.
     fn sync_probes(&mut self, desired: &DesiredPod, observed: &[Observed]) {
         let newest = plan::newest(observed);
@@ -513,12 +540,18 @@ impl Worker {
             let Some(cp) = ContainerProbes::of(c, o.created_ms) else {
                 continue;
             };
-            let netns = (!host_network).then(|| {
-                self.sandbox
-                    .as_ref()
-                    .and_then(|s| s.netns.clone())
-                    .unwrap_or_else(|| sandbox::netns_path(&self.ctx.state_dir, &desired.uid))
-            });
+            // the pod's network namespace, as the runtime gave it; until it is known (a pod
+            // adopted after a restart whose lookup failed) its network probes wait
+            let netns = match (host_network, &self.sandbox) {
+                (true, _) => None,
+                (
+                    false,
+                    Some(SandboxInfo {
+                        netns: Some(ns), ..
+                    }),
+                ) => Some(ns.clone()),
+                (false, _) => continue,
+            };
             let target = Target {
                 container_id: o.id.clone(),
                 netns,
@@ -596,7 +629,7 @@ impl Worker {
             let g = Duration::from_secs(grace as u64);
             let stop = self.ctx.runtime.stop_container(id, g);
             if let Err(e) = bounded("stop", id, g + CALL_TIMEOUT, stop).await {
-                log::warn!(pod = self.key.to_string(), container_id = id.as_str(), error = e.to_string(); "stop after a failed probe failed; trying again");
+                log::warn!(pod = self.key.to_string(), container_id = id.as_str(), error = crate::runtime::chain(&e); "stop after a failed probe failed; trying again");
                 if let Some(run) = self.probes.get_mut(name) {
                     run.killed = false;
                 }
@@ -626,7 +659,7 @@ impl Worker {
             let grace = Duration::from_secs(grace_seconds as u64);
             let stop = rt.stop_container(id, grace);
             if let Err(e) = bounded("stop", id, grace + CALL_TIMEOUT, stop).await {
-                log::warn!(pod = self.key.to_string(), container_id = id, error = e.to_string(); "stop failed");
+                log::warn!(pod = self.key.to_string(), container_id = id, error = crate::runtime::chain(&e); "stop failed");
             }
         }
         match bounded("remove", id, CALL_TIMEOUT, rt.remove_container(id)).await {
@@ -634,7 +667,7 @@ impl Worker {
                 log::info!(pod = self.key.to_string(), container_id = id; "container removed")
             }
             Err(e) => {
-                log::warn!(pod = self.key.to_string(), container_id = id, error = e.to_string(); "remove failed")
+                log::warn!(pod = self.key.to_string(), container_id = id, error = crate::runtime::chain(&e); "remove failed")
             }
         }
     }
@@ -659,12 +692,15 @@ impl Worker {
                     RuntimeError::ImagePull { .. } => "ErrImagePull",
                     _ => "CreateContainerError",
                 };
-                log::warn!(pod = self.key.to_string(), daemonset = d.owner.name.as_str(), container = name, error = e.to_string(); "container failed to start; backing off");
+                // what failed and why, causes included (the registry's answer, containerd's
+                // status), as the kubelet's messages read
+                let message = crate::runtime::chain(&e);
+                log::warn!(pod = self.key.to_string(), daemonset = d.owner.name.as_str(), container = name, error = message.as_str(); "container failed to start; backing off");
                 self.waiting.insert(
                     name.to_string(),
                     Waiting {
                         reason: reason.into(),
-                        message: e.to_string(),
+                        message,
                     },
                 );
             }
@@ -679,22 +715,16 @@ impl Worker {
     ) -> Result<String, RuntimeError> {
         let rt = &self.ctx.runtime;
         let image = container.image.clone().unwrap_or_default();
-        // the runtime serializes pulls (as the kubelet does by default) after a lock-free check
-        let info = rt.ensure_image(&image).await?;
+        // the runtime serializes pulls (as the kubelet does by default) after a lock-free check;
+        // what it resolved is handed to run_container, which does not resolve it again
+        let pulled = rt.ensure_image(&image).await?;
         self.images
-            .insert(container.name.clone(), (image, info.digest.clone()));
+            .insert(container.name.clone(), (image, pulled.info.digest.clone()));
         let host_network = d.spec.host_network.unwrap_or(false);
         let sandbox = match &self.sandbox {
             Some(s) => s.clone(),
             None => {
-                let s = rt
-                    .create_sandbox(&PodSandbox {
-                        uid: d.uid.clone(),
-                        namespace: d.key.namespace.clone(),
-                        name: d.key.name.clone(),
-                        host_network,
-                    })
-                    .await?;
+                let s = rt.create_sandbox(&pod_sandbox(d)).await?;
                 self.sandbox = Some(s.clone());
                 s
             }
@@ -717,18 +747,19 @@ impl Worker {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let log_path = self
-            .ctx
-            .state_dir
-            .join("logs")
-            .join(format!("{}_{}_{}", d.key.namespace, d.key.name, d.uid))
-            .join(&container.name)
-            .join(format!("{restart_count}.log"));
+        let log_path = crate::logdriver::log_path(
+            &self.ctx.state_dir,
+            &d.key,
+            &d.uid,
+            &container.name,
+            restart_count,
+        );
         let req = ContainerRequest {
             id: id.clone(),
             labels: container_labels,
             pod_spec: d.spec.clone(),
             container: container.clone(),
+            image: pulled,
             sandbox,
             hostname: if host_network {
                 nix::unistd::gethostname()
@@ -820,22 +851,42 @@ pub mod fake {
         }
     }
 
+    impl FakeRuntime {
+        fn sandbox_of(pod: &PodSandbox) -> SandboxInfo {
+            SandboxInfo {
+                netns: (!pod.host_network).then(|| PathBuf::from("/fake/netns").join(&pod.uid)),
+                pod_dir: PathBuf::from("/fake/pods").join(&pod.uid),
+            }
+        }
+    }
+
     #[async_trait::async_trait]
     impl Runtime for FakeRuntime {
         async fn ensure_image(
             &self,
             reference: &str,
-        ) -> crate::runtime::Result<crate::runtime::ImageInfo> {
+        ) -> crate::runtime::Result<crate::runtime::PulledImage> {
             self.calls.lock().unwrap().push(format!("pull {reference}"));
             if self.missing.iter().any(|m| m == reference) {
                 return Err(RuntimeError::ImagePull {
                     image: reference.into(),
-                    reason: "not found".into(),
+                    source: crate::runtime::pull::PullError::Registry {
+                        op: "resolve",
+                        what: reference.into(),
+                        source:
+                            oci_client::errors::OciDistributionError::ImageManifestNotFoundError(
+                                reference.into(),
+                            ),
+                    },
                 });
             }
-            Ok(crate::runtime::ImageInfo {
-                reference: reference.into(),
-                digest: "sha256:0".into(),
+            Ok(crate::runtime::PulledImage {
+                info: crate::runtime::ImageInfo {
+                    reference: reference.into(),
+                    digest: "sha256:0".into(),
+                },
+                config: serde_json::Value::Null,
+                chain_id: "sha256:1".into(),
             })
         }
         async fn create_sandbox(&self, pod: &PodSandbox) -> crate::runtime::Result<SandboxInfo> {
@@ -843,7 +894,10 @@ pub mod fake {
                 .lock()
                 .unwrap()
                 .push(format!("sandbox {}", pod.name));
-            Ok(SandboxInfo::default())
+            Ok(Self::sandbox_of(pod))
+        }
+        async fn sandbox(&self, pod: &PodSandbox) -> crate::runtime::Result<Option<SandboxInfo>> {
+            Ok(Some(Self::sandbox_of(pod)))
         }
         async fn remove_sandbox(&self, uid: &str) -> crate::runtime::Result<()> {
             self.calls
@@ -1269,6 +1323,53 @@ mod pod_tests {
         h.prober.set("ready", Outcome::Success);
         h.until("the new incarnation ready", |s| main_status(s).ready)
             .await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_adopted_pod_is_probed_in_the_netns_the_runtime_gives() {
+        let h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            liveness_probe: exec("live", 3),
+            ..Default::default()
+        });
+        // a container an earlier agent started: the worker never made its sandbox
+        let id = container_id(&h.pod.key, "main", 0);
+        let labels = [
+            (labels::POD_NAMESPACE, "default"),
+            (labels::POD_NAME, "p"),
+            (labels::CONTAINER_NAME, "main"),
+            (labels::RESTART_COUNT, "0"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        h.rt.containers.lock().unwrap().insert(
+            id.clone(),
+            ContainerStatus {
+                id: id.clone(),
+                image: "busybox:v1".into(),
+                labels: labels.into_iter().collect(),
+                state: TaskState::Running { pid: 1 },
+                created_at: 0,
+            },
+        );
+        h.round();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let target = loop {
+            if let Some(t) = h.prober.targets.lock().unwrap().first().cloned() {
+                break t;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "never probed");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_eq!(target.container_id, id);
+        assert_eq!(target.netns, Some(PathBuf::from("/fake/netns/uid-p")));
+        let calls = h.rt.calls.lock().unwrap().clone();
+        assert!(
+            !calls
+                .iter()
+                .any(|c| c.starts_with("run") || c.starts_with("sandbox")),
+            "adopted, not started again: {calls:?}"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,11 +13,35 @@ pub mod journal;
 
 use std::ffi::{OsStr, OsString};
 use std::io::Write as _;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
 use cri::{LineSplitter, Stream};
+
+/// The log file of one incarnation (`restarts`) of a container, laid out as the kubelet's
+/// `/var/log/pods`: `STATE_DIR/logs/NAMESPACE_POD_UID/CONTAINER/RESTARTS.log`. The agent names it
+/// when it starts the container; the local API reads it back.
+pub fn log_path(
+    state_dir: &Path,
+    pod: &crate::core::plan::PodKey,
+    uid: &str,
+    container: &str,
+    restarts: u32,
+) -> PathBuf {
+    state_dir
+        .join("logs")
+        .join(format!("{}_{}_{uid}", pod.namespace, pod.name))
+        .join(container)
+        .join(format!("{restarts}.log"))
+}
 
 /// The query key (and so the argument) that marks a log-driver invocation; its value is the
 /// version of the argument set.
@@ -43,15 +67,14 @@ pub struct DriverArgs {
     pub max_files: u32,
 }
 
-fn percent_encode(out: &mut String, bytes: &[u8], keep_slash: bool) {
-    for &b in bytes {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-}
+/// Everything but RFC 3986's unreserved characters is escaped in a query value.
+const QUERY_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+/// A path keeps its slashes.
+const PATH: &percent_encoding::AsciiSet = &QUERY_VALUE.remove(b'/');
 
 impl DriverArgs {
     /// `binary:///BINARY?log-driver=1&file=...`: the stdout/stderr string of Tasks.Create that
@@ -59,7 +82,10 @@ impl DriverArgs {
     /// (containerd pkg/process/io.go) passes every query pair as two arguments, in no fixed order.
     pub fn uri(&self, binary: &Path) -> String {
         let mut s = String::from("binary://");
-        percent_encode(&mut s, binary.as_os_str().as_bytes(), true);
+        s.extend(percent_encoding::percent_encode(
+            binary.as_os_str().as_bytes(),
+            PATH,
+        ));
         let mut pairs: Vec<(&str, &[u8])> = vec![
             (MARKER, VERSION.as_bytes()),
             ("file", self.file.as_os_str().as_bytes()),
@@ -85,7 +111,7 @@ impl DriverArgs {
             s.push(if i == 0 { '?' } else { '&' });
             s.push_str(k);
             s.push('=');
-            percent_encode(&mut s, v, false);
+            s.extend(percent_encoding::percent_encode(v, QUERY_VALUE));
         }
         s
     }
@@ -252,33 +278,35 @@ fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
 
 /// Started by hand (not by a shim), fds 3 to 5 may be closed: put /dev/null there, so that the
 /// files this process opens never take those numbers (and fd 5 is never one of ours when closed).
+/// open() returns the lowest free number: /dev/null fills the closed ones up to fd 5 in turn.
 fn reserve_shim_fds() {
-    for fd in [STDOUT_FD, STDERR_FD, READY_FD] {
-        // SAFETY: fcntl/open/dup2/close on plain fd numbers.
-        unsafe {
-            if libc::fcntl(fd, libc::F_GETFD) < 0 {
-                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-                if null >= 0 && null != fd {
-                    libc::dup2(null, fd);
-                    libc::close(null);
-                }
-            }
+    while let Ok(null) = std::fs::File::open("/dev/null") {
+        if null.as_raw_fd() > READY_FD {
+            break;
         }
+        // kept open for the life of the process, in the slot it took
+        let _ = null.into_raw_fd();
     }
 }
 
+/// The shim's three pipes (stdout, stderr, ready), owned from here on.
+fn shim_fds() -> [OwnedFd; 3] {
+    reserve_shim_fds();
+    // SAFETY: fds 3 to 5 are open (the shim's pipes, or /dev/null put there just now) and
+    // nothing else in this process refers to them: each is taken into ownership once, here.
+    [STDOUT_FD, STDERR_FD, READY_FD].map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
 /// A signalfd for SIGTERM and SIGINT (blocked first, so they queue there): the shim sends
-/// SIGTERM when the task is deleted, after closing its ends of the pipes.
-fn signal_fd() -> i32 {
-    // SAFETY: plain libc calls on a local sigset; no threads exist yet.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
-    }
+/// SIGTERM when the task is deleted, after closing its ends of the pipes. None if it cannot be
+/// made (the driver then ends with the pipes only).
+fn signal_fd() -> Option<SignalFd> {
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    // the process has one thread: its mask is the process's
+    set.thread_block().ok()?;
+    SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC | SfdFlags::SFD_NONBLOCK).ok()
 }
 
 enum ReadResult {
@@ -287,26 +315,22 @@ enum ReadResult {
 }
 
 fn read_once(
-    fd: i32,
+    fd: &OwnedFd,
     buf: &mut [u8],
     split: &mut LineSplitter,
     stream: Stream,
     sink: &mut Sink,
 ) -> ReadResult {
     loop {
-        // SAFETY: buf is a valid writable buffer of buf.len() bytes.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n > 0 {
-            split.push(&buf[..n as usize], &mut |m, p| sink.record(stream, m, p));
-            return ReadResult::Open;
-        }
-        if n == 0 {
-            return ReadResult::Closed;
-        }
-        match std::io::Error::last_os_error().raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EAGAIN) => return ReadResult::Open,
-            _ => return ReadResult::Closed,
+        match nix::unistd::read(fd, buf) {
+            Ok(0) => return ReadResult::Closed,
+            Ok(n) => {
+                split.push(&buf[..n], &mut |m, p| sink.record(stream, m, p));
+                return ReadResult::Open;
+            }
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return ReadResult::Open,
+            Err(_) => return ReadResult::Closed,
         }
     }
 }
@@ -314,7 +338,7 @@ fn read_once(
 /// The driver proper: reads both pipes until both reach end of file (or SIGTERM, after which
 /// what is already in the pipes is still written), then exits.
 pub fn run(args: &DriverArgs, container_id: String) -> ExitCode {
-    reserve_shim_fds();
+    let [stdout, stderr, ready] = shim_fds();
     let sigfd = signal_fd();
     let mut setup_errors = Vec::new();
     let file = if args.file.as_os_str().is_empty() {
@@ -365,18 +389,17 @@ pub fn run(args: &DriverArgs, container_id: String) -> ExitCode {
         enc,
         file_errors: 0,
     };
-    for fd in [STDOUT_FD, STDERR_FD] {
-        // SAFETY: fcntl on an fd number; an fd that is not open just fails.
-        unsafe {
-            let fl = libc::fcntl(fd, libc::F_GETFL);
-            if fl >= 0 {
-                libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
-            }
+    let pipes = [stdout, stderr];
+    for fd in &pipes {
+        if let Ok(fl) = fcntl(fd, FcntlArg::F_GETFL) {
+            let _ = fcntl(
+                fd,
+                FcntlArg::F_SETFL(OFlag::from_bits_retain(fl) | OFlag::O_NONBLOCK),
+            );
         }
     }
     // ready: the shim goes on creating the task
-    // SAFETY: closing the ready pipe the shim gave us; nothing else uses fd 5.
-    unsafe { libc::close(READY_FD) };
+    drop(ready);
     for e in &setup_errors {
         report(&args.journal, &container_id, e);
     }
@@ -387,33 +410,15 @@ pub fn run(args: &DriverArgs, container_id: String) -> ExitCode {
     let mut open = [true, true];
     let mut terminating = false;
     while open[0] || open[1] {
-        let mut fds = [
-            libc::pollfd {
-                fd: if open[0] { STDOUT_FD } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: if open[1] { STDERR_FD } else { -1 },
-                events: libc::POLLIN,
-                revents: 0,
-            },
-            libc::pollfd {
-                fd: sigfd,
-                events: libc::POLLIN,
-                revents: 0,
-            },
-        ];
         if terminating {
             // drain: read what is in the pipes now, stop when they are empty
             for i in 0..2 {
-                let fd = STDOUT_FD + i as i32;
                 // bounded: a writer that never stops is not waited for
                 let mut reads = 0;
-                while open[i] && reads < 1024 && readable(fd) {
+                while open[i] && reads < 1024 && readable(&pipes[i]) {
                     reads += 1;
                     if let ReadResult::Closed =
-                        read_once(fd, &mut buf, &mut split[i], streams[i], &mut sink)
+                        read_once(&pipes[i], &mut buf, &mut split[i], streams[i], &mut sink)
                     {
                         open[i] = false;
                     }
@@ -421,33 +426,41 @@ pub fn run(args: &DriverArgs, container_id: String) -> ExitCode {
             }
             break;
         }
-        // SAFETY: fds is a valid array of 3 pollfds.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 3, -1) };
-        if n < 0 {
-            if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+        // the open pipes, then the signalfd
+        let watched: Vec<usize> = (0..2).filter(|i| open[*i]).collect();
+        let mut fds: Vec<PollFd> = watched
+            .iter()
+            .map(|i| PollFd::new(pipes[*i].as_fd(), PollFlags::POLLIN))
+            .collect();
+        if let Some(s) = &sigfd {
+            fds.push(PollFd::new(s.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(Errno::EINTR) => continue,
+            Err(_) => break,
+        }
+        let revents: Vec<PollFlags> = fds
+            .iter()
+            .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+            .collect();
+        drop(fds);
+        for (k, &i) in watched.iter().enumerate() {
+            if revents[k].is_empty() {
                 continue;
             }
-            break;
-        }
-        for i in 0..2 {
-            if open[i] && fds[i].revents != 0 {
-                if fds[i].revents & libc::POLLNVAL != 0 {
-                    open[i] = false;
-                    continue;
-                }
-                if let ReadResult::Closed = read_once(
-                    STDOUT_FD + i as i32,
-                    &mut buf,
-                    &mut split[i],
-                    streams[i],
-                    &mut sink,
-                ) {
-                    open[i] = false;
-                }
+            if revents[k].contains(PollFlags::POLLNVAL) {
+                open[i] = false;
+                continue;
+            }
+            if let ReadResult::Closed =
+                read_once(&pipes[i], &mut buf, &mut split[i], streams[i], &mut sink)
+            {
+                open[i] = false;
             }
         }
         sink.flush();
-        if fds[2].revents & libc::POLLIN != 0 {
+        if sigfd.is_some() && revents[watched.len()].contains(PollFlags::POLLIN) {
             terminating = true;
         }
     }
@@ -471,14 +484,12 @@ pub fn run(args: &DriverArgs, container_id: String) -> ExitCode {
 }
 
 /// Whether a read of the pipe would return at once (bytes, or end of file) rather than block.
-fn readable(fd: i32) -> bool {
-    let mut p = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, zero timeout.
-    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & (libc::POLLIN | libc::POLLHUP) != 0 }
+fn readable(fd: &OwnedFd) -> bool {
+    let mut p = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+    poll(&mut p, PollTimeout::ZERO).is_ok_and(|n| n > 0)
+        && p[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP))
 }
 
 /// A problem of the driver itself, to journald as the agent (its stderr is /dev/null).
@@ -501,28 +512,15 @@ pub fn args_from_uri(uri: &str) -> Vec<OsString> {
     let mut out = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.push(OsString::from_vec(percent_decode(k)));
-        out.push(OsString::from_vec(percent_decode(v)));
+        out.push(OsString::from_vec(query_decode(k)));
+        out.push(OsString::from_vec(query_decode(v)));
     }
     out
 }
 
-fn percent_decode(s: &str) -> Vec<u8> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    out
+/// A query component as Go's url.ParseQuery decodes it ('+' is a space).
+fn query_decode(s: &str) -> Vec<u8> {
+    percent_encoding::percent_decode_str(&s.replace('+', " ")).collect()
 }
 
 #[cfg(test)]

@@ -34,10 +34,9 @@ impl Ctd {
         let channel =
             containerd_client::connect(socket)
                 .await
-                .map_err(|e| RuntimeError::Containerd {
-                    op: "connect",
-                    id: socket.display().to_string(),
-                    reason: e.to_string(),
+                .map_err(|source| RuntimeError::Connect {
+                    socket: socket.to_path_buf(),
+                    source,
                 })?;
         Ok(Ctd {
             channel,
@@ -126,11 +125,11 @@ impl Ctd {
     }
 }
 
-/// A containerd error as a `RuntimeError::Containerd`.
-pub fn ctd_err(op: &'static str, id: &str, s: Status) -> RuntimeError {
+/// A containerd error as a `RuntimeError::Containerd`, the status kept as its cause.
+pub fn ctd_err(op: &'static str, id: &str, source: Status) -> RuntimeError {
     RuntimeError::Containerd {
         op,
         id: id.to_string(),
-        reason: format!("{:?}: {}", s.code(), s.message()),
+        source,
     }
 }

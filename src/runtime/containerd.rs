@@ -15,10 +15,10 @@ use containerd_client::types::v1::Status as ProcStatus;
 use containerd_client::types::Mount;
 
 use super::client::{ctd_err, Ctd, SNAPSHOTTER};
-use super::pull::{self, PulledImage};
+use super::spec::SpecError;
 use super::{
-    sandbox, spec, ContainerRequest, ContainerStatus, ExecExit, ExecResult, ImageInfo, OutputMode,
-    PodSandbox, Result, Runtime, RuntimeError, SandboxInfo, TaskState,
+    cgroup, pull, sandbox, spec, ContainerRequest, ContainerStatus, ExecExit, ExecResult,
+    OutputMode, PodSandbox, PulledImage, Result, Runtime, RuntimeError, SandboxInfo, TaskState,
 };
 
 pub const RUNC_V2: &str = "io.containerd.runc.v2";
@@ -32,6 +32,10 @@ pub struct ContainerdRuntime {
     state_dir: PathBuf,
     /// Serializes pulls: two writers of the same blob would collide on containerd's ref lock.
     pull_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Held shared while a container starts (runc creates its cgroup and the parents), and
+    /// exclusively while a removed container's cgroup parents are removed, so that a parent is
+    /// never removed between runc's mkdir of it and of the container's cgroup under it.
+    cgroup_lock: std::sync::Arc<tokio::sync::RwLock<()>>,
     output: OutputMode,
 }
 
@@ -72,6 +76,7 @@ impl ContainerdRuntime {
             ctd,
             state_dir: state_dir.to_path_buf(),
             pull_lock: Default::default(),
+            cgroup_lock: Default::default(),
             output: OutputMode::default(),
         })
     }
@@ -196,10 +201,10 @@ impl ContainerdRuntime {
                 // id would be taken): remove it and prepare afresh
                 if self.container_exists(id).await {
                     return Err((
-                        RuntimeError::Containerd {
+                        RuntimeError::Incomplete {
                             op: "create container",
                             id: id.to_string(),
-                            reason: "already exists".into(),
+                            what: "a container with this id exists",
                         },
                         0,
                     ));
@@ -219,7 +224,7 @@ impl ContainerdRuntime {
             (
                 RuntimeError::InvalidSpec {
                     id: id.to_string(),
-                    reason: e.to_string(),
+                    source: SpecError::Encode(e),
                 },
                 1,
             )
@@ -267,20 +272,20 @@ impl ContainerdRuntime {
             (Some(uri), _) => (uri.clone(), uri.clone()),
             (None, Some(p)) => {
                 if let Some(parent) = p.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| RuntimeError::Containerd {
+                    std::fs::create_dir_all(parent).map_err(|source| RuntimeError::Io {
                         op: "create log directory",
-                        id: id.to_string(),
-                        reason: format!("{}: {e}", parent.display()),
+                        path: parent.to_path_buf(),
+                        source,
                     })?;
                 }
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(p)
-                    .map_err(|e| RuntimeError::Containerd {
+                    .map_err(|source| RuntimeError::Io {
                         op: "create log file",
-                        id: id.to_string(),
-                        reason: format!("{}: {e}", p.display()),
+                        path: p.to_path_buf(),
+                        source,
                     })?;
                 // The shim (pkg/process/io.go copyPipes, 1.6) shares one writer when stdout and
                 // stderr are the same string but lets the stdout copier close it: stderr written
@@ -535,42 +540,52 @@ fn state_of(p: &containerd_client::types::v1::Process) -> TaskState {
 
 #[async_trait::async_trait]
 impl Runtime for ContainerdRuntime {
-    async fn ensure_image(&self, reference: &str) -> Result<ImageInfo> {
-        Ok(self.ensure(reference).await?.info)
+    async fn ensure_image(&self, reference: &str) -> Result<PulledImage> {
+        self.ensure(reference).await
     }
 
     async fn create_sandbox(&self, pod: &PodSandbox) -> Result<SandboxInfo> {
         let state_dir = self.state_dir.clone();
         let pod = pod.clone();
-        let uid = pod.uid.clone();
-        tokio::task::spawn_blocking(move || sandbox::create(&state_dir, &pod))
-            .await
-            .map_err(|e| RuntimeError::Sandbox {
-                pod: uid,
-                reason: e.to_string(),
-            })?
+        sandbox_step("create sandbox", &pod.uid.clone(), move || {
+            sandbox::create(&state_dir, &pod)
+        })
+        .await
+    }
+
+    async fn sandbox(&self, pod: &PodSandbox) -> Result<Option<SandboxInfo>> {
+        let state_dir = self.state_dir.clone();
+        let pod = pod.clone();
+        sandbox_step("look up sandbox", &pod.uid.clone(), move || {
+            sandbox::existing(&state_dir, &pod)
+        })
+        .await
     }
 
     async fn remove_sandbox(&self, pod_uid: &str) -> Result<()> {
-        sandbox::remove(&self.state_dir, pod_uid)
+        let state_dir = self.state_dir.clone();
+        let uid = pod_uid.to_string();
+        sandbox_step("remove sandbox", pod_uid, move || {
+            sandbox::remove(&state_dir, &uid)
+        })
+        .await
     }
 
     async fn run_container(&self, req: &ContainerRequest) -> Result<()> {
-        let reference = req
-            .container
-            .image
-            .clone()
-            .filter(|i| !i.is_empty())
-            .ok_or_else(|| RuntimeError::InvalidSpec {
-                id: req.id.clone(),
-                reason: format!("container {} has no image", req.container.name),
-            })?;
-        let image = self.ensure(&reference).await?;
-        let plan = spec::build(req, &image.config, self.namespace())?;
-        spec::prepare_host(&req.id, &plan.host)?;
+        let invalid = |source| RuntimeError::InvalidSpec {
+            id: req.id.clone(),
+            source,
+        };
+        let plan = spec::build(req, self.namespace()).map_err(invalid)?;
+        let host = plan.host;
+        blocking_with("prepare host", &req.id, move || spec::prepare_host(&host))
+            .await?
+            .map_err(invalid)?;
         let labels: HashMap<String, String> = req.labels.clone().into_iter().collect();
-        let pid = self
-            .create_and_start(&RawContainer {
+        let image = &req.image;
+        let pid = {
+            let _cgroups_stay = self.cgroup_lock.read().await;
+            self.create_and_start(&RawContainer {
                 id: &req.id,
                 image: &image.info.reference,
                 chain_id: &image.chain_id,
@@ -579,7 +594,8 @@ impl Runtime for ContainerdRuntime {
                 log_path: Some(&req.log_path),
                 log_uri: self.log_uri(req),
             })
-            .await?;
+            .await?
+        };
         log::info!(container_id = req.id.as_str(), image = image.info.reference.as_str(), pid = pid; "container started");
         Ok(())
     }
@@ -596,10 +612,10 @@ impl Runtime for ContainerdRuntime {
         if self.wait_exit(id, Duration::from_secs(30)).await? {
             Ok(())
         } else {
-            Err(RuntimeError::Containerd {
+            Err(RuntimeError::Incomplete {
                 op: "stop",
                 id: id.to_string(),
-                reason: "task did not exit after SIGKILL".into(),
+                what: "the task did not exit after SIGKILL",
             })
         }
     }
@@ -620,7 +636,14 @@ impl Runtime for ContainerdRuntime {
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => return Err(ctd_err("delete container", id, s)),
         }
-        self.remove_snapshot(id).await
+        self.remove_snapshot(id).await?;
+        let _no_start_now = self.cgroup_lock.write().await;
+        let namespace = self.namespace().to_string();
+        let owned = id.to_string();
+        blocking_with("remove cgroups", id, move || {
+            cgroup::remove(&namespace, &owned)
+        })
+        .await
     }
 
     async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {
@@ -634,14 +657,14 @@ impl Runtime for ContainerdRuntime {
             .into_inner()
             .container
             .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
-        let spec: serde_json::Value = container
-            .spec
-            .as_ref()
-            .and_then(|a| serde_json::from_slice(&a.value).ok())
-            .ok_or_else(|| RuntimeError::InvalidSpec {
-                id: id.to_string(),
-                reason: "container has no readable OCI spec".into(),
-            })?;
+        let unreadable = |e| RuntimeError::InvalidSpec {
+            id: id.to_string(),
+            source: SpecError::Unreadable(e),
+        };
+        let spec: serde_json::Value = match &container.spec {
+            Some(any) => serde_json::from_slice(&any.value).map_err(|e| unreadable(Some(e)))?,
+            None => return Err(unreadable(None)),
+        };
         // the container's own process (user, env, cwd, capabilities, rlimits) with other args
         let mut process = spec
             .get("process")
@@ -651,7 +674,7 @@ impl Runtime for ContainerdRuntime {
         process["terminal"] = serde_json::json!(false);
         let process = serde_json::to_vec(&process).map_err(|e| RuntimeError::InvalidSpec {
             id: id.to_string(),
-            reason: e.to_string(),
+            source: SpecError::Encode(e),
         })?;
         let exec_id = format!("probe-{:016x}", rand::random::<u64>());
         // the command's output goes to a file of ours, read (at most 10 KiB, as the kubelet
@@ -661,11 +684,11 @@ impl Runtime for ContainerdRuntime {
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)
             .and_then(|()| std::fs::File::create(&out).map(drop));
-        if let Err(e) = created {
-            return Err(RuntimeError::Containerd {
-                op: "exec output file",
-                id: id.to_string(),
-                reason: format!("{}: {e}", out.display()),
+        if let Err(source) = created {
+            return Err(RuntimeError::Io {
+                op: "create exec output file",
+                path: out,
+                source,
             });
         }
         let result = self
@@ -752,7 +775,7 @@ impl Runtime for ContainerdRuntime {
                             return;
                         }
                     }
-                    Err(e) => log::warn!(error = e.message(); "subscribe to task exits"),
+                    Err(e) => log::warn!(error = super::chain(&e); "subscribe to task exits"),
                 }
                 if tx.is_closed() {
                     return;
@@ -780,12 +803,42 @@ impl Runtime for ContainerdRuntime {
                 return Ok(rx);
             }
         }
-        Err(RuntimeError::Containerd {
+        Err(RuntimeError::Incomplete {
             op: "subscribe",
             id: "/tasks/exit".into(),
-            reason: "no event came back through the subscription".into(),
+            what: "no event came back through the subscription",
         })
     }
+}
+
+/// `f` on a blocking thread (file system work: mounts, directories), so that no runtime thread
+/// waits on the disk; `op` and `id` name it if the thread fails.
+async fn blocking_with<T: Send + 'static>(
+    op: &'static str,
+    id: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| RuntimeError::Blocking {
+            op,
+            id: id.to_string(),
+            source,
+        })
+}
+
+/// A sandbox step on a blocking thread; its error names the pod.
+async fn sandbox_step<T: Send + 'static>(
+    op: &'static str,
+    uid: &str,
+    f: impl FnOnce() -> std::result::Result<T, sandbox::SandboxError> + Send + 'static,
+) -> Result<T> {
+    blocking_with(op, uid, f)
+        .await?
+        .map_err(|source| RuntimeError::Sandbox {
+            pod: uid.to_string(),
+            source,
+        })
 }
 
 /// A topic of our own, published only to learn that the exit subscription is live.
@@ -837,7 +890,7 @@ async fn forward_exits(
             }
             Ok(None) => return tx.is_closed(),
             Err(e) => {
-                log::warn!(error = e.message(); "task exit events broke off");
+                log::warn!(error = super::chain(&e); "task exit events broke off");
                 return tx.is_closed();
             }
         }

@@ -2,6 +2,7 @@
 //! the reconcile loop can be tested with a fake, and a real adapter (`containerd`) proven against
 //! a real containerd + runc.
 pub mod archive;
+pub mod cgroup;
 pub mod client;
 pub mod containerd;
 pub mod pull;
@@ -62,6 +63,8 @@ pub struct ContainerRequest {
     pub pod_spec: PodSpec,
     /// The container of `pod_spec` to run.
     pub container: Container,
+    /// Its image, as `Runtime::ensure_image` resolved it.
+    pub image: PulledImage,
     pub sandbox: SandboxInfo,
     /// The pod's hostname (its name, unless hostNetwork).
     pub hostname: String,
@@ -139,22 +142,107 @@ pub struct ImageInfo {
     pub digest: String,
 }
 
+/// A present image, as `Runtime::ensure_image` resolved it: what the pod's status shows and what
+/// creating a container of it needs, so that a container start resolves its image once.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PulledImage {
+    pub info: ImageInfo,
+    /// The image config's `config` object (Entrypoint, Cmd, Env, WorkingDir, User), or Null.
+    pub config: serde_json::Value,
+    /// The chainID of the top layer: the parent snapshot of a container's rootfs.
+    pub chain_id: String,
+}
+
+/// What went wrong in the runtime. Each variant names the operation and the object; the cause
+/// (containerd's gRPC status, the registry's answer, the system call's errno) is its `source()`,
+/// and [`chain`] writes the whole story on one line for logs and pod status messages.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    #[error("pull image {image}: {reason}")]
-    ImagePull { image: String, reason: String },
-    #[error("invalid container spec for {id}: {reason}")]
-    InvalidSpec { id: String, reason: String },
+    #[error("pull image {image}")]
+    ImagePull {
+        image: String,
+        #[source]
+        source: pull::PullError,
+    },
+    #[error("invalid container spec for {id}")]
+    InvalidSpec {
+        id: String,
+        #[source]
+        source: spec::SpecError,
+    },
     #[error("container {0} not found")]
     NotFound(String),
-    #[error("containerd {op} {id}: {reason}")]
+    #[error("connect to containerd at {}", socket.display())]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("containerd {op} {id}")]
     Containerd {
         op: &'static str,
         id: String,
-        reason: String,
+        #[source]
+        source: tonic::Status,
     },
-    #[error("sandbox {pod}: {reason}")]
-    Sandbox { pod: String, reason: String },
+    /// A step that did not come to the end it should have, with no error of its own to show.
+    #[error("{op} {id}: {what}")]
+    Incomplete {
+        op: &'static str,
+        id: String,
+        what: &'static str,
+    },
+    #[error("{op} {id}: no answer in {}s", after.as_secs())]
+    Timeout {
+        op: &'static str,
+        id: String,
+        after: Duration,
+    },
+    #[error("{op} {}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("sandbox of pod {pod}")]
+    Sandbox {
+        pod: String,
+        #[source]
+        source: sandbox::SandboxError,
+    },
+    #[error("{op} {id}: the blocking task failed")]
+    Blocking {
+        op: &'static str,
+        id: String,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    #[error("{op} is not supported by this runtime")]
+    Unsupported { op: &'static str },
+}
+
+/// `e` and its causes on one line, outermost first, as Go's wrapped errors read (`pull image x:
+/// resolve x: ...`): a gRPC status as `rpc error: code = NotFound desc = ...` (the kubelet's
+/// words), and a cause whose text its parent already quoted is not repeated.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    fn text(e: &(dyn std::error::Error + 'static)) -> String {
+        match e.downcast_ref::<tonic::Status>() {
+            Some(s) => format!("rpc error: code = {:?} desc = {}", s.code(), s.message()),
+            None => e.to_string(),
+        }
+    }
+    let mut out = text(e);
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let t = text(cause);
+        if !t.is_empty() && !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 pub type Result<T> = std::result::Result<T, RuntimeError>;
@@ -163,14 +251,19 @@ pub type Result<T> = std::result::Result<T, RuntimeError>;
 /// removing a container that is gone is Ok, pulling a present image transfers nothing.
 #[async_trait::async_trait]
 pub trait Runtime: Send + Sync + 'static {
-    /// Make `reference` present locally (pulling it from its registry if it is not).
-    async fn ensure_image(&self, reference: &str) -> Result<ImageInfo>;
+    /// Make `reference` present locally (pulling it from its registry if it is not); what it
+    /// gives is what `run_container` needs of the image (`ContainerRequest::image`).
+    async fn ensure_image(&self, reference: &str) -> Result<PulledImage>;
     /// Create the pod's sandbox (network namespace unless hostNetwork, pod directory).
     /// Idempotent: returns the existing one when it is there.
     async fn create_sandbox(&self, pod: &PodSandbox) -> Result<SandboxInfo>;
+    /// The sandbox of a pod whose containers already run (one a restarted agent adopts), without
+    /// creating anything: None when its network namespace (unless hostNetwork) is not there.
+    async fn sandbox(&self, pod: &PodSandbox) -> Result<Option<SandboxInfo>>;
     /// Remove the pod's sandbox (network namespace and pod directory).
     async fn remove_sandbox(&self, pod_uid: &str) -> Result<()>;
-    /// Create the container and its task, and start it.
+    /// Create the container and its task, and start it (its image was made present by
+    /// `ensure_image`; it is not resolved again).
     async fn run_container(&self, req: &ContainerRequest) -> Result<()>;
     /// SIGTERM the container's processes, SIGKILL after `grace`; returns once the task stopped.
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<()>;
@@ -186,14 +279,48 @@ pub trait Runtime: Send + Sync + 'static {
     /// Runs `cmd` inside the running container `id` (its process spec with these args, no
     /// terminal) and waits up to `timeout` for it to end; a process still running then is
     /// killed and `ExecExit::TimedOut` returned.
-    async fn exec_sync(&self, id: &str, _cmd: &[String], _timeout: Duration) -> Result<ExecResult> {
-        Err(RuntimeError::Containerd {
-            op: "exec",
-            id: id.to_string(),
-            reason: "not supported by this runtime".into(),
-        })
+    async fn exec_sync(
+        &self,
+        _id: &str,
+        _cmd: &[String],
+        _timeout: Duration,
+    ) -> Result<ExecResult> {
+        Err(RuntimeError::Unsupported { op: "exec" })
     }
     /// A stream of container ids whose task exited (wakes the reconcile loop early; the loop
     /// never relies on it alone).
     async fn subscribe_exits(&self) -> Result<tokio::sync::mpsc::Receiver<String>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error that quotes its cause in its own message, as some crates' errors do.
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Quoting(#[source] std::io::Error);
+
+    #[test]
+    fn chains_read_as_one_line() {
+        let e = RuntimeError::Containerd {
+            op: "create task",
+            id: "c1".into(),
+            source: tonic::Status::not_found("no such file"),
+        };
+        assert_eq!(
+            chain(&e),
+            "containerd create task c1: rpc error: code = NotFound desc = no such file"
+        );
+        let e = RuntimeError::ImagePull {
+            image: "busybox".into(),
+            source: pull::PullError::Archive(archive::ArchiveError::Read {
+                path: PathBuf::from("/a.tar"),
+                source: std::io::Error::other("disk on fire"),
+            }),
+        };
+        assert_eq!(chain(&e), "pull image busybox: read /a.tar: disk on fire");
+        let e = Quoting(std::io::Error::other("inner"));
+        assert_eq!(chain(&e), "outer: inner", "a quoted cause is not repeated");
+    }
 }

@@ -19,12 +19,89 @@ use containerd_client::tonic::Code;
 use containerd_client::types::Descriptor;
 use futures::StreamExt;
 use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 use sha2::{Digest, Sha256};
 
+use super::archive::ArchiveError;
 use super::client::{Ctd, SNAPSHOTTER};
-use super::{ImageInfo, Result, RuntimeError};
+use super::{ImageInfo, PulledImage, RuntimeError};
+
+/// What failed in a pull or an archive import. The registry's answer, containerd's status or the
+/// parser's error is the cause; `RuntimeError::ImagePull` names the image around it.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error("invalid reference: {0}")]
+    Reference(String),
+    #[error("{op} {what}")]
+    Registry {
+        op: &'static str,
+        what: String,
+        #[source]
+        source: OciDistributionError,
+    },
+    #[error("fetch {digest}")]
+    Fetch {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("containerd {op} {what}")]
+    Containerd {
+        op: &'static str,
+        what: String,
+        #[source]
+        source: tonic::Status,
+    },
+    #[error("write {0}: containerd ended the content stream")]
+    StreamEnded(String),
+    #[error("parse {what}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("malformed {what}: {problem}")]
+    Malformed { what: &'static str, problem: String },
+    #[error("unsupported {what} {value}")]
+    Unsupported { what: &'static str, value: String },
+    #[error("{what} {digest} does not match its digest")]
+    Mismatch { what: &'static str, digest: String },
+    #[error("no manifest for linux/{0} in the index")]
+    NoPlatform(&'static str),
+    #[error("layer {layer} unpacked to {applied}, expected diffID {expected}")]
+    DiffId {
+        layer: String,
+        applied: String,
+        expected: String,
+    },
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
+    #[error("the archive reader's blocking task failed")]
+    Blocking(#[source] tokio::task::JoinError),
+}
+
+type Result<T> = std::result::Result<T, PullError>;
+
+fn grpc(op: &'static str, what: &str) -> impl FnOnce(tonic::Status) -> PullError {
+    let what = what.to_string();
+    move |source| PullError::Containerd { op, what, source }
+}
+
+fn json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| PullError::Json {
+        what: what.to_string(),
+        source,
+    })
+}
+
+fn malformed(what: &'static str, problem: impl Into<String>) -> PullError {
+    PullError::Malformed {
+        what,
+        problem: problem.into(),
+    }
+}
 
 pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -38,21 +115,10 @@ const ACCEPTED: &[&str] = &[
 ];
 const CHUNK: usize = 1 << 20;
 
-/// A present image: what running a container of it needs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PulledImage {
-    pub info: ImageInfo,
-    /// The image config's `config` object (Entrypoint, Cmd, Env, WorkingDir, User), or Null.
-    pub config: serde_json::Value,
-    /// The chainID of the top layer: the parent snapshot of a container's rootfs.
-    pub chain_id: String,
-}
-
 /// The canonical name of `reference` as containerd records it (`docker.io/library/busybox:latest`,
 /// `127.0.0.1:5000/busybox:v1`).
-pub fn normalize(reference: &str) -> std::result::Result<Reference, String> {
-    let r =
-        crate::core::reference::parse(reference).map_err(|e| format!("invalid reference: {e}"))?;
+pub fn normalize(reference: &str) -> Result<Reference> {
+    let r = crate::core::reference::parse(reference).map_err(PullError::Reference)?;
     Ok(match (r.tag, r.digest) {
         (Some(t), Some(d)) => Reference::with_tag_and_digest(r.registry, r.repository, t, d),
         (None, Some(d)) => Reference::with_digest(r.registry, r.repository, d),
@@ -122,15 +188,22 @@ pub struct Desc {
 }
 
 impl Desc {
-    fn from_json(v: &serde_json::Value) -> std::result::Result<Desc, String> {
-        let digest = v["digest"].as_str().ok_or("descriptor without digest")?;
+    fn from_json(v: &serde_json::Value) -> Result<Desc> {
+        let digest = v["digest"]
+            .as_str()
+            .ok_or_else(|| malformed("descriptor", "no digest"))?;
         if !digest.starts_with("sha256:") || digest.len() != 71 {
-            return Err(format!("unsupported digest {digest}"));
+            return Err(PullError::Unsupported {
+                what: "digest",
+                value: digest.to_string(),
+            });
         }
         Ok(Desc {
             media_type: v["mediaType"].as_str().unwrap_or_default().to_string(),
             digest: digest.to_string(),
-            size: v["size"].as_i64().ok_or("descriptor without size")?,
+            size: v["size"]
+                .as_i64()
+                .ok_or_else(|| malformed("descriptor", format!("{digest} has no size")))?,
         })
     }
     fn to_ctd(&self) -> Descriptor {
@@ -157,18 +230,18 @@ fn is_index(mt: &str) -> bool {
 }
 
 /// Picks linux/<host arch> from an index; returns (position in the index, descriptor).
-pub fn pick_platform(index: &serde_json::Value) -> std::result::Result<(usize, Desc), String> {
+pub fn pick_platform(index: &serde_json::Value) -> Result<(usize, Desc)> {
     let arch = host_arch();
     let manifests = index["manifests"]
         .as_array()
-        .ok_or("index without manifests")?;
+        .ok_or_else(|| malformed("index", "no manifests"))?;
     for (i, m) in manifests.iter().enumerate() {
         let p = &m["platform"];
         if p["os"].as_str() == Some("linux") && p["architecture"].as_str() == Some(arch) {
             return Ok((i, Desc::from_json(m)?));
         }
     }
-    Err(format!("no manifest for linux/{arch} in the index"))
+    Err(PullError::NoPlatform(arch))
 }
 
 /// A parsed image manifest.
@@ -177,40 +250,40 @@ pub struct Manifest {
     pub layers: Vec<Desc>,
 }
 
-pub fn parse_manifest(v: &serde_json::Value) -> std::result::Result<Manifest, String> {
+pub fn parse_manifest(v: &serde_json::Value) -> Result<Manifest> {
     let config = Desc::from_json(&v["config"])?;
     let layers = v["layers"]
         .as_array()
-        .ok_or("manifest without layers")?
+        .ok_or_else(|| malformed("manifest", "no layers"))?
         .iter()
         .map(Desc::from_json)
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>>>()?;
     Ok(Manifest { config, layers })
 }
 
 /// The image config's `rootfs.diff_ids`.
-pub fn diff_ids(config: &serde_json::Value) -> std::result::Result<Vec<String>, String> {
+pub fn diff_ids(config: &serde_json::Value) -> Result<Vec<String>> {
     config["rootfs"]["diff_ids"]
         .as_array()
-        .ok_or("image config without rootfs.diff_ids")?
+        .ok_or_else(|| malformed("image config", "no rootfs.diff_ids"))?
         .iter()
         .map(|d| {
             d.as_str()
                 .map(str::to_string)
-                .ok_or_else(|| "bad diff_id".to_string())
+                .ok_or_else(|| malformed("image config", format!("diff_id {d}")))
         })
         .collect()
 }
 
-fn pull_err(image: &str, reason: impl std::fmt::Display) -> RuntimeError {
-    RuntimeError::ImagePull {
+fn pull_err(image: &str) -> impl FnOnce(PullError) -> RuntimeError + '_ {
+    move |source| RuntimeError::ImagePull {
         image: image.to_string(),
-        reason: reason.to_string(),
+        source,
     }
 }
 
 /// Reads a whole blob from containerd's content store; None if it is not there.
-pub async fn read_content(ctd: &Ctd, digest: &str) -> std::result::Result<Option<Vec<u8>>, String> {
+pub async fn read_content(ctd: &Ctd, digest: &str) -> Result<Option<Vec<u8>>> {
     let mut stream = match ctd
         .content()
         .read(ctd.req(ReadContentRequest {
@@ -222,7 +295,7 @@ pub async fn read_content(ctd: &Ctd, digest: &str) -> std::result::Result<Option
     {
         Ok(r) => r.into_inner(),
         Err(s) if s.code() == Code::NotFound => return Ok(None),
-        Err(s) => return Err(format!("read {digest}: {}", s.message())),
+        Err(s) => return Err(grpc("read content", digest)(s)),
     };
     let mut out = Vec::new();
     loop {
@@ -230,25 +303,20 @@ pub async fn read_content(ctd: &Ctd, digest: &str) -> std::result::Result<Option
             Ok(Some(m)) => out.extend_from_slice(&m.data),
             Ok(None) => break,
             Err(s) if s.code() == Code::NotFound => return Ok(None),
-            Err(s) => return Err(format!("read {digest}: {}", s.message())),
+            Err(s) => return Err(grpc("read content", digest)(s)),
         }
     }
     Ok(Some(out))
 }
 
-async fn read_json(
-    ctd: &Ctd,
-    digest: &str,
-) -> std::result::Result<Option<serde_json::Value>, String> {
+async fn read_json(ctd: &Ctd, digest: &str) -> Result<Option<serde_json::Value>> {
     match read_content(ctd, digest).await? {
         None => Ok(None),
-        Some(b) => serde_json::from_slice(&b)
-            .map(Some)
-            .map_err(|e| format!("parse {digest}: {e}")),
+        Some(b) => json(digest, &b).map(Some),
     }
 }
 
-async fn snapshot_exists(ctd: &Ctd, key: &str) -> std::result::Result<bool, String> {
+async fn snapshot_exists(ctd: &Ctd, key: &str) -> Result<bool> {
     match ctd
         .snapshots()
         .stat(ctd.req(StatSnapshotRequest {
@@ -259,16 +327,13 @@ async fn snapshot_exists(ctd: &Ctd, key: &str) -> std::result::Result<bool, Stri
     {
         Ok(_) => Ok(true),
         Err(s) if s.code() == Code::NotFound => Ok(false),
-        Err(s) => Err(format!("stat snapshot {key}: {}", s.message())),
+        Err(s) => Err(grpc("stat snapshot", key)(s)),
     }
 }
 
 /// The image from containerd alone, if it is fully present (record, manifest, config, unpacked
 /// top snapshot). Transfers nothing from any registry.
-pub async fn local_image(
-    ctd: &Ctd,
-    name: &str,
-) -> std::result::Result<Option<PulledImage>, String> {
+pub async fn local_image(ctd: &Ctd, name: &str) -> Result<Option<PulledImage>> {
     let image = match ctd
         .images()
         .get(ctd.req(GetImageRequest {
@@ -278,7 +343,7 @@ pub async fn local_image(
     {
         Ok(r) => r.into_inner().image,
         Err(s) if s.code() == Code::NotFound => return Ok(None),
-        Err(s) => return Err(format!("get image {name}: {}", s.message())),
+        Err(s) => return Err(grpc("get image", name)(s)),
     };
     let Some(target) = image.and_then(|i| i.target) else {
         return Ok(None);
@@ -301,7 +366,7 @@ pub async fn local_image(
     };
     let chain = chain_ids(&diff_ids(&config)?);
     let Some(chain_id) = chain.last().cloned() else {
-        return Err("image without layers".into());
+        return Err(malformed("image config", "no layers"));
     };
     if !snapshot_exists(ctd, &chain_id).await? {
         return Ok(None);
@@ -317,36 +382,31 @@ pub async fn local_image(
 }
 
 /// The image named by `reference` if containerd has all of it (no registry access).
-pub async fn local(ctd: &Ctd, reference: &str) -> Result<Option<PulledImage>> {
-    let r = normalize(reference).map_err(|e| pull_err(reference, e))?;
+pub async fn local(ctd: &Ctd, reference: &str) -> super::Result<Option<PulledImage>> {
+    let r = normalize(reference).map_err(pull_err(reference))?;
     local_image(ctd, &r.whole())
         .await
-        .map_err(|e| pull_err(reference, e))
+        .map_err(pull_err(reference))
 }
 
 /// Makes `reference` present: from containerd alone when it is there, else pulled.
-pub async fn ensure(ctd: &Ctd, reference: &str) -> Result<PulledImage> {
-    let r = normalize(reference).map_err(|e| pull_err(reference, e))?;
-    let name = r.whole();
-    if let Some(img) = local_image(ctd, &name)
-        .await
-        .map_err(|e| pull_err(reference, e))?
-    {
+pub async fn ensure(ctd: &Ctd, reference: &str) -> super::Result<PulledImage> {
+    if let Some(img) = local(ctd, reference).await? {
         return Ok(img);
     }
     pull(ctd, reference).await
 }
 
 /// Pulls `reference` from its registry into containerd (always resolving it again) and unpacks it.
-pub async fn pull(ctd: &Ctd, reference: &str) -> Result<PulledImage> {
-    let r = normalize(reference).map_err(|e| pull_err(reference, e))?;
+pub async fn pull(ctd: &Ctd, reference: &str) -> super::Result<PulledImage> {
+    let r = normalize(reference).map_err(pull_err(reference))?;
     let lease = ctd
         .create_lease("dsa-pull", 24)
         .await
-        .map_err(|s| pull_err(reference, format!("create lease: {}", s.message())))?;
+        .map_err(|s| pull_err(reference)(grpc("create lease", "dsa-pull")(s)))?;
     let res = pull_leased(ctd, &r, &lease).await;
     ctd.delete_lease(&lease).await;
-    res.map_err(|e| pull_err(reference, e))
+    res.map_err(pull_err(reference))
 }
 
 struct Fetch {
@@ -374,28 +434,28 @@ impl Fetch {
         }
     }
 
-    async fn manifest(&self, r: &Reference) -> std::result::Result<(Vec<u8>, String), String> {
+    async fn manifest(&self, r: &Reference) -> Result<(Vec<u8>, String)> {
         let (bytes, digest) = self
             .client
             .pull_manifest_raw(r, &self.auth, ACCEPTED)
             .await
-            .map_err(|e| format!("resolve {}: {e}", r.whole()))?;
+            .map_err(|source| PullError::Registry {
+                op: "resolve",
+                what: r.whole(),
+                source,
+            })?;
         let actual = sha256_digest(&bytes);
         if r.digest().is_some_and(|d| d != actual) || (!digest.is_empty() && digest != actual) {
-            return Err(format!(
-                "manifest of {} does not match its digest {digest}",
-                r.whole()
-            ));
+            return Err(PullError::Mismatch {
+                what: "manifest",
+                digest: r.digest().unwrap_or(&digest).to_string(),
+            });
         }
         Ok((bytes.to_vec(), actual))
     }
 }
 
-async fn pull_leased(
-    ctd: &Ctd,
-    r: &Reference,
-    lease: &str,
-) -> std::result::Result<PulledImage, String> {
+async fn pull_leased(ctd: &Ctd, r: &Reference, lease: &str) -> Result<PulledImage> {
     let name = r.whole();
     let fetch = Fetch::new(r);
     let source_label = (
@@ -406,11 +466,13 @@ async fn pull_leased(
         r.repository().to_string(),
     );
     let (top_bytes, top_digest) = fetch.manifest(r).await?;
-    let top: serde_json::Value =
-        serde_json::from_slice(&top_bytes).map_err(|e| format!("parse manifest: {e}"))?;
+    let top: serde_json::Value = json(&top_digest, &top_bytes)?;
     let top_mt = manifest_media_type(&top);
     if !ACCEPTED.contains(&top_mt.as_str()) {
-        return Err(format!("unsupported manifest media type {top_mt}"));
+        return Err(PullError::Unsupported {
+            what: "manifest media type",
+            value: top_mt,
+        });
     }
 
     // The index (if any) names the platform's manifest.
@@ -423,7 +485,10 @@ async fn pull_leased(
         );
         let (bytes, digest) = fetch.manifest(&by_digest).await?;
         if digest != d.digest {
-            return Err(format!("manifest {} does not match its digest", d.digest));
+            return Err(PullError::Mismatch {
+                what: "manifest",
+                digest: d.digest,
+            });
         }
         (bytes, d, true)
     } else {
@@ -434,9 +499,7 @@ async fn pull_leased(
         };
         (top_bytes.clone(), d, false)
     };
-    let manifest_doc: serde_json::Value =
-        serde_json::from_slice(&manifest_bytes).map_err(|e| format!("parse manifest: {e}"))?;
-    let manifest = parse_manifest(&manifest_doc)?;
+    let manifest = parse_manifest(&json(&manifest_desc.digest, &manifest_bytes)?)?;
 
     // The config names the diffIDs, hence the snapshot chain.
     let config_bytes = match read_content(ctd, &manifest.config.digest).await? {
@@ -447,18 +510,21 @@ async fn pull_leased(
                 .client
                 .pull_blob(r, manifest.config.digest.as_str(), &mut buf)
                 .await
-                .map_err(|e| format!("fetch config {}: {e}", manifest.config.digest))?;
+                .map_err(|source| PullError::Registry {
+                    op: "fetch config",
+                    what: manifest.config.digest.clone(),
+                    source,
+                })?;
             buf
         }
     };
     if sha256_digest(&config_bytes) != manifest.config.digest {
-        return Err(format!(
-            "config {} does not match its digest",
-            manifest.config.digest
-        ));
+        return Err(PullError::Mismatch {
+            what: "config",
+            digest: manifest.config.digest,
+        });
     }
-    let config: serde_json::Value =
-        serde_json::from_slice(&config_bytes).map_err(|e| format!("parse config: {e}"))?;
+    let config: serde_json::Value = json(&manifest.config.digest, &config_bytes)?;
     let docs = ImageDocs {
         name,
         top: Desc {
@@ -487,15 +553,15 @@ pub async fn import_oci_archive(
     ctd: &Ctd,
     path: &Path,
     base_name: &str,
-) -> Result<Vec<PulledImage>> {
+) -> super::Result<Vec<PulledImage>> {
     let what = path.display().to_string();
     let lease = ctd
         .create_lease("dsa-import", 24)
         .await
-        .map_err(|s| pull_err(&what, format!("create lease: {}", s.message())))?;
+        .map_err(|s| pull_err(&what)(grpc("create lease", "dsa-import")(s)))?;
     let res = import_leased(ctd, path, base_name, &lease).await;
     ctd.delete_lease(&lease).await;
-    res.map_err(|e| pull_err(&what, e))
+    res.map_err(pull_err(&what))
 }
 
 async fn import_leased(
@@ -503,36 +569,35 @@ async fn import_leased(
     path: &Path,
     base_name: &str,
     lease: &str,
-) -> std::result::Result<Vec<PulledImage>, String> {
+) -> Result<Vec<PulledImage>> {
     let p = path.to_path_buf();
     let archive = tokio::task::spawn_blocking(move || super::archive::Archive::open(&p))
         .await
-        .map_err(|e| e.to_string())??;
-    let index: serde_json::Value = serde_json::from_slice(&archive.file("index.json")?)
-        .map_err(|e| format!("parse index.json: {e}"))?;
+        .map_err(PullError::Blocking)??;
+    let index: serde_json::Value = json("index.json", &archive.file("index.json")?)?;
     let mut out = Vec::new();
     for entry in index["manifests"]
         .as_array()
-        .ok_or("index.json without manifests")?
+        .ok_or_else(|| malformed("index.json", "no manifests"))?
     {
         let ann = &entry["annotations"];
         let name = if let Some(n) = ann["io.containerd.image.name"].as_str() {
             n.to_string()
         } else if let Some(tag) = ann["org.opencontainers.image.ref.name"].as_str() {
             if base_name.is_empty() {
-                return Err(format!(
-                    "image {tag} has no full name and no base name was given"
+                return Err(malformed(
+                    "index.json",
+                    format!("image {tag} has no full name and no base name was given"),
                 ));
             }
             format!("{base_name}:{tag}")
         } else {
-            return Err("an image in index.json has no name annotation".into());
+            return Err(malformed("index.json", "an image has no name annotation"));
         };
         let name = normalize(&name)?.whole();
         let mut top = Desc::from_json(entry)?;
         let top_bytes = archive.blob(&top.digest)?;
-        let top_doc: serde_json::Value =
-            serde_json::from_slice(&top_bytes).map_err(|e| format!("parse {}: {e}", top.digest))?;
+        let top_doc: serde_json::Value = json(&top.digest, &top_bytes)?;
         if top.media_type.is_empty() {
             top.media_type = manifest_media_type(&top_doc);
         }
@@ -544,12 +609,9 @@ async fn import_leased(
         } else {
             (top.clone(), top_bytes.clone())
         };
-        let manifest_doc: serde_json::Value =
-            serde_json::from_slice(&manifest_bytes).map_err(|e| format!("parse manifest: {e}"))?;
-        let manifest = parse_manifest(&manifest_doc)?;
+        let manifest = parse_manifest(&json(&manifest_desc.digest, &manifest_bytes)?)?;
         let config_bytes = archive.blob(&manifest.config.digest)?;
-        let config: serde_json::Value =
-            serde_json::from_slice(&config_bytes).map_err(|e| format!("parse config: {e}"))?;
+        let config: serde_json::Value = json(&manifest.config.digest, &config_bytes)?;
         let docs = ImageDocs {
             name,
             top,
@@ -600,17 +662,23 @@ async fn store_image(
     lease: &str,
     d: &ImageDocs,
     layers: &LayerSource<'_>,
-) -> std::result::Result<PulledImage, String> {
+) -> Result<PulledImage> {
     let diffs = diff_ids(&d.config)?;
     if diffs.len() != d.manifest.layers.len() {
-        return Err(format!(
-            "manifest has {} layers but config has {} diff_ids",
-            d.manifest.layers.len(),
-            diffs.len()
+        return Err(malformed(
+            "image",
+            format!(
+                "manifest has {} layers but config has {} diff_ids",
+                d.manifest.layers.len(),
+                diffs.len()
+            ),
         ));
     }
     let chain = chain_ids(&diffs);
-    let top_chain = chain.last().cloned().ok_or("image without layers")?;
+    let top_chain = chain
+        .last()
+        .cloned()
+        .ok_or_else(|| malformed("image config", "no layers"))?;
     let with_source = |mut labels: HashMap<String, String>| {
         if let Some((k, v)) = &d.source_label {
             labels.insert(k.clone(), v.clone());
@@ -624,11 +692,11 @@ async fn store_image(
         )]));
         match layers {
             LayerSource::Remote(fetch, r) => {
-                write_blob(ctd, lease, Some((fetch, r)), "layer", layer, None, labels).await?
+                write_blob(ctd, lease, "layer", layer, Blob::Remote(fetch, r), labels).await?
             }
             LayerSource::Archive(a) => {
                 let data = a.blob(&layer.digest)?;
-                write_blob(ctd, lease, None, "layer", layer, Some(&data), labels).await?
+                write_blob(ctd, lease, "layer", layer, Blob::Bytes(&data), labels).await?
             }
         }
     }
@@ -640,10 +708,9 @@ async fn store_image(
     write_blob(
         ctd,
         lease,
-        None,
         "config",
         &m.config,
-        Some(&d.config_bytes),
+        Blob::Bytes(&d.config_bytes),
         config_labels,
     )
     .await?;
@@ -660,10 +727,9 @@ async fn store_image(
     write_blob(
         ctd,
         lease,
-        None,
         "manifest",
         &d.manifest_desc,
-        Some(&d.manifest_bytes),
+        Blob::Bytes(&d.manifest_bytes),
         manifest_labels,
     )
     .await?;
@@ -676,10 +742,9 @@ async fn store_image(
         write_blob(
             ctd,
             lease,
-            None,
             "index",
             &d.top,
-            Some(&d.top_bytes),
+            Blob::Bytes(&d.top_bytes),
             index_labels,
         )
         .await?;
@@ -697,12 +762,7 @@ async fn store_image(
 }
 
 /// Images.Create, or Images.Update when the name exists (pointing it at `target`).
-async fn create_image(
-    ctd: &Ctd,
-    lease: &str,
-    name: &str,
-    target: Desc,
-) -> std::result::Result<(), String> {
+async fn create_image(ctd: &Ctd, lease: &str, name: &str, target: Desc) -> Result<()> {
     let image = Image {
         name: name.to_string(),
         labels: HashMap::new(),
@@ -733,25 +793,30 @@ async fn create_image(
                     Some(lease),
                 ))
                 .await
-                .map_err(|s| format!("update image {name}: {}", s.message()))?;
+                .map_err(grpc("update image", name))?;
         }
-        Err(s) => return Err(format!("create image {name}: {}", s.message())),
+        Err(s) => return Err(grpc("create image", name)(s)),
     }
     Ok(())
 }
 
-/// Writes one blob into the content store (from `data`, else streamed from the registry) with
-/// `labels`. A blob already there only gets its labels set.
-#[allow(clippy::too_many_arguments)]
+/// Where the bytes of a blob come from.
+enum Blob<'a> {
+    Bytes(&'a [u8]),
+    /// Streamed from the registry of the reference.
+    Remote(&'a Fetch, &'a Reference),
+}
+
+/// Writes one blob into the content store with `labels`. A blob already there only gets its
+/// labels set.
 async fn write_blob(
     ctd: &Ctd,
     lease: &str,
-    remote: Option<(&Fetch, &Reference)>,
     kind: &str,
     desc: &Desc,
-    data: Option<&[u8]>,
+    data: Blob<'_>,
     labels: HashMap<String, String>,
-) -> std::result::Result<(), String> {
+) -> Result<()> {
     // Present: set the labels (as containerd's content writer does on AlreadyExists, we keep the
     // blob; the labels must still name its children for the garbage collector).
     if let Ok(info) = ctd
@@ -782,7 +847,7 @@ async fn write_blob(
                     Some(lease),
                 ))
                 .await
-                .map_err(|s| format!("label {}: {}", desc.digest, s.message()))?;
+                .map_err(grpc("label", &desc.digest))?;
         }
         return Ok(());
     }
@@ -795,7 +860,7 @@ async fn write_blob(
         async move {
             tx.send(m)
                 .await
-                .map_err(|_| "content write stream closed".to_string())
+                .map_err(|_| PullError::StreamEnded(desc.digest.clone()))
         }
     };
     send(WriteContentRequest {
@@ -813,13 +878,13 @@ async fn write_blob(
     {
         Ok(r) => r.into_inner(),
         Err(s) if s.code() == Code::AlreadyExists => return Ok(()),
-        Err(s) => return Err(format!("write {}: {}", desc.digest, s.message())),
+        Err(s) => return Err(grpc("write", &desc.digest)(s)),
     };
     let status = match inbound.message().await {
         Ok(Some(m)) => m,
-        Ok(None) => return Err(format!("write {}: stream ended", desc.digest)),
+        Ok(None) => return Err(PullError::StreamEnded(desc.digest.clone())),
         Err(s) if s.code() == Code::AlreadyExists => return Ok(()),
-        Err(s) => return Err(format!("write {}: {}", desc.digest, s.message())),
+        Err(s) => return Err(grpc("write", &desc.digest)(s)),
     };
     // A partial write left by an earlier attempt resumes at its offset.
     let mut offset = status.offset;
@@ -834,32 +899,38 @@ async fn write_blob(
     let wrote = |inbound_msg: std::result::Result<Option<_>, containerd_client::tonic::Status>| {
         match inbound_msg {
             Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(format!("write {}: stream ended", desc.digest)),
-            Err(s) => Err(format!("write {}: {}", desc.digest, s.message())),
+            Ok(None) => Err(PullError::StreamEnded(desc.digest.clone())),
+            Err(s) => Err(grpc("write", &desc.digest)(s)),
         }
     };
     match data {
-        Some(bytes) => {
+        Blob::Bytes(bytes) => {
             for chunk in bytes[skip.min(bytes.len())..].chunks(CHUNK) {
                 send(write_chunk(chunk.to_vec(), offset)).await?;
                 wrote(inbound.message().await)?;
                 offset += chunk.len() as i64;
             }
         }
-        None => {
-            let (fetch, r) = remote.ok_or("no source for blob")?;
+        Blob::Remote(fetch, r) => {
             let mut stream = fetch
                 .client
                 .pull_blob_stream(r, desc.digest.as_str())
                 .await
-                .map_err(|e| format!("fetch {}: {e}", desc.digest))?
+                .map_err(|source| PullError::Registry {
+                    op: "fetch",
+                    what: desc.digest.clone(),
+                    source,
+                })?
                 .stream;
             let mut buf: Vec<u8> = Vec::with_capacity(CHUNK);
             loop {
                 let next = stream.next().await;
                 let done = next.is_none();
                 if let Some(piece) = next {
-                    let piece = piece.map_err(|e| format!("fetch {}: {e}", desc.digest))?;
+                    let piece = piece.map_err(|source| PullError::Fetch {
+                        digest: desc.digest.clone(),
+                        source,
+                    })?;
                     let mut piece = &piece[..];
                     if skip > 0 {
                         let n = skip.min(piece.len());
@@ -895,7 +966,7 @@ async fn write_blob(
     match inbound.message().await {
         Ok(_) => Ok(()),
         Err(s) if s.code() == Code::AlreadyExists => Ok(()),
-        Err(s) => Err(format!("commit {}: {}", desc.digest, s.message())),
+        Err(s) => Err(grpc("commit", &desc.digest)(s)),
     }
 }
 
@@ -906,7 +977,7 @@ async fn unpack(
     layers: &[Desc],
     diffs: &[String],
     chain: &[String],
-) -> std::result::Result<(), String> {
+) -> Result<()> {
     for i in 0..layers.len() {
         if snapshot_exists(ctd, &chain[i]).await? {
             continue;
@@ -930,9 +1001,10 @@ async fn unpack(
                 Some(lease),
             ))
             .await
-            .map_err(|s| format!("prepare snapshot {}: {}", chain[i], s.message()))?
+            .map_err(grpc("prepare snapshot", &chain[i]))?
             .into_inner()
             .mounts;
+        // Ok(false): committed concurrently by someone else, whose snapshot is as good as ours
         let res = async {
             let applied = ctd
                 .diff()
@@ -946,16 +1018,17 @@ async fn unpack(
                     Some(lease),
                 ))
                 .await
-                .map_err(|s| format!("apply layer {}: {}", layers[i].digest, s.message()))?
+                .map_err(grpc("apply layer", &layers[i].digest))?
                 .into_inner()
                 .applied
                 .map(|d| d.digest)
                 .unwrap_or_default();
             if applied != diffs[i] {
-                return Err(format!(
-                    "layer {} unpacked to {applied}, expected diffID {}",
-                    layers[i].digest, diffs[i]
-                ));
+                return Err(PullError::DiffId {
+                    layer: layers[i].digest.clone(),
+                    applied,
+                    expected: diffs[i].clone(),
+                });
             }
             match ctd
                 .snapshots()
@@ -972,14 +1045,13 @@ async fn unpack(
                 ))
                 .await
             {
-                Ok(_) => Ok(()),
-                // unpacked concurrently by someone else: theirs is as good
-                Err(s) if s.code() == Code::AlreadyExists => Err(String::new()),
-                Err(s) => Err(format!("commit snapshot {}: {}", chain[i], s.message())),
+                Ok(_) => Ok(true),
+                Err(s) if s.code() == Code::AlreadyExists => Ok(false),
+                Err(s) => Err(grpc("commit snapshot", &chain[i])(s)),
             }
         }
         .await;
-        if let Err(e) = res {
+        if !matches!(res, Ok(true)) {
             let _ = ctd
                 .snapshots()
                 .remove(ctd.req_leased(
@@ -990,9 +1062,7 @@ async fn unpack(
                     Some(lease),
                 ))
                 .await;
-            if !e.is_empty() {
-                return Err(e);
-            }
+            res?;
         }
     }
     Ok(())
@@ -1041,13 +1111,16 @@ mod tests {
             ("localhost:5000/a/b", "localhost:5000/a/b:latest"),
         ] {
             assert_eq!(
-                normalize(input).map(|r| r.whole()).as_deref(),
-                Ok(want),
+                normalize(input).map(|r| r.whole()).ok().as_deref(),
+                Some(want),
                 "{input}"
             );
         }
         for bad in ["", "a b", "busybox@sha256:nothex", "busybox:bad:tag"] {
-            assert!(normalize(bad).is_err(), "{bad}");
+            assert!(
+                matches!(normalize(bad), Err(PullError::Reference(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -1080,15 +1153,20 @@ mod tests {
         );
         let none = serde_json::json!({"manifests": [
             {"digest": d('a'), "size": 1, "platform": {"os": "windows", "architecture": "amd64"}}]});
-        assert!(pick_platform(&none).is_err());
+        assert!(matches!(
+            pick_platform(&none),
+            Err(PullError::NoPlatform(a)) if a == host_arch()
+        ));
         let manifest = serde_json::json!({"mediaType": MT_DOCKER_MANIFEST,
             "config": {"digest": d('c'), "size": 3}, "layers": [{"digest": d('e'), "size": 4}]});
         assert_eq!(manifest_media_type(&manifest), MT_DOCKER_MANIFEST);
         let m = parse_manifest(&manifest).unwrap();
         assert_eq!((m.config.size, m.layers.len()), (3, 1));
-        assert!(parse_manifest(
-            &serde_json::json!({"config": {"digest": "md5:x", "size": 1}, "layers": []})
-        )
-        .is_err());
+        assert!(matches!(
+            parse_manifest(
+                &serde_json::json!({"config": {"digest": "md5:x", "size": 1}, "layers": []})
+            ),
+            Err(PullError::Unsupported { what: "digest", value }) if value == "md5:x"
+        ));
     }
 }

@@ -9,8 +9,8 @@ use std::path::{Component, Path, PathBuf};
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use serde_json::{json, Value};
 
-use super::{ContainerRequest, RuntimeError};
-use crate::core::quantity::{cpu_quota_us, cpu_shares, Quantity, CPU_PERIOD_US};
+use super::ContainerRequest;
+use crate::core::quantity::{cpu_quota_us, cpu_shares, Quantity, QuantityError, CPU_PERIOD_US};
 
 /// containerd's `defaultUnixCaps`.
 pub const DEFAULT_CAPS: &[&str] = &[
@@ -117,16 +117,35 @@ pub struct SpecPlan {
     pub host: Vec<HostPrep>,
 }
 
-/// The cgroup of a container (cgroupfs; runc creates it under every v1 controller).
-pub fn cgroups_path(namespace: &str, id: &str) -> String {
-    format!("/daemonset-agent/{namespace}/{id}")
+/// Why a container's spec cannot be built or its host side prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The pod spec asks for what this runtime does not do, or for something that makes no sense.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what} {value}")]
+    Quantity {
+        what: &'static str,
+        value: String,
+        #[source]
+        source: QuantityError,
+    },
+    /// A host step of `prepare_host` failed.
+    #[error("{op} {}", path.display())]
+    Host {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("encode the OCI spec")]
+    Encode(#[source] serde_json::Error),
+    #[error("the container has no readable OCI spec")]
+    Unreadable(#[source] Option<serde_json::Error>),
 }
 
-fn invalid(id: &str, reason: impl Into<String>) -> RuntimeError {
-    RuntimeError::InvalidSpec {
-        id: id.to_string(),
-        reason: reason.into(),
-    }
+fn invalid(reason: impl Into<String>) -> SpecError {
+    SpecError::Invalid(reason.into())
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -176,7 +195,7 @@ fn user(pod: &PodSpec, c: &Container, image: &Value) -> (i64, i64) {
     (uid, gid)
 }
 
-fn env(req: &ContainerRequest, image: &Value) -> Result<Vec<String>, RuntimeError> {
+fn env(req: &ContainerRequest, image: &Value) -> Result<Vec<String>, SpecError> {
     let mut out: Vec<(String, String)> = strings(&image["Env"])
         .into_iter()
         .map(|kv| match kv.split_once('=') {
@@ -186,10 +205,10 @@ fn env(req: &ContainerRequest, image: &Value) -> Result<Vec<String>, RuntimeErro
         .collect();
     for e in req.container.env.iter().flatten() {
         if e.value_from.is_some() {
-            return Err(invalid(
-                &req.id,
-                format!("env {}: valueFrom is not supported", e.name),
-            ));
+            return Err(invalid(format!(
+                "env {}: valueFrom is not supported",
+                e.name
+            )));
         }
         let v = e.value.clone().unwrap_or_default();
         match out.iter_mut().find(|(k, _)| *k == e.name) {
@@ -206,14 +225,17 @@ fn env(req: &ContainerRequest, image: &Value) -> Result<Vec<String>, RuntimeErro
 }
 
 fn quantity(
-    id: &str,
-    what: &str,
+    what: &'static str,
     q: &k8s_openapi::apimachinery::pkg::api::resource::Quantity,
-) -> Result<Quantity, RuntimeError> {
-    Quantity::parse(&q.0).map_err(|e| invalid(id, format!("{what} {}: {e}", q.0)))
+) -> Result<Quantity, SpecError> {
+    Quantity::parse(&q.0).map_err(|source| SpecError::Quantity {
+        what,
+        value: q.0.clone(),
+        source,
+    })
 }
 
-fn resources(req: &ContainerRequest) -> Result<Value, RuntimeError> {
+fn resources(req: &ContainerRequest) -> Result<Value, SpecError> {
     let mut res = json!({"devices": [{"allow": false, "access": "rwm"}]});
     let Some(r) = req.container.resources.as_ref() else {
         return Ok(res);
@@ -222,19 +244,19 @@ fn resources(req: &ContainerRequest) -> Result<Value, RuntimeError> {
     let request = |name: &str| r.requests.as_ref().and_then(|l| l.get(name));
     let mut cpu = serde_json::Map::new();
     if let Some(q) = limit("cpu") {
-        let milli = quantity(&req.id, "cpu limit", q)?.milli_value();
+        let milli = quantity("cpu limit", q)?.milli_value();
         cpu.insert("quota".into(), json!(cpu_quota_us(milli)));
         cpu.insert("period".into(), json!(CPU_PERIOD_US));
     }
     if let Some(q) = request("cpu").or(limit("cpu")) {
-        let milli = quantity(&req.id, "cpu request", q)?.milli_value();
+        let milli = quantity("cpu request", q)?.milli_value();
         cpu.insert("shares".into(), json!(cpu_shares(milli)));
     }
     if !cpu.is_empty() {
         res["cpu"] = Value::Object(cpu);
     }
     if let Some(q) = limit("memory") {
-        let bytes = quantity(&req.id, "memory limit", q)?.value();
+        let bytes = quantity("memory limit", q)?.value();
         res["memory"] = json!({ "limit": bytes });
     }
     Ok(res)
@@ -291,8 +313,7 @@ fn safe_sub_path(sub: &str) -> bool {
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
 }
 
-fn volume_mounts(req: &ContainerRequest) -> Result<(Vec<Value>, Vec<HostPrep>), RuntimeError> {
-    let id = &req.id;
+fn volume_mounts(req: &ContainerRequest) -> Result<(Vec<Value>, Vec<HostPrep>), SpecError> {
     let mut mounts = Vec::new();
     let mut host = Vec::new();
     for vm in req.container.volume_mounts.iter().flatten() {
@@ -302,14 +323,14 @@ fn volume_mounts(req: &ContainerRequest) -> Result<(Vec<Value>, Vec<HostPrep>), 
             .iter()
             .flatten()
             .find(|v| v.name == vm.name)
-            .ok_or_else(|| invalid(id, format!("volumeMount {}: no such volume", vm.name)))?;
+            .ok_or_else(|| invalid(format!("volumeMount {}: no such volume", vm.name)))?;
         let (source, is_file) = if let Some(hp) = &vol.host_path {
             let path = PathBuf::from(&hp.path);
             if !path.is_absolute() {
-                return Err(invalid(
-                    id,
-                    format!("volume {}: hostPath {} is not absolute", vol.name, hp.path),
-                ));
+                return Err(invalid(format!(
+                    "volume {}: hostPath {} is not absolute",
+                    vol.name, hp.path
+                )));
             }
             let kind = hp.type_.as_deref().unwrap_or("");
             let is_file = match kind {
@@ -337,13 +358,10 @@ fn volume_mounts(req: &ContainerRequest) -> Result<(Vec<Value>, Vec<HostPrep>), 
                     true
                 }
                 other => {
-                    return Err(invalid(
-                        id,
-                        format!(
-                            "volume {}: hostPath type {other} is not supported",
-                            vol.name
-                        ),
-                    ))
+                    return Err(invalid(format!(
+                        "volume {}: hostPath type {other} is not supported",
+                        vol.name
+                    )))
                 }
             };
             (path, is_file)
@@ -352,13 +370,10 @@ fn volume_mounts(req: &ContainerRequest) -> Result<(Vec<Value>, Vec<HostPrep>), 
             host.push(HostPrep::CreateDir(path.clone()));
             (path, false)
         } else {
-            return Err(invalid(
-                id,
-                format!(
-                    "volume {}: only hostPath and emptyDir are supported",
-                    vol.name
-                ),
-            ));
+            return Err(invalid(format!(
+                "volume {}: only hostPath and emptyDir are supported",
+                vol.name
+            )));
         };
         let source = match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             None => source,
@@ -368,20 +383,17 @@ fn volume_mounts(req: &ContainerRequest) -> Result<(Vec<Value>, Vec<HostPrep>), 
                 p
             }
             Some(sub) => {
-                return Err(invalid(
-                    id,
-                    format!("volumeMount {}: invalid subPath {sub}", vm.name),
-                ))
+                return Err(invalid(format!(
+                    "volumeMount {}: invalid subPath {sub}",
+                    vm.name
+                )))
             }
         };
         if !vm.mount_path.starts_with('/') {
-            return Err(invalid(
-                id,
-                format!(
-                    "volumeMount {}: mountPath {} is not absolute",
-                    vm.name, vm.mount_path
-                ),
-            ));
+            return Err(invalid(format!(
+                "volumeMount {}: mountPath {} is not absolute",
+                vm.name, vm.mount_path
+            )));
         }
         let ro = if vm.read_only == Some(true) {
             "ro"
@@ -411,14 +423,11 @@ fn default_mounts(privileged: bool) -> Vec<Value> {
     ]
 }
 
-/// Builds the OCI runtime spec for `req`. `image` is the image config's `config` object
+/// Builds the OCI runtime spec for `req`, from its container and its image's config
 /// (Entrypoint, Cmd, Env, WorkingDir, User); `namespace` is the containerd namespace.
-pub fn build(
-    req: &ContainerRequest,
-    image: &Value,
-    namespace: &str,
-) -> Result<SpecPlan, RuntimeError> {
+pub fn build(req: &ContainerRequest, namespace: &str) -> Result<SpecPlan, SpecError> {
     let c = &req.container;
+    let image = &req.image.config;
     let sc = c.security_context.as_ref();
     let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
     let host_network = req.pod_spec.host_network.unwrap_or(false);
@@ -426,7 +435,6 @@ pub fn build(
     let args = process_args(c, image);
     if args.is_empty() {
         return Err(invalid(
-            &req.id,
             "no command: neither the container nor the image names one",
         ));
     }
@@ -475,7 +483,7 @@ pub fn build(
     }
     let mut linux = json!({
         "resources": resources,
-        "cgroupsPath": cgroups_path(namespace, &req.id),
+        "cgroupsPath": super::cgroup::path(namespace, &req.id),
         "namespaces": namespaces,
     });
     if !privileged {
@@ -508,41 +516,41 @@ pub fn build(
 }
 
 /// Performs the host steps of a plan (creating hostPath/emptyDir directories, checking required
-/// ones). `id` names the container in errors.
-pub fn prepare_host(id: &str, steps: &[HostPrep]) -> Result<(), RuntimeError> {
+/// ones).
+pub fn prepare_host(steps: &[HostPrep]) -> Result<(), SpecError> {
+    let host = |op, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| SpecError::Host { op, path, source }
+    };
     for s in steps {
         match s {
-            HostPrep::CreateDir(p) => std::fs::create_dir_all(p)
-                .map_err(|e| invalid(id, format!("create directory {}: {e}", p.display())))?,
+            HostPrep::CreateDir(p) => {
+                std::fs::create_dir_all(p).map_err(host("create directory", p))?
+            }
             HostPrep::CreateFile(p) => {
                 if let Some(parent) = p.parent() {
-                    std::fs::create_dir_all(parent).map_err(|e| {
-                        invalid(id, format!("create directory {}: {e}", parent.display()))
-                    })?;
+                    std::fs::create_dir_all(parent).map_err(host("create directory", parent))?;
                 }
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(p)
-                    .map_err(|e| invalid(id, format!("create file {}: {e}", p.display())))?;
+                    .map_err(host("create file", p))?;
             }
             HostPrep::RequireDir { volume, path } => {
                 if !path.is_dir() {
-                    return Err(invalid(
-                        id,
-                        format!(
-                            "volume {volume}: hostPath {} is not a directory",
-                            path.display()
-                        ),
-                    ));
+                    return Err(invalid(format!(
+                        "volume {volume}: hostPath {} is not a directory",
+                        path.display()
+                    )));
                 }
             }
             HostPrep::RequireFile { volume, path } => {
                 if !path.is_file() {
-                    return Err(invalid(
-                        id,
-                        format!("volume {volume}: hostPath {} is not a file", path.display()),
-                    ));
+                    return Err(invalid(format!(
+                        "volume {volume}: hostPath {} is not a file",
+                        path.display()
+                    )));
                 }
             }
         }
@@ -565,13 +573,23 @@ mod tests {
                 netns: Some(PathBuf::from("/state/netns/u1")),
                 pod_dir: PathBuf::from("/state/pods/u1"),
             },
+            image: crate::runtime::PulledImage {
+                info: crate::runtime::ImageInfo {
+                    reference: "img".into(),
+                    digest: "sha256:0".into(),
+                },
+                config: Value::Null,
+                chain_id: "sha256:1".into(),
+            },
             hostname: "web-abc".into(),
             log_path: PathBuf::from("/log"),
         }
     }
 
     fn spec(pod: Value, container: Value, image: Value) -> Value {
-        build(&req(pod, container), &image, "ns").unwrap().spec
+        let mut r = req(pod, container);
+        r.image.config = image;
+        build(&r, "ns").unwrap().spec
     }
 
     fn base() -> Value {
@@ -597,8 +615,8 @@ mod tests {
             let c: Container = serde_json::from_value(container.clone()).unwrap();
             assert_eq!(process_args(&c, &image), want, "{container}");
         }
-        let none = build(&req(base(), json!({"name": "c"})), &json!({}), "ns");
-        assert!(matches!(none, Err(RuntimeError::InvalidSpec { .. })));
+        let none = build(&req(base(), json!({"name": "c"})), "ns");
+        assert!(matches!(none, Err(SpecError::Invalid(m)) if m.starts_with("no command")));
     }
 
     #[test]
@@ -710,11 +728,10 @@ mod tests {
                 base(),
                 json!({"name": "c", "command": ["x"], "env": [{"name": "SECRET", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]}),
             ),
-            &json!({}),
             "ns",
         );
         match from {
-            Err(RuntimeError::InvalidSpec { reason, .. }) => {
+            Err(SpecError::Invalid(reason)) => {
                 assert!(reason.contains("SECRET") && reason.contains("valueFrom"))
             }
             other => panic!("{other:?}"),
@@ -757,11 +774,10 @@ mod tests {
                 base(),
                 json!({"name": "c", "command": ["x"], "resources": {"limits": {"cpu": "lots"}}}),
             ),
-            &json!({}),
             "ns",
         );
         assert!(
-            matches!(bad, Err(RuntimeError::InvalidSpec { reason, .. }) if reason.contains("lots"))
+            matches!(bad, Err(SpecError::Quantity { what: "cpu limit", value, .. }) if value == "lots")
         );
     }
 
@@ -856,7 +872,6 @@ mod tests {
                 pod.clone(),
                 json!({"name": "c", "command": ["x"], "volumeMounts": mounts}),
             ),
-            &json!({}),
             "ns",
         )
         .unwrap();
@@ -928,11 +943,10 @@ mod tests {
                     pod.clone(),
                     json!({"name": "c", "command": ["x"], "volumeMounts": [mount.clone()]}),
                 ),
-                &json!({}),
                 "ns",
             );
             match r {
-                Err(RuntimeError::InvalidSpec { reason, .. }) => {
+                Err(SpecError::Invalid(reason)) => {
                     assert!(reason.contains(needle), "{reason}")
                 }
                 other => panic!("{mount}: {other:?}"),
@@ -945,28 +959,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let made = dir.path().join("a/b");
         let file = dir.path().join("c/d.sock");
-        prepare_host(
-            "c1",
-            &[
-                HostPrep::CreateDir(made.clone()),
-                HostPrep::CreateFile(file.clone()),
-            ],
-        )
+        prepare_host(&[
+            HostPrep::CreateDir(made.clone()),
+            HostPrep::CreateFile(file.clone()),
+        ])
         .unwrap();
         assert!(made.is_dir() && file.is_file());
-        prepare_host(
-            "c1",
-            &[
-                HostPrep::RequireDir {
-                    volume: "v".into(),
-                    path: made.clone(),
-                },
-                HostPrep::RequireFile {
-                    volume: "f".into(),
-                    path: file.clone(),
-                },
-            ],
-        )
+        prepare_host(&[
+            HostPrep::RequireDir {
+                volume: "v".into(),
+                path: made.clone(),
+            },
+            HostPrep::RequireFile {
+                volume: "f".into(),
+                path: file.clone(),
+            },
+        ])
         .unwrap();
         let missing = dir.path().join("missing");
         for step in [
@@ -979,10 +987,8 @@ mod tests {
                 path: made.clone(),
             },
         ] {
-            match prepare_host("c1", &[step]) {
-                Err(RuntimeError::InvalidSpec { id, reason }) => {
-                    assert!(id == "c1" && reason.contains("volume v"))
-                }
+            match prepare_host(&[step]) {
+                Err(SpecError::Invalid(reason)) => assert!(reason.contains("volume v"), "{reason}"),
                 other => panic!("{other:?}"),
             }
         }

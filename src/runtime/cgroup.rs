@@ -1,0 +1,84 @@
+//! The containers' cgroups. runc (cgroupfs driver) makes `/daemonset-agent/NAMESPACE/ID` under
+//! every cgroup v1 hierarchy (or once in the v2 unified one), creating the parents on the way,
+//! and removes only the container's own cgroup when its task is deleted. The parents are ours to
+//! remove: the namespace's goes with its last container. `/daemonset-agent` itself stays, as the
+//! kubelet's `/kubepods` does: every agent namespace on the machine shares it.
+use std::path::PathBuf;
+
+/// The cgroup all of the agent's containers live under.
+pub const ROOT: &str = "daemonset-agent";
+
+/// The `linux.cgroupsPath` of container `id` in containerd namespace `namespace`.
+pub fn path(namespace: &str, id: &str) -> String {
+    format!("/{ROOT}/{namespace}/{id}")
+}
+
+/// The mount points of the cgroup hierarchies (`cgroup` and `cgroup2` in /proc/self/mountinfo).
+fn hierarchies() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    hierarchies_in(&info)
+}
+
+fn hierarchies_in(mountinfo: &str) -> Vec<PathBuf> {
+    mountinfo
+        .lines()
+        .filter_map(|line| {
+            // ID PARENT MAJ:MIN ROOT MOUNT_POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+            let (mount, fs) = line.split_once(" - ")?;
+            let fstype = fs.split(' ').next()?;
+            let point = mount.split(' ').nth(4)?;
+            matches!(fstype, "cgroup" | "cgroup2").then(|| PathBuf::from(point))
+        })
+        .collect()
+}
+
+/// Removes what is left of container `id`'s cgroups (runc removes them itself when it deletes
+/// the task; not when its shim was killed) and then the namespace's parent, if no container of
+/// the namespace has a cgroup in it any more. rmdir removes only an empty cgroup (one with
+/// neither processes nor children), so nothing in use is touched. Blocking: a few rmdir calls.
+pub fn remove(namespace: &str, id: &str) {
+    let own = path(namespace, id);
+    for h in hierarchies() {
+        let own = h.join(own.trim_start_matches('/'));
+        let Some(parent) = own.parent() else { continue };
+        for dir in [own.as_path(), parent] {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => log::debug!(cgroup = dir.display().to_string(); "removed cgroup"),
+                // gone already; or still holding processes or other containers' cgroups
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
+                Err(e) => {
+                    log::warn!(cgroup = dir.display().to_string(), error = e.to_string(); "remove cgroup")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cgroup_hierarchies_from_mountinfo() {
+        let info = "\
+25 30 0:23 / /sys rw,nosuid shared:7 - sysfs sysfs rw
+31 25 0:26 / /sys/fs/cgroup ro,nosuid shared:9 - tmpfs tmpfs ro,mode=755
+33 31 0:28 / /sys/fs/cgroup/unified rw,nosuid shared:11 - cgroup2 cgroup2 rw
+34 31 0:29 / /sys/fs/cgroup/systemd rw,nosuid shared:12 - cgroup cgroup rw,xattr,name=systemd
+38 31 0:33 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid shared:17 - cgroup cgroup rw,cpu,cpuacct
+";
+        assert_eq!(
+            hierarchies_in(info),
+            [
+                "/sys/fs/cgroup/unified",
+                "/sys/fs/cgroup/systemd",
+                "/sys/fs/cgroup/cpu,cpuacct"
+            ]
+            .map(PathBuf::from)
+        );
+        assert_eq!(path("ns-a", "c_1"), "/daemonset-agent/ns-a/c_1");
+    }
+}
