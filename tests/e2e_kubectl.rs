@@ -159,7 +159,7 @@ impl Cluster {
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
+        Command::new(common::kubectl())
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)

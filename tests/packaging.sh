@@ -25,10 +25,11 @@ die() {
 }
 
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, systemd-nspawn, containerd)"
-for b in debootstrap systemd-nspawn nsenter containerd containerd-shim-runc-v2 runc ctr rpm kubectl python3 curl strip; do
+for b in debootstrap systemd-nspawn nsenter containerd containerd-shim-runc-v2 runc ctr rpm python3 curl strip; do
   command -v "$b" >/dev/null || die "missing $b: run scripts/install-deps.sh"
 done
-bin=${DSA_BIN:-$repo/target/debug/daemonset-agent}
+kubectl=$(bash scripts/find-kubectl.sh) || die "no usable kubectl (above: what to install)"
+bin=${DSA_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/daemonset-agent}
 [ -x "$bin" ] || die "$bin is missing: cargo build first"
 
 work=$(mktemp -d /tmp/dsa-pkgtest.XXXXXX)
@@ -225,7 +226,7 @@ for u in daemonset-agent daemonset-agent-server; do
 done
 cp "$root/var/lib/daemonset-agent-server/admin.kubeconfig" "$kc"
 grep -q "127.0.0.1:$port" "$kc" || die "the admin kubeconfig does not name 127.0.0.1:$port"
-k() { timeout 30 kubectl --kubeconfig "$kc" "$@"; }
+k() { timeout 30 "$kubectl" --kubeconfig "$kc" "$@"; }
 label_is() { [ "$(k get node pkg-node -o json | python3 -c "import json,sys; print(json.load(sys.stdin)['metadata']['labels'].get('$1',''))")" = "$2" ]; }
 wait_for 30 "Node pkg-node with label pkgtest/stage=one" label_is pkgtest/stage one
 

@@ -1,8 +1,10 @@
-//! Real parts for integration tests: a private containerd in a temporary directory and a real OCI
-//! registry on loopback holding busybox-static images built by `tests/fixtures/make-image.py`.
+//! Real parts for integration tests: a private containerd in a temporary directory, a real OCI
+//! registry on loopback holding busybox-static images built by `tests/fixtures/make-image.py`, the
+//! real kubectl and the official Python client.
 //!
-//! Nothing here skips: a missing `containerd`, `runc`, `docker-registry` or `skopeo` panics with
-//! the install command, because CI installs them and a silent skip would hide a hole.
+//! Nothing here skips: a missing `containerd`, `runc`, `docker-registry`, `skopeo`, kubectl or
+//! Python client panics with what to install, because CI installs them and a silent skip would
+//! hide a hole.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ pub fn require(bin: &str) {
         .unwrap_or(false);
     assert!(
         ok,
-        "{bin} is not installed: run .ci/run (or apt-get install -y containerd runc docker-registry skopeo busybox-static)"
+        "{bin} is not installed: run scripts/install-deps.sh (as root; it installs containerd, runc, docker-registry, skopeo, busybox-static ...)"
     );
 }
 
@@ -165,6 +167,52 @@ pub fn registry() -> &'static str {
         );
         addr
     })
+}
+
+/// kubectl 1.27 or newer, as `scripts/find-kubectl.sh` finds it on the PATH: that script is the
+/// one place that knows the minimum version and says what to install (Debian's own
+/// kubernetes-client is 1.20, so being on the PATH is not enough).
+pub fn kubectl() -> &'static Path {
+    static KUBECTL: OnceLock<PathBuf> = OnceLock::new();
+    KUBECTL.get_or_init(|| find_kubectl(None))
+}
+
+/// `kubectl.RELEASE` (e.g. "1.27"), on the PATH or beside the kubectl on the PATH.
+pub fn kubectl_release(release: &str) -> PathBuf {
+    find_kubectl(Some(release))
+}
+
+fn find_kubectl(release: Option<&str>) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/find-kubectl.sh"))
+        .args(release)
+        .output()
+        .expect("run scripts/find-kubectl.sh");
+    assert!(
+        out.status.success(),
+        "no usable kubectl{}:\n{}",
+        release.map(|r| format!(" {r}")).unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The Python that has the official client (`kubernetes`): the virtual environment that
+/// `scripts/install-deps.sh` makes under target/ with Debian's python3-venv (Debian's Python
+/// refuses system-wide pip installs, PEP 668).
+pub fn python_client() -> PathBuf {
+    let python = repo_root().join("target/venv/bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import kubernetes"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{} cannot import the official client `kubernetes`: run scripts/install-deps.sh (as root; it makes that virtual environment with Debian's python3-venv and pip-installs kubernetes>=30 into it)",
+        python.display()
+    );
+    python
 }
 
 pub fn free_port() -> u16 {
