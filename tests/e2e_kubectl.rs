@@ -49,6 +49,8 @@ impl Drop for Proc {
 }
 
 struct Cluster {
+    /// First, so it drops first: removes everything below and all the test made, pass or fail.
+    _guard: common::Guard,
     dir: tempfile::TempDir,
     ctd: Containerd,
     server: Proc,
@@ -78,6 +80,7 @@ impl Cluster {
         );
         let kubeconfig = data.join("admin.kubeconfig");
         let c = Cluster {
+            _guard: common::Guard::new().containerd(&ctd).dir(dir.path()),
             dir,
             ctd,
             server,

@@ -64,6 +64,14 @@ cleanup() {
     [ "$(readlink "/proc/$sysd/ns/pid")" != "$(readlink /proc/self/ns/pid)" ]; then
     kill -KILL "$sysd"
   fi
+  # Tasks deleted through containerd (the machine is off: no agent starts them again), so runc
+  # removes their cgroups and state; a killed shim would leave them. Then what a task deletion
+  # missed: the containers' cgroups (never the namespace's own: a real agent may use it).
+  local c=(timeout 20 ctr --address "$ctd/containerd.sock") ns t ids=""
+  for ns in $("${c[@]}" namespaces ls -q 2>/dev/null); do
+    for t in $("${c[@]}" -n "$ns" tasks ls -q 2>/dev/null); do "${c[@]}" -n "$ns" tasks rm -f "$t" >/dev/null 2>&1; done
+    for t in $("${c[@]}" -n "$ns" containers ls -q 2>/dev/null); do ids+=" $ns/$t"; done
+  done
   # The shims and the containers under them outlive containerd: kill the ones of this socket.
   for p in $(pgrep -f "containerd-shim.*$ctd/containerd.sock"); do
     pkill -KILL -P "$p"
@@ -72,6 +80,10 @@ cleanup() {
   [ -n "$ctd_pid" ] && kill "$ctd_pid" && wait "$ctd_pid"
   [ -n "$reg_pid" ] && kill "$reg_pid"
   awk -v w="$work" '$5 ~ "^"w {print $5}' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l
+  for t in $ids; do
+    rmdir /sys/fs/cgroup/*/daemonset-agent/"$t" 2>/dev/null
+    rm -rf "/run/containerd/runc/$t"
+  done
   rm -rf "$work"
   say "$([ "$rc" = 0 ] && echo passed || echo FAILED) in $(($(date +%s) - t0))s"
   exit "$rc"
