@@ -72,7 +72,7 @@ groups_summary() {
     failed=$(grep -c '^FAILED' "$DSA_GROUPS_FILE" || true)
     rm -f "$DSA_GROUPS_FILE"
     if [ "$failed" != 0 ]; then
-      echo "$failed group(s) FAILED" >&2
+      echo "$failed FAILED line(s) in the summary" >&2
       return 1
     fi
     echo "all groups passed"
