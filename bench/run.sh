@@ -3,7 +3,8 @@
 #
 #   bash bench/run.sh [--smoke] [--peers] [--json OUT.json] [--only SECTIONS]
 #
-# Builds in release (the daemonset-agent binary and the `harness` bench), starts a private
+# Builds the daemonset-agent binary and the `harness` bench (the bench profile: release; CI's smoke
+# run sets DSA_BENCH_PROFILE=dev and reuses the tests' debug build), starts a private
 # containerd and the loopback registry (tests/fixtures/registry.sh: busybox:v1, busybox:v2) in a
 # temporary directory, and runs benches/harness.rs, which starts the server and the agent as
 # separate processes and prints a table: apply-to-running latency against the floor (a minimal
@@ -43,10 +44,14 @@ t_start=$SECONDS
 # ---------------------------------------------------------------- build
 # One build: `cargo bench` builds the binary too (bench profile = release), and a separate
 # `cargo build --release` would rebuild the crate in the other profile each time.
-log "building (release)"
 # DSA_BENCH_PROFILE=dev (CI's smoke run) reuses the debug build of the tests: it proves the
 # harness works; its figures mean nothing.
-artifacts=$(cargo bench --profile "${DSA_BENCH_PROFILE:-bench}" --bench harness --no-run --message-format=json | python3 -c '
+profile=${DSA_BENCH_PROFILE:-bench}
+case "$profile" in
+  bench | release) log "building (profile $profile: release, optimised)" ;;
+  *) log "building (profile $profile: NOT optimised, figures mean nothing)" ;;
+esac
+artifacts=$(cargo bench --profile "$profile" --bench harness --no-run --message-format=json | python3 -c '
 import json, sys
 for line in sys.stdin:
     try:
@@ -110,11 +115,13 @@ cleanup() {
   fi
   [[ -f $D/reg/registry.pid ]] && kill "$(cat "$D/reg/registry.pid")" 2>/dev/null
   reap_private_containerd "$D"
-  # empty cgroups of this run's namespaces (runc removes the containers' own)
+  # empty cgroups of this run's namespaces (runc removes the containers' own), and runc's
+  # (empty) state directories of those namespaces
   local m
   for m in /sys/fs/cgroup/*/daemonset-agent/"$tag"-*; do
     [[ -d $m ]] && find "$m" -depth -type d -exec rmdir {} + 2>/dev/null
   done
+  for m in /run/containerd/runc/"$tag"-*; do [[ -d $m ]] && rmdir "$m" 2>/dev/null; done
   rm -rf "$D"
   exit "$rc"
 }
@@ -153,7 +160,8 @@ if (( rc != 0 )); then
   log "harness failed ($rc); last lines of the agent and server logs:"
   tail -15 "$D/agent.log" >&2 2>/dev/null
   tail -15 "$D/server.log" >&2 2>/dev/null
-  keep=$(mktemp -d /tmp/dsa-bench-failed.XXXXXX)
+  mkdir -p "$repo/target/bench-logs"
+  keep=$(mktemp -d "$repo/target/bench-logs/failed.XXXXXX")
   cp "$D"/*.log "$keep"/ 2>/dev/null || true
   log "logs kept in $keep"
 fi

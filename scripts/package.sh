@@ -8,6 +8,8 @@
 #   scripts/package.sh --profile dev        # package the debug build (tests, CI)
 #   scripts/package.sh --bin PATH           # package this binary, build nothing
 #   scripts/package.sh --tools-only         # only install the pinned cargo-deb and cargo-generate-rpm
+# This is the one way to build the packages: the assets of Cargo.toml's [package.metadata.*] name
+# target/package/daemonset-agent, which only this script makes.
 #   options: --fast (lighter compression, for tests), --version V (package version, default Cargo.toml's), --out DIR (default target/packages)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,8 +33,8 @@ done
 tool() {
   local name=$1 version=$2
   if ! "$name" --version 2>/dev/null | grep -qF " $version"; then
-    echo "installing $name $version" >&2
-    cargo install --locked --quiet --version "$version" "$name" -j "${PACKAGE_JOBS:-2}" >&2
+    echo "installing $name $version from crates.io (compiled: a few minutes, once)" >&2
+    cargo install --locked --version "$version" "$name" -j "${PACKAGE_JOBS:-2}" >&2
   fi
 }
 tool cargo-deb "$CARGO_DEB_VERSION"
@@ -41,7 +43,8 @@ tool cargo-generate-rpm "$CARGO_GENERATE_RPM_VERSION"
 
 if [ -z "$bin" ]; then
   cargo build --profile "$profile" --bin daemonset-agent >&2
-  case "$profile" in dev | test) bin=target/debug/daemonset-agent ;; *) bin=target/$profile/daemonset-agent ;; esac
+  target=${CARGO_TARGET_DIR:-target}
+  case "$profile" in dev | test) bin=$target/debug/daemonset-agent ;; *) bin=$target/$profile/daemonset-agent ;; esac
 fi
 [ -x "$bin" ] || { echo "$bin: no such executable" >&2; exit 1; }
 mkdir -p target/package "$out"

@@ -1,28 +1,48 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests of the pure core, and integration tests against a real containerd
-# + runc (private, in temporary directories), a real OCI registry on loopback and the real kubectl.
-# Needs root (containers) and what scripts/install-deps.sh installs. Nothing is skipped: a missing
-# component fails the run.
+# + runc (private, in temporary directories), a real OCI registry on loopback, the real kubectl and
+# the official Python client; then the packages in a booted Debian 12 (tests/packaging.sh).
+# Needs root and what scripts/install-deps.sh installs. Nothing is skipped: a missing component
+# fails the run. Every group runs whatever the others did; the summary at the end names the ones
+# that failed, with their wall times (under .ci/run, its summary lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ "$(id -u)" = 0 ] || { echo "the integration tests start containerd and need root" >&2; exit 1; }
-for bin in containerd runc containerd-shim-runc-v2 docker-registry skopeo kubectl protoc python3 \
-  journalctl /lib/systemd/systemd-journald openssl debootstrap systemd-nspawn rpm cargo-deb cargo-generate-rpm; do
-  command -v "$bin" >/dev/null || { echo "missing $bin: run scripts/install-deps.sh" >&2; exit 1; }
+source scripts/lib.sh
+groups_begin
+[ "$(id -u)" = 0 ] || { echo "test.sh: the integration tests start containerd and need root" >&2; exit 1; }
+missing=()
+for bin in containerd runc containerd-shim-runc-v2 ctr docker-registry skopeo protoc python3 \
+  journalctl /lib/systemd/systemd-journald openssl debootstrap systemd-nspawn rpm strip pkill; do
+  command -v "$bin" >/dev/null || missing+=("$bin")
 done
-# One loopback registry for the whole run.
+[ ${#missing[@]} = 0 ] || { echo "test.sh: missing ${missing[*]}: run scripts/install-deps.sh (as root)" >&2; exit 1; }
+bash scripts/find-kubectl.sh >/dev/null # says what to install when kubectl is missing or too old
+[ -x target/venv/bin/python ] ||
+  { echo "test.sh: target/venv (the official Python client) is missing: run scripts/install-deps.sh" >&2; exit 1; }
+
+# One loopback registry for the whole run (tests/common uses it through DSA_TEST_REGISTRY).
 regdir=$(mktemp -d /tmp/dsa-registry.XXXXXX)
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cleanup() { [ -f "$regdir/registry.pid" ] && kill "$(cat "$regdir/registry.pid")" 2>/dev/null; rm -rf "$regdir"; }
+cleanup() {
+  local pid
+  pid=$(cat "$regdir/registry.pid" 2>/dev/null || true)
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+  fi
+  rm -rf "$regdir"
+}
 trap cleanup EXIT
 export DSA_TEST_REGISTRY
-DSA_TEST_REGISTRY=$(bash tests/fixtures/registry.sh "$regdir" "127.0.0.1:$port")
-cargo build --all-targets
+DSA_TEST_REGISTRY=$(bash tests/fixtures/registry.sh "$regdir" "127.0.0.1:$(free_port)")
+
+group "build" cargo build --all-targets
 if command -v cargo-nextest >/dev/null; then
-  cargo nextest run --no-fail-fast --test-threads 4
+  group "cargo tests" cargo nextest run --no-fail-fast --test-threads 4
 else
-  cargo test --no-fail-fast
+  group "cargo tests" cargo test --no-fail-fast
 fi
 # The .deb installed, run, upgraded and purged in a booted Debian 12 (systemd-nspawn), the .rpm
-# inspected: after the other tests, alone, as it boots a machine.
-bash tests/packaging.sh
+# inspected: after the other tests, alone, as it boots a machine. scripts/package.sh installs
+# cargo-deb and cargo-generate-rpm the first time (compiled: a few minutes).
+group "packages" bash tests/packaging.sh
+groups_summary

@@ -50,6 +50,8 @@ impl Drop for Proc {
 }
 
 struct Cluster {
+    /// First, so it drops first: removes everything below and all the test made, pass or fail.
+    _guard: common::Guard,
     dir: tempfile::TempDir,
     ctd: Containerd,
     server: Proc,
@@ -79,6 +81,7 @@ impl Cluster {
         );
         let kubeconfig = data.join("admin.kubeconfig");
         let c = Cluster {
+            _guard: common::Guard::new().containerd(&ctd).dir(dir.path()),
             dir,
             ctd,
             server,
@@ -160,7 +163,7 @@ impl Cluster {
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl")
+        Command::new(common::kubectl())
             .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(args)

@@ -25,10 +25,11 @@ die() {
 }
 
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, systemd-nspawn, containerd)"
-for b in debootstrap systemd-nspawn nsenter containerd containerd-shim-runc-v2 runc ctr rpm kubectl python3 curl strip; do
+for b in debootstrap systemd-nspawn nsenter containerd containerd-shim-runc-v2 runc ctr rpm python3 curl strip; do
   command -v "$b" >/dev/null || die "missing $b: run scripts/install-deps.sh"
 done
-bin=${DSA_BIN:-$repo/target/debug/daemonset-agent}
+kubectl=$(bash scripts/find-kubectl.sh) || die "no usable kubectl (above: what to install)"
+bin=${DSA_BIN:-${CARGO_TARGET_DIR:-$repo/target}/debug/daemonset-agent}
 [ -x "$bin" ] || die "$bin is missing: cargo build first"
 
 work=$(mktemp -d /tmp/dsa-pkgtest.XXXXXX)
@@ -63,6 +64,14 @@ cleanup() {
     [ "$(readlink "/proc/$sysd/ns/pid")" != "$(readlink /proc/self/ns/pid)" ]; then
     kill -KILL "$sysd"
   fi
+  # Tasks deleted through containerd (the machine is off: no agent starts them again), so runc
+  # removes their cgroups and state; a killed shim would leave them. Then what a task deletion
+  # missed: the containers' cgroups (never the namespace's own: a real agent may use it).
+  local c=(timeout 20 ctr --address "$ctd/containerd.sock") ns t ids=""
+  for ns in $("${c[@]}" namespaces ls -q 2>/dev/null); do
+    for t in $("${c[@]}" -n "$ns" tasks ls -q 2>/dev/null); do "${c[@]}" -n "$ns" tasks rm -f "$t" >/dev/null 2>&1; done
+    for t in $("${c[@]}" -n "$ns" containers ls -q 2>/dev/null); do ids+=" $ns/$t"; done
+  done
   # The shims and the containers under them outlive containerd: kill the ones of this socket.
   for p in $(pgrep -f "containerd-shim.*$ctd/containerd.sock"); do
     pkill -KILL -P "$p"
@@ -71,6 +80,10 @@ cleanup() {
   [ -n "$ctd_pid" ] && kill "$ctd_pid" && wait "$ctd_pid"
   [ -n "$reg_pid" ] && kill "$reg_pid"
   awk -v w="$work" '$5 ~ "^"w {print $5}' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l
+  for t in $ids; do
+    rmdir /sys/fs/cgroup/*/daemonset-agent/"$t" 2>/dev/null
+    rm -rf "/run/containerd/runc/$t"
+  done
   rm -rf "$work"
   say "$([ "$rc" = 0 ] && echo passed || echo FAILED) in $(($(date +%s) - t0))s"
   exit "$rc"
@@ -225,7 +238,7 @@ for u in daemonset-agent daemonset-agent-server; do
 done
 cp "$root/var/lib/daemonset-agent-server/admin.kubeconfig" "$kc"
 grep -q "127.0.0.1:$port" "$kc" || die "the admin kubeconfig does not name 127.0.0.1:$port"
-k() { timeout 30 kubectl --kubeconfig "$kc" "$@"; }
+k() { timeout 30 "$kubectl" --kubeconfig "$kc" "$@"; }
 label_is() { [ "$(k get node pkg-node -o json | python3 -c "import json,sys; print(json.load(sys.stdin)['metadata']['labels'].get('$1',''))")" = "$2" ]; }
 wait_for 30 "Node pkg-node with label pkgtest/stage=one" label_is pkgtest/stage one
 

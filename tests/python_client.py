@@ -1,7 +1,8 @@
-"""The official Python client (pip install kubernetes) against daemonset-agent's API server.
+"""The official Python client (`kubernetes`) against daemonset-agent's API server.
 
 Run by tests/server_kubectl.rs (`python_client_lists_creates_watches`), which starts a server and
-calls: python3 tests/python_client.py DATA_DIR/admin.kubeconfig
+calls: target/venv/bin/python tests/python_client.py DATA_DIR/admin.kubeconfig
+(scripts/install-deps.sh makes that virtual environment with Debian's python3-venv.)
 """
 import sys
 

@@ -24,9 +24,12 @@ use daemonset_agent::runtime::{
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use serde_json::json;
 
-const NS: &str = "dsa-test";
-
 struct Env {
+    /// First, so it drops first: tasks, mounts, cgroups and directories of the test go.
+    _guard: common::Guard,
+    /// The containerd namespace, one per test ("dsa-test-PID-RANDOM"): the guard removes its cgroups
+    /// (`/sys/fs/cgroup/*/daemonset-agent/NS`) while other tests run in theirs.
+    ns: String,
     ctd: common::Containerd,
     rt: ContainerdRuntime,
     state: PathBuf,
@@ -35,10 +38,17 @@ struct Env {
 async fn env() -> Env {
     let ctd = common::Containerd::start();
     let state = ctd.path().join("agent-state");
-    let rt = ContainerdRuntime::connect(&ctd.socket, NS, &state)
+    let ns = unique("dsa-test");
+    let rt = ContainerdRuntime::connect(&ctd.socket, &ns, &state)
         .await
         .expect("connect to containerd");
-    Env { ctd, rt, state }
+    Env {
+        _guard: common::Guard::new().containerd(&ctd),
+        ns,
+        ctd,
+        rt,
+        state,
+    }
 }
 
 fn unique(name: &str) -> String {
@@ -501,7 +511,7 @@ async fn run_with_limits_logs_stop_and_remove() {
     assert_eq!(listed.image, image("v1"));
     assert!(listed.created_at > 0);
 
-    let cg = format!("daemonset-agent/{NS}/{id}");
+    let cg = format!("daemonset-agent/{}/{id}", e.ns);
     let mem = std::fs::read_to_string(format!("/sys/fs/cgroup/memory/{cg}/memory.limit_in_bytes"))
         .unwrap();
     assert_eq!(mem.trim(), "209715200");

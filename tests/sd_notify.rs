@@ -97,6 +97,8 @@ fn server_and_agent_notify_ready_status_watchdog_and_stopping() {
         .tempdir_in("/tmp")
         .unwrap();
     let data = dir.path().join("server");
+    // dropped first: stops the server and agent and removes what they made, pass or fail
+    let _guard = common::Guard::new().containerd(&ctd).dir(dir.path());
     let listen = format!("127.0.0.1:{}", common::free_port());
 
     // server

@@ -1,5 +1,7 @@
-//! The API server against the real kubectl (/usr/bin/kubectl, 1.32) with its default flags, and
-//! raw HTTP for watch resume, 410 Gone and malformed input.
+//! The API server against the real kubectl (1.27+ on the PATH, see tests/common) with its default
+//! flags, the official Python client, and raw HTTP for watch resume, 410 Gone and malformed input.
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -49,7 +51,7 @@ impl Srv {
         self.rt.block_on(s.shutdown());
     }
     fn kubectl(&self, args: &[&str]) -> Output {
-        let out = Command::new("/usr/bin/kubectl")
+        let out = Command::new(common::kubectl())
             .arg("--kubeconfig")
             .arg(self.data.join("admin.kubeconfig"))
             .arg("--cache-dir")
@@ -74,7 +76,7 @@ impl Srv {
         serde_json::from_str(&self.kubectl_ok(args)).unwrap()
     }
     fn kubectl_stdin(&self, args: &[&str], input: &str) -> Output {
-        let mut child = Command::new("/usr/bin/kubectl")
+        let mut child = Command::new(common::kubectl())
             .arg("--kubeconfig")
             .arg(self.data.join("admin.kubeconfig"))
             .arg("--cache-dir")
@@ -882,22 +884,15 @@ fn kube_client_lists_watches_and_patches() {
     srv.stop();
 }
 
-/// The official Python client (`pip install kubernetes`): tests/python_client.py.
+/// The official Python client (`kubernetes`, in the virtual environment scripts/install-deps.sh
+/// makes): tests/python_client.py.
 #[test]
 fn python_client_lists_creates_watches() {
-    let ok = Command::new("python3")
-        .args(["-c", "import kubernetes"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "the python kubernetes client is missing: pip install kubernetes"
-    );
+    let python = common::python_client();
     let dir = tempfile::tempdir().unwrap();
     let srv = Srv::start(dir.path());
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python_client.py");
-    let out = Command::new("python3")
+    let out = Command::new(python)
         .arg(script)
         .arg(dir.path().join("admin.kubeconfig"))
         .output()

@@ -1,8 +1,10 @@
-//! Real parts for integration tests: a private containerd in a temporary directory and a real OCI
-//! registry on loopback holding busybox-static images built by `tests/fixtures/make-image.py`.
+//! Real parts for integration tests: a private containerd in a temporary directory, a real OCI
+//! registry on loopback holding busybox-static images built by `tests/fixtures/make-image.py`, the
+//! real kubectl and the official Python client, and the [`Guard`] that removes what a test made.
 //!
-//! Nothing here skips: a missing `containerd`, `runc`, `docker-registry` or `skopeo` panics with
-//! the install command, because CI installs them and a silent skip would hide a hole.
+//! Nothing here skips: a missing `containerd`, `runc`, `docker-registry`, `skopeo`, kubectl or
+//! Python client panics with what to install, because CI installs them and a silent skip would
+//! hide a hole.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -20,7 +22,7 @@ pub fn require(bin: &str) {
         .unwrap_or(false);
     assert!(
         ok,
-        "{bin} is not installed: run .ci/run (or apt-get install -y containerd runc docker-registry skopeo busybox-static)"
+        "{bin} is not installed: run scripts/install-deps.sh (as root; it installs containerd, runc, docker-registry, skopeo, busybox-static ...)"
     );
 }
 
@@ -94,46 +96,18 @@ impl Containerd {
 }
 
 impl Drop for Containerd {
+    /// Stops this containerd only: its shims, tasks, mounts and cgroups are the [`Guard`]'s job,
+    /// which runs before this drop (it also stops containerd; then this only reaps the child).
     fn drop(&mut self) {
-        // The runc shims outlive containerd: kill every shim started for this socket, and the
-        // container processes under them, so that a failed test leaves nothing running.
-        let sock = self.socket.to_string_lossy().to_string();
-        if let Ok(entries) = std::fs::read_dir("/proc") {
-            for e in entries.flatten() {
-                let pid: i32 = match e.file_name().to_string_lossy().parse() {
-                    Ok(p) => p,
-                    Err(_) => continue,
-                };
-                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-                let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-                if cmd.contains("containerd-shim") && cmd.contains(&sock) {
-                    let _ = Command::new("pkill")
-                        .args(["-9", "-P", &pid.to_string()])
-                        .status();
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let root = self.dir.path().to_string_lossy().to_string();
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
-            let mut points: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split(' ').nth(4))
-                .filter(|p| p.starts_with(&root))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for p in points {
-                let _ = Command::new("umount").arg("-l").arg(p).status();
-            }
-        }
     }
 }
 
 /// The loopback registry (`host:port`) with busybox:v1, busybox:v2, busybox:latest,
 /// monitoring-agent:latest and kube-proxy:latest. Uses `DSA_TEST_REGISTRY` when the runner
-/// started one already (as .ci/run does), else starts one for this test process.
+/// started one already (as .ci/run does), else starts one for this test process, stopped and
+/// removed when the process exits.
 pub fn registry() -> &'static str {
     static REG: OnceLock<String> = OnceLock::new();
     REG.get_or_init(|| {
@@ -158,6 +132,14 @@ pub fn registry() -> &'static str {
             .arg(&addr)
             .output()
             .expect("run registry.sh");
+        let pid = std::fs::read_to_string(dir.join("registry.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok());
+        if OWN_REGISTRY.set((pid, dir)).is_ok() {
+            // SAFETY: atexit only stores the address of a plain `extern "C" fn` without
+            // arguments; the function touches nothing but the OnceLock set just above.
+            unsafe { libc::atexit(stop_own_registry) };
+        }
         assert!(
             out.status.success(),
             "registry.sh failed: {}",
@@ -165,6 +147,66 @@ pub fn registry() -> &'static str {
         );
         addr
     })
+}
+
+/// The registry [`registry`] started for this process: its pid and directory.
+static OWN_REGISTRY: OnceLock<(Option<i32>, PathBuf)> = OnceLock::new();
+
+/// Run at the test process's exit: a static is never dropped, so a [`Guard`] cannot do this.
+extern "C" fn stop_own_registry() {
+    if let Some((pid, dir)) = OWN_REGISTRY.get() {
+        if let Some(pid) = pid {
+            kill(*pid);
+            wait_gone(&[*pid]);
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// kubectl 1.27 or newer, as `scripts/find-kubectl.sh` finds it on the PATH: that script is the
+/// one place that knows the minimum version and says what to install (Debian's own
+/// kubernetes-client is 1.20, so being on the PATH is not enough).
+pub fn kubectl() -> &'static Path {
+    static KUBECTL: OnceLock<PathBuf> = OnceLock::new();
+    KUBECTL.get_or_init(|| find_kubectl(None))
+}
+
+/// `kubectl.RELEASE` (e.g. "1.27"), on the PATH or beside the kubectl on the PATH.
+pub fn kubectl_release(release: &str) -> PathBuf {
+    find_kubectl(Some(release))
+}
+
+fn find_kubectl(release: Option<&str>) -> PathBuf {
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/find-kubectl.sh"))
+        .args(release)
+        .output()
+        .expect("run scripts/find-kubectl.sh");
+    assert!(
+        out.status.success(),
+        "no usable kubectl{}:\n{}",
+        release.map(|r| format!(" {r}")).unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// The Python that has the official client (`kubernetes`): the virtual environment that
+/// `scripts/install-deps.sh` makes under target/ with Debian's python3-venv (Debian's Python
+/// refuses system-wide pip installs, PEP 668).
+pub fn python_client() -> PathBuf {
+    let python = repo_root().join("target/venv/bin/python");
+    let ok = Command::new(&python)
+        .args(["-c", "import kubernetes"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{} cannot import the official client `kubernetes`: run scripts/install-deps.sh (as root; it makes that virtual environment with Debian's python3-venv and pip-installs kubernetes>=30 into it)",
+        python.display()
+    );
+    python
 }
 
 pub fn free_port() -> u16 {
@@ -293,18 +335,269 @@ impl Drop for Journald {
 
 /// Pids of processes whose command line contains every one of `needles`.
 pub fn pids_with(needles: &[&str]) -> Vec<i32> {
-    let mut pids = Vec::new();
-    if let Ok(entries) = std::fs::read_dir("/proc") {
-        for e in entries.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            if needles.iter().all(|n| cmd.contains(n)) {
+    processes()
+        .into_iter()
+        .filter(|(_, cmd)| needles.iter().all(|n| cmd.contains(n)))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// Every live process but this one: (pid, command line with spaces between the arguments).
+/// Zombies have an empty command line and are left out: they are gone but for their exit status.
+fn processes() -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .filter_map(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (!cmd.is_empty()).then(|| (pid, String::from_utf8_lossy(&cmd).replace('\0', " ")))
+        })
+        .collect()
+}
+
+fn kill(pid: i32) {
+    // SAFETY: kill(2) takes plain integers and touches no memory of this process.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+fn alive(pid: i32) -> bool {
+    // a zombie's cmdline is empty: it has exited
+    std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| !c.is_empty())
+}
+
+/// Waits (at most 10 s) until none of `pids` is alive; says which are left otherwise.
+fn wait_gone(pids: &[i32]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|p| alive(*p)) {
+        if Instant::now() > deadline {
+            let left: Vec<&i32> = pids.iter().filter(|p| alive(**p)).collect();
+            eprintln!("guard: processes {left:?} still alive 10 s after SIGKILL");
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Tears down, when dropped, everything a test made on the machine, whether it passed or failed
+/// (a failing test's panic unwinds through it). Every integration test holds one; it must drop
+/// before what it guards: declare it after them (locals drop in reverse order) or as the first
+/// field of a struct (fields drop in order). In this order:
+///
+/// 1. every process whose command line names a guarded directory (the test's servers, agents and
+///    log drivers), except containerd and its shims, which step 2 needs;
+/// 2. every task in every namespace of the guarded containerds, killed and deleted through
+///    containerd: runc then removes the container's cgroup, rootfs mount and state;
+/// 3. containerd itself, and any shim still running for its socket with the processes under it;
+/// 4. the mounts under the guarded directories (pods' network namespaces, rootfs), deepest first;
+/// 5. the cgroups of those containerd namespaces (`/sys/fs/cgroup/*/daemonset-agent/NS`);
+/// 6. the guarded directories.
+///
+/// `.ci/run` counts what is left afterwards (`scripts/leftovers.sh`) and fails on any of it.
+#[must_use = "a guard tears down when dropped: bind it to a variable or field"]
+pub struct Guard {
+    dirs: Vec<PathBuf>,
+    containerds: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Guard {
+    pub fn new() -> Guard {
+        Guard {
+            dirs: vec![],
+            containerds: vec![],
+        }
+    }
+
+    /// Also tears down `dir`: the processes naming it, the mounts under it and the directory.
+    pub fn dir(mut self, dir: &Path) -> Guard {
+        self.dirs.push(dir.to_path_buf());
+        self
+    }
+
+    /// Also tears down `ctd`: its tasks, its namespaces' cgroups, the daemon and its shims, and
+    /// its directory as [`Guard::dir`] does.
+    pub fn containerd(mut self, ctd: &Containerd) -> Guard {
+        self.containerds
+            .push((ctd.socket.clone(), ctd.path().to_path_buf()));
+        self.dir(ctd.path())
+    }
+
+    /// The processes whose command line names a guarded directory.
+    fn naming_dirs(&self) -> Vec<(i32, String)> {
+        let needles: Vec<String> = self
+            .dirs
+            .iter()
+            .map(|d| format!("{}/", d.display()))
+            .collect();
+        processes()
+            .into_iter()
+            .filter(|(_, cmd)| needles.iter().any(|n| cmd.contains(n.as_str())))
+            .collect()
+    }
+
+    /// The namespaces of a guarded containerd: those it lists, and those its task directories
+    /// name (also when it no longer answers).
+    fn namespaces(socket: &Path, dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = ctr(socket, &["namespaces", "ls", "-q"])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        for tasks in ["state", "root"] {
+            let d = dir.join(tasks).join("io.containerd.runtime.v2.task");
+            for e in std::fs::read_dir(d).into_iter().flatten().flatten() {
+                names.push(e.file_name().to_string_lossy().to_string());
+            }
+        }
+        names.sort();
+        names.dedup();
+        names.retain(|n| !n.is_empty());
+        names
+    }
+}
+
+impl Default for Guard {
+    fn default() -> Guard {
+        Guard::new()
+    }
+}
+
+/// `ctr --address SOCKET ARGS`, given 20 s; its stdout, empty when it failed.
+fn ctr(socket: &Path, args: &[&str]) -> String {
+    Command::new("timeout")
+        .arg("20")
+        .arg("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(args)
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
+}
+
+/// Removes the cgroup directory `dir` and those under it, deepest first. A cgroup whose last
+/// process is still exiting refuses rmdir (EBUSY) for a moment: retried for at most 5 s.
+fn remove_cgroup(dir: &Path) {
+    if !dir.is_dir() {
+        return;
+    }
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_cgroup(&e.path());
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while let Err(e) = std::fs::remove_dir(dir) {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            return;
+        }
+        if Instant::now() > deadline {
+            eprintln!("guard: cgroup {} left: {e}", dir.display());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let is_containerd = |cmd: &str| {
+            let argv0 = cmd.split(' ').next().unwrap_or("");
+            let name = argv0.rsplit('/').next().unwrap_or("");
+            name == "containerd" || name.starts_with("containerd-shim")
+        };
+        // 1. the test's own daemons: nothing may start containers again while step 2 runs
+        let pids: Vec<i32> = self
+            .naming_dirs()
+            .into_iter()
+            .filter(|(_, cmd)| !is_containerd(cmd))
+            .map(|(pid, _)| pid)
+            .collect();
+        pids.iter().for_each(|p| kill(*p));
+        wait_gone(&pids);
+
+        // 2. tasks deleted through containerd
+        let mut namespaces = vec![];
+        for (socket, dir) in &self.containerds {
+            for ns in Guard::namespaces(socket, dir) {
+                for task in ctr(socket, &["-n", &ns, "tasks", "ls", "-q"]).lines() {
+                    ctr(socket, &["-n", &ns, "tasks", "rm", "-f", task]);
+                }
+                namespaces.push(ns);
+            }
+        }
+
+        // 3. containerd, and the shims that outlive it with the processes under them
+        let left = self.naming_dirs();
+        let shims: Vec<i32> = left
+            .iter()
+            .filter(|(_, cmd)| cmd.contains("containerd-shim"))
+            .map(|(pid, _)| *pid)
+            .collect();
+        let mut pids: Vec<i32> = left.iter().map(|(pid, _)| *pid).collect();
+        for pid in processes().into_iter().map(|(pid, _)| pid) {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // the parent pid is the second field after the parenthesised command name
+            let ppid = stat
+                .rsplit_once(") ")
+                .and_then(|(_, rest)| rest.split(' ').nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            if ppid.is_some_and(|pp| shims.contains(&pp)) {
                 pids.push(pid);
             }
         }
+        pids.iter().for_each(|p| kill(*p));
+        wait_gone(&pids);
+
+        // 4. mounts under the directories, deepest first
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let mut points: Vec<&str> = mountinfo
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| {
+                self.dirs.iter().any(|d| {
+                    let d = d.to_string_lossy();
+                    *p == d || p.starts_with(&format!("{d}/"))
+                })
+            })
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for p in points {
+            // (a rootfs that went with its task is "not mounted": nothing to say)
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(p)
+                .stderr(Stdio::null())
+                .status();
+        }
+
+        // 5. the namespaces' cgroups (runc removed its containers' own when their tasks were
+        // deleted; what a killed shim left, and the namespace level, go here), and runc's state
+        // directory of each namespace once empty
+        for ns in &namespaces {
+            for controller in std::fs::read_dir("/sys/fs/cgroup")
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                remove_cgroup(&controller.path().join("daemonset-agent").join(ns));
+            }
+            let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(ns));
+        }
+
+        // 6. the directories
+        for d in &self.dirs {
+            if let Err(e) = std::fs::remove_dir_all(d) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    eprintln!("guard: {} left: {e}", d.display());
+                }
+            }
+        }
     }
-    pids
 }
