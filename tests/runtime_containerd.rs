@@ -878,14 +878,9 @@ fn cgroups_of(namespace: &str, id: Option<&str>) -> Vec<PathBuf> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_removed_pod_leaves_no_cgroup_behind() {
-    // a namespace of its own: the parent cgroup is the namespace's
-    let ctd = common::Containerd::start();
-    let ns = unique("dsa-cgroup");
-    let state = ctd.path().join("agent-state");
-    let rt = ContainerdRuntime::connect(&ctd.socket, &ns, &state)
-        .await
-        .expect("connect to containerd");
-    let e = Env { ctd, rt, state };
+    // every test has a namespace of its own: the parent cgroup is the namespace's
+    let e = env().await;
+    let ns = e.ns.clone();
     let uid = unique("pod");
     let sb = sandbox(&e, &uid, false).await;
     let pod = pod_spec(json!({"containers": []}));
