@@ -1017,10 +1017,10 @@ mod worker_tests {
         }
     }
 
-    #[tokio::test]
-    async fn failing_pull_backs_off_alone_and_pod_removal_cleans_up() {
+    /// A fake runtime that cannot pull `image`, and a worker context over it.
+    fn without_image(image: &str) -> (Arc<FakeRuntime>, Arc<Context>) {
         let rt = Arc::new(FakeRuntime {
-            missing: vec!["nope:1".into()],
+            missing: vec![image.into()],
             ..Default::default()
         });
         let ctx = Arc::new(Context {
@@ -1032,6 +1032,64 @@ mod worker_tests {
             started: None,
             clock: Clock::system(),
         });
+        (rt, ctx)
+    }
+
+    /// The worker's events no longer name their pod: the sync's span does, and the journald
+    /// layer writes its fields on each event (a datagram socket stands in for journald).
+    #[tokio::test]
+    async fn worker_events_carry_the_pod_span_fields() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let journald = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let layer = crate::logging::JournaldLayer::connect(&path, &[]).unwrap();
+        // this thread's subscriber: a current-thread runtime runs the worker here too
+        let _subscriber =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        let (_, ctx) = without_image("nope:1");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let pod = desired("bad", "nope:1");
+        let w = spawn(pod.key.clone(), ctx, tx);
+        w.send(Work {
+            desired: Some(pod),
+            ..Default::default()
+        })
+        .unwrap();
+        next_status(&mut rx).await;
+        journald.set_nonblocking(true).unwrap();
+        let mut buf = vec![0; 65536];
+        let mut seen = Vec::new();
+        while let Ok(n) = journald.recv(&mut buf) {
+            seen.push(crate::logdriver::journal::decode(&buf[..n]).unwrap());
+        }
+        let failed = seen
+            .iter()
+            .find(|f| {
+                f.contains(&(
+                    "MESSAGE".into(),
+                    b"container failed to start; backing off".to_vec(),
+                ))
+            })
+            .unwrap_or_else(|| panic!("no failed start among {} entries", seen.len()));
+        for (name, want) in [
+            ("POD", "default/bad"),
+            ("DAEMONSET", "ds"),
+            ("NODE", "node-a"),
+            ("CONTAINER", "main"),
+        ] {
+            let got: Vec<_> = failed
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_slice())
+                .collect();
+            assert_eq!(got, [want.as_bytes()], "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn failing_pull_backs_off_alone_and_pod_removal_cleans_up() {
+        let (rt, ctx) = without_image("nope:1");
         let (tx, mut rx) = mpsc::unbounded_channel();
         let bad = spawn(desired("bad", "nope:1").key, ctx.clone(), tx.clone());
         let good = spawn(desired("good", "busybox:v1").key, ctx.clone(), tx.clone());
