@@ -180,7 +180,7 @@ async fn run_server(args: ServerArgs) -> ExitCode {
     match server::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            log::error!("server failed: {e:#}");
+            tracing::error!("server failed: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -220,7 +220,7 @@ fn container_output(cfg: &config::Config) -> OutputMode {
             max_files: cfg.container_log_max_files,
         },
         Err(e) => {
-            log::warn!(error = e.to_string(); "own executable not found: containers' output goes to their log files only, raw");
+            tracing::warn!(error = %e, "own executable not found: containers' output goes to their log files only, raw");
             OutputMode::ShimFile
         }
     }
@@ -236,7 +236,7 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
         }
     };
     logging::init("daemonset-agent", Some(&cfg.node_name));
-    log::info!(node = cfg.node_name.as_str(); "starting agent");
+    tracing::info!(node = cfg.node_name.as_str(), "starting agent");
     let runtime = match ContainerdRuntime::connect(
         &cfg.containerd_socket,
         &cfg.containerd_namespace,
@@ -246,14 +246,14 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
     {
         Ok(r) => Arc::new(r.with_output(container_output(&cfg))),
         Err(e) => {
-            log::error!("{}", daemonset_agent::runtime::chain(&e));
+            tracing::error!("{}", daemonset_agent::runtime::chain(&e));
             return ExitCode::FAILURE;
         }
     };
     let agent = match agent::start(cfg, runtime).await {
         Ok(a) => a,
         Err(e) => {
-            log::error!("agent failed to start: {e:#}");
+            tracing::error!("agent failed to start: {e:#}");
             return ExitCode::FAILURE;
         }
     };
@@ -263,7 +263,7 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
         signal(SignalKind::interrupt()),
         signal(SignalKind::hangup()),
     ) else {
-        log::error!("cannot install signal handlers");
+        tracing::error!("cannot install signal handlers");
         return ExitCode::FAILURE;
     };
     loop {
@@ -273,7 +273,7 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
             _ = hup.recv() => {
                 match config::load(&flags, &hostname()) {
                     Ok(c) => agent.reload(c).await,
-                    Err(e) => log::error!("SIGHUP: configuration not reloaded: {e}"),
+                    Err(e) => tracing::error!("SIGHUP: configuration not reloaded: {e}"),
                 }
             }
         }

@@ -11,6 +11,7 @@ use anyhow::Context as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use tokio::sync::{mpsc, watch as tokio_watch};
+use tracing::Instrument as _;
 
 use crate::agent::config::Config;
 use crate::agent::worker::{self, Report, Work};
@@ -96,7 +97,7 @@ impl Controller {
                     }
                 }
                 Err(e) => {
-                    log::warn!(error = crate::runtime::chain(&e); "no exit events from containerd; relying on resync")
+                    tracing::warn!(error = %crate::runtime::chain(&e), "no exit events from containerd; relying on resync")
                 }
             }
         });
@@ -134,7 +135,7 @@ impl Controller {
                 }
                 _ = tokio::time::sleep(next) => {}
                 Some(id) = async { match exits.as_mut() { Some(rx) => rx.recv().await, None => std::future::pending().await } } => {
-                    log::debug!(container_id = id; "container exited");
+                    tracing::debug!(container_id = id, "container exited");
                 }
                 Some(r) = reports.recv() => {
                     let changed = self.on_report(r);
@@ -145,7 +146,7 @@ impl Controller {
                     }
                 }
                 _ = shutdown.changed() => {
-                    log::info!("agent stopping; containers keep running");
+                    tracing::info!("agent stopping; containers keep running");
                     return;
                 }
             }
@@ -153,13 +154,15 @@ impl Controller {
             while let Ok(r) = reports.try_recv() {
                 self.on_report(r);
             }
-            match self.round(&report_tx).await {
+            let round = self.progress.borrow().rounds + 1;
+            let span = tracing::info_span!("round", round, node = self.cfg.node_name.as_str());
+            match self.round(round, &report_tx).instrument(span.clone()).await {
                 Ok(daemonsets) => self.progress.send_modify(|p| {
                     p.rounds += 1;
                     p.daemonsets = daemonsets;
                 }),
                 Err(e) => {
-                    log::warn!(error = crate::runtime::chain(e.as_ref()); "reconcile round failed; retrying");
+                    span.in_scope(|| tracing::warn!(error = %crate::runtime::chain(e.as_ref()), "reconcile round failed; retrying"));
                     tokio::time::sleep(Duration::from_millis(500)).await;
                     self.store.changed.notify_one();
                 }
@@ -169,7 +172,7 @@ impl Controller {
                 cached_version = v;
                 if let Some(cached) = self.store.cached() {
                     if let Err(e) = watch::save_cache(&self.cfg.state_dir, &cached) {
-                        log::warn!(error = e.to_string(); "could not write the desired-state cache");
+                        tracing::warn!(error = %crate::runtime::chain(&e), "could not write the desired-state cache");
                     }
                 }
             }
@@ -218,9 +221,9 @@ impl Controller {
     /// One round; returns the DaemonSets it decided from.
     async fn round(
         &mut self,
+        round: u64,
         report_tx: &mpsc::UnboundedSender<Report>,
     ) -> anyhow::Result<Vec<Seen>> {
-        let round = self.progress.borrow().rounds + 1;
         let listed_at = tokio::time::Instant::now();
         let containers =
             tokio::time::timeout(Duration::from_secs(30), self.ctx.runtime.list_containers())
@@ -387,6 +390,7 @@ mod tests {
                 prober: Arc::new(FakeProber::default()),
                 state_dir: dir.path().to_path_buf(),
                 host_ip: None,
+                node: "host".into(),
                 started: None,
                 clock,
             });

@@ -55,18 +55,21 @@ impl Agent {
     pub async fn reload(&self, new: Config) {
         let mut cfg = self.cfg.lock().await;
         if new.node_labels == cfg.node_labels && new.node_taints == cfg.node_taints {
-            log::info!("configuration reloaded; nothing changed for the node");
+            tracing::info!("configuration reloaded; nothing changed for the node");
             return;
         }
         let nodes: Api<Node> = Api::all(self.client.clone());
         let status = node::node_status(&self.runtime_version, self.clock.now_ms());
         match node::register(&nodes, &new, status).await {
             Ok(_) => {
-                log::info!(node = new.node_name.as_str(); "configuration reloaded; node labels and taints updated");
+                tracing::info!(
+                    node = new.node_name.as_str(),
+                    "configuration reloaded; node labels and taints updated"
+                );
                 *cfg = new;
             }
             Err(e) => {
-                log::error!(error = e.to_string(); "configuration reloaded but the node could not be updated")
+                tracing::error!(error = %crate::runtime::chain(&e), "configuration reloaded but the node could not be updated")
             }
         }
     }
@@ -87,7 +90,10 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     let client = client(&cfg.kubeconfig).await?;
     let cached = watch::load_cache(&cfg.state_dir);
     if let Some(c) = &cached {
-        log::info!(daemonsets = c.daemonsets.len(); "loaded the last desired state from the cache");
+        tracing::info!(
+            daemonsets = c.daemonsets.len(),
+            "loaded the last desired state from the cache"
+        );
     }
     let (store, writers) = watch::Store::new(cached);
     let clock = Clock::system();
@@ -99,6 +105,7 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         runtime,
         state_dir: cfg.state_dir.clone(),
         host_ip: None,
+        node: cfg.node_name.clone(),
         started: Some(tokio::time::Instant::now()),
         clock: clock.clone(),
     });
@@ -107,7 +114,7 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     let runtime_version = match ctx.runtime.version().await {
         Ok(v) => v,
         Err(e) => {
-            log::warn!(error = crate::runtime::chain(&e); "containerd did not tell its version");
+            tracing::warn!(error = %crate::runtime::chain(&e), "containerd did not tell its version");
             "containerd://unknown".into()
         }
     };
@@ -129,7 +136,7 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     };
     tokio::spawn(async move {
         if let Err(e) = localapi::serve(api).await {
-            log::error!(error = e.to_string(); "local API stopped");
+            tracing::error!(error = %crate::runtime::chain(&e), "local API stopped");
         }
     });
     let task = tokio::spawn(controller.run(shutdown_rx));

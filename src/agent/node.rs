@@ -221,11 +221,11 @@ pub async fn heartbeat(client: kube::Client, cfg: Config, runtime_version: Strin
         let status = node_status(&runtime_version, clock.now_ms());
         match register(&nodes, &cfg, status).await {
             Ok(_) => {
-                log::info!(node = cfg.node_name.as_str(); "node registered");
+                tracing::info!(node = cfg.node_name.as_str(), "node registered");
                 break;
             }
             Err(e) => {
-                log::warn!(node = cfg.node_name.as_str(), error = e.to_string(); "node registration failed; retrying");
+                tracing::warn!(node = cfg.node_name.as_str(), error = %crate::runtime::chain(&e), "node registration failed; retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
@@ -237,12 +237,12 @@ pub async fn heartbeat(client: kube::Client, cfg: Config, runtime_version: Strin
         tick.tick().await;
         n += 1;
         if let Err(e) = renew_lease(&leases, &cfg.node_name, clock.now_ms()).await {
-            log::debug!(error = e.to_string(); "lease renewal failed");
+            tracing::debug!(error = %crate::runtime::chain(&e), "lease renewal failed");
         }
         if n.is_multiple_of(STATUS_EVERY_RENEWALS) {
             let status = node_status(&runtime_version, clock.now_ms());
             if let Err(e) = register(&nodes, &cfg, status).await {
-                log::debug!(error = e.to_string(); "node status update failed");
+                tracing::debug!(error = %crate::runtime::chain(&e), "node status update failed");
             }
         }
     }

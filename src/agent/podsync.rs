@@ -105,7 +105,7 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
                     }
                 }
                 Err(e) => {
-                    log::debug!(pod = key.to_string(), error = e.to_string(); "pod sync failed; will retry");
+                    tracing::debug!(pod = %key, error = %crate::runtime::chain(&e), "pod sync failed; will retry");
                     failed = true;
                     wanted.entry(key).or_insert(want);
                 }

@@ -154,7 +154,7 @@ pub fn load_cache(state_dir: &Path) -> Option<Cached> {
     match serde_json::from_slice(&text) {
         Ok(s) => Some(s),
         Err(e) => {
-            log::warn!(error = e.to_string(); "ignoring unreadable desired-state cache");
+            tracing::warn!(error = %crate::runtime::chain(&e), "ignoring unreadable desired-state cache");
             None
         }
     }
@@ -185,7 +185,7 @@ pub async fn follow<K>(
         match ev {
             Ok(ev) => store.applied(kind, matches!(ev, Event::InitDone)),
             Err(e) => {
-                log::warn!(kind:? = kind, error = e.to_string(); "watch failed; retrying with back-off")
+                tracing::warn!(kind = ?kind, error = %crate::runtime::chain(&e), "watch failed; retrying with back-off")
             }
         }
     }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PodStatus;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
 
 use crate::agent::clock::Clock;
 use crate::agent::prober::{Prober, Target};
@@ -75,6 +76,8 @@ pub enum Report {
 }
 
 pub struct Context {
+    /// The node's name, a field of every pod's span.
+    pub node: String,
     pub runtime: Arc<dyn Runtime>,
     pub prober: Arc<dyn Prober>,
     pub state_dir: PathBuf,
@@ -184,6 +187,11 @@ impl Drop for ProbeRun {
     }
 }
 
+/// The span a pod's worker syncs in: POD, DAEMONSET and NODE on every event inside.
+pub fn pod_span(key: &PodKey, daemonset: Option<&str>, node: &str) -> tracing::Span {
+    tracing::info_span!("pod", pod = %key, daemonset, node)
+}
+
 /// Starts a worker for `key`; it runs until its pod is gone.
 pub fn spawn(
     key: PodKey,
@@ -221,14 +229,16 @@ pub fn spawn(
                     // boxed: the sync future is large and lives only while the pod is worked
                     // on; an idle worker then costs a few hundred bytes, not the whole state
                     // machine
-                    if Box::pin(w.sync(work, &reports)).await {
+                    let span = w.span(&work);
+                    if Box::pin(w.sync(work, &reports).instrument(span)).await {
                         let _ = reports.send(Report::Gone { key: w.key.clone() });
                         return;
                     }
                 }
                 Some(()) = probe_rx.recv() => {
                     while probe_rx.try_recv().is_ok() {}
-                    Box::pin(w.on_probe(&reports)).await;
+                    let span = w.span(&Work::default());
+                    Box::pin(w.on_probe(&reports).instrument(span)).await;
                 }
             }
         }
@@ -251,7 +261,6 @@ struct ProbeTask {
     changed: mpsc::UnboundedSender<()>,
     /// Startup succeeded: readiness runs at once instead of waiting for its tick.
     wake: Arc<tokio::sync::Notify>,
-    what: String,
     /// A wait before the first run (see `Context::started`).
     jitter: Duration,
     clock: Clock,
@@ -280,15 +289,17 @@ impl ProbeTask {
                 Ok(h) => self.prober.probe(&self.target, h, timeout).await,
                 Err(e) => Outcome::Error(e.clone()),
             };
-            let kind = self.kind.as_str();
             match &outcome {
                 Outcome::Success => {}
                 Outcome::Failure(m) => {
-                    log::info!(container = self.what.as_str(), container_id = self.target.container_id.as_str(), probe = kind, message = m.as_str(); "probe failed")
+                    tracing::info!(output = m.as_str(), "probe failed")
                 }
                 Outcome::Error(m) if !told_error => {
                     told_error = true;
-                    log::warn!(container = self.what.as_str(), probe = kind, error = m.as_str(); "probe cannot run; its result is ignored")
+                    tracing::warn!(
+                        error = m.as_str(),
+                        "probe cannot run; its result is ignored"
+                    )
                 }
                 Outcome::Error(_) => {}
             }
@@ -302,7 +313,7 @@ impl ProbeTask {
                 self.wake.notify_one();
             }
             if changed {
-                log::debug!(container = self.what.as_str(), probe = kind, outcome:? = outcome; "probe result changed");
+                tracing::debug!(outcome = ?outcome, "probe result changed");
                 if self.changed.send(()).is_err() {
                     return;
                 }
@@ -312,6 +323,19 @@ impl ProbeTask {
 }
 
 impl Worker {
+    /// The span of one sync: the events inside carry the pod, its DaemonSet and the node.
+    fn span(&self, work: &Work) -> tracing::Span {
+        let daemonset = match work.desired.as_ref().or(self.last.as_ref()) {
+            Some(d) => Some(d.owner.name.as_str()),
+            // a pod left from before an agent restart, going: its containers' labels say
+            None => work
+                .observed
+                .iter()
+                .find_map(|c| c.labels.get(labels::DAEMONSET_NAME).map(String::as_str)),
+        };
+        pod_span(&self.key, daemonset, &self.ctx.node)
+    }
+
     /// One sync of the pod; true when the pod is gone for good.
     async fn sync(&mut self, work: Work, reports: &mpsc::UnboundedSender<Report>) -> bool {
         if let (Some(listed), Some(acted)) = (work.listed_at, self.acted_at) {
@@ -356,7 +380,7 @@ impl Worker {
             }
         }
         if !plan.actions.is_empty() {
-            log::debug!(pod = self.key.to_string(), actions:? = plan.actions, observed:? = observed; "pod plan");
+            tracing::debug!(actions = ?plan.actions, observed = ?observed, "pod plan");
         }
         let mut changed = false;
         for action in &plan.actions {
@@ -376,11 +400,11 @@ impl Worker {
                         let removal = self.ctx.runtime.remove_sandbox(&uid);
                         if let Err(e) = bounded("remove sandbox", &uid, CALL_TIMEOUT, removal).await
                         {
-                            log::warn!(pod = self.key.to_string(), error = crate::runtime::chain(&e); "remove sandbox failed; retrying");
+                            tracing::warn!(error = %crate::runtime::chain(&e), "remove sandbox failed; retrying");
                             return false;
                         }
                     }
-                    log::info!(pod = self.key.to_string(); "pod removed");
+                    tracing::info!("pod removed");
                     return true;
                 }
                 Action::Start {
@@ -516,7 +540,7 @@ impl Worker {
         match bounded("look up sandbox", &desired.uid, CALL_TIMEOUT, lookup).await {
             Ok(found) => self.sandbox = found,
             Err(e) => {
-                log::warn!(pod = self.key.to_string(), error = crate::runtime::chain(&e); "sandbox lookup failed; probes wait")
+                tracing::warn!(error = %crate::runtime::chain(&e), "sandbox lookup failed; probes wait")
             }
         }
     }
@@ -582,11 +606,17 @@ impl Worker {
                     prober: self.ctx.prober.clone(),
                     changed: self.probe_tx.clone(),
                     wake: wake.clone(),
-                    what: format!("{}/{}", self.key, c.name),
                 };
-                tasks.push(tokio::spawn(task.run()));
+                // under the pod's span (the current one: this runs in a sync)
+                let span = tracing::info_span!(
+                    "probe",
+                    container = c.name.as_str(),
+                    container_id = o.id.as_str(),
+                    probe = kind.as_str()
+                );
+                tasks.push(tokio::spawn(task.run().instrument(span)));
             }
-            log::debug!(pod = self.key.to_string(), container_id = o.id.as_str(); "probes started");
+            tracing::debug!(container_id = o.id.as_str(), "probes started");
             self.probes.insert(
                 c.name.clone(),
                 ProbeRun {
@@ -625,11 +655,17 @@ impl Worker {
             };
             let grace =
                 probe::kill_grace_seconds(c, k.kind, desired.spec.termination_grace_period_seconds);
-            log::info!(pod = self.key.to_string(), container = name.as_str(), container_id = id.as_str(), grace_secs = grace; "{}", k.message);
+            tracing::info!(
+                container = name.as_str(),
+                container_id = id.as_str(),
+                grace_secs = grace,
+                "{}",
+                k.message
+            );
             let g = Duration::from_secs(grace as u64);
             let stop = self.ctx.runtime.stop_container(id, g);
             if let Err(e) = bounded("stop", id, g + CALL_TIMEOUT, stop).await {
-                log::warn!(pod = self.key.to_string(), container_id = id.as_str(), error = crate::runtime::chain(&e); "stop after a failed probe failed; trying again");
+                tracing::warn!(container_id = id.as_str(), error = %crate::runtime::chain(&e), "stop after a failed probe failed; trying again");
                 if let Some(run) = self.probes.get_mut(name) {
                     run.killed = false;
                 }
@@ -659,15 +695,15 @@ impl Worker {
             let grace = Duration::from_secs(grace_seconds as u64);
             let stop = rt.stop_container(id, grace);
             if let Err(e) = bounded("stop", id, grace + CALL_TIMEOUT, stop).await {
-                log::warn!(pod = self.key.to_string(), container_id = id, error = crate::runtime::chain(&e); "stop failed");
+                tracing::warn!(container_id = id, error = %crate::runtime::chain(&e), "stop failed");
             }
         }
         match bounded("remove", id, CALL_TIMEOUT, rt.remove_container(id)).await {
             Ok(()) => {
-                log::info!(pod = self.key.to_string(), container_id = id; "container removed")
+                tracing::info!(container_id = id, "container removed")
             }
             Err(e) => {
-                log::warn!(pod = self.key.to_string(), container_id = id, error = crate::runtime::chain(&e); "remove failed")
+                tracing::warn!(container_id = id, error = %crate::runtime::chain(&e), "remove failed")
             }
         }
     }
@@ -685,7 +721,11 @@ impl Worker {
         match result {
             Ok(id) => {
                 self.waiting.remove(name);
-                log::info!(pod = self.key.to_string(), daemonset = d.owner.name.as_str(), container_id = id.as_str(), restart_count = restart_count; "container started");
+                tracing::info!(
+                    container_id = id.as_str(),
+                    restart_count,
+                    "container started"
+                );
             }
             Err(e) => {
                 let reason = match &e {
@@ -695,7 +735,11 @@ impl Worker {
                 // what failed and why, causes included (the registry's answer, containerd's
                 // status), as the kubelet's messages read
                 let message = crate::runtime::chain(&e);
-                log::warn!(pod = self.key.to_string(), daemonset = d.owner.name.as_str(), container = name, error = message.as_str(); "container failed to start; backing off");
+                tracing::warn!(
+                    container = name,
+                    error = message.as_str(),
+                    "container failed to start; backing off"
+                );
                 self.waiting.insert(
                     name.to_string(),
                     Waiting {
@@ -973,10 +1017,10 @@ mod worker_tests {
         }
     }
 
-    #[tokio::test]
-    async fn failing_pull_backs_off_alone_and_pod_removal_cleans_up() {
+    /// A fake runtime that cannot pull `image`, and a worker context over it.
+    fn without_image(image: &str) -> (Arc<FakeRuntime>, Arc<Context>) {
         let rt = Arc::new(FakeRuntime {
-            missing: vec!["nope:1".into()],
+            missing: vec![image.into()],
             ..Default::default()
         });
         let ctx = Arc::new(Context {
@@ -984,9 +1028,68 @@ mod worker_tests {
             runtime: rt.clone(),
             state_dir: PathBuf::from("/nonexistent"),
             host_ip: None,
+            node: "node-a".into(),
             started: None,
             clock: Clock::system(),
         });
+        (rt, ctx)
+    }
+
+    /// The worker's events no longer name their pod: the sync's span does, and the journald
+    /// layer writes its fields on each event (a datagram socket stands in for journald).
+    #[tokio::test]
+    async fn worker_events_carry_the_pod_span_fields() {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal");
+        let journald = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let layer = crate::logging::JournaldLayer::connect(&path, &[]).unwrap();
+        // this thread's subscriber: a current-thread runtime runs the worker here too
+        let _subscriber =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+        let (_, ctx) = without_image("nope:1");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let pod = desired("bad", "nope:1");
+        let w = spawn(pod.key.clone(), ctx, tx);
+        w.send(Work {
+            desired: Some(pod),
+            ..Default::default()
+        })
+        .unwrap();
+        next_status(&mut rx).await;
+        journald.set_nonblocking(true).unwrap();
+        let mut buf = vec![0; 65536];
+        let mut seen = Vec::new();
+        while let Ok(n) = journald.recv(&mut buf) {
+            seen.push(crate::logdriver::journal::decode(&buf[..n]).unwrap());
+        }
+        let failed = seen
+            .iter()
+            .find(|f| {
+                f.contains(&(
+                    "MESSAGE".into(),
+                    b"container failed to start; backing off".to_vec(),
+                ))
+            })
+            .unwrap_or_else(|| panic!("no failed start among {} entries", seen.len()));
+        for (name, want) in [
+            ("POD", "default/bad"),
+            ("DAEMONSET", "ds"),
+            ("NODE", "node-a"),
+            ("CONTAINER", "main"),
+        ] {
+            let got: Vec<_> = failed
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_slice())
+                .collect();
+            assert_eq!(got, [want.as_bytes()], "{name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn failing_pull_backs_off_alone_and_pod_removal_cleans_up() {
+        let (rt, ctx) = without_image("nope:1");
         let (tx, mut rx) = mpsc::unbounded_channel();
         let bad = spawn(desired("bad", "nope:1").key, ctx.clone(), tx.clone());
         let good = spawn(desired("good", "busybox:v1").key, ctx.clone(), tx.clone());
@@ -1104,6 +1207,7 @@ mod pod_tests {
                 prober: prober.clone(),
                 state_dir: PathBuf::from("/nonexistent"),
                 host_ip: None,
+                node: "node-a".into(),
                 started: None,
                 clock,
             });

@@ -129,6 +129,11 @@ impl Journal {
         })
     }
 
+    /// Sends an empty datagram, which journald ignores: fails when nothing listens.
+    pub fn probe(&self) -> io::Result<()> {
+        self.sock.send_to(&[], &self.path).map(|_| ())
+    }
+
     /// Sends one entry; false when it was not delivered.
     pub fn send(&mut self, entry: &[u8]) -> bool {
         if let Some(t) = self.paused_until {
@@ -142,6 +147,11 @@ impl Journal {
             match self.sock.send_to(entry, &self.path) {
                 Ok(_) => return true,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // this entry alone is too large for a datagram: journald is fine, keep sending
+                Err(e) if e.raw_os_error() == Some(libc::EMSGSIZE) => {
+                    self.dropped += 1;
+                    return false;
+                }
                 Err(_) => {
                     self.dropped += 1;
                     self.paused_until = Some(Instant::now() + PAUSE);

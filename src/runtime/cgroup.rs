@@ -45,12 +45,12 @@ pub fn remove(namespace: &str, id: &str) {
         let Some(parent) = own.parent() else { continue };
         for dir in [own.as_path(), parent] {
             match std::fs::remove_dir(dir) {
-                Ok(()) => log::debug!(cgroup = dir.display().to_string(); "removed cgroup"),
+                Ok(()) => tracing::debug!(cgroup = %dir.display(), "removed cgroup"),
                 // gone already; or still holding processes or other containers' cgroups
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EBUSY | libc::ENOTEMPTY)) => {}
                 Err(e) => {
-                    log::warn!(cgroup = dir.display().to_string(), error = e.to_string(); "remove cgroup")
+                    tracing::warn!(cgroup = %dir.display(), error = %e, "remove cgroup")
                 }
             }
         }

@@ -119,7 +119,7 @@ impl Ctd {
             .await;
         if let Err(e) = r {
             if e.code() != Code::NotFound {
-                log::warn!(lease = id, error = e.message(); "delete lease");
+                tracing::warn!(lease = id, error = e.message(), "delete lease");
             }
         }
     }

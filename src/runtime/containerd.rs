@@ -517,7 +517,11 @@ impl ContainerdRuntime {
             .await
         {
             if s.code() != Code::NotFound {
-                log::debug!(container_id = id, error = s.message(); "delete exec process");
+                tracing::debug!(
+                    container_id = id,
+                    error = s.message(),
+                    "delete exec process"
+                );
             }
         }
         result
@@ -596,7 +600,12 @@ impl Runtime for ContainerdRuntime {
             })
             .await?
         };
-        log::info!(container_id = req.id.as_str(), image = image.info.reference.as_str(), pid = pid; "container started");
+        tracing::info!(
+            container_id = req.id.as_str(),
+            image = image.info.reference.as_str(),
+            pid = pid,
+            "container started"
+        );
         Ok(())
     }
 
@@ -607,7 +616,11 @@ impl Runtime for ContainerdRuntime {
         if self.wait_exit(id, grace).await? {
             return Ok(());
         }
-        log::info!(container_id = id, grace_secs = grace.as_secs(); "grace period over, killing");
+        tracing::info!(
+            container_id = id,
+            grace_secs = grace.as_secs(),
+            "grace period over, killing"
+        );
         self.kill(id, libc::SIGKILL as u32, true).await?;
         if self.wait_exit(id, Duration::from_secs(30)).await? {
             Ok(())
@@ -775,7 +788,7 @@ impl Runtime for ContainerdRuntime {
                             return;
                         }
                     }
-                    Err(e) => log::warn!(error = super::chain(&e); "subscribe to task exits"),
+                    Err(e) => tracing::warn!(error = %super::chain(&e), "subscribe to task exits"),
                 }
                 if tx.is_closed() {
                     return;
@@ -885,12 +898,12 @@ async fn forward_exits(
                         }
                     }
                     Ok(_) => {}
-                    Err(e) => log::warn!(error = e.to_string(); "decode task exit event"),
+                    Err(e) => tracing::warn!(error = %e, "decode task exit event"),
                 }
             }
             Ok(None) => return tx.is_closed(),
             Err(e) => {
-                log::warn!(error = super::chain(&e); "task exit events broke off");
+                tracing::warn!(error = %super::chain(&e), "task exit events broke off");
                 return tx.is_closed();
             }
         }

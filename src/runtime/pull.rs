@@ -542,7 +542,11 @@ async fn pull_leased(ctd: &Ctd, r: &Reference, lease: &str) -> Result<PulledImag
         source_label: Some(source_label),
     };
     let img = store_image(ctd, lease, &docs, &LayerSource::Remote(&fetch, r)).await?;
-    log::info!(image = img.info.reference.as_str(), digest = img.info.digest.as_str(); "pulled image");
+    tracing::info!(
+        image = img.info.reference.as_str(),
+        digest = img.info.digest.as_str(),
+        "pulled image"
+    );
     Ok(img)
 }
 
@@ -625,7 +629,11 @@ async fn import_leased(
             source_label: None,
         };
         let img = store_image(ctd, lease, &docs, &LayerSource::Archive(&archive)).await?;
-        log::info!(image = img.info.reference.as_str(), digest = img.info.digest.as_str(); "imported image");
+        tracing::info!(
+            image = img.info.reference.as_str(),
+            digest = img.info.digest.as_str(),
+            "imported image"
+        );
         out.push(img);
     }
     Ok(out)

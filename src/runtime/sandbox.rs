@@ -126,7 +126,7 @@ pub fn create(state_dir: &Path, pod: &PodSandbox) -> Result<SandboxInfo> {
             return Err(e);
         }
     }
-    log::debug!(pod = pod.uid.as_str(); "sandbox ready");
+    tracing::debug!(pod_uid = pod.uid.as_str(), "sandbox ready");
     Ok(SandboxInfo {
         netns: Some(ns),
         pod_dir: dir,

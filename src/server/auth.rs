@@ -85,13 +85,13 @@ pub fn authorize(
     namespace: Option<&str>,
     name: Option<&str>,
 ) -> Result<(), ApiError> {
-    log::trace!(
+    tracing::trace!(
         user = user.name.as_str(),
         verb = verb.as_str(),
         resource = resource.plural,
         subresource = subresource.unwrap_or(""),
         namespace = namespace.unwrap_or(""),
-        name = name.unwrap_or("");
+        name = name.unwrap_or(""),
         "authorized"
     );
     Ok(())

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Node;
 use serde_json::{json, Value};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::auth::User;
 use super::kinds::{CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS};
@@ -175,7 +176,7 @@ impl Controller {
             {
                 Ok(w) => w,
                 Err(e) => {
-                    log::error!(error = e.to_string().as_str(); "controller cannot watch the store");
+                    tracing::error!(error = %e, "controller cannot watch the store");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
@@ -300,7 +301,7 @@ impl Controller {
                         node
                     }
                     Err(e) => {
-                        log::warn!(node = name.as_str(), error = e.to_string().as_str(); "stored node does not decode");
+                        tracing::warn!(node = name.as_str(), error = %e, "stored node does not decode");
                         continue;
                     }
                 },
@@ -347,7 +348,11 @@ impl Controller {
             );
             let first = *self.orphans.entry(key.clone()).or_insert(now);
             if now.duration_since(first) >= ORPHAN_GRACE {
-                log::info!(pod = key.1.as_str(), namespace = key.0.as_str(); "deleting pod whose daemonset is gone");
+                tracing::info!(
+                    pod = key.1.as_str(),
+                    namespace = key.0.as_str(),
+                    "deleting pod whose daemonset is gone"
+                );
                 let _ = self.delete(&PODS, &key.0, &key.1).await;
                 self.orphans.remove(&key);
             } else {
@@ -366,17 +371,23 @@ impl Controller {
                 let name = s(&cr, "/metadata/name");
                 if let Err(e) = self.delete(&CONTROLLER_REVISIONS, ns, name).await {
                     if e.code != 404 {
-                        log::warn!(revision = name, error = e.to_string().as_str(); "cannot delete controller revision");
+                        tracing::warn!(revision = name, error = %e, "cannot delete controller revision");
                     }
                 }
             }
         }
     }
 
+    /// One sync in its span: the events inside carry the DaemonSet.
     async fn sync_logged(&mut self, ns: &str, name: &str) {
-        if let Err(e) = self.sync(ns, name).await {
-            log::warn!(daemonset = name, namespace = ns, error = e.to_string().as_str(); "daemonset status sync failed");
+        let span = tracing::info_span!("sync", daemonset = name, namespace = ns);
+        async {
+            if let Err(e) = self.sync(ns, name).await {
+                tracing::warn!(error = %e, "daemonset status sync failed");
+            }
         }
+        .instrument(span)
+        .await
     }
 
     /// Recomputes one DaemonSet: revisions, then status.
@@ -502,7 +513,7 @@ impl Controller {
                         },
                     )
                     .await?;
-                log::info!(daemonset = name, revision = max + 1; "controller revision reused");
+                tracing::info!(revision = max + 1, "controller revision reused");
             }
             None => {
                 let mut template = ds.pointer("/spec/template").cloned().unwrap_or(json!({}));
@@ -543,7 +554,7 @@ impl Controller {
                     .await
                 {
                     Ok(_) => {
-                        log::info!(daemonset = name, revision = max + 1, hash = hash; "controller revision created");
+                        tracing::info!(revision = max + 1, hash, "controller revision created");
                     }
                     Err(e) if e.code == 409 => return Ok(()),
                     Err(e) => return Err(e),

@@ -147,12 +147,12 @@ fn raise_open_files_limit() {
     match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok((soft, hard)) if soft < hard => {
             if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-                log::warn!(limit = hard, error = e.to_string().as_str(); "cannot raise the open files limit");
+                tracing::warn!(limit = hard, error = %e, "cannot raise the open files limit");
             }
         }
         Ok(_) => {}
         Err(e) => {
-            log::warn!(error = e.to_string().as_str(); "cannot read the open files limit");
+            tracing::warn!(error = %e, "cannot read the open files limit");
         }
     }
 }
@@ -185,7 +185,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
                     let (stream, peer) = match accepted {
                         Ok(x) => x,
                         Err(e) => {
-                            log::warn!(error = e.to_string().as_str(); "accept failed");
+                            tracing::warn!(error = %e, "accept failed");
                             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                             continue;
                         }
@@ -199,7 +199,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
                         });
                         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                         if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
-                            log::debug!(peer = peer.to_string().as_str(), error = e.to_string().as_str(); "connection ended with an error");
+                            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
                         }
                     });
                 }
@@ -208,7 +208,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         }
         tasks.shutdown().await;
     });
-    log::info!(addr = addr.to_string().as_str(), data_dir = opts.data_dir.display().to_string().as_str(); "api server listening");
+    tracing::info!(addr = %addr, data_dir = %opts.data_dir.display(), "api server listening");
     Ok(RunningServer {
         addr,
         kubeconfig,
@@ -239,7 +239,7 @@ pub async fn run(opts: ServerOptions) -> anyhow::Result<()> {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-    log::info!("shutting down the api server");
+    tracing::info!("shutting down the api server");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     server.shutdown().await;
     Ok(())

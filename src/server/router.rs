@@ -108,7 +108,12 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> {
         Ok(resp) => resp,
         Err(e) => error_response(&e),
     };
-    log::debug!(method = method.as_str(), path = path.as_str(), code = resp.status().as_u16(); "request");
+    tracing::debug!(
+        method = method.as_str(),
+        path = path.as_str(),
+        code = resp.status().as_u16(),
+        "request"
+    );
     resp
 }
 

@@ -127,7 +127,7 @@ async fn next_line(mut st: WatchState) -> Option<(Result<Frame<Bytes>, Infallibl
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    log::warn!(resource = st.render.r.key().as_str(), missed = n; "watcher too slow, closing its watch");
+                    tracing::warn!(resource = st.render.r.key().as_str(), missed = n, "watcher too slow, closing its watch");
                     st.pending.push_back(error_line(&ApiError::gone(
                         "the watch fell too far behind: relist and watch again",
                     )));
