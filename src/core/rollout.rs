@@ -379,7 +379,7 @@ mod tests {
             .collect()
     }
 
-    /// A ready pod `name` of revision `hash` on `node`, created `age_s` seconds ago.
+    /// A ready pod `name` of revision `hash` on `node`, an hour old.
     fn pod(name: &str, node: &str, hash: &str) -> DaemonPod {
         DaemonPod {
             name: name.into(),
@@ -421,8 +421,14 @@ mod tests {
     #[test]
     fn budget_table() {
         let pct = |s: &str| IntOrString::String(s.into());
+        type Case = (
+            &'static str,
+            Option<DaemonSetUpdateStrategy>,
+            i64,
+            (i64, i64),
+        );
         #[rustfmt::skip]
-        let cases: Vec<(&str, Option<DaemonSetUpdateStrategy>, i64, (i64, i64))> = vec![
+        let cases: Vec<Case> = vec![
             ("no nodes", Some(unavailable(IntOrString::Int(0))), 0, (0, 0)),
             ("two nodes, maxUnavailable 1", Some(unavailable(IntOrString::Int(1))), 2, (1, 0)),
             ("both zero on two nodes: 1", Some(unavailable(IntOrString::Int(0))), 2, (1, 0)),

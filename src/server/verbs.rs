@@ -843,8 +843,7 @@ mod tests {
                 opts(FieldValidation::Strict),
             )
             .await
-            .err()
-            .expect("strict refuses unknown fields");
+            .expect_err("strict refuses unknown fields");
         assert_eq!(strict.code, 400);
         assert!(
             strict
@@ -1018,8 +1017,7 @@ mod tests {
                 WriteOpts::INTERNAL,
             )
             .await
-            .err()
-            .expect("a stale resourceVersion in a patch is a precondition");
+            .expect_err("a stale resourceVersion in a patch is a precondition");
         assert_eq!(e.code, 409);
     }
 
