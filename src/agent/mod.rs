@@ -1,11 +1,12 @@
-//! The node daemon: registers its Node, watches DaemonSets, its Node and its Pods, and keeps
-//! containerd running exactly the pods the DaemonSets want on this node.
+//! The node daemon, kubelet-like: registers its Node, watches the Pods bound to it (and its Node,
+//! and the DaemonSets), and keeps containerd running exactly those pods, whoever made them (the
+//! server's DaemonSet controller, a person with `spec.nodeName`).
 //!
 //! One controller loop (`controller`) owns the decisions: on a watch event, a container exit or a
-//! timer, it lists our containers once, computes the desired pods (pure,
-//! `core::plan::desired_pods`) and hands each pod's worker its latest desired state. Workers
-//! (`worker`) act on containerd; `podsync` mirrors the pods into the API. Nothing on the container
-//! path waits for the API. Time comes from one injected `clock::Clock`.
+//! timer, it lists our containers once, takes the bound pods and hands each pod's worker its
+//! latest desired state. Workers (`worker`) act on containerd; `podsync` writes the pods' status
+//! and deletes a pod the API deletes once its containers are gone. Nothing on the container path
+//! waits for the API. Time comes from one injected `clock::Clock`.
 pub mod clock;
 pub mod config;
 pub mod controller;
@@ -91,8 +92,8 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     let cached = watch::load_cache(&cfg.state_dir);
     if let Some(c) = &cached {
         tracing::info!(
-            daemonsets = c.daemonsets.len(),
-            "loaded the last desired state from the cache"
+            pods = c.pods.as_ref().map_or(0, |p| p.len()),
+            "loaded the bound pods of the last run from the cache"
         );
     }
     let (store, writers) = watch::Store::new(cached);
@@ -168,7 +169,10 @@ pub(crate) mod test_api {
     }
 
     pub async fn start_on(listen: std::net::SocketAddr) -> TestApi {
-        let dir = tempfile::tempdir().unwrap();
+        start_in(tempfile::tempdir().unwrap(), listen).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, listen: std::net::SocketAddr) -> TestApi {
         let opts = crate::server::ServerOptions {
             data_dir: dir.path().join("server"),
             listen,
@@ -180,6 +184,14 @@ pub(crate) mod test_api {
             server,
             client,
             _dir: dir,
+        }
+    }
+
+    impl TestApi {
+        /// The same store, served again on `listen` (the server stopped first).
+        pub async fn restart_on(self, listen: std::net::SocketAddr) -> TestApi {
+            self.server.shutdown().await;
+            start_in(self._dir, listen).await
         }
     }
 

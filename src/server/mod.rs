@@ -9,13 +9,14 @@
 //! per-kind `Strategy`), `kinds/` (one file per served kind, and the registry), `resources`
 //! (what a resource is; lookups), `subresource` (`status`, and the seam for more), `store`
 //! (SQLite, watch fan-out), `discovery` (discovery and OpenAPI), `table` (kubectl's Tables),
-//! `controller` (DaemonSet status and ControllerRevisions), `status` (errors as `Status`).
+//! `controllers/` (the DaemonSet controller: pods, revisions, status), `status` (errors as
+//! `Status`).
 //!
 //! Plain HTTP (HTTP/1.1 and h2c) for now; TLS and bearer tokens slot in at the accept loop and at
-//! `auth`. Deletion is immediate: `deletionTimestamp` and finalizers are not honoured.
+//! `auth`. Pods bound to a node are deleted gracefully, and finalizers hold a deletion (`verbs`).
 pub mod auth;
 pub mod body;
-pub mod controller;
+pub mod controllers;
 pub mod discovery;
 pub mod kinds;
 pub mod meta;
@@ -177,7 +178,10 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         let mut tasks = JoinSet::new();
-        tasks.spawn(controller::Controller::new(api.clone()).run());
+        let mut controllers_stop = stopped.clone();
+        tasks.spawn(controllers::run(api.clone(), async move {
+            let _ = controllers_stop.wait_for(|stop| *stop).await;
+        }));
         loop {
             tokio::select! {
                 _ = stopped.changed() => break,
