@@ -2,6 +2,7 @@
 //!
 //! Everything here works on the Kubernetes API types of `k8s-openapi` and is tested table-driven.
 pub mod eligibility;
+pub mod fieldpath;
 pub mod hash;
 pub mod labels;
 pub mod names;
@@ -10,5 +11,6 @@ pub mod plan;
 pub mod probe;
 pub mod quantity;
 pub mod reference;
+pub mod ssa;
 pub mod status;
 pub mod validation;

@@ -13,6 +13,7 @@
 //!
 //! Plain HTTP (HTTP/1.1 and h2c) for now; TLS and bearer tokens slot in at the accept loop and at
 //! `auth`. Deletion is immediate: `deletionTimestamp` and finalizers are not honoured.
+pub mod apply;
 pub mod auth;
 pub mod body;
 pub mod controller;
