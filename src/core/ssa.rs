@@ -727,9 +727,11 @@ fn last_applied_fields(live: &Value, shape: Shape) -> Option<Set> {
         .as_str()?;
     let last: Value = serde_json::from_str(text).ok()?;
     let (last_leaves, live_leaves) = (leaves(&last, shape).ok()?, leaves(live, shape).ok()?);
+    // An empty map kubectl wrote (`annotations: {}`) holds what was added since.
+    let empty_map = |v: &Value| v.as_object().is_some_and(Map::is_empty);
     last_leaves
         .iter()
-        .all(|(p, v)| live_leaves.get(p) == Some(v))
+        .all(|(p, v)| empty_map(v) || live_leaves.get(p) == Some(v))
         .then(|| to_set(&last_leaves))
 }
 
@@ -877,11 +879,6 @@ pub fn apply(
                 .and_then(Value::as_object_mut)
             {
                 a.remove(LAST_APPLIED);
-                if a.is_empty() {
-                    if let Some(meta) = last.get_mut("metadata").and_then(Value::as_object_mut) {
-                        meta.remove("annotations");
-                    }
-                }
             }
             merged["metadata"]["annotations"][LAST_APPLIED] = json!(last.to_string());
         }
@@ -1170,7 +1167,8 @@ mod tests {
 
     #[test]
     fn kubectl_upgrades_from_client_side_apply_without_conflicts() {
-        let last = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "d"},
+        let last = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "d", "annotations": {}},
             "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i:1"}]}}}});
         let mut live = ds(json!([{"name": "c", "image": "i:1"}]));
         live["metadata"]["annotations"] = json!({LAST_APPLIED: last.to_string()});
