@@ -345,3 +345,217 @@ pub async fn apply(
     }
     Err(ApiError::conflict(r.group, r.plural, at.name))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::kinds::{DAEMONSETS, NAMESPACES};
+    use super::super::store::SqliteStore;
+    use super::*;
+    use crate::core::validation::Policy;
+
+    fn opts(manager: Option<&str>) -> WriteOpts {
+        WriteOpts {
+            field_manager: manager.map(str::to_string),
+            ..WriteOpts::INTERNAL
+        }
+    }
+
+    /// (manager, operation, subresource) of each entry.
+    fn entries(obj: &Value) -> Vec<(String, String, String)> {
+        obj.pointer("/metadata/managedFields")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        let s = |k: &str| e[k].as_str().unwrap_or("").to_string();
+                        (s("manager"), s("operation"), s("subresource"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn e(m: &str, op: &str, sub: &str) -> (String, String, String) {
+        (m.into(), op.into(), sub.into())
+    }
+
+    #[test]
+    fn managers_come_from_the_query_the_user_agent_or_the_component() {
+        let cases = [
+            ("kubectl/v1.32.0 (linux/amd64) kubernetes/abc", "kubectl"),
+            ("OpenAPI-Generator/31.0.0/python", "OpenAPI-Generator"),
+            ("", ""),
+        ];
+        for (ua, want) in cases {
+            assert_eq!(prefix_from_user_agent(ua), want, "{ua}");
+        }
+        assert_eq!(prefix_from_user_agent(&"x".repeat(200)).len(), 128);
+        let internal = User::internal("daemonset-controller");
+        assert_eq!(
+            Tracking::update(&internal, &opts(None)),
+            Tracking::Update("daemonset-controller".into())
+        );
+        assert_eq!(
+            Tracking::update(&internal, &opts(Some("kubectl-set"))),
+            Tracking::Update("kubectl-set".into())
+        );
+        assert!(validate_manager(&"x".repeat(129), "PatchOptions").is_err());
+        assert!(validate_manager("a\u{7}", "PatchOptions").is_err());
+    }
+
+    #[tokio::test]
+    async fn every_write_keeps_managed_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db"), 100).unwrap();
+        let api = Api::new(Arc::new(store), Policy::default());
+        let user = User::internal("test");
+        api.create(
+            &user,
+            &NAMESPACES,
+            None,
+            json!({"metadata": {"name": "default"}}),
+            WriteOpts::INTERNAL,
+        )
+        .await
+        .unwrap();
+        let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": "d", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"a": "b"}},
+                "template": {"metadata": {"labels": {"a": "b"}},
+                    "spec": {"containers": [{"name": "c", "image": "i:1"}]}}}});
+        let at = ObjectRef::new(&DAEMONSETS, Some("default"), "d");
+        let w = api
+            .create(
+                &user,
+                &DAEMONSETS,
+                Some("default"),
+                ds.clone(),
+                opts(Some("kubectl-create")),
+            )
+            .await
+            .unwrap();
+        assert_eq!(entries(&w.object), [e("kubectl-create", "Update", "")]);
+        let f = &w.object["metadata"]["managedFields"][0]["fieldsV1"]["f:spec"];
+        assert!(
+            f["f:revisionHistoryLimit"].is_object(),
+            "defaulted fields belong to the creator: {f}"
+        );
+
+        let mut status = (*w.object).clone();
+        status["status"]["numberReady"] = json!(1);
+        let w = api
+            .update(&user, at, Part::Status, status, opts(None))
+            .await
+            .unwrap();
+        assert_eq!(
+            entries(&w.object),
+            [
+                e("kubectl-create", "Update", ""),
+                e("test", "Update", "status")
+            ]
+        );
+
+        // An explicit list replaces them; `[]` clears them.
+        let mut sent = (*w.object).clone();
+        sent["metadata"]["managedFields"] = json!([{"manager": "mine", "operation": "Apply",
+            "apiVersion": "apps/v1", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:spec": {"f:template": {"f:spec": {"f:containers": {
+                "k:{\"name\":\"c\"}": {".": {}, "f:image": {}}}}}}}}]);
+        let w = api
+            .update(&user, at, Part::Main, sent, opts(Some("x")))
+            .await
+            .unwrap();
+        assert_eq!(entries(&w.object), [e("mine", "Apply", "")]);
+        let mut cleared = (*w.object).clone();
+        cleared["metadata"]["managedFields"] = json!([]);
+        let w = api
+            .update(&user, at, Part::Main, cleared, opts(Some("x")))
+            .await
+            .unwrap();
+        assert!(entries(&w.object).is_empty(), "{}", w.object);
+
+        // The first apply to an object without managedFields meets what it held before.
+        let config = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "d"},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "i:2"}]}}}});
+        let err = apply(
+            &api,
+            &user,
+            at,
+            Part::Main,
+            &config,
+            opts(None),
+            "mine",
+            false,
+        )
+        .await
+        .err()
+        .expect("before-first-apply owns the image");
+        assert!(
+            err.message.contains("\"before-first-apply\" using apps/v1"),
+            "{}",
+            err.message
+        );
+        let (w, created) = apply(
+            &api,
+            &user,
+            at,
+            Part::Main,
+            &config,
+            opts(None),
+            "mine",
+            true,
+        )
+        .await
+        .unwrap();
+        assert!(!created);
+        assert_eq!(
+            w.object["spec"]["template"]["spec"]["containers"][0]["image"],
+            "i:2"
+        );
+        let mut other = config.clone();
+        other["spec"]["template"]["spec"]["containers"][0]["image"] = json!("i:3");
+        let err = apply(
+            &api,
+            &user,
+            at,
+            Part::Main,
+            &other,
+            opts(None),
+            "theirs",
+            false,
+        )
+        .await
+        .err()
+        .expect("conflict");
+        assert_eq!(err.code, 409);
+        let status = err.to_status();
+        assert_eq!(status["reason"], "Conflict");
+        assert_eq!(
+            status["details"]["causes"][0],
+            json!({"reason": "FieldManagerConflict", "message": "conflict with \"mine\"",
+                "field": ".spec.template.spec.containers[name=\"c\"].image"})
+        );
+        let fresh = ObjectRef::new(&DAEMONSETS, Some("default"), "new");
+        let mut new_config = config.clone();
+        new_config["metadata"]["name"] = json!("new");
+        new_config["spec"]["selector"] = json!({"matchLabels": {"a": "b"}});
+        new_config["spec"]["template"]["metadata"] = json!({"labels": {"a": "b"}});
+        let (w, created) = apply(
+            &api,
+            &user,
+            fresh,
+            Part::Main,
+            &new_config,
+            opts(None),
+            "mine",
+            false,
+        )
+        .await
+        .unwrap();
+        assert!(created, "apply to a missing object creates it");
+        assert_eq!(entries(&w.object), [e("mine", "Apply", "")]);
+        assert_eq!(w.object["metadata"]["generation"], 1);
+    }
+}
