@@ -250,11 +250,13 @@ fn server_side_apply_with(kubectl: PathBuf) {
     // Update managers from the kubectl commands' own field managers.
     srv.kubectl_ok(&["set", "image", "ds/agent", "c=agent:set"]);
     srv.kubectl_ok(&["label", "ds", "agent", "team=obs"]);
+    srv.kubectl_ok(&["rollout", "restart", "ds/agent"]);
     let ds = srv.ds();
     assert_eq!(image(&ds), "agent:set");
     let all = managers(&ds);
     for want in [
         ("kubectl-set", "Update"),
+        ("kubectl-rollout", "Update"),
         ("kubectl-label", "Update"),
         ("kubectl", "Apply"),
     ] {
