@@ -302,6 +302,12 @@ pub async fn apply(
         }
         _ => {}
     }
+    if config
+        .pointer("/metadata/managedFields")
+        .is_some_and(|v| !v.is_null())
+    {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
     let who = manager(r, part, name, Operation::Apply);
     let explicit_rv = config.pointer("/metadata/resourceVersion").is_some();
     let make = |old: &Value| -> Result<Value, ApiError> {
@@ -492,6 +498,22 @@ mod tests {
         .await
         .err()
         .expect("before-first-apply owns the image");
+        let mut with_fields = config.clone();
+        with_fields["metadata"]["managedFields"] = json!([]);
+        let refused = apply(
+            &api,
+            &user,
+            at,
+            Part::Main,
+            &with_fields,
+            opts(None),
+            "mine",
+            true,
+        )
+        .await
+        .err()
+        .expect("an applied configuration may not carry managedFields");
+        assert_eq!(refused.code, 400);
         assert!(
             err.message.contains("\"before-first-apply\" using apps/v1"),
             "{}",
