@@ -2,6 +2,7 @@
 //!
 //! Everything here works on the Kubernetes API types of `k8s-openapi` and is tested table-driven.
 pub mod eligibility;
+pub mod fieldpath;
 pub mod hash;
 pub mod labels;
 pub mod names;
@@ -11,5 +12,6 @@ pub mod probe;
 pub mod quantity;
 pub mod reference;
 pub mod rollout;
+pub mod ssa;
 pub mod status;
 pub mod validation;

@@ -1,7 +1,7 @@
 //! The server-owned metadata of every object, as kube-apiserver's `rest.BeforeCreate` and
 //! `BeforeUpdate` keep it: apiVersion/kind checked against the URL, namespace and name (or
 //! generateName) settled, uid, creationTimestamp and generation set on create and kept on
-//! update, managedFields dropped.
+//! update. managedFields are the field manager's (`server::apply`).
 use chrono::Utc;
 use serde_json::{json, Value};
 
@@ -9,7 +9,7 @@ use super::resources::Resource;
 use super::status::ApiError;
 use crate::core::validation::FieldError;
 
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
@@ -139,7 +139,6 @@ pub fn before_create(r: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
     meta.remove("deletionTimestamp");
     meta.remove("deletionGracePeriodSeconds");
-    meta.remove("managedFields");
     if r.strategy.generation_fields().is_empty() {
         meta.remove("generation");
     } else {
@@ -199,7 +198,6 @@ pub fn keep_server_fields(obj: &mut Value, old: &Value) -> Result<(), ApiError> 
             }
         }
     }
-    meta.remove("managedFields");
     Ok(())
 }
 
@@ -279,7 +277,7 @@ mod tests {
     fn updates_keep_the_identity_and_server_fields() {
         let old = json!({"metadata": {"name": "a", "namespace": "d", "uid": "u", "generation": 3,
             "creationTimestamp": "2026-01-01T00:00:00Z"}});
-        let mut same = json!({"metadata": {"managedFields": [], "uid": "forged"}});
+        let mut same = json!({"metadata": {"uid": "forged"}});
         before_update(&DAEMONSETS, &old, &mut same).unwrap();
         keep_server_fields(&mut same, &old).unwrap();
         assert_eq!(

@@ -14,6 +14,7 @@
 //!
 //! Plain HTTP (HTTP/1.1 and h2c) for now; TLS and bearer tokens slot in at the accept loop and at
 //! `auth`. Pods bound to a node are deleted gracefully, and finalizers hold a deletion (`verbs`).
+pub mod apply;
 pub mod auth;
 pub mod body;
 pub mod controllers;

@@ -58,10 +58,13 @@ impl FieldValidation {
 }
 
 /// Options of one write.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct WriteOpts {
     pub dry_run: bool,
     pub validation: FieldValidation,
+    /// Who writes, for managedFields (`fieldManager`, else the User-Agent's prefix; see
+    /// `server::apply`); None for the server's own writes.
+    pub field_manager: Option<String>,
 }
 
 impl WriteOpts {
@@ -69,6 +72,7 @@ impl WriteOpts {
     pub const INTERNAL: WriteOpts = WriteOpts {
         dry_run: false,
         validation: FieldValidation::Ignore,
+        field_manager: None,
     };
     pub fn from_query(q: &Query) -> Result<WriteOpts, ApiError> {
         let dry_run = match q.get("dryRun") {
@@ -83,6 +87,7 @@ impl WriteOpts {
         Ok(WriteOpts {
             dry_run,
             validation: FieldValidation::from_query(q)?,
+            field_manager: q.get("fieldManager").map(str::to_string),
         })
     }
 }

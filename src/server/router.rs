@@ -9,12 +9,13 @@ use http::{header, Method, Request, Response};
 use hyper::body::Incoming;
 use serde_json::{json, Value};
 
+use super::apply;
 use super::auth::{authenticate, User};
 use super::body::{
     bytes_response, error_response, json_response, parse_body, read_body, with_warnings, Body,
 };
 use super::discovery;
-use super::query::{Filter, Query, WriteOpts};
+use super::query::{Filter, Query};
 use super::resources::{self, Resource};
 use super::status::ApiError;
 use super::subresource::Subresource;
@@ -64,6 +65,8 @@ pub struct RestRequest {
     pub query: Query,
     pub accept: String,
     pub content_type: String,
+    /// The `User-Agent` (its prefix names the field manager of a write without `fieldManager`).
+    pub user_agent: String,
     content_length: Option<u64>,
     body: Incoming,
 }
@@ -77,6 +80,7 @@ impl RestRequest {
             content_type: header_str(header::CONTENT_TYPE)
                 .unwrap_or("application/json")
                 .to_string(),
+            user_agent: header_str(header::USER_AGENT).unwrap_or("").to_string(),
             content_length: header_str(header::CONTENT_LENGTH).and_then(|s| s.parse().ok()),
             query: Query::parse(parts.uri.query()),
             method: parts.method,
@@ -188,7 +192,7 @@ async fn resource(api: Arc<Api>, t: Target, req: RestRequest) -> Result<Response
             Err(ApiError::method_not_allowed(req.method.as_str()))
         }
         (&Method::POST, None) => {
-            let opts = WriteOpts::from_query(&req.query)?;
+            let opts = apply::write_opts(&req, "CreateOptions")?;
             let user = req.user.clone();
             let obj = req.object().await?;
             let w = api.create(&user, r, ns, obj, opts).await?;
@@ -261,21 +265,29 @@ pub async fn update_object(
     part: Part,
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
-    let opts = WriteOpts::from_query(&req.query)?;
+    let opts = apply::write_opts(&req, "UpdateOptions")?;
     let user = req.user.clone();
     let obj = req.object().await?;
     let w = api.update(&user, at, part, obj, opts).await?;
     Ok(with_warnings(json_response(200, &w.object), &w.warnings))
 }
 
-/// PATCH of an object or its status (JSON patch, merge patch, strategic merge patch).
+/// PATCH of an object or its status (JSON patch, merge patch, strategic merge patch, apply).
 pub async fn patch_object(
     api: &Api,
     at: ObjectRef<'_>,
     part: Part,
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
-    let opts = WriteOpts::from_query(&req.query)?;
+    if req.media_type() == apply::APPLY_PATCH {
+        return apply::patch(api, at, part, req).await;
+    }
+    if req.query.get("force").is_some() {
+        return Err(ApiError::bad_request(
+            "force: Forbidden: may not be specified for non-apply patch",
+        ));
+    }
+    let opts = apply::write_opts(&req, "PatchOptions")?;
     let ty = PatchType::from_content_type(&req.media_type())?;
     let user = req.user.clone();
     let body = req.bytes().await?;

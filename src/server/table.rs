@@ -160,11 +160,10 @@ pub fn containers_images(spec: Option<&Value>) -> (String, String) {
     (names.join(","), images.join(","))
 }
 
+/// The row's object as kube-apiserver's `AsPartialObjectMetadata` makes it: the whole
+/// metadata, managedFields included (kubectl hides them itself).
 fn partial_metadata(obj: &Value) -> Value {
-    let mut meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
-    if let Some(m) = meta.as_object_mut() {
-        m.remove("managedFields");
-    }
+    let meta = obj.get("metadata").cloned().unwrap_or_else(|| json!({}));
     json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": meta})
 }
 
@@ -228,7 +227,7 @@ mod tests {
     fn tables_carry_the_strategys_columns_and_cells() {
         let now = Utc::now();
         let ns = json!({"metadata": {"name": "team", "creationTimestamp": now.to_rfc3339(),
-            "labels": {"a": "b"}, "managedFields": []}});
+            "labels": {"a": "b"}, "managedFields": [{"manager": "m"}]}});
         let t = table(&NAMESPACES, &[&ns], Some(7), "Metadata", now);
         assert_eq!(t["kind"], "Table");
         assert_eq!(t["metadata"]["resourceVersion"], "7");
@@ -242,9 +241,10 @@ mod tests {
         assert_eq!(t["rows"][0]["cells"], json!(["team", "Active", "0s"]));
         assert_eq!(t["rows"][0]["object"]["kind"], "PartialObjectMetadata");
         assert_eq!(t["rows"][0]["object"]["metadata"]["labels"]["a"], "b");
-        assert!(t["rows"][0]["object"]["metadata"]
-            .get("managedFields")
-            .is_none());
+        assert_eq!(
+            t["rows"][0]["object"]["metadata"]["managedFields"],
+            ns["metadata"]["managedFields"]
+        );
         let t = table(&NAMESPACES, &[&ns], None, "None", now);
         assert!(t["rows"][0].get("object").is_none());
         assert!(t["metadata"].get("resourceVersion").is_none());

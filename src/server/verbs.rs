@@ -15,6 +15,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
+use super::apply::{self as field_manager, Tracking};
 use super::auth::{authorize, User, Verb};
 use super::kinds::NAMESPACES;
 use super::meta;
@@ -71,11 +72,8 @@ impl PatchType {
             "application/json-patch+json" => Ok(PatchType::Json),
             "application/merge-patch+json" => Ok(PatchType::Merge),
             "application/strategic-merge-patch+json" => Ok(PatchType::Strategic),
-            "application/apply-patch+yaml" => Err(ApiError::unsupported_media(
-                "server-side apply (application/apply-patch+yaml) is not supported by this server: use client-side kubectl apply",
-            )),
             other => Err(ApiError::unsupported_media(format!(
-                "the body of the request was in an unknown format {other:?}: accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
+                "the body of the request was in an unknown format {other:?}: accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"
             ))),
         }
     }
@@ -416,8 +414,22 @@ impl Api {
         user: &User,
         r: &'static Resource,
         ns: Option<&str>,
+        obj: Value,
+        opts: WriteOpts,
+    ) -> Result<Written, ApiError> {
+        let tracking = Tracking::update(user, &opts);
+        self.create_tracked(user, r, ns, obj, opts, &tracking).await
+    }
+
+    /// A create whose managedFields are kept as `tracking` says.
+    pub(super) async fn create_tracked(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
         mut obj: Value,
         opts: WriteOpts,
+        tracking: &Tracking,
     ) -> Result<Written, ApiError> {
         authorize(user, Verb::Create, r, None, ns, None)?;
         let strategy = r.strategy;
@@ -430,7 +442,11 @@ impl Api {
         if let Some(status) = strategy.initial_status() {
             obj["status"] = status;
         }
-        let Prepared { object, warnings } = strategy.prepare(
+        let sent = obj.pointer("/metadata/managedFields").cloned();
+        let Prepared {
+            mut object,
+            warnings,
+        } = strategy.prepare(
             &obj,
             Prepare {
                 resource: r,
@@ -439,6 +455,7 @@ impl Api {
                 policy: Some(self.policy),
             },
         )?;
+        field_manager::track(r, Part::Main, None, &mut object, sent, tracking);
         if opts.dry_run {
             return Ok(Written {
                 object: Arc::new(object),
@@ -536,7 +553,9 @@ impl Api {
         opts: WriteOpts,
     ) -> Result<Written, ApiError> {
         at.authorize(user, Verb::Update, part)?;
-        self.write(at, part, opts, |_| Ok(obj.clone())).await
+        let tracking = Tracking::update(user, &opts);
+        self.write_tracked(at, part, opts, &tracking, |_| Ok(obj.clone()))
+            .await
     }
 
     /// Replaces `part` of an object with what `make` derives from the current object; retried
@@ -553,7 +572,8 @@ impl Api {
         F: Fn(&Value) -> Result<Value, ApiError>,
     {
         at.authorize(user, Verb::Update, part)?;
-        self.write(at, part, opts, make).await
+        let tracking = Tracking::update(user, &opts);
+        self.write_tracked(at, part, opts, &tracking, make).await
     }
 
     /// Applies a patch document (PATCH).
@@ -567,16 +587,20 @@ impl Api {
         opts: WriteOpts,
     ) -> Result<Written, ApiError> {
         at.authorize(user, Verb::Patch, part)?;
-        self.write(at, part, opts, |old| apply_patch(at.r, ty, doc, old))
-            .await
+        let tracking = Tracking::update(user, &opts);
+        self.write_tracked(at, part, opts, &tracking, |old| {
+            apply_patch(at.r, ty, doc, old)
+        })
+        .await
     }
 
-    /// The write of an authorized update or patch.
-    async fn write<F>(
+    /// The write of an authorized update or patch, its managedFields kept as `tracking` says.
+    pub(super) async fn write_tracked<F>(
         &self,
         at: ObjectRef<'_>,
         part: Part,
         opts: WriteOpts,
+        tracking: &Tracking,
         make: F,
     ) -> Result<Written, ApiError>
     where
@@ -606,7 +630,7 @@ impl Api {
             let Prepared {
                 object: merged,
                 warnings,
-            } = self.merge_write(r, part, &old, candidate, opts.validation)?;
+            } = self.merge_write(r, part, &old, candidate, opts.validation, tracking)?;
             if merged == *old || opts.dry_run {
                 let object = if merged == *old {
                     old
@@ -645,9 +669,11 @@ impl Api {
         old: &Value,
         mut candidate: Value,
         validation: FieldValidation,
+        tracking: &Tracking,
     ) -> Result<Prepared, ApiError> {
         let strategy = r.strategy;
         meta::before_update(r, old, &mut candidate)?;
+        let sent = candidate.pointer("/metadata/managedFields").cloned();
         if part == Part::Main && old.pointer("/metadata/deletionTimestamp").is_some() {
             let before = finalizers(old);
             let added: Vec<&str> = finalizers(&candidate)
@@ -704,6 +730,7 @@ impl Api {
                 .unwrap_or(0);
             prepared.object["metadata"]["generation"] = json!(gen + 1);
         }
+        field_manager::track(r, part, Some(old), &mut prepared.object, sent, tracking);
         Ok(prepared)
     }
 
@@ -833,6 +860,7 @@ mod tests {
         let opts = |validation| WriteOpts {
             dry_run: false,
             validation,
+            field_manager: None,
         };
         let strict = api
             .create(
