@@ -98,9 +98,17 @@ struct ServerArgs {
     /// Directory of the store (state.db) and of admin.kubeconfig.
     #[arg(long, default_value = "/var/lib/daemonset-agent-server")]
     data_dir: PathBuf,
-    /// Address to listen on.
+    /// Address to serve HTTPS on (0.0.0.0:6443: every interface, for a fleet).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: std::net::SocketAddr,
+    /// Also serve plain HTTP on this loopback address (benchmarks, debugging); requests still
+    /// authenticate. Refused for any address but 127.0.0.1 and ::1.
+    #[arg(long, value_name = "ADDR")]
+    insecure_listen: Option<std::net::SocketAddr>,
+    /// Another DNS name or IP address of the serving certificate (repeatable), for a name or
+    /// address agents reach this server by that is not one of its interfaces'.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
     /// Admit privileged containers (`--allow-privileged=false` refuses them with a 422, as
     /// kube-apiserver does).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -172,6 +180,8 @@ async fn run_server(args: ServerArgs) -> ExitCode {
     let opts = server::ServerOptions {
         data_dir: args.data_dir,
         listen: args.listen,
+        insecure_listen: args.insecure_listen,
+        tls_sans: args.tls_sans,
         policy: daemonset_agent::core::validation::Policy {
             allow_privileged: args.allow_privileged,
             allow_host_path: args.allow_host_path,

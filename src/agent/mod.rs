@@ -164,14 +164,53 @@ pub(crate) mod test_api {
     }
 
     pub async fn start() -> TestApi {
-        start_on("127.0.0.1:0".parse().unwrap()).await
+        let dir = tempfile::tempdir().unwrap();
+        serve(dir, "127.0.0.1:0".parse().unwrap(), None).await
     }
 
-    pub async fn start_on(listen: std::net::SocketAddr) -> TestApi {
+    /// An admin token the server of [`start_insecure_on`] knows from its start.
+    pub const TEST_TOKEN: &str = "abcdef.0123456789abcdef";
+
+    /// A server that also serves plain HTTP on `listen` (a loopback address), where a client
+    /// with [`TEST_TOKEN`] is admin from the first request on.
+    pub async fn start_insecure_on(listen: std::net::SocketAddr) -> TestApi {
+        use crate::server::auth::tokens::{self, Role, TokenRecord};
+        use crate::server::store::ObjectStore as _;
         let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("server");
+        std::fs::create_dir_all(&data).unwrap();
+        let token = crate::core::credential::Token::parse(TEST_TOKEN).unwrap();
+        let record = TokenRecord {
+            id: token.id.clone(),
+            secret_sha256: token.secret_hash(),
+            role: Role::Admin,
+            expires: None,
+            description: "test".into(),
+        };
+        let store = crate::server::store::SqliteStore::open(&data.join("state.db"), 10).unwrap();
+        store
+            .create(
+                &crate::server::kinds::SECRETS.key(),
+                tokens::TOKEN_NAMESPACE,
+                &tokens::record_name(&token.id),
+                record.to_secret(),
+            )
+            .await
+            .unwrap();
+        drop(store);
+        serve(dir, "127.0.0.1:0".parse().unwrap(), Some(listen)).await
+    }
+
+    async fn serve(
+        dir: tempfile::TempDir,
+        listen: std::net::SocketAddr,
+        insecure_listen: Option<std::net::SocketAddr>,
+    ) -> TestApi {
         let opts = crate::server::ServerOptions {
             data_dir: dir.path().join("server"),
             listen,
+            insecure_listen,
+            tls_sans: vec![],
             policy: Default::default(),
         };
         let server = crate::server::start(opts).await.unwrap();

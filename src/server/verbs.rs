@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::auth::{authorize, User, Verb};
+use super::auth::{admission, authorize, User, Verb};
 use super::kinds::NAMESPACES;
 use super::meta;
 use super::query::{FieldValidation, Filter, WriteOpts};
@@ -98,6 +98,24 @@ impl<'a> ObjectRef<'a> {
     }
 }
 
+/// `make`, with the object-level rules of `auth::admission` (NodeRestriction) checked on what it
+/// makes of the stored object.
+fn admitted<'a, F>(
+    user: &'a User,
+    at: ObjectRef<'a>,
+    part: Part,
+    make: F,
+) -> impl Fn(&Value) -> Result<Value, ApiError> + 'a
+where
+    F: Fn(&Value) -> Result<Value, ApiError> + 'a,
+{
+    move |old| {
+        let new = make(old)?;
+        admission::on_write(user, at, part, old, &new)?;
+        Ok(new)
+    }
+}
+
 /// The preconditions of a delete (`DeleteOptions.preconditions`).
 #[derive(Debug, Default, Clone)]
 pub struct Preconditions {
@@ -170,7 +188,15 @@ impl Api {
     ) -> Result<Written, ApiError> {
         authorize(user, Verb::Create, r, None, ns, None)?;
         let strategy = r.strategy;
+        if let Some(review) = strategy.review() {
+            let object = review.answer(self, user, obj).await?;
+            return Ok(Written {
+                object: Arc::new(object),
+                warnings: Vec::new(),
+            });
+        }
         let name = meta::before_create(r, ns, &mut obj)?;
+        admission::on_create(user, r, &name, &mut obj)?;
         if let Some(ns) = ns {
             if !self.namespace_exists(ns).await? {
                 return Err(ApiError::not_found("", "namespaces", ns));
@@ -224,7 +250,9 @@ impl Api {
         part: Part,
     ) -> Result<Arc<Value>, ApiError> {
         at.authorize(user, Verb::Get, part)?;
-        self.fetch(at).await
+        let obj = self.fetch(at).await;
+        admission::on_read(user, at, obj.as_deref().ok())?;
+        obj
     }
 
     /// The objects `filter` selects and the resourceVersion of the list.
@@ -285,7 +313,13 @@ impl Api {
         opts: WriteOpts,
     ) -> Result<Written, ApiError> {
         at.authorize(user, Verb::Update, part)?;
-        self.write(at, part, opts, |_| Ok(obj.clone())).await
+        self.write(
+            at,
+            part,
+            opts,
+            admitted(user, at, part, |_| Ok(obj.clone())),
+        )
+        .await
     }
 
     /// Replaces `part` of an object with what `make` derives from the current object; retried
@@ -302,7 +336,8 @@ impl Api {
         F: Fn(&Value) -> Result<Value, ApiError>,
     {
         at.authorize(user, Verb::Update, part)?;
-        self.write(at, part, opts, make).await
+        self.write(at, part, opts, admitted(user, at, part, make))
+            .await
     }
 
     /// Applies a patch document (PATCH).
@@ -316,7 +351,8 @@ impl Api {
         opts: WriteOpts,
     ) -> Result<Written, ApiError> {
         at.authorize(user, Verb::Patch, part)?;
-        self.write(at, part, opts, |old| apply_patch(at.r, ty, doc, old))
+        let make = |old: &Value| apply_patch(at.r, ty, doc, old);
+        self.write(at, part, opts, admitted(user, at, part, make))
             .await
     }
 
@@ -440,8 +476,9 @@ impl Api {
         dry_run: bool,
     ) -> Result<Arc<Value>, ApiError> {
         at.authorize(user, Verb::Delete, Part::Main)?;
+        let cur = self.fetch(at).await?;
+        admission::on_delete(user, at, &cur)?;
         if let Some(uid) = &preconditions.uid {
-            let cur = self.fetch(at).await?;
             if meta::meta_str(&cur, "uid") != Some(uid) {
                 return Err(ApiError::conflict(at.r.group, at.r.plural, at.name));
             }
