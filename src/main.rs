@@ -79,9 +79,15 @@ struct AgentArgs {
     /// A taint registered with this node, key=value:Effect (repeatable).
     #[arg(long = "node-taint", value_name = "KEY=VALUE:EFFECT")]
     node_taints: Vec<String>,
-    /// kubeconfig of the API server.
+    /// kubeconfig of the API server (on the server's machine: its admin.kubeconfig).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// The API server to join, https://HOST:PORT (with --token).
+    #[arg(long, env = "DSA_SERVER")]
+    server: Option<String>,
+    /// The join token, sha256:CA-HASH::ID.SECRET (`daemonset-agent token create` prints it).
+    #[arg(long, env = "DSA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// containerd's gRPC socket.
     #[arg(long)]
     containerd_socket: Option<PathBuf>,
@@ -203,6 +209,8 @@ fn agent_flags(a: &AgentArgs) -> config::Flags {
         node_labels: a.node_labels.clone(),
         node_taints: a.node_taints.clone(),
         kubeconfig: a.kubeconfig.clone(),
+        server: a.server.clone(),
+        token: a.token.clone(),
         containerd_socket: a.containerd_socket.clone(),
         containerd_namespace: a.containerd_namespace.clone(),
         state_dir: a.state_dir.clone(),

@@ -2,14 +2,14 @@
 //! flags, the official Python client, and raw HTTP for watch resume, 410 Gone and malformed input.
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use daemonset_agent::core::validation::Policy;
 use daemonset_agent::server::{start, RunningServer, ServerOptions};
+use common::api::Endpoint;
 use serde_json::Value;
 
 struct Srv {
@@ -33,6 +33,8 @@ impl Srv {
             .block_on(start(ServerOptions {
                 data_dir: data.to_path_buf(),
                 listen: "127.0.0.1:0".parse().unwrap(),
+                insecure_listen: None,
+                tls_sans: vec![],
                 policy,
             }))
             .unwrap();
@@ -43,8 +45,8 @@ impl Srv {
             cache: tempfile::tempdir().unwrap(),
         }
     }
-    fn addr(&self) -> std::net::SocketAddr {
-        self.server.as_ref().unwrap().addr
+    fn addr(&self) -> Endpoint {
+        Endpoint::admin(self.server.as_ref().unwrap().addr, &self.data)
     }
     fn stop(mut self) {
         let s = self.server.take().unwrap();
@@ -104,31 +106,13 @@ impl Srv {
     }
 }
 
-/// One raw HTTP/1.1 request; returns status code and body (the connection is closed after).
-fn http(addr: std::net::SocketAddr, raw: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(raw);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (code, body)
+/// One raw HTTP/1.1 request over verified TLS as admin; returns status code and body.
+fn http(ep: &Endpoint, raw: &[u8]) -> (u16, String) {
+    ep.http(raw)
 }
 
-fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    http(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
+fn get(ep: &Endpoint, path: &str) -> (u16, String) {
+    ep.get(path)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -515,7 +499,7 @@ fn server_policy_refuses_privileged_pods_and_host_paths() {
     srv.stop();
 }
 
-fn watch_lines(addr: std::net::SocketAddr, query: &str) -> Vec<Value> {
+fn watch_lines(addr: &Endpoint, query: &str) -> Vec<Value> {
     let (code, body) = get(
         addr,
         &format!("/api/v1/nodes?watch=true&timeoutSeconds=1&{query}"),
@@ -527,7 +511,7 @@ fn watch_lines(addr: std::net::SocketAddr, query: &str) -> Vec<Value> {
         .collect()
 }
 
-fn post_node(addr: std::net::SocketAddr, name: &str) -> Value {
+fn post_node(addr: &Endpoint, name: &str) -> Value {
     let body = format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}"}}}}"#);
     let (code, resp) = http(
         addr,
@@ -553,12 +537,12 @@ fn rv_of(v: &Value) -> u64 {
 fn watch_resumes_and_resource_versions_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Srv::start(dir.path());
-    let a = post_node(srv.addr(), "a");
-    let b = post_node(srv.addr(), "b");
-    let c = post_node(srv.addr(), "c");
+    let a = post_node(&srv.addr(), "a");
+    let b = post_node(&srv.addr(), "b");
+    let c = post_node(&srv.addr(), "c");
     assert!(rv_of(&a) < rv_of(&b) && rv_of(&b) < rv_of(&c));
     // Resume after a: b and c, in order.
-    let ev = watch_lines(srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
+    let ev = watch_lines(&srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
     let names: Vec<(&str, &str)> = ev
         .iter()
         .map(|e| {
@@ -570,27 +554,28 @@ fn watch_resumes_and_resource_versions_survive_a_restart() {
         .collect();
     assert_eq!(names, [("ADDED", "b"), ("ADDED", "c")]);
     // resourceVersion 0: the current objects as ADDED.
-    let ev = watch_lines(srv.addr(), "resourceVersion=0");
+    let ev = watch_lines(&srv.addr(), "resourceVersion=0");
     assert_eq!(ev.len(), 3);
     // A field-selected watch (what kubectl delete --wait uses).
     let ev = watch_lines(
-        srv.addr(),
+        &srv.addr(),
         "resourceVersion=0&fieldSelector=metadata.name%3Db",
     );
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0]["object"]["metadata"]["name"], "b");
     // A list carries the store's resourceVersion.
-    let (_, body) = get(srv.addr(), "/api/v1/nodes");
+    let (_, body) = get(&srv.addr(), "/api/v1/nodes");
     let list: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(rv_of(&list), rv_of(&c));
 
     // Concurrent patches without a resourceVersion all apply (retried, not 409).
-    let addr = srv.addr();
+    let addr = &srv.addr();
     let threads: Vec<_> = (0..16)
         .map(|i| {
+            let addr = addr.clone();
             std::thread::spawn(move || {
                 let body = format!(r#"{{"metadata":{{"labels":{{"l{i}":"x"}}}}}}"#);
-                http(addr, format!(
+                http(&addr, format!(
                     "PATCH /api/v1/nodes/c HTTP/1.1\r\nHost: x\r\nContent-Type: application/merge-patch+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 ).as_bytes())
@@ -620,17 +605,17 @@ fn watch_resumes_and_resource_versions_survive_a_restart() {
 
     srv.stop();
     let srv = Srv::start(dir.path());
-    let (code, body) = get(srv.addr(), "/api/v1/nodes/b");
+    let (code, body) = get(&srv.addr(), "/api/v1/nodes/b");
     assert_eq!(code, 200);
     let b2: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(b2["metadata"]["uid"], b["metadata"]["uid"]);
-    let d = post_node(srv.addr(), "d");
+    let d = post_node(&srv.addr(), "d");
     assert!(
         rv_of(&d) > rv_of(&c),
         "resourceVersion went back after a restart"
     );
     // History older than the restart is gone: 410 Expired as an ERROR event.
-    let ev = watch_lines(srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
+    let ev = watch_lines(&srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["type"], "ERROR");
     assert_eq!(ev[0]["object"]["code"], 410);
@@ -645,7 +630,7 @@ fn watch_resumes_and_resource_versions_survive_a_restart() {
 fn malformed_and_oversized_requests_get_status_answers() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Srv::start(dir.path());
-    let addr = srv.addr();
+    let addr = &srv.addr();
     let status = |code_body: (u16, String)| -> (u16, Value) {
         let v: Value = serde_json::from_str(&code_body.1).unwrap_or(Value::Null);
         (code_body.0, v)

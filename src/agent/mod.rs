@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod join;
 pub mod localapi;
 pub mod node;
 pub mod podsync;
@@ -87,7 +88,17 @@ impl Agent {
 pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Agent> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("create state dir {}", cfg.state_dir.display()))?;
-    let client = client(&cfg.kubeconfig).await?;
+    let client = match &cfg.api {
+        config::ApiAccess::Kubeconfig(path) => client(path).await?,
+        config::ApiAccess::Join { server, token } => {
+            let joined = join::connect(server, token, &cfg.node_name, &cfg.state_dir)
+                .await
+                .map_err(|e| anyhow::anyhow!(crate::runtime::chain(&e)))?;
+            let client = joined.client.clone();
+            tokio::spawn(joined.keep_renewed());
+            client
+        }
+    };
     let cached = watch::load_cache(&cfg.state_dir);
     if let Some(c) = &cached {
         tracing::info!(
