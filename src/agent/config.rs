@@ -404,7 +404,7 @@ zone = "a"
             (vec![("node-taint", "k=v:Sometimes")], "node-taint"),
             (vec![("node-taint", "k=v")], "node-taint"),
             (vec![("ns", "UPPER")], "containerd-namespace"),
-            (vec![("server", "https://10.0.0.1:6443")], "server"),
+            (vec![("server", "https://10.0.0.1:6443")], "token"),
             (vec![("token", JOIN)], "server"),
             (vec![("server", "http://10.0.0.1:6443"), ("token", JOIN)], "server"),
             (vec![("server", "https://10.0.0.1:6443"), ("token", "abcdef.0123456789abcdef")], "token"),
