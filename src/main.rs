@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use daemonset_agent::agent::{self, config};
+use daemonset_agent::cli::tokens;
 use daemonset_agent::runtime::containerd::ContainerdRuntime;
 use daemonset_agent::runtime::OutputMode;
 use daemonset_agent::{logging, server};
@@ -34,6 +35,75 @@ enum Command {
     Status(LocalArgs),
     /// Print a container's output, from the local agent.
     Logs(LogsArgs),
+    /// Manage the API server's tokens (join and view), through the API as admin.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage nodes' credentials, through the API as admin.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// An admin kubeconfig (the server writes DATA_DIR/admin.kubeconfig).
+    #[arg(long, default_value = tokens::DEFAULT_ADMIN_KUBECONFIG)]
+    kubeconfig: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (a join token: sha256:CA-HASH::ID.SECRET).
+    Create {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// What the token is for.
+        #[arg(long, value_enum, default_value = "join")]
+        role: tokens::Role,
+        /// How long it is valid (s, m, h, d; 0: until deleted), as `kubeadm token create`.
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: Option<std::time::Duration>,
+        /// A note shown by `token list`.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the tokens (ids, roles, expiry; secrets are not kept).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete a token (by id or whole): joined nodes keep their certificates.
+    Delete {
+        #[command(flatten)]
+        admin: AdminArgs,
+        token: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Revoke a node's certificates: the server refuses them from then on.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        node: String,
+    },
+}
+
+/// `30s`, `15m`, `24h`, `7d`; `0` for no expiry.
+fn parse_ttl(s: &str) -> Result<Option<std::time::Duration>, String> {
+    if s == "0" {
+        return Ok(None);
+    }
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration such as 24h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: use s, m, h or d")),
+    };
+    Ok(Some(std::time::Duration::from_secs(secs)))
 }
 
 #[derive(clap::Args)]
@@ -167,6 +237,21 @@ fn main() -> ExitCode {
                 )
                 .await,
             ),
+            Command::Token(TokenCommand::Create {
+                admin,
+                role,
+                ttl,
+                description,
+            }) => report(tokens::create(&admin.kubeconfig, role, ttl, &description).await),
+            Command::Token(TokenCommand::List { admin }) => {
+                report(tokens::list(&admin.kubeconfig).await)
+            }
+            Command::Token(TokenCommand::Delete { admin, token }) => {
+                report(tokens::delete(&admin.kubeconfig, &token).await)
+            }
+            Command::Node(NodeCommand::Revoke { admin, node }) => {
+                report(tokens::revoke_node(&admin.kubeconfig, &node).await)
+            }
         }
     })
 }
