@@ -60,8 +60,8 @@ enum TokenCommand {
         #[arg(long, value_enum, default_value = "join")]
         role: tokens::Role,
         /// How long it is valid (s, m, h, d; 0: until deleted), as `kubeadm token create`.
-        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
-        ttl: Option<std::time::Duration>,
+        #[arg(long, default_value = "24h")]
+        ttl: String,
         /// A note shown by `token list`.
         #[arg(long, default_value = "")]
         description: String,
@@ -95,7 +95,9 @@ fn parse_ttl(s: &str) -> Result<Option<std::time::Duration>, String> {
         return Ok(None);
     }
     let (n, unit) = s.split_at(s.len().saturating_sub(1));
-    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration such as 24h"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 24h"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60,
@@ -242,7 +244,13 @@ fn main() -> ExitCode {
                 role,
                 ttl,
                 description,
-            }) => report(tokens::create(&admin.kubeconfig, role, ttl, &description).await),
+            }) => match parse_ttl(&ttl) {
+                Ok(ttl) => report(tokens::create(&admin.kubeconfig, role, ttl, &description).await),
+                Err(e) => {
+                    eprintln!("daemonset-agent: --ttl {e}");
+                    ExitCode::from(EX_USAGE)
+                }
+            },
             Command::Token(TokenCommand::List { admin }) => {
                 report(tokens::list(&admin.kubeconfig).await)
             }

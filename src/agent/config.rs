@@ -261,14 +261,20 @@ fn api_access(file: &FileConfig, flags: &Flags) -> Result<ApiAccess, ConfigError
             )),
             (Some(k), false) => Ok(Some(ApiAccess::Kubeconfig(k.clone()))),
             (None, true) => {
-                let server = server
-                    .clone()
-                    .ok_or_else(|| invalid("server", "the token needs the server's URL (https://HOST:PORT)".into()))?;
+                let server = server.clone().ok_or_else(|| {
+                    invalid(
+                        "server",
+                        "the token needs the server's URL (https://HOST:PORT)".into(),
+                    )
+                })?;
                 let token = token.as_deref().ok_or_else(|| {
                     invalid("token", "the server needs a join token (`daemonset-agent token create` on the server prints one)".into())
                 })?;
                 if !server.starts_with("https://") || server.parse::<http::Uri>().is_err() {
-                    return Err(invalid("server", format!("{server:?} is not an https:// URL")));
+                    return Err(invalid(
+                        "server",
+                        format!("{server:?} is not an https:// URL"),
+                    ));
                 }
                 let token = JoinToken::parse(token).map_err(|e| invalid("token", e.to_string()))?;
                 Ok(Some(ApiAccess::Join { server, token }))
@@ -479,14 +485,26 @@ zone = "a"
         }
         // flags win over the file, whichever way each goes
         let file = parse_file("kubeconfig = \"/etc/k\"", Path::new("a.toml")).unwrap();
-        let cfg = merge(file, &flags(&[("server", "https://s:1"), ("token", JOIN)]), "h").unwrap();
+        let cfg = merge(
+            file,
+            &flags(&[("server", "https://s:1"), ("token", JOIN)]),
+            "h",
+        )
+        .unwrap();
         assert!(matches!(cfg.api, ApiAccess::Join { .. }));
-        let file = parse_file(&format!("server = \"https://s:1\"\ntoken = \"{JOIN}\""), Path::new("a.toml")).unwrap();
+        let file = parse_file(
+            &format!("server = \"https://s:1\"\ntoken = \"{JOIN}\""),
+            Path::new("a.toml"),
+        )
+        .unwrap();
         let cfg = merge(file, &flags(&[("kubeconfig", "/k")]), "h").unwrap();
         assert_eq!(cfg.api, ApiAccess::Kubeconfig("/k".into()));
         let cfg = merge(FileConfig::default(), &Flags::default(), "h").unwrap();
         assert_eq!(cfg.api, ApiAccess::Kubeconfig(DEFAULT_KUBECONFIG.into()));
-        assert!(!format!("{:?}", joined.api).contains("0123456789abcdef"), "no secret in Debug");
+        assert!(
+            !format!("{:?}", joined.api).contains("0123456789abcdef"),
+            "no secret in Debug"
+        );
     }
 
     #[test]

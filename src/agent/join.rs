@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
+use k8s_openapi::api::certificates::v1::{
+    CertificateSigningRequest, CertificateSigningRequestSpec,
+};
 use k8s_openapi::ByteString;
 use kube::api::PostParams;
 use kube::client::ConfigExt as _;
@@ -190,12 +192,11 @@ struct NodeCert {
 impl NodeCert {
     fn certified(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, JoinError> {
         let chain = pki::certs_from_pem(cert_pem.as_bytes())?;
-        let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|source| {
-            PkiError::Pem {
+        let key =
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|source| PkiError::Pem {
                 what: "the node's key",
                 source,
-            }
-        })?;
+            })?;
         CertifiedKey::from_der(chain, key, &provider())
             .map(Arc::new)
             .map_err(JoinError::Tls)
@@ -208,7 +209,12 @@ impl NodeCert {
 
 impl ResolvesClientCert for NodeCert {
     fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
     }
     fn has_certs(&self) -> bool {
         true
@@ -254,7 +260,8 @@ fn api_client(server: &str, ca_pem: &str, auth: Auth) -> Result<kube::Client, Jo
         .https_only()
         .enable_http1()
         .wrap_connector(http);
-    let http_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+    let http_client =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer().map_err(client_err)?)
@@ -288,7 +295,9 @@ impl ServerCertVerifier for PinVerifier {
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
         let Some((_, ca)) = presented.iter().find(|(h, _)| *h == self.pin) else {
             *seen = Some(Err(presented.iter().map(|(h, _)| *h).collect()));
-            return Err(rustls::Error::General("the CA is not the pinned one".into()));
+            return Err(rustls::Error::General(
+                "the CA is not the pinned one".into(),
+            ));
         };
         let ca = CertificateDer::from(ca.as_ref().to_vec());
         let mut roots = rustls::RootCertStore::empty();

@@ -133,15 +133,27 @@ pub async fn list(kubeconfig: &Path) -> anyhow::Result<()> {
         .await
         .context("list the token records")?;
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<8} {:<6} {:<22} DESCRIPTION", "TOKEN", "ROLE", "EXPIRES")?;
-    for s in list.items.iter().filter(|s| s.type_.as_deref() == Some(TOKEN_TYPE)) {
+    writeln!(
+        out,
+        "{:<8} {:<6} {:<22} DESCRIPTION",
+        "TOKEN", "ROLE", "EXPIRES"
+    )?;
+    for s in list
+        .items
+        .iter()
+        .filter(|s| s.type_.as_deref() == Some(TOKEN_TYPE))
+    {
         let expires = data(s, "expiration");
         writeln!(
             out,
             "{:<8} {:<6} {:<22} {}",
             data(s, "token-id"),
             data(s, "role"),
-            if expires.is_empty() { "<never>" } else { &expires },
+            if expires.is_empty() {
+                "<never>"
+            } else {
+                &expires
+            },
             data(s, "description")
         )?;
     }
@@ -174,7 +186,10 @@ pub async fn revoke_node(kubeconfig: &Path, node: &str) -> anyhow::Result<()> {
     let (client, _) = admin(kubeconfig).await?;
     let csrs: Api<CertificateSigningRequest> = Api::all(client);
     let cn = format!("system:node:{node}");
-    let list = csrs.list(&ListParams::default()).await.context("list CSRs")?;
+    let list = csrs
+        .list(&ListParams::default())
+        .await
+        .context("list CSRs")?;
     let mut revoked = 0;
     for csr in list.items {
         let issued = csr

@@ -135,9 +135,8 @@ fn node_rules(node: &str, a: &Attributes<'_>) -> Decision {
             // get and delete: admission checks the pod is bound to the node; list and watch:
             // the selector is checked with the request (`pods_selection`)
             ("", "get" | "list" | "watch" | "delete") => Decision::Allow,
-            // Until the server's DaemonSet controller creates the pods, an agent mirrors its
-            // own (bound to it: admission checks spec.nodeName).
-            ("", "create") => Decision::Allow,
+            // no create: the server's DaemonSet controller makes the pods; an agent writes their
+            // status and does the final delete of its own (kubelet's status manager)
             ("status", "update" | "patch") => Decision::Allow,
             _ => Decision::deny(),
         },
@@ -288,6 +287,18 @@ mod tests {
             ),
             (&node, res("get", "", "secrets", "default", "s"), false),
             (&node, res("update", "", "pods", "default", "p"), false),
+            (&node, res("create", "", "pods", "default", "p"), false),
+            (&node, res("delete", "", "pods", "default", "p"), true),
+            (
+                &node,
+                res("create", "apps", "daemonsets", "default", "d"),
+                false,
+            ),
+            (
+                &node,
+                res("delete", "apps", "daemonsets", "default", "d"),
+                false,
+            ),
             (&node, pod_status, true),
             (&node, res("create", certs, csr, "", ""), true),
             (&node, res("list", certs, csr, "", ""), false),
