@@ -288,13 +288,19 @@ impl ServerCertVerifier for PinVerifier {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let presented: Vec<(CaHash, &CertificateDer<'_>)> = std::iter::once(end_entity)
+        let presented: Vec<(CaHash, bool, &CertificateDer<'_>)> = std::iter::once(end_entity)
             .chain(intermediates)
-            .filter_map(|c| CertInfo::parse(c).ok().map(|i| (i.spki_hash, c)))
+            .filter_map(|c| CertInfo::parse(c).ok().map(|i| (i.spki_hash, i.is_ca, c)))
             .collect();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((_, ca)) = presented.iter().find(|(h, _)| *h == self.pin) else {
-            *seen = Some(Err(presented.iter().map(|(h, _)| *h).collect()));
+        let Some((_, _, ca)) = presented.iter().find(|(h, _, _)| *h == self.pin) else {
+            let cas: Vec<CaHash> = presented.iter().filter(|p| p.1).map(|p| p.0).collect();
+            let named = if cas.is_empty() {
+                presented.iter().map(|p| p.0).collect()
+            } else {
+                cas
+            };
+            *seen = Some(Err(named));
             return Err(rustls::Error::General(
                 "the CA is not the pinned one".into(),
             ));
