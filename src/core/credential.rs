@@ -147,7 +147,8 @@ mod tests {
     #[test]
     fn tokens_parse_and_print() {
         let hash = format!("sha256:{}", "ab".repeat(32));
-        let cases: Vec<(String, Result<(&str, &str), TokenError>)> = vec![
+        type Case<'a> = (String, Result<(&'a str, &'a str), TokenError>);
+        let cases: Vec<Case> = vec![
             (
                 format!("{hash}::abcdef.0123456789abcdef"),
                 Ok(("abcdef", "0123456789abcdef")),

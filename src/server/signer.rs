@@ -367,7 +367,8 @@ mod tests {
         let none: Vec<(String, String)> = vec![];
         let a_has = vec![("a".to_string(), "earlier".to_string())];
         // (request, live certificates, verdict: Some(node) approved, None denied)
-        let cases: Vec<(Value, &Vec<(String, String)>, Option<&str>)> = vec![
+        type Case<'a> = (Value, &'a Vec<(String, String)>, Option<&'a str>);
+        let cases: Vec<Case> = vec![
             (
                 csr(
                     "system:node:a",
