@@ -255,6 +255,9 @@ fn api_client(server: &str, ca_pem: &str, auth: Auth) -> Result<kube::Client, Jo
     };
     let mut http = HttpConnector::new();
     http.enforce_http(false);
+    // kube's own stack has these too: a dead server or path is noticed, also under a watch
+    http.set_connect_timeout(Some(Duration::from_secs(30)));
+    http.set_keepalive(Some(Duration::from_secs(30)));
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
