@@ -1,15 +1,17 @@
 //! Benchmarks of the pure core: eligibility of many DaemonSets against one node, quantity
-//! parsing, template hashing, the reconcile plan of a node with 100 pods. `cargo bench --bench core -- --test` runs each once (smoke mode).
-use std::collections::{BTreeMap, BTreeSet};
+//! parsing, template hashing, the reconcile plan of a node with 100 pods, the DaemonSet
+//! controller's decisions over 1000 nodes. `cargo bench --bench core -- --test` runs each once (smoke mode).
+use std::collections::BTreeMap;
 use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use daemonset_agent::core::eligibility::node_should_run;
 use daemonset_agent::core::hash::template_hash;
-use daemonset_agent::core::plan::{self, Observed, State};
+use daemonset_agent::core::plan::{self, DesiredPod, Observed, State};
 use daemonset_agent::core::quantity::Quantity;
+use daemonset_agent::core::rollout::{self, DaemonPod, FailedBackoff, NodeFit, Phase};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Node, Pod, PodTemplateSpec};
 use serde_json::{json, Value};
 
 /// A worker node with 20 labels and 2 taints.
@@ -201,25 +203,30 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-/// The controller's round on a node with 100 pods: the desired pods of 100 eligible DaemonSets,
-/// then each pod's plan against what containerd reported (steady state: 90 running; 5 exited,
-/// to be restarted; 5 not created yet).
+/// The agent's round on a node with 100 pods: the desired pods of the 100 Pods bound to it (the
+/// pods of 100 eligible DaemonSets), then each pod's plan against what containerd reported
+/// (steady state: 90 running; 5 exited, to be restarted; 5 not created yet).
 fn plan_benches(c: &mut Criterion) {
     let node = node();
-    let daemonsets: Vec<DaemonSet> = (0..1000)
+    let pods: Vec<Pod> = (0..1000)
         .map(daemonset)
         .filter(|ds| node_should_run(&node, ds).should_run)
         .take(100)
         .enumerate()
-        .map(|(i, mut ds)| {
-            ds.metadata.uid = Some(format!("00000000-0000-0000-0000-{i:012}"));
-            ds
+        .map(|(i, ds)| {
+            let template = ds.spec.unwrap().template;
+            serde_json::from_value(json!({
+                "metadata": {"name": format!("agent-{i}-x7k2p"), "namespace": "default",
+                    "uid": format!("00000000-0000-0000-0000-{i:012}"),
+                    "labels": template.metadata.and_then(|m| m.labels),
+                    "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet",
+                        "name": format!("agent-{i}"), "uid": format!("ds-{i}"), "controller": true}]},
+                "spec": template.spec,
+            }))
+            .unwrap()
         })
         .collect();
-    assert_eq!(daemonsets.len(), 100, "100 eligible DaemonSets");
-    let present = BTreeSet::new();
-    let desired = plan::desired_pods(&node, &daemonsets, &present);
-    assert_eq!(desired.len(), 100);
+    assert_eq!(pods.len(), 100, "100 eligible DaemonSets");
     let now = 1_700_000_000_000;
     let observed: Vec<Vec<Observed>> = (0..100)
         .map(|i| match i % 20 {
@@ -244,21 +251,53 @@ fn plan_benches(c: &mut Criterion) {
         })
         .collect();
     let backoff = BTreeMap::new();
-    c.bench_function("plan/desired pods + pod plans, 100 pods", |b| {
+    c.bench_function("plan/bound pods + pod plans, 100 pods", |b| {
         b.iter(|| {
-            let desired = plan::desired_pods(black_box(&node), &daemonsets, &present);
-            desired
-                .iter()
+            pods.iter()
+                .filter_map(|p| DesiredPod::from_api(black_box(p)))
                 .zip(&observed)
-                .map(|(d, o)| {
-                    plan::plan_pod(Some(&d.spec), d.may_start, o, &backoff, now)
-                        .actions
-                        .len()
-                })
+                .map(|(d, o)| plan::plan_pod(d.want(now), o, &backoff, now).actions.len())
                 .sum::<usize>()
         })
     });
 }
 
-criterion_group!(core_benches, benches, plan_benches);
+/// The DaemonSet controller's decisions for one DaemonSet over 1000 nodes, mid-rollout: half
+/// the pods of the old revision, a few nodes without a pod.
+fn rollout_benches(c: &mut Criterion) {
+    let now = 1_700_000_000_000;
+    let nodes: Vec<NodeFit> = (0..1000)
+        .map(|i| NodeFit {
+            name: format!("node-{i:04}"),
+            should_run: i % 10 != 9,
+            should_continue_running: i % 10 != 9,
+        })
+        .collect();
+    let pods: Vec<DaemonPod> = (0..1000)
+        .filter(|i| i % 50 != 0)
+        .map(|i| DaemonPod {
+            name: format!("mon-{i:05}"),
+            node: format!("node-{i:04}"),
+            hash: if i % 2 == 0 { "new" } else { "old" }.into(),
+            created_ms: now - 3_600_000 + i,
+            phase: Phase::Running,
+            deleting: false,
+            ready: true,
+            ready_since_ms: Some(now - 60_000),
+        })
+        .collect();
+    let strategy = serde_json::from_value(
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}}),
+    )
+    .unwrap();
+    c.bench_function("rollout/manage + rolling update, 1000 nodes", |b| {
+        b.iter(|| {
+            let m = rollout::manage(black_box(&nodes), &pods, &FailedBackoff::default(), now);
+            let d = rollout::rolling_update(Some(&strategy), 0, &nodes, &pods, "new", now);
+            m.create_on.len() + m.delete.len() + d.len()
+        })
+    });
+}
+
+criterion_group!(core_benches, benches, plan_benches, rollout_benches);
 criterion_main!(core_benches);

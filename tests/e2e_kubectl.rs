@@ -411,9 +411,10 @@ fn guide_daemonsets_follow_node_labels_updates_and_deletes() {
 
     c.apply(&guide(registry));
     c.wait_ds("worker-1", &["kube-proxy", "node-monitor"], 60);
-    // edge-1 is not a worker: a round of its agent saw both DaemonSets at the generation the API
-    // has and decided that neither runs there (its local API says so). Only the pods a round
-    // wants get a worker, so nothing can have been started.
+    // edge-1 is not a worker: the server's controller, once it synced both DaemonSets at the
+    // generation the API has (their status says so: one node desired, worker-1), bound no pod to
+    // it, and the agent runs only the pods bound to its node. A round of edge-1's agent saw both
+    // DaemonSets and no pod of theirs there (its local API says so), so nothing was started.
     let generations: serde_json::Value =
         serde_json::from_str(&c.kubectl_ok(&["get", "ds", "-o", "json"])).unwrap();
     let mut want: Vec<(String, i64)> = generations["items"]
@@ -429,7 +430,32 @@ fn guide_daemonsets_follow_node_labels_updates_and_deletes() {
         })
         .collect();
     want.sort();
-    c.wait_local("edge-1", "edge-1 deciding on both DaemonSets", 30, |l| {
+    wait_for(
+        "both DaemonSets synced at their generation, for worker-1 only",
+        Duration::from_secs(30),
+        || {
+            let v: serde_json::Value =
+                serde_json::from_str(&c.kubectl_ok(&["get", "ds", "-o", "json"])).ok()?;
+            v["items"]
+                .as_array()?
+                .iter()
+                .all(|d| {
+                    d["status"]["observedGeneration"] == d["metadata"]["generation"]
+                        && d["status"]["desiredNumberScheduled"] == 1
+                })
+                .then_some(())
+        },
+    );
+    let on_edge = c.kubectl_ok(&[
+        "get",
+        "pods",
+        "--field-selector",
+        "spec.nodeName=edge-1",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(on_edge.trim(), "", "no pod bound to edge-1");
+    c.wait_local("edge-1", "edge-1 seeing both DaemonSets", 30, |l| {
         let seen: Vec<(String, i64)> = l
             .daemonsets
             .iter()
@@ -691,6 +717,101 @@ fn restarted_agent_adopts_running_containers() {
         "restarted {waited} after the last restart\n{}",
         c.debug()
     );
+}
+
+/// `kubectl delete pod` of a DaemonSet's pod, as with Kubernetes: the pod shows Terminating while
+/// its node stops it within its grace period (this container takes 3 s to stop after SIGTERM; its
+/// grace period is 30 s), no other pod of the DaemonSet comes to the node meanwhile, and once its
+/// agent deleted it a new Pod (new name, new uid) runs there. Then a plain `kubectl delete pod`,
+/// which waits for the pod to be gone, and the same again.
+#[test]
+fn deleted_daemonset_pods_terminate_gracefully_and_are_replaced() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.start_agent("node-t", &[]);
+    c.apply(
+        &ds_yaml(
+            "stopper",
+            registry,
+            "",
+            "        command: [\"sh\", \"-c\", \"trap 'sleep 3; exit 0' TERM; sleep 3600 & wait\"]\n",
+        )
+        .replace(
+            "terminationGracePeriodSeconds: 2",
+            "terminationGracePeriodSeconds: 30",
+        ),
+    );
+    c.wait_ds("node-t", &["stopper"], 60);
+    let pods = |c: &Cluster| -> Vec<serde_json::Value> {
+        let v: serde_json::Value =
+            serde_json::from_str(&c.kubectl_ok(&["get", "pods", "-o", "json"])).unwrap();
+        v["items"].as_array().unwrap().clone()
+    };
+    let id_of = |p: &serde_json::Value| -> (String, String) {
+        let m = &p["metadata"];
+        (
+            m["name"].as_str().unwrap().to_string(),
+            m["uid"].as_str().unwrap().to_string(),
+        )
+    };
+    let running_pod = |c: &Cluster, not: &str| {
+        wait_for(
+            "a new pod of stopper running",
+            Duration::from_secs(60),
+            || {
+                let p = pod_of(c, "stopper")?;
+                (p["metadata"]["uid"] != not && is_running(container_status(&p, 0))).then_some(p)
+            },
+        )
+    };
+    let first = pod_of(&c, "stopper").unwrap();
+    let (name, uid) = id_of(&first);
+    let (container, _) = c.running("node-t").remove(0);
+
+    let t0 = Instant::now();
+    c.kubectl_ok(&["delete", "pod", &name, "--wait=false"]);
+    let row = wait_for("the pod Terminating", Duration::from_secs(10), || {
+        let out = c.kubectl_ok(&["get", "pods"]);
+        let row = out.lines().find(|l| l.starts_with(&name))?.to_string();
+        (row.split_whitespace().nth(2) == Some("Terminating")).then_some(row)
+    });
+    // its container still runs its 3 s of stopping, and the node gets no second pod meanwhile
+    assert!(
+        c.running("node-t").iter().any(|(id, _)| *id == container),
+        "{row}\n{}",
+        c.debug()
+    );
+    assert_eq!(pods(&c).len(), 1, "a terminating pod occupies its node");
+    wait_for("the pod gone from the API", Duration::from_secs(40), || {
+        (!pods(&c)
+            .iter()
+            .any(|p| p["metadata"]["uid"] == uid.as_str()))
+        .then_some(())
+    });
+    assert!(
+        t0.elapsed() >= Duration::from_secs(3),
+        "stopped in {:?}: not within its grace period",
+        t0.elapsed()
+    );
+    let containers = c.ctr("ns-node-t", &["containers", "ls", "-q"]);
+    assert!(!containers.contains(&container), "{containers}");
+    let second = running_pod(&c, &uid);
+    let (name2, uid2) = id_of(&second);
+    assert_ne!(name2, name, "a new pod has a new name");
+    assert_eq!(second["spec"]["nodeName"], "node-t");
+
+    // a plain delete waits until the agent deleted the pod
+    let t0 = Instant::now();
+    c.kubectl_ok(&["delete", "pod", &name2]);
+    assert!(t0.elapsed() >= Duration::from_secs(3), "{:?}", t0.elapsed());
+    assert!(!pods(&c)
+        .iter()
+        .any(|p| p["metadata"]["uid"] == uid2.as_str()));
+    let third = running_pod(&c, &uid2);
+    assert_ne!(id_of(&third).0, name2);
+    wait_for("one container of stopper", Duration::from_secs(30), || {
+        (c.running_ds("node-t") == ["stopper"]).then_some(())
+    });
 }
 
 #[test]

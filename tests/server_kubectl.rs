@@ -302,26 +302,27 @@ fn kubectl_apply_get_label_delete_with_default_flags() {
         (ds["status"]["desiredNumberScheduled"] == 1 && ds["status"]["numberUnavailable"] == 1)
             .then_some(())
     });
-    // A pod of the DaemonSet on the node, as an agent reports it: counted once Ready.
-    let ds = srv.kubectl_json(&["get", "ds", "node-monitor", "-o", "json"]);
+    // The DaemonSet controller created the pod of the node; its status, as an agent reports
+    // it: counted once Ready.
     let new_hash = newest["metadata"]["labels"]["controller-revision-hash"]
         .as_str()
         .unwrap();
-    let pod = serde_json::json!({"apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "node-monitor-abcde", "labels": {"app": "monitoring", "controller-revision-hash": new_hash},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "node-monitor",
-                "uid": ds["metadata"]["uid"], "controller": true}]},
-        "spec": {"nodeName": "worker-1", "containers": [{"name": "node-monitor-agent", "image": "monitoring-agent:v2"}]}});
-    assert!(srv
-        .kubectl_stdin(&["create", "-f", "-"], &pod.to_string())
-        .status
-        .success());
+    let pod = eventually("the controller's pod on worker-1", || {
+        let pods = srv.kubectl_json(&["get", "pods", "-o", "json"]);
+        pods["items"].as_array()?.iter().find_map(|p| {
+            (p["spec"]["nodeName"] == "worker-1"
+                && p["metadata"]["labels"]["controller-revision-hash"] == new_hash
+                && p["metadata"]["ownerReferences"][0]["name"] == "node-monitor")
+                .then(|| p["metadata"]["name"].as_str().unwrap().to_string())
+        })
+    });
+    assert!(pod.starts_with("node-monitor-"), "{pod}");
     let status = r#"{"status": {"phase": "Running", "podIP": "10.0.0.5", "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-24T00:00:00Z"}],
         "containerStatuses": [{"name": "node-monitor-agent", "image": "monitoring-agent:v2", "imageID": "", "ready": true, "restartCount": 3, "state": {"running": {}}}]}}"#;
     srv.kubectl_ok(&[
         "patch",
         "pod",
-        "node-monitor-abcde",
+        &pod,
         "--subresource=status",
         "--type=merge",
         "-p",
@@ -339,13 +340,9 @@ fn kubectl_apply_get_label_delete_with_default_flags() {
     });
     let out = srv.kubectl_ok(&["rollout", "status", "ds/node-monitor", "--timeout=10s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
-    let out = srv.kubectl_ok(&["get", "pods", "-o", "wide"]);
+    let out = srv.kubectl_ok(&["get", "pods", "-l", "app=monitoring", "-o", "wide"]);
     let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
-    assert_eq!(
-        &row[..4],
-        ["node-monitor-abcde", "1/1", "Running", "3"],
-        "{out}"
-    );
+    assert_eq!(&row[..4], [pod.as_str(), "1/1", "Running", "3"], "{out}");
     assert_eq!(&row[5..7], ["10.0.0.5", "worker-1"], "{out}");
     let out = srv.kubectl_ok(&[
         "get",
@@ -357,7 +354,7 @@ fn kubectl_apply_get_label_delete_with_default_flags() {
     ]);
     assert!(out.is_empty(), "{out}");
     let out = srv.kubectl_ok(&["get", "pods", "-l", "app=monitoring", "-o", "name"]);
-    assert_eq!(out.trim(), "pod/node-monitor-abcde");
+    assert_eq!(out.trim(), format!("pod/{pod}"));
 
     srv.kubectl_ok(&["label", "node", "worker-1", "k-"]);
     let node = srv.kubectl_json(&["get", "node", "worker-1", "-o", "json"]);

@@ -1,22 +1,23 @@
-//! The controller loop, which owns the agent's decisions: on a watch event, a container exit, a
-//! worker's report or a timer (a pod's requeue deadline, the resync), it lists our containers
-//! once, computes the desired pods (pure, `core::plan::desired_pods`) and hands each pod's worker
-//! its latest desired state. It counts its rounds, so that tests and the local API can wait for
-//! a decision instead of sleeping.
+//! The controller loop, which owns the agent's decisions, as the kubelet's pod workers are fed:
+//! on a watch event, a container exit, a worker's report or a timer (a pod's requeue deadline,
+//! the resync), it lists our containers once, takes the Pods the API binds to this node
+//! (`core::plan::DesiredPod::from_api`) and hands each pod's worker its latest desired state. A
+//! pod the API deletes is stopped by its worker; the round that sees it gone has podsync delete
+//! it for good. It counts its rounds, so that tests and the local API can wait for a decision
+//! instead of sleeping.
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use tokio::sync::{mpsc, watch as tokio_watch};
 use tracing::Instrument as _;
 
 use crate::agent::config::Config;
 use crate::agent::worker::{self, Report, Work};
-use crate::agent::{localapi, node, podsync, watch};
-use crate::core::plan::{self, DesiredPod, PodKey};
+use crate::agent::{localapi, podsync, watch};
+use crate::core::plan::{DesiredPod, PodKey};
 use crate::runtime::{labels, ContainerStatus};
 
 /// What the rounds have done so far.
@@ -24,17 +25,17 @@ use crate::runtime::{labels, ContainerStatus};
 pub struct Progress {
     /// Rounds completed since the agent started.
     pub rounds: u64,
-    /// The DaemonSets the last completed round decided from.
+    /// The DaemonSets the agent knew at the last completed round.
     pub daemonsets: Vec<Seen>,
 }
 
-/// A DaemonSet as a round saw it, and what it decided.
+/// A DaemonSet as a round saw it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Seen {
     pub namespace: String,
     pub name: String,
     pub generation: i64,
-    /// The round wanted its pod on this node.
+    /// A pod of it is bound to this node (and not being deleted).
     pub runs_here: bool,
 }
 
@@ -46,6 +47,9 @@ pub struct Controller {
     /// When each pod's worker wants to look again (unix ms).
     requeue: BTreeMap<PodKey, i64>,
     pod_tx: mpsc::UnboundedSender<podsync::Update>,
+    /// The API uids of pods the API deletes whose containers are gone (podsync deletes them):
+    /// no worker starts for them again.
+    finished: BTreeSet<String>,
     ready_sent: bool,
     view: localapi::PodsView,
     progress: tokio_watch::Sender<Progress>,
@@ -65,6 +69,7 @@ impl Controller {
             workers: BTreeMap::new(),
             requeue: BTreeMap::new(),
             pod_tx,
+            finished: BTreeSet::new(),
             ready_sent: false,
             view: localapi::PodsView::default(),
             progress: tokio_watch::Sender::new(Progress::default()),
@@ -172,7 +177,7 @@ impl Controller {
                 cached_version = v;
                 if let Some(cached) = self.store.cached() {
                     if let Err(e) = watch::save_cache(&self.cfg.state_dir, &cached) {
-                        tracing::warn!(error = %crate::runtime::chain(&e), "could not write the desired-state cache");
+                        tracing::warn!(error = %crate::runtime::chain(&e), "could not write the cache of the bound pods");
                     }
                 }
             }
@@ -206,19 +211,35 @@ impl Controller {
                 let _ = self.pod_tx.send(podsync::Update::Status(pod, status));
                 changed
             }
-            Report::Gone { key } => {
+            Report::Gone { key, api_uid } => {
                 self.workers.remove(&key);
                 self.requeue.remove(&key);
                 if let Ok(mut v) = self.view.lock() {
                     v.remove(&key);
                 }
-                let _ = self.pod_tx.send(podsync::Update::Gone(key));
+                // a pod the API deletes, stopped: its final delete (the kubelet's status manager)
+                let deleted_here = api_uid.as_ref().is_some_and(|uid| {
+                    self.store.pods().iter().any(|p| {
+                        p.metadata.uid.as_ref() == Some(uid)
+                            && p.metadata.deletion_timestamp.is_some()
+                    })
+                });
+                if let Some(uid) = api_uid {
+                    if deleted_here {
+                        self.finished.insert(uid.clone());
+                    }
+                    let _ = self.pod_tx.send(podsync::Update::Finished {
+                        key,
+                        uid,
+                        delete: deleted_here,
+                    });
+                }
                 true
             }
         }
     }
 
-    /// One round; returns the DaemonSets it decided from.
+    /// One round; returns the DaemonSets the agent knows.
     async fn round(
         &mut self,
         round: u64,
@@ -230,7 +251,6 @@ impl Controller {
                 .await
                 .context("containerd did not list the containers in 30 s")??;
         let mut by_pod: BTreeMap<PodKey, Vec<ContainerStatus>> = BTreeMap::new();
-        let mut owners: BTreeMap<PodKey, String> = BTreeMap::new();
         for c in containers {
             if c.labels.get(labels::MANAGED_BY).map(String::as_str)
                 != Some(labels::MANAGED_BY_VALUE)
@@ -240,23 +260,32 @@ impl Controller {
             let Some(key) = worker::pod_key_of(&c) else {
                 continue;
             };
-            if let Some(uid) = c.labels.get(labels::DAEMONSET_UID) {
-                owners.insert(key.clone(), uid.clone());
-            }
             by_pod.entry(key).or_default().push(c);
         }
-        let present: BTreeSet<PodKey> = by_pod.keys().cloned().collect();
-        let node = self
-            .store
-            .node()
-            .unwrap_or_else(|| Arc::new(node::desired_node(&self.cfg)));
-        let daemonsets = self.store.daemonsets();
+        let pods = self.store.pods();
+        let known = self.store.pods_known();
         let synced = self.store.synced();
-        let mut desired = plan::desired_pods(&node, daemonsets.iter().map(AsRef::as_ref), &present);
-        plan::hold_for_old_revisions(&mut desired, &owners);
-        let running_here: BTreeSet<String> = desired.iter().map(|d| d.owner.uid.clone()).collect();
-        let mut desired: BTreeMap<PodKey, DesiredPod> =
-            desired.into_iter().map(|d| (d.key.clone(), d)).collect();
+        // the pods whose final delete is under way: their API object may still be listed
+        self.finished
+            .retain(|uid| pods.iter().any(|p| p.metadata.uid.as_ref() == Some(uid)));
+        let mut desired: BTreeMap<PodKey, DesiredPod> = BTreeMap::new();
+        for p in &pods {
+            let Some(mut d) = DesiredPod::from_api(p) else {
+                continue;
+            };
+            if self.finished.contains(&d.api_uid) && !by_pod.contains_key(&d.key) {
+                continue;
+            }
+            if let Some(found) = by_pod.get(&d.key) {
+                d.uid = local_uid(&d, found, &self.cfg.node_name);
+            }
+            desired.insert(d.key.clone(), d);
+        }
+        let running_here: BTreeSet<String> = desired
+            .values()
+            .filter(|d| d.deletion.is_none())
+            .filter_map(|d| d.owner.as_ref().map(|o| o.uid.clone()))
+            .collect();
 
         let keys: BTreeSet<PodKey> = desired
             .keys()
@@ -265,6 +294,10 @@ impl Controller {
             .cloned()
             .collect();
         for key in keys {
+            // until the bound pods are known, containers no pod accounts for are left alone
+            if !known && !desired.contains_key(&key) && !self.workers.contains_key(&key) {
+                continue;
+            }
             let work = Work {
                 desired: desired.remove(&key),
                 observed: by_pod.remove(&key).unwrap_or_default(),
@@ -281,22 +314,6 @@ impl Controller {
                 self.store.changed.notify_one();
             }
         }
-        // Pods the API has on this node for DaemonSets, that no worker accounts for.
-        let orphans: Vec<PodKey> = self
-            .store
-            .pods()
-            .unwrap_or_default()
-            .iter()
-            .filter(|p| owned_by_a_daemonset(p))
-            .map(|p| PodKey {
-                namespace: p.namespace().unwrap_or_default(),
-                name: p.name_any(),
-            })
-            .filter(|k| !self.workers.contains_key(k))
-            .collect();
-        if !orphans.is_empty() {
-            let _ = self.pod_tx.send(podsync::Update::Orphans(orphans));
-        }
         if !self.ready_sent {
             self.ready_sent = true;
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -306,7 +323,9 @@ impl Controller {
             self.workers.len(),
             if synced { "in sync" } else { "not reached yet" }
         ))]);
-        let mut seen: Vec<Seen> = daemonsets
+        let mut seen: Vec<Seen> = self
+            .store
+            .daemonsets()
             .iter()
             .map(|d| Seen {
                 namespace: d.namespace().unwrap_or_default(),
@@ -324,11 +343,36 @@ impl Controller {
     }
 }
 
-fn owned_by_a_daemonset(p: &Pod) -> bool {
-    p.metadata
-        .owner_references
-        .as_ref()
-        .is_some_and(|o| o.iter().any(|o| o.kind == "DaemonSet"))
+/// The uid an agent before the pod pipeline gave the pod of a DaemonSet on a node (it derived its
+/// pods itself, from the DaemonSet's uid, the node and the template hash). Only used to
+/// recognise the containers such an agent started, which carry it: they are adopted, not
+/// restarted, by the pod the API holds for them (the same name, made by that agent).
+pub fn legacy_pod_uid(ds_uid: &str, node: &str, template_hash: &str) -> String {
+    worker::uuid_shaped(&format!("{ds_uid}/{node}/{template_hash}"))
+}
+
+/// The uid `d`'s containers carry on this node: the API's, or that of a pod an agent before the
+/// pod pipeline started for the same DaemonSet revision (see [`legacy_pod_uid`]).
+fn local_uid(d: &DesiredPod, containers: &[ContainerStatus], node: &str) -> String {
+    let label = |c: &ContainerStatus, l: &str| c.labels.get(l).cloned().unwrap_or_default();
+    if containers
+        .iter()
+        .any(|c| label(c, labels::POD_UID) == d.api_uid)
+    {
+        return d.api_uid.clone();
+    }
+    if let Some(owner) = &d.owner {
+        let legacy = legacy_pod_uid(&owner.uid, node, &d.template_hash);
+        let theirs = containers.iter().any(|c| {
+            label(c, labels::POD_UID) == legacy
+                && label(c, labels::DAEMONSET_UID) == owner.uid
+                && label(c, labels::TEMPLATE_HASH) == d.template_hash
+        });
+        if theirs {
+            return legacy;
+        }
+    }
+    d.api_uid.clone()
 }
 
 /// The loop's decisions, against the fake runtime and watch events of the tests' own, on tokio's
@@ -341,11 +385,13 @@ mod tests {
     use crate::agent::config::{self, FileConfig, Flags};
     use crate::agent::prober::fake::FakeProber;
     use crate::agent::worker::fake::FakeRuntime;
+    use crate::runtime::TaskState;
     use futures::channel::mpsc as fmpsc;
     use k8s_openapi::api::apps::v1::DaemonSet;
-    use k8s_openapi::api::core::v1::Node;
+    use k8s_openapi::api::core::v1::{Node, Pod};
     use kube::runtime::reflector::store::Writer;
     use kube::runtime::watcher::{self, Event};
+    use serde_json::json;
 
     const BASE_MS: i64 = 1_700_000_000_000;
     const NODE: &str = "node-1";
@@ -369,6 +415,11 @@ mod tests {
 
     impl Rig {
         fn start(cached: Option<watch::Cached>) -> Rig {
+            Rig::start_with(cached, Vec::new())
+        }
+
+        /// A rig whose containerd already runs `containers` (an earlier agent's).
+        fn start_with(cached: Option<watch::Cached>, containers: Vec<ContainerStatus>) -> Rig {
             let dir = tempfile::tempdir().unwrap();
             let flags = Flags {
                 node_name: Some(NODE.into()),
@@ -385,6 +436,9 @@ mod tests {
                 clock: Some(clock.clone()),
                 ..Default::default()
             });
+            for c in containers {
+                rt.containers.lock().unwrap().insert(c.id.clone(), c);
+            }
             let ctx = Arc::new(worker::Context {
                 runtime: rt.clone(),
                 prober: Arc::new(FakeProber::default()),
@@ -440,23 +494,28 @@ mod tests {
                 .lock()
                 .unwrap()
                 .values()
-                .filter(|c| matches!(c.state, crate::runtime::TaskState::Running { .. }))
+                .filter(|c| matches!(c.state, TaskState::Running { .. }))
                 .map(|c| c.id.clone())
                 .collect()
         }
 
-        fn orphans(&self) -> Vec<PodKey> {
-            let mut keys: Vec<PodKey> = self
-                .sent
+        fn calls(&self) -> Vec<String> {
+            self.rt.calls.lock().unwrap().clone()
+        }
+
+        /// The final deletes podsync was asked for: (pod, uid).
+        fn final_deletes(&self) -> Vec<(String, String)> {
+            self.sent
                 .iter()
-                .flat_map(|u| match u {
-                    podsync::Update::Orphans(keys) => keys.clone(),
-                    _ => vec![],
+                .filter_map(|u| match u {
+                    podsync::Update::Finished {
+                        key,
+                        uid,
+                        delete: true,
+                    } => Some((key.name.clone(), uid.clone())),
+                    _ => None,
                 })
-                .collect();
-            keys.sort();
-            keys.dedup();
-            keys
+                .collect()
         }
 
         fn now_ms(&self) -> i64 {
@@ -489,109 +548,134 @@ mod tests {
         v
     }
 
-    fn node(labels: serde_json::Value) -> Node {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": NODE, "labels": labels}
+    fn node() -> Node {
+        serde_json::from_value(json!({"metadata": {"name": NODE}})).unwrap()
+    }
+
+    /// The pod `name` (uid `uid`) of DaemonSet `mon` (uid `uid-mon`, revision `h1`), bound to the
+    /// node, as the server's controller makes it.
+    fn pod(name: &str, uid: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": uid,
+                "labels": {"app": "mon", "controller-revision-hash": "h1"},
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "mon",
+                    "uid": "uid-mon", "controller": true}]},
+            "spec": {"nodeName": NODE, "terminationGracePeriodSeconds": 5,
+                "containers": [{"name": "main", "image": "busybox:v1"}]}
         }))
         .unwrap()
     }
 
-    /// A DaemonSet selecting nodes labelled role=worker.
-    fn daemonset(name: &str) -> DaemonSet {
-        serde_json::from_value(serde_json::json!({
-            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "generation": 3},
-            "spec": {
-                "selector": {"matchLabels": {"app": name}},
-                "template": {
-                    "metadata": {"labels": {"app": name}},
-                    "spec": {
-                        "nodeSelector": {"role": "worker"},
-                        "containers": [{"name": "main", "image": "busybox:v1"}]
-                    }
-                }
-            }
+    /// `p` being deleted by the API since `at_ms` with a grace period of `grace` seconds.
+    fn deleting(mut p: Pod, at_ms: i64, grace: i64) -> Pod {
+        let at = chrono::DateTime::from_timestamp_millis(at_ms + grace * 1000).unwrap();
+        p.metadata.deletion_timestamp =
+            Some(serde_json::from_value(json!(at.to_rfc3339())).unwrap());
+        p.metadata.deletion_grace_period_seconds = Some(grace);
+        p
+    }
+
+    fn daemonset() -> DaemonSet {
+        serde_json::from_value(json!({
+            "metadata": {"name": "mon", "namespace": "default", "uid": "uid-mon", "generation": 3},
+            "spec": {"selector": {"matchLabels": {"app": "mon"}},
+                "template": {"metadata": {"labels": {"app": "mon"}},
+                    "spec": {"containers": [{"name": "main", "image": "busybox:v1"}]}}}
         }))
         .unwrap()
     }
 
-    fn pod_key(ds: &DaemonSet) -> PodKey {
-        let d = plan::desired_pods(
-            &node(serde_json::json!({"role": "worker"})),
-            [ds],
-            &BTreeSet::new(),
-        );
-        d[0].key.clone()
-    }
-
-    fn container_of(key: &PodKey, restarts: u32) -> String {
-        worker::container_id(key, "main", restarts)
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_daemonset_runs_where_the_node_labels_select_it() {
-        let mut rig = Rig::start(None);
-        let ds = daemonset("mon");
-        let key = pod_key(&ds);
-        send(
-            &rig.node,
-            list(vec![node(serde_json::json!({"role": "edge"}))]),
-        );
-        send(&rig.daemonsets, list(vec![ds.clone()]));
-        let seen = |runs_here| Seen {
+    fn key(name: &str) -> PodKey {
+        PodKey {
             namespace: "default".into(),
-            name: "mon".into(),
-            generation: 3,
-            runs_here,
-        };
-        rig.until("the DaemonSet seen by a round", |r| {
-            r.progress.borrow().daemonsets == [seen(false)]
-        })
-        .await;
-        assert!(rig.rt.run_ids().is_empty(), "an edge node runs nothing");
-        assert!(rig.view.lock().unwrap().is_empty());
+            name: name.into(),
+        }
+    }
 
-        // the node becomes a worker: its pod runs, at once
-        send(
-            &rig.node,
-            [Event::Apply(node(serde_json::json!({"role": "worker"})))],
-        );
+    fn container_of(name: &str, restarts: u32) -> String {
+        worker::container_id(&key(name), "main", restarts)
+    }
+
+    /// A running container `main` of pod `name`, labelled as an earlier agent labelled them.
+    fn found(name: &str, labels: &[(&str, &str)]) -> ContainerStatus {
+        let mut l: BTreeMap<String, String> = [
+            (labels::MANAGED_BY, labels::MANAGED_BY_VALUE),
+            (labels::POD_NAMESPACE, "default"),
+            (labels::POD_NAME, name),
+            (labels::CONTAINER_NAME, "main"),
+            (labels::RESTART_COUNT, "0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        l.extend(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        ContainerStatus {
+            id: container_of(name, 0),
+            image: "busybox:v1".into(),
+            labels: l,
+            state: TaskState::Running { pid: 1 },
+            created_at: BASE_MS / 1000 - 60,
+        }
+    }
+
+    /// A pod bound to the node runs at once; the DaemonSets are reported with it. The API deletes
+    /// it: its container is stopped and removed, and its final delete goes to podsync with its
+    /// uid, all without waiting for a resync.
+    #[tokio::test(start_paused = true)]
+    async fn a_bound_pod_runs_and_a_deleted_one_stops_then_is_deleted() {
+        let mut rig = Rig::start(None);
+        send(&rig.node, list(vec![node()]));
+        send(&rig.daemonsets, list(vec![daemonset()]));
+        send(&rig.pods, list(vec![pod("mon-abcde", "u1")]));
         rig.until("the pod running", |r| !r.running().is_empty())
             .await;
-        assert_eq!(rig.running(), [container_of(&key, 0)]);
+        assert_eq!(rig.running(), [container_of("mon-abcde", 0)]);
         assert_eq!(rig.rt.runs.lock().unwrap()[0].1, BASE_MS);
-        assert_eq!(rig.progress.borrow().daemonsets, [seen(true)]);
         rig.until("the pod reported", |r| {
-            r.view.lock().unwrap().contains_key(&key)
+            r.view.lock().unwrap().contains_key(&key("mon-abcde"))
+                && r.progress
+                    .borrow()
+                    .daemonsets
+                    .first()
+                    .is_some_and(|d| d.runs_here)
         })
         .await;
-        assert!(rig
-            .sent
-            .iter()
-            .any(|u| matches!(u, podsync::Update::Status(d, _) if d.key == key)));
+        assert!(rig.sent.iter().any(|u| matches!(u,
+            podsync::Update::Status(d, _) if d.key == key("mon-abcde") && d.api_uid == "u1")));
 
-        // the label goes: the container and the pod go, in the API too
         send(
-            &rig.node,
-            [Event::Apply(node(serde_json::json!({"role": "edge"})))],
+            &rig.pods,
+            [Event::Apply(deleting(pod("mon-abcde", "u1"), BASE_MS, 5))],
         );
-        rig.until("the pod gone", |r| {
-            r.rt.containers.lock().unwrap().is_empty() && r.view.lock().unwrap().is_empty()
+        rig.until("the pod gone and its final delete sent", |r| {
+            r.rt.containers.lock().unwrap().is_empty() && !r.final_deletes().is_empty()
         })
         .await;
-        assert!(rig
-            .sent
-            .iter()
-            .any(|u| matches!(u, podsync::Update::Gone(k) if *k == key)));
-        let calls = rig.rt.calls.lock().unwrap().clone();
+        assert_eq!(
+            rig.final_deletes(),
+            [("mon-abcde".to_string(), "u1".to_string())]
+        );
+        let calls = rig.calls();
         assert!(
-            calls.contains(&format!("stop {}", container_of(&key, 0))),
+            calls.contains(&format!("stop {}", container_of("mon-abcde", 0))),
             "{calls:?}"
         );
+        assert!(
+            calls.contains(&"remove-sandbox u1".to_string()),
+            "{calls:?}"
+        );
+        assert!(!rig.view.lock().unwrap().contains_key(&key("mon-abcde")));
         assert_eq!(
             rig.now_ms(),
             BASE_MS,
             "all of it without waiting for a resync"
         );
+        // the API still lists it until the delete lands: no worker starts it again
+        send(&rig.node, [Event::Apply(node())]);
+        rig.until("a round after", |r| r.progress.borrow().rounds > 0)
+            .await;
+        assert_eq!(rig.rt.run_ids().len(), 1, "{:?}", rig.rt.run_ids());
+        assert!(!rig.progress.borrow().daemonsets[0].runs_here);
     }
 
     /// An exit is a round: the first restart comes at once; the second waits out the 10 s
@@ -599,114 +683,151 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn exits_are_rounds_and_restarts_wait_for_the_back_off() {
         let mut rig = Rig::start(None);
-        let ds = daemonset("crash");
-        let key = pod_key(&ds);
-        send(
-            &rig.node,
-            list(vec![node(serde_json::json!({"role": "worker"}))]),
-        );
-        send(&rig.daemonsets, list(vec![ds]));
+        send(&rig.node, list(vec![node()]));
+        send(&rig.pods, list(vec![pod("crash-abcde", "u1")]));
         rig.until("running", |r| r.running().len() == 1).await;
         tokio::time::advance(Duration::from_millis(1_500)).await;
-        rig.rt.exit(&container_of(&key, 0), 1).await;
+        rig.rt.exit(&container_of("crash-abcde", 0), 1).await;
         rig.until("restarted", |r| r.rt.run_ids().len() == 2).await;
         let runs = rig.rt.runs.lock().unwrap().clone();
-        assert_eq!(runs[1], (container_of(&key, 1), BASE_MS + 1_500));
+        assert_eq!(runs[1], (container_of("crash-abcde", 1), BASE_MS + 1_500));
 
         tokio::time::advance(Duration::from_millis(500)).await;
-        rig.rt.exit(&container_of(&key, 1), 1).await;
+        rig.rt.exit(&container_of("crash-abcde", 1), 1).await;
         rig.until("restarted again", |r| r.rt.run_ids().len() == 3)
             .await;
         let runs = rig.rt.runs.lock().unwrap().clone();
-        assert_eq!(runs[2], (container_of(&key, 2), BASE_MS + 1_500 + 10_000));
+        assert_eq!(
+            runs[2],
+            (container_of("crash-abcde", 2), BASE_MS + 1_500 + 10_000)
+        );
     }
 
-    /// Offline: the cached DaemonSets and Node run the pods before any list, and no API pod is
-    /// judged an orphan; the first complete list then replaces the cache (the DaemonSet was
-    /// deleted meanwhile) and the cache written is what the API said.
+    /// Offline: the cached bound pods run before any list; the first complete list then replaces
+    /// the cache (the pod was deleted meanwhile: it goes) and the cache written is what the API
+    /// said.
     #[tokio::test(start_paused = true)]
     async fn an_offline_start_runs_from_the_cache_until_the_first_list() {
-        let ds = daemonset("offline");
-        let key = pod_key(&ds);
         let cached = watch::Cached {
-            node: Some(node(serde_json::json!({"role": "worker"}))),
-            daemonsets: [("default/offline".to_string(), ds)].into_iter().collect(),
+            node: Some(node()),
+            pods: Some(
+                [(
+                    "default/offline-abcde".to_string(),
+                    pod("offline-abcde", "u1"),
+                )]
+                .into(),
+            ),
         };
         let mut rig = Rig::start(Some(cached));
         rig.until("the cached pod running", |r| !r.running().is_empty())
             .await;
-        assert_eq!(rig.running(), [container_of(&key, 0)]);
+        assert_eq!(rig.running(), [container_of("offline-abcde", 0)]);
         assert!(!rig.store.synced());
         assert!(
             !watch::cache_path(rig.dir.path()).exists(),
             "no list: the cache stays"
         );
 
-        send(
-            &rig.node,
-            list(vec![node(serde_json::json!({"role": "worker"}))]),
-        );
-        send(&rig.daemonsets, list(vec![]));
+        send(&rig.node, list(vec![node()]));
         send(&rig.pods, list(vec![]));
-        rig.until("the pod gone with its DaemonSet", |r| {
+        rig.until("the pod gone with the API's word", |r| {
             r.rt.containers.lock().unwrap().is_empty()
         })
         .await;
         assert!(rig.store.synced());
-        assert!(rig.orphans().is_empty());
+        assert!(rig.final_deletes().is_empty(), "gone from the API already");
         rig.until("the cache written", |r| {
-            watch::load_cache(r.dir.path()).is_some_and(|c| c.daemonsets.is_empty())
+            watch::load_cache(r.dir.path()).is_some_and(|c| c.pods.is_some_and(|p| p.is_empty()))
         })
         .await;
     }
 
-    /// Pods the API binds to this node for a DaemonSet, with no worker: deleted through podsync,
-    /// once the API state is complete. A pod of ours and a pod without a DaemonSet are left.
+    /// Without a cache that knows the bound pods (none, or one of an agent before the pod
+    /// pipeline), containers no pod accounts for are left alone until the Pods are listed.
     #[tokio::test(start_paused = true)]
-    async fn orphaned_api_pods_are_deleted() {
+    async fn unknown_containers_wait_for_the_list_of_the_bound_pods() {
+        let mut rig = Rig::start_with(None, vec![found("left-abcde", &[(labels::POD_UID, "u0")])]);
+        send(&rig.node, list(vec![node()]));
+        rig.until("a round with the node listed", |r| {
+            r.progress.borrow().rounds > 0
+        })
+        .await;
+        assert_eq!(rig.running(), [container_of("left-abcde", 0)]);
+        assert!(rig.calls().is_empty(), "{:?}", rig.calls());
+        send(&rig.pods, list(vec![]));
+        rig.until("the container stopped once the pods were listed", |r| {
+            r.rt.containers.lock().unwrap().is_empty()
+        })
+        .await;
+    }
+
+    /// Containers an agent before the pod pipeline started carry the uid it derived; the pod the
+    /// API holds for them (same name, its own uid) adopts them: nothing stops, nothing starts,
+    /// and new incarnations keep that uid (their sandbox).
+    #[tokio::test(start_paused = true)]
+    async fn containers_of_the_previous_agent_are_adopted() {
+        let legacy = legacy_pod_uid("uid-mon", NODE, "h1");
+        let old = found(
+            "mon-x7k2p",
+            &[
+                (labels::POD_UID, legacy.as_str()),
+                (labels::DAEMONSET_NAMESPACE, "default"),
+                (labels::DAEMONSET_NAME, "mon"),
+                (labels::DAEMONSET_UID, "uid-mon"),
+                (labels::TEMPLATE_HASH, "h1"),
+                (worker::GRACE_LABEL, "5"),
+            ],
+        );
+        let mut rig = Rig::start_with(None, vec![old]);
+        send(&rig.node, list(vec![node()]));
+        send(&rig.pods, list(vec![pod("mon-x7k2p", "api-uid")]));
+        rig.until("the pod reported", |r| {
+            r.view.lock().unwrap().contains_key(&key("mon-x7k2p"))
+        })
+        .await;
+        assert!(
+            rig.calls().is_empty(),
+            "adopted, untouched: {:?}",
+            rig.calls()
+        );
+        let reported = rig.view.lock().unwrap()[&key("mon-x7k2p")].pod.clone();
+        assert_eq!(
+            (reported.uid.as_str(), reported.api_uid.as_str()),
+            (legacy.as_str(), "api-uid")
+        );
+        // it dies: the next incarnation joins the same sandbox, under the same uid
+        rig.rt.exit(&container_of("mon-x7k2p", 0), 1).await;
+        rig.until("restarted", |r| r.running().len() == 1).await;
+        let c = rig.rt.containers.lock().unwrap()[&container_of("mon-x7k2p", 1)].clone();
+        assert_eq!(c.labels[labels::POD_UID], legacy);
+        assert!(
+            !rig.calls().iter().any(|c| c.starts_with("sandbox")),
+            "{:?}",
+            rig.calls()
+        );
+    }
+
+    /// A pod deleted and made again under the same name (another uid) is another pod: the earlier
+    /// one's containers and sandbox go, the new one starts afresh.
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_made_again_under_its_name_replaces_the_earlier_one() {
         let mut rig = Rig::start(None);
-        let ds = daemonset("mine");
-        let key = pod_key(&ds);
-        let api_pod = |name: &str, owner: Option<&str>| -> Pod {
-            serde_json::from_value(serde_json::json!({
-                "metadata": {
-                    "name": name, "namespace": "default",
-                    "ownerReferences": owner.map(|o| vec![serde_json::json!({
-                        "apiVersion": "apps/v1", "kind": o, "name": "x", "uid": "u"
-                    })]),
-                },
-                "spec": {"nodeName": NODE, "containers": [{"name": "c", "image": "i"}]}
-            }))
-            .unwrap()
-        };
-        send(
-            &rig.node,
-            list(vec![node(serde_json::json!({"role": "worker"}))]),
+        send(&rig.node, list(vec![node()]));
+        send(&rig.pods, list(vec![pod("bare", "u1")]));
+        rig.until("running", |r| r.running().len() == 1).await;
+        send(&rig.pods, [Event::Apply(pod("bare", "u2"))]);
+        rig.until("the new pod running", |r| {
+            r.rt.containers.lock().unwrap().values().any(|c| {
+                c.labels.get(labels::POD_UID).map(String::as_str) == Some("u2")
+                    && matches!(c.state, TaskState::Running { .. })
+            })
+        })
+        .await;
+        let calls = rig.calls();
+        assert!(
+            calls.contains(&"remove-sandbox u1".to_string()),
+            "{calls:?}"
         );
-        send(&rig.daemonsets, list(vec![ds]));
-        rig.until("ours running", |r| !r.running().is_empty()).await;
-        send(
-            &rig.pods,
-            list(vec![
-                api_pod(&key.name, Some("DaemonSet")),
-                api_pod("left-behind-abcde", Some("DaemonSet")),
-                api_pod("static", None),
-                api_pod("replica", Some("ReplicaSet")),
-            ]),
-        );
-        rig.until("an orphan sent", |r| !r.orphans().is_empty())
-            .await;
-        assert_eq!(
-            rig.orphans(),
-            [PodKey {
-                namespace: "default".into(),
-                name: "left-behind-abcde".into()
-            }]
-        );
-        assert_eq!(
-            rig.now_ms(),
-            BASE_MS,
-            "decided on the list, not on a resync"
-        );
+        assert_eq!(rig.running().len(), 1);
     }
 }

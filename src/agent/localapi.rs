@@ -88,7 +88,7 @@ fn info(r: &Reported) -> pb::PodInfo {
     pb::PodInfo {
         namespace: d.key.namespace.clone(),
         name: d.key.name.clone(),
-        daemonset: d.owner.name.clone(),
+        daemonset: d.owner.as_ref().map(|o| o.name.clone()).unwrap_or_default(),
         template_hash: d.template_hash.clone(),
         phase: s.phase.clone().unwrap_or_default(),
         ready: s

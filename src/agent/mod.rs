@@ -1,11 +1,12 @@
-//! The node daemon: registers its Node, watches DaemonSets, its Node and its Pods, and keeps
-//! containerd running exactly the pods the DaemonSets want on this node.
+//! The node daemon, kubelet-like: registers its Node, watches the Pods bound to it (and its Node,
+//! and the DaemonSets), and keeps containerd running exactly those pods, whoever made them (the
+//! server's DaemonSet controller, a person with `spec.nodeName`).
 //!
 //! One controller loop (`controller`) owns the decisions: on a watch event, a container exit or a
-//! timer, it lists our containers once, computes the desired pods (pure,
-//! `core::plan::desired_pods`) and hands each pod's worker its latest desired state. Workers
-//! (`worker`) act on containerd; `podsync` mirrors the pods into the API. Nothing on the container
-//! path waits for the API. Time comes from one injected `clock::Clock`.
+//! timer, it lists our containers once, takes the bound pods and hands each pod's worker its
+//! latest desired state. Workers (`worker`) act on containerd; `podsync` writes the pods' status
+//! and deletes a pod the API deletes once its containers are gone. Nothing on the container path
+//! waits for the API. Time comes from one injected `clock::Clock`.
 pub mod clock;
 pub mod config;
 pub mod controller;
@@ -102,8 +103,8 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
     let cached = watch::load_cache(&cfg.state_dir);
     if let Some(c) = &cached {
         tracing::info!(
-            daemonsets = c.daemonsets.len(),
-            "loaded the last desired state from the cache"
+            pods = c.pods.as_ref().map_or(0, |p| p.len()),
+            "loaded the bound pods of the last run from the cache"
         );
     }
     let (store, writers) = watch::Store::new(cached);
@@ -179,17 +180,13 @@ pub(crate) mod test_api {
         serve(dir, "127.0.0.1:0".parse().unwrap(), None).await
     }
 
-    /// An admin token the server of [`start_insecure_on`] knows from its start.
+    /// An admin token the server of [`TestApi::restart_insecure_on`] knows.
     pub const TEST_TOKEN: &str = "abcdef.0123456789abcdef";
 
-    /// A server that also serves plain HTTP on `listen` (a loopback address), where a client
-    /// with [`TEST_TOKEN`] is admin from the first request on.
-    pub async fn start_insecure_on(listen: std::net::SocketAddr) -> TestApi {
+    /// Stores the record of [`TEST_TOKEN`] (admin) in the store under `data`.
+    async fn add_test_token(data: &std::path::Path) {
         use crate::server::auth::tokens::{self, Role, TokenRecord};
         use crate::server::store::ObjectStore as _;
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("server");
-        std::fs::create_dir_all(&data).unwrap();
         let token = crate::core::credential::Token::parse(TEST_TOKEN).unwrap();
         let record = TokenRecord {
             id: token.id.clone(),
@@ -208,8 +205,6 @@ pub(crate) mod test_api {
             )
             .await
             .unwrap();
-        drop(store);
-        serve(dir, "127.0.0.1:0".parse().unwrap(), Some(listen)).await
     }
 
     async fn serve(
@@ -230,6 +225,16 @@ pub(crate) mod test_api {
             server,
             client,
             _dir: dir,
+        }
+    }
+
+    impl TestApi {
+        /// The same store, served again (the server stopped first), also over plain HTTP on
+        /// `listen` (a loopback address), where a client with [`TEST_TOKEN`] is admin.
+        pub async fn restart_insecure_on(self, listen: std::net::SocketAddr) -> TestApi {
+            self.server.shutdown().await;
+            add_test_token(&self._dir.path().join("server")).await;
+            serve(self._dir, "127.0.0.1:0".parse().unwrap(), Some(listen)).await
         }
     }
 

@@ -1,58 +1,42 @@
-//! Mirrors the node's pods into the API as v1 Pods bound to the node (like the kubelet's status
-//! manager): creates the Pod when a worker first reports it, writes its status when it changes,
-//! deletes it when the pod is gone. Writes coalesce per pod and are retried with back-off while
-//! the API is unreachable; the containers never wait for the API.
-use std::collections::{BTreeMap, BTreeSet};
+//! The agent's side of the kubelet's status manager: writes each pod's status to the API (the
+//! `pods/status` subresource, the pod's uid a precondition, so a pod deleted and made again under
+//! the same name never gets the old one's status) when it changes, and deletes a pod the API is
+//! deleting once its containers are gone (`gracePeriodSeconds: 0`, uid precondition). It never
+//! creates a pod: the API's controllers do. Writes coalesce per pod and are retried with back-off
+//! while the API is unreachable; the containers never wait for the API.
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use tokio::sync::mpsc;
 
 use crate::core::plan::{DesiredPod, PodKey};
 
 #[derive(Debug)]
 pub enum Update {
+    /// A pod's status, as its worker computed it.
     Status(Box<DesiredPod>, Box<PodStatus>),
-    Gone(PodKey),
-    /// Pods the API lists on this node that no pod of ours accounts for.
-    Orphans(Vec<PodKey>),
+    /// A pod's containers are gone; `delete`: the API is deleting it, delete it for good.
+    Finished {
+        key: PodKey,
+        uid: String,
+        delete: bool,
+    },
 }
 
 #[derive(Debug, Clone)]
 enum Want {
-    Status(Box<DesiredPod>, Box<PodStatus>),
-    Gone,
+    Status(Box<PodStatus>),
+    Delete,
 }
 
-/// The API Pod for a desired pod (without status).
-pub fn pod_object(d: &DesiredPod) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(d.key.name.clone()),
-            namespace: Some(d.key.namespace.clone()),
-            labels: Some(d.labels.clone()),
-            annotations: (!d.annotations.is_empty()).then(|| d.annotations.clone()),
-            owner_references: Some(vec![OwnerReference {
-                api_version: "apps/v1".into(),
-                kind: "DaemonSet".into(),
-                name: d.owner.name.clone(),
-                uid: d.owner.uid.clone(),
-                controller: Some(true),
-                block_owner_deletion: Some(true),
-            }]),
-            ..Default::default()
-        },
-        spec: Some(d.spec.clone()),
-        status: None,
-    }
-}
+/// A pod by name and API uid: a pod made again under the same name is another pod.
+type Id = (PodKey, String);
 
 pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) {
-    let mut wanted: BTreeMap<PodKey, Want> = BTreeMap::new();
-    let mut sent: BTreeMap<PodKey, PodStatus> = BTreeMap::new();
-    let mut created: BTreeSet<PodKey> = BTreeSet::new();
+    let mut wanted: BTreeMap<Id, Want> = BTreeMap::new();
+    let mut sent: BTreeMap<Id, PodStatus> = BTreeMap::new();
     let mut delay = Duration::from_millis(200);
     loop {
         // Take everything queued, keeping only the latest wish per pod.
@@ -70,44 +54,44 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
         {
             match u {
                 Update::Status(d, s) => {
-                    if sent.get(&d.key) != Some(&s) {
-                        wanted.insert(d.key.clone(), Want::Status(d, s));
+                    let id = (d.key.clone(), d.api_uid.clone());
+                    if sent.get(&id) != Some(&s) {
+                        wanted.insert(id, Want::Status(s));
                     }
                 }
-                Update::Gone(k) => {
-                    wanted.insert(k, Want::Gone);
-                }
-                Update::Orphans(keys) => {
-                    for k in keys {
-                        wanted.entry(k).or_insert(Want::Gone);
+                Update::Finished { key, uid, delete } => {
+                    let id = (key, uid);
+                    sent.remove(&id);
+                    if delete {
+                        wanted.insert(id, Want::Delete);
+                    } else {
+                        wanted.remove(&id);
                     }
                 }
             }
         }
         let mut failed = false;
-        for (key, want) in std::mem::take(&mut wanted) {
+        for ((key, uid), want) in std::mem::take(&mut wanted) {
             let api: Api<Pod> = Api::namespaced(client.clone(), &key.namespace);
             let result = match &want {
-                Want::Gone => {
-                    sent.remove(&key);
-                    created.remove(&key);
-                    match api.delete(&key.name, &DeleteParams::default()).await {
-                        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-                        r => r.map(|_| ()),
-                    }
-                }
-                Want::Status(d, s) => sync_status(&api, d, s, &mut created).await,
+                Want::Delete => delete(&api, &key.name, &uid).await,
+                Want::Status(s) => write_status(&api, &key.name, &uid, s).await,
             };
             match result {
                 Ok(()) => {
-                    if let Want::Status(d, s) = want {
-                        sent.insert(d.key.clone(), *s);
+                    if let Want::Status(s) = want {
+                        sent.insert((key, uid), *s);
                     }
+                }
+                // gone, or another pod by now: nothing to write
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
+                    tracing::debug!(pod = %key, uid, code = e.code, "pod gone or replaced; not written");
+                    sent.remove(&(key, uid));
                 }
                 Err(e) => {
                     tracing::debug!(pod = %key, error = %crate::runtime::chain(&e), "pod sync failed; will retry");
                     failed = true;
-                    wanted.entry(key).or_insert(want);
+                    wanted.entry((key, uid)).or_insert(want);
                 }
             }
         }
@@ -120,33 +104,25 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
     }
 }
 
-async fn sync_status(
-    api: &Api<Pod>,
-    d: &DesiredPod,
-    s: &PodStatus,
-    created: &mut BTreeSet<PodKey>,
-) -> kube::Result<()> {
-    if !created.contains(&d.key) {
-        match api.create(&PostParams::default(), &pod_object(d)).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => return Err(e),
-        }
-        created.insert(d.key.clone());
-    }
-    let patch = serde_json::json!({ "status": s });
-    match api
-        .patch_status(&d.key.name, &PatchParams::default(), &Patch::Merge(&patch))
+/// The status of the pod `name` of uid `uid` (a merge patch of `pods/status`).
+async fn write_status(api: &Api<Pod>, name: &str, uid: &str, s: &PodStatus) -> kube::Result<()> {
+    let patch = serde_json::json!({"metadata": {"uid": uid}, "status": s});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => {
-            // deleted behind our back (kubectl delete pod): create it again next round
-            created.remove(&d.key);
-            Err(kube::Error::Api(e))
-        }
-        Err(e) => Err(e),
-    }
+        .map(drop)
+}
+
+/// The final delete of a pod whose containers are gone.
+async fn delete(api: &Api<Pod>, name: &str, uid: &str) -> kube::Result<()> {
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: Some(Preconditions {
+            uid: Some(uid.to_string()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    api.delete(name, &params).await.map(drop)
 }
 
 /// Against the real API server of this crate, in-process (`agent::test_api`).
@@ -154,19 +130,23 @@ async fn sync_status(
 mod tests {
     use super::*;
     use crate::agent::test_api::{self, until};
-    use k8s_openapi::api::core::v1::Container;
+    use kube::api::PostParams;
     use kube::runtime::wait::{conditions, Condition};
     use kube::ResourceExt;
 
-    fn desired(name: &str) -> DesiredPod {
-        let main = Container {
-            name: "main".into(),
-            image: Some("busybox:v1".into()),
-            ..Default::default()
-        };
-        let mut pod = crate::core::plan::test_pod(name, main);
-        pod.spec.node_name = Some("node-p".into());
-        pod
+    /// A pod bound to node-p, as the DaemonSet controller makes them.
+    fn api_pod(name: &str) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": "node-p", "terminationGracePeriodSeconds": 30,
+                "containers": [{"name": "main", "image": "busybox:v1"}]}
+        }))
+        .unwrap()
+    }
+
+    /// The desired pod the agent makes of `pod`.
+    fn desired(pod: &Pod) -> DesiredPod {
+        DesiredPod::from_api(pod).unwrap()
     }
 
     fn status(phase: &str, message: &str) -> Box<PodStatus> {
@@ -186,33 +166,24 @@ mod tests {
         }
     }
 
+    /// Statuses reach their pod and no other; a pod the API deletes is deleted once finished;
+    /// nothing is ever created.
     #[tokio::test]
-    async fn pods_are_mirrored_recreated_and_deleted() {
+    async fn statuses_reach_their_pod_and_finished_pods_are_deleted() {
         let api = test_api::start().await;
         let pods: Api<Pod> = Api::namespaced(api.client.clone(), "default");
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(api.client.clone(), rx));
-        let d = desired("mon-abcde");
-        let send_status = |phase, message| {
+        let p = pods
+            .create(&PostParams::default(), &api_pod("mon-abcde"))
+            .await
+            .unwrap();
+        let d = desired(&p);
+        let send_status = |d: &DesiredPod, phase, message| {
             tx.send(Update::Status(Box::new(d.clone()), status(phase, message)))
                 .unwrap()
         };
-        send_status("Pending", "");
-        let p = until(
-            &pods,
-            "mon-abcde",
-            "created",
-            phase_and_message("Pending", ""),
-        )
-        .await;
-        let p = p.unwrap();
-        let owner = &p.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.name.as_str()),
-            ("DaemonSet", "ds")
-        );
-        assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("node-p"));
-        send_status("Running", "");
+        send_status(&d, "Running", "");
         until(
             &pods,
             "mon-abcde",
@@ -221,49 +192,66 @@ mod tests {
         )
         .await;
 
-        // deleted behind its back (kubectl delete pod): the next status creates it again
+        // made again under the same name: the old pod's status does not reach the new one
+        pods.delete("mon-abcde", &DeleteParams::default().grace_period(0))
+            .await
+            .unwrap();
+        let again = pods
+            .create(&PostParams::default(), &api_pod("mon-abcde"))
+            .await
+            .unwrap();
+        send_status(&d, "Running", "old");
+        send_status(&desired(&again), "Running", "new");
+        until(
+            &pods,
+            "mon-abcde",
+            "the new pod's status",
+            phase_and_message("Running", "new"),
+        )
+        .await;
+        let now = pods.get("mon-abcde").await.unwrap();
+        assert_eq!(now.uid(), again.uid());
+
+        // a status for a pod that is not there creates nothing
+        let mut ghost = api_pod("ghost-fghij");
+        ghost.metadata.uid = Some("u-ghost".into());
+        let ghost = desired(&ghost);
+        send_status(&ghost, "Running", "");
+        // the API deletes the pod: it is marked until the agent's final delete
         pods.delete("mon-abcde", &DeleteParams::default())
             .await
             .unwrap();
-        let uid = p.metadata.uid.unwrap();
-        until(&pods, "mon-abcde", "deleted", conditions::is_deleted(&uid)).await;
-        send_status("Running", "again");
-        let again = until(
-            &pods,
-            "mon-abcde",
-            "created again",
-            phase_and_message("Running", "again"),
-        )
-        .await
+        let marked = pods.get("mon-abcde").await.unwrap();
+        assert!(marked.metadata.deletion_timestamp.is_some());
+        tx.send(Update::Finished {
+            key: d.key.clone(),
+            uid: d.api_uid.clone(),
+            delete: true,
+        })
         .unwrap();
-
-        // the pod is gone from the node
-        tx.send(Update::Gone(d.key.clone())).unwrap();
+        tx.send(Update::Finished {
+            key: d.key.clone(),
+            uid: again.uid().unwrap(),
+            delete: true,
+        })
+        .unwrap();
         let uid = again.uid().unwrap();
         until(&pods, "mon-abcde", "deleted", conditions::is_deleted(&uid)).await;
-
-        // an orphan the controller found: deleted
-        let orphan = pods
-            .create(&PostParams::default(), &pod_object(&desired("left-fghij")))
-            .await
-            .unwrap();
-        tx.send(Update::Orphans(vec![desired("left-fghij").key]))
-            .unwrap();
-        let uid = orphan.uid().unwrap();
-        until(
-            &pods,
-            "left-fghij",
-            "orphan deleted",
-            conditions::is_deleted(&uid),
-        )
-        .await;
+        assert!(pods.get_opt("ghost-fghij").await.unwrap().is_none());
         api.server.shutdown().await;
     }
 
     /// A write made while the API is away is retried until it comes: the first attempt reaches a
-    /// listener of the test's own on the API's port, which closes it; the server then starts there.
+    /// listener of the test's own on the API's port, which closes it; the server (with the pod in
+    /// its store) then starts there.
     #[tokio::test]
     async fn writes_wait_for_an_api_that_comes_later() {
+        let api = test_api::start().await;
+        let pods: Api<Pod> = Api::namespaced(api.client.clone(), "default");
+        let p = pods
+            .create(&PostParams::default(), &api_pod("late-abcde"))
+            .await
+            .unwrap();
         let stand_in = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = stand_in.local_addr().unwrap();
         let mut cfg = kube::Config::new(format!("http://{addr}").parse().unwrap());
@@ -273,18 +261,15 @@ mod tests {
         let client = kube::Client::try_from(cfg).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(client, rx));
-        tx.send(Update::Status(
-            Box::new(desired("late-abcde")),
-            status("Running", ""),
-        ))
-        .unwrap();
+        tx.send(Update::Status(Box::new(desired(&p)), status("Running", "")))
+            .unwrap();
         let (attempt, _) = tokio::time::timeout(Duration::from_secs(20), stand_in.accept())
             .await
             .expect("podsync tried the API")
             .unwrap();
         drop(attempt);
         drop(stand_in);
-        let api = test_api::start_insecure_on(addr).await;
+        let api = api.restart_insecure_on(addr).await;
         let pods: Api<Pod> = Api::namespaced(api.client.clone(), "default");
         until(
             &pods,

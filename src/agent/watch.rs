@@ -1,17 +1,18 @@
-//! What the agent knows of the API: the DaemonSets, its own Node and the Pods bound to it, each
-//! kept by kube-runtime's reflector over its watcher (list, then watch from the resourceVersion;
-//! relist on 410 Gone or a broken connection, with back-off).
+//! What the agent knows of the API: the Pods bound to its node (what it runs), its own Node, and
+//! the DaemonSets (reported by its local API, and the seam of pre-pulling a DaemonSet's next
+//! revision), each kept by kube-runtime's reflector over its watcher (list, then watch from the
+//! resourceVersion; relist on 410 Gone or a broken connection, with back-off).
 //!
-//! The last desired state (DaemonSets and Node) is cached on disk, so a node restarted without the
-//! API keeps running what it had. The cache is applied to the reflectors' stores before their
-//! watchers start; a reflector swaps in each complete list (Init ... InitDone) whole, so the
-//! cached objects are what the agent runs from until the first complete list of their kind, and
-//! are then replaced by it (a DaemonSet deleted while the agent was away goes).
+//! The bound Pods and the Node of the last complete list are cached on disk, so a node restarted
+//! without the API keeps running (and healing) what it had. The cache is applied to the
+//! reflectors' stores before their watchers start; a reflector swaps in each complete list
+//! (Init ... InitDone) whole, so the cached objects are what the agent runs from until the first
+//! complete list of their kind, and are then replaced by it (a pod deleted while the agent was
+//! away goes).
 //!
-//! This replaced a hand-written relist store that did the same buffering. One difference: a Node
-//! deleted from the API leaves the store without a Node (the old store kept the last one), so the
-//! controller decides from the configured Node (`node::desired_node`), which is what the heartbeat
-//! registers again at its next status post.
+//! A cache written by an agent before the pod pipeline holds DaemonSets instead of Pods: it loads
+//! as a cache without pods, and until the first list of the Pods the agent leaves the containers
+//! it finds alone (`Store::pods_known`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,12 +28,14 @@ use kube::{Api, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-/// The cache file's content: the desired state of the last run.
+/// The cache file's content: what the last run was told to run.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Cached {
     pub node: Option<Node>,
-    /// By `namespace/name`.
-    pub daemonsets: BTreeMap<String, DaemonSet>,
+    /// The Pods bound to the node, by `namespace/name`; None in the cache of an agent before the
+    /// pod pipeline.
+    #[serde(default)]
+    pub pods: Option<BTreeMap<String, Pod>>,
 }
 
 /// The kinds watched, each with its reflector.
@@ -51,6 +54,8 @@ pub struct Store {
     pods: reflector::Store<Pod>,
     /// Per `Kind`: a complete list came since the agent started.
     listed: [AtomicBool; 3],
+    /// The cache held the bound Pods.
+    pods_cached: bool,
     /// Told on every change.
     pub changed: Notify,
     /// Bumped on every change, so the cache is written only when something changed.
@@ -65,23 +70,28 @@ pub struct Writers {
 }
 
 impl Store {
-    /// Empty stores holding `cached` (the last run's desired state) until their first list.
+    /// Empty stores holding `cached` (what the last run was told) until their first list.
     pub fn new(cached: Option<Cached>) -> (Arc<Store>, Writers) {
-        let (daemonsets, mut ds_writer) = reflector::store();
+        let (daemonsets, ds_writer) = reflector::store();
         let (node, mut node_writer) = reflector::store();
-        let (pods, pod_writer) = reflector::store();
+        let (pods, mut pod_writer) = reflector::store();
+        let mut pods_cached = false;
         if let Some(c) = cached {
-            for ds in c.daemonsets.into_values() {
-                ds_writer.apply_watcher_event(&Event::Apply(ds));
-            }
             if let Some(n) = c.node {
                 node_writer.apply_watcher_event(&Event::Apply(n));
+            }
+            if let Some(cached_pods) = c.pods {
+                pods_cached = true;
+                for p in cached_pods.into_values() {
+                    pod_writer.apply_watcher_event(&Event::Apply(p));
+                }
             }
         }
         let store = Store {
             daemonsets,
             node,
             pods,
+            pods_cached,
             listed: Default::default(),
             changed: Notify::new(),
             version: AtomicU64::new(0),
@@ -103,30 +113,37 @@ impl Store {
         self.daemonsets.state()
     }
 
-    /// The Pods the API has bound to this node; None until they were listed, and until the
-    /// DaemonSets and the Node were (no pod can be judged an orphan before).
-    pub fn pods(&self) -> Option<Vec<Arc<Pod>>> {
-        (self.synced() && self.listed(Kind::Pods)).then(|| self.pods.state())
+    /// The Pods bound to this node, as the API (or the cache) has them.
+    pub fn pods(&self) -> Vec<Arc<Pod>> {
+        self.pods.state()
+    }
+
+    /// The bound Pods are known (listed from the API, or cached by an agent that listed them): a
+    /// container no such pod accounts for may be stopped.
+    pub fn pods_known(&self) -> bool {
+        self.pods_cached || self.listed(Kind::Pods)
     }
 
     fn listed(&self, kind: Kind) -> bool {
         self.listed[kind as usize].load(Ordering::SeqCst)
     }
 
-    /// Both the DaemonSets and the Node were listed from the API since the agent started.
+    /// Both the Pods bound to this node and the Node were listed from the API since the agent
+    /// started.
     pub fn synced(&self) -> bool {
-        self.listed(Kind::DaemonSets) && self.listed(Kind::Node)
+        self.listed(Kind::Pods) && self.listed(Kind::Node)
     }
 
-    /// What to cache, once the desired state came from the API.
+    /// What to cache, once it came from the API.
     pub fn cached(&self) -> Option<Cached> {
         self.synced().then(|| Cached {
             node: self.node().map(|n| (*n).clone()),
-            daemonsets: self
-                .daemonsets()
-                .into_iter()
-                .map(|ds| (ds_key(&ds), (*ds).clone()))
-                .collect(),
+            pods: Some(
+                self.pods()
+                    .into_iter()
+                    .map(|p| (key(&*p), (*p).clone()))
+                    .collect(),
+            ),
         })
     }
 
@@ -140,15 +157,15 @@ impl Store {
     }
 }
 
-fn ds_key(ds: &DaemonSet) -> String {
-    format!("{}/{}", ds.namespace().unwrap_or_default(), ds.name_any())
+fn key<K: ResourceExt>(obj: &K) -> String {
+    format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any())
 }
 
 pub fn cache_path(state_dir: &Path) -> PathBuf {
     state_dir.join("desired.json")
 }
 
-/// Loads the cached desired state (DaemonSets and Node) of the last run, if any.
+/// Loads the cache of the last run (bound Pods and Node), if any.
 pub fn load_cache(state_dir: &Path) -> Option<Cached> {
     let text = std::fs::read(cache_path(state_dir)).ok()?;
     match serde_json::from_slice(&text) {
@@ -232,8 +249,8 @@ mod tests {
     use super::*;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn ds(name: &str) -> DaemonSet {
-        DaemonSet {
+    fn pod(name: &str) -> Pod {
+        Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 namespace: Some("default".into()),
@@ -244,35 +261,38 @@ mod tests {
     }
 
     fn names(store: &Store) -> Vec<String> {
-        let mut v: Vec<String> = store.daemonsets().iter().map(|d| d.name_any()).collect();
+        let mut v: Vec<String> = store.pods().iter().map(|p| p.name_any()).collect();
         v.sort();
         v
+    }
+
+    fn cache_of(names: &[&str]) -> Cached {
+        Cached {
+            node: None,
+            pods: Some(
+                names
+                    .iter()
+                    .map(|n| (format!("default/{n}"), pod(n)))
+                    .collect(),
+            ),
+        }
     }
 
     /// The cache is what the agent runs from until the first complete list, which replaces it;
     /// watch events then apply one by one, and the cache written is the listed state.
     #[tokio::test]
     async fn the_cache_holds_until_the_first_complete_list_replaces_it() {
-        let cached = Cached {
-            node: None,
-            daemonsets: [("default/old", ds("old")), ("default/kept", ds("kept"))]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
-        };
-        let (store, writers) = Store::new(Some(cached));
+        let (store, writers) = Store::new(Some(cache_of(&["old", "kept"])));
         assert_eq!(names(&store), ["kept", "old"]);
+        assert!(store.pods_known(), "the cache knew the bound pods");
         assert!(
             store.cached().is_none(),
             "nothing listed: no cache to write"
         );
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        let task = tokio::spawn(follow(
-            store.clone(),
-            Kind::DaemonSets,
-            writers.daemonsets,
-            rx,
-        ));
+        let task = tokio::spawn(follow(store.clone(), Kind::Pods, writers.pods, rx));
+        let (node_tx, node_rx) = futures::channel::mpsc::unbounded();
+        let node_task = tokio::spawn(follow(store.clone(), Kind::Node, writers.node, node_rx));
         let send = |ev| tx.unbounded_send(Ok(ev)).unwrap();
         let settled = |v: u64| {
             let store = store.clone();
@@ -284,34 +304,57 @@ mod tests {
         };
         // a list in progress changes nothing yet
         send(Event::Init);
-        send(Event::InitApply(ds("kept")));
-        send(Event::InitApply(ds("new")));
+        send(Event::InitApply(pod("kept")));
+        send(Event::InitApply(pod("new")));
         settled(3).await;
         assert_eq!(names(&store), ["kept", "old"]);
         send(Event::InitDone);
         settled(4).await;
         assert_eq!(names(&store), ["kept", "new"]);
         assert!(!store.synced(), "the Node is not listed yet");
-        send(Event::Delete(ds("kept")));
-        send(Event::Apply(ds("later")));
+        send(Event::Delete(pod("kept")));
+        send(Event::Apply(pod("later")));
         settled(6).await;
         assert_eq!(names(&store), ["later", "new"]);
-        drop(tx);
+        for ev in [Event::Init, Event::InitDone] {
+            node_tx.unbounded_send(Ok(ev)).unwrap();
+        }
+        settled(8).await;
+        assert!(store.synced());
+        let cached = store.cached().unwrap();
+        let keys: Vec<&String> = cached.pods.as_ref().unwrap().keys().collect();
+        assert_eq!(keys, ["default/later", "default/new"]);
+        drop((tx, node_tx));
         task.await.unwrap();
+        node_task.await.unwrap();
     }
 
     #[test]
     fn the_cache_file_round_trips_and_a_broken_one_is_ignored() {
         let dir = tempfile::tempdir().unwrap();
         assert!(load_cache(dir.path()).is_none());
-        let cached = Cached {
-            node: None,
-            daemonsets: [("default/a".to_string(), ds("a"))].into_iter().collect(),
-        };
-        save_cache(dir.path(), &cached).unwrap();
+        save_cache(dir.path(), &cache_of(&["a"])).unwrap();
         let back = load_cache(dir.path()).unwrap();
-        assert_eq!(back.daemonsets.keys().collect::<Vec<_>>(), ["default/a"]);
+        let keys: Vec<&String> = back.pods.as_ref().unwrap().keys().collect();
+        assert_eq!(keys, ["default/a"]);
         std::fs::write(cache_path(dir.path()), b"{not json").unwrap();
         assert!(load_cache(dir.path()).is_none());
+    }
+
+    /// The cache of an agent before the pod pipeline (DaemonSets, no Pods) loads without pods:
+    /// until the Pods are listed, the agent does not know what it may stop.
+    #[test]
+    fn a_cache_of_the_previous_agent_knows_no_pods() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            cache_path(dir.path()),
+            br#"{"node": null, "daemonsets": {"default/d": {"metadata": {"name": "d"}}}}"#,
+        )
+        .unwrap();
+        let old = load_cache(dir.path()).unwrap();
+        assert!(old.pods.is_none());
+        let (store, _writers) = Store::new(Some(old));
+        assert!(store.pods().is_empty());
+        assert!(!store.pods_known());
     }
 }

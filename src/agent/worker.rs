@@ -1,7 +1,8 @@
 //! Pod workers, as the kubelet has them: one task per pod owns that pod's containers, so a pod
 //! whose image cannot be pulled (or whose mount is bad) waits in its own back-off and never holds
 //! up the others. The controller sends each worker the latest desired pod and observed containers;
-//! updates that arrive while a worker is busy coalesce into one.
+//! updates that arrive while a worker is busy coalesce into one. A pod the API deletes is stopped
+//! within what is left of its grace period (SIGTERM, then SIGKILL), its containers together.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use tracing::Instrument as _;
 
 use crate::agent::clock::Clock;
 use crate::agent::prober::{Prober, Target};
-use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, State};
+use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, State, Want};
 use crate::core::probe::{self as probe, ContainerProbes, Kind, Outcome};
 use crate::core::status::{self, PodView, Termination, Waiting};
 use crate::runtime::{
@@ -42,7 +43,7 @@ async fn bounded<T>(
     })
 }
 
-/// The label holding the grace period, so a pod whose DaemonSet is gone still stops gracefully.
+/// The label holding the grace period, so a pod gone from the API still stops gracefully.
 pub const GRACE_LABEL: &str = "io.daemonset-agent.termination-grace-seconds";
 
 /// What a worker is told on each round.
@@ -72,7 +73,11 @@ pub enum Report {
         round: u64,
     },
     /// The pod is gone from the node (containers and sandbox removed); the worker ended.
-    Gone { key: PodKey },
+    /// `api_uid`: the API uid of the last pod it ran, if it ran one.
+    Gone {
+        key: PodKey,
+        api_uid: Option<String>,
+    },
 }
 
 pub struct Context {
@@ -99,8 +104,23 @@ pub fn container_id(pod: &PodKey, container: &str, restart_count: u32) -> String
     if id.len() <= 76 {
         return id;
     }
-    let h = plan::pod_uid(&pod.namespace, &pod.name, container);
+    let h = uuid_shaped(&format!("{}/{}/{container}", pod.namespace, pod.name));
     format!("{}_{}", &h[..23], restart_count)
+}
+
+/// SHA-256 of `input`, rendered as a UUID (8-4-4-4-12 hex digits): a stable id from a name.
+pub fn uuid_shaped(input: &str) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(input.as_bytes());
+    let h = hex::encode(&d[..16]);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 /// The plan's view of one of our containers.
@@ -145,6 +165,38 @@ pub fn pod_key_of(c: &ContainerStatus) -> Option<PodKey> {
         namespace: c.labels.get(labels::POD_NAMESPACE)?.clone(),
         name: c.labels.get(labels::POD_NAME)?.clone(),
     })
+}
+
+/// The grace period an earlier agent labelled containers with (30 s when none says).
+fn grace_label(containers: &[ContainerStatus]) -> i64 {
+    containers
+        .iter()
+        .find_map(|c| c.labels.get(GRACE_LABEL).and_then(|g| g.parse().ok()))
+        .unwrap_or(plan::DEFAULT_GRACE_SECONDS)
+}
+
+/// Stops a container (SIGTERM, SIGKILL after `grace_seconds`; at once when 0) and removes it.
+async fn remove(ctx: &Context, id: &str, grace_seconds: i64) {
+    let rt = &ctx.runtime;
+    if grace_seconds > 0 {
+        let grace = Duration::from_secs(grace_seconds as u64);
+        let stop = rt.stop_container(id, grace);
+        if let Err(e) = bounded("stop", id, grace + CALL_TIMEOUT, stop).await {
+            tracing::warn!(container_id = id, error = %crate::runtime::chain(&e), "stop failed");
+        }
+    }
+    match bounded("remove", id, CALL_TIMEOUT, rt.remove_container(id)).await {
+        Ok(()) => {
+            tracing::info!(
+                container_id = id,
+                grace_secs = grace_seconds,
+                "container removed"
+            )
+        }
+        Err(e) => {
+            tracing::warn!(container_id = id, error = %crate::runtime::chain(&e), "remove failed")
+        }
+    }
 }
 
 struct Worker {
@@ -231,7 +283,8 @@ pub fn spawn(
                     // machine
                     let span = w.span(&work);
                     if Box::pin(w.sync(work, &reports).instrument(span)).await {
-                        let _ = reports.send(Report::Gone { key: w.key.clone() });
+                        let api_uid = w.last.as_ref().map(|d| d.api_uid.clone());
+                        let _ = reports.send(Report::Gone { key: w.key.clone(), api_uid });
                         return;
                     }
                 }
@@ -326,7 +379,7 @@ impl Worker {
     /// The span of one sync: the events inside carry the pod, its DaemonSet and the node.
     fn span(&self, work: &Work) -> tracing::Span {
         let daemonset = match work.desired.as_ref().or(self.last.as_ref()) {
-            Some(d) => Some(d.owner.name.as_str()),
+            Some(d) => d.owner.as_ref().map(|o| o.name.as_str()),
             // a pod left from before an agent restart, going: its containers' labels say
             None => work
                 .observed
@@ -345,27 +398,46 @@ impl Worker {
         }
         let now = self.ctx.clock.now_ms();
         self.round = work.round;
-        let observed: Vec<Observed> = work.observed.iter().filter_map(observed).collect();
+        let mut changed = false;
+        let mut found = work.observed;
         if let Some(d) = &work.desired {
+            // containers of an earlier pod of the same name (another uid) go first
+            let stale: Vec<ContainerStatus>;
+            (stale, found) = found.into_iter().partition(|c| {
+                c.labels
+                    .get(labels::POD_UID)
+                    .is_some_and(|uid| *uid != d.uid)
+            });
+            if !stale.is_empty() || self.last.as_ref().is_some_and(|l| l.uid != d.uid) {
+                tracing::info!(
+                    uid = d.uid.as_str(),
+                    "a new pod of this name: the earlier one goes"
+                );
+                self.remove_stale(&stale).await;
+                self.forget(now);
+                changed = true;
+            }
             self.last = Some(d.clone());
         }
+        let observed: Vec<Observed> = found.iter().filter_map(observed).collect();
         // incarnations this worker did not start (the agent restarted): their back-off from the
         // record, so that a crash loop neither restarts early nor starts over at 10 s
         for (name, b) in plan::recorded_backoff(&observed) {
             self.backoff.entry(name).or_insert(b);
         }
-        let grace_fallback = work
-            .observed
-            .iter()
-            .find_map(|c| c.labels.get(GRACE_LABEL).and_then(|g| g.parse().ok()))
-            .unwrap_or(30);
-        let plan = plan::plan_pod(
-            work.desired.as_ref().map(|d| &d.spec),
-            work.desired.as_ref().is_some_and(|d| d.may_start),
-            &observed,
-            &self.backoff,
-            now,
-        );
+        let want = match &work.desired {
+            Some(d) => d.want(now),
+            // gone from the API: stopped with the grace period it had
+            None => Want::Stop {
+                grace_seconds: self
+                    .last
+                    .as_ref()
+                    .map(DesiredPod::grace_seconds)
+                    .unwrap_or_else(|| grace_label(&found)),
+            },
+        };
+        let running = matches!(want, Want::Run(_));
+        let plan = plan::plan_pod(want, &observed, &self.backoff, now);
         // Remember how each dead container ended before the plan removes it.
         for o in &observed {
             if let State::Exited { code, at_ms } = o.state {
@@ -382,20 +454,24 @@ impl Worker {
         if !plan.actions.is_empty() {
             tracing::debug!(actions = ?plan.actions, observed = ?observed, "pod plan");
         }
-        let mut changed = false;
+        if !running {
+            // the pod is going: its probes stop, its containers stop together
+            self.probes.clear();
+            let stops = plan.actions.iter().filter_map(|a| match a {
+                Action::Remove { id, grace_seconds } => Some(remove(&self.ctx, id, *grace_seconds)),
+                _ => None,
+            });
+            futures::future::join_all(stops).await;
+        }
         for action in &plan.actions {
             changed = true;
             match action {
-                Action::Remove { id, grace_seconds } => {
-                    let grace = if work.desired.is_none() && *grace_seconds > 0 {
-                        grace_fallback
-                    } else {
-                        *grace_seconds
-                    };
-                    self.remove(id, grace).await;
+                Action::Remove { id, grace_seconds } if running => {
+                    remove(&self.ctx, id, *grace_seconds).await;
                 }
+                Action::Remove { .. } => {}
                 Action::RemoveSandbox => {
-                    let uid = self.uid(&work);
+                    let uid = self.uid(&found);
                     if let Some(uid) = uid {
                         let removal = self.ctx.runtime.remove_sandbox(&uid);
                         if let Err(e) = bounded("remove sandbox", &uid, CALL_TIMEOUT, removal).await
@@ -438,15 +514,10 @@ impl Worker {
                 w.reason = "ContainerCreating".into();
             }
         }
-        let wanted = work.desired.is_some();
-        if !wanted {
-            // the pod is going: its probes stop
-            self.probes.clear();
-        }
         let Some(desired) = work.desired.or_else(|| self.last.clone()) else {
             return observed.is_empty() && plan.actions.is_empty();
         };
-        if wanted {
+        if running {
             self.adopt_sandbox(&desired, &observed).await;
             self.sync_probes(&desired, &observed);
             changed |= self.kill_failed(&desired).await;
@@ -455,6 +526,41 @@ impl Worker {
         self.send_status(&desired, &observed, requeue, changed, reports);
         self.last_report = Some((desired, observed, requeue));
         false
+    }
+
+    /// Stops and removes the containers (and sandboxes) of an earlier pod of this name.
+    async fn remove_stale(&mut self, stale: &[ContainerStatus]) {
+        let grace = grace_label(stale);
+        let stops = stale.iter().map(|c| {
+            let running = matches!(c.state, TaskState::Running { .. });
+            remove(&self.ctx, &c.id, if running { grace } else { 0 })
+        });
+        futures::future::join_all(stops).await;
+        let uids: std::collections::BTreeSet<&String> = stale
+            .iter()
+            .filter_map(|c| c.labels.get(labels::POD_UID))
+            .chain(self.last.as_ref().map(|l| &l.uid))
+            .collect();
+        for uid in uids {
+            let removal = self.ctx.runtime.remove_sandbox(uid);
+            if let Err(e) = bounded("remove sandbox", uid, CALL_TIMEOUT, removal).await {
+                tracing::warn!(error = %crate::runtime::chain(&e), "remove the earlier pod's sandbox failed");
+            }
+        }
+    }
+
+    /// Starts over for a new pod: nothing of the earlier one's state is kept.
+    fn forget(&mut self, now: i64) {
+        self.backoff.clear();
+        self.waiting.clear();
+        self.last_termination.clear();
+        self.images.clear();
+        self.sandbox = None;
+        self.status = None;
+        self.probes.clear();
+        self.last_report = None;
+        self.start_ms = now;
+        self.acted_at = Some(tokio::time::Instant::now());
     }
 
     /// Computes the pod's status and sends it to the controller.
@@ -677,35 +783,13 @@ impl Worker {
         !kills.is_empty()
     }
 
-    fn uid(&self, work: &Work) -> Option<String> {
-        work.desired
-            .as_ref()
-            .or(self.last.as_ref())
-            .map(|d| d.uid.clone())
-            .or_else(|| {
-                work.observed
-                    .iter()
-                    .find_map(|c| c.labels.get(labels::POD_UID).cloned())
-            })
-    }
-
-    async fn remove(&mut self, id: &str, grace_seconds: i64) {
-        let rt = &self.ctx.runtime;
-        if grace_seconds > 0 {
-            let grace = Duration::from_secs(grace_seconds as u64);
-            let stop = rt.stop_container(id, grace);
-            if let Err(e) = bounded("stop", id, grace + CALL_TIMEOUT, stop).await {
-                tracing::warn!(container_id = id, error = %crate::runtime::chain(&e), "stop failed");
-            }
-        }
-        match bounded("remove", id, CALL_TIMEOUT, rt.remove_container(id)).await {
-            Ok(()) => {
-                tracing::info!(container_id = id, "container removed")
-            }
-            Err(e) => {
-                tracing::warn!(container_id = id, error = %crate::runtime::chain(&e), "remove failed")
-            }
-        }
+    /// The uid of the pod's sandbox: the pod's on this node, else its containers' label.
+    fn uid(&self, found: &[ContainerStatus]) -> Option<String> {
+        self.last.as_ref().map(|d| d.uid.clone()).or_else(|| {
+            found
+                .iter()
+                .find_map(|c| c.labels.get(labels::POD_UID).cloned())
+        })
     }
 
     async fn start(&mut self, d: &DesiredPod, name: &str, restart_count: u32, now: i64) {
@@ -774,21 +858,27 @@ impl Worker {
             }
         };
         let id = container_id(&d.key, &container.name, restart_count);
-        let grace = d.spec.termination_grace_period_seconds.unwrap_or(30);
+        let grace = d.grace_seconds();
         let container_labels = BTreeMap::from([
             (labels::MANAGED_BY, labels::MANAGED_BY_VALUE.to_string()),
             (labels::POD_NAMESPACE, d.key.namespace.clone()),
             (labels::POD_NAME, d.key.name.clone()),
             (labels::POD_UID, d.uid.clone()),
             (labels::CONTAINER_NAME, container.name.clone()),
-            (labels::DAEMONSET_NAMESPACE, d.owner.namespace.clone()),
-            (labels::DAEMONSET_NAME, d.owner.name.clone()),
-            (labels::DAEMONSET_UID, d.owner.uid.clone()),
-            (labels::TEMPLATE_HASH, d.template_hash.clone()),
             (labels::RESTART_COUNT, restart_count.to_string()),
             (GRACE_LABEL, grace.to_string()),
         ])
         .into_iter()
+        .chain(d.owner.iter().flat_map(|o| {
+            [
+                (labels::DAEMONSET_NAMESPACE, o.namespace.clone()),
+                (labels::DAEMONSET_NAME, o.name.clone()),
+                (labels::DAEMONSET_UID, o.uid.clone()),
+            ]
+        }))
+        .chain(
+            (!d.template_hash.is_empty()).then(|| (labels::TEMPLATE_HASH, d.template_hash.clone())),
+        )
         .map(|(k, v)| (k.to_string(), v))
         .collect();
         let log_path = crate::logdriver::log_path(
@@ -1140,7 +1230,7 @@ mod worker_tests {
                 .await
                 .unwrap()
             {
-                Some(Report::Gone { key }) => {
+                Some(Report::Gone { key, .. }) => {
                     assert_eq!(key.name, "good");
                     break;
                 }

@@ -11,5 +11,6 @@ pub mod plan;
 pub mod probe;
 pub mod quantity;
 pub mod reference;
+pub mod rollout;
 pub mod status;
 pub mod validation;

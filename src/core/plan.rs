@@ -1,13 +1,9 @@
-//! The reconcile plan: which pods this node should run (from its DaemonSets and its Node), and for
-//! one pod, what to do to its containers given what containerd reports. Pure: the caller passes
-//! the time and owns every side effect.
-use std::collections::{BTreeMap, BTreeSet};
+//! The reconcile plan of one pod: the pods this node runs are the API's Pods bound to it
+//! ([`DesiredPod::from_api`]), and for one pod, what to do to its containers given what
+//! containerd reports. Pure: the caller passes the time and owns every side effect.
+use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, PodSpec};
-
-use crate::core::eligibility;
-use crate::core::hash;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 
 /// Label Kubernetes puts on daemon pods: the hash of the template they were made from.
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
@@ -19,6 +15,8 @@ pub const BACKOFF_RESET_MS: i64 = 600_000;
 /// A container without a running task younger than this may still be starting (or containerd's
 /// task list missed it for a moment): leave it alone until then.
 pub const CREATED_GRACE_MS: i64 = 5_000;
+/// The grace period of a pod that does not say (`terminationGracePeriodSeconds`' default).
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct PodKey {
@@ -32,7 +30,7 @@ impl std::fmt::Display for PodKey {
     }
 }
 
-/// The DaemonSet a pod belongs to.
+/// The DaemonSet that controls a pod.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Owner {
     pub namespace: String,
@@ -40,22 +38,107 @@ pub struct Owner {
     pub uid: String,
 }
 
-/// A pod this node should run.
+/// The API is deleting a pod: `metadata.deletionTimestamp` and `deletionGracePeriodSeconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deletion {
+    /// The deletion timestamp, unix ms (whole seconds, as the API writes it).
+    pub at_ms: i64,
+    pub grace_seconds: i64,
+}
+
+impl Deletion {
+    /// The grace period its containers still have at `now_ms`, in whole seconds: until the end
+    /// of the second the timestamp names (the API drops the fraction), never more than the
+    /// deletion's grace period, 0 once it has passed.
+    pub fn grace_left(&self, now_ms: i64) -> i64 {
+        let left_ms = (self.at_ms + 1000 - now_ms).max(0);
+        ((left_ms + 999) / 1000).min(self.grace_seconds.max(0))
+    }
+}
+
+/// A pod bound to this node, as the agent runs it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredPod {
     pub key: PodKey,
-    /// Local identity of the pod (sandbox, container labels); stable for a (DaemonSet uid, node,
-    /// template hash).
+    /// `metadata.uid` in the API.
+    pub api_uid: String,
+    /// The uid the pod's containers and sandbox carry on this node: the API's, or, for a pod an
+    /// agent before the pod pipeline started, the uid that agent gave it.
     pub uid: String,
-    pub owner: Owner,
+    /// The DaemonSet that controls the pod, if one does.
+    pub owner: Option<Owner>,
+    /// Its `controller-revision-hash` label (empty when it has none).
     pub template_hash: String,
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
-    /// The template's pod spec with the automatic tolerations and `nodeName` set.
     pub spec: PodSpec,
-    /// false: another revision of the same DaemonSet still has containers here; this one waits
-    /// until they are gone (maxSurge 0: the old pod goes first).
-    pub may_start: bool,
+    /// Set while the API deletes the pod: its containers stop, then the pod is deleted.
+    pub deletion: Option<Deletion>,
+}
+
+impl DesiredPod {
+    /// The pod an API Pod asks this node to run; None for a pod without name, uid or spec, and
+    /// for one in a terminal phase (Succeeded, Failed), whose containers do not run again.
+    pub fn from_api(pod: &Pod) -> Option<DesiredPod> {
+        let meta = &pod.metadata;
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        if matches!(phase, Some("Succeeded" | "Failed")) {
+            return None;
+        }
+        let namespace = meta.namespace.clone().unwrap_or_else(|| "default".into());
+        let owner = meta
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == "DaemonSet")
+            .map(|o| Owner {
+                namespace: namespace.clone(),
+                name: o.name.clone(),
+                uid: o.uid.clone(),
+            });
+        let deletion = meta.deletion_timestamp.as_ref().map(|t| Deletion {
+            at_ms: t.0.as_millisecond(),
+            grace_seconds: meta
+                .deletion_grace_period_seconds
+                .unwrap_or(DEFAULT_GRACE_SECONDS),
+        });
+        let uid = meta.uid.clone()?;
+        Some(DesiredPod {
+            key: PodKey {
+                namespace,
+                name: meta.name.clone()?,
+            },
+            api_uid: uid.clone(),
+            uid,
+            owner,
+            template_hash: meta
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(REVISION_HASH_LABEL))
+                .cloned()
+                .unwrap_or_default(),
+            spec: pod.spec.clone()?,
+            deletion,
+        })
+    }
+
+    /// What the pod's containers should do now.
+    pub fn want(&self, now_ms: i64) -> Want<'_> {
+        match &self.deletion {
+            None => Want::Run(&self.spec),
+            Some(d) => Want::Stop {
+                grace_seconds: d.grace_left(now_ms),
+            },
+        }
+    }
+
+    /// The pod's grace period (`terminationGracePeriodSeconds`, 30 s by default).
+    pub fn grace_seconds(&self) -> i64 {
+        grace_of(&self.spec)
+    }
+}
+
+fn grace_of(spec: &PodSpec) -> i64 {
+    spec.termination_grace_period_seconds
+        .unwrap_or(DEFAULT_GRACE_SECONDS)
 }
 
 /// A desired pod `default/NAME` (uid `uid-NAME`) of DaemonSet `default/ds`, running `container`:
@@ -67,129 +150,19 @@ pub fn test_pod(name: &str, container: k8s_openapi::api::core::v1::Container) ->
             namespace: "default".into(),
             name: name.into(),
         },
+        api_uid: format!("uid-{name}"),
         uid: format!("uid-{name}"),
-        owner: Owner {
+        owner: Some(Owner {
             namespace: "default".into(),
             name: "ds".into(),
             uid: "uid-ds".into(),
-        },
+        }),
         template_hash: "h".into(),
-        labels: BTreeMap::new(),
-        annotations: BTreeMap::new(),
         spec: PodSpec {
             containers: vec![container],
             ..Default::default()
         },
-        may_start: true,
-    }
-}
-
-/// The pod name: `<ds>-<5 characters>`, as generateName makes them, but derived from the
-/// DaemonSet uid, node and template hash so that a restarted agent finds the same name.
-pub fn pod_name(ds_name: &str, ds_uid: &str, node: &str, template_hash: &str) -> String {
-    let mut base: String = ds_name.chars().take(57).collect();
-    base.push('-');
-    let h = hash::fnv32a(format!("{ds_uid}/{node}/{template_hash}").as_bytes());
-    let suffix = hash::safe_encode(&format!("{:05}", h % 100_000));
-    base.push_str(&suffix);
-    base
-}
-
-/// The local pod uid: a UUID-shaped rendering of a SHA-256 over the same inputs as the name.
-pub fn pod_uid(ds_uid: &str, node: &str, template_hash: &str) -> String {
-    use sha2::Digest;
-    let d = sha2::Sha256::digest(format!("{ds_uid}/{node}/{template_hash}").as_bytes());
-    let h = hex::encode(&d[..16]);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
-
-/// The pods this node should run. `present` names the pods that have containers on the node now:
-/// a pod whose node no longer passes the DaemonSet's predicates but may continue running
-/// (a NoSchedule taint added) is kept, as Kubernetes does.
-pub fn desired_pods<'a>(
-    node: &Node,
-    daemonsets: impl IntoIterator<Item = &'a DaemonSet>,
-    present: &BTreeSet<PodKey>,
-) -> Vec<DesiredPod> {
-    let node_name = node.metadata.name.clone().unwrap_or_default();
-    let mut out = Vec::new();
-    for ds in daemonsets {
-        let (Some(name), Some(uid), Some(spec)) = (
-            ds.metadata.name.as_ref(),
-            ds.metadata.uid.as_ref(),
-            ds.spec.as_ref(),
-        ) else {
-            continue;
-        };
-        if ds.metadata.deletion_timestamp.is_some() {
-            continue;
-        }
-        let namespace = ds
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let template_hash = hash::template_hash(
-            &spec.template,
-            ds.status.as_ref().and_then(|s| s.collision_count),
-        );
-        let key = PodKey {
-            namespace: namespace.clone(),
-            name: pod_name(name, uid, &node_name, &template_hash),
-        };
-        let verdict = eligibility::node_should_run(node, ds);
-        if !(verdict.should_run || verdict.should_continue_running && present.contains(&key)) {
-            continue;
-        }
-        let mut pod_spec = spec.template.spec.clone().unwrap_or_default();
-        eligibility::add_daemon_tolerations(&mut pod_spec);
-        pod_spec.node_name = Some(node_name.clone());
-        let meta = &spec.template.metadata;
-        let mut labels = meta
-            .as_ref()
-            .and_then(|m| m.labels.clone())
-            .unwrap_or_default();
-        labels.insert(REVISION_HASH_LABEL.into(), template_hash.clone());
-        let annotations = meta
-            .as_ref()
-            .and_then(|m| m.annotations.clone())
-            .unwrap_or_default();
-        out.push(DesiredPod {
-            uid: pod_uid(uid, &node_name, &template_hash),
-            key,
-            owner: Owner {
-                namespace,
-                name: name.clone(),
-                uid: uid.clone(),
-            },
-            template_hash,
-            labels,
-            annotations,
-            spec: pod_spec,
-            may_start: true,
-        });
-    }
-    out
-}
-
-/// Marks the desired pods that must wait for an older revision of their DaemonSet to go.
-/// `present_owners` maps each pod present on the node to the uid of its DaemonSet.
-pub fn hold_for_old_revisions(
-    desired: &mut [DesiredPod],
-    present_owners: &BTreeMap<PodKey, String>,
-) {
-    for d in desired.iter_mut() {
-        d.may_start = present_owners.contains_key(&d.key)
-            || !present_owners
-                .iter()
-                .any(|(k, owner)| *owner == d.owner.uid && *k != d.key);
+        deletion: None,
     }
 }
 
@@ -313,30 +286,40 @@ impl PodPlan {
     }
 }
 
-/// What to do to one pod's containers. `spec` is None when the pod should not exist;
-/// `backoff` holds the back-off of the containers that were restarted (or failed to start).
+/// What a pod's containers should do.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Want<'a> {
+    /// Run the containers of this spec (restarted with back-off; others removed).
+    Run(&'a PodSpec),
+    /// Stop every container (a running one with this grace period) and remove the sandbox: the
+    /// pod is deleted, or no longer bound here.
+    Stop { grace_seconds: i64 },
+}
+
+/// What to do to one pod's containers; `backoff` holds the back-off of the containers that were
+/// restarted (or failed to start).
 pub fn plan_pod(
-    spec: Option<&PodSpec>,
-    may_start: bool,
+    want: Want<'_>,
     observed: &[Observed],
     backoff: &BTreeMap<String, Backoff>,
     now_ms: i64,
 ) -> PodPlan {
     let mut plan = PodPlan::default();
-    let grace = spec
-        .and_then(|s| s.termination_grace_period_seconds)
-        .unwrap_or(30);
-    let wanted: Vec<&str> = spec
-        .map(|s| s.containers.iter().map(|c| c.name.as_str()).collect())
-        .unwrap_or_default();
+    let spec = match want {
+        Want::Run(spec) => spec,
+        Want::Stop { grace_seconds } => {
+            plan.actions
+                .extend(observed.iter().map(|o| remove(o, grace_seconds)));
+            plan.actions.push(Action::RemoveSandbox);
+            return plan;
+        }
+    };
+    let grace = grace_of(spec);
+    let wanted: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
     for o in observed {
         if !wanted.contains(&o.name.as_str()) {
             plan.actions.push(remove(o, grace));
         }
-    }
-    if spec.is_none() {
-        plan.actions.push(Action::RemoveSandbox);
-        return plan;
     }
     for name in wanted {
         let mut mine: Vec<&Observed> = observed.iter().filter(|o| o.name == name).collect();
@@ -363,10 +346,8 @@ pub fn plan_pod(
             _ => o.restart_count + 1,
         });
         let at = restart_allowed_at(backoff.get(name), now_ms);
-        if at > now_ms || !may_start {
-            if may_start {
-                plan.waiting.insert(name.to_string(), at);
-            }
+        if at > now_ms {
+            plan.waiting.insert(name.to_string(), at);
             // keep the newest dead container for status until the restart; drop the others
             for o in mine.iter().skip(1) {
                 plan.actions.push(remove(o, grace));
@@ -456,12 +437,11 @@ mod tests {
             delay_ms: 300_000,
         };
         #[rustfmt::skip]
-        type Case = (&'static str, Option<PodSpec>, bool, Vec<Observed>, Option<Backoff>, Vec<Action>, Option<i64>);
+        type Case = (&'static str, Result<PodSpec, i64>, Vec<Observed>, Option<Backoff>, Vec<Action>, Option<i64>);
         let cases: Vec<Case> = vec![
             (
                 "nothing there: start",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![],
                 None,
                 vec![start("a", 0)],
@@ -469,8 +449,7 @@ mod tests {
             ),
             (
                 "two containers: start both",
-                Some(spec(&["a", "b"])),
-                true,
+                Ok(spec(&["a", "b"])),
                 vec![],
                 None,
                 vec![start("a", 0), start("b", 0)],
@@ -478,8 +457,7 @@ mod tests {
             ),
             (
                 "running: nothing to do",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![obs("x", "a", 0, State::Running)],
                 None,
                 vec![],
@@ -487,8 +465,7 @@ mod tests {
             ),
             (
                 "duplicate running: keep newest",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![
                     obs("x", "a", 0, State::Running),
                     obs("y", "a", 1, State::Running),
@@ -499,8 +476,7 @@ mod tests {
             ),
             (
                 "first exit: restart at once",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![obs("x", "a", 0, EXITED)],
                 None,
                 vec![rm("x", 0), start("a", 1)],
@@ -508,8 +484,7 @@ mod tests {
             ),
             (
                 "exit within back-off: wait",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![obs("x", "a", 1, EXITED)],
                 Some(recent),
                 vec![],
@@ -517,8 +492,7 @@ mod tests {
             ),
             (
                 "exit after back-off: restart",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![obs("x", "a", 1, EXITED)],
                 Some(old),
                 vec![rm("x", 0), start("a", 2)],
@@ -526,8 +500,7 @@ mod tests {
             ),
             (
                 "back-off forgotten after 10 min",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![obs("x", "a", 7, EXITED)],
                 Some(stale),
                 vec![rm("x", 0), start("a", 8)],
@@ -535,8 +508,7 @@ mod tests {
             ),
             (
                 "created without task: recreate same count",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![obs("x", "a", 3, State::Created)],
                 None,
                 vec![rm("x", 0), start("a", 3)],
@@ -544,8 +516,7 @@ mod tests {
             ),
             (
                 "created moments ago: may be starting, look again later",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![Observed {
                     created_ms: NOW - 1000,
                     ..obs("x", "a", 0, State::Created)
@@ -556,26 +527,15 @@ mod tests {
             ),
             (
                 "start failed before: wait",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![],
                 Some(recent),
                 vec![],
                 Some(NOW + 8_000),
             ),
             (
-                "held for old revision: no start",
-                Some(spec(&["a"])),
-                false,
-                vec![],
-                None,
-                vec![],
-                None,
-            ),
-            (
                 "unknown container: removed with grace",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![
                     obs("x", "a", 0, State::Running),
                     obs("z", "zz", 0, State::Running),
@@ -585,9 +545,8 @@ mod tests {
                 None,
             ),
             (
-                "pod gone: stop all, remove sandbox",
-                None,
-                true,
+                "pod gone: stop all with its grace, remove sandbox",
+                Err(30),
                 vec![obs("x", "a", 0, State::Running), obs("y", "b", 0, EXITED)],
                 None,
                 vec![rm("x", 30), rm("y", 0), Action::RemoveSandbox],
@@ -595,20 +554,25 @@ mod tests {
             ),
             (
                 "waiting keeps newest dead only",
-                Some(spec(&["a"])),
-                true,
+                Ok(spec(&["a"])),
                 vec![obs("x", "a", 1, EXITED), obs("w", "a", 0, EXITED)],
                 Some(recent),
                 vec![rm("w", 0)],
                 Some(NOW + 8_000),
             ),
         ];
-        for (what, spec, may_start, observed, b, want, requeue) in cases {
+        for (what, spec, observed, b, want, requeue) in cases {
             let mut backoff = BTreeMap::new();
             if let Some(b) = b {
                 backoff.insert("a".to_string(), b);
             }
-            let plan = plan_pod(spec.as_ref(), may_start, &observed, &backoff, NOW);
+            let w = match &spec {
+                Ok(spec) => Want::Run(spec),
+                Err(grace_seconds) => Want::Stop {
+                    grace_seconds: *grace_seconds,
+                },
+            };
+            let plan = plan_pod(w, &observed, &backoff, NOW);
             assert_eq!(plan.actions, want, "{what}");
             assert_eq!(plan.requeue_at(), requeue, "{what}");
         }
@@ -681,8 +645,7 @@ mod tests {
                 >= restart_allowed_at(Some(&remembered), NOW)
         );
         let plan = plan_pod(
-            Some(&spec(&["a"])),
-            true,
+            Want::Run(&spec(&["a"])),
             std::slice::from_ref(&dead),
             &rebuilt,
             NOW,
@@ -690,62 +653,60 @@ mod tests {
         assert_eq!(plan.actions, vec![], "5 s into a 20 s back-off");
         assert_eq!(plan.requeue_at(), Some(started_s * 1000 + 999 + 20_000));
         let later = started_s * 1000 + 999 + 20_000;
-        let plan = plan_pod(Some(&spec(&["a"])), true, &[dead], &rebuilt, later);
+        let plan = plan_pod(Want::Run(&spec(&["a"])), &[dead], &rebuilt, later);
         assert_eq!(plan.actions, vec![rm("x", 0), start("a", 3)]);
         assert_eq!(after_restart(Some(&rebuilt["a"]), later).delay_ms, 40_000);
     }
 
     #[test]
-    fn pod_names_are_stable_and_valid() {
-        let a = pod_name("node-monitor", "uid-1", "worker-1", "abc");
-        assert_eq!(a, pod_name("node-monitor", "uid-1", "worker-1", "abc"));
-        assert_ne!(a, pod_name("node-monitor", "uid-1", "edge-1", "abc"));
-        assert_ne!(a, pod_name("node-monitor", "uid-1", "worker-1", "abd"));
-        assert!(a.starts_with("node-monitor-") && a.len() == "node-monitor-".len() + 5);
-        let long = pod_name(&"x".repeat(300), "u", "n", "h");
-        assert_eq!(long.len(), 63);
-        let uid = pod_uid("u", "n", "h");
-        assert_eq!(uid.len(), 36);
-        assert_eq!(uid.matches('-').count(), 4);
-    }
-
-    #[test]
-    fn old_revision_holds_new_pod() {
-        let mk = |name: &str| DesiredPod {
-            key: PodKey {
-                namespace: "default".into(),
-                name: name.into(),
-            },
-            uid: String::new(),
-            owner: Owner {
-                namespace: "default".into(),
-                name: "ds".into(),
-                uid: "ds-uid".into(),
-            },
-            template_hash: String::new(),
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
-            spec: PodSpec::default(),
-            may_start: true,
+    fn api_pods_become_desired_pods() {
+        let pod = |extra: serde_json::Value| -> Pod {
+            let mut p = serde_json::json!({
+                "metadata": {"name": "mon-x7k2p", "namespace": "kube-system", "uid": "u-1",
+                    "labels": {"app": "mon", "controller-revision-hash": "h1"},
+                    "ownerReferences": [
+                        {"apiVersion": "v1", "kind": "ConfigMap", "name": "c", "uid": "cm"},
+                        {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "mon", "uid": "ds-1", "controller": true}]},
+                "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
+                "status": {"phase": "Running"}});
+            if let Some(o) = extra.as_object() {
+                for (k, v) in o {
+                    let (section, field) = k.split_once('.').unwrap();
+                    p[section][field] = v.clone();
+                }
+            }
+            serde_json::from_value(p).unwrap()
         };
-        let key = |n: &str| PodKey {
-            namespace: "default".into(),
-            name: n.into(),
-        };
-        let mut desired = vec![mk("ds-new")];
-        let mut present = BTreeMap::new();
-        present.insert(key("ds-old"), "ds-uid".to_string());
-        hold_for_old_revisions(&mut desired, &present);
-        assert!(!desired[0].may_start, "old revision present: wait");
-        present.insert(key("ds-new"), "ds-uid".to_string());
-        hold_for_old_revisions(&mut desired, &present);
-        assert!(desired[0].may_start, "already started: keep going");
-        present.clear();
-        present.insert(key("other"), "other-uid".to_string());
-        hold_for_old_revisions(&mut desired, &present);
-        assert!(
-            desired[0].may_start,
-            "another DaemonSet's pod does not hold it"
+        let d = DesiredPod::from_api(&pod(serde_json::json!({}))).unwrap();
+        assert_eq!(d.key.to_string(), "kube-system/mon-x7k2p");
+        assert_eq!((d.api_uid.as_str(), d.uid.as_str()), ("u-1", "u-1"));
+        assert_eq!(
+            d.owner.as_ref().map(|o| (o.name.as_str(), o.uid.as_str())),
+            Some(("mon", "ds-1"))
         );
+        assert_eq!(d.template_hash, "h1");
+        assert_eq!(d.deletion, None);
+        assert_eq!(d.want(0), Want::Run(&d.spec));
+        assert_eq!(d.grace_seconds(), DEFAULT_GRACE_SECONDS);
+        for phase in ["Succeeded", "Failed"] {
+            let p = pod(serde_json::json!({"status.phase": phase}));
+            assert_eq!(DesiredPod::from_api(&p), None, "{phase}");
+        }
+        let bare =
+            pod(serde_json::json!({"metadata.ownerReferences": null, "metadata.labels": null}));
+        let d = DesiredPod::from_api(&bare).unwrap();
+        assert_eq!((d.owner, d.template_hash.as_str()), (None, ""));
+        let going = pod(
+            serde_json::json!({"metadata.deletionTimestamp": "2026-11-24T12:00:10Z",
+            "metadata.deletionGracePeriodSeconds": 10}),
+        );
+        let d = DesiredPod::from_api(&going).unwrap();
+        let at = d.deletion.unwrap().at_ms;
+        assert_eq!(d.deletion.unwrap().grace_seconds, 10);
+        // seen 0.3 s after the delete (made at 12:00:00.7): the whole 10 s
+        assert_eq!(d.want(at - 9_300), Want::Stop { grace_seconds: 10 });
+        assert_eq!(d.want(at + 200), Want::Stop { grace_seconds: 1 });
+        assert_eq!(d.want(at + 1_000), Want::Stop { grace_seconds: 0 });
+        assert_eq!(d.want(at + 60_000), Want::Stop { grace_seconds: 0 });
     }
 }

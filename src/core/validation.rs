@@ -1020,7 +1020,7 @@ fn validate_daemonset_spec(spec: &DaemonSetSpec, errs: &mut Vec<FieldError>) {
 }
 
 /// The value of an int-or-percent ("25%" -> 25), if well formed.
-fn int_or_percent(v: &IntOrString) -> Option<i64> {
+pub(crate) fn int_or_percent(v: &IntOrString) -> Option<i64> {
     match v {
         IntOrString::Int(i) => Some(i64::from(*i)),
         IntOrString::String(s) => {

@@ -138,6 +138,7 @@ pub fn before_create(r: &Resource, ns: Option<&str>, obj: &mut Value) -> Result<
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     meta.insert("creationTimestamp".into(), json!(now_rfc3339()));
     meta.remove("deletionTimestamp");
+    meta.remove("deletionGracePeriodSeconds");
     meta.remove("managedFields");
     if r.strategy.generation_fields().is_empty() {
         meta.remove("generation");
@@ -178,7 +179,8 @@ pub fn before_update(r: &Resource, old: &Value, candidate: &mut Value) -> Result
     Ok(())
 }
 
-/// Keeps `old`'s uid, creationTimestamp, generation and deletionTimestamp in a main write.
+/// Keeps `old`'s uid, creationTimestamp, generation, deletionTimestamp and
+/// deletionGracePeriodSeconds in a main write (only a delete marks an object).
 pub fn keep_server_fields(obj: &mut Value, old: &Value) -> Result<(), ApiError> {
     let meta = meta_mut(obj)?;
     for key in [
@@ -186,6 +188,7 @@ pub fn keep_server_fields(obj: &mut Value, old: &Value) -> Result<(), ApiError> 
         "creationTimestamp",
         "generation",
         "deletionTimestamp",
+        "deletionGracePeriodSeconds",
     ] {
         match old.get("metadata").and_then(|om| om.get(key)) {
             Some(v) => {

@@ -9,16 +9,17 @@
 //! per-kind `Strategy`), `kinds/` (one file per served kind, and the registry), `resources`
 //! (what a resource is; lookups), `subresource` (`status`, and the seam for more), `store`
 //! (SQLite, watch fan-out), `discovery` (discovery and OpenAPI), `table` (kubectl's Tables),
-//! `controller` (DaemonSet status and ControllerRevisions), `status` (errors as `Status`), `tls`
-//! (the CA, the serving certificate, the acceptor), `signer` (node client certificates from
-//! CSRs).
+//! `controllers/` (the DaemonSet controller: pods, revisions, status), `status` (errors as
+//! `Status`), `tls` (the CA, the serving certificate, the acceptor), `signer` (node client
+//! certificates from CSRs).
 //!
 //! HTTPS only (HTTP/1.1 and h2 by ALPN) on `--listen`; plain HTTP only on an explicit loopback
 //! `--insecure-listen`, and there too every request but the health paths and `/version` must
-//! authenticate. Deletion is immediate: `deletionTimestamp` and finalizers are not honoured.
+//! authenticate. Pods bound to a node are deleted gracefully, and finalizers hold a deletion
+//! (`verbs`).
 pub mod auth;
 pub mod body;
-pub mod controller;
+pub mod controllers;
 pub mod discovery;
 pub mod kinds;
 pub mod meta;
@@ -266,7 +267,10 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let serving = tls.clone();
     let task = tokio::spawn(async move {
         let mut tasks = JoinSet::new();
-        tasks.spawn(controller::Controller::new(api.clone()).run());
+        let mut controllers_stop = stopped.clone();
+        tasks.spawn(controllers::run(api.clone(), async move {
+            let _ = controllers_stop.wait_for(|stop| *stop).await;
+        }));
         tasks.spawn(signer::Signer::new(api.clone(), ca).run(stopped.clone()));
         tasks.spawn(tls::renew_loop(serving.clone(), stopped.clone()));
         loop {

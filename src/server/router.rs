@@ -19,7 +19,7 @@ use super::resources::{self, Resource};
 use super::status::ApiError;
 use super::subresource::Subresource;
 use super::table;
-use super::verbs::{Api, ObjectRef, Part, PatchType, Preconditions};
+use super::verbs::{Api, DeleteOptions, ObjectRef, Part, PatchType};
 use super::watch;
 
 /// A parsed resource URL.
@@ -220,11 +220,10 @@ async fn resource(api: Arc<Api>, t: Target, req: RestRequest) -> Result<Response
         (&Method::PATCH, Some(name)) => patch_object(&api, at(name), Part::Main, req).await,
         (&Method::DELETE, Some(name)) => delete_object(&api, at(name), req).await,
         (&Method::DELETE, None) => {
-            let opts = WriteOpts::from_query(&req.query)?;
             let filter = Filter::from_query(&req.query)?;
-            let (deleted, rv) = api
-                .delete_collection(&req.user, r, ns, &filter, opts.dry_run)
-                .await?;
+            let user = req.user.clone();
+            let opts = delete_options(req).await?;
+            let (deleted, rv) = api.delete_collection(&user, r, ns, &filter, &opts).await?;
             Ok(json_response(200, &list_body(r, rv, &deleted)))
         }
         (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
@@ -308,33 +307,26 @@ pub async fn patch_object(
     Ok(with_warnings(json_response(200, &w.object), &w.warnings))
 }
 
+/// The `DeleteOptions` of a DELETE: its body, or its query.
+async fn delete_options(mut req: RestRequest) -> Result<DeleteOptions, ApiError> {
+    let query = std::mem::take(&mut req.query);
+    let content_type = req.content_type.clone();
+    let body = req.bytes().await?;
+    let body = match body.is_empty() {
+        true => None,
+        false => Some(parse_body(&content_type, &body)?),
+    };
+    DeleteOptions::from_request(&query, body.as_ref())
+}
+
 async fn delete_object(
     api: &Api,
     at: ObjectRef<'_>,
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
-    let opts = WriteOpts::from_query(&req.query)?;
     let user = req.user.clone();
-    let content_type = req.content_type.clone();
-    let body = req.bytes().await?;
-    let mut preconditions = Preconditions::default();
-    if !body.is_empty() {
-        let options = parse_body(&content_type, &body)?;
-        if let Some(rv) = options
-            .pointer("/preconditions/resourceVersion")
-            .and_then(Value::as_str)
-        {
-            preconditions.resource_version =
-                Some(rv.parse::<u64>().map_err(|_| {
-                    ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
-                })?);
-        }
-        preconditions.uid = options
-            .pointer("/preconditions/uid")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-    }
-    let obj = api.delete(&user, at, &preconditions, opts.dry_run).await?;
+    let opts = delete_options(req).await?;
+    let obj = api.delete(&user, at, &opts).await?;
     Ok(json_response(200, &obj))
 }
 

@@ -25,7 +25,7 @@ use super::kinds::CERTIFICATE_SIGNING_REQUESTS as CSRS;
 use super::query::{Filter, WriteOpts};
 use super::status::ApiError;
 use super::store::{EventType, WatchFrom};
-use super::verbs::{Api, ObjectRef, Part, Preconditions};
+use super::verbs::{Api, DeleteOptions, ObjectRef, Part};
 use crate::core::names;
 use crate::pki::{Ca, CertInfo};
 
@@ -331,7 +331,7 @@ impl Signer {
             let at = ObjectRef::new(&CSRS, None, name);
             match self
                 .api
-                .delete(&self.user, at, &Preconditions::default(), false)
+                .delete(&self.user, at, &DeleteOptions::default())
                 .await
             {
                 Ok(_) => tracing::info!(

@@ -112,6 +112,10 @@ pub trait Strategy: Send + Sync {
     fn patch_schema(&self) -> &'static Schema;
     /// Cleanup after an object was deleted (a namespace's contents).
     async fn after_delete(&self, api: &Api, obj: &Value) -> Result<(), ApiError>;
+    /// The grace period a delete of `obj` waits (RESTGracefulDeleteStrategy's
+    /// CheckGracefulDelete), given the grace period the request asked for; None for a kind
+    /// deleted at once.
+    fn grace_period(&self, obj: &Value, requested: Option<i64>) -> Option<i64>;
     /// Table columns and one object's cells, in the same order.
     fn columns(&self) -> &'static [Column];
     fn cells(&self, obj: &Value, now: DateTime<Utc>) -> Vec<Value>;
@@ -159,6 +163,10 @@ pub trait Kind: Send + Sync + 'static {
     }
     async fn after_delete(&self, _api: &Api, _obj: &Value) -> Result<(), ApiError> {
         Ok(())
+    }
+    /// Graceful deletion: a kind opts in by returning the grace period (see [`Strategy`]).
+    fn grace_period(&self, _obj: &Value, _requested: Option<i64>) -> Option<i64> {
+        None
     }
     fn columns(&self) -> &'static [Column] {
         &[Column::NAME, Column::AGE]
@@ -215,6 +223,9 @@ impl<K: Kind> Strategy for K {
     }
     async fn after_delete(&self, api: &Api, obj: &Value) -> Result<(), ApiError> {
         Kind::after_delete(self, api, obj).await
+    }
+    fn grace_period(&self, obj: &Value, requested: Option<i64>) -> Option<i64> {
+        Kind::grace_period(self, obj, requested)
     }
     fn columns(&self) -> &'static [Column] {
         Kind::columns(self)

@@ -3,21 +3,28 @@
 //! deletecollection. Each verb authorizes the caller, keeps the server-owned metadata, and asks
 //! the resource's [`Strategy`](super::strategy::Strategy) for everything kind-specific.
 //!
+//! Deletion follows kube-apiserver's `BeforeDelete` and `Store.Delete`: a kind whose strategy
+//! gives a grace period (Pods bound to a node) is only marked (`deletionTimestamp` = now + grace,
+//! `deletionGracePeriodSeconds`) and kept; a later delete may only shorten that period, and one
+//! with a grace period of 0 removes it. An object with `metadata.finalizers` is only marked too,
+//! and goes when an update removes its last finalizer (its grace period being 0).
+//!
 //! The HTTP layer (`router`) and the controllers inside the server both call these.
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::auth::{admission, authorize, User, Verb};
 use super::kinds::NAMESPACES;
 use super::meta;
-use super::query::{FieldValidation, Filter, WriteOpts};
+use super::query::{FieldValidation, Filter, Query, WriteOpts};
 use super::resources::Resource;
 use super::status::ApiError;
 use super::store::{object_rv, ObjectStore, StoreError, Watch, WatchFrom};
 use super::strategy::{Prepare, Prepared};
 use crate::core::patch::{self, PatchError};
-use crate::core::validation::Policy;
+use crate::core::validation::{FieldError, Policy};
 
 /// The shared state of the verbs.
 pub struct Api {
@@ -27,6 +34,7 @@ pub struct Api {
 }
 
 /// What a successful write returns.
+#[derive(Debug)]
 pub struct Written {
     pub object: Arc<Value>,
     pub warnings: Vec<String>,
@@ -121,6 +129,249 @@ where
 pub struct Preconditions {
     pub resource_version: Option<u64>,
     pub uid: Option<String>,
+}
+
+/// What happens to the dependents of a deleted object (`propagationPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Propagation {
+    Orphan,
+    Background,
+    Foreground,
+}
+
+/// `DeleteOptions`. The propagation policy is accepted and kept for the garbage collector, which
+/// comes later; until then a DaemonSet's controller deletes its dependents whatever it says.
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOptions {
+    /// The grace period asked for (`gracePeriodSeconds`); None: the kind's default.
+    pub grace_period_seconds: Option<i64>,
+    pub propagation: Option<Propagation>,
+    pub preconditions: Preconditions,
+    pub dry_run: bool,
+}
+
+impl DeleteOptions {
+    /// A delete that waits for nothing (`gracePeriodSeconds: 0`), with a uid precondition.
+    pub fn now_if_uid(uid: &str) -> DeleteOptions {
+        DeleteOptions {
+            grace_period_seconds: Some(0),
+            preconditions: Preconditions {
+                uid: Some(uid.to_string()),
+                resource_version: None,
+            },
+            ..Default::default()
+        }
+    }
+
+    /// The options of a DELETE request: its body (a `DeleteOptions` object) when it has one, else
+    /// its query parameters (`gracePeriodSeconds`, `propagationPolicy`, `orphanDependents`), as
+    /// kube-apiserver reads them; `dryRun=All` in either.
+    pub fn from_request(query: &Query, body: Option<&Value>) -> Result<DeleteOptions, ApiError> {
+        let mut o = DeleteOptions {
+            dry_run: WriteOpts::from_query(query)?.dry_run,
+            ..Default::default()
+        };
+        let (grace, policy, orphan) = match body {
+            Some(b) => {
+                o.dry_run |= b
+                    .get("dryRun")
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| a.iter().any(|v| v == "All"));
+                if let Some(rv) = b
+                    .pointer("/preconditions/resourceVersion")
+                    .and_then(Value::as_str)
+                {
+                    o.preconditions.resource_version = Some(rv.parse::<u64>().map_err(|_| {
+                        ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))
+                    })?);
+                }
+                o.preconditions.uid = b
+                    .pointer("/preconditions/uid")
+                    .and_then(Value::as_str)
+                    .map(str::to_string);
+                let grace = match b.get("gracePeriodSeconds") {
+                    None | Some(Value::Null) => None,
+                    Some(v) => Some(v.as_i64().ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "gracePeriodSeconds must be an integer, not {v}"
+                        ))
+                    })?),
+                };
+                let policy = b.get("propagationPolicy").and_then(Value::as_str);
+                let orphan = b.get("orphanDependents").and_then(Value::as_bool);
+                (grace, policy.map(str::to_string), orphan)
+            }
+            None => {
+                let grace = query
+                    .get("gracePeriodSeconds")
+                    .filter(|g| !g.is_empty())
+                    .map(|g| {
+                        g.parse::<i64>().map_err(|_| {
+                            ApiError::bad_request(format!(
+                                "gracePeriodSeconds must be an integer, not {g:?}"
+                            ))
+                        })
+                    })
+                    .transpose()?;
+                let policy = query.get("propagationPolicy").filter(|p| !p.is_empty());
+                let orphan = query.get("orphanDependents").map(|v| v == "true");
+                (grace, policy.map(str::to_string), orphan)
+            }
+        };
+        o.grace_period_seconds = grace;
+        o.propagation = match policy.as_deref() {
+            None => None,
+            Some("Orphan") => Some(Propagation::Orphan),
+            Some("Background") => Some(Propagation::Background),
+            Some("Foreground") => Some(Propagation::Foreground),
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "DeleteOptions",
+                    "",
+                    &[FieldError::not_supported(
+                        "propagationPolicy",
+                        other,
+                        &["Foreground", "Background", "Orphan"],
+                    )],
+                ))
+            }
+        };
+        if let Some(orphan) = orphan {
+            if o.propagation.is_some() {
+                return Err(ApiError::invalid(
+                    "DeleteOptions",
+                    "",
+                    &[FieldError::invalid(
+                        "propagationPolicy",
+                        policy.as_deref().unwrap_or(""),
+                        "orphanDependents and deletionPropagation cannot be both set",
+                    )],
+                ));
+            }
+            o.propagation = Some(if orphan {
+                Propagation::Orphan
+            } else {
+                Propagation::Background
+            });
+        }
+        Ok(o)
+    }
+}
+
+/// What a delete does to the stored object.
+#[derive(Debug, Clone, PartialEq)]
+enum Deletion {
+    /// Remove it from the store.
+    Now,
+    /// Keep it marked (this object, its deletion timestamp and grace period written).
+    Mark(Value),
+    /// Its deletion is pending already and this delete changes nothing.
+    Pending,
+}
+
+fn finalizers(obj: &Value) -> Vec<&str> {
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+fn timestamp(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// `obj` marked for deletion at `at` with grace period `grace` (and a generation, if it has one,
+/// bumped).
+fn marked(obj: &Value, at: DateTime<Utc>, grace: i64, bump_generation: bool) -> Value {
+    let mut m = obj.clone();
+    m["metadata"]["deletionTimestamp"] = json!(timestamp(at));
+    m["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+    if bump_generation {
+        if let Some(g) = m.pointer("/metadata/generation").and_then(Value::as_i64) {
+            m["metadata"]["generation"] = json!(g + 1);
+        }
+    }
+    m
+}
+
+/// kube-apiserver's `BeforeDelete` and the finalizer handling of `Store.Delete`: what a delete
+/// with `opts` does to `cur` (a `grace` of None: the kind is not deleted gracefully) at `now`.
+fn plan_deletion(
+    cur: &Value,
+    grace: Option<i64>,
+    requested: Option<i64>,
+    now: DateTime<Utc>,
+) -> Deletion {
+    let pending_finalizers = !finalizers(cur).is_empty();
+    let deleting_since = cur
+        .pointer("/metadata/deletionTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc));
+    let or_finalizers = |d: Deletion| match (d, pending_finalizers) {
+        (Deletion::Now, true) if deleting_since.is_some() => Deletion::Pending,
+        (Deletion::Now, true) => Deletion::Mark(marked(cur, now, 0, false)),
+        (d, _) => d,
+    };
+    if let Some(at) = deleting_since {
+        let current = cur
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        if grace.is_none() || current == 0 {
+            return or_finalizers(Deletion::Now);
+        }
+        // a delete under way may only be shortened
+        let Some(shorter) = requested.map(|r| r.max(0)).filter(|r| *r < current) else {
+            return Deletion::Pending;
+        };
+        if shorter == 0 && !pending_finalizers {
+            return Deletion::Now;
+        }
+        let at = at - chrono::Duration::seconds(current) + chrono::Duration::seconds(shorter);
+        return Deletion::Mark(marked(cur, at, shorter, false));
+    }
+    match grace {
+        Some(g) if g > 0 => {
+            Deletion::Mark(marked(cur, now + chrono::Duration::seconds(g), g, true))
+        }
+        _ => or_finalizers(Deletion::Now),
+    }
+}
+
+/// Refuses a write whose `metadata.uid` names another object than the stored one (a uid
+/// precondition, as kube-apiserver checks it).
+fn check_uid(r: &Resource, old: &Value, candidate: &Value) -> Result<(), ApiError> {
+    match meta::meta_str(candidate, "uid").filter(|u| !u.is_empty()) {
+        Some(uid) if Some(uid) != meta::meta_str(old, "uid") => Err(uid_mismatch(r, old, uid)),
+        _ => Ok(()),
+    }
+}
+
+fn uid_mismatch(r: &Resource, old: &Value, wanted: &str) -> ApiError {
+    ApiError::new(
+        409,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {} \"{}\": Precondition failed: UID in precondition: {wanted}, UID in object meta: {}",
+            if r.group.is_empty() { r.plural.to_string() } else { format!("{}.{}", r.plural, r.group) },
+            meta::meta_str(old, "name").unwrap_or(""),
+            meta::meta_str(old, "uid").unwrap_or("")
+        ),
+    )
+}
+
+/// An update that removes the last finalizer of an object marked for deletion with no grace
+/// period left deletes it (`shouldDeleteDuringUpdate`).
+fn deletes_on_update(old: &Value, new: &Value) -> bool {
+    !finalizers(old).is_empty()
+        && finalizers(new).is_empty()
+        && old.pointer("/metadata/deletionTimestamp").is_some()
+        && old
+            .pointer("/metadata/deletionGracePeriodSeconds")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0
 }
 
 pub fn store_error(r: &Resource, e: StoreError) -> ApiError {
@@ -374,6 +625,7 @@ impl Api {
             let old = self.fetch(at).await?;
             let old_rv = object_rv(&old);
             let candidate = make(&old)?;
+            check_uid(r, &old, &candidate)?;
             let precondition = candidate
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
@@ -398,6 +650,13 @@ impl Api {
                     Arc::new(merged)
                 };
                 return Ok(Written { object, warnings });
+            }
+            if deletes_on_update(&old, &merged) {
+                match self.remove(at, old_rv).await {
+                    Ok(object) => return Ok(Written { object, warnings }),
+                    Err(e) if e.code == 409 && precondition.is_none() => continue,
+                    Err(e) => return Err(e),
+                }
             }
             match self
                 .store
@@ -425,6 +684,23 @@ impl Api {
     ) -> Result<Prepared, ApiError> {
         let strategy = r.strategy;
         meta::before_update(r, old, &mut candidate)?;
+        if part == Part::Main && old.pointer("/metadata/deletionTimestamp").is_some() {
+            let before = finalizers(old);
+            let added: Vec<&str> = finalizers(&candidate)
+                .into_iter()
+                .filter(|f| !before.contains(f))
+                .collect();
+            if !added.is_empty() {
+                return Err(ApiError::invalid(
+                    r.kind,
+                    meta::meta_str(old, "name").unwrap_or(""),
+                    &[FieldError::forbidden(
+                        "metadata.finalizers",
+                        &format!("no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
+                    )],
+                ));
+            }
+        }
         let mut merged = match part {
             Part::Status => {
                 let mut m = old.clone();
@@ -467,39 +743,73 @@ impl Api {
         Ok(prepared)
     }
 
-    /// Deletes an object (immediately: no finalizers), then runs the strategy's cleanup.
+    /// Deletes an object, gracefully where its kind says so (see the module), and runs the
+    /// strategy's cleanup once it is gone. Returns the object as it was removed, or as it is
+    /// kept marked.
     pub async fn delete(
         &self,
         user: &User,
         at: ObjectRef<'_>,
-        preconditions: &Preconditions,
-        dry_run: bool,
+        opts: &DeleteOptions,
     ) -> Result<Arc<Value>, ApiError> {
         at.authorize(user, Verb::Delete, Part::Main)?;
+        // NodeRestriction: a node deletes only the pods bound to it
         let cur = self.fetch(at).await?;
         admission::on_delete(user, at, &cur)?;
-        if let Some(uid) = &preconditions.uid {
-            if meta::meta_str(&cur, "uid") != Some(uid) {
-                return Err(ApiError::conflict(at.r.group, at.r.plural, at.name));
-            }
-        }
-        self.delete_authorized(at, preconditions.resource_version, dry_run)
-            .await
+        self.delete_authorized(at, opts).await
     }
 
     async fn delete_authorized(
         &self,
         at: ObjectRef<'_>,
-        precondition_rv: Option<u64>,
-        dry_run: bool,
+        opts: &DeleteOptions,
     ) -> Result<Arc<Value>, ApiError> {
-        if dry_run {
-            return self.fetch(at).await;
+        let r = at.r;
+        let pre = &opts.preconditions;
+        let requested = opts.grace_period_seconds.map(|g| if g < 0 { 1 } else { g });
+        for _ in 0..16 {
+            let cur = self.fetch(at).await?;
+            if let Some(uid) = &pre.uid {
+                if meta::meta_str(&cur, "uid") != Some(uid) {
+                    return Err(uid_mismatch(r, &cur, uid));
+                }
+            }
+            let rv = object_rv(&cur);
+            if pre.resource_version.is_some_and(|p| p != rv) {
+                return Err(ApiError::conflict(r.group, r.plural, at.name));
+            }
+            let grace = r.strategy.grace_period(&cur, requested);
+            let result = match plan_deletion(&cur, grace, requested, Utc::now()) {
+                Deletion::Pending => return Ok(cur),
+                Deletion::Mark(obj) if opts.dry_run => return Ok(Arc::new(obj)),
+                Deletion::Now if opts.dry_run => return Ok(cur),
+                Deletion::Mark(obj) => self
+                    .store
+                    .update(&r.key(), at.ns.unwrap_or(""), at.name, obj, Some(rv))
+                    .await
+                    .map_err(|e| store_error(r, e)),
+                Deletion::Now => self.remove(at, rv).await,
+            };
+            match result {
+                Err(e)
+                    if e.code == 409
+                        && e.reason == "Conflict"
+                        && pre.resource_version.is_none() =>
+                {
+                    continue
+                }
+                other => return other,
+            }
         }
+        Err(ApiError::conflict(r.group, r.plural, at.name))
+    }
+
+    /// Removes the object at resourceVersion `rv` from the store and runs the strategy's cleanup.
+    async fn remove(&self, at: ObjectRef<'_>, rv: u64) -> Result<Arc<Value>, ApiError> {
         let r = at.r;
         let deleted = self
             .store
-            .delete(&r.key(), at.ns.unwrap_or(""), at.name, precondition_rv)
+            .delete(&r.key(), at.ns.unwrap_or(""), at.name, Some(rv))
             .await
             .map_err(|e| store_error(r, e))?;
         r.strategy.after_delete(self, &deleted).await?;
@@ -513,7 +823,7 @@ impl Api {
         r: &'static Resource,
         ns: Option<&str>,
         filter: &Filter,
-        dry_run: bool,
+        opts: &DeleteOptions,
     ) -> Result<(Vec<Value>, u64), ApiError> {
         authorize(user, Verb::DeleteCollection, r, None, ns, None)?;
         let (items, _) = self
@@ -528,7 +838,7 @@ impl Api {
                 meta::meta_str(item, "name").unwrap_or(""),
             );
             let at = ObjectRef::new(r, ins, iname);
-            match self.delete_authorized(at, None, dry_run).await {
+            match self.delete_authorized(at, opts).await {
                 Ok(o) => deleted.push((*o).clone()),
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -572,8 +882,7 @@ mod tests {
                 opts(FieldValidation::Strict),
             )
             .await
-            .err()
-            .expect("strict refuses unknown fields");
+            .expect_err("strict refuses unknown fields");
         assert_eq!(strict.code, 400);
         assert!(
             strict
@@ -692,8 +1001,7 @@ mod tests {
         api.delete(
             &user,
             ObjectRef::new(&NAMESPACES, None, "default"),
-            &Preconditions::default(),
-            false,
+            &DeleteOptions::default(),
         )
         .await
         .unwrap();
@@ -748,8 +1056,242 @@ mod tests {
                 WriteOpts::INTERNAL,
             )
             .await
-            .err()
-            .expect("a stale resourceVersion in a patch is a precondition");
+            .expect_err("a stale resourceVersion in a patch is a precondition");
         assert_eq!(e.code, 409);
+    }
+
+    async fn with_namespace(dir: &tempfile::TempDir) -> Api {
+        let api = test_api(dir);
+        let ns = json!({"metadata": {"name": "default"}});
+        api.create(&admin(), &NAMESPACES, None, ns, WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        api
+    }
+
+    fn deleting(obj: &Value) -> (Option<&str>, Option<i64>) {
+        (
+            obj.pointer("/metadata/deletionTimestamp")
+                .and_then(Value::as_str),
+            obj.pointer("/metadata/deletionGracePeriodSeconds")
+                .and_then(Value::as_i64),
+        )
+    }
+
+    fn grace(g: i64) -> DeleteOptions {
+        DeleteOptions {
+            grace_period_seconds: Some(g),
+            ..Default::default()
+        }
+    }
+
+    /// A pod bound to a node is marked, kept, only shortened by a second delete, and removed by
+    /// a delete with a grace period of 0 (the agent's, with a uid precondition); an unbound pod
+    /// and other kinds go at once.
+    #[tokio::test]
+    async fn bound_pods_are_deleted_gracefully() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = with_namespace(&dir).await;
+        let user = admin();
+        let pod = |name: &str, node: &str| {
+            json!({"metadata": {"name": name}, "spec": {"nodeName": node,
+                "terminationGracePeriodSeconds": 30, "containers": [{"name": "c", "image": "i"}]}})
+        };
+        for p in [pod("bound", "n1"), pod("unbound", "")] {
+            api.create(&user, &PODS, Some("default"), p, WriteOpts::INTERNAL)
+                .await
+                .unwrap();
+        }
+        let at = |name| ObjectRef::new(&PODS, Some("default"), name);
+        let gone = api
+            .delete(&user, at("unbound"), &DeleteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(deleting(&gone).1, None);
+        assert_eq!(api.get(&user, at("unbound")).await.unwrap_err().code, 404);
+
+        let t0 = Utc::now();
+        let marked = api
+            .delete(&user, at("bound"), &DeleteOptions::default())
+            .await
+            .unwrap();
+        let (ts, g) = deleting(&marked);
+        assert_eq!(g, Some(30));
+        let ts = DateTime::parse_from_rfc3339(ts.unwrap()).unwrap();
+        let from_now = (ts.with_timezone(&Utc) - t0).num_seconds();
+        assert!((29..=30).contains(&from_now), "{from_now}");
+        assert!(
+            api.get(&user, at("bound")).await.is_ok(),
+            "kept while its node stops it"
+        );
+        // a longer grace period changes nothing; a shorter one moves the deadline earlier
+        let same = api.delete(&user, at("bound"), &grace(60)).await.unwrap();
+        assert_eq!(deleting(&same), deleting(&marked));
+        let shorter = api.delete(&user, at("bound"), &grace(10)).await.unwrap();
+        let (ts2, g2) = deleting(&shorter);
+        assert_eq!(g2, Some(10));
+        let ts2 = DateTime::parse_from_rfc3339(ts2.unwrap()).unwrap();
+        assert_eq!((ts - ts2).num_seconds(), 20);
+        // updates keep the mark
+        let mut edited = (*api.get(&user, at("bound")).await.unwrap()).clone();
+        edited["metadata"]["labels"] = json!({"x": "y"});
+        edited["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("deletionTimestamp");
+        let w = api
+            .update(&user, at("bound"), Part::Main, edited, WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        assert_eq!(deleting(&w.object), deleting(&shorter));
+        // the agent's final delete: another uid is refused, its own removes the pod
+        let e = api
+            .delete(&user, at("bound"), &DeleteOptions::now_if_uid("other"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, 409);
+        assert!(
+            e.message.contains("Precondition failed: UID"),
+            "{}",
+            e.message
+        );
+        let uid = meta::meta_str(&marked, "uid").unwrap().to_string();
+        api.delete(&user, at("bound"), &DeleteOptions::now_if_uid(&uid))
+            .await
+            .unwrap();
+        assert_eq!(api.get(&user, at("bound")).await.unwrap_err().code, 404);
+    }
+
+    /// An object with finalizers is only marked; the update that removes the last one deletes
+    /// it, and no finalizer may be added while it is being deleted.
+    #[tokio::test]
+    async fn finalizers_hold_a_deletion_until_the_last_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = with_namespace(&dir).await;
+        let user = admin();
+        let ds = |finalizers: Value| {
+            let mut d = daemonset("i:1");
+            d["metadata"]["finalizers"] = finalizers;
+            d
+        };
+        api.create(
+            &user,
+            &DAEMONSETS,
+            Some("default"),
+            ds(json!(["a/x", "a/y"])),
+            WriteOpts::INTERNAL,
+        )
+        .await
+        .unwrap();
+        let at = ObjectRef::new(&DAEMONSETS, Some("default"), "d");
+        let marked = api
+            .delete(&user, at, &DeleteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(deleting(&marked).1, Some(0));
+        assert!(deleting(&marked).0.is_some());
+        let again = api
+            .delete(&user, at, &DeleteOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(again, marked, "a second delete changes nothing");
+        let e = api
+            .update(
+                &user,
+                at,
+                Part::Main,
+                ds(json!(["a/x", "a/y", "a/z"])),
+                WriteOpts::INTERNAL,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(e.message.contains("no new finalizers"), "{}", e.message);
+        api.update(
+            &user,
+            at,
+            Part::Main,
+            ds(json!(["a/y"])),
+            WriteOpts::INTERNAL,
+        )
+        .await
+        .unwrap();
+        assert!(api.get(&user, at).await.is_ok(), "one finalizer left");
+        api.update(&user, at, Part::Main, ds(json!([])), WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        assert_eq!(api.get(&user, at).await.unwrap_err().code, 404);
+    }
+
+    #[tokio::test]
+    async fn writes_naming_another_uid_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = with_namespace(&dir).await;
+        let user = admin();
+        api.create(
+            &user,
+            &DAEMONSETS,
+            Some("default"),
+            daemonset("i:1"),
+            WriteOpts::INTERNAL,
+        )
+        .await
+        .unwrap();
+        let at = ObjectRef::new(&DAEMONSETS, Some("default"), "d");
+        let doc = json!({"metadata": {"uid": "not-its-uid", "labels": {"a": "b"}}});
+        let e = api
+            .patch(
+                &user,
+                at,
+                Part::Main,
+                PatchType::Merge,
+                &doc,
+                WriteOpts::INTERNAL,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!((e.code, e.reason), (409, "Conflict"));
+        let uid = api.get(&user, at).await.unwrap()["metadata"]["uid"].clone();
+        let doc = json!({"metadata": {"uid": uid, "labels": {"a": "b"}}});
+        api.patch(
+            &user,
+            at,
+            Part::Main,
+            PatchType::Merge,
+            &doc,
+            WriteOpts::INTERNAL,
+        )
+        .await
+        .unwrap();
+    }
+
+    #[test]
+    fn delete_options_come_from_the_body_or_the_query() {
+        let q = |s: &str| Query::parse(Some(s));
+        let o =
+            DeleteOptions::from_request(&q("gracePeriodSeconds=5&propagationPolicy=Orphan"), None)
+                .unwrap();
+        assert_eq!(
+            (o.grace_period_seconds, o.propagation),
+            (Some(5), Some(Propagation::Orphan))
+        );
+        let body = json!({"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+            "propagationPolicy": "Background", "preconditions": {"uid": "u", "resourceVersion": "7"},
+            "dryRun": ["All"]});
+        let o = DeleteOptions::from_request(&q("gracePeriodSeconds=9"), Some(&body)).unwrap();
+        assert_eq!(o.grace_period_seconds, Some(0), "the body wins");
+        assert_eq!(o.propagation, Some(Propagation::Background));
+        assert_eq!(o.preconditions.uid.as_deref(), Some("u"));
+        assert_eq!(o.preconditions.resource_version, Some(7));
+        assert!(o.dry_run);
+        let o = DeleteOptions::from_request(&q("orphanDependents=true"), None).unwrap();
+        assert_eq!(o.propagation, Some(Propagation::Orphan));
+        for bad in [
+            "propagationPolicy=Sometimes",
+            "gracePeriodSeconds=soon",
+            "orphanDependents=false&propagationPolicy=Foreground",
+        ] {
+            assert!(DeleteOptions::from_request(&q(bad), None).is_err(), "{bad}");
+        }
     }
 }

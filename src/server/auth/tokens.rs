@@ -14,7 +14,7 @@ use crate::core::credential::Token;
 use crate::server::kinds::SECRETS;
 use crate::server::query::{Filter, WriteOpts};
 use crate::server::status::ApiError;
-use crate::server::verbs::{Api, ObjectRef, Preconditions};
+use crate::server::verbs::{Api, DeleteOptions, ObjectRef};
 
 pub const TOKEN_TYPE: &str = "daemonset-agent.io/token";
 pub const TOKEN_NAMESPACE: &str = "kube-system";
@@ -188,10 +188,7 @@ pub async fn ensure_admin(api: &Api, current: Option<&str>) -> Result<Token, Api
         if old.role == Role::Admin && old.description == ADMIN_KUBECONFIG {
             let name = record_name(&old.id);
             let at = ObjectRef::new(&SECRETS, Some(TOKEN_NAMESPACE), &name);
-            match api
-                .delete(&user, at, &Preconditions::default(), false)
-                .await
-            {
+            match api.delete(&user, at, &DeleteOptions::default()).await {
                 Ok(_) => tracing::info!(
                     token = old.id.as_str(),
                     "replaced the admin kubeconfig's token"

@@ -14,7 +14,7 @@ use crate::server::resources::Resource;
 use crate::server::status::ApiError;
 use crate::server::strategy::{Column, Kind};
 use crate::server::table::{age, name, s};
-use crate::server::verbs::{Api, ObjectRef, Preconditions};
+use crate::server::verbs::{Api, DeleteOptions, ObjectRef};
 
 pub static NAMESPACES: Resource = Resource {
     group: "",
@@ -59,8 +59,7 @@ impl Kind for NamespaceStrategy {
                     .delete(
                         &user,
                         ObjectRef::new(r, Some(ns), name),
-                        &Preconditions::default(),
-                        false,
+                        &DeleteOptions::default(),
                     )
                     .await
                 {

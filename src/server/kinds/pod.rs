@@ -1,5 +1,7 @@
-//! v1 Pods: the agents create them bound to their node and report status through the status
-//! subresource; the pod policy applies to their spec.
+//! v1 Pods: the DaemonSet controller creates them bound to a node (`spec.nodeName`), the agent
+//! of that node runs them and reports their status through the status subresource; the pod
+//! policy applies to their spec. A pod bound to a node is deleted gracefully: the delete marks it
+//! (`deletionTimestamp`), its agent stops it and then deletes it with a grace period of 0.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
@@ -45,8 +47,28 @@ const COLUMNS: &[Column] = &[
 impl Kind for PodStrategy {
     type Object = Pod;
 
+    fn default(&self, pod: &mut Pod) {
+        if let Some(spec) = pod.spec.as_mut() {
+            validation::default_pod_spec(spec);
+        }
+    }
     fn validate(&self, pod: &Pod) -> Vec<FieldError> {
         validation::validate_pod(pod)
+    }
+    /// podStrategy.CheckGracefulDelete: the requested grace period, else the pod's
+    /// `terminationGracePeriodSeconds`; 0 for a pod no node runs (unbound, or terminated).
+    fn grace_period(&self, pod: &Value, requested: Option<i64>) -> Option<i64> {
+        let period = requested.unwrap_or_else(|| {
+            pod.pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(0)
+        });
+        let terminated = matches!(s(pod, "/status/phase"), "Failed" | "Succeeded");
+        if s(pod, "/spec/nodeName").is_empty() || terminated {
+            return Some(0);
+        }
+        // a negative period means 1 s, as the API has it
+        Some(if period < 0 { 1 } else { period })
     }
     fn admit(&self, pod: &Pod, policy: Policy) -> Vec<FieldError> {
         validation::validate_policy(pod.spec.as_ref(), "spec", policy)
@@ -90,6 +112,9 @@ impl Kind for PodStrategy {
         }
         if reason.is_empty() {
             reason = "Pending".into();
+        }
+        if !s(obj, "/metadata/deletionTimestamp").is_empty() {
+            reason = "Terminating".into();
         }
         let gates = obj
             .pointer("/spec/readinessGates")
@@ -150,6 +175,12 @@ mod tests {
             ),
             (json!({}), "0/2", "Pending", "0"),
         ];
+        let mut going = pod(
+            json!({"phase": "Running", "containerStatuses": [{"ready": true, "restartCount": 0}]}),
+        );
+        going["metadata"]["deletionTimestamp"] = json!("2026-11-24T00:00:30Z");
+        let cells = PodStrategy.cells(&going, now);
+        assert_eq!(cells[2], "Terminating");
         for (status, ready, reason, restarts) in cases {
             let cells = PodStrategy.cells(&pod(status.clone()), now);
             assert_eq!(
@@ -159,6 +190,32 @@ mod tests {
             );
             assert_eq!(cells[6], "n");
             assert_eq!(cells[8], "<none>");
+        }
+    }
+
+    #[test]
+    fn bound_pods_are_deleted_gracefully() {
+        let pod = |node: &str, grace: Option<i64>, phase: &str| {
+            json!({"spec": {"nodeName": node, "terminationGracePeriodSeconds": grace},
+                "status": {"phase": phase}})
+        };
+        // (pod, requested, grace period)
+        let cases = [
+            (pod("n", Some(30), "Running"), None, 30),
+            (pod("n", Some(30), "Running"), Some(5), 5),
+            (pod("n", Some(30), "Running"), Some(0), 0),
+            (pod("n", None, "Running"), None, 0),
+            (pod("n", Some(30), "Running"), Some(-3), 1),
+            (pod("", Some(30), "Pending"), Some(10), 0),
+            (pod("n", Some(30), "Failed"), None, 0),
+            (pod("n", Some(30), "Succeeded"), Some(20), 0),
+        ];
+        for (p, requested, want) in cases {
+            assert_eq!(
+                PodStrategy.grace_period(&p, requested),
+                Some(want),
+                "{p} {requested:?}"
+            );
         }
     }
 }

@@ -1,0 +1,910 @@
+//! The DaemonSet controller, as kube-controller-manager's `pkg/controller/daemon` works: one sync
+//! per DaemonSet (a work queue keyed by namespace/name, fed by the watch of DaemonSets, Pods,
+//! Nodes and ControllerRevisions) that
+//! 1. claims the pods (its controller reference; adopts matching orphans, releases pods whose
+//!    labels stop matching: `claim`),
+//! 2. keeps the ControllerRevisions (`revisions`),
+//! 3. creates a pod on each node that should run one and has none, and deletes the pods that may
+//!    not stay (`core::rollout::manage`; pods: `pods`),
+//! 4. when that left nothing to do, deletes the old pods a rolling update may replace within
+//!    maxUnavailable (`core::rollout::rolling_update`); the manage step recreates them, on a
+//!    node only once its old pod is gone,
+//! 5. writes the status (`status`).
+//!
+//! The agents run the pods bound to their node and delete a deleted pod once they stopped it.
+mod pods;
+mod revisions;
+mod status;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use super::claim::{self, Claim, Owner};
+use super::queue::{Key, Queue};
+use super::{controller_of, gc, s};
+use crate::core::eligibility::node_should_run;
+use crate::core::hash::template_hash;
+use crate::core::labels::selector_matches;
+use crate::core::rollout::{self, DaemonPod, FailedBackoff, NodeFit, BURST};
+use crate::server::auth::User;
+use crate::server::kinds::{CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS};
+use crate::server::query::{Filter, WriteOpts};
+use crate::server::resources::Resource;
+use crate::server::status::ApiError;
+use crate::server::store::{object_rv, EventType, WatchEvent};
+use crate::server::verbs::{Api, DeleteOptions, ObjectRef, Part};
+
+pub use status::compute_status;
+
+/// Every DaemonSet is synced at least this often (missed events), and the dependents of deleted
+/// DaemonSets are collected.
+const RESYNC: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("daemonset {namespace}/{name}: {source}")]
+    Api {
+        namespace: String,
+        name: String,
+        #[source]
+        source: ApiError,
+    },
+    #[error("daemonset {namespace}/{name}: the stored object does not decode: {source}")]
+    Decode {
+        namespace: String,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub struct Controller {
+    api: Arc<Api>,
+    /// Who the controller is to the verbs.
+    user: User,
+    /// Decoded nodes, by name, with the resourceVersion they were decoded at.
+    nodes: HashMap<String, (u64, Arc<Node>)>,
+    queue: Queue,
+    /// Per DaemonSet uid: the generation its failed-pod back-off counts for, and the back-off.
+    failed: HashMap<String, (i64, FailedBackoff)>,
+}
+
+/// The labels of an object.
+fn labels_of(obj: &Value) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Only the status (and so the resourceVersion) changed: the controller's own status write.
+fn status_only(ev: &WatchEvent) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("status");
+        }
+        if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        v
+    };
+    ev.event_type == EventType::Modified
+        && ev
+            .prev
+            .as_ref()
+            .is_some_and(|p| strip(p) == strip(&ev.object))
+}
+
+impl Controller {
+    pub fn new(api: Arc<Api>) -> Controller {
+        Controller {
+            api,
+            user: User::internal("daemonset-controller"),
+            nodes: HashMap::new(),
+            queue: Queue::default(),
+            failed: HashMap::new(),
+        }
+    }
+
+    /// Runs until the store closes the watch (the server stops) or the task is dropped.
+    pub async fn run(mut self) {
+        let resources = [&DAEMONSETS, &NODES, &PODS, &CONTROLLER_REVISIONS];
+        loop {
+            let mut watch = match self.api.watch_all(&self.user, &resources).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %e, "the DaemonSet controller cannot watch the store");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            self.resync().await;
+            let mut resync = tokio::time::interval_at(Instant::now() + RESYNC, RESYNC);
+            loop {
+                let due = self.queue.next_due();
+                tokio::select! {
+                    ev = watch.rx.recv() => {
+                        let mut next = Some(ev);
+                        while let Some(ev) = next.take() {
+                            match ev {
+                                Ok(ev) => self.on_event(&ev).await,
+                                Err(RecvError::Lagged(_)) => self.enqueue_all().await,
+                                Err(RecvError::Closed) => return,
+                            }
+                            next = match watch.rx.try_recv() {
+                                Ok(ev) => Some(Ok(ev)),
+                                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
+                                Err(_) => None,
+                            };
+                        }
+                    }
+                    _ = resync.tick() => self.resync().await,
+                    _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
+                }
+                for key in self.queue.take(Instant::now()) {
+                    self.sync_logged(key).await;
+                }
+            }
+        }
+    }
+
+    /// Every DaemonSet queued, and the dependents of those gone collected.
+    async fn resync(&mut self) {
+        self.enqueue_all().await;
+        if let Err(e) = gc::collect(&self.api, &self.user).await {
+            tracing::warn!(error = %e, "collecting the dependents of deleted DaemonSets failed");
+        }
+    }
+
+    async fn enqueue_all(&mut self) {
+        match self.list(&DAEMONSETS, None).await {
+            Ok(all) => {
+                for d in all {
+                    let key = (
+                        s(&d, "/metadata/namespace").into(),
+                        s(&d, "/metadata/name").into(),
+                    );
+                    self.queue.add(key);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the DaemonSets"),
+        }
+    }
+
+    /// Queues the DaemonSets of `ns` whose selector matches `labels` (an orphan they may adopt).
+    async fn enqueue_selecting(&mut self, ns: &str, labels: &BTreeMap<String, String>) {
+        let Ok(all) = self.list(&DAEMONSETS, Some(ns)).await else {
+            return;
+        };
+        for d in all {
+            let selector: Option<LabelSelector> = d
+                .pointer("/spec/selector")
+                .and_then(|v| serde_json::from_value(v.clone()).ok());
+            if selector.is_some_and(|sel| !is_empty(&sel) && selector_matches(&sel, labels)) {
+                self.queue
+                    .add((ns.to_string(), s(&d, "/metadata/name").to_string()));
+            }
+        }
+    }
+
+    async fn on_event(&mut self, ev: &WatchEvent) {
+        let key = |name: &str| (ev.namespace.clone(), name.to_string());
+        if ev.resource == DAEMONSETS.key() {
+            if ev.event_type == EventType::Deleted {
+                let uid = s(&ev.object, "/metadata/uid").to_string();
+                self.failed.remove(&uid);
+                gc::delete_dependents(&self.api, &self.user, &ev.namespace, &uid).await;
+            } else if !status_only(ev) {
+                self.queue.add(key(&ev.name));
+            }
+        } else if ev.resource == NODES.key() {
+            // heartbeats (status-only writes) do not change where daemon pods belong
+            let relevant = |v: &Value| {
+                (
+                    v.pointer("/metadata/labels").cloned(),
+                    v.get("spec").cloned(),
+                )
+            };
+            let changed = ev.event_type != EventType::Modified
+                || ev
+                    .prev
+                    .as_ref()
+                    .is_none_or(|p| relevant(p) != relevant(&ev.object));
+            if changed {
+                self.enqueue_all().await;
+            }
+        } else if ev.resource == PODS.key() || ev.resource == CONTROLLER_REVISIONS.key() {
+            for obj in std::iter::once(&ev.object).chain(ev.prev.iter()) {
+                if let Some(c) = controller_of(obj).filter(|c| c.kind == "DaemonSet") {
+                    self.queue.add(key(&c.name));
+                }
+            }
+            // an orphan pod, new or relabelled or just released: who may adopt it
+            let orphan = ev.resource == PODS.key()
+                && ev.event_type != EventType::Deleted
+                && controller_of(&ev.object).is_none();
+            let labels = labels_of(&ev.object);
+            let news = ev
+                .prev
+                .as_ref()
+                .is_none_or(|p| labels_of(p) != labels || controller_of(p).is_some());
+            if orphan && news {
+                self.enqueue_selecting(&ev.namespace, &labels).await;
+            }
+        }
+    }
+
+    /// Every object of `r` (in `ns`), through the verbs.
+    async fn list(
+        &self,
+        r: &'static Resource,
+        ns: Option<&str>,
+    ) -> Result<Vec<Arc<Value>>, ApiError> {
+        let (items, _) = self.api.list(&self.user, r, ns, &Filter::default()).await?;
+        Ok(items)
+    }
+
+    async fn refresh_nodes(&mut self) -> Result<Vec<Arc<Node>>, ApiError> {
+        let items = self.list(&NODES, None).await?;
+        let mut seen = HashSet::new();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let name = s(&item, "/metadata/name").to_string();
+            let rv = object_rv(&item);
+            let node = match self.nodes.get(&name) {
+                Some((cached_rv, node)) if *cached_rv == rv => node.clone(),
+                _ => match serde_json::from_value::<Node>((*item).clone()) {
+                    Ok(node) => {
+                        let node = Arc::new(node);
+                        self.nodes.insert(name.clone(), (rv, node.clone()));
+                        node
+                    }
+                    Err(e) => {
+                        tracing::warn!(node = name.as_str(), error = %e, "stored node does not decode");
+                        continue;
+                    }
+                },
+            };
+            seen.insert(name);
+            out.push(node);
+        }
+        self.nodes.retain(|k, _| seen.contains(k));
+        Ok(out)
+    }
+
+    /// One sync in its span (the events inside carry the DaemonSet); queued again when it asks
+    /// to be, or after its back-off when it failed.
+    async fn sync_logged(&mut self, key: Key) {
+        let span = tracing::info_span!(
+            "sync",
+            daemonset = key.1.as_str(),
+            namespace = key.0.as_str()
+        );
+        let result = self.sync(&key.0, &key.1).instrument(span.clone()).await;
+        match result {
+            Ok(again) => {
+                self.queue.forget(&key);
+                if let Some(at) = again {
+                    self.queue.add_at(key, at);
+                }
+            }
+            Err(e) => {
+                span.in_scope(|| tracing::warn!(error = %e, "daemonset sync failed; retrying"));
+                self.queue.retry(key, Instant::now());
+            }
+        }
+    }
+
+    /// Syncs one DaemonSet (the module's steps); returns when to sync it again, if it must be
+    /// (a failed pod's back-off, a pod becoming available after minReadySeconds).
+    pub async fn sync(&mut self, ns: &str, name: &str) -> Result<Option<Instant>, ControllerError> {
+        let err = |source| ControllerError::Api {
+            namespace: ns.to_string(),
+            name: name.to_string(),
+            source,
+        };
+        let at = ObjectRef::new(&DAEMONSETS, Some(ns), name);
+        let ds_val = match self.api.get(&self.user, at).await {
+            Ok(ds) => ds,
+            Err(e) if e.code == 404 => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        let ds: DaemonSet = serde_json::from_value((*ds_val).clone()).map_err(|source| {
+            ControllerError::Decode {
+                namespace: ns.to_string(),
+                name: name.to_string(),
+                source,
+            }
+        })?;
+        // a DaemonSet being deleted is left alone: its dependents go with it
+        if ds.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let Some(spec) = ds.spec.as_ref() else {
+            return Ok(None);
+        };
+        if is_empty(&spec.selector) {
+            tracing::warn!("the DaemonSet selects all pods: a non-empty selector is required");
+            return Ok(None);
+        }
+        let uid = s(&ds_val, "/metadata/uid").to_string();
+        let owner = Owner {
+            api_version: "apps/v1",
+            kind: "DaemonSet",
+            namespace: ns,
+            name,
+            uid: &uid,
+            deleting: false,
+        };
+        let nodes = self.refresh_nodes().await.map_err(err)?;
+        let claimed = self.claim_pods(&owner, &spec.selector).await.map_err(err)?;
+        let pods: Vec<DaemonPod> = claimed.iter().map(|p| pods::daemon_pod(p)).collect();
+        let collision = ds.status.as_ref().and_then(|s| s.collision_count);
+        let hash = template_hash(&spec.template, collision);
+        let live: HashSet<&str> = pods
+            .iter()
+            .map(|p| p.hash.as_str())
+            .filter(|h| !h.is_empty())
+            .collect();
+        revisions::ensure(&self.api, &self.user, &owner, &ds_val, &hash, &live)
+            .await
+            .map_err(err)?;
+
+        let fits: Vec<NodeFit> = nodes
+            .iter()
+            .map(|n| {
+                let e = node_should_run(n, &ds);
+                NodeFit {
+                    name: n.metadata.name.clone().unwrap_or_default(),
+                    should_run: e.should_run,
+                    should_continue_running: e.should_continue_running,
+                }
+            })
+            .collect();
+        let generation = ds.metadata.generation.unwrap_or(0);
+        let min_ready = i64::from(spec.min_ready_seconds.unwrap_or(0).max(0));
+        let now_ms = Utc::now().timestamp_millis();
+        let (gen, backoff) = self
+            .failed
+            .entry(uid.clone())
+            .or_insert_with(|| (generation, FailedBackoff::default()));
+        if *gen != generation {
+            *gen = generation;
+            *backoff = FailedBackoff::default();
+        }
+        let manage = rollout::manage(&fits, &pods, backoff, now_ms);
+        for node in &manage.failed_on {
+            backoff.next(node, now_ms);
+        }
+        let retry_at = manage.retry_at;
+        let deletes = if manage.is_empty() {
+            // the expectations are met: the update strategy may replace old pods
+            rollout::rolling_update(
+                spec.update_strategy.as_ref(),
+                min_ready,
+                &fits,
+                &pods,
+                &hash,
+                now_ms,
+            )
+        } else {
+            self.create_pods(&ds, &owner, &manage.create_on, &hash)
+                .await
+                .map_err(err)?;
+            manage.delete
+        };
+        self.delete_pods(ns, &deletes).await.map_err(err)?;
+
+        let (status, wake) =
+            status::compute_status(generation, min_ready, &fits, &pods, &hash, now_ms);
+        self.write_status(at, &uid, &ds_val, &status)
+            .await
+            .map_err(err)?;
+        let again = [retry_at, wake].into_iter().flatten().min();
+        Ok(again.map(|ms| Instant::now() + Duration::from_millis((ms - now_ms).max(0) as u64)))
+    }
+
+    /// The pods of the DaemonSet's namespace it owns, after adopting and releasing.
+    async fn claim_pods(
+        &self,
+        owner: &Owner<'_>,
+        selector: &LabelSelector,
+    ) -> Result<Vec<Arc<Value>>, ApiError> {
+        let all = self.list(&PODS, Some(owner.namespace)).await?;
+        let mut may_adopt = None;
+        let mut claimed = Vec::new();
+        for pod in all {
+            let selected = selector_matches(selector, &labels_of(&pod));
+            let mut claim = claim::decide(owner, &pod, selected);
+            if claim == Claim::Adopt && !*may_adopt.get_or_insert(self.still_there(owner).await) {
+                claim = Claim::Ignore;
+            }
+            if let Some(p) = claim::apply(&self.api, &self.user, &PODS, owner, pod, claim).await? {
+                claimed.push(p);
+            }
+        }
+        Ok(claimed)
+    }
+
+    /// Before a first adoption, the DaemonSet read again: still the same one, and not being
+    /// deleted (`RecheckDeletionTimestamp`).
+    async fn still_there(&self, owner: &Owner<'_>) -> bool {
+        let at = ObjectRef::new(&DAEMONSETS, Some(owner.namespace), owner.name);
+        self.api.get(&self.user, at).await.is_ok_and(|d| {
+            s(&d, "/metadata/uid") == owner.uid
+                && d.pointer("/metadata/deletionTimestamp").is_none()
+        })
+    }
+
+    /// Creates a pod on each of `nodes` (at most `BURST`), stopping at the first failure: the
+    /// sync is retried with back-off (a slow start: a template the API refuses is not sent
+    /// once per node).
+    async fn create_pods(
+        &self,
+        ds: &DaemonSet,
+        owner: &Owner<'_>,
+        nodes: &[String],
+        hash: &str,
+    ) -> Result<(), ApiError> {
+        for node in nodes.iter().take(BURST) {
+            let pod = pods::new_pod(ds, owner, node, hash);
+            let created = self
+                .api
+                .create(
+                    &self.user,
+                    &PODS,
+                    Some(owner.namespace),
+                    pod,
+                    WriteOpts::INTERNAL,
+                )
+                .await?;
+            tracing::info!(
+                pod = s(&created.object, "/metadata/name"),
+                node = node.as_str(),
+                "created pod"
+            );
+        }
+        Ok(())
+    }
+
+    /// Deletes `deletes` (at most `BURST`; gracefully: their agents stop them first).
+    async fn delete_pods(&self, ns: &str, deletes: &[rollout::Delete]) -> Result<(), ApiError> {
+        let mut first_error = None;
+        for d in deletes.iter().take(BURST) {
+            let at = ObjectRef::new(&PODS, Some(ns), &d.pod);
+            match self
+                .api
+                .delete(&self.user, at, &DeleteOptions::default())
+                .await
+            {
+                Ok(_) => tracing::info!(pod = d.pod.as_str(), why = ?d.why, "deleted pod"),
+                Err(e) if e.code == 404 => {}
+                Err(e) => {
+                    tracing::warn!(pod = d.pod.as_str(), error = %e, "cannot delete pod");
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Writes the status fields that changed (to the DaemonSet of `uid` only).
+    async fn write_status(
+        &self,
+        at: ObjectRef<'_>,
+        uid: &str,
+        ds: &Value,
+        status: &Value,
+    ) -> Result<(), ApiError> {
+        let old_status = ds.get("status").cloned().unwrap_or(json!({}));
+        let changed = status
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(k, v)| old_status.get(k) != Some(v));
+        if !changed {
+            return Ok(());
+        }
+        let written = self
+            .api
+            .update_with(&self.user, at, Part::Status, WriteOpts::INTERNAL, |old| {
+                let mut new = old.clone();
+                new["metadata"]["uid"] = json!(uid);
+                if !new.get("status").is_some_and(Value::is_object) {
+                    new["status"] = json!({});
+                }
+                for (k, v) in status.as_object().into_iter().flatten() {
+                    new["status"][k] = v.clone();
+                }
+                if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+                    m.remove("resourceVersion");
+                }
+                Ok(new)
+            })
+            .await;
+        match written {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A selector without requirements (it would select every pod).
+fn is_empty(sel: &LabelSelector) -> bool {
+    sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
+        && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+}
+
+/// The controller's syncs against the real verbs and store (no loop: each sync is called).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::kinds::NAMESPACES;
+    use crate::server::store::SqliteStore;
+    use crate::server::verbs::PatchType;
+
+    struct Rig {
+        api: Arc<Api>,
+        c: Controller,
+        user: User,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Rig {
+        async fn new(nodes: &[(&str, &str)]) -> Rig {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(&dir.path().join("s.db"), 1000).unwrap();
+            let api = Arc::new(Api::new(Arc::new(store), Default::default()));
+            let user = User::internal("test");
+            let ns = json!({"metadata": {"name": "default"}});
+            api.create(&user, &NAMESPACES, None, ns, WriteOpts::INTERNAL)
+                .await
+                .unwrap();
+            let rig = Rig {
+                c: Controller::new(api.clone()),
+                api,
+                user,
+                _dir: dir,
+            };
+            for (name, role) in nodes {
+                rig.node(name, role).await;
+            }
+            rig
+        }
+
+        async fn node(&self, name: &str, role: &str) {
+            let n = json!({"metadata": {"name": name, "labels": {"role": role}}});
+            self.api
+                .create(&self.user, &NODES, None, n, WriteOpts::INTERNAL)
+                .await
+                .unwrap();
+        }
+
+        async fn apply_ds(&self, image: &str) {
+            let ds = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+                "metadata": {"name": "mon", "namespace": "default"},
+                "spec": {"selector": {"matchLabels": {"app": "mon"}},
+                    "template": {"metadata": {"labels": {"app": "mon"}},
+                        "spec": {"nodeSelector": {"role": "worker"},
+                            "containers": [{"name": "c", "image": image}]}}}});
+            let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
+            match self.api.get(&self.user, at).await {
+                Ok(_) => {
+                    let doc = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": image}]}}}});
+                    self.api
+                        .patch(
+                            &self.user,
+                            at,
+                            Part::Main,
+                            PatchType::Strategic,
+                            &doc,
+                            WriteOpts::INTERNAL,
+                        )
+                        .await
+                        .unwrap();
+                }
+                Err(_) => {
+                    self.api
+                        .create(
+                            &self.user,
+                            &DAEMONSETS,
+                            Some("default"),
+                            ds,
+                            WriteOpts::INTERNAL,
+                        )
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+
+        async fn sync(&mut self) {
+            self.c.sync("default", "mon").await.unwrap();
+        }
+
+        async fn pods(&self) -> Vec<Arc<Value>> {
+            let (pods, _) = self
+                .api
+                .list(&self.user, &PODS, Some("default"), &Filter::default())
+                .await
+                .unwrap();
+            pods
+        }
+
+        /// (node, hash, terminating) of each pod the DaemonSet controls, sorted.
+        async fn placed(&self) -> Vec<(String, String, bool)> {
+            let mut v: Vec<(String, String, bool)> = self
+                .pods()
+                .await
+                .iter()
+                .filter(|p| controller_of(p).is_some_and(|c| c.name == "mon"))
+                .map(|p| {
+                    (
+                        s(p, "/spec/nodeName").to_string(),
+                        s(p, "/metadata/labels/controller-revision-hash").to_string(),
+                        p.pointer("/metadata/deletionTimestamp").is_some(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        }
+
+        async fn pod_on(&self, node: &str) -> Arc<Value> {
+            self.pods()
+                .await
+                .into_iter()
+                .find(|p| {
+                    s(p, "/spec/nodeName") == node
+                        && p.pointer("/metadata/deletionTimestamp").is_none()
+                })
+                .unwrap_or_else(|| panic!("no pod on {node}"))
+        }
+
+        /// What an agent reports: the pod ready for a minute.
+        async fn ready(&self, name: &str) {
+            let at = (Utc::now() - chrono::Duration::seconds(60)).to_rfc3339();
+            let doc = json!({"status": {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": "True", "lastTransitionTime": at}]}});
+            self.api
+                .patch(
+                    &self.user,
+                    ObjectRef::new(&PODS, Some("default"), name),
+                    Part::Status,
+                    PatchType::Merge,
+                    &doc,
+                    WriteOpts::INTERNAL,
+                )
+                .await
+                .unwrap();
+        }
+
+        async fn all_ready(&self) {
+            for p in self.pods().await {
+                self.ready(s(&p, "/metadata/name")).await;
+            }
+        }
+
+        /// What an agent does once it stopped a terminating pod: the final delete.
+        async fn finish_terminating(&self) {
+            for p in self.pods().await {
+                if p.pointer("/metadata/deletionTimestamp").is_some() {
+                    let at = ObjectRef::new(&PODS, Some("default"), s(&p, "/metadata/name"));
+                    let uid = s(&p, "/metadata/uid");
+                    self.api
+                        .delete(&self.user, at, &DeleteOptions::now_if_uid(uid))
+                        .await
+                        .unwrap();
+                }
+            }
+        }
+
+        async fn status(&self) -> Value {
+            let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
+            self.api.get(&self.user, at).await.unwrap()["status"].clone()
+        }
+    }
+
+    fn t(node: &str, hash: &str, terminating: bool) -> (String, String, bool) {
+        (node.to_string(), hash.to_string(), terminating)
+    }
+
+    #[tokio::test]
+    async fn pods_are_created_claimed_and_released_where_they_belong() {
+        let mut rig = Rig::new(&[("n1", "worker"), ("n2", "worker"), ("e1", "edge")]).await;
+        // an orphan bound to a worker node that has no pod yet: adopted, not duplicated
+        rig.node("n3", "worker").await;
+        let orphan = json!({"metadata": {"name": "stray", "labels": {"app": "mon"}},
+            "spec": {"nodeName": "n3", "containers": [{"name": "c", "image": "i:0"}]}});
+        let orphan = rig
+            .api
+            .create(
+                &rig.user,
+                &PODS,
+                Some("default"),
+                orphan,
+                WriteOpts::INTERNAL,
+            )
+            .await
+            .unwrap()
+            .object;
+        rig.apply_ds("i:1").await;
+        rig.sync().await;
+        let placed = rig.placed().await;
+        let hash = placed.iter().find(|p| p.0 == "n1").unwrap().1.clone();
+        assert_eq!(
+            placed,
+            [
+                t("n1", &hash, false),
+                t("n2", &hash, false),
+                t("n3", "", false)
+            ]
+        );
+        let adopted = rig.pod_on("n3").await;
+        assert_eq!(
+            s(&adopted, "/metadata/uid"),
+            s(&orphan, "/metadata/uid"),
+            "the same pod"
+        );
+        let p = rig.pod_on("n1").await;
+        assert!(s(&p, "/metadata/name").starts_with("mon-"));
+        assert_eq!(p["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(
+            p["metadata"]["ownerReferences"][0]["blockOwnerDeletion"],
+            true
+        );
+        assert!(p["spec"]["tolerations"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty()));
+        // synced again: nothing more
+        rig.sync().await;
+        assert_eq!(rig.placed().await.len(), 3);
+        let st = rig.status().await;
+        assert_eq!(
+            (
+                st["desiredNumberScheduled"].as_i64(),
+                st["currentNumberScheduled"].as_i64()
+            ),
+            (Some(3), Some(3))
+        );
+        assert_eq!(
+            st["updatedNumberScheduled"], 2,
+            "the adopted pod runs another revision"
+        );
+
+        // a pod relabelled out of the selector is released, and its node gets a pod of its own
+        let n2 = rig.pod_on("n2").await;
+        let name = s(&n2, "/metadata/name").to_string();
+        let doc = json!({"metadata": {"labels": {"app": "other"}}});
+        rig.api
+            .patch(
+                &rig.user,
+                ObjectRef::new(&PODS, Some("default"), &name),
+                Part::Main,
+                PatchType::Merge,
+                &doc,
+                WriteOpts::INTERNAL,
+            )
+            .await
+            .unwrap();
+        rig.sync().await;
+        let released = rig
+            .api
+            .get(&rig.user, ObjectRef::new(&PODS, Some("default"), &name))
+            .await
+            .unwrap();
+        assert!(controller_of(&released).is_none(), "{released}");
+        assert_eq!(rig.placed().await.iter().filter(|p| p.0 == "n2").count(), 1);
+
+        // a node that stops being a worker loses its pod (gracefully: its agent stops it)
+        let doc = json!({"metadata": {"labels": {"role": "edge"}}});
+        rig.api
+            .patch(
+                &rig.user,
+                ObjectRef::new(&NODES, None, "n1"),
+                Part::Main,
+                PatchType::Merge,
+                &doc,
+                WriteOpts::INTERNAL,
+            )
+            .await
+            .unwrap();
+        rig.sync().await;
+        assert!(rig.placed().await.contains(&t("n1", &hash, true)));
+        rig.finish_terminating().await;
+        rig.sync().await;
+        assert!(!rig.placed().await.iter().any(|p| p.0 == "n1"));
+    }
+
+    /// The rolling update on the server: one node at a time (maxUnavailable 1), a terminating
+    /// pod holding its node until its agent deleted it, the next node only once the new pod is
+    /// ready.
+    #[tokio::test]
+    async fn updates_roll_one_node_at_a_time() {
+        let mut rig = Rig::new(&[("n1", "worker"), ("n2", "worker"), ("n3", "worker")]).await;
+        rig.apply_ds("i:1").await;
+        rig.sync().await;
+        rig.all_ready().await;
+        rig.sync().await;
+        let old = rig.placed().await[0].1.clone();
+        assert_eq!(rig.status().await["numberAvailable"], 3);
+
+        rig.apply_ds("i:2").await;
+        let mut replaced = Vec::new();
+        for _ in 0..3 {
+            rig.sync().await;
+            let placed = rig.placed().await;
+            let going: Vec<&(String, String, bool)> = placed.iter().filter(|p| p.2).collect();
+            assert_eq!(going.len(), 1, "one at a time: {placed:?}");
+            assert_eq!(going[0].1, old);
+            // nothing more while it terminates: it still occupies its node
+            rig.sync().await;
+            assert_eq!(rig.placed().await, placed);
+            let node = going[0].0.clone();
+            rig.finish_terminating().await;
+            rig.sync().await;
+            let new = rig.pod_on(&node).await;
+            assert_ne!(s(&new, "/metadata/labels/controller-revision-hash"), old);
+            // the new pod is not ready yet: the budget is spent
+            rig.sync().await;
+            assert!(!rig.placed().await.iter().any(|p| p.2));
+            rig.ready(s(&new, "/metadata/name")).await;
+            replaced.push(node);
+        }
+        replaced.sort();
+        assert_eq!(replaced, ["n1", "n2", "n3"]);
+        rig.sync().await;
+        let st = rig.status().await;
+        assert_eq!(
+            (
+                st["updatedNumberScheduled"].as_i64(),
+                st["numberAvailable"].as_i64()
+            ),
+            (Some(3), Some(3))
+        );
+    }
+
+    /// Deleting the DaemonSet deletes what it controlled (the garbage collector's work, until it
+    /// exists): its pods are marked for their agents, its revisions go.
+    #[tokio::test]
+    async fn a_deleted_daemonset_takes_its_pods_and_revisions() {
+        let mut rig = Rig::new(&[("n1", "worker")]).await;
+        rig.apply_ds("i:1").await;
+        rig.sync().await;
+        let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
+        let ds = rig
+            .api
+            .delete(&rig.user, at, &DeleteOptions::default())
+            .await
+            .unwrap();
+        gc::delete_dependents(&rig.api, &rig.user, "default", s(&ds, "/metadata/uid")).await;
+        assert_eq!(rig.placed().await.iter().filter(|p| p.2).count(), 1);
+        let (crs, _) = rig
+            .api
+            .list(
+                &rig.user,
+                &CONTROLLER_REVISIONS,
+                Some("default"),
+                &Filter::default(),
+            )
+            .await
+            .unwrap();
+        assert!(crs.is_empty());
+    }
+}

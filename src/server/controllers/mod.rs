@@ -1,0 +1,58 @@
+//! The controllers inside the server, as kube-controller-manager runs them against the API:
+//! every read and write goes through the verbs (`super::verbs`) under the controller's own
+//! internal identity, so authorization, validation and the watch see them like any client's.
+//!
+//! - `daemonset/`: the DaemonSet controller: claims its pods, creates one per node that should
+//!   run it, deletes those that may not stay, rolls updates out within maxUnavailable, keeps the
+//!   ControllerRevisions and the status;
+//! - `claim`: the ControllerRefManager (adopt orphans that match, release owned pods that no
+//!   longer match);
+//! - `gc`: the stand-in for the garbage collector: the dependents of a DaemonSet that is gone;
+//! - `queue`: the work queue keyed by namespace/name.
+//!
+//! [`run`] is one future without global state, so that a server runs it only while it leads.
+pub mod claim;
+pub mod daemonset;
+pub mod gc;
+mod queue;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::verbs::Api;
+
+/// Runs the controllers until `stop` completes.
+pub async fn run(api: Arc<Api>, stop: impl Future<Output = ()>) {
+    tokio::select! {
+        _ = daemonset::Controller::new(api).run() => {}
+        _ = stop => {}
+    }
+}
+
+/// The string at `ptr` in `v`, or "".
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or("")
+}
+
+/// The controller owner reference of an object: its kind, name and uid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerRef {
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+}
+
+/// `metav1.GetControllerOf`: the owner reference with `controller: true`, if any.
+pub fn controller_of(obj: &Value) -> Option<ControllerRef> {
+    obj.pointer("/metadata/ownerReferences")?
+        .as_array()?
+        .iter()
+        .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true))
+        .map(|o| ControllerRef {
+            kind: s(o, "/kind").to_string(),
+            name: s(o, "/name").to_string(),
+            uid: s(o, "/uid").to_string(),
+        })
+}
