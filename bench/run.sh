@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The benchmark harness of issue 3, in one command:
 #
-#   bash bench/run.sh [--smoke] [--peers] [--json OUT.json] [--only SECTIONS]
+#   bash bench/run.sh [--smoke] [--peers] [--json OUT.json] [--only SECTIONS] [--tls-compare]
 #
 # Builds the daemonset-agent binary and the `harness` bench (the bench profile: release; CI's smoke
 # run sets DSA_BENCH_PROFILE=dev and reuses the tests' debug build), starts a private
@@ -11,6 +11,8 @@
 # gRPC client), convergence of 100 DaemonSets, the agent's footprint, the server's watch fan-out.
 # --peers first runs bench/peers.sh (ctr run, docker run, swarm global service) and adds them.
 # --only latency,convergence,idle,fanout: run those sections only (for working on one figure).
+# --tls-compare: apply->running and fan-out over plain HTTP (the server's loopback --insecure-listen)
+# and over TLS, one after the other in this run, and the ratios (issue 8: TLS must cost < 10%).
 # --smoke: small sizes for CI (a few minutes). Needs root and what scripts/install-deps.sh
 # installs. Everything listens on loopback only; everything started is removed on exit.
 # Exit status: non-zero when something breaks; missed targets are reported PASS/MISS only.
@@ -19,15 +21,16 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 export LC_ALL=C
 
-smoke="" peers="" json_out="" only=""
+smoke="" peers="" json_out="" only="" tls_compare=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --smoke) smoke=1; shift ;;
     --peers) peers=1; shift ;;
     --json) json_out=${2:?--json needs a file name}; shift 2 ;;
     --only) only=${2:?--only needs sections}; shift 2 ;;
+    --tls-compare) tls_compare=1; shift ;;
     -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
-    *) echo "run.sh: unknown argument $1 (usage: run.sh [--smoke] [--peers] [--json OUT.json] [--only SECTIONS])" >&2; exit 2 ;;
+    *) echo "run.sh: unknown argument $1 (usage: run.sh [--smoke] [--peers] [--json OUT.json] [--only SECTIONS] [--tls-compare])" >&2; exit 2 ;;
   esac
 done
 [[ -n $json_out ]] && json_out=$(realpath -m -- "$json_out")
@@ -153,9 +156,48 @@ args=(--bin "$agent_bin" --socket "$D/containerd.sock" --registry "$reg" --dir "
 [[ -n $only ]] && args+=(--only "$only")
 [[ -n $json_out ]] && args+=(--json "$json_out")
 [[ -n $peers_json ]] && args+=(--peers-json "$peers_json")
-log "running the harness${smoke:+ (smoke)}"
 rc=0
-timeout 3600 "$bench_exe" "${args[@]}" || rc=$?
+if [[ -n $tls_compare ]]; then
+  # the TLS cost: apply->running and fan-out, plain HTTP then TLS, each with a server, an agent
+  # and a store of its own; the ratios printed at the end (and in --json)
+  for t in plain tls; do
+    mkdir -p "$D/$t"
+    targs=(--bin "$agent_bin" --socket "$D/containerd.sock" --registry "$reg" --dir "$D/$t" --tag "$tag$t"
+      --transport "$t" --only "${only:-latency,fanout}" --json "$D/$t.json")
+    [[ -n $smoke ]] && targs+=(--smoke)
+    log "running the harness over $t${smoke:+ (smoke)}"
+    timeout 3600 "$bench_exe" "${targs[@]}" || { rc=$?; break; }
+  done
+  if (( rc == 0 )); then
+    python3 - "$D/plain.json" "$D/tls.json" "${json_out:-}" <<'PY'
+import json, statistics, sys
+plain, tls = (json.load(open(p)) for p in sys.argv[1:3])
+def med(v):
+    if isinstance(v, list):
+        return statistics.median(v) if v else float("nan")
+    if isinstance(v, dict):
+        return v.get("p50", float("nan"))
+    return float(v)
+rows = []
+if "latency" in plain and "latency" in tls:
+    rows.append(("apply->running p50 ms", med(plain["latency"]["ours_ms"]), med(tls["latency"]["ours_ms"])))
+for n in sorted(set(plain.get("fanout", {})) & set(tls.get("fanout", {})), key=int):
+    rows.append((f"fan-out {n} watchers latency ms", med(plain["fanout"][n]["latency_ms"]), med(tls["fanout"][n]["latency_ms"])))
+    rows.append((f"fan-out {n} connect s", plain["fanout"][n]["connect_s"], tls["fanout"][n]["connect_s"]))
+print(f"{'TLS cost':<34} {'plain':>10} {'tls':>10} {'tls/plain':>10}")
+out = []
+for name, p, t in rows:
+    ratio = t / p if p else float("nan")
+    print(f"{name:<34} {p:>10.1f} {t:>10.1f} {ratio:>10.2f}")
+    out.append({"what": name, "plain": p, "tls": t, "ratio": ratio})
+if len(sys.argv) > 3 and sys.argv[3]:
+    json.dump({"tls_compare": out, "plain": plain, "tls": tls}, open(sys.argv[3], "w"), indent=1)
+PY
+  fi
+else
+  log "running the harness${smoke:+ (smoke)}"
+  timeout 3600 "$bench_exe" "${args[@]}" || rc=$?
+fi
 if (( rc != 0 )); then
   log "harness failed ($rc); last lines of the agent and server logs:"
   tail -15 "$D/agent.log" >&2 2>/dev/null

@@ -7,7 +7,12 @@
 //! ```text
 //! harness --bin target/release/daemonset-agent --socket DIR/containerd.sock --registry ADDR
 //!         --dir DIR --tag TAG [--smoke] [--peers-json peers.json] [--json OUT.json]
+//!         [--transport tls|plain]
 //! ```
+//!
+//! `--transport` (default tls): how the agent, the bench's kube client and its raw watchers reach
+//! the server: HTTPS verified against the server's CA, or plain HTTP on the server's loopback
+//! `--insecure-listen`; both with the admin token (`bench/run.sh --tls-compare` runs both).
 //!
 //! Phases: (1) apply-to-running latency, interleaved with the floor's create+start; (3) 100
 //! DaemonSets applied, updated and deleted concurrently, against 100 concurrent raw create+starts,
@@ -53,6 +58,8 @@ struct Opts {
     peers_json: Option<PathBuf>,
     /// Sections to run (`--only latency,convergence,idle,fanout`); all when empty.
     only: Vec<String>,
+    /// HTTPS (true, the default) or plain HTTP on a loopback `--insecure-listen`.
+    tls: bool,
 }
 
 impl Opts {
@@ -66,6 +73,7 @@ impl Opts {
         let (mut tag, mut smoke, mut json, mut peers_json) =
             ("bench".to_string(), false, None, None);
         let mut only = Vec::new();
+        let mut tls = true;
         while let Some(k) = a.next() {
             let mut val = || a.next().ok_or_else(|| anyhow!("{k} needs a value"));
             match k.as_str() {
@@ -77,6 +85,13 @@ impl Opts {
                 "--json" => json = Some(PathBuf::from(val()?)),
                 "--peers-json" => peers_json = Some(PathBuf::from(val()?)),
                 "--smoke" => smoke = true,
+                "--transport" => {
+                    tls = match val()?.as_str() {
+                        "tls" => true,
+                        "plain" => false,
+                        t => bail!("--transport: {t} is not tls or plain"),
+                    }
+                }
                 "--only" => {
                     only = val()?.split(',').map(str::to_string).collect();
                     for s in &only {
@@ -102,6 +117,7 @@ impl Opts {
             json,
             peers_json,
             only,
+            tls,
         })
     }
 }
@@ -551,14 +567,88 @@ fn daemonset(name: &str, image: &str, node_selector: Option<Value>) -> Result<Da
     }))?)
 }
 
-async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
+/// A connection to the server, plain or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// How the bench's raw HTTP clients reach the server: HTTPS verified against its CA, or plain
+/// HTTP on its loopback `--insecure-listen`; with the admin token either way.
+struct Wire {
+    addr: String,
+    tls: Option<tokio_rustls::TlsConnector>,
+    token: String,
+}
+
+impl Wire {
+    /// From the admin kubeconfig the server wrote (its CA and token); `plain`: the address of
+    /// the plain HTTP listener to use instead of HTTPS.
+    fn new(addr: &str, kubeconfig: &Path, plain: bool) -> Result<Wire> {
+        use base64::Engine as _;
+        let v: Value = serde_yaml::from_str(&std::fs::read_to_string(kubeconfig)?)?;
+        let token = v["users"][0]["user"]["token"]
+            .as_str()
+            .ok_or_else(|| anyhow!("no token in {}", kubeconfig.display()))?
+            .to_string();
+        let ca = base64::engine::general_purpose::STANDARD.decode(
+            v["clusters"][0]["cluster"]["certificate-authority-data"]
+                .as_str()
+                .ok_or_else(|| anyhow!("no CA in {}", kubeconfig.display()))?,
+        )?;
+        let tls = if plain {
+            None
+        } else {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in daemonset_agent::pki::certs_from_pem(&ca)? {
+                roots.add(c)?;
+            }
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            Some(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        };
+        Ok(Wire {
+            addr: addr.to_string(),
+            tls,
+            token,
+        })
+    }
+
+    async fn connect(&self) -> Result<Box<dyn Io>> {
+        let tcp = tokio::net::TcpStream::connect(&self.addr).await?;
+        tcp.set_nodelay(true)?;
+        match &self.tls {
+            None => Ok(Box::new(tcp)),
+            Some(c) => {
+                let ip: std::net::SocketAddr = self.addr.parse()?;
+                let name = rustls::pki_types::ServerName::from(ip.ip());
+                Ok(Box::new(c.connect(name, tcp).await?))
+            }
+        }
+    }
+
+    /// A GET request's head with the token and `extra` header lines.
+    fn get(&self, path: &str, extra: &str) -> String {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {}\r\n{extra}\r\n",
+            self.addr, self.token
+        )
+    }
+}
+
+async fn http_get(wire: &Wire, path: &str) -> Result<(u16, String)> {
+    let addr = &wire.addr;
+    let mut s = wire.connect().await?;
+    s.write_all(wire.get(path, "Connection: close\r\n").as_bytes())
+        .await?;
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await??;
+    // a TLS peer that closes without close_notify ends the read with an error after the data
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await?;
+    if buf.is_empty() {
+        read?;
+    }
     let text = String::from_utf8_lossy(&buf).to_string();
     let code = text
         .split_whitespace()
@@ -584,7 +674,7 @@ struct Bench {
     agent_rt: ContainerdRuntime,
     ev: Events,
     api: Api<DaemonSet>,
-    addr: String,
+    wire: Arc<Wire>,
     server: Proc,
     agent: Proc,
     report: Report,
@@ -629,23 +719,36 @@ async fn setup(o: Opts) -> Result<Bench> {
         .port();
     let addr = format!("127.0.0.1:{port}");
     let data = o.dir.join("server");
-    let server = Proc::spawn(
-        &o.bin,
-        &[
-            "server".into(),
-            "--data-dir".into(),
-            data.to_string_lossy().into(),
-            "--listen".into(),
-            addr.clone(),
-        ],
-        &o.dir.join("server.log"),
-        "server",
-    )?;
-    let kubeconfig = data.join("admin.kubeconfig");
+    let mut server_args: Vec<String> = vec![
+        "server".into(),
+        "--data-dir".into(),
+        data.to_string_lossy().into(),
+        "--listen".into(),
+        addr.clone(),
+    ];
+    let plain_addr = format!(
+        "127.0.0.1:{}",
+        std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port()
+    );
+    if !o.tls {
+        server_args.extend(["--insecure-listen".into(), plain_addr.clone()]);
+    }
+    let server = Proc::spawn(&o.bin, &server_args, &o.dir.join("server.log"), "server")?;
+    let admin_kubeconfig = data.join("admin.kubeconfig");
     let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if kubeconfig.exists() && matches!(http_get(&addr, "/readyz").await, Ok((200, _))) {
-            break;
+    let wire = loop {
+        if admin_kubeconfig.exists() {
+            let wire = match o.tls {
+                true => Wire::new(&addr, &admin_kubeconfig, false),
+                false => Wire::new(&plain_addr, &admin_kubeconfig, true),
+            };
+            if let Ok(wire) = wire {
+                if matches!(http_get(&wire, "/readyz").await, Ok((200, _))) {
+                    break Arc::new(wire);
+                }
+            }
         }
         if Instant::now() > deadline {
             bail!(
@@ -654,7 +757,23 @@ async fn setup(o: Opts) -> Result<Bench> {
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    };
+    // the agent and the kube client: the admin kubeconfig, or the same token over plain HTTP
+    let kubeconfig = if o.tls {
+        admin_kubeconfig.clone()
+    } else {
+        let text = std::fs::read_to_string(&admin_kubeconfig)?.replace(
+            &format!("server: https://{addr}"),
+            &format!("server: http://{plain_addr}"),
+        );
+        let plain = o.dir.join("plain.kubeconfig");
+        daemonset_agent::pki::write_private(&plain, text.as_bytes())?;
+        plain
+    };
+    eprintln!(
+        "[harness] transport: {}",
+        if o.tls { "TLS" } else { "plain HTTP" }
+    );
     // DSA_BENCH_AGENT_WRAP="heaptrack -o /tmp/agent": run the agent under a profiler (its
     // footprint rows then measure the wrapper, not the agent)
     let wrap: Vec<String> = std::env::var("DSA_BENCH_AGENT_WRAP")
@@ -686,7 +805,7 @@ async fn setup(o: Opts) -> Result<Bench> {
     let agent = Proc::spawn(&agent_exe, &agent_args, &o.dir.join("agent.log"), "agent")?;
     let deadline = Instant::now() + Duration::from_secs(30);
     while !matches!(
-        http_get(&addr, &format!("/api/v1/nodes/{NODE}")).await,
+        http_get(&wire, &format!("/api/v1/nodes/{NODE}")).await,
         Ok((200, _))
     ) {
         if Instant::now() > deadline {
@@ -710,7 +829,7 @@ async fn setup(o: Opts) -> Result<Bench> {
         agent_rt,
         ev,
         api,
-        addr,
+        wire,
         server,
         agent,
         report: Report::default(),
@@ -1140,7 +1259,7 @@ impl Bench {
 
     async fn fanout(&mut self, n: usize) -> Result<()> {
         eprintln!("[harness] fan-out: {n} watchers");
-        let (code, body) = http_get(&self.addr, "/apis/apps/v1/daemonsets").await?;
+        let (code, body) = http_get(&self.wire, "/apis/apps/v1/daemonsets").await?;
         if code != 200 {
             bail!("list daemonsets: HTTP {code}");
         }
@@ -1164,10 +1283,10 @@ impl Bench {
         let t_connect = Instant::now();
         let mut tasks = Vec::with_capacity(n);
         for _ in 0..n {
-            let (addr, path, needle) = (self.addr.clone(), path.clone(), needle.clone());
+            let (wire, path, needle) = (self.wire.clone(), path.clone(), needle.clone());
             let (ready, failed, sem, tx) = (ready.clone(), failed.clone(), sem.clone(), tx.clone());
             tasks.push(tokio::spawn(async move {
-                let r = watcher(&addr, &path, &needle, &ready, &sem).await;
+                let r = watcher(&wire, &path, &needle, &ready, &sem).await;
                 match r {
                     Ok(at) => {
                         let _ = tx.send(at);
@@ -1320,25 +1439,18 @@ impl Bench {
 /// One watch client: connects, reads the response headers (then it counts as ready), decodes
 /// the chunked body and returns when it sees the ADDED event of the DaemonSet named by `needle`.
 async fn watcher(
-    addr: &str,
+    wire: &Wire,
     path: &str,
     needle: &[u8],
     ready: &AtomicUsize,
     sem: &tokio::sync::Semaphore,
 ) -> Result<Instant> {
     let permit = sem.acquire().await?;
-    let mut s = tokio::time::timeout(
-        Duration::from_secs(30),
-        tokio::net::TcpStream::connect(addr),
-    )
-    .await
-    .context("connect timed out")??;
-    s.set_nodelay(true)?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: application/json\r\n\r\n")
-            .as_bytes(),
-    )
-    .await?;
+    let mut s = tokio::time::timeout(Duration::from_secs(30), wire.connect())
+        .await
+        .context("connect timed out")??;
+    s.write_all(wire.get(path, "Accept: application/json\r\n").as_bytes())
+        .await?;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);
     let mut tmp = [0u8; 4096];
     let head_end = loop {
@@ -1407,6 +1519,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 async fn run(o: Opts) -> Result<Report> {
     let json_out = o.json.clone();
     let smoke = o.smoke;
+    let transport = if o.tls { "tls" } else { "plain" };
     let started = chrono::Utc::now().to_rfc3339();
     let t_start = Instant::now();
     let mut b = setup(o).await?;
@@ -1448,7 +1561,7 @@ async fn run(o: Opts) -> Result<Report> {
     let mut report = std::mem::take(&mut b.report);
     report.json.insert(
         "meta".into(),
-        json!({"started": started, "smoke": smoke, "duration_s": t_start.elapsed().as_secs_f64(),
+        json!({"started": started, "smoke": smoke, "transport": transport, "duration_s": t_start.elapsed().as_secs_f64(),
             "loadavg_end": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
             "ok": res.is_ok()}),
     );

@@ -130,7 +130,8 @@ else
   say "starting the API server on $listen (store in $root/server)"
   "$bin" server --data-dir "$root/server" --listen "$listen" >"$root/server.log" 2>&1 &
   echo $! >"$root/server.pid"
-  wait_until 30 "the API server" curl -fsS "http://$listen/readyz" || { tail -n 20 "$root/server.log" >&2; exit 1; }
+  # HTTPS only; /readyz needs no credential (the CA is checked once admin.kubeconfig is written)
+  wait_until 30 "the API server" curl -fsS --cacert "$root/server/tls/ca.crt" "https://$listen/readyz" || { tail -n 20 "$root/server.log" >&2; exit 1; }
 fi
 export KUBECONFIG=$root/server/admin.kubeconfig
 kubectl=$(bash scripts/find-kubectl.sh)

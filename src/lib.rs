@@ -7,5 +7,6 @@ pub mod cli;
 pub mod core;
 pub mod logdriver;
 pub mod logging;
+pub mod pki;
 pub mod runtime;
 pub mod server;

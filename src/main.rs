@@ -6,6 +6,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use daemonset_agent::agent::{self, config};
+use daemonset_agent::cli::tokens;
 use daemonset_agent::runtime::containerd::ContainerdRuntime;
 use daemonset_agent::runtime::OutputMode;
 use daemonset_agent::{logging, server};
@@ -34,6 +35,77 @@ enum Command {
     Status(LocalArgs),
     /// Print a container's output, from the local agent.
     Logs(LogsArgs),
+    /// Manage the API server's tokens (join and view), through the API as admin.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Manage nodes' credentials, through the API as admin.
+    #[command(subcommand)]
+    Node(NodeCommand),
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// An admin kubeconfig (the server writes DATA_DIR/admin.kubeconfig).
+    #[arg(long, default_value = tokens::DEFAULT_ADMIN_KUBECONFIG)]
+    kubeconfig: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (a join token: sha256:CA-HASH::ID.SECRET).
+    Create {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// What the token is for.
+        #[arg(long, value_enum, default_value = "join")]
+        role: tokens::Role,
+        /// How long it is valid (s, m, h, d; 0: until deleted), as `kubeadm token create`.
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// A note shown by `token list`.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List the tokens (ids, roles, expiry; secrets are not kept).
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Delete a token (by id or whole): joined nodes keep their certificates.
+    Delete {
+        #[command(flatten)]
+        admin: AdminArgs,
+        token: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeCommand {
+    /// Revoke a node's certificates: the server refuses them from then on.
+    Revoke {
+        #[command(flatten)]
+        admin: AdminArgs,
+        node: String,
+    },
+}
+
+/// `30s`, `15m`, `24h`, `7d`; `0` for no expiry.
+fn parse_ttl(s: &str) -> Result<Option<std::time::Duration>, String> {
+    if s == "0" {
+        return Ok(None);
+    }
+    let (n, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration such as 24h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return Err(format!("{s:?}: use s, m, h or d")),
+    };
+    Ok(Some(std::time::Duration::from_secs(secs)))
 }
 
 #[derive(clap::Args)]
@@ -79,9 +151,15 @@ struct AgentArgs {
     /// A taint registered with this node, key=value:Effect (repeatable).
     #[arg(long = "node-taint", value_name = "KEY=VALUE:EFFECT")]
     node_taints: Vec<String>,
-    /// kubeconfig of the API server.
+    /// kubeconfig of the API server (on the server's machine: its admin.kubeconfig).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// The API server to join, https://HOST:PORT (with --token).
+    #[arg(long, env = "DSA_SERVER")]
+    server: Option<String>,
+    /// The join token, sha256:CA-HASH::ID.SECRET (`daemonset-agent token create` prints it).
+    #[arg(long, env = "DSA_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// containerd's gRPC socket.
     #[arg(long)]
     containerd_socket: Option<PathBuf>,
@@ -98,9 +176,17 @@ struct ServerArgs {
     /// Directory of the store (state.db) and of admin.kubeconfig.
     #[arg(long, default_value = "/var/lib/daemonset-agent-server")]
     data_dir: PathBuf,
-    /// Address to listen on.
+    /// Address to serve HTTPS on (0.0.0.0:6443: every interface, for a fleet).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: std::net::SocketAddr,
+    /// Also serve plain HTTP on this loopback address (benchmarks, debugging); requests still
+    /// authenticate. Refused for any address but 127.0.0.1 and ::1.
+    #[arg(long, value_name = "ADDR")]
+    insecure_listen: Option<std::net::SocketAddr>,
+    /// Another DNS name or IP address of the serving certificate (repeatable), for a name or
+    /// address agents reach this server by that is not one of its interfaces'.
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
     /// Admit privileged containers (`--allow-privileged=false` refuses them with a 422, as
     /// kube-apiserver does).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
@@ -153,6 +239,27 @@ fn main() -> ExitCode {
                 )
                 .await,
             ),
+            Command::Token(TokenCommand::Create {
+                admin,
+                role,
+                ttl,
+                description,
+            }) => match parse_ttl(&ttl) {
+                Ok(ttl) => report(tokens::create(&admin.kubeconfig, role, ttl, &description).await),
+                Err(e) => {
+                    eprintln!("daemonset-agent: --ttl {e}");
+                    ExitCode::from(EX_USAGE)
+                }
+            },
+            Command::Token(TokenCommand::List { admin }) => {
+                report(tokens::list(&admin.kubeconfig).await)
+            }
+            Command::Token(TokenCommand::Delete { admin, token }) => {
+                report(tokens::delete(&admin.kubeconfig, &token).await)
+            }
+            Command::Node(NodeCommand::Revoke { admin, node }) => {
+                report(tokens::revoke_node(&admin.kubeconfig, &node).await)
+            }
         }
     })
 }
@@ -172,6 +279,8 @@ async fn run_server(args: ServerArgs) -> ExitCode {
     let opts = server::ServerOptions {
         data_dir: args.data_dir,
         listen: args.listen,
+        insecure_listen: args.insecure_listen,
+        tls_sans: args.tls_sans,
         policy: daemonset_agent::core::validation::Policy {
             allow_privileged: args.allow_privileged,
             allow_host_path: args.allow_host_path,
@@ -193,6 +302,8 @@ fn agent_flags(a: &AgentArgs) -> config::Flags {
         node_labels: a.node_labels.clone(),
         node_taints: a.node_taints.clone(),
         kubeconfig: a.kubeconfig.clone(),
+        server: a.server.clone(),
+        token: a.token.clone(),
         containerd_socket: a.containerd_socket.clone(),
         containerd_namespace: a.containerd_namespace.clone(),
         state_dir: a.state_dir.clone(),

@@ -3,7 +3,9 @@
 # scripts/package.sh, twice (the second with a bumped version), then:
 #  - .deb: boots a minimal Debian 12 with systemd (debootstrap + systemd-nspawn, host network) and,
 #    inside, installs the package with apt (Recommends containerd and runc resolved from Debian),
-#    starts the server and the agent with systemctl (Type=notify: active means READY), checks that
+#    checks that install enabled and started the server (Type=notify: active means READY; TLS, a
+#    0600 admin kubeconfig, 401 without a credential) and the agent, points the agent at the
+#    outside containerd, checks that
 #    the Node registers and a DaemonSet applied with kubectl from outside runs as a container in a
 #    containerd started by this test outside the machine (runc cannot create containers inside),
 #    that `systemctl reload` applies a changed label, that an upgrade keeps a modified agent.toml
@@ -196,7 +198,15 @@ booted() { # (the bus socket appears a moment after PID 1)
 }
 wait_for 60 "the machine to boot" booted
 
-# ---- install ---------------------------------------------------------------------------------------
+# ---- install (the server's port chosen before: install starts it, and the machine shares the
+# host's network, where only loopback ports of the test's own may be used) --------------------------
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+mkdir -p "$root/etc/systemd/system/daemonset-agent-server.service.d"
+cat >"$root/etc/systemd/system/daemonset-agent-server.service.d/port.conf" <<EOF
+[Service]
+ExecStart=
+ExecStart=/usr/bin/daemonset-agent server --data-dir /var/lib/daemonset-agent-server --listen 127.0.0.1:$port
+EOF
 say "apt-get install $(basename "$deb1")"
 inside apt-get update -qq >/dev/null
 inside env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "/opt/pkg/$(basename "$deb1")" >"$work/apt-install.log" 2>&1 ||
@@ -208,19 +218,18 @@ for f in /usr/bin/daemonset-agent /usr/lib/systemd/system/daemonset-agent.servic
   grep -qxF "$f" <<<"$listed" || die "dpkg -L: $f not installed"
 done
 grep -q '/etc/daemonset-agent/agent.toml' <<<"$(inside dpkg-query -W -f='${Conffiles}' daemonset-agent)" || die "agent.toml is not a conffile"
+# Debian's policy: services enabled and started on install
 for u in daemonset-agent daemonset-agent-server; do
-  [ "$(inside systemctl is-enabled $u || true)" = disabled ] || die "$u is enabled on install"
-  [ "$(inside systemctl is-active $u || true)" = inactive ] || die "$u started on install"
+  [ "$(inside systemctl is-enabled $u || true)" = enabled ] || die "$u is not enabled on install"
 done
-
-# ---- configure (a free loopback port, the outside containerd), start ---------------------------
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-mkdir -p "$root/etc/systemd/system/daemonset-agent-server.service.d"
-cat >"$root/etc/systemd/system/daemonset-agent-server.service.d/port.conf" <<EOF
-[Service]
-ExecStart=
-ExecStart=/usr/bin/daemonset-agent server --data-dir /var/lib/daemonset-agent-server --listen 127.0.0.1:$port
-EOF
+[ "$(inside systemctl is-active daemonset-agent-server)" = active ] || die "the server did not start on install"
+[ "$(stat -c %a "$root/var/lib/daemonset-agent-server/admin.kubeconfig")" = 600 ] || die "admin.kubeconfig is not 0600"
+[ "$(stat -c %a "$root/var/lib/daemonset-agent-server/state.db")" = 600 ] || die "state.db is not 0600"
+grep -q "server: https://127.0.0.1:$port" "$root/var/lib/daemonset-agent-server/admin.kubeconfig" || die "the admin kubeconfig does not name https://127.0.0.1:$port"
+# no credential: 401; plain HTTP: nothing of the API
+[ "$(curl -sk -o /dev/null -w '%{http_code}' "https://127.0.0.1:$port/api/v1/nodes")" = 401 ] || die "an unauthenticated request was not refused with 401"
+curl -s "http://127.0.0.1:$port/api/v1/nodes" | grep -q '"kind"' && die "plain HTTP got an API answer"
+# ---- configure the agent (the outside containerd), restart it ---------------------------------
 conf=$root/etc/daemonset-agent/agent.toml
 sed -i -e 's|^# node-name = .*|node-name = "pkg-node"|' \
   -e "s|^containerd-socket = .*|containerd-socket = \"$ctd/containerd.sock\"|" \
@@ -231,8 +240,8 @@ cp "$work/daemonset-agent" "$ctd/daemonset-agent"
 sed -i "/^state-dir = /a log-driver-binary = \"$ctd/daemonset-agent\"" "$conf"
 printf '"pkgtest/role" = "worker"\n"pkgtest/stage" = "one"\n' >>"$conf"
 inside systemctl daemon-reload
-say "systemctl start daemonset-agent-server daemonset-agent"
-inside systemctl start daemonset-agent-server daemonset-agent || die "systemctl start failed"
+say "systemctl restart daemonset-agent (the outside containerd)"
+inside systemctl restart daemonset-agent || die "systemctl restart daemonset-agent failed"
 for u in daemonset-agent daemonset-agent-server; do
   [ "$(inside systemctl is-active $u)" = active ] || die "$u is not active"
 done
@@ -329,7 +338,7 @@ inside env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q containerd runc >"
 inside env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "/opt/pkg/$(basename "$deb1")" \
   >"$work/apt-server-only.log" 2>&1 || { tail -n 30 "$work/apt-server-only.log" >&2; die "server-only install failed"; }
 inside dpkg -s containerd >/dev/null 2>&1 && die "--no-install-recommends still installed containerd"
-inside systemctl start daemonset-agent-server || die "the server did not start without containerd"
+[ "$(inside systemctl is-active daemonset-agent-server)" = active ] || die "the server did not start on a server-only install"
 cp "$root/var/lib/daemonset-agent-server/admin.kubeconfig" "$kc"
 k get --raw /readyz >/dev/null || die "the server-only machine's server is not ready"
 inside systemctl stop daemonset-agent-server

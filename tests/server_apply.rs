@@ -31,6 +31,8 @@ impl Srv {
             .block_on(start(ServerOptions {
                 data_dir: data.to_path_buf(),
                 listen: "127.0.0.1:0".parse().unwrap(),
+                insecure_listen: None,
+                tls_sans: Vec::new(),
                 policy: Policy::default(),
             }))
             .unwrap();

@@ -2,12 +2,12 @@
 //! flags, the official Python client, and raw HTTP for watch resume, 410 Gone and malformed input.
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::api::Endpoint;
 use daemonset_agent::core::validation::Policy;
 use daemonset_agent::server::{start, RunningServer, ServerOptions};
 use serde_json::Value;
@@ -33,6 +33,8 @@ impl Srv {
             .block_on(start(ServerOptions {
                 data_dir: data.to_path_buf(),
                 listen: "127.0.0.1:0".parse().unwrap(),
+                insecure_listen: None,
+                tls_sans: vec![],
                 policy,
             }))
             .unwrap();
@@ -43,8 +45,8 @@ impl Srv {
             cache: tempfile::tempdir().unwrap(),
         }
     }
-    fn addr(&self) -> std::net::SocketAddr {
-        self.server.as_ref().unwrap().addr
+    fn addr(&self) -> Endpoint {
+        Endpoint::admin(self.server.as_ref().unwrap().addr, &self.data)
     }
     fn stop(mut self) {
         let s = self.server.take().unwrap();
@@ -104,31 +106,13 @@ impl Srv {
     }
 }
 
-/// One raw HTTP/1.1 request; returns status code and body (the connection is closed after).
-fn http(addr: std::net::SocketAddr, raw: &[u8]) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let _ = s.write_all(raw);
-    let mut buf = Vec::new();
-    let _ = s.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_string())
-        .unwrap_or_default();
-    (code, body)
+/// One raw HTTP/1.1 request over verified TLS as admin; returns status code and body.
+fn http(ep: &Endpoint, raw: &[u8]) -> (u16, String) {
+    ep.http(raw)
 }
 
-fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    http(
-        addr,
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
+fn get(ep: &Endpoint, path: &str) -> (u16, String) {
+    ep.get(path)
 }
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
@@ -512,7 +496,7 @@ fn server_policy_refuses_privileged_pods_and_host_paths() {
     srv.stop();
 }
 
-fn watch_lines(addr: std::net::SocketAddr, query: &str) -> Vec<Value> {
+fn watch_lines(addr: &Endpoint, query: &str) -> Vec<Value> {
     let (code, body) = get(
         addr,
         &format!("/api/v1/nodes?watch=true&timeoutSeconds=1&{query}"),
@@ -524,7 +508,7 @@ fn watch_lines(addr: std::net::SocketAddr, query: &str) -> Vec<Value> {
         .collect()
 }
 
-fn post_node(addr: std::net::SocketAddr, name: &str) -> Value {
+fn post_node(addr: &Endpoint, name: &str) -> Value {
     let body = format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}"}}}}"#);
     let (code, resp) = http(
         addr,
@@ -550,12 +534,12 @@ fn rv_of(v: &Value) -> u64 {
 fn watch_resumes_and_resource_versions_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Srv::start(dir.path());
-    let a = post_node(srv.addr(), "a");
-    let b = post_node(srv.addr(), "b");
-    let c = post_node(srv.addr(), "c");
+    let a = post_node(&srv.addr(), "a");
+    let b = post_node(&srv.addr(), "b");
+    let c = post_node(&srv.addr(), "c");
     assert!(rv_of(&a) < rv_of(&b) && rv_of(&b) < rv_of(&c));
     // Resume after a: b and c, in order.
-    let ev = watch_lines(srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
+    let ev = watch_lines(&srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
     let names: Vec<(&str, &str)> = ev
         .iter()
         .map(|e| {
@@ -567,27 +551,28 @@ fn watch_resumes_and_resource_versions_survive_a_restart() {
         .collect();
     assert_eq!(names, [("ADDED", "b"), ("ADDED", "c")]);
     // resourceVersion 0: the current objects as ADDED.
-    let ev = watch_lines(srv.addr(), "resourceVersion=0");
+    let ev = watch_lines(&srv.addr(), "resourceVersion=0");
     assert_eq!(ev.len(), 3);
     // A field-selected watch (what kubectl delete --wait uses).
     let ev = watch_lines(
-        srv.addr(),
+        &srv.addr(),
         "resourceVersion=0&fieldSelector=metadata.name%3Db",
     );
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0]["object"]["metadata"]["name"], "b");
     // A list carries the store's resourceVersion.
-    let (_, body) = get(srv.addr(), "/api/v1/nodes");
+    let (_, body) = get(&srv.addr(), "/api/v1/nodes");
     let list: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(rv_of(&list), rv_of(&c));
 
     // Concurrent patches without a resourceVersion all apply (retried, not 409).
-    let addr = srv.addr();
+    let addr = &srv.addr();
     let threads: Vec<_> = (0..16)
         .map(|i| {
+            let addr = addr.clone();
             std::thread::spawn(move || {
                 let body = format!(r#"{{"metadata":{{"labels":{{"l{i}":"x"}}}}}}"#);
-                http(addr, format!(
+                http(&addr, format!(
                     "PATCH /api/v1/nodes/c HTTP/1.1\r\nHost: x\r\nContent-Type: application/merge-patch+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                     body.len()
                 ).as_bytes())
@@ -617,17 +602,17 @@ fn watch_resumes_and_resource_versions_survive_a_restart() {
 
     srv.stop();
     let srv = Srv::start(dir.path());
-    let (code, body) = get(srv.addr(), "/api/v1/nodes/b");
+    let (code, body) = get(&srv.addr(), "/api/v1/nodes/b");
     assert_eq!(code, 200);
     let b2: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(b2["metadata"]["uid"], b["metadata"]["uid"]);
-    let d = post_node(srv.addr(), "d");
+    let d = post_node(&srv.addr(), "d");
     assert!(
         rv_of(&d) > rv_of(&c),
         "resourceVersion went back after a restart"
     );
     // History older than the restart is gone: 410 Expired as an ERROR event.
-    let ev = watch_lines(srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
+    let ev = watch_lines(&srv.addr(), &format!("resourceVersion={}", rv_of(&a)));
     assert_eq!(ev.len(), 1, "{ev:?}");
     assert_eq!(ev[0]["type"], "ERROR");
     assert_eq!(ev[0]["object"]["code"], 410);
@@ -642,7 +627,7 @@ fn watch_resumes_and_resource_versions_survive_a_restart() {
 fn malformed_and_oversized_requests_get_status_answers() {
     let dir = tempfile::tempdir().unwrap();
     let srv = Srv::start(dir.path());
-    let addr = srv.addr();
+    let addr = &srv.addr();
     let status = |code_body: (u16, String)| -> (u16, Value) {
         let v: Value = serde_json::from_str(&code_body.1).unwrap_or(Value::Null);
         (code_body.0, v)
@@ -1027,5 +1012,357 @@ fn revisions_are_pruned_to_the_history_limit_and_reused_on_rollback() {
             })
             .then_some(())
     });
+    srv.stop();
+}
+
+// ---- TLS, tokens, node identity and authorization ----
+
+/// `daemonset-agent ARGS` (the binary of this build); stdout, panicking on failure.
+fn dsa(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_daemonset-agent"))
+        .args(args)
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ daemonset-agent {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "daemonset-agent {args:?} failed");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn reason(body: &str) -> (String, String) {
+    let v: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+    assert_eq!(v["kind"], "Status", "{body}");
+    (
+        v["reason"].as_str().unwrap_or("").to_string(),
+        v["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[test]
+fn unauthenticated_wrong_expired_and_revoked_tokens_get_401_and_plain_http_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    let admin = srv.addr();
+    let kubeconfig = srv.data.join("admin.kubeconfig");
+    let kc = kubeconfig.to_str().unwrap();
+    // the store and the admin kubeconfig are the owner's only
+    for f in [
+        &kubeconfig,
+        &srv.data.join("state.db"),
+        &srv.data.join("tls/ca.key"),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+    }
+    // health and version need nothing; everything else a credential
+    let nobody = admin.with_token(None);
+    assert_eq!(nobody.get("/healthz"), (200, "ok".to_string()));
+    assert_eq!(nobody.get("/version").0, 200);
+    let (code, body) = nobody.get("/api/v1/nodes");
+    assert_eq!((code, reason(&body).0.as_str()), (401, "Unauthorized"));
+    let wrong = admin.with_token(Some("abcdef.0123456789abcdef"));
+    assert_eq!(wrong.get("/api/v1/nodes").0, 401);
+    // an expired token
+    let (code, body) = admin.send(
+        "POST",
+        "/api/v1/namespaces/kube-system/secrets",
+        "application/json",
+        r#"{"metadata":{"name":"token-old123","namespace":"kube-system"},"type":"daemonset-agent.io/token",
+            "stringData":{"token-id":"old123","token-secret":"0123456789abcdef","role":"view","expiration":"2020-01-01T00:00:00Z"}}"#,
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        admin
+            .with_token(Some("old123.0123456789abcdef"))
+            .get("/api/v1/nodes")
+            .0,
+        401
+    );
+    // a view token reads everything but Secrets and writes nothing; deleted, it is refused
+    let view = dsa(&[
+        "token",
+        "create",
+        "--kubeconfig",
+        kc,
+        "--role",
+        "view",
+        "--description",
+        "dashboard",
+    ]);
+    let view_ep = admin.with_token(Some(view.trim()));
+    assert_eq!(view_ep.get("/api/v1/nodes").0, 200);
+    let (code, body) = view_ep.get("/api/v1/namespaces/kube-system/secrets");
+    assert_eq!((code, reason(&body).0.as_str()), (403, "Forbidden"));
+    assert_eq!(
+        view_ep
+            .send(
+                "POST",
+                "/api/v1/nodes",
+                "application/json",
+                r#"{"metadata":{"name":"v"}}"#
+            )
+            .0,
+        403
+    );
+    let listed = dsa(&["token", "list", "--kubeconfig", kc]);
+    let id = view.trim().split('.').next().unwrap();
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.starts_with(id) && l.contains("view") && l.contains("dashboard")),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains(view.trim()),
+        "token list never shows a secret"
+    );
+    dsa(&["token", "delete", "--kubeconfig", kc, id]);
+    assert_eq!(view_ep.get("/api/v1/nodes").0, 401);
+    // the stored records hold no secret
+    let secrets = srv.kubectl_ok(&["get", "secrets", "-n", "kube-system", "-o", "json"]);
+    assert!(!secrets.contains("0123456789abcdef"), "{secrets}");
+    // plain HTTP to the TLS port: an HTTP 400 and nothing of the API
+    let mut plain = std::net::TcpStream::connect(admin.addr).unwrap();
+    plain
+        .write_all(b"GET /api/v1/nodes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.0 400"), "{text}");
+    assert!(
+        !text.contains("NodeList") && !text.contains("apiVersion"),
+        "{text}"
+    );
+    // kubectl 1.27 and the newest, with verification on, as admin
+    for kubectl in [
+        common::kubectl_release("1.27"),
+        common::kubectl().to_path_buf(),
+    ] {
+        let out = Command::new(&kubectl)
+            .args(["--kubeconfig", kc, "auth", "can-i", "delete", "nodes"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "yes",
+            "{}",
+            kubectl.display()
+        );
+        let out = Command::new(&kubectl)
+            .args(["--kubeconfig", kc, "get", "namespaces", "-o", "name"])
+            .output()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("namespace/kube-system"),
+            "{}: {}",
+            kubectl.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    srv.stop();
+}
+
+#[test]
+fn a_node_joins_with_a_token_and_may_touch_only_what_is_its_own() {
+    use daemonset_agent::agent::join;
+    use daemonset_agent::core::credential::JoinToken;
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(&dir.path().join("server"));
+    let admin = srv.addr();
+    let kc = srv.data.join("admin.kubeconfig");
+    let kc = kc.to_str().unwrap();
+    let url = format!("https://{}", admin.addr);
+    let join = JoinToken::parse(&dsa(&[
+        "token",
+        "create",
+        "--kubeconfig",
+        kc,
+        "--ttl",
+        "1h",
+    ]))
+    .unwrap();
+    // another server (another CA): refused before anything is sent, naming both CAs
+    let other = Srv::start(&dir.path().join("other"));
+    let other_url = format!("https://{}", other.addr().addr);
+    let state_b = dir.path().join("agent-b");
+    let e = srv
+        .rt
+        .block_on(join::connect(&other_url, &join, "node-b", &state_b))
+        .err()
+        .expect("a server with another CA is refused");
+    let msg = e.to_string();
+    let other_ca = JoinToken::parse(&dsa(&[
+        "token",
+        "create",
+        "--kubeconfig",
+        other.data.join("admin.kubeconfig").to_str().unwrap(),
+    ]))
+    .unwrap()
+    .ca;
+    assert!(
+        msg.contains(&join.ca.to_string()) && msg.contains(&other_ca.to_string()),
+        "{msg}"
+    );
+    assert!(!state_b.join("pki/node.crt").exists());
+    other.stop();
+
+    // node-a joins: its own key and certificate, private, CN=system:node:node-a
+    let state_a = dir.path().join("agent-a");
+    let joined = srv
+        .rt
+        .block_on(join::connect(&url, &join, "node-a", &state_a))
+        .unwrap();
+    let files = join::NodeFiles::new(&state_a);
+    for f in [files.key(), files.cert(), files.ca(), files.kubeconfig()] {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&f).unwrap().permissions().mode() & 0o777,
+            0o600,
+            "{}",
+            f.display()
+        );
+    }
+    let out = Command::new(common::kubectl())
+        .arg("--kubeconfig")
+        .arg(files.kubeconfig())
+        .args(["auth", "whoami", "-o", "json"])
+        .output()
+        .unwrap();
+    let who: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(
+        who["status"]["userInfo"]["username"],
+        "system:node:node-a",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let node_a = admin.with_cert(
+        &std::fs::read_to_string(files.cert()).unwrap(),
+        &std::fs::read_to_string(files.key()).unwrap(),
+    );
+    // its own Node: yes; another's: 403 in kube-apiserver's words, nothing changed
+    let (code, body) = node_a.send(
+        "POST",
+        "/api/v1/nodes",
+        "application/json",
+        r#"{"metadata":{"name":"node-a"}}"#,
+    );
+    assert_eq!(code, 201, "{body}");
+    post_node(&admin, "node-b");
+    let (code, body) = node_a.send(
+        "PATCH",
+        "/api/v1/nodes/node-b",
+        "application/merge-patch+json",
+        r#"{"metadata":{"labels":{"x":"y"}}}"#,
+    );
+    assert_eq!(code, 403, "{body}");
+    assert_eq!(
+        reason(&body).1,
+        "nodes \"node-b\" is forbidden: User \"system:node:node-a\" cannot patch resource \"nodes\" in API group \"\" at the cluster scope"
+    );
+    let (_, body) = admin.get("/api/v1/nodes/node-b");
+    assert!(
+        serde_json::from_str::<Value>(&body).unwrap()["metadata"]["labels"]
+            .get("x")
+            .is_none()
+    );
+    // no DaemonSets made or deleted, no Secrets read, no pods made
+    srv.kubectl_stdin(&["apply", "-f", "-"], NODE_MONITOR);
+    let ds = serde_json::to_string(&serde_yaml::from_str::<Value>(NODE_MONITOR).unwrap()).unwrap();
+    assert_eq!(
+        node_a
+            .send(
+                "POST",
+                "/apis/apps/v1/namespaces/default/daemonsets",
+                "application/json",
+                &ds
+            )
+            .0,
+        403
+    );
+    assert_eq!(
+        node_a
+            .send(
+                "DELETE",
+                "/apis/apps/v1/namespaces/default/daemonsets/node-monitor",
+                "application/json",
+                ""
+            )
+            .0,
+        403
+    );
+    assert_eq!(
+        admin
+            .get("/apis/apps/v1/namespaces/default/daemonsets/node-monitor")
+            .0,
+        200
+    );
+    assert_eq!(node_a.get("/api/v1/namespaces/kube-system/secrets").0, 403);
+    let pod = r#"{"metadata":{"name":"p"},"spec":{"nodeName":"node-a","containers":[{"name":"c","image":"busybox:v1"}]}}"#;
+    assert_eq!(
+        node_a
+            .send(
+                "POST",
+                "/api/v1/namespaces/default/pods",
+                "application/json",
+                pod
+            )
+            .0,
+        403
+    );
+    // reads a node needs: DaemonSets, Nodes, its pods by field selector (not all pods)
+    assert_eq!(node_a.get("/apis/apps/v1/daemonsets").0, 200);
+    assert_eq!(
+        node_a
+            .get("/api/v1/pods?fieldSelector=spec.nodeName%3Dnode-a")
+            .0,
+        200
+    );
+    assert_eq!(node_a.get("/api/v1/pods").0, 403);
+    // kubectl auth can-i answers for the node what the server does
+    let can = |args: &[&str]| {
+        let out = Command::new(common::kubectl())
+            .arg("--kubeconfig")
+            .arg(files.kubeconfig())
+            .args(["auth", "can-i"])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(can(&["patch", "nodes/node-a"]), "yes");
+    assert_eq!(can(&["patch", "nodes/node-b"]), "no");
+    assert_eq!(can(&["create", "daemonsets.apps"]), "no");
+
+    // the join token deleted: node-a keeps working, a new join is refused (401)
+    dsa(&["token", "delete", "--kubeconfig", kc, &join.token.id]);
+    assert_eq!(node_a.get("/api/v1/nodes/node-a").0, 200);
+    let e = srv
+        .rt
+        .block_on(join::connect(
+            &url,
+            &join,
+            "node-c",
+            &dir.path().join("agent-c"),
+        ))
+        .err()
+        .expect("a deleted token joins no node");
+    assert!(format!("{e:?}").contains("401"), "{e:?}");
+    // renewal with the current certificate: a new certificate, the client keeps working
+    let before = std::fs::read_to_string(files.cert()).unwrap();
+    srv.rt.block_on(joined.renew()).unwrap();
+    assert_ne!(std::fs::read_to_string(files.cert()).unwrap(), before);
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(joined.client.clone());
+    srv.rt.block_on(nodes.get("node-a")).unwrap();
+    // revoked: every certificate of node-a is refused
+    dsa(&["node", "revoke", "--kubeconfig", kc, "node-a"]);
+    assert_eq!(node_a.get("/api/v1/nodes/node-a").0, 401);
+    let e = srv.rt.block_on(nodes.get("node-a")).unwrap_err();
+    assert!(format!("{e:?}").contains("401"), "{e:?}");
     srv.stop();
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::Taint;
 use serde::Deserialize;
 
+use crate::core::credential::JoinToken;
 use crate::core::names;
 
 pub const DEFAULT_CONFIG: &str = "/etc/daemonset-agent/agent.toml";
@@ -40,6 +41,10 @@ pub struct FileConfig {
     #[serde(default)]
     pub node_taints: Vec<String>,
     pub kubeconfig: Option<PathBuf>,
+    /// The API server to join (`https://HOST:PORT`), with `token`.
+    pub server: Option<String>,
+    /// The join token, `sha256:CA-HASH::ID.SECRET` (`daemonset-agent token create`).
+    pub token: Option<String>,
     pub containerd_socket: Option<PathBuf>,
     pub containerd_namespace: Option<String>,
     pub state_dir: Option<PathBuf>,
@@ -68,9 +73,23 @@ pub struct Flags {
     pub node_labels: Vec<String>,
     pub node_taints: Vec<String>,
     pub kubeconfig: Option<PathBuf>,
+    pub server: Option<String>,
+    pub token: Option<String>,
     pub containerd_socket: Option<PathBuf>,
     pub containerd_namespace: Option<String>,
     pub state_dir: Option<PathBuf>,
+}
+
+/// How the agent reaches the API server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApiAccess {
+    /// A kubeconfig a person gave (on one machine: the local server's admin kubeconfig), used
+    /// as it is.
+    Kubeconfig(PathBuf),
+    /// The node's own identity: joined once with the token (the server's CA checked against
+    /// its pin), then the client certificate under the state directory, renewed before it
+    /// expires.
+    Join { server: String, token: JoinToken },
 }
 
 /// The validated configuration the agent runs with.
@@ -80,7 +99,7 @@ pub struct Config {
     /// Labels from the file and flags (the well-known ones are added at registration).
     pub node_labels: BTreeMap<String, String>,
     pub node_taints: Vec<Taint>,
-    pub kubeconfig: PathBuf,
+    pub api: ApiAccess,
     pub containerd_socket: PathBuf,
     pub containerd_namespace: String,
     pub state_dir: PathBuf,
@@ -126,6 +145,7 @@ pub fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
 /// Merges file and flags (flags win; labels and taints add up, a flag label overriding the file's
 /// value) and validates the result.
 pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, ConfigError> {
+    let api = api_access(&file, flags)?;
     let node_name = flags
         .node_name
         .clone()
@@ -206,11 +226,7 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
         node_name,
         node_labels,
         node_taints,
-        kubeconfig: flags
-            .kubeconfig
-            .clone()
-            .or(file.kubeconfig)
-            .unwrap_or_else(|| DEFAULT_KUBECONFIG.into()),
+        api,
         containerd_socket: flags
             .containerd_socket
             .clone()
@@ -232,6 +248,45 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
         log_driver_binary,
         config_file: None,
     })
+}
+
+/// `kubeconfig`, or `server` with `token`: flags over the file, never both ways from one of them.
+fn api_access(file: &FileConfig, flags: &Flags) -> Result<ApiAccess, ConfigError> {
+    let layer = |kubeconfig: &Option<PathBuf>, server: &Option<String>, token: &Option<String>| {
+        let join = server.is_some() || token.is_some();
+        match (kubeconfig, join) {
+            (Some(_), true) => Err(invalid(
+                "kubeconfig",
+                "kubeconfig and server/token are two ways to reach the API: give one".into(),
+            )),
+            (Some(k), false) => Ok(Some(ApiAccess::Kubeconfig(k.clone()))),
+            (None, true) => {
+                let server = server.clone().ok_or_else(|| {
+                    invalid(
+                        "server",
+                        "the token needs the server's URL (https://HOST:PORT)".into(),
+                    )
+                })?;
+                let token = token.as_deref().ok_or_else(|| {
+                    invalid("token", "the server needs a join token (`daemonset-agent token create` on the server prints one)".into())
+                })?;
+                if !server.starts_with("https://") || server.parse::<http::Uri>().is_err() {
+                    return Err(invalid(
+                        "server",
+                        format!("{server:?} is not an https:// URL"),
+                    ));
+                }
+                let token = JoinToken::parse(token).map_err(|e| invalid("token", e.to_string()))?;
+                Ok(Some(ApiAccess::Join { server, token }))
+            }
+            (None, false) => Ok(None),
+        }
+    };
+    let from_flags = layer(&flags.kubeconfig, &flags.server, &flags.token)?;
+    let from_file = layer(&file.kubeconfig, &file.server, &file.token)?;
+    Ok(from_flags
+        .or(from_file)
+        .unwrap_or_else(|| ApiAccess::Kubeconfig(DEFAULT_KUBECONFIG.into())))
 }
 
 fn invalid(key: &str, message: String) -> ConfigError {
@@ -294,6 +349,9 @@ mod tests {
                 "node-label" => f.node_labels.push(v.to_string()),
                 "node-taint" => f.node_taints.push(v.to_string()),
                 "ns" => f.containerd_namespace = Some(v.to_string()),
+                "kubeconfig" => f.kubeconfig = Some(v.into()),
+                "server" => f.server = Some(v.to_string()),
+                "token" => f.token = Some(v.to_string()),
                 _ => unreachable!(),
             }
         }
@@ -352,6 +410,11 @@ zone = "a"
             (vec![("node-taint", "k=v:Sometimes")], "node-taint"),
             (vec![("node-taint", "k=v")], "node-taint"),
             (vec![("ns", "UPPER")], "containerd-namespace"),
+            (vec![("server", "https://10.0.0.1:6443")], "token"),
+            (vec![("token", JOIN)], "server"),
+            (vec![("server", "http://10.0.0.1:6443"), ("token", JOIN)], "server"),
+            (vec![("server", "https://10.0.0.1:6443"), ("token", "abcdef.0123456789abcdef")], "token"),
+            (vec![("kubeconfig", "/k"), ("server", "https://10.0.0.1:6443"), ("token", JOIN)], "kubeconfig"),
         ];
         for (args, key) in cases {
             match merge(FileConfig::default(), &flags(&args), "h") {
@@ -401,6 +464,47 @@ zone = "a"
                 "{text}"
             );
         }
+    }
+
+    const JOIN: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000::abcdef.0123456789abcdef";
+
+    #[test]
+    fn the_api_is_reached_by_kubeconfig_or_by_joining() {
+        let file = parse_file(
+            &format!("server = \"https://10.0.0.1:6443\"\ntoken = \"{JOIN}\""),
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let joined = merge(file, &Flags::default(), "h").unwrap();
+        match &joined.api {
+            ApiAccess::Join { server, token } => {
+                assert_eq!(server, "https://10.0.0.1:6443");
+                assert_eq!(token.token.id, "abcdef");
+            }
+            other => panic!("{other:?}"),
+        }
+        // flags win over the file, whichever way each goes
+        let file = parse_file("kubeconfig = \"/etc/k\"", Path::new("a.toml")).unwrap();
+        let cfg = merge(
+            file,
+            &flags(&[("server", "https://s:1"), ("token", JOIN)]),
+            "h",
+        )
+        .unwrap();
+        assert!(matches!(cfg.api, ApiAccess::Join { .. }));
+        let file = parse_file(
+            &format!("server = \"https://s:1\"\ntoken = \"{JOIN}\""),
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let cfg = merge(file, &flags(&[("kubeconfig", "/k")]), "h").unwrap();
+        assert_eq!(cfg.api, ApiAccess::Kubeconfig("/k".into()));
+        let cfg = merge(FileConfig::default(), &Flags::default(), "h").unwrap();
+        assert_eq!(cfg.api, ApiAccess::Kubeconfig(DEFAULT_KUBECONFIG.into()));
+        assert!(
+            !format!("{:?}", joined.api).contains("0123456789abcdef"),
+            "no secret in Debug"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod join;
 pub mod localapi;
 pub mod node;
 pub mod podsync;
@@ -88,7 +89,17 @@ impl Agent {
 pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Agent> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("create state dir {}", cfg.state_dir.display()))?;
-    let client = client(&cfg.kubeconfig).await?;
+    let client = match &cfg.api {
+        config::ApiAccess::Kubeconfig(path) => client(path).await?,
+        config::ApiAccess::Join { server, token } => {
+            let joined = join::connect(server, token, &cfg.node_name, &cfg.state_dir)
+                .await
+                .map_err(|e| anyhow::anyhow!(crate::runtime::chain(&e)))?;
+            let client = joined.client.clone();
+            tokio::spawn(joined.keep_renewed());
+            client
+        }
+    };
     let cached = watch::load_cache(&cfg.state_dir);
     if let Some(c) = &cached {
         tracing::info!(
@@ -165,17 +176,47 @@ pub(crate) mod test_api {
     }
 
     pub async fn start() -> TestApi {
-        start_on("127.0.0.1:0".parse().unwrap()).await
+        let dir = tempfile::tempdir().unwrap();
+        serve(dir, "127.0.0.1:0".parse().unwrap(), None).await
     }
 
-    pub async fn start_on(listen: std::net::SocketAddr) -> TestApi {
-        start_in(tempfile::tempdir().unwrap(), listen).await
+    /// An admin token the server of [`TestApi::restart_insecure_on`] knows.
+    pub const TEST_TOKEN: &str = "abcdef.0123456789abcdef";
+
+    /// Stores the record of [`TEST_TOKEN`] (admin) in the store under `data`.
+    async fn add_test_token(data: &std::path::Path) {
+        use crate::server::auth::tokens::{self, Role, TokenRecord};
+        use crate::server::store::ObjectStore as _;
+        let token = crate::core::credential::Token::parse(TEST_TOKEN).unwrap();
+        let record = TokenRecord {
+            id: token.id.clone(),
+            secret_sha256: token.secret_hash(),
+            role: Role::Admin,
+            expires: None,
+            description: "test".into(),
+        };
+        let store = crate::server::store::SqliteStore::open(&data.join("state.db"), 10).unwrap();
+        store
+            .create(
+                &crate::server::kinds::SECRETS.key(),
+                tokens::TOKEN_NAMESPACE,
+                &tokens::record_name(&token.id),
+                record.to_secret(),
+            )
+            .await
+            .unwrap();
     }
 
-    async fn start_in(dir: tempfile::TempDir, listen: std::net::SocketAddr) -> TestApi {
+    async fn serve(
+        dir: tempfile::TempDir,
+        listen: std::net::SocketAddr,
+        insecure_listen: Option<std::net::SocketAddr>,
+    ) -> TestApi {
         let opts = crate::server::ServerOptions {
             data_dir: dir.path().join("server"),
             listen,
+            insecure_listen,
+            tls_sans: vec![],
             policy: Default::default(),
         };
         let server = crate::server::start(opts).await.unwrap();
@@ -188,10 +229,12 @@ pub(crate) mod test_api {
     }
 
     impl TestApi {
-        /// The same store, served again on `listen` (the server stopped first).
-        pub async fn restart_on(self, listen: std::net::SocketAddr) -> TestApi {
+        /// The same store, served again (the server stopped first), also over plain HTTP on
+        /// `listen` (a loopback address), where a client with [`TEST_TOKEN`] is admin.
+        pub async fn restart_insecure_on(self, listen: std::net::SocketAddr) -> TestApi {
             self.server.shutdown().await;
-            start_in(self._dir, listen).await
+            add_test_token(&self._dir.path().join("server")).await;
+            serve(self._dir, "127.0.0.1:0".parse().unwrap(), Some(listen)).await
         }
     }
 

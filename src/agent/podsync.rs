@@ -254,7 +254,10 @@ mod tests {
             .unwrap();
         let stand_in = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = stand_in.local_addr().unwrap();
-        let cfg = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let mut cfg = kube::Config::new(format!("http://{addr}").parse().unwrap());
+        let bearer = format!("Bearer {}", test_api::TEST_TOKEN);
+        cfg.headers
+            .push((http::header::AUTHORIZATION, bearer.parse().unwrap()));
         let client = kube::Client::try_from(cfg).unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(client, rx));
@@ -266,7 +269,7 @@ mod tests {
             .unwrap();
         drop(attempt);
         drop(stand_in);
-        let api = api.restart_on(addr).await;
+        let api = api.restart_insecure_on(addr).await;
         let pods: Api<Pod> = Api::namespaced(api.client.clone(), "default");
         until(
             &pods,

@@ -6,6 +6,8 @@ use anyhow::Context as _;
 
 use crate::agent::localapi::{self, pb, socket_path};
 
+pub mod tokens;
+
 async fn client(
     state_dir: &Path,
 ) -> anyhow::Result<pb::agent_client::AgentClient<tonic::transport::Channel>> {

@@ -1,6 +1,7 @@
 //! The pure core: no I/O, no async, no clock reads (time is passed in).
 //!
 //! Everything here works on the Kubernetes API types of `k8s-openapi` and is tested table-driven.
+pub mod credential;
 pub mod eligibility;
 pub mod fieldpath;
 pub mod hash;

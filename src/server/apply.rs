@@ -333,7 +333,13 @@ pub async fn apply(
     };
     for _ in 0..4 {
         match api
-            .write_tracked(at, part, opts.clone(), &Tracking::Applied, &make)
+            .write_tracked(
+                at,
+                part,
+                opts.clone(),
+                &Tracking::Applied,
+                super::verbs::admitted(user, at, part, &make),
+            )
             .await
         {
             Err(e) if e.code == 404 && part == Part::Main && e.details.is_some() => {}

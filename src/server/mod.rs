@@ -10,10 +10,13 @@
 //! (what a resource is; lookups), `subresource` (`status`, and the seam for more), `store`
 //! (SQLite, watch fan-out), `discovery` (discovery and OpenAPI), `table` (kubectl's Tables),
 //! `controllers/` (the DaemonSet controller: pods, revisions, status), `status` (errors as
-//! `Status`).
+//! `Status`), `tls` (the CA, the serving certificate, the acceptor), `signer` (node client
+//! certificates from CSRs).
 //!
-//! Plain HTTP (HTTP/1.1 and h2c) for now; TLS and bearer tokens slot in at the accept loop and at
-//! `auth`. Pods bound to a node are deleted gracefully, and finalizers hold a deletion (`verbs`).
+//! HTTPS only (HTTP/1.1 and h2 by ALPN) on `--listen`; plain HTTP only on an explicit loopback
+//! `--insecure-listen`, and there too every request but the health paths and `/version` must
+//! authenticate. Pods bound to a node are deleted gracefully, and finalizers hold a deletion
+//! (`verbs`).
 pub mod apply;
 pub mod auth;
 pub mod body;
@@ -25,11 +28,13 @@ pub mod protobuf;
 pub mod query;
 pub mod resources;
 pub mod router;
+pub mod signer;
 pub mod status;
 pub mod store;
 pub mod strategy;
 pub mod subresource;
 pub mod table;
+pub mod tls;
 pub mod verbs;
 pub mod watch;
 
@@ -40,10 +45,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use serde_json::json;
-use tokio::net::TcpListener;
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::core::credential::Token;
 use auth::User;
 use query::WriteOpts;
 use store::{ObjectStore, SqliteStore};
@@ -58,9 +65,14 @@ pub const INITIAL_NAMESPACES: &[&str] =
 
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
-    /// Holds `state.db` (the SQLite store) and `admin.kubeconfig`.
+    /// Holds `state.db` (the SQLite store), `admin.kubeconfig` and `tls/`.
     pub data_dir: PathBuf,
+    /// HTTPS.
     pub listen: SocketAddr,
+    /// Plain HTTP, on a loopback address only (benchmarks, debugging); None: none.
+    pub insecure_listen: Option<SocketAddr>,
+    /// More names of the serving certificate (`--tls-san`).
+    pub tls_sans: Vec<String>,
     /// Privileged containers and hostPath volumes allowed (both by default).
     pub policy: crate::core::validation::Policy,
 }
@@ -68,7 +80,9 @@ pub struct ServerOptions {
 /// A started server.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    pub insecure_addr: Option<SocketAddr>,
     pub kubeconfig: PathBuf,
+    pub tls: Arc<tls::ServerTls>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -81,48 +95,70 @@ impl RunningServer {
     }
 }
 
-/// The admin kubeconfig (plain HTTP, no credentials yet).
-pub fn kubeconfig_yaml(addr: SocketAddr) -> String {
+/// The admin kubeconfig: the server's HTTPS address, its CA, and the admin token.
+pub fn kubeconfig_yaml(addr: SocketAddr, ca_pem: &str, token: &Token) -> String {
+    use base64::Engine as _;
     let mut host = addr;
     if host.ip().is_unspecified() {
         host.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
 - name: daemonset-agent
   cluster:
-    server: http://{host}
+    server: https://{host}
+    certificate-authority-data: {ca}
 contexts:
 - name: daemonset-agent
   context:
     cluster: daemonset-agent
-    user: daemonset-agent
+    user: daemonset-agent-admin
     namespace: default
 current-context: daemonset-agent
 users:
-- name: daemonset-agent
-  user: {{}}
+- name: daemonset-agent-admin
+  user:
+    token: {token}
 preferences: {{}}
 "
     )
 }
 
-fn write_kubeconfig(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("kubeconfig.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
+/// The token of a kubeconfig this server wrote before (None: no file, or none in it).
+fn kubeconfig_token(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let v: Value = serde_yaml::from_str(&text).ok()?;
+    v.pointer("/users/0/user/token")?
+        .as_str()
+        .map(str::to_string)
+}
+
+/// The data directory and the store only their owner may read (the store holds the token
+/// records and every Secret): 0700 and 0600, also when an earlier version made them wider.
+fn private_data_dir(data_dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", data_dir.display()))?;
+    let db = data_dir.join("state.db");
+    // SQLite gives its -wal and -shm files the mode of the database file
+    std::fs::OpenOptions::new()
         .create(true)
-        .truncate(true)
+        .append(true)
         .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(kubeconfig_yaml(addr).as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+        .open(&db)
+        .with_context(|| format!("creating {}", db.display()))?;
+    for f in ["state.db", "state.db-wal", "state.db-shm"] {
+        let p = data_dir.join(f);
+        if p.exists() {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600))
+                .with_context(|| format!("making {} private", p.display()))?;
+        }
+    }
     Ok(())
 }
 
@@ -159,11 +195,40 @@ fn raise_open_files_limit() {
     }
 }
 
-/// Opens the store, writes `DATA_DIR/admin.kubeconfig` and serves on `opts.listen`.
+/// Serves one accepted connection (TLS or plain) with what its handshake told: every request
+/// carries the connection's [`tls::Peer`] for authentication.
+async fn serve_connection<I>(api: Arc<Api>, io: I, peer: tls::Peer, addr: SocketAddr)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |mut req| {
+        let api = api.clone();
+        req.extensions_mut().insert(peer.clone());
+        async move { Ok::<_, std::convert::Infallible>(router::handle(api, req).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
+    }
+}
+
+/// The next connection of an optional listener (never, without one).
+async fn accept_on(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Opens the store, makes or loads the CA and the serving certificate, writes
+/// `DATA_DIR/admin.kubeconfig` and serves HTTPS on `opts.listen` (and plain HTTP on
+/// `opts.insecure_listen`).
 pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     raise_open_files_limit();
-    std::fs::create_dir_all(&opts.data_dir)
-        .with_context(|| format!("creating data directory {}", opts.data_dir.display()))?;
+    if let Some(a) = opts.insecure_listen.filter(|a| !a.ip().is_loopback()) {
+        anyhow::bail!("--insecure-listen {a}: plain HTTP is only served on a loopback address (127.0.0.1, ::1)");
+    }
+    private_data_dir(&opts.data_dir)?;
     let db = opts.data_dir.join("state.db");
     let store = SqliteStore::open(&db, WATCH_HISTORY)
         .with_context(|| format!("opening store {}", db.display()))?;
@@ -174,15 +239,41 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     let addr = listener.local_addr()?;
+    let insecure = match opts.insecure_listen {
+        Some(a) => Some(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("listening on {a}"))?,
+        ),
+        None => None,
+    };
+    let insecure_addr = insecure.as_ref().map(|l| l.local_addr()).transpose()?;
+    let names = tls::serving_names(&[addr], &opts.tls_sans);
+    let now = chrono::Utc::now().timestamp();
+    let tls = Arc::new(
+        tls::ServerTls::load_or_create(&opts.data_dir, names, now)
+            .context("the server's certificates")?,
+    );
     let kubeconfig = opts.data_dir.join("admin.kubeconfig");
-    write_kubeconfig(&kubeconfig, addr)?;
+    let token = auth::tokens::ensure_admin(&api, kubeconfig_token(&kubeconfig).as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("the admin token: {e}"))?;
+    crate::pki::write_private(
+        &kubeconfig,
+        kubeconfig_yaml(addr, &tls.ca.cert_pem, &token).as_bytes(),
+    )
+    .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    let ca = tls.ca.clone();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let serving = tls.clone();
     let task = tokio::spawn(async move {
         let mut tasks = JoinSet::new();
         let mut controllers_stop = stopped.clone();
         tasks.spawn(controllers::run(api.clone(), async move {
             let _ = controllers_stop.wait_for(|stop| *stop).await;
         }));
+        tasks.spawn(signer::Signer::new(api.clone(), ca).run(stopped.clone()));
+        tasks.spawn(tls::renew_loop(serving.clone(), stopped.clone()));
         loop {
             tokio::select! {
                 _ = stopped.changed() => break,
@@ -196,27 +287,30 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
                         }
                     };
                     let _ = stream.set_nodelay(true);
-                    let api = api.clone();
+                    let (api, serving) = (api.clone(), serving.clone());
                     tasks.spawn(async move {
-                        let service = service_fn(move |req| {
-                            let api = api.clone();
-                            async move { Ok::<_, std::convert::Infallible>(router::handle(api, req).await) }
-                        });
-                        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-                        if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
-                            tracing::debug!(peer = %peer, error = %e, "connection ended with an error");
+                        match serving.accept(stream).await {
+                            Ok((io, tls_peer)) => serve_connection(api, io, tls_peer, peer).await,
+                            Err(e) => tracing::debug!(peer = %peer, error = %e, "TLS handshake failed"),
                         }
                     });
+                }
+                accepted = accept_on(insecure.as_ref()) => {
+                    let Ok((stream, peer)) = accepted else { continue };
+                    let _ = stream.set_nodelay(true);
+                    tasks.spawn(serve_connection(api.clone(), stream, tls::Peer::default(), peer));
                 }
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             }
         }
         tasks.shutdown().await;
     });
-    tracing::info!(addr = %addr, data_dir = %opts.data_dir.display(), "api server listening");
+    tracing::info!(addr = %addr, insecure = ?insecure_addr, ca = %tls.ca.hash(), data_dir = %opts.data_dir.display(), "api server listening");
     Ok(RunningServer {
         addr,
+        insecure_addr,
         kubeconfig,
+        tls,
         stop,
         task,
     })

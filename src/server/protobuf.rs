@@ -154,17 +154,62 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
             _ => {}
         }
     }
-    if (api_version.as_str(), kind.as_str()) != ("v1", "Namespace") {
-        return Err(ProtobufError::Unsupported(format!("{api_version}/{kind}")));
-    }
+    let access_review = match (api_version.as_str(), kind.as_str()) {
+        ("v1", "Namespace") | ("authentication.k8s.io/v1", "SelfSubjectReview") => false,
+        // kubectl auth can-i
+        ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => true,
+        _ => return Err(ProtobufError::Unsupported(format!("{api_version}/{kind}"))),
+    };
     let mut obj = json!({"apiVersion": api_version, "kind": kind});
     let mut r = Reader { buf: raw };
     while let Some((tag, f)) = r.next()? {
-        if let (1, Field::Bytes(x)) = (tag, f) {
-            obj["metadata"] = object_meta(x)?;
+        match (tag, f) {
+            (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+            (2, Field::Bytes(x)) if access_review => obj["spec"] = access_review_spec(x)?,
+            _ => {}
         }
     }
     Ok(obj)
+}
+
+/// A message of string fields, named by tag.
+fn strings(b: &[u8], names: &[(u64, &str)]) -> Result<Value, ProtobufError> {
+    let mut out = Map::new();
+    let mut r = Reader { buf: b };
+    while let Some((tag, f)) = r.next()? {
+        if let (Some((_, name)), Field::Bytes(x)) = (names.iter().find(|(t, _)| *t == tag), f) {
+            out.insert((*name).into(), json!(string(x)?));
+        }
+    }
+    Ok(Value::Object(out))
+}
+
+/// SelfSubjectAccessReviewSpec: resourceAttributes (1), nonResourceAttributes (2).
+fn access_review_spec(b: &[u8]) -> Result<Value, ProtobufError> {
+    const RESOURCE: &[(u64, &str)] = &[
+        (1, "namespace"),
+        (2, "verb"),
+        (3, "group"),
+        (4, "version"),
+        (5, "resource"),
+        (6, "subresource"),
+        (7, "name"),
+    ];
+    const NON_RESOURCE: &[(u64, &str)] = &[(1, "path"), (2, "verb")];
+    let mut spec = Map::new();
+    let mut r = Reader { buf: b };
+    while let Some((tag, f)) = r.next()? {
+        match (tag, f) {
+            (1, Field::Bytes(x)) => {
+                spec.insert("resourceAttributes".into(), strings(x, RESOURCE)?);
+            }
+            (2, Field::Bytes(x)) => {
+                spec.insert("nonResourceAttributes".into(), strings(x, NON_RESOURCE)?);
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(spec))
 }
 
 #[cfg(test)]
@@ -205,5 +250,30 @@ mod tests {
         for bad in [&b"k8s"[..], b"k8s\0\x0a\x7f", b"k8s\0\xff\xff\xff"] {
             assert!(decode(bad).is_err());
         }
+    }
+
+    #[test]
+    fn decodes_the_reviews_kubectl_auth_sends() {
+        let mut attrs = field(2, b"patch");
+        attrs.extend(field(5, b"nodes"));
+        attrs.extend(field(7, b"b"));
+        let spec = field(1, &attrs);
+        let mut raw = field(1, b"");
+        raw.extend(field(2, &spec));
+        let mut tm = field(1, b"authorization.k8s.io/v1");
+        tm.extend(field(2, b"SelfSubjectAccessReview"));
+        let mut body = MAGIC.to_vec();
+        body.extend(field(1, &tm));
+        body.extend(field(2, &raw));
+        assert_eq!(
+            decode(&body).unwrap(),
+            json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview", "metadata": {},
+                   "spec": {"resourceAttributes": {"verb": "patch", "resource": "nodes", "name": "b"}}})
+        );
+        let mut tm = field(1, b"authentication.k8s.io/v1");
+        tm.extend(field(2, b"SelfSubjectReview"));
+        let mut body = MAGIC.to_vec();
+        body.extend(field(1, &tm));
+        assert_eq!(decode(&body).unwrap()["kind"], "SelfSubjectReview");
     }
 }

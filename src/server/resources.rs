@@ -120,7 +120,13 @@ mod tests {
         assert!(DAEMONSETS.has_status());
         assert_eq!(
             group_versions(),
-            [("apps", "v1"), ("coordination.k8s.io", "v1")]
+            [
+                ("apps", "v1"),
+                ("coordination.k8s.io", "v1"),
+                ("certificates.k8s.io", "v1"),
+                ("authorization.k8s.io", "v1"),
+                ("authentication.k8s.io", "v1")
+            ]
         );
     }
 }

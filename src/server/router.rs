@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::apply;
-use super::auth::{authenticate, User};
+use super::auth::{authenticate, authorize_selection, User, Verb};
 use super::body::{
     bytes_response, error_response, json_response, parse_body, read_body, with_warnings, Body,
 };
@@ -122,7 +122,6 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> {
 }
 
 async fn route(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
-    let user = authenticate(&req)?;
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
@@ -138,12 +137,17 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Body>, 
         v.map(|v| json_response(200, &v))
             .ok_or_else(ApiError::path_not_found)
     };
+    // the health paths and /version answer everyone, as kube-apiserver's do; nothing else does
     match segs.as_slice() {
         ["healthz" | "livez" | "readyz", ..] => {
             only_get()?;
-            Ok(bytes_response("text/plain; charset=utf-8", b"ok".to_vec()))
+            return Ok(bytes_response("text/plain; charset=utf-8", b"ok".to_vec()));
         }
-        ["version"] => discovery(Some(discovery::version())),
+        ["version"] => return discovery(Some(discovery::version())),
+        _ => {}
+    }
+    let user = authenticate(&*api.store, &req).await?;
+    match segs.as_slice() {
         ["api"] => discovery(Some(discovery::api_versions())),
         ["apis"] => discovery(Some(discovery::api_group_list())),
         ["apis", g] => discovery(discovery::api_group(g)),
@@ -182,6 +186,24 @@ async fn resource(api: Arc<Api>, t: Target, req: RestRequest) -> Result<Response
         return sub.rest.serve(api, ObjectRef::new(r, ns, name), req).await;
     }
     let at = |name| ObjectRef::new(r, ns, name);
+    let verb = match (&req.method, t.name.as_deref()) {
+        (&Method::GET, None) if req.query.flag("watch") => Some(Verb::Watch),
+        (&Method::GET, None) => Some(Verb::List),
+        (&Method::GET, Some(_)) => Some(Verb::Get),
+        (&Method::POST, None) => Some(Verb::Create),
+        (&Method::PUT, Some(_)) => Some(Verb::Update),
+        (&Method::PATCH, Some(_)) => Some(Verb::Patch),
+        (&Method::DELETE, Some(_)) => Some(Verb::Delete),
+        (&Method::DELETE, None) => Some(Verb::DeleteCollection),
+        _ => None,
+    };
+    if let Some(v) = verb {
+        // what the resource does not serve (a review's get, a namespace's deletecollection)
+        if !r.verbs.contains(&v.as_str()) {
+            return Err(ApiError::method_not_allowed(req.method.as_str()));
+        }
+        authorize_selection(&req.user, v, r, ns, &req.query)?;
+    }
     match (&req.method, t.name.as_deref()) {
         (&Method::GET, None) if req.query.flag("watch") => {
             watch::watch(api, &req.user, r, ns, &req.query, &req.accept).await

@@ -93,6 +93,23 @@ impl ApiError {
             "the server could not find the requested resource",
         )
     }
+    /// kube-apiserver's answer to a request it cannot authenticate (no reason given away).
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(401, "Unauthorized", "Unauthorized")
+    }
+    /// kube-apiserver's 403: `nodes "b" is forbidden: REASON` (`nodes is forbidden: ...` without
+    /// a name), with the group-qualified resource as it prints it.
+    pub fn forbidden(group: &str, plural: &str, name: &str, reason: &str) -> ApiError {
+        let message = if name.is_empty() {
+            format!("{} is forbidden: {reason}", qualified(group, plural))
+        } else {
+            format!(
+                "{} \"{name}\" is forbidden: {reason}",
+                qualified(group, plural)
+            )
+        };
+        ApiError::new(403, "Forbidden", message).with_details(name, group, plural)
+    }
     pub fn internal(message: impl Into<String>) -> ApiError {
         ApiError::new(500, "InternalError", message)
     }

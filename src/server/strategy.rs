@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::auth::User;
 use super::query::FieldValidation;
 use super::resources::Resource;
 use super::status::ApiError;
@@ -82,9 +83,20 @@ pub struct Prepared {
     pub warnings: Vec<String>,
 }
 
+/// A kind that is never stored (kube-apiserver's reviews: SelfSubjectAccessReview,
+/// SelfSubjectReview): a create is answered with the object and its status, and nothing else is
+/// served.
+#[async_trait]
+pub trait Review: Send + Sync {
+    /// The answer to `obj`, asked by `user`.
+    async fn answer(&self, api: &Api, user: &User, obj: Value) -> Result<Value, ApiError>;
+}
+
 /// The behaviour of one served kind, as the verbs see it.
 #[async_trait]
 pub trait Strategy: Send + Sync {
+    /// Some for a kind that is answered instead of stored.
+    fn review(&self) -> Option<&dyn Review>;
     /// Decodes `obj` into the kind's type (the schema), reports the fields it does not know
     /// (refused under `Strict`, warned under `Warn`), defaults, validates (create, or update
     /// against `ctx.old`), admits, and encodes the result.
@@ -135,6 +147,9 @@ pub trait Kind: Send + Sync + 'static {
         Vec::new()
     }
     fn initial_status(&self) -> Option<Value> {
+        None
+    }
+    fn review(&self) -> Option<&dyn Review> {
         None
     }
     fn generation_fields(&self) -> &'static [&'static str] {
@@ -193,6 +208,9 @@ impl<K: Kind> Strategy for K {
     }
     fn initial_status(&self) -> Option<Value> {
         Kind::initial_status(self)
+    }
+    fn review(&self) -> Option<&dyn Review> {
+        Kind::review(self)
     }
     fn generation_fields(&self) -> &'static [&'static str] {
         Kind::generation_fields(self)

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::apply::{self as field_manager, Tracking};
-use super::auth::{authorize, User, Verb};
+use super::auth::{admission, authorize, User, Verb};
 use super::kinds::NAMESPACES;
 use super::meta;
 use super::query::{FieldValidation, Filter, Query, WriteOpts};
@@ -101,6 +101,24 @@ impl<'a> ObjectRef<'a> {
             self.ns,
             Some(self.name),
         )
+    }
+}
+
+/// `make`, with the object-level rules of `auth::admission` (NodeRestriction) checked on what it
+/// makes of the stored object.
+pub(super) fn admitted<'a, F>(
+    user: &'a User,
+    at: ObjectRef<'a>,
+    part: Part,
+    make: F,
+) -> impl Fn(&Value) -> Result<Value, ApiError> + 'a
+where
+    F: Fn(&Value) -> Result<Value, ApiError> + 'a,
+{
+    move |old| {
+        let new = make(old)?;
+        admission::on_write(user, at, part, old, &new)?;
+        Ok(new)
     }
 }
 
@@ -433,7 +451,15 @@ impl Api {
     ) -> Result<Written, ApiError> {
         authorize(user, Verb::Create, r, None, ns, None)?;
         let strategy = r.strategy;
+        if let Some(review) = strategy.review() {
+            let object = review.answer(self, user, obj).await?;
+            return Ok(Written {
+                object: Arc::new(object),
+                warnings: Vec::new(),
+            });
+        }
         let name = meta::before_create(r, ns, &mut obj)?;
+        admission::on_create(user, r, &name, &mut obj)?;
         if let Some(ns) = ns {
             if !self.namespace_exists(ns).await? {
                 return Err(ApiError::not_found("", "namespaces", ns));
@@ -492,7 +518,9 @@ impl Api {
         part: Part,
     ) -> Result<Arc<Value>, ApiError> {
         at.authorize(user, Verb::Get, part)?;
-        self.fetch(at).await
+        let obj = self.fetch(at).await;
+        admission::on_read(user, at, obj.as_deref().ok())?;
+        obj
     }
 
     /// The objects `filter` selects and the resourceVersion of the list.
@@ -554,7 +582,7 @@ impl Api {
     ) -> Result<Written, ApiError> {
         at.authorize(user, Verb::Update, part)?;
         let tracking = Tracking::update(user, &opts);
-        self.write_tracked(at, part, opts, &tracking, |_| Ok(obj.clone()))
+        self.write_tracked(at, part, opts, &tracking, admitted(user, at, part, |_| Ok(obj.clone())))
             .await
     }
 
@@ -573,7 +601,8 @@ impl Api {
     {
         at.authorize(user, Verb::Update, part)?;
         let tracking = Tracking::update(user, &opts);
-        self.write_tracked(at, part, opts, &tracking, make).await
+        self.write_tracked(at, part, opts, &tracking, admitted(user, at, part, make))
+            .await
     }
 
     /// Applies a patch document (PATCH).
@@ -588,10 +617,9 @@ impl Api {
     ) -> Result<Written, ApiError> {
         at.authorize(user, Verb::Patch, part)?;
         let tracking = Tracking::update(user, &opts);
-        self.write_tracked(at, part, opts, &tracking, |old| {
-            apply_patch(at.r, ty, doc, old)
-        })
-        .await
+        let make = |old: &Value| apply_patch(at.r, ty, doc, old);
+        self.write_tracked(at, part, opts, &tracking, admitted(user, at, part, make))
+            .await
     }
 
     /// The write of an authorized update or patch, its managedFields kept as `tracking` says.
@@ -744,6 +772,9 @@ impl Api {
         opts: &DeleteOptions,
     ) -> Result<Arc<Value>, ApiError> {
         at.authorize(user, Verb::Delete, Part::Main)?;
+        // NodeRestriction: a node deletes only the pods bound to it
+        let cur = self.fetch(at).await?;
+        admission::on_delete(user, at, &cur)?;
         self.delete_authorized(at, opts).await
     }
 

@@ -7,6 +7,9 @@
 //! hide a hole.
 #![allow(dead_code)]
 
+pub mod api;
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;

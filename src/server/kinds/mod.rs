@@ -3,18 +3,26 @@
 //! registry routing, discovery, OpenAPI and namespace cleanup read: serving a new kind is adding
 //! its file, its `mod` line and its entry here.
 mod controllerrevision;
+pub mod csr;
 mod daemonset;
 mod lease;
 mod namespace;
 mod node;
 mod pod;
+mod secret;
+mod selfsubjectaccessreview;
+mod selfsubjectreview;
 
 pub use controllerrevision::CONTROLLER_REVISIONS;
+pub use csr::CERTIFICATE_SIGNING_REQUESTS;
 pub use daemonset::DAEMONSETS;
 pub use lease::LEASES;
 pub use namespace::NAMESPACES;
 pub use node::NODES;
 pub use pod::PODS;
+pub use secret::SECRETS;
+pub use selfsubjectaccessreview::SELF_SUBJECT_ACCESS_REVIEWS;
+pub use selfsubjectreview::SELF_SUBJECT_REVIEWS;
 
 use super::resources::Resource;
 
@@ -26,6 +34,10 @@ pub static ALL: &[&Resource] = &[
     &PODS,
     &NAMESPACES,
     &LEASES,
+    &SECRETS,
+    &CERTIFICATE_SIGNING_REQUESTS,
+    &SELF_SUBJECT_ACCESS_REVIEWS,
+    &SELF_SUBJECT_REVIEWS,
 ];
 
 #[cfg(test)]
@@ -33,8 +45,11 @@ mod tests {
     use std::collections::HashSet;
 
     use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
+    use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+    use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
     use serde_json::json;
 
     use super::*;
@@ -53,6 +68,16 @@ mod tests {
             (&PODS, meta::<Pod>()),
             (&NAMESPACES, meta::<Namespace>()),
             (&LEASES, meta::<Lease>()),
+            (&SECRETS, meta::<Secret>()),
+            (
+                &CERTIFICATE_SIGNING_REQUESTS,
+                meta::<CertificateSigningRequest>(),
+            ),
+            (
+                &SELF_SUBJECT_ACCESS_REVIEWS,
+                meta::<SelfSubjectAccessReview>(),
+            ),
+            (&SELF_SUBJECT_REVIEWS, meta::<SelfSubjectReview>()),
         ];
         assert_eq!(cases.len(), ALL.len());
         for (r, (group, version, kind, plural)) in cases {
