@@ -86,6 +86,31 @@ impl ApiError {
     pub fn gone(message: impl Into<String>) -> ApiError {
         ApiError::new(410, "Expired", message)
     }
+    /// kube-apiserver's answer to a read or watch at a resourceVersion its cache has not reached
+    /// after waiting for it (`storage.NewTooLargeResourceVersionError`): 504 Timeout, retry in 1 s.
+    pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
+        let message = format!("Timeout: Too large resource version: {requested}, current: {current}");
+        let body = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": message,
+            "reason": "Timeout",
+            "details": {
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": 1,
+            },
+            "code": 504,
+        });
+        ApiError {
+            code: 504,
+            reason: "Timeout",
+            message,
+            details: None,
+            body: Some(Box::new(body)),
+        }
+    }
     pub fn path_not_found() -> ApiError {
         ApiError::new(
             404,
