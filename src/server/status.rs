@@ -80,6 +80,17 @@ impl ApiError {
             format!("the request body is too large: limit is {limit} bytes"),
         )
     }
+    /// A request body that did not arrive in time (a slow or stalled client).
+    pub fn body_timeout(limit: std::time::Duration) -> ApiError {
+        ApiError::new(
+            408,
+            "Timeout",
+            format!(
+                "the request body did not arrive within {} seconds",
+                limit.as_secs()
+            ),
+        )
+    }
     pub fn unsupported_media(message: impl Into<String>) -> ApiError {
         ApiError::new(415, "UnsupportedMediaType", message)
     }
@@ -89,7 +100,8 @@ impl ApiError {
     /// kube-apiserver's answer to a read or watch at a resourceVersion its cache has not reached
     /// after waiting for it (`storage.NewTooLargeResourceVersionError`): 504 Timeout, retry in 1 s.
     pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
-        let message = format!("Timeout: Too large resource version: {requested}, current: {current}");
+        let message =
+            format!("Timeout: Too large resource version: {requested}, current: {current}");
         let body = json!({
             "kind": "Status",
             "apiVersion": "v1",

@@ -138,7 +138,10 @@ impl WatchState {
             Err(e) => {
                 let e = match e {
                     StoreError::Expired { .. } => {
-                        tracing::debug!(resource = self.key.as_str(), "watcher fell behind the history");
+                        tracing::debug!(
+                            resource = self.key.as_str(),
+                            "watcher fell behind the history"
+                        );
                         ApiError::gone("the watch fell too far behind: relist and watch again")
                     }
                     other => ApiError::internal(other.to_string()),
@@ -467,7 +470,9 @@ mod tests {
         );
         // one the store reaches while the watch waits is served from there
         let writer = api.clone();
-        let waiting = tokio::spawn(async move { start(&writer, "watch=1&resourceVersion=1&timeoutSeconds=1").await });
+        let waiting = tokio::spawn(async move {
+            start(&writer, "watch=1&resourceVersion=1&timeoutSeconds=1").await
+        });
         api.store
             .create("nodes", "", "n1", node("n1", json!({})))
             .await
@@ -495,7 +500,10 @@ mod tests {
         assert!(String::from_utf8_lossy(&first).contains("\"first\""));
         for i in 0..8 {
             let n = format!("n{i}");
-            api.store.create("nodes", "", &n, node(&n, json!({}))).await.unwrap();
+            api.store
+                .create("nodes", "", &n, node(&n, json!({})))
+                .await
+                .unwrap();
         }
         // the only references to the events left are the history's own (4)
         let found = api.store.events_after(5, "nodes", None, 10).unwrap();
