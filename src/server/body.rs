@@ -31,6 +31,12 @@ const BIG_BODY: usize = 256 * 1024;
 /// Big bodies read since [`take_big_bodies`] last looked.
 static BIG_BODIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Notes that a big body was read or its request done with, so freed memory is worth giving
+/// back.
+pub fn note_big_body() {
+    BIG_BODIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// How many big bodies were read since the last call (for the memory release task).
 pub fn take_big_bodies() -> usize {
     BIG_BODIES.swap(0, std::sync::atomic::Ordering::Relaxed)
@@ -94,12 +100,12 @@ pub async fn read_body(
         Ok(c) => {
             let bytes = c.to_bytes();
             if bytes.len() >= BIG_BODY {
-                BIG_BODIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                note_big_body();
             }
             Ok(bytes)
         }
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            BIG_BODIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            note_big_body();
             Err(ApiError::too_large(MAX_BODY))
         }
         Err(e) => Err(ApiError::bad_request(format!(

@@ -259,6 +259,13 @@ impl hyper::body::Body for Tracked {
     }
 }
 
+/// A request body at least this big makes a heavy request (decoding and validating it takes a
+/// worker for a while).
+const HEAVY_BODY: usize = 256 * 1024;
+
+/// Heavy requests are served one at a time, so they never hold both runtime workers.
+static HEAVY_WRITES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
 /// After an idle or slow connection is told to close, how long its last response may take.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -278,8 +285,23 @@ where
             req.extensions_mut().insert(client.clone());
             req.extensions_mut().insert(body_timeout);
             let api = api.clone();
+            let heavy = req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .is_some_and(|n| n >= HEAVY_BODY);
             async move {
+                // one big write at a time: the other worker stays free for everyone else
+                let _turn = match heavy {
+                    true => HEAVY_WRITES.acquire().await.ok(),
+                    false => None,
+                };
                 let resp: Response<body::Body> = router::handle(api, req).await;
+                if heavy {
+                    // its memory is free now: worth giving back (the release task trims)
+                    body::note_big_body();
+                }
+                drop(_turn);
                 let resp = resp.map(|inner| {
                     http_body_util::BodyExt::boxed(Tracked {
                         inner,

@@ -59,6 +59,9 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
     Ok(Target { r, ns, name, sub })
 }
 
+/// Bodies at least this big are decoded on a blocking thread.
+const BLOCKING_PARSE: usize = 64 * 1024;
+
 /// A request to a resource or subresource, with what the handlers need of it.
 pub struct RestRequest {
     pub user: User,
@@ -98,7 +101,14 @@ impl RestRequest {
     /// The body as an object (JSON, YAML or protobuf).
     pub async fn object(self) -> Result<Value, ApiError> {
         let content_type = self.content_type.clone();
-        parse_body(&content_type, &self.bytes().await?)
+        let body = self.bytes().await?;
+        if body.len() < BLOCKING_PARSE {
+            return parse_body(&content_type, &body);
+        }
+        // a big body is decoded beside the runtime's two workers, so other requests go on
+        tokio::task::spawn_blocking(move || parse_body(&content_type, &body))
+            .await
+            .map_err(|e| ApiError::internal(format!("decoding the request body: {e}")))?
     }
     /// The media type without parameters.
     fn media_type(&self) -> String {
