@@ -840,11 +840,12 @@ mod tests {
                 .unwrap();
         }
         store.create("pods", "ns", "p", obj("p")).await.unwrap();
-        let history = lock(&store.history);
-        assert!(history.bytes <= 700_000, "{}", history.bytes);
-        assert_eq!(history.events.len(), 4, "three big nodes and the pod");
-        let oldest = history.complete_after;
-        drop(history);
+        let oldest = {
+            let history = lock(&store.history);
+            assert!(history.bytes <= 700_000, "{}", history.bytes);
+            assert_eq!(history.events.len(), 4, "three big nodes and the pod");
+            history.complete_after
+        };
         assert_eq!(oldest, 3);
         assert!(matches!(
             store.events_after(2, "nodes", None, 10),
