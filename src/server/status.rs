@@ -102,26 +102,11 @@ impl ApiError {
     pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
         let message =
             format!("Timeout: Too large resource version: {requested}, current: {current}");
-        let body = json!({
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": message,
-            "reason": "Timeout",
-            "details": {
-                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
-                "retryAfterSeconds": 1,
-            },
-            "code": 504,
+        let details = json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
         });
-        ApiError {
-            code: 504,
-            reason: "Timeout",
-            message,
-            details: None,
-            body: Some(Box::new(body)),
-        }
+        ApiError::with_status_details(504, "Timeout", message, details)
     }
     pub fn path_not_found() -> ApiError {
         ApiError::new(
@@ -161,22 +146,29 @@ impl ApiError {
         }
         details.insert("kind".into(), json!(bare_kind));
         details.insert("causes".into(), Value::Array(causes));
+        ApiError::with_status_details(422, "Invalid", message, Value::Object(details))
+    }
+
+    /// An error whose `Status` carries `details` beyond name, group and kind (causes, retry).
+    fn with_status_details(
+        code: u16,
+        reason: &'static str,
+        message: String,
+        details: Value,
+    ) -> ApiError {
         let body = json!({
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
             "status": "Failure",
             "message": message,
-            "reason": "Invalid",
+            "reason": reason,
             "details": details,
-            "code": 422,
+            "code": code,
         });
         ApiError {
-            code: 422,
-            reason: "Invalid",
-            message,
-            details: None,
             body: Some(Box::new(body)),
+            ..ApiError::new(code, reason, message)
         }
     }
 
