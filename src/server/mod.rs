@@ -9,10 +9,11 @@
 //! per-kind `Strategy`), `kinds/` (one file per served kind, and the registry), `resources`
 //! (what a resource is; lookups), `subresource` (`status`, and the seam for more), `store`
 //! (SQLite, watch fan-out), `discovery` (discovery and OpenAPI), `table` (kubectl's Tables),
-//! `controller` (DaemonSet status and ControllerRevisions), `status` (errors as `Status`).
+//! `controller` (DaemonSet status and ControllerRevisions), `status` (errors as `Status`),
+//! `conn` (connection caps and timeouts, serving one connection), `audit` (the request log).
 //!
-//! Plain HTTP (HTTP/1.1 and h2c) for now; TLS and bearer tokens slot in at the accept loop and at
-//! `auth`. Deletion is immediate: `deletionTimestamp` and finalizers are not honoured.
+//! Plain HTTP (HTTP/1.1 and h2c) for now; TLS slots in at the accept loop (wrap the stream, hand
+//! it to `conn::serve`, which takes any `AsyncRead + AsyncWrite`) and bearer tokens at `auth`. Deletion is immediate: `deletionTimestamp` and finalizers are not honoured.
 pub mod audit;
 pub mod auth;
 pub mod body;
