@@ -203,12 +203,18 @@ fn main() -> ExitCode {
         return code;
     }
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Agent(_)) {
-        // A node agent should be small: one malloc arena instead of one per thread (glibc
-        // would keep up to 8 per core of mostly idle memory). Set before any thread starts.
+    // glibc would keep up to 8 malloc arenas per core of mostly idle memory. A node agent should
+    // be small: one. The server: one per worker thread, so big request bodies freed on any
+    // thread are given back by its trim (server::release_memory_after_big_bodies).
+    let arenas = match cli.command {
+        Command::Agent(_) => Some(1),
+        Command::Server(_) => Some(2),
+        _ => None,
+    };
+    if let Some(arenas) = arenas {
         // SAFETY: mallopt only changes allocator tuning; no other thread exists yet.
         unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
         }
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()

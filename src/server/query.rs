@@ -7,7 +7,12 @@ use percent_encoding::percent_decode_str;
 use serde_json::Value;
 
 use super::status::ApiError;
+use super::store::{self, ObjectStore};
 use crate::core::labels::Selector;
+
+/// How long a read or watch at a resourceVersion the store has not reached waits for it, as
+/// kube-apiserver's watch cache does (`blockTimeout`).
+pub const FRESHNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Decoded query string (`application/x-www-form-urlencoded`: `+` is a space).
 #[derive(Debug, Default)]
@@ -34,6 +39,25 @@ impl Query {
     pub fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true" | "1"))
     }
+}
+
+/// The `resourceVersion` a read asks for ("" and "0": any), as a number.
+pub fn resource_version(q: &Query) -> Result<Option<u64>, ApiError> {
+    match q.get("resourceVersion") {
+        None | Some("") | Some("0") => Ok(None),
+        Some(rv) => rv
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))),
+    }
+}
+
+/// Waits up to [`FRESHNESS_WAIT`] for the store to reach `rv`; kube-apiserver's 504 "Too large
+/// resource version" when it does not.
+pub async fn fresh_enough(store: &dyn ObjectStore, rv: u64) -> Result<(), ApiError> {
+    store::wait_for_rv(store, rv, FRESHNESS_WAIT)
+        .await
+        .map_err(|current| ApiError::too_large_resource_version(rv, current))
 }
 
 /// What a write does with fields the schema does not know (`fieldValidation`).

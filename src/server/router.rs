@@ -10,12 +10,14 @@ use hyper::body::Incoming;
 use serde_json::{json, Value};
 
 use super::apply;
+use super::audit::{self, Client, Line};
 use super::auth::{authenticate, authorize_selection, User, Verb};
 use super::body::{
     bytes_response, error_response, json_response, parse_body, read_body, with_warnings, Body,
+    BodyTimeout, BODY_READ_TIMEOUT,
 };
 use super::discovery;
-use super::query::{Filter, Query};
+use super::query::{self, Filter, Query};
 use super::resources::{self, Resource};
 use super::status::ApiError;
 use super::subresource::Subresource;
@@ -58,6 +60,9 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
     Ok(Target { r, ns, name, sub })
 }
 
+/// Bodies at least this big are decoded on a blocking thread.
+const BLOCKING_PARSE: usize = 64 * 1024;
+
 /// A request to a resource or subresource, with what the handlers need of it.
 pub struct RestRequest {
     pub user: User,
@@ -68,6 +73,7 @@ pub struct RestRequest {
     /// The `User-Agent` (its prefix names the field manager of a write without `fieldManager`).
     pub user_agent: String,
     content_length: Option<u64>,
+    body_timeout: std::time::Duration,
     body: Incoming,
 }
 
@@ -82,6 +88,10 @@ impl RestRequest {
                 .to_string(),
             user_agent: header_str(header::USER_AGENT).unwrap_or("").to_string(),
             content_length: header_str(header::CONTENT_LENGTH).and_then(|s| s.parse().ok()),
+            body_timeout: parts
+                .extensions
+                .get::<BodyTimeout>()
+                .map_or(BODY_READ_TIMEOUT, |t| t.0),
             query: Query::parse(parts.uri.query()),
             method: parts.method,
             user,
@@ -90,12 +100,19 @@ impl RestRequest {
     }
     /// The raw body (at most `MAX_BODY`).
     pub async fn bytes(self) -> Result<Bytes, ApiError> {
-        read_body(self.body, self.content_length).await
+        read_body(self.body, self.content_length, self.body_timeout).await
     }
     /// The body as an object (JSON, YAML or protobuf).
     pub async fn object(self) -> Result<Value, ApiError> {
         let content_type = self.content_type.clone();
-        parse_body(&content_type, &self.bytes().await?)
+        let body = self.bytes().await?;
+        if body.len() < BLOCKING_PARSE {
+            return parse_body(&content_type, &body);
+        }
+        // a big body is decoded beside the runtime's two workers, so other requests go on
+        tokio::task::spawn_blocking(move || parse_body(&content_type, &body))
+            .await
+            .map_err(|e| ApiError::internal(format!("decoding the request body: {e}")))?
     }
     /// The media type without parameters.
     fn media_type(&self) -> String {
@@ -104,24 +121,108 @@ impl RestRequest {
     }
 }
 
-/// Entry point for every request; never fails (errors become `Status` responses).
+/// What the request log needs of a request, filled in as routing learns it.
+#[derive(Default)]
+struct Seen {
+    user: Option<User>,
+    resource: Option<&'static str>,
+    namespace: Option<String>,
+    name: Option<String>,
+    watch: bool,
+    reason: Option<String>,
+}
+
+impl Seen {
+    /// Notes the resource a request is for, and passes it on.
+    fn target(&mut self, t: Target) -> Target {
+        self.resource = Some(t.r.plural);
+        self.namespace = t.ns.clone();
+        self.name = t.name.clone();
+        t
+    }
+    /// The request to a resource, noting whether it is a watch.
+    fn request(&mut self, user: User, req: Request<Incoming>) -> RestRequest {
+        let req = RestRequest::new(user, req);
+        self.watch = req.query.flag("watch");
+        req
+    }
+}
+
+/// The Kubernetes verb of a request (what RBAC and the audit log call it).
+fn verb(method: &Method, seen: &Seen) -> &'static str {
+    let named = seen.name.is_some();
+    match *method {
+        Method::GET | Method::HEAD if seen.watch => "watch",
+        Method::GET | Method::HEAD if named || seen.resource.is_none() => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "-",
+    }
+}
+
+/// Entry point for every request; never fails (errors become `Status` responses). A refused or
+/// failed request leaves a line in the request log, a write an audit line (see `audit`).
 pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let resp = match route(api, req).await {
+    let client = req.extensions().get::<Client>().cloned();
+    let mut seen = Seen::default();
+    let resp = match route(api, req, &mut seen).await {
         Ok(resp) => resp,
-        Err(e) => error_response(&e),
+        Err(e) => {
+            seen.reason = Some(format!("{}: {}", e.reason, e.message));
+            error_response(&e)
+        }
     };
+    let status = resp.status().as_u16();
     tracing::debug!(
         method = method.as_str(),
         path = path.as_str(),
-        code = resp.status().as_u16(),
+        code = status,
         "request"
     );
+    if let Some(client) = client {
+        log_request(&client, &method, path, status, seen);
+    }
     resp
 }
 
-async fn route(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Body>, ApiError> {
+fn log_request(client: &Client, method: &Method, path: String, status: u16, seen: Seen) {
+    let verb = verb(method, &seen);
+    let user = audit::user_name(seen.user.as_ref()).to_string();
+    let write = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+    if let (true, Some(resource)) = (write, seen.resource) {
+        client.log.record(Line::Write {
+            client: client.addr,
+            user: user.clone(),
+            verb,
+            resource,
+            namespace: seen.namespace.unwrap_or_default(),
+            name: seen.name.clone().unwrap_or_default(),
+            status,
+        });
+    }
+    if status >= 400 {
+        client.log.record(Line::Refused {
+            client: client.addr,
+            user,
+            verb,
+            path,
+            status,
+            reason: audit::short_reason(seen.reason.as_deref().unwrap_or("")),
+        });
+    }
+}
+
+async fn route(
+    api: Arc<Api>,
+    req: Request<Incoming>,
+    seen: &mut Seen,
+) -> Result<Response<Body>, ApiError> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let is_get = req.method() == Method::GET || req.method() == Method::HEAD;
@@ -147,6 +248,7 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Body>, 
         _ => {}
     }
     let user = authenticate(&*api.store, &req).await?;
+    seen.user = Some(user.clone());
     match segs.as_slice() {
         ["api"] => discovery(Some(discovery::api_versions())),
         ["apis"] => discovery(Some(discovery::api_group_list())),
@@ -169,11 +271,13 @@ async fn route(api: Arc<Api>, req: Request<Incoming>) -> Result<Response<Body>, 
         }
         ["api", v, rest @ ..] => {
             let t = parse_target("", v, rest)?;
-            resource(api, t, RestRequest::new(user, req)).await
+            let req = seen.request(user, req);
+            resource(api, seen.target(t), req).await
         }
         ["apis", g, v, rest @ ..] => {
             let t = parse_target(g, v, rest)?;
-            resource(api, t, RestRequest::new(user, req)).await
+            let req = seen.request(user, req);
+            resource(api, seen.target(t), req).await
         }
         _ => Err(ApiError::path_not_found()),
     }
@@ -255,6 +359,7 @@ async fn list(
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
     let filter = Filter::from_query(&req.query)?;
+    wait_for_resource_version(api, &req.query).await?;
     let (items, rv) = api.list(&req.user, r, ns, &filter).await?;
     if table::wants_table(&req.accept) {
         let rows: Vec<&Value> = items.iter().map(|a| &**a).collect();
@@ -265,6 +370,15 @@ async fn list(
     Ok(json_response(200, &list_body(r, rv, &items)))
 }
 
+/// A read at a resourceVersion the store has not reached waits for it a little, then gets
+/// kube-apiserver's 504 "Too large resource version" (so the client retries or relists).
+async fn wait_for_resource_version(api: &Api, query: &Query) -> Result<(), ApiError> {
+    match query::resource_version(query)? {
+        Some(rv) => query::fresh_enough(&*api.store, rv).await,
+        None => Ok(()),
+    }
+}
+
 /// GET of an object or its status, as JSON or as a Table.
 pub async fn get_object(
     api: &Api,
@@ -272,6 +386,7 @@ pub async fn get_object(
     part: Part,
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
+    wait_for_resource_version(api, &req.query).await?;
     let obj = api.get_part(&req.user, at, part).await?;
     if table::wants_table(&req.accept) {
         let t = table::table(at.r, &[&obj], None, include_object(&req.query), Utc::now());

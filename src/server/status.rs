@@ -80,11 +80,33 @@ impl ApiError {
             format!("the request body is too large: limit is {limit} bytes"),
         )
     }
+    /// A request body that did not arrive in time (a slow or stalled client).
+    pub fn body_timeout(limit: std::time::Duration) -> ApiError {
+        ApiError::new(
+            408,
+            "Timeout",
+            format!(
+                "the request body did not arrive within {} seconds",
+                limit.as_secs()
+            ),
+        )
+    }
     pub fn unsupported_media(message: impl Into<String>) -> ApiError {
         ApiError::new(415, "UnsupportedMediaType", message)
     }
     pub fn gone(message: impl Into<String>) -> ApiError {
         ApiError::new(410, "Expired", message)
+    }
+    /// kube-apiserver's answer to a read or watch at a resourceVersion its cache has not reached
+    /// after waiting for it (`storage.NewTooLargeResourceVersionError`): 504 Timeout, retry in 1 s.
+    pub fn too_large_resource_version(requested: u64, current: u64) -> ApiError {
+        let message =
+            format!("Timeout: Too large resource version: {requested}, current: {current}");
+        let details = json!({
+            "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+            "retryAfterSeconds": 1,
+        });
+        ApiError::with_status_details(504, "Timeout", message, details)
     }
     pub fn path_not_found() -> ApiError {
         ApiError::new(
@@ -141,22 +163,29 @@ impl ApiError {
         }
         details.insert("kind".into(), json!(bare_kind));
         details.insert("causes".into(), Value::Array(causes));
+        ApiError::with_status_details(422, "Invalid", message, Value::Object(details))
+    }
+
+    /// An error whose `Status` carries `details` beyond name, group and kind (causes, retry).
+    fn with_status_details(
+        code: u16,
+        reason: &'static str,
+        message: String,
+        details: Value,
+    ) -> ApiError {
         let body = json!({
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
             "status": "Failure",
             "message": message,
-            "reason": "Invalid",
+            "reason": reason,
             "details": details,
-            "code": 422,
+            "code": code,
         });
         ApiError {
-            code: 422,
-            reason: "Invalid",
-            message,
-            details: None,
             body: Some(Box::new(body)),
+            ..ApiError::new(code, reason, message)
         }
     }
 

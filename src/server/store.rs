@@ -2,8 +2,15 @@
 //!
 //! Every write takes the next value of one global, persisted resourceVersion counter, is stored in
 //! one SQLite transaction (object row and counter together: never half-stored) and then appended
-//! to an in-memory ring of recent events and broadcast to the watchers. Reads are served from an
-//! in-memory copy of all objects, which is loaded from SQLite at start.
+//! to an in-memory history of recent events and broadcast to the watchers. Reads are served from
+//! an in-memory copy of all objects, which is loaded from SQLite at start.
+//!
+//! Bounds, as etcd and kube-apiserver's watch cache keep them: an object larger than
+//! [`MAX_OBJECT_BYTES`] encoded is refused as etcd refuses the request; the history keeps at most
+//! a number of events and [`WATCH_HISTORY_BYTES`] of them (the oldest go first; resuming a watch
+//! from before them is 410 Gone). HTTP watchers read the history from a cursor
+//! ([`ObjectStore::events_after`]) and hold nothing of it while they wait, so a watcher that stops
+//! reading costs no memory: it falls out of the history and is told 410.
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -11,7 +18,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
+
+/// The largest object stored, encoded: etcd's default request limit (`--max-request-bytes`, 1.5
+/// MiB), which kube-apiserver reports as "etcdserver: request is too large".
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
+
+/// What the watch history may hold, in bytes of events ([`WatchEvent::size`]), by default.
+pub const WATCH_HISTORY_BYTES: usize = 16 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -37,6 +51,9 @@ pub enum StoreError {
     },
     #[error("too old resource version: {requested} (oldest kept is {oldest})")]
     Expired { requested: u64, oldest: u64 },
+    /// etcd's answer to a request over its limit, in the words kube-apiserver passes on.
+    #[error("etcdserver: request is too large")]
+    TooLarge { size: usize, limit: usize },
     #[error("sqlite store: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("stored object is not valid json: {0}")]
@@ -103,6 +120,12 @@ impl WatchEvent {
             line: Bytes::from(line),
         }
     }
+
+    /// What keeping this event costs, as the history counts it: its encoded line and the decoded
+    /// object it was encoded from, taken to be as large.
+    pub fn size(&self) -> usize {
+        2 * self.line.len()
+    }
 }
 
 /// Where a watch starts.
@@ -120,6 +143,15 @@ pub struct Watch {
     pub rx: broadcast::Receiver<Arc<WatchEvent>>,
     /// The store's resourceVersion when the watch started.
     pub rv: u64,
+}
+
+/// What [`ObjectStore::events_after`] found.
+#[derive(Debug, Default)]
+pub struct EventsAfter {
+    /// The matching events, oldest first.
+    pub events: Vec<Arc<WatchEvent>>,
+    /// The resourceVersion the history was read through (matching or not): the next cursor.
+    pub through: u64,
 }
 
 /// The resourceVersion stored in an object's metadata.
@@ -179,6 +211,18 @@ pub trait ObjectStore: Send + Sync {
         from: WatchFrom,
     ) -> Result<Watch, StoreError>;
     fn current_rv(&self) -> u64;
+    /// The store's resourceVersion as writes advance it (for watchers and for readers waiting
+    /// for a resourceVersion the store has not reached yet).
+    fn changes(&self) -> watch::Receiver<u64>;
+    /// Events of `resource` (in `namespace`, or all) after `rv`, oldest first: at most `limit` of
+    /// the history's events are looked at. `Expired` when events after `rv` left the history.
+    fn events_after(
+        &self,
+        rv: u64,
+        resource: &str,
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<EventsAfter, StoreError>;
 }
 
 type ObjectMap = HashMap<String, BTreeMap<(String, String), Arc<Value>>>;
@@ -187,10 +231,59 @@ struct Inner {
     conn: Connection,
     rv: u64,
     objects: ObjectMap,
-    ring: VecDeque<Arc<WatchEvent>>,
-    /// Every event with rv > complete_after is in the ring.
+}
+
+/// Recent events, bounded in number and in bytes.
+struct History {
+    events: VecDeque<Arc<WatchEvent>>,
+    /// The sum of the events' [`WatchEvent::size`].
+    bytes: usize,
+    max_events: usize,
+    max_bytes: usize,
+    /// Every event with rv > complete_after is in `events`.
     complete_after: u64,
-    ring_size: usize,
+}
+
+impl History {
+    fn new(rv: u64, max_events: usize, max_bytes: usize) -> History {
+        History {
+            events: VecDeque::new(),
+            bytes: 0,
+            max_events: max_events.max(1),
+            max_bytes,
+            complete_after: rv,
+        }
+    }
+
+    /// Appends `event`, dropping the oldest past either bound (the newest is always kept).
+    fn push(&mut self, event: Arc<WatchEvent>) {
+        self.bytes += event.size();
+        self.events.push_back(event);
+        while self.events.len() > self.max_events
+            || (self.bytes > self.max_bytes && self.events.len() > 1)
+        {
+            let Some(old) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes -= old.size();
+            self.complete_after = old.rv;
+        }
+    }
+
+    fn check(&self, rv: u64) -> Result<(), StoreError> {
+        if rv < self.complete_after {
+            return Err(StoreError::Expired {
+                requested: rv,
+                oldest: self.complete_after,
+            });
+        }
+        Ok(())
+    }
+
+    /// The index of the first event after `rv`.
+    fn first_after(&self, rv: u64) -> usize {
+        self.events.partition_point(|e| e.rv <= rv)
+    }
 }
 
 enum WriteMode {
@@ -201,13 +294,34 @@ enum WriteMode {
 
 /// The SQLite store: `DATA_DIR/state.db`, WAL mode, one table of objects and a counter.
 pub struct SqliteStore {
+    /// Taken before `history` when both are.
     inner: Arc<Mutex<Inner>>,
+    /// Apart from `inner`, so that watchers reading it never wait on a SQLite transaction.
+    history: Arc<Mutex<History>>,
     tx: broadcast::Sender<Arc<WatchEvent>>,
-    rv: Arc<std::sync::atomic::AtomicU64>,
+    rv: Arc<watch::Sender<u64>>,
+}
+
+/// Locks `m`. A panic while holding one of the store's locks cannot leave half-written state
+/// (SQLite rolls back an uncommitted transaction; the maps are updated after the commit), so a
+/// poisoned lock is still usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl SqliteStore {
+    /// Opens (or creates) the store; the watch history keeps at most `ring_size` events and
+    /// [`WATCH_HISTORY_BYTES`].
     pub fn open(path: &Path, ring_size: usize) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, ring_size, WATCH_HISTORY_BYTES)
+    }
+
+    /// Opens the store with a history of at most `max_events` and `max_bytes`.
+    pub fn open_with(
+        path: &Path,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -253,25 +367,17 @@ impl SqliteStore {
                     .insert((namespace, name), Arc::new(value));
             }
         }
-        let (tx, _) = broadcast::channel(ring_size.max(16));
+        let (tx, _) = broadcast::channel(max_events.max(16));
         Ok(SqliteStore {
-            inner: Arc::new(Mutex::new(Inner {
-                conn,
-                rv,
-                objects,
-                ring: VecDeque::with_capacity(ring_size),
-                complete_after: rv,
-                ring_size: ring_size.max(1),
-            })),
+            inner: Arc::new(Mutex::new(Inner { conn, rv, objects })),
+            history: Arc::new(Mutex::new(History::new(rv, max_events, max_bytes))),
             tx,
-            rv: Arc::new(std::sync::atomic::AtomicU64::new(rv)),
+            rv: Arc::new(watch::channel(rv).0),
         })
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave half-written state (SQLite rolls back an
-        // uncommitted transaction), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner)
     }
 
     async fn write(
@@ -283,6 +389,7 @@ impl SqliteStore {
         mode: WriteMode,
     ) -> Result<Arc<Value>, StoreError> {
         let inner = self.inner.clone();
+        let history = self.history.clone();
         let tx = self.tx.clone();
         let rv_cell = self.rv.clone();
         let (resource, namespace, name) = (
@@ -291,9 +398,13 @@ impl SqliteStore {
             name.to_string(),
         );
         tokio::task::spawn_blocking(move || {
-            let mut guard = inner.lock().unwrap_or_else(|e| e.into_inner());
-            let result = write_locked(&mut guard, &tx, &resource, &namespace, &name, obj, mode);
-            rv_cell.store(guard.rv, std::sync::atomic::Ordering::SeqCst);
+            let mut guard = lock(&inner);
+            let result = write_locked(
+                &mut guard, &history, &tx, &resource, &namespace, &name, obj, mode,
+            );
+            let rv = guard.rv;
+            drop(guard);
+            rv_cell.send_if_modified(|cur| std::mem::replace(cur, rv) != rv);
             result
         })
         .await
@@ -301,8 +412,10 @@ impl SqliteStore {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write_locked(
     inner: &mut Inner,
+    history: &Mutex<History>,
     tx: &broadcast::Sender<Arc<WatchEvent>>,
     resource: &str,
     namespace: &str,
@@ -364,20 +477,31 @@ fn write_locked(
             json!({"resourceVersion": rv.to_string()}),
         );
     }
+    let text = match event_type {
+        EventType::Deleted => None,
+        _ => Some(serde_json::to_string(&stored)?),
+    };
+    if let Some(size) = text.as_ref().map(String::len) {
+        if size > MAX_OBJECT_BYTES {
+            return Err(StoreError::TooLarge {
+                size,
+                limit: MAX_OBJECT_BYTES,
+            });
+        }
+    }
     let txn = inner.conn.transaction()?;
-    if event_type == EventType::Deleted {
-        txn.execute(
-            "DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
-            params![resource, namespace, name],
-        )?;
-    } else {
-        let text = serde_json::to_string(&stored)?;
+    if let Some(text) = text {
         txn.execute(
             "INSERT INTO objects (resource, namespace, name, resource_version, json)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (resource, namespace, name)
              DO UPDATE SET resource_version = excluded.resource_version, json = excluded.json",
             params![resource, namespace, name, rv as i64, text],
+        )?;
+    } else {
+        txn.execute(
+            "DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
+            params![resource, namespace, name],
         )?;
     }
     txn.execute(
@@ -402,12 +526,7 @@ fn write_locked(
         stored.clone(),
         existing,
     ));
-    inner.ring.push_back(event.clone());
-    while inner.ring.len() > inner.ring_size {
-        if let Some(old) = inner.ring.pop_front() {
-            inner.complete_after = old.rv;
-        }
-    }
+    lock(history).push(event.clone());
     // No receivers is fine.
     let _ = tx.send(event);
     Ok(stored)
@@ -502,6 +621,7 @@ impl ObjectStore for SqliteStore {
         from: WatchFrom,
     ) -> Result<Watch, StoreError> {
         let inner = self.lock();
+        let history = lock(&self.history);
         let matches = |r: &str, ns: &str| {
             resource.is_none_or(|x| x == r) && namespace.is_none_or(|x| x == ns)
         };
@@ -530,16 +650,11 @@ impl ObjectStore for SqliteStore {
                 out
             }
             WatchFrom::After(rv) => {
-                if rv < inner.complete_after {
-                    return Err(StoreError::Expired {
-                        requested: rv,
-                        oldest: inner.complete_after,
-                    });
-                }
-                inner
-                    .ring
-                    .iter()
-                    .filter(|e| e.rv > rv && matches(&e.resource, &e.namespace))
+                history.check(rv)?;
+                history
+                    .events
+                    .range(history.first_after(rv)..)
+                    .filter(|e| matches(&e.resource, &e.namespace))
                     .cloned()
                     .collect()
             }
@@ -552,7 +667,48 @@ impl ObjectStore for SqliteStore {
     }
 
     fn current_rv(&self) -> u64 {
-        self.rv.load(std::sync::atomic::Ordering::SeqCst)
+        *self.rv.borrow()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.rv.subscribe()
+    }
+
+    fn events_after(
+        &self,
+        rv: u64,
+        resource: &str,
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<EventsAfter, StoreError> {
+        let history = lock(&self.history);
+        history.check(rv)?;
+        let mut found = EventsAfter {
+            events: Vec::new(),
+            through: rv,
+        };
+        for e in history.events.range(history.first_after(rv)..).take(limit) {
+            found.through = e.rv;
+            if e.resource == resource && namespace.is_none_or(|ns| ns == e.namespace) {
+                found.events.push(e.clone());
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// Waits up to `within` for the store to reach `rv`, as kube-apiserver's watch cache waits for a
+/// resourceVersion it has not seen yet; the store's resourceVersion when it gives up.
+pub async fn wait_for_rv(
+    store: &dyn ObjectStore,
+    rv: u64,
+    within: std::time::Duration,
+) -> Result<(), u64> {
+    let mut changes = store.changes();
+    let reached = tokio::time::timeout(within, changes.wait_for(|cur| *cur >= rv)).await;
+    match reached {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(store.current_rv()),
     }
 }
 
@@ -622,5 +778,111 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(w.initial.len(), 6);
+    }
+
+    fn big(name: &str, bytes: usize) -> Value {
+        json!({"kind": "Node", "apiVersion": "v1", "metadata": {"name": name},
+            "spec": {"podCIDR": "x".repeat(bytes)}})
+    }
+
+    #[tokio::test]
+    async fn an_object_over_etcds_limit_is_refused_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db"), 100).unwrap();
+        store.create("nodes", "", "a", obj("a")).await.unwrap();
+        let e = store
+            .create("nodes", "", "b", big("b", MAX_OBJECT_BYTES))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::TooLarge {
+                    limit: MAX_OBJECT_BYTES,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.to_string(), "etcdserver: request is too large");
+        let e = store
+            .update("nodes", "", "a", big("a", MAX_OBJECT_BYTES), None)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, StoreError::TooLarge { .. }), "{e:?}");
+        assert_eq!(store.current_rv(), 1);
+        assert!(store.get("nodes", "", "b").await.unwrap().is_none());
+        // just under the limit is stored
+        store
+            .create("nodes", "", "c", big("c", MAX_OBJECT_BYTES - 200))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_history_is_bounded_in_bytes_and_read_from_a_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        // 100 events, but only about 3 events of 100 KB
+        let store = SqliteStore::open_with(&dir.path().join("s.db"), 100, 700_000).unwrap();
+        let mut changes = store.changes();
+        store
+            .create("nodes", "", "small", obj("small"))
+            .await
+            .unwrap();
+        assert!(changes.has_changed().unwrap());
+        assert_eq!(*changes.borrow_and_update(), 1);
+        let found = store.events_after(0, "nodes", None, 10).unwrap();
+        assert_eq!((found.events.len(), found.through), (1, 1));
+        for i in 0..5 {
+            store
+                .create("nodes", "", &format!("n{i}"), big("n", 100_000))
+                .await
+                .unwrap();
+        }
+        store.create("pods", "ns", "p", obj("p")).await.unwrap();
+        let oldest = {
+            let history = lock(&store.history);
+            assert!(history.bytes <= 700_000, "{}", history.bytes);
+            assert_eq!(history.events.len(), 4, "three big nodes and the pod");
+            history.complete_after
+        };
+        assert_eq!(oldest, 3);
+        assert!(matches!(
+            store.events_after(2, "nodes", None, 10),
+            Err(StoreError::Expired {
+                requested: 2,
+                oldest: 3
+            })
+        ));
+        assert!(matches!(
+            store.watch(Some("nodes"), None, WatchFrom::After(1)).await,
+            Err(StoreError::Expired { .. })
+        ));
+        let found = store.events_after(3, "nodes", None, 10).unwrap();
+        let rvs: Vec<u64> = found.events.iter().map(|e| e.rv).collect();
+        assert_eq!((rvs, found.through), (vec![4, 5, 6], 7));
+        // a limit looks at that many events, matching or not
+        let found = store.events_after(3, "pods", Some("ns"), 2).unwrap();
+        assert_eq!((found.events.len(), found.through), (0, 5));
+        let found = store.events_after(5, "pods", Some("ns"), 2).unwrap();
+        assert_eq!((found.events.len(), found.through), (1, 7));
+        let found = store.events_after(7, "pods", None, 2).unwrap();
+        assert_eq!((found.events.len(), found.through), (0, 7));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn waiting_for_a_resource_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("s.db"), 100).unwrap());
+        let within = std::time::Duration::from_secs(3);
+        assert_eq!(wait_for_rv(&*store, 0, within).await, Ok(()));
+        let start = tokio::time::Instant::now();
+        assert_eq!(wait_for_rv(&*store, 2, within).await, Err(0));
+        assert_eq!(start.elapsed(), within);
+        let writer = store.clone();
+        let waiter = tokio::spawn(async move { wait_for_rv(&*writer, 2, within).await });
+        store.create("nodes", "", "a", obj("a")).await.unwrap();
+        store.create("nodes", "", "b", obj("b")).await.unwrap();
+        assert_eq!(waiter.await.unwrap(), Ok(()));
     }
 }

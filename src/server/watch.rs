@@ -2,6 +2,12 @@
 //! that enters or leaves the selection is ADDED or DELETED for it, as in Kubernetes), as Table
 //! rows when asked, with bookmarks, the initial-events-end bookmark of `sendInitialEvents`, and
 //! 410 Gone for a watcher that falls behind.
+//!
+//! A watcher reads the store's history from its own cursor when the client takes the next line,
+//! and holds nothing of it while it waits: a client that stops reading costs no memory, and once
+//! the history moved past its cursor it is told 410 and relists. A watch from a resourceVersion
+//! the store has not reached waits for it up to [`query::FRESHNESS_WAIT`], then gets kube-apiserver's
+//! 504 "Too large resource version" as its one ERROR event.
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,14 +19,14 @@ use http::{header, HeaderValue, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::{json, Value};
-use tokio::sync::broadcast;
+use tokio::sync::watch as changes;
 
 use super::auth::User;
 use super::body::Body;
-use super::query::{Filter, Query};
+use super::query::{self, Filter, Query};
 use super::resources::Resource;
 use super::status::ApiError;
-use super::store::{EventType, WatchEvent, WatchFrom};
+use super::store::{EventType, ObjectStore, StoreError, WatchEvent, WatchFrom};
 use super::table;
 use super::verbs::Api;
 
@@ -28,6 +34,8 @@ use super::verbs::Api;
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(15);
 /// A watch without timeoutSeconds ends after this long (clients re-watch).
 const DEFAULT_WATCH_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How many events of the history a watcher looks at per read.
+const HISTORY_BATCH: usize = 256;
 
 /// How one watcher renders events.
 struct WatchRender {
@@ -97,11 +105,53 @@ fn error_line(e: &ApiError) -> Bytes {
 
 struct WatchState {
     render: WatchRender,
+    store: Arc<dyn ObjectStore>,
+    /// `render.r.key()`, the resource the history is read for.
+    key: String,
     pending: VecDeque<Bytes>,
-    rx: Option<broadcast::Receiver<Arc<WatchEvent>>>,
+    /// The store's resourceVersion as it changes; None once the watch ended with an error.
+    changes: Option<changes::Receiver<u64>>,
+    /// The history has been read through this resourceVersion.
+    cursor: u64,
     deadline: tokio::time::Instant,
     bookmarks: Option<tokio::time::Interval>,
-    last_rv: u64,
+}
+
+impl WatchState {
+    /// Renders what the history holds after the cursor (a batch); false when it held nothing.
+    fn read_history(&mut self) -> bool {
+        let ns = self.render.ns.as_deref();
+        match self
+            .store
+            .events_after(self.cursor, &self.key, ns, HISTORY_BATCH)
+        {
+            Ok(found) => {
+                let progressed = found.through > self.cursor;
+                self.cursor = found.through;
+                for ev in &found.events {
+                    if let Some(line) = self.render.render(ev) {
+                        self.pending.push_back(line);
+                    }
+                }
+                progressed
+            }
+            Err(e) => {
+                let e = match e {
+                    StoreError::Expired { .. } => {
+                        tracing::debug!(
+                            resource = self.key.as_str(),
+                            "watcher fell behind the history"
+                        );
+                        ApiError::gone("the watch fell too far behind: relist and watch again")
+                    }
+                    other => ApiError::internal(other.to_string()),
+                };
+                self.pending.push_back(error_line(&e));
+                self.changes = None;
+                true
+            }
+        }
+    }
 }
 
 async fn next_line(mut st: WatchState) -> Option<(Result<Frame<Bytes>, Infallible>, WatchState)> {
@@ -109,7 +159,12 @@ async fn next_line(mut st: WatchState) -> Option<(Result<Frame<Bytes>, Infallibl
         if let Some(line) = st.pending.pop_front() {
             return Some((Ok(Frame::data(line)), st));
         }
-        let rx = st.rx.as_mut()?;
+        // Marked seen before reading: a write from here on wakes the wait below.
+        st.changes.as_mut()?.borrow_and_update();
+        if st.read_history() {
+            continue;
+        }
+        let changes = st.changes.as_mut()?;
         let tick = async {
             match st.bookmarks.as_mut() {
                 Some(iv) => {
@@ -119,29 +174,26 @@ async fn next_line(mut st: WatchState) -> Option<(Result<Frame<Bytes>, Infallibl
             }
         };
         tokio::select! {
-            ev = rx.recv() => match ev {
-                Ok(ev) => {
-                    st.last_rv = st.last_rv.max(ev.rv);
-                    if let Some(line) = st.render.render(&ev) {
-                        return Some((Ok(Frame::data(line)), st));
-                    }
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return None;
                 }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(resource = st.render.r.key().as_str(), missed = n, "watcher too slow, closing its watch");
-                    st.pending.push_back(error_line(&ApiError::gone(
-                        "the watch fell too far behind: relist and watch again",
-                    )));
-                    st.rx = None;
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
-            },
+            }
             _ = tokio::time::sleep_until(st.deadline) => return None,
             _ = tick => {
-                let line = st.render.bookmark(st.last_rv, false);
+                let line = st.render.bookmark(st.cursor, false);
                 return Some((Ok(Frame::data(line)), st));
             }
         }
     }
+}
+
+/// When a watch of `timeout` ends; a timeoutSeconds beyond what the clock holds would overflow,
+/// so the default applies to it.
+fn deadline(timeout: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(timeout)
+        .unwrap_or_else(|| now + DEFAULT_WATCH_TIMEOUT)
 }
 
 /// `GET ...?watch=1`: a streamed response of watch events.
@@ -161,7 +213,6 @@ pub async fn watch(
         .unwrap_or(DEFAULT_WATCH_TIMEOUT);
     let allow_bookmarks = query.flag("allowWatchBookmarks");
     let send_initial = query.get("sendInitialEvents");
-    let rv_param = query.get("resourceVersion").unwrap_or("");
     if send_initial == Some("true")
         && (!allow_bookmarks || query.get("resourceVersionMatch") != Some("NotOlderThan"))
     {
@@ -171,14 +222,11 @@ pub async fn watch(
             "sendInitialEvents requires allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan",
         ));
     }
-    let from = match (rv_param, send_initial) {
+    let from = match (query::resource_version(query)?, send_initial) {
         (_, Some("true")) => WatchFrom::Current { initial: true },
-        ("" | "0", Some("false")) => WatchFrom::Current { initial: false },
-        ("" | "0", _) => WatchFrom::Current { initial: true },
-        (rv, _) => WatchFrom::After(
-            rv.parse()
-                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}")))?,
-        ),
+        (None, Some("false")) => WatchFrom::Current { initial: false },
+        (None, _) => WatchFrom::Current { initial: true },
+        (Some(rv), _) => WatchFrom::After(rv),
     };
     let render = WatchRender {
         r,
@@ -187,7 +235,17 @@ pub async fn watch(
         table: table::wants_table(accept),
     };
     let mut pending = VecDeque::new();
-    let (rx, last_rv) = match api.watch(user, r, ns, from).await {
+    let store = api.store.clone();
+    let mut changes = Some(store.changes());
+    let mut started = Ok(());
+    if let WatchFrom::After(rv) = from {
+        started = query::fresh_enough(&*store, rv).await;
+    }
+    let started = match started {
+        Ok(()) => api.watch(user, r, ns, from).await,
+        Err(e) => Err(e),
+    };
+    let cursor = match started {
         Ok(w) => {
             for ev in &w.initial {
                 if let Some(line) = render.render(ev) {
@@ -197,12 +255,15 @@ pub async fn watch(
             if send_initial == Some("true") {
                 pending.push_back(render.bookmark(w.rv, true));
             }
-            (Some(w.rx), w.rv)
+            // The history is read from the cursor: the broadcast receiver is not needed.
+            drop(w.rx);
+            w.rv
         }
-        // Too old a resourceVersion is told in the stream, as kube-apiserver does.
-        Err(e) if e.code == 410 => {
+        // Too old or too new a resourceVersion is told in the stream, as kube-apiserver does.
+        Err(e) if e.code == 410 || e.code == 504 => {
             pending.push_back(error_line(&e));
-            (None, 0)
+            changes = None;
+            0
         }
         Err(e) => return Err(e),
     };
@@ -215,12 +276,14 @@ pub async fn watch(
         iv
     });
     let state = WatchState {
+        key: r.key(),
         render,
+        store,
         pending,
-        rx,
-        deadline: tokio::time::Instant::now() + timeout,
+        changes,
+        cursor,
+        deadline: deadline(timeout),
         bookmarks,
-        last_rv,
     };
     let stream = futures::stream::unfold(state, next_line);
     let mut resp = Response::new(BodyExt::boxed(StreamBody::new(stream)));
@@ -365,5 +428,93 @@ mod tests {
         assert_eq!(last["type"], "ERROR");
         assert_eq!(last["object"]["code"], 410);
         assert!(lines.len() < 40);
+    }
+
+    /// Found writing fuzz/'s server target (on the fuzzing branch, in the old api.rs):
+    /// `timeoutSeconds=18446744073709551615` overflowed the deadline and panicked the request.
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_timeout_beyond_the_clock_is_the_default_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let start_at = tokio::time::Instant::now();
+        let resp = start(&api, "watch=1&timeoutSeconds=18446744073709551615").await;
+        assert!(resp.into_body().frame().await.is_none());
+        let lasted = start_at.elapsed();
+        assert!(
+            (DEFAULT_WATCH_TIMEOUT..DEFAULT_WATCH_TIMEOUT + Duration::from_secs(1))
+                .contains(&lasted),
+            "{lasted:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_from_the_future_is_told_504_after_waiting_for_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let start_at = tokio::time::Instant::now();
+        let resp = start(&api, "watch=1&resourceVersion=99").await;
+        assert_eq!(start_at.elapsed(), query::FRESHNESS_WAIT);
+        let lines = watch_lines(&api, resp, vec![]).await;
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["type"], "ERROR");
+        let status = &lines[0]["object"];
+        assert_eq!(status["code"], 504);
+        assert_eq!(status["reason"], "Timeout");
+        assert_eq!(
+            status["message"],
+            "Timeout: Too large resource version: 99, current: 0"
+        );
+        assert_eq!(
+            status["details"]["causes"][0]["reason"],
+            "ResourceVersionTooLarge"
+        );
+        // one the store reaches while the watch waits is served from there
+        let writer = api.clone();
+        let waiting = tokio::spawn(async move {
+            start(&writer, "watch=1&resourceVersion=1&timeoutSeconds=1").await
+        });
+        api.store
+            .create("nodes", "", "n1", node("n1", json!({})))
+            .await
+            .unwrap();
+        let resp = waiting.await.unwrap();
+        let lines = watch_lines(&api, resp, vec![("n2", node("n2", json!({})))]).await;
+        let names: Vec<&str> = lines
+            .iter()
+            .map(|l| l["object"]["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["n2"]);
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_reads_nothing_holds_no_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 4);
+        let resp = start(&api, "watch=1&resourceVersion=0").await;
+        let mut body = resp.into_body();
+        api.store
+            .create("nodes", "", "first", node("first", json!({})))
+            .await
+            .unwrap();
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("\"first\""));
+        for i in 0..8 {
+            let n = format!("n{i}");
+            api.store
+                .create("nodes", "", &n, node(&n, json!({})))
+                .await
+                .unwrap();
+        }
+        // the only references to the events left are the history's own (4)
+        let found = api.store.events_after(5, "nodes", None, 10).unwrap();
+        assert_eq!(found.events.len(), 4);
+        for e in &found.events {
+            assert_eq!(Arc::strong_count(e), 2, "the history's and this read's");
+        }
+        let next = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        let line: Value = serde_json::from_slice(&next).unwrap();
+        assert_eq!(line["type"], "ERROR");
+        assert_eq!(line["object"]["code"], 410);
+        assert!(body.frame().await.is_none());
     }
 }

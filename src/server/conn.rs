@@ -1,0 +1,414 @@
+//! Connections: who may open one (a cap per client address and in total), how long a client may
+//! take to send a request's headers and body, and how long an idle connection stays open.
+//!
+//! [`serve`] serves HTTP/1.1 and h2c on any `AsyncRead + AsyncWrite` stream: the accept loop
+//! hands it a TCP stream today; a TLS layer hands it the stream it wraps around one.
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Response;
+use hyper::body::{Frame, SizeHint};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::audit::{Client, Line};
+use super::body::{self, BodyTimeout};
+use super::router;
+use super::status::ApiError;
+use super::verbs::Api;
+
+/// What one client, and all of them together, may hold of the server. The defaults follow
+/// kube-apiserver's HTTP server (32 s to send headers, 90 s idle); each can be changed with a
+/// `DSA_SERVER_*` environment variable (seconds, or a count) named below.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// A request's headers must arrive within this (`DSA_SERVER_HEADER_TIMEOUT`); for HTTP/1.1
+    /// also the longest wait for the next request on a kept-alive connection.
+    pub header_timeout: Duration,
+    /// A request's body must arrive within this (`DSA_SERVER_BODY_TIMEOUT`).
+    pub body_timeout: Duration,
+    /// A connection with no request in flight for this long is closed (`DSA_SERVER_IDLE_TIMEOUT`).
+    pub idle_timeout: Duration,
+    /// Open connections from one client address (`DSA_SERVER_MAX_CONNECTIONS_PER_CLIENT`).
+    pub max_connections_per_client: usize,
+    /// Open connections in all (`DSA_SERVER_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(32),
+            body_timeout: body::BODY_READ_TIMEOUT,
+            idle_timeout: Duration::from_secs(90),
+            max_connections_per_client: 1024,
+            max_connections: 16384,
+        }
+    }
+}
+
+impl Limits {
+    /// The defaults, with what the `DSA_SERVER_*` environment variables set (a value that does
+    /// not parse is ignored with a warning).
+    pub fn from_env() -> Limits {
+        Limits::from_vars(|k| std::env::var(k).ok())
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Limits {
+        let mut l = Limits::default();
+        let get = |key: &str| -> Option<u64> {
+            let v = var(key)?;
+            match v.trim().parse() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    tracing::warn!(key, value = v.as_str(), "ignored: not a whole number");
+                    None
+                }
+            }
+        };
+        let secs = |key: &str, d: &mut Duration| {
+            if let Some(n) = get(key).filter(|n| *n > 0) {
+                *d = Duration::from_secs(n);
+            }
+        };
+        secs("DSA_SERVER_HEADER_TIMEOUT", &mut l.header_timeout);
+        secs("DSA_SERVER_BODY_TIMEOUT", &mut l.body_timeout);
+        secs("DSA_SERVER_IDLE_TIMEOUT", &mut l.idle_timeout);
+        let count = |key: &str, n: &mut usize| {
+            if let Some(v) = get(key).filter(|v| *v > 0) {
+                *n = usize::try_from(v).unwrap_or(usize::MAX);
+            }
+        };
+        count(
+            "DSA_SERVER_MAX_CONNECTIONS_PER_CLIENT",
+            &mut l.max_connections_per_client,
+        );
+        count("DSA_SERVER_MAX_CONNECTIONS", &mut l.max_connections);
+        l
+    }
+
+    /// The total cap kept under the open files limit, with room for the store and logs.
+    pub fn capped_by_open_files(mut self) -> Limits {
+        use nix::sys::resource::{getrlimit, Resource};
+        if let Ok((soft, _)) = getrlimit(Resource::RLIMIT_NOFILE) {
+            let room = usize::try_from(soft.saturating_sub(64)).unwrap_or(usize::MAX);
+            self.max_connections = self.max_connections.min(room.max(1));
+        }
+        self
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    PerClient(usize),
+    Total(usize),
+}
+
+impl Refusal {
+    fn message(&self) -> String {
+        match self {
+            Refusal::PerClient(n) => {
+                format!("too many connections from this client address (limit {n})")
+            }
+            Refusal::Total(n) => format!("too many connections to the server (limit {n})"),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+/// The open connections, counted per client address and in all.
+#[derive(Debug, Clone)]
+pub struct Connections {
+    counts: Arc<Mutex<Counts>>,
+    per_client: usize,
+    total: usize,
+}
+
+/// An admitted connection's place in the counts, given back when dropped.
+#[derive(Debug)]
+pub struct Admitted {
+    counts: Arc<Mutex<Counts>>,
+    ip: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.per_client.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_client.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Connections {
+    pub fn new(limits: &Limits) -> Connections {
+        Connections {
+            counts: Arc::default(),
+            per_client: limits.max_connections_per_client,
+            total: limits.max_connections,
+        }
+    }
+
+    /// A place for a new connection from `ip`, or why there is none.
+    pub fn admit(&self, ip: IpAddr) -> Result<Admitted, Refusal> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if c.total >= self.total {
+            return Err(Refusal::Total(self.total));
+        }
+        let n = c.per_client.entry(ip).or_insert(0);
+        if *n >= self.per_client {
+            return Err(Refusal::PerClient(self.per_client));
+        }
+        *n += 1;
+        c.total += 1;
+        Ok(Admitted {
+            counts: self.counts.clone(),
+            ip,
+        })
+    }
+}
+
+/// Answers a connection over its cap with a 429 `Status` (as kube-apiserver's max-in-flight
+/// filter does), written only if the socket takes it at once, and closes it.
+pub fn refuse(stream: &TcpStream, client: &Client, refusal: &Refusal) {
+    let message = refusal.message();
+    let status = ApiError::new(429, "TooManyRequests", message.clone()).to_status();
+    let body = serde_json::to_vec(&status).unwrap_or_default();
+    let head = format!(
+        "HTTP/1.1 429 Too Many Requests\r\nContent-Type: application/json\r\nRetry-After: 1\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.try_write(&[head.as_bytes(), &body].concat());
+    client.log.record(Line::Refused {
+        client: client.addr,
+        user: "-".into(),
+        verb: "-",
+        path: "-".into(),
+        status: 429,
+        reason: message,
+    });
+}
+
+/// Requests in flight on a connection (a response counts until its body is sent), and how many
+/// were started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Activity {
+    in_flight: usize,
+    started: u64,
+}
+
+/// Counts a request as in flight while it lives.
+struct InFlight(watch::Sender<Activity>);
+
+impl InFlight {
+    fn start(tx: &watch::Sender<Activity>) -> InFlight {
+        tx.send_modify(|a| {
+            a.in_flight += 1;
+            a.started += 1;
+        });
+        InFlight(tx.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.send_modify(|a| a.in_flight -= 1);
+    }
+}
+
+/// A response body that keeps its request in flight until it is sent or dropped (a watch lives
+/// in its body).
+struct Tracked {
+    inner: body::Body,
+    _in_flight: InFlight,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A request body at least this big makes a heavy request (decoding and validating it takes a
+/// worker for a while).
+const HEAVY_BODY: usize = 256 * 1024;
+
+/// Heavy requests are served one at a time, so they never hold both runtime workers.
+static HEAVY_WRITES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+
+/// After an idle or slow connection is told to close, how long its last response may take.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Serves HTTP/1.1 and h2c on `io` until the client closes, a limit closes the connection or
+/// the task is aborted (server shutdown). `admitted` is given back when it ends.
+pub async fn serve<IO>(
+    io: IO,
+    client: Client,
+    api: Arc<Api>,
+    limits: Limits,
+    admitted: Admitted,
+    peer: super::tls::Peer,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _admitted = admitted;
+    let (activity, mut changes) = watch::channel(Activity::default());
+    let service = {
+        let client = client.clone();
+        let body_timeout = BodyTimeout(limits.body_timeout);
+        service_fn(move |mut req| {
+            let in_flight = InFlight::start(&activity);
+            req.extensions_mut().insert(client.clone());
+            req.extensions_mut().insert(body_timeout);
+            // what the TLS handshake told (a client certificate) for authentication
+            req.extensions_mut().insert(peer.clone());
+            let api = api.clone();
+            let heavy = req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+                .is_some_and(|n| n >= HEAVY_BODY);
+            async move {
+                // one big write at a time: the other worker stays free for everyone else
+                let _turn = match heavy {
+                    true => HEAVY_WRITES.acquire().await.ok(),
+                    false => None,
+                };
+                let resp: Response<body::Body> = router::handle(api, req).await;
+                if heavy {
+                    // its memory is free now: worth giving back (the release task trims)
+                    body::note_big_body();
+                }
+                drop(_turn);
+                let resp = resp.map(|inner| {
+                    http_body_util::BodyExt::boxed(Tracked {
+                        inner,
+                        _in_flight: in_flight,
+                    })
+                });
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        })
+    };
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.idle_timeout / 2)
+        .keep_alive_timeout(limits.header_timeout);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let ended = loop {
+        let now = *changes.borrow_and_update();
+        // before its first request a connection has the header timeout; after, the idle one
+        let quiet_limit = if now.started == 0 {
+            limits.header_timeout
+        } else {
+            limits.idle_timeout
+        };
+        tokio::select! {
+            ended = conn.as_mut() => break ended.err().map(|e| e.to_string()),
+            _ = changes.changed() => {}
+            _ = tokio::time::sleep(quiet_limit), if now.in_flight == 0 => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
+                let reason = if now.started == 0 {
+                    format!("no request within {} seconds", quiet_limit.as_secs())
+                } else {
+                    format!("idle for {} seconds", quiet_limit.as_secs())
+                };
+                break Some(reason);
+            }
+        }
+    };
+    if let Some(reason) = ended {
+        tracing::debug!(client = %client.addr, reason = reason.as_str(), "connection closed");
+        client.log.record(Line::Refused {
+            client: client.addr,
+            user: "-".into(),
+            verb: "-",
+            path: "-".into(),
+            status: 408,
+            reason: super::audit::short_reason(&reason),
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_capped_per_client_and_in_total() {
+        let limits = Limits {
+            max_connections_per_client: 2,
+            max_connections: 3,
+            ..Limits::default()
+        };
+        let conns = Connections::new(&limits);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = conns.admit(a).unwrap();
+        let _a2 = conns.admit(a).unwrap();
+        assert_eq!(conns.admit(a).unwrap_err(), Refusal::PerClient(2));
+        let _b1 = conns.admit(b).unwrap();
+        assert_eq!(conns.admit(b).unwrap_err(), Refusal::Total(3));
+        drop(a1);
+        let _a3 = conns.admit(a).unwrap();
+        assert!(conns.counts.lock().unwrap().per_client[&a] == 2);
+    }
+
+    #[test]
+    fn limits_from_the_environment() {
+        let vars: HashMap<&str, &str> = [
+            ("DSA_SERVER_HEADER_TIMEOUT", "2"),
+            ("DSA_SERVER_MAX_CONNECTIONS_PER_CLIENT", "8"),
+            ("DSA_SERVER_IDLE_TIMEOUT", "soon"),
+            ("DSA_SERVER_BODY_TIMEOUT", "0"),
+        ]
+        .into();
+        let l = Limits::from_vars(|k| vars.get(k).map(|v| v.to_string()));
+        assert_eq!(
+            l,
+            Limits {
+                header_timeout: Duration::from_secs(2),
+                max_connections_per_client: 8,
+                ..Limits::default()
+            }
+        );
+    }
+}

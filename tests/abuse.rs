@@ -1,0 +1,440 @@
+//! Hostile clients against the real server binary on loopback: nested-YAML bombs, huge
+//! annotations, idle, slow-header and slow-body connections, a connection flood from one
+//! address, reads and watches from a far-future resourceVersion. Meanwhile an honest client (a
+//! loop of GET, LIST and PATCH from another loopback address) keeps its p99 latency within 2x of
+//! its unloaded value, and the server's RSS comes back near its baseline after the big bodies.
+//! Bounded: a fixed number of attackers, short limits set through `DSA_SERVER_*`.
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+const HEADER_TIMEOUT: u64 = 2;
+const BODY_TIMEOUT: u64 = 4;
+const IDLE_TIMEOUT: u64 = 3;
+const PER_CLIENT: usize = 48;
+
+/// The server binary with short limits, its address and everything it logs.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    _data: tempfile::TempDir,
+}
+
+impl Server {
+    fn start() -> Server {
+        let data = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_daemonset-agent"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .env("DSA_SERVER_HEADER_TIMEOUT", HEADER_TIMEOUT.to_string())
+            .env("DSA_SERVER_BODY_TIMEOUT", BODY_TIMEOUT.to_string())
+            .env("DSA_SERVER_IDLE_TIMEOUT", IDLE_TIMEOUT.to_string())
+            .env(
+                "DSA_SERVER_MAX_CONNECTIONS_PER_CLIENT",
+                PER_CLIENT.to_string(),
+            )
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("addr=").nth(1) {
+                    let addr = addr.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the server logs its address")
+            .parse()
+            .unwrap();
+        Server {
+            child,
+            addr,
+            log,
+            _data: data,
+        }
+    }
+
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+
+    fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap();
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        ticks as f64 / 100.0
+    }
+
+    fn logged(&self, pattern: &[&str]) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| pattern.iter().all(|p| l.contains(p)))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A connection from `source` (a loopback address of its own, so the per-client cap counts the
+/// attackers apart from the honest client).
+async fn connect_from(source: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(format!("{source}:0").parse().unwrap())?;
+    socket.connect(addr).await
+}
+
+/// One request on a fresh connection from `source`: status and body.
+async fn request(
+    source: &str,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> (u16, String) {
+    let stream = connect_from(source, addr).await.unwrap();
+    let (mut send, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The honest client: GET, LIST and PATCH in a loop on one kept-alive connection until `stop`;
+/// the latency of each request.
+async fn honest_client(addr: SocketAddr, stop: Arc<AtomicBool>, at_least: usize) -> Vec<Duration> {
+    let stream = connect_from("127.0.0.1", addr).await.unwrap();
+    let (mut send, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let mut latencies = Vec::new();
+    let mut n = 0u64;
+    while latencies.len() < at_least || !stop.load(Ordering::Relaxed) {
+        let (method, path, body) = match n % 3 {
+            0 => ("GET", "/api/v1/namespaces/honest", String::new()),
+            1 => ("GET", "/api/v1/namespaces", String::new()),
+            _ => (
+                "PATCH",
+                "/api/v1/namespaces/honest",
+                format!(r#"{{"metadata":{{"labels":{{"n":"{n}"}}}}}}"#),
+            ),
+        };
+        n += 1;
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "localhost")
+            .header("content-type", "application/merge-patch+json")
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let start = Instant::now();
+        send.ready().await.unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let status = resp.status();
+        resp.into_body().collect().await.unwrap();
+        latencies.push(start.elapsed());
+        assert!(status.is_success(), "{method} {path}: {status}");
+    }
+    latencies
+}
+
+/// The honest client on a thread and runtime of its own, apart from the attackers' tasks.
+fn honest_on_own_thread(
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Duration>> {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(honest_client(addr, stop, 300))
+    })
+}
+
+fn p99(mut latencies: Vec<Duration>) -> Duration {
+    latencies.sort();
+    latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
+}
+
+/// Reads until the server closes the connection; how long that took and what it sent.
+async fn until_closed(mut stream: TcpStream, within: Duration) -> (Duration, Vec<u8>) {
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(within, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (start.elapsed(), got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("connection still open after {within:?}"),
+        }
+    }
+}
+
+fn flow_bomb() -> Vec<u8> {
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: bomb\n  labels: {}{}\n",
+        "[".repeat(200_000),
+        "]".repeat(200_000)
+    )
+    .into_bytes()
+}
+
+fn laughs() -> Vec<u8> {
+    let mut y = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: lol\nx0: &a0 [l, l, l, l, l, l, l, l, l, l]\n");
+    for i in 1..10 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        y.push_str(&format!("x{i}: &a{i} [{refs}]\n"));
+    }
+    y.into_bytes()
+}
+
+/// A namespace with 2.7 MB of annotations in 60 000 small entries (the shape that bloats).
+fn bloated(i: usize) -> Vec<u8> {
+    let annotations: serde_json::Map<String, serde_json::Value> = (0..60_000)
+        .map(|j| (format!("k{j:06}"), "v".repeat(30).into()))
+        .collect();
+    serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": format!("big{i}"), "annotations": annotations}
+    }))
+    .unwrap()
+}
+
+#[test]
+fn hostile_clients_neither_stop_nor_bloat_the_server() {
+    let server = Server::start();
+    let addr = server.addr;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (code, _) = request(
+            "127.0.0.1",
+            addr,
+            "POST",
+            "/api/v1/namespaces",
+            "application/json",
+            br#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"honest"}}"#.to_vec(),
+        )
+        .await;
+        assert_eq!(code, 201);
+        // the attack's bodies are made before anything is measured: the test shares the cores
+        let bloated: Vec<Vec<u8>> = (0..20).map(bloated).collect();
+        let mut bloated = bloated.into_iter();
+        let rss_baseline = server.rss_kib();
+        let stop = Arc::new(AtomicBool::new(true));
+        let unloaded = p99(honest_on_own_thread(addr, stop.clone()).join().unwrap());
+
+        stop.store(false, Ordering::Relaxed);
+        let honest = honest_on_own_thread(addr, stop.clone());
+        let cpu_before = server.cpu_seconds();
+
+        // nested YAML and a billion laughs: refused at once, little CPU
+        let started = Instant::now();
+        let mut bombs = Vec::new();
+        for body in [flow_bomb(), flow_bomb(), laughs()] {
+            bombs.push(tokio::spawn(request(
+                "127.0.0.2",
+                addr,
+                "POST",
+                "/api/v1/namespaces",
+                "application/yaml",
+                body,
+            )));
+        }
+        for b in bombs {
+            let (code, body) = b.await.unwrap();
+            assert_eq!(code, 400, "{body}");
+        }
+        let bombs_took = started.elapsed();
+        let bomb_cpu = server.cpu_seconds() - cpu_before;
+        assert!(bombs_took < Duration::from_secs(10), "{bombs_took:?}");
+
+        // huge annotations: refused, and the memory they took is given back
+        let mut rss_peak = 0;
+        for _ in 0..2 {
+            let mut big = Vec::new();
+            for _ in 0..10 {
+                big.push(tokio::spawn(request(
+                    "127.0.0.3",
+                    addr,
+                    "POST",
+                    "/api/v1/namespaces",
+                    "application/json",
+                    bloated.next().unwrap(),
+                )));
+            }
+            for b in big {
+                let (code, body) = b.await.unwrap();
+                assert_eq!(code, 422, "{}", &body[..body.len().min(300)]);
+            }
+            rss_peak = rss_peak.max(server.rss_kib());
+        }
+
+        // idle, slow-header and slow-body connections are closed; a flood over the cap is told 429
+        let mut held = Vec::new();
+        for _ in 0..20 {
+            held.push(connect_from("127.0.0.4", addr).await.unwrap());
+        }
+        let mut slow_header = Vec::new();
+        for _ in 0..10 {
+            let mut s = connect_from("127.0.0.5", addr).await.unwrap();
+            s.write_all(b"GET /api HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+            slow_header.push(s);
+        }
+        let mut slow_body = Vec::new();
+        for _ in 0..5 {
+            let mut s = connect_from("127.0.0.6", addr).await.unwrap();
+            s.write_all(b"POST /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{").await.unwrap();
+            slow_body.push(s);
+        }
+        let mut flood = Vec::new();
+        for _ in 0..PER_CLIENT + 20 {
+            flood.push(connect_from("127.0.0.7", addr).await.unwrap());
+        }
+        // reads and watches from a far-future resourceVersion: 504 after the wait
+        let future = tokio::spawn(request(
+            "127.0.0.8",
+            addr,
+            "GET",
+            "/api/v1/namespaces?watch=1&resourceVersion=999999999",
+            "application/json",
+            Vec::new(),
+        ));
+        let future_get = tokio::spawn(request(
+            "127.0.0.8",
+            addr,
+            "GET",
+            "/api/v1/namespaces/honest?resourceVersion=999999999",
+            "application/json",
+            Vec::new(),
+        ));
+
+        let limit = Duration::from_secs(BODY_TIMEOUT + 5);
+        let mut refused = 0;
+        for s in flood {
+            let (_, got) = until_closed(s, limit).await;
+            if got.starts_with(b"HTTP/1.1 429") {
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 20, "connections over the per-client cap are refused");
+        for s in held.into_iter().chain(slow_header) {
+            let (took, _) = until_closed(s, limit).await;
+            assert!(took < limit, "{took:?}");
+        }
+        for s in slow_body {
+            let (_, got) = until_closed(s, limit).await;
+            assert!(got.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&got));
+        }
+        let (code, body) = future.await.unwrap();
+        assert!(
+            code == 504 || body.contains("Too large resource version"),
+            "{code} {body}"
+        );
+        let (code, body) = future_get.await.unwrap();
+        assert_eq!(code, 504, "{body}");
+        assert!(body.contains("Too large resource version"), "{body}");
+
+        stop.store(true, Ordering::Relaxed);
+        let loaded = p99(honest.join().unwrap());
+
+        // the big bodies' memory is given back within a few seconds
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let bound = rss_baseline + 40 * 1024;
+        let mut rss_after = server.rss_kib();
+        while rss_after > bound && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            rss_after = server.rss_kib();
+        }
+        eprintln!(
+            "abuse figures: bombs refused in {bombs_took:?} using {bomb_cpu:.2} s of CPU; RSS {} MiB baseline, {} MiB peak, {} MiB after; honest p99 {unloaded:?} unloaded, {loaded:?} under attack",
+            rss_baseline / 1024,
+            rss_peak / 1024,
+            rss_after / 1024
+        );
+        assert!(rss_after <= bound, "RSS {rss_after} KiB, baseline {rss_baseline} KiB");
+        // 2x, with 20 ms of slack for a shared, unoptimised test machine's scheduler
+        assert!(
+            loaded <= unloaded * 2 + Duration::from_millis(20),
+            "honest p99 {loaded:?} under attack, {unloaded:?} unloaded"
+        );
+    });
+    // every refusal left a line with the client, verb, path, status and reason; writes an audit line
+    for pattern in [
+        &[
+            "request refused",
+            "client=127.0.0.2",
+            "verb=\"create\"",
+            "path=\"/api/v1/namespaces\"",
+            "status=400",
+            "nesting deeper",
+        ][..],
+        &["request refused", "client=127.0.0.7", "status=429"][..],
+        &["request refused", "client=127.0.0.6", "status=408"][..],
+        &["request refused", "client=127.0.0.8", "status=504"][..],
+        &[
+            "write",
+            "user=\"admin\"",
+            "verb=\"patch\"",
+            "resource=\"namespaces\"",
+            "name=\"honest\"",
+            "status=200",
+        ][..],
+    ] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !server.logged(pattern) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(server.logged(pattern), "no log line with {pattern:?}");
+    }
+}
