@@ -5,6 +5,7 @@ pub mod eligibility;
 pub mod hash;
 pub mod labels;
 pub mod names;
+pub mod nodehealth;
 pub mod patch;
 pub mod plan;
 pub mod probe;
