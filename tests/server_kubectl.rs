@@ -34,6 +34,8 @@ impl Srv {
                 data_dir: data.to_path_buf(),
                 listen: "127.0.0.1:0".parse().unwrap(),
                 policy,
+                node_monitor_grace_period:
+                    daemonset_agent::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
             }))
             .unwrap();
         Srv {

@@ -177,6 +177,7 @@ pub(crate) mod test_api {
             data_dir: dir.path().join("server"),
             listen,
             policy: Default::default(),
+            node_monitor_grace_period: crate::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
         };
         let server = crate::server::start(opts).await.unwrap();
         let client = super::client(&server.kubeconfig).await.unwrap();
