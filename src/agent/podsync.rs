@@ -17,6 +17,10 @@ use crate::core::plan::{DesiredPod, PodKey};
 pub enum Update {
     /// A pod's status, as its worker computed it.
     Status(Box<DesiredPod>, Box<PodStatus>),
+    /// The API's copy of a pod's status is not what was last written (another writer, such as
+    /// the node-lifecycle controller marking it not ready): the next status is written even if
+    /// unchanged (the status manager's `needsReconcile`).
+    Stale { key: PodKey, uid: String },
     /// A pod's containers are gone; `delete`: the API is deleting it, delete it for good.
     Finished {
         key: PodKey,
@@ -58,6 +62,9 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
                     if sent.get(&id) != Some(&s) {
                         wanted.insert(id, Want::Status(s));
                     }
+                }
+                Update::Stale { key, uid } => {
+                    sent.remove(&(key, uid));
                 }
                 Update::Finished { key, uid, delete } => {
                     let id = (key, uid);
@@ -102,6 +109,16 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
             delay = Duration::from_millis(200);
         }
     }
+}
+
+/// The API's Ready condition of `api` is not the one in `status` (status only: times may differ).
+pub fn ready_differs(api: &Pod, status: &PodStatus) -> bool {
+    let ready = |s: Option<&PodStatus>| {
+        s.and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone())
+    };
+    ready(api.status.as_ref()) != ready(Some(status))
 }
 
 /// The status of the pod `name` of uid `uid` (a merge patch of `pods/status`).
