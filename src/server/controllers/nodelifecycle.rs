@@ -59,7 +59,6 @@ impl Options {
     }
 }
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum NodeLifecycleError {
     #[error("node {node}: {source}")]
@@ -706,6 +705,22 @@ mod tests {
                 .collect()
         }
 
+        /// Waits for a Node event whose object satisfies `f`; the clock's time then.
+        async fn node_event(&mut self, f: impl Fn(&Value) -> bool) -> i64 {
+            loop {
+                let ev = self.watch.rx.recv().await.unwrap();
+                if ev.resource == NODES.key() && f(&ev.object) {
+                    return self.clock.now_ms();
+                }
+            }
+        }
+
+        /// The pod is being deleted.
+        async fn terminating(&self, name: &str) -> bool {
+            let p = self.get(&PODS, Some("default"), name).await.unwrap();
+            p.pointer("/metadata/deletionTimestamp").is_some()
+        }
+
         async fn pod_ready(&self, name: &str) -> String {
             let p = self.get(&PODS, Some("default"), name).await.unwrap();
             let c = p["status"]["conditions"]
@@ -774,29 +789,18 @@ mod tests {
         let n1 = rig.get(&NODES, None, "n1").await.unwrap();
         let added = unix_ms(&n1["spec"]["taints"][1], "/timeAdded").unwrap();
         assert_eq!(added, T0 + 4_000, "now, in whole seconds as v1.Time has it");
-        tokio::time::advance(Duration::from_secs(299)).await;
-        rig.renew("n2").await;
-        rig.events().await;
-        rig.c.pass().await;
-        let bare = rig.get(&PODS, Some("default"), "bare-n1").await.unwrap();
-        assert!(
-            bare.pointer("/metadata/deletionTimestamp").is_none(),
-            "not yet"
-        );
-        tokio::time::advance(Duration::from_secs(1)).await;
-        rig.renew("n2").await;
-        rig.events().await;
-        rig.c.pass().await;
-        let bare = rig.get(&PODS, Some("default"), "bare-n1").await.unwrap();
-        assert!(
-            bare.pointer("/metadata/deletionTimestamp").is_some(),
-            "evicted: {bare}"
-        );
-        let ds = rig.get(&PODS, Some("default"), "ds-n1").await.unwrap();
-        assert!(
-            ds.pointer("/metadata/deletionTimestamp").is_none(),
-            "daemon pods stay"
-        );
+        for (secs, evicted) in [(299, false), (1, true)] {
+            tokio::time::advance(Duration::from_secs(secs)).await;
+            rig.renew("n2").await;
+            rig.events().await;
+            rig.c.pass().await;
+            assert_eq!(
+                rig.terminating("bare-n1").await,
+                evicted,
+                "after {secs} s more"
+            );
+        }
+        assert!(!rig.terminating("ds-n1").await, "daemon pods stay");
 
         // the agent comes back: renews, posts Ready; the taints go at once, and the pod's
         // readiness is the agent's to report again
@@ -812,6 +816,44 @@ mod tests {
         assert_eq!(rig.ready("n1").await.0, "True");
         assert!(rig.taints("n1").await.is_empty());
         assert_eq!(rig.pod_ready("ds-n1").await, "False");
+    }
+
+    /// The controller's own loop on paused time: a node is marked exactly when its grace period
+    /// ends (no polling delay), and untainted as soon as its agent posts Ready again.
+    #[tokio::test(start_paused = true)]
+    async fn the_loop_marks_a_node_when_its_grace_period_ends() {
+        let mut rig = Rig::new().await;
+        rig.agent_node("n1").await;
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(run(
+            rig.api.clone(),
+            rig.clock.clone(),
+            Options::with_grace(GRACE),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let ready = |n: &Value| s(n, "/status/conditions/0/status").to_string();
+        let taints = |n: &Value| n["spec"]["taints"].as_array().map_or(0, Vec::len);
+        let unknown_at = rig.node_event(|n| ready(n) == "Unknown").await;
+        assert_eq!(
+            unknown_at - T0,
+            4_001,
+            "grace period + 1 ms after it was last seen"
+        );
+        let tainted_at = rig.node_event(|n| taints(n) == 2).await;
+        assert_eq!(tainted_at, unknown_at);
+
+        tokio::time::advance(Duration::from_secs(20)).await;
+        rig.renew("n1").await;
+        rig.post_ready("n1").await;
+        let back = rig.clock.now_ms();
+        let untainted = rig
+            .node_event(|n| ready(n) == "True" && taints(n) == 0)
+            .await;
+        assert_eq!(untainted, back, "at once");
+        stop.send(()).unwrap();
+        task.await.unwrap();
     }
 
     /// A node deleted while tainted is forgotten; registered again, it starts afresh.
