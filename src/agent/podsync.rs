@@ -111,14 +111,17 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
     }
 }
 
-/// The API's Ready condition of `api` is not the one in `status` (status only: times may differ).
+/// `status` has a Ready condition and the API's pod `api` has another one (its status only:
+/// times may differ). Writing `status` replaces the API's conditions, so this cannot stay true
+/// after a write and never makes a loop of writes.
 pub fn ready_differs(api: &Pod, status: &PodStatus) -> bool {
     let ready = |s: Option<&PodStatus>| {
         s.and_then(|s| s.conditions.as_ref())
             .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
             .map(|c| c.status.clone())
     };
-    ready(api.status.as_ref()) != ready(Some(status))
+    let ours = ready(Some(status));
+    ours.is_some() && ready(api.status.as_ref()) != ours
 }
 
 /// The status of the pod `name` of uid `uid` (a merge patch of `pods/status`).
@@ -256,6 +259,33 @@ mod tests {
         until(&pods, "mon-abcde", "deleted", conditions::is_deleted(&uid)).await;
         assert!(pods.get_opt("ghost-fghij").await.unwrap().is_none());
         api.server.shutdown().await;
+    }
+
+    /// Only a Ready the agent reports, and the API does not have, counts as another writer's.
+    #[test]
+    fn ready_differs_only_on_a_ready_of_our_own() {
+        let with_ready = |status: &str| -> PodStatus {
+            serde_json::from_value(serde_json::json!({"phase": "Running",
+                "conditions": [{"type": "Ready", "status": status}]}))
+            .unwrap()
+        };
+        let api = |status: PodStatus| Pod {
+            status: Some(status),
+            ..Default::default()
+        };
+        assert!(ready_differs(
+            &api(with_ready("False")),
+            &with_ready("True")
+        ));
+        assert!(!ready_differs(
+            &api(with_ready("True")),
+            &with_ready("True")
+        ));
+        assert!(ready_differs(&Pod::default(), &with_ready("True")));
+        assert!(
+            !ready_differs(&api(with_ready("False")), &PodStatus::default()),
+            "a status without Ready would not change the API's"
+        );
     }
 
     /// A write made while the API is away is retried until it comes: the first attempt reaches a
