@@ -4,6 +4,8 @@
 //! registry, the real kubectl. containerd is sampled with `ctr` every 100 ms, independently of
 //! the API under test.
 //!
+//! A bare pod tolerating unreachable for 2 s is evicted meanwhile; the DaemonSet's pod is not.
+//!
 //! Why the waits are enough: a frozen agent's Lease was renewed at most 1 s before the freeze,
 //! so the controller marks its node at most 4 s (+ one write) after it; the waits allow 30 s,
 //! for a loaded 2-core machine. A thawed agent renews at once, sees its node Unknown through its
@@ -187,7 +189,8 @@ impl Cluster {
         self.get(&["ds", "hb"])?["status"]["numberReady"].as_i64()
     }
 
-    /// The running task of `node`'s namespace: (container id, pid), as containerd has it.
+    /// The running task of the DaemonSet's pod in `node`'s namespace: (container id, pid), as
+    /// containerd has it (a restart changes both: the id carries the restart count).
     fn task(socket: &std::path::Path, node: &str) -> Option<(String, String)> {
         let out = Command::new("ctr")
             .arg("--address")
@@ -199,7 +202,7 @@ impl Cluster {
             .lines()
             .skip(1)
             .map(|l| l.split_whitespace().collect::<Vec<_>>())
-            .find(|f| f.len() >= 3 && f[2] == "RUNNING")
+            .find(|f| f.len() >= 3 && f[2] == "RUNNING" && f[0].starts_with("default_hb-"))
             .map(|f| (f[0].to_string(), f[1].to_string()))
     }
 }
@@ -312,6 +315,18 @@ fn a_frozen_agent_turns_its_node_unknown_and_back_without_restarts() {
     wait_for("both pods ready", Duration::from_secs(90), || {
         (c.number_ready() == Some(2)).then_some(())
     });
+    // a bare pod on node-a that tolerates unreachable for 2 s only (what a ReplicaSet's pod
+    // relies on to leave a lost node)
+    let bare = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: evictee\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  tolerations:\n  - key: node.kubernetes.io/unreachable\n    operator: Exists\n    effect: NoExecute\n    tolerationSeconds: 2\n  containers:\n  - name: main\n    image: {registry}/busybox:v1\n"
+    );
+    let f = c.dir.path().join("evictee.yaml");
+    std::fs::write(&f, bare).unwrap();
+    c.kubectl_ok(&["apply", "-f", f.to_str().unwrap()]);
+    wait_for("the bare pod ready", Duration::from_secs(60), || {
+        c.get(&["pod", "evictee"])
+            .filter(|p| ready_of(p).0 == "True")
+    });
     let task_a = Cluster::task(&c.ctd.socket, "node-a").expect("node-a runs its pod");
     let task_b = Cluster::task(&c.ctd.socket, "node-b").expect("node-b runs its pod");
     let sampler = Sampler::start(c.ctd.socket.clone(), &["node-a", "node-b"]);
@@ -371,6 +386,27 @@ fn a_frozen_agent_turns_its_node_unknown_and_back_without_restarts() {
     wait_for("numberReady 1", Duration::from_secs(10), || {
         (c.number_ready() == Some(1)).then_some(())
     });
+    // NoExecute: the bare pod goes once its 2 s ran out, the DaemonSet's pod stays
+    let evicted = wait_for("the bare pod evicted", Duration::from_secs(10), || {
+        c.get(&["pod", "evictee"])
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_string())
+    });
+    let taint_added = tainted["spec"]["taints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["effect"] == "NoExecute")
+        .map(|t| rfc3339_ms(&t["timeAdded"]))
+        .unwrap();
+    let after_taint = rfc3339_ms(&evicted["metadata"]["deletionTimestamp"])
+        - evicted["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(0)
+            * 1000
+        - taint_added;
+    eprintln!("eviction: the bare pod was deleted {after_taint} ms after the NoExecute taint (tolerationSeconds 2, whole seconds)");
+    assert!((1_000..4_000).contains(&after_taint), "{after_taint}");
+    assert!(c.pod_on("node-a").unwrap()["metadata"]["deletionTimestamp"].is_null());
     let printed = c.kubectl_ok(&["get", "ds", "hb"]);
     let status = &c.get(&["ds", "hb"]).unwrap()["status"];
     eprintln!("while node-a is frozen:\n{printed}{status}");
@@ -397,6 +433,11 @@ fn a_frozen_agent_turns_its_node_unknown_and_back_without_restarts() {
     wait_for("numberReady 2 again", Duration::from_secs(30), || {
         (c.number_ready() == Some(2)).then_some(())
     });
+    wait_for(
+        "the evicted pod stopped and gone",
+        Duration::from_secs(30),
+        || c.get(&["pod", "evictee"]).is_none().then_some(()),
+    );
     eprintln!(
         "recovery: node Ready and untainted {} ms after SIGCONT, pod and DaemonSet ready {} ms",
         node_back.as_millis(),
