@@ -684,15 +684,7 @@ mod tests {
         }
 
         async fn ready(&self, node: &str) -> (String, String) {
-            let n = self.get(&NODES, None, node).await.unwrap();
-            let c = n["status"]["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["type"] == "Ready")
-                .unwrap()
-                .clone();
-            (s(&c, "/status").into(), s(&c, "/reason").into())
+            ready_of(&self.get(&NODES, None, node).await.unwrap())
         }
 
         async fn taints(&self, node: &str) -> Vec<String> {
@@ -722,16 +714,15 @@ mod tests {
         }
 
         async fn pod_ready(&self, name: &str) -> String {
-            let p = self.get(&PODS, Some("default"), name).await.unwrap();
-            let c = p["status"]["conditions"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["type"] == "Ready")
-                .unwrap()
-                .clone();
-            s(&c, "/status").into()
+            ready_of(&self.get(&PODS, Some("default"), name).await.unwrap()).0
         }
+    }
+
+    /// The status and reason of an object's Ready condition.
+    fn ready_of(obj: &Value) -> (String, String) {
+        let conditions = obj["status"]["conditions"].as_array().unwrap();
+        let c = conditions.iter().find(|c| c["type"] == "Ready").unwrap();
+        (s(c, "/status").into(), s(c, "/reason").into())
     }
 
     #[tokio::test(start_paused = true)]
