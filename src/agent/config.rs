@@ -381,6 +381,10 @@ zone = "a"
             ),
             ("container-log-max-files = 1", "container-log-max-files"),
             ("log-driver-binary = \"rel/path\"", "log-driver-binary"),
+            (
+                "node-lease-duration-seconds = 3",
+                "node-lease-duration-seconds",
+            ),
         ] {
             let file = parse_file(text, Path::new("a.toml")).unwrap();
             match merge(file, &Flags::default(), "h") {

@@ -258,10 +258,11 @@ async fn register_until_done(
 }
 
 /// Registers the Node, then renews its Lease every quarter of its duration and re-posts its
-/// status every 5 min; times come from `clock`. It also watches its own Node: deleted (`kubectl delete node`),
-/// the Node is registered again at once (labels and taints from the configuration; the pods keep
-/// running, nothing restarts); a Ready condition not the agent's (Unknown after a silence) gets
-/// the agent's status posted at once.
+/// status every 5 min; times come from `clock`. It also watches its own Node: deleted (`kubectl
+/// delete node`), the Node is registered again at once (labels and taints from the
+/// configuration; the pods keep running, nothing restarts); a Ready condition not the agent's
+/// (Unknown after a silence) gets the agent's status posted at once. The Lease duration is the
+/// one the agent started with (a SIGHUP reload does not change it).
 pub async fn heartbeat(client: kube::Client, cfg: Config, runtime_version: String, clock: Clock) {
     use futures::StreamExt as _;
     use kube::runtime::watcher::{self, Event};
@@ -435,6 +436,7 @@ mod tests {
         })
         .await
         .unwrap();
+        assert_eq!(renew_every(&cfg(&[], &[])), Duration::from_secs(10));
         let spec = lease.spec.unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some("node-t"));
         assert_eq!(spec.lease_duration_seconds, Some(40));
