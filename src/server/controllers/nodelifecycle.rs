@@ -256,7 +256,7 @@ impl Controller {
                 return None;
             }
             // what changed may call for a write (the agent's Ready, taints removed by hand)
-            match self.sync_node(&ev.name).await {
+            match self.sync_node(&ev.name, &mut PodsByNode::default()).await {
                 Ok(at) => at.map(|ms| self.clock.deadline(ms)),
                 Err(e) => {
                     tracing::warn!(error = %e, "node-lifecycle sync failed; retrying");
@@ -288,8 +288,10 @@ impl Controller {
     async fn pass(&mut self) -> tokio::time::Instant {
         let mut next = tokio::time::Instant::now() + MONITOR_PERIOD;
         let names: Vec<String> = self.nodes.keys().cloned().collect();
+        // listed once per pass, when a node needs its pods
+        let mut pods = PodsByNode::default();
         for name in names {
-            match self.sync_node(&name).await {
+            match self.sync_node(&name, &mut pods).await {
                 Ok(Some(at)) => next = next.min(self.clock.deadline(at)),
                 Ok(None) => {}
                 Err(e) => {
@@ -302,7 +304,11 @@ impl Controller {
     }
 
     /// Decides for one node and writes what changed; returns when to look at it again (unix ms).
-    pub async fn sync_node(&mut self, name: &str) -> Result<Option<i64>, NodeLifecycleError> {
+    pub async fn sync_node(
+        &mut self,
+        name: &str,
+        pods: &mut PodsByNode,
+    ) -> Result<Option<i64>, NodeLifecycleError> {
         let err = |source| NodeLifecycleError::Node {
             node: name.to_string(),
             source,
@@ -355,12 +361,13 @@ impl Controller {
             }
         }
         if verdict.mark_pods {
-            self.mark_pods_not_ready(name, now).await?;
+            let on_node = pods.on(&self.api, &self.user, name).await?;
+            self.mark_pods_not_ready(name, &on_node, now).await?;
             if let Some(h) = self.health.get_mut(name) {
                 h.pods_marked();
             }
         }
-        let evict_at = self.evict(name, now).await?;
+        let evict_at = self.evict(name, pods, now).await?;
         Ok([verdict.check_at_ms, evict_at].into_iter().flatten().min())
     }
 
@@ -392,34 +399,23 @@ impl Controller {
         }
     }
 
-    /// The pods bound to `node`.
-    async fn pods_on(&self, node: &str) -> Result<Vec<Arc<Value>>, NodeLifecycleError> {
-        let (pods, _) = self
-            .api
-            .list(&self.user, &PODS, None, &Filter::default())
-            .await
-            .map_err(|source| NodeLifecycleError::List {
-                what: "pods",
-                source,
-            })?;
-        Ok(pods
-            .into_iter()
-            .filter(|p| s(p, "/spec/nodeName") == node)
-            .collect())
-    }
-
     /// `markPodsNotReady`: the Ready condition of each pod on `node` set to False.
-    async fn mark_pods_not_ready(&self, node: &str, now: i64) -> Result<(), NodeLifecycleError> {
-        for pod in self.pods_on(node).await? {
-            let typed: Pod = match serde_json::from_value((*pod).clone()) {
+    async fn mark_pods_not_ready(
+        &self,
+        node: &str,
+        pods: &[Arc<Value>],
+        now: i64,
+    ) -> Result<(), NodeLifecycleError> {
+        for pod in pods {
+            let typed: Pod = match serde_json::from_value((**pod).clone()) {
                 Ok(p) => p,
                 Err(_) => continue,
             };
             if !nodehealth::needs_not_ready(&typed) {
                 continue;
             }
-            let (ns, name) = (s(&pod, "/metadata/namespace"), s(&pod, "/metadata/name"));
-            let uid = s(&pod, "/metadata/uid").to_string();
+            let (ns, name) = (s(pod, "/metadata/namespace"), s(pod, "/metadata/name"));
+            let uid = s(pod, "/metadata/uid").to_string();
             let at = ObjectRef::new(&PODS, Some(ns), name);
             let written = self
                 .api
@@ -463,7 +459,12 @@ impl Controller {
 
     /// The taint-eviction pass of `node`: deletes the pods its NoExecute taints evict now;
     /// returns when the next one is due (unix ms).
-    async fn evict(&mut self, node: &str, now: i64) -> Result<Option<i64>, NodeLifecycleError> {
+    async fn evict(
+        &mut self,
+        node: &str,
+        pods: &mut PodsByNode,
+        now: i64,
+    ) -> Result<Option<i64>, NodeLifecycleError> {
         let Some((_, n)) = self.nodes.get(node).cloned() else {
             return Ok(None);
         };
@@ -476,7 +477,7 @@ impl Controller {
             .and_then(|s| s.taints.clone())
             .unwrap_or_default();
         let mut next: Option<i64> = None;
-        for pod in self.pods_on(node).await? {
+        for pod in pods.on(&self.api, &self.user, node).await? {
             if pod.pointer("/metadata/deletionTimestamp").is_some() {
                 continue;
             }
@@ -521,6 +522,43 @@ impl Controller {
             }
         }
         Ok(next)
+    }
+}
+
+/// The pods by the node they are bound to, listed at most once (per pass or event).
+#[derive(Default)]
+pub struct PodsByNode(Option<HashMap<String, Vec<Arc<Value>>>>);
+
+impl PodsByNode {
+    async fn on(
+        &mut self,
+        api: &Api,
+        user: &User,
+        node: &str,
+    ) -> Result<Vec<Arc<Value>>, NodeLifecycleError> {
+        if self.0.is_none() {
+            let (pods, _) = api
+                .list(user, &PODS, None, &Filter::default())
+                .await
+                .map_err(|source| NodeLifecycleError::List {
+                    what: "pods",
+                    source,
+                })?;
+            let mut by_node: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
+            for p in pods {
+                by_node
+                    .entry(s(&p, "/spec/nodeName").to_string())
+                    .or_default()
+                    .push(p);
+            }
+            self.0 = Some(by_node);
+        }
+        Ok(self
+            .0
+            .as_ref()
+            .and_then(|m| m.get(node))
+            .cloned()
+            .unwrap_or_default())
     }
 }
 
