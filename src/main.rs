@@ -194,6 +194,43 @@ struct ServerArgs {
     /// Admit hostPath volumes (`--allow-host-path=false` refuses them with a 422).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     allow_host_path: bool,
+    /// How long a node's agent may be silent (no Lease renewal, no status) before its node is
+    /// Ready=Unknown and tainted unreachable, as kube-controller-manager's flag: `40s`, `4s`,
+    /// `1m30s`, `500ms`.
+    #[arg(long, default_value = "40s", value_parser = parse_duration, value_name = "DURATION")]
+    node_monitor_grace_period: std::time::Duration,
+}
+
+/// A Go duration as Kubernetes' flags take them: whole numbers with `ms`, `s`, `m` or `h`, one
+/// after another (`1m30s`).
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{text:?} is not a duration like 40s, 1m30s or 500ms");
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let one = match &rest[..unit] {
+            "ms" => std::time::Duration::from_millis(1),
+            "s" => std::time::Duration::from_secs(1),
+            "m" => std::time::Duration::from_secs(60),
+            "h" => std::time::Duration::from_secs(3600),
+            _ => return Err(bad()),
+        };
+        let n = u32::try_from(n).map_err(|_| bad())?;
+        total = total
+            .checked_add(one.checked_mul(n).ok_or_else(bad)?)
+            .ok_or_else(bad)?;
+        rest = &rest[unit..];
+    }
+    if total.is_zero() {
+        return Err(bad());
+    }
+    Ok(total)
 }
 
 fn main() -> ExitCode {
@@ -291,6 +328,7 @@ async fn run_server(args: ServerArgs) -> ExitCode {
             allow_privileged: args.allow_privileged,
             allow_host_path: args.allow_host_path,
         },
+        node_monitor_grace_period: args.node_monitor_grace_period,
     };
     match server::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -398,4 +436,20 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     agent.shutdown().await;
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_as_kubernetes_flags_take_them() {
+        assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        for bad in ["", "40", "s", "4x", "0s", "-1s", "1.5s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

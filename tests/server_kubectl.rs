@@ -36,6 +36,8 @@ impl Srv {
                 insecure_listen: None,
                 tls_sans: vec![],
                 policy,
+                node_monitor_grace_period:
+                    daemonset_agent::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
             }))
             .unwrap();
         Srv {

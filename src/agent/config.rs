@@ -50,6 +50,9 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     /// Seconds between full resyncs with containerd (events wake the loop earlier).
     pub resync_seconds: Option<u64>,
+    /// The Node Lease's duration (the kubelet's nodeLeaseDurationSeconds, 40); the Lease is
+    /// renewed every quarter of it. Keep it at or below the server's node monitor grace period.
+    pub node_lease_duration_seconds: Option<u32>,
     /// Whether containers' output also goes to journald (default true; false: the log file only).
     pub container_logs_to_journald: Option<bool>,
     /// journald's native socket for containers' output.
@@ -104,6 +107,7 @@ pub struct Config {
     pub containerd_namespace: String,
     pub state_dir: PathBuf,
     pub resync_seconds: u64,
+    pub node_lease_duration_seconds: u32,
     /// journald's socket for containers' output; None: their log files only.
     pub container_journal: Option<PathBuf>,
     /// Rotation of containers' log files: size in bytes (0: never) and files kept.
@@ -222,6 +226,13 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
     if resync_seconds == 0 {
         return Err(invalid("resync-seconds", "must be at least 1".into()));
     }
+    let node_lease_duration_seconds = file.node_lease_duration_seconds.unwrap_or(40);
+    if node_lease_duration_seconds < 4 {
+        return Err(invalid(
+            "node-lease-duration-seconds",
+            "must be at least 4".into(),
+        ));
+    }
     Ok(Config {
         node_name,
         node_labels,
@@ -239,6 +250,7 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
             .or(file.state_dir)
             .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
         resync_seconds,
+        node_lease_duration_seconds,
         container_journal: file.container_logs_to_journald.unwrap_or(true).then(|| {
             file.journald_socket
                 .unwrap_or_else(|| DEFAULT_JOURNALD_SOCKET.into())
@@ -432,6 +444,10 @@ zone = "a"
             ),
             ("container-log-max-files = 1", "container-log-max-files"),
             ("log-driver-binary = \"rel/path\"", "log-driver-binary"),
+            (
+                "node-lease-duration-seconds = 3",
+                "node-lease-duration-seconds",
+            ),
         ] {
             let file = parse_file(text, Path::new("a.toml")).unwrap();
             match merge(file, &Flags::default(), "h") {

@@ -208,6 +208,16 @@ impl Controller {
                     };
                     v.insert(key, reported);
                 }
+                // another writer changed the API's Ready (the node-lifecycle controller, while
+                // this agent was silent): the agent's status is written again
+                let stale = self.store.pods().iter().any(|p| {
+                    p.metadata.uid.as_deref() == Some(pod.api_uid.as_str())
+                        && podsync::ready_differs(p, &status)
+                });
+                if stale {
+                    let (key, uid) = (pod.key.clone(), pod.api_uid.clone());
+                    let _ = self.pod_tx.send(podsync::Update::Stale { key, uid });
+                }
                 let _ = self.pod_tx.send(podsync::Update::Status(pod, status));
                 changed
             }

@@ -218,6 +218,7 @@ pub(crate) mod test_api {
             insecure_listen,
             tls_sans: vec![],
             policy: Default::default(),
+            node_monitor_grace_period: crate::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
         };
         let server = crate::server::start(opts).await.unwrap();
         let client = super::client(&server.kubeconfig).await.unwrap();

@@ -14,11 +14,14 @@ use crate::agent::config::Config;
 use crate::core::status::time;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
-pub const LEASE_SECONDS: i32 = 40;
-/// The Lease is renewed this often, as the kubelet does.
-pub const RENEW_EVERY: Duration = Duration::from_secs(10);
-/// The Node's status is posted again every this many renewals (5 min).
-pub const STATUS_EVERY_RENEWALS: u64 = 30;
+/// The Node's status is posted again this often even when nothing changed (the kubelet's
+/// nodeStatusReportFrequency).
+pub const STATUS_EVERY: Duration = Duration::from_secs(300);
+
+/// The Lease is renewed every quarter of its duration, as the kubelet does (10 s of 40 s).
+pub fn renew_every(cfg: &Config) -> Duration {
+    Duration::from_millis(u64::from(cfg.node_lease_duration_seconds) * 250)
+}
 pub const AGENT_VERSION: &str = concat!("daemonset-agent/", env!("CARGO_PKG_VERSION"));
 
 /// Go's name for this architecture, as `kubernetes.io/arch` carries it.
@@ -180,11 +183,17 @@ pub async fn register(api: &Api<Node>, cfg: &Config, status: NodeStatus) -> kube
     .await
 }
 
-/// Renews (or creates) the node's Lease, as the kubelet does every 10 s.
-pub async fn renew_lease(api: &Api<Lease>, node: &str, now_ms: i64) -> kube::Result<()> {
+/// Renews (or creates) the node's Lease, as the kubelet does every quarter of its duration.
+pub async fn renew_lease(
+    api: &Api<Lease>,
+    node: &str,
+    duration_seconds: u32,
+    now_ms: i64,
+) -> kube::Result<()> {
     let now = MicroTime(time(now_ms).0);
+    let seconds = i32::try_from(duration_seconds).unwrap_or(i32::MAX);
     let patch = serde_json::json!({
-        "spec": {"holderIdentity": node, "leaseDurationSeconds": LEASE_SECONDS, "renewTime": now}
+        "spec": {"holderIdentity": node, "leaseDurationSeconds": seconds, "renewTime": now}
     });
     match api
         .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
@@ -200,7 +209,7 @@ pub async fn renew_lease(api: &Api<Lease>, node: &str, now_ms: i64) -> kube::Res
                 },
                 spec: Some(LeaseSpec {
                     holder_identity: Some(node.into()),
-                    lease_duration_seconds: Some(LEASE_SECONDS),
+                    lease_duration_seconds: Some(seconds),
                     renew_time: Some(now),
                     ..Default::default()
                 }),
@@ -211,18 +220,33 @@ pub async fn renew_lease(api: &Api<Lease>, node: &str, now_ms: i64) -> kube::Res
     }
 }
 
-/// Registers the Node (retrying with back-off until the API answers), then renews its Lease every
-/// `RENEW_EVERY` and re-posts its status every 5 min; times come from `clock`.
-pub async fn heartbeat(client: kube::Client, cfg: Config, runtime_version: String, clock: Clock) {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
+/// The Node's Ready condition is not the one this agent posts (True, `AgentReady`): the
+/// node-lifecycle controller marked it Unknown while the agent was silent, or someone else wrote
+/// it. The kubelet posts its status at once when the API's differs from its own; so does the agent.
+pub fn status_differs(node: &Node) -> bool {
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    !ready.is_some_and(|c| c.status == "True" && c.reason.as_deref() == Some("AgentReady"))
+}
+
+/// Registers the Node (creating it, or merging this agent's labels and taints), retrying with
+/// back-off until the API answers.
+async fn register_until_done(
+    nodes: &Api<Node>,
+    cfg: &Config,
+    runtime_version: &str,
+    clock: &Clock,
+) {
     let mut delay = Duration::from_millis(200);
     loop {
-        let status = node_status(&runtime_version, clock.now_ms());
-        match register(&nodes, &cfg, status).await {
+        let status = node_status(runtime_version, clock.now_ms());
+        match register(nodes, cfg, status).await {
             Ok(_) => {
                 tracing::info!(node = cfg.node_name.as_str(), "node registered");
-                break;
+                return;
             }
             Err(e) => {
                 tracing::warn!(node = cfg.node_name.as_str(), error = %crate::runtime::chain(&e), "node registration failed; retrying");
@@ -231,15 +255,76 @@ pub async fn heartbeat(client: kube::Client, cfg: Config, runtime_version: Strin
             }
         }
     }
-    let mut tick = tokio::time::interval(RENEW_EVERY);
+}
+
+/// Registers the Node, then renews its Lease every quarter of its duration and re-posts its
+/// status every 5 min; times come from `clock`. It also watches its own Node: deleted (`kubectl
+/// delete node`), the Node is registered again at once (labels and taints from the
+/// configuration; the pods keep running, nothing restarts); a Ready condition not the agent's
+/// (Unknown after a silence) gets the agent's status posted at once. The Lease duration is the
+/// one the agent started with (a SIGHUP reload does not change it).
+pub async fn heartbeat(client: kube::Client, cfg: Config, runtime_version: String, clock: Clock) {
+    use futures::StreamExt as _;
+    use kube::runtime::watcher::{self, Event};
+    use kube::runtime::WatchStreamExt as _;
+
+    let nodes: Api<Node> = Api::all(client.clone());
+    let leases: Api<Lease> = Api::namespaced(client, LEASE_NAMESPACE);
+    register_until_done(&nodes, &cfg, &runtime_version, &clock).await;
+    let by_name = format!("metadata.name={}", cfg.node_name);
+    let own = watcher::watcher(nodes.clone(), watcher::Config::default().fields(&by_name))
+        .default_backoff();
+    let mut own = std::pin::pin!(own);
+    // a relist that no longer holds the Node: it was deleted while the watch was away
+    let mut listed_it = false;
+    let mut watching = true;
+    let mut tick = tokio::time::interval(renew_every(&cfg));
+    let status_every = (STATUS_EVERY.as_millis() / renew_every(&cfg).as_millis()).max(1) as u64;
+    // a frozen agent (SIGSTOP) renews once when it thaws, not once per missed period
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut n: u64 = 0;
     loop {
-        tick.tick().await;
-        n += 1;
-        if let Err(e) = renew_lease(&leases, &cfg.node_name, clock.now_ms()).await {
-            tracing::debug!(error = %crate::runtime::chain(&e), "lease renewal failed");
-        }
-        if n.is_multiple_of(STATUS_EVERY_RENEWALS) {
+        let post_status = tokio::select! {
+            _ = tick.tick() => {
+                n += 1;
+                let duration = cfg.node_lease_duration_seconds;
+                if let Err(e) = renew_lease(&leases, &cfg.node_name, duration, clock.now_ms()).await {
+                    tracing::debug!(error = %crate::runtime::chain(&e), "lease renewal failed");
+                }
+                n.is_multiple_of(status_every)
+            }
+            ev = own.next(), if watching => match ev {
+                Some(Ok(Event::Delete(_))) => {
+                    tracing::warn!(node = cfg.node_name.as_str(), "node deleted from the API; registering it again");
+                    register_until_done(&nodes, &cfg, &runtime_version, &clock).await;
+                    false
+                }
+                Some(Ok(Event::Init)) => {
+                    listed_it = false;
+                    false
+                }
+                Some(Ok(Event::InitApply(node))) => {
+                    listed_it = true;
+                    status_differs(&node)
+                }
+                Some(Ok(Event::InitDone)) if !listed_it => {
+                    tracing::warn!(node = cfg.node_name.as_str(), "node missing from the API; registering it again");
+                    register_until_done(&nodes, &cfg, &runtime_version, &clock).await;
+                    false
+                }
+                Some(Ok(Event::Apply(node))) => status_differs(&node),
+                Some(Ok(Event::InitDone)) => false,
+                Some(Err(e)) => {
+                    tracing::debug!(error = %crate::runtime::chain(&e), "watch of the own node failed; retrying");
+                    false
+                }
+                None => {
+                    watching = false;
+                    false
+                }
+            },
+        };
+        if post_status {
             let status = node_status(&runtime_version, clock.now_ms());
             if let Err(e) = register(&nodes, &cfg, status).await {
                 tracing::debug!(error = %crate::runtime::chain(&e), "node status update failed");
@@ -351,9 +436,10 @@ mod tests {
         })
         .await
         .unwrap();
+        assert_eq!(renew_every(&cfg(&[], &[])), Duration::from_secs(10));
         let spec = lease.spec.unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some("node-t"));
-        assert_eq!(spec.lease_duration_seconds, Some(LEASE_SECONDS));
+        assert_eq!(spec.lease_duration_seconds, Some(40));
         let renewed = spec.renew_time.unwrap().0.as_millisecond();
         assert!(
             (LONG_AGO_MS..LONG_AGO_MS + 20_000).contains(&renewed),
@@ -369,6 +455,59 @@ mod tests {
             .0
             .as_millisecond();
         assert!((LONG_AGO_MS..=renewed).contains(&beat), "{beat}");
+        task.abort();
+        api.server.shutdown().await;
+    }
+
+    /// A Node deleted through the API while the agent runs is registered again at once, with
+    /// the configured labels and taints; a Ready condition the node-lifecycle controller set to
+    /// Unknown gets the agent's status posted at once.
+    #[tokio::test]
+    async fn a_deleted_node_is_registered_again_and_unknown_is_corrected() {
+        let api = test_api::start().await;
+        let task = tokio::spawn(heartbeat(
+            api.client.clone(),
+            cfg(&["role=worker"], &["dedicated=infra:NoSchedule"]),
+            "containerd://1.6".into(),
+            Clock::system(),
+        ));
+        let nodes: Api<Node> = Api::all(api.client.clone());
+        let first = test_api::until(&nodes, "node-t", "registered", |n: Option<&Node>| {
+            n.is_some_and(|n| !status_differs(n))
+        })
+        .await
+        .unwrap();
+        let started = std::time::Instant::now();
+        nodes
+            .delete("node-t", &kube::api::DeleteParams::default())
+            .await
+            .unwrap();
+        let again = test_api::until(&nodes, "node-t", "registered again", |n: Option<&Node>| {
+            n.is_some_and(|n| n.metadata.uid != first.metadata.uid && !status_differs(n))
+        })
+        .await
+        .unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(again.metadata.labels.as_ref().unwrap()["role"], "worker");
+        assert_eq!(taint_keys(&again), ["dedicated"]);
+
+        let unknown = serde_json::json!({"status": {"conditions": [{"type": "Ready",
+            "status": "Unknown", "reason": "NodeStatusUnknown"}]}});
+        nodes
+            .patch_status("node-t", &PatchParams::default(), &Patch::Merge(&unknown))
+            .await
+            .unwrap();
+        test_api::until(
+            &nodes,
+            "node-t",
+            "Ready posted again",
+            |n: Option<&Node>| n.is_some_and(|n| !status_differs(n)),
+        )
+        .await;
         task.abort();
         api.server.shutdown().await;
     }

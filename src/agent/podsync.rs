@@ -17,6 +17,10 @@ use crate::core::plan::{DesiredPod, PodKey};
 pub enum Update {
     /// A pod's status, as its worker computed it.
     Status(Box<DesiredPod>, Box<PodStatus>),
+    /// The API's copy of a pod's status is not what was last written (another writer, such as
+    /// the node-lifecycle controller marking it not ready): the next status is written even if
+    /// unchanged (the status manager's `needsReconcile`).
+    Stale { key: PodKey, uid: String },
     /// A pod's containers are gone; `delete`: the API is deleting it, delete it for good.
     Finished {
         key: PodKey,
@@ -58,6 +62,9 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
                     if sent.get(&id) != Some(&s) {
                         wanted.insert(id, Want::Status(s));
                     }
+                }
+                Update::Stale { key, uid } => {
+                    sent.remove(&(key, uid));
                 }
                 Update::Finished { key, uid, delete } => {
                     let id = (key, uid);
@@ -102,6 +109,19 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
             delay = Duration::from_millis(200);
         }
     }
+}
+
+/// `status` has a Ready condition and the API's pod `api` has another one (its status only:
+/// times may differ). Writing `status` replaces the API's conditions, so this cannot stay true
+/// after a write and never makes a loop of writes.
+pub fn ready_differs(api: &Pod, status: &PodStatus) -> bool {
+    let ready = |s: Option<&PodStatus>| {
+        s.and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+            .map(|c| c.status.clone())
+    };
+    let ours = ready(Some(status));
+    ours.is_some() && ready(api.status.as_ref()) != ours
 }
 
 /// The status of the pod `name` of uid `uid` (a merge patch of `pods/status`).
@@ -239,6 +259,33 @@ mod tests {
         until(&pods, "mon-abcde", "deleted", conditions::is_deleted(&uid)).await;
         assert!(pods.get_opt("ghost-fghij").await.unwrap().is_none());
         api.server.shutdown().await;
+    }
+
+    /// Only a Ready the agent reports, and the API does not have, counts as another writer's.
+    #[test]
+    fn ready_differs_only_on_a_ready_of_our_own() {
+        let with_ready = |status: &str| -> PodStatus {
+            serde_json::from_value(serde_json::json!({"phase": "Running",
+                "conditions": [{"type": "Ready", "status": status}]}))
+            .unwrap()
+        };
+        let api = |status: PodStatus| Pod {
+            status: Some(status),
+            ..Default::default()
+        };
+        assert!(ready_differs(
+            &api(with_ready("False")),
+            &with_ready("True")
+        ));
+        assert!(!ready_differs(
+            &api(with_ready("True")),
+            &with_ready("True")
+        ));
+        assert!(ready_differs(&Pod::default(), &with_ready("True")));
+        assert!(
+            !ready_differs(&api(with_ready("False")), &PodStatus::default()),
+            "a status without Ready would not change the API's"
+        );
     }
 
     /// A write made while the API is away is retried until it comes: the first attempt reaches a

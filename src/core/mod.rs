@@ -7,6 +7,7 @@ pub mod fieldpath;
 pub mod hash;
 pub mod labels;
 pub mod names;
+pub mod nodehealth;
 pub mod patch;
 pub mod plan;
 pub mod probe;

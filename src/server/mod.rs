@@ -77,7 +77,14 @@ pub struct ServerOptions {
     pub tls_sans: Vec<String>,
     /// Privileged containers and hostPath volumes allowed (both by default).
     pub policy: crate::core::validation::Policy,
+    /// How long a node's agent may be silent before its node is Ready=Unknown
+    /// (`--node-monitor-grace-period`).
+    pub node_monitor_grace_period: std::time::Duration,
 }
+
+/// kube-controller-manager's default `--node-monitor-grace-period`.
+pub const DEFAULT_NODE_MONITOR_GRACE_PERIOD: std::time::Duration =
+    std::time::Duration::from_secs(40);
 
 /// A started server.
 pub struct RunningServer {
@@ -277,7 +284,8 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let task = tokio::spawn(async move {
         let mut tasks = JoinSet::new();
         let mut controllers_stop = stopped.clone();
-        tasks.spawn(controllers::run(api.clone(), async move {
+        let nodes = controllers::nodelifecycle::Options::with_grace(opts.node_monitor_grace_period);
+        tasks.spawn(controllers::run(api.clone(), nodes, async move {
             let _ = controllers_stop.wait_for(|stop| *stop).await;
         }));
         tasks.spawn(signer::Signer::new(api.clone(), ca).run(stopped.clone()));

@@ -8,12 +8,15 @@
 //! - `claim`: the ControllerRefManager (adopt orphans that match, release owned pods that no
 //!   longer match);
 //! - `gc`: the stand-in for the garbage collector: the dependents of a DaemonSet that is gone;
+//! - `nodelifecycle`: node health from Leases and heartbeats (Ready=Unknown, the unreachable and
+//!   not-ready taints, pods marked not ready) and the NoExecute taint eviction;
 //! - `queue`: the work queue keyed by namespace/name.
 //!
 //! [`run`] is one future without global state, so that a server runs it only while it leads.
 pub mod claim;
 pub mod daemonset;
 pub mod gc;
+pub mod nodelifecycle;
 mod queue;
 
 use std::future::Future;
@@ -24,9 +27,11 @@ use serde_json::Value;
 use super::verbs::Api;
 
 /// Runs the controllers until `stop` completes.
-pub async fn run(api: Arc<Api>, stop: impl Future<Output = ()>) {
+pub async fn run(api: Arc<Api>, nodes: nodelifecycle::Options, stop: impl Future<Output = ()>) {
+    let clock = crate::agent::clock::Clock::system();
     tokio::select! {
-        _ = daemonset::Controller::new(api).run() => {}
+        _ = daemonset::Controller::new(api.clone()).run() => {}
+        _ = nodelifecycle::Controller::new(api, clock, nodes).run() => {}
         _ = stop => {}
     }
 }

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
+use crate::core::nodehealth;
 use crate::core::patch::{self, Schema};
 use crate::core::validation::{self, FieldError, Policy};
 use crate::server::resources::{Resource, ALL_VERBS};
@@ -47,9 +48,12 @@ const COLUMNS: &[Column] = &[
 impl Kind for PodStrategy {
     type Object = Pod;
 
+    /// Defaults, and the DefaultTolerationSeconds admission (not-ready and unreachable NoExecute
+    /// tolerated for 300 s unless the pod says otherwise: how long a pod stays on a lost node).
     fn default(&self, pod: &mut Pod) {
         if let Some(spec) = pod.spec.as_mut() {
             validation::default_pod_spec(spec);
+            nodehealth::add_default_toleration_seconds(spec);
         }
     }
     fn validate(&self, pod: &Pod) -> Vec<FieldError> {
