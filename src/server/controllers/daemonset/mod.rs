@@ -721,12 +721,17 @@ mod tests {
             let at = (Utc::now() - chrono::Duration::seconds(60)).to_rfc3339();
             let doc = json!({"status": {"phase": "Running", "conditions": [
                 {"type": "Ready", "status": "True", "lastTransitionTime": at}]}});
+            self.pod_status(name, PatchType::Merge, doc).await;
+        }
+
+        /// A patch of a pod's status, as its agent writes it.
+        async fn pod_status(&self, name: &str, how: PatchType, doc: Value) {
             self.api
                 .patch(
                     &self.user,
                     ObjectRef::new(&PODS, Some("default"), name),
                     Part::Status,
-                    PatchType::Merge,
+                    how,
                     &doc,
                     WriteOpts::INTERNAL,
                 )
@@ -779,17 +784,8 @@ mod tests {
                 }
                 let doc = json!({"status": {"conditions": [{"type": rollout::NEXT_REVISION_READY,
                     "status": status, "reason": reason, "message": message}]}});
-                self.api
-                    .patch(
-                        &self.user,
-                        ObjectRef::new(&PODS, Some("default"), s(&p, "/metadata/name")),
-                        Part::Status,
-                        PatchType::Strategic,
-                        &doc,
-                        WriteOpts::INTERNAL,
-                    )
-                    .await
-                    .unwrap();
+                self.pod_status(s(&p, "/metadata/name"), PatchType::Strategic, doc)
+                    .await;
             }
         }
 
@@ -798,11 +794,17 @@ mod tests {
             let doc = json!({"status": {"phase": "Pending", "containerStatuses": [{"name": "c",
                 "ready": false, "restartCount": 0, "image": "i", "imageID": "",
                 "state": {"waiting": {"reason": "ImagePullBackOff", "message": "manifest unknown"}}}]}});
+            self.pod_status(name, PatchType::Merge, doc).await;
+        }
+
+        /// A merge patch of the DaemonSet.
+        async fn patch_ds(&self, doc: Value) {
+            let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
             self.api
                 .patch(
                     &self.user,
-                    ObjectRef::new(&PODS, Some("default"), name),
-                    Part::Status,
+                    at,
+                    Part::Main,
                     PatchType::Merge,
                     &doc,
                     WriteOpts::INTERNAL,
@@ -812,35 +814,13 @@ mod tests {
         }
 
         async fn annotate(&self, key: &str, value: &str) {
-            let doc = json!({"metadata": {"annotations": {key: value}}});
-            let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
-            self.api
-                .patch(
-                    &self.user,
-                    at,
-                    Part::Main,
-                    PatchType::Merge,
-                    &doc,
-                    WriteOpts::INTERNAL,
-                )
-                .await
-                .unwrap();
+            self.patch_ds(json!({"metadata": {"annotations": {key: value}}}))
+                .await;
         }
 
         async fn set_strategy(&self, strategy: Value) {
-            let doc = json!({"spec": {"updateStrategy": strategy}});
-            let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
-            self.api
-                .patch(
-                    &self.user,
-                    at,
-                    Part::Main,
-                    PatchType::Merge,
-                    &doc,
-                    WriteOpts::INTERNAL,
-                )
-                .await
-                .unwrap();
+            self.patch_ds(json!({"spec": {"updateStrategy": strategy}}))
+                .await;
         }
 
         async fn image(&self) -> Value {

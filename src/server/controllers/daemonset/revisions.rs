@@ -129,6 +129,17 @@ fn revision_data(ds: &Value) -> Value {
     json!({"spec": {"template": template}})
 }
 
+/// `old` to be written back only if it is still the DaemonSet of `uid` (a uid precondition), over
+/// whatever resourceVersion it has by then.
+fn same_uid(old: &Value, uid: &str) -> Value {
+    let mut new = old.clone();
+    new["metadata"]["uid"] = json!(uid);
+    if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("resourceVersion");
+    }
+    new
+}
+
 /// The revision's name exists: ours (made by an earlier sync), or another template's with the
 /// same hash; then `status.collisionCount` goes up, so the next sync hashes differently.
 async fn on_name_taken(
@@ -147,19 +158,15 @@ async fn on_name_taken(
     }
     let at = ObjectRef::new(&DAEMONSETS, Some(ns), owner.name);
     api.update_with(user, at, Part::Status, WriteOpts::INTERNAL, |old| {
-        let mut new = old.clone();
+        let mut new = same_uid(old, owner.uid);
         let count = old
             .pointer("/status/collisionCount")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        new["metadata"]["uid"] = json!(owner.uid);
         if !new.get("status").is_some_and(Value::is_object) {
             new["status"] = json!({});
         }
         new["status"]["collisionCount"] = json!(count + 1);
-        if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
         Ok(new)
     })
     .await?;
@@ -206,12 +213,8 @@ pub async fn roll_back(
     }
     let at = ObjectRef::new(&DAEMONSETS, Some(ns), owner.name);
     api.update_with(user, at, Part::Main, WriteOpts::INTERNAL, |old| {
-        let mut new = old.clone();
-        new["metadata"]["uid"] = json!(owner.uid);
+        let mut new = same_uid(old, owner.uid);
         new["spec"]["template"] = template.clone();
-        if let Some(m) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-            m.remove("resourceVersion");
-        }
         Ok(new)
     })
     .await?;
