@@ -271,6 +271,7 @@ fn rollout_benches(c: &mut Criterion) {
             name: format!("node-{i:04}"),
             should_run: i % 10 != 9,
             should_continue_running: i % 10 != 9,
+            ready: true,
         })
         .collect();
     let pods: Vec<DaemonPod> = (0..1000)
@@ -284,6 +285,12 @@ fn rollout_benches(c: &mut Criterion) {
             deleting: false,
             ready: true,
             ready_since_ms: Some(now - 60_000),
+            next: Some(rollout::NextRevision {
+                hash: "new".into(),
+                pulled: true,
+                error: String::new(),
+            }),
+            problem: None,
         })
         .collect();
     let strategy = serde_json::from_value(
@@ -292,9 +299,15 @@ fn rollout_benches(c: &mut Criterion) {
     .unwrap();
     c.bench_function("rollout/manage + rolling update, 1000 nodes", |b| {
         b.iter(|| {
-            let m = rollout::manage(black_box(&nodes), &pods, &FailedBackoff::default(), now);
+            let m = rollout::manage(
+                black_box(&nodes),
+                &pods,
+                &FailedBackoff::default(),
+                now,
+                None,
+            );
             let d = rollout::rolling_update(Some(&strategy), 0, &nodes, &pods, "new", now);
-            m.create_on.len() + m.delete.len() + d.len()
+            m.create_on.len() + m.delete.len() + d.delete.len()
         })
     });
 }

@@ -17,7 +17,8 @@
 //! Phases: (1) apply-to-running latency, interleaved with the floor's create+start; (3) 100
 //! DaemonSets applied, updated and deleted concurrently, against 100 concurrent raw create+starts,
 //! replacements and removals; (4) the agent's RSS and CPU with 100 pods and idle; (5) watch
-//! fan-out of the server to 1000 and 5000 raw HTTP watchers. Peers (2) come from bench/peers.sh.
+//! fan-out of the server to 1000 and 5000 raw HTTP watchers; (6) a rollout over a fleet of agents
+//! against its bound (`rollout`). Peers (2) come from bench/peers.sh.
 //! RUNNING is a containerd `/tasks/start` event, received on one Events subscription.
 //!
 //! Exits non-zero when something breaks (a timeout, an error); missed targets are only reported.
@@ -42,6 +43,9 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+#[path = "harness/rollout.rs"]
+mod rollout;
+
 const NODE: &str = "bench-node";
 const GRACE: i64 = 2;
 
@@ -56,7 +60,7 @@ struct Opts {
     smoke: bool,
     json: Option<PathBuf>,
     peers_json: Option<PathBuf>,
-    /// Sections to run (`--only latency,convergence,idle,fanout`); all when empty.
+    /// Sections to run (`--only latency,convergence,idle,fanout,rollout`); all when empty.
     only: Vec<String>,
     /// HTTPS (true, the default) or plain HTTP on a loopback `--insecure-listen`.
     tls: bool,
@@ -95,9 +99,11 @@ impl Opts {
                 "--only" => {
                     only = val()?.split(',').map(str::to_string).collect();
                     for s in &only {
-                        if !["latency", "convergence", "idle", "fanout"].contains(&s.as_str()) {
+                        if !["latency", "convergence", "idle", "fanout", "rollout"]
+                            .contains(&s.as_str())
+                        {
                             bail!(
-                                "--only: unknown section {s} (latency, convergence, idle, fanout)"
+                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout)"
                             );
                         }
                     }
@@ -1553,6 +1559,9 @@ async fn run(o: Opts) -> Result<Report> {
             for n in b.sz.watchers.clone() {
                 b.fanout(n).await?;
             }
+        }
+        if b.o.runs("rollout") {
+            b.rollout().await?;
         }
         b.peers()?;
         b.check_procs()

@@ -14,6 +14,7 @@ pub mod join;
 pub mod localapi;
 pub mod node;
 pub mod podsync;
+pub mod prepull;
 pub mod prober;
 pub mod watch;
 pub mod worker;
@@ -137,6 +138,11 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         clock.clone(),
     ));
     watch::spawn(client.clone(), &cfg.node_name, store.clone(), writers);
+    tokio::spawn(prepull::run(
+        client.clone(),
+        store.clone(),
+        ctx.runtime.clone(),
+    ));
     let controller = controller::Controller::new(cfg.clone(), ctx, store.clone(), pod_tx);
     let synced_store = store.clone();
     let api = localapi::LocalApi {

@@ -26,6 +26,10 @@ pub struct NodeFit {
     pub name: String,
     pub should_run: bool,
     pub should_continue_running: bool,
+    /// The Node's Ready condition is not False or Unknown (a node without conditions counts as
+    /// ready). A not-ready node's terminating pod cannot finish until its agent is back, so it
+    /// does not hold the rolling update's budget (the deletion is decided; it is no new risk).
+    pub ready: bool,
 }
 
 /// A pod's `status.phase`.
@@ -70,6 +74,90 @@ pub struct DaemonPod {
     pub ready: bool,
     /// That condition's `lastTransitionTime`, unix ms.
     pub ready_since_ms: Option<i64>,
+    /// What its agent reported of pulling the DaemonSet's next revision
+    /// (`daemonset-agent.io/NextRevisionReady`).
+    pub next: Option<NextRevision>,
+    /// Why it does not run as it should, when a container says so (a waiting reason that is a
+    /// failure, or the phase Failed).
+    pub problem: Option<Problem>,
+}
+
+/// The condition an agent reports on an old pod once it pulled (or failed to pull) the images of
+/// the DaemonSet's current revision: the pre-pull gate of the rolling update.
+pub const NEXT_REVISION_READY: &str = "daemonset-agent.io/NextRevisionReady";
+
+/// The `NextRevisionReady` condition's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextRevision {
+    /// The revision (template hash) whose images were pulled, or not.
+    pub hash: String,
+    pub pulled: bool,
+    /// The pull's error when it failed.
+    pub error: String,
+}
+
+impl NextRevision {
+    /// (status, reason, message) of the condition.
+    pub fn condition(&self) -> (&'static str, &'static str, String) {
+        if self.pulled {
+            (
+                "True",
+                "Pulled",
+                format!("revision {}: images pulled", self.hash),
+            )
+        } else {
+            (
+                "False",
+                "ErrImagePull",
+                format!("revision {}: {}", self.hash, self.error),
+            )
+        }
+    }
+
+    /// The condition read back from its status and message.
+    pub fn parse(status: &str, message: &str) -> Option<NextRevision> {
+        let rest = message.strip_prefix("revision ")?;
+        let (hash, tail) = rest.split_once(": ")?;
+        let pulled = status == "True";
+        Some(NextRevision {
+            hash: hash.to_string(),
+            pulled,
+            error: if pulled {
+                String::new()
+            } else {
+                tail.to_string()
+            },
+        })
+    }
+}
+
+/// The annotation that opts a DaemonSet into the automatic rollback: when the new revision fails
+/// on as many nodes as the budget allows at once, the controller puts the previous revision's
+/// template back, as `kubectl rollout undo` does.
+pub const ROLLBACK_ON_FAILURE: &str = "daemonset-agent.io/rollback-on-failure";
+
+/// A pod's failure as its status tells it, e.g. `ImagePullBackOff` with the registry's message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: String,
+    pub message: String,
+}
+
+/// Waiting reasons that mean a container cannot run (the kubelet's), as opposed to getting
+/// there (`ContainerCreating`, `PodInitializing`).
+pub fn is_failure_reason(reason: &str) -> bool {
+    matches!(
+        reason,
+        "ErrImagePull"
+            | "ImagePullBackOff"
+            | "InvalidImageName"
+            | "ErrImageNeverPull"
+            | "CrashLoopBackOff"
+            | "CreateContainerConfigError"
+            | "CreateContainerError"
+            | "RunContainerError"
+            | "StartError"
+    )
 }
 
 impl DaemonPod {
@@ -80,6 +168,21 @@ impl DaemonPod {
                 || self
                     .ready_since_ms
                     .is_some_and(|t| t + min_ready_seconds * 1000 < now_ms))
+    }
+
+    /// Its node pulled the images of revision `hash` (the pre-pull gate is open).
+    pub fn pulled(&self, hash: &str) -> bool {
+        self.next
+            .as_ref()
+            .is_some_and(|n| n.hash == hash && n.pulled)
+    }
+
+    /// Its node failed to pull the images of revision `hash`: the error.
+    pub fn pull_failed(&self, hash: &str) -> Option<&str> {
+        self.next
+            .as_ref()
+            .filter(|n| n.hash == hash && !n.pulled)
+            .map(|n| n.error.as_str())
     }
 
     /// When a ready pod that is not available yet becomes available (unix ms).
@@ -184,14 +287,26 @@ impl Manage {
     }
 }
 
-/// `manage`: for each node, whether a pod is created, and which pods go (`podsShouldBeOnNode`,
-/// without surge). A node with any counted pod, a terminating one included, gets no new pod: a
-/// pod going away still occupies its node until it is gone.
+/// A RollingUpdate with maxSurge: the manage loop lets a node hold an old and a new pod while the
+/// new one becomes available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Surge<'a> {
+    /// The current revision.
+    pub hash: &'a str,
+    pub min_ready_seconds: i64,
+}
+
+/// `manage`: for each node, whether a pod is created, and which pods go (`podsShouldBeOnNode`).
+/// A node with any counted pod, a terminating one included, gets no new pod: a pod going away
+/// still occupies its node until it is gone. Without surge only the oldest running pod of a node
+/// stays; with `surge`, the oldest new and the oldest old one, until the old one is not ready or
+/// the new one is available.
 pub fn manage(
     nodes: &[NodeFit],
     pods: &[DaemonPod],
     backoff: &FailedBackoff,
     now_ms: i64,
+    surge: Option<Surge<'_>>,
 ) -> Manage {
     let by_node = pods_by_node(pods);
     let mut out = Manage::default();
@@ -220,9 +335,14 @@ pub fn manage(
                     _ => running.push(*p),
                 }
             }
-            // without surge, only the oldest running pod stays (the list is oldest first)
-            for p in running.iter().skip(1) {
-                out.delete.push(delete(p, Why::Excess));
+            match surge {
+                // without surge, only the oldest running pod stays (the list is oldest first)
+                None => {
+                    for p in running.iter().skip(1) {
+                        out.delete.push(delete(p, Why::Excess));
+                    }
+                }
+                Some(s) => surge_pair(&running, s, now_ms, &mut out.delete),
             }
         } else if exists {
             for p in on_node.into_iter().flatten().filter(|p| !p.deleting) {
@@ -237,6 +357,29 @@ pub fn manage(
         }
     }
     out
+}
+
+/// With surge, of a node's running pods (oldest first) the oldest new and the oldest old one may
+/// stay together; the old one goes once it is not ready or the new one is available.
+fn surge_pair(running: &[&DaemonPod], s: Surge<'_>, now_ms: i64, out: &mut Vec<Delete>) {
+    let (mut oldest_new, mut oldest_old) = (None, None);
+    for p in running {
+        let slot = if p.hash == s.hash {
+            &mut oldest_new
+        } else {
+            &mut oldest_old
+        };
+        if slot.is_none() {
+            *slot = Some(*p);
+        } else {
+            out.push(delete(p, Why::Excess));
+        }
+    }
+    if let (Some(new), Some(old)) = (oldest_new, oldest_old) {
+        if !old.ready || new.is_available(s.min_ready_seconds, now_ms) {
+            out.push(delete(old, Why::Outdated));
+        }
+    }
 }
 
 fn delete(p: &DaemonPod, why: Why) -> Delete {
@@ -303,15 +446,35 @@ fn new_and_old<'a>(
     Some((new, old))
 }
 
-/// `rollingUpdate` without surge: the old pods to delete so that no more than maxUnavailable of
-/// the nodes that should run the pod are without an available one. Old pods that are not
-/// available go first and always (counted against the budget); available old pods then go
-/// while the budget lasts. A node
-/// whose pod is being deleted, or that has none yet, counts as unavailable; so does a new pod
-/// not available yet.
+/// What a rolling update's sync decided (`rollingUpdate`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Update {
+    /// Old pods that go now.
+    pub delete: Vec<Delete>,
+    /// With surge: the nodes that get a new pod beside their old one.
+    pub create_on: Vec<String>,
+    /// Without surge: the nodes whose available old pod waits for its node to pull the new
+    /// revision's images (the pre-pull gate), in name order.
+    pub waiting_pull: Vec<String>,
+}
+
+/// The strategy is `OnDelete`: a pod runs its revision until someone deletes it.
+pub fn is_on_delete(strategy: Option<&DaemonSetUpdateStrategy>) -> bool {
+    strategy.and_then(|s| s.type_.as_deref()) == Some("OnDelete")
+}
+
+/// `rollingUpdate`: which old pods go and, with maxSurge, which nodes get their new pod beside
+/// the old one, so that no more than maxUnavailable of the nodes that should run the pod are
+/// without an available one (or no more than maxSurge nodes run two). `OnDelete` decides
+/// nothing: the manage loop replaces a pod once it is deleted.
 ///
-/// `strategy` is the DaemonSet's: maxSurge and OnDelete are the next step (a seam: with
-/// maxSurge set, this deletes first, one node at a time, until surge is built).
+/// Without surge, old pods that are not available go first and always (counted against the
+/// budget); available old pods then go while the budget lasts, each only once its node has
+/// pulled the new revision (`NextRevisionReady`): an image that cannot be pulled stops nothing.
+/// A node whose pod is being deleted, or that has none yet, counts as unavailable, except a node
+/// that is not ready and holds only a terminating pod (counted when it was deleted; it cannot
+/// finish until the node is back, and must not hold the fleet); so does a new pod that is not
+/// available yet.
 pub fn rolling_update(
     strategy: Option<&DaemonSetUpdateStrategy>,
     min_ready_seconds: i64,
@@ -319,47 +482,156 @@ pub fn rolling_update(
     pods: &[DaemonPod],
     hash: &str,
     now_ms: i64,
-) -> Vec<Delete> {
+) -> Update {
+    if is_on_delete(strategy) {
+        return Update::default();
+    }
     let mut by_node = pods_by_node(pods);
     by_node.remove("");
     let desired = nodes.iter().filter(|n| n.should_run).count() as i64;
     for n in nodes.iter().filter(|n| n.should_run) {
         by_node.entry(n.name.as_str()).or_default();
     }
+    let fits: BTreeMap<&str, &NodeFit> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let b = budget(strategy, desired);
-    let max_unavailable = if b.max_surge > 0 {
-        b.max_unavailable.max(1)
-    } else {
-        b.max_unavailable
-    };
+    let available = |p: &DaemonPod| p.is_available(min_ready_seconds, now_ms);
+    if b.max_surge > 0 {
+        return surge_update(b.max_surge, &by_node, &fits, hash, &available);
+    }
+    let mut out = Update::default();
     let mut unavailable = 0;
-    let mut replace = Vec::new();
     let mut candidates = Vec::new();
-    for pods in by_node.values() {
+    for (node, pods) in &by_node {
         let Some((new, old)) = new_and_old(pods, hash) else {
             unavailable += 1;
             continue;
         };
         match (new, old) {
-            (None, None) | (Some(_), Some(_)) => unavailable += 1,
+            (None, None) => {
+                let node_down = fits.get(node).is_some_and(|f| !f.ready);
+                if pods.is_empty() || !node_down {
+                    unavailable += 1;
+                }
+            }
+            (Some(_), Some(_)) => unavailable += 1,
             (Some(new), None) => {
-                if !new.is_available(min_ready_seconds, now_ms) {
+                if !available(new) {
                     unavailable += 1;
                 }
             }
             (None, Some(old)) => {
-                if !old.is_available(min_ready_seconds, now_ms) {
-                    replace.push(delete(old, Why::Outdated));
+                if !available(old) {
+                    out.delete.push(delete(old, Why::Outdated));
                     unavailable += 1;
-                } else if unavailable < max_unavailable {
+                } else if !old.pulled(hash) {
+                    out.waiting_pull.push(node.to_string());
+                } else if unavailable < b.max_unavailable {
                     candidates.push(delete(old, Why::Outdated));
                 }
             }
         }
     }
-    let room = (max_unavailable - unavailable).clamp(0, candidates.len() as i64) as usize;
-    replace.extend(candidates.into_iter().take(room));
-    replace
+    let room = (b.max_unavailable - unavailable).clamp(0, candidates.len() as i64) as usize;
+    out.delete.extend(candidates.into_iter().take(room));
+    out
+}
+
+/// `rollingUpdate` with maxSurge: a node whose old pod is not available gets its new pod at
+/// once; up to maxSurge others get theirs beside the old one, which goes once the new one is
+/// available. A node with more pods than an old and a new one is left to the manage loop and
+/// counts as surging.
+fn surge_update(
+    max_surge: i64,
+    by_node: &BTreeMap<&str, Vec<&DaemonPod>>,
+    fits: &BTreeMap<&str, &NodeFit>,
+    hash: &str,
+    available: &dyn Fn(&DaemonPod) -> bool,
+) -> Update {
+    let mut out = Update::default();
+    let mut surging = 0;
+    let mut candidates = Vec::new();
+    for (node, pods) in by_node {
+        let should_run = fits.get(node).is_some_and(|f| f.should_run);
+        let Some((new, old)) = new_and_old(pods, hash) else {
+            surging += 1;
+            continue;
+        };
+        match (new, old) {
+            (_, None) => {}
+            (None, Some(old)) if !available(old) => {
+                if should_run {
+                    out.create_on.push(node.to_string());
+                } else {
+                    out.delete.push(delete(old, Why::Outdated));
+                }
+            }
+            (None, Some(_)) => {
+                if should_run && surging < max_surge {
+                    candidates.push(node.to_string());
+                }
+            }
+            (Some(new), Some(old)) => {
+                if available(new) {
+                    out.delete.push(delete(old, Why::Outdated));
+                } else {
+                    surging += 1;
+                }
+            }
+        }
+    }
+    let room = (max_surge - surging).clamp(0, candidates.len() as i64) as usize;
+    out.create_on.extend(candidates.into_iter().take(room));
+    out
+}
+
+/// Why the rollout of revision `hash` does not progress: the first node (in name order) whose
+/// new pod fails, or that could not pull the new revision, and how many nodes fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stall {
+    pub node: String,
+    pub reason: String,
+    pub message: String,
+    /// The nodes failing the new revision.
+    pub failing: i64,
+}
+
+impl Stall {
+    /// `ImagePullBackOff on node n3: manifest unknown`.
+    pub fn describe(&self) -> String {
+        format!("{} on node {}: {}", self.reason, self.node, self.message)
+    }
+}
+
+/// The rollout's stall, if any node fails the new revision (`hash`).
+pub fn stall(pods: &[DaemonPod], hash: &str) -> Option<Stall> {
+    let mut failing: BTreeMap<&str, (String, String)> = BTreeMap::new();
+    for p in pods.iter().filter(|p| !p.deleting && !p.node.is_empty()) {
+        let why = if p.hash == hash {
+            p.problem
+                .as_ref()
+                .map(|pr| (pr.reason.clone(), pr.message.clone()))
+        } else {
+            p.pull_failed(hash)
+                .map(|e| ("ErrImagePull".to_string(), e.to_string()))
+        };
+        if let Some(why) = why {
+            failing.entry(p.node.as_str()).or_insert(why);
+        }
+    }
+    let count = failing.len() as i64;
+    let (node, (reason, message)) = failing.into_iter().next()?;
+    Some(Stall {
+        node: node.to_string(),
+        reason,
+        message,
+        failing: count,
+    })
+}
+
+/// The opt-in automatic rollback (`daemonset-agent.io/rollback-on-failure: "true"`) is due: the
+/// new revision fails on as many nodes as the budget lets go at once (at least one).
+pub fn rollback_due(stall: &Stall, b: Budget) -> bool {
+    stall.failing >= b.max_unavailable.max(b.max_surge).max(1)
 }
 
 #[cfg(test)]
@@ -375,6 +647,7 @@ mod tests {
                 name: format!("node-{i}"),
                 should_run: true,
                 should_continue_running: true,
+                ready: true,
             })
             .collect()
     }
@@ -390,7 +663,19 @@ mod tests {
             deleting: false,
             ready: true,
             ready_since_ms: Some(NOW - 3_600_000),
+            next: None,
+            problem: None,
         }
+    }
+
+    /// Its node pulled revision `hash` (the agent's report that opens the pre-pull gate).
+    fn pulled(mut p: DaemonPod, hash: &str) -> DaemonPod {
+        p.next = Some(NextRevision {
+            hash: hash.into(),
+            pulled: true,
+            error: String::new(),
+        });
+        p
     }
 
     fn names(d: &[Delete]) -> Vec<&str> {
@@ -455,6 +740,7 @@ mod tests {
             name: name.into(),
             should_run: run,
             should_continue_running: cont,
+            ready: true,
         };
         let with = |mut p: DaemonPod, f: &dyn Fn(&mut DaemonPod)| {
             f(&mut p);
@@ -488,7 +774,7 @@ mod tests {
             ("a pod on a node that is gone is left to the pod GC", vec![fit("n1", true, true)], vec![pod("a", "n1", "h"), pod("g", "gone", "h")], vec![], vec![]),
         ];
         for (what, nodes, pods, create, deletes) in cases {
-            let m = manage(&nodes, &pods, &FailedBackoff::default(), NOW);
+            let m = manage(&nodes, &pods, &FailedBackoff::default(), NOW, None);
             assert_eq!(m.create_on, create, "{what}");
             let got: Vec<(&str, Why)> = m.delete.iter().map(|d| (d.pod.as_str(), d.why)).collect();
             assert_eq!(got, deletes, "{what}");
@@ -501,21 +787,22 @@ mod tests {
             name: "n1".into(),
             should_run: true,
             should_continue_running: true,
+            ready: true,
         }];
         let mut failed = pod("a", "n1", "h");
         failed.phase = Phase::Failed;
         let mut b = FailedBackoff::default();
-        let m = manage(&nodes, std::slice::from_ref(&failed), &b, NOW);
+        let m = manage(&nodes, std::slice::from_ref(&failed), &b, NOW, None);
         assert_eq!(
             (names(&m.delete), m.failed_on.clone()),
             (vec!["a"], vec!["n1".into()])
         );
         b.next("n1", NOW);
         // the replacement failed too, half a second later: it waits out the 1 s back-off
-        let m = manage(&nodes, std::slice::from_ref(&failed), &b, NOW + 500);
+        let m = manage(&nodes, std::slice::from_ref(&failed), &b, NOW + 500, None);
         assert!(m.is_empty(), "{m:?}");
         assert_eq!(m.retry_at, Some(NOW + 1_000));
-        let m = manage(&nodes, std::slice::from_ref(&failed), &b, NOW + 1_000);
+        let m = manage(&nodes, std::slice::from_ref(&failed), &b, NOW + 1_000, None);
         assert_eq!(names(&m.delete), ["a"]);
         b.next("n1", NOW + 1_000);
         assert_eq!(b.until("n1", NOW + 1_001), Some(NOW + 3_000), "doubled");
@@ -559,13 +846,22 @@ mod tests {
         }
         /// One rolling update sync; the deleted pods go at once. Returns how many were deleted.
         fn roll(&mut self, strategy: &DaemonSetUpdateStrategy, hash: &str) -> usize {
-            let d = rolling_update(Some(strategy), 0, &self.nodes, &self.pods, hash, NOW);
+            for p in &mut self.pods {
+                *p = pulled(p.clone(), hash);
+            }
+            let d = rolling_update(Some(strategy), 0, &self.nodes, &self.pods, hash, NOW).delete;
             self.pods.retain(|p| !d.iter().any(|d| d.pod == p.name));
             d.len()
         }
         /// One manage sync; returns how many pods it created (not ready).
         fn recreate(&mut self, hash: &str) -> usize {
-            let m = manage(&self.nodes, &self.pods, &FailedBackoff::default(), NOW);
+            let m = manage(
+                &self.nodes,
+                &self.pods,
+                &FailedBackoff::default(),
+                NOW,
+                None,
+            );
             for n in &m.create_on {
                 self.next += 1;
                 let mut p = pod(&format!("new-{}", self.next), n, hash);
@@ -683,11 +979,12 @@ mod tests {
                 vec![pod("a", "node-0", "h1"), pod("a2", "node-0", "h1"), pod("b", "node-1", "h1"), pod("c", "node-2", "h1")], vec![]),
             ("67% of 3 is 3", unavailable(IntOrString::String("67%".into())), 0,
                 vec![pod("a", "node-0", "h1"), pod("b", "node-1", "h1"), pod("c", "node-2", "h1")], vec!["a", "b", "c"]),
-            ("maxSurge (the next step): one node at a time meanwhile", surge(IntOrString::Int(2)), 0,
-                vec![pod("a", "node-0", "h1"), pod("b", "node-1", "h1"), pod("c", "node-2", "h1")], vec!["a"]),
+            ("maxSurge deletes no available old pod without its new one", surge(IntOrString::Int(2)), 0,
+                vec![pod("a", "node-0", "h1"), pod("b", "node-1", "h1"), pod("c", "node-2", "h1")], vec![]),
         ];
         for (what, strategy, min_ready, pods, want) in cases {
-            let d = rolling_update(Some(&strategy), min_ready, &nodes(3), &pods, "h2", NOW);
+            let pods: Vec<DaemonPod> = pods.into_iter().map(|p| pulled(p, "h2")).collect();
+            let d = rolling_update(Some(&strategy), min_ready, &nodes(3), &pods, "h2", NOW).delete;
             assert_eq!(names(&d), want, "{what}");
             assert!(d.iter().all(|d| d.why == Why::Outdated), "{what}");
         }
@@ -705,5 +1002,241 @@ mod tests {
         p.ready = false;
         assert!(!p.is_available(0, NOW));
         assert_eq!(p.available_at(10, NOW), None);
+    }
+    /// The pre-pull gate: an available old pod goes only once its node pulled the new revision;
+    /// a failed pull stops it; unavailable old pods (a dead node's) are replaced regardless.
+    #[test]
+    fn old_pods_wait_for_their_node_to_pull_the_new_revision() {
+        let s2 = unavailable(IntOrString::Int(2));
+        let failed = |mut p: DaemonPod| {
+            p.next = Some(NextRevision {
+                hash: "h2".into(),
+                pulled: false,
+                error: "manifest unknown".into(),
+            });
+            p
+        };
+        let unready = |mut p: DaemonPod| {
+            p.ready = false;
+            p
+        };
+        type Case = (
+            &'static str,
+            Vec<DaemonPod>,
+            Vec<&'static str>,
+            Vec<&'static str>,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("nothing pulled yet: nothing goes", vec![pod("a", "node-0", "h1"), pod("b", "node-1", "h1"), pod("c", "node-2", "h1")],
+                vec![], vec!["node-0", "node-1", "node-2"]),
+            ("pulled for another revision: still waits", vec![pulled(pod("a", "node-0", "h1"), "h9"), pod("b", "node-1", "h1"), pod("c", "node-2", "h1")],
+                vec![], vec!["node-0", "node-1", "node-2"]),
+            ("only pulled nodes go", vec![pod("a", "node-0", "h1"), pulled(pod("b", "node-1", "h1"), "h2"), pulled(pod("c", "node-2", "h1"), "h2")],
+                vec!["b", "c"], vec!["node-0"]),
+            ("a failed pull stops nothing", vec![failed(pod("a", "node-0", "h1")), failed(pod("b", "node-1", "h1")), failed(pod("c", "node-2", "h1"))],
+                vec![], vec!["node-0", "node-1", "node-2"]),
+            ("an unavailable old pod is replaced without the gate", vec![unready(pod("a", "node-0", "h1")), pod("b", "node-1", "h1"), pulled(pod("c", "node-2", "h1"), "h2")],
+                vec!["a", "c"], vec!["node-1"]),
+        ];
+        for (what, pods, want, waiting) in cases {
+            let u = rolling_update(Some(&s2), 0, &nodes(3), &pods, "h2", NOW);
+            assert_eq!(names(&u.delete), want, "{what}");
+            assert_eq!(u.waiting_pull, waiting, "{what}");
+            assert!(u.create_on.is_empty(), "{what}");
+        }
+        let n = NextRevision {
+            hash: "abc".into(),
+            pulled: false,
+            error: "pull x: manifest unknown".into(),
+        };
+        let (status, reason, message) = n.condition();
+        assert_eq!((status, reason), ("False", "ErrImagePull"));
+        assert_eq!(NextRevision::parse(status, &message), Some(n));
+        let ok = pulled(pod("a", "n", "h"), "abc").next.unwrap();
+        let (status, _, message) = ok.condition();
+        assert_eq!(NextRevision::parse(status, &message), Some(ok));
+        assert_eq!(NextRevision::parse("True", "something else"), None);
+    }
+
+    /// A node that is not ready: its old pod (unavailable: its agent is gone) is replaced first
+    /// and counts against the budget once; the terminating pod it leaves does not hold the fleet.
+    #[test]
+    fn a_not_ready_node_neither_stalls_the_rollout_nor_counts_twice() {
+        let s1 = unavailable(IntOrString::Int(1));
+        let mut fleet = nodes(3);
+        fleet[0].ready = false;
+        let mut dead = pulled(pod("a", "node-0", "h1"), "h2");
+        dead.ready = false;
+        let pods = vec![
+            dead.clone(),
+            pulled(pod("b", "node-1", "h1"), "h2"),
+            pulled(pod("c", "node-2", "h1"), "h2"),
+        ];
+        let u = rolling_update(Some(&s1), 0, &fleet, &pods, "h2", NOW);
+        assert_eq!(
+            names(&u.delete),
+            ["a"],
+            "the dead node's pod first, and only it"
+        );
+        // its deletion cannot finish while the node is down: the rollout goes on
+        let mut pods = pods;
+        pods[0].deleting = true;
+        let u = rolling_update(Some(&s1), 0, &fleet, &pods, "h2", NOW);
+        assert_eq!(names(&u.delete), ["b"]);
+        // the same on a ready node holds the budget until it is gone
+        fleet[0].ready = true;
+        let u = rolling_update(Some(&s1), 0, &fleet, &pods, "h2", NOW);
+        assert!(u.delete.is_empty(), "{u:?}");
+    }
+
+    #[test]
+    fn on_delete_replaces_nothing_until_a_pod_is_deleted() {
+        let on_delete = DaemonSetUpdateStrategy {
+            type_: Some("OnDelete".into()),
+            rolling_update: None,
+        };
+        let pods = vec![
+            pulled(pod("a", "node-0", "h1"), "h2"),
+            pulled(pod("b", "node-1", "h1"), "h2"),
+        ];
+        let u = rolling_update(Some(&on_delete), 0, &nodes(2), &pods, "h2", NOW);
+        assert_eq!(u, Update::default());
+        // `kubectl delete pod a`: once it is gone, manage creates the new revision there
+        let m = manage(&nodes(2), &pods[1..], &FailedBackoff::default(), NOW, None);
+        assert_eq!(m.create_on, ["node-0"]);
+    }
+
+    /// update_test.go's surge cases: new pods beside the old ones within maxSurge, the old ones
+    /// going once the new ones are available, unavailable old pods replaced at once.
+    #[test]
+    fn surge_table() {
+        let sur = |n: i32| surge(IntOrString::Int(n));
+        let new_unready = |name: &str, node: &str| {
+            let mut p = pod(name, node, "h2");
+            p.ready = false;
+            p.ready_since_ms = None;
+            p
+        };
+        let unready_old = |name: &str, node: &str| {
+            let mut p = pod(name, node, "h1");
+            p.ready = false;
+            p
+        };
+        type Case = (
+            &'static str,
+            DaemonSetUpdateStrategy,
+            Vec<DaemonPod>,
+            Vec<&'static str>,
+            Vec<&'static str>,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("surge 1: one new pod beside its old one", sur(1),
+                vec![pod("a", "node-0", "h1"), pod("b", "node-1", "h1"), pod("c", "node-2", "h1")], vec!["node-0"], vec![]),
+            ("surge 2: two", sur(2),
+                vec![pod("a", "node-0", "h1"), pod("b", "node-1", "h1"), pod("c", "node-2", "h1")], vec!["node-0", "node-1"], vec![]),
+            ("a new pod not available yet spends the surge", sur(1),
+                vec![pod("a", "node-0", "h1"), new_unready("a2", "node-0"), pod("b", "node-1", "h1"), pod("c", "node-2", "h1")], vec![], vec![]),
+            ("the new pod available: the old one goes, the next node surges", sur(1),
+                vec![pod("a", "node-0", "h1"), pod("a2", "node-0", "h2"), pod("b", "node-1", "h1"), pod("c", "node-2", "h1")], vec!["node-1"], vec!["a"]),
+            ("an unavailable old pod gets its new one whatever the surge", sur(1),
+                vec![pod("a", "node-0", "h1"), new_unready("a2", "node-0"), unready_old("b", "node-1"), pod("c", "node-2", "h1")], vec!["node-1"], vec![]),
+            ("done: nothing", sur(1),
+                vec![pod("a", "node-0", "h2"), pod("b", "node-1", "h2"), pod("c", "node-2", "h2")], vec![], vec![]),
+            ("100% of 3", surge(IntOrString::String("100%".into())),
+                vec![pod("a", "node-0", "h1"), pod("b", "node-1", "h1"), pod("c", "node-2", "h1")], vec!["node-0", "node-1", "node-2"], vec![]),
+        ];
+        for (what, strategy, pods, create, deletes) in cases {
+            let u = rolling_update(Some(&strategy), 0, &nodes(3), &pods, "h2", NOW);
+            assert_eq!(u.create_on, create, "{what}");
+            assert_eq!(names(&u.delete), deletes, "{what}");
+        }
+    }
+
+    /// podsShouldBeOnNode with surge: an old and a new pod may share a node until the new one is
+    /// available (minReadySeconds) or the old one is not ready; further pods go.
+    #[test]
+    fn manage_keeps_an_old_and_a_new_pod_while_surging() {
+        let fleet = nodes(1);
+        let s = Surge {
+            hash: "h2",
+            min_ready_seconds: 10,
+        };
+        let mut new = pod("n", "node-0", "h2");
+        new.created_ms = NOW;
+        new.ready_since_ms = Some(NOW - 5_000);
+        let old = pod("o", "node-0", "h1");
+        let run = |pods: &[DaemonPod], now: i64| {
+            let m = manage(&fleet, pods, &FailedBackoff::default(), now, Some(s));
+            names(&m.delete)
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            run(&[old.clone(), new.clone()], NOW).is_empty(),
+            "new ready 5 s of 10"
+        );
+        assert_eq!(
+            run(&[old.clone(), new.clone()], NOW + 5_001),
+            ["o"],
+            "available"
+        );
+        let mut unready_old = old.clone();
+        unready_old.ready = false;
+        assert_eq!(run(&[unready_old, new.clone()], NOW), ["o"]);
+        let mut new2 = new.clone();
+        new2.name = "n2".into();
+        new2.created_ms = NOW + 1;
+        assert_eq!(run(&[old.clone(), new.clone(), new2], NOW), ["n2"]);
+        // without surge the younger of the two goes at once
+        let m = manage(&fleet, &[old, new], &FailedBackoff::default(), NOW, None);
+        assert_eq!(names(&m.delete), ["n"]);
+    }
+
+    /// Why a rollout stalls, the first failing node named, and when the opt-in rollback is due.
+    #[test]
+    fn stalls_name_the_first_failing_node_and_rollback_waits_for_the_budget() {
+        let failing = |name: &str, node: &str, reason: &str| {
+            let mut p = pod(name, node, "h2");
+            p.ready = false;
+            p.problem = Some(Problem {
+                reason: reason.into(),
+                message: "manifest unknown".into(),
+            });
+            p
+        };
+        assert_eq!(stall(&[pod("a", "n1", "h2")], "h2"), None);
+        let mut pull_failed = pod("b", "n1", "h1");
+        pull_failed.next = Some(NextRevision {
+            hash: "h2".into(),
+            pulled: false,
+            error: "not found".into(),
+        });
+        let pods = vec![
+            failing("c", "n3", "ImagePullBackOff"),
+            pull_failed,
+            failing("old", "n0", "CrashLoopBackOff"),
+        ];
+        let mut pods = pods;
+        pods[2].hash = "h1".into(); // an old pod's own trouble is not the rollout's
+        let st = stall(&pods, "h2").unwrap();
+        assert_eq!(st.describe(), "ErrImagePull on node n1: not found");
+        assert_eq!(st.failing, 2);
+        let st = stall(&pods[..1], "h2").unwrap();
+        assert_eq!(
+            st.describe(),
+            "ImagePullBackOff on node n3: manifest unknown"
+        );
+        let b = |u, s| Budget {
+            desired: 5,
+            max_unavailable: u,
+            max_surge: s,
+        };
+        assert!(rollback_due(&st, b(1, 0)));
+        assert!(!rollback_due(&st, b(2, 0)));
+        assert!(!rollback_due(&st, b(0, 2)));
+        assert!(is_failure_reason("ImagePullBackOff") && !is_failure_reason("ContainerCreating"));
     }
 }

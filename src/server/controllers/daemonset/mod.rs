@@ -373,6 +373,7 @@ impl Controller {
                     name: n.metadata.name.clone().unwrap_or_default(),
                     should_run: e.should_run,
                     should_continue_running: e.should_continue_running,
+                    ready: node_ready(n),
                 }
             })
             .collect();
@@ -387,35 +388,56 @@ impl Controller {
             *gen = generation;
             *backoff = FailedBackoff::default();
         }
-        let manage = rollout::manage(&fits, &pods, backoff, now_ms);
+        let strategy = spec.update_strategy.as_ref();
+        let desired = fits.iter().filter(|f| f.should_run).count() as i64;
+        let budget = rollout::budget(strategy, desired);
+        let surge =
+            (!rollout::is_on_delete(strategy) && budget.max_surge > 0).then_some(rollout::Surge {
+                hash: &hash,
+                min_ready_seconds: min_ready,
+            });
+        let manage = rollout::manage(&fits, &pods, backoff, now_ms, surge);
         for node in &manage.failed_on {
             backoff.next(node, now_ms);
         }
         let retry_at = manage.retry_at;
-        let deletes = if manage.is_empty() {
+        let mut waiting_pull = Vec::new();
+        if manage.is_empty() {
             // the expectations are met: the update strategy may replace old pods
-            rollout::rolling_update(
-                spec.update_strategy.as_ref(),
-                min_ready,
-                &fits,
-                &pods,
-                &hash,
-                now_ms,
-            )
+            let update = rollout::rolling_update(strategy, min_ready, &fits, &pods, &hash, now_ms);
+            self.create_pods(&ds, &owner, &update.create_on, &hash)
+                .await
+                .map_err(err)?;
+            self.delete_pods(ns, &update.delete).await.map_err(err)?;
+            waiting_pull = update.waiting_pull;
         } else {
             self.create_pods(&ds, &owner, &manage.create_on, &hash)
                 .await
                 .map_err(err)?;
-            manage.delete
-        };
-        self.delete_pods(ns, &deletes).await.map_err(err)?;
+            self.delete_pods(ns, &manage.delete).await.map_err(err)?;
+        }
 
-        let (status, wake) =
+        let stall = rollout::stall(&pods, &hash);
+        if let Some(st) = stall.as_ref().filter(|st| {
+            annotation(&ds_val, rollout::ROLLBACK_ON_FAILURE) == Some("true")
+                && rollout::rollback_due(st, budget)
+        }) {
+            revisions::roll_back(&self.api, &self.user, &owner, &hash, &st.describe())
+                .await
+                .map_err(err)?;
+        }
+        let (mut status, wake) =
             status::compute_status(generation, min_ready, &fits, &pods, &hash, now_ms);
+        status["conditions"] = status::conditions(&ds_val, stall.as_ref(), &waiting_pull, now_ms);
         self.write_status(at, &uid, &ds_val, &status)
             .await
             .map_err(err)?;
-        let again = [retry_at, wake].into_iter().flatten().min();
+        // a new pod beside an old one (surge) becomes available after minReadySeconds too
+        let surging = pods
+            .iter()
+            .filter_map(|p| p.available_at(min_ready, now_ms))
+            .min();
+        let again = [retry_at, wake, surging].into_iter().flatten().min();
         Ok(again.map(|ms| Instant::now() + Duration::from_millis((ms - now_ms).max(0) as u64)))
     }
 
@@ -543,6 +565,23 @@ impl Controller {
             Err(e) => Err(e),
         }
     }
+}
+
+/// The Node's Ready condition is not False or Unknown.
+fn node_ready(n: &Node) -> bool {
+    let ready = n
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"));
+    ready.is_none_or(|c| c.status == "True")
+}
+
+/// An annotation of an object.
+fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
+    obj.pointer("/metadata/annotations")
+        .and_then(|a| a.get(key))
+        .and_then(Value::as_str)
 }
 
 /// A selector without requirements (it would select every pod).
@@ -682,12 +721,17 @@ mod tests {
             let at = (Utc::now() - chrono::Duration::seconds(60)).to_rfc3339();
             let doc = json!({"status": {"phase": "Running", "conditions": [
                 {"type": "Ready", "status": "True", "lastTransitionTime": at}]}});
+            self.pod_status(name, PatchType::Merge, doc).await;
+        }
+
+        /// A patch of a pod's status, as its agent writes it.
+        async fn pod_status(&self, name: &str, how: PatchType, doc: Value) {
             self.api
                 .patch(
                     &self.user,
                     ObjectRef::new(&PODS, Some("default"), name),
                     Part::Status,
-                    PatchType::Merge,
+                    how,
                     &doc,
                     WriteOpts::INTERNAL,
                 )
@@ -713,6 +757,77 @@ mod tests {
                         .unwrap();
                 }
             }
+        }
+
+        /// The DaemonSet's current revision.
+        async fn current_hash(&self) -> String {
+            let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
+            let ds: DaemonSet =
+                serde_json::from_value((*self.api.get(&self.user, at).await.unwrap()).clone())
+                    .unwrap();
+            let collision = ds.status.as_ref().and_then(|s| s.collision_count);
+            template_hash(&ds.spec.unwrap().template, collision)
+        }
+
+        /// What the agents' pre-pull reports on every pod of another revision than `hash`: the
+        /// images of `hash` pulled, or the pull's `error`.
+        async fn report_pull(&self, hash: &str, error: Option<&str>) {
+            let next = rollout::NextRevision {
+                hash: hash.into(),
+                pulled: error.is_none(),
+                error: error.unwrap_or_default().into(),
+            };
+            let (status, reason, message) = next.condition();
+            for p in self.pods().await {
+                if s(&p, "/metadata/labels/controller-revision-hash") == hash {
+                    continue;
+                }
+                let doc = json!({"status": {"conditions": [{"type": rollout::NEXT_REVISION_READY,
+                    "status": status, "reason": reason, "message": message}]}});
+                self.pod_status(s(&p, "/metadata/name"), PatchType::Strategic, doc)
+                    .await;
+            }
+        }
+
+        /// What an agent reports of a pod whose image cannot be pulled.
+        async fn image_pull_back_off(&self, name: &str) {
+            let doc = json!({"status": {"phase": "Pending", "containerStatuses": [{"name": "c",
+                "ready": false, "restartCount": 0, "image": "i", "imageID": "",
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "manifest unknown"}}}]}});
+            self.pod_status(name, PatchType::Merge, doc).await;
+        }
+
+        /// A merge patch of the DaemonSet.
+        async fn patch_ds(&self, doc: Value) {
+            let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
+            self.api
+                .patch(
+                    &self.user,
+                    at,
+                    Part::Main,
+                    PatchType::Merge,
+                    &doc,
+                    WriteOpts::INTERNAL,
+                )
+                .await
+                .unwrap();
+        }
+
+        async fn annotate(&self, key: &str, value: &str) {
+            self.patch_ds(json!({"metadata": {"annotations": {key: value}}}))
+                .await;
+        }
+
+        async fn set_strategy(&self, strategy: Value) {
+            self.patch_ds(json!({"spec": {"updateStrategy": strategy}}))
+                .await;
+        }
+
+        async fn image(&self) -> Value {
+            let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
+            self.api.get(&self.user, at).await.unwrap()["spec"]["template"]["spec"]["containers"][0]
+                ["image"]
+                .clone()
         }
 
         async fn status(&self) -> Value {
@@ -846,8 +961,19 @@ mod tests {
         assert_eq!(rig.status().await["numberAvailable"], 3);
 
         rig.apply_ds("i:2").await;
+        rig.sync().await;
+        assert!(
+            !rig.placed().await.iter().any(|p| p.2),
+            "no node pulled the new revision yet: nothing goes"
+        );
+        assert_eq!(
+            rig.status().await["conditions"][0]["reason"],
+            "PullingNewRevision"
+        );
+        let new_hash = rig.current_hash().await;
         let mut replaced = Vec::new();
         for _ in 0..3 {
+            rig.report_pull(&new_hash, None).await;
             rig.sync().await;
             let placed = rig.placed().await;
             let going: Vec<&(String, String, bool)> = placed.iter().filter(|p| p.2).collect();
@@ -906,5 +1032,144 @@ mod tests {
             .await
             .unwrap();
         assert!(crs.is_empty());
+    }
+    /// maxSurge on the server: the new pod starts beside the old one, which goes once the new
+    /// one is ready; never more than maxSurge nodes run two.
+    #[tokio::test]
+    async fn surge_starts_the_new_pod_beside_the_old_one() {
+        let mut rig = Rig::new(&[("n1", "worker"), ("n2", "worker"), ("n3", "worker")]).await;
+        rig.apply_ds("i:1").await;
+        rig.set_strategy(json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}))
+            .await;
+        rig.sync().await;
+        rig.all_ready().await;
+        rig.sync().await;
+        let old = rig.placed().await[0].1.clone();
+        rig.apply_ds("i:2").await;
+        for _ in 0..3 {
+            rig.sync().await;
+            let placed = rig.placed().await;
+            assert_eq!(placed.len(), 4, "one extra pod: {placed:?}");
+            assert!(
+                !placed.iter().any(|p| p.2),
+                "nothing goes before: {placed:?}"
+            );
+            rig.sync().await;
+            assert_eq!(rig.placed().await.len(), 4, "maxSurge 1");
+            rig.all_ready().await;
+            rig.sync().await;
+            let placed = rig.placed().await;
+            let going: Vec<_> = placed.iter().filter(|p| p.2).collect();
+            assert_eq!(going.len(), 1, "{placed:?}");
+            assert_eq!(going[0].1, old);
+            rig.finish_terminating().await;
+        }
+        rig.sync().await;
+        let placed = rig.placed().await;
+        assert_eq!(placed.len(), 3);
+        assert!(placed.iter().all(|p| p.1 != old), "{placed:?}");
+    }
+
+    /// OnDelete: a template change replaces nothing; a deleted pod comes back new.
+    #[tokio::test]
+    async fn on_delete_waits_for_a_deleted_pod() {
+        let mut rig = Rig::new(&[("n1", "worker"), ("n2", "worker")]).await;
+        rig.apply_ds("i:1").await;
+        rig.set_strategy(json!({"type": "OnDelete", "rollingUpdate": null}))
+            .await;
+        rig.sync().await;
+        rig.all_ready().await;
+        let old = rig.placed().await[0].1.clone();
+        rig.apply_ds("i:2").await;
+        let new = rig.current_hash().await;
+        rig.report_pull(&new, None).await;
+        rig.sync().await;
+        rig.sync().await;
+        assert_eq!(
+            rig.placed().await,
+            [t("n1", &old, false), t("n2", &old, false)]
+        );
+        let p = rig.pod_on("n2").await;
+        let at = ObjectRef::new(&PODS, Some("default"), s(&p, "/metadata/name"));
+        rig.api
+            .delete(&rig.user, at, &DeleteOptions::default())
+            .await
+            .unwrap();
+        rig.finish_terminating().await;
+        rig.sync().await;
+        assert_eq!(
+            rig.placed().await,
+            [t("n1", &old, false), t("n2", &new, false)]
+        );
+    }
+
+    /// A new revision whose image cannot be pulled: no node loses its pod, the status says why,
+    /// and with the opt-in annotation the controller puts the previous template back.
+    #[tokio::test]
+    async fn a_failed_pull_stops_the_rollout_and_rolls_back_when_asked() {
+        let mut rig = Rig::new(&[("n1", "worker"), ("n2", "worker"), ("n3", "worker")]).await;
+        rig.apply_ds("i:1").await;
+        rig.sync().await;
+        rig.all_ready().await;
+        rig.apply_ds("i:bad").await;
+        rig.sync().await;
+        let bad = rig.current_hash().await;
+        rig.report_pull(&bad, Some("pull i:bad: manifest unknown"))
+            .await;
+        rig.sync().await;
+        rig.sync().await;
+        assert!(!rig.placed().await.iter().any(|p| p.2), "nothing stopped");
+        let cond = rig.status().await["conditions"][0].clone();
+        assert_eq!(
+            (cond["type"].as_str(), cond["status"].as_str()),
+            (Some("Progressing"), Some("False"))
+        );
+        assert_eq!(
+            cond["message"],
+            "ErrImagePull on node n1: pull i:bad: manifest unknown"
+        );
+        assert_eq!(rig.image().await, "i:bad", "no rollback unless asked");
+
+        rig.annotate(rollout::ROLLBACK_ON_FAILURE, "true").await;
+        rig.sync().await;
+        assert_eq!(rig.image().await, "i:1", "rolled back");
+        rig.sync().await;
+        let st = rig.status().await;
+        assert_eq!(st["conditions"][0]["status"], "True");
+        assert_eq!(st["updatedNumberScheduled"], 3);
+    }
+
+    /// With surge the new pod itself fails to pull while the old one runs; the condition names
+    /// the node and the kubelet's reason.
+    #[tokio::test]
+    async fn a_surge_pod_that_cannot_pull_leaves_the_old_one_running() {
+        let mut rig = Rig::new(&[("n1", "worker"), ("n2", "worker")]).await;
+        rig.apply_ds("i:1").await;
+        rig.set_strategy(json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}))
+            .await;
+        rig.sync().await;
+        rig.all_ready().await;
+        rig.apply_ds("i:bad").await;
+        rig.sync().await;
+        let bad = rig.current_hash().await;
+        let new = rig
+            .pods()
+            .await
+            .into_iter()
+            .find(|p| s(p, "/metadata/labels/controller-revision-hash") == bad)
+            .unwrap();
+        rig.image_pull_back_off(s(&new, "/metadata/name")).await;
+        rig.sync().await;
+        assert_eq!(rig.placed().await.len(), 3, "the old pods stay");
+        let cond = rig.status().await["conditions"][0].clone();
+        assert_eq!(
+            cond["message"],
+            format!(
+                "ImagePullBackOff on node {}: manifest unknown",
+                s(&new, "/spec/nodeName")
+            )
+        );
     }
 }

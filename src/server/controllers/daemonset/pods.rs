@@ -8,7 +8,9 @@ use super::super::claim::Owner;
 use super::super::s;
 use crate::core::eligibility::add_daemon_tolerations;
 use crate::core::plan::REVISION_HASH_LABEL;
-use crate::core::rollout::{DaemonPod, Phase};
+use crate::core::rollout::{
+    is_failure_reason, DaemonPod, NextRevision, Phase, Problem, NEXT_REVISION_READY,
+};
 
 /// Kubernetes' generated names keep at most 58 characters of their prefix (63 minus the random
 /// suffix of 5).
@@ -22,9 +24,8 @@ fn unix_ms(t: &str) -> Option<i64> {
 
 /// A stored Pod as the decisions see it.
 pub fn daemon_pod(pod: &Value) -> DaemonPod {
-    let ready = pod
-        .pointer("/status/conditions")
-        .and_then(Value::as_array)
+    let conditions = pod.pointer("/status/conditions").and_then(Value::as_array);
+    let ready = conditions
         .and_then(|cs| cs.iter().find(|c| s(c, "/type") == "Ready"))
         .filter(|c| s(c, "/status") == "True");
     DaemonPod {
@@ -36,7 +37,39 @@ pub fn daemon_pod(pod: &Value) -> DaemonPod {
         deleting: pod.pointer("/metadata/deletionTimestamp").is_some(),
         ready: ready.is_some(),
         ready_since_ms: ready.and_then(|c| unix_ms(s(c, "/lastTransitionTime"))),
+        next: conditions
+            .and_then(|cs| cs.iter().find(|c| s(c, "/type") == NEXT_REVISION_READY))
+            .and_then(|c| NextRevision::parse(s(c, "/status"), s(c, "/message"))),
+        problem: problem(pod),
     }
+}
+
+/// The first container (init containers first) waiting for a failure reason, or the phase
+/// Failed: why the pod does not run.
+fn problem(pod: &Value) -> Option<Problem> {
+    let statuses = ["initContainerStatuses", "containerStatuses"]
+        .iter()
+        .filter_map(|k| {
+            pod.pointer(&format!("/status/{k}"))
+                .and_then(Value::as_array)
+        })
+        .flatten();
+    for c in statuses {
+        let reason = s(c, "/state/waiting/reason");
+        if is_failure_reason(reason) {
+            return Some(Problem {
+                reason: reason.to_string(),
+                message: s(c, "/state/waiting/message").to_string(),
+            });
+        }
+    }
+    (s(pod, "/status/phase") == "Failed").then(|| Problem {
+        reason: match s(pod, "/status/reason") {
+            "" => "Failed".to_string(),
+            r => r.to_string(),
+        },
+        message: s(pod, "/status/message").to_string(),
+    })
 }
 
 /// The Pod `owner` (the DaemonSet `ds`) creates on `node` for revision `hash`: its template's

@@ -2,7 +2,7 @@
 //! pods the DaemonSet owns, per node the oldest pod counting.
 use serde_json::{json, Value};
 
-use crate::core::rollout::{pods_by_node, DaemonPod, NodeFit};
+use crate::core::rollout::{pods_by_node, DaemonPod, NodeFit, Stall};
 
 /// The status fields this controller owns and, when a ready pod becomes available later
 /// (minReadySeconds), when (unix ms).
@@ -54,6 +54,56 @@ pub fn compute_status(
     (status, wake)
 }
 
+/// The DaemonSet condition that says whether its rollout progresses, and if not why.
+pub const PROGRESSING: &str = "Progressing";
+
+/// `status.conditions`: the DaemonSet's others kept, and `Progressing`: False with the first
+/// failing node and its reason when the new revision fails (`stall`), True otherwise (saying
+/// which nodes are still pulling the new revision). `lastTransitionTime` moves only when the
+/// status does.
+pub fn conditions(
+    ds: &Value,
+    stall: Option<&Stall>,
+    waiting_pull: &[String],
+    now_ms: i64,
+) -> Value {
+    let old: Vec<Value> = ds
+        .pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let (status, reason, message) = match stall {
+        Some(st) => ("False", st.reason.clone(), st.describe()),
+        None if !waiting_pull.is_empty() => (
+            "True",
+            "PullingNewRevision".to_string(),
+            format!(
+                "waiting for nodes {} to pull the new revision's images",
+                waiting_pull.join(", ")
+            ),
+        ),
+        None => ("True", "Progressing".to_string(), String::new()),
+    };
+    let previous = old.iter().find(|c| c["type"] == PROGRESSING);
+    let since = previous
+        .filter(|c| c["status"] == status)
+        .and_then(|c| c.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| {
+            json!(chrono::DateTime::from_timestamp_millis(now_ms)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        });
+    let mut out: Vec<Value> = old
+        .into_iter()
+        .filter(|c| c["type"] != PROGRESSING)
+        .collect();
+    out.push(
+        json!({"type": PROGRESSING, "status": status, "reason": reason,
+        "message": message, "lastTransitionTime": since}),
+    );
+    Value::Array(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,6 +116,7 @@ mod tests {
             name: name.into(),
             should_run: worker,
             should_continue_running: worker,
+            ready: true,
         }
     }
 
@@ -79,6 +130,8 @@ mod tests {
             deleting: false,
             ready: ready_since_s.is_some(),
             ready_since_ms: ready_since_s.map(|s| NOW - s * 1000),
+            next: None,
+            problem: None,
         }
     }
 

@@ -1,0 +1,267 @@
+//! The rollout benchmark (issue 9): a template change rolled over a fleet of agents (20; 5 in the
+//! smoke run), each its own process with its own node name and containerd namespace, once with
+//! `maxUnavailable: 25%` and once with `maxSurge: 25%`. The total time is compared with the bound
+//! `ceil(nodes / budget) x t1`, where t1 is the time of the same change on a DaemonSet of one node
+//! (replace one pod, pre-pull included, plus minReadySeconds) measured in the same run. A sampler
+//! reads containerd every 100 ms (running tasks per namespace) and counts the samples where more
+//! nodes than the budget were without a running pod, or more than maxSurge ran two.
+use std::sync::atomic::AtomicBool;
+
+use super::*;
+
+const MIN_READY: i64 = 1;
+const BUDGET_PERCENT: i64 = 25;
+
+/// What one rollout measured.
+struct Measured {
+    took: Duration,
+    samples: usize,
+    over: usize,
+    worst_down: usize,
+    worst_double: usize,
+}
+
+fn rollout_ds(name: &str, image: &str, label: &str, strategy: Value) -> Result<DaemonSet> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "minReadySeconds": MIN_READY,
+            "updateStrategy": strategy,
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                "nodeSelector": {label: "yes"},
+                "terminationGracePeriodSeconds": GRACE,
+                "containers": [{"name": "c", "image": image,
+                    "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]}],
+            }},
+        },
+    }))?)
+}
+
+impl Bench {
+    pub(super) async fn rollout(&mut self) -> Result<()> {
+        let n = if self.o.smoke { 5 } else { 20 };
+        let kubeconfig = self.o.dir.join("server/admin.kubeconfig");
+        let mut agents = Vec::new();
+        let mut namespaces = Vec::new();
+        for i in 0..n {
+            let node = format!("roll-{i:02}");
+            let ns = format!("{}-roll-{i:02}", self.o.tag);
+            let mut args: Vec<String> = vec![
+                "agent".into(),
+                "--node-name".into(),
+                node.clone(),
+                "--kubeconfig".into(),
+                kubeconfig.to_string_lossy().into(),
+                "--containerd-socket".into(),
+                self.o.socket.to_string_lossy().into(),
+                "--containerd-namespace".into(),
+                ns.clone(),
+                "--state-dir".into(),
+                self.o.dir.join(&node).to_string_lossy().into(),
+                "--node-label".into(),
+                "bench-rollout=yes".into(),
+            ];
+            if i == 0 {
+                args.extend(["--node-label".into(), "bench-rollout-one=yes".into()]);
+            }
+            let log = self.o.dir.join(format!("agent-{node}.log"));
+            agents.push(Proc::spawn(&self.o.bin, &args, &log, "rollout agent")?);
+            namespaces.push(ns);
+        }
+        for i in 0..n {
+            let path = format!("/api/v1/nodes/roll-{i:02}");
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !matches!(http_get(&self.wire, &path).await, Ok((200, _))) {
+                if Instant::now() > deadline {
+                    bail!("rollout agent roll-{i:02} did not register in 60 s");
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let unavailable = json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": format!("{BUDGET_PERCENT}%")}});
+        let surge = json!({"type": "RollingUpdate",
+            "rollingUpdate": {"maxUnavailable": 0, "maxSurge": format!("{BUDGET_PERCENT}%")}});
+        let one = self
+            .roll(
+                "roll-one",
+                "bench-rollout-one",
+                unavailable.clone(),
+                &namespaces[..1],
+                1,
+                (1, 0),
+            )
+            .await?;
+        let budget = (n as i64 * BUDGET_PERCENT + 99) / 100;
+        let bound = one.took.as_secs_f64() * ((n as i64 + budget - 1) / budget) as f64;
+        self.report.row(
+            "rollout: one node, replace + minReady",
+            format!("{:.2} s", one.took.as_secs_f64()),
+            String::new(),
+            None,
+        );
+        let mut rows = serde_json::Map::new();
+        rows.insert("one_node_s".into(), json!(one.took.as_secs_f64()));
+        for (label, strategy, limits) in [
+            ("maxUnavailable", unavailable, (budget as usize, 0)),
+            ("maxSurge", surge, (0, budget as usize)),
+        ] {
+            let name = format!("roll-{}", label.to_lowercase());
+            let m = self
+                .roll(&name, "bench-rollout", strategy, &namespaces, n, limits)
+                .await?;
+            let ratio = m.took.as_secs_f64() / bound;
+            self.report
+                .row(
+                    &format!("rollout {n} nodes, {label} {BUDGET_PERCENT}%"),
+                    format!(
+                        "{:.2} s, over {}/{}",
+                        m.took.as_secs_f64(),
+                        m.over,
+                        m.samples
+                    ),
+                    format!("bound {bound:.2} s"),
+                    Some(ratio),
+                )
+                .target("<= 1.2, 0 over", ratio <= 1.2 && m.over == 0);
+            rows.insert(
+                label.into(),
+                json!({"nodes": n, "budget": budget, "took_s": m.took.as_secs_f64(),
+                    "bound_s": bound, "ratio": ratio, "samples": m.samples, "over_budget": m.over,
+                    "worst_down": m.worst_down, "worst_double": m.worst_double}),
+            );
+        }
+        self.report
+            .json
+            .insert("rollout".into(), Value::Object(rows));
+        for a in &mut agents {
+            a.check()?;
+        }
+        Ok(())
+    }
+
+    /// Creates `name` on the `count` nodes labelled `label`, waits until it is available, then
+    /// changes its image and times the rollout, sampling `namespaces` against `limits`
+    /// (maxUnavailable, maxSurge); deletes it.
+    async fn roll(
+        &mut self,
+        name: &str,
+        label: &str,
+        strategy: Value,
+        namespaces: &[String],
+        count: usize,
+        limits: (usize, usize),
+    ) -> Result<Measured> {
+        let ds = rollout_ds(name, &self.image_v1, label, strategy)?;
+        self.api.create(&PostParams::default(), &ds).await?;
+        self.rolled_out(name, count, 1, Duration::from_secs(120))
+            .await
+            .context("the first rollout")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let sampler = tokio::spawn(sample(
+            self.agent_rt.client().clone(),
+            namespaces.to_vec(),
+            name.to_string(),
+            limits,
+            stop.clone(),
+        ));
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": self.image_v2}]}}}});
+        let t0 = Instant::now();
+        self.api
+            .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await?;
+        self.rolled_out(name, count, 2, Duration::from_secs(600))
+            .await
+            .context("the timed rollout")?;
+        let took = t0.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        let (samples, over, worst_down, worst_double) = sampler.await??;
+        self.api.delete(name, &DeleteParams::default()).await?;
+        Ok(Measured {
+            took,
+            samples,
+            over,
+            worst_down,
+            worst_double,
+        })
+    }
+
+    /// Waits until `name` at `generation` runs an available pod of its template on `count` nodes.
+    async fn rolled_out(
+        &self,
+        name: &str,
+        count: usize,
+        generation: i64,
+        timeout: Duration,
+    ) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ds = self.api.get(name).await?;
+            let st = ds.status.unwrap_or_default();
+            let c = count as i32;
+            if st.observed_generation.unwrap_or(0) >= generation
+                && st.desired_number_scheduled == c
+                && st.updated_number_scheduled == Some(c)
+                && st.number_available == Some(c)
+            {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{name}: not rolled out in {timeout:?}: {st:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Every 100 ms, the running tasks of `name` per namespace: (samples, samples over `limits`,
+/// worst nodes without one, worst nodes with two).
+async fn sample(
+    ctd: Ctd,
+    namespaces: Vec<String>,
+    name: String,
+    limits: (usize, usize),
+    stop: Arc<AtomicBool>,
+) -> Result<(usize, usize, usize, usize)> {
+    use containerd_client::services::v1::ListTasksRequest;
+    let mut conns = Vec::new();
+    for ns in &namespaces {
+        let mut c = ctd.clone();
+        c.namespace = ns.clone();
+        conns.push(c);
+    }
+    let (mut samples, mut over, mut worst_down, mut worst_double) = (0, 0, 0, 0);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    while !stop.load(Ordering::SeqCst) {
+        tick.tick().await;
+        let mut down = 0;
+        let mut double = 0;
+        for c in &conns {
+            let tasks = c
+                .tasks()
+                .list(c.req(ListTasksRequest::default()))
+                .await?
+                .into_inner()
+                .tasks;
+            let up = tasks
+                .iter()
+                .filter(|t| {
+                    t.status == containerd_client::types::v1::Status::Running as i32
+                        && ds_of(&t.id) == Some(name.as_str())
+                })
+                .count();
+            down += usize::from(up == 0);
+            double += usize::from(up >= 2);
+        }
+        samples += 1;
+        worst_down = worst_down.max(down);
+        worst_double = worst_double.max(double);
+        if down > limits.0 || double > limits.1 {
+            over += 1;
+        }
+    }
+    Ok((samples, over, worst_down, worst_double))
+}
