@@ -682,11 +682,17 @@ mod tests {
             let at = (Utc::now() - chrono::Duration::seconds(60)).to_rfc3339();
             let doc = json!({"status": {"phase": "Running", "conditions": [
                 {"type": "Ready", "status": "True", "lastTransitionTime": at}]}});
+            let at = ObjectRef::new(&PODS, Some("default"), name);
+            self.merge(at, Part::Status, doc).await;
+        }
+
+        /// A merge patch of `part` of `at`, as a client sends it.
+        async fn merge(&self, at: ObjectRef<'_>, part: Part, doc: Value) {
             self.api
                 .patch(
                     &self.user,
-                    ObjectRef::new(&PODS, Some("default"), name),
-                    Part::Status,
+                    at,
+                    part,
                     PatchType::Merge,
                     &doc,
                     WriteOpts::INTERNAL,
@@ -792,17 +798,12 @@ mod tests {
         let n2 = rig.pod_on("n2").await;
         let name = s(&n2, "/metadata/name").to_string();
         let doc = json!({"metadata": {"labels": {"app": "other"}}});
-        rig.api
-            .patch(
-                &rig.user,
-                ObjectRef::new(&PODS, Some("default"), &name),
-                Part::Main,
-                PatchType::Merge,
-                &doc,
-                WriteOpts::INTERNAL,
-            )
-            .await
-            .unwrap();
+        rig.merge(
+            ObjectRef::new(&PODS, Some("default"), &name),
+            Part::Main,
+            doc,
+        )
+        .await;
         rig.sync().await;
         let released = rig
             .api
@@ -814,17 +815,8 @@ mod tests {
 
         // a node that stops being a worker loses its pod (gracefully: its agent stops it)
         let doc = json!({"metadata": {"labels": {"role": "edge"}}});
-        rig.api
-            .patch(
-                &rig.user,
-                ObjectRef::new(&NODES, None, "n1"),
-                Part::Main,
-                PatchType::Merge,
-                &doc,
-                WriteOpts::INTERNAL,
-            )
-            .await
-            .unwrap();
+        rig.merge(ObjectRef::new(&NODES, None, "n1"), Part::Main, doc)
+            .await;
         rig.sync().await;
         assert!(rig.placed().await.contains(&t("n1", &hash, true)));
         rig.finish_terminating().await;
