@@ -814,6 +814,53 @@ fn deleted_daemonset_pods_terminate_gracefully_and_are_replaced() {
     });
 }
 
+/// One pod pipeline, as the kubelet's: a bare Pod bound with `spec.nodeName` (no DaemonSet, no
+/// controller) runs on that node through the same path as a DaemonSet's pod: its container
+/// carries the pod's name, namespace and uid, its status comes back Running; `kubectl delete pod`
+/// stops it and the agent deletes it, and since nothing owns it nothing makes it again.
+#[test]
+fn a_bare_pod_bound_to_a_node_runs_there_and_goes_when_deleted() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.start_agent("node-b", &[]);
+    c.start_agent("node-o", &[]);
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bare\nspec:\n  nodeName: node-b\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: main\n    image: {registry}/busybox:v1\n    command: [\"sleep\", \"3600\"]\n"
+    ));
+    let pod = wait_for("the bare pod Running", Duration::from_secs(60), || {
+        let out = c.kubectl_ok(&["get", "pod", "bare", "-o", "json"]);
+        let p: serde_json::Value = serde_json::from_str(&out).unwrap();
+        (p["status"]["phase"] == "Running" && is_running(container_status(&p, 0))).then_some(p)
+    });
+    let uid = pod["metadata"]["uid"].as_str().unwrap().to_string();
+    let running = c.running("node-b");
+    assert_eq!(running.len(), 1, "{running:?}\n{}", c.debug());
+    let (id, owner) = &running[0];
+    assert_eq!(owner, "", "a bare pod has no DaemonSet");
+    let labels = c.container_labels("ns-node-b", id).unwrap();
+    assert_eq!(labels["io.daemonset-agent.pod.name"], "bare", "{labels}");
+    assert_eq!(
+        labels["io.daemonset-agent.pod.namespace"], "default",
+        "{labels}"
+    );
+    assert_eq!(
+        labels["io.daemonset-agent.pod.uid"],
+        uid.as_str(),
+        "{labels}"
+    );
+    assert!(
+        c.running("node-o").is_empty(),
+        "a pod runs only where it is bound"
+    );
+
+    // a plain delete returns once the agent stopped the container and deleted the pod
+    c.kubectl_ok(&["delete", "pod", "bare"]);
+    let out = c.kubectl_ok(&["get", "pods", "-o", "name"]);
+    assert_eq!(out.trim(), "", "nothing makes a bare pod again");
+    let containers = c.ctr("ns-node-b", &["containers", "ls", "-q"]);
+    assert!(!containers.contains(id.as_str()), "{containers}");
+}
+
 #[test]
 fn agent_without_api_keeps_running_and_healing_from_its_cache() {
     let registry = common::registry();
