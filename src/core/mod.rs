@@ -11,4 +11,5 @@ pub mod probe;
 pub mod quantity;
 pub mod reference;
 pub mod status;
+pub mod support;
 pub mod validation;
