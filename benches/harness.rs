@@ -495,13 +495,22 @@ impl Floor {
             container,
             image: img.clone(),
             sandbox: SandboxInfo {
-                netns: None,
                 pod_dir: PathBuf::from("/nonexistent"),
+                ..Default::default()
             },
             hostname: id.to_string(),
             log_path: PathBuf::from("/dev/null"),
+            pod: Default::default(),
         };
-        Ok(spec::build(&req, self.rt.namespace())?.spec)
+        let facts = spec::HostFacts::default();
+        let mut spec =
+            spec::build(&req, self.rt.namespace(), Path::new("/nonexistent"), &facts)?.spec;
+        // the floor runs no host steps: without the pod's files (hosts, resolv.conf, hostname,
+        // termination log), containerd's defaults only
+        if let Some(mounts) = spec["mounts"].as_array_mut() {
+            mounts.retain(|m| m["type"] != "bind");
+        }
+        Ok(spec)
     }
 
     async fn create(&self, id: &str, v2: bool) -> Result<()> {

@@ -17,8 +17,8 @@ use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, Sta
 use crate::core::probe::{self as probe, ContainerProbes, Kind, Outcome};
 use crate::core::status::{self, PodView, Termination, Waiting};
 use crate::runtime::{
-    labels, ContainerRequest, ContainerStatus, PodSandbox, Runtime, RuntimeError, SandboxInfo,
-    TaskState,
+    labels, ContainerRequest, ContainerStatus, PodMeta, PodSandbox, PortMapping, PullPolicy,
+    Runtime, RuntimeError, SandboxInfo, TaskState,
 };
 
 /// Bounds on one runtime call, so that a hung shim or containerd call cannot hold a pod's worker
@@ -136,7 +136,29 @@ fn pod_sandbox(d: &DesiredPod) -> PodSandbox {
         namespace: d.key.namespace.clone(),
         name: d.key.name.clone(),
         host_network: d.spec.host_network.unwrap_or(false),
+        host_ipc: d.spec.host_ipc.unwrap_or(false),
+        labels: pod_labels(d),
+        port_mappings: PortMapping::of(&d.spec),
     }
+}
+
+/// The labels of every container of the pod (and of its sandbox's record).
+fn pod_labels(d: &DesiredPod) -> BTreeMap<String, String> {
+    let grace = d.spec.termination_grace_period_seconds.unwrap_or(30);
+    BTreeMap::from([
+        (labels::MANAGED_BY, labels::MANAGED_BY_VALUE.to_string()),
+        (labels::POD_NAMESPACE, d.key.namespace.clone()),
+        (labels::POD_NAME, d.key.name.clone()),
+        (labels::POD_UID, d.uid.clone()),
+        (labels::DAEMONSET_NAMESPACE, d.owner.namespace.clone()),
+        (labels::DAEMONSET_NAME, d.owner.name.clone()),
+        (labels::DAEMONSET_UID, d.owner.uid.clone()),
+        (labels::TEMPLATE_HASH, d.template_hash.clone()),
+        (GRACE_LABEL, grace.to_string()),
+    ])
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// The pod a container belongs to, from its labels.
@@ -369,12 +391,14 @@ impl Worker {
         // Remember how each dead container ended before the plan removes it.
         for o in &observed {
             if let State::Exited { code, at_ms } = o.state {
+                let message = self.termination_message(&work, o, code).await;
                 self.last_termination.insert(
                     o.name.clone(),
                     Termination {
                         exit_code: code as i32,
                         started_ms: o.created_ms,
                         finished_ms: at_ms,
+                        message,
                     },
                 );
             }
@@ -490,6 +514,11 @@ impl Worker {
             waiting: self.waiting.clone(),
             last_termination: self.last_termination.clone(),
             host_ip: self.ctx.host_ip.clone(),
+            pod_ips: self
+                .sandbox
+                .as_ref()
+                .map(|s| s.ips.clone())
+                .unwrap_or_default(),
             start_ms: self.start_ms,
             gates,
         };
@@ -677,6 +706,41 @@ impl Worker {
         !kills.is_empty()
     }
 
+    /// What a dead container left as its termination message, read once per incarnation
+    /// (FallbackToLogsOnError: its log's end when it failed and left none).
+    async fn termination_message(&self, work: &Work, o: &Observed, code: u32) -> Option<String> {
+        if let Some(t) = self
+            .last_termination
+            .get(&o.name)
+            .filter(|t| t.started_ms == o.created_ms)
+        {
+            return t.message.clone();
+        }
+        let pod = work.desired.as_ref().or(self.last.as_ref())?;
+        let policy = pod
+            .spec
+            .containers
+            .iter()
+            .find(|c| c.name == o.name)
+            .and_then(|c| c.termination_message_policy.as_deref());
+        let log = match (policy, self.uid(work)) {
+            (Some("FallbackToLogsOnError"), Some(uid)) if code != 0 => {
+                Some(crate::logdriver::log_path(
+                    &self.ctx.state_dir,
+                    &self.key,
+                    &uid,
+                    &o.name,
+                    o.restart_count,
+                ))
+            }
+            _ => None,
+        };
+        self.ctx
+            .runtime
+            .termination_message(&o.id, log.as_deref())
+            .await
+    }
+
     fn uid(&self, work: &Work) -> Option<String> {
         work.desired
             .as_ref()
@@ -728,10 +792,7 @@ impl Worker {
                 );
             }
             Err(e) => {
-                let reason = match &e {
-                    RuntimeError::ImagePull { .. } => "ErrImagePull",
-                    _ => "CreateContainerError",
-                };
+                let reason = e.reason();
                 // what failed and why, causes included (the registry's answer, containerd's
                 // status), as the kubelet's messages read
                 let message = crate::runtime::chain(&e);
@@ -761,7 +822,7 @@ impl Worker {
         let image = container.image.clone().unwrap_or_default();
         // the runtime serializes pulls (as the kubelet does by default) after a lock-free check;
         // what it resolved is handed to run_container, which does not resolve it again
-        let pulled = rt.ensure_image(&image).await?;
+        let pulled = rt.image_for(&image, PullPolicy::of(container)).await?;
         self.images
             .insert(container.name.clone(), (image, pulled.info.digest.clone()));
         let host_network = d.spec.host_network.unwrap_or(false);
@@ -774,23 +835,9 @@ impl Worker {
             }
         };
         let id = container_id(&d.key, &container.name, restart_count);
-        let grace = d.spec.termination_grace_period_seconds.unwrap_or(30);
-        let container_labels = BTreeMap::from([
-            (labels::MANAGED_BY, labels::MANAGED_BY_VALUE.to_string()),
-            (labels::POD_NAMESPACE, d.key.namespace.clone()),
-            (labels::POD_NAME, d.key.name.clone()),
-            (labels::POD_UID, d.uid.clone()),
-            (labels::CONTAINER_NAME, container.name.clone()),
-            (labels::DAEMONSET_NAMESPACE, d.owner.namespace.clone()),
-            (labels::DAEMONSET_NAME, d.owner.name.clone()),
-            (labels::DAEMONSET_UID, d.owner.uid.clone()),
-            (labels::TEMPLATE_HASH, d.template_hash.clone()),
-            (labels::RESTART_COUNT, restart_count.to_string()),
-            (GRACE_LABEL, grace.to_string()),
-        ])
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let mut container_labels = pod_labels(d);
+        container_labels.insert(labels::CONTAINER_NAME.into(), container.name.clone());
+        container_labels.insert(labels::RESTART_COUNT.into(), restart_count.to_string());
         let log_path = crate::logdriver::log_path(
             &self.ctx.state_dir,
             &d.key,
@@ -813,6 +860,14 @@ impl Worker {
                 d.key.name.clone()
             },
             log_path,
+            pod: PodMeta {
+                name: d.key.name.clone(),
+                namespace: d.key.namespace.clone(),
+                uid: d.uid.clone(),
+                labels: d.labels.clone(),
+                annotations: d.annotations.clone(),
+                host_ips: self.ctx.host_ip.clone().into_iter().collect(),
+            },
         };
         rt.run_container(&req).await?;
         Ok(id)
@@ -900,6 +955,7 @@ pub mod fake {
             SandboxInfo {
                 netns: (!pod.host_network).then(|| PathBuf::from("/fake/netns").join(&pod.uid)),
                 pod_dir: PathBuf::from("/fake/pods").join(&pod.uid),
+                ..Default::default()
             }
         }
     }
