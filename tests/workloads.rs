@@ -10,10 +10,10 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Containerd, Guard};
+use common::{wait_for, Containerd, Guard, MountNs};
 use daemonset_agent::runtime::{
     chain, ContainerRequest, ContainerdRuntime, PodMeta, PodSandbox, PortMapping, PullPolicy,
     Runtime, RuntimeError, SandboxInfo, TaskState,
@@ -648,4 +648,510 @@ async fn a_sandbox_without_containers_is_listed_and_removed() {
     again.remove_sandbox(&uid).await.unwrap();
     assert!(again.list_containers().await.unwrap().is_empty());
     assert_eq!(e.leaks(), before);
+}
+
+// ---- through the API: the server, an agent and kubectl -------------------------------------------
+
+const BIN: &str = env!("CARGO_BIN_EXE_daemonset-agent");
+
+/// A process of the test (server or agent), its output in a file.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    fn spawn(prefix: &[String], args: &[&str], log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).unwrap();
+        let (program, pre) = match prefix.split_first() {
+            Some((p, rest)) => (p.clone(), rest.to_vec()),
+            None => (BIN.to_string(), vec![]),
+        };
+        let mut cmd = Command::new(program);
+        cmd.args(pre);
+        if !prefix.is_empty() {
+            cmd.arg(BIN);
+        }
+        let child = cmd
+            .args(args)
+            .env("DSA_LOG", "debug")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn daemonset-agent");
+        Proc { child, log }
+    }
+
+    fn tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The server and one agent (node `NODE`) on a containerd of the test's own, the agent's pods on
+/// the test's CNI network; in a mount namespace of the test's own when `mount_ns`.
+struct Cluster {
+    /// First, so it drops first: removes everything below and all the test made, pass or fail.
+    _guard: Guard,
+    dir: tempfile::TempDir,
+    _server: Proc,
+    agent: Proc,
+    kubeconfig: PathBuf,
+    ns: Option<MountNs>,
+    _ctd: Containerd,
+    net: TestNet,
+}
+
+const NODE: &str = "wl-node";
+
+impl Cluster {
+    fn start(mount_ns: bool) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("dsa-e2e-wl-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        // node_exporter (uid 65534) reads a directory below it through the host's /
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let ns = mount_ns.then(|| MountNs::new(dir.path()));
+        let ctd = Containerd::start_in(ns.as_ref());
+        let net = TestNet::new(dir.path());
+        let data = dir.path().join("server");
+        let listen = format!("127.0.0.1:{}", common::free_port());
+        let server = Proc::spawn(
+            &[],
+            &[
+                "server",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &listen,
+            ],
+            dir.path().join("server.log"),
+        );
+        let kubeconfig = data.join("admin.kubeconfig");
+        let guard = Guard::new()
+            .containerd(&ctd)
+            .dir(dir.path())
+            .link(&net.bridge);
+        let config = dir.path().join("agent.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "container-logs-to-journald = false\ncni-conf-dir = \"{}\"\ncni-bin-dir = \"/usr/lib/cni\"\n",
+                net.conf_dir.display()
+            ),
+        )
+        .unwrap();
+        wait_for("the server to answer", Duration::from_secs(30), || {
+            kubeconfig.exists().then_some(())
+        });
+        let state = dir.path().join("agent");
+        let prefix = ns.as_ref().map(MountNs::enter).unwrap_or_default();
+        let agent = Proc::spawn(
+            &prefix,
+            &[
+                "agent",
+                "--config",
+                config.to_str().unwrap(),
+                "--node-name",
+                NODE,
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--containerd-socket",
+                ctd.socket.to_str().unwrap(),
+                "--containerd-namespace",
+                &unique("dsa-test-wl-api"),
+                "--state-dir",
+                state.to_str().unwrap(),
+            ],
+            dir.path().join("agent.log"),
+        );
+        let c = Cluster {
+            _guard: guard,
+            dir,
+            _server: server,
+            agent,
+            kubeconfig,
+            ns,
+            _ctd: ctd,
+            net,
+        };
+        wait_for("the node to register", Duration::from_secs(30), || {
+            c.kubectl(&["get", "node", NODE])
+                .status
+                .success()
+                .then_some(())
+        });
+        c
+    }
+
+    fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        Command::new(common::kubectl())
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// `kubectl apply` of `yaml`: Ok(stdout) or Err(stderr).
+    fn apply(&self, yaml: &str) -> Result<String, String> {
+        let f = self.dir.path().join(format!("{}.yaml", unique("apply")));
+        std::fs::write(&f, yaml).unwrap();
+        let out = self.kubectl(&["apply", "-f", f.to_str().unwrap()]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).to_string())
+        }
+    }
+
+    /// The pod of DaemonSet `ds` (the first whose name starts with `ds-`), as JSON.
+    fn pod(&self, ds: &str) -> Option<Value> {
+        let out = self.kubectl(&["get", "pods", "-o", "json"]);
+        let list: Value = serde_json::from_slice(&out.stdout).ok()?;
+        list["items"]
+            .as_array()?
+            .iter()
+            .find(|p| {
+                p["metadata"]["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with(&format!("{ds}-")))
+            })
+            .cloned()
+    }
+
+    /// Waits until the pod of `ds` is Ready (its probes passed), and returns it.
+    fn wait_ready(&self, ds: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let pod = self.pod(ds);
+            let ready = pod.as_ref().is_some_and(|p| {
+                p["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            if ready {
+                return pod.unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the pod of {ds} is not ready after {secs}s: {}\n--- agent ---\n{}",
+                serde_json::to_string_pretty(&pod).unwrap(),
+                self.agent.tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn status_line(proc_pid: i32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{proc_pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// The upstream node_exporter DaemonSet's shape (prometheus-community's chart): host network and
+/// PID namespace, the host's /proc, /sys and / (HostToContainer) read-only, nobody, no
+/// capabilities, httpGet probes.
+#[test]
+fn node_exporter_daemonset_serves_host_metrics_from_the_host_namespaces() {
+    let c = Cluster::start(true);
+    let port = common::free_port();
+    // a directory the exporter's textfile collector reads through the host's /: a tmpfs is
+    // mounted on it after the exporter started
+    let later = c.dir.path().join("textfile");
+    std::fs::create_dir(&later).unwrap();
+    let yaml = format!(
+        r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: node-exporter
+spec:
+  selector:
+    matchLabels: {{app: node-exporter}}
+  template:
+    metadata:
+      labels: {{app: node-exporter}}
+    spec:
+      hostNetwork: true
+      hostPID: true
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65534
+        runAsGroup: 65534
+      containers:
+      - name: node-exporter
+        image: {registry}/node-exporter:latest
+        args:
+        - --path.procfs=/host/proc
+        - --path.sysfs=/host/sys
+        - --path.rootfs=/host/root
+        - --web.listen-address=127.0.0.1:{port}
+        - --collector.textfile.directory=/host/root{later}
+        ports:
+        - {{name: metrics, containerPort: {port}, hostPort: {port}, protocol: TCP}}
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {{drop: [ALL]}}
+        readinessProbe:
+          httpGet: {{path: /, port: {port}}}
+          periodSeconds: 1
+        livenessProbe:
+          httpGet: {{path: /, port: {port}}}
+        volumeMounts:
+        - {{name: proc, mountPath: /host/proc, readOnly: true}}
+        - {{name: sys, mountPath: /host/sys, readOnly: true}}
+        - {{name: root, mountPath: /host/root, readOnly: true, mountPropagation: HostToContainer}}
+      volumes:
+      - {{name: proc, hostPath: {{path: /proc}}}}
+      - {{name: sys, hostPath: {{path: /sys}}}}
+      - {{name: root, hostPath: {{path: /}}}}
+"#,
+        registry = common::registry(),
+        later = later.display(),
+    );
+    c.apply(&yaml).expect("apply the node_exporter DaemonSet");
+    let pod = c.wait_ready("node-exporter", 120);
+    assert_eq!(pod["spec"]["nodeName"], NODE);
+
+    // it serves the host's metrics
+    let metrics = http_get(&format!("127.0.0.1:{port}"), "/metrics").expect("GET /metrics");
+    assert!(metrics.starts_with("HTTP/1.0 200 OK"), "{metrics}");
+    let btime = std::fs::read_to_string("/proc/stat")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ").map(|v| v.trim().to_string()))
+        .unwrap();
+    let boot = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("node_boot_time_seconds "))
+        .expect("node_boot_time_seconds");
+    assert_eq!(
+        boot.parse::<f64>().unwrap() as u64,
+        btime.parse::<u64>().unwrap()
+    );
+    // the host's network interfaces (host network, host /sys)
+    let host_if = std::fs::read_dir("/sys/class/net")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .find(|n| n != "lo")
+        .expect("a host interface");
+    assert!(
+        metrics.contains(&format!("device=\"{host_if}\"")),
+        "no metrics of the host's {host_if}"
+    );
+
+    // its process is in the host's PID namespace, as nobody, with no capabilities
+    let listen = format!("--web.listen-address=127.0.0.1:{port}");
+    let pids = common::pids_with(&["node_exporter", &listen]);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    let pid = pids[0];
+    assert_eq!(
+        std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap(),
+        std::fs::read_link("/proc/self/ns/pid").unwrap(),
+        "hostPID: the exporter is in the host's PID namespace"
+    );
+    assert!(status_line(pid, "Uid").starts_with("65534\t"), "runAsUser");
+    assert!(status_line(pid, "Gid").starts_with("65534\t"), "runAsGroup");
+    assert_eq!(status_line(pid, "CapEff"), "0000000000000000");
+    assert_eq!(status_line(pid, "CapBnd"), "0000000000000000");
+    assert_eq!(status_line(pid, "NoNewPrivs"), "1");
+    assert_eq!(
+        status_line(pid, "Seccomp"),
+        "0",
+        "no seccompProfile: unconfined"
+    );
+
+    // a tmpfs mounted on the host after the start: HostToContainer shows it inside
+    let ns = c.ns.as_ref().unwrap();
+    let later_s = later.to_str().unwrap();
+    ns.run(&["mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", later_s]);
+    ns.run(&[
+        "sh",
+        "-c",
+        &format!("echo 'dsa_workloads_marker 42' > {later_s}/marker.prom"),
+    ]);
+    wait_for(
+        "the exporter to read the later mount",
+        Duration::from_secs(20),
+        || {
+            http_get(&format!("127.0.0.1:{port}"), "/metrics")
+                .ok()
+                .filter(|m| m.contains("\ndsa_workloads_marker 42\n"))
+        },
+    );
+}
+
+/// A pod with its own network: its IP in the pod's status (and `kubectl get pods -o wide`), in
+/// its environment through fieldRef, and reachable from the node.
+#[test]
+fn a_cni_pod_reports_its_ip_and_learns_it_and_its_node_from_field_refs() {
+    let c = Cluster::start(false);
+    let yaml = format!(
+        r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: whoami
+spec:
+  selector:
+    matchLabels: {{app: whoami}}
+  template:
+    metadata:
+      labels: {{app: whoami, tier: node}}
+    spec:
+      containers:
+      - name: web
+        image: {registry}/busybox:v1
+        env:
+        - name: NODE_NAME
+          valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}
+        - name: POD_IP
+          valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+        - name: POD_NAME
+          valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+        - name: TIER
+          valueFrom: {{fieldRef: {{fieldPath: "metadata.labels['tier']"}}}}
+        command: [sh, -c, 'mkdir -p /www && echo "$NODE_NAME $POD_IP $POD_NAME $TIER" > /www/index.html && exec httpd -f -p 8080 -h /www']
+        readinessProbe:
+          httpGet: {{path: /, port: 8080}}
+          periodSeconds: 1
+"#,
+        registry = common::registry()
+    );
+    c.apply(&yaml).expect("apply");
+    let pod = c.wait_ready("whoami", 120);
+    let ip = pod["status"]["podIP"]
+        .as_str()
+        .expect("status.podIP")
+        .to_string();
+    assert!(ip.starts_with(&format!("{}.", c.net.prefix)), "{ip}");
+    assert_eq!(pod["status"]["podIPs"], json!([{"ip": ip}]));
+    assert_ne!(pod["status"]["hostIP"], json!(ip));
+    let name = pod["metadata"]["name"].as_str().unwrap();
+    // kubectl's wide listing shows it
+    let wide = c.kubectl(&["get", "pods", "-o", "wide", "--no-headers"]);
+    let wide = String::from_utf8_lossy(&wide.stdout);
+    let row: Vec<&str> = wide
+        .lines()
+        .find(|l| l.starts_with(name))
+        .expect("the pod's row")
+        .split_whitespace()
+        .collect();
+    assert!(row.contains(&ip.as_str()) && row.contains(&NODE), "{row:?}");
+    // the node reaches the pod by its IP; the pod learnt its IP, node, name and label
+    let page = http_get(&format!("{ip}:8080"), "/").expect("GET the pod");
+    assert!(
+        page.ends_with(&format!("\r\n\r\n{NODE} {ip} {name} node\n")),
+        "{page}"
+    );
+}
+
+/// Each field this node agent cannot honour is refused at admission, naming it.
+#[test]
+fn unsupported_fields_are_refused_naming_them() {
+    let c = Cluster::start(false);
+    let ds = |name: &str, spec: Value| {
+        let mut spec = spec;
+        if spec.get("containers").is_none() {
+            spec["containers"] = json!([{"name": "c", "image": image("v1")}]);
+        }
+        serde_json::to_string(&json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+                "metadata": {"labels": {"app": name}}, "spec": spec}}}))
+        .unwrap()
+    };
+    let container = |extra: Value| {
+        let mut c = json!({"name": "c", "image": image("v1")});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        json!({"containers": [c]})
+    };
+    let cases = [
+        (
+            json!({"initContainers": [{"name": "i", "image": image("v1")}]}),
+            "spec.template.spec.initContainers",
+        ),
+        (
+            json!({"imagePullSecrets": [{"name": "regcred"}]}),
+            "spec.template.spec.imagePullSecrets",
+        ),
+        (
+            container(json!({"lifecycle": {"preStop": {"exec": {"command": ["true"]}}}})),
+            "spec.template.spec.containers[0].lifecycle",
+        ),
+        (
+            container(json!({"envFrom": [{"configMapRef": {"name": "x"}}]})),
+            "spec.template.spec.containers[0].envFrom",
+        ),
+        (
+            json!({"volumes": [{"name": "s", "secret": {"secretName": "x"}}]}),
+            "spec.template.spec.volumes[0].secret",
+        ),
+        (
+            json!({"runtimeClassName": "gvisor"}),
+            "spec.template.spec.runtimeClassName",
+        ),
+        (
+            json!({"securityContext": {"seLinuxOptions": {"level": "s0"}}}),
+            "spec.template.spec.securityContext.seLinuxOptions",
+        ),
+        (json!({"hostUsers": false}), "spec.template.spec.hostUsers"),
+        (
+            json!({"volumes": [{"name": "h", "hostPath": {"path": "/"}}], "containers": [{"name": "c",
+                "image": image("v1"), "volumeMounts": [{"name": "h", "mountPath": "/h",
+                "mountPropagation": "Bidirectional"}]}]}),
+            "spec.template.spec.containers[0].volumeMounts[0].mountPropagation",
+        ),
+    ];
+    for (i, (spec, field)) in cases.into_iter().enumerate() {
+        let name = format!("refused-{i}");
+        let err = c
+            .apply(&ds(&name, spec))
+            .expect_err(&format!("{field} was accepted"));
+        assert!(
+            err.contains(&format!("{field}: ")) && err.contains("The DaemonSet \"refused-"),
+            "{field}: {err}"
+        );
+        assert!(
+            err.contains("not supported by this node agent")
+                || err.contains(
+                    "Bidirectional mount propagation is available only to privileged containers"
+                ),
+            "{field}: {err}"
+        );
+    }
+    // none was stored
+    let out = c.kubectl(&["get", "daemonsets", "-o", "name"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
+    // and a bare Pod is refused the same way
+    let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"},
+        "spec": {"containers": [{"name": "c", "image": image("v1")}], "initContainers": [{"name": "i", "image": image("v1")}]}});
+    let err = c
+        .apply(&pod.to_string())
+        .expect_err("a Pod with initContainers");
+    assert!(
+        err.contains("spec.initContainers: Forbidden: not supported by this node agent"),
+        "{err}"
+    );
 }
