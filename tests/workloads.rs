@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use common::{wait_for, Containerd, Guard, MountNs};
 use daemonset_agent::runtime::{
-    chain, ContainerRequest, ContainerdRuntime, PodMeta, PodSandbox, PortMapping, PullPolicy,
-    Runtime, RuntimeError, SandboxInfo, TaskState,
+    chain, labels, ContainerRequest, ContainerdRuntime, PodMeta, PodSandbox, PortMapping,
+    PullPolicy, Runtime, RuntimeError, SandboxInfo, TaskState,
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec};
 use serde_json::{json, Value};
@@ -237,15 +237,7 @@ impl RtEnv {
     }
 
     fn pod(&self, uid: &str, spec: &PodSpec) -> PodSandbox {
-        PodSandbox {
-            uid: uid.to_string(),
-            namespace: "default".into(),
-            name: format!("pod-{uid}"),
-            host_network: spec.host_network.unwrap_or(false),
-            host_ipc: spec.host_ipc.unwrap_or(false),
-            labels: BTreeMap::new(),
-            port_mappings: PortMapping::of(spec),
-        }
+        pod_sandbox(uid, spec)
     }
 
     /// Runs container `c` of a pod with `spec` (sandbox made on the way), as the agent does.
@@ -256,29 +248,7 @@ impl RtEnv {
         c: &Container,
         sandbox: &SandboxInfo,
     ) -> Result<String, RuntimeError> {
-        let img = self
-            .rt
-            .image_for(c.image.as_deref().unwrap(), PullPolicy::of(c))
-            .await?;
-        let id = format!("{uid}_{}", c.name);
-        let req = ContainerRequest {
-            id: id.clone(),
-            labels: BTreeMap::new(),
-            pod_spec: spec.clone(),
-            container: c.clone(),
-            image: img,
-            sandbox: sandbox.clone(),
-            hostname: format!("pod-{uid}"),
-            log_path: self.state.join("logs").join(format!("{id}.log")),
-            pod: PodMeta {
-                name: format!("pod-{uid}"),
-                namespace: "default".into(),
-                uid: uid.to_string(),
-                host_ips: vec!["192.0.2.2".into()],
-                ..Default::default()
-            },
-        };
-        self.rt.run_container(&req).await.map(|()| id)
+        start_container(&self.rt, &self.state, uid, spec, c, sandbox).await
     }
 
     async fn wait_exit(&self, id: &str) -> u32 {
@@ -299,6 +269,61 @@ impl RtEnv {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+/// The sandbox of pod `uid`, labelled as the agent labels its pods (so that a runtime started
+/// later lists it).
+fn pod_sandbox(uid: &str, spec: &PodSpec) -> PodSandbox {
+    let name = format!("pod-{uid}");
+    PodSandbox {
+        uid: uid.to_string(),
+        namespace: "default".into(),
+        name: name.clone(),
+        host_network: spec.host_network.unwrap_or(false),
+        host_ipc: spec.host_ipc.unwrap_or(false),
+        labels: BTreeMap::from([
+            (labels::MANAGED_BY.into(), labels::MANAGED_BY_VALUE.into()),
+            (labels::POD_UID.into(), uid.to_string()),
+            (labels::POD_NAME.into(), name),
+            (labels::POD_NAMESPACE.into(), "default".into()),
+        ]),
+        port_mappings: PortMapping::of(spec),
+    }
+}
+
+/// Runs container `c` of pod `uid` in `sandbox`, as the agent does.
+async fn start_container(
+    rt: &ContainerdRuntime,
+    state: &Path,
+    uid: &str,
+    spec: &PodSpec,
+    c: &Container,
+    sandbox: &SandboxInfo,
+) -> Result<String, RuntimeError> {
+    let img = rt
+        .image_for(c.image.as_deref().unwrap(), PullPolicy::of(c))
+        .await?;
+    let id = format!("{uid}_{}", c.name);
+    let mut container_labels = pod_sandbox(uid, spec).labels;
+    container_labels.insert(labels::CONTAINER_NAME.into(), c.name.clone());
+    let req = ContainerRequest {
+        id: id.clone(),
+        labels: container_labels,
+        pod_spec: spec.clone(),
+        container: c.clone(),
+        image: img,
+        sandbox: sandbox.clone(),
+        hostname: format!("pod-{uid}"),
+        log_path: state.join("logs").join(format!("{id}.log")),
+        pod: PodMeta {
+            name: format!("pod-{uid}"),
+            namespace: "default".into(),
+            uid: uid.to_string(),
+            host_ips: vec!["192.0.2.2".into()],
+            ..Default::default()
+        },
+    };
+    rt.run_container(&req).await.map(|()| id)
 }
 
 fn pod_spec(v: Value) -> PodSpec {
@@ -605,6 +630,110 @@ async fn two_hundred_pod_cycles_leave_nothing_behind() {
     );
     assert_eq!(e.leaks(), before, "what {} cycles left", ips.len());
     assert!(took < Duration::from_secs(240), "the churn took {took:?}");
+}
+
+/// CNI plugins of this test still running (a plugin outlives a runtime that was cut off only
+/// until its own end; the kill on drop is asynchronous).
+fn plugins_running(state: &Path) -> usize {
+    let netns = format!("CNI_NETNS={}", state.join("netns").display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("environ"))
+                .is_ok_and(|env| String::from_utf8_lossy(&env).contains(&netns))
+        })
+        .count()
+}
+
+/// An agent that stops at any point of a pod's creation or removal (here: the runtime's task
+/// cut off at whatever await it is in, its CNI plugin killed) leaves what a restarted agent finds
+/// and removes: its listing names every pod, and removing them leaves nothing behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_runtime_cut_off_mid_churn_leaves_what_the_next_one_removes() {
+    let e = rt_env().await;
+    e.rt.ensure_image(&image("v1")).await.unwrap();
+    let before = e.leaks();
+    let spec = pod_spec(json!({"containers": [{"name": "c", "image": image("v1"),
+        "ports": [{"containerPort": 80, "hostPort": common::free_port()}]}]}));
+    let c = container(json!({"name": "c", "image": image("v1")}));
+    let steps = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for round in 0..6usize {
+        let rt = ContainerdRuntime::connect(&e.ctd.socket, &e.ns, &e.state)
+            .await
+            .unwrap()
+            .with_network(&e.net.conf_dir, &TestNet::bin_dirs());
+        let (state, spec, c, steps_in) = (e.state.clone(), spec.clone(), c.clone(), steps.clone());
+        let churn = tokio::spawn(async move {
+            use std::sync::atomic::Ordering::SeqCst;
+            for i in 0.. {
+                let uid = format!("cut-{round}-{i}-{:08x}", rand::random::<u32>());
+                let sb = rt.create_sandbox(&pod_sandbox(&uid, &spec)).await.unwrap();
+                steps_in.fetch_add(1, SeqCst);
+                let id = start_container(&rt, &state, &uid, &spec, &c, &sb)
+                    .await
+                    .unwrap();
+                steps_in.fetch_add(1, SeqCst);
+                rt.stop_container(&id, Duration::from_secs(5))
+                    .await
+                    .unwrap();
+                rt.remove_container(&id).await.unwrap();
+                steps_in.fetch_add(1, SeqCst);
+                // every other pod is left running, as a stopped agent leaves its pods
+                if i % 2 == 0 {
+                    rt.remove_sandbox(&uid).await.unwrap();
+                    steps_in.fetch_add(1, SeqCst);
+                }
+            }
+        });
+        // cut off after a number of steps that moves the cut through the cycle
+        let target = steps.load(std::sync::atomic::Ordering::SeqCst) + 3 + round;
+        wait_for_async("the churn to make progress", || {
+            steps.load(std::sync::atomic::Ordering::SeqCst) >= target
+        })
+        .await;
+        churn.abort();
+        assert!(churn.await.unwrap_err().is_cancelled(), "the churn failed");
+    }
+    let state = e.state.clone();
+    wait_for(
+        "the cut-off plugins to end",
+        Duration::from_secs(30),
+        || (plugins_running(&state) == 0).then_some(()),
+    );
+    // the next agent: every pod it finds is not wanted any more
+    let next = ContainerdRuntime::connect(&e.ctd.socket, &e.ns, &e.state)
+        .await
+        .unwrap()
+        .with_network(&e.net.conf_dir, &TestNet::bin_dirs());
+    let listed = next.list_containers().await.unwrap();
+    assert!(!listed.is_empty(), "the cut-off runtimes left pods");
+    let mut uids = std::collections::BTreeSet::new();
+    for entry in &listed {
+        let uid = entry.labels.get(labels::POD_UID).expect("a pod uid label");
+        uids.insert(uid.clone());
+        if entry.labels.contains_key(labels::CONTAINER_NAME) {
+            next.stop_container(&entry.id, Duration::from_secs(5))
+                .await
+                .unwrap();
+            next.remove_container(&entry.id).await.unwrap();
+        }
+    }
+    for uid in &uids {
+        next.remove_sandbox(uid).await.unwrap();
+    }
+    assert!(next.list_containers().await.unwrap().is_empty());
+    assert_eq!(e.leaks(), before, "what {} cut-off pods left", uids.len());
+}
+
+/// Polls `f` every 10 ms (on the runtime's clock: the tasks it waits for run meanwhile) for
+/// 60 s at most.
+async fn wait_for_async(what: &str, f: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -27,6 +27,10 @@ pub const RUNC_V2: &str = "io.containerd.runc.v2";
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
+/// The prefix of the leases that hold a container's snapshot between Prepare and
+/// Containers.Create.
+const RUN_LEASE: &str = "dsa-run-";
+
 /// containerd as the agent's runtime.
 #[derive(Clone)]
 pub struct ContainerdRuntime {
@@ -81,6 +85,13 @@ impl ContainerdRuntime {
         state_dir: &Path,
     ) -> Result<ContainerdRuntime> {
         let ctd = Ctd::connect(socket, namespace).await?;
+        // the snapshot an earlier agent prepared and was stopped before a container held it: its
+        // lease (RUN_LEASE) would keep it for an hour
+        match ctd.delete_leases(RUN_LEASE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(leases = n, "deleted the run leases of an earlier agent"),
+            Err(e) => tracing::warn!(error = e.message(), "list leases"),
+        }
         // output files of probe execs an earlier agent was killed in the middle of
         if let Ok(dir) = std::fs::read_dir(state_dir.join("exec")) {
             for f in dir.flatten() {
@@ -278,7 +289,7 @@ impl ContainerdRuntime {
         let id = c.id;
         let lease = self
             .ctd
-            .create_lease("dsa-run", 1)
+            .create_lease(RUN_LEASE.trim_end_matches('-'), 1)
             .await
             .map_err(|s| ctd_err("create lease", id, s))?;
         let res = self.create_leased(c, &lease).await;
