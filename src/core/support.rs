@@ -577,6 +577,45 @@ pub fn refusals(spec: &k8s_openapi::api::core::v1::PodSpec, path: &str) -> Vec<F
     errs
 }
 
+/// The README's table of pod fields, from [`POD_SPEC`] and [`CONTAINER`] (the README holds it
+/// verbatim; a test checks that it is the current one).
+pub fn markdown_table() -> String {
+    let quoted = |vs: &[&str]| {
+        vs.iter()
+            .map(|v| format!("`{v}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut out = String::from("| field | this node agent | proof / why |\n|---|---|---|\n");
+    let rows = POD_SPEC.iter().map(|(p, r)| (p.to_string(), *r)).chain(
+        CONTAINER
+            .iter()
+            .map(|(p, r)| (format!("containers[].{p}"), *r)),
+    );
+    for (path, rule) in rows {
+        let (what, why) = match rule {
+            Inside => continue,
+            Honoured { test } => ("honoured".to_string(), format!("`{test}`")),
+            Accepted { why } => ("accepted".to_string(), why.to_string()),
+            Refused { unless: &[], why } => ("**refused**".to_string(), why.to_string()),
+            Refused { unless, why } => (
+                format!("**refused** unless {}", quoted(unless)),
+                why.to_string(),
+            ),
+            Values { honoured, test } => (
+                format!("honoured: {}; other values **refused**", quoted(honoured)),
+                format!("`{test}`"),
+            ),
+            Keys { honoured, test } => (
+                format!("honoured: {}; other keys **refused**", quoted(honoured)),
+                format!("`{test}`"),
+            ),
+        };
+        out.push_str(&format!("| `{path}` | {what} | {why} |\n"));
+    }
+    out
+}
+
 /// An empty list, object or string asks for nothing (`imagePullSecrets: []`).
 fn is_empty(v: &Value) -> bool {
     match v {
@@ -605,6 +644,18 @@ mod tests {
                 e.field
             })
             .collect()
+    }
+
+    #[test]
+    fn the_readme_lists_every_field_as_the_tables_say() {
+        let readme = include_str!("../../README.md");
+        let table = markdown_table();
+        assert!(
+            readme.contains(&table),
+            "README.md's pod field table is not the current one; it is:\n{table}"
+        );
+        // initContainers is the first container list; it is in the README's table
+        assert!(table.contains("| `initContainers` | **refused** |"));
     }
 
     #[test]
