@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{wait_for, Containerd, Guard, MountNs};
 use daemonset_agent::runtime::{
-    chain, labels, ContainerRequest, ContainerdRuntime, PodMeta, PodSandbox, PortMapping,
+    chain, labels, pull, ContainerRequest, ContainerdRuntime, PodMeta, PodSandbox, PortMapping,
     PullPolicy, Runtime, RuntimeError, SandboxInfo, TaskState,
 };
 use k8s_openapi::api::core::v1::{Container, PodSpec};
@@ -504,6 +504,118 @@ async fn pull_policies() {
         always.info.digest, first.info.digest,
         "Always resolves the tag again"
     );
+}
+
+/// A registry of the test's own that asks for a login (htpasswd, bcrypt), on loopback.
+struct AuthRegistry {
+    addr: String,
+    child: Child,
+}
+
+impl AuthRegistry {
+    fn start(dir: &Path, user: &str, password: &str) -> AuthRegistry {
+        std::fs::create_dir_all(dir).unwrap();
+        // Debian's Python (its crypt has bcrypt through libxcrypt)
+        let hash = Command::new("/usr/bin/python3")
+            .args(["-W", "ignore", "-c"])
+            .arg("import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))")
+            .arg(password)
+            .output()
+            .unwrap();
+        assert!(hash.status.success(), "bcrypt: {hash:?}");
+        let htpasswd = dir.join("htpasswd");
+        let hash = String::from_utf8_lossy(&hash.stdout).trim().to_string();
+        std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+        let addr = format!("127.0.0.1:{}", common::free_port());
+        let config = dir.join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem: {{rootdirectory: {}}}\nhttp: {{addr: {addr}}}\nauth:\n  htpasswd: {{realm: dsa-test, path: {}}}\n",
+                dir.join("storage").display(),
+                htpasswd.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn docker-registry");
+        let url = format!("http://{addr}/v2/");
+        wait_for(
+            "the registry to ask for a login",
+            Duration::from_secs(20),
+            || {
+                let out = Command::new("curl")
+                    .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &url])
+                    .output()
+                    .ok()?;
+                (out.stdout == b"401").then_some(())
+            },
+        );
+        AuthRegistry { addr, child }
+    }
+}
+
+impl Drop for AuthRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The node's registry credentials (agent.toml registry-credentials, a docker config.json) log
+/// pulls in to a registry that asks for them; without them the pull is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_credentials_log_pulls_in_to_a_private_registry() {
+    let e = rt_env().await;
+    let password = format!("pw-{:08x}", rand::random::<u32>());
+    let reg = AuthRegistry::start(&e.ctd.path().join("private-registry"), "node", &password);
+    let private = format!("{}/private/busybox:v1", reg.addr);
+    let ok = Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("--dest-creds=node:{password}"))
+        .arg(format!("docker://{}", image("v1")))
+        .arg(format!("docker://{private}"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "push to the private registry");
+
+    let err =
+        e.rt.image_for(&private, PullPolicy::IfNotPresent)
+            .await
+            .expect_err("an anonymous pull");
+    assert_eq!(err.reason(), "ErrImagePull", "{}", chain(&err));
+
+    let file = e.ctd.path().join("registries.json");
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("node:{password}"),
+    );
+    std::fs::write(
+        &file,
+        json!({"auths": {reg.addr.clone(): {"auth": auth}}}).to_string(),
+    )
+    .unwrap();
+    let logged_in = ContainerdRuntime::connect(&e.ctd.socket, &e.ns, &e.state)
+        .await
+        .unwrap()
+        .with_credentials(pull::Credentials::load(&file).expect("the credentials file"));
+    let pulled = logged_in
+        .image_for(&private, PullPolicy::IfNotPresent)
+        .await
+        .unwrap_or_else(|e| panic!("a pull with the node's credentials: {}", chain(&e)));
+    let public = e.rt.ensure_image(&image("v1")).await.unwrap();
+    assert_eq!(pulled.info.digest, public.info.digest, "the same image");
 }
 
 #[tokio::test(flavor = "multi_thread")]
