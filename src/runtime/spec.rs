@@ -746,6 +746,10 @@ fn volume_source(
     )))
 }
 
+/// The container's mounts (by destination), the host steps they need, and the rootfs
+/// propagation their modes need.
+type MountPlan = (Vec<(String, Value)>, Vec<HostPrep>, Option<&'static str>);
+
 /// The container's volume mounts, in containerd's order (fewer path parts first), with the
 /// rootfs propagation their modes need.
 fn volume_mounts(
@@ -753,7 +757,7 @@ fn volume_mounts(
     env: &[(String, String)],
     host_facts: &HostFacts,
     facts: &PodFacts,
-) -> Result<(Vec<(String, Value)>, Vec<HostPrep>, Option<&'static str>), SpecError> {
+) -> Result<MountPlan, SpecError> {
     let mut mounts = Vec::new();
     let mut host = Vec::new();
     let mut rootfs_propagation: Option<&'static str> = None;
