@@ -455,21 +455,7 @@ async fn node_name_and_pod_ip_from_field_refs() {
 async fn pull_policies() {
     let e = rt_env().await;
     let repo = format!("{}/{}", common::registry(), unique("wl-policy"));
-    let copy = |from: &str, to: &str| {
-        let ok = Command::new("skopeo")
-            .args([
-                "copy",
-                "-q",
-                "--src-tls-verify=false",
-                "--dest-tls-verify=false",
-            ])
-            .arg(format!("docker://{from}"))
-            .arg(format!("docker://{to}"))
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "skopeo copy {from} {to}");
-    };
+    let copy = |from: &str, to: &str| skopeo_copy(from, to, &[]);
     let tag = format!("{repo}:moving");
     // Never: a missing image is not pulled
     match e.rt.image_for(&tag, PullPolicy::Never).await {
@@ -504,6 +490,24 @@ async fn pull_policies() {
         always.info.digest, first.info.digest,
         "Always resolves the tag again"
     );
+}
+
+/// Copies image `from` to `to` between loopback registries (`extra`: skopeo's flags).
+fn skopeo_copy(from: &str, to: &str, extra: &[&str]) {
+    let ok = Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .args(extra)
+        .arg(format!("docker://{from}"))
+        .arg(format!("docker://{to}"))
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "skopeo copy {from} {to}");
 }
 
 /// A registry of the test's own that asks for a login (htpasswd, bcrypt), on loopback.
@@ -575,20 +579,11 @@ async fn node_credentials_log_pulls_in_to_a_private_registry() {
     let password = format!("pw-{:08x}", rand::random::<u32>());
     let reg = AuthRegistry::start(&e.ctd.path().join("private-registry"), "node", &password);
     let private = format!("{}/private/busybox:v1", reg.addr);
-    let ok = Command::new("skopeo")
-        .args([
-            "copy",
-            "-q",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-        ])
-        .arg(format!("--dest-creds=node:{password}"))
-        .arg(format!("docker://{}", image("v1")))
-        .arg(format!("docker://{private}"))
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "push to the private registry");
+    skopeo_copy(
+        &image("v1"),
+        &private,
+        &[&format!("--dest-creds=node:{password}")],
+    );
 
     let err =
         e.rt.image_for(&private, PullPolicy::IfNotPresent)
