@@ -197,6 +197,10 @@ impl ContainerdRuntime {
                 mountinfo: read("/proc/self/mountinfo"),
                 seccomp_profiles,
                 allowed_unsafe_sysctls: node.allowed_unsafe_sysctls,
+                oom_score_adj_floor: spec::oom_score_adj_floor(
+                    &read("/proc/self/status"),
+                    &read("/proc/self/oom_score_adj"),
+                ),
             }
         })
         .await

@@ -139,6 +139,10 @@ pub struct HostFacts {
     /// Unsafe sysctls this node allows (`name` or `prefix*`), as kubelet's
     /// --allowed-unsafe-sysctls.
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// The lowest OOM score adjustment containers may get: the agent's own when it lacks
+    /// CAP_SYS_RESOURCE (the kernel refuses a lower one, and runc's start with it), as
+    /// containerd's `restrict_oom_score_adj` does; None: any.
+    pub oom_score_adj_floor: Option<i64>,
 }
 
 /// The type check of a hostPath volume (`type`), as the kubelet's hostpath plugin does it.
@@ -417,6 +421,21 @@ fn resources(req: &ContainerRequest) -> Result<Value, SpecError> {
         res["memory"] = json!({ "limit": bytes });
     }
     Ok(res)
+}
+
+/// The lowest OOM score adjustment the containers of an agent with `status` (its
+/// /proc/self/status) and `own` (its oom_score_adj) can be given: without CAP_SYS_RESOURCE the
+/// kernel refuses a lower one than its own (as in a container or a restricted VM), so its own.
+pub fn oom_score_adj_floor(status: &str, own: &str) -> Option<i64> {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())?;
+    if eff & (1 << CAP_SYS_RESOURCE) != 0 {
+        return None;
+    }
+    own.trim().parse().ok()
 }
 
 /// The kubelet's OOM score adjustment by QoS class (pkg/kubelet/qos: GetContainerOOMScoreAdjust).
@@ -1086,7 +1105,8 @@ pub fn build(
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
             "noNewPrivileges": no_new_privs,
-            "oomScoreAdj": oom_score_adj(req, host_facts.node.memory_bytes),
+            "oomScoreAdj": oom_score_adj(req, host_facts.node.memory_bytes)
+                .max(host_facts.oom_score_adj_floor.unwrap_or(i64::MIN)),
         },
         "root": {
             "path": "rootfs",
@@ -1618,6 +1638,32 @@ mod tests {
             spec(json!({"containers": [c.clone()]}), c, json!({}))["process"]["oomScoreAdj"].clone()
         };
         assert_eq!(oom(json!({"limits": {"cpu": "1", "memory": "1Gi"}})), -997);
+        // without CAP_SYS_RESOURCE, not below the agent's own (containerd's restriction)
+        let c = json!({"name": "c", "command": ["x"],
+            "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}});
+        let restricted = HostFacts {
+            oom_score_adj_floor: Some(0),
+            ..facts()
+        };
+        let s = build_with(&req(json!({"containers": [c.clone()]}), c), &restricted)
+            .unwrap()
+            .spec;
+        assert_eq!(s["process"]["oomScoreAdj"], 0);
+        let status = |eff: &str| format!("Name:\tagent\nCapEff:\t{eff}\n");
+        assert_eq!(
+            oom_score_adj_floor(&status("000001ffffffffff"), "0\n"),
+            None
+        );
+        // a VM whose root lacks CAP_SYS_RESOURCE (bit 24), as this project's machines
+        assert_eq!(
+            oom_score_adj_floor(&status("000001fffeffffff"), "0\n"),
+            Some(0)
+        );
+        assert_eq!(
+            oom_score_adj_floor(&status("000001fffeffffff"), "-5\n"),
+            Some(-5)
+        );
+        assert_eq!(oom_score_adj_floor("", "0"), None);
         // half of the node's 1 GiB
         assert_eq!(oom(json!({"requests": {"memory": "512Mi"}})), 500);
     }
