@@ -1301,6 +1301,63 @@ spec:
     );
 }
 
+/// What a container that ended left in its termination-message file (or, with
+/// FallbackToLogsOnError and no file, its log's end) is in its status, as the kubelet reports
+/// it: lastState.terminated of the restarted container.
+#[test]
+fn termination_messages_reach_the_pod_status() {
+    let c = Cluster::start(false);
+    let yaml = |name: &str, policy: &str, script: &str| {
+        format!(
+            r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: {name}
+spec:
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      hostNetwork: true
+      containers:
+      - name: c
+        image: {registry}/busybox:v1
+        terminationMessagePath: /tmp/ended
+        terminationMessagePolicy: {policy}
+        command: [sh, -c, '{script}']
+"#,
+            registry = common::registry()
+        )
+    };
+    c.apply(&yaml("file", "File", "echo disk full > /tmp/ended; exit 3"))
+        .expect("apply");
+    c.apply(&yaml(
+        "fallback",
+        "FallbackToLogsOnError",
+        "echo starting; echo cannot bind; exit 4",
+    ))
+    .expect("apply");
+    for (ds, code, message) in [
+        ("file", 3, "disk full\n"),
+        ("fallback", 4, "starting\ncannot bind\n"),
+    ] {
+        let last = wait_for(
+            &format!("{ds}: the restarted container's last state"),
+            Duration::from_secs(90),
+            || {
+                let pod = c.pod(ds)?;
+                let last = pod["status"]["containerStatuses"][0]["lastState"]["terminated"].clone();
+                last.is_object().then_some(last)
+            },
+        );
+        assert_eq!(last["exitCode"], code, "{ds}: {last}");
+        assert_eq!(last["reason"], "Error", "{ds}: {last}");
+        assert_eq!(last["message"], message, "{ds}: {last}");
+    }
+}
+
 /// Each field this node agent cannot honour is refused at admission, naming it.
 #[test]
 fn unsupported_fields_are_refused_naming_them() {

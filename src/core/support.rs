@@ -407,13 +407,13 @@ pub const CONTAINER: &[(&str, Rule)] = &[
     (
         "terminationMessagePath",
         Honoured {
-            test: "termination_message_into_status",
+            test: "termination_messages_reach_the_pod_status",
         },
     ),
     (
         "terminationMessagePolicy",
         Honoured {
-            test: "termination_message_into_status",
+            test: "termination_messages_reach_the_pod_status",
         },
     ),
     (

@@ -1114,8 +1114,9 @@ fn termination_message(file: &Path, log: Option<&Path>) -> Option<String> {
     decoder.push(&raw[from..], &mut text);
     decoder.finish(&mut text);
     let text = String::from_utf8_lossy(&text).to_string();
-    let lines: Vec<&str> = text.lines().collect();
-    let last = lines[lines.len().saturating_sub(80)..].join("\n");
+    // the last 80 lines with their newlines, as the kubelet's ReadLogs writes them
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let last = lines[lines.len().saturating_sub(80)..].concat();
     let cut = last.len().saturating_sub(2048);
     let start = (cut..=last.len())
         .find(|i| last.is_char_boundary(*i))
