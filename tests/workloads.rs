@@ -1108,6 +1108,10 @@ fn status_line(proc_pid: i32, key: &str) -> String {
 /// capabilities, httpGet probes.
 #[test]
 fn node_exporter_daemonset_serves_host_metrics_from_the_host_namespaces() {
+    assert!(
+        Path::new("/usr/bin/prometheus-node-exporter").exists(),
+        "no /usr/bin/prometheus-node-exporter (the registry's node-exporter image is made of it): run scripts/install-deps.sh"
+    );
     let c = Cluster::start(true);
     let port = common::free_port();
     // a directory the exporter's textfile collector reads through the host's /: a tmpfs is
