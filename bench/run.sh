@@ -11,7 +11,7 @@
 # gRPC client), convergence of 100 DaemonSets, the agent's footprint, the server's watch fan-out,
 # and a rollout over 20 more agents (maxUnavailable 25%, maxSurge 25%) against its bound.
 # --peers first runs bench/peers.sh (ctr run, docker run, swarm global service) and adds them.
-# --only latency,convergence,idle,fanout,rollout: run those sections only (for working on one figure).
+# --only latency,convergence,idle,fanout,rollout,network: run those sections only (for working on one figure).
 # --tls-compare: apply->running and fan-out over plain HTTP (the server's loopback --insecure-listen)
 # and over TLS, one after the other in this run, and the ratios (issue 8: TLS must cost < 10%).
 # --smoke: small sizes for CI (a few minutes). Needs root and what scripts/install-deps.sh
@@ -126,6 +126,16 @@ cleanup() {
     [[ -d $m ]] && find "$m" -depth -type d -exec rmdir {} + 2>/dev/null
   done
   for m in /run/containerd/runc/"$tag"-*; do [[ -d $m ]] && rmdir "$m" 2>/dev/null; done
+  # the network section's CNI network (bridge and network named $tag): what a failed run left,
+  # its NAT rules (tagged with the network's name) and the chains they jump to
+  local rule chains
+  chains=$(iptables -t nat -S 2>/dev/null | grep -F "\"$tag\\\"" | grep -oE -- '-j CNI-[A-Za-z0-9-]+' \
+    | awk '{print $2}' | grep -v '^CNI-HOSTPORT-' | sort -u)
+  iptables -t nat -S 2>/dev/null | grep -F "\"$tag\\\"" | grep '^-A ' | while read -r rule; do
+    eval "iptables -t nat -D ${rule#-A }" 2>/dev/null
+  done
+  for m in $chains; do iptables -t nat -F "$m" 2>/dev/null; iptables -t nat -X "$m" 2>/dev/null; done
+  ip link del "$tag" 2>/dev/null
   rm -rf "$D"
   exit "$rc"
 }

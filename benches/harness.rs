@@ -18,7 +18,9 @@
 //! DaemonSets applied, updated and deleted concurrently, against 100 concurrent raw create+starts,
 //! replacements and removals; (4) the agent's RSS and CPU with 100 pods and idle; (5) watch
 //! fan-out of the server to 1000 and 5000 raw HTTP watchers; (6) a rollout over a fleet of agents
-//! against its bound (`rollout`). Peers (2) come from bench/peers.sh.
+//! against its bound (`rollout`); (7) the pod network: apply-to-running of a pod with its own CNI
+//! network against a hostNetwork pod, and churn throughput of CNI pods through the runtime against
+//! raw create/delete. Peers (2) come from bench/peers.sh.
 //! RUNNING is a containerd `/tasks/start` event, received on one Events subscription.
 //!
 //! Exits non-zero when something breaks (a timeout, an error); missed targets are only reported.
@@ -33,7 +35,9 @@ use anyhow::{anyhow, bail, Context, Result};
 use containerd_client::services::v1::SubscribeRequest;
 use daemonset_agent::runtime::client::Ctd;
 use daemonset_agent::runtime::containerd::{ContainerdRuntime, RawContainer};
-use daemonset_agent::runtime::{spec, ContainerRequest, PulledImage, Runtime, SandboxInfo};
+use daemonset_agent::runtime::{
+    spec, ContainerRequest, PodSandbox, PulledImage, Runtime, SandboxInfo,
+};
 use futures::future::join_all;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Container, PodSpec};
@@ -60,7 +64,7 @@ struct Opts {
     smoke: bool,
     json: Option<PathBuf>,
     peers_json: Option<PathBuf>,
-    /// Sections to run (`--only latency,convergence,idle,fanout,rollout`); all when empty.
+    /// Sections to run (`--only latency,convergence,idle,fanout,rollout,network`); all when empty.
     only: Vec<String>,
     /// HTTPS (true, the default) or plain HTTP on a loopback `--insecure-listen`.
     tls: bool,
@@ -99,11 +103,11 @@ impl Opts {
                 "--only" => {
                     only = val()?.split(',').map(str::to_string).collect();
                     for s in &only {
-                        if !["latency", "convergence", "idle", "fanout", "rollout"]
+                        if !["latency", "convergence", "idle", "fanout", "rollout", "network"]
                             .contains(&s.as_str())
                         {
                             bail!(
-                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout)"
+                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network)"
                             );
                         }
                     }
@@ -135,6 +139,10 @@ struct Sizes {
     footprint_window: Duration,
     settle: Duration,
     watchers: Vec<usize>,
+    /// apply->running samples of each kind of pod (CNI, hostNetwork).
+    network_samples: usize,
+    /// create/delete cycles of the churn, in `CHURN_LANES` concurrent lanes.
+    churn_cycles: usize,
 }
 
 // ------------------------------------------------------------------------------------ results
@@ -517,13 +525,22 @@ impl Floor {
             container,
             image: img.clone(),
             sandbox: SandboxInfo {
-                netns: None,
                 pod_dir: PathBuf::from("/nonexistent"),
+                ..Default::default()
             },
             hostname: id.to_string(),
             log_path: PathBuf::from("/dev/null"),
+            pod: Default::default(),
         };
-        Ok(spec::build(&req, self.rt.namespace())?.spec)
+        let facts = spec::HostFacts::default();
+        let mut spec =
+            spec::build(&req, self.rt.namespace(), Path::new("/nonexistent"), &facts)?.spec;
+        // the floor runs no host steps: without the pod's files (hosts, resolv.conf, hostname,
+        // termination log), containerd's defaults only
+        if let Some(mounts) = spec["mounts"].as_array_mut() {
+            mounts.retain(|m| m["type"] != "bind");
+        }
+        Ok(spec)
     }
 
     async fn create(&self, id: &str, v2: bool) -> Result<()> {
@@ -694,6 +711,8 @@ async fn setup(o: Opts) -> Result<Bench> {
             footprint_window: Duration::from_secs(5),
             settle: Duration::from_secs(2),
             watchers: vec![100],
+            network_samples: 3,
+            churn_cycles: 20,
         }
     } else {
         Sizes {
@@ -702,6 +721,8 @@ async fn setup(o: Opts) -> Result<Bench> {
             footprint_window: Duration::from_secs(60),
             settle: Duration::from_secs(10),
             watchers: vec![1000, 5000],
+            network_samples: 20,
+            churn_cycles: 200,
         }
     };
     let nofile = raise_nofile()?;
@@ -795,8 +816,22 @@ async fn setup(o: Opts) -> Result<Bench> {
         }
         None => (o.bin.clone(), Vec::new()),
     };
+    // the agent's pod network: a configuration directory of the run's own, empty (pods get
+    // loopback only, as before a network plugin is installed) until the network section
+    // writes the run's network into it
+    let agent_config = o.dir.join("agent.toml");
+    std::fs::create_dir_all(o.dir.join("cni-conf"))?;
+    std::fs::write(
+        &agent_config,
+        format!(
+            "cni-conf-dir = \"{}\"\ncni-bin-dir = \"/usr/lib/cni\"\n",
+            o.dir.join("cni-conf").display()
+        ),
+    )?;
     agent_args.extend([
         "agent".into(),
+        "--config".into(),
+        agent_config.to_string_lossy().into(),
         "--node-name".into(),
         NODE.into(),
         "--kubeconfig".into(),
@@ -859,6 +894,11 @@ impl Bench {
     /// Creates a DaemonSet and returns when its container's task started (the event).
     async fn ds_running(&mut self, name: &str, image: &str) -> Result<(Duration, String)> {
         let ds = daemonset(name, image, None)?;
+        self.running(name, ds).await
+    }
+
+    /// Creates `ds` (named `name`) and returns when its container's task started.
+    async fn running(&mut self, name: &str, ds: DaemonSet) -> Result<(Duration, String)> {
         let ns = self.agent_ns();
         let t0 = Instant::now();
         self.api.create(&PostParams::default(), &ds).await?;
@@ -1444,6 +1484,180 @@ impl Bench {
 
 /// One watch client: connects, reads the response headers (then it counts as ready), decodes
 /// the chunked body and returns when it sees the ADDED event of the DaemonSet named by `needle`.
+/// Concurrent lanes of the churn (pods at once on the node).
+const CHURN_LANES: usize = 4;
+
+impl Bench {
+    // ---------------------------------------------------------------- 6. the pod network
+
+    /// The CNI setup cost (apply->running of a pod with its own network against a hostNetwork
+    /// pod, interleaved) and churn throughput (pods with their own network created and deleted
+    /// per second through the runtime, against raw containerd create+start / stop+delete).
+    async fn network(&mut self) -> Result<()> {
+        // the run's network: bridge and network named by the run's tag (run.sh removes both)
+        let pid = std::process::id();
+        let subnet = format!("10.{}.{}.0/24", 240 + (pid >> 8) % 10, pid % 256);
+        let conf = json!({"cniVersion": "1.0.0", "name": self.o.tag, "plugins": [
+            {"type": "bridge", "bridge": self.o.tag, "isGateway": true, "ipMasq": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]],
+                      "dataDir": self.o.dir.join("cni-ipam")}},
+            {"type": "portmap", "capabilities": {"portMappings": true}}]});
+        let conf_dir = self.o.dir.join("cni-conf");
+        std::fs::write(
+            conf_dir.join("10-bench.conflist"),
+            serde_json::to_vec_pretty(&conf)?,
+        )?;
+        let img = self.image_v1.clone();
+        let ds = |name: &str, host_network: bool| -> Result<DaemonSet> {
+            let mut ds = daemonset(name, &img, None)?;
+            if let Some(spec) = ds.spec.as_mut().and_then(|s| s.template.spec.as_mut()) {
+                spec.host_network = Some(host_network);
+            }
+            Ok(ds)
+        };
+        eprintln!("[harness] network: warm-up");
+        self.running("net-warm-cni", ds("net-warm-cni", false)?)
+            .await?;
+        self.running("net-warm-host", ds("net-warm-host", true)?)
+            .await?;
+        let n = self.sz.network_samples;
+        eprintln!("[harness] network: {n} CNI and {n} hostNetwork pods, interleaved");
+        let (mut cni, mut host) = (Vec::new(), Vec::new());
+        let mut names = vec!["net-warm-cni".to_string(), "net-warm-host".to_string()];
+        for i in 0..n {
+            let name = format!("net-cni-{i:03}");
+            cni.push(ms(self.running(&name, ds(&name, false)?).await?.0));
+            names.push(name);
+            let name = format!("net-host-{i:03}");
+            host.push(ms(self.running(&name, ds(&name, true)?).await?.0));
+            names.push(name);
+            self.check_procs()?;
+        }
+        self.delete_all(&names).await?;
+        self.agent_empty(Duration::from_secs(120)).await?;
+        let x = pct(&cni, 50.0) / pct(&host, 50.0);
+        let r = &mut self.report;
+        r.row(
+            "apply->running CNI pod ms p50/p95/p99",
+            p3(&cni),
+            p3(&host),
+            None,
+        );
+        r.row(
+            "  CNI pod p50 / hostNetwork pod p50",
+            format!("{:.0}", pct(&cni, 50.0)),
+            format!("{:.0}", pct(&host, 50.0)),
+            Some(x),
+        )
+        .target("reported", true);
+
+        // churn through the runtime (as the agent's workers drive it), in a namespace of its own
+        let churn_rt = ContainerdRuntime::connect(
+            &self.o.socket,
+            &format!("{}-churn", self.o.tag),
+            &self.o.dir.join("churn"),
+        )
+        .await?
+        .with_network(&conf_dir, &[PathBuf::from("/usr/lib/cni")]);
+        let image = churn_rt.ensure_image(&self.image_v1).await?;
+        let cycles = self.sz.churn_cycles;
+        let per_lane = cycles.div_ceil(CHURN_LANES);
+        eprintln!("[harness] network: churn of {cycles} CNI pods, {CHURN_LANES} at a time");
+        let t0 = Instant::now();
+        let lanes = (0..CHURN_LANES).map(|lane| {
+            let (rt, image, dir) = (&churn_rt, &image, &self.o.dir);
+            async move {
+                for i in 0..per_lane {
+                    churn_once(rt, image, dir, &format!("churn-{lane}-{i}")).await?;
+                }
+                anyhow::Ok(())
+            }
+        });
+        for r in join_all(lanes).await {
+            r?;
+        }
+        let ours = (per_lane * CHURN_LANES) as f64 / t0.elapsed().as_secs_f64();
+        eprintln!("[harness] network: floor churn of {cycles} containers");
+        let t0 = Instant::now();
+        let lanes = (0..CHURN_LANES).map(|lane| {
+            let floor = &self.floor;
+            async move {
+                for i in 0..per_lane {
+                    let id = format!("floor-churn-{lane}-{i}");
+                    floor.create(&id, false).await?;
+                    floor.stop_remove(&id).await?;
+                }
+                anyhow::Ok(())
+            }
+        });
+        for r in join_all(lanes).await {
+            r?;
+        }
+        let floor = (per_lane * CHURN_LANES) as f64 / t0.elapsed().as_secs_f64();
+        let x = ours / floor;
+        let r = &mut self.report;
+        r.row(
+            "churn: CNI pods created+deleted /s",
+            format!("{ours:.1}"),
+            format!("{floor:.1}"),
+            Some(x),
+        )
+        .target("reported", true);
+        r.json.insert(
+            "network".into(),
+            json!({"cni_ms": cni, "host_network_ms": host, "churn_pods_per_s": ours,
+                "floor_churn_per_s": floor, "churn_cycles": per_lane * CHURN_LANES}),
+        );
+        Ok(())
+    }
+}
+
+/// One pod with its own network through the runtime: sandbox (netns, CNI ADD), container
+/// created and started, stopped, removed, sandbox removed (CNI DEL).
+async fn churn_once(
+    rt: &ContainerdRuntime,
+    image: &PulledImage,
+    dir: &Path,
+    uid: &str,
+) -> Result<()> {
+    let container = Container {
+        name: "c".into(),
+        image: Some(image.info.reference.clone()),
+        ..Default::default()
+    };
+    let pod_spec = PodSpec {
+        containers: vec![container.clone()],
+        termination_grace_period_seconds: Some(GRACE),
+        ..Default::default()
+    };
+    let sandbox = rt
+        .create_sandbox(&PodSandbox {
+            uid: uid.to_string(),
+            namespace: "default".into(),
+            name: uid.to_string(),
+            ..Default::default()
+        })
+        .await?;
+    let id = format!("{uid}_c");
+    rt.run_container(&ContainerRequest {
+        id: id.clone(),
+        labels: Default::default(),
+        pod_spec,
+        container,
+        image: image.clone(),
+        sandbox,
+        hostname: uid.to_string(),
+        log_path: dir.join("churn-logs").join(format!("{id}.log")),
+        pod: Default::default(),
+    })
+    .await?;
+    rt.stop_container(&id, Duration::from_secs(GRACE as u64))
+        .await?;
+    rt.remove_container(&id).await?;
+    rt.remove_sandbox(uid).await?;
+    Ok(())
+}
+
 async fn watcher(
     wire: &Wire,
     path: &str,
@@ -1554,6 +1768,9 @@ async fn run(o: Opts) -> Result<Report> {
         }
         if b.o.runs("idle") {
             b.idle_footprint().await?;
+        }
+        if b.o.runs("network") {
+            b.network().await?;
         }
         if b.o.runs("fanout") {
             for n in b.sz.watchers.clone() {

@@ -136,6 +136,14 @@ fi
 export KUBECONFIG=$root/server/admin.kubeconfig
 kubectl=$(bash scripts/find-kubectl.sh)
 
+# ---- the pod network ----------------------------------------------------------------------------
+# pods without hostNetwork get an address from CNI: the packages' default network unless the
+# machine has a CNI configuration already
+if ! ls /etc/cni/net.d/*.conflist /etc/cni/net.d/*.conf /etc/cni/net.d/*.json >/dev/null 2>&1; then
+  say "writing the default pod network /etc/cni/net.d/10-daemonset-agent.conflist (bridge dsa0, 10.85.0.0/24)"
+  install -D -m 644 packaging/cni/10-daemonset-agent.conflist /etc/cni/net.d/10-daemonset-agent.conflist
+fi
+
 # ---- the agent ----------------------------------------------------------------------------------
 if pid=$(ours agent "$bin"); then
   say "reusing this quickstart's agent (pid $pid)"

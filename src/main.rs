@@ -7,8 +7,8 @@ use clap::{Parser, Subcommand};
 
 use daemonset_agent::agent::{self, config};
 use daemonset_agent::cli::tokens;
-use daemonset_agent::runtime::containerd::ContainerdRuntime;
-use daemonset_agent::runtime::OutputMode;
+use daemonset_agent::runtime::containerd::{ContainerdRuntime, NodeOptions};
+use daemonset_agent::runtime::{pull, OutputMode};
 use daemonset_agent::{logging, server};
 
 /// EX_USAGE: the configuration is wrong.
@@ -390,6 +390,19 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    let credentials = match &cfg.registry_credentials {
+        Some(path) => match pull::Credentials::load(path) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!(
+                    "daemonset-agent: invalid configuration: registry-credentials: {}",
+                    daemonset_agent::runtime::chain(&e)
+                );
+                return ExitCode::from(EX_USAGE);
+            }
+        },
+        None => pull::Credentials::default(),
+    };
     logging::init("daemonset-agent", Some(&cfg.node_name));
     tracing::info!(node = cfg.node_name.as_str(), "starting agent");
     let runtime = match ContainerdRuntime::connect(
@@ -399,7 +412,15 @@ async fn run_agent(args: AgentArgs) -> ExitCode {
     )
     .await
     {
-        Ok(r) => Arc::new(r.with_output(container_output(&cfg))),
+        Ok(r) => Arc::new(
+            r.with_output(container_output(&cfg))
+                .with_network(&cfg.cni_conf_dir, &cfg.cni_bin_dirs)
+                .with_node_options(NodeOptions {
+                    seccomp_root: cfg.seccomp_profile_root.clone(),
+                    allowed_unsafe_sysctls: cfg.allowed_unsafe_sysctls.clone(),
+                })
+                .with_credentials(credentials),
+        ),
         Err(e) => {
             tracing::error!("{}", daemonset_agent::runtime::chain(&e));
             return ExitCode::FAILURE;

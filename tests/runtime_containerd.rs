@@ -94,6 +94,7 @@ async fn request(
         sandbox: sandbox.clone(),
         hostname: "testpod".to_string(),
         log_path: e.state.join("logs").join(format!("{id}.log")),
+        pod: Default::default(),
     }
 }
 
@@ -103,6 +104,7 @@ async fn sandbox(e: &Env, uid: &str, host_network: bool) -> SandboxInfo {
         namespace: "default".into(),
         name: "testpod".into(),
         host_network,
+        ..Default::default()
     })
     .await
     .expect("create sandbox")
@@ -785,6 +787,7 @@ async fn containers_of_a_pod_share_its_network_namespace_and_volumes() {
         namespace: "default".into(),
         name: "testpod".into(),
         host_network: false,
+        ..Default::default()
     };
     assert_eq!(
         e.rt.sandbox(&pod_sb).await.unwrap(),

@@ -17,6 +17,11 @@ pub const DEFAULT_KUBECONFIG: &str = "/etc/daemonset-agent/kubeconfig";
 pub const DEFAULT_JOURNALD_SOCKET: &str = crate::logdriver::journal::DEFAULT_SOCKET;
 /// The kubelet's default containerLogMaxSize (10Mi).
 pub const DEFAULT_LOG_MAX_SIZE: u64 = 10 * 1024 * 1024;
+/// Where the CNI network configuration is read (the first file by name).
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+/// Where CNI plugins are looked for: Debian's containernetworking-plugins, then the usual
+/// upstream directory.
+pub const DEFAULT_CNI_BIN_DIR: &str = "/usr/lib/cni:/opt/cni/bin";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -66,6 +71,17 @@ pub struct FileConfig {
     /// The log driver as containerd's shims see it (absolute); default: the agent's own
     /// executable. Set it when the agent runs in another mount namespace than containerd.
     pub log_driver_binary: Option<PathBuf>,
+    /// The CNI network configuration directory (pods without hostNetwork).
+    pub cni_conf_dir: Option<PathBuf>,
+    /// The CNI plugin directories, `:`-separated.
+    pub cni_bin_dir: Option<String>,
+    /// A docker config.json whose `auths` hold the node's registry credentials.
+    pub registry_credentials: Option<PathBuf>,
+    /// Where Localhost seccomp profiles are read (default STATE_DIR/seccomp).
+    pub seccomp_profile_root: Option<PathBuf>,
+    /// Unsafe sysctls pods may set (`name` or `prefix*`), as kubelet's --allowed-unsafe-sysctls.
+    #[serde(default)]
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 /// What the command line said (None / empty: not given).
@@ -115,6 +131,11 @@ pub struct Config {
     pub container_log_max_files: u32,
     /// None: the agent's own executable.
     pub log_driver_binary: Option<PathBuf>,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    pub registry_credentials: Option<PathBuf>,
+    pub seccomp_profile_root: PathBuf,
+    pub allowed_unsafe_sysctls: Vec<String>,
     /// The file it came from, for SIGHUP reloads.
     pub config_file: Option<PathBuf>,
 }
@@ -222,6 +243,46 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
             ));
         }
     }
+    let absolute = |key: &str, p: Option<PathBuf>| -> Result<Option<PathBuf>, ConfigError> {
+        match p {
+            Some(p) if !p.is_absolute() => Err(invalid(
+                key,
+                format!("{} is not an absolute path", p.display()),
+            )),
+            other => Ok(other),
+        }
+    };
+    let cni_conf_dir =
+        absolute("cni-conf-dir", file.cni_conf_dir)?.unwrap_or_else(|| DEFAULT_CNI_CONF_DIR.into());
+    let cni_bin_dirs: Vec<PathBuf> = file
+        .cni_bin_dir
+        .as_deref()
+        .unwrap_or(DEFAULT_CNI_BIN_DIR)
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    if cni_bin_dirs.is_empty() || cni_bin_dirs.iter().any(|d| !d.is_absolute()) {
+        return Err(invalid(
+            "cni-bin-dir",
+            "must be absolute directories separated by ':'".into(),
+        ));
+    }
+    let registry_credentials = absolute("registry-credentials", file.registry_credentials)?;
+    let seccomp_profile_root = absolute("seccomp-profile-root", file.seccomp_profile_root)?;
+    for s in &file.allowed_unsafe_sysctls {
+        let name = s.strip_suffix('*').unwrap_or(s);
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'));
+        if !ok {
+            return Err(invalid(
+                "allowed-unsafe-sysctls",
+                format!("{s:?} is not a sysctl name or prefix*"),
+            ));
+        }
+    }
     let resync_seconds = file.resync_seconds.unwrap_or(10);
     if resync_seconds == 0 {
         return Err(invalid("resync-seconds", "must be at least 1".into()));
@@ -233,7 +294,17 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
             "must be at least 4".into(),
         ));
     }
+    let state_dir: PathBuf = flags
+        .state_dir
+        .clone()
+        .or(file.state_dir)
+        .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
     Ok(Config {
+        seccomp_profile_root: seccomp_profile_root.unwrap_or_else(|| state_dir.join("seccomp")),
+        cni_conf_dir,
+        cni_bin_dirs,
+        registry_credentials,
+        allowed_unsafe_sysctls: file.allowed_unsafe_sysctls,
         node_name,
         node_labels,
         node_taints,
@@ -244,11 +315,7 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
             .or(file.containerd_socket)
             .unwrap_or_else(|| DEFAULT_SOCKET.into()),
         containerd_namespace,
-        state_dir: flags
-            .state_dir
-            .clone()
-            .or(file.state_dir)
-            .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+        state_dir,
         resync_seconds,
         node_lease_duration_seconds,
         container_journal: file.container_logs_to_journald.unwrap_or(true).then(|| {
@@ -447,6 +514,56 @@ zone = "a"
             (
                 "node-lease-duration-seconds = 3",
                 "node-lease-duration-seconds",
+            ),
+        ] {
+            let file = parse_file(text, Path::new("a.toml")).unwrap();
+            match merge(file, &Flags::default(), "h") {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: expected an error on {key}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn network_and_node_keys() {
+        let d = merge(FileConfig::default(), &Flags::default(), "h").unwrap();
+        assert_eq!(d.cni_conf_dir, PathBuf::from("/etc/cni/net.d"));
+        assert_eq!(
+            d.cni_bin_dirs,
+            [PathBuf::from("/usr/lib/cni"), PathBuf::from("/opt/cni/bin")]
+        );
+        assert_eq!(d.registry_credentials, None);
+        assert_eq!(
+            d.seccomp_profile_root,
+            PathBuf::from("/var/lib/daemonset-agent/seccomp")
+        );
+        let file = parse_file(
+            r#"
+cni-conf-dir = "/srv/cni/net.d"
+cni-bin-dir = "/srv/cni/bin:/usr/lib/cni"
+registry-credentials = "/etc/daemonset-agent/registries.json"
+seccomp-profile-root = "/srv/seccomp"
+allowed-unsafe-sysctls = ["net.core.*", "kernel.msgmax"]
+"#,
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let c = merge(file, &Flags::default(), "h").unwrap();
+        assert_eq!(c.cni_conf_dir, PathBuf::from("/srv/cni/net.d"));
+        assert_eq!(c.cni_bin_dirs.len(), 2);
+        assert_eq!(
+            c.registry_credentials,
+            Some(PathBuf::from("/etc/daemonset-agent/registries.json"))
+        );
+        assert_eq!(c.seccomp_profile_root, PathBuf::from("/srv/seccomp"));
+        assert_eq!(c.allowed_unsafe_sysctls, ["net.core.*", "kernel.msgmax"]);
+        for (text, key) in [
+            ("cni-conf-dir = \"net.d\"", "cni-conf-dir"),
+            ("cni-bin-dir = \"/a:b\"", "cni-bin-dir"),
+            ("registry-credentials = \"c.json\"", "registry-credentials"),
+            (
+                "allowed-unsafe-sysctls = [\"a b\"]",
+                "allowed-unsafe-sysctls",
             ),
         ] {
             let file = parse_file(text, Path::new("a.toml")).unwrap();

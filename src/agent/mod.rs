@@ -117,7 +117,7 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         }),
         runtime,
         state_dir: cfg.state_dir.clone(),
-        host_ip: None,
+        host_ip: crate::runtime::cni::host_ip(),
         node: cfg.node_name.clone(),
         started: Some(tokio::time::Instant::now()),
         clock: clock.clone(),

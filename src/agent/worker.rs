@@ -18,8 +18,8 @@ use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, Sta
 use crate::core::probe::{self as probe, ContainerProbes, Kind, Outcome};
 use crate::core::status::{self, PodView, Termination, Waiting};
 use crate::runtime::{
-    labels, ContainerRequest, ContainerStatus, PodSandbox, Runtime, RuntimeError, SandboxInfo,
-    TaskState,
+    labels, ContainerRequest, ContainerStatus, PodMeta, PodSandbox, PortMapping, PullPolicy,
+    Runtime, RuntimeError, SandboxInfo, TaskState,
 };
 
 /// Bounds on one runtime call, so that a hung shim or containerd call cannot hold a pod's worker
@@ -156,7 +156,32 @@ fn pod_sandbox(d: &DesiredPod) -> PodSandbox {
         namespace: d.key.namespace.clone(),
         name: d.key.name.clone(),
         host_network: d.spec.host_network.unwrap_or(false),
+        host_ipc: d.spec.host_ipc.unwrap_or(false),
+        labels: pod_labels(d),
+        port_mappings: PortMapping::of(&d.spec),
     }
+}
+
+/// The labels of every container of the pod (and of its sandbox's record).
+fn pod_labels(d: &DesiredPod) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::MANAGED_BY, labels::MANAGED_BY_VALUE.to_string()),
+        (labels::POD_NAMESPACE, d.key.namespace.clone()),
+        (labels::POD_NAME, d.key.name.clone()),
+        (labels::POD_UID, d.uid.clone()),
+        (GRACE_LABEL, d.grace_seconds().to_string()),
+    ])
+    .into_iter()
+    .chain(d.owner.iter().flat_map(|o| {
+        [
+            (labels::DAEMONSET_NAMESPACE, o.namespace.clone()),
+            (labels::DAEMONSET_NAME, o.name.clone()),
+            (labels::DAEMONSET_UID, o.uid.clone()),
+        ]
+    }))
+    .chain((!d.template_hash.is_empty()).then(|| (labels::TEMPLATE_HASH, d.template_hash.clone())))
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// The pod a container belongs to, from its labels.
@@ -441,12 +466,16 @@ impl Worker {
         // Remember how each dead container ended before the plan removes it.
         for o in &observed {
             if let State::Exited { code, at_ms } = o.state {
+                let message = self
+                    .termination_message(work.desired.as_ref(), &found, o, code)
+                    .await;
                 self.last_termination.insert(
                     o.name.clone(),
                     Termination {
                         exit_code: code as i32,
                         started_ms: o.created_ms,
                         finished_ms: at_ms,
+                        message,
                     },
                 );
             }
@@ -596,6 +625,11 @@ impl Worker {
             waiting: self.waiting.clone(),
             last_termination: self.last_termination.clone(),
             host_ip: self.ctx.host_ip.clone(),
+            pod_ips: self
+                .sandbox
+                .as_ref()
+                .map(|s| s.ips.clone())
+                .unwrap_or_default(),
             start_ms: self.start_ms,
             gates,
         };
@@ -783,6 +817,47 @@ impl Worker {
         !kills.is_empty()
     }
 
+    /// What a dead container left as its termination message, read once per incarnation
+    /// (FallbackToLogsOnError: its log's end when it failed and left none).
+    async fn termination_message(
+        &self,
+        desired: Option<&DesiredPod>,
+        found: &[ContainerStatus],
+        o: &Observed,
+        code: u32,
+    ) -> Option<String> {
+        if let Some(t) = self
+            .last_termination
+            .get(&o.name)
+            .filter(|t| t.started_ms == o.created_ms)
+        {
+            return t.message.clone();
+        }
+        let pod = desired.or(self.last.as_ref())?;
+        let policy = pod
+            .spec
+            .containers
+            .iter()
+            .find(|c| c.name == o.name)
+            .and_then(|c| c.termination_message_policy.as_deref());
+        let log = match (policy, self.uid(found)) {
+            (Some("FallbackToLogsOnError"), Some(uid)) if code != 0 => {
+                Some(crate::logdriver::log_path(
+                    &self.ctx.state_dir,
+                    &self.key,
+                    &uid,
+                    &o.name,
+                    o.restart_count,
+                ))
+            }
+            _ => None,
+        };
+        self.ctx
+            .runtime
+            .termination_message(&o.id, log.as_deref())
+            .await
+    }
+
     /// The uid of the pod's sandbox: the pod's on this node, else its containers' label.
     fn uid(&self, found: &[ContainerStatus]) -> Option<String> {
         self.last.as_ref().map(|d| d.uid.clone()).or_else(|| {
@@ -812,10 +887,7 @@ impl Worker {
                 );
             }
             Err(e) => {
-                let reason = match &e {
-                    RuntimeError::ImagePull { .. } => "ErrImagePull",
-                    _ => "CreateContainerError",
-                };
+                let reason = e.reason();
                 // what failed and why, causes included (the registry's answer, containerd's
                 // status), as the kubelet's messages read
                 let message = crate::runtime::chain(&e);
@@ -845,7 +917,7 @@ impl Worker {
         let image = container.image.clone().unwrap_or_default();
         // the runtime serializes pulls (as the kubelet does by default) after a lock-free check;
         // what it resolved is handed to run_container, which does not resolve it again
-        let pulled = rt.ensure_image(&image).await?;
+        let pulled = rt.image_for(&image, PullPolicy::of(container)).await?;
         self.images
             .insert(container.name.clone(), (image, pulled.info.digest.clone()));
         let host_network = d.spec.host_network.unwrap_or(false);
@@ -858,29 +930,9 @@ impl Worker {
             }
         };
         let id = container_id(&d.key, &container.name, restart_count);
-        let grace = d.grace_seconds();
-        let container_labels = BTreeMap::from([
-            (labels::MANAGED_BY, labels::MANAGED_BY_VALUE.to_string()),
-            (labels::POD_NAMESPACE, d.key.namespace.clone()),
-            (labels::POD_NAME, d.key.name.clone()),
-            (labels::POD_UID, d.uid.clone()),
-            (labels::CONTAINER_NAME, container.name.clone()),
-            (labels::RESTART_COUNT, restart_count.to_string()),
-            (GRACE_LABEL, grace.to_string()),
-        ])
-        .into_iter()
-        .chain(d.owner.iter().flat_map(|o| {
-            [
-                (labels::DAEMONSET_NAMESPACE, o.namespace.clone()),
-                (labels::DAEMONSET_NAME, o.name.clone()),
-                (labels::DAEMONSET_UID, o.uid.clone()),
-            ]
-        }))
-        .chain(
-            (!d.template_hash.is_empty()).then(|| (labels::TEMPLATE_HASH, d.template_hash.clone())),
-        )
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let mut container_labels = pod_labels(d);
+        container_labels.insert(labels::CONTAINER_NAME.into(), container.name.clone());
+        container_labels.insert(labels::RESTART_COUNT.into(), restart_count.to_string());
         let log_path = crate::logdriver::log_path(
             &self.ctx.state_dir,
             &d.key,
@@ -903,6 +955,14 @@ impl Worker {
                 d.key.name.clone()
             },
             log_path,
+            pod: PodMeta {
+                name: d.key.name.clone(),
+                namespace: d.key.namespace.clone(),
+                uid: d.api_uid.clone(),
+                labels: d.labels.clone(),
+                annotations: d.annotations.clone(),
+                host_ips: self.ctx.host_ip.clone().into_iter().collect(),
+            },
         };
         rt.run_container(&req).await?;
         Ok(id)
@@ -990,6 +1050,7 @@ pub mod fake {
             SandboxInfo {
                 netns: (!pod.host_network).then(|| PathBuf::from("/fake/netns").join(&pod.uid)),
                 pod_dir: PathBuf::from("/fake/pods").join(&pod.uid),
+                ..Default::default()
             }
         }
     }

@@ -16,4 +16,5 @@ pub mod reference;
 pub mod rollout;
 pub mod ssa;
 pub mod status;
+pub mod support;
 pub mod validation;

@@ -72,6 +72,9 @@ pub struct DesiredPod {
     pub spec: PodSpec,
     /// Set while the API deletes the pod: its containers stop, then the pod is deleted.
     pub deletion: Option<Deletion>,
+    /// The pod's labels and annotations (fieldRef and downwardAPI `metadata.labels[...]`).
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
 }
 
 impl DesiredPod {
@@ -117,6 +120,8 @@ impl DesiredPod {
                 .unwrap_or_default(),
             spec: pod.spec.clone()?,
             deletion,
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
         })
     }
 
@@ -163,6 +168,8 @@ pub fn test_pod(name: &str, container: k8s_openapi::api::core::v1::Container) ->
             ..Default::default()
         },
         deletion: None,
+        labels: Default::default(),
+        annotations: Default::default(),
     }
 }
 

@@ -20,11 +20,13 @@ pub struct Waiting {
 }
 
 /// The last termination of a container, kept across its restarts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Termination {
     pub exit_code: i32,
     pub started_ms: i64,
     pub finished_ms: Option<i64>,
+    /// What it left at its terminationMessagePath (or its log's end, FallbackToLogsOnError).
+    pub message: Option<String>,
 }
 
 /// Everything the status is computed from.
@@ -37,6 +39,8 @@ pub struct PodView<'a> {
     pub waiting: BTreeMap<String, Waiting>,
     pub last_termination: BTreeMap<String, Termination>,
     pub host_ip: Option<String>,
+    /// The pod's IPs from its network (IPv4 first); the node's are used with hostNetwork.
+    pub pod_ips: Vec<String>,
     pub start_ms: i64,
     /// What the probes say of running containers, by name; a running container without an
     /// entry is started and ready (it has no probes).
@@ -60,6 +64,7 @@ fn terminated(t: &Termination) -> ContainerStateTerminated {
         ),
         started_at: Some(time(t.started_ms)),
         finished_at: t.finished_ms.map(time),
+        message: t.message.clone(),
         ..Default::default()
     }
 }
@@ -92,10 +97,17 @@ pub fn pod_status(view: &PodView, prev: Option<&PodStatus>, now_ms: i64) -> PodS
             },
             (Some(State::Exited { code, at_ms }), None) => ContainerState {
                 terminated: obs.map(|o| {
+                    // the message recorded of this very incarnation
+                    let message = view
+                        .last_termination
+                        .get(&c.name)
+                        .filter(|t| t.started_ms == o.created_ms)
+                        .and_then(|t| t.message.clone());
                     terminated(&Termination {
                         exit_code: code as i32,
                         started_ms: o.created_ms,
                         finished_ms: at_ms,
+                        message,
                     })
                 }),
                 ..Default::default()
@@ -157,11 +169,12 @@ pub fn pod_status(view: &PodView, prev: Option<&PodStatus>, now_ms: i64) -> PodS
         }
     };
     let host_network = view.spec.host_network.unwrap_or(false);
-    let pod_ip = if host_network {
-        view.host_ip.clone()
+    let pod_ips: Vec<String> = if host_network {
+        view.host_ip.clone().into_iter().collect()
     } else {
-        None
+        view.pod_ips.clone()
     };
+    let pod_ip = pod_ips.first().cloned();
     PodStatus {
         phase: Some(if any_started { "Running" } else { "Pending" }.into()),
         conditions: Some(vec![
@@ -177,8 +190,9 @@ pub fn pod_status(view: &PodView, prev: Option<&PodStatus>, now_ms: i64) -> PodS
             .host_ip
             .clone()
             .map(|ip| vec![k8s_openapi::api::core::v1::HostIP { ip }]),
-        pod_ip: pod_ip.clone(),
-        pod_ips: pod_ip.map(|ip| vec![PodIP { ip }]),
+        pod_ip,
+        pod_ips: (!pod_ips.is_empty())
+            .then(|| pod_ips.into_iter().map(|ip| PodIP { ip }).collect()),
         qos_class: Some(qos_class(view.spec).into()),
         start_time: Some(time(view.start_ms)),
         ..Default::default()
@@ -262,6 +276,7 @@ mod tests {
                 .collect(),
             last_termination: BTreeMap::new(),
             host_ip: Some("127.0.0.1".into()),
+            pod_ips: Vec::new(),
             start_ms: 0,
             gates: BTreeMap::new(),
         };
@@ -359,6 +374,77 @@ mod tests {
     }
 
     #[test]
+    fn termination_message_into_status() {
+        let sp = spec(1);
+        let mut dead = observed(
+            "c0",
+            2,
+            State::Exited {
+                code: 3,
+                at_ms: Some(5000),
+            },
+        );
+        dead.created_ms = 4000;
+        let t = Termination {
+            exit_code: 3,
+            started_ms: 4000,
+            finished_ms: Some(5000),
+            message: Some("disk full".into()),
+        };
+        let view = PodView {
+            spec: &sp,
+            containers: BTreeMap::from([("c0".to_string(), &dead)]),
+            images: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            last_termination: BTreeMap::from([("c0".to_string(), t.clone())]),
+            host_ip: Some("192.0.2.2".into()),
+            pod_ips: vec!["10.1.0.5".into(), "fd00::5".into()],
+            start_ms: 0,
+            gates: BTreeMap::new(),
+        };
+        let s = pod_status(&view, None, 6000);
+        let cs = &s.container_statuses.as_ref().unwrap()[0];
+        let state = cs.state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!(
+            (state.exit_code, state.message.as_deref()),
+            (3, Some("disk full"))
+        );
+        let last = cs.last_state.as_ref().unwrap().terminated.as_ref().unwrap();
+        assert_eq!(last.message.as_deref(), Some("disk full"));
+        // the pod's own IPs; a hostNetwork pod's are the node's
+        assert_eq!(s.pod_ip.as_deref(), Some("10.1.0.5"));
+        let ips: Vec<&str> = s.pod_ips.iter().flatten().map(|p| p.ip.as_str()).collect();
+        assert_eq!(ips, ["10.1.0.5", "fd00::5"]);
+        let mut host = sp.clone();
+        host.host_network = Some(true);
+        let view = PodView {
+            spec: &host,
+            ..view
+        };
+        let s = pod_status(&view, None, 6000);
+        assert_eq!(s.pod_ip.as_deref(), Some("192.0.2.2"));
+        // a message of an earlier incarnation is not this one's
+        let mut later = dead.clone();
+        later.created_ms = 9000;
+        let view = PodView {
+            containers: BTreeMap::from([("c0".to_string(), &later)]),
+            ..view
+        };
+        let s = pod_status(&view, None, 10000);
+        let cs = &s.container_statuses.as_ref().unwrap()[0];
+        assert_eq!(
+            cs.state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .message,
+            None
+        );
+    }
+
+    #[test]
     fn probes_gate_started_and_ready() {
         let sp = spec(2);
         let obs = [
@@ -372,6 +458,7 @@ mod tests {
             waiting: BTreeMap::new(),
             last_termination: BTreeMap::new(),
             host_ip: None,
+            pod_ips: Vec::new(),
             start_ms: 0,
             gates: BTreeMap::from([(
                 "c1".to_string(),

@@ -544,6 +544,8 @@ fn validate_container(
                 "not found: no volume of this name in the pod",
             ));
         }
+        validate_mount_propagation(c, m, &mp, errs);
+        validate_sub_path(m, &mp, errs);
         if m.mount_path.is_empty() {
             errs.push(FieldError::required(&format!("{mp}.mountPath"), ""));
         } else if !mount_paths.insert(m.mount_path.clone()) {
@@ -611,6 +613,66 @@ fn validate_container(
     for (value, name, ok) in policies {
         if let Some(v) = value.as_deref().filter(|v| !ok.contains(v)) {
             errs.push(FieldError::not_supported(&format!("{path}.{name}"), v, ok));
+        }
+    }
+}
+
+/// validateMountPropagation: a known mode, and Bidirectional only for privileged containers.
+fn validate_mount_propagation(
+    c: &Container,
+    m: &k8s_openapi::api::core::v1::VolumeMount,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    let Some(mode) = m.mount_propagation.as_deref() else {
+        return;
+    };
+    let field = format!("{path}.mountPropagation");
+    let ok = ["Bidirectional", "HostToContainer", "None"];
+    if !ok.contains(&mode) {
+        errs.push(FieldError::not_supported(&field, mode, &ok));
+        return;
+    }
+    let privileged = c
+        .security_context
+        .as_ref()
+        .and_then(|s| s.privileged)
+        .unwrap_or(false);
+    if mode == "Bidirectional" && !privileged {
+        errs.push(FieldError::forbidden(
+            &field,
+            "Bidirectional mount propagation is available only to privileged containers",
+        ));
+    }
+}
+
+/// validateLocalDescendingPath for subPath and subPathExpr, which are mutually exclusive.
+fn validate_sub_path(
+    m: &k8s_openapi::api::core::v1::VolumeMount,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    let sub = m.sub_path.as_deref().filter(|s| !s.is_empty());
+    let expr = m.sub_path_expr.as_deref().filter(|s| !s.is_empty());
+    if sub.is_some() && expr.is_some() {
+        errs.push(FieldError::invalid(
+            &format!("{path}.subPathExpr"),
+            &q(expr.unwrap_or_default()),
+            "subPathExpr and subPath are mutually exclusive",
+        ));
+    }
+    for (value, name) in [(sub, "subPath"), (expr, "subPathExpr")] {
+        let Some(v) = value else { continue };
+        let field = format!("{path}.{name}");
+        if v.starts_with('/') {
+            errs.push(FieldError::invalid(
+                &field,
+                &q(v),
+                "must be a relative path",
+            ));
+        }
+        if v.split('/').any(|part| part == "..") {
+            errs.push(FieldError::invalid(&field, &q(v), "must not contain '..'"));
         }
     }
 }
@@ -1140,6 +1202,13 @@ pub fn validate_pod(pod: &Pod) -> Vec<FieldError> {
     let mut errs = validate_object_meta(&pod.metadata, true, names::is_dns1123_subdomain);
     errs.extend(validate_pod_spec(pod.spec.as_ref(), "spec"));
     errs
+}
+
+/// The fields of a pod spec at `path` that this node agent cannot honour (`core::support`): each a
+/// `Forbidden` cause saying so, for the admission of Pods and DaemonSet templates.
+pub fn validate_node_support(spec: Option<&PodSpec>, path: &str) -> Vec<FieldError> {
+    spec.map(|s| crate::core::support::refusals(s, path))
+        .unwrap_or_default()
 }
 
 /// What the server's operator allows in pod specs (`--allow-privileged`, `--allow-host-path`).

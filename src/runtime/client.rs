@@ -12,6 +12,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::services::v1::{
     CreateRequest as LeaseCreateRequest, DeleteRequest as LeaseDeleteRequest,
+    ListRequest as LeaseListRequest,
 };
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
@@ -122,6 +123,36 @@ impl Ctd {
                 tracing::warn!(lease = id, error = e.message(), "delete lease");
             }
         }
+    }
+}
+
+impl Ctd {
+    /// Deletes the namespace's leases whose id starts with `prefix`, waiting for the garbage
+    /// collection of what only they held; how many there were. For the leases an earlier agent
+    /// of the namespace held when it was stopped (one agent owns a namespace).
+    pub async fn delete_leases(&self, prefix: &str) -> std::result::Result<usize, Status> {
+        let leases = self
+            .leases()
+            .list(self.req(LeaseListRequest { filters: vec![] }))
+            .await?
+            .into_inner()
+            .leases;
+        let mut deleted = 0;
+        for lease in leases.iter().filter(|l| l.id.starts_with(prefix)) {
+            let r = self
+                .leases()
+                .delete(self.req(LeaseDeleteRequest {
+                    id: lease.id.clone(),
+                    sync: true,
+                }))
+                .await;
+            match r {
+                Ok(_) => deleted += 1,
+                Err(e) if e.code() == Code::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(deleted)
     }
 }
 

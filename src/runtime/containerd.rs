@@ -15,15 +15,21 @@ use containerd_client::types::v1::Status as ProcStatus;
 use containerd_client::types::Mount;
 
 use super::client::{ctd_err, Ctd, SNAPSHOTTER};
-use super::spec::SpecError;
+use super::cni::{self, Attachment, Cni};
+use super::spec::{HostFacts, SpecError};
 use super::{
     cgroup, pull, sandbox, spec, ContainerRequest, ContainerStatus, ExecExit, ExecResult,
-    OutputMode, PodSandbox, PulledImage, Result, Runtime, RuntimeError, SandboxInfo, TaskState,
+    OutputMode, PodSandbox, PullPolicy, PulledImage, Result, Runtime, RuntimeError, SandboxInfo,
+    TaskState,
 };
 
 pub const RUNC_V2: &str = "io.containerd.runc.v2";
 pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+
+/// The prefix of the leases that hold a container's snapshot between Prepare and
+/// Containers.Create.
+const RUN_LEASE: &str = "dsa-run-";
 
 /// containerd as the agent's runtime.
 #[derive(Clone)]
@@ -37,6 +43,21 @@ pub struct ContainerdRuntime {
     /// never removed between runc's mkdir of it and of the container's cgroup under it.
     cgroup_lock: std::sync::Arc<tokio::sync::RwLock<()>>,
     output: OutputMode,
+    /// The pods' network plugins; None: pods get a network namespace with loopback only.
+    network: Option<Cni>,
+    node: NodeOptions,
+    /// Registry credentials for pulls (a docker config.json's `auths`).
+    credentials: pull::Credentials,
+}
+
+/// What the node allows its pods, as the kubelet's flags say it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeOptions {
+    /// Where `seccompProfile: {type: Localhost, localhostProfile: P}` finds P (the kubelet's
+    /// `<root-dir>/seccomp`).
+    pub seccomp_root: PathBuf,
+    /// Unsafe sysctls pods may set (`name` or `prefix*`), as --allowed-unsafe-sysctls.
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 /// What `create_and_start` needs: the raw containerd steps, with no Kubernetes in between.
@@ -64,6 +85,13 @@ impl ContainerdRuntime {
         state_dir: &Path,
     ) -> Result<ContainerdRuntime> {
         let ctd = Ctd::connect(socket, namespace).await?;
+        // the snapshot an earlier agent prepared and was stopped before a container held it: its
+        // lease (RUN_LEASE) would keep it for an hour
+        match ctd.delete_leases(RUN_LEASE).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(leases = n, "deleted the run leases of an earlier agent"),
+            Err(e) => tracing::warn!(error = e.message(), "list leases"),
+        }
         // output files of probe execs an earlier agent was killed in the middle of
         if let Ok(dir) = std::fs::read_dir(state_dir.join("exec")) {
             for f in dir.flatten() {
@@ -78,7 +106,115 @@ impl ContainerdRuntime {
             pull_lock: Default::default(),
             cgroup_lock: Default::default(),
             output: OutputMode::default(),
+            network: None,
+            node: NodeOptions {
+                seccomp_root: state_dir.join("seccomp"),
+                allowed_unsafe_sysctls: Vec::new(),
+            },
+            credentials: pull::Credentials::default(),
         })
+    }
+
+    /// Pods without hostNetwork get their network from the CNI plugins of `conf_dir` (found in
+    /// `bin_dirs`); results are cached under the state directory.
+    pub fn with_network(mut self, conf_dir: &Path, bin_dirs: &[PathBuf]) -> ContainerdRuntime {
+        self.network = Some(Cni {
+            conf_dir: conf_dir.to_path_buf(),
+            bin_dirs: bin_dirs.to_vec(),
+            cache_dir: self.state_dir.join("cni"),
+        });
+        self
+    }
+
+    /// What the node allows its pods (seccomp profiles' directory, unsafe sysctls).
+    pub fn with_node_options(mut self, node: NodeOptions) -> ContainerdRuntime {
+        self.node = node;
+        self
+    }
+
+    /// Credentials for the registries pulls go to.
+    pub fn with_credentials(mut self, credentials: pull::Credentials) -> ContainerdRuntime {
+        self.credentials = credentials;
+        self
+    }
+
+    /// The CNI configuration pods are attached with, when there is one: without a configuration
+    /// in the directory pods get loopback only (as before a network plugin is installed).
+    fn network(&self) -> Option<&Cni> {
+        self.network.as_ref().filter(|n| {
+            match n.load() {
+                Ok(_) => true,
+                Err(cni::CniError::NoConfig(_)) => false,
+                // a broken configuration is the pod's error, said when it is attached
+                Err(_) => true,
+            }
+        })
+    }
+
+    /// What the spec of `req` needs to know of the node, read on a blocking thread.
+    async fn host_facts(&self, req: &ContainerRequest) -> Result<HostFacts> {
+        let wanted: Vec<String> = [
+            req.container
+                .security_context
+                .as_ref()
+                .and_then(|s| s.seccomp_profile.as_ref()),
+            req.pod_spec
+                .security_context
+                .as_ref()
+                .and_then(|s| s.seccomp_profile.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter(|p| p.type_ == "Localhost")
+        .filter_map(|p| p.localhost_profile.clone())
+        .collect();
+        let node = self.node.clone();
+        let state_dir = self.state_dir.clone();
+        blocking_with("read node facts", &req.id, move || {
+            let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+            let mut seccomp_profiles = std::collections::BTreeMap::new();
+            for name in wanted {
+                let path = node.seccomp_root.join(&name);
+                let profile = if name.split('/').any(|p| p == "..") {
+                    Err("the profile must stay inside the seccomp directory".to_string())
+                } else {
+                    std::fs::read(&path)
+                        .map_err(|e| format!("read {}: {e}", path.display()))
+                        .and_then(|b| {
+                            serde_json::from_slice(&b)
+                                .map_err(|e| format!("parse {}: {e}", path.display()))
+                        })
+                };
+                seccomp_profiles.insert(name, profile);
+            }
+            HostFacts {
+                node: node_capacity(&state_dir),
+                hostname: nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().to_string())
+                    .unwrap_or_default(),
+                resolv_conf: read("/etc/resolv.conf"),
+                hosts: read("/etc/hosts"),
+                mountinfo: read("/proc/self/mountinfo"),
+                seccomp_profiles,
+                allowed_unsafe_sysctls: node.allowed_unsafe_sysctls,
+                oom_score_adj_floor: spec::oom_score_adj_floor(
+                    &read("/proc/self/status"),
+                    &read("/proc/self/oom_score_adj"),
+                ),
+            }
+        })
+        .await
+    }
+
+    /// The network attachment of a pod whose network namespace is `netns`.
+    fn attachment(pod: &PodSandbox, netns: &Path) -> Attachment {
+        Attachment {
+            id: pod.uid.clone(),
+            netns: netns.to_path_buf(),
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            port_mappings: pod.port_mappings.clone(),
+        }
     }
 
     /// How containers created from now on keep their output (containers already running keep
@@ -127,7 +263,7 @@ impl ContainerdRuntime {
     /// Pulls `reference` from its registry even if present (re-resolving the tag) and unpacks it.
     pub async fn pull(&self, reference: &str) -> Result<PulledImage> {
         let _one_at_a_time = self.pull_lock.lock().await;
-        pull::pull(&self.ctd, reference).await
+        pull::pull(&self.ctd, reference, &self.credentials).await
     }
 
     /// Makes `reference` present, transferring nothing when it already is.
@@ -136,7 +272,7 @@ impl ContainerdRuntime {
             return Ok(img);
         }
         let _one_at_a_time = self.pull_lock.lock().await;
-        pull::ensure(&self.ctd, reference).await
+        pull::ensure(&self.ctd, reference, &self.credentials).await
     }
 
     /// Imports the images of an OCI layout tar archive (for nodes without a registry); images
@@ -157,7 +293,7 @@ impl ContainerdRuntime {
         let id = c.id;
         let lease = self
             .ctd
-            .create_lease("dsa-run", 1)
+            .create_lease(RUN_LEASE.trim_end_matches('-'), 1)
             .await
             .map_err(|s| ctd_err("create lease", id, s))?;
         let res = self.create_leased(c, &lease).await;
@@ -548,31 +684,103 @@ impl Runtime for ContainerdRuntime {
         self.ensure(reference).await
     }
 
+    async fn image_for(&self, reference: &str, policy: PullPolicy) -> Result<PulledImage> {
+        match policy {
+            PullPolicy::IfNotPresent => self.ensure(reference).await,
+            PullPolicy::Always => self.pull(reference).await,
+            PullPolicy::Never => match pull::local(&self.ctd, reference).await? {
+                Some(img) => Ok(img),
+                None => Err(RuntimeError::ImageNeverPull {
+                    image: reference.to_string(),
+                }),
+            },
+        }
+    }
+
     async fn create_sandbox(&self, pod: &PodSandbox) -> Result<SandboxInfo> {
         let state_dir = self.state_dir.clone();
-        let pod = pod.clone();
-        sandbox_step("create sandbox", &pod.uid.clone(), move || {
-            sandbox::create(&state_dir, &pod)
+        let owned = pod.clone();
+        let mut info = sandbox_step("create sandbox", &pod.uid, move || {
+            sandbox::create(&state_dir, &owned)
         })
-        .await
+        .await?;
+        if let (Some(netns), Some(net)) = (&info.netns, self.network()) {
+            let network = |source| RuntimeError::Network {
+                pod: pod.uid.clone(),
+                source,
+            };
+            info.ips = match net.cached_ips(&pod.uid).map_err(network)? {
+                Some(ips) => ips,
+                None => {
+                    // an ADD that never finished (an agent stopped in it): undone first
+                    if net.attached(&pod.uid) {
+                        net.del(&pod.uid, None).await.map_err(network)?;
+                    }
+                    net.add(&Self::attachment(pod, netns))
+                        .await
+                        .map_err(network)?
+                }
+            };
+        }
+        Ok(info)
     }
 
     async fn sandbox(&self, pod: &PodSandbox) -> Result<Option<SandboxInfo>> {
         let state_dir = self.state_dir.clone();
-        let pod = pod.clone();
-        sandbox_step("look up sandbox", &pod.uid.clone(), move || {
-            sandbox::existing(&state_dir, &pod)
+        let owned = pod.clone();
+        let found = sandbox_step("look up sandbox", &pod.uid, move || {
+            sandbox::existing(&state_dir, &owned)
+        })
+        .await?;
+        let Some(mut info) = found else {
+            return Ok(None);
+        };
+        if let (Some(_), Some(net)) = (&info.netns, self.network.as_ref()) {
+            let network = |source| RuntimeError::Network {
+                pod: pod.uid.clone(),
+                source,
+            };
+            if let Some(ips) = net.cached_ips(&pod.uid).map_err(network)? {
+                info.ips = ips;
+                // the pod is adopted (the agent restarted): is its network still what the
+                // plugins made?
+                if let Err(e) = net.check(&pod.uid).await {
+                    tracing::warn!(pod_uid = pod.uid.as_str(), error = %super::chain(&e), "CNI CHECK of an adopted pod failed");
+                }
+            }
+        }
+        Ok(Some(info))
+    }
+
+    async fn remove_sandbox(&self, pod_uid: &str) -> Result<()> {
+        if let Some(net) = &self.network {
+            if net.attached(pod_uid) {
+                net.del(pod_uid, None)
+                    .await
+                    .map_err(|source| RuntimeError::Network {
+                        pod: pod_uid.to_string(),
+                        source,
+                    })?;
+            }
+        }
+        let state_dir = self.state_dir.clone();
+        let uid = pod_uid.to_string();
+        sandbox_step("remove sandbox", pod_uid, move || {
+            sandbox::remove(&state_dir, &uid)?;
+            sandbox::remove_record(&state_dir, &uid)
         })
         .await
     }
 
-    async fn remove_sandbox(&self, pod_uid: &str) -> Result<()> {
-        let state_dir = self.state_dir.clone();
-        let uid = pod_uid.to_string();
-        sandbox_step("remove sandbox", pod_uid, move || {
-            sandbox::remove(&state_dir, &uid)
+    async fn termination_message(&self, id: &str, fallback_log: Option<&Path>) -> Option<String> {
+        let file = spec::termination_log(&self.state_dir, id);
+        let log = fallback_log.map(Path::to_path_buf);
+        blocking_with("read termination message", id, move || {
+            termination_message(&file, log.as_deref())
         })
         .await
+        .ok()
+        .flatten()
     }
 
     async fn run_container(&self, req: &ContainerRequest) -> Result<()> {
@@ -580,7 +788,8 @@ impl Runtime for ContainerdRuntime {
             id: req.id.clone(),
             source,
         };
-        let plan = spec::build(req, self.namespace()).map_err(invalid)?;
+        let facts = self.host_facts(req).await?;
+        let plan = spec::build(req, self.namespace(), &self.state_dir, &facts).map_err(invalid)?;
         let host = plan.host;
         blocking_with("prepare host", &req.id, move || spec::prepare_host(&host))
             .await?
@@ -650,6 +859,14 @@ impl Runtime for ContainerdRuntime {
             Err(s) => return Err(ctd_err("delete container", id, s)),
         }
         self.remove_snapshot(id).await?;
+        let files = spec::termination_log(&self.state_dir, id);
+        if let Some(dir) = files.parent() {
+            let dir = dir.to_path_buf();
+            let _ = blocking_with("remove container files", id, move || {
+                std::fs::remove_dir_all(dir)
+            })
+            .await;
+        }
         let _no_start_now = self.cgroup_lock.write().await;
         let namespace = self.namespace().to_string();
         let owned = id.to_string();
@@ -760,7 +977,7 @@ impl Runtime for ContainerdRuntime {
                 (id.clone(), state_of(p))
             })
             .collect();
-        Ok(containers
+        let mut out: Vec<ContainerStatus> = containers
             .into_iter()
             .map(|c| ContainerStatus {
                 state: tasks.get(&c.id).cloned().unwrap_or(TaskState::Created),
@@ -769,7 +986,26 @@ impl Runtime for ContainerdRuntime {
                 created_at: c.created_at.map(|t| t.seconds).unwrap_or_default(),
                 id: c.id,
             })
-            .collect())
+            .collect();
+        // sandboxes no container belongs to, by their records
+        let state_dir = self.state_dir.clone();
+        let records =
+            blocking_with("list sandboxes", "", move || sandbox::records(&state_dir)).await?;
+        for r in records {
+            let owned = out.iter().any(|c| {
+                c.labels.get(super::labels::POD_UID).map(String::as_str) == Some(r.uid.as_str())
+            });
+            if !owned && !r.labels.is_empty() {
+                out.push(ContainerStatus {
+                    id: format!("sandbox-{}", r.uid),
+                    image: String::new(),
+                    labels: r.labels,
+                    state: TaskState::Created,
+                    created_at: 0,
+                });
+            }
+        }
+        Ok(out)
     }
 
     async fn subscribe_exits(&self) -> Result<tokio::sync::mpsc::Receiver<String>> {
@@ -822,6 +1058,71 @@ impl Runtime for ContainerdRuntime {
             what: "no event came back through the subscription",
         })
     }
+}
+
+/// The node's capacity: its CPUs, its memory (MemTotal) and the file system of the state
+/// directory.
+fn node_capacity(state_dir: &Path) -> super::downward::NodeCapacity {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<i64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024);
+    let storage = nix::sys::statvfs::statvfs(state_dir)
+        .map(|s| (s.blocks() as i64).saturating_mul(s.fragment_size() as i64))
+        .unwrap_or(0);
+    super::downward::NodeCapacity {
+        cpu_milli: cpus * 1000,
+        memory_bytes: memory,
+        ephemeral_storage_bytes: storage,
+    }
+}
+
+/// The kubelet's termination message: the last 4 KiB of the container's message file, or when
+/// that is empty and `log` is given (FallbackToLogsOnError after a failure) the last 80 lines,
+/// at most 2 KiB, of its log.
+fn termination_message(file: &Path, log: Option<&Path>) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let tail = |path: &Path, max: u64| -> Option<Vec<u8>> {
+        let mut f = std::fs::File::open(path).ok()?;
+        let len = f.metadata().ok()?.len();
+        let start = len.saturating_sub(max);
+        f.seek(SeekFrom::Start(start)).ok()?;
+        let mut buf = Vec::new();
+        f.read_to_end(&mut buf).ok()?;
+        Some(buf)
+    };
+    let message = tail(file, 4096).unwrap_or_default();
+    if !message.is_empty() {
+        return Some(String::from_utf8_lossy(&message).to_string());
+    }
+    let raw = tail(log?, 64 * 1024)?;
+    // from the first whole line on, decoded as `logs` decodes the file
+    let from = if raw.len() as u64 >= 64 * 1024 {
+        raw.iter()
+            .position(|b| *b == b'\n')
+            .map_or(raw.len(), |i| i + 1)
+    } else {
+        0
+    };
+    let mut decoder = crate::logdriver::cri::Decoder::new(false);
+    let mut text = Vec::new();
+    decoder.push(&raw[from..], &mut text);
+    decoder.finish(&mut text);
+    let text = String::from_utf8_lossy(&text).to_string();
+    // the last 80 lines with their newlines, as the kubelet's ReadLogs writes them
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let last = lines[lines.len().saturating_sub(80)..].concat();
+    let cut = last.len().saturating_sub(2048);
+    let start = (cut..=last.len())
+        .find(|i| last.is_char_boundary(*i))
+        .unwrap_or(last.len());
+    let out = last[start..].to_string();
+    (!out.is_empty()).then_some(out)
 }
 
 /// `f` on a blocking thread (file system work: mounts, directories), so that no runtime thread

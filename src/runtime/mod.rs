@@ -4,9 +4,13 @@
 pub mod archive;
 pub mod cgroup;
 pub mod client;
+pub mod cni;
 pub mod containerd;
+pub mod dns;
+pub mod downward;
 pub mod pull;
 pub mod sandbox;
+pub mod seccomp;
 pub mod spec;
 
 pub use self::containerd::ContainerdRuntime;
@@ -35,13 +39,59 @@ pub mod labels {
     pub const RESTART_COUNT: &str = "io.daemonset-agent.restart-count";
 }
 
-/// What identifies a pod's sandbox (its network namespace and pod directory).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What identifies a pod's sandbox (its namespaces, network and pod directory); also its record
+/// on disk (`sandbox::write_record`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct PodSandbox {
     pub uid: String,
     pub namespace: String,
     pub name: String,
     pub host_network: bool,
+    /// hostIPC: the pod's containers share the node's IPC namespace (else one of the pod's).
+    pub host_ipc: bool,
+    /// The labels the sandbox is recorded with (the pod's, as its containers carry them): a
+    /// sandbox left without containers (an agent stopped between the two) is listed with them,
+    /// so that it is found and removed.
+    pub labels: BTreeMap<String, String>,
+    /// The hostPorts of the pod's containers, mapped by the CNI `portmap` plugin (pods with a
+    /// network namespace of their own).
+    pub port_mappings: Vec<PortMapping>,
+}
+
+/// One hostPort, as CNI's `portMappings` capability takes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub host_port: u16,
+    pub container_port: u16,
+    /// `tcp`, `udp` or `sctp`.
+    pub protocol: String,
+    /// The node address the port listens on; empty: every address.
+    #[serde(default, rename = "hostIP", skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+}
+
+impl PortMapping {
+    /// The hostPorts of a pod's containers (none with hostNetwork: the ports are the node's).
+    pub fn of(spec: &PodSpec) -> Vec<PortMapping> {
+        if spec.host_network.unwrap_or(false) {
+            return Vec::new();
+        }
+        spec.containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                let host_port = u16::try_from(p.host_port?).ok().filter(|h| *h > 0)?;
+                Some(PortMapping {
+                    host_port,
+                    container_port: u16::try_from(p.container_port).ok()?,
+                    protocol: p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase(),
+                    host_ip: p.host_ip.clone().unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
 }
 
 /// The host resources of a pod sandbox, as created by `Runtime::create_sandbox`.
@@ -49,8 +99,53 @@ pub struct PodSandbox {
 pub struct SandboxInfo {
     /// Path of the pod's network namespace (a bind mount); `None` with hostNetwork.
     pub netns: Option<PathBuf>,
+    /// Path of the pod's IPC namespace (a bind mount); `None` with hostIPC.
+    pub ipc_ns: Option<PathBuf>,
     /// Directory of the pod on the host; emptyDir volume NAME lives in `pod_dir/volumes/NAME`.
     pub pod_dir: PathBuf,
+    /// The pod's IPs, as its network plugin gave them (IPv4 first); empty with hostNetwork.
+    pub ips: Vec<String>,
+}
+
+/// What the downward API tells a container of its pod (beyond the spec).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PodMeta {
+    pub name: String,
+    pub namespace: String,
+    pub uid: String,
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    /// The node's IPs (status.hostIPs).
+    pub host_ips: Vec<String>,
+}
+
+/// When to pull a container's image (`imagePullPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Resolve the tag again on every container start.
+    Always,
+    /// Pull only when the image is not present.
+    #[default]
+    IfNotPresent,
+    /// Never pull: a missing image is an error (ErrImageNeverPull).
+    Never,
+}
+
+impl PullPolicy {
+    /// The policy a container asks for, defaulted as the API server does (Always for `:latest`
+    /// or no tag, else IfNotPresent).
+    pub fn of(c: &Container) -> PullPolicy {
+        let image = c.image.as_deref().unwrap_or("");
+        let p = c
+            .image_pull_policy
+            .as_deref()
+            .unwrap_or_else(|| crate::core::validation::default_pull_policy(image));
+        match p {
+            "Always" => PullPolicy::Always,
+            "Never" => PullPolicy::Never,
+            _ => PullPolicy::IfNotPresent,
+        }
+    }
 }
 
 /// Everything needed to create and start one container of a pod.
@@ -71,6 +166,8 @@ pub struct ContainerRequest {
     /// The container's log file: CRI-format records written by the log driver, or raw output
     /// appended by the shim (see [`OutputMode`]); either way kept while the agent is down.
     pub log_path: PathBuf,
+    /// The pod's metadata, for the downward API.
+    pub pod: PodMeta,
 }
 
 /// How the runtime keeps containers' stdout and stderr. Both live beside containerd's shim, not
@@ -170,6 +267,9 @@ pub enum RuntimeError {
         #[source]
         source: spec::SpecError,
     },
+    /// The image is not present and the pull policy is Never (the kubelet's ErrImageNeverPull).
+    #[error("Container image {image:?} is not present with pull policy of Never")]
+    ImageNeverPull { image: String },
     #[error("container {0} not found")]
     NotFound(String),
     #[error("connect to containerd at {}", socket.display())]
@@ -205,6 +305,12 @@ pub enum RuntimeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("network of pod {pod}")]
+    Network {
+        pod: String,
+        #[source]
+        source: cni::CniError,
+    },
     #[error("sandbox of pod {pod}")]
     Sandbox {
         pod: String,
@@ -220,6 +326,26 @@ pub enum RuntimeError {
     },
     #[error("{op} is not supported by this runtime")]
     Unsupported { op: &'static str },
+}
+
+impl RuntimeError {
+    /// The reason a container that could not start waits with, as the kubelet names it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RuntimeError::ImagePull { .. } => "ErrImagePull",
+            RuntimeError::ImageNeverPull { .. } => "ErrImageNeverPull",
+            RuntimeError::InvalidSpec {
+                source: spec::SpecError::Config(_),
+                ..
+            } => "CreateContainerConfigError",
+            RuntimeError::InvalidSpec {
+                source: spec::SpecError::Mount(_),
+                ..
+            }
+            | RuntimeError::Network { .. } => "ContainerCreating",
+            _ => "CreateContainerError",
+        }
+    }
 }
 
 /// `e` and its causes on one line, outermost first, as Go's wrapped errors read (`pull image x:
@@ -254,6 +380,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Make `reference` present locally (pulling it from its registry if it is not); what it
     /// gives is what `run_container` needs of the image (`ContainerRequest::image`).
     async fn ensure_image(&self, reference: &str) -> Result<PulledImage>;
+    /// The image of a container under its pull policy: Always resolves the tag again, Never
+    /// takes only what is present (`RuntimeError::ImageNeverPull` otherwise).
+    async fn image_for(&self, reference: &str, policy: PullPolicy) -> Result<PulledImage> {
+        let _ = policy;
+        self.ensure_image(reference).await
+    }
     /// Create the pod's sandbox (network namespace unless hostNetwork, pod directory).
     /// Idempotent: returns the existing one when it is there.
     async fn create_sandbox(&self, pod: &PodSandbox) -> Result<SandboxInfo>;
@@ -269,7 +401,10 @@ pub trait Runtime: Send + Sync + 'static {
     async fn stop_container(&self, id: &str, grace: Duration) -> Result<()>;
     /// Delete the task, the container and its snapshot. Ok if already gone.
     async fn remove_container(&self, id: &str) -> Result<()>;
-    /// Every container of the agent's namespace with its labels and task state.
+    /// Every container of the agent's namespace with its labels and task state; and, for each
+    /// pod sandbox no container belongs to, one entry with the sandbox's labels, no container
+    /// name and state `Created` (so that the agent finds a sandbox it made and never used, and
+    /// removes it with its pod).
     async fn list_containers(&self) -> Result<Vec<ContainerStatus>>;
     /// The runtime's name and version, as a Node's `containerRuntimeVersion` shows it
     /// (`containerd://1.6.20`).
@@ -286,6 +421,16 @@ pub trait Runtime: Send + Sync + 'static {
         _timeout: Duration,
     ) -> Result<ExecResult> {
         Err(RuntimeError::Unsupported { op: "exec" })
+    }
+    /// The termination message of a container that exited: its terminationMessagePath file
+    /// (the last 4 KiB), or with `fallback_log` (FallbackToLogsOnError, and the container
+    /// failed with an empty file) the end of that log file. None when there is none.
+    async fn termination_message(
+        &self,
+        _id: &str,
+        _fallback_log: Option<&std::path::Path>,
+    ) -> Option<String> {
+        None
     }
     /// A stream of container ids whose task exited (wakes the reconcile loop early; the loop
     /// never relies on it alone).

@@ -1,6 +1,12 @@
-//! Pod sandboxes without a pause container: a pod directory and, unless hostNetwork, a persistent
-//! network namespace bind-mounted on a file (as `ip netns add` does), which every container of the
-//! pod joins through its spec. The loopback interface inside is brought up.
+//! Pod sandboxes without a pause container: a pod directory, a record of the sandbox, and,
+//! unless hostNetwork / hostIPC, a persistent network namespace and IPC namespace, each
+//! bind-mounted on a file (as `ip netns add` does), which every container of the pod joins
+//! through its spec. The loopback interface inside is brought up; the pod's other interfaces are
+//! its network plugin's (`cni`).
+//!
+//! The record (`STATE_DIR/sandboxes/UID.json`, written before anything else and removed last)
+//! is what makes a sandbox findable when no container of its pod exists: an agent stopped
+//! between making the sandbox and starting a container finds it again and removes it.
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -28,8 +34,14 @@ pub enum SandboxError {
         #[source]
         source: nix::Error,
     },
-    #[error("the thread making network namespace {} panicked", .0.display())]
+    #[error("the thread making the namespaces of {} panicked", .0.display())]
     Thread(PathBuf),
+    #[error("sandbox record {}", path.display())]
+    Record {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, SandboxError>;
@@ -67,85 +79,211 @@ pub fn netns_path(state_dir: &Path, uid: &str) -> PathBuf {
     state_dir.join("netns").join(uid)
 }
 
-/// Whether `path` is a mounted network namespace (nsfs).
-pub fn is_netns_mount(path: &Path) -> bool {
+pub fn ipcns_path(state_dir: &Path, uid: &str) -> PathBuf {
+    state_dir.join("ipcns").join(uid)
+}
+
+fn record_path(state_dir: &Path, uid: &str) -> PathBuf {
+    state_dir.join("sandboxes").join(format!("{uid}.json"))
+}
+
+/// Whether `path` is a mounted namespace (nsfs).
+pub fn is_ns_mount(path: &Path) -> bool {
     nix::sys::statfs::statfs(path)
         .is_ok_and(|st| st.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
 }
 
-/// The sandbox of an existing pod, if it is there: the pod directory and (unless hostNetwork)
-/// a mounted network namespace. Creates nothing.
+/// Whether `path` is a mounted network namespace (nsfs).
+pub fn is_netns_mount(path: &Path) -> bool {
+    is_ns_mount(path)
+}
+
+/// Writes the sandbox's record (before anything else of it is made).
+pub fn write_record(state_dir: &Path, pod: &PodSandbox) -> Result<()> {
+    check_uid(&pod.uid)?;
+    let path = record_path(state_dir, &pod.uid);
+    let text = serde_json::to_vec_pretty(pod).map_err(|source| SandboxError::Record {
+        path: path.clone(),
+        source,
+    })?;
+    if std::fs::read(&path).is_ok_and(|old| old == text) {
+        return Ok(());
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    }
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, &text).map_err(io("write", &tmp))?;
+    std::fs::rename(&tmp, &path).map_err(io("rename", &path))
+}
+
+/// The sandbox recorded for `uid`, if any.
+pub fn record(state_dir: &Path, uid: &str) -> Result<Option<PodSandbox>> {
+    check_uid(uid)?;
+    let path = record_path(state_dir, uid);
+    let text = match std::fs::read(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io("read", &path)(e)),
+    };
+    let r: PodSandbox = serde_json::from_slice(&text).map_err(|source| SandboxError::Record {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Some(r))
+}
+
+/// Every recorded sandbox (unreadable records are skipped: their uid is their file name, and
+/// `remove` can still remove them by it).
+pub fn records(state_dir: &Path) -> Vec<PodSandbox> {
+    let dir = state_dir.join("sandboxes");
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().to_string();
+        let Some(uid) = name.strip_suffix(".json") else {
+            continue;
+        };
+        match record(state_dir, uid) {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(pod_uid = uid, error = %super::chain(&e), "unreadable sandbox record")
+            }
+        }
+    }
+    out
+}
+
+/// Removes the record, the last step of removing a sandbox. Ok if already gone.
+pub fn remove_record(state_dir: &Path, uid: &str) -> Result<()> {
+    check_uid(uid)?;
+    let path = record_path(state_dir, uid);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("remove", &path)(e)),
+    }
+}
+
+/// The sandbox of an existing pod, if it is there: the pod directory and (unless hostNetwork /
+/// hostIPC) its mounted namespaces. Creates nothing; its IPs are the network plugin's to say.
 pub fn existing(state_dir: &Path, pod: &PodSandbox) -> Result<Option<SandboxInfo>> {
     check_uid(&pod.uid)?;
     let dir = pod_dir(state_dir, &pod.uid);
-    let netns = if pod.host_network {
-        None
-    } else {
-        let ns = netns_path(state_dir, &pod.uid);
-        if !is_netns_mount(&ns) {
-            return Ok(None);
+    let mounted = |wanted: bool, path: PathBuf| -> Option<Option<PathBuf>> {
+        if !wanted {
+            return Some(None);
         }
-        Some(ns)
+        is_ns_mount(&path).then_some(Some(path))
+    };
+    let Some(netns) = mounted(!pod.host_network, netns_path(state_dir, &pod.uid)) else {
+        return Ok(None);
+    };
+    let Some(ipc_ns) = mounted(!pod.host_ipc, ipcns_path(state_dir, &pod.uid)) else {
+        return Ok(None);
     };
     Ok(dir.is_dir().then_some(SandboxInfo {
         netns,
+        ipc_ns,
         pod_dir: dir,
+        ips: Vec::new(),
     }))
 }
 
-/// Creates the sandbox's directories and network namespace. Idempotent.
+/// Creates the sandbox's record, directories and namespaces (those missing). Idempotent.
 pub fn create(state_dir: &Path, pod: &PodSandbox) -> Result<SandboxInfo> {
     check_uid(&pod.uid)?;
+    write_record(state_dir, pod)?;
     let dir = pod_dir(state_dir, &pod.uid);
     std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-    if pod.host_network {
-        return Ok(SandboxInfo {
-            netns: None,
-            pod_dir: dir,
-        });
+    let mut wanted = Vec::new();
+    if !pod.host_network {
+        wanted.push((CloneFlags::CLONE_NEWNET, netns_path(state_dir, &pod.uid)));
     }
-    let ns = netns_path(state_dir, &pod.uid);
-    if !is_netns_mount(&ns) {
-        if let Some(parent) = ns.parent() {
-            std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+    if !pod.host_ipc {
+        wanted.push((CloneFlags::CLONE_NEWIPC, ipcns_path(state_dir, &pod.uid)));
+    }
+    let missing: Vec<(CloneFlags, PathBuf)> = wanted
+        .iter()
+        .filter(|(_, p)| !is_ns_mount(p))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        for (_, p) in &missing {
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(io("create", parent))?;
+            }
+            std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(p)
+                .map_err(io("create", p))?;
         }
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&ns)
-            .map_err(io("create", &ns))?;
-        let target = ns.clone();
+        let targets = missing.clone();
+        let first = missing[0].1.clone();
         // unshare() moves the calling thread: do it on a thread of its own that then exits, so
-        // no thread of the runtime ever lives in the pod's namespace.
-        let res = std::thread::spawn(move || new_netns_at(&target))
+        // no thread of the runtime ever lives in the pod's namespaces.
+        let res = std::thread::spawn(move || new_namespaces_at(&targets))
             .join()
-            .map_err(|_| SandboxError::Thread(ns.clone()))?;
+            .map_err(|_| SandboxError::Thread(first))?;
         if let Err(e) = res {
-            let _ = std::fs::remove_file(&ns);
+            for (_, p) in &missing {
+                if is_ns_mount(p) {
+                    let _ = nix::mount::umount2(p, MntFlags::MNT_DETACH);
+                }
+                let _ = std::fs::remove_file(p);
+            }
             return Err(e);
         }
     }
     tracing::debug!(pod_uid = pod.uid.as_str(), "sandbox ready");
+    let path_of = |flag| {
+        wanted
+            .iter()
+            .find(|(f, _)| *f == flag)
+            .map(|(_, p)| p.clone())
+    };
     Ok(SandboxInfo {
-        netns: Some(ns),
+        netns: path_of(CloneFlags::CLONE_NEWNET),
+        ipc_ns: path_of(CloneFlags::CLONE_NEWIPC),
         pod_dir: dir,
+        ips: Vec::new(),
     })
 }
 
-/// A new network namespace for the calling thread, bind-mounted on `target`, its loopback up.
-fn new_netns_at(target: &Path) -> Result<()> {
-    nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(sys("unshare", target))?;
-    let own = PathBuf::from(format!("/proc/self/task/{}/ns/net", nix::unistd::gettid()));
-    nix::mount::mount(
-        Some(&own),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(sys("bind mount", target))?;
-    loopback_up().map_err(sys("bring up lo", target))
+/// New namespaces for the calling thread, each bind-mounted on its target; in a new network
+/// namespace the loopback is brought up.
+fn new_namespaces_at(targets: &[(CloneFlags, PathBuf)]) -> Result<()> {
+    let mut flags = CloneFlags::empty();
+    for (f, _) in targets {
+        flags |= *f;
+    }
+    let first = &targets[0].1;
+    nix::sched::unshare(flags).map_err(sys("unshare", first))?;
+    for (f, target) in targets {
+        let kind = if *f == CloneFlags::CLONE_NEWNET {
+            "net"
+        } else {
+            "ipc"
+        };
+        let own = PathBuf::from(format!(
+            "/proc/self/task/{}/ns/{kind}",
+            nix::unistd::gettid()
+        ));
+        nix::mount::mount(
+            Some(&own),
+            target.as_path(),
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(sys("bind mount", target))?;
+        if *f == CloneFlags::CLONE_NEWNET {
+            loopback_up().map_err(sys("bring up lo", target))?;
+        }
+    }
+    Ok(())
 }
 
 /// `ip link set lo up` in the calling thread's network namespace (SIOCSIFFLAGS).
@@ -179,20 +317,42 @@ fn loopback_up() -> nix::Result<()> {
     nix::errno::Errno::result(rc).map(drop)
 }
 
-/// Unmounts and deletes the sandbox's network namespace and pod directory. Ok if already gone.
+/// The mount points under `dir` (of /proc/self/mountinfo), deepest first.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir) && p != dir)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points
+}
+
+fn remove_file(path: &Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("remove", path)(e)),
+    }
+}
+
+/// Unmounts and deletes the sandbox's namespaces, the mounts in its pod directory (emptyDirs of
+/// medium Memory) and the directory. Ok if already gone. The record stays: `remove_record`.
 pub fn remove(state_dir: &Path, uid: &str) -> Result<()> {
     check_uid(uid)?;
-    let ns = netns_path(state_dir, uid);
-    if is_netns_mount(&ns) {
-        // MNT_DETACH: a container still inside does not block the removal
-        nix::mount::umount2(&ns, MntFlags::MNT_DETACH).map_err(sys("unmount", &ns))?;
-    }
-    match std::fs::remove_file(&ns) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(io("remove", &ns)(e)),
+    for ns in [netns_path(state_dir, uid), ipcns_path(state_dir, uid)] {
+        if is_ns_mount(&ns) {
+            // MNT_DETACH: a container still inside does not block the removal
+            nix::mount::umount2(&ns, MntFlags::MNT_DETACH).map_err(sys("unmount", &ns))?;
+        }
+        remove_file(&ns)?;
     }
     let dir = pod_dir(state_dir, uid);
+    for m in mounts_under(&dir) {
+        nix::mount::umount2(&m, MntFlags::MNT_DETACH).map_err(sys("unmount", &m))?;
+    }
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -203,6 +363,33 @@ pub fn remove(state_dir: &Path, uid: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::PortMapping;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn records_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = PodSandbox {
+            uid: "u-1".into(),
+            namespace: "default".into(),
+            name: "web".into(),
+            host_network: true,
+            host_ipc: false,
+            labels: BTreeMap::from([("a".into(), "b".into())]),
+            port_mappings: vec![PortMapping {
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+                host_ip: String::new(),
+            }],
+        };
+        write_record(dir.path(), &pod).unwrap();
+        assert_eq!(record(dir.path(), "u-1").unwrap(), Some(pod.clone()));
+        assert_eq!(records(dir.path()), [pod]);
+        remove_record(dir.path(), "u-1").unwrap();
+        remove_record(dir.path(), "u-1").unwrap();
+        assert!(records(dir.path()).is_empty());
+    }
 
     #[test]
     fn uids() {

@@ -38,10 +38,17 @@ pub struct Containerd {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
     child: Child,
+    /// `nsenter ...` when it runs in a mount namespace of the test's own.
+    prefix: Vec<String>,
 }
 
 impl Containerd {
     pub fn start() -> Containerd {
+        Containerd::start_in(None)
+    }
+
+    /// A containerd in `ns` (its mounts, and its shims' and containers', live there).
+    pub fn start_in(ns: Option<&MountNs>) -> Containerd {
         require("containerd");
         require("runc");
         let dir = tempfile::Builder::new()
@@ -49,17 +56,28 @@ impl Containerd {
             .tempdir_in("/tmp")
             .unwrap();
         let socket = dir.path().join("containerd.sock");
-        let child = Containerd::spawn(dir.path(), &socket);
-        Containerd { dir, socket, child }
+        let prefix = ns.map(MountNs::enter).unwrap_or_default();
+        let child = Containerd::spawn(dir.path(), &socket, &prefix);
+        Containerd {
+            dir,
+            socket,
+            child,
+            prefix,
+        }
     }
 
-    fn spawn(dir: &Path, socket: &Path) -> Child {
+    fn spawn(dir: &Path, socket: &Path, prefix: &[String]) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(dir.join("containerd.log"))
             .unwrap();
-        let child = Command::new("containerd")
+        let (program, args) = match prefix.split_first() {
+            Some((p, rest)) => (p.as_str(), [rest, &["containerd".to_string()]].concat()),
+            None => ("containerd", vec![]),
+        };
+        let child = Command::new(program)
+            .args(args)
             .arg("--address")
             .arg(socket)
             .arg("--root")
@@ -93,7 +111,7 @@ impl Containerd {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.socket);
-        let fresh = Containerd::spawn(self.dir.path(), &self.socket);
+        let fresh = Containerd::spawn(self.dir.path(), &self.socket, &self.prefix);
         self.child = fresh;
     }
 }
@@ -104,6 +122,91 @@ impl Drop for Containerd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A mount namespace of the test's own whose mounts are all shared (as systemd leaves a host's
+/// `/`): a containerd and an agent started in it (`MountNs::enter`) see `mountPropagation`
+/// behave as on such a host, and whatever they mount there goes when its last process does.
+/// Its holder process names `dir`, so a [`Guard`] of `dir` ends it.
+pub struct MountNs {
+    holder: Child,
+}
+
+impl MountNs {
+    pub fn new(dir: &Path) -> MountNs {
+        require("unshare");
+        require("nsenter");
+        let holder = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "shared",
+                "--",
+                "sh",
+                "-c",
+                "exec sleep 86400",
+            ])
+            .arg(dir.join("mount-namespace"))
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn unshare");
+        let ns = MountNs { holder };
+        let pid = ns.pid();
+        wait_for("the mount namespace", Duration::from_secs(10), || {
+            let mine = std::fs::read_link("/proc/self/ns/mnt").ok()?;
+            let its = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).ok()?;
+            // unshare has exec'd sleep in the new namespace
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            (mine != its && cmd.starts_with(b"sleep")).then_some(())
+        });
+        ns
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.holder.id()
+    }
+
+    /// The command prefix that runs a program in the namespace.
+    pub fn enter(&self) -> Vec<String> {
+        vec![
+            "nsenter".into(),
+            "-t".into(),
+            self.pid().to_string(),
+            "-m".into(),
+            "--".into(),
+        ]
+    }
+
+    /// Runs `args` in the namespace; its stdout, panicking on failure.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = Command::new("nsenter")
+            .args(["-t", &self.pid().to_string(), "-m", "--"])
+            .args(args)
+            .output()
+            .expect("run nsenter");
+        assert!(
+            out.status.success(),
+            "{args:?} in the mount namespace: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The mount points of the namespace.
+    pub fn mounts(&self) -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{}/mountinfo", self.pid()))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for MountNs {
+    fn drop(&mut self) {
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
     }
 }
 
@@ -405,6 +508,7 @@ fn wait_gone(pids: &[i32]) {
 pub struct Guard {
     dirs: Vec<PathBuf>,
     containerds: Vec<(PathBuf, PathBuf)>,
+    links: Vec<String>,
 }
 
 impl Guard {
@@ -412,7 +516,14 @@ impl Guard {
         Guard {
             dirs: vec![],
             containerds: vec![],
+            links: vec![],
         }
+    }
+
+    /// Also deletes the network interface `name` (a test's CNI bridge), last.
+    pub fn link(mut self, name: &str) -> Guard {
+        self.links.push(name.to_string());
+        self
     }
 
     /// Also tears down `dir`: the processes naming it, the mounts under it and the directory.
@@ -594,7 +705,13 @@ impl Drop for Guard {
             let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(ns));
         }
 
-        // 6. the directories
+        // 6. the directories, and the test's network interfaces
+        for l in &self.links {
+            let _ = Command::new("ip")
+                .args(["link", "del", l])
+                .stderr(Stdio::null())
+                .status();
+        }
         for d in &self.dirs {
             if let Err(e) = std::fs::remove_dir_all(d) {
                 if e.kind() != std::io::ErrorKind::NotFound {

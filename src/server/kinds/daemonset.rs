@@ -60,7 +60,12 @@ impl Kind for DaemonSetStrategy {
     fn admit(&self, ds: &DaemonSet, policy: Policy) -> Vec<FieldError> {
         let template = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
         match template {
-            Some(spec) => validation::validate_policy(Some(spec), "spec.template.spec", policy),
+            Some(spec) => {
+                let path = "spec.template.spec";
+                let mut errs = validation::validate_policy(Some(spec), path, policy);
+                errs.extend(validation::validate_node_support(Some(spec), path));
+                errs
+            }
             None => Vec::new(),
         }
     }

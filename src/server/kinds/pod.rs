@@ -75,7 +75,9 @@ impl Kind for PodStrategy {
         Some(if period < 0 { 1 } else { period })
     }
     fn admit(&self, pod: &Pod, policy: Policy) -> Vec<FieldError> {
-        validation::validate_policy(pod.spec.as_ref(), "spec", policy)
+        let mut errs = validation::validate_policy(pod.spec.as_ref(), "spec", policy);
+        errs.extend(validation::validate_node_support(pod.spec.as_ref(), "spec"));
+        errs
     }
     fn initial_status(&self) -> Option<Value> {
         Some(json!({"phase": "Pending"}))
@@ -147,6 +149,116 @@ impl Kind for PodStrategy {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::support::{self, Rule};
+    use std::collections::BTreeSet;
+
+    /// The schema of `r` (a `$ref`, a list's items) among `defs`.
+    fn resolve<'a>(defs: &'a serde_json::Map<String, Value>, s: &'a Value) -> &'a Value {
+        let s = if s["type"] == "array" { &s["items"] } else { s };
+        match s["$ref"].as_str() {
+            Some(r) => &defs[r.rsplit('/').next().unwrap_or(r)],
+            None => s,
+        }
+    }
+
+    /// Walks the properties of `schema` against `table`: every property must be listed; `Inside`
+    /// ones are walked into. Returns the paths seen; `missing` gets the unlisted ones.
+    fn walk(
+        defs: &serde_json::Map<String, Value>,
+        schema: &Value,
+        prefix: &str,
+        table: &[(&str, Rule)],
+        seen: &mut BTreeSet<String>,
+        missing: &mut Vec<String>,
+    ) {
+        let props = schema["properties"].as_object().expect("an object schema");
+        for (name, prop) in props {
+            let list = prop["type"] == "array";
+            let path = format!("{prefix}{name}");
+            seen.insert(path.clone());
+            match support::rule(table, &path) {
+                None => missing.push(path),
+                Some(Rule::Inside) if path == "containers" => {
+                    let container = resolve(defs, prop);
+                    let mut inner = BTreeSet::new();
+                    walk(defs, container, "", support::CONTAINER, &mut inner, missing);
+                    seen.extend(inner.into_iter().map(|p| format!("containers[].{p}")));
+                }
+                Some(Rule::Inside) => {
+                    let inner = resolve(defs, prop);
+                    let sep = if list { "[]." } else { "." };
+                    walk(defs, inner, &format!("{path}{sep}"), table, seen, missing);
+                }
+                Some(_) => {}
+            }
+        }
+    }
+
+    /// Every `fn NAME(` under src/ and tests/.
+    fn test_functions() -> String {
+        fn read(dir: &std::path::Path, out: &mut String) {
+            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    read(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push_str(&std::fs::read_to_string(&p).unwrap_or_default());
+                }
+            }
+        }
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut all = String::new();
+        read(&root.join("src"), &mut all);
+        read(&root.join("tests"), &mut all);
+        all
+    }
+
+    #[test]
+    fn every_pod_spec_and_container_field_is_honoured_or_refused() {
+        let mut gen = schemars::generate::SchemaSettings::openapi3().into_generator();
+        PODS.strategy.openapi_schema(&mut gen);
+        let defs = gen.definitions().clone();
+        let pod_spec = defs
+            .iter()
+            .find(|(k, _)| k.ends_with(".PodSpec") || k.as_str() == "PodSpec")
+            .map(|(_, v)| v.clone())
+            .expect("the served schema has PodSpec");
+        let mut seen = BTreeSet::new();
+        let mut missing = Vec::new();
+        walk(
+            &defs,
+            &pod_spec,
+            "",
+            support::POD_SPEC,
+            &mut seen,
+            &mut missing,
+        );
+        assert!(
+            missing.is_empty(),
+            "fields neither honoured nor refused (list them in core::support): {missing:?}"
+        );
+        let listed = support::POD_SPEC.iter().map(|(p, _)| p.to_string()).chain(
+            support::CONTAINER
+                .iter()
+                .map(|(p, _)| format!("containers[].{p}")),
+        );
+        let stale: Vec<String> = listed.filter(|p| !seen.contains(p)).collect();
+        assert!(stale.is_empty(), "listed but not in the schema: {stale:?}");
+        // each honoured field names the test that proves it, and that test exists
+        let sources = test_functions();
+        for (path, rule) in support::POD_SPEC.iter().chain(support::CONTAINER) {
+            let test = match rule {
+                Rule::Honoured { test } | Rule::Values { test, .. } | Rule::Keys { test, .. } => {
+                    test
+                }
+                _ => continue,
+            };
+            assert!(
+                sources.contains(&format!("fn {test}(")),
+                "{path}: its test {test} does not exist"
+            );
+        }
+    }
 
     #[test]
     fn status_column_follows_the_pod_printer() {
