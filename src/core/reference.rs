@@ -59,11 +59,6 @@ pub fn parse(s: &str) -> Result<ImageRef, String> {
     if name.is_empty() {
         return Err("invalid reference format".into());
     }
-    if name.len() > NAME_TOTAL_LENGTH_MAX {
-        return Err(format!(
-            "repository name must not be more than {NAME_TOTAL_LENGTH_MAX} characters"
-        ));
-    }
     if let Some(t) = tag {
         if !valid_tag(t) {
             return Err("invalid reference format".into());
@@ -103,6 +98,13 @@ pub fn parse(s: &str) -> Result<ImageRef, String> {
     } else {
         remote.to_string()
     };
+    // distribution's Parse limits the path of the normalized name (`library/` included, the
+    // domain not), so a name and its normalized form get the same verdict
+    if repository.len() > NAME_TOTAL_LENGTH_MAX {
+        return Err(format!(
+            "repository name must not be more than {NAME_TOTAL_LENGTH_MAX} characters"
+        ));
+    }
     Ok(ImageRef {
         registry: registry.to_string(),
         repository,
@@ -280,6 +282,20 @@ mod tests {
             }
         );
         assert_eq!(parse(&format!("a@{D}")).unwrap().tag, None);
+    }
+
+    /// Found by fuzz/ (reference): the limit was on the name as written, so a 249-character
+    /// official image passed and its normalized form (`docker.io/library/...`) did not.
+    #[test]
+    fn limits_the_normalized_path_to_255_characters() {
+        let official = "a".repeat(249);
+        assert!(parse(&official).is_err(), "library/ + 249 characters");
+        assert!(parse(&format!("docker.io/library/{official}")).is_err());
+        let path = format!("x/{}", "b".repeat(253));
+        let r = parse(&format!("quay.io/{path}:v1")).expect("a path of 255 characters");
+        assert_eq!(r.repository, path);
+        assert_eq!(parse(&r.to_string()), Ok(r));
+        assert!(parse(&format!("quay.io/{path}b")).is_err());
     }
 
     #[test]
