@@ -103,8 +103,15 @@ impl Opts {
                 "--only" => {
                     only = val()?.split(',').map(str::to_string).collect();
                     for s in &only {
-                        if !["latency", "convergence", "idle", "fanout", "rollout", "network"]
-                            .contains(&s.as_str())
+                        if ![
+                            "latency",
+                            "convergence",
+                            "idle",
+                            "fanout",
+                            "rollout",
+                            "network",
+                        ]
+                        .contains(&s.as_str())
                         {
                             bail!(
                                 "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network)"

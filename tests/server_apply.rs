@@ -34,7 +34,8 @@ impl Srv {
                 insecure_listen: None,
                 tls_sans: Vec::new(),
                 policy: Policy::default(),
-                node_monitor_grace_period: daemonset_agent::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
+                node_monitor_grace_period:
+                    daemonset_agent::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
             }))
             .unwrap();
         Srv {

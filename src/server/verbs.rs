@@ -582,8 +582,14 @@ impl Api {
     ) -> Result<Written, ApiError> {
         at.authorize(user, Verb::Update, part)?;
         let tracking = Tracking::update(user, &opts);
-        self.write_tracked(at, part, opts, &tracking, admitted(user, at, part, |_| Ok(obj.clone())))
-            .await
+        self.write_tracked(
+            at,
+            part,
+            opts,
+            &tracking,
+            admitted(user, at, part, |_| Ok(obj.clone())),
+        )
+        .await
     }
 
     /// Replaces `part` of an object with what `make` derives from the current object; retried
