@@ -502,8 +502,7 @@ mod tests {
             false,
         )
         .await
-        .err()
-        .expect("before-first-apply owns the image");
+        .expect_err("before-first-apply owns the image");
         let mut with_fields = config.clone();
         with_fields["metadata"]["managedFields"] = json!([]);
         let refused = apply(
@@ -517,8 +516,7 @@ mod tests {
             true,
         )
         .await
-        .err()
-        .expect("an applied configuration may not carry managedFields");
+        .expect_err("an applied configuration may not carry managedFields");
         assert_eq!(refused.code, 400);
         assert!(
             err.message.contains("\"before-first-apply\" using apps/v1"),
@@ -555,8 +553,7 @@ mod tests {
             false,
         )
         .await
-        .err()
-        .expect("conflict");
+        .expect_err("conflict");
         assert_eq!(err.code, 409);
         let status = err.to_status();
         assert_eq!(status["reason"], "Conflict");
