@@ -23,6 +23,13 @@ const BODY_TIMEOUT: u64 = 4;
 const IDLE_TIMEOUT: u64 = 3;
 const PER_CLIENT: usize = 48;
 
+/// `Authorization` of the admin token of the server under test.
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn bearer() -> &'static str {
+    TOKEN.get().expect("the server started")
+}
+
 /// The server binary with short limits, its address and everything it logs.
 struct Server {
     child: Child,
@@ -34,8 +41,16 @@ struct Server {
 impl Server {
     fn start() -> Server {
         let data = tempfile::tempdir().unwrap();
+        // the attacks speak plain HTTP/1.1 on the loopback --insecure-listen (authenticated as
+        // there too); HTTPS serves beside it through the same connection handling
+        let plain = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_daemonset-agent"))
-            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["server", "--listen", "127.0.0.1:0", "--insecure-listen"])
+            .arg(plain.to_string())
+            .arg("--data-dir")
             .arg(data.path())
             .env("DSA_SERVER_HEADER_TIMEOUT", HEADER_TIMEOUT.to_string())
             .env("DSA_SERVER_BODY_TIMEOUT", BODY_TIMEOUT.to_string())
@@ -62,14 +77,18 @@ impl Server {
                 lines.lock().unwrap().push(line);
             }
         });
-        let addr = rx
+        let _: String = rx
             .recv_timeout(Duration::from_secs(60))
-            .expect("the server logs its address")
-            .parse()
-            .unwrap();
+            .expect("the server logs its address");
+        let kubeconfig: serde_json::Value = serde_yaml::from_str(
+            &std::fs::read_to_string(data.path().join("admin.kubeconfig")).unwrap(),
+        )
+        .unwrap();
+        let token = kubeconfig["users"][0]["user"]["token"].as_str().unwrap();
+        let _ = TOKEN.set(format!("Bearer {token}"));
         Server {
             child,
-            addr,
+            addr: plain,
             log,
             _data: data,
         }
@@ -138,6 +157,7 @@ async fn request(
         .method(method)
         .uri(path)
         .header("host", "localhost")
+        .header("authorization", bearer())
         .header("content-type", content_type)
         .body(Full::new(Bytes::from(body)))
         .unwrap();
@@ -170,6 +190,7 @@ async fn honest_client(addr: SocketAddr, stop: Arc<AtomicBool>, at_least: usize)
             .method(method)
             .uri(path)
             .header("host", "localhost")
+            .header("authorization", bearer())
             .header("content-type", "application/merge-patch+json")
             .body(Full::new(Bytes::from(body)))
             .unwrap();
@@ -334,7 +355,8 @@ fn hostile_clients_neither_stop_nor_bloat_the_server() {
         let mut slow_body = Vec::new();
         for _ in 0..5 {
             let mut s = connect_from("127.0.0.6", addr).await.unwrap();
-            s.write_all(b"POST /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{").await.unwrap();
+            let head = format!("POST /api/v1/namespaces HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{", bearer());
+            s.write_all(head.as_bytes()).await.unwrap();
             slow_body.push(s);
         }
         let mut flood = Vec::new();
@@ -424,7 +446,7 @@ fn hostile_clients_neither_stop_nor_bloat_the_server() {
         &["request refused", "client=127.0.0.8", "status=504"][..],
         &[
             "write",
-            "user=\"admin\"",
+            "user=\"system:admin\"",
             "verb=\"patch\"",
             "resource=\"namespaces\"",
             "name=\"honest\"",

@@ -161,7 +161,7 @@ fi
 cp -a "$cache" "$root"
 # Debian's containerd would start inside the machine, where runc cannot run containers: mask it.
 # The agent unit only Wants= it, so the agent starts and uses the containerd outside.
-ln -s /dev/null "$root/etc/systemd/system/containerd.service"
+ln -sfn /dev/null "$root/etc/systemd/system/containerd.service"
 # (not under /tmp: nspawn mounts a tmpfs there)
 mkdir -p "$repo/target/pkgtest/apt-archives/partial" "$root/opt/pkg"
 cp "$deb1" "$deb2" "$root/opt/pkg/"
