@@ -252,6 +252,9 @@ label_is() { [ "$(k get node pkg-node -o json | python3 -c "import json,sys; pri
 wait_for 30 "Node pkg-node with label pkgtest/stage=one" label_is pkgtest/stage one
 
 # ---- a DaemonSet runs in the containerd outside ------------------------------------------------
+# hostNetwork and hostIPC: the agent makes a pod's own network and IPC namespaces by bind-mounting
+# them inside its mount namespace, which is the machine's here, while runc runs outside and cannot
+# see those mounts (on a real node both share the host's mount namespace).
 cat >"$work/ds.yaml" <<EOF
 apiVersion: apps/v1
 kind: DaemonSet
@@ -266,6 +269,7 @@ spec:
     spec:
       nodeSelector: {pkgtest/role: worker}
       hostNetwork: true
+      hostIPC: true
       terminationGracePeriodSeconds: 1
       containers:
       - name: main
