@@ -702,7 +702,20 @@ impl Drop for Guard {
             {
                 remove_cgroup(&controller.path().join("daemonset-agent").join(ns));
             }
-            let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(ns));
+            // a container whose shim died with containerd mid-create/restart keeps its runc
+            // state: runc deletes it (and kills what it still runs), as the shim would have
+            let root = Path::new("/run/containerd/runc").join(ns);
+            for c in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                let _ = Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "--force"])
+                    .arg(c.file_name())
+                    .stderr(Stdio::null())
+                    .status();
+                let _ = std::fs::remove_dir_all(c.path());
+            }
+            let _ = std::fs::remove_dir(&root);
         }
 
         // 6. the directories, and the test's network interfaces
