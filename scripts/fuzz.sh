@@ -6,7 +6,7 @@
 # installing it with rustup when missing); libFuzzer itself is C++, built with g++ (installed
 # with apt-get when missing). Nothing is skipped: a missing tool is installed or the script fails.
 #
-#   scripts/fuzz.sh --smoke [TARGET...]       # a few seconds per target, fails on any crash (CI)
+#   scripts/fuzz.sh --smoke [TARGET...]       # a few seconds per target, fails on any crash
 #   scripts/fuzz.sh --seconds N [TARGET...]   # N seconds per target, one after the other (default 600)
 #   scripts/fuzz.sh --build-only              # build the targets, run nothing
 #   scripts/fuzz.sh --list                    # the targets
