@@ -15,53 +15,14 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::proc::Proc;
 use common::{wait_for, Containerd};
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_daemonset-agent");
-
-struct Proc {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn spawn(args: &[&str], log: PathBuf) -> Proc {
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .args(args)
-            .env("DSA_LOG", "debug")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn daemonset-agent");
-        Proc { child, log }
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) with plain integers, to a child of this process.
-        unsafe { libc::kill(self.child.id() as i32, sig) };
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(n)..].join("\n")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        // a frozen process would not die of SIGTERM; SIGKILL works on it anyway
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 struct Cluster {
     /// First, so it drops first: removes everything the test made, pass or fail.
@@ -352,7 +313,7 @@ fn a_frozen_agent_turns_its_node_unknown_and_back_without_restarts() {
     let after_renewal =
         rfc3339_ms(&ready["lastTransitionTime"]) - rfc3339_ms(&lease["spec"]["renewTime"]);
     // the controller's own measure: how long it had not seen the agent when it marked the node
-    let server_log = std::fs::read_to_string(&c.server.log).unwrap();
+    let server_log = std::fs::read_to_string(&c.server.log_path).unwrap();
     let silent_ms: i64 = server_log
         .lines()
         .find(|l| l.contains("stopped posting status"))

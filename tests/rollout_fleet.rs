@@ -7,46 +7,18 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::proc::Proc;
 use common::{wait_for, Containerd};
 use containerd_client::services::v1::ListTasksRequest;
 use daemonset_agent::runtime::client::Ctd;
 
-const BIN: &str = env!("CARGO_BIN_EXE_daemonset-agent");
 const NODES: usize = 5;
 const ROLLOUT: Duration = Duration::from_secs(120);
-
-struct Proc(Child);
-
-impl Proc {
-    fn spawn(args: &[String], log: PathBuf) -> Proc {
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(BIN)
-            .args(args)
-            .env("DSA_LOG", "debug")
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("spawn daemonset-agent");
-        Proc(child)
-    }
-
-    /// kill -9, and reap.
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 /// A server and `NODES` agents on one containerd.
 struct Fleet {
@@ -69,7 +41,10 @@ fn spawn_server(dir: &std::path::Path, listen: &str) -> Proc {
         "--listen".into(),
         listen.to_string(),
     ];
-    Proc::spawn(&args, dir.join(format!("server-{}.log", rand_suffix())))
+    Proc::spawn(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        dir.join(format!("server-{}.log", rand_suffix())),
+    )
 }
 
 fn node(i: usize) -> String {
@@ -149,7 +124,7 @@ impl Fleet {
             .dir
             .path()
             .join(format!("agent-{n}-{}.log", rand_suffix()));
-        Proc::spawn(&args, log)
+        Proc::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>(), log)
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {

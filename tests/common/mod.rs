@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod netns;
+pub mod proc;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,0 +1,58 @@
+//! The daemonset-agent binary as a child process of a test (server or agent), its output in a
+//! log file; killed and reaped on drop, pass or fail.
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+pub struct Proc {
+    pub child: Child,
+    pub log_path: PathBuf,
+}
+
+impl Proc {
+    /// `daemonset-agent ARGS...` with debug logging into `log_path`.
+    pub fn spawn(args: &[&str], log_path: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_daemonset-agent"))
+            .args(args)
+            .env("DSA_LOG", "debug")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("spawn daemonset-agent");
+        Proc { child, log_path }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) with plain integers, to a child of this process.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// SIGTERM, as systemd stops it, and wait.
+    pub fn stop(&mut self) {
+        self.signal(libc::SIGTERM);
+        let _ = self.child.wait();
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The last `n` lines of the log.
+    pub fn log_tail(&self, n: usize) -> String {
+        let text = self.log();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// kill -9 (a frozen, SIGSTOPped process dies of it too), and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
