@@ -797,9 +797,8 @@ mod tests {
             self.pod_status(name, PatchType::Merge, doc).await;
         }
 
-        /// A merge patch of the DaemonSet.
-        async fn patch_ds(&self, doc: Value) {
-            let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
+        /// A merge patch of an object.
+        async fn merge(&self, at: ObjectRef<'_>, doc: Value) {
             self.api
                 .patch(
                     &self.user,
@@ -811,6 +810,12 @@ mod tests {
                 )
                 .await
                 .unwrap();
+        }
+
+        /// A merge patch of the DaemonSet.
+        async fn patch_ds(&self, doc: Value) {
+            self.merge(ObjectRef::new(&DAEMONSETS, Some("default"), "mon"), doc)
+                .await;
         }
 
         async fn annotate(&self, key: &str, value: &str) {
@@ -907,17 +912,8 @@ mod tests {
         let n2 = rig.pod_on("n2").await;
         let name = s(&n2, "/metadata/name").to_string();
         let doc = json!({"metadata": {"labels": {"app": "other"}}});
-        rig.api
-            .patch(
-                &rig.user,
-                ObjectRef::new(&PODS, Some("default"), &name),
-                Part::Main,
-                PatchType::Merge,
-                &doc,
-                WriteOpts::INTERNAL,
-            )
-            .await
-            .unwrap();
+        rig.merge(ObjectRef::new(&PODS, Some("default"), &name), doc)
+            .await;
         rig.sync().await;
         let released = rig
             .api
@@ -929,17 +925,7 @@ mod tests {
 
         // a node that stops being a worker loses its pod (gracefully: its agent stops it)
         let doc = json!({"metadata": {"labels": {"role": "edge"}}});
-        rig.api
-            .patch(
-                &rig.user,
-                ObjectRef::new(&NODES, None, "n1"),
-                Part::Main,
-                PatchType::Merge,
-                &doc,
-                WriteOpts::INTERNAL,
-            )
-            .await
-            .unwrap();
+        rig.merge(ObjectRef::new(&NODES, None, "n1"), doc).await;
         rig.sync().await;
         assert!(rig.placed().await.contains(&t("n1", &hash, true)));
         rig.finish_terminating().await;
