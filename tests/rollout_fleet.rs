@@ -290,22 +290,31 @@ impl Sampler {
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
                 while !stop2.load(Ordering::SeqCst) {
                     tick.tick().await;
-                    let mut running = Vec::new();
-                    for c in &ctds {
-                        let tasks = c
-                            .tasks()
-                            .list(c.req(ListTasksRequest::default()))
-                            .await
-                            .map(|r| r.into_inner().tasks)
-                            .unwrap_or_default();
-                        let up = tasks
-                            .iter()
-                            .filter(|t| {
-                                t.status == containerd_client::types::v1::Status::Running as i32
-                            })
-                            .count();
-                        running.push(up);
-                    }
+                    // All nodes asked at once, so one sample is one moment (asked in turn on a
+                    // loaded machine, a sample could combine two moments); a failed query
+                    // drops the sample rather than counting a node as down.
+                    let Ok(running) =
+                        futures::future::try_join_all(ctds.iter().map(|c| async move {
+                            let tasks = c
+                                .tasks()
+                                .list(c.req(ListTasksRequest::default()))
+                                .await?
+                                .into_inner()
+                                .tasks;
+                            Ok::<usize, tonic::Status>(
+                                tasks
+                                    .iter()
+                                    .filter(|t| {
+                                        t.status
+                                            == containerd_client::types::v1::Status::Running as i32
+                                    })
+                                    .count(),
+                            )
+                        }))
+                        .await
+                    else {
+                        continue;
+                    };
                     let down = running.iter().filter(|n| **n == 0).count();
                     let double = running.iter().filter(|n| **n >= 2).count();
                     let mut s = seen2.lock().unwrap();

@@ -237,25 +237,30 @@ async fn sample(
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     while !stop.load(Ordering::SeqCst) {
         tick.tick().await;
-        let mut down = 0;
-        let mut double = 0;
-        for c in &conns {
+        // All nodes asked at once: asked one after another, a sample spanned 100+ ms of a
+        // loaded machine and could count a node down before its new pod started and another
+        // down after its old one stopped, a moment that never existed.
+        let name = name.as_str();
+        let ups = futures::future::try_join_all(conns.iter().map(|c| async move {
             let tasks = c
                 .tasks()
                 .list(c.req(ListTasksRequest::default()))
                 .await?
                 .into_inner()
                 .tasks;
-            let up = tasks
-                .iter()
-                .filter(|t| {
-                    t.status == containerd_client::types::v1::Status::Running as i32
-                        && ds_of(&t.id) == Some(name.as_str())
-                })
-                .count();
-            down += usize::from(up == 0);
-            double += usize::from(up >= 2);
-        }
+            Ok::<usize, tonic::Status>(
+                tasks
+                    .iter()
+                    .filter(|t| {
+                        t.status == containerd_client::types::v1::Status::Running as i32
+                            && ds_of(&t.id) == Some(name)
+                    })
+                    .count(),
+            )
+        }))
+        .await?;
+        let down = ups.iter().filter(|&&up| up == 0).count();
+        let double = ups.iter().filter(|&&up| up >= 2).count();
         samples += 1;
         worst_down = worst_down.max(down);
         worst_double = worst_double.max(double);
