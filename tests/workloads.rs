@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Containerd, Guard, MountNs};
+use common::{http_get, wait_for, Containerd, Guard, MountNs};
 use daemonset_agent::runtime::{
     chain, labels, pull, ContainerRequest, ContainerdRuntime, PodMeta, PodSandbox, PortMapping,
     PullPolicy, Runtime, RuntimeError, SandboxInfo, TaskState,
@@ -332,18 +332,6 @@ fn pod_spec(v: Value) -> PodSpec {
 
 fn container(v: Value) -> Container {
     serde_json::from_value(v).expect("container")
-}
-
-/// GET `path` of `addr` over HTTP/1.0, read until the peer closes (10 s at most).
-fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let addr: std::net::SocketAddr = addr.parse().expect("an address");
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
 }
 
 #[tokio::test(flavor = "multi_thread")]
