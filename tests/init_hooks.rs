@@ -284,7 +284,8 @@ spec:
 
 /// An init container that fails twice, then succeeds: retried with the pod's back-off, its
 /// restarts counted, the pod Pending and not initialized meanwhile, and `kubectl get pods`
-/// printing the kubelet's strings on the way (`Init:0/1`, `Init:CrashLoopBackOff`).
+/// printing the kubelet's strings on the way (`Init:0/1`, `Init:CrashLoopBackOff`). Each run
+/// takes 2 s, so that the running init container is there to be seen.
 #[test]
 fn a_failing_init_container_is_retried_with_back_off() {
     let c = Cluster::start();
@@ -293,7 +294,7 @@ fn a_failing_init_container_is_retried_with_back_off() {
         r#"  initContainers:
   - name: flaky
     image: {image}
-    command: [sh, -c, 'n=$(cat /out/runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > /out/runs; [ $n -ge 3 ]']
+    command: [sh, -c, 'n=$(cat /out/runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > /out/runs; sleep 2; [ $n -ge 3 ]']
     volumeMounts: [{{name: out, mountPath: /out}}]
   containers:
   - name: app
@@ -326,6 +327,9 @@ fn a_failing_init_container_is_retried_with_back_off() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    if let Some(s) = c.status_column("flaky") {
+        seen.insert(s);
+    }
     assert_eq!(read(&out.join("runs")).trim(), "3");
     assert_eq!(
         read(&out.join("app")),

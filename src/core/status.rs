@@ -707,17 +707,57 @@ mod tests {
                 .clone()
         };
         #[rustfmt::skip]
-        let cases: Vec<(&str, Vec<Observed>, Vec<(&str, &str)>, &str, &str, Vec<&str>, &str)> = vec![
-            ("nothing yet: everything waits PodInitializing", vec![], vec![], "Pending", "False",
-                vec!["PodInitializing", "PodInitializing"], "PodInitializing"),
-            ("first failed, in back-off", vec![observed("i1", 2, failed)], vec![("i1", "CrashLoopBackOff")], "Pending", "False",
-                vec!["CrashLoopBackOff", "PodInitializing"], "PodInitializing"),
-            ("first failed, restarting", vec![observed("i1", 1, failed)], vec![], "Pending", "False",
-                vec!["Error ready=false", "PodInitializing"], "PodInitializing"),
-            ("first done, sidecar running: initialized", vec![observed("i1", 0, done), observed("side", 0, State::Running)], vec![], "Pending", "True",
-                vec!["Completed ready=true", "running ready=true"], "PodInitializing"),
-            ("all running", vec![observed("i1", 0, done), observed("side", 0, State::Running), observed("c0", 0, State::Running)], vec![], "Running", "True",
-                vec!["Completed ready=true", "running ready=true"], "running"),
+        type InitCase<'a> = (&'a str, Vec<Observed>, Vec<(&'a str, &'a str)>, &'a str, &'a str, Vec<&'a str>, &'a str);
+        let cases: Vec<InitCase> = vec![
+            (
+                "nothing yet: everything waits PodInitializing",
+                vec![],
+                vec![],
+                "Pending",
+                "False",
+                vec!["PodInitializing", "PodInitializing"],
+                "PodInitializing",
+            ),
+            (
+                "first failed, in back-off",
+                vec![observed("i1", 2, failed)],
+                vec![("i1", "CrashLoopBackOff")],
+                "Pending",
+                "False",
+                vec!["CrashLoopBackOff", "PodInitializing"],
+                "PodInitializing",
+            ),
+            (
+                "first failed, restarting",
+                vec![observed("i1", 1, failed)],
+                vec![],
+                "Pending",
+                "False",
+                vec!["Error ready=false", "PodInitializing"],
+                "PodInitializing",
+            ),
+            (
+                "first done, sidecar running: initialized",
+                vec![observed("i1", 0, done), observed("side", 0, State::Running)],
+                vec![],
+                "Pending",
+                "True",
+                vec!["Completed ready=true", "running ready=true"],
+                "PodInitializing",
+            ),
+            (
+                "all running",
+                vec![
+                    observed("i1", 0, done),
+                    observed("side", 0, State::Running),
+                    observed("c0", 0, State::Running),
+                ],
+                vec![],
+                "Running",
+                "True",
+                vec!["Completed ready=true", "running ready=true"],
+                "running",
+            ),
         ];
         for (what, obs, waiting, phase, initialized, init_want, app) in cases {
             let s = status_of(&sp, &obs, &waiting, None, 10);

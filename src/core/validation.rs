@@ -1723,7 +1723,7 @@ spec:
         let init = |i: Value| with_pod(json!({"initContainers": [i], "containers": [app]}));
         let hook = |l: Value| with_containers(json!([{"name": "c", "image": "i", "lifecycle": l}]));
         #[rustfmt::skip]
-        let cases: Vec<(&str, Value, Vec<(&str, ErrorType)>)> = vec![
+        let cases: Vec<Case> = vec![
             ("an init container", init(json!({"name": "i", "image": "i"})), vec![]),
             ("a sidecar with probes and hooks", init(json!({"name": "i", "image": "i", "restartPolicy": "Always",
                 "startupProbe": {"exec": {"command": ["true"]}}, "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}})), vec![]),
