@@ -214,6 +214,21 @@ spec:
     )
 }
 
+/// A cluster running bare pod `name` (grace period `grace`) of `spec` (YAML below `spec:`,
+/// indented by two spaces, `IMAGE` standing for the busybox image), and the pod's output
+/// directory.
+fn cluster_with_pod(name: &str, grace: u32, spec: impl AsRef<str>) -> (Cluster, PathBuf) {
+    let c = Cluster::start();
+    let out = c.out();
+    c.apply(&bare_pod(
+        name,
+        &out,
+        grace,
+        &spec.as_ref().replace("IMAGE", &image()),
+    ));
+    (c, out)
+}
+
 /// The DaemonSet of issue 11: its init container writes the page the app container serves,
 /// naming the node and the pod's IP it learnt through fieldRef; the init container ran once,
 /// completed, and the pod is initialized.
@@ -288,23 +303,21 @@ spec:
 /// takes 2 s, so that the running init container is there to be seen.
 #[test]
 fn a_failing_init_container_is_retried_with_back_off() {
-    let c = Cluster::start();
-    let out = c.out();
-    let spec = format!(
+    let (c, out) = cluster_with_pod(
+        "flaky",
+        1,
         r#"  initContainers:
   - name: flaky
-    image: {image}
+    image: IMAGE
     command: [sh, -c, 'n=$(cat /out/runs 2>/dev/null || echo 0); n=$((n+1)); echo $n > /out/runs; sleep 2; [ $n -ge 3 ]']
-    volumeMounts: [{{name: out, mountPath: /out}}]
+    volumeMounts: [{name: out, mountPath: /out}]
   containers:
   - name: app
-    image: {image}
+    image: IMAGE
     command: [sh, -c, 'echo app >> /out/app; exec sleep 1000']
-    volumeMounts: [{{name: out, mountPath: /out}}]
+    volumeMounts: [{name: out, mountPath: /out}]
 "#,
-        image = image()
     );
-    c.apply(&bare_pod("flaky", &out, 1, &spec));
     let mut seen = std::collections::BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(120);
     let pod = loop {
@@ -355,28 +368,26 @@ fn a_failing_init_container_is_retried_with_back_off() {
 /// stopped after the app container.
 #[test]
 fn sidecar_init_container_runs_beside_the_app() {
-    let c = Cluster::start();
-    let out = c.out();
-    let spec = format!(
+    let (c, out) = cluster_with_pod(
+        "sidecar",
+        10,
         r#"  initContainers:
   - name: side
-    image: {image}
+    image: IMAGE
     restartPolicy: Always
     command: [sh, -c, 'trap "echo side-stopped >> /out/order; exit 0" TERM; echo up > /out/side-up; while true; do sleep 0.1; done']
-    volumeMounts: [{{name: out, mountPath: /out}}]
+    volumeMounts: [{name: out, mountPath: /out}]
   - name: after-side
-    image: {image}
+    image: IMAGE
     command: [sh, -c, 'cat /out/side-up > /out/init-saw']
-    volumeMounts: [{{name: out, mountPath: /out}}]
+    volumeMounts: [{name: out, mountPath: /out}]
   containers:
   - name: app
-    image: {image}
+    image: IMAGE
     command: [sh, -c, 'trap "sleep 1; echo app-stopped >> /out/order; exit 0" TERM; while true; do sleep 0.1; done']
-    volumeMounts: [{{name: out, mountPath: /out}}]
+    volumeMounts: [{name: out, mountPath: /out}]
 "#,
-        image = image()
     );
-    c.apply(&bare_pod("sidecar", &out, 10, &spec));
     let pod = c.wait_pod("both to run", "sidecar", |p| {
         (condition(p, "Ready") == Some("True")).then(|| p.clone())
     });
@@ -409,21 +420,19 @@ fn sidecar_init_container_runs_beside_the_app() {
 /// A postStart hook runs in the container right after it started; the app sees what it wrote.
 #[test]
 fn post_start_writes_a_file_the_app_sees() {
-    let c = Cluster::start();
-    let out = c.out();
-    let spec = format!(
+    let (c, out) = cluster_with_pod(
+        "poststart",
+        1,
         r#"  containers:
   - name: app
-    image: {image}
+    image: IMAGE
     command: [sh, -c, 'while [ ! -f /tmp/hooked ]; do sleep 0.1; done; cat /tmp/hooked > /out/app-saw; exec sleep 1000']
-    volumeMounts: [{{name: out, mountPath: /out}}]
+    volumeMounts: [{name: out, mountPath: /out}]
     lifecycle:
       postStart:
-        exec: {{command: [sh, -c, 'echo hooked > /tmp/hooked']}}
+        exec: {command: [sh, -c, 'echo hooked > /tmp/hooked']}
 "#,
-        image = image()
     );
-    c.apply(&bare_pod("poststart", &out, 1, &spec));
     wait_for(
         "the app to see the hook's file",
         Duration::from_secs(120),
@@ -435,30 +444,37 @@ fn post_start_writes_a_file_the_app_sees() {
     assert_eq!(pod["status"]["containerStatuses"][0]["restartCount"], 0);
 }
 
+/// Runs bare pod `name` (grace period `grace`) whose app traps TERM and whose preStop hook runs
+/// `hook`, both appending to one file, deletes it once it runs: what the file says then, and how
+/// long the delete took.
+fn deleted_with_pre_stop(name: &str, grace: u32, hook: &str) -> (String, Duration) {
+    let (c, out) = cluster_with_pod(
+        name,
+        grace,
+        r#"  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, 'trap "echo sigterm >> /out/order; exit 0" TERM; echo running > /out/running; while true; do sleep 0.1; done']
+    volumeMounts: [{name: out, mountPath: /out}]
+    lifecycle:
+      preStop:
+        exec: {command: [sh, -c, 'HOOK']}
+"#
+        .replace("HOOK", hook),
+    );
+    wait_for("the app to run", Duration::from_secs(120), || {
+        (read(&out.join("running")) == "running\n").then_some(())
+    });
+    let took = c.delete_pod(name);
+    (read(&out.join("order")), took)
+}
+
 /// The preStop hook runs before the container gets its SIGTERM: the hook and the container's
 /// TERM trap append to one file, in that order.
 #[test]
 fn pre_stop_runs_before_sigterm() {
-    let c = Cluster::start();
-    let out = c.out();
-    let spec = format!(
-        r#"  containers:
-  - name: app
-    image: {image}
-    command: [sh, -c, 'trap "echo sigterm >> /out/order; exit 0" TERM; echo running > /out/running; while true; do sleep 0.1; done']
-    volumeMounts: [{{name: out, mountPath: /out}}]
-    lifecycle:
-      preStop:
-        exec: {{command: [sh, -c, 'echo prestop >> /out/order']}}
-"#,
-        image = image()
-    );
-    c.apply(&bare_pod("prestop", &out, 20, &spec));
-    wait_for("the app to run", Duration::from_secs(120), || {
-        (read(&out.join("running")) == "running\n").then_some(())
-    });
-    let took = c.delete_pod("prestop");
-    assert_eq!(read(&out.join("order")), "prestop\nsigterm\n");
+    let (order, took) = deleted_with_pre_stop("prestop", 20, "echo prestop >> /out/order");
+    assert_eq!(order, "prestop\nsigterm\n");
     assert!(
         took < Duration::from_secs(20),
         "the trap ended it at once: {took:?}"
@@ -469,26 +485,12 @@ fn pre_stop_runs_before_sigterm() {
 /// period (3 s) and the kubelet's 2 s minimum, not after the hook's 60 s.
 #[test]
 fn pre_stop_longer_than_the_grace_period_is_cut_at_it() {
-    let c = Cluster::start();
-    let out = c.out();
-    let spec = format!(
-        r#"  containers:
-  - name: app
-    image: {image}
-    command: [sh, -c, 'trap "echo sigterm >> /out/order; exit 0" TERM; echo running > /out/running; while true; do sleep 0.1; done']
-    volumeMounts: [{{name: out, mountPath: /out}}]
-    lifecycle:
-      preStop:
-        exec: {{command: [sh, -c, 'echo prestop >> /out/order; sleep 60; echo prestop-ended >> /out/order']}}
-"#,
-        image = image()
+    let (order, took) = deleted_with_pre_stop(
+        "longstop",
+        3,
+        "echo prestop >> /out/order; sleep 60; echo prestop-ended >> /out/order",
     );
-    c.apply(&bare_pod("longstop", &out, 3, &spec));
-    wait_for("the app to run", Duration::from_secs(120), || {
-        (read(&out.join("running")) == "running\n").then_some(())
-    });
-    let took = c.delete_pod("longstop");
-    assert_eq!(read(&out.join("order")), "prestop\nsigterm\n");
+    assert_eq!(order, "prestop\nsigterm\n");
     assert!(
         took >= Duration::from_secs(3) && took < Duration::from_secs(30),
         "deleted in {took:?}: the hook's 3 s, then the SIGTERM"

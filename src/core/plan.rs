@@ -174,6 +174,26 @@ pub fn test_pod(name: &str, container: k8s_openapi::api::core::v1::Container) ->
     }
 }
 
+/// Actions as the plan tests write them.
+#[cfg(test)]
+pub mod test_actions {
+    use super::Action;
+
+    pub fn start(name: &str, n: u32) -> Action {
+        Action::Start {
+            name: name.into(),
+            restart_count: n,
+        }
+    }
+
+    pub fn rm(id: &str, grace: i64) -> Action {
+        Action::Remove {
+            id: id.into(),
+            grace_seconds: grace,
+        }
+    }
+}
+
 /// A container as the plan sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Observed {
@@ -428,19 +448,7 @@ mod tests {
         }
     }
 
-    fn start(name: &str, n: u32) -> Action {
-        Action::Start {
-            name: name.into(),
-            restart_count: n,
-        }
-    }
-
-    fn rm(id: &str, grace: i64) -> Action {
-        Action::Remove {
-            id: id.into(),
-            grace_seconds: grace,
-        }
-    }
+    use super::test_actions::{rm, start};
 
     const NOW: i64 = 1_000_000_000;
     const EXITED: State = State::Exited {

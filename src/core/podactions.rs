@@ -183,19 +183,7 @@ mod tests {
         }
     }
 
-    fn start(name: &str, n: u32) -> Action {
-        Action::Start {
-            name: name.into(),
-            restart_count: n,
-        }
-    }
-
-    fn rm(id: &str, grace: i64) -> Action {
-        Action::Remove {
-            id: id.into(),
-            grace_seconds: grace,
-        }
-    }
+    use crate::core::plan::test_actions::{rm, start};
 
     #[test]
     fn what_to_start_next() {

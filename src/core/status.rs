@@ -346,6 +346,22 @@ mod tests {
         }
     }
 
+    /// A view of `obs` in a pod of `spec`, nothing else known.
+    fn view_of<'a>(spec: &'a PodSpec, obs: &'a [Observed]) -> PodView<'a> {
+        PodView {
+            spec,
+            containers: obs.iter().map(|o| (o.name.clone(), o)).collect(),
+            images: BTreeMap::new(),
+            waiting: BTreeMap::new(),
+            last_termination: BTreeMap::new(),
+            previous_termination: BTreeMap::new(),
+            host_ip: None,
+            pod_ips: Vec::new(),
+            start_ms: 0,
+            gates: BTreeMap::new(),
+        }
+    }
+
     fn status_of(
         spec: &PodSpec,
         obs: &[Observed],
@@ -587,15 +603,6 @@ mod tests {
             observed("c1", 0, State::Running),
         ];
         let mut view = PodView {
-            spec: &sp,
-            containers: obs.iter().map(|o| (o.name.clone(), o)).collect(),
-            images: BTreeMap::new(),
-            waiting: BTreeMap::new(),
-            last_termination: BTreeMap::new(),
-            previous_termination: BTreeMap::new(),
-            host_ip: None,
-            pod_ips: Vec::new(),
-            start_ms: 0,
             gates: BTreeMap::from([(
                 "c1".to_string(),
                 Gates {
@@ -603,6 +610,7 @@ mod tests {
                     ready: false,
                 },
             )]),
+            ..view_of(&sp, &obs)
         };
         let s = pod_status(&view, None, 10);
         let cs = s.container_statuses.clone().unwrap();
@@ -786,15 +794,6 @@ mod tests {
         // a sidecar whose startup probe has not passed holds the pod's initialization
         let obs = [observed("i1", 0, done), observed("side", 0, State::Running)];
         let mut view = PodView {
-            spec: &sp,
-            containers: obs.iter().map(|o| (o.name.clone(), o)).collect(),
-            images: BTreeMap::new(),
-            waiting: BTreeMap::new(),
-            last_termination: BTreeMap::new(),
-            previous_termination: BTreeMap::new(),
-            host_ip: None,
-            pod_ips: Vec::new(),
-            start_ms: 0,
             gates: BTreeMap::from([(
                 "side".to_string(),
                 Gates {
@@ -802,6 +801,7 @@ mod tests {
                     ready: false,
                 },
             )]),
+            ..view_of(&sp, &obs)
         };
         assert_eq!(cond(&pod_status(&view, None, 10), "Initialized"), "False");
         view.gates.clear();
