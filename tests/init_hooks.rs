@@ -27,6 +27,8 @@ struct Cluster {
     _ctd: Containerd,
     _server: Proc,
     agent: Proc,
+    /// The agent's command line, to start it again.
+    agent_args: Vec<String>,
     kubeconfig: PathBuf,
 }
 
@@ -61,24 +63,26 @@ impl Cluster {
             std::process::id(),
             rand::random::<u32>()
         );
-        let agent = Proc::spawn(
-            &[
-                "agent",
-                "--config",
-                config.to_str().unwrap(),
-                "--node-name",
-                NODE,
-                "--kubeconfig",
-                kubeconfig.to_str().unwrap(),
-                "--containerd-socket",
-                ctd.socket.to_str().unwrap(),
-                "--containerd-namespace",
-                &ns,
-                "--state-dir",
-                state.to_str().unwrap(),
-            ],
-            dir.path().join("agent.log"),
-        );
+        let agent_args: Vec<String> = [
+            "agent",
+            "--config",
+            config.to_str().unwrap(),
+            "--node-name",
+            NODE,
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--containerd-socket",
+            ctd.socket.to_str().unwrap(),
+            "--containerd-namespace",
+            &ns,
+            "--state-dir",
+            state.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+        let args: Vec<&str> = agent_args.iter().map(String::as_str).collect();
+        let agent = Proc::spawn(&args, dir.path().join("agent.log"));
         std::fs::create_dir_all(dir.path().join("out")).unwrap();
         let c = Cluster {
             _guard: common::Guard::new().containerd(&ctd).dir(dir.path()),
@@ -86,6 +90,7 @@ impl Cluster {
             _ctd: ctd,
             _server: server,
             agent,
+            agent_args,
             kubeconfig,
         };
         wait_for("the node to register", Duration::from_secs(30), || {
@@ -95,6 +100,13 @@ impl Cluster {
                 .then_some(())
         });
         c
+    }
+
+    /// Kills the agent (its containers keep running) and starts it again: it adopts them.
+    fn restart_agent(&mut self) {
+        self.agent.kill();
+        let args: Vec<&str> = self.agent_args.iter().map(String::as_str).collect();
+        self.agent = Proc::spawn(&args, self.dir.path().join("agent-2.log"));
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {
@@ -300,10 +312,11 @@ spec:
 /// An init container that fails twice, then succeeds: retried with the pod's back-off, its
 /// restarts counted, the pod Pending and not initialized meanwhile, and `kubectl get pods`
 /// printing the kubelet's strings on the way (`Init:0/1`, `Init:CrashLoopBackOff`). Each run
-/// takes 2 s, so that the running init container is there to be seen.
+/// takes 2 s, so that the running init container is there to be seen. An agent restarted then
+/// adopts the pod and does not run the completed init container again.
 #[test]
 fn a_failing_init_container_is_retried_with_back_off() {
-    let (c, out) = cluster_with_pod(
+    let (mut c, out) = cluster_with_pod(
         "flaky",
         1,
         r#"  initContainers:
@@ -314,7 +327,7 @@ fn a_failing_init_container_is_retried_with_back_off() {
   containers:
   - name: app
     image: IMAGE
-    command: [sh, -c, 'echo app >> /out/app; exec sleep 1000']
+    command: [sh, -c, 'echo app >> /out/app; while [ ! -f /out/stop-app ]; do sleep 0.1; done; rm /out/stop-app; exit 1']
     volumeMounts: [{name: out, mountPath: /out}]
 "#,
     );
@@ -361,6 +374,23 @@ fn a_failing_init_container_is_retried_with_back_off() {
             || ["Pending", "PodInitializing", "Running"].contains(&s.as_str())),
         "{seen:?}"
     );
+    // a restarted agent adopts the pod: the completed init container is not run again, also
+    // when the app container dies and is restarted by the new agent
+    c.restart_agent();
+    std::fs::write(out.join("stop-app"), "").unwrap();
+    let pod = c.wait_pod("the app restarted by the new agent", "flaky", |p| {
+        let app = &p["status"]["containerStatuses"][0];
+        (app["restartCount"] == 1 && app["state"]["running"].is_object()).then(|| p.clone())
+    });
+    assert_eq!(read(&out.join("app")), "app\napp\n");
+    assert_eq!(
+        read(&out.join("runs")).trim(),
+        "3",
+        "the init container ran no more"
+    );
+    let init = &pod["status"]["initContainerStatuses"][0];
+    assert_eq!(init["restartCount"], 2, "{init}");
+    assert_eq!(init["state"]["terminated"]["exitCode"], 0, "{init}");
 }
 
 /// A restartable init container (a sidecar) runs beside the app: the init container after it
