@@ -1374,16 +1374,16 @@ fn unsupported_fields_are_refused_naming_them() {
     };
     let cases = [
         (
-            json!({"initContainers": [{"name": "i", "image": image("v1")}]}),
-            "spec.template.spec.initContainers",
+            json!({"initContainers": [{"name": "i", "image": image("v1"), "tty": true}]}),
+            "spec.template.spec.initContainers[0].tty",
         ),
         (
             json!({"imagePullSecrets": [{"name": "regcred"}]}),
             "spec.template.spec.imagePullSecrets",
         ),
         (
-            container(json!({"lifecycle": {"preStop": {"exec": {"command": ["true"]}}}})),
-            "spec.template.spec.containers[0].lifecycle",
+            container(json!({"lifecycle": {"preStop": {"tcpSocket": {"port": 80}}}})),
+            "spec.template.spec.containers[0].lifecycle.preStop.tcpSocket",
         ),
         (
             container(json!({"envFrom": [{"configMapRef": {"name": "x"}}]})),
@@ -1431,12 +1431,12 @@ fn unsupported_fields_are_refused_naming_them() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
     // and a bare Pod is refused the same way
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"},
-        "spec": {"containers": [{"name": "c", "image": image("v1")}], "initContainers": [{"name": "i", "image": image("v1")}]}});
+        "spec": {"containers": [{"name": "c", "image": image("v1")}], "initContainers": [{"name": "i", "image": image("v1"), "stdin": true}]}});
     let err = c
         .apply(&pod.to_string())
-        .expect_err("a Pod with initContainers");
+        .expect_err("a Pod with an init container asking for stdin");
     assert!(
-        err.contains("spec.initContainers: Forbidden: not supported by this node agent"),
+        err.contains("spec.initContainers[0].stdin: Forbidden: not supported by this node agent"),
         "{err}"
     );
 }
