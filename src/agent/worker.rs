@@ -524,11 +524,24 @@ impl Worker {
             // the pod is going: its probes stop, its containers stop together (preStop hooks
             // first, within the grace period), its sidecars after them
             self.probes.clear();
-            for wave in [&plan.actions, &plan.then] {
+            let began = tokio::time::Instant::now();
+            for (i, wave) in [&plan.actions, &plan.then].into_iter().enumerate() {
+                // the sidecars get what the app containers left of the grace period (at least
+                // the kubelet's minimum)
+                let spent = if i == 0 {
+                    0
+                } else {
+                    began.elapsed().as_secs() as i64
+                };
                 let stops = wave.iter().filter_map(|a| match a {
                     Action::Remove { id, grace_seconds } => {
+                        let grace = match *grace_seconds {
+                            0 => 0,
+                            g if spent == 0 => g,
+                            g => podactions::grace_after_pre_stop(g, spent),
+                        };
                         let hook = known.and_then(|d| self.hook_target_of(d, &observed, id));
-                        Some(remove_with_hook(&self.ctx, id, *grace_seconds, hook))
+                        Some(remove_with_hook(&self.ctx, id, grace, hook))
                     }
                     _ => None,
                 });

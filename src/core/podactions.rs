@@ -16,7 +16,8 @@ use crate::core::plan::{self, Action, Backoff, Observed, PodPlan, State, Want};
 pub const MIN_GRACE_AFTER_PRE_STOP: i64 = 2;
 
 /// The grace period left for the SIGTERM once a preStop hook took `spent_seconds` (whole seconds,
-/// as the kubelet counts them) of `grace_seconds`: the rest, and never less than the minimum.
+/// as the kubelet counts them) of `grace_seconds`: the rest, and never less than the minimum. The
+/// same for a going pod's sidecars, after its app containers took their time.
 pub fn grace_after_pre_stop(grace_seconds: i64, spent_seconds: i64) -> i64 {
     (grace_seconds - spent_seconds.max(0)).max(MIN_GRACE_AFTER_PRE_STOP)
 }
