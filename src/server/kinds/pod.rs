@@ -217,9 +217,10 @@ mod tests {
         let sources = test_functions();
         for (path, rule) in support::POD_SPEC.iter().chain(support::CONTAINER) {
             let test = match rule {
-                Rule::Honoured { test } | Rule::Values { test, .. } | Rule::Keys { test, .. } => {
-                    test
-                }
+                Rule::Honoured { test }
+                | Rule::Values { test, .. }
+                | Rule::Keys { test, .. }
+                | Rule::Containers { test } => test,
                 _ => continue,
             };
             assert!(
