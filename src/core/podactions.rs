@@ -51,14 +51,20 @@ fn complete(
 }
 
 /// The init containers that have not done their part yet, in order (none once the pod was
-/// initialized: an app container of it exists, so its init containers ran, as the kubelet
-/// reasons when their records are gone).
+/// initialized: an app container of it ran in this sandbox, so its init containers ran, as the
+/// kubelet reasons when their records are gone). Containers without a task (`Created`: after a
+/// reboot every container is, its sandbox new) prove nothing: a new sandbox runs them again.
 pub fn incomplete<'a>(
     spec: &'a PodSpec,
     newest: &BTreeMap<String, &Observed>,
     started: &BTreeSet<String>,
 ) -> Vec<&'a str> {
-    if spec.containers.iter().any(|c| newest.contains_key(&c.name)) {
+    let ran = |c: &Container| {
+        newest
+            .get(&c.name)
+            .is_some_and(|o| o.state != State::Created)
+    };
+    if spec.containers.iter().any(ran) {
         return Vec::new();
     }
     spec.init_containers
@@ -236,6 +242,8 @@ mod tests {
                 vec![start("app", 0)], vec![]),
             ("sidecar dies beside the app: restarted with back-off", with_sidecar, vec![obs("i1", 0, exited(0)), obs("side", 1, exited(1)), obs("i2", 0, exited(0)), obs("app", 0, run)], &[], Some(("side", recent)),
                 vec![], vec![]),
+            ("a new sandbox (no task survived a reboot): the init containers run again", two, vec![obs("i1", 0, State::Created), obs("i2", 0, State::Created), obs("app", 0, State::Created)], &[], None,
+                vec![rm("i10", 0), start("i1", 0)], vec!["i1", "i2"]),
             ("a container of no name the spec knows goes", two, vec![obs("old", 0, run)], &[], None,
                 vec![rm("old0", 5), start("i1", 0)], vec!["i1", "i2"]),
         ];
