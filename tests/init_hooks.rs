@@ -526,3 +526,29 @@ fn pre_stop_longer_than_the_grace_period_is_cut_at_it() {
         "deleted in {took:?}: the hook's 3 s, then the SIGTERM"
     );
 }
+
+/// An httpGet preStop hook reaches the container at the pod's IP (the node's, with the host's
+/// network) before the SIGTERM: the CGI script it requests and the TERM trap append to one file.
+#[test]
+fn http_pre_stop_reaches_the_pod_before_sigterm() {
+    let port = common::free_port();
+    let (c, out) = cluster_with_pod(
+        "httphook",
+        20,
+        r##"  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, 'mkdir -p /www/cgi-bin && printf "#!/bin/sh\necho Content-Type: text/plain\necho\necho hooked >> /out/order\n" > /www/cgi-bin/hook && chmod +x /www/cgi-bin/hook && httpd -p PORT -h /www && trap "echo sigterm >> /out/order; exit 0" TERM && echo running > /out/running && while true; do sleep 0.1; done']
+    volumeMounts: [{name: out, mountPath: /out}]
+    lifecycle:
+      preStop:
+        httpGet: {path: /cgi-bin/hook, port: PORT}
+"##
+        .replace("PORT", &port.to_string()),
+    );
+    wait_for("the app to run", Duration::from_secs(120), || {
+        (read(&out.join("running")) == "running\n").then_some(())
+    });
+    c.delete_pod("httphook");
+    assert_eq!(read(&out.join("order")), "hooked\nsigterm\n");
+}

@@ -255,7 +255,7 @@ pub const CONTAINER: &[(&str, Rule)] = &[
     (
         "lifecycle.preStop.httpGet",
         Honoured {
-            test: "hooks_fail_as_the_kubelet_says",
+            test: "http_pre_stop_reaches_the_pod_before_sigterm",
         },
     ),
     (
