@@ -499,6 +499,45 @@ fn deleted_with_pre_stop(name: &str, grace: u32, hook: &str) -> (String, Duratio
     (read(&out.join("order")), took)
 }
 
+/// A postStart hook that fails kills its container, which is restarted with back-off: each
+/// start is counted in a file, the status counts the restarts and says why.
+#[test]
+fn a_failed_post_start_hook_kills_and_restarts_the_container() {
+    let (c, out) = cluster_with_pod(
+        "badhook",
+        1,
+        r#"  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, 'echo start >> /out/starts; exec sleep 1000']
+    volumeMounts: [{name: out, mountPath: /out}]
+    lifecycle:
+      postStart:
+        exec: {command: [sh, -c, 'echo hook failed >&2; exit 7']}
+"#,
+    );
+    let pod = c.wait_pod(
+        "the container restarted after a failed hook",
+        "badhook",
+        |p| {
+            let app = &p["status"]["containerStatuses"][0];
+            (app["restartCount"].as_i64() >= Some(1) && app["state"]["waiting"].is_object())
+                .then(|| p.clone())
+        },
+    );
+    let app = &pod["status"]["containerStatuses"][0];
+    let reason = app["state"]["waiting"]["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        ["PostStartHookError", "CrashLoopBackOff"].contains(&reason),
+        "{app}"
+    );
+    assert!(app["lastState"]["terminated"].is_object(), "killed: {app}");
+    assert!(read(&out.join("starts")).lines().count() >= 2);
+    assert_eq!(pod["status"]["phase"], "Running", "it ran once");
+}
+
 /// The preStop hook runs before the container gets its SIGTERM: the hook and the container's
 /// TERM trap append to one file, in that order.
 #[test]
