@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, Containerd, Guard, MountNs};
+use common::{http_get, wait_for, Containerd, Guard, MountNs};
 use daemonset_agent::runtime::{
     chain, labels, pull, ContainerRequest, ContainerdRuntime, PodMeta, PodSandbox, PortMapping,
     PullPolicy, Runtime, RuntimeError, SandboxInfo, TaskState,
@@ -332,18 +332,6 @@ fn pod_spec(v: Value) -> PodSpec {
 
 fn container(v: Value) -> Container {
     serde_json::from_value(v).expect("container")
-}
-
-/// GET `path` of `addr` over HTTP/1.0, read until the peer closes (10 s at most).
-fn http_get(addr: &str, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let addr: std::net::SocketAddr = addr.parse().expect("an address");
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1386,16 +1374,16 @@ fn unsupported_fields_are_refused_naming_them() {
     };
     let cases = [
         (
-            json!({"initContainers": [{"name": "i", "image": image("v1")}]}),
-            "spec.template.spec.initContainers",
+            json!({"initContainers": [{"name": "i", "image": image("v1"), "tty": true}]}),
+            "spec.template.spec.initContainers[0].tty",
         ),
         (
             json!({"imagePullSecrets": [{"name": "regcred"}]}),
             "spec.template.spec.imagePullSecrets",
         ),
         (
-            container(json!({"lifecycle": {"preStop": {"exec": {"command": ["true"]}}}})),
-            "spec.template.spec.containers[0].lifecycle",
+            container(json!({"lifecycle": {"preStop": {"tcpSocket": {"port": 80}}}})),
+            "spec.template.spec.containers[0].lifecycle.preStop.tcpSocket",
         ),
         (
             container(json!({"envFrom": [{"configMapRef": {"name": "x"}}]})),
@@ -1443,12 +1431,12 @@ fn unsupported_fields_are_refused_naming_them() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
     // and a bare Pod is refused the same way
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"},
-        "spec": {"containers": [{"name": "c", "image": image("v1")}], "initContainers": [{"name": "i", "image": image("v1")}]}});
+        "spec": {"containers": [{"name": "c", "image": image("v1")}], "initContainers": [{"name": "i", "image": image("v1"), "stdin": true}]}});
     let err = c
         .apply(&pod.to_string())
-        .expect_err("a Pod with initContainers");
+        .expect_err("a Pod with an init container asking for stdin");
     assert!(
-        err.contains("spec.initContainers: Forbidden: not supported by this node agent"),
+        err.contains("spec.initContainers[0].stdin: Forbidden: not supported by this node agent"),
         "{err}"
     );
 }

@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod hooks;
 pub mod join;
 pub mod localapi;
 pub mod node;

@@ -13,8 +13,10 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
 use crate::agent::clock::Clock;
+use crate::agent::hooks::{self, HookTarget};
 use crate::agent::prober::{Prober, Target};
 use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, State, Want};
+use crate::core::podactions;
 use crate::core::probe::{self as probe, ContainerProbes, Kind, Outcome};
 use crate::core::status::{self, PodView, Termination, Waiting};
 use crate::runtime::{
@@ -224,12 +226,23 @@ async fn remove(ctx: &Context, id: &str, grace_seconds: i64) {
     }
 }
 
+/// Stops a container as `remove` does, its preStop hook (if `hook` has one) run first within the
+/// grace period, which the hook's time is taken out of.
+async fn remove_with_hook(ctx: &Context, id: &str, grace_seconds: i64, hook: Option<HookTarget>) {
+    let grace = match &hook {
+        Some(t) => hooks::pre_stop(ctx.prober.as_ref(), t, grace_seconds).await,
+        None => grace_seconds,
+    };
+    remove(ctx, id, grace).await
+}
+
 struct Worker {
     key: PodKey,
     ctx: Arc<Context>,
     backoff: BTreeMap<String, Backoff>,
     waiting: BTreeMap<String, Waiting>,
     last_termination: BTreeMap<String, Termination>,
+    previous_termination: BTreeMap<String, Termination>,
     images: BTreeMap<String, (String, String)>,
     sandbox: Option<SandboxInfo>,
     /// The last desired pod seen, kept to stop its containers gracefully once it is gone.
@@ -245,6 +258,9 @@ struct Worker {
     last_report: Option<(DesiredPod, Vec<Observed>, Option<i64>)>,
     /// The round of the last work synced.
     round: u64,
+    /// The sidecars seen started when the last probe result came (one that starts asks for a
+    /// round: the next init container may start).
+    started_seen: std::collections::BTreeSet<String>,
 }
 
 /// The probe tasks of one container incarnation and their shared state. Dropping it stops them.
@@ -284,6 +300,7 @@ pub fn spawn(
         backoff: BTreeMap::new(),
         waiting: BTreeMap::new(),
         last_termination: BTreeMap::new(),
+        previous_termination: BTreeMap::new(),
         images: BTreeMap::new(),
         sandbox: None,
         last: None,
@@ -294,6 +311,7 @@ pub fn spawn(
         probe_tx,
         last_report: None,
         round: 0,
+        started_seen: Default::default(),
     };
     tokio::spawn(async move {
         loop {
@@ -462,13 +480,32 @@ impl Worker {
             },
         };
         let running = matches!(want, Want::Run(_));
-        let plan = plan::plan_pod(want, &observed, &self.backoff, now);
+        let known = work.desired.as_ref().or(self.last.as_ref());
+        let started = known
+            .map(|d| self.started_sidecars(d, &observed))
+            .unwrap_or_default();
+        let plan = podactions::plan_pod(
+            want,
+            known.map(|d| &d.spec),
+            &observed,
+            &self.backoff,
+            &started,
+            now,
+        );
         // Remember how each dead container ended before the plan removes it.
         for o in &observed {
             if let State::Exited { code, at_ms } = o.state {
                 let message = self
                     .termination_message(work.desired.as_ref(), &found, o, code)
                     .await;
+                let earlier = self
+                    .last_termination
+                    .get(&o.name)
+                    .filter(|t| t.started_ms < o.created_ms)
+                    .cloned();
+                if let Some(t) = earlier {
+                    self.previous_termination.insert(o.name.clone(), t);
+                }
                 self.last_termination.insert(
                     o.name.clone(),
                     Termination {
@@ -484,13 +521,32 @@ impl Worker {
             tracing::debug!(actions = ?plan.actions, observed = ?observed, "pod plan");
         }
         if !running {
-            // the pod is going: its probes stop, its containers stop together
+            // the pod is going: its probes stop, its containers stop together (preStop hooks
+            // first, within the grace period), its sidecars after them
             self.probes.clear();
-            let stops = plan.actions.iter().filter_map(|a| match a {
-                Action::Remove { id, grace_seconds } => Some(remove(&self.ctx, id, *grace_seconds)),
-                _ => None,
-            });
-            futures::future::join_all(stops).await;
+            let began = tokio::time::Instant::now();
+            for (i, wave) in [&plan.actions, &plan.then].into_iter().enumerate() {
+                // the sidecars get what the app containers left of the grace period (at least
+                // the kubelet's minimum)
+                let spent = if i == 0 {
+                    0
+                } else {
+                    began.elapsed().as_secs() as i64
+                };
+                let stops = wave.iter().filter_map(|a| match a {
+                    Action::Remove { id, grace_seconds } => {
+                        let grace = match *grace_seconds {
+                            0 => 0,
+                            g if spent == 0 => g,
+                            g => podactions::grace_after_pre_stop(g, spent),
+                        };
+                        let hook = known.and_then(|d| self.hook_target_of(d, &observed, id));
+                        Some(remove_with_hook(&self.ctx, id, grace, hook))
+                    }
+                    _ => None,
+                });
+                futures::future::join_all(stops).await;
+            }
         }
         for action in &plan.actions {
             changed = true;
@@ -583,11 +639,13 @@ impl Worker {
         self.backoff.clear();
         self.waiting.clear();
         self.last_termination.clear();
+        self.previous_termination.clear();
         self.images.clear();
         self.sandbox = None;
         self.status = None;
         self.probes.clear();
         self.last_report = None;
+        self.started_seen.clear();
         self.start_ms = now;
         self.acted_at = Some(tokio::time::Instant::now());
     }
@@ -609,6 +667,7 @@ impl Worker {
             .spec
             .containers
             .iter()
+            .chain(desired.spec.init_containers.iter().flatten())
             .filter_map(|c| {
                 let o = newest.get(&c.name)?;
                 let g = match self.probes.get(&c.name).filter(|r| r.id == o.id) {
@@ -624,6 +683,7 @@ impl Worker {
             images: self.images.clone(),
             waiting: self.waiting.clone(),
             last_termination: self.last_termination.clone(),
+            previous_termination: self.previous_termination.clone(),
             host_ip: self.ctx.host_ip.clone(),
             pod_ips: self
                 .sandbox
@@ -694,7 +754,15 @@ impl Worker {
                 .is_some_and(|o| o.id == run.id && o.state == State::Running)
         });
         let host_network = desired.spec.host_network.unwrap_or(false);
-        for c in &desired.spec.containers {
+        // app containers and sidecars have probes (validation refuses them on other init
+        // containers)
+        let sidecars = desired.spec.init_containers.iter().flatten();
+        for c in desired
+            .spec
+            .containers
+            .iter()
+            .chain(sidecars.filter(|c| podactions::is_sidecar(c)))
+        {
             let Some(o) = newest.get(&c.name) else {
                 continue;
             };
@@ -776,7 +844,17 @@ impl Worker {
             return;
         };
         let killed = self.kill_failed(&desired).await;
-        self.send_status(&desired, &observed, requeue, killed, reports);
+        // a sidecar whose startup probe passed lets the next init container start: a round
+        let started = self.started_sidecars(&desired, &observed);
+        let newly_started = started != self.started_seen;
+        self.started_seen = started;
+        self.send_status(
+            &desired,
+            &observed,
+            requeue,
+            killed || newly_started,
+            reports,
+        );
     }
 
     /// Stops the containers whose liveness or startup probe failed; true when it stopped any.
@@ -790,11 +868,15 @@ impl Worker {
             }
         }
         for (name, id, k) in &kills {
-            let Some(c) = desired.spec.containers.iter().find(|c| &c.name == name) else {
+            let Some(c) = podactions::container(&desired.spec, name) else {
                 continue;
             };
             let grace =
                 probe::kill_grace_seconds(c, k.kind, desired.spec.termination_grace_period_seconds);
+            let grace = match self.hook_target(desired, c, id) {
+                Some(t) => hooks::pre_stop(self.ctx.prober.as_ref(), &t, grace).await,
+                None => grace,
+            };
             tracing::info!(
                 container = name.as_str(),
                 container_id = id.as_str(),
@@ -834,11 +916,7 @@ impl Worker {
             return t.message.clone();
         }
         let pod = desired.or(self.last.as_ref())?;
-        let policy = pod
-            .spec
-            .containers
-            .iter()
-            .find(|c| c.name == o.name)
+        let policy = podactions::container(&pod.spec, &o.name)
             .and_then(|c| c.termination_message_policy.as_deref());
         let log = match (policy, self.uid(found)) {
             (Some("FallbackToLogsOnError"), Some(uid)) if code != 0 => {
@@ -868,11 +946,20 @@ impl Worker {
     }
 
     async fn start(&mut self, d: &DesiredPod, name: &str, restart_count: u32, now: i64) {
-        let Some(container) = d.spec.containers.iter().find(|c| c.name == name) else {
+        let Some(container) = podactions::container(&d.spec, name) else {
             return;
         };
         let start = self.try_start(d, container, restart_count);
-        let result = bounded("start", name, START_TIMEOUT, start).await;
+        let result = match bounded("start", name, START_TIMEOUT, start).await {
+            // the postStart hook runs before the container counts as started
+            Ok(id) => match self.post_start(d, container, &id).await {
+                Ok(()) => Ok(id),
+                Err(message) => Err(("PostStartHookError", message)),
+            },
+            // what failed and why, causes included (the registry's answer, containerd's
+            // status), as the kubelet's messages read
+            Err(e) => Err((e.reason(), crate::runtime::chain(&e))),
+        };
         if restart_count > 0 || result.is_err() {
             let b = plan::after_restart(self.backoff.get(name), now);
             self.backoff.insert(name.to_string(), b);
@@ -886,13 +973,10 @@ impl Worker {
                     "container started"
                 );
             }
-            Err(e) => {
-                let reason = e.reason();
-                // what failed and why, causes included (the registry's answer, containerd's
-                // status), as the kubelet's messages read
-                let message = crate::runtime::chain(&e);
+            Err((reason, message)) => {
                 tracing::warn!(
                     container = name,
+                    reason,
                     error = message.as_str(),
                     "container failed to start; backing off"
                 );
@@ -905,6 +989,105 @@ impl Worker {
                 );
             }
         }
+    }
+
+    /// Runs the postStart hook of a container just started; a failure kills the container
+    /// (after its preStop hook, within the pod's grace period, as the kubelet's killContainer
+    /// with reason FailedPostStartHook), which the next round restarts with back-off.
+    async fn post_start(
+        &self,
+        d: &DesiredPod,
+        c: &k8s_openapi::api::core::v1::Container,
+        id: &str,
+    ) -> Result<(), String> {
+        let Some(t) = self.hook_target(d, c, id) else {
+            return Ok(());
+        };
+        let Err(message) = hooks::post_start(self.ctx.prober.as_ref(), &t).await else {
+            return Ok(());
+        };
+        tracing::warn!(
+            container_id = id,
+            reason = "FailedPostStartHook",
+            message = message.as_str(),
+            "postStart hook failed; killing the container"
+        );
+        let grace = hooks::pre_stop(self.ctx.prober.as_ref(), &t, d.grace_seconds()).await;
+        let g = Duration::from_secs(grace.max(0) as u64);
+        let stop = self.ctx.runtime.stop_container(id, g);
+        if let Err(e) = bounded("stop", id, g + CALL_TIMEOUT, stop).await {
+            tracing::warn!(container_id = id, error = %crate::runtime::chain(&e), "stop after a failed postStart hook failed");
+        }
+        Err(message)
+    }
+
+    /// Where the hooks of container `c` (incarnation `id`) run, when it has any.
+    fn hook_target(
+        &self,
+        d: &DesiredPod,
+        c: &k8s_openapi::api::core::v1::Container,
+        id: &str,
+    ) -> Option<HookTarget> {
+        let l = c.lifecycle.as_ref()?;
+        if l.post_start.is_none() && l.pre_stop.is_none() {
+            return None;
+        }
+        let host_network = d.spec.host_network.unwrap_or(false);
+        let sandbox = self.sandbox.as_ref();
+        Some(HookTarget {
+            pod: d.key.clone(),
+            container: c.clone(),
+            target: Target {
+                container_id: id.to_string(),
+                netns: sandbox
+                    .and_then(|s| s.netns.clone())
+                    .filter(|_| !host_network),
+            },
+            pod_ip: if host_network {
+                self.ctx.host_ip.clone()
+            } else {
+                sandbox.and_then(|s| s.ips.first().cloned())
+            },
+        })
+    }
+
+    /// The hook target of the observed container `id` of pod `d`.
+    fn hook_target_of(
+        &self,
+        d: &DesiredPod,
+        observed: &[Observed],
+        id: &str,
+    ) -> Option<HookTarget> {
+        let o = observed
+            .iter()
+            .find(|o| o.id == id && o.state == State::Running)?;
+        let c = podactions::container(&d.spec, &o.name)?;
+        self.hook_target(d, c, id)
+    }
+
+    /// The sidecars of `d` whose running incarnation is started (its startup probe passed).
+    fn started_sidecars(
+        &self,
+        d: &DesiredPod,
+        observed: &[Observed],
+    ) -> std::collections::BTreeSet<String> {
+        let newest = plan::newest(observed);
+        d.spec
+            .init_containers
+            .iter()
+            .flatten()
+            .filter(|c| podactions::is_sidecar(c))
+            .filter(|c| {
+                let Some(o) = newest.get(&c.name).filter(|o| o.state == State::Running) else {
+                    return false;
+                };
+                match self.probes.get(&c.name).filter(|r| r.id == o.id) {
+                    Some(run) => lock(&run.state).gates().started,
+                    None => probe::initial_gates(c).started,
+                }
+            })
+            .map(|c| c.name.clone())
+            .collect()
     }
 
     async fn try_start(
@@ -1676,5 +1859,183 @@ mod pod_tests {
         // startup success
         let lives = h.prober.count("live");
         assert!((3..=4).contains(&lives), "{lives} liveness probes");
+    }
+
+    fn exec_hook(cmd: &str) -> k8s_openapi::api::core::v1::LifecycleHandler {
+        k8s_openapi::api::core::v1::LifecycleHandler {
+            exec: Some(ExecAction {
+                command: Some(vec![cmd.into()]),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn init_states(s: &PodStatus) -> Vec<String> {
+        s.init_container_statuses
+            .iter()
+            .flatten()
+            .map(|c| {
+                let st = c.state.clone().unwrap();
+                match (st.running, st.waiting, st.terminated) {
+                    (Some(_), _, _) => format!("{} running started={:?}", c.name, c.started),
+                    (_, Some(w), _) => format!("{} {}", c.name, w.reason.unwrap()),
+                    (_, _, Some(t)) => format!("{} exited {}", c.name, t.exit_code),
+                    _ => format!("{} ?", c.name),
+                }
+            })
+            .collect()
+    }
+
+    /// A sidecar with a startup probe, then a regular init container, then the app: each
+    /// started only once the one before it did its part; the sidecar's startup success alone
+    /// (a probe result, no container event) asks for the round that starts the next one.
+    #[tokio::test(start_paused = true)]
+    async fn init_containers_start_in_order_behind_a_sidecar_startup_probe() {
+        let mut h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            ..Default::default()
+        });
+        h.pod.spec.init_containers = Some(vec![
+            Container {
+                name: "side".into(),
+                image: Some("busybox:v1".into()),
+                restart_policy: Some("Always".into()),
+                startup_probe: exec("up", 100),
+                ..Default::default()
+            },
+            Container {
+                name: "setup".into(),
+                image: Some("busybox:v1".into()),
+                ..Default::default()
+            },
+        ]);
+        h.prober.set("up", Outcome::Failure("not yet".into()));
+        h.round();
+        h.until("the sidecar started", |_| true).await;
+        assert_eq!(h.rt.run_ids(), ["default_p_side_0"]);
+        h.round();
+        let (st, _) = h
+            .until("the sidecar not started yet", |s| {
+                init_states(s)
+                    .first()
+                    .is_some_and(|i| i.contains("running"))
+            })
+            .await;
+        assert_eq!(
+            init_states(&st),
+            ["side running started=Some(false)", "setup PodInitializing"]
+        );
+        assert_eq!(st.phase.as_deref(), Some("Pending"));
+        h.round();
+        h.until("a status", |_| true).await;
+        assert_eq!(h.rt.run_ids(), ["default_p_side_0"], "setup waits");
+        // the startup probe passes: a status that asks for a round
+        h.prober.set("up", Outcome::Success);
+        h.until("the sidecar started", |s| {
+            init_states(s)
+                .first()
+                .is_some_and(|i| i.ends_with("started=Some(true)"))
+        })
+        .await;
+        h.round();
+        h.until("setup started", |_| true).await;
+        assert_eq!(h.rt.run_ids(), ["default_p_side_0", "default_p_setup_0"]);
+        h.rt.exit("default_p_setup_0", 0).await;
+        h.round();
+        h.until("the app started", |_| true).await;
+        assert_eq!(
+            h.rt.run_ids(),
+            ["default_p_side_0", "default_p_setup_0", "default_p_main_0"]
+        );
+        h.round();
+        let (st, _) = h.until("all there", running).await;
+        assert_eq!(
+            init_states(&st),
+            ["side running started=Some(true)", "setup exited 0"]
+        );
+        assert_eq!(st.phase.as_deref(), Some("Running"));
+        // the pod goes: the app stops first, the sidecar after it, the record just goes
+        let calls_before = h.rt.calls.lock().unwrap().len();
+        h.tx.send(Work {
+            desired: None,
+            observed: h.rt.containers.lock().unwrap().values().cloned().collect(),
+            listed_at: None,
+            round: 0,
+        })
+        .unwrap();
+        loop {
+            match h.rx.recv().await {
+                Some(Report::Gone { .. }) => break,
+                Some(_) => {}
+                None => panic!("the worker ended without saying"),
+            }
+        }
+        let calls = h.rt.calls.lock().unwrap()[calls_before..].to_vec();
+        let pos = |c: &str| {
+            calls
+                .iter()
+                .position(|x| x == c)
+                .unwrap_or_else(|| panic!("{c}: {calls:?}"))
+        };
+        assert!(
+            pos("stop default_p_main_0") < pos("stop default_p_side_0"),
+            "{calls:?}"
+        );
+        assert!(
+            !calls.contains(&"stop default_p_setup_0".to_string()),
+            "{calls:?}"
+        );
+    }
+
+    /// A failed postStart hook kills the container, says PostStartHookError, and the restart
+    /// waits for the back-off; a preStop hook runs before the stop.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_post_start_hook_kills_the_container() {
+        let mut h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            lifecycle: Some(k8s_openapi::api::core::v1::Lifecycle {
+                post_start: Some(exec_hook("hook")),
+                pre_stop: Some(exec_hook("drain")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        h.prober.set(
+            "hook",
+            Outcome::Failure("command [\"hook\"] exited with 1".into()),
+        );
+        h.round();
+        let (st, changed) = h.until("the hook failed", |_| true).await;
+        assert!(changed);
+        let message = waiting_message(&st).unwrap();
+        assert!(
+            message.starts_with(
+                "PostStartHookError: Exec lifecycle hook ([\"hook\"]) for Container \"main\""
+            ),
+            "{message}"
+        );
+        let calls = h.rt.calls.lock().unwrap().clone();
+        assert!(
+            calls.ends_with(&[
+                "run default_p_main_0".to_string(),
+                "stop default_p_main_0".to_string()
+            ]),
+            "{calls:?}"
+        );
+        assert_eq!(h.prober.count("drain"), 1, "the kill runs the preStop hook");
+        // the dead container waits for its back-off
+        h.round();
+        let (st, _) = h
+            .until("backing off", |s| waiting_message(s).is_some())
+            .await;
+        assert!(
+            waiting_message(&st)
+                .unwrap()
+                .starts_with("CrashLoopBackOff"),
+            "{st:?}"
+        );
+        assert_eq!(h.rt.run_ids(), ["default_p_main_0"]);
     }
 }

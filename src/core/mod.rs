@@ -10,6 +10,8 @@ pub mod names;
 pub mod nodehealth;
 pub mod patch;
 pub mod plan;
+pub mod podactions;
+pub mod podprinter;
 pub mod probe;
 pub mod quantity;
 pub mod reference;

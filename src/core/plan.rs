@@ -141,7 +141,8 @@ impl DesiredPod {
     }
 }
 
-fn grace_of(spec: &PodSpec) -> i64 {
+/// A pod spec's grace period (`terminationGracePeriodSeconds`, 30 s by default).
+pub fn grace_of(spec: &PodSpec) -> i64 {
     spec.termination_grace_period_seconds
         .unwrap_or(DEFAULT_GRACE_SECONDS)
 }
@@ -170,6 +171,26 @@ pub fn test_pod(name: &str, container: k8s_openapi::api::core::v1::Container) ->
         deletion: None,
         labels: Default::default(),
         annotations: Default::default(),
+    }
+}
+
+/// Actions as the plan tests write them.
+#[cfg(test)]
+pub mod test_actions {
+    use super::Action;
+
+    pub fn start(name: &str, n: u32) -> Action {
+        Action::Start {
+            name: name.into(),
+            restart_count: n,
+        }
+    }
+
+    pub fn rm(id: &str, grace: i64) -> Action {
+        Action::Remove {
+            id: id.into(),
+            grace_seconds: grace,
+        }
     }
 }
 
@@ -284,6 +305,9 @@ pub struct PodPlan {
     pub actions: Vec<Action>,
     /// Containers waiting for their back-off, and until when (unix ms).
     pub waiting: BTreeMap<String, i64>,
+    /// Removals to make once every removal of `actions` is done: a going pod's sidecars, which
+    /// stop after its app containers.
+    pub then: Vec<Action>,
 }
 
 impl PodPlan {
@@ -329,50 +353,65 @@ pub fn plan_pod(
         }
     }
     for name in wanted {
-        let mut mine: Vec<&Observed> = observed.iter().filter(|o| o.name == name).collect();
-        // newest incarnation first
-        mine.sort_by_key(|o| std::cmp::Reverse((o.restart_count, o.created_ms)));
-        if let Some(pos) = mine.iter().position(|o| o.state == State::Running) {
-            for (i, o) in mine.iter().enumerate() {
-                if i != pos {
-                    plan.actions.push(remove(o, grace));
-                }
-            }
-            continue;
-        }
-        if let Some(young) = mine
-            .first()
-            .filter(|o| o.state == State::Created && now_ms - o.created_ms < CREATED_GRACE_MS)
-        {
-            plan.waiting
-                .insert(name.to_string(), young.created_ms + CREATED_GRACE_MS);
-            continue;
-        }
-        let next_count = mine.first().map(|o| match o.state {
-            State::Created => o.restart_count,
-            _ => o.restart_count + 1,
-        });
-        let at = restart_allowed_at(backoff.get(name), now_ms);
-        if at > now_ms {
-            plan.waiting.insert(name.to_string(), at);
-            // keep the newest dead container for status until the restart; drop the others
-            for o in mine.iter().skip(1) {
-                plan.actions.push(remove(o, grace));
-            }
-            continue;
-        }
-        for o in &mine {
-            plan.actions.push(remove(o, grace));
-        }
-        plan.actions.push(Action::Start {
-            name: name.to_string(),
-            restart_count: next_count.unwrap_or(0),
-        });
+        plan_container(name, observed, backoff, grace, now_ms, &mut plan);
     }
     plan
 }
 
-fn remove(o: &Observed, grace: i64) -> Action {
+/// Container `name` of a running pod into `plan`: its newest incarnation kept running (the older
+/// ones removed), or started again once its back-off allows (a young `Created` one is left to
+/// start); the shared step of app containers, sidecars and failed init containers.
+pub fn plan_container(
+    name: &str,
+    observed: &[Observed],
+    backoff: &BTreeMap<String, Backoff>,
+    grace: i64,
+    now_ms: i64,
+    plan: &mut PodPlan,
+) {
+    let mut mine: Vec<&Observed> = observed.iter().filter(|o| o.name == name).collect();
+    // newest incarnation first
+    mine.sort_by_key(|o| std::cmp::Reverse((o.restart_count, o.created_ms)));
+    if let Some(pos) = mine.iter().position(|o| o.state == State::Running) {
+        for (i, o) in mine.iter().enumerate() {
+            if i != pos {
+                plan.actions.push(remove(o, grace));
+            }
+        }
+        return;
+    }
+    if let Some(young) = mine
+        .first()
+        .filter(|o| o.state == State::Created && now_ms - o.created_ms < CREATED_GRACE_MS)
+    {
+        plan.waiting
+            .insert(name.to_string(), young.created_ms + CREATED_GRACE_MS);
+        return;
+    }
+    let next_count = mine.first().map(|o| match o.state {
+        State::Created => o.restart_count,
+        _ => o.restart_count + 1,
+    });
+    let at = restart_allowed_at(backoff.get(name), now_ms);
+    if at > now_ms {
+        plan.waiting.insert(name.to_string(), at);
+        // keep the newest dead container for status until the restart; drop the others
+        for o in mine.iter().skip(1) {
+            plan.actions.push(remove(o, grace));
+        }
+        return;
+    }
+    for o in &mine {
+        plan.actions.push(remove(o, grace));
+    }
+    plan.actions.push(Action::Start {
+        name: name.to_string(),
+        restart_count: next_count.unwrap_or(0),
+    });
+}
+
+/// Removing `o`: with the grace period when it runs, at once otherwise.
+pub fn remove(o: &Observed, grace: i64) -> Action {
     Action::Remove {
         id: o.id.clone(),
         grace_seconds: if o.state == State::Running { grace } else { 0 },
@@ -409,19 +448,7 @@ mod tests {
         }
     }
 
-    fn start(name: &str, n: u32) -> Action {
-        Action::Start {
-            name: name.into(),
-            restart_count: n,
-        }
-    }
-
-    fn rm(id: &str, grace: i64) -> Action {
-        Action::Remove {
-            id: id.into(),
-            grace_seconds: grace,
-        }
-    }
+    use super::test_actions::{rm, start};
 
     const NOW: i64 = 1_000_000_000;
     const EXITED: State = State::Exited {

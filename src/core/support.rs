@@ -38,12 +38,14 @@ pub enum Rule {
     },
     /// The field is an object (or a list of objects): its fields are listed one by one.
     Inside,
+    /// A list of containers whose fields are [`CONTAINER`]'s, honoured as the `test` proves
+    /// (`initContainers`: each field honoured or refused as in `containers[]`).
+    Containers { test: &'static str },
 }
 
 use Rule::*;
 
-const NOT_YET: &str =
-    "waits for the agent's pod pipeline (init containers, lifecycle hooks, image pull secrets)";
+const NOT_YET: &str = "waits for the agent's pod pipeline (image pull secrets)";
 const NO_SCHEDULER: &str = "a scheduler's input; this node runs the pods bound to it";
 const NO_API_OBJECTS: &str =
     "needs API objects this server does not serve (ConfigMaps, Secrets, volumes, claims)";
@@ -69,7 +71,7 @@ pub const POD_SPEC: &[(&str, Rule)] = &[
     ("hostUsers", Refused { unless: &["true"], why: "no user namespaces" }),
     ("hostname", Honoured { test: "dns_files_follow_the_kubelet" }),
     ("imagePullSecrets", Refused { unless: &[], why: NOT_YET }),
-    ("initContainers", Refused { unless: &[], why: NOT_YET }),
+    ("initContainers", Containers { test: "init_container_output_served_by_the_app_with_node_name_and_pod_ip" }),
     ("nodeName", Honoured { test: "node_should_run_table" }),
     ("nodeSelector", Honoured { test: "node_should_run_table" }),
     ("os", Inside),
@@ -216,11 +218,64 @@ pub const CONTAINER: &[(&str, Rule)] = &[
             test: "pull_policies",
         },
     ),
+    ("lifecycle", Inside),
+    ("lifecycle.postStart", Inside),
     (
-        "lifecycle",
+        "lifecycle.postStart.exec",
+        Honoured {
+            test: "post_start_writes_a_file_the_app_sees",
+        },
+    ),
+    (
+        "lifecycle.postStart.httpGet",
+        Honoured {
+            test: "hooks_fail_as_the_kubelet_says",
+        },
+    ),
+    (
+        "lifecycle.postStart.sleep",
+        Honoured {
+            test: "pre_stop_shares_the_grace_period",
+        },
+    ),
+    (
+        "lifecycle.postStart.tcpSocket",
         Refused {
             unless: &[],
-            why: NOT_YET,
+            why: "deprecated; the kubelet does not run it either",
+        },
+    ),
+    ("lifecycle.preStop", Inside),
+    (
+        "lifecycle.preStop.exec",
+        Honoured {
+            test: "pre_stop_runs_before_sigterm",
+        },
+    ),
+    (
+        "lifecycle.preStop.httpGet",
+        Honoured {
+            test: "http_pre_stop_reaches_the_pod_before_sigterm",
+        },
+    ),
+    (
+        "lifecycle.preStop.sleep",
+        Honoured {
+            test: "pre_stop_shares_the_grace_period",
+        },
+    ),
+    (
+        "lifecycle.preStop.tcpSocket",
+        Refused {
+            unless: &[],
+            why: "deprecated; the kubelet does not run it either",
+        },
+    ),
+    (
+        "lifecycle.stopSignal",
+        Refused {
+            unless: &[],
+            why: "containers stop with SIGTERM",
         },
     ),
     (
@@ -303,9 +358,9 @@ pub const CONTAINER: &[(&str, Rule)] = &[
     ),
     (
         "restartPolicy",
-        Refused {
-            unless: &[],
-            why: NOT_YET,
+        Values {
+            honoured: &["Always"],
+            test: "sidecar_init_container_runs_beside_the_app",
         },
     ),
     ("securityContext", Inside),
@@ -511,9 +566,12 @@ pub fn refusals(spec: &k8s_openapi::api::core::v1::PodSpec, path: &str) -> Vec<F
         return Vec::new();
     };
     let mut errs = Vec::new();
-    let container_rules = CONTAINER
-        .iter()
-        .map(|(p, r)| (format!("containers[].{p}"), *r));
+    let container_rules = CONTAINER.iter().flat_map(|(p, r)| {
+        [
+            (format!("containers[].{p}"), *r),
+            (format!("initContainers[].{p}"), *r),
+        ]
+    });
     let rules = POD_SPEC
         .iter()
         .map(|(p, r)| (p.to_string(), *r))
@@ -558,7 +616,7 @@ pub fn refusals(spec: &k8s_openapi::api::core::v1::PodSpec, path: &str) -> Vec<F
                         }
                     }
                 }
-                Honoured { .. } | Accepted { .. } | Inside => {}
+                Honoured { .. } | Accepted { .. } | Inside | Containers { .. } => {}
             }
         }
     }
@@ -595,6 +653,10 @@ pub fn markdown_table() -> String {
     for (path, rule) in rows {
         let (what, why) = match rule {
             Inside => continue,
+            Containers { test } => (
+                "honoured, each field as in `containers[]`".to_string(),
+                format!("`{test}`"),
+            ),
             Honoured { test } => ("honoured".to_string(), format!("`{test}`")),
             Accepted { why } => ("accepted".to_string(), why.to_string()),
             Refused { unless: &[], why } => ("**refused**".to_string(), why.to_string()),
@@ -654,8 +716,8 @@ mod tests {
             readme.contains(&table),
             "README.md's pod field table is not the current one; it is:\n{table}"
         );
-        // initContainers is the first container list; it is in the README's table
-        assert!(table.contains("| `initContainers` | **refused** |"));
+        // initContainers' fields are containers[]'s
+        assert!(table.contains("| `initContainers` | honoured, each field as in `containers[]` |"));
     }
 
     #[test]
@@ -670,7 +732,15 @@ mod tests {
         let cases = [
             (
                 json!({"containers": [], "initContainers": [{"name": "i"}]}),
-                vec!["spec.template.spec.initContainers"],
+                vec![],
+            ),
+            (
+                json!({"containers": [], "initContainers": [{"name": "i", "tty": true}]}),
+                vec!["spec.template.spec.initContainers[0].tty"],
+            ),
+            (
+                json!({"containers": [], "initContainers": [{"name": "i", "restartPolicy": "OnFailure"}]}),
+                vec!["spec.template.spec.initContainers[0].restartPolicy"],
             ),
             (
                 json!({"containers": [], "imagePullSecrets": [{"name": "s"}]}),
@@ -712,8 +782,19 @@ mod tests {
                 vec!["spec.template.spec.securityContext.seLinuxOptions"],
             ),
             (
-                c(json!({"lifecycle": {"preStop": {"exec": {"command": ["x"]}}}})),
-                vec!["spec.template.spec.containers[0].lifecycle"],
+                c(
+                    json!({"lifecycle": {"preStop": {"exec": {"command": ["x"]}}, "postStart": {"httpGet": {"port": 80}}}}),
+                ),
+                vec![],
+            ),
+            (
+                c(
+                    json!({"lifecycle": {"preStop": {"tcpSocket": {"port": 80}}, "stopSignal": "SIGUSR1"}}),
+                ),
+                vec![
+                    "spec.template.spec.containers[0].lifecycle.preStop.tcpSocket",
+                    "spec.template.spec.containers[0].lifecycle.stopSignal",
+                ],
             ),
             (
                 c(json!({"envFrom": [{"configMapRef": {"name": "x"}}]})),

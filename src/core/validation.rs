@@ -348,15 +348,24 @@ fn validate_pod_spec(spec: Option<&PodSpec>, path: &str) -> Vec<FieldError> {
     for (i, c) in init.iter().enumerate() {
         let p = format!("{path}.initContainers[{i}]");
         validate_container(c, &p, &volumes, &mut names, &mut errs);
-        // validateInitContainers: probes only on restartable (sidecar) init containers
+        // validateInitContainers: restartPolicy Always (a sidecar) or none; probes and
+        // lifecycle hooks only on sidecars
+        if let Some(rp) = c.restart_policy.as_deref().filter(|rp| *rp != "Always") {
+            errs.push(FieldError::not_supported(
+                &format!("{p}.restartPolicy"),
+                rp,
+                &["Always"],
+            ));
+        }
         if c.restart_policy.as_deref() != Some("Always") {
             let probes = [
-                (&c.liveness_probe, "livenessProbe"),
-                (&c.readiness_probe, "readinessProbe"),
-                (&c.startup_probe, "startupProbe"),
+                (c.lifecycle.is_some(), "lifecycle"),
+                (c.liveness_probe.is_some(), "livenessProbe"),
+                (c.readiness_probe.is_some(), "readinessProbe"),
+                (c.startup_probe.is_some(), "startupProbe"),
             ];
-            for (probe, name) in probes {
-                if probe.is_some() {
+            for (set, name) in probes {
+                if set {
                     errs.push(FieldError::forbidden(
                         &format!("{p}.{name}"),
                         "may not be set for init containers without restartPolicy=Always",
@@ -371,6 +380,12 @@ fn validate_pod_spec(spec: Option<&PodSpec>, path: &str) -> Vec<FieldError> {
     for (i, c) in spec.containers.iter().enumerate() {
         let p = format!("{path}.containers[{i}]");
         validate_container(c, &p, &volumes, &mut names, &mut errs);
+        if c.restart_policy.is_some() {
+            errs.push(FieldError::forbidden(
+                &format!("{p}.restartPolicy"),
+                "may not be set for non-init containers",
+            ));
+        }
     }
 
     if let Some(rp) = &spec.restart_policy {
@@ -568,6 +583,9 @@ fn validate_container(
         if let Some(p) = probe {
             validate_probe(p, &format!("{path}.{name}"), errs);
         }
+    }
+    if let Some(l) = &c.lifecycle {
+        validate_lifecycle(l, &format!("{path}.lifecycle"), errs);
     }
     // validateContainersOnlyForPod: what differs between the three probes
     if let Some(t) = c
@@ -771,6 +789,40 @@ fn validate_probe(p: &Probe, path: &str, errs: &mut Vec<FieldError>) {
             &t.to_string(),
             "must be greater than 0",
         ));
+    }
+}
+
+/// validateLifecycle: each hook has exactly one handler, checked as a probe's (exec, httpGet,
+/// tcpSocket), or `sleep` with a non-negative number of seconds.
+fn validate_lifecycle(
+    l: &k8s_openapi::api::core::v1::Lifecycle,
+    path: &str,
+    errs: &mut Vec<FieldError>,
+) {
+    for (hook, name) in [(&l.post_start, "postStart"), (&l.pre_stop, "preStop")] {
+        let Some(h) = hook else { continue };
+        let hp = format!("{path}.{name}");
+        let as_probe = Probe {
+            exec: h.exec.clone(),
+            http_get: h.http_get.clone(),
+            tcp_socket: h.tcp_socket.clone(),
+            ..Default::default()
+        };
+        let others =
+            as_probe.exec.is_some() || as_probe.http_get.is_some() || as_probe.tcp_socket.is_some();
+        match &h.sleep {
+            Some(_) if others => errs.push(FieldError::forbidden(
+                &format!("{hp}.sleep"),
+                "may not specify more than 1 handler type",
+            )),
+            Some(s) if s.seconds < 0 => errs.push(FieldError::invalid(
+                &format!("{hp}.sleep.seconds"),
+                &s.seconds.to_string(),
+                "must be non-negative",
+            )),
+            Some(_) => {}
+            None => validate_probe(&as_probe, &hp, errs),
+        }
     }
 }
 
@@ -1660,6 +1712,40 @@ spec:
             ("affinity Lt with a non-integer", affinity(json!({"key": "k", "operator": "Lt", "values": ["x"]})), vec![("spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values[0]", Invalid)]),
             ("affinity Gt with one integer", affinity(json!({"key": "k", "operator": "Gt", "values": ["3"]})), vec![]),
             ("affinity In without values", affinity(json!({"key": "k", "operator": "In"})), vec![("spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].values", Required)]),
+        ];
+        check_daemonset_cases(cases);
+    }
+
+    #[test]
+    fn init_containers_and_lifecycle_are_validated_as_kube_apiserver_does() {
+        use ErrorType::*;
+        let app = json!({"name": "c", "image": "i"});
+        let init = |i: Value| with_pod(json!({"initContainers": [i], "containers": [app]}));
+        let hook = |l: Value| with_containers(json!([{"name": "c", "image": "i", "lifecycle": l}]));
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("an init container", init(json!({"name": "i", "image": "i"})), vec![]),
+            ("a sidecar with probes and hooks", init(json!({"name": "i", "image": "i", "restartPolicy": "Always",
+                "startupProbe": {"exec": {"command": ["true"]}}, "lifecycle": {"preStop": {"sleep": {"seconds": 1}}}})), vec![]),
+            ("init restartPolicy other than Always", init(json!({"name": "i", "image": "i", "restartPolicy": "OnFailure"})),
+                vec![("spec.template.spec.initContainers[0].restartPolicy", NotSupported)]),
+            ("lifecycle on a regular init container", init(json!({"name": "i", "image": "i", "lifecycle": {"postStart": {"exec": {"command": ["x"]}}}})),
+                vec![("spec.template.spec.initContainers[0].lifecycle", Forbidden)]),
+            ("init name taken by an app container", init(json!({"name": "c", "image": "i"})),
+                vec![("spec.template.spec.containers[0].name", Duplicate)]),
+            ("init image missing", init(json!({"name": "i"})), vec![("spec.template.spec.initContainers[0].image", Required)]),
+            ("restartPolicy on an app container", with_containers(json!([{"name": "c", "image": "i", "restartPolicy": "Always"}])),
+                vec![("spec.template.spec.containers[0].restartPolicy", Forbidden)]),
+            ("hooks", hook(json!({"postStart": {"httpGet": {"port": 80}}, "preStop": {"exec": {"command": ["x"]}}})), vec![]),
+            ("hook without handler", hook(json!({"preStop": {}})), vec![("spec.template.spec.containers[0].lifecycle.preStop", Required)]),
+            ("hook exec without command", hook(json!({"postStart": {"exec": {}}})),
+                vec![("spec.template.spec.containers[0].lifecycle.postStart.exec.command", Required)]),
+            ("hook with two handlers", hook(json!({"preStop": {"exec": {"command": ["x"]}, "sleep": {"seconds": 1}}})),
+                vec![("spec.template.spec.containers[0].lifecycle.preStop.sleep", Forbidden)]),
+            ("negative sleep", hook(json!({"preStop": {"sleep": {"seconds": -1}}})),
+                vec![("spec.template.spec.containers[0].lifecycle.preStop.sleep.seconds", Invalid)]),
+            ("hook port out of range", hook(json!({"postStart": {"httpGet": {"port": 70000}}})),
+                vec![("spec.template.spec.containers[0].lifecycle.postStart.httpGet.port", Invalid)]),
         ];
         check_daemonset_cases(cases);
     }

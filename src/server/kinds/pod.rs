@@ -13,7 +13,7 @@ use crate::core::validation::{self, FieldError, Policy};
 use crate::server::resources::{Resource, ALL_VERBS};
 use crate::server::strategy::{Column, Kind};
 use crate::server::subresource::STATUS;
-use crate::server::table::{age, i, name, none_if_empty, s};
+use crate::server::table::{age, name, none_if_empty, s};
 
 pub static PODS: Resource = Resource {
     group: "",
@@ -89,48 +89,17 @@ impl Kind for PodStrategy {
         COLUMNS
     }
     fn cells(&self, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
-        let total = obj
-            .pointer("/spec/containers")
-            .and_then(Value::as_array)
-            .map_or(0, Vec::len);
-        let statuses = obj
-            .pointer("/status/containerStatuses")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        let ready = statuses
-            .iter()
-            .filter(|c| c.get("ready").and_then(Value::as_bool).unwrap_or(false))
-            .count();
-        let restarts: i64 = statuses.iter().map(|c| i(c, "/restartCount")).sum();
-        let mut reason = s(obj, "/status/reason").to_string();
-        if reason.is_empty() {
-            reason = s(obj, "/status/phase").to_string();
-        }
-        for c in &statuses {
-            let waiting = s(c, "/state/waiting/reason");
-            let terminated = s(c, "/state/terminated/reason");
-            if !waiting.is_empty() {
-                reason = waiting.to_string();
-            } else if !terminated.is_empty() {
-                reason = terminated.to_string();
-            }
-        }
-        if reason.is_empty() {
-            reason = "Pending".into();
-        }
-        if !s(obj, "/metadata/deletionTimestamp").is_empty() {
-            reason = "Terminating".into();
-        }
+        // the pod printer's READY, STATUS and RESTARTS (init containers and sidecars included)
+        let cols = crate::core::podprinter::pod_columns(obj);
         let gates = obj
             .pointer("/spec/readinessGates")
             .and_then(Value::as_array)
             .map_or(0, Vec::len);
         vec![
             name(obj),
-            json!(format!("{ready}/{total}")),
-            json!(reason),
-            json!(restarts.to_string()),
+            json!(cols.ready),
+            json!(cols.status),
+            json!(cols.restarts.to_string()),
             json!(age(obj, now)),
             json!(none_if_empty(s(obj, "/status/podIP").to_string())),
             json!(none_if_empty(s(obj, "/spec/nodeName").to_string())),
@@ -248,9 +217,10 @@ mod tests {
         let sources = test_functions();
         for (path, rule) in support::POD_SPEC.iter().chain(support::CONTAINER) {
             let test = match rule {
-                Rule::Honoured { test } | Rule::Values { test, .. } | Rule::Keys { test, .. } => {
-                    test
-                }
+                Rule::Honoured { test }
+                | Rule::Values { test, .. }
+                | Rule::Keys { test, .. }
+                | Rule::Containers { test } => test,
                 _ => continue,
             };
             assert!(
@@ -270,7 +240,7 @@ mod tests {
         // (status, Ready, Status, Restarts)
         let cases = [
             (
-                json!({"phase": "Running", "containerStatuses": [{"ready": true, "restartCount": 2}]}),
+                json!({"phase": "Running", "containerStatuses": [{"ready": true, "restartCount": 2, "state": {"running": {}}}]}),
                 "1/2",
                 "Running",
                 "2",
@@ -278,7 +248,7 @@ mod tests {
             (
                 json!({"phase": "Running", "containerStatuses": [
                     {"ready": false, "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}},
-                    {"ready": true, "restartCount": 1}]}),
+                    {"ready": true, "restartCount": 1, "state": {"running": {}}}]}),
                 "1/2",
                 "CrashLoopBackOff",
                 "4",
