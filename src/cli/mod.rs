@@ -1,4 +1,6 @@
-//! Commands a person types on a node: `status` and `logs`, through the agent's local API.
+//! Commands a person types: `status` and `logs` on a node, through the agent's local API;
+//! `token`/`node` (tokens), and the authoring tools kubectl lacks: `create daemonset` (create),
+//! `convert` (Deployments and ReplicaSets to DaemonSets), `why` (eligibility, rule by rule).
 use std::io::Write;
 use std::path::Path;
 
@@ -6,7 +8,10 @@ use anyhow::Context as _;
 
 use crate::agent::localapi::{self, pb, socket_path};
 
+pub mod convert;
+pub mod create;
 pub mod tokens;
+pub mod why;
 
 async fn client(
     state_dir: &Path,
