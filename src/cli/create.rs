@@ -132,6 +132,7 @@ pub async fn run(
             };
             api.create(&params, &ds)
                 .await
+                .map_err(super::api_error)
                 .with_context(|| format!("create daemonset {ns}/{}", spec.name))?
         }
     };

@@ -13,6 +13,15 @@ pub mod create;
 pub mod tokens;
 pub mod why;
 
+/// A kube client error as kubectl prints a refusal (`Error from server (NotFound): ...`), not
+/// the whole `Status` debug dump; other errors as they are.
+pub(crate) fn api_error(e: kube::Error) -> anyhow::Error {
+    match e {
+        kube::Error::Api(s) => anyhow::anyhow!("Error from server ({}): {}", s.reason, s.message),
+        other => other.into(),
+    }
+}
+
 async fn client(
     state_dir: &Path,
 ) -> anyhow::Result<pb::agent_client::AgentClient<tonic::transport::Channel>> {

@@ -49,10 +49,12 @@ pub async fn run(
     let ds = daemonsets
         .get(ds_name)
         .await
+        .map_err(super::api_error)
         .with_context(|| format!("get daemonset {ns}/{ds_name}"))?;
     let node = nodes
         .get(node_name)
         .await
+        .map_err(super::api_error)
         .with_context(|| format!("get node {node_name}"))?;
     let e = explain(&node, &ds);
     print!("{}", render(&format!("{ns}/{ds_name}"), node_name, &e));
