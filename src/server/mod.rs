@@ -171,7 +171,7 @@ fn private_data_dir(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn ensure_namespaces(api: &Api) -> anyhow::Result<()> {
+pub(crate) async fn ensure_namespaces(api: &Api) -> anyhow::Result<()> {
     let user = User::internal("bootstrap");
     for ns in INITIAL_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
