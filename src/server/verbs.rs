@@ -784,6 +784,27 @@ impl Api {
         self.delete_authorized(at, opts).await
     }
 
+    /// An eviction of a pod (`pods/NAME/eviction`): authorized as a create of the subresource,
+    /// then the delete its options ask for (no disruption budget is served to refuse it).
+    pub async fn evict(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        opts: &DeleteOptions,
+    ) -> Result<Arc<Value>, ApiError> {
+        authorize(
+            user,
+            Verb::Create,
+            at.r,
+            Some("eviction"),
+            at.ns,
+            Some(at.name),
+        )?;
+        let cur = self.fetch(at).await?;
+        admission::on_delete(user, at, &cur)?;
+        self.delete_authorized(at, opts).await
+    }
+
     async fn delete_authorized(
         &self,
         at: ObjectRef<'_>,
