@@ -178,6 +178,16 @@ pub trait ObjectStore: Send + Sync {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<(Vec<Arc<Value>>, u64), StoreError>;
+    /// Objects of `resource` (in `namespace`, or all) as they were at resourceVersion `rv` (at
+    /// most the store's), sorted as [`ObjectStore::list`] sorts them: a consistent snapshot for
+    /// the later pages of a paged list and for `resourceVersionMatch=Exact`. `Expired` when the
+    /// store no longer holds every change after `rv` (compacted past it, as etcd).
+    async fn list_at(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        rv: u64,
+    ) -> Result<Vec<Arc<Value>>, StoreError>;
     /// Stores a new object; sets `metadata.resourceVersion`.
     async fn create(
         &self,
@@ -568,6 +578,40 @@ impl ObjectStore for SqliteStore {
         Ok((items, inner.rv))
     }
 
+    /// The current objects with the history's changes after `rv` undone, newest first: each
+    /// change puts back the object before it (or removes one it added).
+    async fn list_at(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        rv: u64,
+    ) -> Result<Vec<Arc<Value>>, StoreError> {
+        let inner = self.lock();
+        let history = lock(&self.history);
+        history.check(rv)?;
+        let mut items: BTreeMap<(String, String), Arc<Value>> = inner
+            .objects
+            .get(resource)
+            .map(|m| {
+                m.iter()
+                    .filter(|((ns, _), _)| namespace.is_none_or(|x| x == ns))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let changes = history.events.range(history.first_after(rv)..).rev();
+        for e in changes
+            .filter(|e| e.resource == resource && namespace.is_none_or(|ns| ns == e.namespace))
+        {
+            let key = (e.namespace.clone(), e.name.clone());
+            match &e.prev {
+                Some(before) => items.insert(key, before.clone()),
+                None => items.remove(&key),
+            };
+        }
+        Ok(items.into_values().collect())
+    }
+
     async fn create(
         &self,
         resource: &str,
@@ -868,6 +912,62 @@ mod tests {
         assert_eq!((found.events.len(), found.through), (1, 7));
         let found = store.events_after(7, "pods", None, 2).unwrap();
         assert_eq!((found.events.len(), found.through), (0, 7));
+    }
+
+    fn names(items: &[Arc<Value>]) -> Vec<String> {
+        items
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}@{}",
+                    o["metadata"]["name"].as_str().unwrap(),
+                    object_rv(o)
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_list_at_a_past_resource_version_undoes_the_changes_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db"), 6).unwrap();
+        for n in ["a", "b", "c"] {
+            store.create("nodes", "", n, obj(n)).await.unwrap();
+        }
+        store.create("pods", "ns", "p", obj("p")).await.unwrap();
+        // at 4: a@1 b@2 c@3; then b changes, c goes, d comes
+        store
+            .update("nodes", "", "b", obj("b"), None)
+            .await
+            .unwrap();
+        store.delete("nodes", "", "c", None).await.unwrap();
+        store.create("nodes", "", "d", obj("d")).await.unwrap();
+        let at4 = store.list_at("nodes", None, 4).await.unwrap();
+        assert_eq!(names(&at4), ["a@1", "b@2", "c@3"]);
+        let now = store.list_at("nodes", None, 7).await.unwrap();
+        assert_eq!(names(&now), ["a@1", "b@5", "d@7"]);
+        assert_eq!(
+            names(&store.list("nodes", None).await.unwrap().0),
+            names(&now)
+        );
+        let pods = store.list_at("pods", Some("ns"), 3).await.unwrap();
+        assert!(pods.is_empty(), "p came at 4");
+        assert!(store
+            .list_at("pods", Some("other"), 7)
+            .await
+            .unwrap()
+            .is_empty());
+        // the history keeps 6 events: 1 is compacted away
+        store.create("nodes", "", "e", obj("e")).await.unwrap();
+        assert!(matches!(
+            store.list_at("nodes", None, 1).await,
+            Err(StoreError::Expired {
+                requested: 1,
+                oldest: 2
+            })
+        ));
+        let at2 = store.list_at("nodes", None, 2).await.unwrap();
+        assert_eq!(names(&at2), ["a@1", "b@2"]);
     }
 
     #[tokio::test(start_paused = true)]
