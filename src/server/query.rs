@@ -104,7 +104,10 @@ pub fn encode_continue(rv: i64, namespace: &str, name: &str) -> String {
 /// after; the reason it is not valid otherwise.
 fn decode_continue(token: &str) -> Result<(i64, (String, String)), String> {
     use base64::Engine as _;
+    /// Missing fields are zero, as Go's encoding/json leaves them.
     #[derive(serde::Deserialize)]
+    #[serde(default)]
+    #[derive(Default)]
     struct Token {
         v: String,
         rv: i64,

@@ -455,10 +455,9 @@ mod tests {
             let api = api.clone();
             async move {
                 let q = Query::parse(Some(q));
-                let e = watch(api, &User::internal("test"), &NODES, None, &q, "")
-                    .await
-                    .err()
-                    .expect("refused");
+                let Err(e) = watch(api, &User::internal("test"), &NODES, None, &q, "").await else {
+                    panic!("not refused");
+                };
                 assert_eq!(e.code, 422, "{}", e.message);
                 e.message
             }
