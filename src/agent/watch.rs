@@ -541,13 +541,12 @@ mod tests {
                     .expect("a watcher to make")
             },
         ));
-        for ev in [
-            Event::Init,
-            Event::InitApply(pod_at("ds-a", 120)),
-            Event::InitDone,
-        ] {
-            feeds[0].unbounded_send(Ok(ev)).unwrap();
-        }
+        let list = |feed: &Feed, pod: Pod| {
+            for ev in [Event::Init, Event::InitApply(pod), Event::InitDone] {
+                feed.unbounded_send(Ok(ev)).unwrap();
+            }
+        };
+        list(&feeds[0], pod_at("ds-a", 120));
         until(&store, || store.listed(Kind::Pods)).await;
         assert_eq!(names(&store), ["ds-a"]);
         assert_eq!(store.seen_rv(), 120);
@@ -562,13 +561,7 @@ mod tests {
         assert_eq!(store.seen_rv(), 100);
         store.relist();
         assert!(!store.listed(Kind::Pods) && !store.synced());
-        for ev in [
-            Event::Init,
-            Event::InitApply(pod_at("other", 90)),
-            Event::InitDone,
-        ] {
-            feeds[1].unbounded_send(Ok(ev)).unwrap();
-        }
+        list(&feeds[1], pod_at("other", 90));
         until(&store, || store.listed(Kind::Pods)).await;
         assert_eq!(names(&store), ["other"]);
         // a new watcher listed; the old one is dropped

@@ -856,7 +856,17 @@ impl Api {
         opts: &DeleteOptions,
     ) -> Result<Arc<Value>, ApiError> {
         at.authorize(user, Verb::Delete, Part::Main)?;
-        // NodeRestriction: a node deletes only the pods bound to it
+        self.delete_admitted(user, at, opts).await
+    }
+
+    /// A delete the caller authorized, once admission allows it (NodeRestriction: a node deletes
+    /// only the pods bound to it).
+    async fn delete_admitted(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        opts: &DeleteOptions,
+    ) -> Result<Arc<Value>, ApiError> {
         let cur = self.fetch(at).await?;
         admission::on_delete(user, at, &cur)?;
         self.delete_authorized(at, opts).await
@@ -878,9 +888,7 @@ impl Api {
             at.ns,
             Some(at.name),
         )?;
-        let cur = self.fetch(at).await?;
-        admission::on_delete(user, at, &cur)?;
-        self.delete_authorized(at, opts).await
+        self.delete_admitted(user, at, opts).await
     }
 
     async fn delete_authorized(
