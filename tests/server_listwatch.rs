@@ -382,6 +382,10 @@ fn continue_tokens_expire_with_410_and_resource_version_match_is_validated() {
         "/api/v1/namespaces?resourceVersion={rv}&resourceVersionMatch=Exact"
     ));
     assert_eq!(code, 410, "{body}");
+    assert_eq!(
+        parse(&body)["message"],
+        "The resourceVersion for the provided list is too old."
+    );
 
     // kube-apiserver's validation of the list options
     let cases = [

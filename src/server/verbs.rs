@@ -584,6 +584,10 @@ impl Api {
             (StoreError::Expired { .. }, Some((after_ns, after_name))) => {
                 query::continue_expired(after_ns, after_name)
             }
+            // kube-apiserver's words for an exact list etcd compacted past
+            (StoreError::Expired { .. }, None) => {
+                ApiError::gone("The resourceVersion for the provided list is too old.")
+            }
             (e, _) => store_error(r, e),
         })?;
         let position = |o: &Value| {

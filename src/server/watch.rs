@@ -447,6 +447,48 @@ mod tests {
         );
     }
 
+    async fn next_event(body: &mut Body) -> Value {
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        serde_json::from_slice(&frame).unwrap()
+    }
+
+    /// `allowWatchBookmarks`: a BOOKMARK at the watcher's resourceVersion every
+    /// [`BOOKMARK_INTERVAL`], between the events; none for a watcher that did not ask.
+    #[tokio::test(start_paused = true)]
+    async fn bookmarks_come_every_interval_to_those_who_ask() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let t0 = tokio::time::Instant::now();
+        let mut body = start(&api, "watch=1&allowWatchBookmarks=true")
+            .await
+            .into_body();
+        let mut plain = start(&api, "watch=1&timeoutSeconds=40").await.into_body();
+        api.store
+            .create("nodes", "", "n1", node("n1", json!({})))
+            .await
+            .unwrap();
+        assert_eq!(next_event(&mut body).await["type"], "ADDED");
+        let bookmark = next_event(&mut body).await;
+        assert_eq!(t0.elapsed(), BOOKMARK_INTERVAL);
+        assert_eq!(bookmark["type"], "BOOKMARK");
+        assert_eq!(bookmark["object"]["kind"], "Node");
+        assert_eq!(bookmark["object"]["metadata"]["resourceVersion"], "1");
+        api.store
+            .create("nodes", "", "n2", node("n2", json!({})))
+            .await
+            .unwrap();
+        assert_eq!(next_event(&mut body).await["type"], "ADDED");
+        let bookmark = next_event(&mut body).await;
+        assert_eq!(t0.elapsed(), 2 * BOOKMARK_INTERVAL);
+        assert_eq!(bookmark["object"]["metadata"]["resourceVersion"], "2");
+        let mut types = Vec::new();
+        while let Some(frame) = plain.frame().await {
+            let line: Value = serde_json::from_slice(&frame.unwrap().into_data().unwrap()).unwrap();
+            types.push(line["type"].as_str().unwrap().to_string());
+        }
+        assert_eq!(types, ["ADDED", "ADDED"], "no bookmarks unasked");
+    }
+
     #[tokio::test]
     async fn watch_options_are_validated_as_kube_apiserver_does() {
         let dir = tempfile::tempdir().unwrap();
