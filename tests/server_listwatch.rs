@@ -282,6 +282,15 @@ fn lists_are_paged_with_kubectl_chunks_and_the_python_client() {
             3,
             "{pages:#?}"
         );
+        // as Tables too: one header, then the rows of every page
+        let table = c.kubectl_ok_with(&kubectl, &["get", "namespaces", "--chunk-size=5"]);
+        let rows: Vec<&str> = table.lines().collect();
+        assert!(rows[0].starts_with("NAME"), "{table}");
+        let names: Vec<&str> = rows[1..]
+            .iter()
+            .map(|r| r.split_whitespace().next().unwrap())
+            .collect();
+        assert_eq!(names, all, "{table}");
     }
 
     // the Python client pages with limit and _continue; later pages keep the first page's
