@@ -27,6 +27,33 @@ pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 /// What the watch history may hold, in bytes of events ([`WatchEvent::size`]), by default.
 pub const WATCH_HISTORY_BYTES: usize = 16 * 1024 * 1024;
 
+/// How far the resourceVersion jumps when the store opens behind the highest one it gave out
+/// before (its file was restored from a backup), as `etcdutl snapshot restore --bump-revision
+/// --mark-compacted` does for etcd: past every resourceVersion a client may hold, with the
+/// history compacted there, so every watch resumed from before is told 410 and relists instead
+/// of taking the restored objects for the ones it knew.
+pub const RESTORE_BUMP: u64 = 1_000_000;
+
+/// The highest resourceVersion given out is noted beside the database (`FILE.high-water`) at
+/// open, at close and every this many writes: a crash loses at most this many, which
+/// [`RESTORE_BUMP`] covers (a backup restored after a crash may then go unnoticed by the server,
+/// not by the agents: see `agent::watch`).
+const HIGH_WATER_EVERY: u64 = 1000;
+
+/// Where the high-water mark of the store at `db` is kept: outside the database, so that a
+/// restored database file does not bring its old mark back.
+fn high_water_path(db: &Path) -> std::path::PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(".high-water");
+    db.with_file_name(name)
+}
+
+fn note_high_water(path: &Path, rv: u64) {
+    if let Err(e) = std::fs::write(path, rv.to_string()) {
+        tracing::warn!(path = %path.display(), error = %e, "could not note the highest resourceVersion");
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("object {resource} {namespace}/{name} already exists")]
@@ -241,6 +268,15 @@ struct Inner {
     conn: Connection,
     rv: u64,
     objects: ObjectMap,
+    /// See [`high_water_path`].
+    high_water: std::path::PathBuf,
+}
+
+impl Drop for Inner {
+    /// A store closed cleanly notes where it got to.
+    fn drop(&mut self) {
+        note_high_water(&self.high_water, self.rv);
+    }
 }
 
 /// Recent events, bounded in number and in bytes.
@@ -357,6 +393,28 @@ impl SqliteStore {
             .optional()?
             .unwrap_or(0)
             .max(0) as u64;
+        let high_water = high_water_path(path);
+        let mark: Option<u64> = std::fs::read_to_string(&high_water)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        let rv = match mark {
+            Some(mark) if rv < mark => {
+                let bumped = mark + RESTORE_BUMP;
+                tracing::warn!(
+                    stored = rv,
+                    given_out = mark,
+                    now = bumped,
+                    "the store is behind the resourceVersions it gave out (restored from a backup?): resourceVersions jump ahead and watches from before are told 410"
+                );
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'resource_version'",
+                    params![bumped as i64],
+                )?;
+                bumped
+            }
+            _ => rv,
+        };
+        note_high_water(&high_water, rv);
         let mut objects: ObjectMap = HashMap::new();
         {
             let mut stmt = conn.prepare("SELECT resource, namespace, name, json FROM objects")?;
@@ -379,7 +437,12 @@ impl SqliteStore {
         }
         let (tx, _) = broadcast::channel(max_events.max(16));
         Ok(SqliteStore {
-            inner: Arc::new(Mutex::new(Inner { conn, rv, objects })),
+            inner: Arc::new(Mutex::new(Inner {
+                conn,
+                rv,
+                objects,
+                high_water,
+            })),
             history: Arc::new(Mutex::new(History::new(rv, max_events, max_bytes))),
             tx,
             rv: Arc::new(watch::channel(rv).0),
@@ -520,6 +583,9 @@ fn write_locked(
     )?;
     txn.commit()?;
     inner.rv = rv;
+    if rv.is_multiple_of(HIGH_WATER_EVERY) {
+        note_high_water(&inner.high_water, rv);
+    }
     let stored = Arc::new(stored);
     let map = inner.objects.entry(resource.to_string()).or_default();
     if event_type == EventType::Deleted {
@@ -968,6 +1034,53 @@ mod tests {
         ));
         let at2 = store.list_at("nodes", None, 2).await.unwrap();
         assert_eq!(names(&at2), ["a@1", "b@2"]);
+    }
+
+    /// A database file put back from a backup is behind the resourceVersions the store gave
+    /// out: they jump ahead, and a watch or list from before is 410.
+    #[tokio::test]
+    async fn a_restored_file_bumps_the_resource_version_past_what_was_given_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let backup = dir.path().join("backup.db");
+        let store = SqliteStore::open(&path, 100).unwrap();
+        store.create("nodes", "", "a", obj("a")).await.unwrap();
+        drop(store);
+        std::fs::copy(&path, &backup).unwrap();
+        let store = SqliteStore::open(&path, 100).unwrap();
+        for n in ["b", "c"] {
+            store.create("nodes", "", n, obj(n)).await.unwrap();
+        }
+        drop(store);
+        // a plain reopen changes nothing
+        let store = SqliteStore::open(&path, 100).unwrap();
+        assert_eq!(store.current_rv(), 3);
+        drop(store);
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(format!("state.db{suffix}")));
+        }
+        std::fs::copy(&backup, &path).unwrap();
+        let store = SqliteStore::open(&path, 100).unwrap();
+        let bumped = 3 + RESTORE_BUMP;
+        assert_eq!(store.current_rv(), bumped);
+        let (nodes, rv) = store.list("nodes", None).await.unwrap();
+        assert_eq!((nodes.len(), rv), (1, bumped));
+        assert!(matches!(
+            store.watch(Some("nodes"), None, WatchFrom::After(3)).await,
+            Err(StoreError::Expired { .. })
+        ));
+        assert!(matches!(
+            store.events_after(1, "nodes", None, 10),
+            Err(StoreError::Expired { .. })
+        ));
+        let d = store.create("nodes", "", "d", obj("d")).await.unwrap();
+        assert_eq!(object_rv(&d), bumped + 1);
+        drop(store);
+        // and it stays bumped
+        assert_eq!(
+            SqliteStore::open(&path, 100).unwrap().current_rv(),
+            bumped + 1
+        );
     }
 
     #[tokio::test(start_paused = true)]
