@@ -461,13 +461,15 @@ fn a_watch_with_initial_events_ends_them_with_a_bookmark() {
     assert_eq!(bookmark["metadata"]["resourceVersion"], rv.as_str());
 }
 
-/// The node's two pods: a DaemonSet's and a bare one bound with spec.nodeName.
+/// The node's two pods: a DaemonSet's and a bare one bound with spec.nodeName. The pods of this
+/// file use the host's network: what they show needs no pod network, and they take no address
+/// from the machine's shared CNI pool (host-local, 254 addresses for every test run here).
 fn node_with_two_pods(c: &Cluster, node: &str, registry: &str) {
     c.apply(&format!(
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: keeper\nspec:\n  selector:\n    matchLabels: {{app: keeper}}\n  template:\n    metadata:\n      labels: {{app: keeper}}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n        command: [sleep, '3600']\n"
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: keeper\nspec:\n  selector:\n    matchLabels: {{app: keeper}}\n  template:\n    metadata:\n      labels: {{app: keeper}}\n    spec:\n      hostNetwork: true\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n        command: [sleep, '3600']\n"
     ));
     c.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bare\n  labels: {{app: bare}}\nspec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 2\n  volumes:\n  - name: scratch\n    emptyDir: {{}}\n  containers:\n  - name: main\n    image: {registry}/busybox:v1\n    command: [sleep, '3600']\n    volumeMounts:\n    - {{name: scratch, mountPath: /scratch}}\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bare\n  labels: {{app: bare}}\nspec:\n  nodeName: {node}\n  hostNetwork: true\n  terminationGracePeriodSeconds: 2\n  volumes:\n  - name: scratch\n    emptyDir: {{}}\n  containers:\n  - name: main\n    image: {registry}/busybox:v1\n    command: [sleep, '3600']\n    volumeMounts:\n    - {{name: scratch, mountPath: /scratch}}\n"
     ));
     wait_for("both pods running", Duration::from_secs(90), || {
         let pods = c.running_pods(node);
@@ -610,7 +612,7 @@ fn an_agent_lists_afresh_when_the_store_is_restored_from_a_backup() {
         c.start_server(2 * round + 1);
         let name = format!("after-backup-{round}");
         c.apply(&format!(
-            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n        command: [sleep, '3600']\n"
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n      hostNetwork: true\n      terminationGracePeriodSeconds: 1\n      containers:\n      - name: main\n        image: {registry}/busybox:v1\n        command: [sleep, '3600']\n"
         ));
         wait_for(
             "the DaemonSet's pod running",
