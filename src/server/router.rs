@@ -17,7 +17,7 @@ use super::body::{
     BodyTimeout, BODY_READ_TIMEOUT,
 };
 use super::discovery;
-use super::query::{self, Filter, Query};
+use super::query::{self, Filter, ListOpts, Query};
 use super::resources::{self, Resource};
 use super::status::ApiError;
 use super::subresource::Subresource;
@@ -359,15 +359,27 @@ async fn list(
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
     let filter = Filter::from_query(&req.query)?;
-    wait_for_resource_version(api, &req.query).await?;
-    let (items, rv) = api.list(&req.user, r, ns, &filter).await?;
-    if table::wants_table(&req.accept) {
-        let rows: Vec<&Value> = items.iter().map(|a| &**a).collect();
-        let t = table::table(r, &rows, Some(rv), include_object(&req.query), Utc::now());
-        return Ok(json_response(200, &t));
+    let opts = ListOpts::from_query(&req.query)?;
+    let page = api.list_page(&req.user, r, ns, &filter, &opts).await?;
+    let items: Vec<&Value> = page.items.iter().map(|a| &**a).collect();
+    let mut body = if table::wants_table(&req.accept) {
+        table::table(
+            r,
+            &items,
+            Some(page.rv),
+            include_object(&req.query),
+            Utc::now(),
+        )
+    } else {
+        list_body(r, page.rv, &items)
+    };
+    if let Some(token) = page.continue_token {
+        body["metadata"]["continue"] = json!(token);
     }
-    let items: Vec<&Value> = items.iter().map(|a| &**a).collect();
-    Ok(json_response(200, &list_body(r, rv, &items)))
+    if let Some(n) = page.remaining {
+        body["metadata"]["remainingItemCount"] = json!(n);
+    }
+    Ok(json_response(200, &body))
 }
 
 /// A read at a resourceVersion the store has not reached waits for it a little, then gets

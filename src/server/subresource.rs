@@ -1,15 +1,16 @@
-//! Subresources (`.../NAME/status`; later `scale`, `binding`, `eviction`, `log`): each is a
+//! Subresources (`.../NAME/status`, `pods/NAME/eviction`; later `scale`, `binding`, `log`): each is a
 //! [`Subresource`] a resource lists, served by its own [`SubresourceRest`], so a new one plugs in
 //! without touching the router.
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use http::{Method, Response};
+use serde_json::json;
 
-use super::body::Body;
+use super::body::{json_response, Body};
 use super::router::{self, RestRequest};
 use super::status::ApiError;
-use super::verbs::{Api, ObjectRef, Part};
+use super::verbs::{Api, DeleteOptions, ObjectRef, Part};
 
 /// One subresource of a resource, as discovery lists it and the router serves it.
 pub struct Subresource {
@@ -17,6 +18,9 @@ pub struct Subresource {
     pub name: &'static str,
     /// The kind of what it serves; None: the parent's kind.
     pub kind: Option<&'static str>,
+    /// The group and version of `kind`, when not the parent's (discovery tells them: kubectl
+    /// drain looks for `pods/eviction` of kind Eviction in policy/v1).
+    pub group_version: Option<(&'static str, &'static str)>,
     pub verbs: &'static [&'static str],
     pub rest: &'static dyn SubresourceRest,
 }
@@ -38,6 +42,7 @@ pub trait SubresourceRest: Send + Sync {
 pub static STATUS: Subresource = Subresource {
     name: "status",
     kind: None,
+    group_version: None,
     verbs: &["get", "patch", "update"],
     rest: &StatusRest,
 };
@@ -58,5 +63,47 @@ impl SubresourceRest for StatusRest {
             Method::PATCH => router::patch_object(&api, at, Part::Status, req).await,
             ref other => Err(ApiError::method_not_allowed(other.as_str())),
         }
+    }
+}
+
+/// `pods/NAME/eviction`: a policy/v1 `Eviction` POSTed for a pod is the graceful delete its
+/// `deleteOptions` ask for (kube-apiserver's EvictionREST). PodDisruptionBudgets are not served,
+/// so no budget ever refuses an eviction (no 429): it is a graceful delete that `kubectl drain`
+/// can ask for.
+pub static EVICTION: Subresource = Subresource {
+    name: "eviction",
+    kind: Some("Eviction"),
+    group_version: Some(("policy", "v1")),
+    verbs: &["create"],
+    rest: &EvictionRest,
+};
+
+struct EvictionRest;
+
+#[async_trait]
+impl SubresourceRest for EvictionRest {
+    async fn serve(
+        &self,
+        api: Arc<Api>,
+        at: ObjectRef<'_>,
+        mut req: RestRequest,
+    ) -> Result<Response<Body>, ApiError> {
+        if req.method != Method::POST {
+            return Err(ApiError::method_not_allowed(req.method.as_str()));
+        }
+        let user = req.user.clone();
+        let query = std::mem::take(&mut req.query);
+        let eviction = req.object().await?;
+        if eviction.pointer("/metadata/name").and_then(|v| v.as_str()) != Some(at.name) {
+            return Err(ApiError::bad_request(
+                "name in URL does not match name in Eviction object",
+            ));
+        }
+        let opts = DeleteOptions::from_request(&query, eviction.get("deleteOptions"))?;
+        api.evict(&user, at, &opts).await?;
+        Ok(json_response(
+            201,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
     }
 }

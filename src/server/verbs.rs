@@ -19,7 +19,7 @@ use super::apply::{self as field_manager, Tracking};
 use super::auth::{admission, authorize, User, Verb};
 use super::kinds::NAMESPACES;
 use super::meta;
-use super::query::{FieldValidation, Filter, Query, WriteOpts};
+use super::query::{self, FieldValidation, Filter, ListOpts, Query, ReadAt, WriteOpts};
 use super::resources::Resource;
 use super::status::ApiError;
 use super::store::{object_rv, ObjectStore, StoreError, Watch, WatchFrom};
@@ -39,6 +39,19 @@ pub struct Api {
 pub struct Written {
     pub object: Arc<Value>,
     pub warnings: Vec<String>,
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<Arc<Value>>,
+    /// The resourceVersion the page was read at.
+    pub rv: u64,
+    /// Where the next page starts (`metadata.continue`), when there is one.
+    pub continue_token: Option<String>,
+    /// How many items the next pages hold (`metadata.remainingItemCount`; lists without a
+    /// selector only).
+    pub remaining: Option<u64>,
 }
 
 /// Which part of an object a request addresses.
@@ -541,6 +554,75 @@ impl Api {
         Ok((selected, rv))
     }
 
+    /// One page of a list (`limit`, `continue`, `resourceVersionMatch`): the items `filter`
+    /// selects after the continue token's position, read from the current state or from the
+    /// snapshot at the token's (or `Exact`) resourceVersion, as kube-apiserver reads etcd.
+    pub async fn list_page(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+        filter: &Filter,
+        opts: &ListOpts,
+    ) -> Result<Page, ApiError> {
+        authorize(user, Verb::List, r, None, ns, None)?;
+        let key = r.key();
+        let (items, rv) = match opts.at {
+            ReadAt::Latest { min } => {
+                query::fresh_enough(&*self.store, min).await?;
+                self.store.list(&key, ns).await
+            }
+            ReadAt::Exact(rv) => {
+                query::fresh_enough(&*self.store, rv).await?;
+                self.store
+                    .list_at(&key, ns, rv)
+                    .await
+                    .map(|items| (items, rv))
+            }
+        }
+        .map_err(|e| match (e, &opts.after) {
+            (StoreError::Expired { .. }, Some((after_ns, after_name))) => {
+                query::continue_expired(after_ns, after_name)
+            }
+            // kube-apiserver's words for an exact list etcd compacted past
+            (StoreError::Expired { .. }, None) => {
+                ApiError::gone("The resourceVersion for the provided list is too old.")
+            }
+            (e, _) => store_error(r, e),
+        })?;
+        let position = |o: &Value| {
+            (
+                meta::meta_str(o, "namespace").unwrap_or("").to_string(),
+                meta::meta_str(o, "name").unwrap_or("").to_string(),
+            )
+        };
+        let mut rest = items
+            .into_iter()
+            .filter(|o| opts.after.as_ref().is_none_or(|after| position(o) > *after))
+            .filter(|o| filter.matches(o))
+            .peekable();
+        let page: Vec<Arc<Value>> = match opts.limit {
+            Some(limit) => rest.by_ref().take(limit).collect(),
+            None => rest.by_ref().collect(),
+        };
+        let more = rest.peek().is_some();
+        let continue_token = match (more, page.last()) {
+            (true, Some(last)) => {
+                let (ns, name) = position(last);
+                Some(query::encode_continue(rv as i64, &ns, &name))
+            }
+            _ => None,
+        };
+        // counted only without a selector, as kube-apiserver does
+        let remaining = (more && filter.is_empty()).then(|| rest.count() as u64);
+        Ok(Page {
+            items: page,
+            rv,
+            continue_token,
+            remaining,
+        })
+    }
+
     /// Starts a watch of `r` (the caller renders and filters its events).
     pub async fn watch(
         &self,
@@ -778,10 +860,39 @@ impl Api {
         opts: &DeleteOptions,
     ) -> Result<Arc<Value>, ApiError> {
         at.authorize(user, Verb::Delete, Part::Main)?;
-        // NodeRestriction: a node deletes only the pods bound to it
+        self.delete_admitted(user, at, opts).await
+    }
+
+    /// A delete the caller authorized, once admission allows it (NodeRestriction: a node deletes
+    /// only the pods bound to it).
+    async fn delete_admitted(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        opts: &DeleteOptions,
+    ) -> Result<Arc<Value>, ApiError> {
         let cur = self.fetch(at).await?;
         admission::on_delete(user, at, &cur)?;
         self.delete_authorized(at, opts).await
+    }
+
+    /// An eviction of a pod (`pods/NAME/eviction`): authorized as a create of the subresource,
+    /// then the delete its options ask for (no disruption budget is served to refuse it).
+    pub async fn evict(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        opts: &DeleteOptions,
+    ) -> Result<Arc<Value>, ApiError> {
+        authorize(
+            user,
+            Verb::Create,
+            at.r,
+            Some("eviction"),
+            at.ns,
+            Some(at.name),
+        )?;
+        self.delete_admitted(user, at, opts).await
     }
 
     async fn delete_authorized(
