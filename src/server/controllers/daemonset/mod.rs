@@ -31,7 +31,7 @@ use tracing::Instrument as _;
 
 use super::claim::{self, Claim, Owner};
 use super::queue::{Key, Queue};
-use super::{controller_of, gc, s};
+use super::{controller_of, s};
 use crate::core::eligibility::node_should_run;
 use crate::core::hash::template_hash;
 use crate::core::labels::selector_matches;
@@ -46,8 +46,7 @@ use crate::server::verbs::{Api, DeleteOptions, ObjectRef, Part};
 
 pub use status::compute_status;
 
-/// Every DaemonSet is synced at least this often (missed events), and the dependents of deleted
-/// DaemonSets are collected.
+/// Every DaemonSet is synced at least this often (missed events).
 const RESYNC: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -163,12 +162,10 @@ impl Controller {
         }
     }
 
-    /// Every DaemonSet queued, and the dependents of those gone collected.
+    /// Every DaemonSet queued (the garbage collector, `super::gc`, deletes the dependents of
+    /// those gone).
     async fn resync(&mut self) {
         self.enqueue_all().await;
-        if let Err(e) = gc::collect(&self.api, &self.user).await {
-            tracing::warn!(error = %e, "collecting the dependents of deleted DaemonSets failed");
-        }
     }
 
     async fn enqueue_all(&mut self) {
@@ -208,7 +205,6 @@ impl Controller {
             if ev.event_type == EventType::Deleted {
                 let uid = s(&ev.object, "/metadata/uid").to_string();
                 self.failed.remove(&uid);
-                gc::delete_dependents(&self.api, &self.user, &ev.namespace, &uid).await;
             } else if !status_only(ev) {
                 self.queue.add(key(&ev.name));
             }
@@ -992,20 +988,21 @@ mod tests {
         );
     }
 
-    /// Deleting the DaemonSet deletes what it controlled (the garbage collector's work, until it
-    /// exists): its pods are marked for their agents, its revisions go.
+    /// Deleting the DaemonSet deletes what it controlled (the garbage collector's work): its
+    /// pods are marked for their agents, its revisions go.
     #[tokio::test]
     async fn a_deleted_daemonset_takes_its_pods_and_revisions() {
         let mut rig = Rig::new(&[("n1", "worker")]).await;
         rig.apply_ds("i:1").await;
         rig.sync().await;
         let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
-        let ds = rig
-            .api
+        rig.api
             .delete(&rig.user, at, &DeleteOptions::default())
             .await
             .unwrap();
-        gc::delete_dependents(&rig.api, &rig.user, "default", s(&ds, "/metadata/uid")).await;
+        let clock = crate::agent::clock::Clock::system();
+        let mut gc = crate::server::controllers::gc::Collector::new(rig.api.clone(), clock);
+        gc.pass().await.unwrap();
         assert_eq!(rig.placed().await.iter().filter(|p| p.2).count(), 1);
         let (crs, _) = rig
             .api
