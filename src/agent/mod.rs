@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod events;
 pub mod join;
 pub mod localapi;
 pub mod node;
@@ -121,6 +122,14 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         node: cfg.node_name.clone(),
         started: Some(tokio::time::Instant::now()),
         clock: clock.clone(),
+        events: events::Recorder::start(
+            crate::core::events::Source {
+                component: "kubelet".into(),
+                host: cfg.node_name.clone(),
+            },
+            clock.clone(),
+            Arc::new(events::KubeSink(client.clone())),
+        ),
     });
     let (pod_tx, pod_rx) = mpsc::unbounded_channel();
     tokio::spawn(podsync::run(client.clone(), pod_rx));

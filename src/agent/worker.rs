@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
 use crate::agent::clock::Clock;
+use crate::agent::events::{self, Recorder};
 use crate::agent::prober::{Prober, Target};
 use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, State, Want};
 use crate::core::probe::{self as probe, ContainerProbes, Kind, Outcome};
@@ -93,6 +94,13 @@ pub struct Context {
     pub started: Option<tokio::time::Instant>,
     /// Where wall-clock times and back-off deadlines come from.
     pub clock: Clock,
+    /// The kubelet's events (`agent::events`); recording never waits.
+    pub events: Recorder,
+}
+
+/// The reference of events about container `name` of `d`.
+fn about(d: &DesiredPod, name: &str) -> crate::core::events::Involved {
+    events::pod_ref(&d.key.namespace, &d.key.name, &d.api_uid, name)
 }
 
 /// containerd id of one incarnation of a container: readable when short enough, else hashed.
@@ -486,6 +494,12 @@ impl Worker {
         if !running {
             // the pod is going: its probes stop, its containers stop together
             self.probes.clear();
+            if let Some(d) = self.last.as_ref() {
+                for o in observed.iter().filter(|o| matches!(o.state, State::Running)) {
+                    let msg = format!("Stopping container {}", o.name);
+                    self.ctx.events.normal(&about(d, &o.name), "Killing", msg);
+                }
+            }
             let stops = plan.actions.iter().filter_map(|a| match a {
                 Action::Remove { id, grace_seconds } => Some(remove(&self.ctx, id, *grace_seconds)),
                 _ => None,
@@ -534,6 +548,14 @@ impl Worker {
                 reason: String::new(),
                 message: String::new(),
             });
+            if let Some(d) = self.last.as_ref() {
+                let image = d.spec.containers.iter().find(|c| &c.name == name);
+                let image = image.and_then(|c| c.image.as_deref()).unwrap_or("");
+                let pulling = matches!(w.reason.as_str(), "ErrImagePull" | "ImagePullBackOff");
+                if crashed || pulling {
+                    events::back_off(&self.ctx.events, &about(d, name), image, crashed);
+                }
+            }
             if crashed {
                 w.reason = "CrashLoopBackOff".into();
                 w.message = format!("back-off {secs}s restarting failed container={name}");
@@ -802,6 +824,9 @@ impl Worker {
                 "{}",
                 k.message
             );
+            self.ctx
+                .events
+                .normal(&about(desired, name), "Killing", k.message.clone());
             let g = Duration::from_secs(grace as u64);
             let stop = self.ctx.runtime.stop_container(id, g);
             if let Err(e) = bounded("stop", id, g + CALL_TIMEOUT, stop).await {
@@ -880,6 +905,9 @@ impl Worker {
         match result {
             Ok(id) => {
                 self.waiting.remove(name);
+                let (rec, about) = (&self.ctx.events, about(d, name));
+                rec.normal(&about, "Created", format!("Created container {name}"));
+                rec.normal(&about, "Started", format!("Started container {name}"));
                 tracing::info!(
                     container_id = id.as_str(),
                     restart_count,
@@ -888,6 +916,7 @@ impl Worker {
             }
             Err(e) => {
                 let reason = e.reason();
+                events::start_failed(&self.ctx.events, &about(d, name), &e);
                 // what failed and why, causes included (the registry's answer, containerd's
                 // status), as the kubelet's messages read
                 let message = crate::runtime::chain(&e);
@@ -917,7 +946,9 @@ impl Worker {
         let image = container.image.clone().unwrap_or_default();
         // the runtime serializes pulls (as the kubelet does by default) after a lock-free check;
         // what it resolved is handed to run_container, which does not resolve it again
-        let pulled = rt.image_for(&image, PullPolicy::of(container)).await?;
+        let about = about(d, &container.name);
+        let policy = PullPolicy::of(container);
+        let pulled = events::ensure_image(&self.ctx.events, &**rt, &about, &image, policy).await?;
         self.images
             .insert(container.name.clone(), (image, pulled.info.digest.clone()));
         let host_network = d.spec.host_network.unwrap_or(false);
@@ -1182,6 +1213,7 @@ mod worker_tests {
             node: "node-a".into(),
             started: None,
             clock: Clock::system(),
+            events: Recorder::disabled(),
         });
         (rt, ctx)
     }
@@ -1361,6 +1393,7 @@ mod pod_tests {
                 node: "node-a".into(),
                 started: None,
                 clock,
+                events: Recorder::disabled(),
             });
             let pod = desired(container);
             let (rtx, rx) = mpsc::unbounded_channel();

@@ -15,14 +15,16 @@ use k8s_openapi::api::core::v1::Event;
 use serde_json::{json, Value};
 
 use crate::agent::clock::Clock;
+use crate::agent::events::{Recorder, Sink, SinkError};
+use crate::core::events::Source;
 use crate::core::names;
 use crate::core::validation::{validate_object_meta, FieldError};
 use crate::server::auth::User;
-use crate::server::query::Filter;
+use crate::server::query::{Filter, WriteOpts};
 use crate::server::resources::{Resource, ALL_VERBS};
 use crate::server::strategy::{Column, Kind};
 use crate::server::table::{human_duration, i, s};
-use crate::server::verbs::{Api, DeleteOptions, ObjectRef};
+use crate::server::verbs::{Api, DeleteOptions, ObjectRef, Part, PatchType};
 
 pub static EVENTS: Resource = Resource {
     group: "",
@@ -206,11 +208,57 @@ pub async fn compact(api: Arc<Api>, clock: Clock, ttl: Duration) {
     }
 }
 
+/// The event sink of the server's controllers: the verbs, under the controller's identity.
+pub struct ApiSink {
+    pub api: Arc<Api>,
+    pub user: User,
+}
+
+fn sink_error(name: &str, e: crate::server::status::ApiError) -> SinkError {
+    match e.code {
+        404 => SinkError::NotFound(name.to_string()),
+        _ => SinkError::Write {
+            name: name.to_string(),
+            source: Box::new(e),
+        },
+    }
+}
+
+#[async_trait]
+impl Sink for ApiSink {
+    async fn create(&self, namespace: &str, event: Value) -> Result<(), SinkError> {
+        let name = s(&event, "/metadata/name").to_string();
+        self.api
+            .create(&self.user, &EVENTS, Some(namespace), event, WriteOpts::INTERNAL)
+            .await
+            .map(|_| ())
+            .map_err(|e| sink_error(&name, e))
+    }
+    async fn patch(&self, namespace: &str, name: &str, patch: Value) -> Result<(), SinkError> {
+        let at = ObjectRef::new(&EVENTS, Some(namespace), name);
+        self.api
+            .patch(&self.user, at, Part::Main, PatchType::Merge, &patch, WriteOpts::INTERNAL)
+            .await
+            .map(|_| ())
+            .map_err(|e| sink_error(name, e))
+    }
+}
+
+/// A recorder of the server's `component` (`daemonset-controller`, `node-controller`) writing
+/// through the verbs: `recorder.warning(&involved, "NodeNotReady", "...")` is the whole call.
+pub fn recorder(api: Arc<Api>, component: &str, clock: Clock) -> Recorder {
+    let user = User::internal(component);
+    let source = Source {
+        component: component.to_string(),
+        host: String::new(),
+    };
+    Recorder::start(source, clock, Arc::new(ApiSink { api, user }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::server::kinds::NAMESPACES;
-    use crate::server::query::WriteOpts;
     use crate::server::store::SqliteStore;
 
     fn event(name: &str, last: &str) -> Value {
