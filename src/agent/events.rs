@@ -58,7 +58,11 @@ fn time(ms: i64) -> String {
 pub fn to_v1(r: &Record) -> Value {
     let i = &r.involved;
     let mut involved = json!({"kind": i.kind, "name": i.name, "apiVersion": i.api_version});
-    for (k, v) in [("namespace", &i.namespace), ("uid", &i.uid), ("fieldPath", &i.field_path)] {
+    for (k, v) in [
+        ("namespace", &i.namespace),
+        ("uid", &i.uid),
+        ("fieldPath", &i.field_path),
+    ] {
         if !v.is_empty() {
             involved[k] = json!(v);
         }
@@ -131,7 +135,13 @@ impl Recorder {
     }
 
     /// Records an event about `involved`. Never waits.
-    pub fn event(&self, involved: &Involved, type_: Type, reason: &str, message: impl Into<String>) {
+    pub fn event(
+        &self,
+        involved: &Involved,
+        type_: Type,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         let Some(inner) = &self.inner else {
             return;
         };
@@ -173,7 +183,8 @@ impl Recorder {
 /// gone, as client-go does).
 async fn write(sink: &dyn Sink, r: &Record) -> Result<(), SinkError> {
     if r.update {
-        let patch = json!({"count": r.count, "lastTimestamp": time(r.last_ms), "message": r.message});
+        let patch =
+            json!({"count": r.count, "lastTimestamp": time(r.last_ms), "message": r.message});
         match sink.patch(&r.namespace, &r.name, patch).await {
             Err(SinkError::NotFound(_)) => {}
             other => return other,
@@ -234,10 +245,14 @@ impl Sink for KubeSink {
     async fn patch(&self, namespace: &str, name: &str, patch: Value) -> Result<(), SinkError> {
         let api: kube::Api<k8s_openapi::api::core::v1::Event> =
             kube::Api::namespaced(self.0.clone(), namespace);
-        api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(patch))
-            .await
-            .map(|_| ())
-            .map_err(|e| kube_error(name, e))
+        api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(patch),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| kube_error(name, e))
     }
 }
 
@@ -262,7 +277,11 @@ pub async fn ensure_image(
 ) -> Result<PulledImage, RuntimeError> {
     let present = policy != PullPolicy::Always && rt.has_image(image).await;
     if present {
-        rec.normal(about, "Pulled", format!("Container image \"{image}\" already present on machine"));
+        rec.normal(
+            about,
+            "Pulled",
+            format!("Container image \"{image}\" already present on machine"),
+        );
     } else if policy == PullPolicy::Never {
         let msg = format!("Container image \"{image}\" is not present with pull policy of Never");
         rec.warning(about, "ErrImageNeverPull", msg);
@@ -278,7 +297,10 @@ pub async fn ensure_image(
             rec.normal(about, "Pulled", msg);
         }
         Err(e @ RuntimeError::ImagePull { .. }) => {
-            let msg = format!("Failed to pull image \"{image}\": {}", crate::runtime::chain(e));
+            let msg = format!(
+                "Failed to pull image \"{image}\": {}",
+                crate::runtime::chain(e)
+            );
             rec.warning(about, "Failed", msg);
         }
         _ => {}
@@ -307,10 +329,15 @@ pub fn back_off(rec: &Recorder, about: &Involved, image: &str, crashed: bool) {
             .field_path
             .trim_start_matches("spec.containers{")
             .trim_end_matches('}');
-        let msg = format!("Back-off restarting failed container {container} in pod {pod}_{ns}({uid})");
+        let msg =
+            format!("Back-off restarting failed container {container} in pod {pod}_{ns}({uid})");
         rec.warning(about, "BackOff", msg);
     } else {
-        rec.normal(about, "BackOff", format!("Back-off pulling image \"{image}\""));
+        rec.normal(
+            about,
+            "BackOff",
+            format!("Back-off pulling image \"{image}\""),
+        );
         rec.warning(about, "Failed", "Error: ImagePullBackOff");
     }
 }
@@ -362,7 +389,10 @@ mod tests {
             if self.down {
                 return Err(SinkError::NotFound(name.into()));
             }
-            self.writes.lock().unwrap().push((format!("patch {name}"), patch));
+            self.writes
+                .lock()
+                .unwrap()
+                .push((format!("patch {name}"), patch));
             Ok(())
         }
     }
@@ -404,12 +434,22 @@ mod tests {
             gate: Some(tokio::sync::Semaphore::new(0)),
             ..Default::default()
         });
-        let rec = Recorder::with_queue(source(), Clock::starting_at(0), sink, 2, Config {
-            spam_burst: 100,
-            ..Config::default()
-        });
+        let rec = Recorder::with_queue(
+            source(),
+            Clock::starting_at(0),
+            sink,
+            2,
+            Config {
+                spam_burst: 100,
+                ..Config::default()
+            },
+        );
         for i in 0..10 {
-            rec.normal(&pod_ref("default", &format!("p{i}"), "u", ""), "Pulled", "m");
+            rec.normal(
+                &pod_ref("default", &format!("p{i}"), "u", ""),
+                "Pulled",
+                "m",
+            );
         }
         tokio::task::yield_now().await;
         assert!(rec.dropped() >= 7, "{}", rec.dropped());

@@ -495,7 +495,10 @@ impl Worker {
             // the pod is going: its probes stop, its containers stop together
             self.probes.clear();
             if let Some(d) = self.last.as_ref() {
-                for o in observed.iter().filter(|o| matches!(o.state, State::Running)) {
+                for o in observed
+                    .iter()
+                    .filter(|o| matches!(o.state, State::Running))
+                {
                     let msg = format!("Stopping container {}", o.name);
                     self.ctx.events.normal(&about(d, &o.name), "Killing", msg);
                 }

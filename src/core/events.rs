@@ -137,7 +137,11 @@ pub const COMBINED_PREFIX: &str = "(combined from similar events): ";
 /// Drops the least recently seen entries past `max`.
 fn bound<V>(map: &mut HashMap<String, V>, max: usize, last: impl Fn(&V) -> i64) {
     while map.len() > max {
-        let Some(oldest) = map.iter().min_by_key(|(_, v)| last(v)).map(|(k, _)| k.clone()) else {
+        let Some(oldest) = map
+            .iter()
+            .min_by_key(|(_, v)| last(v))
+            .map(|(k, _)| k.clone())
+        else {
             return;
         };
         map.remove(&oldest);
@@ -285,12 +289,24 @@ mod tests {
     #[test]
     fn the_same_event_again_is_counted_on_the_first_record() {
         let mut c = correlator(Config::default());
-        let first = c.correlate(pod_event("BackOff", "Back-off pulling image \"x\""), 1_000).unwrap();
-        assert_eq!((first.count, first.update, first.first_ms), (1, false, 1_000));
-        let again = c.correlate(pod_event("BackOff", "Back-off pulling image \"x\""), 5_000).unwrap();
+        let first = c
+            .correlate(pod_event("BackOff", "Back-off pulling image \"x\""), 1_000)
+            .unwrap();
+        assert_eq!(
+            (first.count, first.update, first.first_ms),
+            (1, false, 1_000)
+        );
+        let again = c
+            .correlate(pod_event("BackOff", "Back-off pulling image \"x\""), 5_000)
+            .unwrap();
         assert_eq!(again.name, first.name, "the same event, patched");
-        assert_eq!((again.count, again.update, again.first_ms, again.last_ms), (2, true, 1_000, 5_000));
-        let other = c.correlate(pod_event("Failed", "Error: ErrImagePull"), 6_000).unwrap();
+        assert_eq!(
+            (again.count, again.update, again.first_ms, again.last_ms),
+            (2, true, 1_000, 5_000)
+        );
+        let other = c
+            .correlate(pod_event("Failed", "Error: ErrImagePull"), 6_000)
+            .unwrap();
         assert_ne!(other.name, first.name);
         assert_eq!(other.count, 1);
         assert_eq!(first.namespace, "default");
@@ -301,14 +317,26 @@ mod tests {
         let mut c = correlator(Config::default());
         let mut last = None;
         for i in 0..12 {
-            last = c.correlate(pod_event("Unhealthy", &format!("probe failed: {i}")), 1_000 + i);
+            last = c.correlate(
+                pod_event("Unhealthy", &format!("probe failed: {i}")),
+                1_000 + i,
+            );
         }
         // 9 distinct messages pass as they are; from the 10th they fold into one event
         let last = last.unwrap();
-        assert!(last.message.starts_with(COMBINED_PREFIX), "{}", last.message);
+        assert!(
+            last.message.starts_with(COMBINED_PREFIX),
+            "{}",
+            last.message
+        );
         assert_eq!(last.count, 3, "the 10th, 11th and 12th");
         // outside the window the group starts over
-        let fresh = c.correlate(pod_event("Unhealthy", "probe failed: late"), 1_000 + 600_001 + 20).unwrap();
+        let fresh = c
+            .correlate(
+                pod_event("Unhealthy", "probe failed: late"),
+                1_000 + 600_001 + 20,
+            )
+            .unwrap();
         assert_eq!(fresh.message, "probe failed: late");
     }
 

@@ -72,7 +72,11 @@ mod tests {
         let cases = [
             (json!([]), None, None),
             (json!([]), Some(Propagation::Background), None),
-            (json!([]), Some(Propagation::Orphan), Some(json!(["orphan"]))),
+            (
+                json!([]),
+                Some(Propagation::Orphan),
+                Some(json!(["orphan"])),
+            ),
             (
                 json!(["x/y"]),
                 Some(Propagation::Foreground),

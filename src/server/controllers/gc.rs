@@ -336,7 +336,10 @@ impl Collector {
     pub async fn pass(&mut self) -> Result<(), ApiError> {
         let mut items = Vec::new();
         for r in collected() {
-            let (list, _) = self.api.list(&self.user, r, None, &Filter::default()).await?;
+            let (list, _) = self
+                .api
+                .list(&self.user, r, None, &Filter::default())
+                .await?;
             items.extend(list.into_iter().map(|o| (r, o)));
         }
         self.owners = items
@@ -363,7 +366,11 @@ impl Collector {
             return Ok(false);
         };
         let ns = r.namespaced.then_some(ns);
-        match self.api.get(&self.user, ObjectRef::new(r, ns, &o.name)).await {
+        match self
+            .api
+            .get(&self.user, ObjectRef::new(r, ns, &o.name))
+            .await
+        {
             Ok(owner) => Ok(s(&owner, "/metadata/uid") != o.uid),
             Err(e) if e.code == 404 => Ok(true),
             Err(e) => Err(e),
@@ -396,8 +403,7 @@ impl Collector {
             }
             Action::RemoveOwners { target, uids } => {
                 self.edit(target, |m| {
-                    if let Some(refs) = m.get_mut("ownerReferences").and_then(Value::as_array_mut)
-                    {
+                    if let Some(refs) = m.get_mut("ownerReferences").and_then(Value::as_array_mut) {
                         refs.retain(|o| !uids.iter().any(|u| o.get("uid") == Some(&json!(u))));
                         if refs.is_empty() {
                             m.remove("ownerReferences");
@@ -466,9 +472,11 @@ mod tests {
     fn pod(name: &str, owners: &[(&str, bool)]) -> Arc<Value> {
         let refs: Vec<Value> = owners
             .iter()
-            .map(|(uid, block)| json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+            .map(|(uid, block)| {
+                json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
                 "name": format!("ds-{uid}"), "uid": uid, "controller": true,
-                "blockOwnerDeletion": block}))
+                "blockOwnerDeletion": block})
+            })
             .collect();
         Arc::new(json!({"apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default", "uid": format!("u-{name}"),
@@ -493,9 +501,11 @@ mod tests {
                 Action::RemoveOwners { target, uids } => {
                     ("unown".into(), target.name.clone(), uids.join(","))
                 }
-                Action::RemoveFinalizer { target, finalizer } => {
-                    ("unfinalize".into(), target.name.clone(), finalizer.to_string())
-                }
+                Action::RemoveFinalizer { target, finalizer } => (
+                    "unfinalize".into(),
+                    target.name.clone(),
+                    finalizer.to_string(),
+                ),
             })
             .collect()
     }
@@ -504,27 +514,73 @@ mod tests {
     fn the_plan_follows_the_owners() {
         let t = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
         let cases: Vec<(&str, Vec<(&'static Resource, Arc<Value>)>, Vec<_>)> = vec![
-            ("owner alive", vec![(&DAEMONSETS, ds("a", None)), (&PODS, pod("p", &[("a", true)]))], vec![]),
-            ("owner gone (background)", vec![(&PODS, pod("p", &[("a", true)]))],
-                vec![t("delete", "p", "Background 1")]),
-            ("one owner of two gone", vec![(&DAEMONSETS, ds("a", None)), (&PODS, pod("p", &[("a", true), ("b", false)]))],
-                vec![t("unown", "p", "b")]),
-            ("orphan: refs off first", vec![(&DAEMONSETS, ds("a", Some(ORPHAN))), (&PODS, pod("p", &[("a", true)]))],
-                vec![t("unown", "p", "a")]),
-            ("orphan: then the finalizer", vec![(&DAEMONSETS, ds("a", Some(ORPHAN))), (&PODS, pod("p", &[]))],
-                vec![t("unfinalize", "ds-a", ORPHAN)]),
-            ("foreground: dependents deleted, owner waits for the blocking one",
-                vec![(&DAEMONSETS, ds("a", Some(FOREGROUND))), (&PODS, pod("p", &[("a", true)]))],
-                vec![t("delete", "p", "Background 0")]),
-            ("foreground: a non-blocking dependent does not hold the owner",
-                vec![(&DAEMONSETS, ds("a", Some(FOREGROUND))), (&PODS, pod("p", &[("a", false)]))],
-                vec![t("unfinalize", "ds-a", FOREGROUND), t("delete", "p", "Background 0")]),
-            ("foreground: a solid second owner keeps the dependent",
-                vec![(&DAEMONSETS, ds("a", Some(FOREGROUND))), (&DAEMONSETS, ds("b", None)),
-                    (&PODS, pod("p", &[("a", true), ("b", false)]))],
-                vec![t("unown", "p", "a")]),
-            ("foreground: no dependents left", vec![(&DAEMONSETS, ds("a", Some(FOREGROUND)))],
-                vec![t("unfinalize", "ds-a", FOREGROUND)]),
+            (
+                "owner alive",
+                vec![
+                    (&DAEMONSETS, ds("a", None)),
+                    (&PODS, pod("p", &[("a", true)])),
+                ],
+                vec![],
+            ),
+            (
+                "owner gone (background)",
+                vec![(&PODS, pod("p", &[("a", true)]))],
+                vec![t("delete", "p", "Background 1")],
+            ),
+            (
+                "one owner of two gone",
+                vec![
+                    (&DAEMONSETS, ds("a", None)),
+                    (&PODS, pod("p", &[("a", true), ("b", false)])),
+                ],
+                vec![t("unown", "p", "b")],
+            ),
+            (
+                "orphan: refs off first",
+                vec![
+                    (&DAEMONSETS, ds("a", Some(ORPHAN))),
+                    (&PODS, pod("p", &[("a", true)])),
+                ],
+                vec![t("unown", "p", "a")],
+            ),
+            (
+                "orphan: then the finalizer",
+                vec![(&DAEMONSETS, ds("a", Some(ORPHAN))), (&PODS, pod("p", &[]))],
+                vec![t("unfinalize", "ds-a", ORPHAN)],
+            ),
+            (
+                "foreground: dependents deleted, owner waits for the blocking one",
+                vec![
+                    (&DAEMONSETS, ds("a", Some(FOREGROUND))),
+                    (&PODS, pod("p", &[("a", true)])),
+                ],
+                vec![t("delete", "p", "Background 0")],
+            ),
+            (
+                "foreground: a non-blocking dependent does not hold the owner",
+                vec![
+                    (&DAEMONSETS, ds("a", Some(FOREGROUND))),
+                    (&PODS, pod("p", &[("a", false)])),
+                ],
+                vec![
+                    t("unfinalize", "ds-a", FOREGROUND),
+                    t("delete", "p", "Background 0"),
+                ],
+            ),
+            (
+                "foreground: a solid second owner keeps the dependent",
+                vec![
+                    (&DAEMONSETS, ds("a", Some(FOREGROUND))),
+                    (&DAEMONSETS, ds("b", None)),
+                    (&PODS, pod("p", &[("a", true), ("b", false)])),
+                ],
+                vec![t("unown", "p", "a")],
+            ),
+            (
+                "foreground: no dependents left",
+                vec![(&DAEMONSETS, ds("a", Some(FOREGROUND)))],
+                vec![t("unfinalize", "ds-a", FOREGROUND)],
+            ),
         ];
         for (name, items, want) in cases {
             assert_eq!(summary(&plan(&items)), want, "{name}");
@@ -536,8 +592,14 @@ mod tests {
         // nor one of the same uid in another namespace found
         let mut other = (*ds("a", None)).clone();
         other["metadata"]["namespace"] = json!("elsewhere");
-        let items = [(&DAEMONSETS, Arc::new(other)), (&PODS, pod("p", &[("a", true)]))];
-        assert_eq!(summary(&plan(&items)), vec![t("delete", "p", "Background 1")]);
+        let items = [
+            (&DAEMONSETS, Arc::new(other)),
+            (&PODS, pod("p", &[("a", true)])),
+        ];
+        assert_eq!(
+            summary(&plan(&items)),
+            vec![t("delete", "p", "Background 1")]
+        );
     }
 
     fn api(dir: &tempfile::TempDir) -> Arc<Api> {
@@ -567,11 +629,17 @@ mod tests {
                     .unwrap();
             }
         };
-        let ds_at = |uid: &'static str| ObjectRef::new(&DAEMONSETS, Some("default"), match uid {
-            "a" => "ds-a",
-            "b" => "ds-b",
-            _ => "ds-c",
-        });
+        let ds_at = |uid: &'static str| {
+            ObjectRef::new(
+                &DAEMONSETS,
+                Some("default"),
+                match uid {
+                    "a" => "ds-a",
+                    "b" => "ds-b",
+                    _ => "ds-c",
+                },
+            )
+        };
         let policy = |p| DeleteOptions {
             propagation: Some(p),
             ..Default::default()
@@ -603,7 +671,10 @@ mod tests {
         assert_eq!(marked["metadata"]["finalizers"], json!([FOREGROUND]));
         gc.pass().await.unwrap();
         assert!(!exists(&api, "pods", "pb").await);
-        assert!(exists(&api, "daemonsets.apps", "ds-b").await, "one pass later");
+        assert!(
+            exists(&api, "daemonsets.apps", "ds-b").await,
+            "one pass later"
+        );
         gc.pass().await.unwrap();
         assert!(!exists(&api, "daemonsets.apps", "ds-b").await);
 
@@ -612,12 +683,20 @@ mod tests {
             .await
             .unwrap();
         gc.pass().await.unwrap();
-        let pc = api.store.get("pods", "default", "pc").await.unwrap().unwrap();
+        let pc = api
+            .store
+            .get("pods", "default", "pc")
+            .await
+            .unwrap()
+            .unwrap();
         assert!(pc.pointer("/metadata/ownerReferences").is_none(), "{pc}");
         gc.pass().await.unwrap();
         assert!(!exists(&api, "daemonsets.apps", "ds-c").await);
         assert!(exists(&api, "pods", "pc").await);
         gc.pass().await.unwrap();
-        assert!(exists(&api, "pods", "pc").await, "an orphan is nobody's to collect");
+        assert!(
+            exists(&api, "pods", "pc").await,
+            "an orphan is nobody's to collect"
+        );
     }
 }

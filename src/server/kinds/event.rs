@@ -140,10 +140,7 @@ fn time(obj: &Value, ptr: &str) -> Option<DateTime<Utc>> {
 /// The Source cell: `component, host` (the reporting controller and instance for new events).
 fn source(obj: &Value) -> String {
     let (component, host) = match s(obj, "/source/component") {
-        "" => (
-            s(obj, "/reportingComponent"),
-            s(obj, "/reportingInstance"),
-        ),
+        "" => (s(obj, "/reportingComponent"), s(obj, "/reportingInstance")),
         c => (c, s(obj, "/source/host")),
     };
     match (component, host) {
@@ -179,7 +176,11 @@ pub async fn compact_once(api: &Api, user: &User, now: DateTime<Utc>, ttl: Durat
     };
     let mut n = 0;
     for ev in items.iter().filter(|e| expired(e, now, ttl)) {
-        let at = ObjectRef::new(&EVENTS, Some(s(ev, "/metadata/namespace")), s(ev, "/metadata/name"));
+        let at = ObjectRef::new(
+            &EVENTS,
+            Some(s(ev, "/metadata/namespace")),
+            s(ev, "/metadata/name"),
+        );
         let opts = DeleteOptions {
             preconditions: crate::server::verbs::Preconditions {
                 resource_version: crate::server::store::object_rv(ev).into(),
@@ -229,7 +230,13 @@ impl Sink for ApiSink {
     async fn create(&self, namespace: &str, event: Value) -> Result<(), SinkError> {
         let name = s(&event, "/metadata/name").to_string();
         self.api
-            .create(&self.user, &EVENTS, Some(namespace), event, WriteOpts::INTERNAL)
+            .create(
+                &self.user,
+                &EVENTS,
+                Some(namespace),
+                event,
+                WriteOpts::INTERNAL,
+            )
             .await
             .map(|_| ())
             .map_err(|e| sink_error(&name, e))
@@ -237,7 +244,14 @@ impl Sink for ApiSink {
     async fn patch(&self, namespace: &str, name: &str, patch: Value) -> Result<(), SinkError> {
         let at = ObjectRef::new(&EVENTS, Some(namespace), name);
         self.api
-            .patch(&self.user, at, Part::Main, PatchType::Merge, &patch, WriteOpts::INTERNAL)
+            .patch(
+                &self.user,
+                at,
+                Part::Main,
+                PatchType::Merge,
+                &patch,
+                WriteOpts::INTERNAL,
+            )
             .await
             .map(|_| ())
             .map_err(|e| sink_error(name, e))
@@ -305,7 +319,11 @@ mod tests {
         let ev = event("e", "2026-11-26T10:30:00Z");
         assert!(!expired(&ev, at("2026-11-26T11:29:59Z"), DEFAULT_TTL));
         assert!(expired(&ev, at("2026-11-26T11:30:00Z"), DEFAULT_TTL));
-        assert!(!expired(&json!({}), at("2030-01-01T00:00:00Z"), DEFAULT_TTL));
+        assert!(!expired(
+            &json!({}),
+            at("2030-01-01T00:00:00Z"),
+            DEFAULT_TTL
+        ));
     }
 
     /// The compaction loop on paused time: an event written now is gone once the TTL passed,
@@ -316,19 +334,34 @@ mod tests {
         let store = SqliteStore::open(&dir.path().join("s.db"), 100).unwrap();
         let api = Arc::new(Api::new(Arc::new(store), Default::default()));
         let user = User::internal("test");
-        api.create(&user, &NAMESPACES, None, json!({"metadata": {"name": "default"}}), WriteOpts::INTERNAL)
-            .await
-            .unwrap();
+        api.create(
+            &user,
+            &NAMESPACES,
+            None,
+            json!({"metadata": {"name": "default"}}),
+            WriteOpts::INTERNAL,
+        )
+        .await
+        .unwrap();
         let clock = Clock::starting_at(Utc::now().timestamp_millis());
         let now = DateTime::from_timestamp_millis(clock.now_ms()).unwrap();
         let stamp = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        api.create(&user, &EVENTS, Some("default"), event("e", &stamp), WriteOpts::INTERNAL)
-            .await
-            .unwrap();
+        api.create(
+            &user,
+            &EVENTS,
+            Some("default"),
+            event("e", &stamp),
+            WriteOpts::INTERNAL,
+        )
+        .await
+        .unwrap();
         let ttl = Duration::from_secs(600);
         let task = tokio::spawn(compact(api.clone(), clock.clone(), ttl));
         let count = || async {
-            let (items, _) = api.list(&user, &EVENTS, None, &Filter::default()).await.unwrap();
+            let (items, _) = api
+                .list(&user, &EVENTS, None, &Filter::default())
+                .await
+                .unwrap();
             items.len()
         };
         tokio::time::sleep(Duration::from_secs(590)).await;

@@ -109,7 +109,11 @@ mod tests {
             assert_eq!(cells.len(), r.strategy.columns().len(), "{}", r.kind);
             // the name column first, but for Events (upstream's printer has it last, wide)
             let name_at = r.strategy.columns().iter().position(|c| c.format == "name");
-            let want = if r.kind == "Event" { r.strategy.columns().len() - 1 } else { 0 };
+            let want = if r.kind == "Event" {
+                r.strategy.columns().len() - 1
+            } else {
+                0
+            };
             assert_eq!(name_at, Some(want), "{}", r.kind);
         }
     }

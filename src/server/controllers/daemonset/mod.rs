@@ -32,13 +32,13 @@ use tracing::Instrument as _;
 use super::claim::{self, Claim, Owner};
 use super::queue::{Key, Queue};
 use super::{controller_of, s};
+use crate::agent::events::Recorder;
 use crate::core::eligibility::node_should_run;
+use crate::core::events::Involved;
 use crate::core::hash::template_hash;
 use crate::core::labels::selector_matches;
 use crate::core::rollout::{self, DaemonPod, FailedBackoff, NodeFit, BURST};
 use crate::server::auth::User;
-use crate::agent::events::Recorder;
-use crate::core::events::Involved;
 use crate::server::kinds::{event, CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS};
 use crate::server::query::{Filter, WriteOpts};
 use crate::server::resources::Resource;
@@ -424,13 +424,17 @@ impl Controller {
             self.create_pods(&ds, &owner, &update.create_on, &hash)
                 .await
                 .map_err(err)?;
-            self.delete_pods(&owner, &update.delete).await.map_err(err)?;
+            self.delete_pods(&owner, &update.delete)
+                .await
+                .map_err(err)?;
             waiting_pull = update.waiting_pull;
         } else {
             self.create_pods(&ds, &owner, &manage.create_on, &hash)
                 .await
                 .map_err(err)?;
-            self.delete_pods(&owner, &manage.delete).await.map_err(err)?;
+            self.delete_pods(&owner, &manage.delete)
+                .await
+                .map_err(err)?;
         }
 
         let stall = rollout::stall(&pods, &hash);
@@ -517,7 +521,8 @@ impl Controller {
                 })?;
             let created_name = s(&created.object, "/metadata/name");
             let msg = format!("Created pod: {created_name}");
-            self.events.normal(&involved(owner), "SuccessfulCreate", msg);
+            self.events
+                .normal(&involved(owner), "SuccessfulCreate", msg);
             tracing::info!(
                 pod = s(&created.object, "/metadata/name"),
                 node = node.as_str(),
@@ -537,7 +542,10 @@ impl Controller {
         let mut first_error = None;
         for d in deletes.iter().take(BURST) {
             if d.why == rollout::Why::Failed {
-                let msg = format!("Found failed daemon pod {ns}/{}, will try to kill it", d.pod);
+                let msg = format!(
+                    "Found failed daemon pod {ns}/{}, will try to kill it",
+                    d.pod
+                );
                 self.events.warning(&about, "FailedDaemonPod", msg);
             }
             let at = ObjectRef::new(&PODS, Some(ns), &d.pod);
