@@ -235,6 +235,9 @@ fn describe_and_get_events_show_what_happened() {
             ds.contains("SuccessfulCreate") && ds.contains(&format!("Created pod: {pod}")),
             "{ds}"
         );
+        // `kubectl events` is beta in 1.26 and 1.27, GA from 1.28
+        let listed = c.ok_with(kubectl, &["events", "--for", &format!("pod/{pod}")]);
+        assert!(listed.contains("Started"), "{listed}");
     }
     let all = c.ok(&["get", "events"]);
     assert!(
@@ -250,8 +253,24 @@ fn describe_and_get_events_show_what_happened() {
         "name",
     ]);
     assert_eq!(selected.lines().count(), 1, "{selected}");
-    let streamed = c.ok(&["events", "--for", &format!("pod/{pod}")]);
-    assert!(streamed.contains("Started"), "{streamed}");
+    // the official Python client, selecting by the involved object
+    let script = "import sys\nfrom kubernetes import client, config\n\
+        config.load_kube_config(config_file=sys.argv[1])\n\
+        evs = client.CoreV1Api().list_namespaced_event('default', \
+        field_selector='involvedObject.kind=DaemonSet,involvedObject.name=mon').items\n\
+        print(sorted({(e.reason, e.source.component) for e in evs}))\n";
+    let out = Command::new(common::python_client())
+        .args(["-c", script])
+        .arg(&c.kubeconfig)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        printed.trim(),
+        "[('SuccessfulCreate', 'daemonset-controller')]",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     c.apply(&ds_yaml("broken", &format!("{registry}/no-such-image:v1")));
     let bad = wait_for("a pod of broken", Duration::from_secs(30), || {
@@ -353,4 +372,38 @@ fn orphan_adopt_foreground_and_background_deletion() {
     wait_for("the pod collected", Duration::from_secs(60), || {
         (c.pods("mon").is_empty() && c.tasks().is_empty()).then_some(())
     });
+}
+
+/// With the API down the agent still restarts a killed container (no container start waits for
+/// an event to be written); the events it cannot write are dropped and counted.
+#[test]
+fn containers_start_while_the_api_is_down() {
+    let registry = common::registry();
+    let mut c = Cluster::start();
+    c.apply(&ds_yaml("mon", &format!("{registry}/busybox:v1")));
+    c.running_pod("mon");
+    let before = c.tasks();
+    c.server.stop();
+    let ctr = |args: &[&str]| {
+        let st = Command::new("ctr")
+            .arg("--address")
+            .arg(&c.ctd.socket)
+            .args(["-n", &c.ns])
+            .args(args)
+            .status()
+            .expect("run ctr");
+        assert!(st.success(), "ctr {args:?}");
+    };
+    ctr(&["tasks", "kill", "-s", "SIGKILL", &before[0].0]);
+    let after = wait_for("the container restarted", Duration::from_secs(60), || {
+        let now = c.tasks();
+        (now.len() == 1 && now != before).then_some(now)
+    });
+    assert!(after[0].0.ends_with("_1"), "restart 1: {after:?}");
+    let agent = c.agent.as_ref().unwrap();
+    wait_for(
+        "events dropped and counted",
+        Duration::from_secs(30),
+        || agent.log().contains("events dropped").then_some(()),
+    );
 }

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::agent::clock::Clock;
 use crate::core::events::{Config, Correlator, Event, Involved, Record, Source, Type};
+use crate::core::probe::Outcome;
 use crate::runtime::{PullPolicy, PulledImage, Runtime, RuntimeError};
 
 /// How many events may wait for the sender; past that they are dropped.
@@ -91,6 +92,19 @@ struct Inner {
     dropped: AtomicU64,
 }
 
+impl Inner {
+    /// Counts a dropped event; says so in the log at the 1st, 2nd, 4th, 8th... drop.
+    fn dropped(&self) {
+        let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                dropped = n,
+                "events dropped: the API does not take them fast enough"
+            );
+        }
+    }
+}
+
 /// A component's handle to record events; cloning it is cheap. A disabled recorder records
 /// nothing (tests of parts that do not look at events).
 #[derive(Clone, Default)]
@@ -158,7 +172,7 @@ impl Recorder {
         };
         if let Some(record) = record {
             if inner.tx.try_send(record).is_err() {
-                inner.dropped.fetch_add(1, Ordering::Relaxed);
+                inner.dropped();
             }
         }
     }
@@ -204,7 +218,7 @@ async fn send(sink: Arc<dyn Sink>, mut rx: mpsc::Receiver<Record>, inner: std::s
                 Err(e) if attempt >= ATTEMPTS => {
                     tracing::debug!(error = %crate::runtime::chain(&e), event = r.name.as_str(), "event dropped");
                     if let Some(i) = inner.upgrade() {
-                        i.dropped.fetch_add(1, Ordering::Relaxed);
+                        i.dropped();
                     }
                     break;
                 }
@@ -339,6 +353,18 @@ pub fn back_off(rec: &Recorder, about: &Involved, image: &str, crashed: bool) {
             format!("Back-off pulling image \"{image}\""),
         );
         rec.warning(about, "Failed", "Error: ImagePullBackOff");
+    }
+}
+
+/// The prober's events: `Unhealthy` for a probe that failed ("Liveness probe failed: ...") or
+/// could not run ("... probe errored: ...").
+pub fn probe_outcome(rec: &Recorder, about: &Involved, probe: &str, outcome: &Outcome) {
+    match outcome {
+        Outcome::Success => {}
+        Outcome::Failure(m) => {
+            rec.warning(about, "Unhealthy", format!("{probe} probe failed: {m}"))
+        }
+        Outcome::Error(m) => rec.warning(about, "Unhealthy", format!("{probe} probe errored: {m}")),
     }
 }
 

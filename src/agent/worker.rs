@@ -350,6 +350,9 @@ struct ProbeTask {
     /// A wait before the first run (see `Context::started`).
     jitter: Duration,
     clock: Clock,
+    /// Failed probes are events (`Unhealthy`) about the container.
+    events: Recorder,
+    about: crate::core::events::Involved,
 }
 
 impl ProbeTask {
@@ -375,6 +378,7 @@ impl ProbeTask {
                 Ok(h) => self.prober.probe(&self.target, h, timeout).await,
                 Err(e) => Outcome::Error(e.clone()),
             };
+            events::probe_outcome(&self.events, &self.about, self.kind.as_str(), &outcome);
             match &outcome {
                 Outcome::Success => {}
                 Outcome::Failure(m) => {
@@ -771,6 +775,8 @@ impl Worker {
                     prober: self.ctx.prober.clone(),
                     changed: self.probe_tx.clone(),
                     wake: wake.clone(),
+                    events: self.ctx.events.clone(),
+                    about: about(desired, &c.name),
                 };
                 // under the pod's span (the current one: this runs in a sync)
                 let span = tracing::info_span!(

@@ -133,8 +133,11 @@ pub enum Action {
     },
 }
 
+/// One collected object and its resource.
+pub type Item = (&'static Resource, Arc<Value>);
+
 /// The collector's decisions over a snapshot of the collected objects.
-pub fn plan(items: &[(&'static Resource, Arc<Value>)]) -> Vec<Action> {
+pub fn plan(items: &[Item]) -> Vec<Action> {
     let by_uid: HashMap<&str, (&'static Resource, &Value)> = items
         .iter()
         .map(|(r, o)| (s(o, "/metadata/uid"), (*r, &**o)))
@@ -513,7 +516,7 @@ mod tests {
     #[test]
     fn the_plan_follows_the_owners() {
         let t = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
-        let cases: Vec<(&str, Vec<(&'static Resource, Arc<Value>)>, Vec<_>)> = vec![
+        let cases: Vec<(&str, Vec<Item>, Vec<_>)> = vec![
             (
                 "owner alive",
                 vec![
