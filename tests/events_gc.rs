@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::proc::Proc;
+use common::proc::{AgentArgs, Proc};
 use common::{wait_for, Containerd};
 use serde_json::Value;
 
@@ -58,22 +58,15 @@ impl Cluster {
         let state = c.dir.path().join("agent");
         let config = c.dir.path().join("agent.toml");
         std::fs::write(&config, "container-logs-to-journald = false\n").unwrap();
-        let args = [
-            "agent",
-            "--config",
-            config.to_str().unwrap(),
-            "--node-name",
-            NODE,
-            "--kubeconfig",
-            c.kubeconfig.to_str().unwrap(),
-            "--containerd-socket",
-            c.ctd.socket.to_str().unwrap(),
-            "--containerd-namespace",
-            &c.ns,
-            "--state-dir",
-            state.to_str().unwrap(),
-        ];
-        c.agent = Some(Proc::spawn(&args, c.dir.path().join("agent.log")));
+        let args = AgentArgs {
+            config: &config,
+            node: NODE,
+            kubeconfig: &c.kubeconfig,
+            socket: &c.ctd.socket,
+            namespace: &c.ns,
+            state_dir: &state,
+        };
+        c.agent = Some(Proc::agent(&args, c.dir.path().join("agent.log")));
         wait_for("the node", Duration::from_secs(20), || {
             c.kubectl(&["get", "node", NODE])
                 .status
@@ -239,6 +232,8 @@ fn describe_and_get_events_show_what_happened() {
         let listed = c.ok_with(kubectl, &["events", "--for", &format!("pod/{pod}")]);
         assert!(listed.contains("Started"), "{listed}");
     }
+    let node = c.ok(&["describe", "node", NODE]);
+    assert!(node.contains("Starting kubelet."), "{node}");
     let all = c.ok(&["get", "events"]);
     assert!(
         all.contains("LAST SEEN") && all.contains(&format!("pod/{pod}")),

@@ -368,6 +368,19 @@ pub fn probe_outcome(rec: &Recorder, about: &Involved, probe: &str, outcome: &Ou
     }
 }
 
+/// The reference of a Node, as the kubelet and the node controller make it (the uid is the
+/// node's name, so that `kubectl describe node` finds the events).
+pub fn node_ref(name: &str) -> Involved {
+    Involved {
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        namespace: String::new(),
+        name: name.into(),
+        uid: name.into(),
+        field_path: String::new(),
+    }
+}
+
 /// The reference of a pod (or of one of its containers, `container` non-empty).
 pub fn pod_ref(namespace: &str, name: &str, uid: &str, container: &str) -> Involved {
     Involved {

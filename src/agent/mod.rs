@@ -131,6 +131,9 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
             Arc::new(events::KubeSink(client.clone())),
         ),
     });
+    let node_ref = events::node_ref(&cfg.node_name);
+    ctx.events
+        .normal(&node_ref, "Starting", "Starting kubelet.");
     let (pod_tx, pod_rx) = mpsc::unbounded_channel();
     tokio::spawn(podsync::run(client.clone(), pod_rx));
     let runtime_version = match ctx.runtime.version().await {

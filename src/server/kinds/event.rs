@@ -71,6 +71,15 @@ const TYPES: &[&str] = &["Normal", "Warning"];
 impl Kind for EventStrategy {
     type Object = Event;
 
+    /// The reference fields kubectl's describe selects on are stored even when empty: upstream's
+    /// field set has "" for them, so `involvedObject.namespace=` finds a Node's events.
+    fn default(&self, ev: &mut Event) {
+        let o = &mut ev.involved_object;
+        for f in [&mut o.namespace, &mut o.uid, &mut o.kind, &mut o.name] {
+            f.get_or_insert_with(String::new);
+        }
+    }
+
     fn validate(&self, ev: &Event) -> Vec<FieldError> {
         let mut errs = validate_object_meta(&ev.metadata, true, names::is_dns1123_subdomain);
         let ns = ev.metadata.namespace.as_deref().unwrap_or("");
@@ -383,6 +392,17 @@ mod tests {
         if let Err(e) = EVENTS.strategy.prepare(&ok, ctx) {
             panic!("{}", e.message);
         }
+        let mut node = ok.clone();
+        node["involvedObject"] = json!({"kind": "Node", "name": "n1"});
+        let stored = EVENTS.strategy.prepare(&node, ctx).unwrap().object;
+        assert_eq!(
+            (
+                &stored["involvedObject"]["namespace"],
+                &stored["involvedObject"]["uid"]
+            ),
+            (&json!(""), &json!("")),
+            "selectable as empty, as upstream's field set has them"
+        );
         let mut elsewhere = ok.clone();
         elsewhere["involvedObject"]["namespace"] = json!("other");
         let mut odd = ok.clone();
