@@ -230,25 +230,36 @@ pub fn plan(items: &[Item]) -> Vec<Action> {
 }
 
 /// Whether a watch event may change what the collector decides: a delete of an owner or a
-/// dependent, owner references that changed, or a deletion (with its finalizers) that did.
-fn matters(ev: &WatchEvent, owners: &HashSet<String>) -> bool {
+/// dependent, a deletion (with its finalizers) that changed, a reference taken off (a waiting
+/// owner may go), or one to an owner not known to exist (`live`: the uids the collector saw).
+/// A new pod of a live DaemonSet (the bulk of a fleet's creates) calls for nothing.
+fn matters(ev: &WatchEvent, owners: &HashSet<String>, live: &HashSet<String>) -> bool {
     let obj = &ev.object;
-    let refs = |v: &Value| v.pointer("/metadata/ownerReferences").cloned();
+    // references to kinds not served here never make the collector act
+    let uids = |v: &Value| -> HashSet<String> {
+        owner_refs(v)
+            .into_iter()
+            .filter(|o| resource_of(&o.api_version, &o.kind).is_some())
+            .map(|o| o.uid)
+            .collect()
+    };
     let deletion = |v: &Value| {
         (
             v.pointer("/metadata/deletionTimestamp").cloned(),
             v.pointer("/metadata/finalizers").cloned(),
         )
     };
-    match ev.event_type {
-        EventType::Deleted => refs(obj).is_some() || owners.contains(s(obj, "/metadata/uid")),
-        _ => match &ev.prev {
-            None => refs(obj).is_some() || deleting(obj),
-            Some(prev) => {
-                refs(prev) != refs(obj) || (deleting(obj) && deletion(prev) != deletion(obj))
-            }
-        },
+    if ev.event_type == EventType::Deleted {
+        return !uids(obj).is_empty() || owners.contains(s(obj, "/metadata/uid"));
     }
+    let now = uids(obj);
+    let before = ev.prev.as_deref().map(uids).unwrap_or_default();
+    let deletion_changed = deleting(obj)
+        && ev
+            .prev
+            .as_deref()
+            .is_none_or(|p| deletion(p) != deletion(obj));
+    deletion_changed || !before.is_subset(&now) || now.iter().any(|u| !live.contains(u))
 }
 
 /// The garbage collector of one server.
@@ -256,6 +267,8 @@ pub struct Collector {
     api: Arc<Api>,
     user: User,
     clock: Clock,
+    /// The uids of the collected objects at the last pass (and created since).
+    live: HashSet<String>,
     /// The uids named as owners at the last pass (and since).
     owners: HashSet<String>,
 }
@@ -274,12 +287,14 @@ impl Collector {
             api,
             user: User::internal("generic-garbage-collector"),
             clock,
+            live: HashSet::new(),
             owners: HashSet::new(),
         }
     }
 
     async fn run(mut self) {
         let resources = collected();
+        let keys: HashSet<String> = resources.iter().map(|r| r.key()).collect();
         loop {
             let mut watch = match self.api.watch_all(&self.user, &resources).await {
                 Ok(w) => w,
@@ -298,7 +313,7 @@ impl Collector {
                         let mut next = Some(ev);
                         while let Some(ev) = next.take() {
                             match ev {
-                                Ok(ev) => pass |= self.note(&ev),
+                                Ok(ev) => pass |= self.note(&ev, &keys),
                                 Err(RecvError::Lagged(_)) => pass = true,
                                 Err(RecvError::Closed) => return,
                             }
@@ -326,8 +341,17 @@ impl Collector {
     }
 
     /// Notes the owners an event names; whether it calls for a pass.
-    fn note(&mut self, ev: &WatchEvent) -> bool {
-        let matters = matters(ev, &self.owners);
+    fn note(&mut self, ev: &WatchEvent, keys: &HashSet<String>) -> bool {
+        if !keys.contains(&ev.resource) {
+            return false;
+        }
+        let uid = s(&ev.object, "/metadata/uid").to_string();
+        if ev.event_type == EventType::Deleted {
+            self.live.remove(&uid);
+        } else {
+            self.live.insert(uid);
+        }
+        let matters = matters(ev, &self.owners, &self.live);
         if ev.event_type != EventType::Deleted {
             self.owners
                 .extend(owner_refs(&ev.object).into_iter().map(|o| o.uid));
@@ -349,6 +373,10 @@ impl Collector {
             .iter()
             .flat_map(|(_, o)| owner_refs(o))
             .map(|o| o.uid)
+            .collect();
+        self.live = items
+            .iter()
+            .map(|(_, o)| s(o, "/metadata/uid").to_string())
             .collect();
         let mut failed = None;
         for action in plan(&items) {
@@ -603,6 +631,68 @@ mod tests {
             summary(&plan(&items)),
             vec![t("delete", "p", "Background 1")]
         );
+    }
+
+    #[test]
+    fn only_changes_that_may_matter_call_for_a_pass() {
+        let ev = |t: EventType, obj: Arc<Value>, prev: Option<Arc<Value>>| {
+            WatchEvent::new(t, 1, "pods", "default", "p", obj, prev)
+        };
+        let live: HashSet<String> = ["a".to_string()].into();
+        let owners: HashSet<String> = ["a".to_string()].into();
+        let p = pod("p", &[("a", true)]);
+        let orphan = pod("p", &[]);
+        let mut status = (*p).clone();
+        status["status"] = json!({"phase": "Running"});
+        let cases = [
+            (
+                "a new pod of a live owner",
+                ev(EventType::Added, p.clone(), None),
+                false,
+            ),
+            (
+                "a new pod of an unknown owner",
+                ev(EventType::Added, pod("q", &[("b", true)]), None),
+                true,
+            ),
+            (
+                "a status write",
+                ev(EventType::Modified, Arc::new(status), Some(p.clone())),
+                false,
+            ),
+            (
+                "a reference taken off",
+                ev(EventType::Modified, orphan.clone(), Some(p.clone())),
+                true,
+            ),
+            (
+                "a dependent deleted",
+                ev(EventType::Deleted, p.clone(), None),
+                true,
+            ),
+            (
+                "an owner deleted",
+                ev(EventType::Deleted, ds("a", None), None),
+                true,
+            ),
+            (
+                "a bare pod deleted",
+                ev(EventType::Deleted, orphan.clone(), None),
+                false,
+            ),
+            (
+                "an owner marked",
+                ev(
+                    EventType::Modified,
+                    ds("a", Some(ORPHAN)),
+                    Some(ds("a", None)),
+                ),
+                true,
+            ),
+        ];
+        for (name, ev, want) in cases {
+            assert_eq!(matters(&ev, &owners, &live), want, "{name}");
+        }
     }
 
     fn api(dir: &tempfile::TempDir) -> Arc<Api> {
