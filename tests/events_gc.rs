@@ -267,10 +267,44 @@ fn describe_and_get_events_show_what_happened() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // `kubectl get events -w` streams what happens next
+    let mut watch = Command::new(common::kubectl())
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args([
+            "get",
+            "events",
+            "-w",
+            "--field-selector",
+            "reason=SuccessfulCreate",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
     c.apply(&ds_yaml("broken", &format!("{registry}/no-such-image:v1")));
     let bad = wait_for("a pod of broken", Duration::from_secs(30), || {
         c.pods("broken").first().map(|p| p.0.clone())
     });
+    let streamed = wait_for("the watch to stream it", Duration::from_secs(30), || {
+        rx.try_iter().find(|l| l.contains("daemonset/broken"))
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    assert!(
+        streamed.contains(&format!("Created pod: {bad}")),
+        "{streamed}"
+    );
     let described = wait_for("a back-off counted twice", Duration::from_secs(90), || {
         let d = c.ok(&["describe", "pod", &bad]);
         // describe prints "(xN over T)" for an event seen N > 1 times
