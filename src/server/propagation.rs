@@ -13,18 +13,11 @@
 //! A delete without a policy keeps a policy finalizer the object already has.
 use serde_json::{json, Value};
 
+pub(super) use super::verbs::finalizers;
 use super::verbs::Propagation;
 
 pub const ORPHAN: &str = "orphan";
 pub const FOREGROUND: &str = "foregroundDeletion";
-
-/// The object's finalizers.
-pub fn finalizers(obj: &Value) -> Vec<&str> {
-    obj.pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default()
-}
 
 /// `obj` with the finalizers a delete with `policy` asks for, or None when they stay as they are.
 pub fn with_policy_finalizers(obj: &Value, policy: Option<Propagation>) -> Option<Value> {

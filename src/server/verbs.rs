@@ -268,7 +268,8 @@ enum Deletion {
     Pending,
 }
 
-fn finalizers(obj: &Value) -> Vec<&str> {
+/// The object's finalizers.
+pub(super) fn finalizers(obj: &Value) -> Vec<&str> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
