@@ -177,21 +177,27 @@ impl Cluster {
 
     /// Waits until the DaemonSet `name` has one pod, running; returns its name.
     fn running_pod(&self, app: &str) -> String {
-        wait_for(
-            &format!("a running pod of {app}"),
-            Duration::from_secs(60),
-            || {
-                let pods = self.pods(app);
-                (pods.len() == 1 && pods[0].3 == "Running" && self.tasks().len() == 1)
-                    .then(|| pods[0].0.clone())
-            },
-        )
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let pods = self.pods(app);
+            if pods.len() == 1 && pods[0].3 == "Running" && self.tasks().len() == 1 {
+                return pods[0].0.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no running pod of {app}: {pods:?}, tasks {:?}\n--- agent ---\n{}\n--- server ---\n{}",
+                self.tasks(),
+                self.agent.as_ref().map(|a| a.log_tail(40)).unwrap_or_default(),
+                self.server.log_tail(20)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 }
 
 fn ds_yaml(name: &str, image: &str) -> String {
     format!(
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: main\n        image: {image}\n        command: [sleep, '3600']\n"
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      hostNetwork: true\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: main\n        image: {image}\n        command: [sleep, '3600']\n"
     )
 }
 
