@@ -275,6 +275,9 @@ struct ServerArgs {
     /// `1m30s`, `500ms`.
     #[arg(long, default_value = "40s", value_parser = parse_duration, value_name = "DURATION")]
     node_monitor_grace_period: std::time::Duration,
+    /// How long an event is kept after its last write, as kube-apiserver's flag: `1h`, `10m`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    event_ttl: std::time::Duration,
 }
 
 /// A Go duration as Kubernetes' flags take them: whole numbers with `ms`, `s`, `m` or `h`, one
@@ -446,6 +449,7 @@ async fn run_server(args: ServerArgs) -> ExitCode {
             allow_host_path: args.allow_host_path,
         },
         node_monitor_grace_period: args.node_monitor_grace_period,
+        event_ttl: args.event_ttl,
     };
     match server::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@
 pub mod clock;
 pub mod config;
 pub mod controller;
+pub mod events;
 pub mod hooks;
 pub mod join;
 pub mod localapi;
@@ -122,7 +123,18 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         node: cfg.node_name.clone(),
         started: Some(tokio::time::Instant::now()),
         clock: clock.clone(),
+        events: events::Recorder::start(
+            crate::core::events::Source {
+                component: "kubelet".into(),
+                host: cfg.node_name.clone(),
+            },
+            clock.clone(),
+            Arc::new(events::KubeSink(client.clone())),
+        ),
     });
+    let node_ref = events::node_ref(&cfg.node_name);
+    ctx.events
+        .normal(&node_ref, "Starting", "Starting kubelet.");
     let (pod_tx, pod_rx) = mpsc::unbounded_channel();
     tokio::spawn(podsync::run(client.clone(), pod_rx));
     let runtime_version = match ctx.runtime.version().await {
@@ -226,6 +238,7 @@ pub(crate) mod test_api {
             tls_sans: vec![],
             policy: Default::default(),
             node_monitor_grace_period: crate::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
+            event_ttl: crate::server::kinds::event::DEFAULT_TTL,
         };
         let server = crate::server::start(opts).await.unwrap();
         let client = super::client(&server.kubeconfig).await.unwrap();

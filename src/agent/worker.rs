@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
 use crate::agent::clock::Clock;
+use crate::agent::events::{self, Recorder};
 use crate::agent::hooks::{self, HookTarget};
 use crate::agent::prober::{Prober, Target};
 use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, State, Want};
@@ -95,6 +96,13 @@ pub struct Context {
     pub started: Option<tokio::time::Instant>,
     /// Where wall-clock times and back-off deadlines come from.
     pub clock: Clock,
+    /// The kubelet's events (`agent::events`); recording never waits.
+    pub events: Recorder,
+}
+
+/// The reference of events about container `name` of `d`.
+fn about(d: &DesiredPod, name: &str) -> crate::core::events::Involved {
+    events::pod_ref(&d.key.namespace, &d.key.name, &d.api_uid, name)
 }
 
 /// containerd id of one incarnation of a container: readable when short enough, else hashed.
@@ -360,6 +368,9 @@ struct ProbeTask {
     /// A wait before the first run (see `Context::started`).
     jitter: Duration,
     clock: Clock,
+    /// Failed probes are events (`Unhealthy`) about the container.
+    events: Recorder,
+    about: crate::core::events::Involved,
 }
 
 impl ProbeTask {
@@ -385,6 +396,7 @@ impl ProbeTask {
                 Ok(h) => self.prober.probe(&self.target, h, timeout).await,
                 Err(e) => Outcome::Error(e.clone()),
             };
+            events::probe_outcome(&self.events, &self.about, self.kind.as_str(), &outcome);
             match &outcome {
                 Outcome::Success => {}
                 Outcome::Failure(m) => {
@@ -524,6 +536,15 @@ impl Worker {
             // the pod is going: its probes stop, its containers stop together (preStop hooks
             // first, within the grace period), its sidecars after them
             self.probes.clear();
+            if let Some(d) = self.last.as_ref() {
+                for o in observed
+                    .iter()
+                    .filter(|o| matches!(o.state, State::Running))
+                {
+                    let msg = format!("Stopping container {}", o.name);
+                    self.ctx.events.normal(&about(d, &o.name), "Killing", msg);
+                }
+            }
             let began = tokio::time::Instant::now();
             for (i, wave) in [&plan.actions, &plan.then].into_iter().enumerate() {
                 // the sidecars get what the app containers left of the grace period (at least
@@ -590,6 +611,14 @@ impl Worker {
                 reason: String::new(),
                 message: String::new(),
             });
+            if let Some(d) = self.last.as_ref() {
+                let image = d.spec.containers.iter().find(|c| &c.name == name);
+                let image = image.and_then(|c| c.image.as_deref()).unwrap_or("");
+                let pulling = matches!(w.reason.as_str(), "ErrImagePull" | "ImagePullBackOff");
+                if crashed || pulling {
+                    events::back_off(&self.ctx.events, &about(d, name), image, crashed);
+                }
+            }
             if crashed {
                 w.reason = "CrashLoopBackOff".into();
                 w.message = format!("back-off {secs}s restarting failed container={name}");
@@ -814,6 +843,8 @@ impl Worker {
                     prober: self.ctx.prober.clone(),
                     changed: self.probe_tx.clone(),
                     wake: wake.clone(),
+                    events: self.ctx.events.clone(),
+                    about: about(desired, &c.name),
                 };
                 // under the pod's span (the current one: this runs in a sync)
                 let span = tracing::info_span!(
@@ -884,6 +915,9 @@ impl Worker {
                 "{}",
                 k.message
             );
+            self.ctx
+                .events
+                .normal(&about(desired, name), "Killing", k.message.clone());
             let g = Duration::from_secs(grace as u64);
             let stop = self.ctx.runtime.stop_container(id, g);
             if let Err(e) = bounded("stop", id, g + CALL_TIMEOUT, stop).await {
@@ -954,11 +988,19 @@ impl Worker {
             // the postStart hook runs before the container counts as started
             Ok(id) => match self.post_start(d, container, &id).await {
                 Ok(()) => Ok(id),
-                Err(message) => Err(("PostStartHookError", message)),
+                Err(message) => {
+                    let about = about(d, name);
+                    let msg = format!("PostStartHook failed: {message}");
+                    self.ctx.events.warning(&about, "FailedPostStartHook", msg);
+                    Err(("PostStartHookError", message))
+                }
             },
             // what failed and why, causes included (the registry's answer, containerd's
             // status), as the kubelet's messages read
-            Err(e) => Err((e.reason(), crate::runtime::chain(&e))),
+            Err(e) => {
+                events::start_failed(&self.ctx.events, &about(d, name), &e);
+                Err((e.reason(), crate::runtime::chain(&e)))
+            }
         };
         if restart_count > 0 || result.is_err() {
             let b = plan::after_restart(self.backoff.get(name), now);
@@ -967,6 +1009,9 @@ impl Worker {
         match result {
             Ok(id) => {
                 self.waiting.remove(name);
+                let (rec, about) = (&self.ctx.events, about(d, name));
+                rec.normal(&about, "Created", format!("Created container {name}"));
+                rec.normal(&about, "Started", format!("Started container {name}"));
                 tracing::info!(
                     container_id = id.as_str(),
                     restart_count,
@@ -1100,7 +1145,9 @@ impl Worker {
         let image = container.image.clone().unwrap_or_default();
         // the runtime serializes pulls (as the kubelet does by default) after a lock-free check;
         // what it resolved is handed to run_container, which does not resolve it again
-        let pulled = rt.image_for(&image, PullPolicy::of(container)).await?;
+        let about = about(d, &container.name);
+        let policy = PullPolicy::of(container);
+        let pulled = events::ensure_image(&self.ctx.events, &**rt, &about, &image, policy).await?;
         self.images
             .insert(container.name.clone(), (image, pulled.info.digest.clone()));
         let host_network = d.spec.host_network.unwrap_or(false);
@@ -1365,6 +1412,7 @@ mod worker_tests {
             node: "node-a".into(),
             started: None,
             clock: Clock::system(),
+            events: Recorder::disabled(),
         });
         (rt, ctx)
     }
@@ -1544,6 +1592,7 @@ mod pod_tests {
                 node: "node-a".into(),
                 started: None,
                 clock,
+                events: Recorder::disabled(),
             });
             let pod = desired(container);
             let (rtx, rx) = mpsc::unbounded_channel();

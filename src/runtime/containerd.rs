@@ -680,6 +680,10 @@ fn state_of(p: &containerd_client::types::v1::Process) -> TaskState {
 
 #[async_trait::async_trait]
 impl Runtime for ContainerdRuntime {
+    async fn has_image(&self, reference: &str) -> bool {
+        matches!(pull::local(&self.ctd, reference).await, Ok(Some(_)))
+    }
+
     async fn ensure_image(&self, reference: &str) -> Result<PulledImage> {
         self.ensure(reference).await
     }

@@ -386,6 +386,12 @@ pub trait Runtime: Send + Sync + 'static {
         let _ = policy;
         self.ensure_image(reference).await
     }
+    /// Whether `reference` is present already (the kubelet's "already present on machine"
+    /// event instead of Pulling/Pulled); false when unknown.
+    async fn has_image(&self, reference: &str) -> bool {
+        let _ = reference;
+        false
+    }
     /// Create the pod's sandbox (network namespace unless hostNetwork, pod directory).
     /// Idempotent: returns the existing one when it is there.
     async fn create_sandbox(&self, pod: &PodSandbox) -> Result<SandboxInfo>;

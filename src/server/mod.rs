@@ -27,6 +27,7 @@ pub mod controllers;
 pub mod discovery;
 pub mod kinds;
 pub mod meta;
+pub mod propagation;
 pub mod protobuf;
 pub mod query;
 pub mod resources;
@@ -80,6 +81,8 @@ pub struct ServerOptions {
     /// How long a node's agent may be silent before its node is Ready=Unknown
     /// (`--node-monitor-grace-period`).
     pub node_monitor_grace_period: std::time::Duration,
+    /// How long an event is kept after its last write (`--event-ttl`).
+    pub event_ttl: std::time::Duration,
 }
 
 /// kube-controller-manager's default `--node-monitor-grace-period`.
@@ -289,6 +292,14 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
             let _ = controllers_stop.wait_for(|stop| *stop).await;
         }));
         tasks.spawn(signer::Signer::new(api.clone(), ca).run(stopped.clone()));
+        let (events, clock) = (api.clone(), crate::agent::clock::Clock::system());
+        let mut events_stop = stopped.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = kinds::event::compact(events, clock, opts.event_ttl) => {}
+                _ = events_stop.wait_for(|stop| *stop) => {}
+            }
+        });
         tasks.spawn(tls::renew_loop(serving.clone(), stopped.clone()));
         tasks.spawn(release_memory_after_big_bodies());
         let conns = conn::Connections::new(&limits);

@@ -19,6 +19,7 @@ use super::apply::{self as field_manager, Tracking};
 use super::auth::{admission, authorize, User, Verb};
 use super::kinds::NAMESPACES;
 use super::meta;
+use super::propagation;
 use super::query::{self, FieldValidation, Filter, ListOpts, Query, ReadAt, WriteOpts};
 use super::resources::Resource;
 use super::status::ApiError;
@@ -150,8 +151,8 @@ pub enum Propagation {
     Foreground,
 }
 
-/// `DeleteOptions`. The propagation policy is accepted and kept for the garbage collector, which
-/// comes later; until then a DaemonSet's controller deletes its dependents whatever it says.
+/// `DeleteOptions`. The propagation policy becomes the garbage collector's finalizer
+/// (`super::propagation`).
 #[derive(Debug, Default, Clone)]
 pub struct DeleteOptions {
     /// The grace period asked for (`gracePeriodSeconds`); None: the kind's default.
@@ -280,7 +281,8 @@ enum Deletion {
     Pending,
 }
 
-fn finalizers(obj: &Value) -> Vec<&str> {
+/// The object's finalizers.
+pub(super) fn finalizers(obj: &Value) -> Vec<&str> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -914,8 +916,15 @@ impl Api {
             if pre.resource_version.is_some_and(|p| p != rv) {
                 return Err(ApiError::conflict(r.group, r.plural, at.name));
             }
+            // the propagation policy, as the garbage collector's finalizers
+            let gc = propagation::with_policy_finalizers(&cur, opts.propagation).map(Arc::new);
+            let cur = gc.clone().unwrap_or(cur);
             let grace = r.strategy.grace_period(&cur, requested);
-            let result = match plan_deletion(&cur, grace, requested, Utc::now()) {
+            let plan = match plan_deletion(&cur, grace, requested, Utc::now()) {
+                Deletion::Pending if gc.is_some() => Deletion::Mark((*cur).clone()),
+                plan => plan,
+            };
+            let result = match plan {
                 Deletion::Pending => return Ok(cur),
                 Deletion::Mark(obj) if opts.dry_run => return Ok(Arc::new(obj)),
                 Deletion::Now if opts.dry_run => return Ok(cur),

@@ -141,6 +141,8 @@ fn node_rules(node: &str, a: &Attributes<'_>) -> Decision {
             _ => Decision::deny(),
         },
         ("certificates.k8s.io", "certificatesigningrequests") => csr_rules(a),
+        // the kubelet's events (system:node's rule)
+        ("", "events") if matches!(a.verb, "create" | "update" | "patch") => Decision::Allow,
         _ => Decision::deny(),
     }
 }

@@ -7,7 +7,8 @@
 //!   ControllerRevisions and the status;
 //! - `claim`: the ControllerRefManager (adopt orphans that match, release owned pods that no
 //!   longer match);
-//! - `gc`: the stand-in for the garbage collector: the dependents of a DaemonSet that is gone;
+//! - `gc`: the garbage collector: dependents follow their owners' deletion (background,
+//!   foreground, orphan);
 //! - `nodelifecycle`: node health from Leases and heartbeats (Ready=Unknown, the unreachable and
 //!   not-ready taints, pods marked not ready) and the NoExecute taint eviction;
 //! - `queue`: the work queue keyed by namespace/name.
@@ -31,7 +32,8 @@ pub async fn run(api: Arc<Api>, nodes: nodelifecycle::Options, stop: impl Future
     let clock = crate::agent::clock::Clock::system();
     tokio::select! {
         _ = daemonset::Controller::new(api.clone()).run() => {}
-        _ = nodelifecycle::Controller::new(api, clock, nodes).run() => {}
+        _ = nodelifecycle::Controller::new(api.clone(), clock.clone(), nodes).run() => {}
+        _ = gc::run(api, clock, std::future::pending::<()>()) => {}
         _ = stop => {}
     }
 }

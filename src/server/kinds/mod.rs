@@ -5,6 +5,7 @@
 mod controllerrevision;
 pub mod csr;
 mod daemonset;
+pub mod event;
 mod lease;
 mod namespace;
 mod node;
@@ -16,6 +17,7 @@ mod selfsubjectreview;
 pub use controllerrevision::CONTROLLER_REVISIONS;
 pub use csr::CERTIFICATE_SIGNING_REQUESTS;
 pub use daemonset::DAEMONSETS;
+pub use event::EVENTS;
 pub use lease::LEASES;
 pub use namespace::NAMESPACES;
 pub use node::NODES;
@@ -35,6 +37,7 @@ pub static ALL: &[&Resource] = &[
     &NAMESPACES,
     &LEASES,
     &SECRETS,
+    &EVENTS,
     &CERTIFICATE_SIGNING_REQUESTS,
     &SELF_SUBJECT_ACCESS_REVIEWS,
     &SELF_SUBJECT_REVIEWS,
@@ -49,7 +52,7 @@ mod tests {
     use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+    use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret};
     use serde_json::json;
 
     use super::*;
@@ -69,6 +72,7 @@ mod tests {
             (&NAMESPACES, meta::<Namespace>()),
             (&LEASES, meta::<Lease>()),
             (&SECRETS, meta::<Secret>()),
+            (&EVENTS, meta::<Event>()),
             (
                 &CERTIFICATE_SIGNING_REQUESTS,
                 meta::<CertificateSigningRequest>(),
@@ -103,7 +107,14 @@ mod tests {
             }
             let cells = r.strategy.cells(&json!({}), chrono::Utc::now());
             assert_eq!(cells.len(), r.strategy.columns().len(), "{}", r.kind);
-            assert_eq!(r.strategy.columns()[0].format, "name", "{}", r.kind);
+            // the name column first, but for Events (upstream's printer has it last, wide)
+            let name_at = r.strategy.columns().iter().position(|c| c.format == "name");
+            let want = if r.kind == "Event" {
+                r.strategy.columns().len() - 1
+            } else {
+                0
+            };
+            assert_eq!(name_at, Some(want), "{}", r.kind);
         }
     }
 }
