@@ -169,6 +169,9 @@ struct AgentArgs {
     /// Directory for the agent's state (pods, logs, desired-state cache).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Address of the kubelet-compatible node API (default 0.0.0.0:10250).
+    #[arg(long)]
+    node_api_listen: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -351,6 +354,7 @@ fn agent_flags(a: &AgentArgs) -> config::Flags {
         containerd_socket: a.containerd_socket.clone(),
         containerd_namespace: a.containerd_namespace.clone(),
         state_dir: a.state_dir.clone(),
+        node_api_listen: a.node_api_listen.clone(),
     }
 }
 

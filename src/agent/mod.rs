@@ -13,6 +13,7 @@ pub mod controller;
 pub mod join;
 pub mod localapi;
 pub mod node;
+pub mod nodeapi;
 pub mod podsync;
 pub mod prepull;
 pub mod prober;
@@ -144,6 +145,16 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         ctx.runtime.clone(),
     ));
     let controller = controller::Controller::new(cfg.clone(), ctx, store.clone(), pod_tx);
+    tokio::spawn(nodeapi::run(
+        client.clone(),
+        cfg.clone(),
+        nodeapi::NodeApi {
+            node: cfg.node_name.clone(),
+            state_dir: cfg.state_dir.clone(),
+            containerd_namespace: cfg.containerd_namespace.clone(),
+            pods: controller.view(),
+        },
+    ));
     let synced_store = store.clone();
     let api = localapi::LocalApi {
         node: cfg.node_name.clone(),

@@ -1,0 +1,373 @@
+//! The node API: the kubelet's HTTPS API (port 10250 by default, `node-api-listen`) that the
+//! server proxies `kubectl logs` (`pods/log`) and `nodes/proxy` to.
+//!
+//! - TLS with the serving certificate of `serving` (signed by the cluster CA through a
+//!   `kubernetes.io/kubelet-serving` CSR; self-signed when no signer answers).
+//! - Authentication: a client certificate that chains to the cluster CA; nothing else (no
+//!   certificate: 401). The agent cannot check the server's records of revoked certificates,
+//!   as a kubelet cannot either.
+//! - Authorization: `system:masters` may do everything: the server's own kubelet client
+//!   (`kube-apiserver-kubelet-client`, O `system:masters`, as kubeadm issues it) and an admin
+//!   certificate; every other identity (a node's) gets 403.
+//! - Paths: `/healthz`; `/containerLogs/NS/POD/CONTAINER` (the kubelet's query: follow,
+//!   tailLines, sinceSeconds/sinceTime, timestamps, limitBytes, previous), read by `logs`.
+//!   Errors are Kubernetes `Status` objects, which the server passes on to kubectl.
+//!   `/stats/summary` and `/metrics/resource` (`stats`).
+pub mod logs;
+pub mod serving;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use crate::agent::config::Config;
+use crate::agent::localapi::PodsView;
+use crate::pki::{CertInfo, PkiError};
+
+/// The group that may do everything here.
+pub const SYSTEM_MASTERS: &str = "system:masters";
+/// A TLS handshake must be done within this.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeApiError {
+    #[error("listening on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the node API's TLS configuration")]
+    Tls(#[source] rustls::Error),
+    #[error("the client certificate verifier")]
+    Verifier(#[source] rustls::server::VerifierBuilderError),
+    #[error("{}", path.display())]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", path.display())]
+    Pki {
+        path: PathBuf,
+        #[source]
+        source: PkiError,
+    },
+    #[error("no cluster CA to verify clients with in kubeconfig {}: {reason}", path.display())]
+    NoCa { path: PathBuf, reason: String },
+    #[error("certificate signing request {name}")]
+    Request {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("the server refused certificate signing request {name}: {reason}")]
+    Denied { name: String, reason: String },
+    #[error("certificate signing request {name} was not signed in time")]
+    NotSigned { name: String },
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// What the handlers read.
+pub struct NodeApi {
+    pub node: String,
+    pub state_dir: PathBuf,
+    pub containerd_namespace: String,
+    pub pods: PodsView,
+}
+
+/// Who a request comes from (its verified client certificate).
+#[derive(Debug, Clone)]
+struct Caller {
+    name: String,
+    groups: Vec<String>,
+}
+
+/// The TLS side: the serving certificate, client certificates verified against `roots`.
+fn acceptor(
+    serving: &serving::Serving,
+    roots: &[CertificateDer<'static>],
+) -> Result<TlsAcceptor, NodeApiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).map_err(NodeApiError::Tls)?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(NodeApiError::Verifier)?;
+    let pki_err = |source| NodeApiError::Pki {
+        path: "serving.crt".into(),
+        source,
+    };
+    let chain = crate::pki::certs_from_pem(serving.cert_pem.as_bytes()).map_err(pki_err)?;
+    let key = PrivateKeyDer::from_pem_slice(serving.key_pem.as_bytes()).map_err(|source| {
+        pki_err(PkiError::Pem {
+            what: "the serving key",
+            source,
+        })
+    })?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(NodeApiError::Tls)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(NodeApiError::Tls)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Gets the certificates, listens on `cfg.node_api_listen` and serves until the process ends.
+/// A failure is logged: the node API is not needed to run pods.
+pub async fn run(client: kube::Client, cfg: Config, api: NodeApi) {
+    if let Err(e) = start(client, &cfg, api).await {
+        tracing::error!(error = %crate::runtime::chain(&e), listen = %cfg.node_api_listen, "the node API does not run");
+    }
+}
+
+async fn start(client: kube::Client, cfg: &Config, api: NodeApi) -> Result<(), NodeApiError> {
+    let roots = serving::cluster_ca(cfg).await?;
+    let cert = serving::obtain(&client, cfg, &roots).await?;
+    let acceptor = acceptor(&cert, &roots)?;
+    let listener = TcpListener::bind(cfg.node_api_listen)
+        .await
+        .map_err(|source| NodeApiError::Listen {
+            addr: cfg.node_api_listen,
+            source,
+        })?;
+    tracing::info!(listen = %cfg.node_api_listen, signed = cert.signed, "node API listening");
+    serve(listener, acceptor, Arc::new(api)).await;
+    Ok(())
+}
+
+/// Accepts connections on `listener` for as long as it is open.
+pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<NodeApi>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "node API: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (acceptor, api) = (acceptor.clone(), api.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %peer, error = %e, "node API: TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let caller = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|der| CertInfo::parse(der).ok())
+                .map(|info| Caller {
+                    name: info.common_name,
+                    groups: info.organizations,
+                });
+            let service = hyper::service::service_fn(move |req| {
+                let (api, caller) = (api.clone(), caller.clone());
+                async move { Ok::<_, std::convert::Infallible>(handle(&api, caller, req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!(peer = %peer, error = %e, "node API: connection ended");
+            }
+        });
+    }
+}
+
+fn full(code: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+    let mut resp = Response::new(Full::new(body.into()).map_err(|e| match e {}).boxed());
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+/// A Kubernetes `Status` error.
+fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {},
+        "status": "Failure", "message": message, "reason": reason, "code": code.as_u16(),
+    });
+    full(code, "application/json", body.to_string())
+}
+
+/// The kubelet's authorizer attributes of a path: (verb, subresource of `nodes`).
+fn attributes(method: &http::Method, path: &str) -> (&'static str, &'static str) {
+    let verb = match *method {
+        http::Method::GET | http::Method::HEAD => "get",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "get",
+    };
+    let sub = match path.split('/').nth(1).unwrap_or("") {
+        "stats" => "stats",
+        "metrics" => "metrics",
+        "logs" => "log",
+        _ => "proxy",
+    };
+    (verb, sub)
+}
+
+async fn handle(api: &NodeApi, caller: Option<Caller>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let Some(caller) = caller else {
+        return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized");
+    };
+    if !caller.groups.iter().any(|g| g == SYSTEM_MASTERS) {
+        let (verb, sub) = attributes(req.method(), &path);
+        let message = format!(
+            "Forbidden (user={}, verb={verb}, resource=nodes, subresource(s)=[{sub}])",
+            caller.name
+        );
+        return status(StatusCode::FORBIDDEN, "Forbidden", &message);
+    }
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    match (req.method().clone(), segs.as_slice()) {
+        (http::Method::GET, ["healthz"]) => full(StatusCode::OK, "text/plain", "ok"),
+        (http::Method::GET, ["containerLogs", ns, pod, container]) => {
+            container_logs(api, ns, pod, container, req.uri().query()).await
+        }
+        (http::Method::GET, ["stats", "summary"]) => {
+            let s = sample(api).await;
+            full(
+                StatusCode::OK,
+                "application/json",
+                stats::summary(&s).to_string(),
+            )
+        }
+        (http::Method::GET, ["metrics", "resource"]) => {
+            let s = sample(api).await;
+            full(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                stats::resource_metrics(&s),
+            )
+        }
+        _ => status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("node {}: no such path {path}", api.node),
+        ),
+    }
+}
+
+/// A usage sample, taken on a blocking thread.
+async fn sample(api: &NodeApi) -> stats::Sample {
+    let (node, ns, dir, pods) = (
+        api.node.clone(),
+        api.containerd_namespace.clone(),
+        api.state_dir.clone(),
+        api.pods.clone(),
+    );
+    let blocking = tokio::task::spawn_blocking(move || stats::sample(&node, &ns, &dir, &pods));
+    match blocking.await {
+        Ok(s) => s,
+        Err(_) => stats::Sample {
+            node: api.node.clone(),
+            at: chrono::Utc::now(),
+            usage: Default::default(),
+            pods: vec![],
+        },
+    }
+}
+
+fn log_error(e: &logs::LogError) -> Response<Body> {
+    match e {
+        logs::LogError::NotFound(m) => status(StatusCode::NOT_FOUND, "NotFound", m),
+        logs::LogError::BadRequest(m) => status(StatusCode::BAD_REQUEST, "BadRequest", m),
+        logs::LogError::Io { .. } => status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "InternalError",
+            &crate::runtime::chain(e),
+        ),
+    }
+}
+
+/// `GET /containerLogs/NS/POD/CONTAINER`: the log, streamed as it is read.
+async fn container_logs(
+    api: &NodeApi,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    query: Option<&str>,
+) -> Response<Body> {
+    let opts = match logs::LogOptions::from_query(query, chrono::Utc::now()) {
+        Ok(o) => o,
+        Err(e) => return log_error(&e),
+    };
+    let (path, running) =
+        match logs::locate(&api.state_dir, &api.pods, ns, pod, container, opts.previous) {
+            Ok(x) => x,
+            Err(e) => return log_error(&e),
+        };
+    let still_running = still_running(api, ns, pod, container, running);
+    let rx = match logs::stream(&path, opts, still_running).await {
+        Ok(rx) => rx,
+        Err(e) => return log_error(&e),
+    };
+    let frames = tokio_stream::wrappers::ReceiverStream::new(rx);
+    let frames = futures::StreamExt::map(frames, |chunk| {
+        chunk
+            .map(Frame::data)
+            .map_err(|e| std::io::Error::other(crate::runtime::chain(&e)))
+    });
+    let mut resp = Response::new(http_body_util::BodyExt::boxed(StreamBody::new(frames)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain"),
+    );
+    resp
+}
+
+/// Whether the incarnation whose log is followed still runs (the same restart count, running).
+fn still_running(
+    api: &NodeApi,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    running: bool,
+) -> logs::StillRunning {
+    if !running {
+        return Box::new(|| false);
+    }
+    let (state_dir, pods) = (api.state_dir.clone(), api.pods.clone());
+    let (ns, pod, container) = (ns.to_string(), pod.to_string(), container.to_string());
+    let (first, _) =
+        logs::locate(&state_dir, &pods, &ns, &pod, &container, false).unwrap_or_default();
+    Box::new(move || {
+        logs::locate(&state_dir, &pods, &ns, &pod, &container, false)
+            .is_ok_and(|(path, running)| running && path == first)
+    })
+}
