@@ -28,6 +28,7 @@ pub mod discovery;
 pub mod kinds;
 pub mod meta;
 pub mod protobuf;
+pub mod proxy;
 pub mod query;
 pub mod resources;
 pub mod router;
@@ -276,6 +277,8 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         kubeconfig_yaml(addr, &tls.ca.cert_pem, &token).as_bytes(),
     )
     .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    let kubelet = proxy::KubeletClient::new(&tls.ca, now).context("the kubelet client")?;
+    let _ = api.kubelet.set(Arc::new(kubelet));
     let ca = tls.ca.clone();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let serving = tls.clone();

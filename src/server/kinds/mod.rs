@@ -6,6 +6,7 @@ mod controllerrevision;
 pub mod csr;
 mod daemonset;
 mod lease;
+pub mod metrics;
 mod namespace;
 mod node;
 mod pod;

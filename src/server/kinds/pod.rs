@@ -25,7 +25,7 @@ pub static PODS: Resource = Resource {
     short_names: &["po"],
     categories: &["all"],
     verbs: ALL_VERBS,
-    subresources: &[&STATUS],
+    subresources: &[&STATUS, &crate::server::proxy::POD_LOG],
     strategy: &PodStrategy,
 };
 
