@@ -186,21 +186,30 @@ impl Ca {
             .try_into()
             .map_err(rcgen_err("the record name"))?;
         params.subject_alt_names = vec![rcgen::SanType::URI(uri)];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign_request(params, csr, from, to)
+    }
+
+    /// Signs `params` (its usages set) for the key of `csr`, valid from `from` to `to`.
+    fn sign_request(
+        &self,
+        mut params: CertificateParams,
+        csr: &Csr,
+        from: i64,
+        to: i64,
+    ) -> Result<String, PkiError> {
         params.not_before = at(from)?;
         params.not_after = at(to)?;
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let public = SubjectPublicKeyInfo::from_der(&csr.spki_der)
             .map_err(rcgen_err("the request's public key"))?;
         let cert = params
             .signed_by(&public, &self.issuer)
-            .map_err(rcgen_err("signing a client certificate"))?;
+            .map_err(rcgen_err("signing a certificate"))?;
         Ok(cert.pem())
     }
-}
 
-impl Ca {
     /// A kubelet serving certificate for the key of a checked request: its subject and the DNS
     /// names and addresses it asks for (the caller decided it may have them), server auth only.
     pub fn sign_serving(&self, csr: &Csr, from: i64, to: i64) -> Result<String, PkiError> {
@@ -213,20 +222,11 @@ impl Ca {
             params.distinguished_name.push(DnType::OrganizationName, o);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.not_before = at(from)?;
-        params.not_after = at(to)?;
-        params.serial_number = Some(random_serial());
-        params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
         ];
-        let public = SubjectPublicKeyInfo::from_der(&csr.spki_der)
-            .map_err(rcgen_err("the request's public key"))?;
-        let cert = params
-            .signed_by(&public, &self.issuer)
-            .map_err(rcgen_err("signing a serving certificate"))?;
-        Ok(cert.pem())
+        self.sign_request(params, csr, from, to)
     }
 }
 

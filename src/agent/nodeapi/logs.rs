@@ -282,11 +282,24 @@ impl Tail {
     }
 }
 
-/// A file being read, and the identity of the file it is (to notice a rotation).
+/// A file being read, the identity of the file it is (to notice a rotation) and how far it was
+/// read.
 struct Source {
     path: PathBuf,
     file: tokio::fs::File,
     inode: (u64, u64),
+    pos: u64,
+}
+
+/// What a followed path holds now, against what was read of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Look {
+    Same,
+    Grew,
+    /// The path names another file (the driver rotated it).
+    Rotated,
+    /// The file is shorter than what was read.
+    Truncated,
 }
 
 impl Source {
@@ -307,25 +320,34 @@ impl Source {
             path: path.into(),
             file,
             inode: (meta.dev(), meta.ino()),
+            pos: 0,
         })
     }
 
-    /// Whether the path now names another file (the driver rotated it), or a shorter one.
-    async fn replaced(&mut self) -> bool {
-        let now = match tokio::fs::metadata(&self.path).await {
-            Ok(m) => m,
-            Err(_) => return false,
-        };
-        if (now.dev(), now.ino()) != self.inode {
-            return true;
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize, LogError> {
+        let n = self.file.read(buf).await.map_err(|source| LogError::Io {
+            path: self.path.clone(),
+            source,
+        })?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    /// One stat of the path, made in place: an idle follower costs no more than that per
+    /// [`FOLLOW_POLL`] (no trip through the blocking pool).
+    fn look(&self) -> Look {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) != self.inode => Look::Rotated,
+            Ok(m) if m.len() > self.pos => Look::Grew,
+            Ok(m) if m.len() < self.pos => Look::Truncated,
+            _ => Look::Same,
         }
+    }
+
+    async fn rewind(&mut self) {
         use tokio::io::AsyncSeekExt as _;
-        match self.file.stream_position().await {
-            Ok(pos) if now.len() < pos => {
-                let _ = self.file.seek(std::io::SeekFrom::Start(0)).await;
-                false
-            }
-            _ => false,
+        if self.file.seek(std::io::SeekFrom::Start(0)).await.is_ok() {
+            self.pos = 0;
         }
     }
 }
@@ -378,13 +400,9 @@ async fn pump(
     });
     let mut buf = vec![0u8; CHUNK];
     let (mut decoded, mut out) = (Vec::new(), Vec::new());
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| LogError::Io { path, source }
-    };
     // what the file holds now
     loop {
-        let n = src.file.read(&mut buf).await.map_err(io(&src.path))?;
+        let n = src.read(&mut buf).await?;
         if n == 0 {
             break;
         }
@@ -417,15 +435,32 @@ async fn pump(
     // following: what the file gains, until the container stops
     let mut last_look = false;
     loop {
-        let n = src.file.read(&mut buf).await.map_err(io(&src.path))?;
-        if n > 0 {
-            decoder.push(&buf[..n], &mut decoded);
-            filter.push(&decoded, &mut out);
-            decoded.clear();
-            if send(tx, std::mem::take(&mut out)).await.is_err() || filter.done() {
-                return Ok(());
+        let look = src.look();
+        if matches!(look, Look::Grew | Look::Rotated) {
+            let n = src.read(&mut buf).await?;
+            if n > 0 {
+                decoder.push(&buf[..n], &mut decoded);
+                filter.push(&decoded, &mut out);
+                decoded.clear();
+                if send(tx, std::mem::take(&mut out)).await.is_err() || filter.done() {
+                    return Ok(());
+                }
+                continue;
             }
-            continue;
+        }
+        match look {
+            // rotated: the rest of the old file was read; go on with the new one
+            Look::Rotated => {
+                if let Ok(next) = Source::open(&src.path.clone()).await {
+                    src = next;
+                    continue;
+                }
+            }
+            Look::Truncated => {
+                src.rewind().await;
+                continue;
+            }
+            Look::Same | Look::Grew => {}
         }
         if last_look {
             decoder.finish(&mut decoded);
@@ -436,13 +471,6 @@ async fn pump(
         }
         if tx.is_closed() {
             return Ok(());
-        }
-        if src.replaced().await {
-            // rotated: the rest of the old file was read; go on with the new one
-            if let Ok(next) = Source::open(&src.path.clone()).await {
-                src = next;
-                continue;
-            }
         }
         last_look = !still_running();
         if !last_look {
@@ -606,6 +634,10 @@ mod tests {
         f.write_all(b"2026-11-26T10:00:02Z stdout F four\n")
             .unwrap();
         assert_eq!(&rx.recv().await.unwrap().unwrap()[..], b"four\n");
+        // rotated (renamed, a new file in its place): the new file is read from its start
+        std::fs::rename(&path, dir.path().join("0.log.1")).unwrap();
+        std::fs::write(&path, "2026-11-26T10:00:03Z stdout F five\n").unwrap();
+        assert_eq!(&rx.recv().await.unwrap().unwrap()[..], b"five\n");
         running.store(false, std::sync::atomic::Ordering::SeqCst);
         assert!(rx.recv().await.is_none(), "ends when the container stopped");
     }

@@ -29,7 +29,8 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -68,16 +69,8 @@ pub enum NodeApiError {
     },
     #[error("no cluster CA to verify clients with in kubeconfig {}: {reason}", path.display())]
     NoCa { path: PathBuf, reason: String },
-    #[error("certificate signing request {name}")]
-    Request {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("the server refused certificate signing request {name}: {reason}")]
-    Denied { name: String, reason: String },
-    #[error("certificate signing request {name} was not signed in time")]
-    NotSigned { name: String },
+    #[error("the serving certificate's signing request")]
+    Sign(#[source] crate::agent::join::JoinError),
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -97,20 +90,19 @@ struct Caller {
     groups: Vec<String>,
 }
 
-/// The TLS side: the serving certificate, client certificates verified against `roots`.
-fn acceptor(
-    serving: &serving::Serving,
-    roots: &[CertificateDer<'static>],
-) -> Result<TlsAcceptor, NodeApiError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut store = rustls::RootCertStore::empty();
-    for r in roots {
-        store.add(r.clone()).map_err(NodeApiError::Tls)?;
+/// The serving certificate of the moment (swapped when a signed one replaces a self-signed
+/// one, or a renewal replaces one that is due).
+#[derive(Debug)]
+struct Current(std::sync::RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().unwrap_or_else(|e| e.into_inner()).clone())
     }
-    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(NodeApiError::Verifier)?;
+}
+
+fn certified(serving: &serving::Serving) -> Result<Arc<CertifiedKey>, NodeApiError> {
+    let provider = rustls::crypto::ring::default_provider();
     let pki_err = |source| NodeApiError::Pki {
         path: "serving.crt".into(),
         source,
@@ -122,14 +114,61 @@ fn acceptor(
             source,
         })
     })?;
+    CertifiedKey::from_der(chain, key, &provider)
+        .map(Arc::new)
+        .map_err(NodeApiError::Tls)
+}
+
+/// The TLS side: the serving certificate of `current`, client certificates verified against
+/// `roots`.
+fn acceptor(
+    current: Arc<Current>,
+    roots: &[CertificateDer<'static>],
+) -> Result<TlsAcceptor, NodeApiError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r.clone()).map_err(NodeApiError::Tls)?;
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(store), provider.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(NodeApiError::Verifier)?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(NodeApiError::Tls)?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(NodeApiError::Tls)?;
+        .with_cert_resolver(current);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Asks again for the serving certificate (the stored one while it is good): every minute while
+/// it is self-signed, every hour after; a new one is served from the next handshake on.
+async fn keep_certificate(
+    client: kube::Client,
+    cfg: Config,
+    roots: Vec<CertificateDer<'static>>,
+    current: Arc<Current>,
+    mut signed: bool,
+) {
+    loop {
+        let wait = if signed { 3600 } else { 60 };
+        tokio::time::sleep(Duration::from_secs(wait)).await;
+        let Ok(next) = serving::obtain(&client, &cfg, &roots).await else {
+            continue;
+        };
+        let Ok(key) = certified(&next) else { continue };
+        let mut now = current.0.write().unwrap_or_else(|e| e.into_inner());
+        if now.cert.first() != key.cert.first() {
+            tracing::info!(
+                signed = next.signed,
+                "the node API serves a new certificate"
+            );
+            *now = key;
+        }
+        signed = next.signed;
+    }
 }
 
 /// Gets the certificates, listens on `cfg.node_api_listen` and serves until the process ends.
@@ -143,7 +182,8 @@ pub async fn run(client: kube::Client, cfg: Config, api: NodeApi) {
 async fn start(client: kube::Client, cfg: &Config, api: NodeApi) -> Result<(), NodeApiError> {
     let roots = serving::cluster_ca(cfg).await?;
     let cert = serving::obtain(&client, cfg, &roots).await?;
-    let acceptor = acceptor(&cert, &roots)?;
+    let current = Arc::new(Current(std::sync::RwLock::new(certified(&cert)?)));
+    let acceptor = acceptor(current.clone(), &roots)?;
     let listener = TcpListener::bind(cfg.node_api_listen)
         .await
         .map_err(|source| NodeApiError::Listen {
@@ -151,6 +191,13 @@ async fn start(client: kube::Client, cfg: &Config, api: NodeApi) -> Result<(), N
             source,
         })?;
     tracing::info!(listen = %cfg.node_api_listen, signed = cert.signed, "node API listening");
+    tokio::spawn(keep_certificate(
+        client,
+        cfg.clone(),
+        roots,
+        current,
+        cert.signed,
+    ));
     serve(listener, acceptor, Arc::new(api)).await;
     Ok(())
 }

@@ -2,22 +2,15 @@
 //! `kubernetes.io/kubelet-serving` CSR, as a kubelet with `serverTLSBootstrap`; self-signed when
 //! no signer answers) and the cluster CA that client certificates must chain to.
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use k8s_openapi::api::certificates::v1::{
-    CertificateSigningRequest, CertificateSigningRequestSpec,
-};
-use k8s_openapi::ByteString;
-use kube::api::PostParams;
 use rustls::pki_types::CertificateDer;
 
 use super::NodeApiError;
 use crate::agent::config::{ApiAccess, Config};
+use crate::agent::join;
 use crate::pki::{self, CertInfo};
 
 pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
-/// How long the agent waits for its serving certificate to be signed.
-const SIGN_WAIT: Duration = Duration::from_secs(20);
 /// A serving certificate is asked for again when less than this part of its life is left.
 const RENEW_FRACTION: f64 = 0.3;
 /// A self-signed serving certificate's life.
@@ -202,63 +195,14 @@ async fn request(
             path: "serving.csr".into(),
             source,
         })?;
-    let name = format!(
-        "node-serving-{node}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..5]
-    );
-    let csr = CertificateSigningRequest {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
-        spec: CertificateSigningRequestSpec {
-            request: ByteString(csr_pem.into_bytes()),
-            signer_name: KUBELET_SERVING_SIGNER.into(),
-            usages: Some(vec![
-                "digital signature".into(),
-                "key encipherment".into(),
-                "server auth".into(),
-            ]),
-            ..Default::default()
-        },
-        status: None,
-    };
-    let api: kube::Api<CertificateSigningRequest> = kube::Api::all(client.clone());
-    let err = |source| NodeApiError::Request {
-        name: name.clone(),
-        source,
-    };
-    api.create(&PostParams::default(), &csr)
+    let name = format!("node-serving-{node}-{}", join::csr_suffix());
+    let usages = ["digital signature", "key encipherment", "server auth"];
+    let cert_pem = join::sign(client, &name, csr_pem, KUBELET_SERVING_SIGNER, &usages)
         .await
-        .map_err(err)?;
-    let mut tick = tokio::time::interval(Duration::from_millis(200));
-    let deadline = tokio::time::Instant::now() + SIGN_WAIT;
-    while tokio::time::Instant::now() < deadline {
-        tick.tick().await;
-        let status = api
-            .get(&name)
-            .await
-            .map_err(err)?
-            .status
-            .unwrap_or_default();
-        if let Some(c) = status.certificate.filter(|c| !c.0.is_empty()) {
-            return Ok(Serving {
-                cert_pem: String::from_utf8_lossy(&c.0).into_owned(),
-                key_pem,
-                signed: true,
-            });
-        }
-        if let Some(c) = status
-            .conditions
-            .unwrap_or_default()
-            .into_iter()
-            .find(|c| matches!(c.type_.as_str(), "Denied" | "Failed"))
-        {
-            return Err(NodeApiError::Denied {
-                name,
-                reason: c.message.or(c.reason).unwrap_or(c.type_),
-            });
-        }
-    }
-    Err(NodeApiError::NotSigned { name })
+        .map_err(NodeApiError::Sign)?;
+    Ok(Serving {
+        cert_pem,
+        key_pem,
+        signed: true,
+    })
 }
