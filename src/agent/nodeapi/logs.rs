@@ -24,6 +24,8 @@ use crate::logdriver::cri::Decoder;
 
 /// Bytes read from the file at a time.
 pub const CHUNK: usize = 32 * 1024;
+/// Bytes read at a time while following (what a container writes between two looks).
+pub const FOLLOW_CHUNK: usize = 4 * 1024;
 /// Decoded chunks waiting for the client, per stream.
 pub const QUEUED: usize = 4;
 /// A client that takes nothing for this long loses its stream.
@@ -287,6 +289,10 @@ impl Tail {
 struct Source {
     path: PathBuf,
     file: tokio::fs::File,
+    /// While following: the same open file (a dup, sharing the offset) read in place, since it
+    /// holds only what was just written (in the page cache); a follower then never waits in
+    /// tokio's blocking pool, nor holds one of its threads.
+    inline: Option<std::fs::File>,
     inode: (u64, u64),
     pos: u64,
 }
@@ -320,12 +326,24 @@ impl Source {
             path: path.into(),
             file,
             inode: (meta.dev(), meta.ino()),
+            inline: None,
             pos: 0,
         })
     }
 
+    /// Reads in place from now on.
+    async fn follow_inline(&mut self) {
+        if let Ok(dup) = self.file.try_clone().await {
+            self.inline = dup.try_into_std().ok();
+        }
+    }
+
     async fn read(&mut self, buf: &mut [u8]) -> Result<usize, LogError> {
-        let n = self.file.read(buf).await.map_err(|source| LogError::Io {
+        let read = match self.inline.as_mut() {
+            Some(f) => std::io::Read::read(f, buf),
+            None => self.file.read(buf).await,
+        };
+        let n = read.map_err(|source| LogError::Io {
             path: self.path.clone(),
             source,
         })?;
@@ -346,7 +364,12 @@ impl Source {
 
     async fn rewind(&mut self) {
         use tokio::io::AsyncSeekExt as _;
-        if self.file.seek(std::io::SeekFrom::Start(0)).await.is_ok() {
+        let start = std::io::SeekFrom::Start(0);
+        let done = match self.inline.as_mut() {
+            Some(f) => std::io::Seek::seek(f, start).is_ok(),
+            None => self.file.seek(start).await.is_ok(),
+        };
+        if done {
             self.pos = 0;
         }
     }
@@ -433,6 +456,9 @@ async fn pump(
         return Ok(());
     }
     // following: what the file gains, until the container stops
+    buf.truncate(FOLLOW_CHUNK);
+    buf.shrink_to_fit();
+    src.follow_inline().await;
     let mut last_look = false;
     loop {
         let look = src.look();
@@ -453,6 +479,7 @@ async fn pump(
             Look::Rotated => {
                 if let Ok(next) = Source::open(&src.path.clone()).await {
                     src = next;
+                    src.follow_inline().await;
                     continue;
                 }
             }
