@@ -169,8 +169,9 @@ struct AgentArgs {
     /// Directory for the agent's state (pods, logs, desired-state cache).
     #[arg(long)]
     state_dir: Option<PathBuf>,
-    /// Address of the kubelet-compatible node API (default 0.0.0.0:10250).
-    #[arg(long)]
+    /// Address of the kubelet-compatible node API (default 0.0.0.0:10250; port 0: any free
+    /// port, which the Node reports).
+    #[arg(long, env = "DSA_NODE_API_LISTEN")]
     node_api_listen: Option<String>,
 }
 

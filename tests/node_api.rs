@@ -80,7 +80,7 @@ impl Cluster {
         std::fs::write(
             &config,
             format!(
-                "node-name = \"{node}\"\nserver = \"{}\"\ntoken = \"{}\"\ncontainerd-socket = \"{}\"\ncontainerd-namespace = \"ns-{node}\"\nstate-dir = \"{}\"\ncontainer-logs-to-journald = false\nnode-api-listen = \"127.0.0.1:{port}\"\n",
+                "node-name = \"{node}\"\nserver = \"{}\"\ntoken = \"{}\"\ncontainerd-socket = \"{}\"\ncontainerd-namespace = \"ns-{node}\"\nstate-dir = \"{}\"\ncontainer-logs-to-journald = false\n",
                 self.server_url,
                 self.token,
                 self.ctd.socket.display(),
@@ -92,7 +92,16 @@ impl Cluster {
             .dir
             .path()
             .join(format!("agent-{node}-{}.log", self.agents.len()));
-        let p = Proc::spawn(&["agent", "--config", config.to_str().unwrap()], log);
+        // (the flag: Proc sets DSA_NODE_API_LISTEN to any port, which the flag overrides)
+        let listen = format!("127.0.0.1:{port}");
+        let args = [
+            "agent",
+            "--config",
+            config.to_str().unwrap(),
+            "--node-api-listen",
+            &listen,
+        ];
+        let p = Proc::spawn(&args, log);
         self.agents.retain(|(n, _)| n != node);
         self.agents.push((node.to_string(), p));
     }

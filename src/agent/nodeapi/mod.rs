@@ -171,25 +171,47 @@ async fn keep_certificate(
     }
 }
 
-/// Gets the certificates, listens on `cfg.node_api_listen` and serves until the process ends.
-/// A failure is logged: the node API is not needed to run pods.
-pub async fn run(client: kube::Client, cfg: Config, api: NodeApi) {
-    if let Err(e) = start(client, &cfg, api).await {
+/// Listens on `cfg.node_api_listen` and sets it to the address bound (a port 0 becomes the port
+/// chosen). None (logged) when it cannot: the node API is not needed to run pods.
+pub async fn bind(cfg: &mut Config) -> Option<TcpListener> {
+    let bound = TcpListener::bind(cfg.node_api_listen).await.and_then(|l| {
+        let addr = l.local_addr()?;
+        Ok((l, addr))
+    });
+    match bound {
+        Ok((listener, addr)) => {
+            cfg.node_api_listen = addr;
+            Some(listener)
+        }
+        Err(source) => {
+            let e = NodeApiError::Listen {
+                addr: cfg.node_api_listen,
+                source,
+            };
+            tracing::error!(error = %crate::runtime::chain(&e), "the node API does not run");
+            None
+        }
+    }
+}
+
+/// Gets the certificates and serves on `listener` until the process ends. A failure is logged:
+/// the node API is not needed to run pods.
+pub async fn run(client: kube::Client, cfg: Config, listener: TcpListener, api: NodeApi) {
+    if let Err(e) = start(client, &cfg, listener, api).await {
         tracing::error!(error = %crate::runtime::chain(&e), listen = %cfg.node_api_listen, "the node API does not run");
     }
 }
 
-async fn start(client: kube::Client, cfg: &Config, api: NodeApi) -> Result<(), NodeApiError> {
+async fn start(
+    client: kube::Client,
+    cfg: &Config,
+    listener: TcpListener,
+    api: NodeApi,
+) -> Result<(), NodeApiError> {
     let roots = serving::cluster_ca(cfg).await?;
     let cert = serving::obtain(&client, cfg, &roots).await?;
     let current = Arc::new(Current(std::sync::RwLock::new(certified(&cert)?)));
     let acceptor = acceptor(current.clone(), &roots)?;
-    let listener = TcpListener::bind(cfg.node_api_listen)
-        .await
-        .map_err(|source| NodeApiError::Listen {
-            addr: cfg.node_api_listen,
-            source,
-        })?;
     tracing::info!(listen = %cfg.node_api_listen, signed = cert.signed, "node API listening");
     tokio::spawn(keep_certificate(
         client,
@@ -417,4 +439,43 @@ fn still_running(
         logs::locate(&state_dir, &pods, &ns, &pod, &container, false)
             .is_ok_and(|(path, running)| running && path == first)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::config::{self, FileConfig, Flags};
+
+    #[tokio::test]
+    async fn port_zero_becomes_the_port_bound() {
+        let file = FileConfig {
+            node_api_listen: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        };
+        let flags = Flags {
+            kubeconfig: Some("/nonexistent/kubeconfig".into()),
+            ..Default::default()
+        };
+        let mut cfg = config::merge(file, &flags, "host").unwrap();
+        let listener = bind(&mut cfg).await.unwrap();
+        assert_ne!(cfg.node_api_listen.port(), 0);
+        assert_eq!(listener.local_addr().unwrap(), cfg.node_api_listen);
+        // the address taken: no listener, the agent goes on
+        let mut again = cfg.clone();
+        assert!(bind(&mut again).await.is_none());
+    }
+
+    #[test]
+    fn a_bad_address_names_the_key() {
+        let file = FileConfig {
+            node_api_listen: Some("localhost:10250".into()),
+            ..Default::default()
+        };
+        let flags = Flags {
+            kubeconfig: Some("/nonexistent/kubeconfig".into()),
+            ..Default::default()
+        };
+        let e = config::merge(file, &flags, "host").unwrap_err();
+        assert!(e.to_string().starts_with("node-api-listen:"), "{e}");
+    }
 }
