@@ -374,6 +374,11 @@ fn kubectl_logs_reaches_the_nodes_through_the_server() {
         &["get", "--raw", "/api/v1/nodes/node-a/proxy/healthz"],
     );
     assert_eq!(health, "ok");
+    let own = c.ok(
+        common::kubectl(),
+        &["get", "--raw", "/api/v1/nodes/node-a/proxy/metrics"],
+    );
+    assert!(own.contains("\nprocess_resident_memory_bytes "), "{own}");
 
     // a node's own credential: no pods/log, not of its own pods nor of another node's
     let node_b = c.state_dir("node-b").join("pki/node.kubeconfig");

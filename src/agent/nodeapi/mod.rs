@@ -12,7 +12,7 @@
 //! - Paths: `/healthz`; `/containerLogs/NS/POD/CONTAINER` (the kubelet's query: follow,
 //!   tailLines, sinceSeconds/sinceTime, timestamps, limitBytes, previous), read by `logs`.
 //!   Errors are Kubernetes `Status` objects, which the server passes on to kubectl.
-//!   `/stats/summary` and `/metrics/resource` (`stats`).
+//!   `/stats/summary`, `/metrics/resource` (`stats`) and `/metrics` (the agent's own process).
 pub mod logs;
 pub mod serving;
 pub mod stats;
@@ -334,6 +334,14 @@ async fn handle(api: &NodeApi, caller: Option<Caller>, req: Request<Incoming>) -
                 StatusCode::OK,
                 "application/json",
                 stats::summary(&s).to_string(),
+            )
+        }
+        (http::Method::GET, ["metrics"]) => {
+            let (cpu, rss, start) = stats::process_sample();
+            full(
+                StatusCode::OK,
+                "text/plain; version=0.0.4",
+                stats::process_metrics(cpu, rss, start),
             )
         }
         (http::Method::GET, ["metrics", "resource"]) => {

@@ -215,6 +215,65 @@ pub fn summary(s: &Sample) -> Value {
     })
 }
 
+/// The agent's own process, for `/metrics`: (CPU seconds, resident bytes, start time in
+/// seconds since the epoch), from /proc/self.
+pub fn process_sample() -> (Option<f64>, Option<u64>, Option<f64>) {
+    // SAFETY: sysconf with a valid name has no side effects.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // the fields after the command's ")": utime and stime are 12 and 13, starttime 20 (ticks
+    // since boot)
+    let f: Vec<&str> = stat
+        .rfind(')')
+        .map(|i| stat[i + 1..].split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+    let cpu = ticks(11).zip(ticks(12)).map(|(u, s)| (u + s) / hz);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss = meminfo_kib(&status, "VmRSS").map(|k| k * 1024);
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("btime "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    });
+    let start = boot.zip(ticks(19)).map(|(b, t)| b + t / hz);
+    (cpu, rss, start)
+}
+
+/// The node API's `/metrics`: the agent's own process, in Prometheus text.
+pub fn process_metrics(cpu: Option<f64>, rss: Option<u64>, start: Option<f64>) -> String {
+    let mut out = String::new();
+    let rows = [
+        (
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            "counter",
+            cpu,
+        ),
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            "gauge",
+            rss.map(|r| r as f64),
+        ),
+        (
+            "process_start_time_seconds",
+            "Start time of the process since unix epoch in seconds.",
+            "gauge",
+            start,
+        ),
+    ];
+    for (name, help, kind, value) in rows {
+        if let Some(v) = value {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+    }
+    out
+}
+
 /// Prometheus' label value escaping.
 fn label(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -404,6 +463,19 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn process_metrics_are_the_agents_own() {
+        let text = process_metrics(Some(1.5), Some(4096), None);
+        assert!(text.contains("\nprocess_cpu_seconds_total 1.5\n"), "{text}");
+        assert!(
+            text.contains("\nprocess_resident_memory_bytes 4096\n"),
+            "{text}"
+        );
+        assert!(!text.contains("process_start_time_seconds"), "{text}");
+        let (cpu, rss, start) = process_sample();
+        assert!(cpu.is_some() && rss.is_some_and(|r| r > 0) && start.is_some());
     }
 
     #[test]
