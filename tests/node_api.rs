@@ -187,9 +187,11 @@ fn restarted(p: &serde_json::Value) -> bool {
         .is_some_and(|cs| cs.iter().any(|c| c["restartCount"].as_i64() >= Some(1)))
 }
 
+/// A DaemonSet of `containers`, on the host's network: nothing here needs a pod network, and
+/// the machine's CNI address range is shared by every test run on it.
 fn ds(name: &str, containers: &str) -> String {
     format!(
-        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      terminationGracePeriodSeconds: 1\n      containers:\n{containers}"
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      hostNetwork: true\n      terminationGracePeriodSeconds: 1\n      containers:\n{containers}"
     )
 }
 
@@ -313,7 +315,7 @@ fn kubectl_logs_reaches_the_nodes_through_the_server() {
     // kubectl top: a container burning CPU shows up to a core (the machine is shared: at least
     // 100m, and far more than the idle talker), the node its figures
     c.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: burner\n  labels:\n    app: burner\nspec:\n  nodeName: node-a\n  terminationGracePeriodSeconds: 1\n  containers:\n{}",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: burner\n  labels:\n    app: burner\nspec:\n  nodeName: node-a\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n{}",
         container("main", "while :; do :; done")
     ));
     c.pod_on("burner", "node-a", running);
