@@ -245,6 +245,10 @@ struct AgentArgs {
     /// Directory for the agent's state (pods, logs, desired-state cache).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Address of the kubelet-compatible node API (default 0.0.0.0:10250; port 0: any free
+    /// port, which the Node reports).
+    #[arg(long, env = "DSA_NODE_API_LISTEN")]
+    node_api_listen: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -472,6 +476,7 @@ fn agent_flags(a: &AgentArgs) -> config::Flags {
         containerd_socket: a.containerd_socket.clone(),
         containerd_namespace: a.containerd_namespace.clone(),
         state_dir: a.state_dir.clone(),
+        node_api_listen: a.node_api_listen.clone(),
     }
 }
 

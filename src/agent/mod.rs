@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod join;
 pub mod localapi;
 pub mod node;
+pub mod nodeapi;
 pub mod podsync;
 pub mod prepull;
 pub mod prober;
@@ -89,9 +90,11 @@ impl Agent {
 /// Starts the agent with a runtime already connected. Returns once its loops run; the Node is
 /// registered in the background (retrying while the API is unreachable, the agent running from
 /// its cache meanwhile).
-pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Agent> {
+pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Agent> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("create state dir {}", cfg.state_dir.display()))?;
+    // bound before the Node is registered: it reports the port (also a port 0 chose)
+    let node_api = nodeapi::bind(&mut cfg).await;
     let client = match &cfg.api {
         config::ApiAccess::Kubeconfig(path) => client(path).await?,
         config::ApiAccess::Join { server, token } => {
@@ -157,6 +160,19 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         ctx.runtime.clone(),
     ));
     let controller = controller::Controller::new(cfg.clone(), ctx, store.clone(), pod_tx);
+    if let Some(listener) = node_api {
+        tokio::spawn(nodeapi::run(
+            client.clone(),
+            cfg.clone(),
+            listener,
+            nodeapi::NodeApi {
+                node: cfg.node_name.clone(),
+                state_dir: cfg.state_dir.clone(),
+                containerd_namespace: cfg.containerd_namespace.clone(),
+                pods: controller.view(),
+            },
+        ));
+    }
     let synced_store = store.clone();
     let api = localapi::LocalApi {
         node: cfg.node_name.clone(),

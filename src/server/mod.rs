@@ -29,6 +29,7 @@ pub mod kinds;
 pub mod meta;
 pub mod propagation;
 pub mod protobuf;
+pub mod proxy;
 pub mod query;
 pub mod resources;
 pub mod router;
@@ -279,6 +280,8 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         kubeconfig_yaml(addr, &tls.ca.cert_pem, &token).as_bytes(),
     )
     .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    let kubelet = proxy::KubeletClient::new(&tls.ca, now).context("the kubelet client")?;
+    let _ = api.kubelet.set(Arc::new(kubelet));
     let ca = tls.ca.clone();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let serving = tls.clone();

@@ -51,7 +51,9 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
         None => None,
         Some(s) => Some(r.subresource(s).ok_or_else(ApiError::path_not_found)?),
     };
-    if rest.len() > 3 || name.as_deref() == Some("") {
+    // (a proxy subresource carries the path it proxies to after it)
+    let proxied = sub.is_some_and(|s| s.name == "proxy");
+    if (rest.len() > 3 && !proxied) || name.as_deref() == Some("") {
         return Err(ApiError::path_not_found());
     }
     if r.namespaced && ns.is_none() && name.is_some() {
@@ -72,6 +74,9 @@ pub struct RestRequest {
     pub content_type: String,
     /// The `User-Agent` (its prefix names the field manager of a write without `fieldManager`).
     pub user_agent: String,
+    /// The URL's path and raw query (what a proxy subresource passes on).
+    pub path: String,
+    pub raw_query: Option<String>,
     content_length: Option<u64>,
     body_timeout: std::time::Duration,
     body: Incoming,
@@ -93,6 +98,8 @@ impl RestRequest {
                 .get::<BodyTimeout>()
                 .map_or(BODY_READ_TIMEOUT, |t| t.0),
             query: Query::parse(parts.uri.query()),
+            path: parts.uri.path().to_string(),
+            raw_query: parts.uri.query().map(str::to_string),
             method: parts.method,
             user,
             body,
@@ -251,7 +258,17 @@ async fn route(
     seen.user = Some(user.clone());
     match segs.as_slice() {
         ["api"] => discovery(Some(discovery::api_versions())),
-        ["apis"] => discovery(Some(discovery::api_group_list())),
+        ["apis"] => {
+            let mut groups = discovery::api_group_list();
+            if let Some(list) = groups["groups"].as_array_mut() {
+                list.push(super::kinds::metrics::group());
+            }
+            discovery(Some(groups))
+        }
+        ["apis", super::kinds::metrics::GROUP, rest @ ..] => {
+            let req = seen.request(user, req);
+            super::kinds::metrics::serve(api, rest, req).await
+        }
         ["apis", g] => discovery(discovery::api_group(g)),
         ["api", v] => discovery(discovery::api_resource_list("", v)),
         ["apis", g, v] => discovery(discovery::api_resource_list(g, v)),

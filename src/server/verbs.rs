@@ -33,6 +33,8 @@ pub struct Api {
     pub store: Arc<dyn ObjectStore>,
     /// What pod specs may hold (`--allow-privileged`, `--allow-host-path`).
     pub policy: Policy,
+    /// The client of the nodes' APIs (`proxy`), set once the server has its CA.
+    pub kubelet: std::sync::OnceLock<Arc<super::proxy::KubeletClient>>,
 }
 
 /// What a successful write returns.
@@ -430,7 +432,11 @@ fn apply_patch(r: &Resource, ty: PatchType, doc: &Value, old: &Value) -> Result<
 
 impl Api {
     pub fn new(store: Arc<dyn ObjectStore>, policy: Policy) -> Api {
-        Api { store, policy }
+        Api {
+            store,
+            policy,
+            kubelet: std::sync::OnceLock::new(),
+        }
     }
 
     async fn namespace_exists(&self, ns: &str) -> Result<bool, ApiError> {

@@ -25,6 +25,8 @@ impl Proc {
         let child = Command::new(env!("CARGO_BIN_EXE_daemonset-agent"))
             .args(args)
             .env("DSA_LOG", "debug")
+            // an agent's node API on loopback, on a port of its own (the Node reports it)
+            .env("DSA_NODE_API_LISTEN", "127.0.0.1:0")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()

@@ -75,7 +75,13 @@ pub fn decide(user: &User, a: &Attributes<'_>) -> Decision {
     {
         return Decision::Allow;
     }
-    if user.is_viewer() && reads(a.verb) && !(a.group.is_empty() && a.resource == "secrets") {
+    // (the view role reads pods/log, not nodes/proxy: that reaches every pod of a node)
+    let proxy = (a.resource, a.subresource) == ("nodes", "proxy");
+    if user.is_viewer()
+        && reads(a.verb)
+        && !(a.group.is_empty() && a.resource == "secrets")
+        && !proxy
+    {
         return Decision::Allow;
     }
     if let Some(node) = user.node_name() {

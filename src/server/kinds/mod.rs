@@ -7,6 +7,7 @@ pub mod csr;
 mod daemonset;
 pub mod event;
 mod lease;
+pub mod metrics;
 mod namespace;
 mod node;
 mod pod;

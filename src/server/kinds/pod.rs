@@ -26,7 +26,7 @@ pub static PODS: Resource = Resource {
     short_names: &["po"],
     categories: &["all"],
     verbs: ALL_VERBS,
-    subresources: &[&STATUS, &EVICTION],
+    subresources: &[&STATUS, &EVICTION, &crate::server::proxy::POD_LOG],
     strategy: &PodStrategy,
 };
 
