@@ -9,6 +9,7 @@
 //! waits for the API. Time comes from one injected `clock::Clock`.
 pub mod clock;
 pub mod config;
+pub mod configsource;
 pub mod controller;
 pub mod join;
 pub mod localapi;
@@ -121,6 +122,9 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         node: cfg.node_name.clone(),
         started: Some(tokio::time::Instant::now()),
         clock: clock.clone(),
+        objects: Arc::new(configsource::FromApi {
+            client: client.clone(),
+        }),
     });
     let (pod_tx, pod_rx) = mpsc::unbounded_channel();
     tokio::spawn(podsync::run(client.clone(), pod_rx));

@@ -10,6 +10,7 @@ pub mod names;
 pub mod nodehealth;
 pub mod patch;
 pub mod plan;
+pub mod podrefs;
 pub mod probe;
 pub mod quantity;
 pub mod reference;

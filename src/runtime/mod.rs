@@ -5,6 +5,7 @@ pub mod archive;
 pub mod cgroup;
 pub mod client;
 pub mod cni;
+pub mod configvol;
 pub mod containerd;
 pub mod dns;
 pub mod downward;
@@ -117,6 +118,8 @@ pub struct PodMeta {
     pub annotations: BTreeMap<String, String>,
     /// The node's IPs (status.hostIPs).
     pub host_ips: Vec<String>,
+    /// The ConfigMaps, Secrets and tokens its volumes and env use.
+    pub objects: configvol::PodObjects,
 }
 
 /// When to pull a container's image (`imagePullPolicy`).

@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::apply::{self as field_manager, Tracking};
-use super::auth::{admission, authorize, User, Verb};
+use super::auth::graph::NodeGraph;
+use super::auth::{admission, authorize, authorize_node_read, User, Verb};
 use super::kinds::NAMESPACES;
 use super::meta;
 use super::query::{FieldValidation, Filter, Query, WriteOpts};
@@ -32,6 +33,8 @@ pub struct Api {
     pub store: Arc<dyn ObjectStore>,
     /// What pod specs may hold (`--allow-privileged`, `--allow-host-path`).
     pub policy: Policy,
+    /// The Node authorizer's index of what the bound pods use.
+    pub graph: Arc<NodeGraph>,
 }
 
 /// What a successful write returns.
@@ -415,7 +418,11 @@ fn apply_patch(r: &Resource, ty: PatchType, doc: &Value, old: &Value) -> Result<
 
 impl Api {
     pub fn new(store: Arc<dyn ObjectStore>, policy: Policy) -> Api {
-        Api { store, policy }
+        Api {
+            store,
+            policy,
+            graph: Arc::default(),
+        }
     }
 
     async fn namespace_exists(&self, ns: &str) -> Result<bool, ApiError> {
@@ -518,6 +525,7 @@ impl Api {
         part: Part,
     ) -> Result<Arc<Value>, ApiError> {
         at.authorize(user, Verb::Get, part)?;
+        authorize_node_read(&self.graph, &*self.store, user, at.r, at.ns, at.name).await?;
         let obj = self.fetch(at).await;
         admission::on_read(user, at, obj.as_deref().ok())?;
         obj

@@ -10,6 +10,7 @@
 //! - `gc`: the stand-in for the garbage collector: the dependents of a DaemonSet that is gone;
 //! - `nodelifecycle`: node health from Leases and heartbeats (Ready=Unknown, the unreachable and
 //!   not-ready taints, pods marked not ready) and the NoExecute taint eviction;
+//! - `serviceaccounts`: a `default` ServiceAccount in every namespace;
 //! - `queue`: the work queue keyed by namespace/name.
 //!
 //! [`run`] is one future without global state, so that a server runs it only while it leads.
@@ -18,6 +19,7 @@ pub mod daemonset;
 pub mod gc;
 pub mod nodelifecycle;
 mod queue;
+pub mod serviceaccounts;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -31,7 +33,8 @@ pub async fn run(api: Arc<Api>, nodes: nodelifecycle::Options, stop: impl Future
     let clock = crate::agent::clock::Clock::system();
     tokio::select! {
         _ = daemonset::Controller::new(api.clone()).run() => {}
-        _ = nodelifecycle::Controller::new(api, clock, nodes).run() => {}
+        _ = nodelifecycle::Controller::new(api.clone(), clock, nodes).run() => {}
+        _ = serviceaccounts::run(&api) => {}
         _ = stop => {}
     }
 }
