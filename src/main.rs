@@ -199,6 +199,10 @@ struct ServerArgs {
     /// `1m30s`, `500ms`.
     #[arg(long, default_value = "40s", value_parser = parse_duration, value_name = "DURATION")]
     node_monitor_grace_period: std::time::Duration,
+    /// Encrypt Secrets at rest as this EncryptionConfiguration says (kube-apiserver's file
+    /// format; the `aesgcm` and `identity` providers).
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
 }
 
 /// A Go duration as Kubernetes' flags take them: whole numbers with `ms`, `s`, `m` or `h`, one
@@ -329,6 +333,7 @@ async fn run_server(args: ServerArgs) -> ExitCode {
             allow_host_path: args.allow_host_path,
         },
         node_monitor_grace_period: args.node_monitor_grace_period,
+        encryption_provider_config: args.encryption_provider_config,
     };
     match server::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -36,6 +36,7 @@ impl Srv {
                 policy: Policy::default(),
                 node_monitor_grace_period:
                     daemonset_agent::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
+                encryption_provider_config: None,
             }))
             .unwrap();
         Srv {

@@ -38,6 +38,7 @@ impl Srv {
                 policy,
                 node_monitor_grace_period:
                     daemonset_agent::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
+                encryption_provider_config: None,
             }))
             .unwrap();
         Srv {

@@ -229,6 +229,7 @@ pub(crate) mod test_api {
             tls_sans: vec![],
             policy: Default::default(),
             node_monitor_grace_period: crate::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
+            encryption_provider_config: None,
         };
         let server = crate::server::start(opts).await.unwrap();
         let client = super::client(&server.kubeconfig).await.unwrap();
