@@ -561,3 +561,66 @@ fn secrets_are_encrypted_at_rest() {
         "{log}"
     );
 }
+
+/// A pod's imagePullSecrets (a `kubernetes.io/dockerconfigjson` Secret made with `kubectl create
+/// secret docker-registry`) log its pull in to a registry that asks for a login; a pod without
+/// them waits in ErrImagePull/ImagePullBackOff (imagePullPolicy Always: an image already on the
+/// node is not pulled again under IfNotPresent, as with the kubelet).
+#[test]
+fn image_pull_secrets_log_pulls_in() {
+    let mut c = Cluster::start(&[]);
+    c.start_agent();
+    let password = format!("pw-{:08x}", std::process::id());
+    let reg = common::authreg::AuthRegistry::start(
+        &c.dir.path().join("private-registry"),
+        "puller",
+        &password,
+    );
+    let private = format!("{}/private/busybox:v1", reg.addr);
+    let copied = Command::new("skopeo")
+        .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .arg(format!("--dest-creds=puller:{password}"))
+        .arg(format!("docker://{}", image()))
+        .arg(format!("docker://{private}"))
+        .status()
+        .unwrap();
+    assert!(copied.success(), "skopeo copy");
+    c.kubectl_ok(&[
+        "create",
+        "secret",
+        "docker-registry",
+        "regcred",
+        &format!("--docker-server={}", reg.addr),
+        "--docker-username=puller",
+        &format!("--docker-password={password}"),
+    ]);
+    let ds = |name: &str, secrets: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      imagePullSecrets: {secrets}\n      containers:\n      - {{name: c, image: {private}, imagePullPolicy: Always}}\n"
+        )
+    };
+    c.apply("with", &ds("with", "[{name: regcred}]"));
+    c.apply("without", &ds("without", "[]"));
+    wait_for(
+        "the pod with the pull secret to run",
+        Duration::from_secs(90),
+        || {
+            let p = c.pod_of("with")?;
+            (p["status"]["phase"] == "Running").then_some(())
+        },
+    );
+    let (reason, message) = wait_for(
+        "the pod without it to fail its pull",
+        Duration::from_secs(90),
+        || {
+            c.pod_of("without")
+                .as_ref()
+                .and_then(waiting_reason)
+                .filter(|(r, _)| r.contains("ImagePull"))
+        },
+    );
+    assert!(
+        reason == "ErrImagePull" || reason == "ImagePullBackOff",
+        "{reason}: {message}"
+    );
+}

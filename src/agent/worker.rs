@@ -1002,7 +1002,18 @@ impl Worker {
         let image = container.image.clone().unwrap_or_default();
         // the runtime serializes pulls (as the kubelet does by default) after a lock-free check;
         // what it resolved is handed to run_container, which does not resolve it again
-        let pulled = rt.image_for(&image, PullPolicy::of(container)).await?;
+        let id = container_id(&d.key, &container.name, restart_count);
+        let objects = pod_objects(&self.ctx, d, &id).await?;
+        let pull_secrets: Vec<String> = (d.spec.image_pull_secrets.iter().flatten())
+            .map(|s| s.name.clone())
+            .collect();
+        let (auth, problems) = crate::runtime::configvol::pull_credentials(&pull_secrets, &objects);
+        for p in problems {
+            tracing::warn!(reason = "FailedToRetrieveImagePullSecret", "{p}");
+        }
+        let pulled = rt
+            .image_for_pod(&image, PullPolicy::of(container), &auth)
+            .await?;
         self.images
             .insert(container.name.clone(), (image, pulled.info.digest.clone()));
         let host_network = d.spec.host_network.unwrap_or(false);
@@ -1014,8 +1025,6 @@ impl Worker {
                 s
             }
         };
-        let id = container_id(&d.key, &container.name, restart_count);
-        let objects = pod_objects(&self.ctx, d, &id).await?;
         if let Ok((_, warnings)) =
             crate::runtime::configvol::resolve_env(container, &d.key.namespace, &objects)
         {

@@ -69,7 +69,7 @@ pub const POD_SPEC: &[(&str, Rule)] = &[
     ("hostPID", Honoured { test: "pod_namespaces" }),
     ("hostUsers", Refused { unless: &["true"], why: "no user namespaces" }),
     ("hostname", Honoured { test: "dns_files_follow_the_kubelet" }),
-    ("imagePullSecrets", Refused { unless: &[], why: NOT_YET }),
+    ("imagePullSecrets", Honoured { test: "pull_credentials_of_image_pull_secrets" }),
     ("initContainers", Refused { unless: &[], why: NOT_YET }),
     ("nodeName", Honoured { test: "node_should_run_table" }),
     ("nodeSelector", Honoured { test: "node_should_run_table" }),
@@ -679,7 +679,7 @@ mod tests {
             ),
             (
                 json!({"containers": [], "imagePullSecrets": [{"name": "s"}]}),
-                vec!["spec.template.spec.imagePullSecrets"],
+                vec![],
             ),
             (json!({"containers": [], "imagePullSecrets": []}), vec![]),
             (

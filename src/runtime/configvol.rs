@@ -245,6 +245,30 @@ fn check_path(p: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The registry credentials of the pod's imagePullSecrets (the `.dockerconfigjson` of each, in
+/// order; the first to name a registry wins), and what could not be read of them (the kubelet
+/// logs and pulls without). Missing Secrets are skipped, as the kubelet does.
+pub fn pull_credentials(
+    secrets: &[String],
+    objects: &PodObjects,
+) -> (super::pull::Credentials, Vec<String>) {
+    let mut out = super::pull::Credentials::default();
+    let mut problems = Vec::new();
+    for name in secrets.iter().rev() {
+        let Some(config) = secret(objects, name).and_then(|d| d.get(".dockerconfigjson")) else {
+            problems.push(format!(
+                "secret {name:?}: not found or no .dockerconfigjson"
+            ));
+            continue;
+        };
+        match super::pull::Credentials::parse(&String::from_utf8_lossy(config)) {
+            Ok(c) => out = c.over(&out),
+            Err(e) => problems.push(format!("secret {name:?}: {e}")),
+        }
+    }
+    (out, problems)
+}
+
 /// `$` written as `$$`: a value from an object is never expanded (the kubelet expands only
 /// `value`), and the downward API's expansion turns `$$` back into `$`.
 fn literal(v: &str) -> String {
@@ -729,6 +753,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(warnings, vec!["Keys [bad key] from the EnvFrom configMap d/cm were skipped since they are considered invalid environment variable names."]);
+    }
+
+    #[test]
+    fn pull_credentials_of_image_pull_secrets() {
+        let cfg = |u: &str| {
+            format!(r#"{{"auths": {{"r:5000": {{"username": "{u}", "password": "p"}}}}}}"#)
+                .into_bytes()
+        };
+        let objects = PodObjects {
+            secrets: BTreeMap::from([
+                (
+                    "a".into(),
+                    Some(BTreeMap::from([(".dockerconfigjson".into(), cfg("a"))])),
+                ),
+                (
+                    "b".into(),
+                    Some(BTreeMap::from([(".dockerconfigjson".into(), cfg("b"))])),
+                ),
+                (
+                    "bad".into(),
+                    Some(BTreeMap::from([(
+                        ".dockerconfigjson".into(),
+                        b"{".to_vec(),
+                    )])),
+                ),
+            ]),
+            ..PodObjects::default()
+        };
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (c, problems) = pull_credentials(&names(&["a", "b"]), &objects);
+        assert_eq!(
+            c.auth("r:5000"),
+            oci_client::secrets::RegistryAuth::Basic("a".into(), "p".into())
+        );
+        assert!(problems.is_empty());
+        let (c, problems) = pull_credentials(&names(&["gone", "bad", "b"]), &objects);
+        assert_eq!(
+            c.auth("r:5000"),
+            oci_client::secrets::RegistryAuth::Basic("b".into(), "p".into())
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
     }
 
     fn file(path: &str, data: &str) -> FileData {

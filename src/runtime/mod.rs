@@ -389,6 +389,16 @@ pub trait Runtime: Send + Sync + 'static {
         let _ = policy;
         self.ensure_image(reference).await
     }
+    /// `image_for` with the pod's registry credentials (its imagePullSecrets) over the node's.
+    async fn image_for_pod(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+        pod: &pull::Credentials,
+    ) -> Result<PulledImage> {
+        let _ = pod;
+        self.image_for(reference, policy).await
+    }
     /// Create the pod's sandbox (network namespace unless hostNetwork, pod directory).
     /// Idempotent: returns the existing one when it is there.
     async fn create_sandbox(&self, pod: &PodSandbox) -> Result<SandboxInfo>;
