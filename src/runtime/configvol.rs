@@ -560,7 +560,10 @@ mod tests {
         }
     }
 
-    fn files(vol: Value) -> Result<Option<Vec<(String, Vec<u8>, u32)>>, String> {
+    type Files = Vec<(String, Vec<u8>, u32)>;
+    type Env = Vec<(String, String)>;
+
+    fn files(vol: Value) -> Result<Option<Files>, String> {
         let vol: Volume = serde_json::from_value(vol).unwrap();
         let spec = PodSpec::default();
         let empty = BTreeMap::new();
@@ -690,7 +693,7 @@ mod tests {
                 .collect()
         };
         // (container, env or a part of the error, warnings)
-        let cases: Vec<(Value, Result<Vec<(String, String)>, &str>, usize)> = vec![
+        let cases: Vec<(Value, Result<Env, &str>, usize)> = vec![
             (
                 json!({"envFrom": [{"configMapRef": {"name": "cm"}, "prefix": "CM_"}],
                     "env": [{"name": "CM_MODE", "value": "override"},

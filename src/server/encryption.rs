@@ -65,18 +65,34 @@ impl StorageKey<'_> {
 
 /// Values on their way into and out of a store.
 pub trait Transformer: Send + Sync {
-    fn to_storage(&self, key: StorageKey<'_>, plain: String) -> Result<String, EncryptionError>;
-    fn from_storage(&self, key: StorageKey<'_>, stored: String) -> Result<String, EncryptionError>;
+    fn transform_to_storage(
+        &self,
+        key: StorageKey<'_>,
+        plain: String,
+    ) -> Result<String, EncryptionError>;
+    fn transform_from_storage(
+        &self,
+        key: StorageKey<'_>,
+        stored: String,
+    ) -> Result<String, EncryptionError>;
 }
 
 /// Everything stored as it is.
 pub struct Identity;
 
 impl Transformer for Identity {
-    fn to_storage(&self, _: StorageKey<'_>, plain: String) -> Result<String, EncryptionError> {
+    fn transform_to_storage(
+        &self,
+        _: StorageKey<'_>,
+        plain: String,
+    ) -> Result<String, EncryptionError> {
         Ok(plain)
     }
-    fn from_storage(&self, key: StorageKey<'_>, stored: String) -> Result<String, EncryptionError> {
+    fn transform_from_storage(
+        &self,
+        key: StorageKey<'_>,
+        stored: String,
+    ) -> Result<String, EncryptionError> {
         match parse_prefix(&stored) {
             Some((provider, name, _)) => Err(EncryptionError::UnknownKey {
                 key: key.path(),
@@ -279,7 +295,11 @@ fn aes_key(at: &str, k: KeyConfig) -> Result<Key, EncryptionError> {
 }
 
 impl Transformer for Config {
-    fn to_storage(&self, key: StorageKey<'_>, plain: String) -> Result<String, EncryptionError> {
+    fn transform_to_storage(
+        &self,
+        key: StorageKey<'_>,
+        plain: String,
+    ) -> Result<String, EncryptionError> {
         let Some(Provider::AesGcm(keys)) = self.providers(key.resource).and_then(|p| p.first())
         else {
             return Ok(plain);
@@ -305,7 +325,11 @@ impl Transformer for Config {
         ))
     }
 
-    fn from_storage(&self, key: StorageKey<'_>, stored: String) -> Result<String, EncryptionError> {
+    fn transform_from_storage(
+        &self,
+        key: StorageKey<'_>,
+        stored: String,
+    ) -> Result<String, EncryptionError> {
         let providers = self.providers(key.resource).unwrap_or(&[]);
         let Some((provider, name, rest)) = parse_prefix(&stored) else {
             let identity =
@@ -423,16 +447,20 @@ mod tests {
     fn values_round_trip_rotate_and_fail_clearly() {
         let k1 = Config::parse(&config(&aes(&[("k1", K1)]))).unwrap();
         let plain = r#"{"data":{"password":"aHVudGVyMg=="}}"#.to_string();
-        let stored = k1.to_storage(key("secrets"), plain.clone()).unwrap();
+        let stored = k1
+            .transform_to_storage(key("secrets"), plain.clone())
+            .unwrap();
         assert!(stored.starts_with("k8s:enc:aesgcm:v1:k1:"), "{stored}");
         assert!(!stored.contains("aHVudGVyMg"));
         assert_eq!(
-            k1.from_storage(key("secrets"), stored.clone()).unwrap(),
+            k1.transform_from_storage(key("secrets"), stored.clone())
+                .unwrap(),
             plain
         );
         // other resources are not touched
         assert_eq!(
-            k1.to_storage(key("configmaps"), plain.clone()).unwrap(),
+            k1.transform_to_storage(key("configmaps"), plain.clone())
+                .unwrap(),
             plain
         );
         // bound to its object: moved to another name, it does not decrypt
@@ -441,46 +469,47 @@ mod tests {
             ..key("secrets")
         };
         assert!(matches!(
-            k1.from_storage(moved, stored.clone()),
+            k1.transform_from_storage(moved, stored.clone()),
             Err(EncryptionError::Decrypt { .. })
         ));
         // rotation: k2 first writes with k2 and still reads k1's values
         let rotated = Config::parse(&config(&aes(&[("k2", K2), ("k1", K1)]))).unwrap();
         assert_eq!(
             rotated
-                .from_storage(key("secrets"), stored.clone())
+                .transform_from_storage(key("secrets"), stored.clone())
                 .unwrap(),
             plain
         );
         assert!(rotated
-            .to_storage(key("secrets"), plain.clone())
+            .transform_to_storage(key("secrets"), plain.clone())
             .unwrap()
             .starts_with("k8s:enc:aesgcm:v1:k2:"));
         // k1 dropped: a clear error, not garbage
         let only_k2 = Config::parse(&config(&aes(&[("k2", K2)]))).unwrap();
         let e = only_k2
-            .from_storage(key("secrets"), stored.clone())
+            .transform_from_storage(key("secrets"), stored.clone())
             .unwrap_err();
         assert_eq!(e.to_string(), "/secrets/d/s: encrypted with aesgcm key \"k1\", which the encryption configuration does not hold");
         // a server without the configuration says so too
         assert!(matches!(
-            Identity.from_storage(key("secrets"), stored),
+            Identity.transform_from_storage(key("secrets"), stored),
             Err(EncryptionError::UnknownKey { .. })
         ));
         // plain values read only where identity is a provider (or the resource is not listed)
         assert!(matches!(
-            k1.from_storage(key("secrets"), plain.clone()),
+            k1.transform_from_storage(key("secrets"), plain.clone()),
             Err(EncryptionError::NotEncrypted { .. })
         ));
         let migrating = Config::parse(&config(&(aes(&[("k1", K1)]) + IDENTITY))).unwrap();
         assert_eq!(
             migrating
-                .from_storage(key("secrets"), plain.clone())
+                .transform_from_storage(key("secrets"), plain.clone())
                 .unwrap(),
             plain
         );
         assert_eq!(
-            k1.from_storage(key("configmaps"), plain.clone()).unwrap(),
+            k1.transform_from_storage(key("configmaps"), plain.clone())
+                .unwrap(),
             plain
         );
     }

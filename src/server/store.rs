@@ -383,7 +383,8 @@ impl SqliteStore {
                     namespace: &namespace,
                     name: &name,
                 };
-                let value: Value = serde_json::from_str(&transform.from_storage(key, text)?)?;
+                let value: Value =
+                    serde_json::from_str(&transform.transform_from_storage(key, text)?)?;
                 objects
                     .entry(resource)
                     .or_default()
@@ -523,7 +524,7 @@ fn write_locked(
         name,
     };
     let text = text
-        .map(|t| inner.transform.to_storage(storage_key, t))
+        .map(|t| inner.transform.transform_to_storage(storage_key, t))
         .transpose()?;
     let txn = inner.conn.transaction()?;
     if let Some(text) = text {

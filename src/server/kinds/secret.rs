@@ -78,13 +78,11 @@ fn type_errors(secret: &Secret) -> Vec<FieldError> {
         }
         "kubernetes.io/dockercfg" => json_key(&data, ".dockercfg", &mut errs),
         DOCKER_CONFIG_JSON_TYPE => json_key(&data, DOCKER_CONFIG_JSON_KEY, &mut errs),
-        "kubernetes.io/basic-auth" => {
-            if !has("username") && !has("password") {
-                errs.push(FieldError::required(
-                    "data[username]",
-                    "either username or password or both must be provided",
-                ));
-            }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            errs.push(FieldError::required(
+                "data[username]",
+                "either username or password or both must be provided",
+            ));
         }
         "kubernetes.io/ssh-auth" => require("ssh-privatekey"),
         "kubernetes.io/tls" => {
