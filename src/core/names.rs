@@ -165,6 +165,16 @@ pub fn is_http_header_name(s: &str) -> Vec<String> {
 const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
 const ENV_VAR_NAME_MSG: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')";
 
+/// `hasChDirPrefix`: a name that is a file name must not be `.`, `..` or start with `..`.
+fn ch_dir_prefix(s: &str) -> Option<String> {
+    match s {
+        "." => Some("must not be '.'".into()),
+        ".." => Some("must not be '..'".into()),
+        _ if s.starts_with("..") => Some("must not start with '..'".into()),
+        _ => None,
+    }
+}
+
 /// `IsConfigMapKey`: the keys of ConfigMaps and Secrets (`[-._a-zA-Z0-9]+`, at most 253, not `.`
 /// nor starting with `..`: a key is a file name in a volume).
 pub fn is_config_map_key(s: &str) -> Vec<String> {
@@ -176,13 +186,7 @@ pub fn is_config_map_key(s: &str) -> Vec<String> {
     if s.is_empty() || !s.bytes().all(charset) {
         errs.push(CONFIG_KEY_MSG.into());
     }
-    if s == "." {
-        errs.push("must not be '.'".into());
-    } else if s == ".." {
-        errs.push("must not be '..'".into());
-    } else if s.starts_with("..") {
-        errs.push("must not start with '..'".into());
-    }
+    errs.extend(ch_dir_prefix(s));
     errs
 }
 
@@ -198,13 +202,7 @@ pub fn is_env_var_name(s: &str) -> Vec<String> {
     if !ok {
         errs.push(ENV_VAR_NAME_MSG.into());
     }
-    if s == "." {
-        errs.push("must not be '.'".into());
-    } else if s == ".." {
-        errs.push("must not be '..'".into());
-    } else if s.starts_with("..") {
-        errs.push("must not start with '..'".into());
-    }
+    errs.extend(ch_dir_prefix(s));
     errs
 }
 

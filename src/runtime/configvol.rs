@@ -115,6 +115,23 @@ fn payload(
     Ok(())
 }
 
+/// One configMap or secret source: its payload, nothing when it is missing and optional.
+fn source(
+    kind: &str,
+    name: &str,
+    data: Option<&Data>,
+    items: Option<&Vec<KeyToPath>>,
+    default_mode: u32,
+    optional: bool,
+    out: &mut Vec<FileData>,
+) -> Result<(), String> {
+    match data {
+        Some(data) => payload(kind, data, items, default_mode, optional, out),
+        None if optional => Ok(()),
+        None => Err(not_found(kind, name)),
+    }
+}
+
 fn config_map<'a>(o: &'a PodObjects, name: &str) -> Option<&'a ConfigMapData> {
     o.config_maps.get(name).and_then(Option::as_ref)
 }
@@ -136,66 +153,59 @@ pub fn volume_files(
 ) -> Result<Option<Vec<FileData>>, String> {
     let mut out = Vec::new();
     if let Some(src) = &vol.config_map {
+        let data = config_map(objects, &src.name).map(ConfigMapData::all);
         let optional = src.optional == Some(true);
-        match config_map(objects, &src.name) {
-            Some(cm) => payload(
-                "configmap",
-                &cm.all(),
-                src.items.as_ref(),
-                mode(src.default_mode),
-                optional,
-                &mut out,
-            )?,
-            None if optional => {}
-            None => return Err(not_found("configmap", &src.name)),
-        }
+        let items = src.items.as_ref();
+        source(
+            "configmap",
+            &src.name,
+            data.as_ref(),
+            items,
+            mode(src.default_mode),
+            optional,
+            &mut out,
+        )?;
     } else if let Some(src) = &vol.secret {
         let name = src.secret_name.as_deref().unwrap_or("");
         let optional = src.optional == Some(true);
-        match secret(objects, name) {
-            Some(data) => payload(
-                "secret",
-                data,
-                src.items.as_ref(),
-                mode(src.default_mode),
-                optional,
-                &mut out,
-            )?,
-            None if optional => {}
-            None => return Err(not_found("secret", name)),
-        }
+        let items = src.items.as_ref();
+        source(
+            "secret",
+            name,
+            secret(objects, name),
+            items,
+            mode(src.default_mode),
+            optional,
+            &mut out,
+        )?;
     } else if let Some(src) = &vol.projected {
         let default_mode = mode(src.default_mode);
         for p in src.sources.iter().flatten() {
             if let Some(s) = &p.config_map {
+                let data = config_map(objects, &s.name).map(ConfigMapData::all);
                 let optional = s.optional == Some(true);
-                match config_map(objects, &s.name) {
-                    Some(cm) => payload(
-                        "configmap",
-                        &cm.all(),
-                        s.items.as_ref(),
-                        default_mode,
-                        optional,
-                        &mut out,
-                    )?,
-                    None if optional => {}
-                    None => return Err(not_found("configmap", &s.name)),
-                }
+                source(
+                    "configmap",
+                    &s.name,
+                    data.as_ref(),
+                    s.items.as_ref(),
+                    default_mode,
+                    optional,
+                    &mut out,
+                )?;
             }
             if let Some(s) = &p.secret {
                 let optional = s.optional == Some(true);
-                match secret(objects, &s.name) {
-                    Some(data) => payload(
-                        "secret",
-                        data,
-                        s.items.as_ref(),
-                        default_mode,
-                        optional,
-                        &mut out,
-                    )?,
-                    None if optional => {}
-                    None => return Err(not_found("secret", &s.name)),
-                }
+                let data = secret(objects, &s.name);
+                source(
+                    "secret",
+                    &s.name,
+                    data,
+                    s.items.as_ref(),
+                    default_mode,
+                    optional,
+                    &mut out,
+                )?;
             }
             if let Some(d) = &p.downward_api {
                 let src = DownwardAPIVolumeSource {
