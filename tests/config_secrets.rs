@@ -209,6 +209,8 @@ spec:
     metadata: {{labels: {{app: reader}}}}
     spec:
       terminationGracePeriodSeconds: 1
+      # no pod network needed: the test must not depend on the machine's shared IPAM range
+      hostNetwork: true
       containers:
       - name: c
         image: {image}
@@ -273,16 +275,23 @@ fn a_daemonset_configured_by_a_config_map_and_a_secret() {
         "--from-literal=x=y",
     ]);
     c.apply("reader", &reader_ds(&out));
-    let (reason, message) = wait_for(
-        "the pod to wait for its ConfigMap",
-        Duration::from_secs(60),
-        || {
-            c.pod_of("reader")
-                .as_ref()
-                .and_then(waiting_reason)
-                .filter(|(_, m)| m.contains("app"))
-        },
-    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let (reason, message) = loop {
+        let pod = c.pod_of("reader");
+        if let Some(w) = pod
+            .as_ref()
+            .and_then(waiting_reason)
+            .filter(|(_, m)| m.contains("app"))
+        {
+            break w;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pod never waited for its ConfigMap: {pod:#?}\n--- agent log ---\n{}",
+            c.agent.as_ref().unwrap().log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
     assert_eq!(reason, "CreateContainerConfigError", "{message}");
     assert!(message.contains("configmap \"app\" not found"), "{message}");
     c.kubectl_ok(&[
@@ -324,6 +333,7 @@ fn a_daemonset_configured_by_a_config_map_and_a_secret() {
         "{table}"
     );
     // an edit reaches the mounted file (not the env, as in Kubernetes) within a minute
+    let edited = std::time::Instant::now();
     c.kubectl_ok(&[
         "patch",
         "configmap",
@@ -334,6 +344,10 @@ fn a_daemonset_configured_by_a_config_map_and_a_secret() {
     let updated = wait_for("the file to change", Duration::from_secs(60), || {
         read().filter(|s| s.contains("file=debug"))
     });
+    eprintln!(
+        "a ConfigMap edit reached the mounted file in {:?} (resync-seconds = 2)",
+        edited.elapsed()
+    );
     assert!(updated.contains("env=info/"), "{updated}");
     // the node reads what its pod uses, and nothing else
     let node_kc = c.node_kubeconfig();
@@ -596,7 +610,7 @@ fn image_pull_secrets_log_pulls_in() {
     ]);
     let ds = |name: &str, secrets: &str| {
         format!(
-            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      imagePullSecrets: {secrets}\n      containers:\n      - {{name: c, image: {private}, imagePullPolicy: Always}}\n"
+            "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {{name: {name}}}\nspec:\n  selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: {{labels: {{app: {name}}}}}\n    spec:\n      terminationGracePeriodSeconds: 1\n      hostNetwork: true\n      imagePullSecrets: {secrets}\n      containers:\n      - {{name: c, image: {private}, imagePullPolicy: Always}}\n"
         )
     };
     c.apply("with", &ds("with", "[{name: regcred}]"));
