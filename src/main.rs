@@ -282,6 +282,10 @@ struct ServerArgs {
     /// How long an event is kept after its last write, as kube-apiserver's flag: `1h`, `10m`.
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     event_ttl: std::time::Duration,
+    /// Encrypt Secrets at rest as this EncryptionConfiguration says (kube-apiserver's file
+    /// format; the `aesgcm` and `identity` providers).
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
 }
 
 /// A Go duration as Kubernetes' flags take them: whole numbers with `ms`, `s`, `m` or `h`, one
@@ -454,6 +458,7 @@ async fn run_server(args: ServerArgs) -> ExitCode {
         },
         node_monitor_grace_period: args.node_monitor_grace_period,
         event_ttl: args.event_ttl,
+        encryption_provider_config: args.encryption_provider_config,
     };
     match server::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,

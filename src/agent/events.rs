@@ -288,6 +288,7 @@ pub async fn ensure_image(
     about: &Involved,
     image: &str,
     policy: PullPolicy,
+    auth: &crate::runtime::pull::Credentials,
 ) -> Result<PulledImage, RuntimeError> {
     let present = policy != PullPolicy::Always && rt.has_image(image).await;
     if present {
@@ -303,7 +304,7 @@ pub async fn ensure_image(
         rec.normal(about, "Pulling", format!("Pulling image \"{image}\""));
     }
     let began = tokio::time::Instant::now();
-    let pulled = rt.image_for(image, policy).await;
+    let pulled = rt.image_for_pod(image, policy, auth).await;
     match &pulled {
         Ok(_) if !present && policy != PullPolicy::Never => {
             let took = go_duration(began.elapsed());

@@ -9,6 +9,7 @@
 //! waits for the API. Time comes from one injected `clock::Clock`.
 pub mod clock;
 pub mod config;
+pub mod configsource;
 pub mod controller;
 pub mod events;
 pub mod hooks;
@@ -134,6 +135,9 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
             clock.clone(),
             Arc::new(events::KubeSink(client.clone())),
         ),
+        objects: Arc::new(configsource::FromApi {
+            client: client.clone(),
+        }),
     });
     let node_ref = events::node_ref(&cfg.node_name);
     ctx.events
@@ -255,6 +259,7 @@ pub(crate) mod test_api {
             policy: Default::default(),
             node_monitor_grace_period: crate::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
             event_ttl: crate::server::kinds::event::DEFAULT_TTL,
+            encryption_provider_config: None,
         };
         let server = crate::server::start(opts).await.unwrap();
         let client = super::client(&server.kubeconfig).await.unwrap();

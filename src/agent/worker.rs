@@ -15,6 +15,7 @@ use tracing::Instrument as _;
 use crate::agent::clock::Clock;
 use crate::agent::events::{self, Recorder};
 use crate::agent::hooks::{self, HookTarget};
+use crate::agent::configsource::{ObjectSource, PodRef};
 use crate::agent::prober::{Prober, Target};
 use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, State, Want};
 use crate::core::podactions;
@@ -96,6 +97,8 @@ pub struct Context {
     pub started: Option<tokio::time::Instant>,
     /// Where wall-clock times and back-off deadlines come from.
     pub clock: Clock,
+    /// The ConfigMaps, Secrets and tokens of the pods' volumes and env.
+    pub objects: Arc<dyn ObjectSource>,
     /// The kubelet's events (`agent::events`); recording never waits.
     pub events: Recorder,
 }
@@ -242,6 +245,85 @@ async fn remove_with_hook(ctx: &Context, id: &str, grace_seconds: i64, hook: Opt
         None => grace_seconds,
     };
     remove(ctx, id, grace).await
+}
+
+/// The objects the pod uses, now (an API error: the container waits as for a failed mount).
+async fn pod_objects(
+    ctx: &Context,
+    d: &DesiredPod,
+    id: &str,
+) -> Result<crate::runtime::configvol::PodObjects, RuntimeError> {
+    let pod = PodRef {
+        namespace: &d.key.namespace,
+        name: &d.key.name,
+        uid: &d.api_uid,
+        spec: &d.spec,
+    };
+    ctx.objects
+        .objects(&pod)
+        .await
+        .map_err(|e| RuntimeError::InvalidSpec {
+            id: id.to_string(),
+            source: crate::runtime::spec::SpecError::Mount(crate::runtime::chain(&e)),
+        })
+}
+
+/// The running pod's configMap, secret and projected volumes brought up to date with their
+/// objects (the kubelet's periodic remount; subPath mounts keep the file they mounted).
+async fn refresh_volumes(ctx: &Context, d: &DesiredPod, sandbox: &SandboxInfo) {
+    use crate::runtime::configvol;
+    let vols: Vec<_> = d
+        .spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| configvol::is_config_volume(v))
+        .collect();
+    if vols.is_empty() {
+        return;
+    }
+    let Ok(objects) = pod_objects(ctx, d, &d.key.name).await else {
+        return;
+    };
+    let host_ips: Vec<String> = ctx.host_ip.clone().into_iter().collect();
+    let facts = crate::runtime::downward::PodFacts {
+        name: &d.key.name,
+        namespace: &d.key.namespace,
+        uid: &d.api_uid,
+        labels: &d.labels,
+        annotations: &d.annotations,
+        spec: &d.spec,
+        host_ips: &host_ips,
+        pod_ips: if d.spec.host_network.unwrap_or(false) {
+            &host_ips
+        } else {
+            &sandbox.ips
+        },
+        node: Default::default(),
+    };
+    let gid = d
+        .spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
+    for vol in vols {
+        let Ok(Some(files)) = configvol::volume_files(vol, &objects, &facts) else {
+            continue;
+        };
+        let dir = sandbox.pod_dir.join("volumes").join(&vol.name);
+        let name = vol.name.clone();
+        let written =
+            tokio::task::spawn_blocking(move || configvol::write_atomic(&dir, &files, gid)).await;
+        match written {
+            Ok(Ok(true)) => tracing::info!(volume = name.as_str(), "volume updated"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(volume = name.as_str(), error = %e, "volume update failed")
+            }
+            Err(e) => tracing::warn!(volume = name.as_str(), error = %e, "volume update failed"),
+        }
+    }
 }
 
 struct Worker {
@@ -531,6 +613,9 @@ impl Worker {
         }
         if !plan.actions.is_empty() {
             tracing::debug!(actions = ?plan.actions, observed = ?observed, "pod plan");
+        }
+        if let (true, Some(d), Some(sandbox)) = (running, &work.desired, &self.sandbox) {
+            refresh_volumes(&self.ctx, d, sandbox).await;
         }
         if !running {
             // the pod is going: its probes stop, its containers stop together (preStop hooks
@@ -1146,8 +1231,18 @@ impl Worker {
         // the runtime serializes pulls (as the kubelet does by default) after a lock-free check;
         // what it resolved is handed to run_container, which does not resolve it again
         let about = about(d, &container.name);
+        let id = container_id(&d.key, &container.name, restart_count);
+        let objects = pod_objects(&self.ctx, d, &id).await?;
+        let pull_secrets: Vec<String> = (d.spec.image_pull_secrets.iter().flatten())
+            .map(|s| s.name.clone())
+            .collect();
+        let (auth, problems) = crate::runtime::configvol::pull_credentials(&pull_secrets, &objects);
+        for p in problems {
+            tracing::warn!(reason = "FailedToRetrieveImagePullSecret", "{p}");
+        }
         let policy = PullPolicy::of(container);
-        let pulled = events::ensure_image(&self.ctx.events, &**rt, &about, &image, policy).await?;
+        let pulled =
+            events::ensure_image(&self.ctx.events, &**rt, &about, &image, policy, &auth).await?;
         self.images
             .insert(container.name.clone(), (image, pulled.info.digest.clone()));
         let host_network = d.spec.host_network.unwrap_or(false);
@@ -1159,7 +1254,17 @@ impl Worker {
                 s
             }
         };
-        let id = container_id(&d.key, &container.name, restart_count);
+        if let Ok((_, warnings)) =
+            crate::runtime::configvol::resolve_env(container, &d.key.namespace, &objects)
+        {
+            for w in warnings {
+                tracing::warn!(
+                    container = container.name.as_str(),
+                    reason = "InvalidEnvironmentVariableNames",
+                    "{w}"
+                );
+            }
+        }
         let mut container_labels = pod_labels(d);
         container_labels.insert(labels::CONTAINER_NAME.into(), container.name.clone());
         container_labels.insert(labels::RESTART_COUNT.into(), restart_count.to_string());
@@ -1192,6 +1297,7 @@ impl Worker {
                 labels: d.labels.clone(),
                 annotations: d.annotations.clone(),
                 host_ips: self.ctx.host_ip.clone().into_iter().collect(),
+                objects,
             },
         };
         rt.run_container(&req).await?;
@@ -1413,6 +1519,7 @@ mod worker_tests {
             started: None,
             clock: Clock::system(),
             events: Recorder::disabled(),
+            objects: Arc::new(crate::agent::configsource::Unavailable),
         });
         (rt, ctx)
     }
@@ -1593,6 +1700,7 @@ mod pod_tests {
                 started: None,
                 clock,
                 events: Recorder::disabled(),
+                objects: Arc::new(crate::agent::configsource::Unavailable),
             });
             let pod = desired(container);
             let (rtx, rx) = mpsc::unbounded_channel();

@@ -13,6 +13,7 @@ pub mod patch;
 pub mod plan;
 pub mod podactions;
 pub mod podprinter;
+pub mod podrefs;
 pub mod probe;
 pub mod quantity;
 pub mod reference;

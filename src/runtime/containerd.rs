@@ -701,6 +701,29 @@ impl Runtime for ContainerdRuntime {
         }
     }
 
+    async fn image_for_pod(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+        pod: &pull::Credentials,
+    ) -> Result<PulledImage> {
+        let credentials = pod.over(&self.credentials);
+        match policy {
+            PullPolicy::IfNotPresent => {
+                if let Ok(Some(img)) = pull::local(&self.ctd, reference).await {
+                    return Ok(img);
+                }
+                let _one_at_a_time = self.pull_lock.lock().await;
+                pull::ensure(&self.ctd, reference, &credentials).await
+            }
+            PullPolicy::Always => {
+                let _one_at_a_time = self.pull_lock.lock().await;
+                pull::pull(&self.ctd, reference, &credentials).await
+            }
+            PullPolicy::Never => self.image_for(reference, policy).await,
+        }
+    }
+
     async fn create_sandbox(&self, pod: &PodSandbox) -> Result<SandboxInfo> {
         let state_dir = self.state_dir.clone();
         let owned = pod.clone();

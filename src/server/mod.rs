@@ -25,6 +25,7 @@ pub mod body;
 mod conn;
 pub mod controllers;
 pub mod discovery;
+pub mod encryption;
 pub mod kinds;
 pub mod meta;
 pub mod propagation;
@@ -57,7 +58,7 @@ use tokio::task::JoinSet;
 use crate::core::credential::Token;
 use auth::User;
 use query::WriteOpts;
-use store::{ObjectStore, SqliteStore};
+use store::{ObjectStore, SqliteStore, WATCH_HISTORY_BYTES};
 use verbs::Api;
 
 /// Recent watch events kept in memory for watches that resume from a resourceVersion.
@@ -84,6 +85,9 @@ pub struct ServerOptions {
     pub node_monitor_grace_period: std::time::Duration,
     /// How long an event is kept after its last write (`--event-ttl`).
     pub event_ttl: std::time::Duration,
+    /// kube-apiserver's `--encryption-provider-config`: the EncryptionConfiguration of the values
+    /// encrypted at rest (`encryption`); None: stored as they are.
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// kube-controller-manager's default `--node-monitor-grace-period`.
@@ -247,7 +251,11 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     }
     private_data_dir(&opts.data_dir)?;
     let db = opts.data_dir.join("state.db");
-    let store = SqliteStore::open(&db, WATCH_HISTORY)
+    let transform: Arc<dyn encryption::Transformer> = match &opts.encryption_provider_config {
+        Some(path) => Arc::new(encryption::Config::load(path)?),
+        None => Arc::new(encryption::Identity),
+    };
+    let store = SqliteStore::open_transformed(&db, WATCH_HISTORY, WATCH_HISTORY_BYTES, transform)
         .with_context(|| format!("opening store {}", db.display()))?;
     let store: Arc<dyn ObjectStore> = Arc::new(store);
     let api = Arc::new(Api::new(store, opts.policy));

@@ -1,8 +1,8 @@
 //! Just enough of the Kubernetes protobuf encoding to accept what kubectl's typed clients send
 //! as protobuf: `kubectl create namespace NAME` (a `k8s\0` envelope around a runtime.Unknown
-//! holding a v1.Namespace), the access reviews of `kubectl auth`, and what `kubectl drain` and
-//! `kubectl delete` send: a meta/v1 `DeleteOptions` body and a policy/v1 `Eviction`. Every other
-//! protobuf body is refused with 415.
+//! holding a v1.Namespace), `kubectl create configmap|secret|serviceaccount`, the access reviews
+//! of `kubectl auth`, and what `kubectl drain` and `kubectl delete` send: a meta/v1 `DeleteOptions`
+//! body and a policy/v1 `Eviction`. Every other protobuf body is refused with 415.
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -154,6 +154,9 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
             _ => {}
         }
     }
+    if let Some(obj) = config_kind(&api_version, &kind, raw)? {
+        return Ok(obj);
+    }
     let access_review = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Namespace") | ("authentication.k8s.io/v1", "SelfSubjectReview") => false,
         // kubectl auth can-i
@@ -227,6 +230,56 @@ fn eviction(api_version: &str, b: &[u8]) -> Result<Value, ProtobufError> {
     Ok(obj)
 }
 
+/// What `kubectl create configmap|secret|serviceaccount` sends: ConfigMap (data 2, binaryData 3),
+/// Secret (data 2, type 3, stringData 4), ServiceAccount (imagePullSecrets 3); metadata is 1.
+/// None: another kind.
+fn config_kind(api_version: &str, kind: &str, raw: &[u8]) -> Result<Option<Value>, ProtobufError> {
+    use base64::Engine as _;
+    let b64 = |x: &[u8]| json!(base64::engine::general_purpose::STANDARD.encode(x));
+    let text = |x: &[u8]| string(x).map(|s| json!(s));
+    // (tag, field, map values are bytes)
+    let maps: &[(u64, &str, bool)] = match (api_version, kind) {
+        ("v1", "ConfigMap") => &[(2, "data", false), (3, "binaryData", true)],
+        ("v1", "Secret") => &[(2, "data", true), (4, "stringData", false)],
+        ("v1", "ServiceAccount") => &[],
+        _ => return Ok(None),
+    };
+    let mut obj = json!({"apiVersion": api_version, "kind": kind});
+    let mut r = Reader { buf: raw };
+    while let Some((tag, f)) = r.next()? {
+        let Field::Bytes(x) = f else { continue };
+        if tag == 1 {
+            obj["metadata"] = object_meta(x)?;
+        } else if let Some((_, name, bytes)) = maps.iter().find(|(t, _, _)| *t == tag) {
+            let mut e = Reader { buf: x };
+            let (mut k, mut v) = (String::new(), json!(""));
+            while let Some((t, f)) = e.next()? {
+                match (t, f) {
+                    (1, Field::Bytes(y)) => k = string(y)?,
+                    (2, Field::Bytes(y)) => v = if *bytes { b64(y) } else { text(y)? },
+                    _ => {}
+                }
+            }
+            if obj.get(*name).is_none() {
+                obj[*name] = json!({});
+            }
+            obj[*name][k] = v;
+        } else if kind == "Secret" && tag == 3 {
+            obj["type"] = text(x)?;
+        } else if kind == "ServiceAccount" && tag == 3 {
+            let name = strings(x, &[(1, "name")])?;
+            match obj
+                .get_mut("imagePullSecrets")
+                .and_then(Value::as_array_mut)
+            {
+                Some(list) => list.push(name),
+                None => obj["imagePullSecrets"] = json!([name]),
+            }
+        }
+    }
+    Ok(Some(obj))
+}
+
 /// A message of string fields, named by tag.
 fn strings(b: &[u8], names: &[(u64, &str)]) -> Result<Value, ProtobufError> {
     let mut out = Map::new();
@@ -296,11 +349,11 @@ mod tests {
         );
         let mut other = MAGIC.to_vec();
         let mut tm = field(1, b"v1");
-        tm.extend(field(2, b"Secret"));
+        tm.extend(field(2, b"Pod"));
         other.extend(field(1, &tm));
         assert_eq!(
             decode(&other),
-            Err(ProtobufError::Unsupported("v1/Secret".into()))
+            Err(ProtobufError::Unsupported("v1/Pod".into()))
         );
         for bad in [&b"k8s"[..], b"k8s\0\x0a\x7f", b"k8s\0\xff\xff\xff"] {
             assert!(decode(bad).is_err());
@@ -366,6 +419,46 @@ mod tests {
         assert_eq!(
             decode(&envelope(b"v1", b"DeleteOptions", b"")).unwrap(),
             json!({"apiVersion": "v1", "kind": "DeleteOptions"})
+        );
+    }
+
+    #[test]
+    fn decodes_what_kubectl_create_configmap_and_secret_send() {
+        let entry = |k: &[u8], v: &[u8]| {
+            let mut e = field(1, k);
+            e.extend(field(2, v));
+            e
+        };
+        let envelope = |kind: &[u8], raw: Vec<u8>| {
+            let mut tm = field(1, b"v1");
+            tm.extend(field(2, kind));
+            let mut body = MAGIC.to_vec();
+            body.extend(field(1, &tm));
+            body.extend(field(2, &raw));
+            body
+        };
+        let mut cm = field(1, &field(1, b"app"));
+        cm.extend(field(2, &entry(b"level", b"info")));
+        cm.extend(field(3, &entry(b"bin", &[0, 1])));
+        assert_eq!(
+            decode(&envelope(b"ConfigMap", cm)).unwrap(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"},
+                "data": {"level": "info"}, "binaryData": {"bin": "AAE="}})
+        );
+        let mut secret = field(1, &field(1, b"s"));
+        secret.extend(field(2, &entry(b"pw", b"hunter2")));
+        secret.extend(field(3, b"kubernetes.io/basic-auth"));
+        assert_eq!(
+            decode(&envelope(b"Secret", secret)).unwrap(),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "data": {"pw": "aHVudGVyMg=="}, "type": "kubernetes.io/basic-auth"})
+        );
+        let mut sa = field(1, &field(1, b"sa"));
+        sa.extend(field(3, &field(1, b"pull")));
+        assert_eq!(
+            decode(&envelope(b"ServiceAccount", sa)).unwrap(),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"},
+                "imagePullSecrets": [{"name": "pull"}]})
         );
     }
 

@@ -20,6 +20,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
+use crate::server::encryption::{Identity, StorageKey, Transformer};
+
 /// The largest object stored, encoded: etcd's default request limit (`--max-request-bytes`, 1.5
 /// MiB), which kube-apiserver reports as "etcdserver: request is too large".
 pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
@@ -87,6 +89,9 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("store worker failed: {0}")]
     Worker(String),
+    /// A value the transformer (encryption at rest) could not turn into or out of storage.
+    #[error(transparent)]
+    Transform(#[from] crate::server::encryption::EncryptionError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -268,6 +273,8 @@ struct Inner {
     conn: Connection,
     rv: u64,
     objects: ObjectMap,
+    /// What values pass through on their way into and out of SQLite (encryption at rest).
+    transform: Arc<dyn Transformer>,
     /// See [`high_water_path`].
     high_water: std::path::PathBuf,
 }
@@ -368,6 +375,17 @@ impl SqliteStore {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_transformed(path, max_events, max_bytes, Arc::new(Identity))
+    }
+
+    /// Opens the store with values passing through `transform` (encryption at rest): every
+    /// stored value is read back through it now, so a key that is missing fails here.
+    pub fn open_transformed(
+        path: &Path,
+        max_events: usize,
+        max_bytes: usize,
+        transform: Arc<dyn Transformer>,
+    ) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -428,7 +446,13 @@ impl SqliteStore {
             })?;
             for row in rows {
                 let (resource, namespace, name, text) = row?;
-                let value: Value = serde_json::from_str(&text)?;
+                let key = StorageKey {
+                    resource: &resource,
+                    namespace: &namespace,
+                    name: &name,
+                };
+                let value: Value =
+                    serde_json::from_str(&transform.transform_from_storage(key, text)?)?;
                 objects
                     .entry(resource)
                     .or_default()
@@ -442,6 +466,7 @@ impl SqliteStore {
                 rv,
                 objects,
                 high_water,
+                transform,
             })),
             history: Arc::new(Mutex::new(History::new(rv, max_events, max_bytes))),
             tx,
@@ -562,6 +587,14 @@ fn write_locked(
             });
         }
     }
+    let storage_key = StorageKey {
+        resource,
+        namespace,
+        name,
+    };
+    let text = text
+        .map(|t| inner.transform.transform_to_storage(storage_key, t))
+        .transpose()?;
     let txn = inner.conn.transaction()?;
     if let Some(text) = text {
         txn.execute(

@@ -16,7 +16,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::apply::{self as field_manager, Tracking};
-use super::auth::{admission, authorize, User, Verb};
+use super::auth::graph::NodeGraph;
+use super::auth::{admission, authorize, authorize_node_read, User, Verb};
 use super::kinds::NAMESPACES;
 use super::meta;
 use super::propagation;
@@ -35,6 +36,8 @@ pub struct Api {
     pub policy: Policy,
     /// The client of the nodes' APIs (`proxy`), set once the server has its CA.
     pub kubelet: std::sync::OnceLock<Arc<super::proxy::KubeletClient>>,
+    /// The Node authorizer's index of what the bound pods use.
+    pub graph: Arc<NodeGraph>,
 }
 
 /// What a successful write returns.
@@ -436,6 +439,7 @@ impl Api {
             store,
             policy,
             kubelet: std::sync::OnceLock::new(),
+            graph: Arc::default(),
         }
     }
 
@@ -539,6 +543,7 @@ impl Api {
         part: Part,
     ) -> Result<Arc<Value>, ApiError> {
         at.authorize(user, Verb::Get, part)?;
+        authorize_node_read(&self.graph, &*self.store, user, at.r, at.ns, at.name).await?;
         let obj = self.fetch(at).await;
         admission::on_read(user, at, obj.as_deref().ok())?;
         obj

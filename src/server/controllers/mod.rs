@@ -11,6 +11,7 @@
 //!   foreground, orphan);
 //! - `nodelifecycle`: node health from Leases and heartbeats (Ready=Unknown, the unreachable and
 //!   not-ready taints, pods marked not ready) and the NoExecute taint eviction;
+//! - `serviceaccounts`: a `default` ServiceAccount in every namespace;
 //! - `queue`: the work queue keyed by namespace/name.
 //!
 //! [`run`] is one future without global state, so that a server runs it only while it leads.
@@ -19,6 +20,7 @@ pub mod daemonset;
 pub mod gc;
 pub mod nodelifecycle;
 mod queue;
+pub mod serviceaccounts;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -33,7 +35,8 @@ pub async fn run(api: Arc<Api>, nodes: nodelifecycle::Options, stop: impl Future
     tokio::select! {
         _ = daemonset::Controller::new(api.clone()).run() => {}
         _ = nodelifecycle::Controller::new(api.clone(), clock.clone(), nodes).run() => {}
-        _ = gc::run(api, clock, std::future::pending::<()>()) => {}
+        _ = serviceaccounts::run(&api) => {}
+        _ = gc::run(api.clone(), clock, std::future::pending::<()>()) => {}
         _ = stop => {}
     }
 }

@@ -2,6 +2,7 @@
 //! defaulting, validation, status, generation, patch metadata, cleanup, Table). [`ALL`] is the
 //! registry routing, discovery, OpenAPI and namespace cleanup read: serving a new kind is adding
 //! its file, its `mod` line and its entry here.
+pub mod configmap;
 mod controllerrevision;
 pub mod csr;
 mod daemonset;
@@ -14,7 +15,9 @@ mod pod;
 mod secret;
 mod selfsubjectaccessreview;
 mod selfsubjectreview;
+pub mod serviceaccount;
 
+pub use configmap::CONFIG_MAPS;
 pub use controllerrevision::CONTROLLER_REVISIONS;
 pub use csr::CERTIFICATE_SIGNING_REQUESTS;
 pub use daemonset::DAEMONSETS;
@@ -26,6 +29,7 @@ pub use pod::PODS;
 pub use secret::SECRETS;
 pub use selfsubjectaccessreview::SELF_SUBJECT_ACCESS_REVIEWS;
 pub use selfsubjectreview::SELF_SUBJECT_REVIEWS;
+pub use serviceaccount::SERVICE_ACCOUNTS;
 
 use super::resources::Resource;
 
@@ -39,6 +43,8 @@ pub static ALL: &[&Resource] = &[
     &LEASES,
     &SECRETS,
     &EVENTS,
+    &CONFIG_MAPS,
+    &SERVICE_ACCOUNTS,
     &CERTIFICATE_SIGNING_REQUESTS,
     &SELF_SUBJECT_ACCESS_REVIEWS,
     &SELF_SUBJECT_REVIEWS,
@@ -53,7 +59,9 @@ mod tests {
     use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Secret};
+    use k8s_openapi::api::core::v1::{
+        ConfigMap, Event, Namespace, Node, Pod, Secret, ServiceAccount,
+    };
     use serde_json::json;
 
     use super::*;
@@ -74,6 +82,8 @@ mod tests {
             (&LEASES, meta::<Lease>()),
             (&SECRETS, meta::<Secret>()),
             (&EVENTS, meta::<Event>()),
+            (&CONFIG_MAPS, meta::<ConfigMap>()),
+            (&SERVICE_ACCOUNTS, meta::<ServiceAccount>()),
             (
                 &CERTIFICATE_SIGNING_REQUESTS,
                 meta::<CertificateSigningRequest>(),
