@@ -13,9 +13,9 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
 use crate::agent::clock::Clock;
+use crate::agent::configsource::{ObjectSource, PodRef};
 use crate::agent::events::{self, Recorder};
 use crate::agent::hooks::{self, HookTarget};
-use crate::agent::configsource::{ObjectSource, PodRef};
 use crate::agent::prober::{Prober, Target};
 use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, State, Want};
 use crate::core::podactions;
