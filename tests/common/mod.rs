@@ -763,9 +763,16 @@ fn release_cni_reservations<'a>(uids: impl Iterator<Item = &'a str>) {
     if uids.is_empty() {
         return;
     }
-    let nets = std::fs::read_dir("/var/lib/cni/networks").into_iter().flatten().flatten();
+    let nets = std::fs::read_dir("/var/lib/cni/networks")
+        .into_iter()
+        .flatten()
+        .flatten();
     for net in nets {
-        for entry in std::fs::read_dir(net.path()).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(net.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let id = std::fs::read_to_string(entry.path()).unwrap_or_default();
             if id.lines().next().is_some_and(|id| uids.contains(id.trim())) {
                 let _ = std::fs::remove_file(entry.path());
