@@ -1318,20 +1318,20 @@ fn unsupported_fields_are_refused_naming_them() {
             "spec.template.spec.initContainers[0].tty",
         ),
         (
-            json!({"imagePullSecrets": [{"name": "regcred"}]}),
-            "spec.template.spec.imagePullSecrets",
+            json!({"automountServiceAccountToken": true}),
+            "spec.template.spec.automountServiceAccountToken",
         ),
         (
             container(json!({"lifecycle": {"preStop": {"tcpSocket": {"port": 80}}}})),
             "spec.template.spec.containers[0].lifecycle.preStop.tcpSocket",
         ),
         (
-            container(json!({"envFrom": [{"configMapRef": {"name": "x"}}]})),
-            "spec.template.spec.containers[0].envFrom",
+            json!({"volumes": [{"name": "c", "csi": {"driver": "x"}}]}),
+            "spec.template.spec.volumes[0].csi",
         ),
         (
-            json!({"volumes": [{"name": "s", "secret": {"secretName": "x"}}]}),
-            "spec.template.spec.volumes[0].secret",
+            json!({"activeDeadlineSeconds": 30}),
+            "spec.template.spec.activeDeadlineSeconds",
         ),
         (
             json!({"runtimeClassName": "gvisor"}),
