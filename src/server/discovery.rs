@@ -95,13 +95,18 @@ pub fn api_resource_list(group: &str, version: &str) -> Option<Value> {
         }
         list.push(entry);
         for sub in r.subresources {
-            list.push(json!({
+            let mut entry = json!({
                 "name": format!("{}/{}", r.plural, sub.name),
                 "singularName": "",
                 "namespaced": r.namespaced,
                 "kind": sub.kind.unwrap_or(r.kind),
                 "verbs": sub.verbs,
-            }));
+            });
+            if let Some((group, version)) = sub.group_version {
+                entry["group"] = json!(group);
+                entry["version"] = json!(version);
+            }
+            list.push(entry);
         }
     }
     let gv = if group.is_empty() {

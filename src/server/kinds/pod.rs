@@ -12,7 +12,7 @@ use crate::core::patch::{self, Schema};
 use crate::core::validation::{self, FieldError, Policy};
 use crate::server::resources::{Resource, ALL_VERBS};
 use crate::server::strategy::{Column, Kind};
-use crate::server::subresource::STATUS;
+use crate::server::subresource::{BINDING, STATUS};
 use crate::server::table::{age, name, none_if_empty, s};
 
 pub static PODS: Resource = Resource {
@@ -25,7 +25,7 @@ pub static PODS: Resource = Resource {
     short_names: &["po"],
     categories: &["all"],
     verbs: ALL_VERBS,
-    subresources: &[&STATUS],
+    subresources: &[&STATUS, &BINDING],
     strategy: &PodStrategy,
 };
 
