@@ -174,34 +174,10 @@ fn evaluate(node: &Node, spec: &PodSpec, tolerations: &[Toleration]) -> Eligibil
     };
 
     // fitsNodeAffinity: nodeSelector AND the required node affinity.
-    for (key, wanted) in spec.node_selector.iter().flatten() {
-        match labels.get(key) {
-            None => {
-                reasons.push(format!("node selector: label {key} is missing"));
-                fits = false;
-            }
-            Some(got) if got != wanted => {
-                reasons.push(format!(
-                    "node selector: label {key} is {got:?}, not {wanted:?}"
-                ));
-                fits = false;
-            }
-            Some(_) => {}
-        }
-    }
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|na| {
-            na.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    if let Some(required) = required {
-        if let Err(why) = match_node_selector(required, labels, node_name) {
-            reasons.extend(why);
-            fits = false;
-        }
+    let affinity = node_affinity_reasons(spec, labels, node_name);
+    if !affinity.is_empty() {
+        reasons.extend(affinity);
+        fits = false;
     }
 
     // fitsTaints: NoSchedule and NoExecute taints must be tolerated.
@@ -237,6 +213,58 @@ fn evaluate(node: &Node, spec: &PodSpec, tolerations: &[Toleration]) -> Eligibil
         should_continue_running: fits && !untolerated_no_execute,
         reasons,
     }
+}
+
+/// Why `spec`'s nodeSelector and required node affinity do not match a node with `labels`
+/// (component-helpers' GetRequiredNodeAffinity(pod).Match(node)); empty when they match.
+fn node_affinity_reasons(
+    spec: &PodSpec,
+    labels: &BTreeMap<String, String>,
+    node_name: &str,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    for (key, wanted) in spec.node_selector.iter().flatten() {
+        match labels.get(key) {
+            None => {
+                reasons.push(format!("node selector: label {key} is missing"));
+            }
+            Some(got) if got != wanted => {
+                reasons.push(format!(
+                    "node selector: label {key} is {got:?}, not {wanted:?}"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    if let Some(required) = required {
+        if let Err(why) = match_node_selector(required, labels, node_name) {
+            reasons.extend(why);
+        }
+    }
+    reasons
+}
+
+/// Whether `spec`'s nodeSelector and required node affinity match `node` (the scheduler's
+/// NodeAffinity filter).
+pub fn matches_node_affinity(node: &Node, spec: &PodSpec) -> bool {
+    let no_labels = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
+    node_affinity_reasons(spec, labels, node.metadata.name.as_deref().unwrap_or("")).is_empty()
+}
+
+/// Whether one node selector term matches `node` (a preferred node affinity term's preference).
+pub fn matches_term(term: &NodeSelectorTerm, node: &Node) -> bool {
+    let no_labels = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
+    match_term(term, labels, node.metadata.name.as_deref().unwrap_or("")).is_ok()
 }
 
 /// nodeaffinity.LazyErrorNodeSelector.Match: terms ORed; an empty term, or one with an invalid
