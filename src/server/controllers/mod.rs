@@ -10,6 +10,10 @@
 //! - `gc`: the stand-in for the garbage collector: the dependents of a DaemonSet that is gone;
 //! - `nodelifecycle`: node health from Leases and heartbeats (Ready=Unknown, the unreachable and
 //!   not-ready taints, pods marked not ready) and the NoExecute taint eviction;
+//! - `replicaset`: the ReplicaSet controller: claims its pods, creates unbound pods up to
+//!   `replicas`, deletes the surplus in upstream's victim order, keeps the status;
+//! - `scheduler`: binds pending pods to nodes (`core::scheduler` decides) through the
+//!   `pods/binding` write, or marks them `PodScheduled=False` with the reason;
 //! - `queue`: the work queue keyed by namespace/name.
 //!
 //! [`run`] is one future without global state, so that a server runs it only while it leads.
@@ -18,7 +22,10 @@ pub mod daemonset;
 pub mod gc;
 pub mod nodelifecycle;
 mod queue;
+pub mod replicaset;
+pub mod scheduler;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -31,9 +38,23 @@ pub async fn run(api: Arc<Api>, nodes: nodelifecycle::Options, stop: impl Future
     let clock = crate::agent::clock::Clock::system();
     tokio::select! {
         _ = daemonset::Controller::new(api.clone()).run() => {}
+        _ = replicaset::Controller::new(api.clone(), clock.clone()).run() => {}
+        _ = scheduler::Scheduler::new(api.clone(), clock.clone()).run() => {}
         _ = nodelifecycle::Controller::new(api, clock, nodes).run() => {}
         _ = stop => {}
     }
+}
+
+/// The labels of an object.
+fn labels_of(obj: &Value) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The string at `ptr` in `v`, or "".
