@@ -559,10 +559,7 @@ mod tests {
             json!({"metadata": {"ownerReferences": []}, "spec": {"containers": [{"name": "c",
                 "image": "i", "resources": {"requests": {"memory": "800Mi", "cpu": "1500m"}}}]}}),
         );
-        assert_eq!(
-            schedule(&pod(json!({})), &nodes, &[loaded.clone()]),
-            Ok("b".into())
-        );
+        assert_eq!(schedule(&pod(json!({})), &nodes, &[loaded]), Ok("b".into()));
         let zoned = [
             node("a", json!({"metadata": {"labels": {"zone": "z1"}}})),
             node("b", json!({})),
