@@ -9,9 +9,10 @@
 # temporary directory, and runs benches/harness.rs, which starts the server and the agent as
 # separate processes and prints a table: apply-to-running latency against the floor (a minimal
 # gRPC client), convergence of 100 DaemonSets, the agent's footprint, the server's watch fan-out,
-# and a rollout over 20 more agents (maxUnavailable 25%, maxSurge 25%) against its bound.
+# a rollout over 20 more agents (maxUnavailable 25%, maxSurge 25%) against its bound, and the
+# agent under 100 concurrent `kubectl logs -f` (nodeapi).
 # --peers first runs bench/peers.sh (ctr run, docker run, swarm global service) and adds them.
-# --only latency,convergence,idle,fanout,rollout,network: run those sections only (for working on one figure).
+# --only latency,convergence,idle,fanout,rollout,network,nodeapi: run those sections only (for working on one figure).
 # --tls-compare: apply->running and fan-out over plain HTTP (the server's loopback --insecure-listen)
 # and over TLS, one after the other in this run, and the ratios (issue 8: TLS must cost < 10%).
 # --smoke: small sizes for CI (a few minutes). Needs root and what scripts/install-deps.sh

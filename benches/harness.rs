@@ -20,7 +20,8 @@
 //! fan-out of the server to 1000 and 5000 raw HTTP watchers; (6) a rollout over a fleet of agents
 //! against its bound (`rollout`); (7) the pod network: apply-to-running of a pod with its own CNI
 //! network against a hostNetwork pod, and churn throughput of CNI pods through the runtime against
-//! raw create/delete. Peers (2) come from bench/peers.sh.
+//! raw create/delete; (8) the agent's RSS and CPU under 100 concurrent `logs -f` through the
+//! server (`nodeapi`). Peers (2) come from bench/peers.sh.
 //! RUNNING is a containerd `/tasks/start` event, received on one Events subscription.
 //!
 //! Exits non-zero when something breaks (a timeout, an error); missed targets are only reported.
@@ -47,6 +48,8 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
+#[path = "harness/nodeapi.rs"]
+mod nodeapi;
 #[path = "harness/rollout.rs"]
 mod rollout;
 
@@ -64,7 +67,8 @@ struct Opts {
     smoke: bool,
     json: Option<PathBuf>,
     peers_json: Option<PathBuf>,
-    /// Sections to run (`--only latency,convergence,idle,fanout,rollout,network`); all when empty.
+    /// Sections to run (`--only latency,convergence,idle,fanout,rollout,network,nodeapi`); all
+    /// when empty.
     only: Vec<String>,
     /// HTTPS (true, the default) or plain HTTP on a loopback `--insecure-listen`.
     tls: bool,
@@ -110,11 +114,12 @@ impl Opts {
                             "fanout",
                             "rollout",
                             "network",
+                            "nodeapi",
                         ]
                         .contains(&s.as_str())
                         {
                             bail!(
-                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network)"
+                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network, nodeapi)"
                             );
                         }
                     }
@@ -831,8 +836,9 @@ async fn setup(o: Opts) -> Result<Bench> {
     std::fs::write(
         &agent_config,
         format!(
-            "cni-conf-dir = \"{}\"\ncni-bin-dir = \"/usr/lib/cni\"\n",
-            o.dir.join("cni-conf").display()
+            "cni-conf-dir = \"{}\"\ncni-bin-dir = \"/usr/lib/cni\"\nnode-api-listen = \"127.0.0.1:{}\"\n",
+            o.dir.join("cni-conf").display(),
+            std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port()
         ),
     )?;
     agent_args.extend([
@@ -1786,6 +1792,9 @@ async fn run(o: Opts) -> Result<Report> {
         }
         if b.o.runs("rollout") {
             b.rollout().await?;
+        }
+        if b.o.runs("nodeapi") {
+            b.nodeapi().await?;
         }
         b.peers()?;
         b.check_procs()

@@ -294,6 +294,25 @@ write("kubeconfig", "tls.kubeconfig", ADMIN.replace("http://127.0.0.1:6443", "ht
       .replace("  user: {}", f"  user:\n    token: abc.def\n    client-certificate-data: {b64}\n    client-key-data: {key64}"))
 write("kubeconfig", "two-docs.kubeconfig", ADMIN + "---\n" + ADMIN.replace("daemonset-agent", "other"))
 
+# --- join_token: join tokens as `token create` prints them, and the near misses of
+# core::credential's tests (the agent's --token, DSA_TOKEN and agent.toml's `token`) -------------
+HASH = "3f" * 32
+JOIN_TOKENS = {
+    "join": f"sha256:{HASH}::abcdef.0123456789abcdef",
+    "join-newline": f"  sha256:{HASH}::abcdef.0123456789abcdef\n",
+    "bearer": "abcdef.0123456789abcdef",
+    "ca-hash": f"sha256:{HASH}",
+    "upper-hash": f"sha256:{HASH.upper()}::abcdef.0123456789abcdef",
+    "short-secret": f"sha256:{HASH}::abcdef.0123456789abcde",
+    "upper-token": f"sha256:{HASH}::ABCDEF.0123456789abcdef",
+    "no-prefix": f"{HASH}::abcdef.0123456789abcdef",
+    "odd-hash": f"sha256:{HASH[:-1]}::abcdef.0123456789abcdef",
+    "three-parts": f"sha256:{HASH}::abcdef.0123456789abcdef::x",
+    "k3s-form": f"K10{HASH}::server:0123456789abcdef",
+}
+for name, token in JOIN_TOKENS.items():
+    write("join_token", name, token)
+
 if __name__ == "__main__":
     total = sum(len(files) for _, _, files in os.walk(CORPUS))
     print(f"wrote {total} seeds under {os.path.relpath(CORPUS, ROOT)}")

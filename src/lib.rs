@@ -5,6 +5,9 @@
 pub mod agent;
 pub mod cli;
 pub mod core;
+/// The fuzz targets' bodies (fuzz/), replayed on the seeds by `cargo test`.
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod logdriver;
 pub mod logging;
 pub mod pki;

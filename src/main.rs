@@ -6,7 +6,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use daemonset_agent::agent::{self, config};
-use daemonset_agent::cli::tokens;
+use daemonset_agent::cli::{convert, create, tokens, why};
 use daemonset_agent::runtime::containerd::{ContainerdRuntime, NodeOptions};
 use daemonset_agent::runtime::{pull, OutputMode};
 use daemonset_agent::{logging, server};
@@ -41,6 +41,82 @@ enum Command {
     /// Manage nodes' credentials, through the API as admin.
     #[command(subcommand)]
     Node(NodeCommand),
+    /// Create a DaemonSet from flags (what `kubectl create deployment` does for Deployments).
+    #[command(subcommand)]
+    Create(CreateCommand),
+    /// Turn Deployment and ReplicaSet manifests into DaemonSets (notes on stderr).
+    Convert(ConvertArgs),
+    /// Say whether a DaemonSet runs on a node and why, rule by rule (exit 0: it runs, 1: it
+    /// does not, 2: an error).
+    Why(WhyArgs),
+}
+
+/// `--kubeconfig`, else $KUBECONFIG, else the server's admin kubeconfig, as kubectl looks.
+#[derive(clap::Args)]
+struct KubeconfigArg {
+    /// A kubeconfig with the right to read (why) or create (create) DaemonSets.
+    #[arg(long, env = "KUBECONFIG", default_value = tokens::DEFAULT_ADMIN_KUBECONFIG)]
+    kubeconfig: PathBuf,
+}
+
+impl KubeconfigArg {
+    /// $KUBECONFIG may be a list; kubectl merges it, this takes its first file.
+    fn path(&self) -> PathBuf {
+        let text = self.kubeconfig.to_string_lossy();
+        PathBuf::from(text.split(':').next().unwrap_or(&text))
+    }
+}
+
+#[derive(Subcommand)]
+enum CreateCommand {
+    /// Create a DaemonSet running IMAGE on every node (or those --node-selector picks).
+    #[command(alias = "ds")]
+    Daemonset {
+        name: String,
+        /// The container image (repeatable: one container each).
+        #[arg(long = "image", required = true)]
+        images: Vec<String>,
+        /// Run only on nodes with this label, key=value (repeatable).
+        #[arg(long = "node-selector", value_name = "KEY=VALUE")]
+        node_selector: Vec<String>,
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// The first container's port.
+        #[arg(long)]
+        port: Option<i32>,
+        /// client: print only; server: the server validates and stores nothing.
+        #[arg(long, value_enum, default_value = "none", default_missing_value = "client", num_args = 0..=1, require_equals = true)]
+        dry_run: create::DryRun,
+        #[arg(short, long, value_enum)]
+        output: Option<create::Output>,
+        #[command(flatten)]
+        kubeconfig: KubeconfigArg,
+        /// The containers' command.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// The manifest (YAML stream, JSON, a List); `-` reads stdin.
+    #[arg(short, long)]
+    filename: String,
+    #[arg(short, long, value_enum, default_value = "yaml")]
+    output: convert::Format,
+}
+
+#[derive(clap::Args)]
+struct WhyArgs {
+    /// The DaemonSet's name.
+    daemonset: String,
+    /// The node's name.
+    #[arg(long)]
+    node: String,
+    #[arg(short, long)]
+    namespace: Option<String>,
+    #[command(flatten)]
+    kubeconfig: KubeconfigArg,
 }
 
 #[derive(clap::Args)]
@@ -169,6 +245,10 @@ struct AgentArgs {
     /// Directory for the agent's state (pods, logs, desired-state cache).
     #[arg(long)]
     state_dir: Option<PathBuf>,
+    /// Address of the kubelet-compatible node API (default 0.0.0.0:10250; port 0: any free
+    /// port, which the Node reports).
+    #[arg(long, env = "DSA_NODE_API_LISTEN")]
+    node_api_listen: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -199,6 +279,13 @@ struct ServerArgs {
     /// `1m30s`, `500ms`.
     #[arg(long, default_value = "40s", value_parser = parse_duration, value_name = "DURATION")]
     node_monitor_grace_period: std::time::Duration,
+    /// How long an event is kept after its last write, as kube-apiserver's flag: `1h`, `10m`.
+    #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
+    event_ttl: std::time::Duration,
+    /// Encrypt Secrets at rest as this EncryptionConfiguration says (kube-apiserver's file
+    /// format; the `aesgcm` and `identity` providers).
+    #[arg(long, value_name = "FILE")]
+    encryption_provider_config: Option<PathBuf>,
 }
 
 /// A Go duration as Kubernetes' flags take them: whole numbers with `ms`, `s`, `m` or `h`, one
@@ -303,6 +390,47 @@ fn main() -> ExitCode {
             Command::Node(NodeCommand::Revoke { admin, node }) => {
                 report(tokens::revoke_node(&admin.kubeconfig, &node).await)
             }
+            Command::Create(CreateCommand::Daemonset {
+                name,
+                images,
+                node_selector,
+                namespace,
+                port,
+                dry_run,
+                output,
+                kubeconfig,
+                command,
+            }) => {
+                let spec = create::Spec {
+                    name,
+                    images,
+                    node_selector,
+                    namespace,
+                    port,
+                    command,
+                };
+                report(create::run(&spec, dry_run, output, &kubeconfig.path()).await)
+            }
+            Command::Convert(c) => {
+                report(convert::run(&c.filename, c.output).map_err(anyhow::Error::from))
+            }
+            Command::Why(w) => {
+                match why::run(
+                    &w.daemonset,
+                    &w.node,
+                    w.namespace.as_deref(),
+                    &w.kubeconfig.path(),
+                )
+                .await
+                {
+                    Ok(true) => ExitCode::SUCCESS,
+                    Ok(false) => ExitCode::FAILURE,
+                    Err(e) => {
+                        eprintln!("daemonset-agent: {e:#}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
         }
     })
 }
@@ -329,6 +457,8 @@ async fn run_server(args: ServerArgs) -> ExitCode {
             allow_host_path: args.allow_host_path,
         },
         node_monitor_grace_period: args.node_monitor_grace_period,
+        event_ttl: args.event_ttl,
+        encryption_provider_config: args.encryption_provider_config,
     };
     match server::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -351,6 +481,7 @@ fn agent_flags(a: &AgentArgs) -> config::Flags {
         containerd_socket: a.containerd_socket.clone(),
         containerd_namespace: a.containerd_namespace.clone(),
         state_dir: a.state_dir.clone(),
+        node_api_listen: a.node_api_listen.clone(),
     }
 }
 

@@ -186,18 +186,99 @@ impl Ca {
             .try_into()
             .map_err(rcgen_err("the record name"))?;
         params.subject_alt_names = vec![rcgen::SanType::URI(uri)];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        self.sign_request(params, csr, from, to)
+    }
+
+    /// Signs `params` (its usages set) for the key of `csr`, valid from `from` to `to`.
+    fn sign_request(
+        &self,
+        mut params: CertificateParams,
+        csr: &Csr,
+        from: i64,
+        to: i64,
+    ) -> Result<String, PkiError> {
         params.not_before = at(from)?;
         params.not_after = at(to)?;
         params.serial_number = Some(random_serial());
         params.use_authority_key_identifier_extension = true;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let public = SubjectPublicKeyInfo::from_der(&csr.spki_der)
             .map_err(rcgen_err("the request's public key"))?;
         let cert = params
             .signed_by(&public, &self.issuer)
-            .map_err(rcgen_err("signing a client certificate"))?;
+            .map_err(rcgen_err("signing a certificate"))?;
         Ok(cert.pem())
     }
+
+    /// A kubelet serving certificate for the key of a checked request: its subject and the DNS
+    /// names and addresses it asks for (the caller decided it may have them), server auth only.
+    pub fn sign_serving(&self, csr: &Csr, from: i64, to: i64) -> Result<String, PkiError> {
+        let mut params = CertificateParams::new(csr.names.clone())
+            .map_err(rcgen_err("the serving certificate's names"))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, &csr.common_name);
+        for o in &csr.organizations {
+            params.distinguished_name.push(DnType::OrganizationName, o);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        self.sign_request(params, csr, from, to)
+    }
+}
+
+fn serving_params(cn: &str, group: &str, names: &[String]) -> Result<CertificateParams, PkiError> {
+    let mut params = CertificateParams::new(names.to_vec())
+        .map_err(rcgen_err("the serving certificate's names"))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, group);
+    Ok(params)
+}
+
+/// A new key and a request for a serving certificate of user `cn` in `group` for `names` (DNS
+/// names and IP addresses), both PEM: what a kubelet sends to `kubernetes.io/kubelet-serving`.
+pub fn serving_request(
+    cn: &str,
+    group: &str,
+    names: &[String],
+) -> Result<(String, String), PkiError> {
+    let key = KeyPair::generate().map_err(rcgen_err("generating a key"))?;
+    let csr = serving_params(cn, group, names)?
+        .serialize_request(&key)
+        .map_err(rcgen_err("making the signing request"))?;
+    let pem = csr
+        .pem()
+        .map_err(rcgen_err("encoding the signing request"))?;
+    Ok((key.serialize_pem(), pem))
+}
+
+/// A self-signed serving certificate (a kubelet's without a signer) for `names`.
+pub fn self_signed_serving(
+    cn: &str,
+    group: &str,
+    names: &[String],
+    from: i64,
+    to: i64,
+) -> Result<Issued, PkiError> {
+    let key = KeyPair::generate().map_err(rcgen_err("generating a key"))?;
+    let mut params = serving_params(cn, group, names)?;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.not_before = at(from)?;
+    params.not_after = at(to)?;
+    params.serial_number = Some(random_serial());
+    let cert = params
+        .self_signed(&key)
+        .map_err(rcgen_err("signing a serving certificate"))?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
 }
 
 /// A client certificate names the record the server keeps of it (the CSR it was issued for) in a
@@ -241,6 +322,25 @@ fn name_values(name: &X509Name<'_>, oid: &x509_parser::der_parser::Oid<'_>) -> V
         .collect()
 }
 
+/// DNS names and IP addresses (as strings) into `names`, URIs into `uris`.
+fn alt_names(general: &[GeneralName<'_>], names: &mut Vec<String>, uris: &mut Vec<String>) {
+    for n in general {
+        match n {
+            GeneralName::DNSName(d) => names.push(d.to_string()),
+            GeneralName::URI(u) => uris.push(u.to_string()),
+            GeneralName::IPAddress(b) => {
+                let ip = match b.len() {
+                    4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
+                    _ => None,
+                };
+                names.extend(ip.map(|ip| ip.to_string()));
+            }
+            _ => {}
+        }
+    }
+}
+
 /// What is read out of a certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertInfo {
@@ -267,21 +367,7 @@ impl CertInfo {
         let subject = x.subject();
         let (mut names, mut uris) = (Vec::new(), Vec::new());
         if let Ok(Some(san)) = x.subject_alternative_name() {
-            for n in &san.value.general_names {
-                match n {
-                    GeneralName::DNSName(d) => names.push(d.to_string()),
-                    GeneralName::URI(u) => uris.push(u.to_string()),
-                    GeneralName::IPAddress(b) => {
-                        let ip = match b.len() {
-                            4 => <[u8; 4]>::try_from(*b).ok().map(IpAddr::from),
-                            16 => <[u8; 16]>::try_from(*b).ok().map(IpAddr::from),
-                            _ => None,
-                        };
-                        names.extend(ip.map(|ip| ip.to_string()));
-                    }
-                    _ => {}
-                }
-            }
+            alt_names(&san.value.general_names, &mut names, &mut uris);
         }
         Ok(CertInfo {
             common_name: name_values(subject, &x509_parser::oid_registry::OID_X509_COMMON_NAME)
@@ -329,6 +415,11 @@ pub struct Csr {
     /// Subject alternative names, extensions the request asks for beyond the subject: a client
     /// certificate for a node has none.
     pub has_extensions: bool,
+    /// The DNS names and IP addresses its subjectAltName extension asks for (a serving
+    /// certificate's).
+    pub names: Vec<String>,
+    /// Whether it asks for anything in its subjectAltName but DNS names and IP addresses.
+    pub other_names: bool,
     spki_der: Vec<u8>,
 }
 
@@ -345,7 +436,23 @@ impl Csr {
         req.verify_signature()
             .map_err(|e| x509_err("the certificate signing request's signature")(e.to_string()))?;
         let info = &req.certification_request_info;
+        let (mut names, mut uris) = (Vec::new(), Vec::new());
+        let mut other_names = false;
+        for ext in req.requested_extensions().into_iter().flatten() {
+            match ext {
+                x509_parser::extensions::ParsedExtension::SubjectAlternativeName(san) => {
+                    other_names |= san
+                        .general_names
+                        .iter()
+                        .any(|n| !matches!(n, GeneralName::DNSName(_) | GeneralName::IPAddress(_)));
+                    alt_names(&san.general_names, &mut names, &mut uris);
+                }
+                _ => other_names = true,
+            }
+        }
         Ok(Csr {
+            names,
+            other_names,
             common_name: name_values(
                 &info.subject,
                 &x509_parser::oid_registry::OID_X509_COMMON_NAME,
@@ -448,6 +555,27 @@ mod tests {
         assert_eq!(c.common_name, "system:node:n1");
         assert_eq!(c.organizations, ["system:nodes"]);
         assert_ne!(c.fingerprint, s.fingerprint);
+    }
+
+    #[test]
+    fn serving_requests_carry_their_names_into_the_certificate() {
+        let ca = Ca::generate(NOW, 3650).unwrap();
+        let names = vec!["node-a".to_string(), "10.1.2.3".into()];
+        let (key, pem) = serving_request("system:node:a", "system:nodes", &names).unwrap();
+        assert!(key.contains("PRIVATE KEY"));
+        let req = Csr::parse(pem.as_bytes()).unwrap();
+        assert_eq!(req.names, names);
+        assert!(!req.other_names);
+        assert!(req.subject_is("system:node:a", "system:nodes"));
+        let cert = CertInfo::parse_pem(&ca.sign_serving(&req, NOW, NOW + 60).unwrap()).unwrap();
+        assert_eq!(cert.names, names);
+        assert_eq!(cert.common_name, "system:node:a");
+        let own =
+            self_signed_serving("system:node:a", "system:nodes", &names, NOW, NOW + 60).unwrap();
+        assert_eq!(CertInfo::parse_pem(&own.cert_pem).unwrap().names, names);
+        // a client request asks for no names
+        let (_, client) = client_request("system:node:a", "system:nodes").unwrap();
+        assert!(Csr::parse(client.as_bytes()).unwrap().names.is_empty());
     }
 
     #[test]

@@ -38,6 +38,8 @@ impl Srv {
                 policy,
                 node_monitor_grace_period:
                     daemonset_agent::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
+                event_ttl: daemonset_agent::server::kinds::event::DEFAULT_TTL,
+                encryption_provider_config: None,
             }))
             .unwrap();
         Srv {

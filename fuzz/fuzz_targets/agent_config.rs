@@ -1,22 +1,5 @@
-//! The agent's configuration file (`agent::config`): TOML parsed into `FileConfig`, then merged
-//! with (empty) flags and validated into the `Config` the agent runs with: node name, labels,
-//! taints, log rotation quantities.
+//! The agent's configuration file (`agent::config`): TOML parsed, merged and validated.
+//! The body is `daemonset_agent::fuzzing::agent_config`, which `cargo test` also runs on the seeds.
 #![no_main]
 
-use std::path::Path;
-
-use daemonset_agent::agent::config::{self, Flags};
-use libfuzzer_sys::fuzz_target;
-
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    let Ok(file) = config::parse_file(text, Path::new("/etc/daemonset-agent/agent.toml")) else {
-        return;
-    };
-    for taint in &file.node_taints {
-        let _ = config::parse_taint(taint);
-    }
-    let _ = config::merge(file, &Flags::default(), "fuzz-host");
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| daemonset_agent::fuzzing::agent_config(data));

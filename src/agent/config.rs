@@ -22,6 +22,8 @@ pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 /// Where CNI plugins are looked for: Debian's containernetworking-plugins, then the usual
 /// upstream directory.
 pub const DEFAULT_CNI_BIN_DIR: &str = "/usr/lib/cni:/opt/cni/bin";
+/// Where the kubelet-compatible node API listens (the kubelet's port).
+pub const DEFAULT_NODE_API_LISTEN: &str = "0.0.0.0:10250";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -82,6 +84,8 @@ pub struct FileConfig {
     /// Unsafe sysctls pods may set (`name` or `prefix*`), as kubelet's --allowed-unsafe-sysctls.
     #[serde(default)]
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// The address of the node API (`kubectl logs`/`exec`/`top` through the server), HOST:PORT.
+    pub node_api_listen: Option<String>,
 }
 
 /// What the command line said (None / empty: not given).
@@ -97,6 +101,7 @@ pub struct Flags {
     pub containerd_socket: Option<PathBuf>,
     pub containerd_namespace: Option<String>,
     pub state_dir: Option<PathBuf>,
+    pub node_api_listen: Option<String>,
 }
 
 /// How the agent reaches the API server.
@@ -136,6 +141,8 @@ pub struct Config {
     pub registry_credentials: Option<PathBuf>,
     pub seccomp_profile_root: PathBuf,
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// The node API's address (`agent::nodeapi`); its port is the Node's kubelet endpoint.
+    pub node_api_listen: std::net::SocketAddr,
     /// The file it came from, for SIGHUP reloads.
     pub config_file: Option<PathBuf>,
 }
@@ -294,6 +301,17 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
             "must be at least 4".into(),
         ));
     }
+    let node_api_listen = flags
+        .node_api_listen
+        .clone()
+        .or(file.node_api_listen)
+        .unwrap_or_else(|| DEFAULT_NODE_API_LISTEN.into());
+    let node_api_listen = node_api_listen.parse().map_err(|_| {
+        invalid(
+            "node-api-listen",
+            format!("{node_api_listen:?} is not an address HOST:PORT (an IP address)"),
+        )
+    })?;
     let state_dir: PathBuf = flags
         .state_dir
         .clone()
@@ -325,6 +343,7 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
         container_log_max_size,
         container_log_max_files,
         log_driver_binary,
+        node_api_listen,
         config_file: None,
     })
 }

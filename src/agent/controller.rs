@@ -457,6 +457,8 @@ mod tests {
                 node: "host".into(),
                 started: None,
                 clock,
+                events: crate::agent::events::Recorder::disabled(),
+                objects: Arc::new(crate::agent::configsource::Unavailable),
             });
             let (store, writers) = watch::Store::new(cached);
             let daemonsets = feed(&store, watch::Kind::DaemonSets, writers.daemonsets);

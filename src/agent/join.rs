@@ -437,15 +437,34 @@ pub async fn request_certificate(
     client: &kube::Client,
     node: &str,
 ) -> Result<(String, String), JoinError> {
-    use rand::Rng as _;
     let (key_pem, csr_pem) = pki::client_request(&format!("system:node:{node}"), "system:nodes")?;
-    let suffix: String = (0..5)
+    let name = format!("node-csr-{node}-{}", csr_suffix());
+    let usages = ["digital signature", "client auth"];
+    let cert_pem = sign(client, &name, csr_pem, KUBELET_CLIENT_SIGNER, &usages).await?;
+    Ok((key_pem, cert_pem))
+}
+
+/// Five random characters that make a CSR's name unique.
+pub fn csr_suffix() -> String {
+    use rand::Rng as _;
+    (0..5)
         .map(|_| {
             let a = crate::core::credential::ALPHABET;
             a[rand::rng().random_range(0..a.len())] as char
         })
-        .collect();
-    let name = format!("node-csr-{node}-{suffix}");
+        .collect()
+}
+
+/// Creates CSR `name` for `csr_pem` with `signer` and `usages` and waits (at most
+/// [`SIGN_WAIT`]) for the server to sign it: the certificate (PEM), or why not.
+pub async fn sign(
+    client: &kube::Client,
+    name: &str,
+    csr_pem: String,
+    signer: &str,
+    usages: &[&str],
+) -> Result<String, JoinError> {
+    let name = name.to_string();
     let csr = CertificateSigningRequest {
         metadata: kube::api::ObjectMeta {
             name: Some(name.clone()),
@@ -453,8 +472,8 @@ pub async fn request_certificate(
         },
         spec: CertificateSigningRequestSpec {
             request: ByteString(csr_pem.into_bytes()),
-            signer_name: KUBELET_CLIENT_SIGNER.into(),
-            usages: Some(vec!["digital signature".into(), "client auth".into()]),
+            signer_name: signer.into(),
+            usages: Some(usages.iter().map(|u| u.to_string()).collect()),
             ..Default::default()
         },
         status: None,
@@ -476,7 +495,7 @@ pub async fn request_certificate(
         let got = api.get(&name).await.map_err(request_err)?;
         let status = got.status.unwrap_or_default();
         if let Some(c) = status.certificate.filter(|c| !c.0.is_empty()) {
-            return Ok((key_pem, String::from_utf8_lossy(&c.0).into_owned()));
+            return Ok(String::from_utf8_lossy(&c.0).into_owned());
         }
         if let Some(c) = status
             .conditions

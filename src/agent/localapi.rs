@@ -4,16 +4,14 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::Stream;
 use k8s_openapi::api::core::v1::PodStatus;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tonic::{Request, Response, Status};
 
 use crate::agent::controller::Progress;
+use crate::agent::nodeapi::logs::{self, LogError};
 use crate::core::plan::{DesiredPod, PodKey};
-use crate::logdriver::cri::Decoder;
 
 pub mod pb {
     tonic::include_proto!("daemonset_agent.v1");
@@ -147,122 +145,39 @@ impl pb::agent_server::Agent for LocalApi {
         } else {
             r.namespace
         };
-        let Reported {
-            pod: d, status: s, ..
-        } = self
-            .pods
-            .lock()
-            .map_err(|_| Status::internal("pod view poisoned"))?
-            .iter()
-            .find(|(k, _)| k.namespace == namespace && k.name == r.pod)
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| {
-                Status::not_found(format!("pod {namespace}/{} is not on this node", r.pod))
-            })?;
-        let statuses = s.container_statuses.unwrap_or_default();
-        let c = match (r.container.as_str(), statuses.len()) {
-            ("", 1) => statuses[0].clone(),
-            ("", _) => {
-                return Err(Status::invalid_argument(format!(
-                    "pod {} has several containers: name one of {:?}",
-                    r.pod,
-                    statuses.iter().map(|c| c.name.as_str()).collect::<Vec<_>>()
-                )))
-            }
-            (name, _) => statuses
-                .iter()
-                .find(|c| c.name == name)
-                .cloned()
-                .ok_or_else(|| {
-                    Status::not_found(format!("container {name} not in pod {}", r.pod))
-                })?,
+        let to_status = |e: LogError| match e {
+            LogError::NotFound(m) => Status::not_found(m),
+            LogError::BadRequest(m) => Status::invalid_argument(m),
+            e @ LogError::Io { .. } => Status::internal(crate::runtime::chain(&e)),
         };
-        let restarts = u32::try_from(c.restart_count).unwrap_or_default();
-        let path = crate::logdriver::log_path(&self.state_dir, &d.key, &d.uid, &c.name, restarts);
-        let mut file = tokio::fs::File::open(&path)
+        let (path, running) = logs::locate(
+            &self.state_dir,
+            &self.pods,
+            &namespace,
+            &r.pod,
+            &r.container,
+            false,
+        )
+        .map_err(to_status)?;
+        let opts = logs::LogOptions {
+            follow: r.follow,
+            tail_lines: (r.tail_lines > 0).then_some(u64::from(r.tail_lines)),
+            timestamps: r.timestamps,
+            ..Default::default()
+        };
+        let rx = logs::stream(&path, opts, Box::new(move || running))
             .await
-            .map_err(|e| Status::not_found(format!("log {}: {e}", path.display())))?;
-        let mut stored = Vec::new();
-        file.read_to_end(&mut stored)
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?;
-        // CRI records (the log driver's) become the container's lines again; raw files of
-        // containers started before the driver existed pass through
-        let mut decoder = Decoder::new(r.timestamps);
-        let mut start = Vec::with_capacity(stored.len());
-        decoder.push(&stored, &mut start);
-        drop(stored);
-        if !r.follow {
-            decoder.finish(&mut start);
-        }
-        if r.tail_lines > 0 {
-            start.drain(..tail_start(&start, r.tail_lines));
-        }
-        let stream = async_stream(file, start, r.follow.then_some(decoder));
+            .map_err(to_status)?;
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let stream = futures::StreamExt::map(stream, move |chunk| {
+            chunk
+                .map(|data| pb::LogChunk {
+                    data: data.to_vec(),
+                })
+                .map_err(to_status)
+        });
         Ok(Response::new(Box::pin(stream)))
     }
-}
-
-/// Where the last `n` lines of `out` start (a last line without newline counts).
-fn tail_start(out: &[u8], n: u32) -> usize {
-    let mut seen = 0;
-    for (i, b) in out.iter().enumerate().rev().skip(1) {
-        if *b == b'\n' {
-            seen += 1;
-            if seen == n {
-                return i + 1;
-            }
-        }
-    }
-    0
-}
-
-/// Sends `first`, then, when following, what the file gains, decoded.
-fn async_stream(
-    mut file: tokio::fs::File,
-    first: Vec<u8>,
-    follow: Option<Decoder>,
-) -> impl Stream<Item = Result<pb::LogChunk, Status>> + Send {
-    let (tx, rx) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
-        if !first.is_empty() && tx.send(Ok(pb::LogChunk { data: first })).await.is_err() {
-            return;
-        }
-        let Some(mut decoder) = follow else {
-            return;
-        };
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match file.read(&mut buf).await {
-                Ok(0) => {
-                    if tx.is_closed() {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                    // a truncated file starts over
-                    if let (Ok(pos), Ok(meta)) =
-                        (file.stream_position().await, file.metadata().await)
-                    {
-                        if meta.len() < pos {
-                            let _ = file.seek(std::io::SeekFrom::Start(0)).await;
-                        }
-                    }
-                }
-                Ok(n) => {
-                    let mut data = Vec::with_capacity(n);
-                    decoder.push(&buf[..n], &mut data);
-                    if !data.is_empty() && tx.send(Ok(pb::LogChunk { data })).await.is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                    return;
-                }
-            }
-        }
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Serves the local API until the process ends.
@@ -277,16 +192,4 @@ pub async fn serve(api: LocalApi) -> std::io::Result<()> {
         .serve_with_incoming(incoming)
         .await
         .map_err(std::io::Error::other)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn tail_counts_lines_from_the_end() {
-        let out = b"a\nb\nc\n";
-        assert_eq!(&out[super::tail_start(out, 2)..], b"b\nc\n");
-        assert_eq!(&out[super::tail_start(out, 9)..], out);
-        let open = b"a\nb\nc";
-        assert_eq!(&open[super::tail_start(open, 1)..], b"c");
-    }
 }

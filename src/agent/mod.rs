@@ -9,11 +9,14 @@
 //! waits for the API. Time comes from one injected `clock::Clock`.
 pub mod clock;
 pub mod config;
+pub mod configsource;
 pub mod controller;
+pub mod events;
 pub mod hooks;
 pub mod join;
 pub mod localapi;
 pub mod node;
+pub mod nodeapi;
 pub mod podsync;
 pub mod prepull;
 pub mod prober;
@@ -88,9 +91,11 @@ impl Agent {
 /// Starts the agent with a runtime already connected. Returns once its loops run; the Node is
 /// registered in the background (retrying while the API is unreachable, the agent running from
 /// its cache meanwhile).
-pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Agent> {
+pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Agent> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("create state dir {}", cfg.state_dir.display()))?;
+    // bound before the Node is registered: it reports the port (also a port 0 chose)
+    let node_api = nodeapi::bind(&mut cfg).await;
     let client = match &cfg.api {
         config::ApiAccess::Kubeconfig(path) => client(path).await?,
         config::ApiAccess::Join { server, token } => {
@@ -122,7 +127,21 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         node: cfg.node_name.clone(),
         started: Some(tokio::time::Instant::now()),
         clock: clock.clone(),
+        events: events::Recorder::start(
+            crate::core::events::Source {
+                component: "kubelet".into(),
+                host: cfg.node_name.clone(),
+            },
+            clock.clone(),
+            Arc::new(events::KubeSink(client.clone())),
+        ),
+        objects: Arc::new(configsource::FromApi {
+            client: client.clone(),
+        }),
     });
+    let node_ref = events::node_ref(&cfg.node_name);
+    ctx.events
+        .normal(&node_ref, "Starting", "Starting kubelet.");
     let (pod_tx, pod_rx) = mpsc::unbounded_channel();
     tokio::spawn(podsync::run(client.clone(), pod_rx));
     let runtime_version = match ctx.runtime.version().await {
@@ -145,6 +164,19 @@ pub async fn start(cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Age
         ctx.runtime.clone(),
     ));
     let controller = controller::Controller::new(cfg.clone(), ctx, store.clone(), pod_tx);
+    if let Some(listener) = node_api {
+        tokio::spawn(nodeapi::run(
+            client.clone(),
+            cfg.clone(),
+            listener,
+            nodeapi::NodeApi {
+                node: cfg.node_name.clone(),
+                state_dir: cfg.state_dir.clone(),
+                containerd_namespace: cfg.containerd_namespace.clone(),
+                pods: controller.view(),
+            },
+        ));
+    }
     let synced_store = store.clone();
     let api = localapi::LocalApi {
         node: cfg.node_name.clone(),
@@ -226,6 +258,8 @@ pub(crate) mod test_api {
             tls_sans: vec![],
             policy: Default::default(),
             node_monitor_grace_period: crate::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
+            event_ttl: crate::server::kinds::event::DEFAULT_TTL,
+            encryption_provider_config: None,
         };
         let server = crate::server::start(opts).await.unwrap();
         let client = super::client(&server.kubeconfig).await.unwrap();

@@ -174,13 +174,41 @@ pub async fn register(api: &Api<Node>, cfg: &Config, status: NodeStatus) -> kube
         )
         .await?;
     }
-    let patch = serde_json::json!({ "status": status });
+    let patch = serde_json::json!({ "status": with_node_api(status, cfg) });
     api.patch_status(
         &cfg.node_name,
         &PatchParams::default(),
         &Patch::Merge(&patch),
     )
     .await
+}
+
+/// Where the server dials the node API (`agent::nodeapi`): `status.daemonEndpoints
+/// .kubeletEndpoint.Port`, and an `InternalIP` address first in `status.addresses` (the listen
+/// address, or the host's address when it listens on all of them).
+fn with_node_api(mut status: NodeStatus, cfg: &Config) -> NodeStatus {
+    use k8s_openapi::api::core::v1::{DaemonEndpoint, NodeAddress, NodeDaemonEndpoints};
+    let listen = cfg.node_api_listen;
+    let ip = if listen.ip().is_unspecified() {
+        crate::runtime::cni::host_ip()
+    } else {
+        Some(listen.ip().to_string())
+    };
+    let mut addresses: Vec<NodeAddress> = ip
+        .map(|address| NodeAddress {
+            type_: "InternalIP".into(),
+            address,
+        })
+        .into_iter()
+        .collect();
+    addresses.extend(status.addresses.take().unwrap_or_default());
+    status.addresses = Some(addresses);
+    status.daemon_endpoints = Some(NodeDaemonEndpoints {
+        kubelet_endpoint: Some(DaemonEndpoint {
+            port: i32::from(listen.port()),
+        }),
+    });
+    status
 }
 
 /// Renews (or creates) the node's Lease, as the kubelet does every quarter of its duration.

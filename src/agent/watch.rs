@@ -10,23 +10,39 @@
 //! complete list of their kind, and are then replaced by it (a pod deleted while the agent was
 //! away goes).
 //!
+//! A store that goes back in time (restored from a backup: a resourceVersion older than one the
+//! agent has seen) or that is another cluster's (another uid of the `kube-system` Namespace, the
+//! identity real clusters are known by) is noticed by [`guard_history`], which makes every
+//! reflector list afresh instead of trusting what it holds; until those lists complete, the store
+//! is not synced (`daemonset-agent status` does not say "API in sync"). A watch resumed against
+//! such a store would otherwise go on from the agent's resourceVersion and never tell it that the
+//! objects it runs are gone.
+//!
 //! A cache written by an agent before the pod pipeline holds DaemonSets instead of Pods: it loads
 //! as a cache without pods, and until the first list of the Pods the agent leaves the containers
 //! it finds alone (`Store::pods_known`).
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::ListParams;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Resource, ResourceExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+/// How often [`guard_history`] asks the API for its resourceVersion and identity when nothing
+/// else makes it look (a failed watch does at once).
+pub const HISTORY_CHECK_PERIOD: Duration = Duration::from_secs(30);
+/// How soon it asks again after the API did not answer.
+const HISTORY_RETRY: Duration = Duration::from_secs(1);
 
 /// The cache file's content: what the last run was told to run.
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -60,6 +76,14 @@ pub struct Store {
     pub changed: Notify,
     /// Bumped on every change, so the cache is written only when something changed.
     pub version: AtomicU64,
+    /// The highest resourceVersion of an object the watches delivered.
+    seen_rv: AtomicU64,
+    /// The uid of the API's `kube-system` Namespace, once known: the cluster's identity.
+    cluster: Mutex<Option<String>>,
+    /// Bumped when the reflectors must list afresh (the API's store went back in time).
+    relists: tokio::sync::watch::Sender<u64>,
+    /// Told when a watch failed: the API may have come back as another store.
+    suspect: Notify,
 }
 
 /// The writing halves of the store's reflectors, handed to the watchers (`spawn`, `follow`).
@@ -95,6 +119,10 @@ impl Store {
             listed: Default::default(),
             changed: Notify::new(),
             version: AtomicU64::new(0),
+            seen_rv: AtomicU64::new(0),
+            cluster: Mutex::new(None),
+            relists: tokio::sync::watch::channel(0).0,
+            suspect: Notify::new(),
         };
         let writers = Writers {
             daemonsets: ds_writer,
@@ -147,6 +175,67 @@ impl Store {
         })
     }
 
+    /// Whether the API's store went back in time: a list read at `rv` older than what the watches
+    /// delivered before it was asked (`seen_before`), or another cluster (the `kube-system`
+    /// Namespace's `uid`). Then the reason; what is seen from then on is measured against the
+    /// new store.
+    pub fn went_back(
+        &self,
+        seen_before: u64,
+        rv: Option<u64>,
+        uid: Option<&str>,
+    ) -> Option<String> {
+        let mut known = self.cluster.lock().unwrap_or_else(|e| e.into_inner());
+        let mut reason = match (known.as_deref(), uid) {
+            (Some(old), Some(new)) if old != new => Some(format!(
+                "the API is another cluster: its kube-system namespace was {old}, is {new}"
+            )),
+            _ => None,
+        };
+        if let Some(uid) = uid {
+            *known = Some(uid.to_string());
+        }
+        if let Some(rv) = rv.filter(|rv| *rv < seen_before) {
+            reason.get_or_insert(format!(
+                "the API's store went back in time (restored?): resourceVersion {rv}, {seen_before} seen before"
+            ));
+        }
+        if reason.is_some() {
+            self.seen_rv.store(rv.unwrap_or(0), Ordering::SeqCst);
+        }
+        reason
+    }
+
+    /// Makes every reflector list afresh; the store is not synced until they did.
+    pub fn relist(&self) {
+        for listed in &self.listed {
+            listed.store(false, Ordering::SeqCst);
+        }
+        self.relists.send_modify(|n| *n += 1);
+        self.version.fetch_add(1, Ordering::SeqCst);
+        self.changed.notify_one();
+    }
+
+    /// The highest resourceVersion the watches delivered.
+    pub fn seen_rv(&self) -> u64 {
+        self.seen_rv.load(Ordering::SeqCst)
+    }
+
+    fn saw<K: Resource>(&self, ev: &Event<K>) {
+        let obj = match ev {
+            Event::Apply(o) | Event::Delete(o) | Event::InitApply(o) => o,
+            Event::Init | Event::InitDone => return,
+        };
+        if let Some(rv) = obj
+            .meta()
+            .resource_version
+            .as_deref()
+            .and_then(|v| v.parse().ok())
+        {
+            self.seen_rv.fetch_max(rv, Ordering::SeqCst);
+        }
+    }
+
     /// One event of `kind` was applied; `list_done` when it completed a list.
     fn applied(&self, kind: Kind, list_done: bool) {
         if list_done {
@@ -191,57 +280,137 @@ pub fn save_cache(state_dir: &Path, cached: &Cached) -> std::io::Result<()> {
 pub async fn follow<K>(
     store: Arc<Store>,
     kind: Kind,
-    writer: Writer<K>,
+    mut writer: Writer<K>,
     events: impl Stream<Item = watcher::Result<Event<K>>> + Send,
 ) where
     K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    let mut stream = std::pin::pin!(reflector::reflector(writer, events));
-    while let Some(ev) = stream.next().await {
+    apply(&store, kind, &mut writer, events).await
+}
+
+async fn apply<K>(
+    store: &Store,
+    kind: Kind,
+    writer: &mut Writer<K>,
+    events: impl Stream<Item = watcher::Result<Event<K>>> + Send,
+) where
+    K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    let mut events = std::pin::pin!(events);
+    while let Some(ev) = events.next().await {
         match ev {
-            Ok(ev) => store.applied(kind, matches!(ev, Event::InitDone)),
+            Ok(ev) => {
+                writer.apply_watcher_event(&ev);
+                store.saw(&ev);
+                store.applied(kind, matches!(ev, Event::InitDone));
+            }
             Err(e) => {
-                tracing::warn!(kind = ?kind, error = %crate::runtime::chain(&e), "watch failed; retrying with back-off")
+                tracing::warn!(kind = ?kind, error = %crate::runtime::chain(&e), "watch failed; retrying with back-off");
+                store.suspect.notify_one();
             }
         }
     }
 }
 
-/// Starts the three watchers; they run until the process ends.
+/// [`follow`] over the watchers `watch` makes: a new one (which lists first) each time the
+/// store asks for a relist.
+async fn follow_relisting<K, S>(
+    store: Arc<Store>,
+    kind: Kind,
+    mut writer: Writer<K>,
+    watch: impl Fn() -> S,
+) where
+    K: Resource + Clone + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+    S: Stream<Item = watcher::Result<Event<K>>> + Send,
+{
+    let mut relists = store.relists.subscribe();
+    loop {
+        relists.borrow_and_update();
+        tokio::select! {
+            _ = apply(&store, kind, &mut writer, watch()) => return,
+            changed = relists.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                tracing::info!(kind = ?kind, "listing afresh");
+            }
+        }
+    }
+}
+
+/// Watches for a store that went back in time ([`Store::went_back`]): asks the API for the
+/// `kube-system` Namespace (its uid) and the list's resourceVersion every
+/// [`HISTORY_CHECK_PERIOD`], and at once when a watch failed; makes the reflectors relist when
+/// it did.
+pub async fn guard_history(client: kube::Client, store: Arc<Store>) {
+    let namespaces = Api::<Namespace>::all(client);
+    let params = ListParams::default().fields("metadata.name=kube-system");
+    loop {
+        let seen_before = store.seen_rv();
+        let wait = match namespaces.list(&params).await {
+            Ok(list) => {
+                let rv = list
+                    .metadata
+                    .resource_version
+                    .as_deref()
+                    .and_then(|v| v.parse().ok());
+                let uid = list.items.first().and_then(|n| n.metadata.uid.as_deref());
+                if let Some(reason) = store.went_back(seen_before, rv, uid) {
+                    tracing::warn!(
+                        reason = reason.as_str(),
+                        "not trusting what the watches delivered: listing afresh"
+                    );
+                    store.relist();
+                }
+                HISTORY_CHECK_PERIOD
+            }
+            Err(e) => {
+                tracing::debug!(error = %crate::runtime::chain(&e), "could not ask the API for its resourceVersion");
+                HISTORY_RETRY
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = store.suspect.notified() => {}
+        }
+    }
+}
+
+/// Starts the three watchers and the guard of their history; they run until the process ends.
 pub fn spawn(client: kube::Client, node_name: &str, store: Arc<Store>, writers: Writers) {
     let by_name = format!("metadata.name={node_name}");
     let on_node = format!("spec.nodeName={node_name}");
-    tokio::spawn(follow(
+    let daemonsets = Api::<DaemonSet>::all(client.clone());
+    tokio::spawn(follow_relisting(
         store.clone(),
         Kind::DaemonSets,
         writers.daemonsets,
-        watcher::watcher(
-            Api::<DaemonSet>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
+        move || watcher::watcher(daemonsets.clone(), watcher::Config::default()).default_backoff(),
     ));
-    tokio::spawn(follow(
+    let nodes = Api::<Node>::all(client.clone());
+    tokio::spawn(follow_relisting(
         store.clone(),
         Kind::Node,
         writers.node,
-        watcher::watcher(
-            Api::<Node>::all(client.clone()),
-            watcher::Config::default().fields(&by_name),
-        )
-        .default_backoff(),
+        move || {
+            watcher::watcher(nodes.clone(), watcher::Config::default().fields(&by_name))
+                .default_backoff()
+        },
     ));
-    tokio::spawn(follow(
-        store,
+    let pods = Api::<Pod>::all(client.clone());
+    tokio::spawn(follow_relisting(
+        store.clone(),
         Kind::Pods,
         writers.pods,
-        watcher::watcher(
-            Api::<Pod>::all(client),
-            watcher::Config::default().fields(&on_node),
-        )
-        .default_backoff(),
+        move || {
+            watcher::watcher(pods.clone(), watcher::Config::default().fields(&on_node))
+                .default_backoff()
+        },
     ));
+    tokio::spawn(guard_history(client, store));
 }
 
 #[cfg(test)]
@@ -327,6 +496,82 @@ mod tests {
         drop((tx, node_tx));
         task.await.unwrap();
         node_task.await.unwrap();
+    }
+
+    fn pod_at(name: &str, rv: u64) -> Pod {
+        let mut p = pod(name);
+        p.metadata.resource_version = Some(rv.to_string());
+        p
+    }
+
+    async fn until(store: &Store, cond: impl Fn() -> bool) {
+        while !cond() {
+            store.changed.notified().await;
+        }
+    }
+
+    /// A restored store (an older resourceVersion than seen) or another cluster (another
+    /// kube-system uid) is listed afresh: the pods it no longer has go, and the store is not
+    /// synced until the new list completed.
+    #[tokio::test]
+    async fn a_store_that_went_back_in_time_is_listed_afresh() {
+        type Feed = futures::channel::mpsc::UnboundedSender<watcher::Result<Event<Pod>>>;
+        let (store, writers) = Store::new(None);
+        // each watcher the follower makes reads its own channel
+        let mut feeds: Vec<Feed> = Vec::new();
+        let mut streams = std::collections::VecDeque::new();
+        for _ in 0..2 {
+            let (tx, rx) = futures::channel::mpsc::unbounded();
+            feeds.push(tx);
+            streams.push_back(rx);
+        }
+        let streams = Mutex::new(streams);
+        let made = Arc::new(AtomicU64::new(0));
+        let counted = made.clone();
+        let task = tokio::spawn(follow_relisting(
+            store.clone(),
+            Kind::Pods,
+            writers.pods,
+            move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                streams
+                    .lock()
+                    .unwrap()
+                    .pop_front()
+                    .expect("a watcher to make")
+            },
+        ));
+        let list = |feed: &Feed, pod: Pod| {
+            for ev in [Event::Init, Event::InitApply(pod), Event::InitDone] {
+                feed.unbounded_send(Ok(ev)).unwrap();
+            }
+        };
+        list(&feeds[0], pod_at("ds-a", 120));
+        until(&store, || store.listed(Kind::Pods)).await;
+        assert_eq!(names(&store), ["ds-a"]);
+        assert_eq!(store.seen_rv(), 120);
+        // the same store, ahead: nothing to do
+        assert_eq!(store.went_back(120, Some(130), Some("uid-1")), None);
+        // restored from a backup
+        let reason = store.went_back(120, Some(100), Some("uid-1")).unwrap();
+        assert!(
+            reason.contains("resourceVersion 100, 120 seen before"),
+            "{reason}"
+        );
+        assert_eq!(store.seen_rv(), 100);
+        store.relist();
+        assert!(!store.listed(Kind::Pods) && !store.synced());
+        list(&feeds[1], pod_at("other", 90));
+        until(&store, || store.listed(Kind::Pods)).await;
+        assert_eq!(names(&store), ["other"]);
+        // a new watcher listed; the old one is dropped
+        assert_eq!(made.load(Ordering::SeqCst), 2);
+        assert!(feeds[0].is_closed());
+        // another cluster, even one further ahead
+        let reason = store.went_back(100, Some(500), Some("uid-2")).unwrap();
+        assert!(reason.contains("another cluster"), "{reason}");
+        assert_eq!(store.went_back(500, Some(501), Some("uid-2")), None);
+        task.abort();
     }
 
     #[test]

@@ -13,6 +13,8 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument as _;
 
 use crate::agent::clock::Clock;
+use crate::agent::configsource::{ObjectSource, PodRef};
+use crate::agent::events::{self, Recorder};
 use crate::agent::hooks::{self, HookTarget};
 use crate::agent::prober::{Prober, Target};
 use crate::core::plan::{self, Action, Backoff, DesiredPod, Observed, PodKey, State, Want};
@@ -95,6 +97,15 @@ pub struct Context {
     pub started: Option<tokio::time::Instant>,
     /// Where wall-clock times and back-off deadlines come from.
     pub clock: Clock,
+    /// The ConfigMaps, Secrets and tokens of the pods' volumes and env.
+    pub objects: Arc<dyn ObjectSource>,
+    /// The kubelet's events (`agent::events`); recording never waits.
+    pub events: Recorder,
+}
+
+/// The reference of events about container `name` of `d`.
+fn about(d: &DesiredPod, name: &str) -> crate::core::events::Involved {
+    events::pod_ref(&d.key.namespace, &d.key.name, &d.api_uid, name)
 }
 
 /// containerd id of one incarnation of a container: readable when short enough, else hashed.
@@ -236,6 +247,85 @@ async fn remove_with_hook(ctx: &Context, id: &str, grace_seconds: i64, hook: Opt
     remove(ctx, id, grace).await
 }
 
+/// The objects the pod uses, now (an API error: the container waits as for a failed mount).
+async fn pod_objects(
+    ctx: &Context,
+    d: &DesiredPod,
+    id: &str,
+) -> Result<crate::runtime::configvol::PodObjects, RuntimeError> {
+    let pod = PodRef {
+        namespace: &d.key.namespace,
+        name: &d.key.name,
+        uid: &d.api_uid,
+        spec: &d.spec,
+    };
+    ctx.objects
+        .objects(&pod)
+        .await
+        .map_err(|e| RuntimeError::InvalidSpec {
+            id: id.to_string(),
+            source: crate::runtime::spec::SpecError::Mount(crate::runtime::chain(&e)),
+        })
+}
+
+/// The running pod's configMap, secret and projected volumes brought up to date with their
+/// objects (the kubelet's periodic remount; subPath mounts keep the file they mounted).
+async fn refresh_volumes(ctx: &Context, d: &DesiredPod, sandbox: &SandboxInfo) {
+    use crate::runtime::configvol;
+    let vols: Vec<_> = d
+        .spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter(|v| configvol::is_config_volume(v))
+        .collect();
+    if vols.is_empty() {
+        return;
+    }
+    let Ok(objects) = pod_objects(ctx, d, &d.key.name).await else {
+        return;
+    };
+    let host_ips: Vec<String> = ctx.host_ip.clone().into_iter().collect();
+    let facts = crate::runtime::downward::PodFacts {
+        name: &d.key.name,
+        namespace: &d.key.namespace,
+        uid: &d.api_uid,
+        labels: &d.labels,
+        annotations: &d.annotations,
+        spec: &d.spec,
+        host_ips: &host_ips,
+        pod_ips: if d.spec.host_network.unwrap_or(false) {
+            &host_ips
+        } else {
+            &sandbox.ips
+        },
+        node: Default::default(),
+    };
+    let gid = d
+        .spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.fs_group)
+        .and_then(|g| u32::try_from(g).ok());
+    for vol in vols {
+        let Ok(Some(files)) = configvol::volume_files(vol, &objects, &facts) else {
+            continue;
+        };
+        let dir = sandbox.pod_dir.join("volumes").join(&vol.name);
+        let name = vol.name.clone();
+        let written =
+            tokio::task::spawn_blocking(move || configvol::write_atomic(&dir, &files, gid)).await;
+        match written {
+            Ok(Ok(true)) => tracing::info!(volume = name.as_str(), "volume updated"),
+            Ok(Ok(false)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(volume = name.as_str(), error = %e, "volume update failed")
+            }
+            Err(e) => tracing::warn!(volume = name.as_str(), error = %e, "volume update failed"),
+        }
+    }
+}
+
 struct Worker {
     key: PodKey,
     ctx: Arc<Context>,
@@ -360,6 +450,9 @@ struct ProbeTask {
     /// A wait before the first run (see `Context::started`).
     jitter: Duration,
     clock: Clock,
+    /// Failed probes are events (`Unhealthy`) about the container.
+    events: Recorder,
+    about: crate::core::events::Involved,
 }
 
 impl ProbeTask {
@@ -385,6 +478,7 @@ impl ProbeTask {
                 Ok(h) => self.prober.probe(&self.target, h, timeout).await,
                 Err(e) => Outcome::Error(e.clone()),
             };
+            events::probe_outcome(&self.events, &self.about, self.kind.as_str(), &outcome);
             match &outcome {
                 Outcome::Success => {}
                 Outcome::Failure(m) => {
@@ -520,10 +614,22 @@ impl Worker {
         if !plan.actions.is_empty() {
             tracing::debug!(actions = ?plan.actions, observed = ?observed, "pod plan");
         }
+        if let (true, Some(d), Some(sandbox)) = (running, &work.desired, &self.sandbox) {
+            refresh_volumes(&self.ctx, d, sandbox).await;
+        }
         if !running {
             // the pod is going: its probes stop, its containers stop together (preStop hooks
             // first, within the grace period), its sidecars after them
             self.probes.clear();
+            if let Some(d) = self.last.as_ref() {
+                for o in observed
+                    .iter()
+                    .filter(|o| matches!(o.state, State::Running))
+                {
+                    let msg = format!("Stopping container {}", o.name);
+                    self.ctx.events.normal(&about(d, &o.name), "Killing", msg);
+                }
+            }
             let began = tokio::time::Instant::now();
             for (i, wave) in [&plan.actions, &plan.then].into_iter().enumerate() {
                 // the sidecars get what the app containers left of the grace period (at least
@@ -590,6 +696,14 @@ impl Worker {
                 reason: String::new(),
                 message: String::new(),
             });
+            if let Some(d) = self.last.as_ref() {
+                let image = d.spec.containers.iter().find(|c| &c.name == name);
+                let image = image.and_then(|c| c.image.as_deref()).unwrap_or("");
+                let pulling = matches!(w.reason.as_str(), "ErrImagePull" | "ImagePullBackOff");
+                if crashed || pulling {
+                    events::back_off(&self.ctx.events, &about(d, name), image, crashed);
+                }
+            }
             if crashed {
                 w.reason = "CrashLoopBackOff".into();
                 w.message = format!("back-off {secs}s restarting failed container={name}");
@@ -814,6 +928,8 @@ impl Worker {
                     prober: self.ctx.prober.clone(),
                     changed: self.probe_tx.clone(),
                     wake: wake.clone(),
+                    events: self.ctx.events.clone(),
+                    about: about(desired, &c.name),
                 };
                 // under the pod's span (the current one: this runs in a sync)
                 let span = tracing::info_span!(
@@ -884,6 +1000,9 @@ impl Worker {
                 "{}",
                 k.message
             );
+            self.ctx
+                .events
+                .normal(&about(desired, name), "Killing", k.message.clone());
             let g = Duration::from_secs(grace as u64);
             let stop = self.ctx.runtime.stop_container(id, g);
             if let Err(e) = bounded("stop", id, g + CALL_TIMEOUT, stop).await {
@@ -954,11 +1073,19 @@ impl Worker {
             // the postStart hook runs before the container counts as started
             Ok(id) => match self.post_start(d, container, &id).await {
                 Ok(()) => Ok(id),
-                Err(message) => Err(("PostStartHookError", message)),
+                Err(message) => {
+                    let about = about(d, name);
+                    let msg = format!("PostStartHook failed: {message}");
+                    self.ctx.events.warning(&about, "FailedPostStartHook", msg);
+                    Err(("PostStartHookError", message))
+                }
             },
             // what failed and why, causes included (the registry's answer, containerd's
             // status), as the kubelet's messages read
-            Err(e) => Err((e.reason(), crate::runtime::chain(&e))),
+            Err(e) => {
+                events::start_failed(&self.ctx.events, &about(d, name), &e);
+                Err((e.reason(), crate::runtime::chain(&e)))
+            }
         };
         if restart_count > 0 || result.is_err() {
             let b = plan::after_restart(self.backoff.get(name), now);
@@ -967,6 +1094,9 @@ impl Worker {
         match result {
             Ok(id) => {
                 self.waiting.remove(name);
+                let (rec, about) = (&self.ctx.events, about(d, name));
+                rec.normal(&about, "Created", format!("Created container {name}"));
+                rec.normal(&about, "Started", format!("Started container {name}"));
                 tracing::info!(
                     container_id = id.as_str(),
                     restart_count,
@@ -1100,7 +1230,19 @@ impl Worker {
         let image = container.image.clone().unwrap_or_default();
         // the runtime serializes pulls (as the kubelet does by default) after a lock-free check;
         // what it resolved is handed to run_container, which does not resolve it again
-        let pulled = rt.image_for(&image, PullPolicy::of(container)).await?;
+        let about = about(d, &container.name);
+        let id = container_id(&d.key, &container.name, restart_count);
+        let objects = pod_objects(&self.ctx, d, &id).await?;
+        let pull_secrets: Vec<String> = (d.spec.image_pull_secrets.iter().flatten())
+            .map(|s| s.name.clone())
+            .collect();
+        let (auth, problems) = crate::runtime::configvol::pull_credentials(&pull_secrets, &objects);
+        for p in problems {
+            tracing::warn!(reason = "FailedToRetrieveImagePullSecret", "{p}");
+        }
+        let policy = PullPolicy::of(container);
+        let pulled =
+            events::ensure_image(&self.ctx.events, &**rt, &about, &image, policy, &auth).await?;
         self.images
             .insert(container.name.clone(), (image, pulled.info.digest.clone()));
         let host_network = d.spec.host_network.unwrap_or(false);
@@ -1112,7 +1254,17 @@ impl Worker {
                 s
             }
         };
-        let id = container_id(&d.key, &container.name, restart_count);
+        if let Ok((_, warnings)) =
+            crate::runtime::configvol::resolve_env(container, &d.key.namespace, &objects)
+        {
+            for w in warnings {
+                tracing::warn!(
+                    container = container.name.as_str(),
+                    reason = "InvalidEnvironmentVariableNames",
+                    "{w}"
+                );
+            }
+        }
         let mut container_labels = pod_labels(d);
         container_labels.insert(labels::CONTAINER_NAME.into(), container.name.clone());
         container_labels.insert(labels::RESTART_COUNT.into(), restart_count.to_string());
@@ -1145,6 +1297,7 @@ impl Worker {
                 labels: d.labels.clone(),
                 annotations: d.annotations.clone(),
                 host_ips: self.ctx.host_ip.clone().into_iter().collect(),
+                objects,
             },
         };
         rt.run_container(&req).await?;
@@ -1365,6 +1518,8 @@ mod worker_tests {
             node: "node-a".into(),
             started: None,
             clock: Clock::system(),
+            events: Recorder::disabled(),
+            objects: Arc::new(crate::agent::configsource::Unavailable),
         });
         (rt, ctx)
     }
@@ -1544,6 +1699,8 @@ mod pod_tests {
                 node: "node-a".into(),
                 started: None,
                 clock,
+                events: Recorder::disabled(),
+                objects: Arc::new(crate::agent::configsource::Unavailable),
             });
             let pod = desired(container);
             let (rtx, rx) = mpsc::unbounded_channel();

@@ -1,4 +1,6 @@
-//! Commands a person types on a node: `status` and `logs`, through the agent's local API.
+//! Commands a person types: `status` and `logs` on a node, through the agent's local API;
+//! `token`/`node` (tokens), and the authoring tools kubectl lacks: `create daemonset` (create),
+//! `convert` (Deployments and ReplicaSets to DaemonSets), `why` (eligibility, rule by rule).
 use std::io::Write;
 use std::path::Path;
 
@@ -6,7 +8,19 @@ use anyhow::Context as _;
 
 use crate::agent::localapi::{self, pb, socket_path};
 
+pub mod convert;
+pub mod create;
 pub mod tokens;
+pub mod why;
+
+/// A kube client error as kubectl prints a refusal (`Error from server (NotFound): ...`), not
+/// the whole `Status` debug dump; other errors as they are.
+pub(crate) fn api_error(e: kube::Error) -> anyhow::Error {
+    match e {
+        kube::Error::Api(s) => anyhow::anyhow!("Error from server ({}): {}", s.reason, s.message),
+        other => other.into(),
+    }
+}
 
 async fn client(
     state_dir: &Path,

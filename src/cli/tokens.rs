@@ -45,7 +45,7 @@ impl Role {
 }
 
 /// The client and the CA's pin of an admin kubeconfig.
-async fn admin(kubeconfig: &Path) -> anyhow::Result<(kube::Client, Option<CaHash>)> {
+pub(crate) async fn admin(kubeconfig: &Path) -> anyhow::Result<(kube::Client, Option<CaHash>)> {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).with_context(|| {
         format!(
             "read {} (the server's admin kubeconfig; --kubeconfig names another)",

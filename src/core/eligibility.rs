@@ -3,7 +3,8 @@
 //! A port of pkg/controller/daemon (`NodeShouldRunDaemonPod`, `predicates`), component-helpers'
 //! nodeaffinity (`GetRequiredNodeAffinity(pod).Match(node)`), v1helper's taint/toleration
 //! matching and `util.AddOrUpdateDaemonPodTolerations`. On top of the verdict it says why, in
-//! words, for every predicate that fails (the `why` command prints them).
+//! words, for every predicate that fails; [`explain`] gives every rule, passing or not, from the
+//! same checks the verdict is made of (the `why` command prints them).
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -37,15 +38,7 @@ pub const TAINT_NODE_NETWORK_UNAVAILABLE: &str = "node.kubernetes.io/network-una
 /// Kubernetes' NodeShouldRunDaemonPod for `ds` on `node`, the automatic DaemonSet tolerations
 /// included.
 pub fn node_should_run(node: &Node, ds: &DaemonSet) -> Eligibility {
-    let default_spec = PodSpec::default();
-    let spec = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.as_ref())
-        .unwrap_or(&default_spec);
-    let mut tolerations = spec.tolerations.clone().unwrap_or_default();
-    add_daemon_tolerations_to(&mut tolerations, spec.host_network.unwrap_or(false));
-    evaluate(node, spec, &tolerations)
+    explain(node, ds).eligibility
 }
 
 /// The same verdict for a bare pod spec (already carrying its tolerations).
@@ -156,85 +149,191 @@ pub fn taint_to_string(taint: &Taint) -> String {
     }
 }
 
+/// The rule a [`Check`] is about, in the order [`explain`] goes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// `spec.nodeName` (fitsNodeName).
+    NodeName,
+    /// One key of `spec.nodeSelector`.
+    NodeSelector,
+    /// The required node affinity: its terms, each expression and field of a term.
+    NodeAffinity,
+    /// One taint of the node against the pod's tolerations.
+    Taint,
+    /// `spec.unschedulable` (a cordoned node): DaemonSets ignore it.
+    Unschedulable,
+    /// The node's Ready condition: said, not judged (NodeShouldRunDaemonPod does not read it).
+    Ready,
+}
+
+impl Rule {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::NodeName => "nodeName",
+            Rule::NodeSelector => "nodeSelector",
+            Rule::NodeAffinity => "nodeAffinity",
+            Rule::Taint => "taint",
+            Rule::Unschedulable => "unschedulable",
+            Rule::Ready => "ready",
+        }
+    }
+}
+
+/// What one rule does to the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The rule lets the pod run here.
+    Pass,
+    /// No new pod; a running one stays (an untolerated NoSchedule taint).
+    Blocks,
+    /// No pod, and a running one is removed (nodeName, nodeSelector, node affinity, an
+    /// untolerated NoExecute taint).
+    Evicts,
+    /// Told for the reader, without effect on the verdict.
+    Note,
+}
+
+/// One rule applied to one (node, pod spec) pair, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    pub rule: Rule,
+    pub outcome: Outcome,
+    pub detail: String,
+}
+
+impl Check {
+    fn new(rule: Rule, outcome: Outcome, detail: impl Into<String>) -> Check {
+        Check {
+            rule,
+            outcome,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Every rule for one pair, and the verdict they give.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub eligibility: Eligibility,
+    pub checks: Vec<Check>,
+}
+
+/// [`node_should_run`] rule by rule: the checks it decides from (the same code), with the rules
+/// that pass and those that only inform (a cordoned node, the Ready condition) said too.
+pub fn explain(node: &Node, ds: &DaemonSet) -> Explanation {
+    let default_spec = PodSpec::default();
+    let spec = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .unwrap_or(&default_spec);
+    let mut tolerations = spec.tolerations.clone().unwrap_or_default();
+    add_daemon_tolerations_to(&mut tolerations, spec.host_network.unwrap_or(false));
+    explain_with(node, spec, &tolerations)
+}
+
+/// The verdict the checks give: any Blocks or Evicts stops a new pod, any Evicts a running one;
+/// the reasons are their details, in order.
+fn verdict(checks: &[Check]) -> Eligibility {
+    let failing = |o: Outcome| matches!(o, Outcome::Blocks | Outcome::Evicts);
+    Eligibility {
+        should_run: !checks.iter().any(|c| failing(c.outcome)),
+        should_continue_running: !checks.iter().any(|c| c.outcome == Outcome::Evicts),
+        reasons: checks
+            .iter()
+            .filter(|c| failing(c.outcome))
+            .map(|c| c.detail.clone())
+            .collect(),
+    }
+}
+
 fn evaluate(node: &Node, spec: &PodSpec, tolerations: &[Toleration]) -> Eligibility {
+    explain_with(node, spec, tolerations).eligibility
+}
+
+fn explain_with(node: &Node, spec: &PodSpec, tolerations: &[Toleration]) -> Explanation {
     let node_name = node.metadata.name.as_deref().unwrap_or("");
     let no_labels = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
-    let mut reasons = Vec::new();
+    let mut checks = Vec::new();
 
     // fitsNodeName
-    let mut fits = match spec.node_name.as_deref() {
-        Some(wanted) if !wanted.is_empty() && wanted != node_name => {
-            reasons.push(format!(
-                "spec.nodeName is {wanted:?}, not this node {node_name:?}"
-            ));
-            false
-        }
-        _ => true,
-    };
+    checks.push(match spec.node_name.as_deref() {
+        Some(wanted) if !wanted.is_empty() && wanted != node_name => Check::new(
+            Rule::NodeName,
+            Outcome::Evicts,
+            format!("spec.nodeName is {wanted:?}, not this node {node_name:?}"),
+        ),
+        Some(wanted) if !wanted.is_empty() => Check::new(
+            Rule::NodeName,
+            Outcome::Pass,
+            format!("spec.nodeName is this node {wanted:?}"),
+        ),
+        _ => Check::new(Rule::NodeName, Outcome::Pass, "spec.nodeName is not set"),
+    });
 
     // fitsNodeAffinity: nodeSelector AND the required node affinity.
-    let affinity = node_affinity_reasons(spec, labels, node_name);
-    if !affinity.is_empty() {
-        reasons.extend(affinity);
-        fits = false;
-    }
+    checks.extend(explain_node_affinity(spec, labels, node_name));
 
     // fitsTaints: NoSchedule and NoExecute taints must be tolerated.
-    let mut fits_taints = true;
-    let mut untolerated_no_execute = false;
     let taints = node
         .spec
         .as_ref()
         .and_then(|s| s.taints.as_deref())
         .unwrap_or(&[]);
+    if taints.is_empty() {
+        checks.push(Check::new(
+            Rule::Taint,
+            Outcome::Pass,
+            "the node has no taints",
+        ));
+    }
+    let own = spec.tolerations.as_deref().unwrap_or(&[]);
     for taint in taints {
-        let no_execute = taint.effect == TAINT_EFFECT_NO_EXECUTE;
-        if !no_execute && taint.effect != TAINT_EFFECT_NO_SCHEDULE {
-            continue;
-        }
-        if tolerations.iter().any(|t| tolerates_taint(t, taint)) {
-            continue;
-        }
-        fits_taints = false;
-        if no_execute {
-            untolerated_no_execute = true;
-            reasons.push(format!(
-                "taint {} is not tolerated (a running pod is removed)",
-                taint_to_string(taint)
-            ));
-        } else {
-            reasons.push(format!("taint {} is not tolerated", taint_to_string(taint)));
-        }
+        checks.push(explain_taint(taint, tolerations, own));
     }
 
-    Eligibility {
-        should_run: fits && fits_taints,
-        should_continue_running: fits && !untolerated_no_execute,
-        reasons,
+    checks.extend(explain_node_state(node));
+    Explanation {
+        eligibility: verdict(&checks),
+        checks,
     }
 }
 
-/// Why `spec`'s nodeSelector and required node affinity do not match a node with `labels`
-/// (component-helpers' GetRequiredNodeAffinity(pod).Match(node)); empty when they match.
-fn node_affinity_reasons(
+/// fitsNodeAffinity, explained: each key of the nodeSelector, then the required node affinity
+/// (component-helpers' GetRequiredNodeAffinity(pod).Match(node)).
+fn explain_node_affinity(
     spec: &PodSpec,
     labels: &BTreeMap<String, String>,
     node_name: &str,
-) -> Vec<String> {
-    let mut reasons = Vec::new();
-    for (key, wanted) in spec.node_selector.iter().flatten() {
-        match labels.get(key) {
-            None => {
-                reasons.push(format!("node selector: label {key} is missing"));
-            }
-            Some(got) if got != wanted => {
-                reasons.push(format!(
-                    "node selector: label {key} is {got:?}, not {wanted:?}"
-                ));
-            }
-            Some(_) => {}
-        }
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let selector = spec.node_selector.as_ref().filter(|s| !s.is_empty());
+    if selector.is_none() {
+        checks.push(Check::new(
+            Rule::NodeSelector,
+            Outcome::Pass,
+            "node selector: none",
+        ));
+    }
+    for (key, wanted) in selector.into_iter().flatten() {
+        checks.push(match labels.get(key) {
+            None => Check::new(
+                Rule::NodeSelector,
+                Outcome::Evicts,
+                format!("node selector: label {key} is missing"),
+            ),
+            Some(got) if got != wanted => Check::new(
+                Rule::NodeSelector,
+                Outcome::Evicts,
+                format!("node selector: label {key} is {got:?}, not {wanted:?}"),
+            ),
+            Some(_) => Check::new(
+                Rule::NodeSelector,
+                Outcome::Pass,
+                format!("node selector: label {key} is {wanted:?}"),
+            ),
+        });
     }
     let required = spec
         .affinity
@@ -244,95 +343,220 @@ fn node_affinity_reasons(
             na.required_during_scheduling_ignored_during_execution
                 .as_ref()
         });
-    if let Some(required) = required {
-        if let Err(why) = match_node_selector(required, labels, node_name) {
-            reasons.extend(why);
-        }
+    match required {
+        Some(required) => checks.extend(explain_node_selector(required, labels, node_name)),
+        None => checks.push(Check::new(
+            Rule::NodeAffinity,
+            Outcome::Pass,
+            "node affinity: no required node affinity",
+        )),
     }
-    reasons
+    checks
 }
 
 /// Whether `spec`'s nodeSelector and required node affinity match `node` (the scheduler's
-/// NodeAffinity filter).
+/// NodeAffinity filter): no check of [`explain_node_affinity`] evicts.
 pub fn matches_node_affinity(node: &Node, spec: &PodSpec) -> bool {
     let no_labels = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
-    node_affinity_reasons(spec, labels, node.metadata.name.as_deref().unwrap_or("")).is_empty()
+    let node_name = node.metadata.name.as_deref().unwrap_or("");
+    explain_node_affinity(spec, labels, node_name)
+        .iter()
+        .all(|c| c.outcome != Outcome::Evicts)
 }
 
-/// Whether one node selector term matches `node` (a preferred node affinity term's preference).
+/// Whether one node selector term matches `node` (a preferred node affinity term's preference):
+/// every result of [`explain_term`] is Ok.
 pub fn matches_term(term: &NodeSelectorTerm, node: &Node) -> bool {
     let no_labels = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
-    match_term(term, labels, node.metadata.name.as_deref().unwrap_or("")).is_ok()
+    let node_name = node.metadata.name.as_deref().unwrap_or("");
+    explain_term(term, labels, node_name)
+        .iter()
+        .all(Result::is_ok)
 }
 
-/// nodeaffinity.LazyErrorNodeSelector.Match: terms ORed; an empty term, or one with an invalid
-/// requirement, matches nothing.
-fn match_node_selector(
+fn explain_taint(taint: &Taint, tolerations: &[Toleration], own: &[Toleration]) -> Check {
+    let shown = taint_to_string(taint);
+    let no_execute = taint.effect == TAINT_EFFECT_NO_EXECUTE;
+    if !no_execute && taint.effect != TAINT_EFFECT_NO_SCHEDULE {
+        return Check::new(
+            Rule::Taint,
+            Outcome::Note,
+            format!(
+                "taint {shown} is not enforced: only NoSchedule and NoExecute keep pods off a node"
+            ),
+        );
+    }
+    match tolerations.iter().find(|t| tolerates_taint(t, taint)) {
+        Some(t) if own.contains(t) => Check::new(
+            Rule::Taint,
+            Outcome::Pass,
+            format!(
+                "taint {shown} is tolerated by the pod's toleration {}",
+                toleration_to_string(t)
+            ),
+        ),
+        Some(t) => Check::new(
+            Rule::Taint,
+            Outcome::Pass,
+            format!(
+                "taint {shown} is tolerated by {}, which every DaemonSet pod gets",
+                toleration_to_string(t)
+            ),
+        ),
+        None if no_execute => Check::new(
+            Rule::Taint,
+            Outcome::Evicts,
+            format!("taint {shown} is not tolerated (a running pod is removed)"),
+        ),
+        None => Check::new(
+            Rule::Taint,
+            Outcome::Blocks,
+            format!("taint {shown} is not tolerated"),
+        ),
+    }
+}
+
+/// A toleration in one line: `key=value:Effect` (Equal) or `key:Effect (Exists)`; `*` for an
+/// empty key or effect (every one).
+pub fn toleration_to_string(t: &Toleration) -> String {
+    let key = match s(&t.key) {
+        "" => "*",
+        k => k,
+    };
+    let effect = match s(&t.effect) {
+        "" => "*",
+        e => e,
+    };
+    match s(&t.operator) {
+        "Exists" => format!("{key}:{effect} (Exists)"),
+        "" | "Equal" => format!("{key}={}:{effect}", s(&t.value)),
+        op => format!("{key} {op} {}:{effect}", s(&t.value)),
+    }
+}
+
+/// The node's cordon and Ready condition: neither changes NodeShouldRunDaemonPod's verdict.
+fn explain_node_state(node: &Node) -> Vec<Check> {
+    let mut checks = Vec::new();
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        checks.push(Check::new(
+            Rule::Unschedulable,
+            Outcome::Note,
+            format!(
+                "the node is cordoned (spec.unschedulable), which DaemonSets ignore: their pods \
+                 tolerate {TAINT_NODE_UNSCHEDULABLE}:{TAINT_EFFECT_NO_SCHEDULE}"
+            ),
+        ));
+    }
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
+    let detail = match ready {
+        Some(c) if c.status == "True" => "the node is Ready".to_string(),
+        Some(c) => format!(
+            "the node is not Ready (Ready={}{}): the pod is still the node's (DaemonSet pods \
+             tolerate the not-ready and unreachable taints), its containers run when the node's \
+             agent is back",
+            c.status,
+            c.reason
+                .as_deref()
+                .map(|r| format!(", {r}"))
+                .unwrap_or_default()
+        ),
+        None => "the node has not reported a Ready condition yet: the pod runs once its agent does"
+            .to_string(),
+    };
+    checks.push(Check::new(Rule::Ready, Outcome::Note, detail));
+    checks
+}
+
+/// nodeaffinity.LazyErrorNodeSelector.Match, explained: terms ORed; an empty term, or one with an
+/// invalid requirement, matches nothing. When a term matches, the failures of the others are
+/// notes; when none does, every failure evicts.
+fn explain_node_selector(
     selector: &NodeSelector,
     labels: &BTreeMap<String, String>,
     node_name: &str,
-) -> Result<(), Vec<String>> {
+) -> Vec<Check> {
     let terms = &selector.node_selector_terms;
     if terms.is_empty() {
-        return Err(vec![
-            "node affinity: the required node selector has no terms, so it matches no node"
-                .to_string(),
-        ]);
+        return vec![Check::new(
+            Rule::NodeAffinity,
+            Outcome::Evicts,
+            "node affinity: the required node selector has no terms, so it matches no node",
+        )];
     }
-    let mut reasons = Vec::new();
-    for (i, term) in terms.iter().enumerate() {
-        match match_term(term, labels, node_name) {
-            Ok(()) => return Ok(()),
-            Err(why) => {
-                let prefix = if terms.len() > 1 {
-                    format!("node affinity term {} of {}", i + 1, terms.len())
-                } else {
-                    "node affinity".to_string()
-                };
-                reasons.extend(why.into_iter().map(|r| format!("{prefix}: {r}")));
-            }
+    let results: Vec<Vec<Result<String, String>>> = terms
+        .iter()
+        .map(|t| explain_term(t, labels, node_name))
+        .collect();
+    let matching = results.iter().position(|r| r.iter().all(Result::is_ok));
+    let mut checks = Vec::new();
+    for (i, term) in results.into_iter().enumerate() {
+        let prefix = if terms.len() > 1 {
+            format!("node affinity term {} of {}", i + 1, terms.len())
+        } else {
+            "node affinity".to_string()
+        };
+        for r in term {
+            checks.push(match (r, matching) {
+                (Ok(why), _) => Check::new(
+                    Rule::NodeAffinity,
+                    Outcome::Pass,
+                    format!("{prefix}: {why}"),
+                ),
+                (Err(why), None) => Check::new(
+                    Rule::NodeAffinity,
+                    Outcome::Evicts,
+                    format!("{prefix}: {why}"),
+                ),
+                (Err(why), Some(m)) => Check::new(
+                    Rule::NodeAffinity,
+                    Outcome::Note,
+                    format!(
+                        "{prefix}: {why} (term {} matches, the terms are ORed)",
+                        m + 1
+                    ),
+                ),
+            });
         }
     }
-    Err(reasons)
+    checks
 }
 
-fn match_term(
+/// One term: each expression and field, Ok with what matched or Err with what did not. The term
+/// matches when all are Ok.
+fn explain_term(
     term: &NodeSelectorTerm,
     labels: &BTreeMap<String, String>,
     node_name: &str,
-) -> Result<(), Vec<String>> {
+) -> Vec<Result<String, String>> {
     let expressions = term.match_expressions.as_deref().unwrap_or(&[]);
     let fields = term.match_fields.as_deref().unwrap_or(&[]);
     if expressions.is_empty() && fields.is_empty() {
-        return Err(vec!["the term is empty and matches no node".to_string()]);
+        return vec![Err("the term is empty and matches no node".to_string())];
     }
-    let invalid: Vec<String> = expressions
+    let invalid: Vec<Result<String, String>> = expressions
         .iter()
         .filter_map(|e| validate_expression(e).err())
         .chain(fields.iter().filter_map(|f| validate_field(f).err()))
+        .map(Err)
         .collect();
     if !invalid.is_empty() {
-        return Err(invalid);
+        return invalid;
     }
-    let mut failures: Vec<String> = expressions
+    let mut results: Vec<Result<String, String>> = expressions
         .iter()
-        .filter_map(|e| match_expression(e, labels).err())
+        .map(|e| match_expression(e, labels))
         .collect();
     // Kubernetes only has fields to match when the node has a name.
     if !node_name.is_empty() {
-        failures.extend(
-            fields
-                .iter()
-                .filter_map(|f| match_field(f, node_name).err()),
-        );
+        results.extend(fields.iter().map(|f| match_field(f, node_name)));
     }
-    if failures.is_empty() {
-        Ok(())
-    } else {
-        Err(failures)
-    }
+    results
 }
 
 fn values_of(r: &NodeSelectorRequirement) -> &[String] {
@@ -390,15 +614,18 @@ fn validate_field(r: &NodeSelectorRequirement) -> Result<(), String> {
     }
 }
 
+/// One matchExpressions entry against the node's labels: Ok with what matched, Err with why not.
 fn match_expression(
     r: &NodeSelectorRequirement,
     labels: &BTreeMap<String, String>,
-) -> Result<(), String> {
+) -> Result<String, String> {
     let key = &r.key;
     let values = values_of(r);
     let got = labels.get(key);
     match (r.operator.as_str(), got) {
-        ("In", Some(v)) if values.contains(v) => Ok(()),
+        ("In", Some(v)) if values.contains(v) => {
+            Ok(format!("label {key}={v} is In {}", list(values)))
+        }
         ("In", Some(v)) => Err(format!("label {key}={v} is not In {}", list(values))),
         ("In", None) => Err(format!(
             "label {key} is missing (required In {})",
@@ -408,10 +635,11 @@ fn match_expression(
             "label {key}={v} is excluded by NotIn {}",
             list(values)
         )),
-        ("NotIn", _) => Ok(()),
-        ("Exists", Some(_)) => Ok(()),
+        ("NotIn", Some(v)) => Ok(format!("label {key}={v} is NotIn {}", list(values))),
+        ("NotIn", None) => Ok(format!("label {key} is absent, so NotIn {}", list(values))),
+        ("Exists", Some(v)) => Ok(format!("label {key}={v} exists")),
         ("Exists", None) => Err(format!("label {key} is missing (required to exist)")),
-        ("DoesNotExist", None) => Ok(()),
+        ("DoesNotExist", None) => Ok(format!("label {key} does not exist")),
         ("DoesNotExist", Some(v)) => Err(format!("label {key}={v} exists (required not to exist)")),
         (op @ ("Gt" | "Lt"), got) => {
             // Validated: exactly one integer value.
@@ -428,7 +656,7 @@ fn match_expression(
                 ));
             };
             if (op == "Gt" && n > bound) || (op == "Lt" && n < bound) {
-                Ok(())
+                Ok(format!("label {key}={v} is {op} {bound}"))
             } else {
                 Err(format!("label {key}={v} is not {op} {bound}"))
             }
@@ -439,7 +667,7 @@ fn match_expression(
 
 /// matchFields: the node's only field is `metadata.name`; any other key reads as empty, as in
 /// Kubernetes' field set.
-fn match_field(r: &NodeSelectorRequirement, node_name: &str) -> Result<(), String> {
+fn match_field(r: &NodeSelectorRequirement, node_name: &str) -> Result<String, String> {
     let key = &r.key;
     let wanted = values_of(r).first().map(String::as_str).unwrap_or("");
     let got = if key == "metadata.name" {
@@ -448,9 +676,9 @@ fn match_field(r: &NodeSelectorRequirement, node_name: &str) -> Result<(), Strin
         ""
     };
     match r.operator.as_str() {
-        "In" if got == wanted => Ok(()),
+        "In" if got == wanted => Ok(format!("field {key} is {got:?}")),
         "In" => Err(format!("field {key} is {got:?}, not {wanted:?}")),
-        "NotIn" if got != wanted => Ok(()),
+        "NotIn" if got != wanted => Ok(format!("field {key} is {got:?}, not {wanted:?}")),
         _ => Err(format!("field {key} is {got:?}, excluded by NotIn")),
     }
 }
@@ -1180,5 +1408,166 @@ mod tests {
         ));
         assert_eq!(taint_to_string(&gpu), "dedicated=gpu:NoSchedule");
         assert_eq!(taint_to_string(&no_value), "dedicated:NoSchedule");
+    }
+
+    fn ready(mut node: Node, status: &str) -> Node {
+        node.status = Some(
+            serde_json::from_value(json!({"conditions": [
+                {"type": "Ready", "status": status, "reason": "KubeletReady"}]}))
+            .expect("valid status"),
+        );
+        node
+    }
+
+    #[test]
+    fn explain_table() {
+        use Outcome::*;
+        use Rule::*;
+        let cordoned = {
+            let mut n = tainted(json!([
+                {"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
+                {"key": "dedicated", "value": "gpu", "effect": "NoSchedule"},
+                {"key": "spot", "effect": "PreferNoSchedule"},
+            ]));
+            n.spec.as_mut().unwrap().unschedulable = Some(true);
+            ready(n, "True")
+        };
+        // (case, node, daemonset, every check in order)
+        type Row = (
+            &'static str,
+            Node,
+            DaemonSet,
+            Vec<(Rule, Outcome, &'static str)>,
+        );
+        let table: Vec<Row> = vec![
+            (
+                "no constraints on a node without status",
+                bare(),
+                ds(json!({})),
+                vec![
+                    (NodeName, Pass, "spec.nodeName is not set"),
+                    (NodeSelector, Pass, "node selector: none"),
+                    (NodeAffinity, Pass, "node affinity: no required node affinity"),
+                    (Taint, Pass, "the node has no taints"),
+                    (Ready, Note, "the node has not reported a Ready condition yet: the pod runs once its agent does"),
+                ],
+            ),
+            (
+                "nodeName, each selector key and each expression",
+                ready(worker(), "True"),
+                ds(json!({
+                    "nodeName": "worker-1",
+                    "nodeSelector": {"zone": "a", "gen": "v3"},
+                    "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [{"matchExpressions": [
+                            expr("cpus", "Gt", &["4"]),
+                            expr("zone", "NotIn", &["b"]),
+                            expr("gpu", "DoesNotExist", &[]),
+                        ]}]}}},
+                })),
+                vec![
+                    (NodeName, Pass, "spec.nodeName is this node \"worker-1\""),
+                    (NodeSelector, Evicts, "node selector: label gen is \"v2\", not \"v3\""),
+                    (NodeSelector, Pass, "node selector: label zone is \"a\""),
+                    (NodeAffinity, Pass, "node affinity: label cpus=8 is Gt 4"),
+                    (NodeAffinity, Pass, "node affinity: label zone=a is NotIn [b]"),
+                    (NodeAffinity, Pass, "node affinity: label gpu does not exist"),
+                    (Taint, Pass, "the node has no taints"),
+                    (Ready, Note, "the node is Ready"),
+                ],
+            ),
+            (
+                "a matching term turns the other term's failures into notes",
+                worker(),
+                ds(affinity(json!([
+                    {"matchExpressions": [expr("zone", "In", &["b"])]},
+                    {"matchExpressions": [expr("zone", "In", &["a"])],
+                     "matchFields": [expr("metadata.name", "In", &["worker-1"])]},
+                ]))),
+                vec![
+                    (NodeName, Pass, "spec.nodeName is not set"),
+                    (NodeSelector, Pass, "node selector: none"),
+                    (NodeAffinity, Note, "node affinity term 1 of 2: label zone=a is not In [b] (term 2 matches, the terms are ORed)"),
+                    (NodeAffinity, Pass, "node affinity term 2 of 2: label zone=a is In [a]"),
+                    (NodeAffinity, Pass, "node affinity term 2 of 2: field metadata.name is \"worker-1\""),
+                    (Taint, Pass, "the node has no taints"),
+                    (Ready, Note, "the node has not reported a Ready condition yet: the pod runs once its agent does"),
+                ],
+            ),
+            (
+                "no term matches: every failure evicts",
+                worker(),
+                ds(affinity(json!([
+                    {"matchExpressions": [expr("zone", "In", &["b"]), expr("gen", "Exists", &[])]},
+                    {"matchExpressions": [expr("ssd", "Exists", &[])]},
+                ]))),
+                vec![
+                    (NodeName, Pass, "spec.nodeName is not set"),
+                    (NodeSelector, Pass, "node selector: none"),
+                    (NodeAffinity, Evicts, "node affinity term 1 of 2: label zone=a is not In [b]"),
+                    (NodeAffinity, Pass, "node affinity term 1 of 2: label gen=v2 exists"),
+                    (NodeAffinity, Evicts, "node affinity term 2 of 2: label ssd is missing (required to exist)"),
+                    (Taint, Pass, "the node has no taints"),
+                    (Ready, Note, "the node has not reported a Ready condition yet: the pod runs once its agent does"),
+                ],
+            ),
+            (
+                "taints: automatic, the pod's own, untolerated, preferences; cordon ignored",
+                cordoned,
+                ds(json!({"tolerations": [{"key": "other", "operator": "Exists"}]})),
+                vec![
+                    (NodeName, Pass, "spec.nodeName is not set"),
+                    (NodeSelector, Pass, "node selector: none"),
+                    (NodeAffinity, Pass, "node affinity: no required node affinity"),
+                    (Taint, Pass, "taint node.kubernetes.io/unschedulable:NoSchedule is tolerated by node.kubernetes.io/unschedulable:NoSchedule (Exists), which every DaemonSet pod gets"),
+                    (Taint, Blocks, "taint dedicated=gpu:NoSchedule is not tolerated"),
+                    (Taint, Note, "taint spot:PreferNoSchedule is not enforced: only NoSchedule and NoExecute keep pods off a node"),
+                    (Unschedulable, Note, "the node is cordoned (spec.unschedulable), which DaemonSets ignore: their pods tolerate node.kubernetes.io/unschedulable:NoSchedule"),
+                    (Ready, Note, "the node is Ready"),
+                ],
+            ),
+            (
+                "the pod's own toleration; a node not Ready still gets the pod",
+                ready(tainted(json!([{"key": "dedicated", "value": "gpu", "effect": "NoExecute"}])), "False"),
+                ds(json!({"tolerations": [{"key": "dedicated", "value": "gpu"}]})),
+                vec![
+                    (NodeName, Pass, "spec.nodeName is not set"),
+                    (NodeSelector, Pass, "node selector: none"),
+                    (NodeAffinity, Pass, "node affinity: no required node affinity"),
+                    (Taint, Pass, "taint dedicated=gpu:NoExecute is tolerated by the pod's toleration dedicated=gpu:*"),
+                    (Ready, Note, "the node is not Ready (Ready=False, KubeletReady): the pod is still the node's (DaemonSet pods tolerate the not-ready and unreachable taints), its containers run when the node's agent is back"),
+                ],
+            ),
+        ];
+        for (name, node, ds, want) in table {
+            let got = explain(&node, &ds);
+            let got_checks: Vec<(Rule, Outcome, &str)> = got
+                .checks
+                .iter()
+                .map(|c| (c.rule, c.outcome, c.detail.as_str()))
+                .collect();
+            assert_eq!(got_checks, want, "{name}");
+            assert_eq!(got.eligibility, node_should_run(&node, &ds), "{name}");
+        }
+    }
+
+    #[test]
+    fn explain_gives_the_verdict_of_every_node_should_run_case() {
+        for case in cases() {
+            let e = explain(&case.node, &case.ds);
+            assert_eq!(e.eligibility.should_run, case.run, "{}", case.name);
+            assert_eq!(
+                e.eligibility.should_continue_running, case.keep,
+                "{}",
+                case.name
+            );
+            let failing: Vec<&str> = e
+                .checks
+                .iter()
+                .filter(|c| matches!(c.outcome, Outcome::Blocks | Outcome::Evicts))
+                .map(|c| c.detail.as_str())
+                .collect();
+            assert_eq!(failing, case.reasons, "{}", case.name);
+        }
     }
 }

@@ -3,6 +3,7 @@
 //! Everything here works on the Kubernetes API types of `k8s-openapi` and is tested table-driven.
 pub mod credential;
 pub mod eligibility;
+pub mod events;
 pub mod fieldpath;
 pub mod hash;
 pub mod labels;
@@ -12,6 +13,7 @@ pub mod patch;
 pub mod plan;
 pub mod podactions;
 pub mod podprinter;
+pub mod podrefs;
 pub mod probe;
 pub mod quantity;
 pub mod reference;

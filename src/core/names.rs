@@ -162,6 +162,50 @@ pub fn is_http_header_name(s: &str) -> Vec<String> {
     vec!["a valid HTTP header must consist of alphanumeric characters or '-' (e.g. 'X-Header-Name', regex used for validation is '[-A-Za-z0-9]+')".into()]
 }
 
+const CONFIG_KEY_MSG: &str = "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')";
+const ENV_VAR_NAME_MSG: &str = "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')";
+
+/// `hasChDirPrefix`: a name that is a file name must not be `.`, `..` or start with `..`.
+fn ch_dir_prefix(s: &str) -> Option<String> {
+    match s {
+        "." => Some("must not be '.'".into()),
+        ".." => Some("must not be '..'".into()),
+        _ if s.starts_with("..") => Some("must not start with '..'".into()),
+        _ => None,
+    }
+}
+
+/// `IsConfigMapKey`: the keys of ConfigMaps and Secrets (`[-._a-zA-Z0-9]+`, at most 253, not `.`
+/// nor starting with `..`: a key is a file name in a volume).
+pub fn is_config_map_key(s: &str) -> Vec<String> {
+    let mut errs = Vec::new();
+    if s.len() > DNS1123_SUBDOMAIN_MAX_LENGTH {
+        errs.push(max_len(DNS1123_SUBDOMAIN_MAX_LENGTH));
+    }
+    let charset = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
+    if s.is_empty() || !s.bytes().all(charset) {
+        errs.push(CONFIG_KEY_MSG.into());
+    }
+    errs.extend(ch_dir_prefix(s));
+    errs
+}
+
+/// `IsEnvVarName`: `[-._a-zA-Z][-._a-zA-Z0-9]*`.
+pub fn is_env_var_name(s: &str) -> Vec<String> {
+    let b = s.as_bytes();
+    let ok = b
+        .first()
+        .is_some_and(|f| f.is_ascii_alphabetic() || matches!(f, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    let mut errs = Vec::new();
+    if !ok {
+        errs.push(ENV_VAR_NAME_MSG.into());
+    }
+    errs.extend(ch_dir_prefix(s));
+    errs
+}
+
 /// The size `ValidateAnnotationsSize` holds against [`TOTAL_ANNOTATION_SIZE_LIMIT`]: the bytes
 /// of every key and value.
 pub fn annotations_size(annotations: &BTreeMap<String, String>) -> usize {
@@ -173,6 +217,34 @@ mod tests {
     use super::*;
 
     type Rule = fn(&str) -> Vec<String>;
+
+    #[test]
+    fn config_keys_and_env_var_names() {
+        let long = "k".repeat(254);
+        let cases: Vec<(&str, Rule, &[&str])> = vec![
+            ("key.name", is_config_map_key, &[]),
+            ("KEY_NAME-1", is_config_map_key, &[]),
+            (".hidden", is_config_map_key, &[]),
+            ("a/b", is_config_map_key, &[CONFIG_KEY_MSG]),
+            ("", is_config_map_key, &[CONFIG_KEY_MSG]),
+            (".", is_config_map_key, &["must not be '.'"]),
+            ("..", is_config_map_key, &["must not be '..'"]),
+            ("..data", is_config_map_key, &["must not start with '..'"]),
+            (
+                &long,
+                is_config_map_key,
+                &["must be no more than 253 characters"],
+            ),
+            ("MY_VAR", is_env_var_name, &[]),
+            ("my.env-name", is_env_var_name, &[]),
+            ("1ABC", is_env_var_name, &[ENV_VAR_NAME_MSG]),
+            ("A B", is_env_var_name, &[ENV_VAR_NAME_MSG]),
+            ("", is_env_var_name, &[ENV_VAR_NAME_MSG]),
+        ];
+        for (input, rule, want) in cases {
+            assert_eq!(rule(input), want.to_vec(), "{input:?}");
+        }
+    }
 
     #[test]
     fn name_rules() {

@@ -45,7 +45,7 @@ pub enum Rule {
 
 use Rule::*;
 
-const NOT_YET: &str = "waits for the agent's pod pipeline (image pull secrets)";
+const NO_SA_TOKENS: &str = "no service account tokens";
 const NO_SCHEDULER: &str = "a scheduler's input; this node runs the pods bound to it";
 const NO_API_OBJECTS: &str =
     "needs API objects this server does not serve (ConfigMaps, Secrets, volumes, claims)";
@@ -58,7 +58,7 @@ pub const POD_SPEC: &[(&str, Rule)] = &[
     ("affinity.nodeAffinity", Honoured { test: "node_should_run_table" }),
     ("affinity.podAffinity", Refused { unless: &[], why: NO_SCHEDULER }),
     ("affinity.podAntiAffinity", Refused { unless: &[], why: NO_SCHEDULER }),
-    ("automountServiceAccountToken", Refused { unless: &["false"], why: "no service account tokens" }),
+    ("automountServiceAccountToken", Refused { unless: &["false"], why: NO_SA_TOKENS }),
     ("containers", Inside),
     ("dnsConfig", Honoured { test: "dns_files_follow_the_kubelet" }),
     ("dnsPolicy", Honoured { test: "dns_files_follow_the_kubelet" }),
@@ -70,7 +70,7 @@ pub const POD_SPEC: &[(&str, Rule)] = &[
     ("hostPID", Honoured { test: "pod_namespaces" }),
     ("hostUsers", Refused { unless: &["true"], why: "no user namespaces" }),
     ("hostname", Honoured { test: "dns_files_follow_the_kubelet" }),
-    ("imagePullSecrets", Refused { unless: &[], why: NOT_YET }),
+    ("imagePullSecrets", Honoured { test: "pull_credentials_of_image_pull_secrets" }),
     ("initContainers", Containers { test: "init_container_output_served_by_the_app_with_node_name_and_pod_ip" }),
     ("nodeName", Honoured { test: "node_should_run_table" }),
     ("nodeSelector", Honoured { test: "node_should_run_table" }),
@@ -121,7 +121,7 @@ pub const POD_SPEC: &[(&str, Rule)] = &[
     ("volumes[].azureFile", Refused { unless: &[], why: NO_API_OBJECTS }),
     ("volumes[].cephfs", Refused { unless: &[], why: NO_API_OBJECTS }),
     ("volumes[].cinder", Refused { unless: &[], why: NO_API_OBJECTS }),
-    ("volumes[].configMap", Refused { unless: &[], why: NO_API_OBJECTS }),
+    ("volumes[].configMap", Honoured { test: "volume_payloads_follow_make_payload" }),
     ("volumes[].csi", Refused { unless: &[], why: NO_API_OBJECTS }),
     ("volumes[].ephemeral", Refused { unless: &[], why: NO_API_OBJECTS }),
     ("volumes[].fc", Refused { unless: &[], why: NO_API_OBJECTS }),
@@ -136,11 +136,18 @@ pub const POD_SPEC: &[(&str, Rule)] = &[
     ("volumes[].persistentVolumeClaim", Refused { unless: &[], why: NO_API_OBJECTS }),
     ("volumes[].photonPersistentDisk", Refused { unless: &[], why: NO_API_OBJECTS }),
     ("volumes[].portworxVolume", Refused { unless: &[], why: NO_API_OBJECTS }),
-    ("volumes[].projected", Refused { unless: &[], why: NO_API_OBJECTS }),
+    ("volumes[].projected", Inside),
+    ("volumes[].projected.defaultMode", Honoured { test: "volume_payloads_follow_make_payload" }),
+    ("volumes[].projected.sources", Inside),
+    ("volumes[].projected.sources[].configMap", Honoured { test: "volume_payloads_follow_make_payload" }),
+    ("volumes[].projected.sources[].secret", Honoured { test: "volume_payloads_follow_make_payload" }),
+    ("volumes[].projected.sources[].downwardAPI", Honoured { test: "volume_payloads_follow_make_payload" }),
+    ("volumes[].projected.sources[].serviceAccountToken", Refused { unless: &[], why: NO_SA_TOKENS }),
+    ("volumes[].projected.sources[].clusterTrustBundle", Refused { unless: &[], why: "no ClusterTrustBundles are served" }),
     ("volumes[].quobyte", Refused { unless: &[], why: NO_API_OBJECTS }),
     ("volumes[].rbd", Refused { unless: &[], why: NO_API_OBJECTS }),
     ("volumes[].scaleIO", Refused { unless: &[], why: NO_API_OBJECTS }),
-    ("volumes[].secret", Refused { unless: &[], why: NO_API_OBJECTS }),
+    ("volumes[].secret", Honoured { test: "volume_payloads_follow_make_payload" }),
     ("volumes[].storageos", Refused { unless: &[], why: NO_API_OBJECTS }),
     ("volumes[].vsphereVolume", Refused { unless: &[], why: NO_API_OBJECTS }),
 ];
@@ -187,23 +194,20 @@ pub const CONTAINER: &[(&str, Rule)] = &[
     ),
     (
         "env[].valueFrom.configMapKeyRef",
-        Refused {
-            unless: &[],
-            why: NO_API_OBJECTS,
+        Honoured {
+            test: "env_follows_make_environment_variables",
         },
     ),
     (
         "env[].valueFrom.secretKeyRef",
-        Refused {
-            unless: &[],
-            why: NO_API_OBJECTS,
+        Honoured {
+            test: "env_follows_make_environment_variables",
         },
     ),
     (
         "envFrom",
-        Refused {
-            unless: &[],
-            why: NO_API_OBJECTS,
+        Honoured {
+            test: "env_follows_make_environment_variables",
         },
     ),
     (
@@ -744,7 +748,7 @@ mod tests {
             ),
             (
                 json!({"containers": [], "imagePullSecrets": [{"name": "s"}]}),
-                vec!["spec.template.spec.imagePullSecrets"],
+                vec![],
             ),
             (json!({"containers": [], "imagePullSecrets": []}), vec![]),
             (
@@ -770,8 +774,9 @@ mod tests {
                 vec![],
             ),
             (
-                json!({"containers": [], "volumes": [{"name": "a", "emptyDir": {}}, {"name": "s", "secret": {"secretName": "x"}}]}),
-                vec!["spec.template.spec.volumes[1].secret"],
+                json!({"containers": [], "volumes": [{"name": "a", "emptyDir": {}}, {"name": "s", "secret": {"secretName": "x"}},
+                    {"name": "p", "projected": {"sources": [{"configMap": {"name": "c"}}, {"clusterTrustBundle": {"path": "b"}}]}}]}),
+                vec!["spec.template.spec.volumes[2].projected.sources[1].clusterTrustBundle"],
             ),
             (
                 json!({"containers": [], "volumes": [{"name": "a", "emptyDir": {"sizeLimit": "1Gi"}}, {"name": "b", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}}]}),
@@ -798,13 +803,13 @@ mod tests {
             ),
             (
                 c(json!({"envFrom": [{"configMapRef": {"name": "x"}}]})),
-                vec!["spec.template.spec.containers[0].envFrom"],
+                vec![],
             ),
             (
                 c(
                     json!({"env": [{"name": "a", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}, {"name": "b", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]}),
                 ),
-                vec!["spec.template.spec.containers[0].env[0].valueFrom.secretKeyRef"],
+                vec![],
             ),
             (
                 c(json!({"tty": true, "stdin": false})),

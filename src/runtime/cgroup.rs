@@ -57,6 +57,55 @@ pub fn remove(namespace: &str, id: &str) {
     }
 }
 
+/// What a container's cgroup has used so far (None: not found).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// CPU time, nanoseconds (cumulative).
+    pub cpu_ns: Option<u64>,
+    /// Memory in use, page cache included.
+    pub memory_bytes: Option<u64>,
+    /// The kubelet's working set: memory in use minus the inactive file cache.
+    pub working_set_bytes: Option<u64>,
+}
+
+/// The usage of container `id` of containerd namespace `namespace`, from cgroup v1's cpuacct
+/// and memory controllers, else v2's files. Blocking: reads a few small files.
+pub fn usage(namespace: &str, id: &str) -> Usage {
+    let own = path(namespace, id);
+    let dirs: Vec<PathBuf> = hierarchies()
+        .into_iter()
+        .map(|h| h.join(own.trim_start_matches('/')))
+        .collect();
+    let read = |file: &str| {
+        dirs.iter()
+            .find_map(|d| std::fs::read_to_string(d.join(file)).ok())
+    };
+    let number = |file: &str| read(file).and_then(|t| t.trim().parse::<u64>().ok());
+    let stat = |file: &str, key: &str| read(file).and_then(|t| stat_value(&t, key));
+    let cpu_ns = number("cpuacct.usage")
+        .or_else(|| stat("cpu.stat", "usage_usec").map(|us| us.saturating_mul(1000)));
+    let (memory_bytes, inactive) = match number("memory.usage_in_bytes") {
+        Some(m) => (Some(m), stat("memory.stat", "total_inactive_file")),
+        None => (
+            number("memory.current"),
+            stat("memory.stat", "inactive_file"),
+        ),
+    };
+    Usage {
+        cpu_ns,
+        memory_bytes,
+        working_set_bytes: memory_bytes.map(|m| m.saturating_sub(inactive.unwrap_or(0))),
+    }
+}
+
+/// The value of `key` in a `KEY VALUE` per line file (`memory.stat`, `cpu.stat`).
+fn stat_value(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once(' ')?;
+        (k == key).then(|| v.trim().parse().ok()).flatten()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,5 +129,14 @@ mod tests {
             .map(PathBuf::from)
         );
         assert_eq!(path("ns-a", "c_1"), "/daemonset-agent/ns-a/c_1");
+    }
+
+    #[test]
+    fn stat_files_are_read_by_key() {
+        let stat = "cache 10\ntotal_inactive_file 4096\ninactive_file 7\n";
+        assert_eq!(stat_value(stat, "total_inactive_file"), Some(4096));
+        assert_eq!(stat_value(stat, "inactive_file"), Some(7));
+        assert_eq!(stat_value(stat, "missing"), None);
+        assert_eq!(usage("no-such-namespace", "no-such-id"), Usage::default());
     }
 }

@@ -680,6 +680,10 @@ fn state_of(p: &containerd_client::types::v1::Process) -> TaskState {
 
 #[async_trait::async_trait]
 impl Runtime for ContainerdRuntime {
+    async fn has_image(&self, reference: &str) -> bool {
+        matches!(pull::local(&self.ctd, reference).await, Ok(Some(_)))
+    }
+
     async fn ensure_image(&self, reference: &str) -> Result<PulledImage> {
         self.ensure(reference).await
     }
@@ -694,6 +698,29 @@ impl Runtime for ContainerdRuntime {
                     image: reference.to_string(),
                 }),
             },
+        }
+    }
+
+    async fn image_for_pod(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+        pod: &pull::Credentials,
+    ) -> Result<PulledImage> {
+        let credentials = pod.over(&self.credentials);
+        match policy {
+            PullPolicy::IfNotPresent => {
+                if let Ok(Some(img)) = pull::local(&self.ctd, reference).await {
+                    return Ok(img);
+                }
+                let _one_at_a_time = self.pull_lock.lock().await;
+                pull::ensure(&self.ctd, reference, &credentials).await
+            }
+            PullPolicy::Always => {
+                let _one_at_a_time = self.pull_lock.lock().await;
+                pull::pull(&self.ctd, reference, &credentials).await
+            }
+            PullPolicy::Never => self.image_for(reference, policy).await,
         }
     }
 

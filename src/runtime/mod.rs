@@ -5,6 +5,7 @@ pub mod archive;
 pub mod cgroup;
 pub mod client;
 pub mod cni;
+pub mod configvol;
 pub mod containerd;
 pub mod dns;
 pub mod downward;
@@ -117,6 +118,8 @@ pub struct PodMeta {
     pub annotations: BTreeMap<String, String>,
     /// The node's IPs (status.hostIPs).
     pub host_ips: Vec<String>,
+    /// The ConfigMaps, Secrets and tokens its volumes and env use.
+    pub objects: configvol::PodObjects,
 }
 
 /// When to pull a container's image (`imagePullPolicy`).
@@ -385,6 +388,23 @@ pub trait Runtime: Send + Sync + 'static {
     async fn image_for(&self, reference: &str, policy: PullPolicy) -> Result<PulledImage> {
         let _ = policy;
         self.ensure_image(reference).await
+    }
+    /// Whether `reference` is present already (the kubelet's "already present on machine"
+    /// event instead of Pulling/Pulled); false when unknown.
+    async fn has_image(&self, reference: &str) -> bool {
+        let _ = reference;
+        false
+    }
+
+    /// `image_for` with the pod's registry credentials (its imagePullSecrets) over the node's.
+    async fn image_for_pod(
+        &self,
+        reference: &str,
+        policy: PullPolicy,
+        pod: &pull::Credentials,
+    ) -> Result<PulledImage> {
+        let _ = pod;
+        self.image_for(reference, policy).await
     }
     /// Create the pod's sandbox (network namespace unless hostNetwork, pod directory).
     /// Idempotent: returns the existing one when it is there.

@@ -495,6 +495,14 @@ impl Credentials {
         Ok(Credentials { by_host })
     }
 
+    /// These credentials, and `node`'s for the registries these do not name: a pod's
+    /// imagePullSecrets take precedence over the node's, as the kubelet tries them first.
+    pub fn over(&self, node: &Credentials) -> Credentials {
+        let mut by_host = node.by_host.clone();
+        by_host.extend(self.by_host.clone());
+        Credentials { by_host }
+    }
+
     /// The authentication for `registry` (as a reference resolves it).
     pub fn auth(&self, registry: &str) -> RegistryAuth {
         match self.by_host.get(&registry_key(registry)) {
@@ -1200,6 +1208,20 @@ mod tests {
             RegistryAuth::Basic("hub".into(), "pw".into())
         );
         assert_eq!(c.auth("quay.io"), RegistryAuth::Anonymous);
+        let pod = Credentials::parse(
+            r#"{"auths": {"127.0.0.1:5000": {"username": "pod", "password": "p"}, "quay.io": {"username": "q", "password": "r"}}}"#,
+        )
+        .unwrap();
+        let merged = pod.over(&c);
+        assert_eq!(
+            merged.auth("127.0.0.1:5000"),
+            RegistryAuth::Basic("pod".into(), "p".into())
+        );
+        assert_eq!(
+            merged.auth("quay.io"),
+            RegistryAuth::Basic("q".into(), "r".into())
+        );
+        assert_eq!(merged.auth("docker.io"), c.auth("docker.io"));
         for bad in [
             "{",
             r#"{"auths": {"r": {}}}"#,

@@ -14,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 use k8s_openapi::api::core::v1::{Container, PodSpec, SeccompProfile, Volume, VolumeMount};
 use serde_json::{json, Value};
 
+use super::configvol;
 use super::downward::{self, NodeCapacity, PodFacts};
 use super::{dns, seccomp, ContainerRequest};
 use crate::core::quantity::{cpu_quota_us, cpu_shares, Quantity, QuantityError, CPU_PERIOD_US};
@@ -192,6 +193,12 @@ pub enum HostPrep {
     Tmpfs { path: PathBuf, size: Option<i64> },
     /// fsGroup: the directory (and what is in it) group-owned by `gid`, group-writable, setgid.
     Own { path: PathBuf, gid: u32 },
+    /// A configMap, secret or projected volume's files, written by the AtomicWriter.
+    Atomic {
+        dir: PathBuf,
+        files: Vec<configvol::FileData>,
+        gid: Option<u32>,
+    },
 }
 
 /// The spec and the host steps it needs.
@@ -369,8 +376,10 @@ fn env(
             Some((k, v)) => (k.to_string(), v.to_string()),
             None => (kv, String::new()),
         });
-    let container_env =
-        downward::container_env(&req.container, &facts(req, host)).map_err(config)?;
+    let (container, _) =
+        configvol::resolve_env(&req.container, &req.pod.namespace, &req.pod.objects)
+            .map_err(config)?;
+    let container_env = downward::container_env(&container, &facts(req, host)).map_err(config)?;
     for (k, v) in image_env.chain(container_env) {
         match out.iter_mut().find(|(name, _)| *name == k) {
             Some(slot) => slot.1 = v,
@@ -759,8 +768,23 @@ fn volume_source(
         }
         return Ok((pod_volume, false, true));
     }
+    let files = configvol::volume_files(vol, &req.pod.objects, facts).map_err(|m| {
+        SpecError::Mount(format!(
+            "MountVolume.SetUp failed for volume {:?} : {m}",
+            vol.name
+        ))
+    })?;
+    if let Some(files) = files {
+        let gid = fs_group(&req.pod_spec);
+        host.push(HostPrep::Atomic {
+            dir: pod_volume.clone(),
+            files,
+            gid,
+        });
+        return Ok((pod_volume, false, true));
+    }
     Err(config(format!(
-        "volume {}: only hostPath, emptyDir and downwardAPI volumes are supported by this node agent",
+        "volume {}: only hostPath, emptyDir, downwardAPI, configMap, secret and projected volumes are supported by this node agent",
         vol.name
     )))
 }
@@ -795,7 +819,11 @@ fn volume_mounts(
             None => source,
             Some(sub) if !is_file => {
                 let p = source.join(&sub);
-                host.push(HostPrep::CreateDir(p.clone()));
+                // the files of a read-only volume are there (a subPath of a ConfigMap key is
+                // its file then, and is not updated, as the kubelet's)
+                if !always_ro {
+                    host.push(HostPrep::CreateDir(p.clone()));
+                }
                 p
             }
             Some(sub) => {
@@ -1182,6 +1210,9 @@ pub fn prepare_host(steps: &[HostPrep]) -> Result<(), SpecError> {
             HostPrep::CreateDir(p) => {
                 std::fs::create_dir_all(p).map_err(host("create directory", p))?
             }
+            HostPrep::Atomic { dir, files, gid } => {
+                configvol::write_atomic(dir, files, *gid).map_err(host("write volume", dir))?;
+            }
             HostPrep::CreateFile(p) => {
                 if !p.exists() {
                     std::fs::OpenOptions::new()
@@ -1518,10 +1549,8 @@ mod tests {
             json!({"name": "c", "command": ["x"], "env": [{"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}),
         ) {
             SpecError::Config(reason) => {
-                assert!(
-                    reason.contains("SECRET") && reason.contains("not supported"),
-                    "{reason}"
-                )
+                // the agent found no such Secret (CreateContainerConfigError)
+                assert_eq!(reason, "secret \"s\" not found")
             }
             other => panic!("{other:?}"),
         }
@@ -2088,7 +2117,7 @@ mod tests {
         for (mount, needle) in [
             (
                 json!({"name": "cm", "mountPath": "/cm"}),
-                "volumes[7].configMap",
+                "configmap \"x\" not found",
             ),
             (json!({"name": "nope", "mountPath": "/x"}), "nope"),
             (
@@ -2109,7 +2138,11 @@ mod tests {
                 &facts(),
             );
             match r {
-                Err(SpecError::Invalid(reason) | SpecError::Config(reason)) => {
+                Err(
+                    SpecError::Invalid(reason)
+                    | SpecError::Config(reason)
+                    | SpecError::Mount(reason),
+                ) => {
                     assert!(reason.contains(needle), "{reason}")
                 }
                 other => panic!("{mount}: {other:?}"),

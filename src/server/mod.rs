@@ -25,9 +25,12 @@ pub mod body;
 mod conn;
 pub mod controllers;
 pub mod discovery;
+pub mod encryption;
 pub mod kinds;
 pub mod meta;
+pub mod propagation;
 pub mod protobuf;
+pub mod proxy;
 pub mod query;
 pub mod resources;
 pub mod router;
@@ -55,7 +58,7 @@ use tokio::task::JoinSet;
 use crate::core::credential::Token;
 use auth::User;
 use query::WriteOpts;
-use store::{ObjectStore, SqliteStore};
+use store::{ObjectStore, SqliteStore, WATCH_HISTORY_BYTES};
 use verbs::Api;
 
 /// Recent watch events kept in memory for watches that resume from a resourceVersion.
@@ -80,6 +83,11 @@ pub struct ServerOptions {
     /// How long a node's agent may be silent before its node is Ready=Unknown
     /// (`--node-monitor-grace-period`).
     pub node_monitor_grace_period: std::time::Duration,
+    /// How long an event is kept after its last write (`--event-ttl`).
+    pub event_ttl: std::time::Duration,
+    /// kube-apiserver's `--encryption-provider-config`: the EncryptionConfiguration of the values
+    /// encrypted at rest (`encryption`); None: stored as they are.
+    pub encryption_provider_config: Option<PathBuf>,
 }
 
 /// kube-controller-manager's default `--node-monitor-grace-period`.
@@ -171,7 +179,7 @@ fn private_data_dir(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn ensure_namespaces(api: &Api) -> anyhow::Result<()> {
+pub(crate) async fn ensure_namespaces(api: &Api) -> anyhow::Result<()> {
     let user = User::internal("bootstrap");
     for ns in INITIAL_NAMESPACES {
         let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
@@ -243,7 +251,11 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     }
     private_data_dir(&opts.data_dir)?;
     let db = opts.data_dir.join("state.db");
-    let store = SqliteStore::open(&db, WATCH_HISTORY)
+    let transform: Arc<dyn encryption::Transformer> = match &opts.encryption_provider_config {
+        Some(path) => Arc::new(encryption::Config::load(path)?),
+        None => Arc::new(encryption::Identity),
+    };
+    let store = SqliteStore::open_transformed(&db, WATCH_HISTORY, WATCH_HISTORY_BYTES, transform)
         .with_context(|| format!("opening store {}", db.display()))?;
     let store: Arc<dyn ObjectStore> = Arc::new(store);
     let api = Arc::new(Api::new(store, opts.policy));
@@ -276,6 +288,8 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         kubeconfig_yaml(addr, &tls.ca.cert_pem, &token).as_bytes(),
     )
     .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    let kubelet = proxy::KubeletClient::new(&tls.ca, now).context("the kubelet client")?;
+    let _ = api.kubelet.set(Arc::new(kubelet));
     let ca = tls.ca.clone();
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let serving = tls.clone();
@@ -289,6 +303,14 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
             let _ = controllers_stop.wait_for(|stop| *stop).await;
         }));
         tasks.spawn(signer::Signer::new(api.clone(), ca).run(stopped.clone()));
+        let (events, clock) = (api.clone(), crate::agent::clock::Clock::system());
+        let mut events_stop = stopped.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = kinds::event::compact(events, clock, opts.event_ttl) => {}
+                _ = events_stop.wait_for(|stop| *stop) => {}
+            }
+        });
         tasks.spawn(tls::renew_loop(serving.clone(), stopped.clone()));
         tasks.spawn(release_memory_after_big_bodies());
         let conns = conn::Connections::new(&limits);

@@ -1,6 +1,8 @@
 //! Just enough of the Kubernetes protobuf encoding to accept what kubectl's typed clients send
 //! as protobuf: `kubectl create namespace NAME` (a `k8s\0` envelope around a runtime.Unknown
-//! holding a v1.Namespace). Every other protobuf body is refused with 415.
+//! holding a v1.Namespace), `kubectl create configmap|secret|serviceaccount`, the access reviews
+//! of `kubectl auth`, and what `kubectl drain` and `kubectl delete` send: a meta/v1 `DeleteOptions`
+//! body and a policy/v1 `Eviction`. Every other protobuf body is refused with 415.
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -18,8 +20,9 @@ struct Reader<'a> {
 }
 
 enum Field<'a> {
-    /// A varint or fixed-width scalar (skipped: no field read here needs one).
-    Scalar,
+    Varint(u64),
+    /// A fixed-width scalar (skipped: no field read here needs one).
+    Fixed,
     Bytes(&'a [u8]),
 }
 
@@ -43,10 +46,7 @@ impl<'a> Reader<'a> {
         }
         let key = self.varint()?;
         let field = match key & 7 {
-            0 => {
-                self.varint()?;
-                Field::Scalar
-            }
+            0 => Field::Varint(self.varint()?),
             2 => {
                 let len = usize::try_from(self.varint()?).map_err(|_| ProtobufError::Malformed)?;
                 if len > self.buf.len() {
@@ -58,11 +58,11 @@ impl<'a> Reader<'a> {
             }
             1 => {
                 self.skip(8)?;
-                Field::Scalar
+                Field::Fixed
             }
             5 => {
                 self.skip(4)?;
-                Field::Scalar
+                Field::Fixed
             }
             _ => return Err(ProtobufError::Malformed),
         };
@@ -154,10 +154,22 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
             _ => {}
         }
     }
+    if let Some(obj) = config_kind(&api_version, &kind, raw)? {
+        return Ok(obj);
+    }
     let access_review = match (api_version.as_str(), kind.as_str()) {
         ("v1", "Namespace") | ("authentication.k8s.io/v1", "SelfSubjectReview") => false,
         // kubectl auth can-i
         ("authorization.k8s.io/v1", "SelfSubjectAccessReview") => true,
+        // a typed client's DELETE body, in the group version of its client (v1 for pods)
+        (_, "DeleteOptions") => {
+            let mut opts = delete_options(raw)?;
+            opts["apiVersion"] = json!(api_version);
+            opts["kind"] = json!(kind);
+            return Ok(opts);
+        }
+        // kubectl drain
+        ("policy/v1" | "policy/v1beta1", "Eviction") => return eviction(&api_version, raw),
         _ => return Err(ProtobufError::Unsupported(format!("{api_version}/{kind}"))),
     };
     let mut obj = json!({"apiVersion": api_version, "kind": kind});
@@ -170,6 +182,102 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         }
     }
     Ok(obj)
+}
+
+/// meta/v1 DeleteOptions: gracePeriodSeconds (1, int64), preconditions (2: uid 1,
+/// resourceVersion 2), orphanDependents (3, bool), propagationPolicy (4), dryRun (5, repeated).
+fn delete_options(b: &[u8]) -> Result<Value, ProtobufError> {
+    let mut out = Map::new();
+    let mut dry_run = Vec::new();
+    let mut r = Reader { buf: b };
+    while let Some((tag, f)) = r.next()? {
+        match (tag, f) {
+            // int64 is a two's complement varint
+            (1, Field::Varint(v)) => {
+                out.insert("gracePeriodSeconds".into(), json!(v as i64));
+            }
+            (2, Field::Bytes(x)) => {
+                const PRECONDITIONS: &[(u64, &str)] = &[(1, "uid"), (2, "resourceVersion")];
+                out.insert("preconditions".into(), strings(x, PRECONDITIONS)?);
+            }
+            (3, Field::Varint(v)) => {
+                out.insert("orphanDependents".into(), json!(v != 0));
+            }
+            (4, Field::Bytes(x)) => {
+                out.insert("propagationPolicy".into(), json!(string(x)?));
+            }
+            (5, Field::Bytes(x)) => dry_run.push(json!(string(x)?)),
+            _ => {}
+        }
+    }
+    if !dry_run.is_empty() {
+        out.insert("dryRun".into(), Value::Array(dry_run));
+    }
+    Ok(Value::Object(out))
+}
+
+/// policy/v1 Eviction: metadata (1), deleteOptions (2).
+fn eviction(api_version: &str, b: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj = json!({"apiVersion": api_version, "kind": "Eviction"});
+    let mut r = Reader { buf: b };
+    while let Some((tag, f)) = r.next()? {
+        match (tag, f) {
+            (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+            (2, Field::Bytes(x)) => obj["deleteOptions"] = delete_options(x)?,
+            _ => {}
+        }
+    }
+    Ok(obj)
+}
+
+/// What `kubectl create configmap|secret|serviceaccount` sends: ConfigMap (data 2, binaryData 3),
+/// Secret (data 2, type 3, stringData 4), ServiceAccount (imagePullSecrets 3); metadata is 1.
+/// None: another kind.
+fn config_kind(api_version: &str, kind: &str, raw: &[u8]) -> Result<Option<Value>, ProtobufError> {
+    use base64::Engine as _;
+    let b64 = |x: &[u8]| json!(base64::engine::general_purpose::STANDARD.encode(x));
+    let text = |x: &[u8]| string(x).map(|s| json!(s));
+    // (tag, field, map values are bytes)
+    let maps: &[(u64, &str, bool)] = match (api_version, kind) {
+        ("v1", "ConfigMap") => &[(2, "data", false), (3, "binaryData", true)],
+        ("v1", "Secret") => &[(2, "data", true), (4, "stringData", false)],
+        ("v1", "ServiceAccount") => &[],
+        _ => return Ok(None),
+    };
+    let mut obj = json!({"apiVersion": api_version, "kind": kind});
+    let mut r = Reader { buf: raw };
+    while let Some((tag, f)) = r.next()? {
+        let Field::Bytes(x) = f else { continue };
+        if tag == 1 {
+            obj["metadata"] = object_meta(x)?;
+        } else if let Some((_, name, bytes)) = maps.iter().find(|(t, _, _)| *t == tag) {
+            let mut e = Reader { buf: x };
+            let (mut k, mut v) = (String::new(), json!(""));
+            while let Some((t, f)) = e.next()? {
+                match (t, f) {
+                    (1, Field::Bytes(y)) => k = string(y)?,
+                    (2, Field::Bytes(y)) => v = if *bytes { b64(y) } else { text(y)? },
+                    _ => {}
+                }
+            }
+            if obj.get(*name).is_none() {
+                obj[*name] = json!({});
+            }
+            obj[*name][k] = v;
+        } else if kind == "Secret" && tag == 3 {
+            obj["type"] = text(x)?;
+        } else if kind == "ServiceAccount" && tag == 3 {
+            let name = strings(x, &[(1, "name")])?;
+            match obj
+                .get_mut("imagePullSecrets")
+                .and_then(Value::as_array_mut)
+            {
+                Some(list) => list.push(name),
+                None => obj["imagePullSecrets"] = json!([name]),
+            }
+        }
+    }
+    Ok(Some(obj))
 }
 
 /// A message of string fields, named by tag.
@@ -241,15 +349,117 @@ mod tests {
         );
         let mut other = MAGIC.to_vec();
         let mut tm = field(1, b"v1");
-        tm.extend(field(2, b"Secret"));
+        tm.extend(field(2, b"Pod"));
         other.extend(field(1, &tm));
         assert_eq!(
             decode(&other),
-            Err(ProtobufError::Unsupported("v1/Secret".into()))
+            Err(ProtobufError::Unsupported("v1/Pod".into()))
         );
         for bad in [&b"k8s"[..], b"k8s\0\x0a\x7f", b"k8s\0\xff\xff\xff"] {
             assert!(decode(bad).is_err());
         }
+    }
+
+    fn varint(tag: u8, mut v: u64) -> Vec<u8> {
+        let mut out = vec![tag << 3];
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                out.push(b);
+                return out;
+            }
+            out.push(b | 0x80);
+        }
+    }
+
+    fn envelope(api_version: &[u8], kind: &[u8], raw: &[u8]) -> Vec<u8> {
+        let mut tm = field(1, api_version);
+        tm.extend(field(2, kind));
+        let mut body = MAGIC.to_vec();
+        body.extend(field(1, &tm));
+        body.extend(field(2, raw));
+        body
+    }
+
+    /// What `kubectl delete --grace-period=30` and `kubectl drain` send (client-go's protobuf
+    /// encoding of meta/v1 DeleteOptions, and of a policy/v1 Eviction holding one).
+    #[test]
+    fn decodes_delete_options_and_evictions() {
+        let mut opts = varint(1, 30);
+        let mut pre = field(1, b"u-1");
+        pre.extend(field(2, b"7"));
+        opts.extend(field(2, &pre));
+        opts.extend(field(4, b"Foreground"));
+        opts.extend(field(5, b"All"));
+        opts.extend(varint(3, 0));
+        assert_eq!(
+            decode(&envelope(b"v1", b"DeleteOptions", &opts)).unwrap(),
+            json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 30,
+                   "preconditions": {"uid": "u-1", "resourceVersion": "7"},
+                   "orphanDependents": false, "propagationPolicy": "Foreground",
+                   "dryRun": ["All"]})
+        );
+        // a negative grace period is a ten-byte varint
+        let negative = varint(1, (-1i64) as u64);
+        assert_eq!(negative.len(), 11);
+        let opts = decode(&envelope(b"v1", b"DeleteOptions", &negative)).unwrap();
+        assert_eq!(opts["gracePeriodSeconds"], -1);
+        let mut meta = field(1, b"web-1");
+        meta.extend(field(3, b"default"));
+        let mut ev = field(1, &meta);
+        ev.extend(field(2, &varint(1, 0)));
+        assert_eq!(
+            decode(&envelope(b"policy/v1", b"Eviction", &ev)).unwrap(),
+            json!({"apiVersion": "policy/v1", "kind": "Eviction",
+                   "metadata": {"name": "web-1", "namespace": "default"},
+                   "deleteOptions": {"gracePeriodSeconds": 0}})
+        );
+        // an empty DeleteOptions (kubectl delete without flags)
+        assert_eq!(
+            decode(&envelope(b"v1", b"DeleteOptions", b"")).unwrap(),
+            json!({"apiVersion": "v1", "kind": "DeleteOptions"})
+        );
+    }
+
+    #[test]
+    fn decodes_what_kubectl_create_configmap_and_secret_send() {
+        let entry = |k: &[u8], v: &[u8]| {
+            let mut e = field(1, k);
+            e.extend(field(2, v));
+            e
+        };
+        let envelope = |kind: &[u8], raw: Vec<u8>| {
+            let mut tm = field(1, b"v1");
+            tm.extend(field(2, kind));
+            let mut body = MAGIC.to_vec();
+            body.extend(field(1, &tm));
+            body.extend(field(2, &raw));
+            body
+        };
+        let mut cm = field(1, &field(1, b"app"));
+        cm.extend(field(2, &entry(b"level", b"info")));
+        cm.extend(field(3, &entry(b"bin", &[0, 1])));
+        assert_eq!(
+            decode(&envelope(b"ConfigMap", cm)).unwrap(),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app"},
+                "data": {"level": "info"}, "binaryData": {"bin": "AAE="}})
+        );
+        let mut secret = field(1, &field(1, b"s"));
+        secret.extend(field(2, &entry(b"pw", b"hunter2")));
+        secret.extend(field(3, b"kubernetes.io/basic-auth"));
+        assert_eq!(
+            decode(&envelope(b"Secret", secret)).unwrap(),
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+                "data": {"pw": "aHVudGVyMg=="}, "type": "kubernetes.io/basic-auth"})
+        );
+        let mut sa = field(1, &field(1, b"sa"));
+        sa.extend(field(3, &field(1, b"pull")));
+        assert_eq!(
+            decode(&envelope(b"ServiceAccount", sa)).unwrap(),
+            json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"},
+                "imagePullSecrets": [{"name": "pull"}]})
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Request options as the query string carries them: the decoded query, write options
-//! (`dryRun`, `fieldValidation`) and the label/field selection of lists, watches and
-//! deletecollection.
+//! (`dryRun`, `fieldValidation`), the label/field selection of lists, watches and
+//! deletecollection, and the paging and consistency options of a list (`limit`, `continue`,
+//! `resourceVersion`, `resourceVersionMatch`) with kube-apiserver's continue tokens.
 use std::collections::{BTreeMap, HashMap};
 
 use percent_encoding::percent_decode_str;
@@ -9,6 +10,7 @@ use serde_json::Value;
 use super::status::ApiError;
 use super::store::{self, ObjectStore};
 use crate::core::labels::Selector;
+use crate::core::validation::FieldError;
 
 /// How long a read or watch at a resourceVersion the store has not reached waits for it, as
 /// kube-apiserver's watch cache does (`blockTimeout`).
@@ -58,6 +60,181 @@ pub async fn fresh_enough(store: &dyn ObjectStore, rv: u64) -> Result<(), ApiErr
     store::wait_for_rv(store, rv, FRESHNESS_WAIT)
         .await
         .map_err(|current| ApiError::too_large_resource_version(rv, current))
+}
+
+/// Where a list reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAt {
+    /// The current state, once the store reached `min` (`resourceVersionMatch=NotOlderThan`;
+    /// 0: any).
+    Latest { min: u64 },
+    /// The state at exactly this resourceVersion (`Exact`, or the snapshot of a continue token).
+    Exact(u64),
+}
+
+/// The paging and consistency options of a list, validated as kube-apiserver's
+/// `ValidateListOptions` and its storage layer do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOpts {
+    /// At most this many items (`limit`; none, 0 or negative: all).
+    pub limit: Option<usize>,
+    pub at: ReadAt,
+    /// From a continue token: the (namespace, name) the previous page ended with.
+    pub after: Option<(String, String)>,
+}
+
+/// The apiVersion kube-apiserver writes into its continue tokens.
+const CONTINUE_VERSION: &str = "meta.k8s.io/v1";
+
+/// The continue token after the item (`namespace`, `name`) of a list read at `rv` (-1: an
+/// inconsistent token, continuing at the latest state): base64url of
+/// `{"v":"meta.k8s.io/v1","rv":RV,"start":"KEY\u0000"}`, as kube-apiserver encodes it, the key
+/// `namespace/name` (`name` for a cluster-scoped object).
+pub fn encode_continue(rv: i64, namespace: &str, name: &str) -> String {
+    use base64::Engine as _;
+    let key = match namespace {
+        "" => format!("{name}\0"),
+        ns => format!("{ns}/{name}\0"),
+    };
+    let token = serde_json::json!({"v": CONTINUE_VERSION, "rv": rv, "start": key});
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token.to_string())
+}
+
+/// A continue token's resourceVersion (-1: the latest) and the (namespace, name) it continues
+/// after; the reason it is not valid otherwise.
+fn decode_continue(token: &str) -> Result<(i64, (String, String)), String> {
+    use base64::Engine as _;
+    /// Missing fields are zero, as Go's encoding/json leaves them.
+    #[derive(serde::Deserialize)]
+    #[serde(default)]
+    #[derive(Default)]
+    struct Token {
+        v: String,
+        rv: i64,
+        start: String,
+    }
+    let invalid = |e: &dyn std::fmt::Display| format!("continue key is not valid: {e}");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|e| invalid(&e))?;
+    let t: Token = serde_json::from_slice(&bytes).map_err(|e| invalid(&e))?;
+    if t.v != CONTINUE_VERSION {
+        return Err(format!("got invalid continue key version {:?}", t.v));
+    }
+    if t.rv == 0 {
+        return Err("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)".into());
+    }
+    let key = t.start.strip_suffix('\0').unwrap_or(&t.start);
+    if key.is_empty() {
+        return Err(
+            "continue key is not valid: encoded start key empty (version meta.k8s.io/v1)".into(),
+        );
+    }
+    if key.split('/').any(|part| part == ".." || part == ".") {
+        return Err("continue key is not valid: path traversal attempt".into());
+    }
+    let after = match key.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (String::new(), key.to_string()),
+    };
+    Ok((t.rv, after))
+}
+
+/// kube-apiserver's 410 for a continue token whose snapshot was compacted away; its
+/// `metadata.continue` continues after the same item at the latest state (an inconsistent list).
+pub fn continue_expired(namespace: &str, name: &str) -> ApiError {
+    const MESSAGE: &str = "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.";
+    let mut e = ApiError::gone(MESSAGE);
+    let mut status = e.to_status();
+    status["metadata"]["continue"] = serde_json::json!(encode_continue(-1, namespace, name));
+    e.body = Some(Box::new(status));
+    e
+}
+
+impl ListOpts {
+    pub fn from_query(q: &Query) -> Result<ListOpts, ApiError> {
+        let rv = q.get("resourceVersion").unwrap_or("");
+        let rv_match = q.get("resourceVersionMatch").unwrap_or("");
+        let token = q.get("continue").unwrap_or("");
+        let mut errs = Vec::new();
+        if !rv_match.is_empty() {
+            const FIELD: &str = "resourceVersionMatch";
+            if rv.is_empty() {
+                errs.push(FieldError::forbidden(
+                    FIELD,
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if !token.is_empty() {
+                errs.push(FieldError::forbidden(
+                    FIELD,
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if rv_match != "Exact" && rv_match != "NotOlderThan" {
+                errs.push(FieldError::not_supported(
+                    FIELD,
+                    rv_match,
+                    &["Exact", "NotOlderThan", ""],
+                ));
+            }
+            if rv_match == "Exact" && rv == "0" {
+                errs.push(FieldError::forbidden(
+                    FIELD,
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if q.get("sendInitialEvents").is_some() {
+            errs.push(FieldError::forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
+        }
+        if !errs.is_empty() {
+            return Err(ApiError::invalid("ListOptions.meta.k8s.io", "", &errs));
+        }
+        let limit = match q.get("limit").filter(|l| !l.is_empty()) {
+            None => None,
+            Some(l) => {
+                let n: i64 = l.parse().map_err(|_| {
+                    ApiError::bad_request(format!("limit must be an integer, not {l:?}"))
+                })?;
+                usize::try_from(n).ok().filter(|n| *n > 0)
+            }
+        };
+        if !token.is_empty() {
+            if !rv.is_empty() && rv != "0" {
+                return Err(ApiError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            let (rv, after) = decode_continue(token)
+                .map_err(|e| ApiError::bad_request(format!("invalid continue token: {e}")))?;
+            let at = match u64::try_from(rv) {
+                Ok(rv) => ReadAt::Exact(rv),
+                Err(_) => ReadAt::Latest { min: 0 },
+            };
+            return Ok(ListOpts {
+                limit,
+                at,
+                after: Some(after),
+            });
+        }
+        let at = match resource_version(q)? {
+            None => ReadAt::Latest { min: 0 },
+            // a paged list at a resourceVersion without a match is exact (the legacy rule)
+            Some(rv) if rv_match == "Exact" || (rv_match.is_empty() && limit.is_some()) => {
+                ReadAt::Exact(rv)
+            }
+            Some(rv) => ReadAt::Latest { min: rv },
+        };
+        Ok(ListOpts {
+            limit,
+            at,
+            after: None,
+        })
+    }
 }
 
 /// What a write does with fields the schema does not know (`fieldValidation`).
@@ -207,6 +384,83 @@ mod tests {
         for (q, k, want) in cases {
             assert_eq!(Query::parse(Some(q)).get(k), Some(want), "{q}");
         }
+    }
+
+    fn list_opts(q: &str) -> Result<ListOpts, ApiError> {
+        ListOpts::from_query(&Query::parse(Some(q)))
+    }
+
+    #[test]
+    fn list_options_are_read_and_validated_as_kube_apiserver_does() {
+        let at = |q: &str| {
+            let o = list_opts(q).unwrap();
+            (o.limit, o.at)
+        };
+        assert_eq!(at(""), (None, ReadAt::Latest { min: 0 }));
+        assert_eq!(at("limit=0"), (None, ReadAt::Latest { min: 0 }));
+        assert_eq!(at("limit=-3"), (None, ReadAt::Latest { min: 0 }));
+        assert_eq!(
+            at("limit=5&resourceVersion=0"),
+            (Some(5), ReadAt::Latest { min: 0 })
+        );
+        assert_eq!(at("resourceVersion=7"), (None, ReadAt::Latest { min: 7 }));
+        assert_eq!(at("limit=2&resourceVersion=7"), (Some(2), ReadAt::Exact(7)));
+        assert_eq!(
+            at("limit=2&resourceVersion=7&resourceVersionMatch=NotOlderThan"),
+            (Some(2), ReadAt::Latest { min: 7 })
+        );
+        assert_eq!(
+            at("resourceVersion=7&resourceVersionMatch=Exact"),
+            (None, ReadAt::Exact(7))
+        );
+        let token = encode_continue(12, "default", "web-1");
+        let o = list_opts(&format!("limit=2&continue={token}")).unwrap();
+        assert_eq!(o.at, ReadAt::Exact(12));
+        assert_eq!(o.after, Some(("default".into(), "web-1".into())));
+        let o = list_opts(&format!("continue={}", encode_continue(-1, "", "n1"))).unwrap();
+        assert_eq!(o.at, ReadAt::Latest { min: 0 });
+        assert_eq!(o.after, Some((String::new(), "n1".into())));
+        // kube-apiserver's messages
+        let message = |q: &str| {
+            let e = list_opts(q).unwrap_err();
+            (e.code, e.message)
+        };
+        let invalid = |detail: &str| {
+            (
+                422,
+                format!("ListOptions.meta.k8s.io \"\" is invalid: {detail}"),
+            )
+        };
+        assert_eq!(
+            message("resourceVersionMatch=Exact"),
+            invalid("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided")
+        );
+        assert_eq!(
+            message("resourceVersion=0&resourceVersionMatch=Exact"),
+            invalid("resourceVersionMatch: Forbidden: resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"")
+        );
+        assert_eq!(
+            message("resourceVersion=3&resourceVersionMatch=Newest"),
+            invalid("resourceVersionMatch: Unsupported value: \"Newest\": supported values: \"Exact\", \"NotOlderThan\", \"\"")
+        );
+        assert_eq!(
+            message("sendInitialEvents=true"),
+            invalid("sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list")
+        );
+        assert_eq!(
+            message(&format!("resourceVersion=5&continue={token}")),
+            (
+                400,
+                "specifying resource version is not allowed when using continue".into()
+            )
+        );
+        let (code, text) = message("continue=bm90LWpzb24");
+        assert_eq!(code, 400);
+        assert!(
+            text.starts_with("invalid continue token: continue key is not valid"),
+            "{text}"
+        );
+        assert_eq!(message("limit=x").0, 400);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use super::body::{
     BodyTimeout, BODY_READ_TIMEOUT,
 };
 use super::discovery;
-use super::query::{self, Filter, Query};
+use super::query::{self, Filter, ListOpts, Query};
 use super::resources::{self, Resource};
 use super::status::ApiError;
 use super::subresource::Subresource;
@@ -51,7 +51,9 @@ fn parse_target(group: &str, version: &str, segs: &[&str]) -> Result<Target, Api
         None => None,
         Some(s) => Some(r.subresource(s).ok_or_else(ApiError::path_not_found)?),
     };
-    if rest.len() > 3 || name.as_deref() == Some("") {
+    // (a proxy subresource carries the path it proxies to after it)
+    let proxied = sub.is_some_and(|s| s.name == "proxy");
+    if (rest.len() > 3 && !proxied) || name.as_deref() == Some("") {
         return Err(ApiError::path_not_found());
     }
     if r.namespaced && ns.is_none() && name.is_some() {
@@ -72,6 +74,9 @@ pub struct RestRequest {
     pub content_type: String,
     /// The `User-Agent` (its prefix names the field manager of a write without `fieldManager`).
     pub user_agent: String,
+    /// The URL's path and raw query (what a proxy subresource passes on).
+    pub path: String,
+    pub raw_query: Option<String>,
     content_length: Option<u64>,
     body_timeout: std::time::Duration,
     body: Incoming,
@@ -93,6 +98,8 @@ impl RestRequest {
                 .get::<BodyTimeout>()
                 .map_or(BODY_READ_TIMEOUT, |t| t.0),
             query: Query::parse(parts.uri.query()),
+            path: parts.uri.path().to_string(),
+            raw_query: parts.uri.query().map(str::to_string),
             method: parts.method,
             user,
             body,
@@ -251,7 +258,17 @@ async fn route(
     seen.user = Some(user.clone());
     match segs.as_slice() {
         ["api"] => discovery(Some(discovery::api_versions())),
-        ["apis"] => discovery(Some(discovery::api_group_list())),
+        ["apis"] => {
+            let mut groups = discovery::api_group_list();
+            if let Some(list) = groups["groups"].as_array_mut() {
+                list.push(super::kinds::metrics::group());
+            }
+            discovery(Some(groups))
+        }
+        ["apis", super::kinds::metrics::GROUP, rest @ ..] => {
+            let req = seen.request(user, req);
+            super::kinds::metrics::serve(api, rest, req).await
+        }
         ["apis", g] => discovery(discovery::api_group(g)),
         ["api", v] => discovery(discovery::api_resource_list("", v)),
         ["apis", g, v] => discovery(discovery::api_resource_list(g, v)),
@@ -359,15 +376,27 @@ async fn list(
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
     let filter = Filter::from_query(&req.query)?;
-    wait_for_resource_version(api, &req.query).await?;
-    let (items, rv) = api.list(&req.user, r, ns, &filter).await?;
-    if table::wants_table(&req.accept) {
-        let rows: Vec<&Value> = items.iter().map(|a| &**a).collect();
-        let t = table::table(r, &rows, Some(rv), include_object(&req.query), Utc::now());
-        return Ok(json_response(200, &t));
+    let opts = ListOpts::from_query(&req.query)?;
+    let page = api.list_page(&req.user, r, ns, &filter, &opts).await?;
+    let items: Vec<&Value> = page.items.iter().map(|a| &**a).collect();
+    let mut body = if table::wants_table(&req.accept) {
+        table::table(
+            r,
+            &items,
+            Some(page.rv),
+            include_object(&req.query),
+            Utc::now(),
+        )
+    } else {
+        list_body(r, page.rv, &items)
+    };
+    if let Some(token) = page.continue_token {
+        body["metadata"]["continue"] = json!(token);
     }
-    let items: Vec<&Value> = items.iter().map(|a| &**a).collect();
-    Ok(json_response(200, &list_body(r, rv, &items)))
+    if let Some(n) = page.remaining {
+        body["metadata"]["remainingItemCount"] = json!(n);
+    }
+    Ok(json_response(200, &body))
 }
 
 /// A read at a resourceVersion the store has not reached waits for it a little, then gets

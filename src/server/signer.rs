@@ -9,6 +9,11 @@
 //! - the certificate is signed by the server's CA for `spec.expirationSeconds` (a year by
 //!   default, never past the CA), and names its CSR as its record (`pki::RECORD_URI`):
 //!   authentication refuses it once that CSR is deleted.
+//! - `kubernetes.io/kubelet-serving` (the node API's serving certificate, `agent::nodeapi`): a
+//!   request for `CN=system:node:NAME, O=system:nodes` with DNS names and IP addresses only and
+//!   server auth usages is approved, as k3s does, for the requesting node's own name only
+//!   (requester `system:node:NAME`), or when an admin (`system:masters`, e.g. an agent on the
+//!   admin kubeconfig) sends it, who could approve it anyway; signed by the CA without a record.
 //! - CSRs whose certificate expired, denied ones after an hour and pending ones after a day are
 //!   deleted, as kube-controller-manager's `csrcleaner` does.
 use std::sync::Arc;
@@ -30,6 +35,7 @@ use crate::core::names;
 use crate::pki::{Ca, CertInfo};
 
 pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
+pub const KUBELET_SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
 /// A node certificate's life when the request does not say (kube-controller-manager's
 /// `--cluster-signing-duration`).
 pub const DEFAULT_SECONDS: i64 = 365 * 86_400;
@@ -69,10 +75,13 @@ fn decided(csr: &Value) -> bool {
 
 /// The approver's decision on `csr`, given the live node certificates (node name, record name).
 pub fn verdict(csr: &Value, live: &[(String, String)]) -> Verdict {
-    if csr.pointer("/spec/signerName").and_then(Value::as_str) != Some(KUBELET_CLIENT_SIGNER)
-        || decided(csr)
-    {
+    if decided(csr) {
         return Verdict::Ignore;
+    }
+    match csr.pointer("/spec/signerName").and_then(Value::as_str) {
+        Some(KUBELET_CLIENT_SIGNER) => {}
+        Some(KUBELET_SERVING_SIGNER) => return serving_verdict(csr),
+        _ => return Verdict::Ignore,
     }
     let Some(req) = request(csr) else {
         return Verdict::Deny("the request is not a signed certificate request".into());
@@ -127,13 +136,60 @@ pub fn verdict(csr: &Value, live: &[(String, String)]) -> Verdict {
     Verdict::Deny(format!("only node {node:?} itself or a join token may request system:node:{node}; {requester:?} may not"))
 }
 
+/// The approver of `kubernetes.io/kubelet-serving`: a node's own serving certificate.
+fn serving_verdict(csr: &Value) -> Verdict {
+    let Some(req) = request(csr) else {
+        return Verdict::Deny("the request is not a signed certificate request".into());
+    };
+    let Some(node) = req.common_name.strip_prefix(NODE_USER_PREFIX) else {
+        return Verdict::Deny(format!(
+            "subject CN {:?} is not system:node:NAME",
+            req.common_name
+        ));
+    };
+    if !names::is_dns1123_subdomain(node).is_empty()
+        || !req.subject_is(&req.common_name, SYSTEM_NODES)
+        || req.other_names
+        || req.names.is_empty()
+    {
+        return Verdict::Deny(format!(
+            "a serving request holds CN=system:node:NAME, O={SYSTEM_NODES} and DNS names or IP addresses only"
+        ));
+    }
+    let usages = strs(csr, "/spec/usages");
+    let allowed = ["digital signature", "key encipherment", "server auth"];
+    if !usages.iter().any(|u| u == "server auth")
+        || usages.iter().any(|u| !allowed.contains(&u.as_str()))
+    {
+        return Verdict::Deny(format!(
+            "usages must be server auth (with digital signature, key encipherment), not {usages:?}"
+        ));
+    }
+    let requester = csr
+        .pointer("/spec/username")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let admin = strs(csr, "/spec/groups")
+        .iter()
+        .any(|g| g == super::auth::SYSTEM_MASTERS);
+    if requester == req.common_name || admin {
+        return Verdict::Approve(node.to_string());
+    }
+    Verdict::Deny(format!(
+        "only node {node:?} itself may request a serving certificate for system:node:{node}; {requester:?} may not"
+    ))
+}
+
 fn timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
-/// The node certificates whose records are there and which have not expired.
+/// The node client certificates whose records are there and which have not expired.
 fn live_certificates(csrs: &[Arc<Value>], now: i64) -> Vec<(String, String)> {
     csrs.iter()
+        .filter(|c| {
+            c.pointer("/spec/signerName").and_then(Value::as_str) == Some(KUBELET_CLIENT_SIGNER)
+        })
         .filter_map(|c| {
             let der = issued_certificate(c)?;
             let info = CertInfo::parse(&der).ok()?;
@@ -248,7 +304,7 @@ impl Signer {
                         "issued a node client certificate"
                     );
                     json!({"conditions": [{"type": "Approved", "status": "True", "reason": "AutoApproved",
-                        "message": format!("auto-approved the client certificate of node {node}"),
+                        "message": format!("auto-approved a certificate of node {node}"),
                         "lastUpdateTime": timestamp(now), "lastTransitionTime": timestamp(now)}],
                         "certificate": base64::engine::general_purpose::STANDARD.encode(pem)})
                 }
@@ -291,8 +347,15 @@ impl Signer {
             .map_err(|e| e.to_string())?;
         let start = now.timestamp();
         // (a minute back, as kube-controller-manager's signer, for clocks a little behind)
+        let (from, to) = (start - 60, (start + seconds).min(ca_end));
+        if csr.pointer("/spec/signerName").and_then(Value::as_str) == Some(KUBELET_SERVING_SIGNER) {
+            return self
+                .ca
+                .sign_serving(&req, from, to)
+                .map_err(|e| e.to_string());
+        }
         self.ca
-            .sign_client(&req, name, start - 60, (start + seconds).min(ca_end))
+            .sign_client(&req, name, from, to)
             .map_err(|e| e.to_string())
     }
 
@@ -344,6 +407,21 @@ impl Signer {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+impl Signer {
+    /// `csr` with a certificate of a throwaway CA in its status.
+    fn sign_for_test(csr: &Value) -> Value {
+        let ca = Ca::generate(Utc::now().timestamp(), 1).unwrap();
+        let req = request(csr).unwrap();
+        let now = Utc::now().timestamp();
+        let pem = ca.sign_serving(&req, now - 60, now + 3600).unwrap();
+        let mut signed = csr.clone();
+        signed["status"]["certificate"] =
+            json!(base64::engine::general_purpose::STANDARD.encode(pem));
+        signed
     }
 }
 
@@ -484,5 +562,42 @@ mod tests {
         );
         done["status"] = json!({"conditions": [{"type": "Denied", "status": "True"}]});
         assert_eq!(verdict(&done, &none), Verdict::Ignore, "decided once");
+    }
+
+    fn serving(cn: &str, names: &[&str], requester: &str, groups: &[&str]) -> Value {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let (_, pem) = crate::pki::serving_request(cn, "system:nodes", &names).unwrap();
+        json!({"metadata": {"name": "serving"}, "spec": {
+            "signerName": KUBELET_SERVING_SIGNER,
+            "request": base64::engine::general_purpose::STANDARD.encode(pem),
+            "usages": ["digital signature", "key encipherment", "server auth"],
+            "username": requester, "groups": groups}, "status": {}})
+    }
+
+    #[test]
+    fn serving_certificates_only_for_the_requesting_node_or_an_admin() {
+        let node_a = ["system:nodes", "system:authenticated"];
+        let admin = ["system:masters", "system:authenticated"];
+        let none: Vec<(String, String)> = vec![];
+        let own = serving(
+            "system:node:a",
+            &["a", "10.0.0.1"],
+            "system:node:a",
+            &node_a,
+        );
+        assert_eq!(verdict(&own, &none), Verdict::Approve("a".into()));
+        let by_admin = serving("system:node:a", &["127.0.0.1"], "admin", &admin);
+        assert_eq!(verdict(&by_admin, &none), Verdict::Approve("a".into()));
+        let other = serving("system:node:b", &["b"], "system:node:a", &node_a);
+        assert!(matches!(verdict(&other, &none), Verdict::Deny(r) if r.contains("only node")));
+        let nameless = serving("system:node:a", &[], "system:node:a", &node_a);
+        assert!(matches!(verdict(&nameless, &none), Verdict::Deny(_)));
+        let mut client_usage = own.clone();
+        client_usage["spec"]["usages"] = json!(["client auth"]);
+        assert!(matches!(verdict(&client_usage, &none), Verdict::Deny(_)));
+        // a serving certificate is not a node's client certificate: joins are not blocked by it
+        let signed = Signer::sign_for_test(&own);
+        let live = live_certificates(&[Arc::new(signed)], chrono::Utc::now().timestamp());
+        assert!(live.is_empty(), "{live:?}");
     }
 }

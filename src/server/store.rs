@@ -20,12 +20,41 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
+use crate::server::encryption::{Identity, StorageKey, Transformer};
+
 /// The largest object stored, encoded: etcd's default request limit (`--max-request-bytes`, 1.5
 /// MiB), which kube-apiserver reports as "etcdserver: request is too large".
 pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 
 /// What the watch history may hold, in bytes of events ([`WatchEvent::size`]), by default.
 pub const WATCH_HISTORY_BYTES: usize = 16 * 1024 * 1024;
+
+/// How far the resourceVersion jumps when the store opens behind the highest one it gave out
+/// before (its file was restored from a backup), as `etcdutl snapshot restore --bump-revision
+/// --mark-compacted` does for etcd: past every resourceVersion a client may hold, with the
+/// history compacted there, so every watch resumed from before is told 410 and relists instead
+/// of taking the restored objects for the ones it knew.
+pub const RESTORE_BUMP: u64 = 1_000_000;
+
+/// The highest resourceVersion given out is noted beside the database (`FILE.high-water`) at
+/// open, at close and every this many writes: a crash loses at most this many, which
+/// [`RESTORE_BUMP`] covers (a backup restored after a crash may then go unnoticed by the server,
+/// not by the agents: see `agent::watch`).
+const HIGH_WATER_EVERY: u64 = 1000;
+
+/// Where the high-water mark of the store at `db` is kept: outside the database, so that a
+/// restored database file does not bring its old mark back.
+fn high_water_path(db: &Path) -> std::path::PathBuf {
+    let mut name = db.file_name().unwrap_or_default().to_os_string();
+    name.push(".high-water");
+    db.with_file_name(name)
+}
+
+fn note_high_water(path: &Path, rv: u64) {
+    if let Err(e) = std::fs::write(path, rv.to_string()) {
+        tracing::warn!(path = %path.display(), error = %e, "could not note the highest resourceVersion");
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -60,6 +89,9 @@ pub enum StoreError {
     Json(#[from] serde_json::Error),
     #[error("store worker failed: {0}")]
     Worker(String),
+    /// A value the transformer (encryption at rest) could not turn into or out of storage.
+    #[error(transparent)]
+    Transform(#[from] crate::server::encryption::EncryptionError),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +210,16 @@ pub trait ObjectStore: Send + Sync {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<(Vec<Arc<Value>>, u64), StoreError>;
+    /// Objects of `resource` (in `namespace`, or all) as they were at resourceVersion `rv` (at
+    /// most the store's), sorted as [`ObjectStore::list`] sorts them: a consistent snapshot for
+    /// the later pages of a paged list and for `resourceVersionMatch=Exact`. `Expired` when the
+    /// store no longer holds every change after `rv` (compacted past it, as etcd).
+    async fn list_at(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        rv: u64,
+    ) -> Result<Vec<Arc<Value>>, StoreError>;
     /// Stores a new object; sets `metadata.resourceVersion`.
     async fn create(
         &self,
@@ -231,6 +273,17 @@ struct Inner {
     conn: Connection,
     rv: u64,
     objects: ObjectMap,
+    /// What values pass through on their way into and out of SQLite (encryption at rest).
+    transform: Arc<dyn Transformer>,
+    /// See [`high_water_path`].
+    high_water: std::path::PathBuf,
+}
+
+impl Drop for Inner {
+    /// A store closed cleanly notes where it got to.
+    fn drop(&mut self) {
+        note_high_water(&self.high_water, self.rv);
+    }
 }
 
 /// Recent events, bounded in number and in bytes.
@@ -322,6 +375,17 @@ impl SqliteStore {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_transformed(path, max_events, max_bytes, Arc::new(Identity))
+    }
+
+    /// Opens the store with values passing through `transform` (encryption at rest): every
+    /// stored value is read back through it now, so a key that is missing fails here.
+    pub fn open_transformed(
+        path: &Path,
+        max_events: usize,
+        max_bytes: usize,
+        transform: Arc<dyn Transformer>,
+    ) -> Result<SqliteStore, StoreError> {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -347,6 +411,28 @@ impl SqliteStore {
             .optional()?
             .unwrap_or(0)
             .max(0) as u64;
+        let high_water = high_water_path(path);
+        let mark: Option<u64> = std::fs::read_to_string(&high_water)
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        let rv = match mark {
+            Some(mark) if rv < mark => {
+                let bumped = mark + RESTORE_BUMP;
+                tracing::warn!(
+                    stored = rv,
+                    given_out = mark,
+                    now = bumped,
+                    "the store is behind the resourceVersions it gave out (restored from a backup?): resourceVersions jump ahead and watches from before are told 410"
+                );
+                conn.execute(
+                    "UPDATE meta SET value = ?1 WHERE key = 'resource_version'",
+                    params![bumped as i64],
+                )?;
+                bumped
+            }
+            _ => rv,
+        };
+        note_high_water(&high_water, rv);
         let mut objects: ObjectMap = HashMap::new();
         {
             let mut stmt = conn.prepare("SELECT resource, namespace, name, json FROM objects")?;
@@ -360,7 +446,13 @@ impl SqliteStore {
             })?;
             for row in rows {
                 let (resource, namespace, name, text) = row?;
-                let value: Value = serde_json::from_str(&text)?;
+                let key = StorageKey {
+                    resource: &resource,
+                    namespace: &namespace,
+                    name: &name,
+                };
+                let value: Value =
+                    serde_json::from_str(&transform.transform_from_storage(key, text)?)?;
                 objects
                     .entry(resource)
                     .or_default()
@@ -369,7 +461,13 @@ impl SqliteStore {
         }
         let (tx, _) = broadcast::channel(max_events.max(16));
         Ok(SqliteStore {
-            inner: Arc::new(Mutex::new(Inner { conn, rv, objects })),
+            inner: Arc::new(Mutex::new(Inner {
+                conn,
+                rv,
+                objects,
+                high_water,
+                transform,
+            })),
             history: Arc::new(Mutex::new(History::new(rv, max_events, max_bytes))),
             tx,
             rv: Arc::new(watch::channel(rv).0),
@@ -489,6 +587,14 @@ fn write_locked(
             });
         }
     }
+    let storage_key = StorageKey {
+        resource,
+        namespace,
+        name,
+    };
+    let text = text
+        .map(|t| inner.transform.transform_to_storage(storage_key, t))
+        .transpose()?;
     let txn = inner.conn.transaction()?;
     if let Some(text) = text {
         txn.execute(
@@ -510,6 +616,9 @@ fn write_locked(
     )?;
     txn.commit()?;
     inner.rv = rv;
+    if rv.is_multiple_of(HIGH_WATER_EVERY) {
+        note_high_water(&inner.high_water, rv);
+    }
     let stored = Arc::new(stored);
     let map = inner.objects.entry(resource.to_string()).or_default();
     if event_type == EventType::Deleted {
@@ -566,6 +675,40 @@ impl ObjectStore for SqliteStore {
             },
         };
         Ok((items, inner.rv))
+    }
+
+    /// The current objects with the history's changes after `rv` undone, newest first: each
+    /// change puts back the object before it (or removes one it added).
+    async fn list_at(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        rv: u64,
+    ) -> Result<Vec<Arc<Value>>, StoreError> {
+        let inner = self.lock();
+        let history = lock(&self.history);
+        history.check(rv)?;
+        let mut items: BTreeMap<(String, String), Arc<Value>> = inner
+            .objects
+            .get(resource)
+            .map(|m| {
+                m.iter()
+                    .filter(|((ns, _), _)| namespace.is_none_or(|x| x == ns))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let changes = history.events.range(history.first_after(rv)..).rev();
+        for e in changes
+            .filter(|e| e.resource == resource && namespace.is_none_or(|ns| ns == e.namespace))
+        {
+            let key = (e.namespace.clone(), e.name.clone());
+            match &e.prev {
+                Some(before) => items.insert(key, before.clone()),
+                None => items.remove(&key),
+            };
+        }
+        Ok(items.into_values().collect())
     }
 
     async fn create(
@@ -868,6 +1011,109 @@ mod tests {
         assert_eq!((found.events.len(), found.through), (1, 7));
         let found = store.events_after(7, "pods", None, 2).unwrap();
         assert_eq!((found.events.len(), found.through), (0, 7));
+    }
+
+    fn names(items: &[Arc<Value>]) -> Vec<String> {
+        items
+            .iter()
+            .map(|o| {
+                format!(
+                    "{}@{}",
+                    o["metadata"]["name"].as_str().unwrap(),
+                    object_rv(o)
+                )
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_list_at_a_past_resource_version_undoes_the_changes_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db"), 6).unwrap();
+        for n in ["a", "b", "c"] {
+            store.create("nodes", "", n, obj(n)).await.unwrap();
+        }
+        store.create("pods", "ns", "p", obj("p")).await.unwrap();
+        // at 4: a@1 b@2 c@3; then b changes, c goes, d comes
+        store
+            .update("nodes", "", "b", obj("b"), None)
+            .await
+            .unwrap();
+        store.delete("nodes", "", "c", None).await.unwrap();
+        store.create("nodes", "", "d", obj("d")).await.unwrap();
+        let at4 = store.list_at("nodes", None, 4).await.unwrap();
+        assert_eq!(names(&at4), ["a@1", "b@2", "c@3"]);
+        let now = store.list_at("nodes", None, 7).await.unwrap();
+        assert_eq!(names(&now), ["a@1", "b@5", "d@7"]);
+        assert_eq!(
+            names(&store.list("nodes", None).await.unwrap().0),
+            names(&now)
+        );
+        let pods = store.list_at("pods", Some("ns"), 3).await.unwrap();
+        assert!(pods.is_empty(), "p came at 4");
+        assert!(store
+            .list_at("pods", Some("other"), 7)
+            .await
+            .unwrap()
+            .is_empty());
+        // the history keeps 6 events: 1 is compacted away
+        store.create("nodes", "", "e", obj("e")).await.unwrap();
+        assert!(matches!(
+            store.list_at("nodes", None, 1).await,
+            Err(StoreError::Expired {
+                requested: 1,
+                oldest: 2
+            })
+        ));
+        let at2 = store.list_at("nodes", None, 2).await.unwrap();
+        assert_eq!(names(&at2), ["a@1", "b@2"]);
+    }
+
+    /// A database file put back from a backup is behind the resourceVersions the store gave
+    /// out: they jump ahead, and a watch or list from before is 410.
+    #[tokio::test]
+    async fn a_restored_file_bumps_the_resource_version_past_what_was_given_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let backup = dir.path().join("backup.db");
+        let store = SqliteStore::open(&path, 100).unwrap();
+        store.create("nodes", "", "a", obj("a")).await.unwrap();
+        drop(store);
+        std::fs::copy(&path, &backup).unwrap();
+        let store = SqliteStore::open(&path, 100).unwrap();
+        for n in ["b", "c"] {
+            store.create("nodes", "", n, obj(n)).await.unwrap();
+        }
+        drop(store);
+        // a plain reopen changes nothing
+        let store = SqliteStore::open(&path, 100).unwrap();
+        assert_eq!(store.current_rv(), 3);
+        drop(store);
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(format!("state.db{suffix}")));
+        }
+        std::fs::copy(&backup, &path).unwrap();
+        let store = SqliteStore::open(&path, 100).unwrap();
+        let bumped = 3 + RESTORE_BUMP;
+        assert_eq!(store.current_rv(), bumped);
+        let (nodes, rv) = store.list("nodes", None).await.unwrap();
+        assert_eq!((nodes.len(), rv), (1, bumped));
+        assert!(matches!(
+            store.watch(Some("nodes"), None, WatchFrom::After(3)).await,
+            Err(StoreError::Expired { .. })
+        ));
+        assert!(matches!(
+            store.events_after(1, "nodes", None, 10),
+            Err(StoreError::Expired { .. })
+        ));
+        let d = store.create("nodes", "", "d", obj("d")).await.unwrap();
+        assert_eq!(object_rv(&d), bumped + 1);
+        drop(store);
+        // and it stays bumped
+        assert_eq!(
+            SqliteStore::open(&path, 100).unwrap().current_rv(),
+            bumped + 1
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,6 @@
-//! Subresources (`.../NAME/status`, `scale`, a Pod's `binding`; later `eviction`, `log`): each is a
-//! [`Subresource`] a resource lists, served by its own [`SubresourceRest`], so a new one plugs in
-//! without touching the router.
+//! Subresources (`.../NAME/status`, `scale`, a Pod's `binding` and `eviction`; a Pod's `log` is
+//! in `proxy`): each is a [`Subresource`] a resource lists, served by its own [`SubresourceRest`],
+//! so a new one plugs in without touching the router.
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,7 +15,7 @@ use super::query::WriteOpts;
 use super::router::{self, RestRequest};
 use super::status::ApiError;
 use super::table::format_selector;
-use super::verbs::{Api, ObjectRef, Part, PatchType};
+use super::verbs::{Api, DeleteOptions, ObjectRef, Part, PatchType};
 use crate::core::patch;
 
 /// One subresource of a resource, as discovery lists it and the router serves it.
@@ -24,7 +24,9 @@ pub struct Subresource {
     pub name: &'static str,
     /// The kind of what it serves; None: the parent's kind.
     pub kind: Option<&'static str>,
-    /// The group and version of that kind, when not the parent's (`autoscaling`, `v1`).
+    /// The group and version of `kind`, when not the parent's (discovery tells them: kubectl
+    /// drain looks for `pods/eviction` of kind Eviction in policy/v1, kubectl scale for an
+    /// `autoscaling/v1` Scale).
     pub group_version: Option<(&'static str, &'static str)>,
     pub verbs: &'static [&'static str],
     pub rest: &'static dyn SubresourceRest,
@@ -297,4 +299,46 @@ pub async fn set_condition(
     })
     .await
     .map(|_| ())
+}
+
+/// `pods/NAME/eviction`: a policy/v1 `Eviction` POSTed for a pod is the graceful delete its
+/// `deleteOptions` ask for (kube-apiserver's EvictionREST). PodDisruptionBudgets are not served,
+/// so no budget ever refuses an eviction (no 429): it is a graceful delete that `kubectl drain`
+/// can ask for.
+pub static EVICTION: Subresource = Subresource {
+    name: "eviction",
+    kind: Some("Eviction"),
+    group_version: Some(("policy", "v1")),
+    verbs: &["create"],
+    rest: &EvictionRest,
+};
+
+struct EvictionRest;
+
+#[async_trait]
+impl SubresourceRest for EvictionRest {
+    async fn serve(
+        &self,
+        api: Arc<Api>,
+        at: ObjectRef<'_>,
+        mut req: RestRequest,
+    ) -> Result<Response<Body>, ApiError> {
+        if req.method != Method::POST {
+            return Err(ApiError::method_not_allowed(req.method.as_str()));
+        }
+        let user = req.user.clone();
+        let query = std::mem::take(&mut req.query);
+        let eviction = req.object().await?;
+        if eviction.pointer("/metadata/name").and_then(|v| v.as_str()) != Some(at.name) {
+            return Err(ApiError::bad_request(
+                "name in URL does not match name in Eviction object",
+            ));
+        }
+        let opts = DeleteOptions::from_request(&query, eviction.get("deleteOptions"))?;
+        api.evict(&user, at, &opts).await?;
+        Ok(json_response(
+            201,
+            &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        ))
+    }
 }

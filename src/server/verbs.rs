@@ -16,10 +16,12 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use super::apply::{self as field_manager, Tracking};
-use super::auth::{admission, authorize, User, Verb};
+use super::auth::graph::NodeGraph;
+use super::auth::{admission, authorize, authorize_node_read, User, Verb};
 use super::kinds::NAMESPACES;
 use super::meta;
-use super::query::{FieldValidation, Filter, Query, WriteOpts};
+use super::propagation;
+use super::query::{self, FieldValidation, Filter, ListOpts, Query, ReadAt, WriteOpts};
 use super::resources::Resource;
 use super::status::ApiError;
 use super::store::{object_rv, ObjectStore, StoreError, Watch, WatchFrom};
@@ -32,6 +34,10 @@ pub struct Api {
     pub store: Arc<dyn ObjectStore>,
     /// What pod specs may hold (`--allow-privileged`, `--allow-host-path`).
     pub policy: Policy,
+    /// The client of the nodes' APIs (`proxy`), set once the server has its CA.
+    pub kubelet: std::sync::OnceLock<Arc<super::proxy::KubeletClient>>,
+    /// The Node authorizer's index of what the bound pods use.
+    pub graph: Arc<NodeGraph>,
 }
 
 /// What a successful write returns.
@@ -39,6 +45,19 @@ pub struct Api {
 pub struct Written {
     pub object: Arc<Value>,
     pub warnings: Vec<String>,
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct Page {
+    pub items: Vec<Arc<Value>>,
+    /// The resourceVersion the page was read at.
+    pub rv: u64,
+    /// Where the next page starts (`metadata.continue`), when there is one.
+    pub continue_token: Option<String>,
+    /// How many items the next pages hold (`metadata.remainingItemCount`; lists without a
+    /// selector only).
+    pub remaining: Option<u64>,
 }
 
 /// Which part of an object a request addresses.
@@ -137,8 +156,8 @@ pub enum Propagation {
     Foreground,
 }
 
-/// `DeleteOptions`. The propagation policy is accepted and kept for the garbage collector, which
-/// comes later; until then a DaemonSet's controller deletes its dependents whatever it says.
+/// `DeleteOptions`. The propagation policy becomes the garbage collector's finalizer
+/// (`super::propagation`).
 #[derive(Debug, Default, Clone)]
 pub struct DeleteOptions {
     /// The grace period asked for (`gracePeriodSeconds`); None: the kind's default.
@@ -267,7 +286,8 @@ enum Deletion {
     Pending,
 }
 
-fn finalizers(obj: &Value) -> Vec<&str> {
+/// The object's finalizers.
+pub(super) fn finalizers(obj: &Value) -> Vec<&str> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(Value::as_str).collect())
@@ -415,7 +435,12 @@ fn apply_patch(r: &Resource, ty: PatchType, doc: &Value, old: &Value) -> Result<
 
 impl Api {
     pub fn new(store: Arc<dyn ObjectStore>, policy: Policy) -> Api {
-        Api { store, policy }
+        Api {
+            store,
+            policy,
+            kubelet: std::sync::OnceLock::new(),
+            graph: Arc::default(),
+        }
     }
 
     async fn namespace_exists(&self, ns: &str) -> Result<bool, ApiError> {
@@ -518,6 +543,7 @@ impl Api {
         part: Part,
     ) -> Result<Arc<Value>, ApiError> {
         at.authorize(user, Verb::Get, part)?;
+        authorize_node_read(&self.graph, &*self.store, user, at.r, at.ns, at.name).await?;
         let obj = self.fetch(at).await;
         admission::on_read(user, at, obj.as_deref().ok())?;
         obj
@@ -539,6 +565,75 @@ impl Api {
             .map_err(|e| store_error(r, e))?;
         let selected = items.into_iter().filter(|o| filter.matches(o)).collect();
         Ok((selected, rv))
+    }
+
+    /// One page of a list (`limit`, `continue`, `resourceVersionMatch`): the items `filter`
+    /// selects after the continue token's position, read from the current state or from the
+    /// snapshot at the token's (or `Exact`) resourceVersion, as kube-apiserver reads etcd.
+    pub async fn list_page(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+        filter: &Filter,
+        opts: &ListOpts,
+    ) -> Result<Page, ApiError> {
+        authorize(user, Verb::List, r, None, ns, None)?;
+        let key = r.key();
+        let (items, rv) = match opts.at {
+            ReadAt::Latest { min } => {
+                query::fresh_enough(&*self.store, min).await?;
+                self.store.list(&key, ns).await
+            }
+            ReadAt::Exact(rv) => {
+                query::fresh_enough(&*self.store, rv).await?;
+                self.store
+                    .list_at(&key, ns, rv)
+                    .await
+                    .map(|items| (items, rv))
+            }
+        }
+        .map_err(|e| match (e, &opts.after) {
+            (StoreError::Expired { .. }, Some((after_ns, after_name))) => {
+                query::continue_expired(after_ns, after_name)
+            }
+            // kube-apiserver's words for an exact list etcd compacted past
+            (StoreError::Expired { .. }, None) => {
+                ApiError::gone("The resourceVersion for the provided list is too old.")
+            }
+            (e, _) => store_error(r, e),
+        })?;
+        let position = |o: &Value| {
+            (
+                meta::meta_str(o, "namespace").unwrap_or("").to_string(),
+                meta::meta_str(o, "name").unwrap_or("").to_string(),
+            )
+        };
+        let mut rest = items
+            .into_iter()
+            .filter(|o| opts.after.as_ref().is_none_or(|after| position(o) > *after))
+            .filter(|o| filter.matches(o))
+            .peekable();
+        let page: Vec<Arc<Value>> = match opts.limit {
+            Some(limit) => rest.by_ref().take(limit).collect(),
+            None => rest.by_ref().collect(),
+        };
+        let more = rest.peek().is_some();
+        let continue_token = match (more, page.last()) {
+            (true, Some(last)) => {
+                let (ns, name) = position(last);
+                Some(query::encode_continue(rv as i64, &ns, &name))
+            }
+            _ => None,
+        };
+        // counted only without a selector, as kube-apiserver does
+        let remaining = (more && filter.is_empty()).then(|| rest.count() as u64);
+        Ok(Page {
+            items: page,
+            rv,
+            continue_token,
+            remaining,
+        })
     }
 
     /// Starts a watch of `r` (the caller renders and filters its events).
@@ -778,10 +873,39 @@ impl Api {
         opts: &DeleteOptions,
     ) -> Result<Arc<Value>, ApiError> {
         at.authorize(user, Verb::Delete, Part::Main)?;
-        // NodeRestriction: a node deletes only the pods bound to it
+        self.delete_admitted(user, at, opts).await
+    }
+
+    /// A delete the caller authorized, once admission allows it (NodeRestriction: a node deletes
+    /// only the pods bound to it).
+    async fn delete_admitted(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        opts: &DeleteOptions,
+    ) -> Result<Arc<Value>, ApiError> {
         let cur = self.fetch(at).await?;
         admission::on_delete(user, at, &cur)?;
         self.delete_authorized(at, opts).await
+    }
+
+    /// An eviction of a pod (`pods/NAME/eviction`): authorized as a create of the subresource,
+    /// then the delete its options ask for (no disruption budget is served to refuse it).
+    pub async fn evict(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        opts: &DeleteOptions,
+    ) -> Result<Arc<Value>, ApiError> {
+        authorize(
+            user,
+            Verb::Create,
+            at.r,
+            Some("eviction"),
+            at.ns,
+            Some(at.name),
+        )?;
+        self.delete_admitted(user, at, opts).await
     }
 
     async fn delete_authorized(
@@ -803,8 +927,15 @@ impl Api {
             if pre.resource_version.is_some_and(|p| p != rv) {
                 return Err(ApiError::conflict(r.group, r.plural, at.name));
             }
+            // the propagation policy, as the garbage collector's finalizers
+            let gc = propagation::with_policy_finalizers(&cur, opts.propagation).map(Arc::new);
+            let cur = gc.clone().unwrap_or(cur);
             let grace = r.strategy.grace_period(&cur, requested);
-            let result = match plan_deletion(&cur, grace, requested, Utc::now()) {
+            let plan = match plan_deletion(&cur, grace, requested, Utc::now()) {
+                Deletion::Pending if gc.is_some() => Deletion::Mark((*cur).clone()),
+                plan => plan,
+            };
+            let result = match plan {
                 Deletion::Pending => return Ok(cur),
                 Deletion::Mark(obj) if opts.dry_run => return Ok(Arc::new(obj)),
                 Deletion::Now if opts.dry_run => return Ok(cur),

@@ -29,6 +29,7 @@ use super::status::ApiError;
 use super::store::{EventType, ObjectStore, StoreError, WatchEvent, WatchFrom};
 use super::table;
 use super::verbs::Api;
+use crate::core::validation::FieldError;
 
 /// How often a watch that asked for bookmarks gets one.
 pub const BOOKMARK_INTERVAL: Duration = Duration::from_secs(15);
@@ -188,6 +189,52 @@ async fn next_line(mut st: WatchState) -> Option<(Result<Frame<Bytes>, Infallibl
     }
 }
 
+/// kube-apiserver's `validateWatchOptions` (with the WatchList feature on), and the bookmarks that
+/// `sendInitialEvents` needs to tell where the initial events end.
+fn validate(query: &Query) -> Result<(), ApiError> {
+    const MATCH: &str = "resourceVersionMatch";
+    let rv_match = query.get(MATCH).unwrap_or("");
+    let send_initial = query.get("sendInitialEvents");
+    let mut errs = Vec::new();
+    if send_initial.is_some() && rv_match != "NotOlderThan" {
+        errs.push(FieldError::forbidden(
+            MATCH,
+            "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+        ));
+    }
+    if send_initial == Some("true") && !query.flag("allowWatchBookmarks") {
+        errs.push(FieldError::forbidden(
+            "allowWatchBookmarks",
+            "sendInitialEvents requires setting allowWatchBookmarks to true",
+        ));
+    }
+    if !rv_match.is_empty() {
+        if send_initial.is_none() {
+            errs.push(FieldError::forbidden(
+                MATCH,
+                "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+            ));
+        }
+        if rv_match != "NotOlderThan" {
+            errs.push(FieldError::not_supported(
+                MATCH,
+                rv_match,
+                &["NotOlderThan"],
+            ));
+        }
+        if query.get("continue").is_some_and(|c| !c.is_empty()) {
+            errs.push(FieldError::forbidden(
+                MATCH,
+                "resourceVersionMatch is forbidden when continue is provided",
+            ));
+        }
+    }
+    match errs.is_empty() {
+        true => Ok(()),
+        false => Err(ApiError::invalid("ListOptions.meta.k8s.io", "", &errs)),
+    }
+}
+
 /// When a watch of `timeout` ends; a timeoutSeconds beyond what the clock holds would overflow,
 /// so the default applies to it.
 fn deadline(timeout: Duration) -> tokio::time::Instant {
@@ -212,17 +259,10 @@ pub async fn watch(
         .map(Duration::from_secs)
         .unwrap_or(DEFAULT_WATCH_TIMEOUT);
     let allow_bookmarks = query.flag("allowWatchBookmarks");
+    validate(query)?;
     let send_initial = query.get("sendInitialEvents");
-    if send_initial == Some("true")
-        && (!allow_bookmarks || query.get("resourceVersionMatch") != Some("NotOlderThan"))
-    {
-        return Err(ApiError::new(
-            422,
-            "Invalid",
-            "sendInitialEvents requires allowWatchBookmarks=true and resourceVersionMatch=NotOlderThan",
-        ));
-    }
-    let from = match (query::resource_version(query)?, send_initial) {
+    let rv = query::resource_version(query)?;
+    let from = match (rv, send_initial) {
         (_, Some("true")) => WatchFrom::Current { initial: true },
         (None, Some("false")) => WatchFrom::Current { initial: false },
         (None, _) => WatchFrom::Current { initial: true },
@@ -237,10 +277,11 @@ pub async fn watch(
     let mut pending = VecDeque::new();
     let store = api.store.clone();
     let mut changes = Some(store.changes());
-    let mut started = Ok(());
-    if let WatchFrom::After(rv) = from {
-        started = query::fresh_enough(&*store, rv).await;
-    }
+    // the initial events of `NotOlderThan` a resourceVersion wait for it too
+    let started = match rv {
+        Some(rv) => query::fresh_enough(&*store, rv).await,
+        None => Ok(()),
+    };
     let started = match started {
         Ok(()) => api.watch(user, r, ns, from).await,
         Err(e) => Err(e),
@@ -403,6 +444,82 @@ mod tests {
         assert_eq!(
             lines[1]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
             "true"
+        );
+    }
+
+    async fn next_event(body: &mut Body) -> Value {
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        serde_json::from_slice(&frame).unwrap()
+    }
+
+    /// `allowWatchBookmarks`: a BOOKMARK at the watcher's resourceVersion every
+    /// [`BOOKMARK_INTERVAL`], between the events; none for a watcher that did not ask.
+    #[tokio::test(start_paused = true)]
+    async fn bookmarks_come_every_interval_to_those_who_ask() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let t0 = tokio::time::Instant::now();
+        let mut body = start(&api, "watch=1&allowWatchBookmarks=true")
+            .await
+            .into_body();
+        let mut plain = start(&api, "watch=1&timeoutSeconds=40").await.into_body();
+        api.store
+            .create("nodes", "", "n1", node("n1", json!({})))
+            .await
+            .unwrap();
+        assert_eq!(next_event(&mut body).await["type"], "ADDED");
+        let bookmark = next_event(&mut body).await;
+        assert_eq!(t0.elapsed(), BOOKMARK_INTERVAL);
+        assert_eq!(bookmark["type"], "BOOKMARK");
+        assert_eq!(bookmark["object"]["kind"], "Node");
+        assert_eq!(bookmark["object"]["metadata"]["resourceVersion"], "1");
+        api.store
+            .create("nodes", "", "n2", node("n2", json!({})))
+            .await
+            .unwrap();
+        assert_eq!(next_event(&mut body).await["type"], "ADDED");
+        let bookmark = next_event(&mut body).await;
+        assert_eq!(t0.elapsed(), 2 * BOOKMARK_INTERVAL);
+        assert_eq!(bookmark["object"]["metadata"]["resourceVersion"], "2");
+        let mut types = Vec::new();
+        while let Some(frame) = plain.frame().await {
+            let line: Value = serde_json::from_slice(&frame.unwrap().into_data().unwrap()).unwrap();
+            types.push(line["type"].as_str().unwrap().to_string());
+        }
+        assert_eq!(types, ["ADDED", "ADDED"], "no bookmarks unasked");
+    }
+
+    #[tokio::test]
+    async fn watch_options_are_validated_as_kube_apiserver_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let refused = |q: &'static str| {
+            let api = api.clone();
+            async move {
+                let q = Query::parse(Some(q));
+                let Err(e) = watch(api, &User::internal("test"), &NODES, None, &q, "").await else {
+                    panic!("not refused");
+                };
+                assert_eq!(e.code, 422, "{}", e.message);
+                e.message
+            }
+        };
+        let prefix = "ListOptions.meta.k8s.io \"\" is invalid: ";
+        assert_eq!(
+            refused("watch=1&sendInitialEvents=true&allowWatchBookmarks=true").await,
+            format!("{prefix}resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan")
+        );
+        assert_eq!(
+            refused("watch=1&resourceVersionMatch=NotOlderThan").await,
+            format!("{prefix}resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided")
+        );
+        assert_eq!(
+            refused("watch=1&sendInitialEvents=true&resourceVersionMatch=NotOlderThan").await,
+            format!("{prefix}allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true")
+        );
+        assert_eq!(
+            refused("watch=1&sendInitialEvents=false&allowWatchBookmarks=true&resourceVersionMatch=Exact").await,
+            format!("{prefix}[resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan, resourceVersionMatch: Unsupported value: \"Exact\": supported values: \"NotOlderThan\"]")
         );
     }
 

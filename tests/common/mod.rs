@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod api;
+pub mod authreg;
 pub mod netns;
 pub mod proc;
 

@@ -1,7 +1,17 @@
 //! The daemonset-agent binary as a child process of a test (server or agent), its output in a
 //! log file; killed and reaped on drop, pass or fail.
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+
+/// What [`Proc::agent`] starts an agent with.
+pub struct AgentArgs<'a> {
+    pub config: &'a Path,
+    pub node: &'a str,
+    pub kubeconfig: &'a Path,
+    pub socket: &'a Path,
+    pub namespace: &'a str,
+    pub state_dir: &'a Path,
+}
 
 pub struct Proc {
     pub child: Child,
@@ -15,11 +25,36 @@ impl Proc {
         let child = Command::new(env!("CARGO_BIN_EXE_daemonset-agent"))
             .args(args)
             .env("DSA_LOG", "debug")
+            // an agent's node API on loopback, on a port of its own (the Node reports it)
+            .env("DSA_NODE_API_LISTEN", "127.0.0.1:0")
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
             .expect("spawn daemonset-agent");
         Proc { child, log_path }
+    }
+
+    /// `daemonset-agent agent` with the flags every test's agent gets: its configuration file,
+    /// node name, kubeconfig, containerd socket and namespace, state directory.
+    pub fn agent(a: &AgentArgs<'_>, log_path: PathBuf) -> Proc {
+        let path = |p: &Path| p.to_str().unwrap().to_string();
+        let args = [
+            "agent".to_string(),
+            "--config".into(),
+            path(a.config),
+            "--node-name".into(),
+            a.node.into(),
+            "--kubeconfig".into(),
+            path(a.kubeconfig),
+            "--containerd-socket".into(),
+            path(a.socket),
+            "--containerd-namespace".into(),
+            a.namespace.into(),
+            "--state-dir".into(),
+            path(a.state_dir),
+        ];
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        Proc::spawn(&argv, log_path)
     }
 
     pub fn signal(&self, sig: i32) {

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `system:masters` (the admin token) | everything |
 //! | `daemonset-agent:viewers` (a view token) | get, list, watch everything but Secrets |
-//! | `system:nodes` / `system:node:NAME` (a node's certificate) | read DaemonSets, ControllerRevisions, Nodes, Namespaces; create its Node and update or patch it and its status; its own Lease in `kube-node-lease`; pods bound to it (get; list and watch with `spec.nodeName=NAME`; status; delete); create CSRs and get its own |
+//! | `system:nodes` / `system:node:NAME` (a node's certificate) | get the Secrets, ConfigMaps and ServiceAccounts its pods use (`graph`), and tokens of those ServiceAccounts; read DaemonSets, ControllerRevisions, Nodes, Namespaces; create its Node and update or patch it and its status; its own Lease in `kube-node-lease`; pods bound to it (get; list and watch with `spec.nodeName=NAME`; status; delete); create CSRs and get its own |
 //! | `system:bootstrappers` (a join token) | create CSRs and get its own |
 //! | every authenticated user | discovery, OpenAPI, `/version`, the health paths, and its own reviews (`auth can-i`, `auth whoami`) |
 use super::User;
@@ -75,7 +75,13 @@ pub fn decide(user: &User, a: &Attributes<'_>) -> Decision {
     {
         return Decision::Allow;
     }
-    if user.is_viewer() && reads(a.verb) && !(a.group.is_empty() && a.resource == "secrets") {
+    // (the view role reads pods/log, not nodes/proxy: that reaches every pod of a node)
+    let proxy = (a.resource, a.subresource) == ("nodes", "proxy");
+    if user.is_viewer()
+        && reads(a.verb)
+        && !(a.group.is_empty() && a.resource == "secrets")
+        && !proxy
+    {
         return Decision::Allow;
     }
     if let Some(node) = user.node_name() {
@@ -140,7 +146,18 @@ fn node_rules(node: &str, a: &Attributes<'_>) -> Decision {
             ("status", "update" | "patch") => Decision::Allow,
             _ => Decision::deny(),
         },
+        // the graph (`super::graph`) decides which: those the node's pods use
+        ("", "secrets" | "configmaps" | "serviceaccounts")
+            if a.verb == "get" && a.subresource.is_empty() =>
+        {
+            Decision::Allow
+        }
+        ("", "serviceaccounts") if a.verb == "create" && a.subresource == "token" => {
+            Decision::Allow
+        }
         ("certificates.k8s.io", "certificatesigningrequests") => csr_rules(a),
+        // the kubelet's events (system:node's rule)
+        ("", "events") if matches!(a.verb, "create" | "update" | "patch") => Decision::Allow,
         _ => Decision::deny(),
     }
 }
@@ -285,7 +302,14 @@ mod tests {
                 ),
                 false,
             ),
-            (&node, res("get", "", "secrets", "default", "s"), false),
+            // the graph decides which (auth::graph)
+            (&node, res("get", "", "secrets", "default", "s"), true),
+            (&node, res("list", "", "secrets", "default", ""), false),
+            (
+                &node,
+                res("update", "", "configmaps", "default", "c"),
+                false,
+            ),
             (&node, res("update", "", "pods", "default", "p"), false),
             (&node, res("create", "", "pods", "default", "p"), false),
             (&node, res("delete", "", "pods", "default", "p"), true),

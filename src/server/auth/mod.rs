@@ -9,6 +9,7 @@
 //! Controllers inside the server call the same verbs with an [`User::internal`] identity.
 pub mod admission;
 pub mod authz;
+pub mod graph;
 pub mod tokens;
 
 use std::fmt;
@@ -297,6 +298,40 @@ pub fn authorize(
             );
             Err(forbidden(user, &a, &reason))
         }
+    }
+}
+
+/// The Node authorizer's graph rule: a node reads a Secret, ConfigMap or ServiceAccount only when
+/// a pod bound to it uses that object (`graph`); `authz` let the verb through on that condition.
+pub async fn authorize_node_read(
+    graph: &graph::NodeGraph,
+    store: &dyn ObjectStore,
+    user: &User,
+    r: &Resource,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<(), ApiError> {
+    let Some(node) = user.node_name() else {
+        return Ok(());
+    };
+    let Some(via) = graph::Via::of(r.plural).filter(|_| r.group.is_empty()) else {
+        return Ok(());
+    };
+    let ns = ns.unwrap_or("");
+    match graph.reaches(store, node, via, ns, name).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            let a = Attributes {
+                verb: Verb::Get.as_str(),
+                resource: r.plural,
+                namespace: ns,
+                name,
+                ..Default::default()
+            };
+            let reason = format!("no relationship found between node '{node}' and this object");
+            Err(forbidden(user, &a, &reason))
+        }
+        Err(e) => Err(ApiError::internal(e.to_string())),
     }
 }
 

@@ -7,13 +7,15 @@
 //!   ControllerRevisions and the status;
 //! - `claim`: the ControllerRefManager (adopt orphans that match, release owned pods that no
 //!   longer match);
-//! - `gc`: the stand-in for the garbage collector: the dependents of a DaemonSet that is gone;
+//! - `gc`: the garbage collector: dependents follow their owners' deletion (background,
+//!   foreground, orphan);
 //! - `nodelifecycle`: node health from Leases and heartbeats (Ready=Unknown, the unreachable and
 //!   not-ready taints, pods marked not ready) and the NoExecute taint eviction;
 //! - `replicaset`: the ReplicaSet controller: claims its pods, creates unbound pods up to
 //!   `replicas`, deletes the surplus in upstream's victim order, keeps the status;
 //! - `scheduler`: binds pending pods to nodes (`core::scheduler` decides) through the
 //!   `pods/binding` write, or marks them `PodScheduled=False` with the reason;
+//! - `serviceaccounts`: a `default` ServiceAccount in every namespace;
 //! - `queue`: the work queue keyed by namespace/name.
 //!
 //! [`run`] is one future without global state, so that a server runs it only while it leads.
@@ -24,6 +26,7 @@ pub mod nodelifecycle;
 mod queue;
 pub mod replicaset;
 pub mod scheduler;
+pub mod serviceaccounts;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -40,7 +43,9 @@ pub async fn run(api: Arc<Api>, nodes: nodelifecycle::Options, stop: impl Future
         _ = daemonset::Controller::new(api.clone()).run() => {}
         _ = replicaset::Controller::new(api.clone(), clock.clone()).run() => {}
         _ = scheduler::Scheduler::new(api.clone(), clock.clone()).run() => {}
-        _ = nodelifecycle::Controller::new(api, clock, nodes).run() => {}
+        _ = nodelifecycle::Controller::new(api.clone(), clock.clone(), nodes).run() => {}
+        _ = serviceaccounts::run(&api) => {}
+        _ = gc::run(api.clone(), clock, std::future::pending::<()>()) => {}
         _ = stop => {}
     }
 }

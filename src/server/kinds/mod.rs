@@ -2,10 +2,13 @@
 //! defaulting, validation, status, generation, patch metadata, cleanup, Table). [`ALL`] is the
 //! registry routing, discovery, OpenAPI and namespace cleanup read: serving a new kind is adding
 //! its file, its `mod` line and its entry here.
+pub mod configmap;
 mod controllerrevision;
 pub mod csr;
 mod daemonset;
+pub mod event;
 mod lease;
+pub mod metrics;
 mod namespace;
 mod node;
 mod pod;
@@ -13,10 +16,13 @@ mod replicaset;
 mod secret;
 mod selfsubjectaccessreview;
 mod selfsubjectreview;
+pub mod serviceaccount;
 
+pub use configmap::CONFIG_MAPS;
 pub use controllerrevision::CONTROLLER_REVISIONS;
 pub use csr::CERTIFICATE_SIGNING_REQUESTS;
 pub use daemonset::DAEMONSETS;
+pub use event::EVENTS;
 pub use lease::LEASES;
 pub use namespace::NAMESPACES;
 pub use node::NODES;
@@ -25,6 +31,7 @@ pub use replicaset::REPLICASETS;
 pub use secret::SECRETS;
 pub use selfsubjectaccessreview::SELF_SUBJECT_ACCESS_REVIEWS;
 pub use selfsubjectreview::SELF_SUBJECT_REVIEWS;
+pub use serviceaccount::SERVICE_ACCOUNTS;
 
 use super::resources::Resource;
 
@@ -38,6 +45,9 @@ pub static ALL: &[&Resource] = &[
     &NAMESPACES,
     &LEASES,
     &SECRETS,
+    &EVENTS,
+    &CONFIG_MAPS,
+    &SERVICE_ACCOUNTS,
     &CERTIFICATE_SIGNING_REQUESTS,
     &SELF_SUBJECT_ACCESS_REVIEWS,
     &SELF_SUBJECT_REVIEWS,
@@ -52,7 +62,9 @@ mod tests {
     use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
     use k8s_openapi::api::coordination::v1::Lease;
-    use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+    use k8s_openapi::api::core::v1::{
+        ConfigMap, Event, Namespace, Node, Pod, Secret, ServiceAccount,
+    };
     use serde_json::json;
 
     use super::*;
@@ -73,6 +85,9 @@ mod tests {
             (&NAMESPACES, meta::<Namespace>()),
             (&LEASES, meta::<Lease>()),
             (&SECRETS, meta::<Secret>()),
+            (&EVENTS, meta::<Event>()),
+            (&CONFIG_MAPS, meta::<ConfigMap>()),
+            (&SERVICE_ACCOUNTS, meta::<ServiceAccount>()),
             (
                 &CERTIFICATE_SIGNING_REQUESTS,
                 meta::<CertificateSigningRequest>(),
@@ -107,7 +122,14 @@ mod tests {
             }
             let cells = r.strategy.cells(&json!({}), chrono::Utc::now());
             assert_eq!(cells.len(), r.strategy.columns().len(), "{}", r.kind);
-            assert_eq!(r.strategy.columns()[0].format, "name", "{}", r.kind);
+            // the name column first, but for Events (upstream's printer has it last, wide)
+            let name_at = r.strategy.columns().iter().position(|c| c.format == "name");
+            let want = if r.kind == "Event" {
+                r.strategy.columns().len() - 1
+            } else {
+                0
+            };
+            assert_eq!(name_at, Some(want), "{}", r.kind);
         }
     }
 }

@@ -21,7 +21,7 @@ pub static NODES: Resource = Resource {
     short_names: &["no"],
     categories: &[],
     verbs: ALL_VERBS,
-    subresources: &[&STATUS],
+    subresources: &[&STATUS, &crate::server::proxy::NODE_PROXY],
     strategy: &NodeStrategy,
 };
 

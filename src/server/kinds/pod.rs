@@ -4,7 +4,8 @@
 //! (`deletionTimestamp`), its agent stops it and then deletes it with a grace period of 0.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodCondition};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
 
 use crate::core::nodehealth;
@@ -12,7 +13,7 @@ use crate::core::patch::{self, Schema};
 use crate::core::validation::{self, FieldError, Policy};
 use crate::server::resources::{Resource, ALL_VERBS};
 use crate::server::strategy::{Column, Kind};
-use crate::server::subresource::{BINDING, STATUS};
+use crate::server::subresource::{BINDING, EVICTION, STATUS};
 use crate::server::table::{age, name, none_if_empty, s};
 
 pub static PODS: Resource = Resource {
@@ -25,11 +26,43 @@ pub static PODS: Resource = Resource {
     short_names: &["po"],
     categories: &["all"],
     verbs: ALL_VERBS,
-    subresources: &[&STATUS, &BINDING],
+    subresources: &[&STATUS, &EVICTION, &crate::server::proxy::POD_LOG, &BINDING],
     strategy: &PodStrategy,
 };
 
 struct PodStrategy;
+
+/// Why a bare Pod without `spec.nodeName` stays Pending: no scheduler binds pods here (yet).
+pub const NO_SCHEDULER: &str =
+    "no scheduler: bind it with spec.nodeName or use a DaemonSet/ReplicaSet";
+
+/// A Pending pod bound to no node says so, as the scheduler's `PodScheduled=False` /
+/// `Unschedulable` does, instead of waiting without a word. Once: a condition the pod has is
+/// kept.
+fn mark_unscheduled(pod: &mut Pod, now: DateTime<Utc>) {
+    let bound = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    let status = pod.status.get_or_insert_with(Default::default);
+    if bound || status.phase.as_deref().is_some_and(|p| p != "Pending") {
+        return;
+    }
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    if conditions.iter().any(|c| c.type_ == "PodScheduled") {
+        return;
+    }
+    let at = k8s_openapi::jiff::Timestamp::from_second(now.timestamp()).unwrap_or_default();
+    conditions.push(PodCondition {
+        type_: "PodScheduled".into(),
+        status: "False".into(),
+        reason: Some("Unschedulable".into()),
+        message: Some(NO_SCHEDULER.into()),
+        last_transition_time: Some(Time(at)),
+        ..Default::default()
+    });
+}
 
 /// kube-apiserver's pod printer.
 const COLUMNS: &[Column] = &[
@@ -55,6 +88,7 @@ impl Kind for PodStrategy {
             validation::default_pod_spec(spec);
             nodehealth::add_default_toleration_seconds(spec);
         }
+        mark_unscheduled(pod, Utc::now());
     }
     fn validate(&self, pod: &Pod) -> Vec<FieldError> {
         validation::validate_pod(pod)
@@ -276,6 +310,40 @@ mod tests {
             );
             assert_eq!(cells[6], "n");
             assert_eq!(cells[8], "<none>");
+        }
+    }
+
+    #[test]
+    fn an_unbound_pending_pod_says_no_scheduler_binds_it() {
+        let now = Utc::now();
+        let pod = |v: Value| -> Pod { serde_json::from_value(v).unwrap() };
+        let conditions = |p: &Pod| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default()
+        };
+        let mut bare = pod(json!({"spec": {"containers": []}, "status": {"phase": "Pending"}}));
+        mark_unscheduled(&mut bare, now);
+        let c = conditions(&bare);
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].type_.as_str(), c[0].status.as_str()),
+            ("PodScheduled", "False")
+        );
+        assert_eq!(c[0].reason.as_deref(), Some("Unschedulable"));
+        assert_eq!(c[0].message.as_deref(), Some(NO_SCHEDULER));
+        // once: a second write keeps it as it is
+        let before = bare.clone();
+        mark_unscheduled(&mut bare, now + chrono::Duration::seconds(5));
+        assert_eq!(bare, before);
+        for other in [
+            json!({"spec": {"nodeName": "n1", "containers": []}, "status": {"phase": "Pending"}}),
+            json!({"spec": {"containers": []}, "status": {"phase": "Failed"}}),
+        ] {
+            let mut p = pod(other.clone());
+            mark_unscheduled(&mut p, now);
+            assert!(conditions(&p).is_empty(), "{other}");
         }
     }
 

@@ -1,4 +1,6 @@
-//! v1 Secrets: what only admins read (a view token and the nodes may not). They hold the token
+//! v1 Secrets: what only admins read (a view token may not; a node only those its pods use). The
+//! types kube-apiserver checks (`kubernetes.io/dockerconfigjson`, `tls`, `basic-auth`,
+//! `ssh-auth`, `service-account-token`, ...) must hold their keys. They also hold the token
 //! records (`auth::tokens`): a Secret of type `daemonset-agent.io/token` written with a plain
 //! `token-secret` is stored with its SHA-256 instead, so no token is ever kept in clear.
 //! `stringData` is merged into `data` as kube-apiserver does; `type` is immutable, and so is all
@@ -11,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use serde_json::{json, Value};
 
+use super::configmap::{immutable_errors, key_errors, MAX_DATA_BYTES};
 use crate::core::credential::Token;
 use crate::core::names;
 use crate::core::validation::{validate_object_meta, FieldError};
@@ -35,9 +38,6 @@ pub static SECRETS: Resource = Resource {
 
 struct SecretStrategy;
 
-/// kube-apiserver's limit on one Secret's data.
-const MAX_SECRET_BYTES: usize = 1024 * 1024;
-
 const COLUMNS: &[Column] = &[
     Column::NAME,
     Column::string("Type", 0),
@@ -45,13 +45,69 @@ const COLUMNS: &[Column] = &[
     Column::AGE,
 ];
 
-fn is_config_key(k: &str) -> bool {
-    !k.is_empty()
-        && k.len() <= 253
-        && k != "."
-        && k != ".."
-        && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
+pub const DOCKER_CONFIG_JSON_KEY: &str = ".dockerconfigjson";
+pub const SERVICE_ACCOUNT_TOKEN_TYPE: &str = "kubernetes.io/service-account-token";
+pub const SERVICE_ACCOUNT_NAME_ANNOTATION: &str = "kubernetes.io/service-account.name";
+
+/// The keys a Secret of `type_` must hold (kube-apiserver's ValidateSecret), each with the JSON it
+/// must be when it must be JSON.
+fn type_errors(secret: &Secret) -> Vec<FieldError> {
+    let data = secret.data.clone().unwrap_or_default();
+    let has = |k: &str| data.contains_key(k);
+    let mut errs = Vec::new();
+    let mut require = |k: &str| {
+        if !has(k) {
+            errs.push(FieldError::required(&format!("data[{k}]"), ""));
+        }
+    };
+    match secret.type_.as_deref().unwrap_or("Opaque") {
+        SERVICE_ACCOUNT_TOKEN_TYPE => {
+            let named = secret
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(SERVICE_ACCOUNT_NAME_ANNOTATION))
+                .is_some_and(|n| !n.is_empty());
+            if !named {
+                errs.push(FieldError::required(
+                    &format!("metadata.annotations[{SERVICE_ACCOUNT_NAME_ANNOTATION}]"),
+                    "",
+                ));
+            }
+        }
+        "kubernetes.io/dockercfg" => json_key(&data, ".dockercfg", &mut errs),
+        DOCKER_CONFIG_JSON_TYPE => json_key(&data, DOCKER_CONFIG_JSON_KEY, &mut errs),
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            errs.push(FieldError::required(
+                "data[username]",
+                "either username or password or both must be provided",
+            ));
+        }
+        "kubernetes.io/ssh-auth" => require("ssh-privatekey"),
+        "kubernetes.io/tls" => {
+            require("tls.crt");
+            require("tls.key");
+        }
+        _ => {}
+    }
+    errs
+}
+
+/// `key` must be there and hold a JSON object.
+fn json_key(data: &BTreeMap<String, ByteString>, key: &str, errs: &mut Vec<FieldError>) {
+    match data.get(key) {
+        None => errs.push(FieldError::required(&format!("data[{key}]"), "")),
+        Some(v) => {
+            if let Err(e) = serde_json::from_slice::<serde_json::Map<String, Value>>(&v.0) {
+                errs.push(FieldError::invalid(
+                    &format!("data[{key}]"),
+                    "<secret contents redacted>",
+                    &e.to_string(),
+                ));
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -85,20 +141,13 @@ impl Kind for SecretStrategy {
     }
     fn validate(&self, secret: &Secret) -> Vec<FieldError> {
         let mut errs = validate_object_meta(&secret.metadata, true, names::is_dns1123_subdomain);
-        let mut size = 0;
-        for (k, v) in secret.data.iter().flatten() {
-            size += v.0.len();
-            if !is_config_key(k) {
-                errs.push(FieldError::invalid(
-                    &format!("data[{k}]"),
-                    &format!("{k:?}"),
-                    "a valid config key must consist of alphanumeric characters, '-', '_' or '.'",
-                ));
-            }
+        let data = secret.data.as_ref();
+        errs.extend(key_errors("data", data.into_iter().flat_map(|d| d.keys())));
+        let size: usize = data.into_iter().flatten().map(|(_, v)| v.0.len()).sum();
+        if size > MAX_DATA_BYTES {
+            errs.push(FieldError::too_long("data", MAX_DATA_BYTES));
         }
-        if size > MAX_SECRET_BYTES {
-            errs.push(FieldError::too_long("data", MAX_SECRET_BYTES));
-        }
+        errs.extend(type_errors(secret));
         errs
     }
     fn validate_update(&self, secret: &Secret, old: &Secret) -> Vec<FieldError> {
@@ -110,14 +159,11 @@ impl Kind for SecretStrategy {
                 "field is immutable",
             ));
         }
-        if old.immutable == Some(true)
-            && (secret.data != old.data || secret.immutable != old.immutable)
-        {
-            errs.push(FieldError::forbidden(
-                "data",
-                "field is immutable when `immutable` is set",
-            ));
-        }
+        errs.extend(immutable_errors(
+            old.immutable,
+            secret.immutable,
+            secret.data != old.data,
+        ));
         errs
     }
     fn status_fields(&self) -> &'static [&'static str] {
@@ -200,5 +246,57 @@ mod tests {
         retyped["type"] = json!("kubernetes.io/tls");
         assert_eq!(prepare(&retyped, Some(&old)), Err(422));
         assert!(prepare(&old, Some(&old)).is_ok());
+    }
+
+    #[test]
+    fn typed_secrets_hold_their_keys() {
+        let dockercfg = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            br#"{"auths":{"r":{"auth":"dTpw"}}}"#,
+        );
+        let secret = |t: &str, data: Value| json!({"metadata": {"name": "s", "namespace": "d"}, "type": t, "data": data});
+        // (secret, accepted)
+        let cases = [
+            (
+                secret(
+                    DOCKER_CONFIG_JSON_TYPE,
+                    json!({".dockerconfigjson": dockercfg}),
+                ),
+                true,
+            ),
+            (
+                secret(
+                    DOCKER_CONFIG_JSON_TYPE,
+                    json!({".dockerconfigjson": "bm90IGpzb24="}),
+                ),
+                false,
+            ),
+            (secret(DOCKER_CONFIG_JSON_TYPE, json!({})), false),
+            (
+                secret(
+                    "kubernetes.io/tls",
+                    json!({"tls.crt": "YQ==", "tls.key": "YQ=="}),
+                ),
+                true,
+            ),
+            (
+                secret("kubernetes.io/tls", json!({"tls.crt": "YQ=="})),
+                false,
+            ),
+            (
+                secret("kubernetes.io/basic-auth", json!({"password": "YQ=="})),
+                true,
+            ),
+            (secret("kubernetes.io/basic-auth", json!({})), false),
+            (secret("kubernetes.io/ssh-auth", json!({})), false),
+            (secret(SERVICE_ACCOUNT_TOKEN_TYPE, json!({})), false),
+            (
+                secret("example.com/custom", json!({"anything": "YQ=="})),
+                true,
+            ),
+        ];
+        for (obj, ok) in cases {
+            assert_eq!(prepare(&obj, None).is_ok(), ok, "{obj}");
+        }
     }
 }

@@ -31,13 +31,15 @@ use tracing::Instrument as _;
 
 use super::claim::{self, Owner};
 use super::queue::{Key, Queue};
-use super::{controller_of, gc, labels_of, s};
+use super::{controller_of, labels_of, s};
+use crate::agent::events::Recorder;
 use crate::core::eligibility::node_should_run;
+use crate::core::events::Involved;
 use crate::core::hash::template_hash;
 use crate::core::labels::selector_matches;
 use crate::core::rollout::{self, DaemonPod, FailedBackoff, NodeFit, BURST};
 use crate::server::auth::User;
-use crate::server::kinds::{CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS};
+use crate::server::kinds::{event, CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS};
 use crate::server::query::{Filter, WriteOpts};
 use crate::server::resources::Resource;
 use crate::server::status::ApiError;
@@ -46,8 +48,7 @@ use crate::server::verbs::{Api, DeleteOptions, ObjectRef, Part};
 
 pub use status::compute_status;
 
-/// Every DaemonSet is synced at least this often (missed events), and the dependents of deleted
-/// DaemonSets are collected.
+/// Every DaemonSet is synced at least this often (missed events).
 const RESYNC: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +78,20 @@ pub struct Controller {
     queue: Queue,
     /// Per DaemonSet uid: the generation its failed-pod back-off counts for, and the back-off.
     failed: HashMap<String, (i64, FailedBackoff)>,
+    /// Its events (SuccessfulCreate, SuccessfulDelete, FailedCreate, FailedDaemonPod, ...).
+    events: Recorder,
+}
+
+/// The reference events about a DaemonSet carry.
+fn involved(owner: &Owner<'_>) -> Involved {
+    Involved {
+        api_version: owner.api_version.into(),
+        kind: owner.kind.into(),
+        namespace: owner.namespace.into(),
+        name: owner.name.into(),
+        uid: owner.uid.into(),
+        field_path: String::new(),
+    }
 }
 
 /// Only the status (and so the resourceVersion) changed: the controller's own status write.
@@ -100,7 +115,9 @@ pub(super) fn status_only(ev: &WatchEvent) -> bool {
 
 impl Controller {
     pub fn new(api: Arc<Api>) -> Controller {
+        let clock = crate::agent::clock::Clock::system();
         Controller {
+            events: event::recorder(api.clone(), "daemonset-controller", clock),
             api,
             user: User::internal("daemonset-controller"),
             nodes: HashMap::new(),
@@ -151,12 +168,10 @@ impl Controller {
         }
     }
 
-    /// Every DaemonSet queued, and the dependents of those gone collected.
+    /// Every DaemonSet queued (the garbage collector, `super::gc`, deletes the dependents of
+    /// those gone).
     async fn resync(&mut self) {
         self.enqueue_all().await;
-        if let Err(e) = gc::collect(&self.api, &self.user).await {
-            tracing::warn!(error = %e, "collecting the dependents of deleted DaemonSets failed");
-        }
     }
 
     async fn enqueue_all(&mut self) {
@@ -196,7 +211,6 @@ impl Controller {
             if ev.event_type == EventType::Deleted {
                 let uid = s(&ev.object, "/metadata/uid").to_string();
                 self.failed.remove(&uid);
-                gc::delete_dependents(&self.api, &self.user, &ev.namespace, &uid).await;
             } else if !status_only(ev) {
                 self.queue.add(key(&ev.name));
             }
@@ -326,10 +340,6 @@ impl Controller {
         let Some(spec) = ds.spec.as_ref() else {
             return Ok(None);
         };
-        if is_empty(&spec.selector) {
-            tracing::warn!("the DaemonSet selects all pods: a non-empty selector is required");
-            return Ok(None);
-        }
         let uid = s(&ds_val, "/metadata/uid").to_string();
         let owner = Owner {
             api_version: "apps/v1",
@@ -339,6 +349,12 @@ impl Controller {
             uid: &uid,
             deleting: false,
         };
+        if is_empty(&spec.selector) {
+            tracing::warn!("the DaemonSet selects all pods: a non-empty selector is required");
+            let msg = "This daemon set is selecting all pods. A non-empty selector is required.";
+            self.events.warning(&involved(&owner), "SelectingAll", msg);
+            return Ok(None);
+        }
         let nodes = self.refresh_nodes().await.map_err(err)?;
         let claimed = claim::claim_pods(&self.api, &self.user, &DAEMONSETS, &owner, &spec.selector)
             .await
@@ -398,13 +414,17 @@ impl Controller {
             self.create_pods(&ds, &owner, &update.create_on, &hash)
                 .await
                 .map_err(err)?;
-            self.delete_pods(ns, &update.delete).await.map_err(err)?;
+            self.delete_pods(&owner, &update.delete)
+                .await
+                .map_err(err)?;
             waiting_pull = update.waiting_pull;
         } else {
             self.create_pods(&ds, &owner, &manage.create_on, &hash)
                 .await
                 .map_err(err)?;
-            self.delete_pods(ns, &manage.delete).await.map_err(err)?;
+            self.delete_pods(&owner, &manage.delete)
+                .await
+                .map_err(err)?;
         }
 
         let stall = rollout::stall(&pods, &hash);
@@ -452,7 +472,15 @@ impl Controller {
                     pod,
                     WriteOpts::INTERNAL,
                 )
-                .await?;
+                .await
+                .inspect_err(|e| {
+                    let msg = format!("Error creating: {}", e.message);
+                    self.events.warning(&involved(owner), "FailedCreate", msg);
+                })?;
+            let created_name = s(&created.object, "/metadata/name");
+            let msg = format!("Created pod: {created_name}");
+            self.events
+                .normal(&involved(owner), "SuccessfulCreate", msg);
             tracing::info!(
                 pod = s(&created.object, "/metadata/name"),
                 node = node.as_str(),
@@ -463,19 +491,37 @@ impl Controller {
     }
 
     /// Deletes `deletes` (at most `BURST`; gracefully: their agents stop them first).
-    async fn delete_pods(&self, ns: &str, deletes: &[rollout::Delete]) -> Result<(), ApiError> {
+    async fn delete_pods(
+        &self,
+        owner: &Owner<'_>,
+        deletes: &[rollout::Delete],
+    ) -> Result<(), ApiError> {
+        let (ns, about) = (owner.namespace, involved(owner));
         let mut first_error = None;
         for d in deletes.iter().take(BURST) {
+            if d.why == rollout::Why::Failed {
+                let msg = format!(
+                    "Found failed daemon pod {ns}/{}, will try to kill it",
+                    d.pod
+                );
+                self.events.warning(&about, "FailedDaemonPod", msg);
+            }
             let at = ObjectRef::new(&PODS, Some(ns), &d.pod);
             match self
                 .api
                 .delete(&self.user, at, &DeleteOptions::default())
                 .await
             {
-                Ok(_) => tracing::info!(pod = d.pod.as_str(), why = ?d.why, "deleted pod"),
+                Ok(_) => {
+                    tracing::info!(pod = d.pod.as_str(), why = ?d.why, "deleted pod");
+                    let msg = format!("Deleted pod: {}", d.pod);
+                    self.events.normal(&about, "SuccessfulDelete", msg);
+                }
                 Err(e) if e.code == 404 => {}
                 Err(e) => {
                     tracing::warn!(pod = d.pod.as_str(), error = %e, "cannot delete pod");
+                    let msg = format!("Error deleting: {}", e.message);
+                    self.events.warning(&about, "FailedDelete", msg);
                     first_error.get_or_insert(e);
                 }
             }
@@ -950,20 +996,21 @@ mod tests {
         );
     }
 
-    /// Deleting the DaemonSet deletes what it controlled (the garbage collector's work, until it
-    /// exists): its pods are marked for their agents, its revisions go.
+    /// Deleting the DaemonSet deletes what it controlled (the garbage collector's work): its
+    /// pods are marked for their agents, its revisions go.
     #[tokio::test]
     async fn a_deleted_daemonset_takes_its_pods_and_revisions() {
         let mut rig = Rig::new(&[("n1", "worker")]).await;
         rig.apply_ds("i:1").await;
         rig.sync().await;
         let at = ObjectRef::new(&DAEMONSETS, Some("default"), "mon");
-        let ds = rig
-            .api
+        rig.api
             .delete(&rig.user, at, &DeleteOptions::default())
             .await
             .unwrap();
-        gc::delete_dependents(&rig.api, &rig.user, "default", s(&ds, "/metadata/uid")).await;
+        let clock = crate::agent::clock::Clock::system();
+        let mut gc = crate::server::controllers::gc::Collector::new(rig.api.clone(), clock);
+        gc.pass().await.unwrap();
         assert_eq!(rig.placed().await.iter().filter(|p| p.2).count(), 1);
         let (crs, _) = rig
             .api

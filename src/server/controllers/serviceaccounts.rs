@@ -1,0 +1,146 @@
+//! kube-controller-manager's serviceaccounts controller: every namespace has a ServiceAccount
+//! named `default`, made when the namespace appears and made again when it is deleted.
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::s;
+use crate::server::auth::User;
+use crate::server::kinds::serviceaccount::DEFAULT_SERVICE_ACCOUNT;
+use crate::server::kinds::{NAMESPACES, SERVICE_ACCOUNTS};
+use crate::server::query::{Filter, WriteOpts};
+use crate::server::store::EventType;
+use crate::server::verbs::{Api, ObjectRef};
+
+/// Makes the `default` ServiceAccount of `ns` unless it is there (or the namespace is going).
+pub async fn ensure_default(api: &Api, user: &User, ns: &str) {
+    let at = ObjectRef::new(&SERVICE_ACCOUNTS, Some(ns), DEFAULT_SERVICE_ACCOUNT);
+    if api.get(user, at).await.is_ok() {
+        return;
+    }
+    let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": {"name": DEFAULT_SERVICE_ACCOUNT, "namespace": ns}});
+    match api
+        .create(user, &SERVICE_ACCOUNTS, Some(ns), sa, WriteOpts::INTERNAL)
+        .await
+    {
+        Ok(_) => tracing::info!(namespace = ns, "default service account created"),
+        // 409: made meanwhile; 404: the namespace went meanwhile
+        Err(e) if e.code == 409 || e.code == 404 => {}
+        Err(e) => {
+            tracing::warn!(namespace = ns, error = %e, "cannot create the default service account")
+        }
+    }
+}
+
+/// Every namespace's `default` ServiceAccount, then each new namespace's, until the store closes.
+pub async fn run(api: &Api) {
+    let user = User::internal("serviceaccounts-controller");
+    loop {
+        let mut watch = match api
+            .watch_all(&user, &[&NAMESPACES, &SERVICE_ACCOUNTS])
+            .await
+        {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "the service account controller cannot watch the store");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Ok((namespaces, _)) = api.list(&user, &NAMESPACES, None, &Filter::default()).await {
+            for ns in namespaces {
+                ensure_default(api, &user, s(&ns, "/metadata/name")).await;
+            }
+        }
+        loop {
+            match watch.rx.recv().await {
+                Ok(ev) => {
+                    let ns = if ev.resource == NAMESPACES.key() && ev.event_type == EventType::Added
+                    {
+                        ev.name.as_str()
+                    } else if ev.resource == SERVICE_ACCOUNTS.key()
+                        && ev.event_type == EventType::Deleted
+                        && ev.name == DEFAULT_SERVICE_ACCOUNT
+                    {
+                        ev.namespace.as_str()
+                    } else {
+                        continue;
+                    };
+                    ensure_default(api, &user, ns).await;
+                }
+                Err(RecvError::Lagged(_)) => break,
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::server::store::SqliteStore;
+    use crate::server::verbs::DeleteOptions;
+
+    #[tokio::test]
+    async fn every_namespace_gets_a_default_service_account_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("s.db"), 100).unwrap());
+        let api = Arc::new(Api::new(store, Default::default()));
+        let user = User::internal("test");
+        let ns = |n: &str| json!({"metadata": {"name": n}});
+        api.create(&user, &NAMESPACES, None, ns("a"), WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        let task = tokio::spawn({
+            let api = api.clone();
+            async move { run(&api).await }
+        });
+        let sa =
+            |n: &'static str| ObjectRef::new(&SERVICE_ACCOUNTS, Some(n), DEFAULT_SERVICE_ACCOUNT);
+        let mut changes = api.store.changes();
+        let wait_for = |n: &'static str, present: bool| {
+            let api = api.clone();
+            let user = user.clone();
+            let mut changes = changes.clone();
+            async move {
+                loop {
+                    if api.get(&user, sa(n)).await.is_ok() == present {
+                        return;
+                    }
+                    changes.changed().await.unwrap();
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), wait_for("a", true))
+            .await
+            .unwrap();
+        api.create(&user, &NAMESPACES, None, ns("b"), WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), wait_for("b", true))
+            .await
+            .unwrap();
+        let rv = api.store.current_rv();
+        api.delete(&user, sa("b"), &DeleteOptions::default())
+            .await
+            .unwrap();
+        // made again: a later write than the delete
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                if let Ok(o) = api.get(&user, sa("b")).await {
+                    if crate::server::store::object_rv(&o) > rv + 1 {
+                        return;
+                    }
+                }
+                changes.changed().await.unwrap();
+            }
+        })
+        .await
+        .unwrap();
+        task.abort();
+    }
+}

@@ -1,0 +1,460 @@
+//! The node API behind the server, with real parts only: the `daemonset-agent` binary as server
+//! and as two joined agents (each its own node API on a loopback port, its own containerd
+//! namespace on one real containerd + runc), images from a real loopback registry, and the real
+//! kubectl (the newest and 1.27) with default flags: `kubectl logs` in its variants, a node's
+//! credential refused, the agent down and back.
+mod common;
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::proc::Proc;
+use common::{wait_for, Containerd};
+
+struct Cluster {
+    /// First, so it drops first: removes everything below and all the test made, pass or fail.
+    _guard: common::Guard,
+    dir: tempfile::TempDir,
+    ctd: Containerd,
+    server: Proc,
+    kubeconfig: PathBuf,
+    server_url: String,
+    token: String,
+    agents: Vec<(String, Proc)>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let ctd = Containerd::start();
+        let dir = tempfile::Builder::new()
+            .prefix("dsa-nodeapi-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let data = dir.path().join("server");
+        let listen = format!("127.0.0.1:{}", common::free_port());
+        let server = Proc::spawn(
+            &[
+                "server",
+                "--data-dir",
+                data.to_str().unwrap(),
+                "--listen",
+                &listen,
+            ],
+            dir.path().join("server.log"),
+        );
+        let kubeconfig = data.join("admin.kubeconfig");
+        let mut c = Cluster {
+            _guard: common::Guard::new().containerd(&ctd).dir(dir.path()),
+            dir,
+            ctd,
+            server,
+            kubeconfig,
+            server_url: format!("https://{listen}"),
+            token: String::new(),
+            agents: vec![],
+        };
+        wait_for("the server to answer", Duration::from_secs(20), || {
+            (c.kubeconfig.exists() && c.kubectl(&["get", "--raw", "/readyz"]).status.success())
+                .then_some(())
+        });
+        let out = Command::new(env!("CARGO_BIN_EXE_daemonset-agent"))
+            .args(["token", "create", "--kubeconfig"])
+            .arg(&c.kubeconfig)
+            .args(["--description", "node-api test"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        c.token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+        c
+    }
+
+    fn state_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{node}"))
+    }
+
+    /// Starts (or starts again) a joined agent whose node API listens on `port` of loopback.
+    fn start_agent(&mut self, node: &str, port: u16) {
+        let config = self.dir.path().join(format!("{node}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "node-name = \"{node}\"\nserver = \"{}\"\ntoken = \"{}\"\ncontainerd-socket = \"{}\"\ncontainerd-namespace = \"ns-{node}\"\nstate-dir = \"{}\"\ncontainer-logs-to-journald = false\n",
+                self.server_url,
+                self.token,
+                self.ctd.socket.display(),
+                self.state_dir(node).display()
+            ),
+        )
+        .unwrap();
+        let log = self
+            .dir
+            .path()
+            .join(format!("agent-{node}-{}.log", self.agents.len()));
+        // (the flag: Proc sets DSA_NODE_API_LISTEN to any port, which the flag overrides)
+        let listen = format!("127.0.0.1:{port}");
+        let args = [
+            "agent",
+            "--config",
+            config.to_str().unwrap(),
+            "--node-api-listen",
+            &listen,
+        ];
+        let p = Proc::spawn(&args, log);
+        self.agents.retain(|(n, _)| n != node);
+        self.agents.push((node.to_string(), p));
+    }
+
+    fn agent(&mut self, node: &str) -> &mut Proc {
+        &mut self.agents.iter_mut().find(|(n, _)| n == node).unwrap().1
+    }
+
+    fn kubectl_with(&self, kubectl: &Path, kubeconfig: &Path, args: &[&str]) -> Output {
+        Command::new(kubectl)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with(common::kubectl(), &self.kubeconfig, args)
+    }
+
+    fn ok(&self, kubectl: &Path, args: &[&str]) -> String {
+        let out = self.kubectl_with(kubectl, &self.kubeconfig, args);
+        assert!(
+            out.status.success(),
+            "{} {args:?} failed: {}{}",
+            kubectl.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    fn apply(&self, yaml: &str) {
+        let f = self.dir.path().join("apply.yaml");
+        std::fs::write(&f, yaml).unwrap();
+        self.ok(common::kubectl(), &["apply", "-f", f.to_str().unwrap()]);
+    }
+
+    /// The pod of DaemonSet `ds` on `node` (its name) once `ready` says it is far enough.
+    fn pod_on(&self, ds: &str, node: &str, ready: impl Fn(&serde_json::Value) -> bool) -> String {
+        wait_for(
+            &format!("a pod of {ds} on {node}"),
+            Duration::from_secs(60),
+            || {
+                let out = self.kubectl(&["get", "pods", "-l", &format!("app={ds}"), "-o", "json"]);
+                let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                v["items"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["spec"]["nodeName"] == node && ready(p))
+                    .and_then(|p| p["metadata"]["name"].as_str().map(str::to_string))
+            },
+        )
+    }
+
+    fn debug(&self) -> String {
+        let mut s = format!("--- server ---\n{}\n", self.server.log_tail(30));
+        for (n, p) in &self.agents {
+            s.push_str(&format!("--- agent {n} ---\n{}\n", p.log_tail(30)));
+        }
+        s
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.debug());
+        }
+    }
+}
+
+fn running(p: &serde_json::Value) -> bool {
+    p["status"]["containerStatuses"]
+        .as_array()
+        .is_some_and(|cs| !cs.is_empty() && cs.iter().all(|c| c["state"]["running"].is_object()))
+}
+
+fn restarted(p: &serde_json::Value) -> bool {
+    p["status"]["containerStatuses"]
+        .as_array()
+        .is_some_and(|cs| cs.iter().any(|c| c["restartCount"].as_i64() >= Some(1)))
+}
+
+/// A DaemonSet of `containers`, on the host's network: nothing here needs a pod network, and
+/// the machine's CNI address range is shared by every test run on it.
+fn ds(name: &str, containers: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      hostNetwork: true\n      terminationGracePeriodSeconds: 1\n      containers:\n{containers}"
+    )
+}
+
+fn container(name: &str, script: &str) -> String {
+    format!(
+        "      - name: {name}\n        image: {}/busybox:v1\n        command: [\"sh\", \"-c\", {script:?}]\n",
+        common::registry()
+    )
+}
+
+/// Every `kubectl logs` variant the issue names, with `kubectl` (the newest or 1.27).
+fn logs_variants(c: &Cluster, kubectl: &Path, pod: &str, crashed: &str) {
+    let k = |args: &[&str]| c.ok(kubectl, args);
+    let all = k(&["logs", pod, "-c", "main"]);
+    assert!(all.starts_with("start\n"), "{all}");
+    let two = k(&["logs", pod, "-c", "main", "--tail=2"]);
+    assert_eq!(two.lines().count(), 2, "{two}");
+    assert!(two.lines().all(|l| l.starts_with("line ")), "{two}");
+    let stamped = k(&["logs", pod, "-c", "main", "--tail=1", "--timestamps"]);
+    let (stamp, rest) = stamped.trim_end().split_once(' ').unwrap();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(stamp).is_ok() && rest.starts_with("line "),
+        "{stamped}"
+    );
+    assert!(k(&["logs", pod, "-c", "main", "--since=1h"]).starts_with("start\n"));
+    assert_eq!(k(&["logs", pod, "-c", "main", "--limit-bytes=4"]), "star");
+    // the first container by default; the other named
+    assert!(k(&["logs", pod]).starts_with("start\n"));
+    assert!(k(&["logs", pod, "-c", "side"]).starts_with("side start\n"));
+    assert!(k(&["logs", "ds/talker", "-c", "side"]).starts_with("side start\n"));
+    let prefixed = k(&[
+        "logs",
+        "-l",
+        "app=talker",
+        "-c",
+        "main",
+        "--prefix",
+        "--tail=1",
+    ]);
+    assert!(
+        prefixed
+            .lines()
+            .any(|l| l.starts_with(&format!("[pod/{pod}/main] line "))),
+        "{prefixed}"
+    );
+    let both = k(&["logs", pod, "--all-containers"]);
+    assert!(
+        both.contains("\nstart\n") || both.starts_with("start\n"),
+        "{both}"
+    );
+    assert!(both.contains("side start\n"), "{both}");
+    let previous = k(&["logs", crashed, "--previous"]);
+    assert!(previous.starts_with("boot "), "{previous}");
+    // an unknown container is kube-apiserver's 400
+    let out = c.kubectl_with(kubectl, &c.kubeconfig, &["logs", pod, "-c", "nope"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("container nope is not valid for pod"),
+        "{out:?}"
+    );
+
+    // following: a line written after kubectl started arrives within a second of the next one
+    let mut f = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args(["logs", "-f", pod, "-c", "main", "--tail=1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(f.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let n = |l: &str| l.trim_start_matches("line ").parse::<u64>().unwrap();
+    let t0 = Instant::now();
+    let second = lines.next().unwrap().unwrap();
+    let took = t0.elapsed();
+    let third = lines.next().unwrap().unwrap();
+    let _ = f.kill();
+    let _ = f.wait();
+    assert_eq!((n(&second), n(&third)), (n(&first) + 1, n(&first) + 2));
+    // the container writes a line every 0.3 s
+    assert!(
+        took < Duration::from_secs(1),
+        "followed line after {took:?}"
+    );
+}
+
+#[test]
+fn kubectl_logs_reaches_the_nodes_through_the_server() {
+    common::require("ctr");
+    let mut c = Cluster::start();
+    c.start_agent("node-a", common::free_port());
+    c.start_agent("node-b", common::free_port());
+    c.apply(&ds(
+        "talker",
+        &format!(
+            "{}{}",
+            container(
+                "main",
+                "echo start; i=0; while true; do echo line $i; i=$((i+1)); sleep 0.3; done"
+            ),
+            container("side", "echo side start; exec sleep 3600")
+        ),
+    ));
+    c.apply(&ds(
+        "crasher",
+        &container(
+            "main",
+            "echo boot $(cat /proc/sys/kernel/random/uuid); sleep 1; exit 3",
+        ),
+    ));
+    let pod = c.pod_on("talker", "node-a", running);
+    let crashed = c.pod_on("crasher", "node-a", restarted);
+    for kubectl in [
+        common::kubectl().to_path_buf(),
+        common::kubectl_release("1.27"),
+    ] {
+        logs_variants(&c, &kubectl, &pod, &crashed);
+    }
+
+    // kubectl top: a container burning CPU shows up to a core (the machine is shared: at least
+    // 100m, and far more than the idle talker), the node its figures
+    c.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: burner\n  labels:\n    app: burner\nspec:\n  nodeName: node-a\n  hostNetwork: true\n  terminationGracePeriodSeconds: 1\n  containers:\n{}",
+        container("main", "while :; do :; done")
+    ));
+    c.pod_on("burner", "node-a", running);
+    for kubectl in [
+        common::kubectl().to_path_buf(),
+        common::kubectl_release("1.27"),
+    ] {
+        let millicores = |pod: &str| {
+            let text = c.ok(&kubectl, &["top", "pod", pod]);
+            let row = text.lines().find(|l| l.starts_with(pod))?;
+            let cpu = row.split_whitespace().nth(1)?;
+            cpu.strip_suffix('m')?.parse::<u64>().ok()
+        };
+        let burning = wait_for(
+            "kubectl top pod to show the burner",
+            Duration::from_secs(30),
+            || millicores("burner").filter(|m| *m > 0),
+        );
+        let idle = millicores(&pod).unwrap();
+        assert!(
+            (100..=1100).contains(&burning) && burning > 5 * idle,
+            "{burning}m, idle {idle}m"
+        );
+        let nodes = c.ok(&kubectl, &["top", "node"]);
+        let row = nodes
+            .lines()
+            .find(|l| l.starts_with("node-a "))
+            .unwrap_or_else(|| panic!("{nodes}"));
+        let f: Vec<&str> = row.split_whitespace().collect();
+        assert!(f[1].ends_with('m') && f[3].ends_with("Mi"), "{row}");
+    }
+    c.ok(
+        common::kubectl(),
+        &["delete", "pod", "burner", "--wait=false"],
+    );
+    let summary = c.ok(
+        common::kubectl(),
+        &["get", "--raw", "/api/v1/nodes/node-a/proxy/stats/summary"],
+    );
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    assert!(
+        summary["node"]["memory"]["workingSetBytes"].as_u64() > Some(0),
+        "{summary}"
+    );
+    assert!(
+        summary["pods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["podRef"]["name"] == pod.as_str()
+                && p["containers"].as_array().is_some_and(|c| c.len() == 2)),
+        "{summary}"
+    );
+
+    // nodes/proxy reaches the node API as it is (admin only)
+    let health = c.ok(
+        common::kubectl(),
+        &["get", "--raw", "/api/v1/nodes/node-a/proxy/healthz"],
+    );
+    assert_eq!(health, "ok");
+    let own = c.ok(
+        common::kubectl(),
+        &["get", "--raw", "/api/v1/nodes/node-a/proxy/metrics"],
+    );
+    assert!(own.contains("\nprocess_resident_memory_bytes "), "{own}");
+
+    // a node's own credential: no pods/log, not of its own pods nor of another node's
+    let node_b = c.state_dir("node-b").join("pki/node.kubeconfig");
+    let other = c.pod_on("talker", "node-a", running);
+    for pod in [&other, &c.pod_on("talker", "node-b", running)] {
+        let out = c.kubectl_with(common::kubectl(), &node_b, &["logs", pod, "-c", "main"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("Forbidden"), "{err}");
+        let path = format!("/api/v1/namespaces/default/pods/{pod}/log?container=main");
+        let out = c.kubectl_with(common::kubectl(), &node_b, &["get", "--raw", &path]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("Forbidden"), "{err}");
+        assert!(err.contains("pods/log"), "{err}");
+    }
+    let out = c.kubectl_with(
+        common::kubectl(),
+        &node_b,
+        &["get", "--raw", "/api/v1/nodes/node-a/proxy/healthz"],
+    );
+    assert!(!out.status.success());
+
+    // the node API itself: anonymous is 401, a node's certificate 403
+    let port = {
+        let out = c.ok(common::kubectl(), &["get", "node", "node-a", "-o", "json"]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["status"]["addresses"][0]["type"], "InternalIP");
+        v["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+            .as_u64()
+            .unwrap()
+    };
+    let pki = c.state_dir("node-b").join("pki");
+    let curl = |cert: bool| {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(pki.join("ca.crt"))
+            .arg(format!("https://127.0.0.1:{port}/healthz"));
+        if cert {
+            cmd.arg("--cert")
+                .arg(pki.join("node.crt"))
+                .arg("--key")
+                .arg(pki.join("node.key"));
+        }
+        String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+    };
+    assert_eq!(curl(false), "401", "anonymous");
+    assert_eq!(curl(true), "403", "another node's certificate");
+
+    // the agent down: a clear 503 from the server naming the node; back up, logs again
+    c.agent("node-a").kill();
+    let out = c.kubectl(&["logs", &pod, "-c", "main", "--tail=1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains("node API of node \"node-a\" is not reachable"),
+        "{err}"
+    );
+    let raw = c.kubectl(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/pods/{pod}/log?container=main"),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&raw.stderr).contains("ServiceUnavailable")
+            || String::from_utf8_lossy(&raw.stderr).contains("503"),
+        "{raw:?}"
+    );
+    c.start_agent("node-a", port as u16);
+    wait_for(
+        "logs after the agent is back",
+        Duration::from_secs(30),
+        || {
+            let out = c.kubectl(&["logs", &pod, "-c", "main", "--tail=1"]);
+            (out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("line "))
+                .then_some(())
+        },
+    );
+}
