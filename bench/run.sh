@@ -120,6 +120,10 @@ cleanup() {
   fi
   [[ -f $D/reg/registry.pid ]] && kill "$(cat "$D/reg/registry.pid")" 2>/dev/null
   reap_private_containerd "$D"
+  # DSA_BENCH_KEEP_LOGS=DIR keeps the server's and agents' logs (for a timeline of a section)
+  if [[ -n ${DSA_BENCH_KEEP_LOGS:-} ]]; then
+    mkdir -p "$DSA_BENCH_KEEP_LOGS" && (cd "$D" && find . -name '*.log' -exec cp --parents {} "$DSA_BENCH_KEEP_LOGS"/ \;)
+  fi
   # empty cgroups of this run's namespaces (runc removes the containers' own), and runc's
   # (empty) state directories of those namespaces
   local m

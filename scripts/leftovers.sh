@@ -5,6 +5,8 @@
 #   cgroup     a cgroup of a test namespace: /sys/fs/cgroup/*/daemonset-agent/{ns-*,dsa-test*,dsab*}
 #   runc       runc state of a test namespace: /run/containerd/runc/{ns-*,dsa-test*,dsab*}[/ID]
 #   process    a process naming /tmp/dsa-* (containerd, shims, registries, servers, agents, ...)
+#   ipam       a host-local address reservation (/var/lib/cni/networks/*/IP) of a pod whose network
+#              namespace is mounted nowhere (its CNI DEL never ran)
 #
 #   scripts/leftovers.sh                # list them
 #   scripts/leftovers.sh --since FILE   # fail, with counts by kind, on any not listed in FILE (an
@@ -23,6 +25,14 @@ list() {
   done
   for d in /run/containerd/runc/{ns-*,dsa-test*,dsab*}; do
     [ -e "$d" ] && find "$d" -maxdepth 1 | sed 's/^/runc /'
+  done
+  local mounted e id
+  mounted=$(awk '{print $5}' /proc/self/mountinfo | grep '/netns/' | xargs -rn1 basename | sort -u)
+  for e in /var/lib/cni/networks/*/*; do
+    [ -f "$e" ] || continue
+    case ${e##*/} in last_reserved_ip* | lock) continue ;; esac
+    id=$(head -n1 "$e" 2>/dev/null) || continue
+    grep -qxF -- "$id" <<<"$mounted" || echo "ipam $e $id"
   done
   for p in /proc/[0-9]*; do
     [ "${p#/proc/}" = $$ ] && continue

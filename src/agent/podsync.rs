@@ -87,6 +87,7 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
             match result {
                 Ok(()) => {
                     if let Want::Status(s) = want {
+                        tracing::debug!(pod = %key, ready = is_ready(&s), "pod status written");
                         sent.insert((key, uid), *s);
                     }
                 }
@@ -109,6 +110,15 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
             delay = Duration::from_millis(200);
         }
     }
+}
+
+/// `status` says the pod is Ready.
+fn is_ready(status: &PodStatus) -> bool {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
 /// `status` has a Ready condition and the API's pod `api` has another one (its status only:

@@ -27,8 +27,12 @@ use crate::core::plan::REVISION_HASH_LABEL;
 use crate::core::rollout::{NextRevision, NEXT_REVISION_READY};
 use crate::runtime::Runtime;
 
-/// How often the bound pods are looked at again when nothing else happens.
-const TICK: Duration = Duration::from_millis(500);
+/// How often the store's version is looked at (an atomic load; the pods are looked at again
+/// only when it moved). The first wave of a rolling update waits for this look: at 500 ms it
+/// cost every rollout 0.25 s on average (0.5 s at worst) before the pull even started. The
+/// store's `changed` is a `notify_one` that the agent's reconcile loop consumes, so it cannot
+/// wake this loop too without a change to `watch.rs`.
+const TICK: Duration = Duration::from_millis(50);
 /// A failed pull is tried again after this long (the image may be pushed later).
 const RETRY: Duration = Duration::from_secs(20);
 

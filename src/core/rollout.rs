@@ -6,7 +6,7 @@
 //!
 //! Nodes are visited in name order where Kubernetes walks a Go map, so a decision is the same
 //! every time it is made from the same state.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use k8s_openapi::api::apps::v1::DaemonSetUpdateStrategy;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -634,6 +634,54 @@ pub fn rollback_due(stall: &Stall, b: Budget) -> bool {
     stall.failing >= b.max_unavailable.max(b.max_surge).max(1)
 }
 
+/// When the controller saw each pod turn Ready, by pod uid (unix ms of the controller's clock).
+///
+/// `lastTransitionTime` is a `metav1.Time`: written with whole seconds, so the Ready condition
+/// says only that the pod turned ready somewhere in the second it names. Taken as exact (as
+/// Kubernetes' `IsPodAvailable` does), a pod counts as available up to a second before it was
+/// ready for minReadySeconds, and a rollout's waves snap to whole seconds: a wave that turned
+/// ready at x.1 s and one at x.9 s both end at x+minReady+0.001. The controller saw the
+/// transition (the status write's watch event) no earlier than it happened, so that sighting is
+/// a time the pod was certainly not ready for less: availability becomes exact to the watch's
+/// latency and never early. A pod whose transition was not seen (it turned ready before the
+/// controller started) keeps the stored time, as Kubernetes has it.
+#[derive(Debug, Default)]
+pub struct ReadySeen {
+    at: HashMap<String, i64>,
+}
+
+impl ReadySeen {
+    /// A watch event of pod `uid`: `ready` now, `was_ready` before it (None: no previous
+    /// object, as for a pod just created), seen at `now_ms`; `gone`: the pod was deleted.
+    pub fn observe(
+        &mut self,
+        uid: &str,
+        was_ready: Option<bool>,
+        ready: bool,
+        gone: bool,
+        now_ms: i64,
+    ) {
+        if gone || !ready {
+            self.at.remove(uid);
+        } else if was_ready == Some(false) || (was_ready.is_none() && !self.at.contains_key(uid)) {
+            self.at.insert(uid.to_string(), now_ms);
+        }
+    }
+
+    /// Since when pod `uid` is ready, from its condition's `stored` time: the later of the two.
+    pub fn since(&self, uid: &str, stored: Option<i64>) -> Option<i64> {
+        match (stored, self.at.get(uid)) {
+            (Some(t), Some(&seen)) => Some(t.max(seen)),
+            (t, _) => t,
+        }
+    }
+
+    /// Forgets the pods not in `live` (deletions a lagging watch did not deliver).
+    pub fn retain(&mut self, live: &dyn Fn(&str) -> bool) {
+        self.at.retain(|uid, _| live(uid));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1238,5 +1286,47 @@ mod tests {
         assert!(!rollback_due(&st, b(2, 0)));
         assert!(!rollback_due(&st, b(0, 2)));
         assert!(is_failure_reason("ImagePullBackOff") && !is_failure_reason("ContainerCreating"));
+    }
+
+    #[test]
+    fn a_seen_transition_refines_the_whole_second_transition_time() {
+        let mut seen = ReadySeen::default();
+        // (event: was_ready, ready, gone, at) -> since(stored)
+        seen.observe("a", None, false, false, NOW); // created, not ready
+        assert_eq!(seen.since("a", None), None);
+        seen.observe("a", Some(false), true, false, NOW + 900); // turned ready at x.9 s
+        let stored = Some(NOW); // the condition says x s (whole seconds)
+        assert_eq!(seen.since("a", stored), Some(NOW + 900));
+        seen.observe("a", Some(true), true, false, NOW + 5_000); // another status write
+        assert_eq!(
+            seen.since("a", stored),
+            Some(NOW + 900),
+            "kept from the transition"
+        );
+        // 1 s minReady: not available at x+1.5 s as the stored time alone would have it
+        let mut p = pod("a", "n0", "h");
+        p.ready_since_ms = seen.since("a", stored);
+        assert!(!p.is_available(1, NOW + 1_500));
+        assert_eq!(p.available_at(1, NOW + 1_500), Some(NOW + 1_901));
+        assert!(p.is_available(1, NOW + 1_901));
+        // a later stored time (a precise writer) wins over an older sighting
+        assert_eq!(seen.since("a", Some(NOW + 950)), Some(NOW + 950));
+        // not ready again, then ready: the new transition counts
+        seen.observe("a", Some(true), false, false, NOW + 6_000);
+        assert_eq!(seen.since("a", stored), stored);
+        seen.observe("a", Some(false), true, false, NOW + 7_000);
+        assert_eq!(seen.since("a", stored), Some(NOW + 7_000));
+        // deleted: forgotten
+        seen.observe("a", Some(true), true, true, NOW + 8_000);
+        assert_eq!(seen.since("a", stored), stored);
+        // a pod ready before the controller started (first seen ready, or listed): the stored
+        // time, as Kubernetes has it
+        seen.observe("b", Some(true), true, false, NOW);
+        assert_eq!(seen.since("b", stored), stored);
+        // created ready (no previous object): seen now
+        seen.observe("c", None, true, false, NOW + 300);
+        assert_eq!(seen.since("c", stored), Some(NOW + 300));
+        seen.retain(&|uid| uid != "c");
+        assert_eq!(seen.since("c", stored), stored);
     }
 }

@@ -696,6 +696,13 @@ impl Drop for Guard {
             })
             .collect();
         points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        // the host-local address reservations of the pods whose network namespaces go here: no
+        // CNI DEL ran for a pod still up when its agent was killed, and the shared pool (the
+        // default network's 254 addresses) would run out over many runs
+        release_cni_reservations(points.iter().filter_map(|p| {
+            let (dir, uid) = p.rsplit_once('/')?;
+            dir.ends_with("/netns").then_some(uid)
+        }));
         for p in points {
             // (a rootfs that went with its task is "not mounted": nothing to say)
             let _ = Command::new("umount")
@@ -744,6 +751,31 @@ impl Drop for Guard {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     eprintln!("guard: {} left: {e}", d.display());
                 }
+            }
+        }
+    }
+}
+
+/// Removes the host-local IPAM reservations (`/var/lib/cni/networks/NET/IP`, whose first line is
+/// the CNI container id: the pod's uid here) held by `uids`.
+fn release_cni_reservations<'a>(uids: impl Iterator<Item = &'a str>) {
+    let uids: std::collections::HashSet<&str> = uids.collect();
+    if uids.is_empty() {
+        return;
+    }
+    let nets = std::fs::read_dir("/var/lib/cni/networks")
+        .into_iter()
+        .flatten()
+        .flatten();
+    for net in nets {
+        for entry in std::fs::read_dir(net.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let id = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if id.lines().next().is_some_and(|id| uids.contains(id.trim())) {
+                let _ = std::fs::remove_file(entry.path());
             }
         }
     }

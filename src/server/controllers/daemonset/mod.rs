@@ -37,7 +37,7 @@ use crate::core::eligibility::node_should_run;
 use crate::core::events::Involved;
 use crate::core::hash::template_hash;
 use crate::core::labels::selector_matches;
-use crate::core::rollout::{self, DaemonPod, FailedBackoff, NodeFit, BURST};
+use crate::core::rollout::{self, DaemonPod, FailedBackoff, NodeFit, ReadySeen, BURST};
 use crate::server::auth::User;
 use crate::server::kinds::{event, CONTROLLER_REVISIONS, DAEMONSETS, NODES, PODS};
 use crate::server::query::{Filter, WriteOpts};
@@ -78,6 +78,8 @@ pub struct Controller {
     queue: Queue,
     /// Per DaemonSet uid: the generation its failed-pod back-off counts for, and the back-off.
     failed: HashMap<String, (i64, FailedBackoff)>,
+    /// When pods were seen turning Ready, finer than their whole-second `lastTransitionTime`.
+    ready_seen: ReadySeen,
     /// Its events (SuccessfulCreate, SuccessfulDelete, FailedCreate, FailedDaemonPod, ...).
     events: Recorder,
 }
@@ -123,6 +125,7 @@ impl Controller {
             nodes: HashMap::new(),
             queue: Queue::default(),
             failed: HashMap::new(),
+            ready_seen: ReadySeen::default(),
         }
     }
 
@@ -148,7 +151,10 @@ impl Controller {
                         while let Some(ev) = next.take() {
                             match ev {
                                 Ok(ev) => self.on_event(&ev).await,
-                                Err(RecvError::Lagged(_)) => self.enqueue_all().await,
+                                Err(RecvError::Lagged(_)) => {
+                                    self.forget_gone_pods().await;
+                                    self.enqueue_all().await;
+                                }
                                 Err(RecvError::Closed) => return,
                             }
                             next = match watch.rx.try_recv() {
@@ -231,6 +237,17 @@ impl Controller {
                 self.enqueue_all().await;
             }
         } else if ev.resource == PODS.key() || ev.resource == CONTROLLER_REVISIONS.key() {
+            if ev.resource == PODS.key() {
+                tracing::debug!(pod = ev.name.as_str(), event = ?ev.event_type,
+                    ready = pods::is_ready(&ev.object), "pod event");
+                self.ready_seen.observe(
+                    s(&ev.object, "/metadata/uid"),
+                    ev.prev.as_deref().map(pods::is_ready),
+                    pods::is_ready(&ev.object),
+                    ev.event_type == EventType::Deleted,
+                    Utc::now().timestamp_millis(),
+                );
+            }
             for obj in std::iter::once(&ev.object).chain(ev.prev.iter()) {
                 if let Some(c) = controller_of(obj).filter(|c| c.kind == "DaemonSet") {
                     self.queue.add(key(&c.name));
@@ -248,6 +265,17 @@ impl Controller {
             if orphan && news {
                 self.enqueue_selecting(&ev.namespace, &labels).await;
             }
+        }
+    }
+
+    /// Forgets the Ready sightings of pods that are gone (a lagging watch lost their deletion).
+    async fn forget_gone_pods(&mut self) {
+        match self.list(&PODS, None).await {
+            Ok(all) => {
+                let live: HashSet<&str> = all.iter().map(|p| s(p, "/metadata/uid")).collect();
+                self.ready_seen.retain(&|uid| live.contains(uid));
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list the pods"),
         }
     }
 
@@ -359,7 +387,18 @@ impl Controller {
         let claimed = claim::claim_pods(&self.api, &self.user, &DAEMONSETS, &owner, &spec.selector)
             .await
             .map_err(err)?;
-        let pods: Vec<DaemonPod> = claimed.iter().map(|p| pods::daemon_pod(p)).collect();
+        let pods: Vec<DaemonPod> = claimed
+            .iter()
+            .map(|p| {
+                let mut d = pods::daemon_pod(p);
+                if d.ready {
+                    d.ready_since_ms = self
+                        .ready_seen
+                        .since(s(p, "/metadata/uid"), d.ready_since_ms);
+                }
+                d
+            })
+            .collect();
         let collision = ds.status.as_ref().and_then(|s| s.collision_count);
         let hash = template_hash(&spec.template, collision);
         let live: HashSet<&str> = pods

@@ -22,12 +22,23 @@ fn unix_ms(t: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
+/// A stored Pod's Ready condition, when it is True.
+fn ready_condition(pod: &Value) -> Option<&Value> {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| s(c, "/type") == "Ready"))
+        .filter(|c| s(c, "/status") == "True")
+}
+
+/// A stored Pod is Ready.
+pub fn is_ready(pod: &Value) -> bool {
+    ready_condition(pod).is_some()
+}
+
 /// A stored Pod as the decisions see it.
 pub fn daemon_pod(pod: &Value) -> DaemonPod {
     let conditions = pod.pointer("/status/conditions").and_then(Value::as_array);
-    let ready = conditions
-        .and_then(|cs| cs.iter().find(|c| s(c, "/type") == "Ready"))
-        .filter(|c| s(c, "/status") == "True");
+    let ready = ready_condition(pod);
     DaemonPod {
         name: s(pod, "/metadata/name").to_string(),
         node: s(pod, "/spec/nodeName").to_string(),
