@@ -273,6 +273,41 @@ fn explain_with(node: &Node, spec: &PodSpec, tolerations: &[Toleration]) -> Expl
     });
 
     // fitsNodeAffinity: nodeSelector AND the required node affinity.
+    checks.extend(explain_node_affinity(spec, labels, node_name));
+
+    // fitsTaints: NoSchedule and NoExecute taints must be tolerated.
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or(&[]);
+    if taints.is_empty() {
+        checks.push(Check::new(
+            Rule::Taint,
+            Outcome::Pass,
+            "the node has no taints",
+        ));
+    }
+    let own = spec.tolerations.as_deref().unwrap_or(&[]);
+    for taint in taints {
+        checks.push(explain_taint(taint, tolerations, own));
+    }
+
+    checks.extend(explain_node_state(node));
+    Explanation {
+        eligibility: verdict(&checks),
+        checks,
+    }
+}
+
+/// fitsNodeAffinity, explained: each key of the nodeSelector, then the required node affinity
+/// (component-helpers' GetRequiredNodeAffinity(pod).Match(node)).
+fn explain_node_affinity(
+    spec: &PodSpec,
+    labels: &BTreeMap<String, String>,
+    node_name: &str,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
     let selector = spec.node_selector.as_ref().filter(|s| !s.is_empty());
     if selector.is_none() {
         checks.push(Check::new(
@@ -316,30 +351,29 @@ fn explain_with(node: &Node, spec: &PodSpec, tolerations: &[Toleration]) -> Expl
             "node affinity: no required node affinity",
         )),
     }
+    checks
+}
 
-    // fitsTaints: NoSchedule and NoExecute taints must be tolerated.
-    let taints = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or(&[]);
-    if taints.is_empty() {
-        checks.push(Check::new(
-            Rule::Taint,
-            Outcome::Pass,
-            "the node has no taints",
-        ));
-    }
-    let own = spec.tolerations.as_deref().unwrap_or(&[]);
-    for taint in taints {
-        checks.push(explain_taint(taint, tolerations, own));
-    }
+/// Whether `spec`'s nodeSelector and required node affinity match `node` (the scheduler's
+/// NodeAffinity filter): no check of [`explain_node_affinity`] evicts.
+pub fn matches_node_affinity(node: &Node, spec: &PodSpec) -> bool {
+    let no_labels = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let node_name = node.metadata.name.as_deref().unwrap_or("");
+    explain_node_affinity(spec, labels, node_name)
+        .iter()
+        .all(|c| c.outcome != Outcome::Evicts)
+}
 
-    checks.extend(explain_node_state(node));
-    Explanation {
-        eligibility: verdict(&checks),
-        checks,
-    }
+/// Whether one node selector term matches `node` (a preferred node affinity term's preference):
+/// every result of [`explain_term`] is Ok.
+pub fn matches_term(term: &NodeSelectorTerm, node: &Node) -> bool {
+    let no_labels = BTreeMap::new();
+    let labels = node.metadata.labels.as_ref().unwrap_or(&no_labels);
+    let node_name = node.metadata.name.as_deref().unwrap_or("");
+    explain_term(term, labels, node_name)
+        .iter()
+        .all(Result::is_ok)
 }
 
 fn explain_taint(taint: &Taint, tolerations: &[Toleration], own: &[Toleration]) -> Check {

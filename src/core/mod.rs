@@ -18,6 +18,7 @@ pub mod probe;
 pub mod quantity;
 pub mod reference;
 pub mod rollout;
+pub mod scheduler;
 pub mod ssa;
 pub mod status;
 pub mod support;

@@ -9,10 +9,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, RollingUpdateDaemonSet};
+use k8s_openapi::api::apps::v1::{
+    DaemonSet, DaemonSetSpec, ReplicaSet, ReplicaSetSpec, RollingUpdateDaemonSet,
+};
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Probe,
-    ResourceRequirements, Toleration, Volume,
+    Affinity, Container, Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec,
+    PodTemplateSpec, Probe, ResourceRequirements, Toleration, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -1045,14 +1047,35 @@ fn validate_node_selector_requirement(
 // ---------------------------------------------------------------------------------------------
 // DaemonSet
 
-fn validate_daemonset_spec(spec: &DaemonSetSpec, errs: &mut Vec<FieldError>) {
-    let sel = &spec.selector;
+/// The words a workload kind's shared template rules report with.
+struct Workload {
+    empty_selector: &'static str,
+    active_deadline: &'static str,
+}
+
+impl Workload {
+    const DAEMONSET: Workload = Workload {
+        empty_selector: "empty selector is invalid for daemonset",
+        active_deadline: "activeDeadlineSeconds in DaemonSet is not Supported",
+    };
+    /// kube-apiserver's ReplicaSet validation says "deployment" here, and so do we.
+    const REPLICASET: Workload = Workload {
+        empty_selector: "empty selector is invalid for deployment",
+        active_deadline: "activeDeadlineSeconds in ReplicaSet is not Supported",
+    };
+}
+
+/// The selector and pod template rules DaemonSets and ReplicaSets share (apps validation's
+/// ValidatePodTemplateSpecFor...): a valid non-empty selector matching the template's labels, a
+/// valid pod spec, restartPolicy Always, no activeDeadlineSeconds.
+fn validate_workload_template(
+    sel: &LabelSelector,
+    template: &PodTemplateSpec,
+    w: Workload,
+    errs: &mut Vec<FieldError>,
+) {
     errs.extend(validate_label_selector(sel, "spec.selector"));
-    let template_labels = spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.as_ref());
+    let template_labels = template.metadata.as_ref().and_then(|m| m.labels.as_ref());
     let empty = BTreeMap::new();
     // As LabelSelectorAsSelector: a selector that does not convert is reported above, not here.
     let matches = Selector::from_label_selector(sel)
@@ -1070,10 +1093,10 @@ fn validate_daemonset_spec(spec: &DaemonSetSpec, errs: &mut Vec<FieldError>) {
         errs.push(FieldError::invalid(
             "spec.selector",
             &go_selector(sel),
-            "empty selector is invalid for daemonset",
+            w.empty_selector,
         ));
     }
-    if let Some(meta) = &spec.template.metadata {
+    if let Some(meta) = &template.metadata {
         errs.extend(validate_labels(
             meta.labels.as_ref(),
             "spec.template.metadata.labels",
@@ -1083,7 +1106,7 @@ fn validate_daemonset_spec(spec: &DaemonSetSpec, errs: &mut Vec<FieldError>) {
             "spec.template.metadata.annotations",
         ));
     }
-    let pod = spec.template.spec.as_ref();
+    let pod = template.spec.as_ref();
     errs.extend(validate_pod_spec(pod, "spec.template.spec"));
     if let Some(rp) = pod
         .and_then(|p| p.restart_policy.as_deref())
@@ -1099,9 +1122,13 @@ fn validate_daemonset_spec(spec: &DaemonSetSpec, errs: &mut Vec<FieldError>) {
         errs.push(FieldError::invalid(
             "spec.template.spec.activeDeadlineSeconds",
             &ads.to_string(),
-            "activeDeadlineSeconds in DaemonSet is not Supported",
+            w.active_deadline,
         ));
     }
+}
+
+fn validate_daemonset_spec(spec: &DaemonSetSpec, errs: &mut Vec<FieldError>) {
+    validate_workload_template(&spec.selector, &spec.template, Workload::DAEMONSET, errs);
     for (value, field) in [
         (spec.min_ready_seconds, "spec.minReadySeconds"),
         (spec.revision_history_limit, "spec.revisionHistoryLimit"),
@@ -1203,9 +1230,59 @@ pub fn validate_daemonset(ds: &DaemonSet) -> Vec<FieldError> {
 /// Update rules on top of `validate_daemonset` (the selector is immutable).
 pub fn validate_daemonset_update(new: &DaemonSet, old: &DaemonSet) -> Vec<FieldError> {
     let mut errs = validate_daemonset(new);
-    let new_sel = new.spec.as_ref().map(|s| &s.selector);
-    let old_sel = old.spec.as_ref().map(|s| &s.selector);
-    if let (Some(n), Some(o)) = (new_sel, old_sel) {
+    immutable_selector(
+        new.spec.as_ref().map(|s| &s.selector),
+        old.spec.as_ref().map(|s| &s.selector),
+        &mut errs,
+    );
+    errs
+}
+/// apps/v1 ReplicaSet (ValidateReplicaSet): replicas and minReadySeconds not negative, the
+/// shared selector and template rules.
+pub fn validate_replicaset(rs: &ReplicaSet) -> Vec<FieldError> {
+    let mut errs = validate_object_meta(&rs.metadata, true, names::is_dns1123_subdomain);
+    let Some(spec) = &rs.spec else {
+        errs.push(FieldError::required("spec", ""));
+        return errs;
+    };
+    validate_replicaset_spec(spec, &mut errs);
+    errs
+}
+
+fn validate_replicaset_spec(spec: &ReplicaSetSpec, errs: &mut Vec<FieldError>) {
+    for (value, field) in [
+        (spec.replicas, "spec.replicas"),
+        (spec.min_ready_seconds, "spec.minReadySeconds"),
+    ] {
+        if let Some(v) = value.filter(|v| *v < 0) {
+            errs.push(FieldError::invalid(
+                field,
+                &v.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+    }
+    let template = spec.template.clone().unwrap_or_default();
+    validate_workload_template(&spec.selector, &template, Workload::REPLICASET, errs);
+}
+
+/// Update rules on top of `validate_replicaset` (apps/v1: the selector is immutable).
+pub fn validate_replicaset_update(new: &ReplicaSet, old: &ReplicaSet) -> Vec<FieldError> {
+    let mut errs = validate_replicaset(new);
+    immutable_selector(
+        new.spec.as_ref().map(|s| &s.selector),
+        old.spec.as_ref().map(|s| &s.selector),
+        &mut errs,
+    );
+    errs
+}
+
+fn immutable_selector(
+    new: Option<&LabelSelector>,
+    old: Option<&LabelSelector>,
+    errs: &mut Vec<FieldError>,
+) {
+    if let (Some(n), Some(o)) = (new, old) {
         if n != o {
             errs.push(FieldError::invalid(
                 "spec.selector",
@@ -1214,7 +1291,6 @@ pub fn validate_daemonset_update(new: &DaemonSet, old: &DaemonSet) -> Vec<FieldE
             ));
         }
     }
-    errs
 }
 pub fn validate_node(node: &Node) -> Vec<FieldError> {
     let mut errs = validate_object_meta(&node.metadata, false, names::is_dns1123_subdomain);
@@ -1341,6 +1417,17 @@ pub fn default_daemonset(ds: &mut DaemonSet) {
     }
     spec.revision_history_limit.get_or_insert(10);
     if let Some(pod) = spec.template.spec.as_mut() {
+        default_pod_spec(pod);
+    }
+}
+
+/// Kubernetes' defaults for a ReplicaSet (replicas 1, pod template).
+pub fn default_replicaset(rs: &mut ReplicaSet) {
+    let Some(spec) = rs.spec.as_mut() else {
+        return;
+    };
+    spec.replicas.get_or_insert(1);
+    if let Some(pod) = spec.template.as_mut().and_then(|t| t.spec.as_mut()) {
         default_pod_spec(pod);
     }
 }

@@ -313,7 +313,20 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["daemonsets", "daemonsets/status", "controllerrevisions"]
+            [
+                "daemonsets",
+                "daemonsets/status",
+                "replicasets",
+                "replicasets/status",
+                "replicasets/scale",
+                "controllerrevisions"
+            ]
+        );
+        // kubectl scale finds the Scale's own group and version here
+        let scale = &apps["resources"][4];
+        assert_eq!(
+            (&scale["group"], &scale["version"], &scale["kind"]),
+            (&json!("autoscaling"), &json!("v1"), &json!("Scale"))
         );
         assert_eq!(apps["resources"][0]["shortNames"], json!(["ds"]));
         assert_eq!(apps["resources"][0]["categories"], json!(["all"]));

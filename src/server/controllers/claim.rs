@@ -7,8 +7,13 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use super::{controller_of, s};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::{controller_of, labels_of, s};
+use crate::core::labels::selector_matches;
 use crate::server::auth::User;
+use crate::server::kinds::PODS;
+use crate::server::query::Filter;
 use crate::server::query::WriteOpts;
 use crate::server::resources::Resource;
 use crate::server::status::ApiError;
@@ -123,6 +128,44 @@ pub async fn apply(
         Err(e) if e.code == 404 || e.code == 409 => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The pods of `owner`'s namespace it owns after adopting the orphans `selector` matches and
+/// releasing those it no longer matches (`ClaimPods`). Before the first adoption the owner (of
+/// resource `owner_r`) is read again: still the same one and not being deleted
+/// (`RecheckDeletionTimestamp`).
+pub async fn claim_pods(
+    api: &Api,
+    user: &User,
+    owner_r: &'static Resource,
+    owner: &Owner<'_>,
+    selector: &LabelSelector,
+) -> Result<Vec<Arc<Value>>, ApiError> {
+    let (all, _) = api
+        .list(user, &PODS, Some(owner.namespace), &Filter::default())
+        .await?;
+    let mut may_adopt = None;
+    let mut claimed = Vec::new();
+    for pod in all {
+        let selected = selector_matches(selector, &labels_of(&pod));
+        let mut claim = decide(owner, &pod, selected);
+        if claim == Claim::Adopt
+            && !*may_adopt.get_or_insert(still_there(api, user, owner_r, owner).await)
+        {
+            claim = Claim::Ignore;
+        }
+        if let Some(p) = apply(api, user, &PODS, owner, pod, claim).await? {
+            claimed.push(p);
+        }
+    }
+    Ok(claimed)
+}
+
+async fn still_there(api: &Api, user: &User, r: &'static Resource, owner: &Owner<'_>) -> bool {
+    let at = ObjectRef::new(r, Some(owner.namespace), owner.name);
+    api.get(user, at).await.is_ok_and(|d| {
+        s(&d, "/metadata/uid") == owner.uid && d.pointer("/metadata/deletionTimestamp").is_none()
+    })
 }
 
 /// `cur` as a write with a uid precondition: it applies only to the object of that uid.

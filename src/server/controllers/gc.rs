@@ -618,7 +618,7 @@ mod tests {
         }
         // an owner of a kind not served here is never taken for gone
         let mut p = (*pod("p", &[("x", true)])).clone();
-        p["metadata"]["ownerReferences"][0]["kind"] = json!("ReplicaSet");
+        p["metadata"]["ownerReferences"][0]["kind"] = json!("Deployment");
         assert!(plan(&[(&PODS, Arc::new(p))]).is_empty());
         // nor one of the same uid in another namespace found
         let mut other = (*ds("a", None)).clone();

@@ -11,6 +11,10 @@
 //!   foreground, orphan);
 //! - `nodelifecycle`: node health from Leases and heartbeats (Ready=Unknown, the unreachable and
 //!   not-ready taints, pods marked not ready) and the NoExecute taint eviction;
+//! - `replicaset`: the ReplicaSet controller: claims its pods, creates unbound pods up to
+//!   `replicas`, deletes the surplus in upstream's victim order, keeps the status;
+//! - `scheduler`: binds pending pods to nodes (`core::scheduler` decides) through the
+//!   `pods/binding` write, or marks them `PodScheduled=False` with the reason;
 //! - `serviceaccounts`: a `default` ServiceAccount in every namespace;
 //! - `queue`: the work queue keyed by namespace/name.
 //!
@@ -20,8 +24,11 @@ pub mod daemonset;
 pub mod gc;
 pub mod nodelifecycle;
 mod queue;
+pub mod replicaset;
+pub mod scheduler;
 pub mod serviceaccounts;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -34,11 +41,25 @@ pub async fn run(api: Arc<Api>, nodes: nodelifecycle::Options, stop: impl Future
     let clock = crate::agent::clock::Clock::system();
     tokio::select! {
         _ = daemonset::Controller::new(api.clone()).run() => {}
+        _ = replicaset::Controller::new(api.clone(), clock.clone()).run() => {}
+        _ = scheduler::Scheduler::new(api.clone(), clock.clone()).run() => {}
         _ = nodelifecycle::Controller::new(api.clone(), clock.clone(), nodes).run() => {}
         _ = serviceaccounts::run(&api) => {}
         _ = gc::run(api.clone(), clock, std::future::pending::<()>()) => {}
         _ = stop => {}
     }
+}
+
+/// The labels of an object.
+fn labels_of(obj: &Value) -> BTreeMap<String, String> {
+    obj.pointer("/metadata/labels")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The string at `ptr` in `v`, or "".

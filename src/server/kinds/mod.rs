@@ -12,6 +12,7 @@ pub mod metrics;
 mod namespace;
 mod node;
 mod pod;
+mod replicaset;
 mod secret;
 mod selfsubjectaccessreview;
 mod selfsubjectreview;
@@ -26,6 +27,7 @@ pub use lease::LEASES;
 pub use namespace::NAMESPACES;
 pub use node::NODES;
 pub use pod::PODS;
+pub use replicaset::REPLICASETS;
 pub use secret::SECRETS;
 pub use selfsubjectaccessreview::SELF_SUBJECT_ACCESS_REVIEWS;
 pub use selfsubjectreview::SELF_SUBJECT_REVIEWS;
@@ -36,6 +38,7 @@ use super::resources::Resource;
 /// Every served resource, in discovery order.
 pub static ALL: &[&Resource] = &[
     &DAEMONSETS,
+    &REPLICASETS,
     &CONTROLLER_REVISIONS,
     &NODES,
     &PODS,
@@ -54,7 +57,7 @@ pub static ALL: &[&Resource] = &[
 mod tests {
     use std::collections::HashSet;
 
-    use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+    use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, ReplicaSet};
     use k8s_openapi::api::authentication::v1::SelfSubjectReview;
     use k8s_openapi::api::authorization::v1::SelfSubjectAccessReview;
     use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -75,6 +78,7 @@ mod tests {
     fn every_resource_matches_its_api_type() {
         let cases = [
             (&DAEMONSETS, meta::<DaemonSet>()),
+            (&REPLICASETS, meta::<ReplicaSet>()),
             (&CONTROLLER_REVISIONS, meta::<ControllerRevision>()),
             (&NODES, meta::<Node>()),
             (&PODS, meta::<Pod>()),

@@ -13,7 +13,7 @@ use crate::core::patch::{self, Schema};
 use crate::core::validation::{self, FieldError, Policy};
 use crate::server::resources::{Resource, ALL_VERBS};
 use crate::server::strategy::{Column, Kind};
-use crate::server::subresource::{EVICTION, STATUS};
+use crate::server::subresource::{BINDING, EVICTION, STATUS};
 use crate::server::table::{age, name, none_if_empty, s};
 
 pub static PODS: Resource = Resource {
@@ -26,7 +26,7 @@ pub static PODS: Resource = Resource {
     short_names: &["po"],
     categories: &["all"],
     verbs: ALL_VERBS,
-    subresources: &[&STATUS, &EVICTION, &crate::server::proxy::POD_LOG],
+    subresources: &[&STATUS, &EVICTION, &crate::server::proxy::POD_LOG, &BINDING],
     strategy: &PodStrategy,
 };
 

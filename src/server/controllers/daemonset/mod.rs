@@ -29,9 +29,9 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
-use super::claim::{self, Claim, Owner};
+use super::claim::{self, Owner};
 use super::queue::{Key, Queue};
-use super::{controller_of, s};
+use super::{controller_of, labels_of, s};
 use crate::agent::events::Recorder;
 use crate::core::eligibility::node_should_run;
 use crate::core::events::Involved;
@@ -96,20 +96,8 @@ fn involved(owner: &Owner<'_>) -> Involved {
     }
 }
 
-/// The labels of an object.
-fn labels_of(obj: &Value) -> BTreeMap<String, String> {
-    obj.pointer("/metadata/labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Only the status (and so the resourceVersion) changed: the controller's own status write.
-fn status_only(ev: &WatchEvent) -> bool {
+pub(super) fn status_only(ev: &WatchEvent) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         if let Some(o) = v.as_object_mut() {
@@ -396,7 +384,9 @@ impl Controller {
             return Ok(None);
         }
         let nodes = self.refresh_nodes().await.map_err(err)?;
-        let claimed = self.claim_pods(&owner, &spec.selector).await.map_err(err)?;
+        let claimed = claim::claim_pods(&self.api, &self.user, &DAEMONSETS, &owner, &spec.selector)
+            .await
+            .map_err(err)?;
         let pods: Vec<DaemonPod> = claimed
             .iter()
             .map(|p| {
@@ -498,38 +488,6 @@ impl Controller {
             .min();
         let again = [retry_at, wake, surging].into_iter().flatten().min();
         Ok(again.map(|ms| Instant::now() + Duration::from_millis((ms - now_ms).max(0) as u64)))
-    }
-
-    /// The pods of the DaemonSet's namespace it owns, after adopting and releasing.
-    async fn claim_pods(
-        &self,
-        owner: &Owner<'_>,
-        selector: &LabelSelector,
-    ) -> Result<Vec<Arc<Value>>, ApiError> {
-        let all = self.list(&PODS, Some(owner.namespace)).await?;
-        let mut may_adopt = None;
-        let mut claimed = Vec::new();
-        for pod in all {
-            let selected = selector_matches(selector, &labels_of(&pod));
-            let mut claim = claim::decide(owner, &pod, selected);
-            if claim == Claim::Adopt && !*may_adopt.get_or_insert(self.still_there(owner).await) {
-                claim = Claim::Ignore;
-            }
-            if let Some(p) = claim::apply(&self.api, &self.user, &PODS, owner, pod, claim).await? {
-                claimed.push(p);
-            }
-        }
-        Ok(claimed)
-    }
-
-    /// Before a first adoption, the DaemonSet read again: still the same one, and not being
-    /// deleted (`RecheckDeletionTimestamp`).
-    async fn still_there(&self, owner: &Owner<'_>) -> bool {
-        let at = ObjectRef::new(&DAEMONSETS, Some(owner.namespace), owner.name);
-        self.api.get(&self.user, at).await.is_ok_and(|d| {
-            s(&d, "/metadata/uid") == owner.uid
-                && d.pointer("/metadata/deletionTimestamp").is_none()
-        })
     }
 
     /// Creates a pod on each of `nodes` (at most `BURST`), stopping at the first failure: the
@@ -670,7 +628,7 @@ fn annotation<'a>(obj: &'a Value, key: &str) -> Option<&'a str> {
 }
 
 /// A selector without requirements (it would select every pod).
-fn is_empty(sel: &LabelSelector) -> bool {
+pub(super) fn is_empty(sel: &LabelSelector) -> bool {
     sel.match_labels.as_ref().is_none_or(|m| m.is_empty())
         && sel.match_expressions.as_ref().is_none_or(|e| e.is_empty())
 }

@@ -1,0 +1,310 @@
+//! The scheduler loop, kube-scheduler's job for this server: every pending pod (no
+//! `spec.nodeName`, not being deleted, for the default scheduler) is placed by the pure
+//! `core::scheduler` and bound through the `pods/binding` subresource's write; a pod no node can
+//! take gets `PodScheduled=False`, reason `Unschedulable`, with the scheduler's message, and is
+//! tried again whenever a pod or a node changes (a freed node, a new one, a relabelled one).
+//!
+//! Pods are placed one at a time, oldest first, each decision seeing the pods bound before it.
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::{json, Value};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+
+use super::s;
+use crate::agent::clock::Clock;
+use crate::core::scheduler::schedule;
+use crate::server::auth::User;
+use crate::server::kinds::{NODES, PODS};
+use crate::server::query::Filter;
+use crate::server::status::ApiError;
+use crate::server::store::WatchEvent;
+use crate::server::subresource::{bind, set_condition};
+use crate::server::verbs::{Api, ObjectRef};
+
+/// A pass runs at least this often (missed events).
+const RESYNC: Duration = Duration::from_secs(30);
+
+/// The scheduler a pod without `spec.schedulerName` is for.
+const DEFAULT_SCHEDULER: &str = "default-scheduler";
+
+pub struct Scheduler {
+    api: Arc<Api>,
+    clock: Clock,
+    user: User,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub bound: usize,
+    pub unschedulable: usize,
+}
+
+impl Scheduler {
+    pub fn new(api: Arc<Api>, clock: Clock) -> Scheduler {
+        Scheduler {
+            api,
+            clock,
+            user: User::internal("default-scheduler"),
+        }
+    }
+
+    /// Runs until the store closes the watch (the server stops) or the task is dropped.
+    pub async fn run(self) {
+        loop {
+            let mut watch = match self.api.watch_all(&self.user, &[&PODS, &NODES]).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::error!(error = %e, "the scheduler cannot watch the store");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            let mut resync = tokio::time::interval(RESYNC);
+            loop {
+                tokio::select! {
+                    ev = watch.rx.recv() => {
+                        // one pass for everything that happened meanwhile, if a pod or a node
+                        // changed (the store's watch carries every kind: Leases renew often)
+                        let mut relevant = match ev {
+                            Ok(ev) => touches(&ev),
+                            Err(RecvError::Lagged(_)) => true,
+                            Err(RecvError::Closed) => return,
+                        };
+                        loop {
+                            match watch.rx.try_recv() {
+                                Ok(ev) => relevant |= touches(&ev),
+                                Err(TryRecvError::Lagged(_)) => relevant = true,
+                                Err(_) => break,
+                            }
+                        }
+                        if !relevant {
+                            continue;
+                        }
+                    }
+                    _ = resync.tick() => {}
+                }
+                if let Err(e) = self.pass().await {
+                    tracing::warn!(error = %e, "scheduling pass failed");
+                }
+            }
+        }
+    }
+
+    /// Places every pending pod it can, marks the others unschedulable.
+    pub async fn pass(&self) -> Result<Pass, ApiError> {
+        let (nodes, _) = self
+            .api
+            .list(&self.user, &NODES, None, &Filter::default())
+            .await?;
+        let nodes: Vec<Node> = nodes
+            .iter()
+            .filter_map(|n| serde_json::from_value((**n).clone()).ok())
+            .collect();
+        let (pods, _) = self
+            .api
+            .list(&self.user, &PODS, None, &Filter::default())
+            .await?;
+        let mut bound: Vec<Pod> = Vec::new();
+        let mut pending: Vec<(Arc<Value>, Pod)> = Vec::new();
+        for raw in pods {
+            let Ok(pod) = serde_json::from_value::<Pod>((*raw).clone()) else {
+                continue;
+            };
+            if !s(&raw, "/spec/nodeName").is_empty() {
+                bound.push(pod);
+            } else if wants_scheduling(&raw) {
+                pending.push((raw, pod));
+            }
+        }
+        pending.sort_by(|a, b| {
+            (
+                s(&a.0, "/metadata/creationTimestamp"),
+                s(&a.0, "/metadata/name"),
+            )
+                .cmp(&(
+                    s(&b.0, "/metadata/creationTimestamp"),
+                    s(&b.0, "/metadata/name"),
+                ))
+        });
+        let mut done = Pass::default();
+        for (raw, mut pod) in pending {
+            let ns = s(&raw, "/metadata/namespace");
+            let at = ObjectRef::new(&PODS, Some(ns), s(&raw, "/metadata/name"));
+            match schedule(&pod, &nodes, &bound) {
+                Ok(node) => match bind(&self.api, &self.user, at, &node, &self.now()).await {
+                    Ok(()) => {
+                        tracing::info!(
+                            pod = at.name,
+                            namespace = ns,
+                            node = node.as_str(),
+                            "bound"
+                        );
+                        done.bound += 1;
+                        if let Some(spec) = pod.spec.as_mut() {
+                            spec.node_name = Some(node);
+                        }
+                        bound.push(pod);
+                    }
+                    // bound, deleted or changed meanwhile: the next pass sees it
+                    Err(e) if e.code == 404 || e.code == 409 => {}
+                    Err(e) => return Err(e),
+                },
+                Err(why) => {
+                    done.unschedulable += 1;
+                    if condition_says(&raw, &why.message) {
+                        continue;
+                    }
+                    tracing::info!(
+                        pod = at.name,
+                        namespace = ns,
+                        why = why.message.as_str(),
+                        "unschedulable"
+                    );
+                    let c = json!({"type": "PodScheduled", "status": "False",
+                        "reason": "Unschedulable", "message": why.message,
+                        "lastProbeTime": null, "lastTransitionTime": self.now()});
+                    match set_condition(&self.api, &self.user, at, c).await {
+                        Ok(()) => {}
+                        Err(e) if e.code == 404 || e.code == 409 => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn now(&self) -> String {
+        chrono::DateTime::from_timestamp_millis(self.clock.now_ms())
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+}
+
+fn touches(ev: &WatchEvent) -> bool {
+    ev.resource == PODS.key() || ev.resource == NODES.key()
+}
+
+/// An unbound pod for this scheduler that still wants a node.
+fn wants_scheduling(pod: &Value) -> bool {
+    let scheduler = s(pod, "/spec/schedulerName");
+    pod.pointer("/metadata/deletionTimestamp").is_none()
+        && !matches!(s(pod, "/status/phase"), "Succeeded" | "Failed")
+        && (scheduler.is_empty() || scheduler == DEFAULT_SCHEDULER)
+}
+
+/// The pod already says it is unschedulable for this reason.
+fn condition_says(pod: &Value, message: &str) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| {
+            s(c, "/type") == "PodScheduled"
+                && s(c, "/status") == "False"
+                && s(c, "/reason") == "Unschedulable"
+                && s(c, "/message") == message
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::kinds::NAMESPACES;
+    use crate::server::query::WriteOpts;
+    use crate::server::store::SqliteStore;
+
+    #[tokio::test]
+    async fn a_pass_binds_what_fits_and_marks_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("s.db"), 1000).unwrap();
+        let api = Arc::new(Api::new(Arc::new(store), Default::default()));
+        let user = User::internal("test");
+        let ns = json!({"metadata": {"name": "default"}});
+        api.create(&user, &NAMESPACES, None, ns, WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        let node = json!({"metadata": {"name": "n1"}, "status": {
+            "allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"},
+            "conditions": [{"type": "Ready", "status": "True"}]}});
+        let created = api
+            .create(&user, &NODES, None, node, WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        // the node's status is the agent's to write
+        let at = ObjectRef::new(&NODES, None, "n1");
+        let mut with_status = (*created.object).clone();
+        with_status["status"] = json!({"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"},
+            "conditions": [{"type": "Ready", "status": "True"}]});
+        api.update(
+            &user,
+            at,
+            crate::server::verbs::Part::Status,
+            with_status,
+            WriteOpts::INTERNAL,
+        )
+        .await
+        .unwrap();
+        for (name, memory) in [("small", "100Mi"), ("big", "2Gi")] {
+            let pod = json!({"metadata": {"name": name, "namespace": "default"}, "spec": {
+                "containers": [{"name": "c", "image": "i",
+                    "resources": {"requests": {"memory": memory}}}]}});
+            api.create(&user, &PODS, Some("default"), pod, WriteOpts::INTERNAL)
+                .await
+                .unwrap();
+        }
+        let sched = Scheduler::new(api.clone(), Clock::system());
+        assert_eq!(
+            sched.pass().await.unwrap(),
+            Pass {
+                bound: 1,
+                unschedulable: 1
+            }
+        );
+        let get = |name: &'static str| {
+            let api = api.clone();
+            let user = user.clone();
+            async move {
+                api.get(&user, ObjectRef::new(&PODS, Some("default"), name))
+                    .await
+                    .unwrap()
+            }
+        };
+        let small = get("small").await;
+        assert_eq!(small["spec"]["nodeName"], "n1");
+        let cond = |p: &Value| {
+            p["status"]["conditions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["type"] == "PodScheduled")
+                .cloned()
+                .unwrap()
+        };
+        assert_eq!(cond(&small)["status"], "True");
+        let big = get("big").await;
+        assert!(big["spec"].get("nodeName").is_none());
+        assert_eq!(cond(&big)["reason"], "Unschedulable");
+        assert_eq!(
+            cond(&big)["message"],
+            "0/1 nodes are available: 1 Insufficient memory."
+        );
+        // a second pass writes nothing new
+        let rv = big["metadata"]["resourceVersion"].clone();
+        sched.pass().await.unwrap();
+        assert_eq!(get("big").await["metadata"]["resourceVersion"], rv);
+        // binding a bound pod is a conflict
+        let again = bind(
+            &api,
+            &user,
+            ObjectRef::new(&PODS, Some("default"), "small"),
+            "n2",
+            "t",
+        )
+        .await;
+        assert_eq!(again.unwrap_err().code, 409);
+    }
+}
