@@ -27,7 +27,8 @@ list() {
     [ -e "$d" ] && find "$d" -maxdepth 1 | sed 's/^/runc /'
   done
   local mounted e id
-  mounted=$(awk '{print $5}' /proc/self/mountinfo | grep '/netns/' | xargs -rn1 basename | sort -u)
+  # the pods' network namespaces mounted anywhere (their reservations are in use)
+  mounted=$(awk 'index($5, "/netns/") {n = split($5, p, "/"); print p[n]}' /proc/self/mountinfo | sort -u)
   for e in /var/lib/cni/networks/*/*; do
     [ -f "$e" ] || continue
     case ${e##*/} in last_reserved_ip* | lock) continue ;; esac
