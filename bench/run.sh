@@ -119,6 +119,15 @@ cleanup() {
     kill -9 "$p" 2>/dev/null
   fi
   [[ -f $D/reg/registry.pid ]] && kill "$(cat "$D/reg/registry.pid")" 2>/dev/null
+  # the host-local address reservations of the pods whose network namespaces are under $D (an
+  # agent stopped with its pods up never ran their CNI DEL)
+  local e uids
+  uids=$(awk -v d="$D/" 'index($5, d) == 1 && index($5, "/netns/") {n = split($5, p, "/"); print p[n]}' /proc/self/mountinfo | sort -u)
+  if [[ -n $uids ]]; then
+    for e in /var/lib/cni/networks/*/*; do
+      [[ -f $e ]] && grep -qxF -- "$(head -n1 "$e")" <<<"$uids" && rm -f "$e"
+    done
+  fi
   reap_private_containerd "$D"
   # DSA_BENCH_KEEP_LOGS=DIR keeps the server's and agents' logs (for a timeline of a section)
   if [[ -n ${DSA_BENCH_KEEP_LOGS:-} ]]; then

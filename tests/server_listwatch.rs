@@ -495,18 +495,17 @@ fn drain_cordon_evict_and_delete_collection_on_a_node_with_a_bare_pod() {
             .then_some(())
     });
 
-    // a bare pod without nodeName says why it stays Pending
+    // a bare pod without nodeName is bound by the server's scheduler to the one node there is
     c.kubectl_ok(&["run", "floating", &format!("--image={registry}/busybox:v1")]);
-    let floating = c.json(&["get", "pod", "floating", "-o", "json"]);
-    assert_eq!(floating["status"]["phase"], "Pending");
-    let scheduled = &floating["status"]["conditions"][0];
-    assert_eq!(scheduled["type"], "PodScheduled");
-    assert_eq!(scheduled["status"], "False");
-    assert_eq!(scheduled["reason"], "Unschedulable");
-    assert_eq!(
-        scheduled["message"],
-        "no scheduler: bind it with spec.nodeName or use a DaemonSet/ReplicaSet"
-    );
+    wait_for("the scheduler binds the bare pod", Duration::from_secs(30), || {
+        let p = c.json(&["get", "pod", "floating", "-o", "json"]);
+        let scheduled = p["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "PodScheduled")?
+            .clone();
+        (p["spec"]["nodeName"] == node && scheduled["status"] == "True").then_some(())
+    });
     c.kubectl_ok(&["delete", "pod", "floating"]);
 
     // discovery offers the eviction subresource as kubectl drain looks for it

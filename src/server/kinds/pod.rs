@@ -4,8 +4,7 @@
 //! (`deletionTimestamp`), its agent stops it and then deletes it with a grace period of 0.
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use k8s_openapi::api::core::v1::{Pod, PodCondition};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
 use crate::core::nodehealth;
@@ -32,38 +31,6 @@ pub static PODS: Resource = Resource {
 
 struct PodStrategy;
 
-/// Why a bare Pod without `spec.nodeName` stays Pending: no scheduler binds pods here (yet).
-pub const NO_SCHEDULER: &str =
-    "no scheduler: bind it with spec.nodeName or use a DaemonSet/ReplicaSet";
-
-/// A Pending pod bound to no node says so, as the scheduler's `PodScheduled=False` /
-/// `Unschedulable` does, instead of waiting without a word. Once: a condition the pod has is
-/// kept.
-fn mark_unscheduled(pod: &mut Pod, now: DateTime<Utc>) {
-    let bound = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty());
-    let status = pod.status.get_or_insert_with(Default::default);
-    if bound || status.phase.as_deref().is_some_and(|p| p != "Pending") {
-        return;
-    }
-    let conditions = status.conditions.get_or_insert_with(Vec::new);
-    if conditions.iter().any(|c| c.type_ == "PodScheduled") {
-        return;
-    }
-    let at = k8s_openapi::jiff::Timestamp::from_second(now.timestamp()).unwrap_or_default();
-    conditions.push(PodCondition {
-        type_: "PodScheduled".into(),
-        status: "False".into(),
-        reason: Some("Unschedulable".into()),
-        message: Some(NO_SCHEDULER.into()),
-        last_transition_time: Some(Time(at)),
-        ..Default::default()
-    });
-}
-
 /// kube-apiserver's pod printer.
 const COLUMNS: &[Column] = &[
     Column::NAME,
@@ -88,7 +55,6 @@ impl Kind for PodStrategy {
             validation::default_pod_spec(spec);
             nodehealth::add_default_toleration_seconds(spec);
         }
-        mark_unscheduled(pod, Utc::now());
     }
     fn validate(&self, pod: &Pod) -> Vec<FieldError> {
         validation::validate_pod(pod)
@@ -313,39 +279,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn an_unbound_pending_pod_says_no_scheduler_binds_it() {
-        let now = Utc::now();
-        let pod = |v: Value| -> Pod { serde_json::from_value(v).unwrap() };
-        let conditions = |p: &Pod| {
-            p.status
-                .as_ref()
-                .and_then(|s| s.conditions.clone())
-                .unwrap_or_default()
-        };
-        let mut bare = pod(json!({"spec": {"containers": []}, "status": {"phase": "Pending"}}));
-        mark_unscheduled(&mut bare, now);
-        let c = conditions(&bare);
-        assert_eq!(c.len(), 1);
-        assert_eq!(
-            (c[0].type_.as_str(), c[0].status.as_str()),
-            ("PodScheduled", "False")
-        );
-        assert_eq!(c[0].reason.as_deref(), Some("Unschedulable"));
-        assert_eq!(c[0].message.as_deref(), Some(NO_SCHEDULER));
-        // once: a second write keeps it as it is
-        let before = bare.clone();
-        mark_unscheduled(&mut bare, now + chrono::Duration::seconds(5));
-        assert_eq!(bare, before);
-        for other in [
-            json!({"spec": {"nodeName": "n1", "containers": []}, "status": {"phase": "Pending"}}),
-            json!({"spec": {"containers": []}, "status": {"phase": "Failed"}}),
-        ] {
-            let mut p = pod(other.clone());
-            mark_unscheduled(&mut p, now);
-            assert!(conditions(&p).is_empty(), "{other}");
-        }
-    }
 
     #[test]
     fn bound_pods_are_deleted_gracefully() {
