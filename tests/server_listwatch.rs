@@ -497,15 +497,19 @@ fn drain_cordon_evict_and_delete_collection_on_a_node_with_a_bare_pod() {
 
     // a bare pod without nodeName is bound by the server's scheduler to the one node there is
     c.kubectl_ok(&["run", "floating", &format!("--image={registry}/busybox:v1")]);
-    wait_for("the scheduler binds the bare pod", Duration::from_secs(30), || {
-        let p = c.json(&["get", "pod", "floating", "-o", "json"]);
-        let scheduled = p["status"]["conditions"]
-            .as_array()?
-            .iter()
-            .find(|c| c["type"] == "PodScheduled")?
-            .clone();
-        (p["spec"]["nodeName"] == node && scheduled["status"] == "True").then_some(())
-    });
+    wait_for(
+        "the scheduler binds the bare pod",
+        Duration::from_secs(30),
+        || {
+            let p = c.json(&["get", "pod", "floating", "-o", "json"]);
+            let scheduled = p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "PodScheduled")?
+                .clone();
+            (p["spec"]["nodeName"] == node && scheduled["status"] == "True").then_some(())
+        },
+    );
     c.kubectl_ok(&["delete", "pod", "floating"]);
 
     // discovery offers the eviction subresource as kubectl drain looks for it

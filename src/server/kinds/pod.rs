@@ -279,7 +279,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn bound_pods_are_deleted_gracefully() {
         let pod = |node: &str, grace: Option<i64>, phase: &str| {
