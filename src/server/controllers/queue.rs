@@ -69,6 +69,20 @@ impl Queue {
     pub fn forget(&mut self, key: &Key) {
         self.failures.remove(key);
     }
+
+    /// Files the outcome of a sync of `key`: done (and back at the time it asked for, if any),
+    /// or failed (back after its back-off).
+    pub fn finish<E>(&mut self, key: Key, result: &Result<Option<Instant>, E>, now: Instant) {
+        match result {
+            Ok(again) => {
+                self.forget(&key);
+                if let Some(at) = again {
+                    self.add_at(key, *at);
+                }
+            }
+            Err(_) => self.retry(key, now),
+        }
+    }
 }
 
 #[cfg(test)]

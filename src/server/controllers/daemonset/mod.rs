@@ -326,18 +326,10 @@ impl Controller {
             namespace = key.0.as_str()
         );
         let result = self.sync(&key.0, &key.1).instrument(span.clone()).await;
-        match result {
-            Ok(again) => {
-                self.queue.forget(&key);
-                if let Some(at) = again {
-                    self.queue.add_at(key, at);
-                }
-            }
-            Err(e) => {
-                span.in_scope(|| tracing::warn!(error = %e, "daemonset sync failed; retrying"));
-                self.queue.retry(key, Instant::now());
-            }
+        if let Err(e) = &result {
+            span.in_scope(|| tracing::warn!(error = %e, "daemonset sync failed; retrying"));
         }
+        self.queue.finish(key, &result, Instant::now());
     }
 
     /// Syncs one DaemonSet (the module's steps); returns when to sync it again, if it must be
