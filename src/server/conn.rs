@@ -15,7 +15,7 @@ use http::Response;
 use hyper::body::{Frame, SizeHint};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -269,6 +269,86 @@ static HEAVY_WRITES: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(
 /// After an idle or slow connection is told to close, how long its last response may take.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// How long a closed connection keeps reading (and dropping) what its client still sends.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// A connection's stream that, once the server is done with it, lingers before it closes.
+///
+/// When the server answers before it has read the whole request (413 for a body past the limit,
+/// 408, 401 before the body) the client may still be sending. Closing the socket then makes the
+/// kernel answer the client's next segment with a reset, and a reset throws away the response
+/// the client has not read yet: it sees a broken connection instead of the Status. So, as Go's
+/// net/http (`closeWriteAndWait`) and nginx's `lingering_close` do, the write side is shut down
+/// (hyper does that when it ends the connection) and what still arrives is read and dropped for
+/// at most [`LINGER`] before the socket closes. The client's admission is held until then, so
+/// lingering sockets count against the connection limits.
+struct Linger<IO: AsyncRead + Unpin + Send + 'static> {
+    io: Option<IO>,
+    admitted: Option<Admitted>,
+}
+
+impl<IO: AsyncRead + Unpin + Send + 'static> Linger<IO> {
+    fn io(&mut self) -> Pin<&mut IO> {
+        Pin::new(self.io.as_mut().expect("the stream is only taken on drop"))
+    }
+}
+
+impl<IO: AsyncRead + Unpin + Send + 'static> Drop for Linger<IO> {
+    fn drop(&mut self) {
+        let (Some(mut io), admitted) = (self.io.take(), self.admitted.take()) else {
+            return;
+        };
+        // no runtime (shutting down): the socket just closes
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let _admitted = admitted;
+            let mut buf = vec![0u8; 16 * 1024];
+            let _ = tokio::time::timeout(LINGER, async {
+                while let Ok(1..) = io.read(&mut buf).await {}
+            })
+            .await;
+        });
+    }
+}
+
+impl<IO: AsyncRead + Unpin + Send + 'static> AsyncRead for Linger<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.io().poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for Linger<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io().poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.io().poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.io.as_ref().is_some_and(|io| io.is_write_vectored())
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io().poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.io().poll_shutdown(cx)
+    }
+}
+
 /// Serves HTTP/1.1 and h2c on `io` until the client closes, a limit closes the connection or
 /// the task is aborted (server shutdown). `admitted` is given back when it ends.
 pub async fn serve<IO>(
@@ -281,7 +361,10 @@ pub async fn serve<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let _admitted = admitted;
+    let io = Linger {
+        io: Some(io),
+        admitted: Some(admitted),
+    };
     let (activity, mut changes) = watch::channel(Activity::default());
     let service = {
         let client = client.clone();
