@@ -65,10 +65,11 @@ enum Fault {
     Partition,
     RegistryDown,
     DiskFull,
+    ServerDown,
 }
 
 impl Fault {
-    const ALL: [Fault; 9] = [
+    const ALL: [Fault; 10] = [
         Fault::AgentKill,
         Fault::AgentStop,
         Fault::ContainerdKill,
@@ -78,6 +79,7 @@ impl Fault {
         Fault::Partition,
         Fault::RegistryDown,
         Fault::DiskFull,
+        Fault::ServerDown,
     ];
 
     fn name(self) -> &'static str {
@@ -91,6 +93,7 @@ impl Fault {
             Fault::Partition => "partition",
             Fault::RegistryDown => "registry-down",
             Fault::DiskFull => "state-dir-full",
+            Fault::ServerDown => "server-down",
         }
     }
 
@@ -106,6 +109,7 @@ impl Fault {
             Fault::Partition => (1, 10),
             Fault::RegistryDown => (1, 10),
             Fault::DiskFull => (1, 10),
+            Fault::ServerDown => (1, 1),
         }
     }
 }
@@ -182,8 +186,8 @@ struct Ctr {
 #[derive(Default)]
 struct Observed {
     containers: Vec<Ctr>,
-    /// task id -> status (containerd.v1.types.Status)
-    tasks: HashMap<String, i32>,
+    /// task id -> (status (containerd.v1.types.Status), pid)
+    tasks: HashMap<String, (i32, u32)>,
     active_snapshots: Vec<String>,
     leases: Vec<String>,
     ingests: Vec<String>,
@@ -195,7 +199,9 @@ struct Observed {
 
 impl Observed {
     fn running(&self, id: &str) -> bool {
-        self.tasks.get(id) == Some(&(containerd_client::types::v1::Status::Running as i32))
+        self.tasks
+            .get(id)
+            .is_some_and(|t| t.0 == containerd_client::types::v1::Status::Running as i32)
     }
 }
 
@@ -229,7 +235,10 @@ async fn observe(socket: &std::path::Path, ns: &str) -> Result<Observed, String>
         .map_err(|s| e("tasks", s))?
         .into_inner()
         .tasks;
-    o.tasks = tasks.into_iter().map(|t| (t.id, t.status)).collect();
+    o.tasks = tasks
+        .into_iter()
+        .map(|t| (t.id, (t.status, t.pid)))
+        .collect();
     let mut snaps = c
         .snapshots()
         .list(c.req(ListSnapshotsRequest {
@@ -640,8 +649,8 @@ impl Harness {
                 "{veths} veths on the bridge for {all_observed} pods"
             ));
         }
-        // every acknowledged write is there
-        if !self.acked.is_empty() {
+        // every acknowledged write is there (a list of them all: only once the rest holds)
+        if v.is_empty() && !self.acked.is_empty() {
             match get("/api/v1/namespaces/default/configmaps") {
                 None => v.push("the API does not list ConfigMaps".into()),
                 Some(cms) => {
@@ -757,6 +766,37 @@ impl Harness {
 
     fn node(&mut self) -> usize {
         self.rng.random_range(0..self.f.nodes.len())
+    }
+
+    /// Kills (-9) the main process of a random running container of node `i` and waits until
+    /// its agent runs it again (a new process for the same pod and container).
+    fn crash_container(&mut self, i: usize) -> (String, bool) {
+        let n = &self.f.nodes[i];
+        let (socket, ns) = (n.ctd.socket.clone(), n.namespace.clone());
+        let o = self.rt.block_on(observe(&socket, &ns)).unwrap();
+        let running: Vec<&Ctr> = o.containers.iter().filter(|c| o.running(&c.id)).collect();
+        assert!(!running.is_empty(), "n{i} runs no container");
+        let victim = running[self.rng.random_range(0..running.len())];
+        let (uid, name) = (victim.pod_uid.clone(), victim.name.clone());
+        let pid = o.tasks[&victim.id].1;
+        // SAFETY: kill(2) with plain integers
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let again = common::wait_for_opt(Duration::from_secs(60), || {
+            let o = self.rt.block_on(observe(&socket, &ns)).ok()?;
+            o.containers
+                .iter()
+                .find(|c| {
+                    c.pod_uid == uid
+                        && c.name == name
+                        && o.running(&c.id)
+                        && o.tasks[&c.id].1 != pid
+                })
+                .map(|_| ())
+        });
+        (
+            format!("container {} (pid {pid}) crashed", victim.id),
+            again.is_some(),
+        )
     }
 
     /// Waits until node `i` is no longer Ready (its agent silent past the grace period).
@@ -884,6 +924,8 @@ impl Harness {
         let mut extra = vec![];
         // (node, its running containers before): an idle fault must restart none of them
         let mut after_check: Option<(usize, BTreeSet<String>)> = None;
+        // (node, label value) a relabel while the server was down must bring to the API
+        let mut relabel: Option<(usize, String)> = None;
         let detail = match fault {
             Fault::AgentKill => {
                 let i = self.node();
@@ -1059,8 +1101,62 @@ impl Harness {
                 std::fs::remove_file(&fill).unwrap();
                 format!("n{i} full ({filled} bytes written to fill it), {during}")
             }
+            Fault::ServerDown => {
+                self.f.kill_server();
+                let i = self.node();
+                let (crashed, restarted) = self.crash_container(i);
+                if !restarted {
+                    extra.push(format!(
+                        "n{i}: {crashed}, and its agent did not restart it within 60 s without the API"
+                    ));
+                }
+                let round = self.rng.random::<u32>().to_string();
+                let config = &self.f.nodes[i].config;
+                let mut text = std::fs::read_to_string(config).unwrap();
+                if let Some(at) = text.find("[node-labels]") {
+                    text.truncate(at);
+                }
+                text.push_str(&format!(
+                    "[node-labels]\n\"faults.test/round\" = \"{round}\"\n"
+                ));
+                std::fs::write(config, text).unwrap();
+                self.f.signal_agent(i, libc::SIGHUP);
+                let down = if full() { 300 } else { 5 };
+                // the outage itself: how long the server stays down
+                std::thread::sleep(Duration::from_secs(down));
+                self.f.start_server();
+                relabel = Some((i, round));
+                format!("{down} s; on n{i} {crashed} and the node relabelled")
+            }
         };
         let (converged, mut violations) = self.converge();
+        if let Some((i, round)) = relabel {
+            let name = self.f.nodes[i].name.clone();
+            let labelled = common::wait_for_opt(Duration::from_secs(30), || {
+                let node = self.f.get_json(&format!("/api/v1/nodes/{name}"))?;
+                (node["metadata"]["labels"]["faults.test/round"] == round.as_str()).then_some(())
+            });
+            if labelled.is_none() {
+                let log = self.f.nodes[i]
+                    .agent
+                    .as_ref()
+                    .map(|a| a.log())
+                    .unwrap_or_default();
+                let said: Vec<&str> = log
+                    .lines()
+                    .filter(|l| {
+                        l.contains("WARN")
+                            || l.contains("ERROR")
+                            || l.contains("reload")
+                            || l.contains("label")
+                    })
+                    .collect();
+                violations.push(format!(
+                    "node {name}: the label set while the server was down never reached the API; its agent said:\n{}",
+                    said[said.len().saturating_sub(15)..].join("\n")
+                ));
+            }
+        }
         if let Some((i, before)) = after_check {
             let after = self.running_ids(i);
             if after != before {
@@ -1081,7 +1177,7 @@ impl Harness {
     /// A bounded stream of ConfigMap creates, the server killed (-9) once a random number of
     /// them was acknowledged, then started again: returns (stream length, acknowledged).
     fn server_kill_during_writes(&mut self) -> (usize, usize) {
-        let n = if full() { 2000 } else { 200 };
+        let n = if full() { 10_000 } else { 200 };
         let kill_at = self.rng.random_range(1..n);
         let round = self.writes;
         self.writes += 1;
@@ -1276,7 +1372,14 @@ fn fault_matrix() {
     let bad: Vec<String> = outcomes
         .iter()
         .filter(|o| !o.violations.is_empty())
-        .map(|o| format!("{} ({}): {:?}", o.fault.name(), o.detail, o.violations))
+        .map(|o| {
+            format!(
+                "{} ({}):\n  {}",
+                o.fault.name(),
+                o.detail,
+                o.violations.join("\n  ")
+            )
+        })
         .collect();
     assert!(
         bad.is_empty(),
