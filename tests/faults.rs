@@ -166,11 +166,11 @@ spec:
       terminationGracePeriodSeconds: 2
       containers:
       - name: c
-        image: {rs}
+        image: {reg}/busybox:latest
         command: ["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]
 "#,
         ds = ds_image,
-        rs = format!("{}/busybox:latest", common::registry()),
+        reg = common::registry(),
     )
 }
 
@@ -873,6 +873,16 @@ impl Harness {
         });
     }
 
+    /// Starts a rollout whose image node `i` must pull, and holds that pull in flight: the
+    /// registry blackholed (connections accepted, no byte answered) until the caller sets it to
+    /// pass again, so a fault injected meanwhile lands mid-pull (a local pull of busybox takes
+    /// a few ms: random timing alone would almost never hit it).
+    fn start_pull(&mut self, i: usize) {
+        self.forget_next_image(i);
+        self.reg.set(Mode::Blackhole);
+        self.flip_image();
+    }
+
     /// Deletes one pod bound to node `i` (its controller makes another: its agent stops one and
     /// starts one).
     fn delete_pod_on(&mut self, i: usize) -> String {
@@ -909,8 +919,7 @@ impl Harness {
             0 => "idle".into(),
             1 => format!("reconcile ({})", self.delete_pod_on(i)),
             2 => {
-                self.forget_next_image(i);
-                self.flip_image();
+                self.start_pull(i);
                 format!("pull of busybox:{}", self.ds_tag)
             }
             _ => {
@@ -934,6 +943,7 @@ impl Harness {
                 self.f.kill_agent(i);
                 let down = self.pause(1000);
                 self.f.start_agent(i);
+                self.reg.set(Mode::Pass);
                 format!("n{i} during {during}, {at} ms in, down {down} ms")
             }
             Fault::AgentStop => {
@@ -964,14 +974,15 @@ impl Harness {
                     0 => "idle".to_string(),
                     1 => format!("start ({})", self.delete_pod_on(i)),
                     _ => {
-                        self.forget_next_image(i);
-                        self.flip_image();
+                        self.start_pull(i);
                         format!("pull of busybox:{}", self.ds_tag)
                     }
                 };
                 let at = self.pause(2000);
                 self.f.nodes[i].ctd.crash();
-                let down = self.pause(1000);
+                // a pull held in flight goes on now, against a containerd that is down
+                self.reg.set(Mode::Pass);
+                let down = 300 + self.pause(700);
                 self.f.nodes[i].ctd.respawn();
                 format!("n{i} during {during}, {at} ms in, down {down} ms")
             }
