@@ -36,10 +36,15 @@ export DSA_TEST_REGISTRY
 DSA_TEST_REGISTRY=$(bash tests/fixtures/registry.sh "$regdir" "127.0.0.1:$(free_port)")
 
 group "build" cargo build --all-targets
+# The fault matrix (tests/faults.rs) runs in a group of its own after the others, alone: it
+# measures how fast its fleet converges after each fault, and 4 other tests beside it would be
+# what it measures. Smoke counts here (about 2-3 min); DSA_FAULTS=full runs the full matrix.
 if command -v cargo-nextest >/dev/null; then
-  group "cargo tests" cargo nextest run --no-fail-fast --test-threads 4
+  group "cargo tests" cargo nextest run --no-fail-fast --test-threads 4 -E 'not binary(faults)'
+  group "fault matrix, smoke" cargo nextest run --no-fail-fast --no-capture --test faults
 else
-  group "cargo tests" cargo test --no-fail-fast
+  group "cargo tests" cargo test --no-fail-fast -- --skip fault_matrix
+  group "fault matrix, smoke" cargo test --no-fail-fast --test faults -- --nocapture
 fi
 # The .deb installed, run, upgraded and purged in a booted Debian 12 (systemd-nspawn), the .rpm
 # inspected: after the other tests, alone, as it boots a machine. scripts/package.sh installs

@@ -50,7 +50,10 @@ pub struct Agent {
     client: kube::Client,
     runtime_version: String,
     clock: Clock,
-    cfg: tokio::sync::Mutex<Config>,
+    cfg: Arc<tokio::sync::Mutex<Config>>,
+    /// Retries a reloaded configuration the API could not take (it was down): a newer reload
+    /// replaces it.
+    pending: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     shutdown: tokio_watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -58,33 +61,91 @@ pub struct Agent {
 impl Agent {
     /// Applies a reloaded configuration (SIGHUP): new labels and taints go to the Node at once
     /// (and come back through the Node's watch). Labels a previous configuration set and this one
-    /// dropped stay on the Node (remove them with `kubectl label node NAME key-`).
+    /// dropped stay on the Node (remove them with `kubectl label node NAME key-`). When the API
+    /// cannot take them (it is down), they are retried with back-off (1 s doubling to 30 s) until
+    /// it can, or until a newer reload replaces them: a relabel made while the server is away
+    /// reaches the Node when it is back (the fault matrix found it dropped after one try).
     pub async fn reload(&self, new: Config) {
-        let mut cfg = self.cfg.lock().await;
-        if new.node_labels == cfg.node_labels && new.node_taints == cfg.node_taints {
+        if let Some(older) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            older.abort();
+        }
+        let unchanged = {
+            let cfg = self.cfg.lock().await;
+            new.node_labels == cfg.node_labels && new.node_taints == cfg.node_taints
+        };
+        if unchanged {
             tracing::info!("configuration reloaded; nothing changed for the node");
             return;
         }
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let status = node::node_status(&self.runtime_version, self.clock.now_ms());
-        match node::register(&nodes, &new, status).await {
-            Ok(_) => {
-                tracing::info!(
-                    node = new.node_name.as_str(),
-                    "configuration reloaded; node labels and taints updated"
-                );
-                *cfg = new;
-            }
-            Err(e) => {
-                tracing::error!(error = %crate::runtime::chain(&e), "configuration reloaded but the node could not be updated")
-            }
+        let me = self.node_updater();
+        if let Err(e) = me.apply(&new).await {
+            tracing::error!(error = %crate::runtime::chain(&e), "configuration reloaded but the node could not be updated; retrying");
+            let task = tokio::spawn(async move {
+                let mut delay = std::time::Duration::from_secs(1);
+                loop {
+                    tokio::time::sleep(delay).await;
+                    match me.apply(&new).await {
+                        Ok(()) => return,
+                        Err(e) => {
+                            delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                            tracing::warn!(error = %crate::runtime::chain(&e), retry_in_s = delay.as_secs(), "the reloaded node labels and taints still could not be applied");
+                        }
+                    }
+                }
+            });
+            *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(task);
+        }
+    }
+
+    fn node_updater(&self) -> NodeUpdater {
+        NodeUpdater {
+            client: self.client.clone(),
+            runtime_version: self.runtime_version.clone(),
+            clock: self.clock.clone(),
+            cfg: self.cfg.clone(),
         }
     }
 
     /// Stops the agent's loops. The containers keep running: a restarted agent adopts them.
     pub async fn shutdown(self) {
+        if let Some(t) = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            t.abort();
+        }
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
+    }
+}
+
+/// What a reload needs to write the Node's labels and taints, also from a task of its own.
+struct NodeUpdater {
+    client: kube::Client,
+    runtime_version: String,
+    clock: Clock,
+    cfg: Arc<tokio::sync::Mutex<Config>>,
+}
+
+impl NodeUpdater {
+    /// Registers the Node with `new`'s labels and taints; on success `new` is the configuration.
+    async fn apply(&self, new: &Config) -> kube::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let status = node::node_status(&self.runtime_version, self.clock.now_ms());
+        node::register(&nodes, new, status).await?;
+        tracing::info!(
+            node = new.node_name.as_str(),
+            "configuration reloaded; node labels and taints updated"
+        );
+        *self.cfg.lock().await = new.clone();
+        Ok(())
     }
 }
 
@@ -196,7 +257,8 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
         client,
         runtime_version,
         clock,
-        cfg: tokio::sync::Mutex::new(cfg),
+        cfg: Arc::new(tokio::sync::Mutex::new(cfg)),
+        pending: std::sync::Mutex::new(None),
         shutdown,
         task,
     })

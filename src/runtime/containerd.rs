@@ -86,11 +86,17 @@ impl ContainerdRuntime {
     ) -> Result<ContainerdRuntime> {
         let ctd = Ctd::connect(socket, namespace).await?;
         // the snapshot an earlier agent prepared and was stopped before a container held it: its
-        // lease (RUN_LEASE) would keep it for an hour
-        match ctd.delete_leases(RUN_LEASE).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(leases = n, "deleted the run leases of an earlier agent"),
-            Err(e) => tracing::warn!(error = e.message(), "list leases"),
+        // lease (RUN_LEASE) would keep it for an hour; and what a pull or import it was killed
+        // in the middle of wrote: their leases would keep it for a day (one agent owns a
+        // namespace, so no pull of another runs)
+        for prefix in [RUN_LEASE, "dsa-pull-", "dsa-import-"] {
+            match ctd.delete_leases(prefix).await {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(leases = n, prefix, "deleted the leases of an earlier agent")
+                }
+                Err(e) => tracing::warn!(error = e.message(), "list leases"),
+            }
         }
         // output files of probe execs an earlier agent was killed in the middle of
         if let Ok(dir) = std::fs::read_dir(state_dir.join("exec")) {

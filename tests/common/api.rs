@@ -101,6 +101,13 @@ impl Endpoint {
     /// line) over verified TLS; returns the status code and the body (read until the server
     /// closes). A connection refused or a failed handshake panics.
     pub fn http(&self, raw: &[u8]) -> (u16, String) {
+        self.try_http(raw)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.addr))
+    }
+
+    /// [`Endpoint::http`], with a connection refused (a server that is down) as an error: a
+    /// connection the server drops mid-answer reads as status 0.
+    pub fn try_http(&self, raw: &[u8]) -> std::io::Result<(u16, String)> {
         let mut request = raw.to_vec();
         if let Some(t) = &self.token {
             let at = raw
@@ -112,28 +119,49 @@ impl Endpoint {
         }
         let name = ServerName::from(self.addr.ip());
         let conn = rustls::ClientConnection::new(self.config.clone(), name).unwrap();
-        let tcp = TcpStream::connect(self.addr).unwrap();
-        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let tcp = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
         let mut tls = rustls::StreamOwned::new(conn, tcp);
         let _ = tls.write_all(&request);
         let _ = tls.flush();
         let mut buf = Vec::new();
         let _ = tls.read_to_end(&mut buf);
-        parse_response(&buf)
+        Ok(parse_response(&buf))
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
-        self.http(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        self.http(Endpoint::get_request(path).as_bytes())
+    }
+
+    /// [`Endpoint::get`] of a server that may be down.
+    pub fn try_get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        self.try_http(Endpoint::get_request(path).as_bytes())
+    }
+
+    fn get_request(path: &str) -> String {
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     }
 
     /// A request with a JSON (or other `content_type`) body.
     pub fn send(&self, method: &str, path: &str, content_type: &str, body: &str) -> (u16, String) {
-        self.http(
-            format!(
-                "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                body.len()
-            )
-            .as_bytes(),
+        self.http(Endpoint::send_request(method, path, content_type, body).as_bytes())
+    }
+
+    /// [`Endpoint::send`] to a server that may be down.
+    pub fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, String)> {
+        self.try_http(Endpoint::send_request(method, path, content_type, body).as_bytes())
+    }
+
+    fn send_request(method: &str, path: &str, content_type: &str, body: &str) -> String {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         )
     }
 }

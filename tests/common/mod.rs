@@ -9,8 +9,10 @@
 
 pub mod api;
 pub mod authreg;
+pub mod fleet;
 pub mod netns;
 pub mod proc;
+pub mod tcpproxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -115,6 +117,19 @@ impl Containerd {
         let _ = std::fs::remove_file(&self.socket);
         let fresh = Containerd::spawn(self.dir.path(), &self.socket, &self.prefix);
         self.child = fresh;
+    }
+
+    /// kill -9 of containerd (its shims and containers keep running); [`Containerd::respawn`]
+    /// starts it again.
+    pub fn crash(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts containerd again on the same socket, root and state after [`Containerd::crash`].
+    pub fn respawn(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = Containerd::spawn(self.dir.path(), &self.socket, &self.prefix);
     }
 }
 
@@ -345,6 +360,21 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
             return v;
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `f` every 50 ms until it returns Some, or returns None after `timeout` (for waits whose
+/// running out is an outcome to report, not a failure of the test).
+pub fn wait_for_opt<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
