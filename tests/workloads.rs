@@ -149,6 +149,17 @@ fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.flatten().count())
 }
 
+/// The host-local reservations of network `name` under `ipam_dir` (its IPs).
+fn reservations(ipam_dir: &Path, name: &str) -> Vec<String> {
+    std::fs::read_dir(ipam_dir.join(name))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
+        .collect()
+}
+
 fn leaks(net: &TestNet, state: &Path, mounts: &[String], ctd: &Path, ns: &str) -> Leaks {
     let state_s = format!("{}/", state.display());
     let ctr = |args: &[&str]| {
@@ -165,16 +176,7 @@ fn leaks(net: &TestNet, state: &Path, mounts: &[String], ctd: &Path, ns: &str) -
             .lines()
             .filter(|l| l.contains("veth"))
             .count(),
-        reservations: std::fs::read_dir(net.ipam_dir.join(&net.name))
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| {
-                        let n = e.file_name().to_string_lossy().to_string();
-                        n != "lock" && !n.starts_with("last_reserved_ip")
-                    })
-                    .count()
-            })
-            .unwrap_or(0),
+        reservations: reservations(&net.ipam_dir, &net.name).len(),
         nat_rules: run("iptables", &["-t", "nat", "-S"])
             .lines()
             .filter(|l| l.contains(&net.name))
@@ -761,17 +763,6 @@ async fn a_runtime_cut_off_mid_churn_leaves_what_the_next_one_removes() {
     assert_eq!(e.leaks(), before, "what {} cut-off pods left", uids.len());
 }
 
-/// The host-local reservations of network `name` under `ipam_dir` (its IPs).
-fn reservations(ipam_dir: &Path, name: &str) -> Vec<String> {
-    std::fs::read_dir(ipam_dir.join(name))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().to_string())
-        .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
-        .collect()
-}
-
 /// The node's network changes under a running pod (another configuration now sorts first, as
 /// when a network plugin's DaemonSet writes its own): the pod's DEL goes to the network of its
 /// ADD, whose address it frees, and never to the new one.
@@ -795,7 +786,11 @@ async fn a_del_frees_the_address_of_its_add_after_the_configuration_changed() {
     )
     .unwrap();
     e.rt.remove_sandbox(&uid).await.unwrap();
-    assert_eq!(e.leaks(), before, "what the pod left in the network of its ADD");
+    assert_eq!(
+        e.leaks(),
+        before,
+        "what the pod left in the network of its ADD"
+    );
     assert!(
         reservations(&other.ipam_dir, &other.name).is_empty() && !other.ipam_dir.exists(),
         "the DEL went to the new network"

@@ -154,7 +154,7 @@ impl Bench {
 
     /// Creates `name` on the `count` nodes labelled `label`, waits until it is available, then
     /// changes its image and times the rollout, sampling `namespaces` against `limits`
-    /// (maxUnavailable, maxSurge); deletes it.
+    /// (maxUnavailable, maxSurge); deletes it and waits until its pods are gone.
     async fn roll(
         &mut self,
         name: &str,
