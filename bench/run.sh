@@ -120,12 +120,13 @@ cleanup() {
   fi
   [[ -f $D/reg/registry.pid ]] && kill "$(cat "$D/reg/registry.pid")" 2>/dev/null
   # the host-local address reservations of the pods whose network namespaces are under $D (an
-  # agent stopped with its pods up never ran their CNI DEL)
+  # agent stopped with its pods up never ran their CNI DEL). host-local writes "ID\r\nIFNAME":
+  # the carriage return goes, or no ID ever matches.
   local e uids
   uids=$(awk -v d="$D/" 'index($5, d) == 1 && index($5, "/netns/") {n = split($5, p, "/"); print p[n]}' /proc/self/mountinfo | sort -u)
   if [[ -n $uids ]]; then
     for e in /var/lib/cni/networks/*/*; do
-      [[ -f $e ]] && grep -qxF -- "$(head -n1 "$e")" <<<"$uids" && rm -f "$e"
+      [[ -f $e ]] && grep -qxF -- "$(head -n1 "$e" | tr -d '\r')" <<<"$uids" && rm -f "$e"
     done
   fi
   reap_private_containerd "$D"

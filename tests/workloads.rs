@@ -149,6 +149,17 @@ fn count_files(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |d| d.flatten().count())
 }
 
+/// The host-local reservations of network `name` under `ipam_dir` (its IPs).
+fn reservations(ipam_dir: &Path, name: &str) -> Vec<String> {
+    std::fs::read_dir(ipam_dir.join(name))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n != "lock" && !n.starts_with("last_reserved_ip"))
+        .collect()
+}
+
 fn leaks(net: &TestNet, state: &Path, mounts: &[String], ctd: &Path, ns: &str) -> Leaks {
     let state_s = format!("{}/", state.display());
     let ctr = |args: &[&str]| {
@@ -165,16 +176,7 @@ fn leaks(net: &TestNet, state: &Path, mounts: &[String], ctd: &Path, ns: &str) -
             .lines()
             .filter(|l| l.contains("veth"))
             .count(),
-        reservations: std::fs::read_dir(net.ipam_dir.join(&net.name))
-            .map(|d| {
-                d.flatten()
-                    .filter(|e| {
-                        let n = e.file_name().to_string_lossy().to_string();
-                        n != "lock" && !n.starts_with("last_reserved_ip")
-                    })
-                    .count()
-            })
-            .unwrap_or(0),
+        reservations: reservations(&net.ipam_dir, &net.name).len(),
         nat_rules: run("iptables", &["-t", "nat", "-S"])
             .lines()
             .filter(|l| l.contains(&net.name))
@@ -759,6 +761,123 @@ async fn a_runtime_cut_off_mid_churn_leaves_what_the_next_one_removes() {
     }
     assert!(next.list_containers().await.unwrap().is_empty());
     assert_eq!(e.leaks(), before, "what {} cut-off pods left", uids.len());
+}
+
+/// The node's network changes under a running pod (another configuration now sorts first, as
+/// when a network plugin's DaemonSet writes its own): the pod's DEL goes to the network of its
+/// ADD, whose address it frees, and never to the new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_del_frees_the_address_of_its_add_after_the_configuration_changed() {
+    let e = rt_env().await;
+    let before = e.leaks();
+    let spec = pod_spec(json!({"containers": []}));
+    let uid = unique("moved");
+    let sb = e.rt.create_sandbox(&e.pod(&uid, &spec)).await.unwrap();
+    assert_eq!(sb.ips.len(), 1, "the pod has an address");
+    assert_eq!(
+        reservations(&e.net.ipam_dir, &e.net.name).len(),
+        1,
+        "reserved in the network of the ADD"
+    );
+    let other = TestNet::new(&e.ctd.path().join("other"));
+    std::fs::copy(
+        other.conf_dir.join("10-test.conflist"),
+        e.net.conf_dir.join("00-other.conflist"),
+    )
+    .unwrap();
+    e.rt.remove_sandbox(&uid).await.unwrap();
+    assert_eq!(
+        e.leaks(),
+        before,
+        "what the pod left in the network of its ADD"
+    );
+    assert!(
+        reservations(&other.ipam_dir, &other.name).is_empty() && !other.ipam_dir.exists(),
+        "the DEL went to the new network"
+    );
+}
+
+/// A main plugin that hands its IPAM to host-local in a child process, as bridge does. The
+/// child of an ADD waits for the file `go` beside the plugin (it says `started` first), so
+/// that a test can cut the ADD off while its IPAM is still to come.
+const DELEGATING_PLUGIN: &str = r#"#!/bin/sh
+conf=$(cat)
+dir=$(dirname "$0")
+if [ "$CNI_COMMAND" = ADD ]; then
+  (
+    touch "$dir/started"
+    while [ ! -e "$dir/go" ]; do sleep 0.02; done
+    printf '%s' "$conf" | /usr/lib/cni/host-local
+  ) &
+  wait $!
+  exit $?
+fi
+printf '%s' "$conf" | /usr/lib/cni/host-local
+"#;
+
+/// An ADD given up while the plugin's IPAM child runs (the pod deleted, the call timed out) and
+/// the DEL that follows: the child goes with its plugin, so no address is reserved after the
+/// DEL (a plugin killed alone left its host-local to reserve one that nothing frees).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_add_cut_off_while_its_ipam_runs_leaves_no_reservation_after_the_del() {
+    use std::os::unix::fs::PermissionsExt;
+    let ctd = Containerd::start();
+    let _guard = Guard::new().containerd(&ctd);
+    let dir = ctd.path().join("cut-net");
+    let (bin, conf_dir, ipam_dir) = (dir.join("bin"), dir.join("conf"), dir.join("ipam"));
+    for d in [&bin, &conf_dir] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let plugin = bin.join("delegating");
+    std::fs::write(&plugin, DELEGATING_PLUGIN).unwrap();
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let name = unique("dsa-test-cut");
+    let conf = json!({"cniVersion": "1.0.0", "name": name, "plugins": [{"type": "delegating",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.240.7.0/24"}]], "dataDir": ipam_dir}}]});
+    std::fs::write(
+        conf_dir.join("10-cut.conflist"),
+        serde_json::to_vec(&conf).unwrap(),
+    )
+    .unwrap();
+    let state = ctd.path().join("agent-state");
+    let rt = std::sync::Arc::new(
+        ContainerdRuntime::connect(&ctd.socket, &unique("dsa-test-cut"), &state)
+            .await
+            .unwrap()
+            .with_network(&conf_dir, &[bin.clone(), PathBuf::from("/usr/lib/cni")]),
+    );
+    let uid = unique("cut");
+    let pod = pod_sandbox(&uid, &pod_spec(json!({"containers": []})));
+    let add = tokio::spawn({
+        let rt = rt.clone();
+        async move { rt.create_sandbox(&pod).await }
+    });
+    wait_for_async("the IPAM child to start", || bin.join("started").exists()).await;
+    add.abort();
+    assert!(
+        add.await.unwrap_err().is_cancelled(),
+        "the ADD ended before it was cut off"
+    );
+    // the pod goes, as its worker removes it
+    rt.remove_sandbox(&uid).await.unwrap();
+    std::fs::write(bin.join("go"), "").unwrap();
+    wait_for("the plugins to end", Duration::from_secs(30), || {
+        (plugins_running(&state) == 0).then_some(())
+    });
+    assert_eq!(
+        reservations(&ipam_dir, &name),
+        Vec::<String>::new(),
+        "reserved after the DEL"
+    );
+    assert!(
+        !state.join("cni").join(format!("{uid}.json")).exists(),
+        "the ADD's cache outlived its DEL"
+    );
+    let state_s = format!("{}/", state.display());
+    assert!(
+        !host_mounts().iter().any(|m| m.starts_with(&state_s)),
+        "the sandbox's namespaces are still mounted"
+    );
 }
 
 /// Polls `f` every 10 ms (on the runtime's clock: the tasks it waits for run meanwhile) for

@@ -154,7 +154,7 @@ impl Bench {
 
     /// Creates `name` on the `count` nodes labelled `label`, waits until it is available, then
     /// changes its image and times the rollout, sampling `namespaces` against `limits`
-    /// (maxUnavailable, maxSurge); deletes it.
+    /// (maxUnavailable, maxSurge); deletes it and waits until its pods are gone.
     async fn roll(
         &mut self,
         name: &str,
@@ -189,6 +189,10 @@ impl Bench {
         stop.store(true, Ordering::SeqCst);
         let (samples, over, worst_down, worst_double) = sampler.await??;
         self.api.delete(name, &DeleteParams::default()).await?;
+        // The agents remove the pods (CNI DEL included) before the next roll or their stop: an
+        // agent stopped with its pods up leaves them running, as the kubelet does, and their
+        // address reservations held until an agent comes back, which never happens here.
+        self.pods_gone(name, Duration::from_secs(120)).await?;
         Ok(Measured {
             took,
             samples,
@@ -196,6 +200,25 @@ impl Bench {
             worst_down,
             worst_double,
         })
+    }
+
+    /// Waits until no pod of DaemonSet `name` (label `app`) is left in the API: the agents
+    /// delete a pod for good only once its sandbox is removed.
+    async fn pods_gone(&self, name: &str, timeout: Duration) -> Result<()> {
+        let pods: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.api.clone().into_client(), "default");
+        let lp = kube::api::ListParams::default().labels(&format!("app={name}"));
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = pods.list(&lp).await?.items.len();
+            if left == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("{name}: {left} pod(s) still there {timeout:?} after its delete");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until `name` at `generation` runs an available pod of its template on `count` nodes.

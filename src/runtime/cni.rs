@@ -9,7 +9,8 @@
 //! What an ADD was given and gave is cached (`STATE_DIR/cni/UID.json`, written before the plugins
 //! run): DEL and CHECK use the configuration the pod was attached with, even when the directory
 //! changed since, and a DEL after an agent that died in the middle of an ADD still releases what
-//! the plugins reserved.
+//! the plugins reserved. A plugin given up (its ADD cut off, or timed out) is killed with its
+//! process group, so that no IPAM plugin it started reserves an address after that DEL.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -189,6 +190,26 @@ fn plugin_config(list: &Value, plugin: &Value, prev: Option<&Value>, a: &Attachm
     conf
 }
 
+/// The process group of a running plugin (the plugin and what it runs: bridge delegates to its
+/// IPAM plugin in a child process), killed when the plugin is given up (cut off, timed out): a
+/// plugin killed alone leaves its IPAM plugin running, which then reserves an address after the
+/// DEL that was to free it. An agent killed itself leaves the group running (nothing of it runs
+/// any more): the next agent's DEL comes after it.
+struct PluginGroup(Option<u32>);
+
+impl Drop for PluginGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.and_then(|p| i32::try_from(p).ok()) {
+            // dropped right as the plugin is given up: the group is still the plugin's (not
+            // reaped yet, or what it ran still in it)
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 impl Cni {
     /// The network configuration list in use: the first file by name.
     pub fn load(&self) -> Result<Value> {
@@ -295,9 +316,11 @@ impl Cni {
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(exec_err)?;
+        let mut group = PluginGroup(child.id());
         let input = serde_json::to_vec(conf).unwrap_or_default();
         if let Some(mut stdin) = child.stdin.take() {
             stdin.write_all(&input).await.map_err(exec_err)?;
@@ -306,6 +329,8 @@ impl Cni {
             Ok(out) => out.map_err(exec_err)?,
             Err(_) => return Err(CniError::Timeout { plugin, command }),
         };
+        // it ended on its own: its group may be gone, its id reused
+        group.0 = None;
         if !out.status.success() {
             // the plugin's error: {"code": N, "msg": "...", "details": "..."} on stdout
             let err: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
