@@ -279,6 +279,15 @@ struct ServerArgs {
     /// `1m30s`, `500ms`.
     #[arg(long, default_value = "40s", value_parser = parse_duration, value_name = "DURATION")]
     node_monitor_grace_period: std::time::Duration,
+    /// How long a pod tolerates its node's `node.kubernetes.io/not-ready:NoExecute` taint unless it
+    /// says otherwise (kube-apiserver's DefaultTolerationSeconds admission flag).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    default_not_ready_toleration_seconds: i64,
+    /// How long a pod tolerates its node's `node.kubernetes.io/unreachable:NoExecute` taint unless
+    /// it says otherwise: with `--node-monitor-grace-period`, how long a lost node's pods wait
+    /// before they are deleted and replaced elsewhere.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    default_unreachable_toleration_seconds: i64,
     /// How long an event is kept after its last write, as kube-apiserver's flag: `1h`, `10m`.
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     event_ttl: std::time::Duration,
@@ -455,6 +464,8 @@ async fn run_server(args: ServerArgs) -> ExitCode {
         policy: daemonset_agent::core::validation::Policy {
             allow_privileged: args.allow_privileged,
             allow_host_path: args.allow_host_path,
+            default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
+            default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
         },
         node_monitor_grace_period: args.node_monitor_grace_period,
         event_ttl: args.event_ttl,

@@ -450,6 +450,7 @@ fn server_policy_refuses_privileged_pods_and_host_paths() {
         Policy {
             allow_privileged: false,
             allow_host_path: false,
+            ..Policy::default()
         },
     );
     let d = dir.path();
