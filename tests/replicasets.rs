@@ -651,3 +651,128 @@ fn a_lost_nodes_replica_moves_and_its_return_duplicates_nothing() {
         samples.len()
     );
 }
+
+/// Container ids of running pod containers whose pod name starts with `prefix`: pod -> ids.
+fn container_ids(f: &Fleet, prefix: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let nodes = connect_all(&f.ctd.socket).await;
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for c in containerd_pods(&nodes).await {
+            if c.running && c.pod.starts_with(prefix) {
+                out.entry(c.pod).or_default().insert(c.id);
+            }
+        }
+        out
+    })
+}
+
+/// `kubectl delete rs` with each propagation policy, by kubectl 1.27 and the newest, as
+/// Kubernetes does it: background (the ReplicaSet goes at once, its pods and their containers
+/// after it), foreground (the ReplicaSet stays, marked `foregroundDeletion`, until its pods are
+/// gone), orphan (the pods and their very containers stay, their ownerReferences removed).
+#[test]
+fn delete_rs_background_foreground_orphan() {
+    let f = Fleet::start();
+    let k127 = common::kubectl_release("1.27");
+    let newest = common::kubectl().to_path_buf();
+    for (v, kubectl) in [("127", &k127), ("new", &newest)] {
+        let names = ["bg", "fg", "orphan"].map(|m| format!("del-{m}-{v}"));
+        for name in &names {
+            f.apply(&other_rs(name, 2, "", ""));
+        }
+        let mut running = BTreeMap::new();
+        for name in &names {
+            let pods = f.wait_running(&format!("app={name}"), 2);
+            f.wait_containerd(&format!("{name}-"), &pods.keys().cloned().collect());
+            running.insert(name.clone(), pods);
+        }
+        let [bg, fg, orphan] = &names;
+
+        // background: the ReplicaSet is gone when kubectl returns; the collector deletes the
+        // pods after it and their nodes stop the containers
+        f.ok_with(kubectl, &["delete", "rs", bg, "--cascade=background"]);
+        assert!(!f.kubectl(&["get", "rs", bg]).status.success(), "{bg} gone");
+        wait_for(&format!("{bg}'s pods collected"), SETTLE, || {
+            let all = f.json(&["get", "pods", "-l", &format!("app={bg}")]);
+            all["items"].as_array()?.is_empty().then_some(())
+        });
+        f.wait_containerd(&format!("{bg}-"), &BTreeSet::new());
+
+        // foreground: a finalizer of the test's holds one pod, so the ReplicaSet must wait for it
+        let held = running[fg].keys().next().unwrap().clone();
+        f.ok(&[
+            "patch",
+            "pod",
+            &held,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":["example.com/hold"]}}"#,
+        ]);
+        f.ok_with(
+            kubectl,
+            &["delete", "rs", fg, "--cascade=foreground", "--wait=false"],
+        );
+        // every container stops while the ReplicaSet still stands, marked
+        f.wait_containerd(&format!("{fg}-"), &BTreeSet::new());
+        let marked = f.json(&["get", "rs", fg]);
+        assert!(
+            marked["metadata"]["deletionTimestamp"].is_string(),
+            "{marked}"
+        );
+        assert_eq!(
+            marked["metadata"]["finalizers"],
+            serde_json::json!(["foregroundDeletion"]),
+            "{marked}"
+        );
+        let pod = f.json(&["get", "pod", &held]);
+        assert!(pod["metadata"]["deletionTimestamp"].is_string(), "{pod}");
+        f.ok(&[
+            "patch",
+            "pod",
+            &held,
+            "--type=merge",
+            "-p",
+            r#"{"metadata":{"finalizers":null}}"#,
+        ]);
+        wait_for(&format!("{fg} gone after its pods"), SETTLE, || {
+            (!f.kubectl(&["get", "rs", fg]).status.success()).then_some(())
+        });
+        let left = f.json(&["get", "pods", "-l", &format!("app={fg}")]);
+        assert_eq!(left["items"], serde_json::json!([]), "its pods went first");
+
+        // orphan: the pods stay, unowned, and their containers are the same ones
+        let before = container_ids(&f, &format!("{orphan}-"));
+        assert_eq!(before.len(), 2, "{before:?}");
+        f.ok_with(kubectl, &["delete", "rs", orphan, "--cascade=orphan"]);
+        assert!(!f.kubectl(&["get", "rs", orphan]).status.success());
+        let pods = f.json(&["get", "pods", "-l", &format!("app={orphan}")]);
+        let items = pods["items"].as_array().unwrap();
+        assert_eq!(items.len(), 2, "{pods}");
+        for p in items {
+            assert!(p["metadata"]["deletionTimestamp"].is_null(), "{p}");
+            assert!(
+                p["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_none_or(|o| o.is_empty()),
+                "orphaned: {p}"
+            );
+        }
+        assert_eq!(
+            container_ids(&f, &format!("{orphan}-")),
+            before,
+            "the same containers run on"
+        );
+        f.ok(&[
+            "delete",
+            "pods",
+            "-l",
+            &format!("app={orphan}"),
+            "--wait=false",
+        ]);
+        f.wait_containerd(&format!("{orphan}-"), &BTreeSet::new());
+    }
+}
