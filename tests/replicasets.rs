@@ -797,3 +797,127 @@ fn delete_rs_background_foreground_orphan() {
         f.wait_containerd(&format!("{orphan}-"), &BTreeSet::new());
     }
 }
+
+/// Leader election with one real server (two need the etcd store): it acquires the Lease
+/// `kube-system/daemonset-agent-controllers` and renews it; when another identity holds it (the
+/// test writes and renews it), the server stops leading at its renew deadline and its
+/// controllers stay idle (a new ReplicaSet gets no pod) until that Lease expires, then it takes
+/// the Lease over (one more transition) and the ReplicaSet gets its pod.
+#[test]
+fn the_controllers_run_only_while_the_server_holds_the_lease() {
+    let dir = tempfile::Builder::new()
+        .prefix("dsa-le-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let _guard = common::Guard::new().dir(dir.path());
+    let data = dir.path().join("server");
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let server = spawn(
+        dir.path(),
+        "server",
+        &[
+            "server",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--leader-elect-lease-duration",
+            "4s",
+            "--leader-elect-renew-deadline",
+            "3s",
+            "--leader-elect-retry-period",
+            "1s",
+        ],
+    );
+    let kubeconfig = data.join("admin.kubeconfig");
+    let kubectl = |args: &[&str]| {
+        Command::new(common::kubectl())
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .args(args)
+            .output()
+            .expect("run kubectl")
+    };
+    let lease = || -> Option<Value> {
+        let out = kubectl(&[
+            "get",
+            "lease",
+            "-n",
+            "kube-system",
+            "daemonset-agent-controllers",
+            "-o",
+            "json",
+        ]);
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    };
+    let identity = wait_for("the server to lead", Duration::from_secs(30), || {
+        let l = lease()?;
+        Some(l["spec"]["holderIdentity"].as_str()?.to_string())
+    });
+    let kept = std::fs::read_to_string(data.join("leader-identity")).unwrap();
+    assert_eq!(identity, kept.trim());
+    let first = lease().unwrap();
+    assert_eq!(first["spec"]["leaseDurationSeconds"], 4);
+    let renewed = wait_for("a renewal", Duration::from_secs(10), || {
+        let l = lease()?;
+        (l["spec"]["renewTime"] != first["spec"]["renewTime"]).then_some(l)
+    });
+    assert_eq!(renewed["spec"]["acquireTime"], first["spec"]["acquireTime"]);
+    let transitions = renewed["spec"]["leaseTransitions"].as_i64().unwrap();
+
+    // another identity takes the Lease (as a second server would) and renews it every 500 ms
+    let other = |renew: &str| {
+        let mut l = lease().unwrap();
+        l["spec"]["holderIdentity"] = "other".into();
+        l["spec"]["renewTime"] = renew.into();
+        l["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("resourceVersion");
+        let f = dir.path().join("lease.json");
+        std::fs::write(&f, l.to_string()).unwrap();
+        let out = kubectl(&["replace", "-f", f.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+    };
+    let micro = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    other(&micro());
+    wait_for(
+        "the server to stop leading",
+        Duration::from_secs(10),
+        || server.log().contains("leadership lost").then_some(()),
+    );
+    let rs = other_rs("idle", 1, "", "");
+    let f = dir.path().join("rs.yaml");
+    std::fs::write(&f, rs).unwrap();
+    assert!(kubectl(&["apply", "-f", f.to_str().unwrap()])
+        .status
+        .success());
+    let pods = || {
+        let out = kubectl(&["get", "pods", "-l", "app=idle", "-o", "name"]);
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    // 12 renewals by "other" over 6 s: the ReplicaSet stays without a pod
+    for _ in 0..12 {
+        std::thread::sleep(Duration::from_millis(500));
+        other(&micro());
+        assert_eq!(pods(), 0, "a controller acted while another identity led");
+    }
+    assert_eq!(lease().unwrap()["spec"]["holderIdentity"], "other");
+    // "other" stops renewing: the server takes over once 4 s passed on its own clock
+    let stopped = std::time::Instant::now();
+    let back = wait_for("the server to lead again", Duration::from_secs(20), || {
+        let l = lease()?;
+        (l["spec"]["holderIdentity"] == identity.as_str()).then_some(l)
+    });
+    let took = stopped.elapsed();
+    assert!(took >= Duration::from_secs(3), "taken after {took:?}");
+    assert_eq!(
+        back["spec"]["leaseTransitions"].as_i64().unwrap(),
+        transitions + 1
+    );
+    wait_for("the ReplicaSet's pod", Duration::from_secs(30), || {
+        (pods() == 1).then_some(())
+    });
+}
