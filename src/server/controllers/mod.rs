@@ -55,7 +55,7 @@ pub struct Options {
 pub async fn run(api: Arc<Api>, opts: Options, stop: impl Future<Output = ()>) {
     let clock = crate::agent::clock::Clock::system();
     let work = || {
-        let (api, clock, nodes) = (api.clone(), clock.clone(), opts.nodes.clone());
+        let (api, clock, nodes) = (api.clone(), clock.clone(), opts.nodes);
         async move {
             tokio::select! {
                 _ = daemonset::Controller::new(api.clone()).run() => {}
