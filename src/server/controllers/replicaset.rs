@@ -723,10 +723,7 @@ mod tests {
         }
         for a in &pods {
             for b in &pods {
-                assert_eq!(
-                    delete_first(a, b, NOW),
-                    delete_first(b, a, NOW).reverse()
-                );
+                assert_eq!(delete_first(a, b, NOW), delete_first(b, a, NOW).reverse());
                 for c in &pods {
                     if delete_first(a, b, NOW).is_le() && delete_first(b, c, NOW).is_le() {
                         assert!(delete_first(a, c, NOW).is_le(), "{a:?} {b:?} {c:?}");
