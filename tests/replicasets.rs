@@ -893,12 +893,9 @@ fn the_controllers_run_only_while_the_server_holds_the_lease() {
         Duration::from_secs(20),
         || {
             let log = server.log();
-            let last = log
-                .lines()
-                .filter(|l| {
-                    l.contains("leadership lost") || l.contains("leading: controllers started")
-                })
-                .next_back()?;
+            let last = log.lines().rfind(|l| {
+                l.contains("leadership lost") || l.contains("leading: controllers started")
+            })?;
             (last.contains("leadership lost") && last[..12] >= written[..]).then_some(())
         },
     );
