@@ -10,9 +10,11 @@
 # separate processes and prints a table: apply-to-running latency against the floor (a minimal
 # gRPC client), convergence of 100 DaemonSets, the agent's footprint, the server's watch fan-out,
 # a rollout over 20 more agents (maxUnavailable 25%, maxSurge 25%) against its bound, and the
-# agent under 100 concurrent `kubectl logs -f` (nodeapi).
+# agent under 100 concurrent `kubectl logs -f` (nodeapi), and ReplicaSets (rs): `kubectl scale` to
+# 100 replicas over 10 more agents against 100 containerd create+starts, and the scheduler's
+# throughput for 1000 pending pods over 100 simulated nodes.
 # --peers first runs bench/peers.sh (ctr run, docker run, swarm global service) and adds them.
-# --only latency,convergence,idle,fanout,rollout,network,nodeapi: run those sections only (for working on one figure).
+# --only latency,convergence,idle,fanout,rollout,network,nodeapi,rs: run those sections only (for working on one figure).
 # --tls-compare: apply->running and fan-out over plain HTTP (the server's loopback --insecure-listen)
 # and over TLS, one after the other in this run, and the ratios (issue 8: TLS must cost < 10%).
 # --smoke: small sizes for CI (a few minutes). Needs root and what scripts/install-deps.sh

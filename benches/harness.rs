@@ -50,6 +50,8 @@ use tokio::sync::mpsc;
 
 #[path = "harness/nodeapi.rs"]
 mod nodeapi;
+#[path = "harness/replicaset.rs"]
+mod replicaset;
 #[path = "harness/rollout.rs"]
 mod rollout;
 
@@ -67,7 +69,7 @@ struct Opts {
     smoke: bool,
     json: Option<PathBuf>,
     peers_json: Option<PathBuf>,
-    /// Sections to run (`--only latency,convergence,idle,fanout,rollout,network,nodeapi`); all
+    /// Sections to run (`--only latency,convergence,idle,fanout,rollout,network,nodeapi,rs`); all
     /// when empty.
     only: Vec<String>,
     /// HTTPS (true, the default) or plain HTTP on a loopback `--insecure-listen`.
@@ -115,11 +117,12 @@ impl Opts {
                             "rollout",
                             "network",
                             "nodeapi",
+                            "rs",
                         ]
                         .contains(&s.as_str())
                         {
                             bail!(
-                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network, nodeapi)"
+                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network, nodeapi, rs)"
                             );
                         }
                     }
@@ -1795,6 +1798,9 @@ async fn run(o: Opts) -> Result<Report> {
         }
         if b.o.runs("nodeapi") {
             b.nodeapi().await?;
+        }
+        if b.o.runs("rs") {
+            b.replicasets().await?;
         }
         b.peers()?;
         b.check_procs()

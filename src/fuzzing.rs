@@ -54,6 +54,8 @@ pub const TARGETS: &[(&str, Body)] = &[
 const POLICY: validation::Policy = validation::Policy {
     allow_privileged: false,
     allow_host_path: false,
+    default_not_ready_toleration_seconds: crate::core::nodehealth::DEFAULT_TOLERATION_SECONDS,
+    default_unreachable_toleration_seconds: crate::core::nodehealth::DEFAULT_TOLERATION_SECONDS,
 };
 
 fn check_manifest(doc: &Value, previous: &mut Option<DaemonSet>) {
@@ -460,10 +462,7 @@ fn api() -> Arc<Api> {
     let store = SqliteStore::open(Path::new(":memory:"), 64).expect("in-memory store");
     // the server's defaults (`--allow-privileged`, `--allow-host-path`); the manifests target
     // checks the refusals
-    let policy = validation::Policy {
-        allow_privileged: true,
-        allow_host_path: true,
-    };
+    let policy = validation::Policy::default();
     Arc::new(Api::new(Arc::new(store), policy))
 }
 

@@ -279,9 +279,35 @@ struct ServerArgs {
     /// `1m30s`, `500ms`.
     #[arg(long, default_value = "40s", value_parser = parse_duration, value_name = "DURATION")]
     node_monitor_grace_period: std::time::Duration,
+    /// How long a pod tolerates its node's `node.kubernetes.io/not-ready:NoExecute` taint unless it
+    /// says otherwise (kube-apiserver's DefaultTolerationSeconds admission flag).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    default_not_ready_toleration_seconds: i64,
+    /// How long a pod tolerates its node's `node.kubernetes.io/unreachable:NoExecute` taint unless
+    /// it says otherwise: with `--node-monitor-grace-period`, how long a lost node's pods wait
+    /// before they are deleted and replaced elsewhere.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    default_unreachable_toleration_seconds: i64,
     /// How long an event is kept after its last write, as kube-apiserver's flag: `1h`, `10m`.
     #[arg(long, default_value = "1h", value_parser = parse_duration, value_name = "DURATION")]
     event_ttl: std::time::Duration,
+    /// Run the controllers (DaemonSets, ReplicaSets, the scheduler, node lifecycle, garbage
+    /// collection, event compaction) only while this server holds the Lease
+    /// `kube-system/daemonset-agent-controllers`, as kube-controller-manager's flag: servers
+    /// sharing one store elect one of them.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    leader_elect: bool,
+    /// How long a leader's Lease is valid without renewal, as observed by the others (whole
+    /// seconds).
+    #[arg(long, default_value = "15s", value_parser = parse_duration, value_name = "DURATION")]
+    leader_elect_lease_duration: std::time::Duration,
+    /// How long the leader keeps trying to renew before it stops acting (below the lease
+    /// duration).
+    #[arg(long, default_value = "10s", value_parser = parse_duration, value_name = "DURATION")]
+    leader_elect_renew_deadline: std::time::Duration,
+    /// How often candidates try to acquire and the leader renews.
+    #[arg(long, default_value = "2s", value_parser = parse_duration, value_name = "DURATION")]
+    leader_elect_retry_period: std::time::Duration,
     /// Encrypt Secrets at rest as this EncryptionConfiguration says (kube-apiserver's file
     /// format; the `aesgcm` and `identity` providers).
     #[arg(long, value_name = "FILE")]
@@ -447,6 +473,18 @@ fn report(r: anyhow::Result<()>) -> ExitCode {
 
 async fn run_server(args: ServerArgs) -> ExitCode {
     logging::init("daemonset-agent-server", None);
+    let ms = |d: std::time::Duration| d.as_millis() as i64;
+    let leader = daemonset_agent::core::leaderelection::Config {
+        lease_duration_ms: ms(args.leader_elect_lease_duration),
+        renew_deadline_ms: ms(args.leader_elect_renew_deadline),
+        retry_period_ms: ms(args.leader_elect_retry_period),
+    };
+    if args.leader_elect {
+        if let Err(e) = leader.validate() {
+            eprintln!("daemonset-agent: --leader-elect-*: {e}");
+            return ExitCode::from(64);
+        }
+    }
     let opts = server::ServerOptions {
         data_dir: args.data_dir,
         listen: args.listen,
@@ -455,10 +493,13 @@ async fn run_server(args: ServerArgs) -> ExitCode {
         policy: daemonset_agent::core::validation::Policy {
             allow_privileged: args.allow_privileged,
             allow_host_path: args.allow_host_path,
+            default_not_ready_toleration_seconds: args.default_not_ready_toleration_seconds,
+            default_unreachable_toleration_seconds: args.default_unreachable_toleration_seconds,
         },
         node_monitor_grace_period: args.node_monitor_grace_period,
         event_ttl: args.event_ttl,
         encryption_provider_config: args.encryption_provider_config,
+        leader_elect: args.leader_elect.then_some(leader),
     };
     match server::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -40,6 +40,7 @@ impl Srv {
                     daemonset_agent::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
                 event_ttl: daemonset_agent::server::kinds::event::DEFAULT_TTL,
                 encryption_provider_config: None,
+                leader_elect: Some(Default::default()),
             }))
             .unwrap();
         Srv {
@@ -450,6 +451,7 @@ fn server_policy_refuses_privileged_pods_and_host_paths() {
         Policy {
             allow_privileged: false,
             allow_host_path: false,
+            ..Policy::default()
         },
     );
     let d = dir.path();

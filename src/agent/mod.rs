@@ -322,6 +322,7 @@ pub(crate) mod test_api {
             node_monitor_grace_period: crate::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
             event_ttl: crate::server::kinds::event::DEFAULT_TTL,
             encryption_provider_config: None,
+            leader_elect: Some(Default::default()),
         };
         let server = crate::server::start(opts).await.unwrap();
         let client = super::client(&server.kubeconfig).await.unwrap();

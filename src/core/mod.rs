@@ -7,6 +7,7 @@ pub mod events;
 pub mod fieldpath;
 pub mod hash;
 pub mod labels;
+pub mod leaderelection;
 pub mod names;
 pub mod nodehealth;
 pub mod patch;

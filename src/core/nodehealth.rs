@@ -296,10 +296,14 @@ pub fn eviction(
 }
 
 /// The DefaultTolerationSeconds admission: a pod that does not tolerate not-ready or unreachable
-/// NoExecute taints gets a toleration of them for `DEFAULT_TOLERATION_SECONDS`.
-pub fn add_default_toleration_seconds(spec: &mut PodSpec) {
+/// NoExecute taints gets a toleration of them for `not_ready` and `unreachable` seconds
+/// (kube-apiserver's flags, `DEFAULT_TOLERATION_SECONDS` each by default).
+pub fn add_default_toleration_seconds(spec: &mut PodSpec, not_ready: i64, unreachable: i64) {
     let tolerations = spec.tolerations.get_or_insert_with(Vec::new);
-    for key in [TAINT_NODE_NOT_READY, TAINT_NODE_UNREACHABLE] {
+    for (key, secs) in [
+        (TAINT_NODE_NOT_READY, not_ready),
+        (TAINT_NODE_UNREACHABLE, unreachable),
+    ] {
         let covered = tolerations.iter().any(|t| {
             let k = t.key.as_deref().unwrap_or("");
             let e = t.effect.as_deref().unwrap_or("");
@@ -310,7 +314,7 @@ pub fn add_default_toleration_seconds(spec: &mut PodSpec) {
                 key: Some(key.into()),
                 operator: Some("Exists".into()),
                 effect: Some(TAINT_EFFECT_NO_EXECUTE.into()),
-                toleration_seconds: Some(DEFAULT_TOLERATION_SECONDS),
+                toleration_seconds: Some(secs),
                 value: None,
             });
         }
@@ -683,8 +687,9 @@ mod tests {
                 .map(|t| (t.key.clone().unwrap_or_default(), t.toleration_seconds))
                 .collect()
         };
+        let d = DEFAULT_TOLERATION_SECONDS;
         let mut bare = PodSpec::default();
-        add_default_toleration_seconds(&mut bare);
+        add_default_toleration_seconds(&mut bare, d, d);
         assert_eq!(
             keys(&bare),
             [
@@ -692,8 +697,18 @@ mod tests {
                 (TAINT_NODE_UNREACHABLE.to_string(), Some(300))
             ]
         );
+        let mut short = PodSpec::default();
+        add_default_toleration_seconds(&mut short, 7, 3);
+        assert_eq!(
+            keys(&short),
+            [
+                (TAINT_NODE_NOT_READY.to_string(), Some(7)),
+                (TAINT_NODE_UNREACHABLE.to_string(), Some(3))
+            ],
+            "the server's flags"
+        );
         let mut twice = bare.clone();
-        add_default_toleration_seconds(&mut twice);
+        add_default_toleration_seconds(&mut twice, d, d);
         assert_eq!(twice, bare, "idempotent");
         let mut daemon = PodSpec {
             tolerations: Some(vec![
@@ -703,13 +718,13 @@ mod tests {
             ..Default::default()
         };
         let before = daemon.clone();
-        add_default_toleration_seconds(&mut daemon);
+        add_default_toleration_seconds(&mut daemon, d, d);
         assert_eq!(daemon, before, "its own tolerations stand");
         let mut everything = PodSpec {
             tolerations: Some(vec![toleration("", "", None)]),
             ..Default::default()
         };
-        add_default_toleration_seconds(&mut everything);
+        add_default_toleration_seconds(&mut everything, d, d);
         assert_eq!(everything.tolerations.unwrap().len(), 1);
     }
 }

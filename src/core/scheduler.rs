@@ -1,5 +1,8 @@
 //! Where a pending pod goes: kube-scheduler's default filter and score plugins for what this
-//! project models, pure (the server's scheduler loop feeds it the nodes and the bound pods).
+//! project models, pure. The server's scheduler loop keeps a [`Cache`] (kube-scheduler's
+//! NodeInfo per node: the Node, and the sums of the pods bound to it - requests, host ports, pod
+//! count, pods per owner) up to date from its watch, pod by pod, so a decision never walks the
+//! bound pods; [`schedule`] builds one from lists for tests and one-off decisions.
 //!
 //! Filters, in the framework's order, the first failing one naming why a node was rejected:
 //! NodeUnschedulable, NodeName, TaintToleration (NoSchedule and NoExecute), node Ready, NodeAffinity
@@ -47,71 +50,230 @@ pub struct Unschedulable {
     pub message: String,
 }
 
-/// The node `pod` should be bound to, among `nodes`, given the `bound` pods (every pod with a
-/// `spec.nodeName`, terminating ones included: they still hold their node's resources).
-pub fn schedule(pod: &Pod, nodes: &[Node], bound: &[Pod]) -> Result<String, Unschedulable> {
-    let default_spec = PodSpec::default();
-    let spec = pod.spec.as_ref().unwrap_or(&default_spec);
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
-    let mut feasible = Vec::new();
-    for node in nodes {
-        let on_node: Vec<&Pod> = bound
-            .iter()
-            .filter(|p| node_of(p) == node.metadata.name.as_deref() && !terminal(p))
-            .collect();
-        match filter(spec, node, &on_node) {
-            Ok(()) => feasible.push((node, on_node)),
-            Err(why) => {
-                for r in why {
-                    *reasons.entry(r).or_default() += 1;
-                }
+/// What the scheduler knows of one node (kube-scheduler's NodeInfo): the Node, once seen, and
+/// the sums of the non-terminal pods bound to it.
+#[derive(Debug, Clone, Default)]
+struct NodeInfo {
+    node: Option<Node>,
+    pods: usize,
+    /// The requests as NodeResourcesFit counts them (none where a container asks for none).
+    requested: Requests,
+    /// The requests as the scorer counts them (schedutil's defaults where none).
+    non_zero: Requests,
+    host_ports: BTreeMap<(String, i32), usize>,
+    /// Pods per controller uid (the spread score's counts).
+    owners: BTreeMap<String, usize>,
+}
+
+/// What one bound pod adds to its node, kept so that its removal or change subtracts exactly it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Contribution {
+    node: String,
+    requested: Requests,
+    non_zero: Requests,
+    ports: BTreeSet<(String, i32)>,
+    owner: Option<String>,
+}
+
+impl Contribution {
+    /// What `pod` adds, when it is bound and not terminal (a terminating pod still holds its
+    /// node's resources, as upstream's).
+    fn of(pod: &Pod) -> Option<Contribution> {
+        let node = node_of(pod)?;
+        if terminal(pod) {
+            return None;
+        }
+        let spec = pod.spec.as_ref()?;
+        Some(Contribution {
+            node: node.to_string(),
+            requested: pod_requests(spec, false),
+            non_zero: pod_requests(spec, true),
+            ports: host_ports(spec),
+            owner: controller_uid(pod).map(str::to_string),
+        })
+    }
+}
+
+/// The scheduler's view of the cluster, changed one Node or one Pod at a time (kube-scheduler's
+/// cache, without assumed pods' expiry: a binding this scheduler wrote is counted at once with
+/// [`Cache::set_pod`], and the watch event of that write changes nothing).
+#[derive(Debug, Clone, Default)]
+pub struct Cache {
+    nodes: BTreeMap<String, NodeInfo>,
+    /// The bound pods counted, by namespace/name.
+    pods: BTreeMap<String, Contribution>,
+}
+
+impl Cache {
+    /// A cache of `nodes` and the pods of `pods` that are bound (each counted, keyed by its
+    /// place in the list: for one-off decisions, not to be changed pod by pod).
+    pub fn from_lists<'a>(nodes: &[Node], pods: impl IntoIterator<Item = &'a Pod>) -> Cache {
+        let mut c = Cache::default();
+        for n in nodes {
+            c.set_node(n.clone());
+        }
+        for (i, p) in pods.into_iter().enumerate() {
+            c.set_pod(&format!("#{i}"), p);
+        }
+        c
+    }
+
+    /// A Node added or changed.
+    pub fn set_node(&mut self, node: Node) {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        self.nodes.entry(name).or_default().node = Some(node);
+    }
+
+    /// A Node deleted: no longer a candidate (the pods still bound to it keep their sums until
+    /// they go, as upstream's cache keeps such a NodeInfo).
+    pub fn remove_node(&mut self, name: &str) {
+        if let Some(info) = self.nodes.get_mut(name) {
+            info.node = None;
+            if info.pods == 0 {
+                self.nodes.remove(name);
             }
         }
     }
-    if feasible.is_empty() {
-        return Err(fit_error(nodes.len(), reasons));
-    }
-    let owner = controller_uid(pod);
-    let spread_counts: Vec<i64> = feasible
-        .iter()
-        .map(|(_, on_node)| {
-            on_node
-                .iter()
-                .filter(|p| owner.is_some() && controller_uid(p) == owner)
-                .count() as i64
-        })
-        .collect();
-    let max_count = spread_counts.iter().copied().max().unwrap_or(0);
-    let affinity_raw: Vec<i64> = feasible
-        .iter()
-        .map(|(node, _)| preferred_affinity(spec, node))
-        .collect();
-    let max_affinity = affinity_raw.iter().copied().max().unwrap_or(0);
-    let mut best: Option<(i64, &str)> = None;
-    for (i, (node, on_node)) in feasible.iter().enumerate() {
-        let spread = if max_count == 0 {
-            100
-        } else {
-            (max_count - spread_counts[i]) * 100 / max_count
-        };
-        let affinity = if max_affinity == 0 {
-            0
-        } else {
-            affinity_raw[i] * 100 / max_affinity
-        };
-        let score = WEIGHT_FIT * least_allocated(spec, node, on_node)
-            + WEIGHT_SPREAD * spread
-            + WEIGHT_AFFINITY * affinity;
-        let name = node.metadata.name.as_deref().unwrap_or("");
-        let better = match best {
-            None => true,
-            Some((s, n)) => score > s || (score == s && name < n),
-        };
-        if better {
-            best = Some((score, name));
+
+    /// A Pod added or changed: its old contribution (if any) replaced by its new one (if bound
+    /// and not terminal).
+    pub fn set_pod(&mut self, key: &str, pod: &Pod) {
+        let new = Contribution::of(pod);
+        if self.pods.get(key) == new.as_ref() {
+            return;
+        }
+        self.remove_pod(key);
+        if let Some(c) = new {
+            let info = self.nodes.entry(c.node.clone()).or_default();
+            info.pods += 1;
+            info.requested.add(c.requested, 1);
+            info.non_zero.add(c.non_zero, 1);
+            for p in &c.ports {
+                *info.host_ports.entry(p.clone()).or_default() += 1;
+            }
+            if let Some(o) = &c.owner {
+                *info.owners.entry(o.clone()).or_default() += 1;
+            }
+            self.pods.insert(key.to_string(), c);
         }
     }
-    Ok(best.map(|(_, n)| n.to_string()).unwrap_or_default())
+
+    /// A Pod deleted.
+    pub fn remove_pod(&mut self, key: &str) {
+        let Some(c) = self.pods.remove(key) else {
+            return;
+        };
+        let Some(info) = self.nodes.get_mut(&c.node) else {
+            return;
+        };
+        info.pods -= 1;
+        info.requested.add(c.requested, -1);
+        info.non_zero.add(c.non_zero, -1);
+        for p in &c.ports {
+            if let Some(n) = info.host_ports.get_mut(p) {
+                *n -= 1;
+                if *n == 0 {
+                    info.host_ports.remove(p);
+                }
+            }
+        }
+        if let Some(o) = &c.owner {
+            if let Some(n) = info.owners.get_mut(o) {
+                *n -= 1;
+                if *n == 0 {
+                    info.owners.remove(o);
+                }
+            }
+        }
+        if info.node.is_none() && info.pods == 0 {
+            self.nodes.remove(&c.node);
+        }
+    }
+
+    /// How many nodes are candidates.
+    pub fn node_count(&self) -> usize {
+        self.nodes.values().filter(|i| i.node.is_some()).count()
+    }
+
+    /// The node `pod` should be bound to, or why none can take it.
+    pub fn schedule(&self, pod: &Pod) -> Result<String, Unschedulable> {
+        let default_spec = PodSpec::default();
+        let spec = pod.spec.as_ref().unwrap_or(&default_spec);
+        let want = pod_requests(spec, false);
+        let want_non_zero = pod_requests(spec, true);
+        let ports = host_ports(spec);
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        let mut feasible: Vec<(&Node, &NodeInfo)> = Vec::new();
+        let mut candidates = 0;
+        for info in self.nodes.values() {
+            let Some(node) = info.node.as_ref() else {
+                continue;
+            };
+            candidates += 1;
+            match filter(spec, want, &ports, node, info) {
+                Ok(()) => feasible.push((node, info)),
+                Err(why) => {
+                    for r in why {
+                        *reasons.entry(r).or_default() += 1;
+                    }
+                }
+            }
+        }
+        if feasible.is_empty() {
+            return Err(fit_error(candidates, reasons));
+        }
+        let owner = controller_uid(pod);
+        let spread_counts: Vec<i64> = feasible
+            .iter()
+            .map(|(_, info)| owner.and_then(|o| info.owners.get(o)).copied().unwrap_or(0) as i64)
+            .collect();
+        let max_count = spread_counts.iter().copied().max().unwrap_or(0);
+        let affinity_raw: Vec<i64> = feasible
+            .iter()
+            .map(|(node, _)| preferred_affinity(spec, node))
+            .collect();
+        let max_affinity = affinity_raw.iter().copied().max().unwrap_or(0);
+        let mut best: Option<(i64, &str)> = None;
+        for (i, (node, info)) in feasible.iter().enumerate() {
+            let spread = if max_count == 0 {
+                100
+            } else {
+                (max_count - spread_counts[i]) * 100 / max_count
+            };
+            let affinity = if max_affinity == 0 {
+                0
+            } else {
+                affinity_raw[i] * 100 / max_affinity
+            };
+            let score = WEIGHT_FIT * least_allocated(want_non_zero, node, info)
+                + WEIGHT_SPREAD * spread
+                + WEIGHT_AFFINITY * affinity;
+            let name = node.metadata.name.as_deref().unwrap_or("");
+            let better = match best {
+                None => true,
+                Some((s, n)) => score > s || (score == s && name < n),
+            };
+            if better {
+                best = Some((score, name));
+            }
+        }
+        Ok(best.map(|(_, n)| n.to_string()).unwrap_or_default())
+    }
+}
+
+/// namespace/name of a pod.
+pub fn pod_key(p: &Pod) -> Option<String> {
+    let name = p.metadata.name.as_deref()?;
+    Some(format!(
+        "{}/{name}",
+        p.metadata.namespace.as_deref().unwrap_or("")
+    ))
+}
+
+/// The node `pod` should be bound to, among `nodes`, given the `bound` pods (every pod with a
+/// `spec.nodeName`, terminating ones included: they still hold their node's resources).
+pub fn schedule(pod: &Pod, nodes: &[Node], bound: &[Pod]) -> Result<String, Unschedulable> {
+    Cache::from_lists(nodes, bound).schedule(pod)
 }
 
 /// FitError.Error(): `0/N nodes are available: ` and the reasons counted, sorted as strings.
@@ -151,8 +313,15 @@ fn controller_uid(p: &Pod) -> Option<&str> {
 }
 
 /// The filters in the default profile's order; the first that fails says why (NodeResourcesFit
-/// may give several reasons at once, as upstream's).
-fn filter(spec: &PodSpec, node: &Node, on_node: &[&Pod]) -> Result<(), Vec<String>> {
+/// may give several reasons at once, as upstream's). `want` and `ports` are the pod's requests
+/// and host ports, computed once per decision.
+fn filter(
+    spec: &PodSpec,
+    want: Requests,
+    ports: &BTreeSet<(String, i32)>,
+    node: &Node,
+    info: &NodeInfo,
+) -> Result<(), Vec<String>> {
     let tolerations = spec.tolerations.as_deref().unwrap_or(&[]);
     let node_spec = node.spec.clone().unwrap_or_default();
     // NodeUnschedulable: a cordoned node, unless the pod tolerates its taint.
@@ -195,17 +364,11 @@ fn filter(spec: &PodSpec, node: &Node, on_node: &[&Pod]) -> Result<(), Vec<Strin
         return Err(vec![ERR_AFFINITY.into()]);
     }
     // NodePorts
-    let wanted = host_ports(spec);
-    if !wanted.is_empty()
-        && on_node
-            .iter()
-            .filter_map(|p| p.spec.as_ref())
-            .any(|s| !host_ports(s).is_disjoint(&wanted))
-    {
+    if ports.iter().any(|p| info.host_ports.contains_key(p)) {
         return Err(vec![ERR_PORTS.into()]);
     }
     // NodeResourcesFit
-    let fit = fit_reasons(spec, node, on_node);
+    let fit = fit_reasons(want, node, info);
     if fit.is_empty() {
         Ok(())
     } else {
@@ -239,6 +402,14 @@ fn host_ports(spec: &PodSpec) -> BTreeSet<(String, i32)> {
 struct Requests {
     milli_cpu: i64,
     memory: i64,
+}
+
+impl Requests {
+    /// Adds `times` x `other` (-1 subtracts).
+    fn add(&mut self, other: Requests, times: i64) {
+        self.milli_cpu += times * other.milli_cpu;
+        self.memory += times * other.memory;
+    }
 }
 
 fn quantity(
@@ -279,19 +450,6 @@ fn pod_requests(spec: &PodSpec, non_zero: bool) -> Requests {
     sum
 }
 
-fn used(on_node: &[&Pod], non_zero: bool) -> Requests {
-    let mut sum = Requests::default();
-    for r in on_node
-        .iter()
-        .filter_map(|p| p.spec.as_ref())
-        .map(|s| pod_requests(s, non_zero))
-    {
-        sum.milli_cpu += r.milli_cpu;
-        sum.memory += r.memory;
-    }
-    sum
-}
-
 /// The node's allocatable cpu (milli), memory (bytes) and pod count; None where unreported.
 fn allocatable(node: &Node) -> (Option<i64>, Option<i64>, Option<i64>) {
     let a = node.status.as_ref().and_then(|s| s.allocatable.as_ref());
@@ -303,14 +461,13 @@ fn allocatable(node: &Node) -> (Option<i64>, Option<i64>, Option<i64>) {
     )
 }
 
-fn fit_reasons(spec: &PodSpec, node: &Node, on_node: &[&Pod]) -> Vec<String> {
+fn fit_reasons(want: Requests, node: &Node, info: &NodeInfo) -> Vec<String> {
     let (cpu, memory, pods) = allocatable(node);
     let mut why = Vec::new();
-    if pods.is_some_and(|max| on_node.len() as i64 + 1 > max) {
+    if pods.is_some_and(|max| info.pods as i64 + 1 > max) {
         why.push(ERR_TOO_MANY_PODS.to_string());
     }
-    let want = pod_requests(spec, false);
-    let have = used(on_node, false);
+    let have = info.requested;
     if want.milli_cpu > 0 && cpu.is_some_and(|a| have.milli_cpu + want.milli_cpu > a) {
         why.push("Insufficient cpu".to_string());
     }
@@ -321,10 +478,9 @@ fn fit_reasons(spec: &PodSpec, node: &Node, on_node: &[&Pod]) -> Vec<String> {
 }
 
 /// LeastAllocated: the share of cpu and memory left free with the pod placed, 0..=100.
-fn least_allocated(spec: &PodSpec, node: &Node, on_node: &[&Pod]) -> i64 {
+fn least_allocated(want: Requests, node: &Node, info: &NodeInfo) -> i64 {
     let (cpu, memory, _) = allocatable(node);
-    let want = pod_requests(spec, true);
-    let have = used(on_node, true);
+    let have = info.non_zero;
     let free = |alloc: Option<i64>, req: i64| match alloc {
         Some(a) if a > 0 && req <= a => (a - req) * 100 / a,
         _ => 0,
@@ -549,6 +705,89 @@ mod tests {
         );
         // equal nodes: the first by name
         assert_eq!(schedule(&pod(json!({})), &nodes, &[]), Ok("a".into()));
+    }
+
+    /// The cache changed pod by pod (bound, moved, terminated, deleted; nodes removed and back)
+    /// decides as one built from the lists at that moment.
+    #[test]
+    fn the_cache_changed_pod_by_pod_decides_as_one_built_from_lists() {
+        let nodes = [
+            node("a", json!({"status": {"allocatable": {"pods": "3"}}})),
+            node("b", json!({})),
+            node("c", json!({})),
+        ];
+        let named = |name: &str, on: Option<&str>, extra: Value| -> Pod {
+            let mut p = pod(extra);
+            p.metadata.name = Some(name.into());
+            p.metadata.namespace = Some("default".into());
+            p.spec.as_mut().unwrap().node_name = on.map(str::to_string);
+            p
+        };
+        let port = json!({"spec": {"containers": [{"name": "c", "image": "i",
+            "ports": [{"containerPort": 80, "hostPort": 8080}],
+            "resources": {"requests": {"memory": "300Mi", "cpu": "500m"}}}]}});
+        let mut done = named("p3", Some("b"), port.clone());
+        done.status = Some(serde_json::from_value(json!({"phase": "Failed"})).unwrap());
+        // (step, the pods after it)
+        let steps: Vec<(&str, Vec<Pod>)> = vec![
+            ("empty", vec![]),
+            ("p1 on a", vec![named("p1", Some("a"), port.clone())]),
+            (
+                "p2 on a",
+                vec![
+                    named("p1", Some("a"), port.clone()),
+                    named("p2", Some("a"), memory("600Mi")),
+                ],
+            ),
+            (
+                "p1 deleted, p3 on b",
+                vec![
+                    named("p2", Some("a"), memory("600Mi")),
+                    named("p3", Some("b"), port.clone()),
+                ],
+            ),
+            (
+                "p3 failed",
+                vec![named("p2", Some("a"), memory("600Mi")), done.clone()],
+            ),
+            ("p2 gone", vec![done]),
+        ];
+        let probes = [
+            pod(json!({})),
+            pod(port.clone()),
+            pod(memory("600Mi")),
+            pod(memory("2Gi")),
+        ];
+        let mut cache = Cache::from_lists(&nodes, &[]);
+        let mut before: Vec<Pod> = vec![];
+        for (step, pods) in steps {
+            let key = |p: &Pod| pod_key(p).unwrap();
+            for gone in before
+                .iter()
+                .filter(|o| !pods.iter().any(|p| key(p) == key(o)))
+            {
+                cache.remove_pod(&key(gone));
+            }
+            for p in &pods {
+                cache.set_pod(&key(p), p);
+            }
+            let fresh = Cache::from_lists(&nodes, &pods);
+            for probe in &probes {
+                assert_eq!(cache.schedule(probe), fresh.schedule(probe), "{step}");
+            }
+            before = pods;
+        }
+        // a node removed is no candidate (and not counted in the message); back, it is again
+        cache.remove_node("b");
+        cache.remove_node("c");
+        assert_eq!(cache.node_count(), 1);
+        assert_eq!(
+            cache.schedule(&pod(memory("2Gi"))).unwrap_err().message,
+            "0/1 nodes are available: 1 Insufficient memory."
+        );
+        cache.set_node(nodes[1].clone());
+        let to_b = pod(json!({"spec": {"nodeSelector": {"kubernetes.io/hostname": "b"}}}));
+        assert_eq!(cache.schedule(&to_b), Ok("b".into()));
     }
 
     #[test]

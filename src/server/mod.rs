@@ -88,6 +88,9 @@ pub struct ServerOptions {
     /// kube-apiserver's `--encryption-provider-config`: the EncryptionConfiguration of the values
     /// encrypted at rest (`encryption`); None: stored as they are.
     pub encryption_provider_config: Option<PathBuf>,
+    /// `--leader-elect` and its durations: the controllers run only while this server holds the
+    /// Lease `kube-system/daemonset-agent-controllers`; None: always (`--leader-elect=false`).
+    pub leader_elect: Option<crate::core::leaderelection::Config>,
 }
 
 /// kube-controller-manager's default `--node-monitor-grace-period`.
@@ -291,6 +294,7 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let kubelet = proxy::KubeletClient::new(&tls.ca, now).context("the kubelet client")?;
     let _ = api.kubelet.set(Arc::new(kubelet));
     let ca = tls.ca.clone();
+    let leader = controllers::leader::Options::for_data_dir(&opts.data_dir, opts.leader_elect);
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let serving = tls.clone();
     let limits = Limits::from_env().capped_by_open_files();
@@ -298,19 +302,15 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let task = tokio::spawn(async move {
         let mut tasks = JoinSet::new();
         let mut controllers_stop = stopped.clone();
-        let nodes = controllers::nodelifecycle::Options::with_grace(opts.node_monitor_grace_period);
-        tasks.spawn(controllers::run(api.clone(), nodes, async move {
+        let controllers = controllers::Options {
+            nodes: controllers::nodelifecycle::Options::with_grace(opts.node_monitor_grace_period),
+            leader,
+            event_ttl: opts.event_ttl,
+        };
+        tasks.spawn(controllers::run(api.clone(), controllers, async move {
             let _ = controllers_stop.wait_for(|stop| *stop).await;
         }));
         tasks.spawn(signer::Signer::new(api.clone(), ca).run(stopped.clone()));
-        let (events, clock) = (api.clone(), crate::agent::clock::Clock::system());
-        let mut events_stop = stopped.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = kinds::event::compact(events, clock, opts.event_ttl) => {}
-                _ = events_stop.wait_for(|stop| *stop) => {}
-            }
-        });
         tasks.spawn(tls::renew_loop(serving.clone(), stopped.clone()));
         tasks.spawn(release_memory_after_big_bodies());
         let conns = conn::Connections::new(&limits);

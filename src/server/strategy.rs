@@ -138,6 +138,9 @@ pub trait Kind: Send + Sync + 'static {
     fn validate_update(&self, obj: &Self::Object, _old: &Self::Object) -> Vec<FieldError> {
         self.validate(obj)
     }
+    /// Mutating admission with the operator's policy (DefaultTolerationSeconds), on the writes
+    /// admission control sees, after the defaults.
+    fn mutate(&self, _obj: &mut Self::Object, _policy: Policy) {}
     /// The operator's policy on what the object may ask for (privileged pods, host paths).
     fn admit(&self, _obj: &Self::Object, _policy: Policy) -> Vec<FieldError> {
         Vec::new()
@@ -189,6 +192,9 @@ impl<K: Kind> Strategy for K {
         // the missing field it leaves behind.
         let mut warnings = unknown_field_warnings(r, obj, &encode(&typed)?, ctx.validation)?;
         self.default(&mut typed);
+        if let Some(policy) = ctx.policy {
+            self.mutate(&mut typed, policy);
+        }
         let old: Option<K::Object> = ctx.old.map(|o| decode(r, o)).transpose()?;
         let mut errors = match &old {
             Some(old) => self.validate_update(&typed, old),
@@ -431,6 +437,7 @@ mod tests {
         let strict = Policy {
             allow_privileged: false,
             allow_host_path: true,
+            ..Policy::default()
         };
         let mut c = ctx(&kinds::PODS, FieldValidation::Strict);
         assert!(kinds::PODS.strategy.prepare(&pod, c).is_ok());

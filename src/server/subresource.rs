@@ -9,13 +9,14 @@ use http::{Method, Response};
 use serde_json::{json, Value};
 
 use super::apply;
-use super::auth::User;
+use super::auth::{authorize, User, Verb};
 use super::body::{json_response, Body};
 use super::query::WriteOpts;
 use super::router::{self, RestRequest};
 use super::status::ApiError;
+use super::store::{object_rv, StoreError};
 use super::table::format_selector;
-use super::verbs::{Api, DeleteOptions, ObjectRef, Part, PatchType};
+use super::verbs::{store_error, Api, DeleteOptions, ObjectRef, Part, PatchType};
 use crate::core::patch;
 
 /// One subresource of a resource, as discovery lists it and the router serves it.
@@ -114,9 +115,18 @@ impl SubresourceRest for ScaleRest {
         req: RestRequest,
     ) -> Result<Response<Body>, ApiError> {
         let user = req.user.clone();
+        // authorized as the subresource (`replicasets/scale`), as kube-apiserver attributes it:
+        // the object itself is then read and written without asking again
+        let verb = match req.method {
+            Method::GET => Verb::Get,
+            Method::PUT => Verb::Update,
+            Method::PATCH => Verb::Patch,
+            ref other => return Err(ApiError::method_not_allowed(other.as_str())),
+        };
+        authorize(&user, verb, at.r, Some("scale"), at.ns, Some(at.name))?;
         let scale = match req.method {
             Method::GET => {
-                let obj = api.get(&user, at).await?;
+                let obj = api.fetch(at).await?;
                 return Ok(json_response(200, &scale_of(&obj)));
             }
             Method::PUT => {
@@ -131,7 +141,7 @@ impl SubresourceRest for ScaleRest {
                 let body = req.bytes().await?;
                 let doc: Value = serde_json::from_slice(&body)
                     .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-                let current = scale_of(&*api.get(&user, at).await?);
+                let current = scale_of(&*api.fetch(at).await?);
                 let patched = match ty {
                     PatchType::Json => patch::json_patch(&current, &doc),
                     PatchType::Merge => patch::merge_patch(&current, &doc),
@@ -158,7 +168,7 @@ impl SubresourceRest for ScaleRest {
             .and_then(Value::as_str)
             .map(str::to_string);
         let w = api
-            .update_with(&user, at, Part::Main, opts, |old| {
+            .update_preauthorized(&user, at, opts, |old| {
                 let mut obj = old.clone();
                 obj["spec"]["replicas"] = json!(replicas);
                 match &precondition {
@@ -223,7 +233,9 @@ impl SubresourceRest for BindingRest {
     }
 }
 
-/// Binds the pod at `at` to `node` (`assignPod`): `spec.nodeName`, then `PodScheduled=True`.
+/// Binds the pod at `at` to `node` as kube-apiserver's `assignPod` does: `spec.nodeName` and the
+/// `PodScheduled=True` condition in one conditional write of the stored pod (storage's
+/// GuaranteedUpdate: no strategy, no managedFields), authorized as `create pods/binding`.
 pub async fn bind(
     api: &Api,
     user: &User,
@@ -231,8 +243,19 @@ pub async fn bind(
     node: &str,
     now: &str,
 ) -> Result<(), ApiError> {
+    authorize(
+        user,
+        Verb::Create,
+        at.r,
+        Some("binding"),
+        at.ns,
+        Some(at.name),
+    )?;
     let conflict = |why: String| ApiError::new(409, "Conflict", why);
-    api.update_with(user, at, Part::Main, WriteOpts::INTERNAL, |cur| {
+    let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
+        "lastTransitionTime": now});
+    for _ in 0..16 {
+        let cur = api.fetch(at).await?;
         let bound = cur
             .pointer("/spec/nodeName")
             .and_then(Value::as_str)
@@ -249,17 +272,51 @@ pub async fn bind(
                 at.name, at.name
             )));
         }
-        let mut new = cur.clone();
+        let mut new = (*cur).clone();
         new["spec"]["nodeName"] = json!(node);
-        if let Some(m) = new["metadata"].as_object_mut() {
-            m.remove("resourceVersion");
+        put_condition(&mut new, &scheduled);
+        let key = at.r.key();
+        match api
+            .store
+            .update(
+                &key,
+                at.ns.unwrap_or(""),
+                at.name,
+                new,
+                Some(object_rv(&cur)),
+            )
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Conflict { .. }) => continue,
+            Err(e) => return Err(store_error(at.r, e)),
         }
-        Ok(new)
-    })
-    .await?;
-    let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null,
-        "lastTransitionTime": now});
-    set_condition(api, user, at, scheduled).await
+    }
+    Err(ApiError::conflict(at.r.group, at.r.plural, at.name))
+}
+
+/// Puts `condition` (by type) into `pod`'s `status.conditions`; the transition time kept when
+/// its status does not change.
+fn put_condition(pod: &mut Value, condition: &Value) {
+    if !pod["status"].is_object() {
+        pod["status"] = json!({});
+    }
+    let list = pod["status"]
+        .as_object_mut()
+        .map(|m| m.entry("conditions").or_insert_with(|| json!([])));
+    let Some(list) = list.and_then(Value::as_array_mut) else {
+        return;
+    };
+    let mut c = condition.clone();
+    match list.iter_mut().find(|x| x["type"] == condition["type"]) {
+        Some(old) => {
+            if old["status"] == c["status"] {
+                c["lastTransitionTime"] = old["lastTransitionTime"].clone();
+            }
+            *old = c;
+        }
+        None => list.push(c),
+    }
 }
 
 /// Puts `condition` (by type) into the pod's `status.conditions` through `pods/status`; the
@@ -270,28 +327,9 @@ pub async fn set_condition(
     at: ObjectRef<'_>,
     condition: Value,
 ) -> Result<(), ApiError> {
-    let ty = condition["type"].clone();
     api.update_with(user, at, Part::Status, WriteOpts::INTERNAL, |cur| {
         let mut new = cur.clone();
-        if !new["status"].is_object() {
-            new["status"] = json!({});
-        }
-        let list = new["status"]
-            .as_object_mut()
-            .map(|m| m.entry("conditions").or_insert_with(|| json!([])));
-        let Some(list) = list.and_then(Value::as_array_mut) else {
-            return Ok(new);
-        };
-        let mut c = condition.clone();
-        match list.iter_mut().find(|x| x["type"] == ty) {
-            Some(old) => {
-                if old["status"] == c["status"] {
-                    c["lastTransitionTime"] = old["lastTransitionTime"].clone();
-                }
-                *old = c;
-            }
-            None => list.push(c),
-        }
+        put_condition(&mut new, &condition);
         if let Some(m) = new["metadata"].as_object_mut() {
             m.remove("resourceVersion");
         }

@@ -521,8 +521,8 @@ impl Api {
         Ok(Written { object, warnings })
     }
 
-    /// The stored object, without authorization (inside a verb that authorized).
-    async fn fetch(&self, at: ObjectRef<'_>) -> Result<Arc<Value>, ApiError> {
+    /// The stored object, without authorization (inside a verb or subresource that authorized).
+    pub(super) async fn fetch(&self, at: ObjectRef<'_>) -> Result<Arc<Value>, ApiError> {
         let r = at.r;
         self.store
             .get(&r.key(), at.ns.unwrap_or(""), at.name)
@@ -704,6 +704,30 @@ impl Api {
         let tracking = Tracking::update(user, &opts);
         self.write_tracked(at, part, opts, &tracking, admitted(user, at, part, make))
             .await
+    }
+
+    /// `update_with` of the main object for a subresource that authorized the request itself
+    /// (`scale`, authorized as `replicasets/scale` as kube-apiserver attributes it, so that a
+    /// user allowed to scale need not be allowed to update the whole object).
+    pub(super) async fn update_preauthorized<F>(
+        &self,
+        user: &User,
+        at: ObjectRef<'_>,
+        opts: WriteOpts,
+        make: F,
+    ) -> Result<Written, ApiError>
+    where
+        F: Fn(&Value) -> Result<Value, ApiError>,
+    {
+        let tracking = Tracking::update(user, &opts);
+        self.write_tracked(
+            at,
+            Part::Main,
+            opts,
+            &tracking,
+            admitted(user, at, Part::Main, make),
+        )
+        .await
     }
 
     /// Applies a patch document (PATCH).

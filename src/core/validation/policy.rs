@@ -12,11 +12,17 @@ pub fn validate_node_support(spec: Option<&PodSpec>, path: &str) -> Vec<FieldErr
         .unwrap_or_default()
 }
 
-/// What the server's operator allows in pod specs (`--allow-privileged`, `--allow-host-path`).
+/// What the server's operator allows in pod specs (`--allow-privileged`, `--allow-host-path`), and
+/// what its admission adds to them (kube-apiserver's `--default-not-ready-toleration-seconds`,
+/// `--default-unreachable-toleration-seconds`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Policy {
     pub allow_privileged: bool,
     pub allow_host_path: bool,
+    /// The DefaultTolerationSeconds admission's seconds for the not-ready NoExecute taint.
+    pub default_not_ready_toleration_seconds: i64,
+    /// ... and for the unreachable NoExecute taint: how long a pod stays on a lost node.
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl Default for Policy {
@@ -25,6 +31,10 @@ impl Default for Policy {
         Policy {
             allow_privileged: true,
             allow_host_path: true,
+            default_not_ready_toleration_seconds:
+                crate::core::nodehealth::DEFAULT_TOLERATION_SECONDS,
+            default_unreachable_toleration_seconds:
+                crate::core::nodehealth::DEFAULT_TOLERATION_SECONDS,
         }
     }
 }

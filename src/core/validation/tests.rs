@@ -35,6 +35,7 @@ fn server_policy_refuses_privileged_and_host_path_when_told() {
             Policy {
                 allow_privileged: false,
                 allow_host_path: true,
+                ..Policy::default()
             },
             vec![
                 forbidden("initContainers[0].securityContext.privileged"),
@@ -45,6 +46,7 @@ fn server_policy_refuses_privileged_and_host_path_when_told() {
             Policy {
                 allow_privileged: true,
                 allow_host_path: false,
+                ..Policy::default()
             },
             vec![forbidden("volumes[1].hostPath")],
         ),
@@ -56,7 +58,8 @@ fn server_policy_refuses_privileged_and_host_path_when_told() {
         p,
         Policy {
             allow_privileged: false,
-            allow_host_path: false
+            allow_host_path: false,
+            ..Policy::default()
         }
     )
     .is_empty());

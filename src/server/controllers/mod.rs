@@ -16,12 +16,17 @@
 //! - `scheduler`: binds pending pods to nodes (`core::scheduler` decides) through the
 //!   `pods/binding` write, or marks them `PodScheduled=False` with the reason;
 //! - `serviceaccounts`: a `default` ServiceAccount in every namespace;
-//! - `queue`: the work queue keyed by namespace/name.
+//! - `queue`: the work queue keyed by namespace/name;
+//! - `leader`: leader election on the Lease `kube-system/daemonset-agent-controllers`
+//!   (client-go's semantics): every controller above, and the events' TTL compaction, runs only
+//!   while this server leads, and is dropped when it stops leading.
 //!
-//! [`run`] is one future without global state, so that a server runs it only while it leads.
+//! [`run`] is one future without global state: the leader elector makes it anew each time this
+//! server starts leading.
 pub mod claim;
 pub mod daemonset;
 pub mod gc;
+pub mod leader;
 pub mod nodelifecycle;
 mod queue;
 pub mod replicaset;
@@ -36,17 +41,37 @@ use serde_json::Value;
 
 use super::verbs::Api;
 
-/// Runs the controllers until `stop` completes.
-pub async fn run(api: Arc<Api>, nodes: nodelifecycle::Options, stop: impl Future<Output = ()>) {
+/// What the controllers are started with.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub nodes: nodelifecycle::Options,
+    pub leader: leader::Options,
+    /// How long an event is kept after its last write (`--event-ttl`).
+    pub event_ttl: std::time::Duration,
+}
+
+/// Runs the controllers while this server leads (always, without leader election) until `stop`
+/// completes.
+pub async fn run(api: Arc<Api>, opts: Options, stop: impl Future<Output = ()>) {
     let clock = crate::agent::clock::Clock::system();
+    let work = || {
+        let (api, clock, nodes) = (api.clone(), clock.clone(), opts.nodes);
+        async move {
+            tokio::select! {
+                _ = daemonset::Controller::new(api.clone()).run() => {}
+                _ = replicaset::Controller::new(api.clone(), clock.clone()).run() => {}
+                _ = scheduler::Scheduler::new(api.clone(), clock.clone()).run() => {}
+                _ = nodelifecycle::Controller::new(api.clone(), clock.clone(), nodes).run() => {}
+                _ = serviceaccounts::run(&api) => {}
+                _ = gc::run(api.clone(), clock.clone(), std::future::pending::<()>()) => {}
+                _ = super::kinds::event::compact(api.clone(), clock, opts.event_ttl) => {}
+            }
+        }
+    };
+    let lease = opts.leader.clone();
     tokio::select! {
-        _ = daemonset::Controller::new(api.clone()).run() => {}
-        _ = replicaset::Controller::new(api.clone(), clock.clone()).run() => {}
-        _ = scheduler::Scheduler::new(api.clone(), clock.clone()).run() => {}
-        _ = nodelifecycle::Controller::new(api.clone(), clock.clone(), nodes).run() => {}
-        _ = serviceaccounts::run(&api) => {}
-        _ = gc::run(api.clone(), clock, std::future::pending::<()>()) => {}
-        _ = stop => {}
+        _ = leader::run(api.clone(), clock.clone(), opts.leader.clone(), work) => {}
+        _ = stop => leader::release(&api, clock, &lease).await,
     }
 }
 

@@ -263,7 +263,11 @@ impl Controller {
             }
         } else if !deleting && diff > 0 {
             let ranked: Vec<Ranked> = active.iter().map(|p| ranked(p, &active)).collect();
-            for v in victims(ranked, diff as usize).into_iter().take(BURST) {
+            let now_ms = self.clock.now_ms();
+            for v in victims(ranked, diff as usize, now_ms)
+                .into_iter()
+                .take(BURST)
+            {
                 let at = ObjectRef::new(&PODS, Some(ns), &v);
                 match self
                     .api
@@ -449,6 +453,8 @@ fn conditions(rs: &Value, failure: Option<&(&str, ApiError)>, clock: &Clock) -> 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ranked {
     pub name: String,
+    /// Breaks ties between pods in the same time bucket, as upstream's.
+    pub uid: String,
     pub node: String,
     /// Pending 0, Unknown 1, Running 2.
     pub phase: u8,
@@ -479,6 +485,7 @@ fn ranked(p: &Value, active: &[Arc<Value>]) -> Ranked {
         .unwrap_or(0);
     Ranked {
         name: s(p, "/metadata/name").to_string(),
+        uid: s(p, "/metadata/uid").to_string(),
         node,
         phase: match s(p, "/status/phase") {
             "Running" => 2,
@@ -500,8 +507,30 @@ fn ranked(p: &Value, active: &[Arc<Value>]) -> Ranked {
     }
 }
 
-/// `ActivePodsWithRanks.Less`: the pod to delete first sorts first.
-fn delete_first(a: &Ranked, b: &Ranked) -> Ordering {
+/// The age bucket of `logarithmicRankDiff`: the base-2 logarithm of the time's age in
+/// nanoseconds (Go's Duration), floored; -1 for a time not in the past.
+fn age_bucket(t_ms: i64, now_ms: i64) -> i64 {
+    let d_ns = (now_ms - t_ms) as f64 * 1e6;
+    if d_ns > 0.0 {
+        d_ns.log2() as i64
+    } else {
+        -1
+    }
+}
+
+/// `logarithmicRankDiff`: negative when `t1` is in a younger age bucket than `t2`.
+fn log_rank_diff(t1_ms: i64, t2_ms: i64, now_ms: i64) -> i64 {
+    age_bucket(t1_ms, now_ms) - age_bucket(t2_ms, now_ms)
+}
+
+/// `ActivePodsWithRanks.Less` at `now_ms`: the pod to delete first sorts first.
+///
+/// Steps 6 and 8 with LogarithmicScaleDown (on by default since Kubernetes 1.22): newer first,
+/// but times in the same power-of-two age bucket count as equal, so a scale-down does not always
+/// take the very newest. Upstream breaks a same-bucket tie by uid at once (and compares equal
+/// times by the next steps), which is not a total order (a sort may panic on it here); this one
+/// goes on to the next steps and breaks the last tie by uid.
+fn delete_first(a: &Ranked, b: &Ranked, now_ms: i64) -> Ordering {
     // 1. unassigned < assigned
     (!a.node.is_empty())
         .cmp(&!b.node.is_empty())
@@ -513,24 +542,27 @@ fn delete_first(a: &Ranked, b: &Ranked) -> Ordering {
         .then(a.deletion_cost.cmp(&b.deletion_cost))
         // 5. doubled up < not: more pods of the owner on its node first
         .then(b.rank.cmp(&a.rank))
-        // 6. ready more recently first
+        // 6. ready more recently first (by age bucket)
         .then(match (a.ready_since_ms, b.ready_since_ms) {
-            (Some(x), Some(y)) => y.cmp(&x),
+            (Some(x), Some(y)) => log_rank_diff(x, y, now_ms).cmp(&0),
             _ => Ordering::Equal,
         })
         // 7. more restarts first
         .then(b.restarts.cmp(&a.restarts))
-        // 8. no creation time < newer < older
+        // 8. no creation time < newer < older (by age bucket)
         .then(match (a.created_ms, b.created_ms) {
             (None, Some(_)) => Ordering::Less,
             (Some(_), None) => Ordering::Greater,
-            (x, y) => y.cmp(&x),
+            (Some(x), Some(y)) => log_rank_diff(x, y, now_ms).cmp(&0),
+            (None, None) => Ordering::Equal,
         })
+        // 9. the uid: a total order
+        .then(a.uid.cmp(&b.uid))
 }
 
-/// The `n` pods a scale-down deletes (`getPodsToDelete`), by name.
-pub fn victims(mut pods: Vec<Ranked>, n: usize) -> Vec<String> {
-    pods.sort_by(delete_first);
+/// The `n` pods a scale-down at `now_ms` deletes (`getPodsToDelete`), by name.
+pub fn victims(mut pods: Vec<Ranked>, n: usize, now_ms: i64) -> Vec<String> {
+    pods.sort_by(|a, b| delete_first(a, b, now_ms));
     pods.into_iter().take(n).map(|p| p.name).collect()
 }
 
@@ -541,6 +573,7 @@ mod tests {
     fn pod(name: &str, node: &str, phase: &str) -> Ranked {
         Ranked {
             name: name.into(),
+            uid: format!("uid-{name}"),
             node: node.into(),
             phase: match phase {
                 "Running" => 2,
@@ -554,6 +587,9 @@ mod tests {
             created_ms: Some(1000),
         }
     }
+
+    /// "now" in the table below: ages are measured from it.
+    const NOW: i64 = 1_000_000;
 
     #[test]
     fn victims_follow_active_pods_with_ranks() {
@@ -600,9 +636,14 @@ mod tests {
                 pod("b", "n2", "Running"),
             ),
             (
-                "ready more recently first",
-                ready(pod("a", "n1", "Running"), 9),
-                ready(pod("b", "n1", "Running"), 5),
+                "ready more recently first (a 1 s old bucket against a 4 s one)",
+                ready(pod("a", "n1", "Running"), NOW - 1_000),
+                ready(pod("b", "n1", "Running"), NOW - 4_000),
+            ),
+            (
+                "ready in the same age bucket: the lower uid, even if ready earlier",
+                ready(pod("a", "n1", "Running"), NOW - 1_500),
+                ready(pod("b", "n1", "Running"), NOW - 1_200),
             ),
             (
                 "more restarts first",
@@ -615,10 +656,32 @@ mod tests {
             (
                 "newer first",
                 Ranked {
-                    created_ms: Some(2000),
+                    created_ms: Some(NOW - 10),
                     ..pod("a", "n1", "Running")
                 },
                 pod("b", "n1", "Running"),
+            ),
+            (
+                "created in the same age bucket: the lower uid",
+                Ranked {
+                    created_ms: Some(NOW - 600_000),
+                    ..pod("a", "n1", "Running")
+                },
+                Ranked {
+                    created_ms: Some(NOW - 590_000),
+                    ..pod("b", "n1", "Running")
+                },
+            ),
+            (
+                "created in the future counts as the newest",
+                Ranked {
+                    created_ms: Some(NOW + 5),
+                    ..pod("a", "n1", "Running")
+                },
+                Ranked {
+                    created_ms: Some(NOW - 1),
+                    ..pod("b", "n1", "Running")
+                },
             ),
             (
                 "no creation time first",
@@ -631,15 +694,60 @@ mod tests {
         ];
         for (why, first, other) in cases {
             assert_eq!(
-                victims(vec![other.clone(), first.clone()], 1),
+                victims(vec![other.clone(), first.clone()], 1, NOW),
                 vec![first.name.clone()],
                 "{why}"
             );
             assert_eq!(
-                victims(vec![first, other], 1),
+                victims(vec![first, other], 1, NOW),
                 vec!["a".to_string()],
                 "{why}"
             );
+        }
+    }
+
+    /// A sort over many pods with equal, same-bucket and distinct times (what panicked
+    /// "does not correctly implement a total order" in the benchmark's scale-down of 100) is
+    /// consistent: every pair and triple agrees with a total order.
+    #[test]
+    fn the_ranking_is_a_total_order() {
+        let mut pods = Vec::new();
+        for i in 0..60i64 {
+            pods.push(Ranked {
+                uid: format!("u{:02}", (i * 37) % 60),
+                ready_since_ms: Some(NOW - [1_000, 1_000, 1_200, 5_000][(i % 4) as usize]),
+                restarts: i % 3,
+                created_ms: Some(NOW - [600_000, 600_000, 590_000][(i % 3) as usize]),
+                ..pod(&format!("p{i}"), &format!("n{}", i % 5), "Running")
+            });
+        }
+        for a in &pods {
+            for b in &pods {
+                assert_eq!(delete_first(a, b, NOW), delete_first(b, a, NOW).reverse());
+                for c in &pods {
+                    if delete_first(a, b, NOW).is_le() && delete_first(b, c, NOW).is_le() {
+                        assert!(delete_first(a, c, NOW).is_le(), "{a:?} {b:?} {c:?}");
+                    }
+                }
+            }
+        }
+        assert_eq!(victims(pods, 60, NOW).len(), 60);
+    }
+
+    #[test]
+    fn log_rank_buckets_are_powers_of_two_of_the_age_in_nanoseconds() {
+        // (t1 age, t2 age) in ms -> sign of the difference
+        let cases = [
+            (1_000, 1_000, 0),
+            (1_000, 1_073, 0),  // 2^30 ns = 1073.7 ms: same bucket below it
+            (1_000, 1_074, -1), // past it: one bucket older
+            (4_000, 1_000, 1),
+            (0, 1, -1), // age 0: rank -1
+            (-5, 0, 0), // both not in the past
+        ];
+        for (a1, a2, want) in cases {
+            let d = log_rank_diff(NOW - a1, NOW - a2, NOW);
+            assert_eq!(d.signum(), want, "ages {a1} {a2}: {d}");
         }
     }
 
@@ -657,7 +765,7 @@ mod tests {
         assert_eq!((r[0].rank, r[2].rank), (2, 1));
         assert_eq!(r[0].restarts, 4);
         // scale 3 -> 1 keeps one pod on each node as long as it can: the doubled-up go
-        let gone = victims(r, 1);
+        let gone = victims(r, 1, unix_ms("2026-11-24T12:10:00Z").unwrap());
         assert!(gone[0] == "a" || gone[0] == "b", "{gone:?}");
     }
 

@@ -5,6 +5,13 @@
 //! tried again whenever a pod or a node changes (a freed node, a new one, a relabelled one).
 //!
 //! Pods are placed one at a time, oldest first, each decision seeing the pods bound before it.
+//!
+//! No pass lists anything: like kube-scheduler's cache, the loop lists Nodes and Pods once (and
+//! again only when its watch lagged, or every resync period), then keeps a `core::scheduler::
+//! Cache` (per node: allocated requests, host ports, pod count, pods per owner) and the set of
+//! pending pods up to date from the watch events, one pod or node at a time; a binding it wrote
+//! is counted at once.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,12 +21,12 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::s;
 use crate::agent::clock::Clock;
-use crate::core::scheduler::schedule;
+use crate::core::scheduler::Cache;
 use crate::server::auth::User;
 use crate::server::kinds::{NODES, PODS};
 use crate::server::query::Filter;
 use crate::server::status::ApiError;
-use crate::server::store::WatchEvent;
+use crate::server::store::{EventType, WatchEvent};
 use crate::server::subresource::{bind, set_condition};
 use crate::server::verbs::{Api, ObjectRef};
 
@@ -33,6 +40,11 @@ pub struct Scheduler {
     api: Arc<Api>,
     clock: Clock,
     user: User,
+    cache: Cache,
+    /// The pods waiting for a node, by namespace/name.
+    pending: BTreeMap<String, Arc<Value>>,
+    /// The resourceVersion of the last list: older watch events are in it already.
+    listed_rv: u64,
 }
 
 /// What one pass did.
@@ -48,11 +60,14 @@ impl Scheduler {
             api,
             clock,
             user: User::internal("default-scheduler"),
+            cache: Cache::default(),
+            pending: BTreeMap::new(),
+            listed_rv: 0,
         }
     }
 
     /// Runs until the store closes the watch (the server stops) or the task is dropped.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         loop {
             let mut watch = match self.api.watch_all(&self.user, &[&PODS, &NODES]).await {
                 Ok(w) => w,
@@ -62,78 +77,145 @@ impl Scheduler {
                     continue;
                 }
             };
+            if let Err(e) = self.relist().await {
+                tracing::warn!(error = %e, "the scheduler cannot list pods and nodes");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
             let mut resync = tokio::time::interval(RESYNC);
+            resync.tick().await;
+            let mut relevant = true;
             loop {
+                if relevant {
+                    if let Err(e) = self.pass().await {
+                        tracing::warn!(error = %e, "scheduling pass failed");
+                    }
+                }
                 tokio::select! {
                     ev = watch.rx.recv() => {
                         // one pass for everything that happened meanwhile, if a pod or a node
                         // changed (the store's watch carries every kind: Leases renew often)
-                        let mut relevant = match ev {
-                            Ok(ev) => touches(&ev),
-                            Err(RecvError::Lagged(_)) => true,
+                        relevant = match ev {
+                            Ok(ev) => self.observe(&ev),
+                            Err(RecvError::Lagged(_)) => self.relist_logged().await,
                             Err(RecvError::Closed) => return,
                         };
                         loop {
                             match watch.rx.try_recv() {
-                                Ok(ev) => relevant |= touches(&ev),
-                                Err(TryRecvError::Lagged(_)) => relevant = true,
+                                Ok(ev) => relevant |= self.observe(&ev),
+                                Err(TryRecvError::Lagged(_)) => {
+                                    relevant |= self.relist_logged().await;
+                                }
                                 Err(_) => break,
                             }
                         }
-                        if !relevant {
-                            continue;
-                        }
                     }
-                    _ = resync.tick() => {}
-                }
-                if let Err(e) = self.pass().await {
-                    tracing::warn!(error = %e, "scheduling pass failed");
+                    _ = resync.tick() => relevant = self.relist_logged().await,
                 }
             }
         }
     }
 
-    /// Places every pending pod it can, marks the others unschedulable.
-    pub async fn pass(&self) -> Result<Pass, ApiError> {
+    async fn relist_logged(&mut self) -> bool {
+        if let Err(e) = self.relist().await {
+            tracing::warn!(error = %e, "the scheduler cannot list pods and nodes");
+        }
+        true
+    }
+
+    /// The cache and the pending pods from one list of Nodes and Pods.
+    pub async fn relist(&mut self) -> Result<(), ApiError> {
         let (nodes, _) = self
             .api
             .list(&self.user, &NODES, None, &Filter::default())
             .await?;
-        let nodes: Vec<Node> = nodes
-            .iter()
-            .filter_map(|n| serde_json::from_value((**n).clone()).ok())
-            .collect();
-        let (pods, _) = self
+        let (pods, rv) = self
             .api
             .list(&self.user, &PODS, None, &Filter::default())
             .await?;
-        let mut bound: Vec<Pod> = Vec::new();
-        let mut pending: Vec<(Arc<Value>, Pod)> = Vec::new();
-        for raw in pods {
-            let Ok(pod) = serde_json::from_value::<Pod>((*raw).clone()) else {
-                continue;
-            };
-            if !s(&raw, "/spec/nodeName").is_empty() {
-                bound.push(pod);
-            } else if wants_scheduling(&raw) {
-                pending.push((raw, pod));
+        self.cache = Cache::default();
+        self.pending.clear();
+        for n in nodes {
+            if let Ok(node) = serde_json::from_value::<Node>((*n).clone()) {
+                self.cache.set_node(node);
             }
         }
+        for raw in pods {
+            self.pod_changed(raw);
+        }
+        self.listed_rv = rv;
+        Ok(())
+    }
+
+    /// One watch event into the cache and the pending pods; true when a pass may now place
+    /// something it could not (any pod or node change).
+    pub fn observe(&mut self, ev: &WatchEvent) -> bool {
+        if ev.rv <= self.listed_rv {
+            return false;
+        }
+        if ev.resource == PODS.key() {
+            if ev.event_type == EventType::Deleted {
+                let key = format!("{}/{}", ev.namespace, ev.name);
+                self.cache.remove_pod(&key);
+                self.pending.remove(&key);
+            } else {
+                self.pod_changed(ev.object.clone());
+            }
+            true
+        } else if ev.resource == NODES.key() {
+            if ev.event_type == EventType::Deleted {
+                self.cache.remove_node(&ev.name);
+            } else if let Ok(node) = serde_json::from_value::<Node>((*ev.object).clone()) {
+                self.cache.set_node(node);
+            }
+            true
+        } else {
+            false
+        }
+    }
+
+    fn pod_changed(&mut self, raw: Arc<Value>) {
+        let key = format!(
+            "{}/{}",
+            s(&raw, "/metadata/namespace"),
+            s(&raw, "/metadata/name")
+        );
+        let Ok(pod) = serde_json::from_value::<Pod>((*raw).clone()) else {
+            return;
+        };
+        self.cache.set_pod(&key, &pod);
+        if s(&raw, "/spec/nodeName").is_empty() && wants_scheduling(&raw) {
+            self.pending.insert(key, raw);
+        } else {
+            self.pending.remove(&key);
+        }
+    }
+
+    /// Places every pending pod it can, marks the others unschedulable.
+    pub async fn pass(&mut self) -> Result<Pass, ApiError> {
+        let mut pending: Vec<(String, Arc<Value>)> = self
+            .pending
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         pending.sort_by(|a, b| {
             (
-                s(&a.0, "/metadata/creationTimestamp"),
-                s(&a.0, "/metadata/name"),
+                s(&a.1, "/metadata/creationTimestamp"),
+                s(&a.1, "/metadata/name"),
             )
                 .cmp(&(
-                    s(&b.0, "/metadata/creationTimestamp"),
-                    s(&b.0, "/metadata/name"),
+                    s(&b.1, "/metadata/creationTimestamp"),
+                    s(&b.1, "/metadata/name"),
                 ))
         });
         let mut done = Pass::default();
-        for (raw, mut pod) in pending {
+        for (key, raw) in pending {
+            let Ok(mut pod) = serde_json::from_value::<Pod>((*raw).clone()) else {
+                continue;
+            };
             let ns = s(&raw, "/metadata/namespace");
             let at = ObjectRef::new(&PODS, Some(ns), s(&raw, "/metadata/name"));
-            match schedule(&pod, &nodes, &bound) {
+            match self.cache.schedule(&pod) {
                 Ok(node) => match bind(&self.api, &self.user, at, &node, &self.now()).await {
                     Ok(()) => {
                         tracing::info!(
@@ -143,13 +225,17 @@ impl Scheduler {
                             "bound"
                         );
                         done.bound += 1;
+                        // assumed: counted on its node before the watch brings the binding
                         if let Some(spec) = pod.spec.as_mut() {
                             spec.node_name = Some(node);
                         }
-                        bound.push(pod);
+                        self.cache.set_pod(&key, &pod);
+                        self.pending.remove(&key);
                     }
-                    // bound, deleted or changed meanwhile: the next pass sees it
-                    Err(e) if e.code == 404 || e.code == 409 => {}
+                    // bound, deleted or changed meanwhile: the watch brings what happened
+                    Err(e) if e.code == 404 || e.code == 409 => {
+                        self.pending.remove(&key);
+                    }
                     Err(e) => return Err(e),
                 },
                 Err(why) => {
@@ -182,10 +268,6 @@ impl Scheduler {
             .unwrap_or_default()
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     }
-}
-
-fn touches(ev: &WatchEvent) -> bool {
-    ev.resource == PODS.key() || ev.resource == NODES.key()
 }
 
 /// An unbound pod for this scheduler that still wants a node.
@@ -256,7 +338,8 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let sched = Scheduler::new(api.clone(), Clock::system());
+        let mut sched = Scheduler::new(api.clone(), Clock::system());
+        sched.relist().await.unwrap();
         assert_eq!(
             sched.pass().await.unwrap(),
             Pass {

@@ -133,6 +133,7 @@ mod tests {
         let deny = Policy {
             allow_privileged: true,
             allow_host_path: false,
+            ..Policy::default()
         };
         let fields: Vec<String> = DaemonSetStrategy
             .admit(&ds, deny)

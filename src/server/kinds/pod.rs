@@ -48,12 +48,21 @@ const COLUMNS: &[Column] = &[
 impl Kind for PodStrategy {
     type Object = Pod;
 
-    /// Defaults, and the DefaultTolerationSeconds admission (not-ready and unreachable NoExecute
-    /// tolerated for 300 s unless the pod says otherwise: how long a pod stays on a lost node).
     fn default(&self, pod: &mut Pod) {
         if let Some(spec) = pod.spec.as_mut() {
             validation::default_pod_spec(spec);
-            nodehealth::add_default_toleration_seconds(spec);
+        }
+    }
+    /// The DefaultTolerationSeconds admission: not-ready and unreachable NoExecute tolerated for
+    /// the server's `--default-*-toleration-seconds` (300 s) unless the pod says otherwise: how
+    /// long a pod stays on a lost node.
+    fn mutate(&self, pod: &mut Pod, policy: Policy) {
+        if let Some(spec) = pod.spec.as_mut() {
+            nodehealth::add_default_toleration_seconds(
+                spec,
+                policy.default_not_ready_toleration_seconds,
+                policy.default_unreachable_toleration_seconds,
+            );
         }
     }
     fn validate(&self, pod: &Pod) -> Vec<FieldError> {
