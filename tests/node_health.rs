@@ -405,6 +405,60 @@ fn a_frozen_agent_turns_its_node_unknown_and_back_without_restarts() {
         thawed.elapsed().as_millis()
     );
 
+    // what the node controller recorded, as `kubectl get events` shows it: the node's status
+    // changes, its pods marked not ready, the bare pod's eviction
+    let events_of = |name: &str, reason: &str| {
+        let selector = format!("involvedObject.name={name},reason={reason}");
+        c.get(&["events", "-A", "--field-selector", &selector])
+            .and_then(|l| l["items"].as_array().cloned())
+            .filter(|items| !items.is_empty())
+    };
+    let pod_a = c.pod_on("node-a").unwrap()["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (name, reason, type_, message) in [
+        (
+            "node-a",
+            "NodeNotReady",
+            "Normal",
+            "Node node-a status is now: NodeNotReady".to_string(),
+        ),
+        (
+            "node-a",
+            "NodeReady",
+            "Normal",
+            "Node node-a status is now: NodeReady".to_string(),
+        ),
+        (
+            pod_a.as_str(),
+            "NodeNotReady",
+            "Warning",
+            "Node is not ready".to_string(),
+        ),
+        (
+            "evictee",
+            "TaintManagerEviction",
+            "Normal",
+            "Marking for deletion Pod default/evictee".to_string(),
+        ),
+    ] {
+        let items = wait_for(
+            &format!("event {reason} about {name}"),
+            Duration::from_secs(10),
+            || events_of(name, reason),
+        );
+        assert_eq!(items.len(), 1, "recorded once: {items:?}");
+        assert_eq!(items[0]["type"], type_, "{}", items[0]);
+        assert_eq!(items[0]["message"], message.as_str(), "{}", items[0]);
+    }
+    assert!(
+        events_of("node-b", "NodeNotReady").is_none(),
+        "node-b stayed ready"
+    );
+    let printed = c.kubectl_ok(&["events", "-A", "--for", "node/node-a"]);
+    assert!(printed.contains("NodeNotReady"), "{printed}");
+
     // deleted while its agent runs: registered again within seconds, its pod untouched
     let uid = c.node("node-a").unwrap()["metadata"]["uid"].clone();
     let pod = c.pod_on("node-a").unwrap()["metadata"]["uid"].clone();

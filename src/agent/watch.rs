@@ -55,7 +55,7 @@ pub struct Cached {
 }
 
 /// The kinds watched, each with its reflector.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     DaemonSets = 0,
     Node = 1,
@@ -72,8 +72,11 @@ pub struct Store {
     listed: [AtomicBool; 3],
     /// The cache held the bound Pods.
     pods_cached: bool,
-    /// Told on every change.
+    /// Told on every change the reconcile loop acts on: not on a DaemonSet's status-only
+    /// update (see [`Store::wakes`]).
     pub changed: Notify,
+    /// The generation of each DaemonSet (by uid) as last applied.
+    generations: Mutex<BTreeMap<String, Option<i64>>>,
     /// Bumped on every change, so the cache is written only when something changed.
     pub version: AtomicU64,
     /// The highest resourceVersion of an object the watches delivered.
@@ -118,6 +121,7 @@ impl Store {
             pods_cached,
             listed: Default::default(),
             changed: Notify::new(),
+            generations: Mutex::new(BTreeMap::new()),
             version: AtomicU64::new(0),
             seen_rv: AtomicU64::new(0),
             cluster: Mutex::new(None),
@@ -236,13 +240,41 @@ impl Store {
         }
     }
 
-    /// One event of `kind` was applied; `list_done` when it completed a list.
-    fn applied(&self, kind: Kind, list_done: bool) {
+    /// Whether event `ev` of `kind` wakes the reconcile loop. A DaemonSet's update that keeps
+    /// its generation (its status, written by the controller on every pod change of the
+    /// fleet: dozens a second in a rollout) changes nothing the loop does, yet woke every
+    /// agent of the fleet into a round (two containerd listings each) for each of them, on the
+    /// CPUs the rollout's own container starts need. The kubelet watches no DaemonSets at all;
+    /// here they are only the pre-pull's seam, which looks at `version`.
+    fn wakes<K: Resource>(&self, kind: Kind, ev: &Event<K>) -> bool {
+        if kind != Kind::DaemonSets {
+            return true;
+        }
+        let mut seen = self.generations.lock().unwrap_or_else(|e| e.into_inner());
+        match ev {
+            Event::Apply(o) => {
+                let uid = o.meta().uid.clone().unwrap_or_default();
+                let generation = o.meta().generation;
+                seen.insert(uid, generation) != Some(generation)
+            }
+            Event::Delete(o) => {
+                seen.remove(o.meta().uid.as_deref().unwrap_or_default());
+                true
+            }
+            Event::Init | Event::InitApply(_) | Event::InitDone => true,
+        }
+    }
+
+    /// One event of `kind` was applied; `list_done` when it completed a list; `wake`: the
+    /// reconcile loop is told.
+    fn applied(&self, kind: Kind, list_done: bool, wake: bool) {
         if list_done {
             self.listed[kind as usize].store(true, Ordering::SeqCst);
         }
         self.version.fetch_add(1, Ordering::SeqCst);
-        self.changed.notify_one();
+        if wake {
+            self.changed.notify_one();
+        }
     }
 }
 
@@ -304,7 +336,8 @@ async fn apply<K>(
             Ok(ev) => {
                 writer.apply_watcher_event(&ev);
                 store.saw(&ev);
-                store.applied(kind, matches!(ev, Event::InitDone));
+                let wake = store.wakes(kind, &ev);
+                store.applied(kind, matches!(ev, Event::InitDone), wake);
             }
             Err(e) => {
                 tracing::warn!(kind = ?kind, error = %crate::runtime::chain(&e), "watch failed; retrying with back-off");
@@ -496,6 +529,48 @@ mod tests {
         drop((tx, node_tx));
         task.await.unwrap();
         node_task.await.unwrap();
+    }
+
+    /// A DaemonSet's status-only update bumps the version (the pre-pull looks at it) without
+    /// waking the reconcile loop; a new one, a template change (generation) or a delete do.
+    #[test]
+    fn only_a_daemonsets_generation_wakes_the_loop() {
+        use futures::FutureExt;
+        let (store, _writers) = Store::new(None);
+        let ds = |generation: i64, ready: i32| DaemonSet {
+            metadata: ObjectMeta {
+                name: Some("mon".into()),
+                namespace: Some("default".into()),
+                uid: Some("ds-uid".into()),
+                generation: Some(generation),
+                ..Default::default()
+            },
+            status: Some(k8s_openapi::api::apps::v1::DaemonSetStatus {
+                number_ready: ready,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cases = [
+            ("new", Event::Apply(ds(1, 0)), true),
+            ("status only", Event::Apply(ds(1, 3)), false),
+            ("status only again", Event::Apply(ds(1, 4)), false),
+            ("template changed", Event::Apply(ds(2, 4)), true),
+            ("deleted", Event::Delete(ds(2, 4)), true),
+            ("made again", Event::Apply(ds(1, 0)), true),
+        ];
+        for (i, (what, ev, wakes)) in cases.into_iter().enumerate() {
+            let wake = store.wakes(Kind::DaemonSets, &ev);
+            store.applied(Kind::DaemonSets, false, wake);
+            assert_eq!(wake, wakes, "{what}");
+            assert_eq!(store.version.load(Ordering::SeqCst), i as u64 + 1, "{what}");
+            let woken = store.changed.notified().now_or_never().is_some();
+            assert_eq!(woken, wakes, "{what}");
+        }
+        assert!(
+            store.wakes(Kind::Pods, &Event::Apply(pod("p"))),
+            "every pod event wakes"
+        );
     }
 
     fn pod_at(name: &str, rv: u64) -> Pod {

@@ -113,6 +113,28 @@ pub fn observe(prev: Option<&Health>, node: &Node, lease_ms: Option<i64>, now_ms
     }
 }
 
+/// The reason (and status word) of the event on a Node whose Ready left True
+/// (`RecordNodeStatusChange(..., "NodeNotReady")`).
+pub const NODE_NOT_READY: &str = "NodeNotReady";
+/// ... and of the one when it is True again.
+pub const NODE_READY: &str = "NodeReady";
+
+/// The status change the node controller records on the Node between two observations:
+/// NodeNotReady when Ready leaves True (the controller's own Unknown or the agent's False),
+/// NodeReady when it comes back to True from either. A first observation records nothing.
+pub fn status_change(prev: Option<&Health>, next: &Health) -> Option<&'static str> {
+    match (prev?.ready.as_str(), next.ready.as_str()) {
+        ("True", "False" | "Unknown") => Some(NODE_NOT_READY),
+        ("False" | "Unknown", "True") => Some(NODE_READY),
+        _ => None,
+    }
+}
+
+/// The message of that event, as upstream words it.
+pub fn status_change_message(node: &str, change: &str) -> String {
+    format!("Node {node} status is now: {change}")
+}
+
 /// How long an agent may stay silent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Grace {
@@ -562,6 +584,45 @@ mod tests {
 
     /// Pods are marked once when Ready leaves True, retried until done, and forgotten when Ready
     /// is True again.
+    #[test]
+    fn status_changes_are_recorded_once_per_crossing() {
+        let at = |ready: Option<(&str, i64)>, prev: Option<&Health>, now: i64| {
+            observe(prev, &node(ready, json!([])), None, now)
+        };
+        let first = at(Some(("True", T0)), None, T0);
+        assert_eq!(
+            status_change(None, &first),
+            None,
+            "a first look records nothing"
+        );
+        let beat = at(Some(("True", T0 + 1_000)), Some(&first), T0 + 1_000);
+        assert_eq!(
+            status_change(Some(&first), &beat),
+            None,
+            "a heartbeat is no change"
+        );
+        for (down, up) in [("Unknown", "True"), ("False", "True")] {
+            let gone = at(Some((down, T0)), Some(&beat), T0 + 2_000);
+            assert_eq!(
+                status_change(Some(&beat), &gone),
+                Some(NODE_NOT_READY),
+                "{down}"
+            );
+            let still = at(Some((down, T0)), Some(&gone), T0 + 3_000);
+            assert_eq!(status_change(Some(&gone), &still), None, "once");
+            let back = at(Some((up, T0 + 4_000)), Some(&still), T0 + 4_000);
+            assert_eq!(
+                status_change(Some(&still), &back),
+                Some(NODE_READY),
+                "{down} -> {up}"
+            );
+        }
+        assert_eq!(
+            status_change_message("n1", NODE_NOT_READY),
+            "Node n1 status is now: NodeNotReady"
+        );
+    }
+
     #[test]
     fn pods_are_marked_when_ready_leaves_true() {
         let ready = node(Some(("True", T0)), json!([]));

@@ -136,6 +136,18 @@ impl NextRevision {
 /// template back, as `kubectl rollout undo` does.
 pub const ROLLBACK_ON_FAILURE: &str = "daemonset-agent.io/rollback-on-failure";
 
+/// The annotation of a canary step (DaemonSets have no `partition`, StatefulSets do): with
+/// `daemonset-agent.io/rollout-partition: "N"` a rolling update leaves N of the nodes on their old
+/// revision and stops there, so `desired - 1` updates one node; lowering or removing it lets the
+/// rollout go on. It holds back the voluntary replacements only: a node whose old pod is not
+/// available, or that has no pod, gets the current template as always (and counts as updated).
+pub const PARTITION: &str = "daemonset-agent.io/rollout-partition";
+
+/// The partition an annotation value asks for; None when it is not a non-negative integer.
+pub fn parse_partition(value: &str) -> Option<i64> {
+    value.trim().parse().ok().filter(|n: &i64| *n >= 0)
+}
+
 /// A pod's failure as its status tells it, e.g. `ImagePullBackOff` with the registry's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -483,6 +495,20 @@ pub fn rolling_update(
     hash: &str,
     now_ms: i64,
 ) -> Update {
+    partitioned_update(strategy, min_ready_seconds, nodes, pods, hash, now_ms, 0)
+}
+
+/// [`rolling_update`] that leaves `partition` nodes on their old revision ([`PARTITION`]): no
+/// more than `desired - partition` nodes are updated or on their way.
+pub fn partitioned_update(
+    strategy: Option<&DaemonSetUpdateStrategy>,
+    min_ready_seconds: i64,
+    nodes: &[NodeFit],
+    pods: &[DaemonPod],
+    hash: &str,
+    now_ms: i64,
+    partition: i64,
+) -> Update {
     if is_on_delete(strategy) {
         return Update::default();
     }
@@ -495,8 +521,15 @@ pub fn rolling_update(
     let fits: BTreeMap<&str, &NodeFit> = nodes.iter().map(|n| (n.name.as_str(), n)).collect();
     let b = budget(strategy, desired);
     let available = |p: &DaemonPod| p.is_available(min_ready_seconds, now_ms);
+    // the nodes updated or on their way (a new pod, a pod going, or none yet)
+    let touched = by_node
+        .iter()
+        .filter(|(node, _)| fits.get(*node).is_some_and(|f| f.should_run))
+        .filter(|(_, pods)| pods.is_empty() || pods.iter().any(|p| p.hash == hash || p.deleting))
+        .count() as i64;
+    let mut may_touch = desired - partition.max(0) - touched;
     if b.max_surge > 0 {
-        return surge_update(b.max_surge, &by_node, &fits, hash, &available);
+        return surge_update(b.max_surge, may_touch, &by_node, &fits, hash, &available);
     }
     let mut out = Update::default();
     let mut unavailable = 0;
@@ -523,6 +556,7 @@ pub fn rolling_update(
                 if !available(old) {
                     out.delete.push(delete(old, Why::Outdated));
                     unavailable += 1;
+                    may_touch -= 1;
                 } else if !old.pulled(hash) {
                     out.waiting_pull.push(node.to_string());
                 } else if unavailable < b.max_unavailable {
@@ -531,7 +565,9 @@ pub fn rolling_update(
             }
         }
     }
-    let room = (b.max_unavailable - unavailable).clamp(0, candidates.len() as i64) as usize;
+    let room = (b.max_unavailable - unavailable)
+        .min(may_touch)
+        .clamp(0, candidates.len() as i64) as usize;
     out.delete.extend(candidates.into_iter().take(room));
     out
 }
@@ -542,6 +578,7 @@ pub fn rolling_update(
 /// counts as surging.
 fn surge_update(
     max_surge: i64,
+    mut may_touch: i64,
     by_node: &BTreeMap<&str, Vec<&DaemonPod>>,
     fits: &BTreeMap<&str, &NodeFit>,
     hash: &str,
@@ -561,6 +598,7 @@ fn surge_update(
             (None, Some(old)) if !available(old) => {
                 if should_run {
                     out.create_on.push(node.to_string());
+                    may_touch -= 1;
                 } else {
                     out.delete.push(delete(old, Why::Outdated));
                 }
@@ -579,7 +617,9 @@ fn surge_update(
             }
         }
     }
-    let room = (max_surge - surging).clamp(0, candidates.len() as i64) as usize;
+    let room = (max_surge - surging)
+        .min(may_touch)
+        .clamp(0, candidates.len() as i64) as usize;
     out.create_on.extend(candidates.into_iter().take(room));
     out
 }
@@ -1105,6 +1145,51 @@ mod tests {
         let (status, _, message) = ok.condition();
         assert_eq!(NextRevision::parse(status, &message), Some(ok));
         assert_eq!(NextRevision::parse("True", "something else"), None);
+    }
+
+    /// The canary step: a partition of N leaves N nodes on the old revision, with or without
+    /// surge; the replacement of an unavailable old pod is not held back (and counts).
+    #[test]
+    fn a_partition_stops_the_rollout_at_desired_minus_n_nodes() {
+        let s2 = unavailable(IntOrString::Int(2));
+        let g2 = surge(IntOrString::Int(2));
+        let old = |i: usize| pulled(pod(&format!("o{i}"), &format!("node-{i}"), "h1"), "h2");
+        let new = |i: usize| pod(&format!("n{i}"), &format!("node-{i}"), "h2");
+        let going = |i: usize| {
+            let mut p = old(i);
+            p.deleting = true;
+            p
+        };
+        let mut dead = old(1);
+        dead.ready = false;
+        type Case = (
+            &'static str,
+            i64,
+            Vec<DaemonPod>,
+            Vec<&'static str>,
+            Vec<&'static str>,
+        );
+        #[rustfmt::skip]
+        let cases: Vec<Case> = vec![
+            ("canary: 4 of 5 kept, one goes", 4, (0..5).map(old).collect(), vec!["o0"], vec!["node-0"]),
+            ("the canary is updated: nothing more", 4, vec![new(0), old(1), old(2), old(3), old(4)], vec![], vec![]),
+            ("the canary on its way: nothing more", 4, vec![going(0), old(1), old(2), old(3), old(4)], vec![], vec![]),
+            ("lowered to 2: the budget's worth, up to 3 nodes", 2, vec![new(0), old(1), old(2), old(3), old(4)], vec!["o1", "o2"], vec!["node-1", "node-2"]),
+            ("lowered to 2, two updated: one more", 2, vec![new(0), new(1), old(2), old(3), old(4)], vec!["o2"], vec!["node-2"]),
+            ("an unavailable old pod is replaced anyway, and counts", 4, vec![old(0), dead.clone(), old(2), old(3), old(4)], vec!["o1"], vec!["node-1"]),
+            ("no partition: the budget alone", 0, (0..5).map(old).collect(), vec!["o0", "o1"], vec!["node-0", "node-1"]),
+            ("a partition above the fleet: nothing", 9, (0..5).map(old).collect(), vec![], vec![]),
+        ];
+        for (what, partition, pods, deleted, surged) in cases {
+            let u = partitioned_update(Some(&s2), 0, &nodes(5), &pods, "h2", NOW, partition);
+            assert_eq!(names(&u.delete), deleted, "maxUnavailable: {what}");
+            let u = partitioned_update(Some(&g2), 0, &nodes(5), &pods, "h2", NOW, partition);
+            assert_eq!(u.create_on, surged, "maxSurge: {what}");
+        }
+        assert_eq!(parse_partition("4"), Some(4));
+        for bad in ["-1", "25%", "x", ""] {
+            assert_eq!(parse_partition(bad), None, "{bad}");
+        }
     }
 
     /// A node that is not ready: its old pod (unavailable: its agent is gone) is replaced first

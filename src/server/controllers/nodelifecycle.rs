@@ -25,11 +25,12 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::s;
 use crate::agent::clock::Clock;
+use crate::agent::events::{node_ref, pod_ref, Recorder};
 use crate::core::eligibility::TAINT_EFFECT_NO_EXECUTE;
 use crate::core::nodehealth::{self, Eviction, Grace, Health};
 use crate::core::status::time;
 use crate::server::auth::User;
-use crate::server::kinds::{LEASES, NODES, PODS};
+use crate::server::kinds::{event, LEASES, NODES, PODS};
 use crate::server::query::{Filter, WriteOpts};
 use crate::server::status::ApiError;
 use crate::server::store::{object_rv, EventType, WatchEvent};
@@ -102,6 +103,10 @@ pub struct Controller {
     health: HashMap<String, Health>,
     /// When a pod (uid) was first seen on a node with a NoExecute taint without `timeAdded`.
     seen: HashMap<String, i64>,
+    /// The node controller's events (`node-controller`: NodeNotReady, NodeReady) and the
+    /// taint-eviction controller's (`taint-eviction-controller`: TaintManagerEviction).
+    events: Recorder,
+    evictions: Recorder,
 }
 
 fn unix_ms(v: &Value, ptr: &str) -> Option<i64> {
@@ -113,14 +118,16 @@ fn unix_ms(v: &Value, ptr: &str) -> Option<i64> {
 impl Controller {
     pub fn new(api: Arc<Api>, clock: Clock, opts: Options) -> Controller {
         Controller {
-            api,
-            user: User::internal("node-lifecycle-controller"),
-            clock,
-            opts,
             nodes: HashMap::new(),
             leases: HashMap::new(),
             health: HashMap::new(),
             seen: HashMap::new(),
+            events: event::recorder(api.clone(), "node-controller", clock.clone()),
+            evictions: event::recorder(api.clone(), "taint-eviction-controller", clock.clone()),
+            api,
+            user: User::internal("node-lifecycle-controller"),
+            clock,
+            opts,
         }
     }
 
@@ -220,7 +227,12 @@ impl Controller {
             return;
         };
         let lease = self.leases.get(name).copied();
-        let h = nodehealth::observe(self.health.get(name), node, lease, self.clock.now_ms());
+        let prev = self.health.get(name);
+        let h = nodehealth::observe(prev, node, lease, self.clock.now_ms());
+        if let Some(change) = nodehealth::status_change(prev, &h) {
+            let msg = nodehealth::status_change_message(name, change);
+            self.events.normal(&node_ref(name), change, msg);
+        }
         self.health.insert(name.to_string(), h);
     }
 
@@ -443,7 +455,13 @@ impl Controller {
                 })
                 .await;
             match written {
-                Ok(_) => tracing::info!(node, pod = name, namespace = ns, "pod marked not ready"),
+                Ok(_) => {
+                    tracing::info!(node, pod = name, namespace = ns, "pod marked not ready");
+                    // after the write, so that the pod still exists (as upstream)
+                    let about = pod_ref(ns, name, &uid, "");
+                    self.events
+                        .warning(&about, nodehealth::NODE_NOT_READY, "Node is not ready");
+                }
                 Err(e) if e.code == 404 || e.code == 409 => {}
                 Err(source) => {
                     return Err(NodeLifecycleError::Pod {
@@ -497,6 +515,12 @@ impl Controller {
                 Eviction::At(at) => next = Some(next.map_or(at, |n| n.min(at))),
                 Eviction::Now => {
                     let (ns, name) = (s(&pod, "/metadata/namespace"), s(&pod, "/metadata/name"));
+                    let about = pod_ref(ns, name, s(&pod, "/metadata/uid"), "");
+                    self.evictions.normal(
+                        &about,
+                        "TaintManagerEviction",
+                        format!("Marking for deletion Pod {ns}/{name}"),
+                    );
                     let at = ObjectRef::new(&PODS, Some(ns), name);
                     match self
                         .api
@@ -754,6 +778,99 @@ mod tests {
         async fn pod_ready(&self, name: &str) -> String {
             ready_of(&self.get(&PODS, Some("default"), name).await.unwrap()).0
         }
+    }
+
+    /// The v1 Events written so far, as their watch delivers them.
+    struct Recorded {
+        watch: crate::server::store::Watch,
+        seen: Vec<Arc<Value>>,
+    }
+
+    impl Recorded {
+        /// Waits for the event with `reason` about `name`: its type, message and source
+        /// component.
+        async fn about(&mut self, name: &str, reason: &str) -> (String, String, String) {
+            loop {
+                let found = self
+                    .seen
+                    .iter()
+                    .find(|e| s(e, "/involvedObject/name") == name && s(e, "/reason") == reason);
+                if let Some(e) = found {
+                    let field = |p| s(e, p).to_string();
+                    return (
+                        field("/type"),
+                        field("/message"),
+                        field("/source/component"),
+                    );
+                }
+                let next = tokio::time::timeout(Duration::from_secs(600), self.watch.rx.recv());
+                let ev = next
+                    .await
+                    .unwrap_or_else(|_| panic!("no {reason} event about {name}"))
+                    .unwrap();
+                self.seen.push(ev.object.clone());
+            }
+        }
+    }
+
+    /// The node controller's events: NodeNotReady on the Node and each pod it marks, the
+    /// taint-eviction controller's on the pod it deletes, NodeReady when the agent is back.
+    #[tokio::test(start_paused = true)]
+    async fn node_status_changes_and_evictions_are_recorded_as_events() {
+        let mut rig = Rig::new().await;
+        let watch = rig
+            .api
+            .watch_all(&rig.user, &[&event::EVENTS])
+            .await
+            .unwrap();
+        let mut events = Recorded {
+            watch,
+            seen: Vec::new(),
+        };
+        rig.agent_node("n1").await;
+        rig.ready_pod("ds-n1", "n1", true).await;
+        rig.ready_pod("bare-n1", "n1", false).await;
+        rig.c.relist().await.unwrap();
+        rig.events().await;
+        tokio::time::advance(Duration::from_millis(4_001)).await;
+        rig.c.pass().await;
+        rig.events().await;
+        let node = events.about("n1", "NodeNotReady").await;
+        assert_eq!(
+            node,
+            (
+                "Normal".to_string(),
+                "Node n1 status is now: NodeNotReady".to_string(),
+                "node-controller".to_string()
+            )
+        );
+        for pod in ["ds-n1", "bare-n1"] {
+            let (ty, msg, from) = events.about(pod, "NodeNotReady").await;
+            assert_eq!(
+                (ty.as_str(), msg.as_str()),
+                ("Warning", "Node is not ready")
+            );
+            assert_eq!(from, "node-controller");
+        }
+        // the bare pod's 300 s run out
+        tokio::time::advance(Duration::from_secs(300)).await;
+        rig.c.pass().await;
+        assert!(rig.terminating("bare-n1").await);
+        let evicted = events.about("bare-n1", "TaintManagerEviction").await;
+        assert_eq!(
+            evicted,
+            (
+                "Normal".to_string(),
+                "Marking for deletion Pod default/bare-n1".to_string(),
+                "taint-eviction-controller".to_string()
+            )
+        );
+        rig.renew("n1").await;
+        rig.post_ready("n1").await;
+        rig.events().await;
+        let back = events.about("n1", "NodeReady").await;
+        assert_eq!(back.1, "Node n1 status is now: NodeReady");
+        assert_eq!(rig.c.events.dropped() + rig.c.evictions.dropped(), 0);
     }
 
     /// The status and reason of an object's Ready condition.

@@ -441,7 +441,12 @@ impl Controller {
         let mut waiting_pull = Vec::new();
         if manage.is_empty() {
             // the expectations are met: the update strategy may replace old pods
-            let update = rollout::rolling_update(strategy, min_ready, &fits, &pods, &hash, now_ms);
+            let partition = annotation(&ds_val, rollout::PARTITION)
+                .and_then(rollout::parse_partition)
+                .unwrap_or(0);
+            let update = rollout::partitioned_update(
+                strategy, min_ready, &fits, &pods, &hash, now_ms, partition,
+            );
             self.create_pods(&ds, &owner, &update.create_on, &hash)
                 .await
                 .map_err(err)?;
@@ -1025,6 +1030,32 @@ mod tests {
             ),
             (Some(3), Some(3))
         );
+    }
+
+    /// The canary annotation: a partition of 2 on 3 nodes updates one node and stops; removed,
+    /// the rollout goes on.
+    #[tokio::test]
+    async fn a_partition_holds_the_rollout_at_a_canary() {
+        let mut rig = Rig::new(&[("n1", "worker"), ("n2", "worker"), ("n3", "worker")]).await;
+        rig.apply_ds("i:1").await;
+        rig.sync().await;
+        rig.all_ready().await;
+        rig.apply_ds("i:2").await;
+        let hash = rig.current_hash().await;
+        // (partition, syncs, nodes updated then): one canary node, then all of them
+        for (partition, rounds, want) in [("2", 3, 1), ("0", 6, 3)] {
+            rig.annotate(rollout::PARTITION, partition).await;
+            for _ in 0..rounds {
+                rig.report_pull(&hash, None).await;
+                rig.sync().await;
+                rig.finish_terminating().await;
+                rig.sync().await;
+                rig.all_ready().await;
+            }
+            let placed = rig.placed().await;
+            let updated = placed.iter().filter(|p| p.1 == hash && !p.2).count();
+            assert_eq!(updated, want, "partition {partition}: {placed:?}");
+        }
     }
 
     /// Deleting the DaemonSet deletes what it controlled (the garbage collector's work): its
