@@ -40,6 +40,7 @@ impl Srv {
                     daemonset_agent::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
                 event_ttl: daemonset_agent::server::kinds::event::DEFAULT_TTL,
                 encryption_provider_config: None,
+                service_account_max_token_expiration: None,
             }))
             .unwrap();
         Srv {

@@ -135,9 +135,7 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
             clock.clone(),
             Arc::new(events::KubeSink(client.clone())),
         ),
-        objects: Arc::new(configsource::FromApi {
-            client: client.clone(),
-        }),
+        objects: Arc::new(configsource::FromApi::new(client.clone())),
     });
     let node_ref = events::node_ref(&cfg.node_name);
     ctx.events
@@ -260,6 +258,7 @@ pub(crate) mod test_api {
             node_monitor_grace_period: crate::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
             event_ttl: crate::server::kinds::event::DEFAULT_TTL,
             encryption_provider_config: None,
+            service_account_max_token_expiration: None,
         };
         let server = crate::server::start(opts).await.unwrap();
         let client = super::client(&server.kubeconfig).await.unwrap();
