@@ -615,14 +615,33 @@ fn image_pull_secrets_log_pulls_in() {
     };
     c.apply("with", &ds("with", "[{name: regcred}]"));
     c.apply("without", &ds("without", "[]"));
-    wait_for(
-        "the pod with the pull secret to run",
-        Duration::from_secs(90),
-        || {
-            let p = c.pod_of("with")?;
-            (p["status"]["phase"] == "Running").then_some(())
-        },
+    // a pod naming none gets its ServiceAccount's (the ServiceAccount admission)
+    c.kubectl_ok(&["create", "serviceaccount", "puller"]);
+    c.kubectl_ok(&[
+        "patch",
+        "serviceaccount",
+        "puller",
+        "-p",
+        r#"{"imagePullSecrets":[{"name":"regcred"}]}"#,
+    ]);
+    c.apply(
+        "via-sa",
+        &ds("via-sa", "[]").replace(
+            "      imagePullSecrets: []\n",
+            "      serviceAccountName: puller\n",
+        ),
     );
+    for name in ["with", "via-sa"] {
+        let p = wait_for(
+            "the pods with the pull secret to run",
+            Duration::from_secs(90),
+            || {
+                let p = c.pod_of(name)?;
+                (p["status"]["phase"] == "Running").then_some(p)
+            },
+        );
+        assert_eq!(p["spec"]["imagePullSecrets"][0]["name"], "regcred", "{p}");
+    }
     let (reason, message) = wait_for(
         "the pod without it to fail its pull",
         Duration::from_secs(90),

@@ -23,6 +23,7 @@ pub mod audit;
 pub mod auth;
 pub mod body;
 mod conn;
+pub mod converted;
 pub mod controllers;
 pub mod discovery;
 pub mod encryption;
