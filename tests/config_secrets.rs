@@ -720,10 +720,16 @@ spec:
             out = out.display(),
         ),
     );
-    let read = |f: &str| std::fs::read_to_string(out.join(f)).ok().filter(|s| !s.is_empty());
-    let token = wait_for("the container to read its token", Duration::from_secs(90), || {
-        read("token")
-    });
+    let read = |f: &str| {
+        std::fs::read_to_string(out.join(f))
+            .ok()
+            .filter(|s| !s.is_empty())
+    };
+    let token = wait_for(
+        "the container to read its token",
+        Duration::from_secs(90),
+        || read("token"),
+    );
     let pod = c.pod_of("token-reader").unwrap();
     let pod_name = pod["metadata"]["name"].as_str().unwrap().to_string();
     // what the admission added
@@ -761,7 +767,10 @@ spec:
     let claims = jwt_claims(&token);
     let k8s = &claims["kubernetes.io"];
     assert_eq!(claims["sub"], "system:serviceaccount:default:default");
-    assert_eq!(claims["iss"], "https://kubernetes.default.svc.cluster.local");
+    assert_eq!(
+        claims["iss"],
+        "https://kubernetes.default.svc.cluster.local"
+    );
     assert_eq!(k8s["pod"]["name"], pod_name.as_str());
     assert_eq!(k8s["pod"]["uid"], pod["metadata"]["uid"]);
     assert_eq!(k8s["node"]["name"], "n1");
@@ -772,8 +781,7 @@ spec:
     );
     let who = c.whoami(&token).unwrap();
     assert_eq!(
-        who["status"]["userInfo"]["username"],
-        "system:serviceaccount:default:default",
+        who["status"]["userInfo"]["username"], "system:serviceaccount:default:default",
         "{who}"
     );
     // an SA may ask about itself and nothing else
@@ -789,7 +797,10 @@ spec:
     let renewed = wait_for("a new token in the file", Duration::from_secs(60), || {
         read("token").filter(|t| *t != token)
     });
-    eprintln!("the token file changed after {:?} (token life 20 s)", first.elapsed());
+    eprintln!(
+        "the token file changed after {:?} (token life 20 s)",
+        first.elapsed()
+    );
     assert!(c.whoami(&renewed).is_ok());
     let new_claims = jwt_claims(&renewed);
     assert!(new_claims["iat"].as_i64() > claims["iat"].as_i64());
@@ -809,13 +820,20 @@ spec:
 #[test]
 fn kubectl_and_python_create_service_account_tokens() {
     let c = Cluster::start(&[]);
-    wait_for("the default ServiceAccount", Duration::from_secs(20), || {
-        c.kubectl(&["get", "serviceaccount", "default"])
-            .status
-            .success()
-            .then_some(())
-    });
-    for bin in [common::kubectl().to_path_buf(), common::kubectl_release("1.27")] {
+    wait_for(
+        "the default ServiceAccount",
+        Duration::from_secs(20),
+        || {
+            c.kubectl(&["get", "serviceaccount", "default"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    for bin in [
+        common::kubectl().to_path_buf(),
+        common::kubectl_release("1.27"),
+    ] {
         let run = |args: &[&str]| c.kubectl_with(&bin, &c.kubeconfig, args);
         let out = run(&["create", "token", "default", "--duration", "10m"]);
         let token = c.ok(out, &["create", "token"]);
@@ -843,10 +861,16 @@ fn kubectl_and_python_create_service_account_tokens() {
         let short = run(&["create", "token", "default", "--duration", "5m"]);
         assert!(!short.status.success());
         let err = String::from_utf8_lossy(&short.stderr);
-        assert!(err.contains("may not specify a duration less than 10 minutes"), "{err}");
+        assert!(
+            err.contains("may not specify a duration less than 10 minutes"),
+            "{err}"
+        );
         let missing = run(&["create", "token", "nobody"]);
         let err = String::from_utf8_lossy(&missing.stderr);
-        assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+        assert!(
+            err.contains("NotFound") || err.contains("not found"),
+            "{err}"
+        );
     }
     // bound to a pod: the pod's claim, and no longer valid once the pod is gone
     c.kubectl_ok(&[
@@ -867,7 +891,10 @@ fn kubectl_and_python_create_service_account_tokens() {
         "bound",
     ]);
     let uid = c.kubectl_ok(&["get", "pod", "bound", "-o", "jsonpath={.metadata.uid}"]);
-    assert_eq!(jwt_claims(&token)["kubernetes.io"]["pod"]["uid"], uid.as_str());
+    assert_eq!(
+        jwt_claims(&token)["kubernetes.io"]["pod"]["uid"],
+        uid.as_str()
+    );
     assert!(c.whoami(&token).is_ok());
     c.kubectl_ok(&["delete", "pod", "bound", "--grace-period=0", "--force"]);
     assert!(c.whoami(&token).unwrap_err().contains("Unauthorized"));
@@ -883,7 +910,11 @@ fn kubectl_and_python_create_service_account_tokens() {
         .output()
         .unwrap();
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    assert!(!token.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !token.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let who = c.whoami(&token).unwrap();
     assert_eq!(
         who["status"]["userInfo"]["username"],

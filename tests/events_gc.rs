@@ -255,7 +255,16 @@ fn describe_and_get_events_show_what_happened() {
     ]);
     assert_eq!(selected.lines().count(), 1, "{selected}");
     // core Events select by `source` (the reporting component), as upstream's field set has it
-    let by_source = c.json(&["get", "events", "--field-selector", "source=kubelet", "-o", "json"]).unwrap();
+    let by_source = c
+        .json(&[
+            "get",
+            "events",
+            "--field-selector",
+            "source=kubelet",
+            "-o",
+            "json",
+        ])
+        .unwrap();
     let sources: Vec<&Value> = by_source["items"]
         .as_array()
         .unwrap()
@@ -278,7 +287,10 @@ fn describe_and_get_events_show_what_happened() {
     assert_eq!(started["reportingController"], "kubelet");
     assert_eq!(started["deprecatedSource"]["component"], "kubelet");
     assert!(
-        started["note"].as_str().unwrap().contains("Started container"),
+        started["note"]
+            .as_str()
+            .unwrap()
+            .contains("Started container"),
         "{started}"
     );
     assert!(started.get("message").is_none(), "{started}");

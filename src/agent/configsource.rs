@@ -191,7 +191,12 @@ impl TokenManager {
             issued: now.timestamp(),
             expires,
         };
-        tracing::info!(pod = pod.name, service_account = key.service_account.as_str(), expires, "service account token issued");
+        tracing::info!(
+            pod = pod.name,
+            service_account = key.service_account.as_str(),
+            expires,
+            "service account token issued"
+        );
         let token = issued.token.clone();
         self.cache
             .lock()
@@ -343,7 +348,11 @@ mod tests {
         let pod = pods.create(&PostParams::default(), &pod).await.unwrap();
         let spec = pod.spec.clone().unwrap();
         // the ServiceAccount admission gave it the token volume
-        let vol = spec.volumes.iter().flatten().find(|v| v.name.starts_with("kube-api-access-"));
+        let vol = spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name.starts_with("kube-api-access-"));
         assert!(vol.is_some(), "{spec:?}");
         let uid = pod.metadata.uid.clone().unwrap();
         let source = FromApi::new(api.client.clone());
@@ -356,11 +365,20 @@ mod tests {
         };
         // the root CA is published in every namespace
         let cms: Api<ConfigMap> = Api::namespaced(api.client.clone(), "default");
-        crate::agent::test_api::until(&cms, "kube-root-ca.crt", "the root CA", |o: Option<&ConfigMap>| o.is_some()).await;
+        crate::agent::test_api::until(
+            &cms,
+            "kube-root-ca.crt",
+            "the root CA",
+            |o: Option<&ConfigMap>| o.is_some(),
+        )
+        .await;
         let first = source.objects_at(&pref, at(0)).await.unwrap();
         let token = first.tokens[""].clone();
         let ca = first.config_maps["kube-root-ca.crt"].clone().unwrap();
-        assert!(ca.data["ca.crt"].starts_with("-----BEGIN CERTIFICATE-----"), "{ca:?}");
+        assert!(
+            ca.data["ca.crt"].starts_with("-----BEGIN CERTIFICATE-----"),
+            "{ca:?}"
+        );
         // who the token is
         let as_sa = {
             let kc = kube::config::Kubeconfig::read_from(&api.server.kubeconfig).unwrap();
@@ -376,14 +394,26 @@ mod tests {
             .await
             .unwrap();
         let info = review.status.unwrap().user_info.unwrap();
-        assert_eq!(info.username.as_deref(), Some("system:serviceaccount:default:default"));
+        assert_eq!(
+            info.username.as_deref(),
+            Some("system:serviceaccount:default:default")
+        );
         assert_eq!(
             info.groups.unwrap(),
-            ["system:serviceaccounts", "system:serviceaccounts:default", "system:authenticated"]
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:default",
+                "system:authenticated"
+            ]
         );
         // an SA may do nothing but ask about itself
-        let denied = Api::<Pod>::namespaced(as_sa.clone(), "default").list(&Default::default()).await;
-        assert!(matches!(&denied, Err(kube::Error::Api(s)) if s.code == 403), "{denied:?}");
+        let denied = Api::<Pod>::namespaced(as_sa.clone(), "default")
+            .list(&Default::default())
+            .await;
+        assert!(
+            matches!(&denied, Err(kube::Error::Api(s)) if s.code == 403),
+            "{denied:?}"
+        );
         // fresh until 80% of 3607 s
         let again = source.objects_at(&pref, at(2880)).await.unwrap();
         assert_eq!(again.tokens[""], token);
@@ -397,7 +427,10 @@ mod tests {
         let gone = reviews
             .create(&PostParams::default(), &SelfSubjectReview::default())
             .await;
-        assert!(matches!(&gone, Err(kube::Error::Api(s)) if s.code == 401), "{gone:?}");
+        assert!(
+            matches!(&gone, Err(kube::Error::Api(s)) if s.code == 401),
+            "{gone:?}"
+        );
     }
 
     #[test]

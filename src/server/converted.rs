@@ -170,7 +170,11 @@ pub async fn serve(
                 return Err(ApiError::new(
                     415,
                     "UnsupportedMediaType",
-                    format!("server-side apply is not served for {}: apply {} instead", r.api_version(), stored.api_version()),
+                    format!(
+                        "server-side apply is not served for {}: apply {} instead",
+                        r.api_version(),
+                        stored.api_version()
+                    ),
                 ));
             }
             let ty = PatchType::from_content_type(media)?;
@@ -186,9 +190,11 @@ pub async fn serve(
                     let patched = match ty {
                         PatchType::Json => patch::json_patch(&shown, &doc),
                         PatchType::Merge => patch::merge_patch(&shown, &doc),
-                        PatchType::Strategic => {
-                            patch::strategic_merge_patch(&shown, &doc, stored.strategy.patch_schema())
-                        }
+                        PatchType::Strategic => patch::strategic_merge_patch(
+                            &shown,
+                            &doc,
+                            stored.strategy.patch_schema(),
+                        ),
                     }
                     .map_err(|e| ApiError::bad_request(e.to_string()))?;
                     let mut new = (c.to_stored)(&patched);
@@ -226,14 +232,20 @@ mod tests {
                 "regarding.name=p,reason!=Pulled",
                 Some("involvedObject.name=p,reason!=Pulled"),
             ),
-            ("reportingController==kubelet", Some("reportingComponent==kubelet")),
+            (
+                "reportingController==kubelet",
+                Some("reportingComponent==kubelet"),
+            ),
             ("", Some("")),
             ("note=x", None),
         ];
         let core = &crate::server::kinds::EVENTS;
         let mut q = Query::parse(Some("fieldSelector=source%3Dkubelet,reason%3DPulled"));
         kind_field_labels(core, &mut q).unwrap();
-        assert_eq!(q.get("fieldSelector"), Some("source.component=kubelet,reason=Pulled"));
+        assert_eq!(
+            q.get("fieldSelector"),
+            Some("source.component=kubelet,reason=Pulled")
+        );
         for (sel, want) in cases {
             let got = renamed_selector(c, r, sel).ok();
             assert_eq!(got.as_deref(), want, "{sel}");

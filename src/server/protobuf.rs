@@ -235,7 +235,8 @@ fn eviction(api_version: &str, b: &[u8]) -> Result<Value, ProtobufError> {
 /// authentication/v1 TokenRequest: metadata (1), spec (2: audiences 1, boundObjectRef 3 (kind 1,
 /// apiVersion 2, name 3, uid 4), expirationSeconds 4).
 fn token_request(b: &[u8]) -> Result<Value, ProtobufError> {
-    let mut obj = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}});
+    let mut obj =
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}});
     let mut r = Reader { buf: b };
     while let Some((tag, f)) = r.next()? {
         match (tag, f) {
@@ -508,7 +509,12 @@ mod tests {
         let mut raw = field(1, &field(1, b"sa"));
         raw.extend(field(2, &spec));
         assert_eq!(
-            decode(&envelope(b"authentication.k8s.io/v1", b"TokenRequest", &raw)).unwrap(),
+            decode(&envelope(
+                b"authentication.k8s.io/v1",
+                b"TokenRequest",
+                &raw
+            ))
+            .unwrap(),
             json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
                 "metadata": {"name": "sa"},
                 "spec": {"audiences": ["vault"], "expirationSeconds": 600,

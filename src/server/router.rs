@@ -322,7 +322,10 @@ async fn resource(api: Arc<Api>, t: Target, req: RestRequest) -> Result<Response
         _ => None,
     };
     let mut req = req;
-    if matches!(verb, Some(Verb::List | Verb::Watch | Verb::DeleteCollection)) {
+    if matches!(
+        verb,
+        Some(Verb::List | Verb::Watch | Verb::DeleteCollection)
+    ) {
         super::converted::kind_field_labels(r, &mut req.query)?;
     }
     if let Some(v) = verb {
@@ -487,7 +490,9 @@ pub async fn delete_on(
     match name {
         Some(name) => {
             let opts = delete_options(req).await?;
-            let obj = api.delete(&user, ObjectRef::new(r, ns, name), &opts).await?;
+            let obj = api
+                .delete(&user, ObjectRef::new(r, ns, name), &opts)
+                .await?;
             Ok(json_response(200, &obj))
         }
         None => {

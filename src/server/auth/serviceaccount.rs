@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use super::jwt::{JwtError, SigningKey};
 use super::{User, AUTHENTICATED};
 use crate::server::kinds::{NODES, PODS, SECRETS, SERVICE_ACCOUNTS};
+use crate::server::resources::Resource;
 use crate::server::store::ObjectStore;
 
 /// kube-apiserver's issuer as kubeadm configures it (`--service-account-issuer`), also the API
@@ -185,6 +186,18 @@ pub fn check_claims(
     Ok(b)
 }
 
+async fn fetch(
+    store: &dyn ObjectStore,
+    r: &Resource,
+    ns: &str,
+    name: &str,
+) -> Result<Option<std::sync::Arc<Value>>, SaTokenError> {
+    store
+        .get(&r.key(), ns, name)
+        .await
+        .map_err(SaTokenError::Store)
+}
+
 /// The server's service account token issuer and authenticator, and the CA published to pods.
 #[derive(Debug)]
 pub struct Issuer {
@@ -218,14 +231,7 @@ impl Issuer {
         seconds: i64,
     ) -> Result<String, JwtError> {
         let jti = uuid::Uuid::new_v4().to_string();
-        let c = claims(
-            &self.issuer,
-            audiences,
-            b,
-            now.timestamp(),
-            seconds,
-            &jti,
-        );
+        let c = claims(&self.issuer, audiences, b, now.timestamp(), seconds, &jti);
         self.key.sign(&c)
     }
 
@@ -266,16 +272,10 @@ impl Issuer {
             }
             Ok(())
         };
-        let sa = store
-            .get(&SERVICE_ACCOUNTS.key(), ns, &b.service_account.name)
-            .await
-            .map_err(SaTokenError::Store)?;
+        let sa = fetch(store, &SERVICE_ACCOUNTS, ns, &b.service_account.name).await?;
         check_uid("service account", sa.as_deref(), &b.service_account)?;
         if let Some(r) = &b.pod {
-            let pod = store
-                .get(&PODS.key(), ns, &r.name)
-                .await
-                .map_err(SaTokenError::Store)?;
+            let pod = fetch(store, &PODS, ns, &r.name).await?;
             check_uid("pod", pod.as_deref(), r)?;
             let deleted_long_ago = pod
                 .as_deref()
@@ -291,17 +291,11 @@ impl Issuer {
             }
         }
         if let Some(r) = &b.secret {
-            let secret = store
-                .get(&SECRETS.key(), ns, &r.name)
-                .await
-                .map_err(SaTokenError::Store)?;
+            let secret = fetch(store, &SECRETS, ns, &r.name).await?;
             check_uid("secret", secret.as_deref(), r)?;
         }
         if let Some(r) = &b.node {
-            let node = store
-                .get(&NODES.key(), "", &r.name)
-                .await
-                .map_err(SaTokenError::Store)?;
+            let node = fetch(store, &NODES, "", &r.name).await?;
             check_uid("node", node.as_deref(), r)?;
         }
         Ok(b.user())
@@ -349,7 +343,11 @@ mod tests {
         assert_eq!(user.name, "system:serviceaccount:d:sa");
         assert_eq!(
             user.groups,
-            ["system:serviceaccounts", "system:serviceaccounts:d", AUTHENTICATED]
+            [
+                "system:serviceaccounts",
+                "system:serviceaccounts:d",
+                AUTHENTICATED
+            ]
         );
         // (claims, now, what is wrong)
         let mut other_sub = c.clone();

@@ -45,7 +45,12 @@ const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to veri
 pub async fn ensure_root_ca(api: &Api, user: &User, ns: &str, ca: &str) {
     let at = ObjectRef::new(&CONFIG_MAPS, Some(ns), ROOT_CA_CONFIG_MAP);
     let result = match api.get(user, at).await {
-        Ok(cm) if cm.pointer(&format!("/data/{ROOT_CA_KEY}")).and_then(|v| v.as_str()) == Some(ca) => {
+        Ok(cm)
+            if cm
+                .pointer(&format!("/data/{ROOT_CA_KEY}"))
+                .and_then(|v| v.as_str())
+                == Some(ca) =>
+        {
             return
         }
         Ok(_) => api

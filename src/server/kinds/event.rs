@@ -97,7 +97,11 @@ impl Kind for EventsV1Strategy {
             || ev.deprecated_last_timestamp.is_some()
             || ev.deprecated_count.is_some_and(|c| c != 0)
         {
-            errs.push(FieldError::invalid("deprecatedSource", "", "needs to be unset"));
+            errs.push(FieldError::invalid(
+                "deprecatedSource",
+                "",
+                "needs to be unset",
+            ));
         }
         errs
     }

@@ -128,7 +128,9 @@ fn token_spec(req: &Value, default_audiences: &[String]) -> Result<(Vec<String>,
         return Err(invalid("may not specify a duration less than 10 minutes"));
     }
     if seconds > 1 << 32 {
-        return Err(invalid("may not specify a duration larger than 2^32 seconds"));
+        return Err(invalid(
+            "may not specify a duration larger than 2^32 seconds",
+        ));
     }
     Ok((audiences, seconds))
 }
@@ -273,7 +275,10 @@ impl SubresourceRest for TokenRest {
         tr["metadata"]["creationTimestamp"] = Value::Null;
         tr["spec"]["audiences"] = json!(audiences);
         tr["spec"]["expirationSeconds"] = json!(seconds);
-        if let (Some(r), Some(obj)) = (&bound, b.pod.as_ref().or(b.secret.as_ref()).or(b.node.as_ref())) {
+        if let (Some(r), Some(obj)) = (
+            &bound,
+            b.pod.as_ref().or(b.secret.as_ref()).or(b.node.as_ref()),
+        ) {
             let mut r = r.clone();
             r["uid"] = json!(obj.uid);
             tr["spec"]["boundObjectRef"] = r;
@@ -282,7 +287,13 @@ impl SubresourceRest for TokenRest {
             "token": token,
             "expirationTimestamp": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         });
-        tracing::info!(serviceaccount = at.name, namespace = ns, user = user.name.as_str(), seconds, "issued a service account token");
+        tracing::info!(
+            serviceaccount = at.name,
+            namespace = ns,
+            user = user.name.as_str(),
+            seconds,
+            "issued a service account token"
+        );
         Ok(json_response(201, &tr))
     }
 }
@@ -399,7 +410,10 @@ pub async fn admit_new_pod(api: &Api, ns: &str, pod: &mut Value) -> Result<(), A
         return Ok(());
     }
     if pod
-        .pointer(&format!("/metadata/annotations/{}", MIRROR_POD_ANNOTATION.replace('/', "~1")))
+        .pointer(&format!(
+            "/metadata/annotations/{}",
+            MIRROR_POD_ANNOTATION.replace('/', "~1")
+        ))
         .is_some()
     {
         return Ok(());
@@ -467,13 +481,19 @@ mod tests {
             "containers": [{"name": "a"}, {"name": "b",
                 "volumeMounts": [{"name": "own", "mountPath": TOKEN_MOUNT_PATH}]}]}));
         admit_pod(&mut p, &sa, "abcde");
-        assert_eq!(p["spec"]["initContainers"][0]["volumeMounts"], json!([mount]));
+        assert_eq!(
+            p["spec"]["initContainers"][0]["volumeMounts"],
+            json!([mount])
+        );
         assert_eq!(p["spec"]["containers"][0]["volumeMounts"], json!([mount]));
         assert_eq!(
             p["spec"]["containers"][1]["volumeMounts"],
             json!([{"name": "own", "mountPath": TOKEN_MOUNT_PATH}])
         );
-        assert_eq!(p["spec"]["volumes"], json!([api_access_volume("kube-api-access-abcde")]));
+        assert_eq!(
+            p["spec"]["volumes"],
+            json!([api_access_volume("kube-api-access-abcde")])
+        );
         let sources = &p["spec"]["volumes"][0]["projected"]["sources"];
         assert_eq!(sources[0]["serviceAccountToken"]["expirationSeconds"], 3607);
         assert_eq!(sources[1]["configMap"]["name"], "kube-root-ca.crt");
@@ -500,7 +520,11 @@ mod tests {
                 spec["automountServiceAccountToken"] = on_pod.clone();
             }
             let mut p = pod(spec);
-            admit_pod(&mut p, &json!({"automountServiceAccountToken": on_sa}), "abcde");
+            admit_pod(
+                &mut p,
+                &json!({"automountServiceAccountToken": on_sa}),
+                "abcde",
+            );
             assert_eq!(p["spec"]["volumes"].is_array(), mounted, "{on_pod} {on_sa}");
         }
         // the pod's own pull secrets win
@@ -514,9 +538,11 @@ mod tests {
         let aud = vec![crate::server::auth::serviceaccount::ISSUER.to_string()];
         let (a, s) = token_spec(&json!({"spec": {}}), &aud).unwrap();
         assert_eq!((a, s), (aud.clone(), 3600));
-        let (a, s) =
-            token_spec(&json!({"spec": {"audiences": ["vault"], "expirationSeconds": 600}}), &aud)
-                .unwrap();
+        let (a, s) = token_spec(
+            &json!({"spec": {"audiences": ["vault"], "expirationSeconds": 600}}),
+            &aud,
+        )
+        .unwrap();
         assert_eq!((a, s), (vec!["vault".to_string()], 600));
         let e = token_spec(&json!({"spec": {"expirationSeconds": 599}}), &aud).unwrap_err();
         assert_eq!(e.code, 422);
