@@ -157,7 +157,7 @@ impl SigningKey {
         let public = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.pair.public_key());
         let input_len = h.len() + 1 + p.len();
         public
-            .verify(token[..input_len].as_bytes(), &decode(s)?)
+            .verify(&token.as_bytes()[..input_len], &decode(s)?)
             .map_err(|_| JwtError::Signature)?;
         serde_json::from_slice(&decode(p)?).map_err(|_| JwtError::Format)
     }

@@ -120,14 +120,12 @@ pub async fn run(api: &Api) {
                     let ns = if ev.resource == NAMESPACES.key() && ev.event_type == EventType::Added
                     {
                         ev.name.as_str()
-                    } else if ev.resource == SERVICE_ACCOUNTS.key()
+                    } else if (ev.resource == SERVICE_ACCOUNTS.key()
                         && ev.event_type == EventType::Deleted
-                        && ev.name == DEFAULT_SERVICE_ACCOUNT
-                    {
-                        ev.namespace.as_str()
-                    } else if ev.resource == CONFIG_MAPS.key()
-                        && ev.event_type != EventType::Added
-                        && ev.name == ROOT_CA_CONFIG_MAP
+                        && ev.name == DEFAULT_SERVICE_ACCOUNT)
+                        || (ev.resource == CONFIG_MAPS.key()
+                            && ev.event_type != EventType::Added
+                            && ev.name == ROOT_CA_CONFIG_MAP)
                     {
                         ev.namespace.as_str()
                     } else {
