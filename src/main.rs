@@ -312,6 +312,11 @@ struct ServerArgs {
     /// format; the `aesgcm` and `identity` providers).
     #[arg(long, value_name = "FILE")]
     encryption_provider_config: Option<PathBuf>,
+    /// The longest life of a ServiceAccount token a TokenRequest gets (a longer request gets
+    /// this), as kube-apiserver's flag; unset: as asked. kube-apiserver takes no less than 1h;
+    /// this server takes 10s and more, so a test can watch tokens being refreshed.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    service_account_max_token_expiration: Option<std::time::Duration>,
 }
 
 /// A Go duration as Kubernetes' flags take them: whole numbers with `ms`, `s`, `m` or `h`, one
@@ -500,6 +505,7 @@ async fn run_server(args: ServerArgs) -> ExitCode {
         event_ttl: args.event_ttl,
         encryption_provider_config: args.encryption_provider_config,
         leader_elect: args.leader_elect.then_some(leader),
+        service_account_max_token_expiration: args.service_account_max_token_expiration,
     };
     match server::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,

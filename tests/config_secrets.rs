@@ -615,14 +615,33 @@ fn image_pull_secrets_log_pulls_in() {
     };
     c.apply("with", &ds("with", "[{name: regcred}]"));
     c.apply("without", &ds("without", "[]"));
-    wait_for(
-        "the pod with the pull secret to run",
-        Duration::from_secs(90),
-        || {
-            let p = c.pod_of("with")?;
-            (p["status"]["phase"] == "Running").then_some(())
-        },
+    // a pod naming none gets its ServiceAccount's (the ServiceAccount admission)
+    c.kubectl_ok(&["create", "serviceaccount", "puller"]);
+    c.kubectl_ok(&[
+        "patch",
+        "serviceaccount",
+        "puller",
+        "-p",
+        r#"{"imagePullSecrets":[{"name":"regcred"}]}"#,
+    ]);
+    c.apply(
+        "via-sa",
+        &ds("via-sa", "[]").replace(
+            "      imagePullSecrets: []\n",
+            "      serviceAccountName: puller\n",
+        ),
     );
+    for name in ["with", "via-sa"] {
+        let p = wait_for(
+            "the pods with the pull secret to run",
+            Duration::from_secs(90),
+            || {
+                let p = c.pod_of(name)?;
+                (p["status"]["phase"] == "Running").then_some(p)
+            },
+        );
+        assert_eq!(p["spec"]["imagePullSecrets"][0]["name"], "regcred", "{p}");
+    }
     let (reason, message) = wait_for(
         "the pod without it to fail its pull",
         Duration::from_secs(90),
@@ -636,5 +655,269 @@ fn image_pull_secrets_log_pulls_in() {
     assert!(
         reason == "ErrImagePull" || reason == "ImagePullBackOff",
         "{reason}: {message}"
+    );
+}
+
+/// The claims of a JWT (its middle part, unpadded base64url JSON).
+fn jwt_claims(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.trim().split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("JSON claims")
+}
+
+impl Cluster {
+    /// Who `token` is, by `kubectl auth whoami` (a SelfSubjectReview) with it: Err with kubectl's
+    /// stderr when the server refuses it.
+    fn whoami(&self, token: &str) -> Result<Value, String> {
+        let out = self.kubectl(&["--token", token.trim(), "auth", "whoami", "-o", "json"]);
+        if !out.status.success() {
+            return Err(String::from_utf8_lossy(&out.stderr).to_string());
+        }
+        Ok(serde_json::from_slice(&out.stdout).unwrap())
+    }
+}
+
+/// A DaemonSet's pod gets the ServiceAccount admission's `kube-api-access-*` volume; the agent
+/// writes the token it requested for the pod (TokenRequest bound to it), the root CA and the
+/// namespace atomically (`..data`) at /var/run/secrets/kubernetes.io/serviceaccount; the token
+/// authenticates as the pod's ServiceAccount, which may do nothing else; it is requested again
+/// at 80% of its life (here capped at 20 s by `--service-account-max-token-expiration`) and the
+/// new one reaches the file.
+#[test]
+fn sa_token_volume_is_mounted_verified_and_refreshed() {
+    let mut c = Cluster::start(&["--service-account-max-token-expiration", "20s"]);
+    c.start_agent();
+    let out = c.dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let sa = "/var/run/secrets/kubernetes.io/serviceaccount";
+    c.apply(
+        "token-reader",
+        &format!(
+            r#"apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: token-reader, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: token-reader}}}}
+  template:
+    metadata: {{labels: {{app: token-reader}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      hostNetwork: true
+      containers:
+      - name: c
+        image: {image}
+        command: ["sh", "-c", "while true; do for f in token ca.crt namespace; do cat {sa}/$f > /out/$f.tmp && mv /out/$f.tmp /out/$f; done; ls -la {sa} > /out/ls; sleep 0.2; done"]
+        volumeMounts:
+        - {{name: out, mountPath: /out}}
+      volumes:
+      - name: out
+        hostPath: {{path: {out}, type: Directory}}
+"#,
+            image = image(),
+            out = out.display(),
+        ),
+    );
+    let read = |f: &str| {
+        std::fs::read_to_string(out.join(f))
+            .ok()
+            .filter(|s| !s.is_empty())
+    };
+    let token = wait_for(
+        "the container to read its token",
+        Duration::from_secs(90),
+        || read("token"),
+    );
+    let pod = c.pod_of("token-reader").unwrap();
+    let pod_name = pod["metadata"]["name"].as_str().unwrap().to_string();
+    // what the admission added
+    let vols = pod["spec"]["volumes"].as_array().unwrap();
+    let vol = vols
+        .iter()
+        .find(|v| v["name"].as_str().unwrap().starts_with("kube-api-access-"))
+        .unwrap_or_else(|| panic!("no kube-api-access volume: {vols:?}"));
+    assert_eq!(
+        vol["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"],
+        3607
+    );
+    assert_eq!(pod["spec"]["serviceAccountName"], "default");
+    assert_eq!(
+        pod["spec"]["containers"][0]["volumeMounts"][1]["mountPath"],
+        sa
+    );
+    // the files
+    assert_eq!(read("namespace").unwrap(), "default");
+    let ca = c.kubectl_ok(&[
+        "get",
+        "configmap",
+        "kube-root-ca.crt",
+        "-o",
+        "jsonpath={.data.ca\\.crt}",
+    ]);
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    assert_eq!(read("ca.crt").unwrap(), ca);
+    let ls = read("ls").unwrap();
+    assert!(
+        ls.contains("token -> ..data/token") && ls.contains("..data -> "),
+        "{ls}"
+    );
+    // the token: bound to this pod on node n1, authenticating as default/default
+    let claims = jwt_claims(&token);
+    let k8s = &claims["kubernetes.io"];
+    assert_eq!(claims["sub"], "system:serviceaccount:default:default");
+    assert_eq!(
+        claims["iss"],
+        "https://kubernetes.default.svc.cluster.local"
+    );
+    assert_eq!(k8s["pod"]["name"], pod_name.as_str());
+    assert_eq!(k8s["pod"]["uid"], pod["metadata"]["uid"]);
+    assert_eq!(k8s["node"]["name"], "n1");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        20,
+        "capped by --service-account-max-token-expiration: {claims}"
+    );
+    let who = c.whoami(&token).unwrap();
+    assert_eq!(
+        who["status"]["userInfo"]["username"], "system:serviceaccount:default:default",
+        "{who}"
+    );
+    // an SA may ask about itself and nothing else
+    let listed = c.kubectl(&["--token", token.trim(), "get", "pods"]);
+    assert!(!listed.status.success());
+    assert!(
+        String::from_utf8_lossy(&listed.stderr).contains("forbidden"),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    // refreshed: a new token in the file well before the first expires
+    let first = std::time::Instant::now();
+    let renewed = wait_for("a new token in the file", Duration::from_secs(60), || {
+        read("token").filter(|t| *t != token)
+    });
+    eprintln!(
+        "the token file changed after {:?} (token life 20 s)",
+        first.elapsed()
+    );
+    assert!(c.whoami(&renewed).is_ok());
+    let new_claims = jwt_claims(&renewed);
+    assert!(new_claims["iat"].as_i64() > claims["iat"].as_i64());
+    // the pod deleted, its tokens stop working
+    c.kubectl_ok(&["delete", "ds", "token-reader"]);
+    wait_for("the pod to go", Duration::from_secs(60), || {
+        c.pod_of("token-reader").is_none().then_some(())
+    });
+    let refused = c.whoami(&renewed).unwrap_err();
+    assert!(refused.contains("Unauthorized"), "{refused}");
+}
+
+/// `kubectl create token` (1.27 and the newest: a protobuf TokenRequest) and the Python
+/// client's `create_namespaced_service_account_token` get tokens the server verifies, with the
+/// duration asked, bound to a pod when asked (and dead with it); what is refused is refused as
+/// kube-apiserver does.
+#[test]
+fn kubectl_and_python_create_service_account_tokens() {
+    let c = Cluster::start(&[]);
+    wait_for(
+        "the default ServiceAccount",
+        Duration::from_secs(20),
+        || {
+            c.kubectl(&["get", "serviceaccount", "default"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    for bin in [
+        common::kubectl().to_path_buf(),
+        common::kubectl_release("1.27"),
+    ] {
+        let run = |args: &[&str]| c.kubectl_with(&bin, &c.kubeconfig, args);
+        let out = run(&["create", "token", "default", "--duration", "10m"]);
+        let token = c.ok(out, &["create", "token"]);
+        let claims = jwt_claims(&token);
+        assert_eq!(
+            claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+            600,
+            "{bin:?}: {claims}"
+        );
+        assert_eq!(
+            claims["aud"],
+            serde_json::json!(["https://kubernetes.default.svc.cluster.local"])
+        );
+        assert!(claims["kubernetes.io"].get("pod").is_none(), "{claims}");
+        let who = c.whoami(&token).unwrap();
+        assert_eq!(
+            who["status"]["userInfo"]["groups"],
+            serde_json::json!([
+                "system:serviceaccounts",
+                "system:serviceaccounts:default",
+                "system:authenticated"
+            ])
+        );
+        // too short, a missing ServiceAccount
+        let short = run(&["create", "token", "default", "--duration", "5m"]);
+        assert!(!short.status.success());
+        let err = String::from_utf8_lossy(&short.stderr);
+        assert!(
+            err.contains("may not specify a duration less than 10 minutes"),
+            "{err}"
+        );
+        let missing = run(&["create", "token", "nobody"]);
+        let err = String::from_utf8_lossy(&missing.stderr);
+        assert!(
+            err.contains("NotFound") || err.contains("not found"),
+            "{err}"
+        );
+    }
+    // bound to a pod: the pod's claim, and no longer valid once the pod is gone
+    c.kubectl_ok(&[
+        "run",
+        "bound",
+        "--image",
+        &image(),
+        "--overrides",
+        r#"{"spec":{"nodeName":"nowhere"}}"#,
+    ]);
+    let token = c.kubectl_ok(&[
+        "create",
+        "token",
+        "default",
+        "--bound-object-kind",
+        "Pod",
+        "--bound-object-name",
+        "bound",
+    ]);
+    let uid = c.kubectl_ok(&["get", "pod", "bound", "-o", "jsonpath={.metadata.uid}"]);
+    assert_eq!(
+        jwt_claims(&token)["kubernetes.io"]["pod"]["uid"],
+        uid.as_str()
+    );
+    assert!(c.whoami(&token).is_ok());
+    c.kubectl_ok(&["delete", "pod", "bound", "--grace-period=0", "--force"]);
+    assert!(c.whoami(&token).unwrap_err().contains("Unauthorized"));
+    // the official Python client
+    let script = "import sys\nfrom kubernetes import client, config\n\
+        config.load_kube_config(config_file=sys.argv[1])\n\
+        body = client.AuthenticationV1TokenRequest(spec=client.V1TokenRequestSpec(audiences=[], expiration_seconds=600))\n\
+        tr = client.CoreV1Api().create_namespaced_service_account_token('default', 'default', body)\n\
+        print(tr.status.token)\n";
+    let out = Command::new(common::python_client())
+        .args(["-c", script])
+        .arg(&c.kubeconfig)
+        .output()
+        .unwrap();
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !token.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let who = c.whoami(&token).unwrap();
+    assert_eq!(
+        who["status"]["userInfo"]["username"],
+        "system:serviceaccount:default:default"
     );
 }

@@ -254,6 +254,77 @@ fn describe_and_get_events_show_what_happened() {
         "name",
     ]);
     assert_eq!(selected.lines().count(), 1, "{selected}");
+    // core Events select by `source` (the reporting component), as upstream's field set has it
+    let by_source = c
+        .json(&[
+            "get",
+            "events",
+            "--field-selector",
+            "source=kubelet",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+    let sources: Vec<&Value> = by_source["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| &e["source"]["component"])
+        .collect();
+    assert!(
+        !sources.is_empty() && sources.iter().all(|s| *s == "kubelet"),
+        "{sources:?}"
+    );
+    // the same events through events.k8s.io/v1, converted as upstream converts them
+    let path = format!(
+        "/apis/events.k8s.io/v1/namespaces/default/events?fieldSelector=regarding.name%3D{pod},reason%3DStarted"
+    );
+    let v1: Value = serde_json::from_str(&c.ok(&["get", "--raw", &path])).unwrap();
+    let started = &v1["items"][0];
+    assert_eq!(v1["kind"], "EventList", "{v1}");
+    assert_eq!(started["apiVersion"], "events.k8s.io/v1", "{v1}");
+    assert_eq!(started["regarding"]["name"], pod.as_str());
+    assert_eq!(started["reportingController"], "kubelet");
+    assert_eq!(started["deprecatedSource"]["component"], "kubelet");
+    assert!(
+        started["note"]
+            .as_str()
+            .unwrap()
+            .contains("Started container"),
+        "{started}"
+    );
+    assert!(started.get("message").is_none(), "{started}");
+    let name = started["metadata"]["name"].as_str().unwrap();
+    let core = c.json(&["get", "event", name, "-o", "json"]).unwrap();
+    assert_eq!(core["message"], started["note"]);
+    // written through events.k8s.io (as client-go's new recorder does), read through core v1
+    let ev_file = c.dir.path().join("ev.yaml");
+    std::fs::write(
+        &ev_file,
+        format!(
+            "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {{name: probe-1, namespace: default}}\neventTime: \"2030-01-01T00:00:00.000000Z\"\nreportingController: example.com/prober\nreportingInstance: prober-0\naction: Probe\nreason: ProbeWarning\ntype: Warning\nnote: redirected to another host\nregarding: {{kind: Pod, namespace: default, name: {pod}}}\n"
+        ),
+    )
+    .unwrap();
+    c.ok(&["create", "-f", ev_file.to_str().unwrap()]);
+    let core = c.json(&["get", "event", "probe-1", "-o", "json"]).unwrap();
+    assert_eq!(core["message"], "redirected to another host");
+    assert_eq!(core["involvedObject"]["name"], pod.as_str());
+    assert_eq!(core["reportingComponent"], "example.com/prober");
+    let listed = c.ok(&["get", "events.v1.events.k8s.io", "probe-1"]);
+    assert!(listed.contains("ProbeWarning"), "{listed}");
+    // what events.k8s.io requires of a new event
+    std::fs::write(
+        &ev_file,
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata: {name: bad, namespace: default}\nreason: X\n",
+    )
+    .unwrap();
+    let refused = c.kubectl(&["create", "-f", ev_file.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("eventTime: Required value"),
+        "{err}"
+    );
     // the official Python client, selecting by the involved object
     let script = "import sys\nfrom kubernetes import client, config\n\
         config.load_kube_config(config_file=sys.argv[1])\n\

@@ -39,6 +39,7 @@ impl Srv {
                 event_ttl: daemonset_agent::server::kinds::event::DEFAULT_TTL,
                 encryption_provider_config: None,
                 leader_elect: Some(Default::default()),
+                service_account_max_token_expiration: None,
             }))
             .unwrap();
         Srv {

@@ -1437,10 +1437,6 @@ fn unsupported_fields_are_refused_naming_them() {
             "spec.template.spec.initContainers[0].tty",
         ),
         (
-            json!({"automountServiceAccountToken": true}),
-            "spec.template.spec.automountServiceAccountToken",
-        ),
-        (
             container(json!({"lifecycle": {"preStop": {"tcpSocket": {"port": 80}}}})),
             "spec.template.spec.containers[0].lifecycle.preStop.tcpSocket",
         ),

@@ -196,9 +196,7 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
             clock.clone(),
             Arc::new(events::KubeSink(client.clone())),
         ),
-        objects: Arc::new(configsource::FromApi {
-            client: client.clone(),
-        }),
+        objects: Arc::new(configsource::FromApi::new(client.clone())),
     });
     let node_ref = events::node_ref(&cfg.node_name);
     ctx.events
@@ -323,6 +321,7 @@ pub(crate) mod test_api {
             event_ttl: crate::server::kinds::event::DEFAULT_TTL,
             encryption_provider_config: None,
             leader_elect: Some(Default::default()),
+            service_account_max_token_expiration: None,
         };
         let server = crate::server::start(opts).await.unwrap();
         let client = super::client(&server.kubeconfig).await.unwrap();

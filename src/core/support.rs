@@ -45,7 +45,6 @@ pub enum Rule {
 
 use Rule::*;
 
-const NO_SA_TOKENS: &str = "no service account tokens";
 const NO_SCHEDULER: &str = "a scheduler's input; this node runs the pods bound to it";
 const NO_API_OBJECTS: &str =
     "needs API objects this server does not serve (ConfigMaps, Secrets, volumes, claims)";
@@ -58,7 +57,7 @@ pub const POD_SPEC: &[(&str, Rule)] = &[
     ("affinity.nodeAffinity", Honoured { test: "node_should_run_table" }),
     ("affinity.podAffinity", Refused { unless: &[], why: NO_SCHEDULER }),
     ("affinity.podAntiAffinity", Refused { unless: &[], why: NO_SCHEDULER }),
-    ("automountServiceAccountToken", Refused { unless: &["false"], why: NO_SA_TOKENS }),
+    ("automountServiceAccountToken", Honoured { test: "automount_adds_the_api_access_volume_and_pull_secrets" }),
     ("containers", Inside),
     ("dnsConfig", Honoured { test: "dns_files_follow_the_kubelet" }),
     ("dnsPolicy", Honoured { test: "dns_files_follow_the_kubelet" }),
@@ -101,7 +100,7 @@ pub const POD_SPEC: &[(&str, Rule)] = &[
     ("securityContext.supplementalGroupsPolicy", Values { honoured: &["Merge"], test: "groups_and_fs_group" }),
     ("securityContext.sysctls", Honoured { test: "sysctls_are_checked" }),
     ("securityContext.windowsOptions", Refused { unless: &[], why: "Linux only" }),
-    ("serviceAccount", Accepted { why: "no service account tokens; spec.serviceAccountName is readable through fieldRef" }),
+    ("serviceAccount", Accepted { why: "the deprecated alias of serviceAccountName, which the ServiceAccount admission copies into it" }),
     ("serviceAccountName", Honoured { test: "field_refs_follow_the_kubelet" }),
     ("setHostnameAsFQDN", Refused { unless: &["false"], why: "no cluster domain" }),
     ("shareProcessNamespace", Honoured { test: "pod_namespaces" }),
@@ -142,7 +141,7 @@ pub const POD_SPEC: &[(&str, Rule)] = &[
     ("volumes[].projected.sources[].configMap", Honoured { test: "volume_payloads_follow_make_payload" }),
     ("volumes[].projected.sources[].secret", Honoured { test: "volume_payloads_follow_make_payload" }),
     ("volumes[].projected.sources[].downwardAPI", Honoured { test: "volume_payloads_follow_make_payload" }),
-    ("volumes[].projected.sources[].serviceAccountToken", Refused { unless: &[], why: NO_SA_TOKENS }),
+    ("volumes[].projected.sources[].serviceAccountToken", Honoured { test: "sa_token_volume_is_mounted_verified_and_refreshed" }),
     ("volumes[].projected.sources[].clusterTrustBundle", Refused { unless: &[], why: "no ClusterTrustBundles are served" }),
     ("volumes[].quobyte", Refused { unless: &[], why: NO_API_OBJECTS }),
     ("volumes[].rbd", Refused { unless: &[], why: NO_API_OBJECTS }),

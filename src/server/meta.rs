@@ -44,7 +44,7 @@ pub fn copy_field(obj: &mut Value, from: &Value, field: &str) {
     }
 }
 
-fn random_suffix() -> String {
+pub(crate) fn random_suffix() -> String {
     use rand::Rng;
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     let mut rng = rand::rng();

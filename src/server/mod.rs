@@ -24,6 +24,7 @@ pub mod auth;
 pub mod body;
 mod conn;
 pub mod controllers;
+pub mod converted;
 pub mod discovery;
 pub mod encryption;
 pub mod kinds;
@@ -91,6 +92,9 @@ pub struct ServerOptions {
     /// `--leader-elect` and its durations: the controllers run only while this server holds the
     /// Lease `kube-system/daemonset-agent-controllers`; None: always (`--leader-elect=false`).
     pub leader_elect: Option<crate::core::leaderelection::Config>,
+    /// kube-apiserver's `--service-account-max-token-expiration`: the longest a TokenRequest's
+    /// token may live (a longer request gets this); None: as asked.
+    pub service_account_max_token_expiration: Option<std::time::Duration>,
 }
 
 /// kube-controller-manager's default `--node-monitor-grace-period`.
@@ -252,6 +256,12 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     if let Some(a) = opts.insecure_listen.filter(|a| !a.ip().is_loopback()) {
         anyhow::bail!("--insecure-listen {a}: plain HTTP is only served on a loopback address (127.0.0.1, ::1)");
     }
+    if let Some(d) = opts
+        .service_account_max_token_expiration
+        .filter(|d| d.as_secs() < 10)
+    {
+        anyhow::bail!("--service-account-max-token-expiration {d:?}: at least 10s");
+    }
     private_data_dir(&opts.data_dir)?;
     let db = opts.data_dir.join("state.db");
     let transform: Arc<dyn encryption::Transformer> = match &opts.encryption_provider_config {
@@ -291,6 +301,14 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         kubeconfig_yaml(addr, &tls.ca.cert_pem, &token).as_bytes(),
     )
     .with_context(|| format!("writing {}", kubeconfig.display()))?;
+    let sa_key = opts.data_dir.join(auth::serviceaccount::KEY_FILE);
+    let sa_key = auth::jwt::SigningKey::load_or_create(&sa_key)
+        .context("the service account signing key")?;
+    let mut issuer = auth::serviceaccount::Issuer::new(sa_key, tls.ca.cert_pem.clone());
+    issuer.max_seconds = opts
+        .service_account_max_token_expiration
+        .map(|d| d.as_secs() as i64);
+    let _ = api.service_accounts.set(Arc::new(issuer));
     let kubelet = proxy::KubeletClient::new(&tls.ca, now).context("the kubelet client")?;
     let _ = api.kubelet.set(Arc::new(kubelet));
     let ca = tls.ca.clone();

@@ -170,6 +170,8 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
         }
         // kubectl drain
         ("policy/v1" | "policy/v1beta1", "Eviction") => return eviction(&api_version, raw),
+        // kubectl create token
+        ("authentication.k8s.io/v1", "TokenRequest") => return token_request(raw),
         _ => return Err(ProtobufError::Unsupported(format!("{api_version}/{kind}"))),
     };
     let mut obj = json!({"apiVersion": api_version, "kind": kind});
@@ -224,6 +226,38 @@ fn eviction(api_version: &str, b: &[u8]) -> Result<Value, ProtobufError> {
         match (tag, f) {
             (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
             (2, Field::Bytes(x)) => obj["deleteOptions"] = delete_options(x)?,
+            _ => {}
+        }
+    }
+    Ok(obj)
+}
+
+/// authentication/v1 TokenRequest: metadata (1), spec (2: audiences 1, boundObjectRef 3 (kind 1,
+/// apiVersion 2, name 3, uid 4), expirationSeconds 4).
+fn token_request(b: &[u8]) -> Result<Value, ProtobufError> {
+    let mut obj =
+        json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}});
+    let mut r = Reader { buf: b };
+    while let Some((tag, f)) = r.next()? {
+        match (tag, f) {
+            (1, Field::Bytes(x)) => obj["metadata"] = object_meta(x)?,
+            (2, Field::Bytes(x)) => {
+                let mut audiences = Vec::new();
+                let mut spec = Reader { buf: x };
+                while let Some((tag, f)) = spec.next()? {
+                    match (tag, f) {
+                        (1, Field::Bytes(a)) => audiences.push(json!(string(a)?)),
+                        (3, Field::Bytes(o)) => {
+                            const REF: &[(u64, &str)] =
+                                &[(1, "kind"), (2, "apiVersion"), (3, "name"), (4, "uid")];
+                            obj["spec"]["boundObjectRef"] = strings(o, REF)?;
+                        }
+                        (4, Field::Varint(v)) => obj["spec"]["expirationSeconds"] = json!(v as i64),
+                        _ => {}
+                    }
+                }
+                obj["spec"]["audiences"] = Value::Array(audiences);
+            }
             _ => {}
         }
     }
@@ -459,6 +493,32 @@ mod tests {
             decode(&envelope(b"ServiceAccount", sa)).unwrap(),
             json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sa"},
                 "imagePullSecrets": [{"name": "pull"}]})
+        );
+    }
+
+    /// What `kubectl create token sa --duration 10m --bound-object-kind Pod ...` sends.
+    #[test]
+    fn decodes_a_token_request() {
+        let mut bound = field(1, b"Pod");
+        bound.extend(field(2, b"v1"));
+        bound.extend(field(3, b"p"));
+        bound.extend(field(4, b"u-1"));
+        let mut spec = field(1, b"vault");
+        spec.extend(field(3, &bound));
+        spec.extend(varint(4, 600));
+        let mut raw = field(1, &field(1, b"sa"));
+        raw.extend(field(2, &spec));
+        assert_eq!(
+            decode(&envelope(
+                b"authentication.k8s.io/v1",
+                b"TokenRequest",
+                &raw
+            ))
+            .unwrap(),
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                "metadata": {"name": "sa"},
+                "spec": {"audiences": ["vault"], "expirationSeconds": 600,
+                    "boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": "p", "uid": "u-1"}}})
         );
     }
 

@@ -17,7 +17,7 @@ use crate::core::validation::FieldError;
 pub const FRESHNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Decoded query string (`application/x-www-form-urlencoded`: `+` is a space).
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Query(HashMap<String, String>);
 
 fn form_decode(s: &str) -> String {
@@ -40,6 +40,9 @@ impl Query {
     }
     pub fn flag(&self, k: &str) -> bool {
         matches!(self.get(k), Some("true" | "1"))
+    }
+    pub fn set(&mut self, k: &str, v: &str) {
+        self.0.insert(k.to_string(), v.to_string());
     }
 }
 

@@ -125,7 +125,8 @@ mod tests {
                 ("coordination.k8s.io", "v1"),
                 ("certificates.k8s.io", "v1"),
                 ("authorization.k8s.io", "v1"),
-                ("authentication.k8s.io", "v1")
+                ("authentication.k8s.io", "v1"),
+                ("events.k8s.io", "v1")
             ]
         );
     }

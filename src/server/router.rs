@@ -254,7 +254,7 @@ async fn route(
         ["version"] => return discovery(Some(discovery::version())),
         _ => {}
     }
-    let user = authenticate(&*api.store, &req).await?;
+    let user = authenticate(&*api.store, api.service_accounts.get().map(|i| &**i), &req).await?;
     seen.user = Some(user.clone());
     match segs.as_slice() {
         ["api"] => discovery(Some(discovery::api_versions())),
@@ -306,6 +306,9 @@ async fn resource(api: Arc<Api>, t: Target, req: RestRequest) -> Result<Response
     if let (Some(sub), Some(name)) = (t.sub, t.name.as_deref()) {
         return sub.rest.serve(api, ObjectRef::new(r, ns, name), req).await;
     }
+    if let Some(c) = r.strategy.conversion() {
+        return super::converted::serve(api, r, c, ns, t.name.as_deref(), req).await;
+    }
     let at = |name| ObjectRef::new(r, ns, name);
     let verb = match (&req.method, t.name.as_deref()) {
         (&Method::GET, None) if req.query.flag("watch") => Some(Verb::Watch),
@@ -318,6 +321,13 @@ async fn resource(api: Arc<Api>, t: Target, req: RestRequest) -> Result<Response
         (&Method::DELETE, None) => Some(Verb::DeleteCollection),
         _ => None,
     };
+    let mut req = req;
+    if matches!(
+        verb,
+        Some(Verb::List | Verb::Watch | Verb::DeleteCollection)
+    ) {
+        super::converted::kind_field_labels(r, &mut req.query)?;
+    }
     if let Some(v) = verb {
         // what the resource does not serve (a review's get, a namespace's deletecollection)
         if !r.verbs.contains(&v.as_str()) {
@@ -343,14 +353,7 @@ async fn resource(api: Arc<Api>, t: Target, req: RestRequest) -> Result<Response
         }
         (&Method::PUT, Some(name)) => update_object(&api, at(name), Part::Main, req).await,
         (&Method::PATCH, Some(name)) => patch_object(&api, at(name), Part::Main, req).await,
-        (&Method::DELETE, Some(name)) => delete_object(&api, at(name), req).await,
-        (&Method::DELETE, None) => {
-            let filter = Filter::from_query(&req.query)?;
-            let user = req.user.clone();
-            let opts = delete_options(req).await?;
-            let (deleted, rv) = api.delete_collection(&user, r, ns, &filter, &opts).await?;
-            Ok(json_response(200, &list_body(r, rv, &deleted)))
-        }
+        (&Method::DELETE, name) => delete_on(&api, r, ns, name, req).await,
         (method, _) => Err(ApiError::method_not_allowed(method.as_str())),
     }
 }
@@ -475,15 +478,30 @@ async fn delete_options(mut req: RestRequest) -> Result<DeleteOptions, ApiError>
     DeleteOptions::from_request(&query, body.as_ref())
 }
 
-async fn delete_object(
+/// DELETE of the object `name`, or of the collection (selected by the query) without one.
+pub async fn delete_on(
     api: &Api,
-    at: ObjectRef<'_>,
+    r: &'static Resource,
+    ns: Option<&str>,
+    name: Option<&str>,
     req: RestRequest,
 ) -> Result<Response<Body>, ApiError> {
     let user = req.user.clone();
-    let opts = delete_options(req).await?;
-    let obj = api.delete(&user, at, &opts).await?;
-    Ok(json_response(200, &obj))
+    match name {
+        Some(name) => {
+            let opts = delete_options(req).await?;
+            let obj = api
+                .delete(&user, ObjectRef::new(r, ns, name), &opts)
+                .await?;
+            Ok(json_response(200, &obj))
+        }
+        None => {
+            let filter = Filter::from_query(&req.query)?;
+            let opts = delete_options(req).await?;
+            let (deleted, rv) = api.delete_collection(&user, r, ns, &filter, &opts).await?;
+            Ok(json_response(200, &list_body(r, rv, &deleted)))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::auth::User;
+use super::converted::Conversion;
 use super::query::FieldValidation;
 use super::resources::Resource;
 use super::status::ApiError;
@@ -121,6 +122,11 @@ pub trait Strategy: Send + Sync {
     fn cells(&self, obj: &Value, now: DateTime<Utc>) -> Vec<Value>;
     /// Adds the kind's schema (and those it refers to) to an OpenAPI document.
     fn openapi_schema(&self, gen: &mut schemars::SchemaGenerator);
+    /// Some for a resource served over another's storage (`converted`).
+    fn conversion(&self) -> Option<&'static Conversion>;
+    /// A field selector's label as the stored object has it, when the kind names a field
+    /// otherwise (upstream's field set: a core Event's `source` is `source.component`).
+    fn field_label(&self, label: &str) -> Option<&'static str>;
 }
 
 /// A kind, typed. Only `validate` is required; the defaults are those of a plain kind without
@@ -153,6 +159,12 @@ pub trait Kind: Send + Sync + 'static {
         None
     }
     fn review(&self) -> Option<&dyn Review> {
+        None
+    }
+    fn conversion(&self) -> Option<&'static Conversion> {
+        None
+    }
+    fn field_label(&self, _label: &str) -> Option<&'static str> {
         None
     }
     fn generation_fields(&self) -> &'static [&'static str] {
@@ -241,6 +253,12 @@ impl<K: Kind> Strategy for K {
     }
     fn openapi_schema(&self, gen: &mut schemars::SchemaGenerator) {
         gen.subschema_for::<K::Object>();
+    }
+    fn conversion(&self) -> Option<&'static Conversion> {
+        Kind::conversion(self)
+    }
+    fn field_label(&self, label: &str) -> Option<&'static str> {
+        Kind::field_label(self, label)
     }
 }
 

@@ -38,6 +38,8 @@ pub struct Api {
     pub kubelet: std::sync::OnceLock<Arc<super::proxy::KubeletClient>>,
     /// The Node authorizer's index of what the bound pods use.
     pub graph: Arc<NodeGraph>,
+    /// The ServiceAccount token issuer and authenticator, set once the server has its key.
+    pub service_accounts: std::sync::OnceLock<Arc<super::auth::serviceaccount::Issuer>>,
 }
 
 /// What a successful write returns.
@@ -440,6 +442,7 @@ impl Api {
             policy,
             kubelet: std::sync::OnceLock::new(),
             graph: Arc::default(),
+            service_accounts: std::sync::OnceLock::new(),
         }
     }
 
@@ -488,6 +491,10 @@ impl Api {
         if let Some(ns) = ns {
             if !self.namespace_exists(ns).await? {
                 return Err(ApiError::not_found("", "namespaces", ns));
+            }
+            // the ServiceAccount admission plugin (the token volume, imagePullSecrets)
+            if std::ptr::eq(r, &super::kinds::PODS) {
+                super::kinds::serviceaccount::admit_new_pod(self, ns, &mut obj).await?;
             }
         }
         if let Some(status) = strategy.initial_status() {

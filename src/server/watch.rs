@@ -41,6 +41,10 @@ const HISTORY_BATCH: usize = 256;
 /// How one watcher renders events.
 struct WatchRender {
     r: &'static Resource,
+    /// The resource the client asked for (`r` unless it is served over `r`'s storage).
+    shown: &'static Resource,
+    /// How a stored object is shown to the client (None: as it is).
+    present: Option<fn(&Value) -> Value>,
     ns: Option<String>,
     filter: Filter,
     table: bool,
@@ -56,6 +60,8 @@ impl WatchRender {
     fn line(&self, event_type: &str, obj: &Value) -> Bytes {
         let object = if self.table {
             table::table(self.r, &[obj], None, "Metadata", Utc::now())
+        } else if let Some(present) = self.present {
+            present(obj)
         } else {
             obj.clone()
         };
@@ -68,7 +74,7 @@ impl WatchRender {
             return None;
         }
         if self.filter.is_empty() {
-            if self.table {
+            if self.table || self.present.is_some() {
                 return Some(self.line(ev.event_type.as_str(), &ev.object));
             }
             return Some(ev.line.clone());
@@ -83,7 +89,7 @@ impl WatchRender {
             (EventType::Modified, true, false) => "DELETED",
             _ => return None,
         };
-        if ty == ev.event_type.as_str() && !self.table {
+        if ty == ev.event_type.as_str() && !self.table && self.present.is_none() {
             return Some(ev.line.clone());
         }
         Some(self.line(ty, &ev.object))
@@ -94,8 +100,8 @@ impl WatchRender {
         if initial_end {
             meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj =
-            json!({"kind": self.r.kind, "apiVersion": self.r.api_version(), "metadata": meta});
+        let obj = json!({"kind": self.shown.kind, "apiVersion": self.shown.api_version(),
+            "metadata": meta});
         json_line(&json!({"type": "BOOKMARK", "object": obj}))
     }
 }
@@ -252,6 +258,21 @@ pub async fn watch(
     query: &Query,
     accept: &str,
 ) -> Result<Response<Body>, ApiError> {
+    watch_converted(api, user, r, r, None, ns, query, accept).await
+}
+
+/// A watch of `r`'s stored objects shown as `shown` (each through `present`).
+#[allow(clippy::too_many_arguments)]
+pub async fn watch_converted(
+    api: Arc<Api>,
+    user: &User,
+    r: &'static Resource,
+    shown: &'static Resource,
+    present: Option<fn(&Value) -> Value>,
+    ns: Option<&str>,
+    query: &Query,
+    accept: &str,
+) -> Result<Response<Body>, ApiError> {
     let filter = Filter::from_query(query)?;
     let timeout = query
         .get("timeoutSeconds")
@@ -270,6 +291,8 @@ pub async fn watch(
     };
     let render = WatchRender {
         r,
+        shown,
+        present,
         ns: ns.map(str::to_string),
         filter,
         table: table::wants_table(accept),

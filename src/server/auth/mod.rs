@@ -1,8 +1,9 @@
 //! Authentication and authorization. [`authenticate`] (once per request, in the router) finds who
 //! sends a request: a client certificate the TLS handshake verified against the CA and whose
 //! record (the CSR it was issued for) is still in the store, or a bearer token whose record
-//! (`tokens`) holds the SHA-256 of its secret, compared in constant time. Nothing else gets in:
-//! 401, as kube-apiserver answers. [`authorize`] (in the verbs layer, for every resource request,
+//! (`tokens`) holds the SHA-256 of its secret, compared in constant time, or a ServiceAccount
+//! token (a JWT this server signed, `serviceaccount`). Nothing else gets in: 401, as
+//! kube-apiserver answers. [`authorize`] (in the verbs layer, for every resource request,
 //! with kube-apiserver's attributes) asks `authz`; the object-level rules (NodeRestriction, own
 //! pods and CSRs) are `admission`'s, called by the verbs where the object is at hand.
 //!
@@ -10,6 +11,8 @@
 pub mod admission;
 pub mod authz;
 pub mod graph;
+pub mod jwt;
+pub mod serviceaccount;
 pub mod tokens;
 
 use std::fmt;
@@ -100,11 +103,18 @@ pub enum AuthnError {
     Revoked { cn: String, record: String },
     #[error("the store: {0}")]
     Store(String),
+    #[error("service account token: {0}")]
+    ServiceAccount(String),
 }
 
 /// Who sent `req`: its client certificate first (as kube-apiserver's union authenticator tries
-/// x509 first), then its bearer token.
-pub async fn authenticate<B>(store: &dyn ObjectStore, req: &Request<B>) -> Result<User, ApiError> {
+/// x509 first), then its bearer token (a ServiceAccount token when it is a JWT and the server
+/// issues them).
+pub async fn authenticate<B>(
+    store: &dyn ObjectStore,
+    issuer: Option<&serviceaccount::Issuer>,
+    req: &Request<B>,
+) -> Result<User, ApiError> {
     let now = Utc::now();
     let peer = req.extensions().get::<Peer>();
     let mut failure = AuthnError::None;
@@ -121,7 +131,15 @@ pub async fn authenticate<B>(store: &dyn ObjectStore, req: &Request<B>) -> Resul
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::trim);
     if let Some(token) = bearer {
-        match by_token(store, token, now).await {
+        let by_sa = issuer.filter(|_| serviceaccount::Issuer::looks_like_jwt(token));
+        let found = match by_sa {
+            Some(issuer) => issuer
+                .authenticate(store, token, now)
+                .await
+                .map_err(|e| AuthnError::ServiceAccount(crate::runtime::chain(&e))),
+            None => by_token(store, token, now).await,
+        };
+        match found {
             Ok(user) => return Ok(user),
             Err(e) => failure = e,
         }

@@ -1,5 +1,8 @@
 //! kube-controller-manager's serviceaccounts controller: every namespace has a ServiceAccount
-//! named `default`, made when the namespace appears and made again when it is deleted.
+//! named `default`, made when the namespace appears and made again when it is deleted. Beside it
+//! its root-ca-cert-publisher: every namespace has the ConfigMap `kube-root-ca.crt` whose
+//! `ca.crt` is the cluster CA (what the pods' token volumes mount), made again when deleted and
+//! put back when changed.
 use std::time::Duration;
 
 use serde_json::json;
@@ -7,11 +10,13 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::s;
 use crate::server::auth::User;
-use crate::server::kinds::serviceaccount::DEFAULT_SERVICE_ACCOUNT;
-use crate::server::kinds::{NAMESPACES, SERVICE_ACCOUNTS};
+use crate::server::kinds::serviceaccount::{
+    DEFAULT_SERVICE_ACCOUNT, ROOT_CA_CONFIG_MAP, ROOT_CA_KEY,
+};
+use crate::server::kinds::{CONFIG_MAPS, NAMESPACES, SERVICE_ACCOUNTS};
 use crate::server::query::{Filter, WriteOpts};
 use crate::server::store::EventType;
-use crate::server::verbs::{Api, ObjectRef};
+use crate::server::verbs::{Api, ObjectRef, Part};
 
 /// Makes the `default` ServiceAccount of `ns` unless it is there (or the namespace is going).
 pub async fn ensure_default(api: &Api, user: &User, ns: &str) {
@@ -34,12 +39,67 @@ pub async fn ensure_default(api: &Api, user: &User, ns: &str) {
     }
 }
 
-/// Every namespace's `default` ServiceAccount, then each new namespace's, until the store closes.
+const ROOT_CA_DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+
+/// Makes or puts back the `kube-root-ca.crt` ConfigMap of `ns` holding `ca`.
+pub async fn ensure_root_ca(api: &Api, user: &User, ns: &str, ca: &str) {
+    let at = ObjectRef::new(&CONFIG_MAPS, Some(ns), ROOT_CA_CONFIG_MAP);
+    let result = match api.get(user, at).await {
+        Ok(cm)
+            if cm
+                .pointer(&format!("/data/{ROOT_CA_KEY}"))
+                .and_then(|v| v.as_str())
+                == Some(ca) =>
+        {
+            return
+        }
+        Ok(_) => api
+            .update_with(user, at, Part::Main, WriteOpts::INTERNAL, |cur| {
+                let mut new = cur.clone();
+                new["data"] = json!({ROOT_CA_KEY: ca});
+                if let Some(m) = new.get_mut("binaryData") {
+                    *m = json!({});
+                }
+                if let Some(m) = new["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                }
+                Ok(new)
+            })
+            .await
+            .map(|_| ()),
+        Err(_) => {
+            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": ROOT_CA_CONFIG_MAP, "namespace": ns,
+                    "annotations": {"kubernetes.io/description": ROOT_CA_DESCRIPTION}},
+                "data": {ROOT_CA_KEY: ca}});
+            api.create(user, &CONFIG_MAPS, Some(ns), cm, WriteOpts::INTERNAL)
+                .await
+                .map(|_| ())
+        }
+    };
+    match result {
+        Ok(()) => tracing::info!(namespace = ns, "published the root CA"),
+        Err(e) if e.code == 409 || e.code == 404 => {}
+        Err(e) => tracing::warn!(namespace = ns, error = %e, "cannot publish the root CA"),
+    }
+}
+
+/// What a namespace needs: its `default` ServiceAccount and (when the server has a CA) its
+/// `kube-root-ca.crt`.
+async fn ensure(api: &Api, user: &User, ns: &str) {
+    ensure_default(api, user, ns).await;
+    if let Some(issuer) = api.service_accounts.get() {
+        ensure_root_ca(api, user, ns, &issuer.root_ca).await;
+    }
+}
+
+/// Every namespace's `default` ServiceAccount and root CA, then each new namespace's, until the
+/// store closes.
 pub async fn run(api: &Api) {
     let user = User::internal("serviceaccounts-controller");
     loop {
         let mut watch = match api
-            .watch_all(&user, &[&NAMESPACES, &SERVICE_ACCOUNTS])
+            .watch_all(&user, &[&NAMESPACES, &SERVICE_ACCOUNTS, &CONFIG_MAPS])
             .await
         {
             Ok(w) => w,
@@ -51,7 +111,7 @@ pub async fn run(api: &Api) {
         };
         if let Ok((namespaces, _)) = api.list(&user, &NAMESPACES, None, &Filter::default()).await {
             for ns in namespaces {
-                ensure_default(api, &user, s(&ns, "/metadata/name")).await;
+                ensure(api, &user, s(&ns, "/metadata/name")).await;
             }
         }
         loop {
@@ -60,15 +120,18 @@ pub async fn run(api: &Api) {
                     let ns = if ev.resource == NAMESPACES.key() && ev.event_type == EventType::Added
                     {
                         ev.name.as_str()
-                    } else if ev.resource == SERVICE_ACCOUNTS.key()
+                    } else if (ev.resource == SERVICE_ACCOUNTS.key()
                         && ev.event_type == EventType::Deleted
-                        && ev.name == DEFAULT_SERVICE_ACCOUNT
+                        && ev.name == DEFAULT_SERVICE_ACCOUNT)
+                        || (ev.resource == CONFIG_MAPS.key()
+                            && ev.event_type != EventType::Added
+                            && ev.name == ROOT_CA_CONFIG_MAP)
                     {
                         ev.namespace.as_str()
                     } else {
                         continue;
                     };
-                    ensure_default(api, &user, ns).await;
+                    ensure(api, &user, ns).await;
                 }
                 Err(RecvError::Lagged(_)) => break,
                 Err(RecvError::Closed) => return,

@@ -20,6 +20,7 @@ use crate::core::events::Source;
 use crate::core::names;
 use crate::core::validation::{validate_object_meta, FieldError};
 use crate::server::auth::User;
+use crate::server::converted::Conversion;
 use crate::server::query::{Filter, WriteOpts};
 use crate::server::resources::{Resource, ALL_VERBS};
 use crate::server::strategy::{Column, Kind};
@@ -39,6 +40,84 @@ pub static EVENTS: Resource = Resource {
     subresources: &[],
     strategy: &EventStrategy,
 };
+
+/// events.k8s.io/v1 Events: the same stored objects as core v1 Events, converted
+/// (`converted`, [`to_events_v1`], [`from_events_v1`]), so `kubectl events`, client-go's new
+/// recorder and clients of either group see one set of events.
+pub static EVENTS_V1: Resource = Resource {
+    group: "events.k8s.io",
+    version: "v1",
+    plural: "events",
+    singular: "event",
+    kind: "Event",
+    namespaced: true,
+    short_names: &[],
+    categories: &[],
+    verbs: ALL_VERBS,
+    subresources: &[],
+    strategy: &EventsV1Strategy,
+};
+
+pub static V1_CONVERSION: Conversion = Conversion {
+    stored: &EVENTS,
+    to_stored: from_events_v1,
+    from_stored: to_events_v1,
+    field_label: v1_field_label,
+};
+
+struct EventsV1Strategy;
+
+#[async_trait]
+impl Kind for EventsV1Strategy {
+    type Object = k8s_openapi::api::events::v1::Event;
+
+    /// What events.k8s.io/v1 asks of a new event beyond the core rules (upstream's
+    /// ValidateEventCreate for the new group): its time, reporting controller and instance,
+    /// action and reason, a note of at most 1 kB, no `deprecated*` fields of its own.
+    fn validate(&self, ev: &Self::Object) -> Vec<FieldError> {
+        let mut errs = Vec::new();
+        if ev.event_time.is_none() {
+            errs.push(FieldError::required("eventTime", ""));
+        }
+        for (field, v) in [
+            ("reportingController", &ev.reporting_controller),
+            ("reportingInstance", &ev.reporting_instance),
+            ("action", &ev.action),
+            ("reason", &ev.reason),
+        ] {
+            if v.as_deref().unwrap_or("").is_empty() {
+                errs.push(FieldError::required(field, ""));
+            }
+        }
+        if ev.note.as_deref().unwrap_or("").len() > MAX_NOTE_BYTES {
+            errs.push(FieldError::too_long("note", MAX_NOTE_BYTES));
+        }
+        if ev.deprecated_source.is_some()
+            || ev.deprecated_first_timestamp.is_some()
+            || ev.deprecated_last_timestamp.is_some()
+            || ev.deprecated_count.is_some_and(|c| c != 0)
+        {
+            errs.push(FieldError::invalid(
+                "deprecatedSource",
+                "",
+                "needs to be unset",
+            ));
+        }
+        errs
+    }
+    fn validate_update(&self, _ev: &Self::Object, _old: &Self::Object) -> Vec<FieldError> {
+        Vec::new()
+    }
+    fn conversion(&self) -> Option<&'static Conversion> {
+        Some(&V1_CONVERSION)
+    }
+    fn columns(&self) -> &'static [Column] {
+        COLUMNS
+    }
+    fn cells(&self, obj: &Value, now: DateTime<Utc>) -> Vec<Value> {
+        EventStrategy.cells(&from_events_v1(obj), now)
+    }
+}
 
 /// kube-apiserver's default `--event-ttl`.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
@@ -80,6 +159,10 @@ impl Kind for EventStrategy {
         }
     }
 
+    /// upstream's `source` field: the reporting component
+    fn field_label(&self, label: &str) -> Option<&'static str> {
+        (label == "source").then_some("source.component")
+    }
     fn validate(&self, ev: &Event) -> Vec<FieldError> {
         let mut errs = validate_object_meta(&ev.metadata, true, names::is_dns1123_subdomain);
         let ns = ev.metadata.namespace.as_deref().unwrap_or("");
@@ -136,6 +219,84 @@ impl Kind for EventStrategy {
             json!(count),
             json!(s(obj, "/metadata/name")),
         ]
+    }
+}
+
+/// The fields that differ between core v1 and events.k8s.io/v1 Events (upstream's conversion:
+/// `regarding`/`involvedObject`, `note`/`message`, `reportingController`/`reportingComponent`,
+/// `deprecatedSource`/`source`, the `deprecated*` timestamps and count); the others (metadata,
+/// `eventTime`, `series`, `action`, `reason`, `related`, `reportingInstance`, `type`) are the same.
+const V1_RENAMES: &[(&str, &str)] = &[
+    ("regarding", "involvedObject"),
+    ("note", "message"),
+    ("reportingController", "reportingComponent"),
+    ("deprecatedSource", "source"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedCount", "count"),
+];
+
+fn renamed(obj: &Value, from_core: bool, api_version: &str) -> Value {
+    let Some(map) = obj.as_object() else {
+        return obj.clone();
+    };
+    let mut out = serde_json::Map::new();
+    for (k, v) in map {
+        let key = V1_RENAMES
+            .iter()
+            .find_map(|(v1, core)| match from_core {
+                true => (k == core).then_some(*v1),
+                false => (k == v1).then_some(*core),
+            })
+            .unwrap_or(k);
+        out.insert(key.to_string(), v.clone());
+    }
+    out.insert("apiVersion".into(), json!(api_version));
+    out.insert("kind".into(), json!("Event"));
+    Value::Object(out)
+}
+
+/// A stored (core v1) Event as events.k8s.io/v1 shows it. An event of an old recorder that
+/// names no reporting controller or instance shows its source's component and host there.
+pub fn to_events_v1(core: &Value) -> Value {
+    let mut v1 = renamed(core, true, "events.k8s.io/v1");
+    for (field, from) in [
+        ("reportingController", "/source/component"),
+        ("reportingInstance", "/source/host"),
+    ] {
+        if s(&v1, &format!("/{field}")).is_empty() && !s(core, from).is_empty() {
+            v1[field] = json!(s(core, from));
+        }
+    }
+    v1
+}
+
+/// An events.k8s.io/v1 Event as it is stored (core v1).
+pub fn from_events_v1(v1: &Value) -> Value {
+    renamed(v1, false, "v1")
+}
+
+/// An events.k8s.io/v1 field selector's label as the stored event has it (upstream's field
+/// label conversion); None: not selectable.
+pub fn v1_field_label(label: &str) -> Option<String> {
+    match label {
+        "reason" | "type" | "metadata.namespace" | "metadata.name" => Some(label.into()),
+        "reportingController" => Some("reportingComponent".into()),
+        l => {
+            let rest = l.strip_prefix("regarding.")?;
+            let known = [
+                "kind",
+                "namespace",
+                "name",
+                "uid",
+                "apiVersion",
+                "resourceVersion",
+                "fieldPath",
+            ];
+            known
+                .contains(&rest)
+                .then(|| format!("involvedObject.{rest}"))
+        }
     }
 }
 
@@ -280,6 +441,54 @@ pub fn recorder(api: Arc<Api>, component: &str, clock: Clock) -> Recorder {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn events_convert_between_core_and_events_k8s_io() {
+        use super::*;
+        let core = json!({"apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "d"},
+            "involvedObject": {"kind": "Pod", "name": "p", "namespace": "d"},
+            "reason": "Pulled", "message": "pulled it", "type": "Normal",
+            "source": {"component": "kubelet", "host": "n1"},
+            "firstTimestamp": "2030-01-01T00:00:00Z", "lastTimestamp": "2030-01-01T00:01:00Z",
+            "count": 3, "reportingComponent": "", "reportingInstance": ""});
+        let v1 = to_events_v1(&core);
+        assert_eq!(
+            v1,
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                "metadata": {"name": "e", "namespace": "d"},
+                "regarding": {"kind": "Pod", "name": "p", "namespace": "d"},
+                "reason": "Pulled", "note": "pulled it", "type": "Normal",
+                "deprecatedSource": {"component": "kubelet", "host": "n1"},
+                "deprecatedFirstTimestamp": "2030-01-01T00:00:00Z",
+                "deprecatedLastTimestamp": "2030-01-01T00:01:00Z",
+                "deprecatedCount": 3, "reportingController": "kubelet", "reportingInstance": "n1"})
+        );
+        let mut back = core.clone();
+        back["reportingComponent"] = json!("kubelet");
+        back["reportingInstance"] = json!("n1");
+        assert_eq!(from_events_v1(&v1), back);
+        // a new event: eventTime, series, action, related pass through
+        let new = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "x"},
+            "eventTime": "2030-01-01T00:00:00.000000Z", "series": {"count": 2,
+            "lastObservedTime": "2030-01-01T00:00:01.000000Z"}, "action": "Pull",
+            "reportingController": "c", "reportingInstance": "i", "note": "n",
+            "regarding": {"kind": "Node", "name": "n1"}});
+        let stored = from_events_v1(&new);
+        assert_eq!(stored["reportingComponent"], "c");
+        assert_eq!(stored["message"], "n");
+        assert_eq!(stored["series"], new["series"]);
+        assert_eq!(to_events_v1(&stored), new);
+        for (label, want) in [
+            ("regarding.name", Some("involvedObject.name")),
+            ("reportingController", Some("reportingComponent")),
+            ("reason", Some("reason")),
+            ("regarding.bogus", None),
+            ("note", None),
+        ] {
+            assert_eq!(v1_field_label(label).as_deref(), want, "{label}");
+        }
+    }
+
     use super::*;
     use crate::server::kinds::NAMESPACES;
     use crate::server::store::SqliteStore;

@@ -51,6 +51,7 @@ pub static ALL: &[&Resource] = &[
     &CERTIFICATE_SIGNING_REQUESTS,
     &SELF_SUBJECT_ACCESS_REVIEWS,
     &SELF_SUBJECT_REVIEWS,
+    &event::EVENTS_V1,
 ];
 
 #[cfg(test)]
@@ -97,6 +98,10 @@ mod tests {
                 meta::<SelfSubjectAccessReview>(),
             ),
             (&SELF_SUBJECT_REVIEWS, meta::<SelfSubjectReview>()),
+            (
+                &event::EVENTS_V1,
+                meta::<k8s_openapi::api::events::v1::Event>(),
+            ),
         ];
         assert_eq!(cases.len(), ALL.len());
         for (r, (group, version, kind, plural)) in cases {
