@@ -1,33 +1,17 @@
-//! Object storage behind the `ObjectStore` trait (SQLite now, etcd later) and the watch fan-out.
-//!
-//! Every write takes the next value of one global, persisted resourceVersion counter, is stored in
-//! one SQLite transaction (object row and counter together: never half-stored) and then appended
-//! to an in-memory history of recent events and broadcast to the watchers. Reads are served from
-//! an in-memory copy of all objects, which is loaded from SQLite at start.
-//!
-//! Bounds, as etcd and kube-apiserver's watch cache keep them: an object larger than
-//! [`MAX_OBJECT_BYTES`] encoded is refused as etcd refuses the request; the history keeps at most
-//! a number of events and [`WATCH_HISTORY_BYTES`] of them (the oldest go first; resuming a watch
-//! from before them is 410 Gone). HTTP watchers read the history from a cursor
-//! ([`ObjectStore::events_after`]) and hold nothing of it while they wait, so a watcher that stops
-//! reading costs no memory: it falls out of the history and is told 410.
-use std::collections::{BTreeMap, HashMap, VecDeque};
+//! The SQLite store: `DATA_DIR/state.db`, its high-water mark, encryption at rest on the way in
+//! and out.
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, watch};
 
+use super::cache::{lock, History, ObjectMap};
+use super::*;
 use crate::server::encryption::{Identity, StorageKey, Transformer};
 
-/// The largest object stored, encoded: etcd's default request limit (`--max-request-bytes`, 1.5
-/// MiB), which kube-apiserver reports as "etcdserver: request is too large".
-pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
-
-/// What the watch history may hold, in bytes of events ([`WatchEvent::size`]), by default.
-pub const WATCH_HISTORY_BYTES: usize = 16 * 1024 * 1024;
 
 /// How far the resourceVersion jumps when the store opens behind the highest one it gave out
 /// before (its file was restored from a backup), as `etcdutl snapshot restore --bump-revision
@@ -60,219 +44,6 @@ fn note_high_water(path: &Path, rv: u64) {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("object {resource} {namespace}/{name} already exists")]
-    AlreadyExists {
-        resource: String,
-        namespace: String,
-        name: String,
-    },
-    #[error("object {resource} {namespace}/{name} not found")]
-    NotFound {
-        resource: String,
-        namespace: String,
-        name: String,
-    },
-    #[error("object {resource} {namespace}/{name} has resourceVersion {current}, not {expected}")]
-    Conflict {
-        resource: String,
-        namespace: String,
-        name: String,
-        current: u64,
-        expected: u64,
-    },
-    #[error("too old resource version: {requested} (oldest kept is {oldest})")]
-    Expired { requested: u64, oldest: u64 },
-    /// etcd's answer to a request over its limit, in the words kube-apiserver passes on.
-    #[error("etcdserver: request is too large")]
-    TooLarge { size: usize, limit: usize },
-    #[error("sqlite store: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("stored object is not valid json: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("store worker failed: {0}")]
-    Worker(String),
-    /// A value the transformer (encryption at rest) could not turn into or out of storage.
-    #[error(transparent)]
-    Transform(#[from] crate::server::encryption::EncryptionError),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EventType {
-    Added,
-    Modified,
-    Deleted,
-}
-
-impl EventType {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventType::Added => "ADDED",
-            EventType::Modified => "MODIFIED",
-            EventType::Deleted => "DELETED",
-        }
-    }
-}
-
-/// One change, shared by all watchers; `line` is the serialized watch event (with newline),
-/// encoded once for all of them.
-#[derive(Debug)]
-pub struct WatchEvent {
-    pub rv: u64,
-    pub resource: String,
-    pub namespace: String,
-    pub name: String,
-    pub event_type: EventType,
-    pub object: Arc<Value>,
-    /// The object before this change (None for ADDED), so that filtered watches can turn a
-    /// change that leaves or enters the selection into DELETED or ADDED, as Kubernetes does.
-    pub prev: Option<Arc<Value>>,
-    pub line: Bytes,
-}
-
-impl WatchEvent {
-    pub fn new(
-        event_type: EventType,
-        rv: u64,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        object: Arc<Value>,
-        prev: Option<Arc<Value>>,
-    ) -> WatchEvent {
-        let mut line =
-            serde_json::to_vec(&json!({"type": event_type.as_str(), "object": &*object}))
-                .unwrap_or_default();
-        line.push(b'\n');
-        WatchEvent {
-            rv,
-            resource: resource.to_string(),
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            event_type,
-            object,
-            prev,
-            line: Bytes::from(line),
-        }
-    }
-
-    /// What keeping this event costs, as the history counts it: its encoded line and the decoded
-    /// object it was encoded from, taken to be as large.
-    pub fn size(&self) -> usize {
-        2 * self.line.len()
-    }
-}
-
-/// Where a watch starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchFrom {
-    /// From now; with `initial`, the current objects first as ADDED events.
-    Current { initial: bool },
-    /// Every change after this resourceVersion.
-    After(u64),
-}
-
-/// A started watch: the events to send first, then the live feed (all resources: filter).
-pub struct Watch {
-    pub initial: Vec<Arc<WatchEvent>>,
-    pub rx: broadcast::Receiver<Arc<WatchEvent>>,
-    /// The store's resourceVersion when the watch started.
-    pub rv: u64,
-}
-
-/// What [`ObjectStore::events_after`] found.
-#[derive(Debug, Default)]
-pub struct EventsAfter {
-    /// The matching events, oldest first.
-    pub events: Vec<Arc<WatchEvent>>,
-    /// The resourceVersion the history was read through (matching or not): the next cursor.
-    pub through: u64,
-}
-
-/// The resourceVersion stored in an object's metadata.
-pub fn object_rv(obj: &Value) -> u64 {
-    obj.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Storage of API objects by (resource, namespace, name); cluster-scoped objects use namespace "".
-#[async_trait::async_trait]
-pub trait ObjectStore: Send + Sync {
-    async fn get(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Arc<Value>>, StoreError>;
-    /// Objects of `resource` (in `namespace`, or all), sorted by namespace and name, and the
-    /// store's resourceVersion at the time of the list.
-    async fn list(
-        &self,
-        resource: &str,
-        namespace: Option<&str>,
-    ) -> Result<(Vec<Arc<Value>>, u64), StoreError>;
-    /// Objects of `resource` (in `namespace`, or all) as they were at resourceVersion `rv` (at
-    /// most the store's), sorted as [`ObjectStore::list`] sorts them: a consistent snapshot for
-    /// the later pages of a paged list and for `resourceVersionMatch=Exact`. `Expired` when the
-    /// store no longer holds every change after `rv` (compacted past it, as etcd).
-    async fn list_at(
-        &self,
-        resource: &str,
-        namespace: Option<&str>,
-        rv: u64,
-    ) -> Result<Vec<Arc<Value>>, StoreError>;
-    /// Stores a new object; sets `metadata.resourceVersion`.
-    async fn create(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        obj: Value,
-    ) -> Result<Arc<Value>, StoreError>;
-    /// Replaces an existing object if its resourceVersion is `expected_rv` (when given).
-    async fn update(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        obj: Value,
-        expected_rv: Option<u64>,
-    ) -> Result<Arc<Value>, StoreError>;
-    /// Removes an object; returns it as last stored, with the resourceVersion of the deletion.
-    async fn delete(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        expected_rv: Option<u64>,
-    ) -> Result<Arc<Value>, StoreError>;
-    /// Starts a watch of `resource` (None: every resource) in `namespace` (None: all).
-    async fn watch(
-        &self,
-        resource: Option<&str>,
-        namespace: Option<&str>,
-        from: WatchFrom,
-    ) -> Result<Watch, StoreError>;
-    fn current_rv(&self) -> u64;
-    /// The store's resourceVersion as writes advance it (for watchers and for readers waiting
-    /// for a resourceVersion the store has not reached yet).
-    fn changes(&self) -> watch::Receiver<u64>;
-    /// Events of `resource` (in `namespace`, or all) after `rv`, oldest first: at most `limit` of
-    /// the history's events are looked at. `Expired` when events after `rv` left the history.
-    fn events_after(
-        &self,
-        rv: u64,
-        resource: &str,
-        namespace: Option<&str>,
-        limit: usize,
-    ) -> Result<EventsAfter, StoreError>;
-}
-
-type ObjectMap = HashMap<String, BTreeMap<(String, String), Arc<Value>>>;
-
 struct Inner {
     conn: Connection,
     rv: u64,
@@ -287,59 +58,6 @@ impl Drop for Inner {
     /// A store closed cleanly notes where it got to.
     fn drop(&mut self) {
         note_high_water(&self.high_water, self.rv);
-    }
-}
-
-/// Recent events, bounded in number and in bytes.
-struct History {
-    events: VecDeque<Arc<WatchEvent>>,
-    /// The sum of the events' [`WatchEvent::size`].
-    bytes: usize,
-    max_events: usize,
-    max_bytes: usize,
-    /// Every event with rv > complete_after is in `events`.
-    complete_after: u64,
-}
-
-impl History {
-    fn new(rv: u64, max_events: usize, max_bytes: usize) -> History {
-        History {
-            events: VecDeque::new(),
-            bytes: 0,
-            max_events: max_events.max(1),
-            max_bytes,
-            complete_after: rv,
-        }
-    }
-
-    /// Appends `event`, dropping the oldest past either bound (the newest is always kept).
-    fn push(&mut self, event: Arc<WatchEvent>) {
-        self.bytes += event.size();
-        self.events.push_back(event);
-        while self.events.len() > self.max_events
-            || (self.bytes > self.max_bytes && self.events.len() > 1)
-        {
-            let Some(old) = self.events.pop_front() else {
-                break;
-            };
-            self.bytes -= old.size();
-            self.complete_after = old.rv;
-        }
-    }
-
-    fn check(&self, rv: u64) -> Result<(), StoreError> {
-        if rv < self.complete_after {
-            return Err(StoreError::Expired {
-                requested: rv,
-                oldest: self.complete_after,
-            });
-        }
-        Ok(())
-    }
-
-    /// The index of the first event after `rv`.
-    fn first_after(&self, rv: u64) -> usize {
-        self.events.partition_point(|e| e.rv <= rv)
     }
 }
 
@@ -359,12 +77,6 @@ pub struct SqliteStore {
     rv: Arc<watch::Sender<u64>>,
 }
 
-/// Locks `m`. A panic while holding one of the store's locks cannot leave half-written state
-/// (SQLite rolls back an uncommitted transaction; the maps are updated after the commit), so a
-/// poisoned lock is still usable.
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 impl SqliteStore {
     /// Opens (or creates) the store; the watch history keeps at most `ring_size` events and
@@ -841,21 +553,6 @@ impl ObjectStore for SqliteStore {
             }
         }
         Ok(found)
-    }
-}
-
-/// Waits up to `within` for the store to reach `rv`, as kube-apiserver's watch cache waits for a
-/// resourceVersion it has not seen yet; the store's resourceVersion when it gives up.
-pub async fn wait_for_rv(
-    store: &dyn ObjectStore,
-    rv: u64,
-    within: std::time::Duration,
-) -> Result<(), u64> {
-    let mut changes = store.changes();
-    let reached = tokio::time::timeout(within, changes.wait_for(|cur| *cur >= rv)).await;
-    match reached {
-        Ok(Ok(_)) => Ok(()),
-        _ => Err(store.current_rv()),
     }
 }
 
