@@ -1,9 +1,11 @@
-//! Object storage behind the `ObjectStore` trait (SQLite now, etcd later) and the watch fan-out.
+//! Object storage behind the `ObjectStore` trait, and the watch fan-out.
 //!
-//! Every write takes the next value of one global, persisted resourceVersion counter, is stored in
-//! one SQLite transaction (object row and counter together: never half-stored) and then appended
-//! to an in-memory history of recent events and broadcast to the watchers. Reads are served from
-//! an in-memory copy of all objects, which is loaded from SQLite at start.
+//! A store ([`Store`], `cache.rs`) is a watch cache over a [`Backend`]: SQLite (`sqlite.rs`, the
+//! default, one server) or etcd (`etcd.rs`, several server replicas). Every write goes to the
+//! backend with a compare (create: nothing there; update, delete: the expected
+//! resourceVersion), then into an in-memory history of recent events that is broadcast to the
+//! watchers. Reads are served from an in-memory copy of all objects, read from the backend at
+//! start and kept current by the writes (SQLite) or by the backend's watch (etcd).
 //!
 //! Bounds, as etcd and kube-apiserver's watch cache keep them: an object larger than
 //! [`MAX_OBJECT_BYTES`] encoded is refused as etcd refuses the request; the history keeps at most
@@ -15,11 +17,15 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use serde_json::{json, Value};
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
+
+use crate::server::encryption::{StorageKey, Transformer};
 
 mod cache;
+pub mod etcd;
 mod sqlite;
 
+pub use cache::Store;
 pub use sqlite::{SqliteStore, RESTORE_BUMP};
 
 /// The largest object stored, encoded: etcd's default request limit (`--max-request-bytes`, 1.5
@@ -58,6 +64,11 @@ pub enum StoreError {
     TooLarge { size: usize, limit: usize },
     #[error("sqlite store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("etcd store: {0}")]
+    Etcd(#[source] Box<etcd_client::Error>),
+    /// The etcd options cannot be used (a file that cannot be read, a key without a certificate).
+    #[error("etcd store: {0}")]
+    Config(String),
     #[error("stored object is not valid json: {0}")]
     Json(#[from] serde_json::Error),
     #[error("store worker failed: {0}")]
@@ -240,6 +251,154 @@ pub trait ObjectStore: Send + Sync {
     ) -> Result<EventsAfter, StoreError>;
 }
 
+/// Where a backend keeps one object: cluster-scoped objects have namespace "".
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    /// The resource's storage key (`pods`, `daemonsets.apps`).
+    pub resource: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Key {
+    fn storage_key(&self) -> StorageKey<'_> {
+        StorageKey {
+            resource: &self.resource,
+            namespace: &self.namespace,
+            name: &self.name,
+        }
+    }
+
+    fn not_found(&self) -> StoreError {
+        StoreError::NotFound {
+            resource: self.resource.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
+/// What a write expects of what is stored at its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Nothing (a create).
+    Absent,
+    /// An object, at this resourceVersion when given (an update).
+    Present(Option<u64>),
+}
+
+impl Expect {
+    /// The error for a write that expected this of what is stored at `key`, which has
+    /// resourceVersion `current` (None: nothing is); Ok when it holds.
+    pub fn check(self, key: &Key, current: Option<u64>) -> Result<(), StoreError> {
+        match (self, current) {
+            (Expect::Absent, Some(_)) => Err(StoreError::AlreadyExists {
+                resource: key.resource.clone(),
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+            }),
+            (Expect::Present(_), None) => Err(key.not_found()),
+            (Expect::Present(Some(expected)), Some(current)) if expected != current => {
+                Err(StoreError::Conflict {
+                    resource: key.resource.clone(),
+                    namespace: key.namespace.clone(),
+                    name: key.name.clone(),
+                    current,
+                    expected,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A change a shared backend reports, in the order of its resourceVersions.
+#[derive(Debug)]
+pub enum Change {
+    /// An object stored (its `metadata.resourceVersion` filled).
+    Put { key: Key, value: Value },
+    /// An object removed at `rv`; `prev` as last stored, when the backend still had it.
+    Delete {
+        key: Key,
+        rv: u64,
+        prev: Option<Value>,
+    },
+    /// Nothing changed up to `rv` (etcd's progress notification).
+    Progress(u64),
+    /// The backend's history was lost (compacted) before the feed caught up: everything, as
+    /// it is at `rv`.
+    Replace { objects: Vec<(Key, Value)>, rv: u64 },
+}
+
+/// Where the objects are kept: SQLite or etcd, under the watch cache ([`Store`]).
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Stores `value` at `key` if `expect` holds; the stored object, its
+    /// `metadata.resourceVersion` the one the write was given.
+    async fn put(&self, key: &Key, value: Value, expect: Expect) -> Result<Value, StoreError>;
+    /// Removes the object at `key` if it is there (at `expected_rv` when given); the
+    /// resourceVersion of the removal, and the object as last stored when the backend read it.
+    async fn delete(
+        &self,
+        key: &Key,
+        expected_rv: Option<u64>,
+    ) -> Result<(u64, Option<Value>), StoreError>;
+    /// The objects of `resource` (in `namespace`, or all) at `rv`, sorted by namespace and name,
+    /// when the backend keeps past revisions (etcd: `Expired` when compacted); None when it keeps
+    /// only the current objects.
+    async fn list_at(
+        &self,
+        _resource: &str,
+        _namespace: Option<&str>,
+        _rv: u64,
+    ) -> Option<Result<Vec<Value>, StoreError>> {
+        None
+    }
+    /// Every change after `rv`, by anyone, when others may write the backend too (etcd);
+    /// None when every write passes through this process (SQLite).
+    fn feed(&self, _rv: u64) -> Option<mpsc::Receiver<Change>> {
+        None
+    }
+}
+
+/// Sets `metadata.resourceVersion` of `obj` to `rv`.
+pub(super) fn set_rv(obj: &mut Value, rv: u64) {
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    } else if let Some(o) = obj.as_object_mut() {
+        o.insert(
+            "metadata".into(),
+            json!({"resourceVersion": rv.to_string()}),
+        );
+    }
+}
+
+/// `obj` as stored at `key`: JSON within [`MAX_OBJECT_BYTES`], through `transform`.
+pub(super) fn encode(
+    transform: &dyn Transformer,
+    key: &Key,
+    obj: &Value,
+) -> Result<String, StoreError> {
+    let text = serde_json::to_string(obj)?;
+    if text.len() > MAX_OBJECT_BYTES {
+        return Err(StoreError::TooLarge {
+            size: text.len(),
+            limit: MAX_OBJECT_BYTES,
+        });
+    }
+    Ok(transform.transform_to_storage(key.storage_key(), text)?)
+}
+
+/// The object stored at `key` as `text`, read back through `transform`.
+pub(super) fn decode(
+    transform: &dyn Transformer,
+    key: &Key,
+    text: String,
+) -> Result<Value, StoreError> {
+    Ok(serde_json::from_str(
+        &transform.transform_from_storage(key.storage_key(), text)?,
+    )?)
+}
 
 /// Waits up to `within` for the store to reach `rv`, as kube-apiserver's watch cache waits for a
 /// resourceVersion it has not seen yet; the store's resourceVersion when it gives up.

@@ -1,17 +1,21 @@
-//! The SQLite store: `DATA_DIR/state.db`, its high-water mark, encryption at rest on the way in
-//! and out.
-use std::collections::{BTreeMap, HashMap};
+//! The SQLite backend: `DATA_DIR/state.db` (WAL mode, one table of objects and a counter), its
+//! high-water mark, encryption at rest on the way in and out.
+//!
+//! Every write takes the next value of one global, persisted resourceVersion counter and is
+//! stored in one SQLite transaction (object row and counter together: never half-stored). Only
+//! this process writes the file, so the watch cache ([`Store`]) is fed by the writes themselves.
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::{json, Value};
-use tokio::sync::{broadcast, watch};
+use serde_json::Value;
 
-use super::cache::{lock, History, ObjectMap};
+use super::cache::{lock, Store};
 use super::*;
-use crate::server::encryption::{Identity, StorageKey, Transformer};
+use crate::server::encryption::{Identity, Transformer};
 
+/// The store over SQLite.
+pub type SqliteStore = Store;
 
 /// How far the resourceVersion jumps when the store opens behind the highest one it gave out
 /// before (its file was restored from a backup), as `etcdutl snapshot restore --bump-revision
@@ -44,41 +48,120 @@ fn note_high_water(path: &Path, rv: u64) {
     }
 }
 
-struct Inner {
+struct Db {
     conn: Connection,
     rv: u64,
-    objects: ObjectMap,
     /// What values pass through on their way into and out of SQLite (encryption at rest).
     transform: Arc<dyn Transformer>,
     /// See [`high_water_path`].
     high_water: std::path::PathBuf,
 }
 
-impl Drop for Inner {
+impl Drop for Db {
     /// A store closed cleanly notes where it got to.
     fn drop(&mut self) {
         note_high_water(&self.high_water, self.rv);
     }
 }
 
-enum WriteMode {
-    Create,
-    Update(Option<u64>),
-    Delete(Option<u64>),
+impl Db {
+    /// The resourceVersion of the object at `key`, if there is one.
+    fn current(&self, key: &Key) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT resource_version FROM objects
+                 WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
+                params![key.resource, key.namespace, key.name],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(|rv| rv.max(0) as u64))
+    }
+
+    /// One transaction: the object's row (`text` None: removed) and the counter, at the next
+    /// resourceVersion, which it returns.
+    fn commit(&mut self, key: &Key, text: Option<String>) -> Result<u64, StoreError> {
+        let rv = self.rv + 1;
+        let txn = self.conn.transaction()?;
+        if let Some(text) = text {
+            txn.execute(
+                "INSERT INTO objects (resource, namespace, name, resource_version, json)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (resource, namespace, name)
+                 DO UPDATE SET resource_version = excluded.resource_version, json = excluded.json",
+                params![key.resource, key.namespace, key.name, rv as i64, text],
+            )?;
+        } else {
+            txn.execute(
+                "DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
+                params![key.resource, key.namespace, key.name],
+            )?;
+        }
+        txn.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'resource_version'",
+            params![rv as i64],
+        )?;
+        txn.commit()?;
+        self.rv = rv;
+        if rv.is_multiple_of(HIGH_WATER_EVERY) {
+            note_high_water(&self.high_water, rv);
+        }
+        Ok(rv)
+    }
+
+    fn put(&mut self, key: &Key, mut value: Value, expect: Expect) -> Result<Value, StoreError> {
+        expect.check(key, self.current(key)?)?;
+        set_rv(&mut value, self.rv + 1);
+        let text = encode(&*self.transform, key, &value)?;
+        self.commit(key, Some(text))?;
+        Ok(value)
+    }
+
+    fn delete(&mut self, key: &Key, expected_rv: Option<u64>) -> Result<u64, StoreError> {
+        Expect::Present(expected_rv).check(key, self.current(key)?)?;
+        self.commit(key, None)
+    }
 }
 
-/// The SQLite store: `DATA_DIR/state.db`, WAL mode, one table of objects and a counter.
-pub struct SqliteStore {
-    /// Taken before `history` when both are.
-    inner: Arc<Mutex<Inner>>,
-    /// Apart from `inner`, so that watchers reading it never wait on a SQLite transaction.
-    history: Arc<Mutex<History>>,
-    tx: broadcast::Sender<Arc<WatchEvent>>,
-    rv: Arc<watch::Sender<u64>>,
+/// The SQLite backend of a [`Store`].
+pub struct SqliteBackend {
+    db: Arc<Mutex<Db>>,
 }
 
+impl SqliteBackend {
+    /// Runs `f` on the database on a blocking thread.
+    async fn with_db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&db)))
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+}
 
-impl SqliteStore {
+#[async_trait::async_trait]
+impl Backend for SqliteBackend {
+    async fn put(&self, key: &Key, value: Value, expect: Expect) -> Result<Value, StoreError> {
+        let key = key.clone();
+        self.with_db(move |db| db.put(&key, value, expect)).await
+    }
+
+    /// The object as last stored is the cache's (it saw every write).
+    async fn delete(
+        &self,
+        key: &Key,
+        expected_rv: Option<u64>,
+    ) -> Result<(u64, Option<Value>), StoreError> {
+        let key = key.clone();
+        let rv = self.with_db(move |db| db.delete(&key, expected_rv)).await?;
+        Ok((rv, None))
+    }
+}
+
+impl Store {
     /// Opens (or creates) the store; the watch history keeps at most `ring_size` events and
     /// [`WATCH_HISTORY_BYTES`].
     pub fn open(path: &Path, ring_size: usize) -> Result<SqliteStore, StoreError> {
@@ -149,7 +232,7 @@ impl SqliteStore {
             _ => rv,
         };
         note_high_water(&high_water, rv);
-        let mut objects: ObjectMap = HashMap::new();
+        let mut objects = Vec::new();
         {
             let mut stmt = conn.prepare("SELECT resource, namespace, name, json FROM objects")?;
             let rows = stmt.query_map([], |r| {
@@ -162,397 +245,30 @@ impl SqliteStore {
             })?;
             for row in rows {
                 let (resource, namespace, name, text) = row?;
-                let key = StorageKey {
-                    resource: &resource,
-                    namespace: &namespace,
-                    name: &name,
+                let key = Key {
+                    resource,
+                    namespace,
+                    name,
                 };
-                let value: Value =
-                    serde_json::from_str(&transform.transform_from_storage(key, text)?)?;
-                objects
-                    .entry(resource)
-                    .or_default()
-                    .insert((namespace, name), Arc::new(value));
+                let value = decode(&*transform, &key, text)?;
+                objects.push((key, value));
             }
         }
-        let (tx, _) = broadcast::channel(max_events.max(16));
-        Ok(SqliteStore {
-            inner: Arc::new(Mutex::new(Inner {
+        let backend = SqliteBackend {
+            db: Arc::new(Mutex::new(Db {
                 conn,
                 rv,
-                objects,
-                high_water,
                 transform,
+                high_water,
             })),
-            history: Arc::new(Mutex::new(History::new(rv, max_events, max_bytes))),
-            tx,
-            rv: Arc::new(watch::channel(rv).0),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        lock(&self.inner)
-    }
-
-    async fn write(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        obj: Option<Value>,
-        mode: WriteMode,
-    ) -> Result<Arc<Value>, StoreError> {
-        let inner = self.inner.clone();
-        let history = self.history.clone();
-        let tx = self.tx.clone();
-        let rv_cell = self.rv.clone();
-        let (resource, namespace, name) = (
-            resource.to_string(),
-            namespace.to_string(),
-            name.to_string(),
-        );
-        tokio::task::spawn_blocking(move || {
-            let mut guard = lock(&inner);
-            let result = write_locked(
-                &mut guard, &history, &tx, &resource, &namespace, &name, obj, mode,
-            );
-            let rv = guard.rv;
-            drop(guard);
-            rv_cell.send_if_modified(|cur| std::mem::replace(cur, rv) != rv);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Worker(e.to_string()))?
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-fn write_locked(
-    inner: &mut Inner,
-    history: &Mutex<History>,
-    tx: &broadcast::Sender<Arc<WatchEvent>>,
-    resource: &str,
-    namespace: &str,
-    name: &str,
-    obj: Option<Value>,
-    mode: WriteMode,
-) -> Result<Arc<Value>, StoreError> {
-    let key = (namespace.to_string(), name.to_string());
-    let existing = inner
-        .objects
-        .get(resource)
-        .and_then(|m| m.get(&key))
-        .cloned();
-    let not_found = || StoreError::NotFound {
-        resource: resource.to_string(),
-        namespace: namespace.to_string(),
-        name: name.to_string(),
-    };
-    let check = |expected: Option<u64>, current: &Value| match expected {
-        Some(expected) if expected != object_rv(current) => Err(StoreError::Conflict {
-            resource: resource.to_string(),
-            namespace: namespace.to_string(),
-            name: name.to_string(),
-            current: object_rv(current),
-            expected,
-        }),
-        _ => Ok(()),
-    };
-    let event_type = match (&mode, &existing) {
-        (WriteMode::Create, Some(_)) => {
-            return Err(StoreError::AlreadyExists {
-                resource: resource.to_string(),
-                namespace: namespace.to_string(),
-                name: name.to_string(),
-            })
-        }
-        (WriteMode::Create, None) => EventType::Added,
-        (WriteMode::Update(_) | WriteMode::Delete(_), None) => return Err(not_found()),
-        (WriteMode::Update(expected), Some(cur)) => {
-            check(*expected, cur)?;
-            EventType::Modified
-        }
-        (WriteMode::Delete(expected), Some(cur)) => {
-            check(*expected, cur)?;
-            EventType::Deleted
-        }
-    };
-    let rv = inner.rv + 1;
-    let mut stored = match (obj, &existing) {
-        (Some(v), _) => v,
-        (None, Some(cur)) => (**cur).clone(),
-        (None, None) => return Err(not_found()),
-    };
-    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
-    } else if let Some(o) = stored.as_object_mut() {
-        o.insert(
-            "metadata".into(),
-            json!({"resourceVersion": rv.to_string()}),
-        );
-    }
-    let text = match event_type {
-        EventType::Deleted => None,
-        _ => Some(serde_json::to_string(&stored)?),
-    };
-    if let Some(size) = text.as_ref().map(String::len) {
-        if size > MAX_OBJECT_BYTES {
-            return Err(StoreError::TooLarge {
-                size,
-                limit: MAX_OBJECT_BYTES,
-            });
-        }
-    }
-    let storage_key = StorageKey {
-        resource,
-        namespace,
-        name,
-    };
-    let text = text
-        .map(|t| inner.transform.transform_to_storage(storage_key, t))
-        .transpose()?;
-    let txn = inner.conn.transaction()?;
-    if let Some(text) = text {
-        txn.execute(
-            "INSERT INTO objects (resource, namespace, name, resource_version, json)
-             VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (resource, namespace, name)
-             DO UPDATE SET resource_version = excluded.resource_version, json = excluded.json",
-            params![resource, namespace, name, rv as i64, text],
-        )?;
-    } else {
-        txn.execute(
-            "DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
-            params![resource, namespace, name],
-        )?;
-    }
-    txn.execute(
-        "UPDATE meta SET value = ?1 WHERE key = 'resource_version'",
-        params![rv as i64],
-    )?;
-    txn.commit()?;
-    inner.rv = rv;
-    if rv.is_multiple_of(HIGH_WATER_EVERY) {
-        note_high_water(&inner.high_water, rv);
-    }
-    let stored = Arc::new(stored);
-    let map = inner.objects.entry(resource.to_string()).or_default();
-    if event_type == EventType::Deleted {
-        map.remove(&key);
-    } else {
-        map.insert(key, stored.clone());
-    }
-    let event = Arc::new(WatchEvent::new(
-        event_type,
-        rv,
-        resource,
-        namespace,
-        name,
-        stored.clone(),
-        existing,
-    ));
-    lock(history).push(event.clone());
-    // No receivers is fine.
-    let _ = tx.send(event);
-    Ok(stored)
-}
-
-#[async_trait::async_trait]
-impl ObjectStore for SqliteStore {
-    async fn get(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<Arc<Value>>, StoreError> {
-        let inner = self.lock();
-        Ok(inner
-            .objects
-            .get(resource)
-            .and_then(|m| m.get(&(namespace.to_string(), name.to_string())))
-            .cloned())
-    }
-
-    async fn list(
-        &self,
-        resource: &str,
-        namespace: Option<&str>,
-    ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
-        let inner = self.lock();
-        let items = match inner.objects.get(resource) {
-            None => Vec::new(),
-            Some(m) => match namespace {
-                None => m.values().cloned().collect(),
-                Some(ns) => m
-                    .range((ns.to_string(), String::new())..)
-                    .take_while(|((n, _), _)| n == ns)
-                    .map(|(_, v)| v.clone())
-                    .collect(),
-            },
         };
-        Ok((items, inner.rv))
-    }
-
-    /// The current objects with the history's changes after `rv` undone, newest first: each
-    /// change puts back the object before it (or removes one it added).
-    async fn list_at(
-        &self,
-        resource: &str,
-        namespace: Option<&str>,
-        rv: u64,
-    ) -> Result<Vec<Arc<Value>>, StoreError> {
-        let inner = self.lock();
-        let history = lock(&self.history);
-        history.check(rv)?;
-        let mut items: BTreeMap<(String, String), Arc<Value>> = inner
-            .objects
-            .get(resource)
-            .map(|m| {
-                m.iter()
-                    .filter(|((ns, _), _)| namespace.is_none_or(|x| x == ns))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let changes = history.events.range(history.first_after(rv)..).rev();
-        for e in changes
-            .filter(|e| e.resource == resource && namespace.is_none_or(|ns| ns == e.namespace))
-        {
-            let key = (e.namespace.clone(), e.name.clone());
-            match &e.prev {
-                Some(before) => items.insert(key, before.clone()),
-                None => items.remove(&key),
-            };
-        }
-        Ok(items.into_values().collect())
-    }
-
-    async fn create(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        obj: Value,
-    ) -> Result<Arc<Value>, StoreError> {
-        self.write(resource, namespace, name, Some(obj), WriteMode::Create)
-            .await
-    }
-
-    async fn update(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        obj: Value,
-        expected_rv: Option<u64>,
-    ) -> Result<Arc<Value>, StoreError> {
-        self.write(
-            resource,
-            namespace,
-            name,
-            Some(obj),
-            WriteMode::Update(expected_rv),
-        )
-        .await
-    }
-
-    async fn delete(
-        &self,
-        resource: &str,
-        namespace: &str,
-        name: &str,
-        expected_rv: Option<u64>,
-    ) -> Result<Arc<Value>, StoreError> {
-        self.write(
-            resource,
-            namespace,
-            name,
-            None,
-            WriteMode::Delete(expected_rv),
-        )
-        .await
-    }
-
-    async fn watch(
-        &self,
-        resource: Option<&str>,
-        namespace: Option<&str>,
-        from: WatchFrom,
-    ) -> Result<Watch, StoreError> {
-        let inner = self.lock();
-        let history = lock(&self.history);
-        let matches = |r: &str, ns: &str| {
-            resource.is_none_or(|x| x == r) && namespace.is_none_or(|x| x == ns)
-        };
-        let initial = match from {
-            WatchFrom::Current { initial: false } => Vec::new(),
-            WatchFrom::Current { initial: true } => {
-                let mut out = Vec::new();
-                for (r, m) in &inner.objects {
-                    if resource.is_some_and(|x| x != r) {
-                        continue;
-                    }
-                    for ((ns, name), obj) in m {
-                        if matches(r, ns) {
-                            out.push(Arc::new(WatchEvent::new(
-                                EventType::Added,
-                                object_rv(obj),
-                                r,
-                                ns,
-                                name,
-                                obj.clone(),
-                                None,
-                            )));
-                        }
-                    }
-                }
-                out
-            }
-            WatchFrom::After(rv) => {
-                history.check(rv)?;
-                history
-                    .events
-                    .range(history.first_after(rv)..)
-                    .filter(|e| matches(&e.resource, &e.namespace))
-                    .cloned()
-                    .collect()
-            }
-        };
-        Ok(Watch {
-            initial,
-            rx: self.tx.subscribe(),
-            rv: inner.rv,
-        })
-    }
-
-    fn current_rv(&self) -> u64 {
-        *self.rv.borrow()
-    }
-
-    fn changes(&self) -> watch::Receiver<u64> {
-        self.rv.subscribe()
-    }
-
-    fn events_after(
-        &self,
-        rv: u64,
-        resource: &str,
-        namespace: Option<&str>,
-        limit: usize,
-    ) -> Result<EventsAfter, StoreError> {
-        let history = lock(&self.history);
-        history.check(rv)?;
-        let mut found = EventsAfter {
-            events: Vec::new(),
-            through: rv,
-        };
-        for e in history.events.range(history.first_after(rv)..).take(limit) {
-            found.through = e.rv;
-            if e.resource == resource && namespace.is_none_or(|ns| ns == e.namespace) {
-                found.events.push(e.clone());
-            }
-        }
-        Ok(found)
+        Ok(Store::new(
+            Arc::new(backend),
+            objects,
+            rv,
+            max_events,
+            max_bytes,
+        ))
     }
 }
 
@@ -685,7 +401,7 @@ mod tests {
         }
         store.create("pods", "ns", "p", obj("p")).await.unwrap();
         let oldest = {
-            let history = lock(&store.history);
+            let history = lock(&store.state.history);
             assert!(history.bytes <= 700_000, "{}", history.bytes);
             assert_eq!(history.events.len(), 4, "three big nodes and the pod");
             history.complete_after
