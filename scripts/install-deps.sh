@@ -29,20 +29,22 @@ bash scripts/find-kubectl.sh >/dev/null
 
 # ---- Debian packages ---------------------------------------------------------------------------
 # gcc, libc6-dev: the linker and C parts of the build (bundled SQLite, ring); protobuf-compiler:
-# containerd's and our gRPC protos; containerd, runc; docker-registry, skopeo, busybox-static,
+# containerd's, etcd's and our gRPC protos, libprotobuf-dev: the well-known types etcd-client's
+# protos import (google/protobuf/descriptor.proto); containerd, runc; docker-registry, skopeo, busybox-static,
 # python3: the loopback registry and its busybox images (tests/fixtures); procps: pgrep/pkill;
 # containernetworking-plugins (bridge, host-local, portmap, loopback in /usr/lib/cni), iptables
 # (portmap's and bridge's NAT rules) and iproute2: pod networking for pods without hostNetwork.
-pkgs=(gcc libc6-dev protobuf-compiler containerd runc docker-registry skopeo busybox-static
+pkgs=(gcc libc6-dev protobuf-compiler libprotobuf-dev containerd runc docker-registry skopeo busybox-static
   curl ca-certificates python3 procps containernetworking-plugins iptables iproute2)
 # For the tests: systemd (journald and journalctl for the container-output tests, run as a
 # journald namespace instance of the test's own), openssl (the HTTPS probe's certificate),
 # python3-venv (the official Python client's virtual environment, below), debootstrap,
 # systemd-container (systemd-nspawn), rpm, dpkg-dev (dpkg-shlibdeps) and binutils (strip): the
 # packages and tests/packaging.sh; prometheus-node-exporter: the real DaemonSet workload of
-# tests/workloads.rs (its binary goes into an image the fixtures build; its service is not used).
+# tests/workloads.rs (its binary goes into an image the fixtures build; its service is not used);
+# etcd-server, etcd-client: the etcd store's tests (tests/etcd.rs starts its own members).
 [ "$mode" = --run ] || pkgs+=(systemd openssl python3-venv debootstrap systemd-container rpm dpkg-dev binutils
-  prometheus-node-exporter)
+  prometheus-node-exporter etcd-server etcd-client)
 missing=()
 for p in "${pkgs[@]}"; do
   [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")

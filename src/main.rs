@@ -317,6 +317,27 @@ struct ServerArgs {
     /// this server takes 10s and more, so a test can watch tokens being refreshed.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
     service_account_max_token_expiration: Option<std::time::Duration>,
+    /// Keep the objects in etcd (v3 API) instead of DATA_DIR/state.db: its members' client
+    /// URLs, comma separated (`https://h1:2379,https://h2:2379`), as k3s's flag. Several servers
+    /// on one etcd serve the same API.
+    #[arg(long, value_name = "URLS")]
+    datastore_endpoint: Option<String>,
+    /// The CA of the etcd members' certificates.
+    #[arg(long, value_name = "FILE", requires = "datastore_endpoint")]
+    datastore_cafile: Option<PathBuf>,
+    /// The client certificate for etcd (with --datastore-keyfile).
+    #[arg(long, value_name = "FILE", requires = "datastore_keyfile")]
+    datastore_certfile: Option<PathBuf>,
+    /// The client certificate's key for etcd.
+    #[arg(long, value_name = "FILE", requires = "datastore_certfile")]
+    datastore_keyfile: Option<PathBuf>,
+    /// Where the objects are in etcd, as kube-apiserver's flag: PREFIX/RESOURCE/NAMESPACE/NAME.
+    #[arg(long, default_value = "/registry", value_name = "PREFIX")]
+    etcd_prefix: String,
+    /// How often etcd's history is compacted (to the revision one interval before, as
+    /// kube-apiserver's flag; 0: never by this server).
+    #[arg(long, default_value = "5m", value_parser = parse_duration, value_name = "DURATION")]
+    etcd_compaction_interval: std::time::Duration,
 }
 
 /// A Go duration as Kubernetes' flags take them: whole numbers with `ms`, `s`, `m` or `h`, one
@@ -506,6 +527,15 @@ async fn run_server(args: ServerArgs) -> ExitCode {
         encryption_provider_config: args.encryption_provider_config,
         leader_elect: args.leader_elect.then_some(leader),
         service_account_max_token_expiration: args.service_account_max_token_expiration,
+        datastore: args.datastore_endpoint.map(|endpoints| {
+            let mut etcd = server::store::etcd::EtcdOptions::new(&endpoints);
+            etcd.ca_file = args.datastore_cafile;
+            etcd.cert_file = args.datastore_certfile;
+            etcd.key_file = args.datastore_keyfile;
+            etcd.prefix = args.etcd_prefix;
+            etcd.compaction_interval = args.etcd_compaction_interval;
+            etcd
+        }),
     };
     match server::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -34,14 +34,8 @@ impl Srv {
                 data_dir: data.to_path_buf(),
                 listen: "127.0.0.1:0".parse().unwrap(),
                 insecure_listen: None,
-                tls_sans: vec![],
                 policy,
-                node_monitor_grace_period:
-                    daemonset_agent::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
-                event_ttl: daemonset_agent::server::kinds::event::DEFAULT_TTL,
-                encryption_provider_config: None,
-                leader_elect: Some(Default::default()),
-                service_account_max_token_expiration: None,
+                ..Default::default()
             }))
             .unwrap();
         Srv {

@@ -315,13 +315,7 @@ pub(crate) mod test_api {
             data_dir: dir.path().join("server"),
             listen,
             insecure_listen,
-            tls_sans: vec![],
-            policy: Default::default(),
-            node_monitor_grace_period: crate::server::DEFAULT_NODE_MONITOR_GRACE_PERIOD,
-            event_ttl: crate::server::kinds::event::DEFAULT_TTL,
-            encryption_provider_config: None,
-            leader_elect: Some(Default::default()),
-            service_account_max_token_expiration: None,
+            ..Default::default()
         };
         let server = crate::server::start(opts).await.unwrap();
         let client = super::client(&server.kubeconfig).await.unwrap();

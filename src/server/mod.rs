@@ -59,7 +59,7 @@ use tokio::task::JoinSet;
 use crate::core::credential::Token;
 use auth::User;
 use query::WriteOpts;
-use store::{ObjectStore, SqliteStore, WATCH_HISTORY_BYTES};
+use store::{ObjectStore, SqliteStore, Store, WATCH_HISTORY_BYTES};
 use verbs::Api;
 
 /// Recent watch events kept in memory for watches that resume from a resourceVersion.
@@ -95,6 +95,28 @@ pub struct ServerOptions {
     /// kube-apiserver's `--service-account-max-token-expiration`: the longest a TokenRequest's
     /// token may live (a longer request gets this); None: as asked.
     pub service_account_max_token_expiration: Option<std::time::Duration>,
+    /// The objects in etcd (`--datastore-endpoint`, as k3s names it); None: in SQLite,
+    /// `DATA_DIR/state.db`.
+    pub datastore: Option<store::etcd::EtcdOptions>,
+}
+
+impl Default for ServerOptions {
+    /// `daemonset-agent server`'s defaults.
+    fn default() -> ServerOptions {
+        ServerOptions {
+            data_dir: PathBuf::from("/var/lib/daemonset-agent-server"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 6443)),
+            insecure_listen: None,
+            tls_sans: Vec::new(),
+            policy: Default::default(),
+            node_monitor_grace_period: DEFAULT_NODE_MONITOR_GRACE_PERIOD,
+            event_ttl: kinds::event::DEFAULT_TTL,
+            encryption_provider_config: None,
+            leader_elect: Some(Default::default()),
+            service_account_max_token_expiration: None,
+            datastore: None,
+        }
+    }
 }
 
 /// kube-controller-manager's default `--node-monitor-grace-period`.
@@ -268,8 +290,13 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         Some(path) => Arc::new(encryption::Config::load(path)?),
         None => Arc::new(encryption::Identity),
     };
-    let store = SqliteStore::open_transformed(&db, WATCH_HISTORY, WATCH_HISTORY_BYTES, transform)
-        .with_context(|| format!("opening store {}", db.display()))?;
+    let store = match &opts.datastore {
+        None => SqliteStore::open_transformed(&db, WATCH_HISTORY, WATCH_HISTORY_BYTES, transform)
+            .with_context(|| format!("opening store {}", db.display()))?,
+        Some(etcd) => Store::connect_etcd(etcd, WATCH_HISTORY, WATCH_HISTORY_BYTES, transform)
+            .await
+            .with_context(|| format!("the etcd store at {}", etcd.endpoints.join(",")))?,
+    };
     let store: Arc<dyn ObjectStore> = Arc::new(store);
     let api = Arc::new(Api::new(store, opts.policy));
     ensure_namespaces(&api).await?;

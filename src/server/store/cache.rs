@@ -1,0 +1,712 @@
+//! The watch cache: every object in memory, the bounded history of recent events, the watch
+//! fan-out and the snapshots of `list_at`, fed by a [`Backend`].
+//!
+//! A backend only this process writes (SQLite) is fed by the writes themselves: they are
+//! serialised here, so that events reach the history in resourceVersion order. A backend others
+//! write too (etcd) brings every change, ours included, through its [`Backend::feed`]; a write
+//! returns once the feed has brought it, so that a read after it sees it.
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::{broadcast, mpsc, watch};
+
+use super::{
+    object_rv, set_rv, Backend, Change, EventType, EventsAfter, Expect, Key, ObjectStore,
+    StoreError, Watch, WatchEvent, WatchFrom,
+};
+
+pub(super) type ObjectMap = HashMap<String, BTreeMap<(String, String), Arc<Value>>>;
+
+/// How long a write to a shared backend waits for its feed to bring the write back before it
+/// returns anyway (the object is stored; a read right after may not see it yet).
+const FEED_WAIT: Duration = Duration::from_secs(10);
+
+/// Recent events, bounded in number and in bytes.
+pub(super) struct History {
+    pub(super) events: VecDeque<Arc<WatchEvent>>,
+    /// The sum of the events' [`WatchEvent::size`].
+    pub(super) bytes: usize,
+    max_events: usize,
+    max_bytes: usize,
+    /// Every event with rv > complete_after is in `events`.
+    pub(super) complete_after: u64,
+}
+
+impl History {
+    pub(super) fn new(rv: u64, max_events: usize, max_bytes: usize) -> History {
+        History {
+            events: VecDeque::new(),
+            bytes: 0,
+            max_events: max_events.max(1),
+            max_bytes,
+            complete_after: rv,
+        }
+    }
+
+    /// Appends `event`, dropping the oldest past either bound (the newest is always kept).
+    fn push(&mut self, event: Arc<WatchEvent>) {
+        self.bytes += event.size();
+        self.events.push_back(event);
+        while self.events.len() > self.max_events
+            || (self.bytes > self.max_bytes && self.events.len() > 1)
+        {
+            let Some(old) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes -= old.size();
+            self.complete_after = old.rv;
+        }
+    }
+
+    /// Forgets every event: nothing before `rv` can be resumed from any more.
+    fn reset(&mut self, rv: u64) {
+        self.events.clear();
+        self.bytes = 0;
+        self.complete_after = rv;
+    }
+
+    pub(super) fn check(&self, rv: u64) -> Result<(), StoreError> {
+        if rv < self.complete_after {
+            return Err(StoreError::Expired {
+                requested: rv,
+                oldest: self.complete_after,
+            });
+        }
+        Ok(())
+    }
+
+    /// The index of the first event after `rv`.
+    fn first_after(&self, rv: u64) -> usize {
+        self.events.partition_point(|e| e.rv <= rv)
+    }
+}
+
+/// Locks `m`. A panic while holding one of the store's locks cannot leave half-written state
+/// (the maps are updated after the backend's commit), so a poisoned lock is still usable.
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The objects and the resourceVersion they are at, changed together.
+pub(super) struct Objects {
+    map: ObjectMap,
+    rv: u64,
+}
+
+/// What the cache holds; shared with the task that applies a backend's feed.
+pub(super) struct State {
+    /// Taken before `history` when both are.
+    objects: Mutex<Objects>,
+    /// Apart from `objects`, so that watchers reading it never wait on a write.
+    pub(super) history: Mutex<History>,
+    tx: broadcast::Sender<Arc<WatchEvent>>,
+    rv: watch::Sender<u64>,
+}
+
+impl State {
+    /// Applies one change at `rv`: `value` None removes the object (`gone` is the object as last
+    /// stored when the backend read it, for a removal the cache did not know of). Returns the
+    /// object of the event (for a removal: as last stored, at `rv`).
+    fn apply(
+        &self,
+        key: &Key,
+        value: Option<Arc<Value>>,
+        rv: u64,
+        gone: Option<Value>,
+    ) -> Option<Arc<Value>> {
+        let mut objects = lock(&self.objects);
+        let map = objects.map.entry(key.resource.clone()).or_default();
+        let k = (key.namespace.clone(), key.name.clone());
+        let (event_type, object, prev) = match value {
+            Some(v) => {
+                let prev = map.insert(k, v.clone());
+                let t = if prev.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                (t, v, prev)
+            }
+            None => {
+                let prev = map.remove(&k);
+                let mut last = match (&prev, gone) {
+                    (Some(p), _) => (**p).clone(),
+                    (None, Some(g)) => g,
+                    (None, None) => {
+                        objects.rv = objects.rv.max(rv);
+                        drop(objects);
+                        self.advance(rv);
+                        return None;
+                    }
+                };
+                set_rv(&mut last, rv);
+                (EventType::Deleted, Arc::new(last), prev)
+            }
+        };
+        objects.rv = objects.rv.max(rv);
+        let event = Arc::new(WatchEvent::new(
+            event_type,
+            rv,
+            &key.resource,
+            &key.namespace,
+            &key.name,
+            object.clone(),
+            prev,
+        ));
+        lock(&self.history).push(event.clone());
+        drop(objects);
+        // No receivers is fine.
+        let _ = self.tx.send(event);
+        self.advance(rv);
+        Some(object)
+    }
+
+    fn advance(&self, rv: u64) {
+        self.rv
+            .send_if_modified(|cur| std::mem::replace(cur, rv) != rv);
+    }
+
+    /// Replaces every object by `objects` at `rv` (the backend relisted: its history was
+    /// compacted past the cache's): the history is forgotten, so a watch resumed from before `rv`
+    /// is told 410 (kube-apiserver's cacher ends its watchers when it relists); the in-process
+    /// watchers get the difference as events at `rv`, as a reflector's replace.
+    fn replace(&self, loaded: Vec<(Key, Value)>, rv: u64) {
+        let mut fresh: ObjectMap = HashMap::new();
+        for (k, v) in loaded {
+            fresh
+                .entry(k.resource)
+                .or_default()
+                .insert((k.namespace, k.name), Arc::new(v));
+        }
+        let mut objects = lock(&self.objects);
+        let mut events = Vec::new();
+        for (resource, map) in &fresh {
+            let old = objects.map.get(resource);
+            for ((ns, name), v) in map {
+                let prev = old
+                    .and_then(|m| m.get(&(ns.clone(), name.clone())))
+                    .cloned();
+                if prev.as_ref().is_some_and(|p| object_rv(p) == object_rv(v)) {
+                    continue;
+                }
+                let t = if prev.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                events.push(WatchEvent::new(t, rv, resource, ns, name, v.clone(), prev));
+            }
+        }
+        for (resource, map) in &objects.map {
+            for ((ns, name), v) in map {
+                if fresh
+                    .get(resource)
+                    .is_none_or(|m| !m.contains_key(&(ns.clone(), name.clone())))
+                {
+                    let mut last = (**v).clone();
+                    set_rv(&mut last, rv);
+                    events.push(WatchEvent::new(
+                        EventType::Deleted,
+                        rv,
+                        resource,
+                        ns,
+                        name,
+                        Arc::new(last),
+                        Some(v.clone()),
+                    ));
+                }
+            }
+        }
+        objects.map = fresh;
+        objects.rv = rv;
+        lock(&self.history).reset(rv);
+        drop(objects);
+        tracing::warn!(
+            rv,
+            changes = events.len(),
+            "the store was relisted: watches from before are told 410"
+        );
+        for e in events {
+            let _ = self.tx.send(Arc::new(e));
+        }
+        self.rv.send_replace(rv);
+    }
+
+    /// Applies a backend's feed until it ends.
+    async fn follow(self: Arc<State>, mut feed: mpsc::Receiver<Change>) {
+        while let Some(change) = feed.recv().await {
+            match change {
+                Change::Put { key, value } => {
+                    let rv = object_rv(&value);
+                    self.apply(&key, Some(Arc::new(value)), rv, None);
+                }
+                Change::Delete { key, rv, prev } => {
+                    self.apply(&key, None, rv, prev);
+                }
+                Change::Progress(rv) => {
+                    let mut objects = lock(&self.objects);
+                    if rv > objects.rv {
+                        objects.rv = rv;
+                        drop(objects);
+                        self.advance(rv);
+                    }
+                }
+                Change::Replace { objects, rv } => self.replace(objects, rv),
+            }
+        }
+    }
+}
+
+/// A store: a [`Backend`] and its watch cache.
+pub struct Store {
+    backend: Arc<dyn Backend>,
+    pub(super) state: Arc<State>,
+    /// Serialises the writes to a backend only this process writes.
+    writes: tokio::sync::Mutex<()>,
+    /// Whether the backend has a feed (others write it too): writes then wait for it.
+    fed: bool,
+    /// The tasks that end with the store (the feed's, the backend's own).
+    tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+impl Store {
+    /// A cache of `loaded` (everything the backend holds at `rv`), with a history of at most
+    /// `max_events` and `max_bytes`, fed by the backend's feed when it has one (which needs a
+    /// tokio runtime).
+    pub(super) fn new(
+        backend: Arc<dyn Backend>,
+        loaded: Vec<(Key, Value)>,
+        rv: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Store {
+        let mut map: ObjectMap = HashMap::new();
+        for (k, v) in loaded {
+            map.entry(k.resource)
+                .or_default()
+                .insert((k.namespace, k.name), Arc::new(v));
+        }
+        let (tx, _) = broadcast::channel(max_events.max(16));
+        let state = Arc::new(State {
+            objects: Mutex::new(Objects { map, rv }),
+            history: Mutex::new(History::new(rv, max_events, max_bytes)),
+            tx,
+            rv: watch::channel(rv).0,
+        });
+        let feeder = backend
+            .feed(rv)
+            .map(|feed| tokio::spawn(state.clone().follow(feed)).abort_handle());
+        Store {
+            backend,
+            state,
+            writes: tokio::sync::Mutex::new(()),
+            fed: feeder.is_some(),
+            tasks: feeder.into_iter().collect(),
+        }
+    }
+
+    /// Ends `task` with the store.
+    pub(super) fn also_stop(&mut self, task: Option<tokio::task::AbortHandle>) {
+        self.tasks.extend(task);
+    }
+
+    /// Waits until the feed brought `rv` (a write of ours).
+    async fn fed(&self, rv: u64) {
+        let mut changes = self.state.rv.subscribe();
+        if tokio::time::timeout(FEED_WAIT, changes.wait_for(|cur| *cur >= rv))
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                rv,
+                "the store's watch has not brought a write back yet: a read right after it may not see it"
+            );
+        }
+    }
+
+    async fn put(&self, key: Key, obj: Value, expect: Expect) -> Result<Arc<Value>, StoreError> {
+        if self.fed {
+            let stored = self.backend.put(&key, obj, expect).await?;
+            self.fed(object_rv(&stored)).await;
+            return Ok(Arc::new(stored));
+        }
+        let _serial = self.writes.lock().await;
+        let stored = Arc::new(self.backend.put(&key, obj, expect).await?);
+        let rv = object_rv(&stored);
+        self.state.apply(&key, Some(stored.clone()), rv, None);
+        Ok(stored)
+    }
+}
+
+fn key(resource: &str, namespace: &str, name: &str) -> Key {
+    Key {
+        resource: resource.to_string(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+    }
+}
+
+#[async_trait::async_trait]
+impl ObjectStore for Store {
+    async fn get(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Arc<Value>>, StoreError> {
+        let objects = lock(&self.state.objects);
+        Ok(objects
+            .map
+            .get(resource)
+            .and_then(|m| m.get(&(namespace.to_string(), name.to_string())))
+            .cloned())
+    }
+
+    async fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
+        let objects = lock(&self.state.objects);
+        let items = match objects.map.get(resource) {
+            None => Vec::new(),
+            Some(m) => match namespace {
+                None => m.values().cloned().collect(),
+                Some(ns) => m
+                    .range((ns.to_string(), String::new())..)
+                    .take_while(|((n, _), _)| n == ns)
+                    .map(|(_, v)| v.clone())
+                    .collect(),
+            },
+        };
+        Ok((items, objects.rv))
+    }
+
+    /// The current objects with the history's changes after `rv` undone, newest first: each
+    /// change puts back the object before it (or removes one it added). Before the history, the
+    /// backend's own snapshot when it keeps old revisions (etcd).
+    async fn list_at(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        rv: u64,
+    ) -> Result<Vec<Arc<Value>>, StoreError> {
+        let oldest = {
+            let objects = lock(&self.state.objects);
+            let history = lock(&self.state.history);
+            match history.check(rv) {
+                Ok(()) => return Ok(undo_after(&objects.map, &history, resource, namespace, rv)),
+                Err(_) => history.complete_after,
+            }
+        };
+        match self.backend.list_at(resource, namespace, rv).await {
+            Some(Ok(items)) => Ok(items.into_iter().map(Arc::new).collect()),
+            Some(Err(StoreError::Expired { .. })) | None => Err(StoreError::Expired {
+                requested: rv,
+                oldest,
+            }),
+            Some(Err(e)) => Err(e),
+        }
+    }
+
+    async fn create(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        obj: Value,
+    ) -> Result<Arc<Value>, StoreError> {
+        self.put(key(resource, namespace, name), obj, Expect::Absent)
+            .await
+    }
+
+    async fn update(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        obj: Value,
+        expected_rv: Option<u64>,
+    ) -> Result<Arc<Value>, StoreError> {
+        self.put(
+            key(resource, namespace, name),
+            obj,
+            Expect::Present(expected_rv),
+        )
+        .await
+    }
+
+    async fn delete(
+        &self,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        expected_rv: Option<u64>,
+    ) -> Result<Arc<Value>, StoreError> {
+        let key = key(resource, namespace, name);
+        let not_found = || StoreError::NotFound {
+            resource: resource.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        if self.fed {
+            let (rv, last) = self.backend.delete(&key, expected_rv).await?;
+            self.fed(rv).await;
+            let mut last = last.ok_or_else(not_found)?;
+            set_rv(&mut last, rv);
+            return Ok(Arc::new(last));
+        }
+        let _serial = self.writes.lock().await;
+        let (rv, last) = self.backend.delete(&key, expected_rv).await?;
+        self.state.apply(&key, None, rv, last).ok_or_else(not_found)
+    }
+
+    async fn watch(
+        &self,
+        resource: Option<&str>,
+        namespace: Option<&str>,
+        from: WatchFrom,
+    ) -> Result<Watch, StoreError> {
+        let objects = lock(&self.state.objects);
+        let history = lock(&self.state.history);
+        let matches = |r: &str, ns: &str| {
+            resource.is_none_or(|x| x == r) && namespace.is_none_or(|x| x == ns)
+        };
+        let initial = match from {
+            WatchFrom::Current { initial: false } => Vec::new(),
+            WatchFrom::Current { initial: true } => {
+                let mut out = Vec::new();
+                for (r, m) in &objects.map {
+                    if resource.is_some_and(|x| x != r) {
+                        continue;
+                    }
+                    for ((ns, name), obj) in m {
+                        if matches(r, ns) {
+                            out.push(Arc::new(WatchEvent::new(
+                                EventType::Added,
+                                object_rv(obj),
+                                r,
+                                ns,
+                                name,
+                                obj.clone(),
+                                None,
+                            )));
+                        }
+                    }
+                }
+                out
+            }
+            WatchFrom::After(rv) => {
+                history.check(rv)?;
+                history
+                    .events
+                    .range(history.first_after(rv)..)
+                    .filter(|e| matches(&e.resource, &e.namespace))
+                    .cloned()
+                    .collect()
+            }
+        };
+        Ok(Watch {
+            initial,
+            rx: self.state.tx.subscribe(),
+            rv: objects.rv,
+        })
+    }
+
+    fn current_rv(&self) -> u64 {
+        *self.state.rv.borrow()
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.state.rv.subscribe()
+    }
+
+    fn events_after(
+        &self,
+        rv: u64,
+        resource: &str,
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<EventsAfter, StoreError> {
+        let history = lock(&self.state.history);
+        history.check(rv)?;
+        let mut found = EventsAfter {
+            events: Vec::new(),
+            through: rv,
+        };
+        for e in history.events.range(history.first_after(rv)..).take(limit) {
+            found.through = e.rv;
+            if e.resource == resource && namespace.is_none_or(|ns| ns == e.namespace) {
+                found.events.push(e.clone());
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The objects of `resource` in `map` with the changes of `history` after `rv` undone.
+fn undo_after(
+    map: &ObjectMap,
+    history: &History,
+    resource: &str,
+    namespace: Option<&str>,
+    rv: u64,
+) -> Vec<Arc<Value>> {
+    let mut items: BTreeMap<(String, String), Arc<Value>> = map
+        .get(resource)
+        .map(|m| {
+            m.iter()
+                .filter(|((ns, _), _)| namespace.is_none_or(|x| x == ns))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let changes = history.events.range(history.first_after(rv)..).rev();
+    for e in
+        changes.filter(|e| e.resource == resource && namespace.is_none_or(|ns| ns == e.namespace))
+    {
+        let key = (e.namespace.clone(), e.name.clone());
+        match &e.prev {
+            Some(before) => items.insert(key, before.clone()),
+            None => items.remove(&key),
+        };
+    }
+    items.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A backend others write: only its feed, which the test drives.
+    struct Driven {
+        feed: Mutex<Option<mpsc::Receiver<Change>>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Driven {
+        async fn put(&self, _: &Key, _: Value, _: Expect) -> Result<Value, StoreError> {
+            Err(StoreError::Worker("read only".into()))
+        }
+        async fn delete(
+            &self,
+            _: &Key,
+            _: Option<u64>,
+        ) -> Result<(u64, Option<Value>), StoreError> {
+            Err(StoreError::Worker("read only".into()))
+        }
+        fn feed(&self, _: u64) -> Option<mpsc::Receiver<Change>> {
+            lock(&self.feed).take()
+        }
+    }
+
+    fn node(name: &str, rv: u64) -> (Key, Value) {
+        (
+            key("nodes", "", name),
+            json!({"kind": "Node", "metadata": {"name": name, "resourceVersion": rv.to_string()}}),
+        )
+    }
+
+    async fn next(rx: &mut broadcast::Receiver<Arc<WatchEvent>>) -> (EventType, String, u64) {
+        let e = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("an event")
+            .expect("the feed is open");
+        (e.event_type, e.name.clone(), e.rv)
+    }
+
+    /// A shared backend's feed drives the cache: changes become events in order, progress
+    /// advances the resourceVersion, and a relist (the backend's history was compacted) ends
+    /// every resumable watch with 410 while in-process watchers get the difference.
+    #[tokio::test]
+    async fn the_feed_drives_the_cache_and_a_relist_expires_the_history() {
+        let (tx, rx) = mpsc::channel(16);
+        let backend = Driven {
+            feed: Mutex::new(Some(rx)),
+        };
+        let store = Store::new(
+            Arc::new(backend),
+            vec![node("a", 1), node("b", 2)],
+            2,
+            100,
+            1 << 20,
+        );
+        let mut w = store
+            .watch(Some("nodes"), None, WatchFrom::After(2))
+            .await
+            .unwrap();
+        let (k, v) = node("c", 3);
+        tx.send(Change::Put { key: k, value: v }).await.unwrap();
+        assert_eq!(next(&mut w.rx).await, (EventType::Added, "c".into(), 3));
+        tx.send(Change::Progress(4)).await.unwrap();
+        let mut changes = store.changes();
+        changes.wait_for(|rv| *rv == 4).await.unwrap();
+        assert_eq!(
+            store
+                .events_after(2, "nodes", None, 10)
+                .unwrap()
+                .events
+                .len(),
+            1
+        );
+
+        // a unchanged, b changed, c gone, d new
+        tx.send(Change::Replace {
+            objects: vec![node("a", 1), node("b", 5), node("d", 6)],
+            rv: 7,
+        })
+        .await
+        .unwrap();
+        let mut got = vec![
+            next(&mut w.rx).await,
+            next(&mut w.rx).await,
+            next(&mut w.rx).await,
+        ];
+        got.sort_by(|x, y| x.1.cmp(&y.1));
+        assert_eq!(
+            got,
+            [
+                (EventType::Modified, "b".into(), 7),
+                (EventType::Deleted, "c".into(), 7),
+                (EventType::Added, "d".into(), 7),
+            ]
+        );
+        assert!(matches!(
+            store.events_after(3, "nodes", None, 10),
+            Err(StoreError::Expired {
+                requested: 3,
+                oldest: 7
+            })
+        ));
+        let (items, rv) = store.list("nodes", None).await.unwrap();
+        let names: Vec<&str> = items
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!((names, rv), (vec!["a", "b", "d"], 7));
+
+        // a removal the cache knew of carries the object as last stored, at the removal's rv
+        tx.send(Change::Delete {
+            key: key("nodes", "", "d"),
+            rv: 8,
+            prev: None,
+        })
+        .await
+        .unwrap();
+        assert_eq!(next(&mut w.rx).await, (EventType::Deleted, "d".into(), 8));
+        let found = store.events_after(7, "nodes", None, 10).unwrap();
+        assert_eq!(object_rv(&found.events[0].object), 8);
+        assert_eq!(store.current_rv(), 8);
+    }
+}

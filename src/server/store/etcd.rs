@@ -1,0 +1,618 @@
+//! The etcd v3 backend, laid out as kube-apiserver lays its objects out: one key per object,
+//! `PREFIX/RESOURCE/NAMESPACE/NAME` (cluster-scoped: `PREFIX/RESOURCE/NAME`), the value its JSON
+//! through the encryption transform, without `metadata.resourceVersion`: an object's
+//! resourceVersion is its key's `mod_revision`, filled in on every read.
+//!
+//! Writes are transactions: a create compares the key's version with 0, an update or a delete
+//! its `mod_revision` with the expected resourceVersion (or that it exists); a failed compare
+//! reads the key in the same transaction, for the error. The cache is fed by one watch of the
+//! whole prefix per server (`prev_kv`, `progress_notify`) from the revision it listed at, so the
+//! writes of every server replica reach this one's watchers. A watch that answers "compacted"
+//! relists: the cache replaces its objects and its watchers from before are told 410.
+//!
+//! Compaction is the servers' job, as kube-apiserver's (`compact.go`): every interval, to the
+//! revision seen one interval before, agreed between replicas through the version of one key
+//! (`compact_rev_key`), so that one of them compacts per interval.
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType as EtcdEvent,
+    GetOptions, Identity, KeyValue, TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+use super::cache::Store;
+use super::*;
+
+/// kube-apiserver's `--etcd-prefix`.
+pub const DEFAULT_PREFIX: &str = "/registry";
+
+/// kube-apiserver's `--etcd-compaction-interval`.
+pub const DEFAULT_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
+
+/// The key whose version the replicas compare to take turns compacting (kube-apiserver's).
+const COMPACT_REV_KEY: &str = "compact_rev_key";
+
+/// How many objects one request of a relist reads.
+const LIST_PAGE: i64 = 500;
+
+/// How long a broken watch waits before it watches again.
+const REWATCH_DELAY: Duration = Duration::from_millis(500);
+
+/// Where the objects are, and how to reach them (`--datastore-*`, `--etcd-*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdOptions {
+    /// `http://h1:2379`, `https://h2:2379`, ...
+    pub endpoints: Vec<String>,
+    /// The CA that signed the members' certificates (`--datastore-cafile`).
+    pub ca_file: Option<PathBuf>,
+    /// The client certificate and key (`--datastore-certfile`, `--datastore-keyfile`).
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// `--etcd-prefix`.
+    pub prefix: String,
+    /// `--etcd-compaction-interval`; zero: this server never compacts.
+    pub compaction_interval: Duration,
+}
+
+impl EtcdOptions {
+    /// The options for `endpoints` (comma separated, as `--datastore-endpoint` takes them).
+    pub fn new(endpoints: &str) -> EtcdOptions {
+        EtcdOptions {
+            endpoints: endpoints
+                .split(',')
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .map(String::from)
+                .collect(),
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            prefix: DEFAULT_PREFIX.to_string(),
+            compaction_interval: DEFAULT_COMPACTION_INTERVAL,
+        }
+    }
+}
+
+/// The key layout under a prefix.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// With its trailing `/`.
+    prefix: String,
+}
+
+impl Layout {
+    pub fn new(prefix: &str) -> Layout {
+        Layout {
+            prefix: format!("{}/", prefix.trim_end_matches('/')),
+        }
+    }
+
+    /// The etcd key of `key`.
+    pub fn key(&self, key: &Key) -> String {
+        if key.namespace.is_empty() {
+            format!("{}{}/{}", self.prefix, key.resource, key.name)
+        } else {
+            format!(
+                "{}{}/{}/{}",
+                self.prefix, key.resource, key.namespace, key.name
+            )
+        }
+    }
+
+    /// Every key of `resource` (in `namespace`, when given and not ""): a prefix.
+    pub fn range(&self, resource: &str, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if !ns.is_empty() => format!("{}{resource}/{ns}/", self.prefix),
+            _ => format!("{}{resource}/", self.prefix),
+        }
+    }
+
+    /// The object an etcd key is the key of; None for a key that is not one.
+    pub fn parse(&self, key: &[u8]) -> Option<Key> {
+        let rest = std::str::from_utf8(key).ok()?.strip_prefix(&self.prefix)?;
+        let parts: Vec<&str> = rest.split('/').collect();
+        let (resource, namespace, name) = match parts[..] {
+            [r, name] => (r, "", name),
+            [r, ns, name] if !ns.is_empty() => (r, ns, name),
+            _ => return None,
+        };
+        if resource.is_empty() || name.is_empty() {
+            return None;
+        }
+        Some(Key {
+            resource: resource.to_string(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+}
+
+/// The etcd backend of a [`Store`].
+pub struct EtcdBackend {
+    client: Client,
+    layout: Layout,
+    transform: Arc<dyn Transformer>,
+}
+
+/// A revision as a resourceVersion (etcd's are positive).
+fn rv_of(revision: i64) -> u64 {
+    revision.max(0) as u64
+}
+
+fn etcd_error(e: etcd_client::Error) -> StoreError {
+    StoreError::Etcd(Box::new(e))
+}
+
+/// etcd's answer for a revision compacted away, as kube-apiserver's `interpretListError` reads it.
+fn is_compacted(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s)
+        if s.code() == tonic::Code::OutOfRange || s.message().contains("compacted"))
+}
+
+impl EtcdBackend {
+    /// Connects to the members (no request is made yet).
+    pub async fn connect(
+        opts: &EtcdOptions,
+        transform: Arc<dyn Transformer>,
+    ) -> Result<EtcdBackend, StoreError> {
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+            .with_keep_alive_while_idle(true)
+            // a member cut off from the leader ends its watches instead of keeping them silent
+            .with_require_leader(true);
+        if opts.ca_file.is_some() || opts.cert_file.is_some() {
+            let read = |p: &PathBuf| {
+                std::fs::read(p).map_err(|e| StoreError::Config(format!("{}: {e}", p.display())))
+            };
+            let mut tls = TlsOptions::new();
+            if let Some(ca) = &opts.ca_file {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            match (&opts.cert_file, &opts.key_file) {
+                (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
+                (None, None) => {}
+                _ => {
+                    return Err(StoreError::Config(
+                        "--datastore-certfile and --datastore-keyfile go together".into(),
+                    ))
+                }
+            }
+            connect = connect.with_tls(tls);
+        }
+        let client = Client::connect(&opts.endpoints, Some(connect))
+            .await
+            .map_err(etcd_error)?;
+        Ok(EtcdBackend {
+            client,
+            layout: Layout::new(&opts.prefix),
+            transform,
+        })
+    }
+
+    /// The object of `kv`, at its `mod_revision`.
+    fn object(&self, key: &Key, kv: &KeyValue) -> Result<Value, StoreError> {
+        let text = String::from_utf8_lossy(kv.value()).into_owned();
+        let mut value = decode(&*self.transform, key, text)?;
+        set_rv(&mut value, rv_of(kv.mod_revision()));
+        Ok(value)
+    }
+
+    /// Every object under `range` at `revision` (0: now), paged; and the revision read at.
+    async fn read(
+        &self,
+        range: &str,
+        revision: i64,
+    ) -> Result<(Vec<(Key, Value)>, u64), StoreError> {
+        let mut kv = self.client.kv_client();
+        let end = {
+            let mut e = range.as_bytes().to_vec();
+            // the end of a prefix range: its last byte plus one ('/' + 1)
+            if let Some(last) = e.last_mut() {
+                *last += 1;
+            }
+            e
+        };
+        let mut from = range.as_bytes().to_vec();
+        let mut at = revision;
+        let mut out = Vec::new();
+        loop {
+            let opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE)
+                .with_revision(at);
+            let resp = kv.get(from.clone(), Some(opts)).await.map_err(|e| {
+                if is_compacted(&e) {
+                    StoreError::Expired {
+                        requested: rv_of(revision),
+                        oldest: 0,
+                    }
+                } else {
+                    etcd_error(e)
+                }
+            })?;
+            if at == 0 {
+                at = resp.header().map(|h| h.revision()).unwrap_or(0);
+            }
+            for kv in resp.kvs() {
+                if let Some(key) = self.layout.parse(kv.key()) {
+                    let value = self.object(&key, kv)?;
+                    out.push((key, value));
+                }
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok((out, rv_of(at)))
+    }
+
+    /// Everything under the prefix, now.
+    pub async fn load(&self) -> Result<(Vec<(Key, Value)>, u64), StoreError> {
+        self.read(&self.layout.prefix, 0).await
+    }
+
+    /// One compare-and-write: `op` when `compare` holds, else a read of the key for the error.
+    async fn txn(
+        &self,
+        key: &Key,
+        expect: Expect,
+        op: TxnOp,
+    ) -> Result<etcd_client::TxnResponse, StoreError> {
+        let k = self.layout.key(key);
+        let compare = match expect {
+            Expect::Absent => Compare::version(k.clone(), CompareOp::Equal, 0),
+            Expect::Present(None) => Compare::version(k.clone(), CompareOp::Greater, 0),
+            Expect::Present(Some(rv)) => {
+                Compare::mod_revision(k.clone(), CompareOp::Equal, rv as i64)
+            }
+        };
+        let txn = Txn::new()
+            .when([compare])
+            .and_then([op])
+            .or_else([TxnOp::get(k, None)]);
+        let resp = self.client.kv_client().txn(txn).await.map_err(etcd_error)?;
+        if resp.succeeded() {
+            return Ok(resp);
+        }
+        let current = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| rv_of(kv.mod_revision()))),
+            _ => None,
+        });
+        expect.check(key, current.flatten())?;
+        // the compare failed and the read says it held: the key changed between them
+        Err(StoreError::Conflict {
+            resource: key.resource.clone(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            current: current.flatten().unwrap_or(0),
+            expected: match expect {
+                Expect::Present(Some(rv)) => rv,
+                _ => 0,
+            },
+        })
+    }
+
+    fn change(&self, ev: &etcd_client::Event) -> Option<Change> {
+        let kv = ev.kv()?;
+        let key = self.layout.parse(kv.key())?;
+        match ev.event_type() {
+            EtcdEvent::Put => match self.object(&key, kv) {
+                Ok(value) => Some(Change::Put { key, value }),
+                Err(e) => {
+                    tracing::error!(key = %String::from_utf8_lossy(kv.key()), error = %e, "an object in etcd cannot be read: skipped");
+                    None
+                }
+            },
+            EtcdEvent::Delete => {
+                let prev = ev.prev_kv().and_then(|p| self.object(&key, p).ok());
+                Some(Change::Delete {
+                    key,
+                    rv: rv_of(kv.mod_revision()),
+                    prev,
+                })
+            }
+        }
+    }
+
+    /// Follows the prefix from after `rv` into `out` until `out` is dropped: watches again after
+    /// a broken stream, relists after a compacted one.
+    async fn follow(self: Arc<EtcdBackend>, mut rv: u64, out: mpsc::Sender<Change>) {
+        loop {
+            match self.watch_from(&mut rv, &out).await {
+                Ok(Followed::Closed) => return,
+                Ok(Followed::Compacted(at)) => {
+                    tracing::warn!(
+                        rv,
+                        compacted = at,
+                        "the etcd watch was compacted past what the cache has: relisting"
+                    );
+                    loop {
+                        match self.load().await {
+                            Ok((objects, now)) => {
+                                rv = now;
+                                if out.send(Change::Replace { objects, rv }).await.is_err() {
+                                    return;
+                                }
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "relisting etcd");
+                                tokio::time::sleep(REWATCH_DELAY).await;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(rv, error = %e, "the etcd watch broke: watching again");
+                    tokio::time::sleep(REWATCH_DELAY).await;
+                }
+            }
+        }
+    }
+
+    async fn watch_from(
+        &self,
+        rv: &mut u64,
+        out: &mpsc::Sender<Change>,
+    ) -> Result<Followed, etcd_client::Error> {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(*rv as i64 + 1)
+            .with_prev_key()
+            .with_progress_notify();
+        let mut stream = self
+            .client
+            .watch_client()
+            .watch(self.layout.prefix.clone(), Some(opts))
+            .await?;
+        loop {
+            let Some(resp) = stream.message().await? else {
+                return Err(etcd_client::Error::WatchError(
+                    "the watch stream ended".into(),
+                ));
+            };
+            if resp.compact_revision() > 0 {
+                return Ok(Followed::Compacted(rv_of(resp.compact_revision())));
+            }
+            if resp.canceled() {
+                return Err(etcd_client::Error::WatchError(format!(
+                    "the watch was canceled: {}",
+                    resp.cancel_reason()
+                )));
+            }
+            if resp.events().is_empty() {
+                if !resp.created() {
+                    if let Some(h) = resp.header() {
+                        let at = rv_of(h.revision());
+                        if at > *rv {
+                            *rv = at;
+                            if out.send(Change::Progress(at)).await.is_err() {
+                                return Ok(Followed::Closed);
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
+            for ev in resp.events() {
+                if let Some(kv) = ev.kv() {
+                    *rv = (*rv).max(rv_of(kv.mod_revision()));
+                }
+                if let Some(change) = self.change(ev) {
+                    if out.send(change).await.is_err() {
+                        return Ok(Followed::Closed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// kube-apiserver's compactor: every `interval`, take this interval's turn through the
+    /// version of [`COMPACT_REV_KEY`]; the one whose compare succeeds compacts to the revision
+    /// it saw at its previous turn (none at the first).
+    pub async fn compact_every(self: Arc<EtcdBackend>, interval: Duration) {
+        let (mut time, mut rev) = (0i64, 0i64);
+        loop {
+            tokio::time::sleep(interval).await;
+            match self.compact_turn(time, rev).await {
+                Ok((t, r)) => (time, rev) = (t, r),
+                Err(e) => tracing::warn!(error = %e, "etcd compaction"),
+            }
+        }
+    }
+
+    /// One turn: the compact time and revision seen.
+    async fn compact_turn(&self, time: i64, rev: i64) -> Result<(i64, i64), etcd_client::Error> {
+        let mut kv = self.client.kv_client();
+        let txn = Txn::new()
+            .when([Compare::version(COMPACT_REV_KEY, CompareOp::Equal, time)])
+            .and_then([TxnOp::put(COMPACT_REV_KEY, rev.to_string(), None)])
+            .or_else([TxnOp::get(COMPACT_REV_KEY, None)]);
+        let resp = kv.txn(txn).await?;
+        let now = resp.header().map(|h| h.revision()).unwrap_or(0);
+        if !resp.succeeded() {
+            let theirs = resp.op_responses().into_iter().find_map(|r| match r {
+                TxnOpResponse::Get(g) => g.kvs().first().map(|kv| kv.version()),
+                _ => None,
+            });
+            return Ok((theirs.unwrap_or(time), now));
+        }
+        if rev > 0 {
+            kv.compact(rev, None).await?;
+            tracing::info!(revision = rev, "etcd compacted");
+        }
+        Ok((time + 1, now))
+    }
+}
+
+enum Followed {
+    /// The cache is gone.
+    Closed,
+    /// The watch's start was compacted away, at this revision.
+    Compacted(u64),
+}
+
+#[async_trait::async_trait]
+impl Backend for Arc<EtcdBackend> {
+    async fn put(&self, key: &Key, mut value: Value, expect: Expect) -> Result<Value, StoreError> {
+        // as kube-apiserver's versioner: the resourceVersion is the revision, never the value's
+        if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+        }
+        let text = encode(&*self.transform, key, &value)?;
+        let resp = self
+            .txn(key, expect, TxnOp::put(self.layout.key(key), text, None))
+            .await?;
+        let rv = rv_of(resp.header().map(|h| h.revision()).unwrap_or(0));
+        set_rv(&mut value, rv);
+        Ok(value)
+    }
+
+    async fn delete(
+        &self,
+        key: &Key,
+        expected_rv: Option<u64>,
+    ) -> Result<(u64, Option<Value>), StoreError> {
+        let op = TxnOp::delete(
+            self.layout.key(key),
+            Some(DeleteOptions::new().with_prev_key()),
+        );
+        let resp = self.txn(key, Expect::Present(expected_rv), op).await?;
+        let rv = rv_of(resp.header().map(|h| h.revision()).unwrap_or(0));
+        let prev = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Delete(d) => d.prev_kvs().first().map(|kv| self.object(key, kv)),
+            _ => None,
+        });
+        Ok((rv, prev.transpose()?))
+    }
+
+    async fn list_at(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        rv: u64,
+    ) -> Option<Result<Vec<Value>, StoreError>> {
+        let range = self.layout.range(resource, namespace);
+        Some(self.read(&range, rv as i64).await.map(|(mut items, _)| {
+            items.retain(|(k, _)| {
+                k.resource == resource && namespace.is_none_or(|ns| ns == k.namespace)
+            });
+            items.sort_by(|(a, _), (b, _)| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+            items.into_iter().map(|(_, v)| v).collect()
+        }))
+    }
+
+    fn feed(&self, rv: u64) -> Option<mpsc::Receiver<Change>> {
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(self.clone().follow(rv, tx));
+        Some(rx)
+    }
+}
+
+impl Store {
+    /// A store on etcd: everything under the prefix is read now, then followed; with a
+    /// compaction interval, this server takes its turns compacting. The tasks end with the
+    /// store.
+    pub async fn connect_etcd(
+        opts: &EtcdOptions,
+        max_events: usize,
+        max_bytes: usize,
+        transform: Arc<dyn Transformer>,
+    ) -> Result<Store, StoreError> {
+        let backend = Arc::new(EtcdBackend::connect(opts, transform).await?);
+        let (objects, rv) = backend.load().await?;
+        let compactor = (!opts.compaction_interval.is_zero()).then(|| {
+            tokio::spawn(backend.clone().compact_every(opts.compaction_interval)).abort_handle()
+        });
+        let mut store = Store::new(Arc::new(backend), objects, rv, max_events, max_bytes);
+        store.also_stop(compactor);
+        Ok(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(resource: &str, namespace: &str, name: &str) -> Key {
+        Key {
+            resource: resource.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn keys_are_laid_out_as_kube_apiservers() {
+        let cases = [
+            (
+                "/registry",
+                key("pods", "default", "p"),
+                "/registry/pods/default/p",
+            ),
+            ("/registry", key("nodes", "", "n1"), "/registry/nodes/n1"),
+            (
+                "/registry/",
+                key("daemonsets.apps", "kube-system", "d"),
+                "/registry/daemonsets.apps/kube-system/d",
+            ),
+            (
+                "/other",
+                key("leases.coordination.k8s.io", "kube-node-lease", "n1"),
+                "/other/leases.coordination.k8s.io/kube-node-lease/n1",
+            ),
+        ];
+        for (prefix, k, etcd_key) in cases {
+            let layout = Layout::new(prefix);
+            assert_eq!(layout.key(&k), etcd_key, "{k:?}");
+            assert_eq!(layout.parse(etcd_key.as_bytes()), Some(k), "{etcd_key}");
+        }
+    }
+
+    #[test]
+    fn keys_that_are_no_object_are_not_parsed() {
+        let layout = Layout::new("/registry");
+        for etcd_key in [
+            "/registry/pods",
+            "/registry/pods/",
+            "/registry/pods/ns/p/extra",
+            "/registry//p",
+            "/registry/pods//p",
+            "compact_rev_key",
+            "/registryx/pods/p",
+            "/other/pods/ns/p",
+        ] {
+            assert_eq!(layout.parse(etcd_key.as_bytes()), None, "{etcd_key}");
+        }
+    }
+
+    #[test]
+    fn ranges_end_with_a_slash_so_that_no_other_resource_matches() {
+        let layout = Layout::new("/registry");
+        let cases = [
+            ("pods", None, "/registry/pods/"),
+            ("pods", Some("ns"), "/registry/pods/ns/"),
+            ("nodes", Some(""), "/registry/nodes/"),
+        ];
+        for (resource, ns, range) in cases {
+            assert_eq!(layout.range(resource, ns), range);
+            assert!(!"/registry/podsecuritypolicies/x".starts_with(&layout.range(resource, ns)));
+        }
+    }
+
+    #[test]
+    fn revisions_are_resource_versions() {
+        for (revision, rv) in [(0i64, 0u64), (1, 1), (4711, 4711), (-1, 0)] {
+            assert_eq!(rv_of(revision), rv);
+        }
+    }
+}

@@ -1,0 +1,585 @@
+//! The store on etcd, against real etcd 3.4 members the tests start on loopback ports with data
+//! directories of their own (Debian's `etcd-server`; a missing `etcd` fails, it is not skipped):
+//! the API verbs on etcd (create, update conflict, delete, paged lists, watch from a
+//! resourceVersion, 410 after compaction), two servers on one etcd (a write on one seen by a
+//! watch on the other), a member of three killed under writes and watches, the etcd watch's
+//! relist after compaction, and an agent running a DaemonSet applied with kubectl.
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::api::Endpoint;
+use common::proc::Proc;
+use common::wait_for;
+use daemonset_agent::server::encryption::Identity;
+use daemonset_agent::server::store::etcd::{EtcdBackend, EtcdOptions};
+use daemonset_agent::server::store::{Backend, Change, Expect, Key};
+use serde_json::{json, Value};
+
+/// etcd members of one cluster, killed and their directories removed on drop.
+struct Etcd {
+    dir: tempfile::TempDir,
+    members: Vec<Option<Child>>,
+    clients: Vec<String>,
+}
+
+impl Etcd {
+    fn start(n: usize) -> Etcd {
+        common::require("etcd");
+        let dir = tempfile::Builder::new()
+            .prefix("dsa-etcd-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let ports: Vec<(u16, u16)> = (0..n)
+            .map(|_| (common::free_port(), common::free_port()))
+            .collect();
+        let cluster: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect();
+        let cluster = cluster.join(",");
+        let token = format!("dsa-{}", std::process::id());
+        let mut members = Vec::new();
+        let mut clients = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let client_url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap();
+            let child = Command::new("etcd")
+                .args(["--name", &format!("m{i}")])
+                .arg("--data-dir")
+                .arg(dir.path().join(format!("m{i}.etcd")))
+                .args(["--listen-client-urls", &client_url])
+                .args(["--advertise-client-urls", &client_url])
+                .args(["--listen-peer-urls", &peer_url])
+                .args(["--initial-advertise-peer-urls", &peer_url])
+                .args(["--initial-cluster", &cluster])
+                .args(["--initial-cluster-token", &token])
+                .args(["--initial-cluster-state", "new"])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .expect("start etcd (Debian's etcd-server)");
+            members.push(Some(child));
+            clients.push(client_url);
+        }
+        let etcd = Etcd {
+            dir,
+            members,
+            clients,
+        };
+        wait_for("etcd to have a leader", Duration::from_secs(30), || {
+            etcd.ctl(&["endpoint", "health"]).ok().map(|_| ())
+        });
+        etcd
+    }
+
+    fn endpoints(&self) -> String {
+        self.clients.join(",")
+    }
+
+    /// etcdctl against every member; its output, or its error output.
+    fn ctl(&self, args: &[&str]) -> Result<String, String> {
+        let live: Vec<&str> = self
+            .clients
+            .iter()
+            .zip(&self.members)
+            .filter(|(_, m)| m.is_some())
+            .map(|(c, _)| c.as_str())
+            .collect();
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", live.join(",")))
+            .args(args)
+            .output()
+            .expect("run etcdctl");
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// The cluster's revision now.
+    fn revision(&self) -> u64 {
+        let out = self
+            .ctl(&["endpoint", "status", "-w", "json"])
+            .expect("etcdctl endpoint status");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        v[0]["Status"]["header"]["revision"].as_u64().unwrap()
+    }
+
+    fn compact(&self, revision: u64) {
+        self.ctl(&["compact", &revision.to_string()])
+            .expect("etcdctl compact");
+    }
+
+    /// kill -9 member `i`.
+    fn kill(&mut self, i: usize) {
+        if let Some(mut m) = self.members[i].take() {
+            let _ = m.kill();
+            let _ = m.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        let mut s = String::new();
+        for i in 0..self.members.len() {
+            let text = std::fs::read_to_string(self.dir.path().join(format!("m{i}.log")))
+                .unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            s += &format!(
+                "--- etcd m{i} ---\n{}\n",
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            );
+        }
+        s
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A `daemonset-agent server` on etcd.
+struct Server {
+    _proc: Proc,
+    data: PathBuf,
+    addr: std::net::SocketAddr,
+}
+
+impl Server {
+    /// A server on `etcd` with `data` as its data directory; `like` gives it another server's
+    /// CA, serving certificate and admin kubeconfig (replicas share them, so that a client of
+    /// one is a client of the other).
+    fn start(dir: &Path, name: &str, etcd: &Etcd, extra: &[&str], like: Option<&Server>) -> Server {
+        let data = dir.join(name);
+        if let Some(other) = like {
+            std::fs::create_dir_all(&data).unwrap();
+            copy_dir(&other.data.join("tls"), &data.join("tls"));
+            std::fs::copy(
+                other.data.join("admin.kubeconfig"),
+                data.join("admin.kubeconfig"),
+            )
+            .unwrap();
+        }
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
+            .parse()
+            .unwrap();
+        let listen = addr.to_string();
+        let endpoints = etcd.endpoints();
+        let mut args = vec![
+            "server",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--listen",
+            &listen,
+            "--datastore-endpoint",
+            &endpoints,
+        ];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(&args, dir.join(format!("{name}.log")));
+        let s = Server {
+            _proc: proc,
+            data,
+            addr,
+        };
+        wait_for(
+            &format!("server {name} to answer"),
+            Duration::from_secs(30),
+            || {
+                (s.data.join("admin.kubeconfig").exists()
+                    && std::net::TcpStream::connect(s.addr).is_ok()
+                    && s.api().get("/readyz").0 == 200)
+                    .then_some(())
+            },
+        );
+        s
+    }
+
+    fn api(&self) -> Endpoint {
+        Endpoint::admin(self.addr, &self.data)
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+fn cm(name: &str, value: &str) -> String {
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": value}})
+        .to_string()
+}
+
+const CMS: &str = "/api/v1/namespaces/default/configmaps";
+
+fn ok(resp: (u16, String), want: u16) -> Value {
+    assert_eq!(resp.0, want, "{}", resp.1);
+    serde_json::from_str(&resp.1).unwrap_or(Value::Null)
+}
+
+fn rv(obj: &Value) -> u64 {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no resourceVersion in {obj}"))
+}
+
+/// The events of a watch from `from` (closed by the server after a second).
+fn watch_events(api: &Endpoint, path: &str, from: u64) -> (u16, Vec<Value>) {
+    let (code, body) = api.get(&format!(
+        "{path}?watch=1&resourceVersion={from}&timeoutSeconds=1"
+    ));
+    let events = body
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .filter(|e| e.get("type").is_some())
+        .collect();
+    (code, events)
+}
+
+fn names_of(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["type"].as_str().unwrap_or(""),
+                e["object"]["metadata"]["name"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+/// Create, update with a stale resourceVersion (409), delete, paged lists at a revision, a
+/// watch from a resourceVersion, and a list or watch from a compacted revision (410); the
+/// resourceVersions are etcd's revisions.
+#[test]
+fn the_api_on_etcd() {
+    let etcd = Etcd::start(1);
+    let dir = tempfile::Builder::new()
+        .prefix("dsa-etcd-api-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let a = Server::start(dir.path(), "a", &etcd, &[], None);
+    let api = a.api();
+
+    let created = ok(
+        api.send("POST", CMS, "application/json", &cm("one", "1")),
+        201,
+    );
+    let r1 = rv(&created);
+    let stored = etcd
+        .ctl(&["get", "/registry/configmaps/default/one", "-w", "json"])
+        .unwrap();
+    let stored: Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(
+        stored["kvs"][0]["mod_revision"].as_u64(),
+        Some(r1),
+        "rv = mod_revision"
+    );
+    let value = base64_decode(stored["kvs"][0]["value"].as_str().unwrap());
+    assert!(
+        !value.contains("resourceVersion"),
+        "the value carries no resourceVersion: {value}"
+    );
+    ok(
+        api.send("POST", CMS, "application/json", &cm("one", "1")),
+        409,
+    );
+
+    let mut obj = ok(api.get(&format!("{CMS}/one")), 200);
+    assert_eq!(rv(&obj), r1);
+    obj["data"]["v"] = json!("2");
+    let updated = ok(
+        api.send(
+            "PUT",
+            &format!("{CMS}/one"),
+            "application/json",
+            &obj.to_string(),
+        ),
+        200,
+    );
+    let r2 = rv(&updated);
+    assert!(r2 > r1);
+    // the same update again holds the stale resourceVersion r1
+    let (code, body) = api.send(
+        "PUT",
+        &format!("{CMS}/one"),
+        "application/json",
+        &obj.to_string(),
+    );
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("the object has been modified"), "{body}");
+
+    for i in 0..5 {
+        ok(
+            api.send("POST", CMS, "application/json", &cm(&format!("p{i}"), "x")),
+            201,
+        );
+    }
+    // a paged list: the later pages at the first page's revision, whatever changes between
+    let page1 = ok(api.get(&format!("{CMS}?limit=2")), 200);
+    let cont = page1["metadata"]["continue"].as_str().unwrap().to_string();
+    let at = rv(&json!({"metadata": page1["metadata"]}));
+    ok(
+        api.send("POST", CMS, "application/json", &cm("p9", "late")),
+        201,
+    );
+    let mut names: Vec<String> = page1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut next = cont;
+    while !next.is_empty() {
+        let page = ok(api.get(&format!("{CMS}?limit=2&continue={next}")), 200);
+        names.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|o| o["metadata"]["name"].as_str().unwrap().to_string()),
+        );
+        next = page["metadata"]["continue"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+    }
+    assert_eq!(
+        names,
+        ["one", "p0", "p1", "p2", "p3", "p4"],
+        "the pages are a snapshot at {at}"
+    );
+
+    let deleted = ok(
+        api.send("DELETE", &format!("{CMS}/p0"), "application/json", "{}"),
+        200,
+    );
+    let (code, events) = watch_events(&api, CMS, r1);
+    assert_eq!(code, 200);
+    assert_eq!(
+        names_of(&events),
+        [
+            "MODIFIED one",
+            "ADDED p0",
+            "ADDED p1",
+            "ADDED p2",
+            "ADDED p3",
+            "ADDED p4",
+            "ADDED p9",
+            "DELETED p0"
+        ],
+    );
+    assert!(rv(&events[7]["object"]) >= rv(&deleted));
+    ok(api.get(&format!("{CMS}/p0")), 404);
+
+    // a second server, started now: its history begins now, older revisions come from etcd
+    let b = Server::start(dir.path(), "b", &etcd, &[], Some(&a));
+    let exact = ok(
+        b.api().get(&format!(
+            "{CMS}?resourceVersion={r1}&resourceVersionMatch=Exact"
+        )),
+        200,
+    );
+    let items = exact["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{exact}");
+    assert_eq!(
+        (items[0]["data"]["v"].as_str(), rv(&items[0])),
+        (Some("1"), r1)
+    );
+    let (_, events) = watch_events(&b.api(), CMS, r1);
+    assert_eq!(
+        (
+            events[0]["type"].as_str(),
+            events[0]["object"]["code"].as_u64()
+        ),
+        (Some("ERROR"), Some(410)),
+        "b's history starts after r1: {events:?}"
+    );
+
+    etcd.compact(etcd.revision());
+    let (code, body) = b.api().get(&format!(
+        "{CMS}?resourceVersion={r1}&resourceVersionMatch=Exact"
+    ));
+    assert_eq!(code, 410, "{body}");
+    assert!(body.contains("Expired"), "{body}");
+    // the servers still serve what is current
+    let now = ok(b.api().get(CMS), 200);
+    assert_eq!(now["items"].as_array().unwrap().len(), 6);
+    drop(a);
+}
+
+/// Two servers on one etcd: a write on one reaches a watcher on the other, and either sees the
+/// same objects at the same resourceVersions.
+#[test]
+fn two_servers_on_one_etcd_see_each_others_writes() {
+    let etcd = Etcd::start(1);
+    let dir = tempfile::Builder::new()
+        .prefix("dsa-etcd-two-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let a = Server::start(dir.path(), "a", &etcd, &[], None);
+    let b = Server::start(dir.path(), "b", &etcd, &[], Some(&a));
+    let start = rv(&ok(b.api().get(CMS), 200));
+    let written = ok(
+        a.api()
+            .send("POST", CMS, "application/json", &cm("from-a", "1")),
+        201,
+    );
+    let events = wait_for(
+        "b's watch to bring a's write",
+        Duration::from_secs(10),
+        || {
+            let (code, events) = watch_events(&b.api(), CMS, start);
+            assert_eq!(code, 200);
+            (!events.is_empty()).then_some(events)
+        },
+    );
+    assert_eq!(names_of(&events), ["ADDED from-a"]);
+    assert_eq!(rv(&events[0]["object"]), rv(&written));
+    let on_b = ok(b.api().get(&format!("{CMS}/from-a")), 200);
+    assert_eq!(on_b, written);
+    // b updates what a wrote, with a's resourceVersion
+    let mut obj = on_b;
+    obj["data"]["v"] = json!("2");
+    ok(
+        b.api().send(
+            "PUT",
+            &format!("{CMS}/from-a"),
+            "application/json",
+            &obj.to_string(),
+        ),
+        200,
+    );
+    let (code, body) = a.api().send(
+        "PUT",
+        &format!("{CMS}/from-a"),
+        "application/json",
+        &obj.to_string(),
+    );
+    assert_eq!(code, 409, "a's stale write is a conflict: {body}");
+}
+
+/// kill -9 one member of three: writes and watches go on through the others.
+#[test]
+fn a_member_of_three_dies_and_writes_and_watches_continue() {
+    let mut etcd = Etcd::start(3);
+    let dir = tempfile::Builder::new()
+        .prefix("dsa-etcd-3-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let a = Server::start(dir.path(), "a", &etcd, &[], None);
+    let b = Server::start(dir.path(), "b", &etcd, &[], Some(&a));
+    let start = rv(&ok(b.api().get(CMS), 200));
+    ok(
+        a.api()
+            .send("POST", CMS, "application/json", &cm("before", "1")),
+        201,
+    );
+    // the leader, or not: the first member
+    etcd.kill(0);
+    for i in 0..5 {
+        let name = format!("after-{i}");
+        wait_for(
+            &format!("a write of {name} to be acknowledged"),
+            Duration::from_secs(20),
+            || {
+                let (code, _) = a
+                    .api()
+                    .send("POST", CMS, "application/json", &cm(&name, "1"));
+                (code == 201 || code == 409).then_some(())
+            },
+        );
+    }
+    let events = wait_for(
+        "b's watch to bring every write",
+        Duration::from_secs(20),
+        || {
+            let (code, events) = watch_events(&b.api(), CMS, start);
+            assert_eq!(code, 200);
+            (events.len() >= 6).then_some(events)
+        },
+    );
+    assert_eq!(
+        names_of(&events),
+        [
+            "ADDED before",
+            "ADDED after-0",
+            "ADDED after-1",
+            "ADDED after-2",
+            "ADDED after-3",
+            "ADDED after-4"
+        ],
+        "{}",
+        etcd.log()
+    );
+    // and both agree with etcd on every object's resourceVersion
+    let on_a = ok(a.api().get(CMS), 200);
+    let on_b = ok(b.api().get(CMS), 200);
+    assert_eq!(on_a["items"], on_b["items"]);
+}
+
+/// The etcd watch from a compacted revision answers "compacted": the backend relists and feeds
+/// the cache everything as it is now.
+#[test]
+fn a_watch_from_a_compacted_revision_relists() {
+    let etcd = Etcd::start(1);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let opts = EtcdOptions::new(&etcd.endpoints());
+        let backend = Arc::new(EtcdBackend::connect(&opts, Arc::new(Identity)).await.unwrap());
+        let key = |n: &str| Key {
+            resource: "configmaps".into(),
+            namespace: "default".into(),
+            name: n.into(),
+        };
+        let obj = |n: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n, "namespace": "default"}});
+        let a = backend.put(&key("a"), obj("a"), Expect::Absent).await.unwrap();
+        let first = a["metadata"]["resourceVersion"].as_str().unwrap().parse::<u64>().unwrap();
+        backend.put(&key("b"), obj("b"), Expect::Absent).await.unwrap();
+        let (rv, _) = backend.delete(&key("a"), None).await.unwrap();
+        etcd.compact(rv);
+        let mut feed = backend.feed(first).unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), feed.recv()).await.unwrap() {
+            Some(Change::Replace { objects, rv: at }) => {
+                let names: Vec<&str> = objects.iter().map(|(k, _)| k.name.as_str()).collect();
+                assert_eq!(names, ["b"]);
+                assert!(at >= rv);
+            }
+            other => panic!("want a relist, got {other:?}"),
+        }
+        // and after it, the changes as they come
+        backend.put(&key("c"), obj("c"), Expect::Absent).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), feed.recv()).await.unwrap() {
+            Some(Change::Put { key: k, .. }) => assert_eq!(k.name, "c"),
+            other => panic!("want c, got {other:?}"),
+        }
+    });
+}
+
+fn base64_decode(s: &str) -> String {
+    use base64::Engine as _;
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(s).unwrap()).unwrap()
+}
+
+#[allow(dead_code)]
+fn quiet() -> Stdio {
+    Stdio::null()
+}
