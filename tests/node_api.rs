@@ -2,7 +2,9 @@
 //! and as two joined agents (each its own node API on a loopback port, its own containerd
 //! namespace on one real containerd + runc), images from a real loopback registry, and the real
 //! kubectl (the newest and 1.27) with default flags: `kubectl logs` in its variants, a node's
-//! credential refused, the agent down and back.
+//! credential refused, the agent down and back; `exec` (WebSocket from 1.30 on, SPDY before;
+//! output, exit code, stdin, a terminal under Python's pty), the Python client's `stream`,
+//! `attach`, `port-forward` and `cp` both ways, a viewer refused exec.
 mod common;
 
 use std::io::{BufRead as _, BufReader};
@@ -569,6 +571,78 @@ fn exec_variants(c: &Cluster, kubectl: &Path, pod: &str) {
     assert_eq!(code, 4, "{out}");
 }
 
+/// `kubectl port-forward` to the pod's web server: curl through it gets its page.
+fn port_forward(c: &Cluster, kubectl: &Path, (pod, port): &(String, u16)) {
+    let local = common::free_port();
+    let mut pf = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args([
+            "port-forward",
+            &format!("pod/{pod}"),
+            &format!("{local}:{port}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // ready once it says where it listens
+    let mut lines = BufReader::new(pf.stdout.take().unwrap()).lines();
+    let ready = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    let got = |n: u32| {
+        Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .arg(format!("http://127.0.0.1:{local}/?n={n}"))
+            .output()
+            .unwrap()
+    };
+    let (first, second) = (got(1), got(2));
+    let _ = pf.kill();
+    let out = pf.wait_with_output().unwrap();
+    assert!(
+        ready.starts_with("Forwarding from 127.0.0.1"),
+        "{ready} {out:?}"
+    );
+    for got in [first, second] {
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            "hello from the pod\n",
+            "{} {got:?} {out:?}",
+            kubectl.display()
+        );
+    }
+}
+
+/// `kubectl cp` (exec of tar) into the pod and back.
+fn copy_both_ways(c: &Cluster, kubectl: &Path, pod: &str) {
+    let local = c.dir.path().join("to-pod.txt");
+    let content = format!("copied by {}\n", kubectl.display());
+    std::fs::write(&local, &content).unwrap();
+    c.ok(
+        kubectl,
+        &[
+            "cp",
+            local.to_str().unwrap(),
+            &format!("{pod}:/tmp/copied.txt"),
+        ],
+    );
+    assert_eq!(
+        c.ok(kubectl, &["exec", pod, "--", "cat", "/tmp/copied.txt"]),
+        content
+    );
+    let back = c.dir.path().join("from-pod.txt");
+    let _ = std::fs::remove_file(&back);
+    c.ok(
+        kubectl,
+        &[
+            "cp",
+            &format!("{pod}:/tmp/copied.txt"),
+            back.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), content);
+}
+
 #[test]
 fn kubectl_exec_and_attach_reach_the_containers() {
     common::require("ctr");
@@ -578,12 +652,30 @@ fn kubectl_exec_and_attach_reach_the_containers() {
         "{}        env: [{{name: GREETING, value: hello}}]\n        workingDir: /srv\n",
         container(
             "main",
-            "echo start; i=0; while true; do echo line $i; i=$((i+1)); sleep 0.3; done"
+            // (kubectl cp runs tar, which the test image links only here)
+            "ln -sf /bin/busybox /bin/tar; echo start; i=0; while true; do echo line $i; i=$((i+1)); sleep 0.3; done"
         )
     );
     c.apply(&ds("shell", &shell));
     let pod = c.pod_on("shell", "node-a", running);
-    exec_variants(&c, &common::kubectl_release("1.33"), &pod);
+    // a web server on a free port of the node (hostNetwork)
+    let web_port = common::free_port();
+    c.apply(&ds(
+        "web",
+        &container(
+            "main",
+            &format!("mkdir -p /www && echo hello from the pod > /www/index.html && exec httpd -f -p 127.0.0.1:{web_port} -h /www"),
+        ),
+    ));
+    let web = (c.pod_on("web", "node-a", running), web_port);
+    for kubectl in [
+        common::kubectl_release("1.33"),
+        common::kubectl_release("1.27"),
+    ] {
+        exec_variants(&c, &kubectl, &pod);
+        port_forward(&c, &kubectl, &web);
+        copy_both_ways(&c, &kubectl, &pod);
+    }
 
     // the Python client's stream (v4.channel.k8s.io)
     let script = r#"

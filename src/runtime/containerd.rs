@@ -572,7 +572,12 @@ impl ContainerdRuntime {
 
     /// The process spec of an exec in container `id`: the container's own process (user, env,
     /// cwd, capabilities, rlimits) with `cmd` as its args, under a terminal or not.
-    async fn exec_process_spec(&self, id: &str, cmd: &[String], terminal: bool) -> Result<Vec<u8>> {
+    async fn exec_process_spec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        terminal: Option<Option<(u32, u32)>>,
+    ) -> Result<Vec<u8>> {
         use containerd_client::services::v1::GetContainerRequest;
         let container = self
             .ctd
@@ -596,8 +601,12 @@ impl ContainerdRuntime {
             .cloned()
             .unwrap_or_else(|| serde_json::json!({}));
         process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::json!(terminal);
-        if terminal {
+        process["terminal"] = serde_json::json!(terminal.is_some());
+        if let Some(Some((width, height))) = terminal {
+            // the size from the start: a command that asks at once sees it
+            process["consoleSize"] = serde_json::json!({"width": width, "height": height});
+        }
+        if terminal.is_some() {
             // as containerd's CRI does for a TTY exec
             if let Some(env) = process.get_mut("env").and_then(|e| e.as_array_mut()) {
                 if !env
@@ -924,7 +933,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {
-        let process = self.exec_process_spec(id, cmd, false).await?;
+        let process = self.exec_process_spec(id, cmd, None).await?;
         let exec_id = format!("probe-{:016x}", rand::random::<u64>());
         // the command's output goes to a file of ours, read (at most 10 KiB, as the kubelet
         // keeps) once the process is deleted, which is when the shim has copied all of it
@@ -956,7 +965,8 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn exec_start(&self, id: &str, req: &super::ExecRequest) -> Result<super::ExecSession> {
-        let process = self.exec_process_spec(id, &req.cmd, req.tty).await?;
+        let terminal = req.tty.then_some(req.size);
+        let process = self.exec_process_spec(id, &req.cmd, terminal).await?;
         super::exec::start(&self.ctd, &self.state_dir, id, process, req).await
     }
 

@@ -245,6 +245,8 @@ pub struct ExecRequest {
     pub stdout: bool,
     pub stderr: bool,
     pub tty: bool,
+    /// The terminal's size at the start (width, height), when the client told it already.
+    pub size: Option<(u32, u32)>,
 }
 
 /// A process `Runtime::exec_start` started: the ends of its standard streams (FIFOs the shim

@@ -1,6 +1,8 @@
 //! `exec` and `attach` (`/exec/NS/POD/CONTAINER?command=..&stdin=1&stdout=1&stderr=1&tty=1`,
 //! `/attach/...`): the kubelet's remote command streams, over WebSocket (`v5.channel.k8s.io` and
-//! `v4.channel.k8s.io`, what kubectl 1.30+ and the Python client speak).
+//! `v4.channel.k8s.io`, what kubectl 1.30+ and the Python client speak) or over SPDY/3.1
+//! (`v4.channel.k8s.io`, kubectl 1.27-1.29: one stream per channel, named by its `streamType`,
+//! see `spdy`).
 //!
 //! Every WebSocket message is one channel's: its first byte is the channel (0 stdin, 1 stdout,
 //! 2 stderr, 3 the status at the end, 4 terminal resizes `{"Width":W,"Height":H}`), the rest its
@@ -45,6 +47,8 @@ pub const CLOSE: u8 = 255;
 pub const PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
 /// Output chunks read at once.
 const CHUNK: usize = 32 * 1024;
+/// How long a terminal's start waits for the client's first size.
+const FIRST_SIZE: std::time::Duration = std::time::Duration::from_secs(2);
 /// Output messages queued for a slow client before the reads wait.
 const QUEUED: usize = 4;
 
@@ -560,12 +564,24 @@ impl Work {
         out: &mpsc::Sender<(u8, Bytes)>,
         mut inputs: mpsc::Receiver<Input>,
     ) -> Option<Result<u32, String>> {
+        // a terminal's client tells its size first: the process starts with it
+        let mut early = None;
+        let mut size = None;
+        if self.opts.tty {
+            match tokio::time::timeout(FIRST_SIZE, inputs.recv()).await {
+                Ok(Some(Input::Resize { width, height })) => size = Some((width, height)),
+                Ok(Some(other)) => early = Some(other),
+                Ok(None) => return None,
+                Err(_) => {}
+            }
+        }
         let req = ExecRequest {
             cmd: self.opts.command.clone(),
             stdin: self.opts.stdin,
             stdout: self.opts.stdout,
             stderr: self.opts.stderr,
             tty: self.opts.tty,
+            size,
         };
         let ExecSession {
             stdin,
@@ -587,6 +603,9 @@ impl Work {
             .filter_map(|(ch, r)| r.map(|r| tokio::spawn(pump(r, ch, out.clone(), done.clone()))))
             .collect();
         let mut stdin = stdin;
+        if let Some(i) = early {
+            handle_input(i, &mut stdin, &*control).await;
+        }
         let exit = {
             let wait = control.wait();
             tokio::pin!(wait);

@@ -663,6 +663,14 @@ mod tests {
         assert_eq!(d.len(), 1423);
         assert_eq!(&d[..11], b"\0\0\0\x07options");
         assert!(d.ends_with(b",enq=0."));
+        // zlib names a preset dictionary by its Adler-32, which kubectl's header blocks carry:
+        // SPDY/3's is e3c6a7c2
+        let (mut a, mut b) = (1u32, 0u32);
+        for x in d {
+            a = (a + u32::from(*x)) % 65521;
+            b = (b + a) % 65521;
+        }
+        assert_eq!((b << 16) | a, 0xe3c6_a7c2);
     }
 
     #[test]
@@ -719,8 +727,9 @@ mod tests {
         assert!(wire.is_empty());
     }
 
-    /// Frames of kubectl 1.27's `exec -i POD -- cat` as the agent received them: the error,
-    /// stdin, stdout and stderr streams, stdin's data and its end.
+    /// Frames of kubectl 1.27's `exec -i POD -- sh -c 'wc -l; cat'` as the agent received
+    /// them (captured in tests/node_api.rs): the error, stdin, stdout and stderr streams,
+    /// stdin's data and its end.
     #[test]
     fn kubectls_frames_decode() {
         let hex = |s: &str| {
@@ -755,12 +764,27 @@ mod tests {
                 (7, "stderr".to_string())
             ]
         );
-        assert!(seen.contains(&Frame::Data {
-            stream: 3,
-            fin: false,
-            data: Bytes::from_static(b"hi\n")
-        }));
+        assert_eq!(
+            seen[4..],
+            [
+                Frame::Data {
+                    stream: 3,
+                    fin: false,
+                    data: Bytes::from_static(b"one\ntwo\nthree\n")
+                },
+                Frame::Data {
+                    stream: 3,
+                    fin: true,
+                    data: Bytes::new()
+                }
+            ]
+        );
     }
 
-    const KUBECTL_1_27_EXEC: &str = "";
+    const KUBECTL_1_27_EXEC: &str = concat!(
+        "80030001000000290000000100000000000078f9e3c6a7c26260606004a7b392a2d4c45c6851c29a0a0a6800",
+        "000000ffff800300010000001700000003000000000000c22e555c92929907000000ffff8003000100000019",
+        "00000005000000000000c22ac5565c92925f5a02000000ffff800300010000001500000007000000000000c2",
+        "29975a5404000000ffff000000030000000e6f6e650a74776f0a74687265650a0000000301000000",
+    );
 }
