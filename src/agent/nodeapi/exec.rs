@@ -177,26 +177,26 @@ fn running_container(
     ns: &str,
     pod: &str,
     container: &str,
-) -> Result<String, Response<Body>> {
+) -> Result<String, Box<Response<Body>>> {
     let reported = api
         .pods
         .lock()
         .map_err(|_| {
-            status(
+            Box::new(status(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "InternalError",
                 "the pod view is poisoned",
-            )
+            ))
         })?
         .iter()
         .find(|(k, _)| k.namespace == ns && k.name == pod)
         .map(|(_, v)| v.status.clone())
         .ok_or_else(|| {
-            status(
+            Box::new(status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
                 &format!("pod {ns}/{pod} is not on this node"),
-            )
+            ))
         })?;
     let c = reported
         .container_statuses
@@ -204,20 +204,20 @@ fn running_container(
         .into_iter()
         .find(|c| c.name == container)
         .ok_or_else(|| {
-            status(
+            Box::new(status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
                 &format!("container {container} is not valid for pod {pod}"),
-            )
+            ))
         })?;
     let running = c.state.as_ref().is_some_and(|s| s.running.is_some());
     match c.container_id.filter(|_| running) {
         Some(id) => Ok(id.trim_start_matches("containerd://").to_string()),
-        None => Err(status(
+        None => Err(Box::new(status(
             StatusCode::BAD_REQUEST,
             "BadRequest",
             &format!("container {container} is not running in pod {ns}/{pod}"),
-        )),
+        ))),
     }
 }
 
@@ -252,7 +252,7 @@ pub async fn serve(
     }
     let id = match running_container(api, ns, pod, container) {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let work = Work {
         runtime: api.runtime.clone(),
@@ -743,7 +743,9 @@ async fn attach_output(
                 Some(Err(e)) => return Some(Err(crate::runtime::chain(&e))),
                 None => return Some(Ok(0)),
             },
-            i = inputs.recv() => if i.is_none() { return None },
+            i = inputs.recv() => {
+                i.as_ref()?;
+            }
         }
     }
 }

@@ -64,23 +64,23 @@ pub async fn connect(network: &Network, port: u16) -> std::io::Result<tokio::net
 }
 
 /// The network of pod `ns/pod` on this node.
-fn network_of(api: &NodeApi, ns: &str, pod: &str) -> Result<Network, Response<Body>> {
+fn network_of(api: &NodeApi, ns: &str, pod: &str) -> Result<Network, Box<Response<Body>>> {
     let views = api.pods.lock().map_err(|_| {
-        status(
+        Box::new(status(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",
             "the pod view is poisoned",
-        )
+        ))
     })?;
     let (_, r) = views
         .iter()
         .find(|(k, _)| k.namespace == ns && k.name == pod)
         .ok_or_else(|| {
-            status(
+            Box::new(status(
                 StatusCode::NOT_FOUND,
                 "NotFound",
                 &format!("pod {ns}/{pod} is not on this node"),
-            )
+            ))
         })?;
     Ok(match r.pod.spec.host_network.unwrap_or(false) {
         true => Network::Host,
@@ -99,7 +99,7 @@ pub async fn serve(api: &NodeApi, req: Request<Incoming>, ns: &str, pod: &str) -
     };
     let network = match network_of(api, ns, pod) {
         Ok(n) => n,
-        Err(resp) => return resp,
+        Err(resp) => return *resp,
     };
     let resp = transport.switching();
     let on_upgrade = hyper::upgrade::on(req);
