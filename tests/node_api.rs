@@ -2,7 +2,9 @@
 //! and as two joined agents (each its own node API on a loopback port, its own containerd
 //! namespace on one real containerd + runc), images from a real loopback registry, and the real
 //! kubectl (the newest and 1.27) with default flags: `kubectl logs` in its variants, a node's
-//! credential refused, the agent down and back.
+//! credential refused, the agent down and back; `exec` (WebSocket from 1.30 on, SPDY before;
+//! output, exit code, stdin, a terminal under Python's pty), the Python client's `stream`,
+//! `attach`, `port-forward` and `cp` both ways, a viewer refused exec.
 mod common;
 
 use std::io::{BufRead as _, BufReader};
@@ -457,4 +459,302 @@ fn kubectl_logs_reaches_the_nodes_through_the_server() {
                 .then_some(())
         },
     );
+}
+
+/// Runs `argv` under a new pseudo-terminal of 33 rows and 111 columns (Python's pty): types
+/// `typed` once `expect` shows in the output; the output and the exit code.
+fn under_pty(argv: &[&str], expect: &str, typed: &str) -> (String, i32) {
+    const PTY: &str = r#"
+import fcntl, os, pty, struct, sys, termios
+expect, typed, argv = sys.argv[1].encode(), sys.argv[2].encode(), sys.argv[3:]
+pid, fd = pty.fork()
+if pid == 0:
+    fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
+    os.execvp(argv[0], argv)
+out, sent = b"", False
+while True:
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+    if not sent and expect in out:
+        os.write(fd, typed)
+        sent = True
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", PTY, expect, typed])
+        .args(argv)
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        out.status.code().unwrap_or(-1),
+    )
+}
+
+/// `kubectl exec` with `kubectl` (WebSocket from 1.30 on, SPDY before): output and exit code,
+/// stdin, a missing command, a terminal of the client's size that takes typed input.
+fn exec_variants(c: &Cluster, kubectl: &Path, pod: &str) {
+    let kube = |args: &[&str]| {
+        let mut cmd = Command::new(kubectl);
+        cmd.arg("--kubeconfig").arg(&c.kubeconfig).args(args);
+        cmd
+    };
+    let out = kube(&[
+        "exec",
+        pod,
+        "--",
+        "sh",
+        "-c",
+        "echo hi; echo oops >&2; exit 3",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("oops\n"), "{err}");
+    assert!(err.contains("command terminated with exit code 3"), "{err}");
+    // the container's environment and working directory
+    let out = c.ok(
+        kubectl,
+        &["exec", pod, "--", "sh", "-c", "echo $GREETING; pwd"],
+    );
+    assert_eq!(out, "hello\n/srv\n");
+    // stdin to its end
+    let mut child = kube(&["exec", "-i", pod, "--", "sh", "-c", "wc -l; cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"one\ntwo\nthree\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "3");
+    // a command that is not there: 127, the reason shown
+    let out = kube(&["exec", pod, "--", "no-such-command"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(127), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not found"),
+        "{out:?}"
+    );
+    // a terminal: the client's size arrives as a resize, typed input comes back
+    let kubeconfig = c.kubeconfig.to_str().unwrap();
+    let argv = [
+        kubectl.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig,
+        "exec",
+        "-it",
+        pod,
+        "--",
+        "sh",
+        "-c",
+        "stty size; read x; echo got $x; exit 4",
+    ];
+    let (out, code) = under_pty(&argv, "33 111", "abc\n");
+    assert!(out.contains("33 111"), "{out}");
+    assert!(out.contains("got abc"), "{out}");
+    assert_eq!(code, 4, "{out}");
+}
+
+/// `kubectl port-forward` to the pod's web server: curl through it gets its page.
+fn port_forward(c: &Cluster, kubectl: &Path, (pod, port): &(String, u16)) {
+    let local = common::free_port();
+    let mut pf = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args([
+            "port-forward",
+            &format!("pod/{pod}"),
+            &format!("{local}:{port}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // ready once it says where it listens
+    let mut lines = BufReader::new(pf.stdout.take().unwrap()).lines();
+    let ready = lines.next().and_then(|l| l.ok()).unwrap_or_default();
+    let got = |n: u32| {
+        Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .arg(format!("http://127.0.0.1:{local}/?n={n}"))
+            .output()
+            .unwrap()
+    };
+    let (first, second) = (got(1), got(2));
+    let _ = pf.kill();
+    let out = pf.wait_with_output().unwrap();
+    assert!(
+        ready.starts_with("Forwarding from 127.0.0.1"),
+        "{ready} {out:?}"
+    );
+    for got in [first, second] {
+        assert_eq!(
+            String::from_utf8_lossy(&got.stdout),
+            "hello from the pod\n",
+            "{} {got:?} {out:?}",
+            kubectl.display()
+        );
+    }
+}
+
+/// `kubectl cp` (exec of tar) into the pod and back.
+fn copy_both_ways(c: &Cluster, kubectl: &Path, pod: &str) {
+    let local = c.dir.path().join("to-pod.txt");
+    let content = format!("copied by {}\n", kubectl.display());
+    std::fs::write(&local, &content).unwrap();
+    c.ok(
+        kubectl,
+        &[
+            "cp",
+            local.to_str().unwrap(),
+            &format!("{pod}:/tmp/copied.txt"),
+        ],
+    );
+    assert_eq!(
+        c.ok(kubectl, &["exec", pod, "--", "cat", "/tmp/copied.txt"]),
+        content
+    );
+    let back = c.dir.path().join("from-pod.txt");
+    let _ = std::fs::remove_file(&back);
+    c.ok(
+        kubectl,
+        &[
+            "cp",
+            &format!("{pod}:/tmp/copied.txt"),
+            back.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), content);
+}
+
+#[test]
+fn kubectl_exec_and_attach_reach_the_containers() {
+    common::require("ctr");
+    let mut c = Cluster::start();
+    c.start_agent("node-a", common::free_port());
+    let shell = format!(
+        "{}        env: [{{name: GREETING, value: hello}}]\n        workingDir: /srv\n",
+        container(
+            "main",
+            // (kubectl cp runs tar, which the test image links only here)
+            "ln -sf /bin/busybox /bin/tar; echo start; i=0; while true; do echo line $i; i=$((i+1)); sleep 0.3; done"
+        )
+    );
+    c.apply(&ds("shell", &shell));
+    let pod = c.pod_on("shell", "node-a", running);
+    // a web server on a free port of the node (hostNetwork)
+    let web_port = common::free_port();
+    c.apply(&ds(
+        "web",
+        &container(
+            "main",
+            &format!("mkdir -p /www && echo hello from the pod > /www/index.html && exec httpd -f -p 127.0.0.1:{web_port} -h /www"),
+        ),
+    ));
+    let web = (c.pod_on("web", "node-a", running), web_port);
+    for kubectl in [
+        common::kubectl_release("1.33"),
+        common::kubectl_release("1.27"),
+    ] {
+        exec_variants(&c, &kubectl, &pod);
+        port_forward(&c, &kubectl, &web);
+        copy_both_ways(&c, &kubectl, &pod);
+    }
+
+    // the Python client's stream (v4.channel.k8s.io)
+    let script = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import stream
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+resp = stream(v1.connect_get_namespaced_pod_exec, sys.argv[2], "default",
+              command=["sh", "-c", "echo py $GREETING; exit 5"],
+              stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+resp.run_forever(timeout=30)
+print(resp.read_stdout(), end="")
+print("exit", resp.returncode)
+"#;
+    let out = Command::new(common::python_client())
+        .args(["-c", script])
+        .arg(&c.kubeconfig)
+        .arg(&pod)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "py hello\nexit 5\n");
+
+    // attach: the container's output from now on
+    let mut attached = Command::new(common::kubectl_release("1.33"))
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args(["attach", &pod, "-c", "main"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(attached.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let second = lines.next().unwrap().unwrap();
+    let _ = attached.kill();
+    let _ = attached.wait();
+    let n = |l: &str| l.trim_start_matches("line ").parse::<u64>().unwrap();
+    assert_eq!(n(&second), n(&first) + 1, "{first} {second}");
+
+    // a viewer may read the pod and its log, not exec into it
+    let out = Command::new(env!("CARGO_BIN_EXE_daemonset-agent"))
+        .args(["token", "create", "--role", "view", "--kubeconfig"])
+        .arg(&c.kubeconfig)
+        .args(["--description", "viewer"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let view = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let viewer = c.dir.path().join("view.kubeconfig");
+    let admin = std::fs::read_to_string(&c.kubeconfig).unwrap();
+    let ca = admin
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data: "))
+        .unwrap();
+    std::fs::write(
+        &viewer,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: v\n  user:\n    token: {view}\ncontexts:\n- name: c\n  context: {{cluster: c, user: v}}\ncurrent-context: c\n",
+            c.server_url
+        ),
+    )
+    .unwrap();
+    let out = c.kubectl_with(common::kubectl(), &viewer, &["logs", &pod, "--tail=1"]);
+    assert!(out.status.success(), "{out:?}");
+    let out = c.kubectl_with(common::kubectl(), &viewer, &["exec", &pod, "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        err.contains("Forbidden") || err.contains("forbidden"),
+        "{err}"
+    );
+    assert!(err.contains("pods/exec"), "{err}");
+
+    // the agent down: a clear error naming the node
+    c.agent("node-a").kill();
+    let out = c.kubectl(&["exec", &pod, "--", "true"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(err.contains("node-a"), "{err}");
 }

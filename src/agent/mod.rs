@@ -222,6 +222,7 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
         store.clone(),
         ctx.runtime.clone(),
     ));
+    let exec_runtime = ctx.runtime.clone();
     let controller = controller::Controller::new(cfg.clone(), ctx, store.clone(), pod_tx);
     if let Some(listener) = node_api {
         tokio::spawn(nodeapi::run(
@@ -233,6 +234,7 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
                 state_dir: cfg.state_dir.clone(),
                 containerd_namespace: cfg.containerd_namespace.clone(),
                 pods: controller.view(),
+                runtime: exec_runtime,
             },
         ));
     }

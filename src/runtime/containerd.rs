@@ -106,6 +106,7 @@ impl ContainerdRuntime {
                 }
             }
         }
+        super::exec::remove_stale(state_dir);
         Ok(ContainerdRuntime {
             ctd,
             state_dir: state_dir.to_path_buf(),
@@ -575,6 +576,59 @@ impl ContainerdRuntime {
         }
     }
 
+    /// The process spec of an exec in container `id`: the container's own process (user, env,
+    /// cwd, capabilities, rlimits) with `cmd` as its args, under a terminal or not.
+    async fn exec_process_spec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        terminal: Option<Option<(u32, u32)>>,
+    ) -> Result<Vec<u8>> {
+        use containerd_client::services::v1::GetContainerRequest;
+        let container = self
+            .ctd
+            .containers()
+            .get(self.ctd.req(GetContainerRequest { id: id.to_string() }))
+            .await
+            .map_err(|s| ctd_err("get container", id, s))?
+            .into_inner()
+            .container
+            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
+        let unreadable = |e| RuntimeError::InvalidSpec {
+            id: id.to_string(),
+            source: SpecError::Unreadable(e),
+        };
+        let spec: serde_json::Value = match &container.spec {
+            Some(any) => serde_json::from_slice(&any.value).map_err(|e| unreadable(Some(e)))?,
+            None => return Err(unreadable(None)),
+        };
+        let mut process = spec
+            .get("process")
+            .cloned()
+            .unwrap_or_else(|| serde_json::json!({}));
+        process["args"] = serde_json::json!(cmd);
+        process["terminal"] = serde_json::json!(terminal.is_some());
+        if let Some(Some((width, height))) = terminal {
+            // the size from the start: a command that asks at once sees it
+            process["consoleSize"] = serde_json::json!({"width": width, "height": height});
+        }
+        if terminal.is_some() {
+            // as containerd's CRI does for a TTY exec
+            if let Some(env) = process.get_mut("env").and_then(|e| e.as_array_mut()) {
+                if !env
+                    .iter()
+                    .any(|e| e.as_str().is_some_and(|e| e.starts_with("TERM=")))
+                {
+                    env.push(serde_json::json!("TERM=xterm"));
+                }
+            }
+        }
+        serde_json::to_vec(&process).map_err(|e| RuntimeError::InvalidSpec {
+            id: id.to_string(),
+            source: SpecError::Encode(e),
+        })
+    }
+
     /// Tasks.Exec, Start, Wait (killing the process at `timeout`) and DeleteProcess of one
     /// process of container `id` with stdout and stderr appended to `out`.
     async fn exec_process(
@@ -585,7 +639,7 @@ impl ContainerdRuntime {
         out: &Path,
         timeout: Duration,
     ) -> Result<ExecExit> {
-        use containerd_client::services::v1::{DeleteProcessRequest, ExecProcessRequest};
+        use containerd_client::services::v1::ExecProcessRequest;
         let stdout = out.to_string_lossy().to_string();
         // a second spelling of the path: the shim opens it twice (see start_task)
         let stderr = match (out.parent(), out.file_name()) {
@@ -628,16 +682,7 @@ impl ContainerdRuntime {
                     Ok(Ok(r)) => Ok(ExecExit::Exited(r.into_inner().exit_status)),
                     Ok(Err(s)) => Err(ctd_err("wait exec", id, s)),
                     Err(_) => {
-                        let _ = self
-                            .ctd
-                            .tasks()
-                            .kill(self.ctd.req(KillRequest {
-                                container_id: id.to_string(),
-                                exec_id: exec_id.to_string(),
-                                signal: libc::SIGKILL as u32,
-                                all: false,
-                            }))
-                            .await;
+                        super::exec::kill(&self.ctd, id, exec_id).await;
                         let mut tasks = self.ctd.tasks();
                         let wait = tasks.wait(self.ctd.req(WaitRequest {
                             container_id: id.to_string(),
@@ -649,23 +694,7 @@ impl ContainerdRuntime {
                 }
             }
         };
-        if let Err(s) = self
-            .ctd
-            .tasks()
-            .delete_process(self.ctd.req(DeleteProcessRequest {
-                container_id: id.to_string(),
-                exec_id: exec_id.to_string(),
-            }))
-            .await
-        {
-            if s.code() != Code::NotFound {
-                tracing::debug!(
-                    container_id = id,
-                    error = s.message(),
-                    "delete exec process"
-                );
-            }
-        }
+        super::exec::delete(&self.ctd, id, exec_id).await;
         result
     }
 }
@@ -910,35 +939,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn exec_sync(&self, id: &str, cmd: &[String], timeout: Duration) -> Result<ExecResult> {
-        use containerd_client::services::v1::GetContainerRequest;
-        let container = self
-            .ctd
-            .containers()
-            .get(self.ctd.req(GetContainerRequest { id: id.to_string() }))
-            .await
-            .map_err(|s| ctd_err("get container", id, s))?
-            .into_inner()
-            .container
-            .ok_or_else(|| RuntimeError::NotFound(id.to_string()))?;
-        let unreadable = |e| RuntimeError::InvalidSpec {
-            id: id.to_string(),
-            source: SpecError::Unreadable(e),
-        };
-        let spec: serde_json::Value = match &container.spec {
-            Some(any) => serde_json::from_slice(&any.value).map_err(|e| unreadable(Some(e)))?,
-            None => return Err(unreadable(None)),
-        };
-        // the container's own process (user, env, cwd, capabilities, rlimits) with other args
-        let mut process = spec
-            .get("process")
-            .cloned()
-            .unwrap_or_else(|| serde_json::json!({}));
-        process["args"] = serde_json::json!(cmd);
-        process["terminal"] = serde_json::json!(false);
-        let process = serde_json::to_vec(&process).map_err(|e| RuntimeError::InvalidSpec {
-            id: id.to_string(),
-            source: SpecError::Encode(e),
-        })?;
+        let process = self.exec_process_spec(id, cmd, None).await?;
         let exec_id = format!("probe-{:016x}", rand::random::<u64>());
         // the command's output goes to a file of ours, read (at most 10 KiB, as the kubelet
         // keeps) once the process is deleted, which is when the shim has copied all of it
@@ -967,6 +968,12 @@ impl Runtime for ContainerdRuntime {
             .unwrap_or_default();
         let _ = std::fs::remove_file(&out);
         result.map(|exit| ExecResult { exit, output })
+    }
+
+    async fn exec_start(&self, id: &str, req: &super::ExecRequest) -> Result<super::ExecSession> {
+        let terminal = req.tty.then_some(req.size);
+        let process = self.exec_process_spec(id, &req.cmd, terminal).await?;
+        super::exec::start(&self.ctd, &self.state_dir, id, process, req).await
     }
 
     async fn version(&self) -> Result<String> {

@@ -9,6 +9,7 @@ pub mod configvol;
 pub mod containerd;
 pub mod dns;
 pub mod downward;
+pub mod exec;
 pub mod pull;
 pub mod sandbox;
 pub mod seccomp;
@@ -235,6 +236,45 @@ pub struct ExecResult {
     pub output: String,
 }
 
+/// What `Runtime::exec_start` runs in a container (`kubectl exec`): the command, which standard
+/// streams the caller wants, and whether under a terminal (then stderr goes to it as well).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub cmd: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+    /// The terminal's size at the start (width, height), when the client told it already.
+    pub size: Option<(u32, u32)>,
+}
+
+/// A process `Runtime::exec_start` started: the ends of its standard streams (FIFOs the shim
+/// copies from and to, as containerd's cio makes them) and its control.
+pub struct ExecSession {
+    pub stdin: Option<tokio::net::unix::pipe::Sender>,
+    /// The process's stdout (with a terminal: the terminal's output). Opened read-write, so it
+    /// never ends by itself: all of the output is in it once `ExecControl::wait` returns.
+    pub stdout: Option<tokio::net::unix::pipe::Receiver>,
+    pub stderr: Option<tokio::net::unix::pipe::Receiver>,
+    pub control: Box<dyn ExecControl>,
+}
+
+/// The control of a started exec process.
+#[async_trait::async_trait]
+pub trait ExecControl: Send + Sync {
+    /// Waits for the process to end and deletes it (when the shim has copied all of its output):
+    /// its exit status.
+    async fn wait(&self) -> Result<u32>;
+    /// The terminal's new size.
+    async fn resize(&self, width: u32, height: u32) -> Result<()>;
+    /// The end of the process's input: the caller closed its stdin FIFO, and the shim closes
+    /// its own end (it keeps one open for as long as it is not told).
+    async fn close_stdin(&self) -> Result<()>;
+    /// Kills the process if it still runs and deletes it (the client went away).
+    async fn end(&self);
+}
+
 /// A pulled image: the reference and its manifest digest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageInfo {
@@ -440,6 +480,11 @@ pub trait Runtime: Send + Sync + 'static {
         _cmd: &[String],
         _timeout: Duration,
     ) -> Result<ExecResult> {
+        Err(RuntimeError::Unsupported { op: "exec" })
+    }
+    /// Starts `req.cmd` in the running container `id` as `exec_sync` does (its process spec
+    /// with these args), its standard streams connected to the session's FIFOs.
+    async fn exec_start(&self, _id: &str, _req: &ExecRequest) -> Result<ExecSession> {
         Err(RuntimeError::Unsupported { op: "exec" })
     }
     /// The termination message of a container that exited: its terminationMessagePath file

@@ -413,7 +413,8 @@ pub async fn serve<IO>(
         .timer(TokioTimer::new())
         .keep_alive_interval(limits.idle_timeout / 2)
         .keep_alive_timeout(limits.header_timeout);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    // (with upgrades: pods/exec, attach and portforward hand the connection to the node API)
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let ended = loop {
         let now = *changes.borrow_and_update();

@@ -1,5 +1,6 @@
 //! The subresources the server proxies to a node's API (`agent::nodeapi`, the kubelet's port), as
-//! kube-apiserver does to kubelets: `pods/log` (`kubectl logs`) and `nodes/proxy`.
+//! kube-apiserver does to kubelets: `pods/log` (`kubectl logs`), `pods/exec` and `pods/attach`
+//! (upgraded connections: `kubectl exec`, `attach`) and `nodes/proxy`.
 //!
 //! The caller is authorized for the subresource first (`auth::authz`: an admin may; a viewer may
 //! read `pods/log` but not `nodes/proxy`; a node may do neither, not even for its own pods), then
@@ -7,8 +8,11 @@
 //! `status.daemonEndpoints.kubeletEndpoint.Port` over TLS, verifying the node's serving
 //! certificate against the cluster CA and presenting its own kubelet client certificate
 //! (`kube-apiserver-kubelet-client`, O `system:masters`, issued at start and kept in memory).
-//! Responses stream through frame by frame, never buffered whole. A node that cannot be reached
-//! is a 503 `Status` naming the node and the cause.
+//! Responses stream through frame by frame, never buffered whole. An upgrade (WebSocket, SPDY)
+//! is asked of the node with the client's upgrade headers; when the node switches protocols the
+//! server answers 101 with the node's headers and then copies bytes both ways between the two
+//! upgraded connections. A node that cannot be reached is a 503 `Status` naming the node and the
+//! cause.
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -117,6 +121,18 @@ impl KubeletClient {
         node: &Value,
         path_and_query: &str,
     ) -> Result<Response<Incoming>, ApiError> {
+        self.send(node, &Method::GET, path_and_query, &[]).await
+    }
+
+    /// Sends a body-less `method` request for `path_and_query` to `node`'s API with the
+    /// headers `passed`.
+    async fn send(
+        &self,
+        node: &Value,
+        method: &Method,
+        path_and_query: &str,
+        passed: &[(header::HeaderName, header::HeaderValue)],
+    ) -> Result<Response<Incoming>, ApiError> {
         let name = node
             .pointer("/metadata/name")
             .and_then(Value::as_str)
@@ -132,15 +148,20 @@ impl KubeletClient {
         let uri: Uri = format!("https://{host}:{port}{path_and_query}")
             .parse()
             .map_err(|e| ApiError::bad_request(format!("the node API's URL: {e}")))?;
-        let req = Request::get(uri.clone())
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(uri.clone())
             .body(Empty::new())
             .map_err(|e| ApiError::internal(e.to_string()))?;
+        for (k, v) in passed {
+            req.headers_mut().append(k, v.clone());
+        }
         match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(unavailable(name, format!("GET {uri}: {}", chain(&e)))),
+            Ok(Err(e)) => Err(unavailable(name, format!("{method} {uri}: {}", chain(&e)))),
             Err(_) => Err(unavailable(
                 name,
-                format!("GET {uri}: no answer within {RESPONSE_TIMEOUT:?}"),
+                format!("{method} {uri}: no answer within {RESPONSE_TIMEOUT:?}"),
             )),
         }
     }
@@ -368,6 +389,172 @@ fn url_query(req: &RestRequest, keep: &[&str]) -> String {
         .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC)))
         .collect::<Vec<_>>()
         .join("&")
+}
+
+/// The headers of an upgrade request the node API needs.
+const UPGRADE_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+/// And those of its answer the client needs.
+const UPGRADED_HEADERS: &[&str] = &[
+    "connection",
+    "upgrade",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+    "x-stream-protocol-version",
+];
+
+/// `pods/exec`.
+pub static POD_EXEC: Subresource = Subresource {
+    name: "exec",
+    kind: Some("PodExecOptions"),
+    verbs: &["create", "get"],
+    group_version: None,
+    rest: &PodStream {
+        name: "exec",
+        node_path: "exec",
+    },
+};
+
+/// `pods/attach`.
+pub static POD_ATTACH: Subresource = Subresource {
+    name: "attach",
+    kind: Some("PodAttachOptions"),
+    verbs: &["create", "get"],
+    group_version: None,
+    rest: &PodStream {
+        name: "attach",
+        node_path: "attach",
+    },
+};
+
+/// `pods/portforward`.
+pub static POD_PORTFORWARD: Subresource = Subresource {
+    name: "portforward",
+    kind: Some("PodPortForwardOptions"),
+    verbs: &["create", "get"],
+    group_version: None,
+    rest: &PodStream {
+        name: "portforward",
+        node_path: "portForward",
+    },
+};
+
+/// A subresource of a Pod streamed over an upgraded connection by the node API's
+/// `/NODE_PATH/NS/POD/CONTAINER` (port forwarding: `/portForward/NS/POD`).
+struct PodStream {
+    name: &'static str,
+    node_path: &'static str,
+}
+
+/// The query options of `pods/exec`, `attach` and `portforward` the node API takes.
+const STREAM_OPTIONS: &[&str] = &["stdin", "stdout", "stderr", "tty", "ports"];
+
+#[async_trait]
+impl SubresourceRest for PodStream {
+    async fn serve(
+        &self,
+        api: Arc<Api>,
+        at: ObjectRef<'_>,
+        mut req: RestRequest,
+    ) -> Result<Response<Body>, ApiError> {
+        if !matches!(req.method, Method::GET | Method::POST) {
+            return Err(ApiError::method_not_allowed(req.method.as_str()));
+        }
+        // `create` whatever the method: a WebSocket's GET must not pass as a read
+        authorize(
+            &req.user,
+            Verb::Create,
+            at.r,
+            Some(self.name),
+            at.ns,
+            Some(at.name),
+        )?;
+        let pod = lookup(&api, at).await?;
+        let node_name = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("pod {} is not bound to a node", at.name))
+            })?;
+        let node = lookup(&api, ObjectRef::new(&NODES, None, node_name)).await?;
+        let mut query = url_query(&req, STREAM_OPTIONS);
+        // the command's words as they came (still encoded, in order)
+        let words = req.raw_query.as_deref().unwrap_or("").split('&');
+        for word in words.filter(|p| p.starts_with("command=")) {
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str(word);
+        }
+        let mut path = format!(
+            "/{}/{}/{}",
+            self.node_path,
+            at.ns.unwrap_or("default"),
+            at.name
+        );
+        if self.name != "portforward" {
+            path.push('/');
+            path.push_str(&log_container(&pod, req.query.get("container"))?);
+        }
+        if !query.is_empty() {
+            path = format!("{path}?{query}");
+        }
+        let passed: Vec<_> = UPGRADE_HEADERS
+            .iter()
+            .flat_map(|h| {
+                req.headers
+                    .get_all(*h)
+                    .iter()
+                    .map(|v| (header::HeaderName::from_static(h), v.clone()))
+            })
+            .collect();
+        let mut resp = kubelet(&api)?
+            .send(&node, &req.method, &path, &passed)
+            .await?;
+        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(relay(resp));
+        }
+        let Some(client) = req.upgrade.take() else {
+            return Err(ApiError::bad_request(format!(
+                "pods/{} needs a connection upgrade (WebSocket or SPDY) over HTTP/1.1",
+                self.name
+            )));
+        };
+        let mut out = Response::new(Empty::new().map_err(|e| match e {}).boxed());
+        *out.status_mut() = http::StatusCode::SWITCHING_PROTOCOLS;
+        for h in UPGRADED_HEADERS {
+            for v in resp.headers().get_all(*h) {
+                out.headers_mut().append(*h, v.clone());
+            }
+        }
+        let node_side = hyper::upgrade::on(&mut resp);
+        tokio::spawn(splice(client, node_side));
+        Ok(out)
+    }
+}
+
+/// Copies bytes both ways between the client's upgraded connection and the node's, as they
+/// come, until either ends.
+async fn splice(client: hyper::upgrade::OnUpgrade, node: hyper::upgrade::OnUpgrade) {
+    use hyper_util::rt::TokioIo;
+    let (client, node) = match tokio::join!(client, node) {
+        (Ok(c), Ok(n)) => (c, n),
+        (c, n) => {
+            tracing::debug!(client = ?c.err(), node = ?n.err(), "an upgraded stream did not start");
+            return;
+        }
+    };
+    let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut node).await {
+        tracing::debug!(error = %e, "an upgraded stream ended");
+    }
 }
 
 /// `nodes/proxy`: `GET /api/v1/nodes/NAME/proxy/PATH` is `GET PATH` of the node's API.

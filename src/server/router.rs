@@ -77,6 +77,10 @@ pub struct RestRequest {
     /// The URL's path and raw query (what a proxy subresource passes on).
     pub path: String,
     pub raw_query: Option<String>,
+    /// The request's headers (an upgrade's are passed on to the node API).
+    pub headers: http::HeaderMap,
+    /// The connection, once the answer is a 101 (an HTTP/1.1 request asking for an upgrade).
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
     content_length: Option<u64>,
     body_timeout: std::time::Duration,
     body: Incoming,
@@ -84,7 +88,8 @@ pub struct RestRequest {
 
 impl RestRequest {
     fn new(user: User, req: Request<Incoming>) -> RestRequest {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let header_str = |name| parts.headers.get(name).and_then(|h| h.to_str().ok());
         RestRequest {
             accept: header_str(header::ACCEPT).unwrap_or("").to_string(),
@@ -101,6 +106,8 @@ impl RestRequest {
             path: parts.uri.path().to_string(),
             raw_query: parts.uri.query().map(str::to_string),
             method: parts.method,
+            headers: parts.headers,
+            upgrade,
             user,
             body,
         }

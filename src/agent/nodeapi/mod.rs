@@ -13,8 +13,13 @@
 //!   tailLines, sinceSeconds/sinceTime, timestamps, limitBytes, previous), read by `logs`.
 //!   Errors are Kubernetes `Status` objects, which the server passes on to kubectl.
 //!   `/stats/summary`, `/metrics/resource` (`stats`) and `/metrics` (the agent's own process).
+//!   `/exec/NS/POD/CONTAINER` and `/attach/...` upgraded to WebSocket or SPDY (`exec`), and
+//!   `/portForward/NS/POD` (`portforward`).
+pub mod exec;
 pub mod logs;
+pub mod portforward;
 pub mod serving;
+pub mod spdy;
 pub mod stats;
 
 use std::net::SocketAddr;
@@ -81,6 +86,8 @@ pub struct NodeApi {
     pub state_dir: PathBuf,
     pub containerd_namespace: String,
     pub pods: PodsView,
+    /// What runs `exec`.
+    pub runtime: Arc<dyn crate::runtime::Runtime>,
 }
 
 /// Who a request comes from (its verified client certificate).
@@ -281,6 +288,10 @@ fn full(code: StatusCode, content_type: &'static str, body: impl Into<Bytes>) ->
     resp
 }
 
+fn empty() -> Body {
+    http_body_util::Empty::new().map_err(|e| match e {}).boxed()
+}
+
 /// A Kubernetes `Status` error.
 fn status(code: StatusCode, reason: &str, message: &str) -> Response<Body> {
     let body = serde_json::json!({
@@ -325,6 +336,13 @@ async fn handle(api: &NodeApi, caller: Option<Caller>, req: Request<Incoming>) -
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match (req.method().clone(), segs.as_slice()) {
         (http::Method::GET, ["healthz"]) => full(StatusCode::OK, "text/plain", "ok"),
+        (
+            http::Method::GET | http::Method::POST,
+            [which @ ("exec" | "attach"), ns, pod, container],
+        ) => exec::serve(api, req, *which == "attach", ns, pod, container).await,
+        (http::Method::GET | http::Method::POST, ["portForward", ns, pod]) => {
+            portforward::serve(api, req, ns, pod).await
+        }
         (http::Method::GET, ["containerLogs", ns, pod, container]) => {
             container_logs(api, ns, pod, container, req.uri().query()).await
         }

@@ -25,7 +25,15 @@ pub static PODS: Resource = Resource {
     short_names: &["po"],
     categories: &["all"],
     verbs: ALL_VERBS,
-    subresources: &[&STATUS, &EVICTION, &crate::server::proxy::POD_LOG, &BINDING],
+    subresources: &[
+        &STATUS,
+        &EVICTION,
+        &crate::server::proxy::POD_LOG,
+        &crate::server::proxy::POD_EXEC,
+        &crate::server::proxy::POD_ATTACH,
+        &crate::server::proxy::POD_PORTFORWARD,
+        &BINDING,
+    ],
     strategy: &PodStrategy,
 };
 
