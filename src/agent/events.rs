@@ -358,10 +358,14 @@ pub fn back_off(rec: &Recorder, about: &Involved, image: &str, crashed: bool) {
 }
 
 /// The prober's events: `Unhealthy` for a probe that failed ("Liveness probe failed: ...") or
-/// could not run ("... probe errored: ...").
+/// could not run ("... probe errored: ..."), `ProbeWarning` for one that succeeded with a
+/// warning ("Readiness probe warning: ...").
 pub fn probe_outcome(rec: &Recorder, about: &Involved, probe: &str, outcome: &Outcome) {
     match outcome {
         Outcome::Success => {}
+        Outcome::Warning(m) => {
+            rec.warning(about, "ProbeWarning", format!("{probe} probe warning: {m}"))
+        }
         Outcome::Failure(m) => {
             rec.warning(about, "Unhealthy", format!("{probe} probe failed: {m}"))
         }

@@ -68,7 +68,7 @@ pub async fn run(
     };
     let outcome = prober.probe(&t.target, &handler, limit).await;
     match (&handler, outcome) {
-        (_, Outcome::Success) => Ok(()),
+        (_, Outcome::Success | Outcome::Warning(_)) => Ok(()),
         // the kubelet's hook only fails when no answer came: the status code is not looked at
         (Handler::Http { .. }, Outcome::Failure(m)) if m.starts_with(HTTP_ANSWERED) => Ok(()),
         (Handler::Http { path, .. }, Outcome::Failure(m) | Outcome::Error(m)) => Err(format!(

@@ -295,6 +295,8 @@ struct Answer {
     status: u16,
     /// The `Location` header, for a redirect.
     location: Option<String>,
+    /// The start of the body (at most [`MAX_RESPONSE`] bytes), as the kubelet keeps it.
+    body: Vec<u8>,
 }
 
 async fn http_get(
@@ -313,7 +315,7 @@ async fn http_get(
         if (300..400).contains(&code) {
             // followed when it stays on the same host (the kubelet's redirectChecker); otherwise
             // the 3xx itself is the answer: a success (with a warning, in the kubelet)
-            let next = answer.location.and_then(|l| same_host(&l, &url));
+            let next = answer.location.as_deref().and_then(|l| same_host(l, &url));
             if let Some((https, port, path)) = next {
                 redirects += 1;
                 if redirects > MAX_REDIRECTS {
@@ -329,6 +331,11 @@ async fn http_get(
                 };
                 continue;
             }
+            // the kubelet's DoHTTPProbe: a 3xx it did not follow is a success with a warning
+            return Outcome::Warning(format!(
+                "Probe terminated redirects, Response body: {}",
+                String::from_utf8_lossy(&answer.body)
+            ));
         }
         return if http_success(code) {
             Outcome::Success
@@ -424,15 +431,23 @@ where
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     let mut body = resp.into_body();
-    let mut read = 0;
-    while read < MAX_RESPONSE {
+    let mut kept = Vec::new();
+    while kept.len() < MAX_RESPONSE {
         match body.frame().await {
-            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+            Some(Ok(frame)) => {
+                let data = frame.data_ref().map_or(&[][..], |b| &b[..]);
+                let room = MAX_RESPONSE - kept.len();
+                kept.extend_from_slice(&data[..data.len().min(room)]);
+            }
             Some(Err(e)) => return Err(HttpError::Http(e)),
             None => break,
         }
     }
-    Ok(Answer { status, location })
+    Ok(Answer {
+        status,
+        location,
+        body: kept,
+    })
 }
 
 /// TLS as the kubelet's HTTPS probes do it: InsecureSkipVerify (the certificate is not checked;
@@ -846,19 +861,32 @@ mod tests {
     #[tokio::test]
     async fn http_and_tcp_on_the_host_loopback() {
         let answers = [
-            "200 OK",
-            "302 Found\r\nLocation: http://example.com/elsewhere",
-            "500 Internal Server Error",
-            "301 Moved Permanently\r\nLocation: /broken",
-            "503 Service Unavailable",
+            ("200 OK", ""),
+            (
+                "302 Found\r\nLocation: http://example.com/elsewhere",
+                "moved",
+            ),
+            ("500 Internal Server Error", ""),
+            ("301 Moved Permanently\r\nLocation: /broken", ""),
+            ("503 Service Unavailable", ""),
         ]
-        .map(|a| format!("HTTP/1.1 {a}\r\nContent-Length: 0\r\n\r\n").into_bytes());
+        .map(|(a, body)| {
+            format!(
+                "HTTP/1.1 {a}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+        });
         let (port, server) = raw_server(answers.to_vec()).await;
         let (p, target) = on_the_host();
         let http = http_get(port, "/healthz", &[("X-Probe", "yes")]);
         let t = Duration::from_secs(2);
         assert_eq!(p.probe(&target, &http, t).await, Outcome::Success);
-        assert_eq!(p.probe(&target, &http, t).await, Outcome::Success);
+        // a redirect to another host is not followed: a success with the kubelet's warning
+        assert_eq!(
+            p.probe(&target, &http, t).await,
+            Outcome::Warning("Probe terminated redirects, Response body: moved".into())
+        );
         assert!(
             matches!(p.probe(&target, &http, t).await, Outcome::Failure(m) if m.contains("500"))
         );

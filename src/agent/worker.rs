@@ -480,7 +480,7 @@ impl ProbeTask {
             };
             events::probe_outcome(&self.events, &self.about, self.kind.as_str(), &outcome);
             match &outcome {
-                Outcome::Success => {}
+                Outcome::Success | Outcome::Warning(_) => {}
                 Outcome::Failure(m) => {
                     tracing::info!(output = m.as_str(), "probe failed")
                 }

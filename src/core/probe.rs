@@ -38,6 +38,10 @@ pub enum Result {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Success,
+    /// A success with something to say (the kubelet's `probe.Warning`: an HTTP probe whose
+    /// redirect to another host was not followed, so the 3xx itself answered): it counts as a
+    /// success, and the kubelet records a `ProbeWarning` event with the message.
+    Warning(String),
     Failure(String),
     /// The probe could not be run (unknown port name, exec not possible, unsupported handler):
     /// the kubelet throws such a result away and keeps the state.
@@ -100,7 +104,7 @@ impl ProbeState {
     /// Records one run; returns true when the held result changed.
     pub fn record(&mut self, outcome: &Outcome) -> bool {
         let ok = match outcome {
-            Outcome::Success => true,
+            Outcome::Success | Outcome::Warning(_) => true,
             Outcome::Failure(m) => {
                 self.message = m.clone();
                 false
