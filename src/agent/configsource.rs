@@ -80,6 +80,8 @@ impl ObjectSource for Unavailable {
 pub struct FromApi {
     pub client: kube::Client,
     pub tokens: TokenManager,
+    /// The last objects each pod got, if kept (see [`Remembered`]).
+    remembered: Option<Remembered>,
 }
 
 impl FromApi {
@@ -87,7 +89,84 @@ impl FromApi {
         FromApi {
             client,
             tokens: TokenManager::default(),
+            remembered: None,
         }
+    }
+
+    /// The same, keeping each pod's last objects in `dir` for when the API does not answer.
+    pub fn remembering(client: kube::Client, remembered: Remembered) -> FromApi {
+        FromApi {
+            remembered: Some(remembered),
+            ..FromApi::new(client)
+        }
+    }
+}
+
+/// The last objects each pod got from the API, kept on disk (`DIR/UID.json`, mode 0600: they
+/// hold Secrets and tokens) so that a container still (re)starts while the API is down, also
+/// after the agent itself restarted, as the kubelet starts containers from the volumes it has
+/// already set up. Every pod has such objects since the ServiceAccount admission gives it the
+/// `kube-root-ca.crt` ConfigMap and a token.
+pub struct Remembered {
+    dir: std::path::PathBuf,
+    /// What is on disk, by pod uid: a write only when a pod's objects changed.
+    written: Mutex<HashMap<String, PodObjects>>,
+}
+
+impl Remembered {
+    /// Opens `dir`, dropping what it holds for pods not in `keep` (by uid).
+    pub fn open(dir: std::path::PathBuf, keep: &std::collections::BTreeSet<String>) -> Remembered {
+        let _ = std::fs::create_dir_all(&dir);
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let uid = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or_default();
+            if !keep.contains(uid) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Remembered {
+            dir,
+            written: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn path(&self, uid: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{uid}.json"))
+    }
+
+    fn keep(&self, uid: &str, objects: &PodObjects) {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if written.get(uid) == Some(objects) {
+            return;
+        }
+        let write = || -> std::io::Result<()> {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let tmp = self.dir.join(format!(".{uid}.tmp"));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&serde_json::to_vec(objects)?)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, self.path(uid))
+        };
+        match write() {
+            Ok(()) => {
+                written.insert(uid.to_string(), objects.clone());
+            }
+            Err(e) => tracing::warn!(pod_uid = uid, error = %e, "could not keep the pod's objects"),
+        }
+    }
+
+    fn recall(&self, uid: &str) -> Option<PodObjects> {
+        let text = std::fs::read(self.path(uid)).ok()?;
+        serde_json::from_slice(&text).ok()
     }
 }
 
@@ -222,7 +301,27 @@ pub fn config_map_data(cm: ConfigMap) -> ConfigMapData {
 #[async_trait]
 impl ObjectSource for FromApi {
     async fn objects(&self, pod: &PodRef<'_>) -> Result<PodObjects, SourceError> {
-        self.objects_at(pod, Utc::now()).await
+        let got = self.objects_at(pod, Utc::now()).await;
+        let Some(remembered) = &self.remembered else {
+            return got;
+        };
+        match got {
+            Ok(objects) => {
+                remembered.keep(pod.uid, &objects);
+                Ok(objects)
+            }
+            Err(e) => match remembered.recall(pod.uid) {
+                Some(objects) => {
+                    tracing::warn!(
+                        pod = pod.name,
+                        error = %crate::runtime::chain(&e),
+                        "the API did not give the pod's objects: using those it gave last"
+                    );
+                    Ok(objects)
+                }
+                None => Err(e),
+            },
+        }
     }
 }
 

@@ -175,6 +175,10 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
             "loaded the bound pods of the last run from the cache"
         );
     }
+    let cached_uids: std::collections::BTreeSet<String> = (cached.iter())
+        .flat_map(|c| c.pods.iter().flatten())
+        .filter_map(|(_, p)| p.metadata.uid.clone())
+        .collect();
     let (store, writers) = watch::Store::new(cached);
     let clock = Clock::system();
     let (shutdown, shutdown_rx) = tokio_watch::channel(false);
@@ -196,7 +200,10 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
             clock.clone(),
             Arc::new(events::KubeSink(client.clone())),
         ),
-        objects: Arc::new(configsource::FromApi::new(client.clone())),
+        objects: Arc::new(configsource::FromApi::remembering(
+            client.clone(),
+            configsource::Remembered::open(cfg.state_dir.join("pod-objects"), &cached_uids),
+        )),
     });
     let node_ref = events::node_ref(&cfg.node_name);
     ctx.events

@@ -19,7 +19,7 @@ pub type Data = BTreeMap<String, Vec<u8>>;
 
 /// The API objects a pod's volumes and env read, as the agent found them (in the pod's
 /// namespace). A name the pod uses that is not here was not looked up.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct PodObjects {
     /// ConfigMaps by name (None: not found).
     pub config_maps: BTreeMap<String, Option<ConfigMapData>>,
@@ -32,7 +32,7 @@ pub struct PodObjects {
 }
 
 /// A ConfigMap's two bags: envFrom reads only `data`; volumes read both.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ConfigMapData {
     pub data: BTreeMap<String, String>,
     pub binary: Data,
