@@ -219,11 +219,13 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 fn cm(name: &str, value: &str) -> String {
-    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": value}})
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"t": "etcd"}}, "data": {"v": value}})
         .to_string()
 }
 
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
+/// The test's own ConfigMaps (the server also publishes kube-root-ca.crt in every namespace).
+const SEL: &str = "labelSelector=t%3Detcd";
 
 fn ok(resp: (u16, String), want: u16) -> Value {
     assert_eq!(resp.0, want, "{}", resp.1);
@@ -240,7 +242,7 @@ fn rv(obj: &Value) -> u64 {
 /// The events of a watch from `from` (closed by the server after a second).
 fn watch_events(api: &Endpoint, path: &str, from: u64) -> (u16, Vec<Value>) {
     let (code, body) = api.get(&format!(
-        "{path}?watch=1&resourceVersion={from}&timeoutSeconds=1"
+        "{path}?{SEL}&watch=1&resourceVersion={from}&timeoutSeconds=1"
     ));
     let events = body
         .lines()
@@ -331,7 +333,7 @@ fn the_api_on_etcd() {
         );
     }
     // a paged list: the later pages at the first page's revision, whatever changes between
-    let page1 = ok(api.get(&format!("{CMS}?limit=2")), 200);
+    let page1 = ok(api.get(&format!("{CMS}?limit=2&{SEL}")), 200);
     let cont = page1["metadata"]["continue"].as_str().unwrap().to_string();
     let at = rv(&json!({"metadata": page1["metadata"]}));
     ok(
@@ -346,7 +348,10 @@ fn the_api_on_etcd() {
         .collect();
     let mut next = cont;
     while !next.is_empty() {
-        let page = ok(api.get(&format!("{CMS}?limit=2&continue={next}")), 200);
+        let page = ok(
+            api.get(&format!("{CMS}?limit=2&continue={next}&{SEL}")),
+            200,
+        );
         names.extend(
             page["items"]
                 .as_array()
@@ -391,7 +396,7 @@ fn the_api_on_etcd() {
     let b = Server::start(dir.path(), "b", &etcd, &[], Some(&a));
     let exact = ok(
         b.api().get(&format!(
-            "{CMS}?resourceVersion={r1}&resourceVersionMatch=Exact"
+            "{CMS}?resourceVersion={r1}&resourceVersionMatch=Exact&{SEL}"
         )),
         200,
     );
@@ -413,12 +418,12 @@ fn the_api_on_etcd() {
 
     etcd.compact(etcd.revision());
     let (code, body) = b.api().get(&format!(
-        "{CMS}?resourceVersion={r1}&resourceVersionMatch=Exact"
+        "{CMS}?resourceVersion={r1}&resourceVersionMatch=Exact&{SEL}"
     ));
     assert_eq!(code, 410, "{body}");
     assert!(body.contains("Expired"), "{body}");
     // the servers still serve what is current
-    let now = ok(b.api().get(CMS), 200);
+    let now = ok(b.api().get(&format!("{CMS}?{SEL}")), 200);
     assert_eq!(now["items"].as_array().unwrap().len(), 6);
     drop(a);
 }
@@ -434,7 +439,7 @@ fn two_servers_on_one_etcd_see_each_others_writes() {
         .unwrap();
     let a = Server::start(dir.path(), "a", &etcd, &[], None);
     let b = Server::start(dir.path(), "b", &etcd, &[], Some(&a));
-    let start = rv(&ok(b.api().get(CMS), 200));
+    let start = rv(&ok(b.api().get(&format!("{CMS}?{SEL}")), 200));
     let written = ok(
         a.api()
             .send("POST", CMS, "application/json", &cm("from-a", "1")),
@@ -484,7 +489,7 @@ fn a_member_of_three_dies_and_writes_and_watches_continue() {
         .unwrap();
     let a = Server::start(dir.path(), "a", &etcd, &[], None);
     let b = Server::start(dir.path(), "b", &etcd, &[], Some(&a));
-    let start = rv(&ok(b.api().get(CMS), 200));
+    let start = rv(&ok(b.api().get(&format!("{CMS}?{SEL}")), 200));
     ok(
         a.api()
             .send("POST", CMS, "application/json", &cm("before", "1")),
@@ -528,8 +533,8 @@ fn a_member_of_three_dies_and_writes_and_watches_continue() {
         etcd.log()
     );
     // and both agree with etcd on every object's resourceVersion
-    let on_a = ok(a.api().get(CMS), 200);
-    let on_b = ok(b.api().get(CMS), 200);
+    let on_a = ok(a.api().get(&format!("{CMS}?{SEL}")), 200);
+    let on_b = ok(b.api().get(&format!("{CMS}?{SEL}")), 200);
     assert_eq!(on_a["items"], on_b["items"]);
 }
 
