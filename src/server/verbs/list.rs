@@ -1,0 +1,121 @@
+//! Reads of many: list (whole, or a page at a snapshot), watch.
+use super::*;
+
+impl Api {
+    /// The objects `filter` selects and the resourceVersion of the list.
+    pub async fn list(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+        filter: &Filter,
+    ) -> Result<(Vec<Arc<Value>>, u64), ApiError> {
+        authorize(user, Verb::List, r, None, ns, None)?;
+        let (items, rv) = self
+            .store
+            .list(&r.key(), ns)
+            .await
+            .map_err(|e| store_error(r, e))?;
+        let selected = items.into_iter().filter(|o| filter.matches(o)).collect();
+        Ok((selected, rv))
+    }
+
+    /// One page of a list (`limit`, `continue`, `resourceVersionMatch`): the items `filter`
+    /// selects after the continue token's position, read from the current state or from the
+    /// snapshot at the token's (or `Exact`) resourceVersion, as kube-apiserver reads etcd.
+    pub async fn list_page(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+        filter: &Filter,
+        opts: &ListOpts,
+    ) -> Result<Page, ApiError> {
+        authorize(user, Verb::List, r, None, ns, None)?;
+        let key = r.key();
+        let (items, rv) = match opts.at {
+            ReadAt::Latest { min } => {
+                query::fresh_enough(&*self.store, min).await?;
+                self.store.list(&key, ns).await
+            }
+            ReadAt::Exact(rv) => {
+                query::fresh_enough(&*self.store, rv).await?;
+                self.store
+                    .list_at(&key, ns, rv)
+                    .await
+                    .map(|items| (items, rv))
+            }
+        }
+        .map_err(|e| match (e, &opts.after) {
+            (StoreError::Expired { .. }, Some((after_ns, after_name))) => {
+                query::continue_expired(after_ns, after_name)
+            }
+            // kube-apiserver's words for an exact list etcd compacted past
+            (StoreError::Expired { .. }, None) => {
+                ApiError::gone("The resourceVersion for the provided list is too old.")
+            }
+            (e, _) => store_error(r, e),
+        })?;
+        let position = |o: &Value| {
+            (
+                meta::meta_str(o, "namespace").unwrap_or("").to_string(),
+                meta::meta_str(o, "name").unwrap_or("").to_string(),
+            )
+        };
+        let mut rest = items
+            .into_iter()
+            .filter(|o| opts.after.as_ref().is_none_or(|after| position(o) > *after))
+            .filter(|o| filter.matches(o))
+            .peekable();
+        let page: Vec<Arc<Value>> = match opts.limit {
+            Some(limit) => rest.by_ref().take(limit).collect(),
+            None => rest.by_ref().collect(),
+        };
+        let more = rest.peek().is_some();
+        let continue_token = match (more, page.last()) {
+            (true, Some(last)) => {
+                let (ns, name) = position(last);
+                Some(query::encode_continue(rv as i64, &ns, &name))
+            }
+            _ => None,
+        };
+        // counted only without a selector, as kube-apiserver does
+        let remaining = (more && filter.is_empty()).then(|| rest.count() as u64);
+        Ok(Page {
+            items: page,
+            rv,
+            continue_token,
+            remaining,
+        })
+    }
+
+    /// Starts a watch of `r` (the caller renders and filters its events).
+    pub async fn watch(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+        from: WatchFrom,
+    ) -> Result<Watch, ApiError> {
+        authorize(user, Verb::Watch, r, None, ns, None)?;
+        self.store
+            .watch(Some(&r.key()), ns, from)
+            .await
+            .map_err(|e| store_error(r, e))
+    }
+
+    /// One watch over several resources, in the order of their changes (for controllers).
+    pub async fn watch_all(
+        &self,
+        user: &User,
+        resources: &[&'static Resource],
+    ) -> Result<Watch, ApiError> {
+        for r in resources {
+            authorize(user, Verb::Watch, r, None, None, None)?;
+        }
+        self.store
+            .watch(None, None, WatchFrom::Current { initial: false })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+}
