@@ -322,7 +322,10 @@ impl Sampler {
                     s.worst_down = s.worst_down.max(down);
                     s.worst_double = s.worst_double.max(double);
                     if down > limits.0 || double > limits.1 {
-                        s.over.push(format!("{} running tasks per node {running:?}", chrono::Utc::now().format("%H:%M:%S%.3f")));
+                        s.over.push(format!(
+                            "{} running tasks per node {running:?}",
+                            chrono::Utc::now().format("%H:%M:%S%.3f")
+                        ));
                     }
                 }
             });
@@ -511,11 +514,17 @@ fn deaths_mid_rollout_do_not_break_the_bound() {
     let i = (0..NODES)
         .find(|i| hashes.iter().any(|(n, h)| *n == node(*i) && *h == old))
         .expect("a node still on the old revision");
-    eprintln!("{} agent {i} kill", chrono::Utc::now().format("%H:%M:%S%.3f"));
+    eprintln!(
+        "{} agent {i} kill",
+        chrono::Utc::now().format("%H:%M:%S%.3f")
+    );
     f.agents[i].kill();
     s.wait_samples(15);
     f.agents[i] = f.spawn_agent(i);
-    eprintln!("{} agent {i} back", chrono::Utc::now().format("%H:%M:%S%.3f"));
+    eprintln!(
+        "{} agent {i} back",
+        chrono::Utc::now().format("%H:%M:%S%.3f")
+    );
     f.wait_rolled_out("after the deaths");
     let seen = s.finish();
     if !seen.over.is_empty() || std::env::var_os("DSA_KEEP_LOGS").is_some() {
@@ -523,7 +532,11 @@ fn deaths_mid_rollout_do_not_break_the_bound() {
         std::fs::create_dir_all(&keep).unwrap();
         for e in std::fs::read_dir(f.dir.path()).unwrap().flatten() {
             if e.path().extension().is_some_and(|x| x == "log") {
-                std::fs::copy(e.path(), format!("{keep}/{}", e.file_name().to_string_lossy())).unwrap();
+                std::fs::copy(
+                    e.path(),
+                    format!("{keep}/{}", e.file_name().to_string_lossy()),
+                )
+                .unwrap();
             }
         }
         eprintln!("logs kept in {keep}");
