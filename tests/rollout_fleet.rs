@@ -322,7 +322,10 @@ impl Sampler {
                     s.worst_down = s.worst_down.max(down);
                     s.worst_double = s.worst_double.max(double);
                     if down > limits.0 || double > limits.1 {
-                        s.over.push(format!("running tasks per node {running:?}"));
+                        s.over.push(format!(
+                            "{} running tasks per node {running:?}",
+                            chrono::Utc::now().format("%H:%M:%S%.3f")
+                        ));
                     }
                 }
             });
@@ -500,20 +503,44 @@ fn deaths_mid_rollout_do_not_break_the_bound() {
     wait_for("the first node replaced", ROLLOUT, || {
         f.hashes().iter().any(|(_, h)| *h != old).then_some(())
     });
+    eprintln!("{} server kill", chrono::Utc::now().format("%H:%M:%S%.3f"));
     f.server.kill();
     // the agents keep what is bound: no node loses its pod while the server is away
     s.wait_samples(15);
     f.restart_server();
+    eprintln!("{} server back", chrono::Utc::now().format("%H:%M:%S%.3f"));
     // an agent whose node still runs the old revision dies, and comes back
     let hashes = f.hashes();
     let i = (0..NODES)
         .find(|i| hashes.iter().any(|(n, h)| *n == node(*i) && *h == old))
         .expect("a node still on the old revision");
+    eprintln!(
+        "{} agent {i} kill",
+        chrono::Utc::now().format("%H:%M:%S%.3f")
+    );
     f.agents[i].kill();
     s.wait_samples(15);
     f.agents[i] = f.spawn_agent(i);
+    eprintln!(
+        "{} agent {i} back",
+        chrono::Utc::now().format("%H:%M:%S%.3f")
+    );
     f.wait_rolled_out("after the deaths");
     let seen = s.finish();
+    if !seen.over.is_empty() || std::env::var_os("DSA_KEEP_LOGS").is_some() {
+        let keep = format!("/tmp/deaths-logs-{}", std::process::id());
+        std::fs::create_dir_all(&keep).unwrap();
+        for e in std::fs::read_dir(f.dir.path()).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                std::fs::copy(
+                    e.path(),
+                    format!("{keep}/{}", e.file_name().to_string_lossy()),
+                )
+                .unwrap();
+            }
+        }
+        eprintln!("logs kept in {keep}");
+    }
     check("deaths mid-rollout", &seen, (1, 0));
 }
 

@@ -75,6 +75,14 @@ pub struct DesiredPod {
     /// The pod's labels and annotations (fieldRef and downwardAPI `metadata.labels[...]`).
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// The pod's conditions as the API has them. A worker that has not written the pod's status
+    /// yet (the agent restarted) keeps their `lastTransitionTime` while their status is
+    /// unchanged, as the kubelet's status manager starts from the API's status: a restarted
+    /// agent must not make a pod that was ready all along look ready since now (the DaemonSet
+    /// controller would count it unavailable for minReadySeconds and replace it at once).
+    pub api_conditions: Vec<k8s_openapi::api::core::v1::PodCondition>,
+    /// The pod's `status.startTime` in the API (unix ms), kept the same way.
+    pub api_start_ms: Option<i64>,
 }
 
 impl DesiredPod {
@@ -122,6 +130,16 @@ impl DesiredPod {
             deletion,
             labels: meta.labels.clone().unwrap_or_default(),
             annotations: meta.annotations.clone().unwrap_or_default(),
+            api_conditions: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.clone())
+                .unwrap_or_default(),
+            api_start_ms: pod
+                .status
+                .as_ref()
+                .and_then(|s| s.start_time.as_ref())
+                .map(|t| t.0.as_millisecond()),
         })
     }
 
@@ -171,6 +189,8 @@ pub fn test_pod(name: &str, container: k8s_openapi::api::core::v1::Container) ->
         deletion: None,
         labels: Default::default(),
         annotations: Default::default(),
+        api_conditions: Vec::new(),
+        api_start_ms: None,
     }
 }
 

@@ -476,6 +476,12 @@ impl Worker {
                 Some((c.name.clone(), g))
             })
             .collect();
+        // before its first status, the API's start time (an agent restart keeps it)
+        if self.status.is_none() {
+            if let Some(t) = desired.api_start_ms {
+                self.start_ms = self.start_ms.min(t);
+            }
+        }
         let view = PodView {
             spec: &desired.spec,
             containers: newest,
@@ -492,7 +498,13 @@ impl Worker {
             start_ms: self.start_ms,
             gates,
         };
-        let mut st = status::pod_status(&view, self.status.as_ref(), now);
+        // before its first status, the API's: condition transition times survive an agent restart
+        let from_api = PodStatus {
+            conditions: Some(desired.api_conditions.clone()),
+            ..Default::default()
+        };
+        let prev = self.status.as_ref().unwrap_or(&from_api);
+        let mut st = status::pod_status(&view, Some(prev), now);
         // probes that cannot run say so on the Ready condition
         let unsupported: Vec<String> = desired
             .spec

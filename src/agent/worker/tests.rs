@@ -386,6 +386,60 @@ mod pod_tests {
         assert_eq!(main_status(&st).restart_count, 3);
     }
 
+    /// A restarted agent adopts a pod that was ready all along: its first status keeps the
+    /// Ready condition's lastTransitionTime from the API (the kubelet's status manager starts
+    /// from the API's status). Reset to now, it made the DaemonSet controller count the pod
+    /// unavailable for minReadySeconds and replace it at once, beside the node the rollout was
+    /// replacing: two nodes down against maxUnavailable 1 (rollout_fleet, deaths mid-rollout).
+    #[tokio::test(start_paused = true)]
+    async fn a_restarted_agent_keeps_the_ready_transition_time_the_api_has() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        let mut h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            ..Default::default()
+        });
+        let base_s = BASE_MS / 1000;
+        let mut c = dead(&h.pod, 0, base_s - 3600, 0);
+        c.state = TaskState::Running { pid: 1 };
+        h.rt.containers.lock().unwrap().insert(c.id.clone(), c);
+        let an_hour_ago = Time(k8s_openapi::jiff::Timestamp::from_second(base_s - 3590).unwrap());
+        let condition = |type_: &str, status: &str| k8s_openapi::api::core::v1::PodCondition {
+            type_: type_.into(),
+            status: status.into(),
+            last_transition_time: Some(an_hour_ago.clone()),
+            ..Default::default()
+        };
+        h.pod.api_start_ms = Some((base_s - 3600) * 1000);
+        h.pod.api_conditions = vec![
+            condition("Ready", "True"),
+            condition("ContainersReady", "True"),
+            // the API says not initialized: the worker's own view (True) transitions now
+            condition("Initialized", "False"),
+        ];
+        h.round();
+        let (st, _) = h.until("a status", running).await;
+        let since = |type_: &str| {
+            st.conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == type_)
+                .and_then(|c| c.last_transition_time.clone())
+        };
+        assert_eq!(since("Ready"), Some(an_hour_ago.clone()), "{st:?}");
+        assert_eq!(since("ContainersReady"), Some(an_hour_ago.clone()));
+        assert_ne!(
+            since("Initialized"),
+            Some(an_hour_ago),
+            "a changed status moves"
+        );
+        assert_eq!(
+            st.start_time.map(|t| t.0.as_second()),
+            Some(base_s - 3600),
+            "the start time kept"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn readiness_gates_ready_and_failed_liveness_restarts_the_container() {
         let mut h = Harness::new(Container {
