@@ -258,10 +258,16 @@ fn api_client(server: &str, ca_pem: &str, auth: Auth) -> Result<kube::Client, Jo
     // kube's own stack has these too: a dead server or path is noticed, also under a watch
     http.set_connect_timeout(Some(Duration::from_secs(30)));
     http.set_keepalive(Some(Duration::from_secs(30)));
+    // HTTP/2 when the server offers it (ALPN), as the kubelet's client-go: every request and
+    // watch of the agent on one connection. Over HTTP/1.1 each concurrent request (100 pods
+    // starting at once: their objects, tokens, status) opened a TLS connection of its own,
+    // which the pool then kept: ~100 connections and their buffers per agent (and per agent on
+    // the server), in the agent's resident memory long after the pods were gone.
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()
         .enable_http1()
+        .enable_http2()
         .wrap_connector(http);
     let http_client =
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
