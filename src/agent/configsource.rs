@@ -179,7 +179,9 @@ impl Remembered {
         match std::fs::remove_file(self.path(uid)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => tracing::warn!(pod_uid = uid, error = %e, "could not remove the pod's kept objects"),
+            Err(e) => {
+                tracing::warn!(pod_uid = uid, error = %e, "could not remove the pod's kept objects")
+            }
         }
     }
 
