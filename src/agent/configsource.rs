@@ -59,6 +59,9 @@ pub struct PodRef<'a> {
 pub trait ObjectSource: Send + Sync {
     /// The objects `pod` uses as they are now (a missing one as None).
     async fn objects(&self, pod: &PodRef<'_>) -> Result<PodObjects, SourceError>;
+
+    /// The pod of API uid `uid` is gone from this node: whatever is kept for it goes too.
+    fn forget(&self, _uid: &str) {}
 }
 
 /// No API: every object the pod names is reported missing.
@@ -164,6 +167,24 @@ impl Remembered {
         }
     }
 
+    /// Drops what is kept for a pod that is gone (on disk and in memory).
+    fn forget(&self, uid: &str) {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.remove(uid);
+        if written.is_empty() {
+            // a HashMap keeps its table at its largest: after a wave of pods, give it back
+            written.shrink_to_fit();
+        }
+        drop(written);
+        match std::fs::remove_file(self.path(uid)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(pod_uid = uid, error = %e, "could not remove the pod's kept objects")
+            }
+        }
+    }
+
     fn recall(&self, uid: &str) -> Option<PodObjects> {
         let text = std::fs::read(self.path(uid)).ok()?;
         serde_json::from_slice(&text).ok()
@@ -212,6 +233,15 @@ impl TokenManager {
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Drops the tokens of the pod of uid `uid` (gone from this node).
+    fn forget(&self, uid: &str) {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.retain(|k, _| k.pod_uid != uid);
+        if cache.is_empty() {
+            cache.shrink_to_fit();
+        }
     }
 
     /// The token `key` asks for: the one held while it is fresh, else a new one from the API.
@@ -321,6 +351,13 @@ impl ObjectSource for FromApi {
                 }
                 None => Err(e),
             },
+        }
+    }
+
+    fn forget(&self, uid: &str) {
+        self.tokens.forget(uid);
+        if let Some(remembered) = &self.remembered {
+            remembered.forget(uid);
         }
     }
 }
@@ -530,6 +567,29 @@ mod tests {
             matches!(&gone, Err(kube::Error::Api(s)) if s.code == 401),
             "{gone:?}"
         );
+        // and the agent holds them no longer
+        source.forget(&uid);
+        assert!(source.tokens.is_empty());
+    }
+
+    /// A gone pod's kept objects go, from disk and memory; the other pods' stay.
+    #[test]
+    fn a_gone_pods_objects_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let kept = Remembered::open(dir.path().join("objs"), &Default::default());
+        let objects = PodObjects {
+            tokens: [("".to_string(), "t".to_string())].into(),
+            ..PodObjects::default()
+        };
+        kept.keep("u1", &objects);
+        kept.keep("u2", &objects);
+        assert_eq!(kept.recall("u1"), Some(objects.clone()));
+        kept.forget("u1");
+        assert_eq!(kept.recall("u1"), None);
+        assert!(!kept.path("u1").exists());
+        assert_eq!(kept.recall("u2"), Some(objects.clone()));
+        let written = kept.written.lock().unwrap();
+        assert_eq!(written.keys().collect::<Vec<_>>(), ["u2"]);
     }
 
     #[test]

@@ -235,6 +235,8 @@ impl Controller {
                     })
                 });
                 if let Some(uid) = api_uid {
+                    // its objects and tokens are kept no longer (memory and the disk cache)
+                    self.ctx.objects.forget(&uid);
                     if deleted_here {
                         self.finished.insert(uid.clone());
                     }

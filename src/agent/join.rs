@@ -253,24 +253,43 @@ fn api_client(server: &str, ca_pem: &str, auth: Auth) -> Result<kube::Client, Jo
         }
         Auth::Cert(cert) => builder.with_client_cert_resolver(cert),
     };
+    client_over(&config, tls, true).map_err(client_err)
+}
+
+/// The agent's API client for `config` over `tls` (`https_only`: refuse a plain http:// URL),
+/// for a joined node and for a kubeconfig alike. HTTP/2 when the server offers it (ALPN), as
+/// the kubelet's client-go: every request and watch of the agent on one connection. Over
+/// HTTP/1.1 each concurrent request (100 pods starting at once: their objects, tokens, events)
+/// opened a TLS connection of its own, which the pool then kept: ~100 connections and their
+/// buffers per agent (and per agent on the server), in the agent's resident memory long after.
+pub(crate) fn client_over(
+    config: &kube::Config,
+    tls: rustls::ClientConfig,
+    https_only: bool,
+) -> Result<kube::Client, kube::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     // kube's own stack has these too: a dead server or path is noticed, also under a watch
     http.set_connect_timeout(Some(Duration::from_secs(30)));
     http.set_keepalive(Some(Duration::from_secs(30)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_only()
-        .enable_http1()
-        .wrap_connector(http);
-    let http_client =
-        hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+    let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
+    let https = match https_only {
+        true => https.https_only(),
+        false => https.https_or_http(),
+    };
+    let https = https.enable_http1().enable_http2().wrap_connector(http);
+    // one connection carries everything: a dead one is noticed by pings, not by a read timeout
+    let http_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+        .timer(hyper_util::rt::TokioTimer::new())
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .http2_keep_alive_timeout(Duration::from_secs(10))
+        .build(https);
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
-        .option_layer(config.auth_layer().map_err(client_err)?)
+        .option_layer(config.auth_layer()?)
         .map_err(|e: hyper_util::client::legacy::Error| Box::new(e) as tower::BoxError)
         .service(http_client);
-    Ok(kube::Client::new(service, "default"))
+    Ok(kube::Client::new(service, config.default_namespace.clone()))
 }
 
 /// Checks the CA a server presents against `pin`; verifies the serving certificate with it.

@@ -41,7 +41,10 @@ pub async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .with_context(|| format!("load kubeconfig {}", kubeconfig.display()))?;
-    Ok(kube::Client::try_from(cfg)?)
+    // the agent's own stack (HTTP/2: one connection for all its pods' requests), as a joined
+    // node's; the kubeconfig's CA, client certificate or token as kube reads them
+    let tls = kube::client::ConfigExt::rustls_client_config(&cfg)?;
+    Ok(join::client_over(&cfg, tls, false)?)
 }
 
 /// A running agent, as tests and the binary hold it.

@@ -36,6 +36,9 @@ const RESYNC: Duration = Duration::from_secs(30);
 /// The scheduler a pod without `spec.schedulerName` is for.
 const DEFAULT_SCHEDULER: &str = "default-scheduler";
 
+/// How many bindings a pass has in flight at once.
+const BINDS_AT_ONCE: usize = 64;
+
 pub struct Scheduler {
     api: Arc<Api>,
     clock: Clock,
@@ -209,6 +212,9 @@ impl Scheduler {
                 ))
         });
         let mut done = Pass::default();
+        // the scheduling cycle: one pod after another against the cache, each placement
+        // assumed in it at once (kube-scheduler's assume), so the next pods see it
+        let mut binds = Vec::new();
         for (key, raw) in pending {
             let Ok(mut pod) = serde_json::from_value::<Pod>((*raw).clone()) else {
                 continue;
@@ -216,28 +222,14 @@ impl Scheduler {
             let ns = s(&raw, "/metadata/namespace");
             let at = ObjectRef::new(&PODS, Some(ns), s(&raw, "/metadata/name"));
             match self.cache.schedule(&pod) {
-                Ok(node) => match bind(&self.api, &self.user, at, &node, &self.now()).await {
-                    Ok(()) => {
-                        tracing::info!(
-                            pod = at.name,
-                            namespace = ns,
-                            node = node.as_str(),
-                            "bound"
-                        );
-                        done.bound += 1;
-                        // assumed: counted on its node before the watch brings the binding
-                        if let Some(spec) = pod.spec.as_mut() {
-                            spec.node_name = Some(node);
-                        }
-                        self.cache.set_pod(&key, &pod);
-                        self.pending.remove(&key);
+                Ok(node) => {
+                    let unbound = pod.clone();
+                    if let Some(spec) = pod.spec.as_mut() {
+                        spec.node_name = Some(node.clone());
                     }
-                    // bound, deleted or changed meanwhile: the watch brings what happened
-                    Err(e) if e.code == 404 || e.code == 409 => {
-                        self.pending.remove(&key);
-                    }
-                    Err(e) => return Err(e),
-                },
+                    self.cache.set_pod(&key, &pod);
+                    binds.push((key, raw, node, unbound));
+                }
                 Err(why) => {
                     done.unschedulable += 1;
                     if condition_says(&raw, &why.message) {
@@ -259,6 +251,47 @@ impl Scheduler {
                     }
                 }
             }
+        }
+        // the binding cycle: the writes at once (kube-scheduler binds beside its next
+        // scheduling), so a scale-up does not wait on one conditional write after another
+        let now = self.now();
+        let (api, user) = (&self.api, &self.user);
+        let mut results = Vec::with_capacity(binds.len());
+        for chunk in binds.chunks(BINDS_AT_ONCE) {
+            let mut writes = Vec::with_capacity(chunk.len());
+            for (_, raw, node, _) in chunk {
+                let ns = s(raw, "/metadata/namespace");
+                let at = ObjectRef::new(&PODS, Some(ns), s(raw, "/metadata/name"));
+                writes.push(bind(api, user, at, node, &now));
+            }
+            results.extend(futures::future::join_all(writes).await);
+        }
+        let mut failed = None;
+        for ((key, raw, node, unbound), r) in binds.into_iter().zip(results) {
+            match r {
+                Ok(()) => {
+                    tracing::info!(
+                        pod = s(&raw, "/metadata/name"),
+                        namespace = s(&raw, "/metadata/namespace"),
+                        node = node.as_str(),
+                        "bound"
+                    );
+                    done.bound += 1;
+                    self.pending.remove(&key);
+                }
+                Err(e) => {
+                    // not bound by us: the assumption goes (the watch tells what became of it)
+                    self.cache.set_pod(&key, &unbound);
+                    if e.code == 404 || e.code == 409 {
+                        self.pending.remove(&key);
+                    } else {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
         }
         Ok(done)
     }
