@@ -172,11 +172,20 @@ impl Elector {
         })
     }
 
-    /// The write of `record`, started at `started_ms`, succeeded at `now_ms`: the candidate leads
-    /// (or goes on leading) from the start of that write.
+    /// The write of `record`, started at `started_ms`, succeeded at `now_ms`. A renewal extends
+    /// leadership from its start (the others may count the lease from the record before it). An
+    /// acquisition leads from when it was written, as client-go's observedTime: nobody could
+    /// see the record before, and counting from its start would never lead once a write takes
+    /// longer than the renew deadline (a server under write overload lost the lease and never
+    /// won it back); the others still wait a whole lease duration from when they see it.
     pub fn written(&mut self, record: Record, started_ms: i64, now_ms: i64) {
         self.observed = Some((record, now_ms));
-        self.renewed_at_ms = Some(started_ms);
+        let from = if self.renewed_at_ms.is_some() {
+            started_ms
+        } else {
+            now_ms
+        };
+        self.renewed_at_ms = Some(from);
     }
 
     /// Whether it leads at `now_ms`: its last renewal started less than the renew deadline ago.
@@ -380,10 +389,10 @@ mod tests {
             other.attempt(Some(&r), 0, 0),
             Attempt::Held { .. }
         ));
-        // the leader's renewals all fail from now on
-        assert!(leader.leading(9_999));
-        assert!(!leader.leading(10_000), "gives up at the renew deadline");
-        assert_eq!(leader.leading_until(), Some(10_000));
+        // the leader's renewals all fail from now on: it leads from when it acquired (30)
+        assert!(leader.leading(10_029));
+        assert!(!leader.leading(10_030), "gives up at the renew deadline");
+        assert_eq!(leader.leading_until(), Some(10_030));
         assert!(matches!(
             other.attempt(Some(&r), 14_999, 14_999),
             Attempt::Held { .. }
@@ -402,6 +411,31 @@ mod tests {
             leader.attempt(Some(&taken), 15_100, 15_100),
             Attempt::Held { .. }
         ));
+    }
+
+    /// Under write overload a write can take longer than the renew deadline: the acquisition
+    /// still leads (from when it was written), and a slow renewal still counts from its start.
+    #[test]
+    fn a_slow_acquisition_leads_from_when_it_was_written() {
+        let mut e = Elector::new(ME, Config::default());
+        let Attempt::Create(r) = e.attempt(None, 0, 0) else {
+            panic!()
+        };
+        e.written(r.clone(), 0, 12_000);
+        assert!(
+            e.leading(12_000),
+            "the write took longer than the renew deadline"
+        );
+        assert_eq!(e.leading_until(), Some(22_000));
+        let Attempt::Update(r2) = e.attempt(Some(&r), 14_000, 14_000) else {
+            panic!()
+        };
+        e.written(r2, 14_000, 20_000);
+        assert_eq!(
+            e.leading_until(),
+            Some(24_000),
+            "a renewal counts from its start"
+        );
     }
 
     #[test]
