@@ -16,6 +16,7 @@
 //!   `/exec/NS/POD/CONTAINER` and `/attach/...` upgraded to WebSocket or SPDY (`exec`), and
 //!   `/portForward/NS/POD` (`portforward`).
 pub mod exec;
+pub mod idle;
 pub mod logs;
 pub mod portforward;
 pub mod serving;
@@ -88,6 +89,8 @@ pub struct NodeApi {
     pub pods: PodsView,
     /// What runs `exec`.
     pub runtime: Arc<dyn crate::runtime::Runtime>,
+    /// How long a stream session may pass no data (`idle`).
+    pub idle_timeout: Duration,
 }
 
 /// Who a request comes from (its verified client certificate).
