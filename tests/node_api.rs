@@ -767,6 +767,33 @@ print("error", pf.error(port))
     let n = |l: &str| l.trim_start_matches("line ").parse::<u64>().unwrap();
     assert_eq!(n(&second), n(&first) + 1, "{first} {second}");
 
+    // the writable layer's usage in the node's summary (the snapshotter's, of the container)
+    c.ok(
+        common::kubectl(),
+        &[
+            "exec",
+            &pod,
+            "--",
+            "sh",
+            "-c",
+            "head -c 3000000 /dev/zero > /filler",
+        ],
+    );
+    let summary = c.ok(
+        common::kubectl(),
+        &["get", "--raw", "/api/v1/nodes/node-a/proxy/stats/summary"],
+    );
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let rootfs = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == pod.as_str())
+        .map(|p| p["containers"][0]["rootfs"].clone())
+        .unwrap();
+    assert!(rootfs["usedBytes"].as_u64() >= Some(3_000_000), "{rootfs}");
+    assert!(rootfs["inodesUsed"].as_u64() >= Some(1), "{rootfs}");
+
     // a session that passes no data ends after the agent's idle timeout (kubectl's pings
     // keep nothing open)
     c.start_agent_with(
