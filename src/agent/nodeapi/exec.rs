@@ -163,12 +163,21 @@ pub fn input(v5: bool, data: &[u8]) -> Option<Input> {
     }
 }
 
-/// One channel's message.
-fn frame(channel: u8, data: &[u8]) -> Bytes {
+/// One channel's message (a remote command's or a WebSocket port forward's).
+pub(super) fn frame(channel: u8, data: &[u8]) -> Bytes {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
     v.extend_from_slice(data);
     v.into()
+}
+
+/// The close that ends a session well: client-go reads the error channel to its end, and any
+/// other close is an error to it.
+pub(super) fn normal_closure() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }
 }
 
 /// The container id of `container` of pod `ns/pod` on this node, when it runs.
@@ -423,13 +432,7 @@ impl Work {
                     return;
                 }
             }
-            // a normal closure: client-go reads the error channel to its end, and any other
-            // close is an error to it
-            let normal = CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            };
-            let _ = sink.send(Message::Close(Some(normal))).await;
+            let _ = sink.send(Message::Close(Some(normal_closure()))).await;
             let _ = sink.close().await;
         });
         let _ = out.send((first_channel(&self.opts), Bytes::new())).await;

@@ -29,12 +29,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::exec::{transport_of, Transport};
+use super::exec::{frame, normal_closure, transport_of, Transport};
 use super::idle::Activity;
 use super::spdy::{self, Event, Frame};
 use super::{status, Body, NodeApi};
@@ -191,14 +190,13 @@ where
         let (mut rd, mut wr) = tokio::io::split(theirs);
         let inbound = async move {
             while let Some(Ok(m)) = messages.next().await {
-                match m {
-                    Message::Binary(b) => {
-                        if wr.write_all(&b).await.is_err() {
-                            break;
-                        }
-                    }
+                let data = match m {
+                    Message::Binary(b) => b,
                     Message::Close(_) => break,
-                    _ => {}
+                    _ => continue,
+                };
+                if wr.write_all(&data).await.is_err() {
+                    break;
                 }
             }
             let _ = wr.shutdown().await;
@@ -218,21 +216,6 @@ where
         tokio::join!(inbound, outbound);
     });
     ours
-}
-
-fn normal_closure() -> CloseFrame {
-    CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    }
-}
-
-/// One channel's message of the WebSocket channel protocol.
-fn channel_message(channel: u8, data: &[u8]) -> Bytes {
-    let mut v = Vec::with_capacity(data.len() + 1);
-    v.push(channel);
-    v.extend_from_slice(data);
-    v.into()
 }
 
 /// Port forwarding over the WebSocket channel protocol: one connection per port of `ports`.
@@ -264,15 +247,13 @@ async fn over_websocket<IO>(
         let Ok(data) = u8::try_from(2 * i) else { break };
         let error = data + 1;
         for channel in [data, error] {
-            let _ = out
-                .send(channel_message(channel, &port.to_le_bytes()))
-                .await;
+            let _ = out.send(frame(channel, &port.to_le_bytes())).await;
         }
         let (tx, rx) = mpsc::channel(QUEUED);
         routes.push(tx);
         let wrap = move |t: Told| match t {
-            Told::Data(b) => Some(channel_message(data, &b)),
-            Told::Error(m) => Some(channel_message(error, m.as_bytes())),
+            Told::Data(b) => Some(frame(data, &b)),
+            Told::Error(m) => Some(frame(error, m.as_bytes())),
             Told::DataEnd | Told::ErrorEnd => None,
         };
         let teller = Teller {
