@@ -249,6 +249,10 @@ struct AgentArgs {
     /// port, which the Node reports).
     #[arg(long, env = "DSA_NODE_API_LISTEN")]
     node_api_listen: Option<String>,
+    /// How long an exec, attach or port-forward session may pass no data before it is ended
+    /// (the kubelet's flag; default 4h).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    streaming_connection_idle_timeout: Option<std::time::Duration>,
 }
 
 #[derive(clap::Args)]
@@ -559,6 +563,7 @@ fn agent_flags(a: &AgentArgs) -> config::Flags {
         containerd_namespace: a.containerd_namespace.clone(),
         state_dir: a.state_dir.clone(),
         node_api_listen: a.node_api_listen.clone(),
+        streaming_connection_idle_timeout: a.streaming_connection_idle_timeout,
     }
 }
 

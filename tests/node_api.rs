@@ -78,6 +78,11 @@ impl Cluster {
 
     /// Starts (or starts again) a joined agent whose node API listens on `port` of loopback.
     fn start_agent(&mut self, node: &str, port: u16) {
+        self.start_agent_with(node, port, &[]);
+    }
+
+    /// `start_agent` with more flags.
+    fn start_agent_with(&mut self, node: &str, port: u16, flags: &[&str]) {
         let config = self.dir.path().join(format!("{node}.toml"));
         std::fs::write(
             &config,
@@ -96,13 +101,14 @@ impl Cluster {
             .join(format!("agent-{node}-{}.log", self.agents.len()));
         // (the flag: Proc sets DSA_NODE_API_LISTEN to any port, which the flag overrides)
         let listen = format!("127.0.0.1:{port}");
-        let args = [
+        let mut args = vec![
             "agent",
             "--config",
             config.to_str().unwrap(),
             "--node-api-listen",
             &listen,
         ];
+        args.extend_from_slice(flags);
         let p = Proc::spawn(&args, log);
         self.agents.retain(|(n, _)| n != node);
         self.agents.push((node.to_string(), p));
@@ -571,12 +577,15 @@ fn exec_variants(c: &Cluster, kubectl: &Path, pod: &str) {
     assert_eq!(code, 4, "{out}");
 }
 
-/// `kubectl port-forward` to the pod's web server: curl through it gets its page.
-fn port_forward(c: &Cluster, kubectl: &Path, (pod, port): &(String, u16)) {
+/// `kubectl port-forward` to the pod's web server: curl through it gets its page. `tunneled`:
+/// kubectl speaks SPDY inside a WebSocket (1.31+) rather than falling back to plain SPDY.
+fn port_forward(c: &Cluster, kubectl: &Path, (pod, port): &(String, u16), tunneled: bool) {
     let local = common::free_port();
     let mut pf = Command::new(kubectl)
         .arg("--kubeconfig")
         .arg(&c.kubeconfig)
+        // (-v=4: client-go's tunneling dialer says when its WebSocket was accepted)
+        .args(["-v=4"])
         .args([
             "port-forward",
             &format!("pod/{pod}"),
@@ -611,6 +620,13 @@ fn port_forward(c: &Cluster, kubectl: &Path, (pod, port): &(String, u16)) {
             kubectl.display()
         );
     }
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        log.contains("negotiated protocol: portforward.k8s.io"),
+        tunneled,
+        "{} {log}",
+        kubectl.display()
+    );
 }
 
 /// `kubectl cp` (exec of tar) into the pod and back.
@@ -668,12 +684,12 @@ fn kubectl_exec_and_attach_reach_the_containers() {
         ),
     ));
     let web = (c.pod_on("web", "node-a", running), web_port);
-    for kubectl in [
-        common::kubectl_release("1.33"),
-        common::kubectl_release("1.27"),
+    for (kubectl, tunneled) in [
+        (common::kubectl_release("1.33"), true),
+        (common::kubectl_release("1.27"), false),
     ] {
         exec_variants(&c, &kubectl, &pod);
-        port_forward(&c, &kubectl, &web);
+        port_forward(&c, &kubectl, &web, tunneled);
         copy_both_ways(&c, &kubectl, &pod);
     }
 
@@ -700,6 +716,40 @@ print("exit", resp.returncode)
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "py hello\nexit 5\n");
 
+    // the Python client's portforward (the WebSocket channel protocol)
+    let script = r#"
+import sys
+from kubernetes import client, config
+from kubernetes.stream import portforward
+config.load_kube_config(config_file=sys.argv[1])
+v1 = client.CoreV1Api()
+port = int(sys.argv[3])
+pf = portforward(v1.connect_get_namespaced_pod_portforward, sys.argv[2], "default", ports=str(port))
+s = pf.socket(port)
+s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+got = b""
+while True:
+    chunk = s.recv(4096)
+    if not chunk:
+        break
+    got += chunk
+s.close()
+print(got.split(b"\r\n\r\n", 1)[-1].decode(), end="")
+print("error", pf.error(port))
+"#;
+    let out = Command::new(common::python_client())
+        .args(["-c", script])
+        .arg(&c.kubeconfig)
+        .arg(&web.0)
+        .arg(web.1.to_string())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello from the pod\nerror None\n"
+    );
+
     // attach: the container's output from now on
     let mut attached = Command::new(common::kubectl_release("1.33"))
         .arg("--kubeconfig")
@@ -716,6 +766,69 @@ print("exit", resp.returncode)
     let _ = attached.wait();
     let n = |l: &str| l.trim_start_matches("line ").parse::<u64>().unwrap();
     assert_eq!(n(&second), n(&first) + 1, "{first} {second}");
+
+    // the writable layer's usage in the node's summary (the snapshotter's, of the container)
+    c.ok(
+        common::kubectl(),
+        &[
+            "exec",
+            &pod,
+            "--",
+            "sh",
+            "-c",
+            "head -c 3000000 /dev/zero > /filler",
+        ],
+    );
+    let summary = c.ok(
+        common::kubectl(),
+        &["get", "--raw", "/api/v1/nodes/node-a/proxy/stats/summary"],
+    );
+    let summary: serde_json::Value = serde_json::from_str(&summary).unwrap();
+    let rootfs = summary["pods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["podRef"]["name"] == pod.as_str())
+        .map(|p| p["containers"][0]["rootfs"].clone())
+        .unwrap();
+    assert!(rootfs["usedBytes"].as_u64() >= Some(3_000_000), "{rootfs}");
+    assert!(rootfs["inodesUsed"].as_u64() >= Some(1), "{rootfs}");
+
+    // a session that passes no data ends after the agent's idle timeout (kubectl's pings
+    // keep nothing open)
+    c.start_agent_with(
+        "node-b",
+        common::free_port(),
+        &["--streaming-connection-idle-timeout", "3s"],
+    );
+    let idle_pod = c.pod_on("shell", "node-b", running);
+    let started = Instant::now();
+    let mut idle = Command::new(common::kubectl_release("1.33"))
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .args(["exec", "-i", &idle_pod, "--", "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let held_open = idle.stdin.take();
+    let ended = common::wait_for("the idle exec to end", Duration::from_secs(60), || {
+        idle.try_wait().unwrap().map(|_| Instant::now())
+    });
+    drop(held_open);
+    assert!(
+        ended - started >= Duration::from_secs(3),
+        "ended after {:?}",
+        ended - started
+    );
+    assert!(
+        c.agent("node-b")
+            .log()
+            .contains("streaming connection idle timeout"),
+        "{}",
+        c.debug()
+    );
 
     // a viewer may read the pod and its log, not exec into it
     let out = Command::new(env!("CARGO_BIN_EXE_daemonset-agent"))

@@ -102,6 +102,7 @@ pub struct Flags {
     pub containerd_namespace: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub node_api_listen: Option<String>,
+    pub streaming_connection_idle_timeout: Option<std::time::Duration>,
 }
 
 /// How the agent reaches the API server.
@@ -143,6 +144,8 @@ pub struct Config {
     pub allowed_unsafe_sysctls: Vec<String>,
     /// The node API's address (`agent::nodeapi`); its port is the Node's kubelet endpoint.
     pub node_api_listen: std::net::SocketAddr,
+    /// How long a node API stream session may pass no data (`nodeapi::idle`).
+    pub streaming_connection_idle_timeout: std::time::Duration,
     /// The file it came from, for SIGHUP reloads.
     pub config_file: Option<PathBuf>,
 }
@@ -344,6 +347,9 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
         container_log_max_files,
         log_driver_binary,
         node_api_listen,
+        streaming_connection_idle_timeout: flags
+            .streaming_connection_idle_timeout
+            .unwrap_or(crate::agent::nodeapi::idle::DEFAULT),
         config_file: None,
     })
 }

@@ -245,6 +245,7 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
                 containerd_namespace: cfg.containerd_namespace.clone(),
                 pods: controller.view(),
                 runtime: exec_runtime,
+                idle_timeout: cfg.streaming_connection_idle_timeout,
             },
         ));
     }

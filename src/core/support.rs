@@ -452,14 +452,14 @@ pub const CONTAINER: &[(&str, Rule)] = &[
         "stdin",
         Refused {
             unless: &["false"],
-            why: "no attach",
+            why: "attach shows a container's output only: its process gets no stdin",
         },
     ),
     (
         "stdinOnce",
         Refused {
             unless: &["false"],
-            why: "no attach",
+            why: "attach shows a container's output only: its process gets no stdin",
         },
     ),
     (
@@ -478,7 +478,7 @@ pub const CONTAINER: &[(&str, Rule)] = &[
         "tty",
         Refused {
             unless: &["false"],
-            why: "no terminals",
+            why: "a container's process gets no terminal (exec -t does)",
         },
     ),
     (

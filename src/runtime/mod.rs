@@ -487,6 +487,11 @@ pub trait Runtime: Send + Sync + 'static {
     async fn exec_start(&self, _id: &str, _req: &ExecRequest) -> Result<ExecSession> {
         Err(RuntimeError::Unsupported { op: "exec" })
     }
+    /// What the writable layer of container `id` holds: (bytes, inodes), from the
+    /// snapshotter's usage of the container's snapshot. None when it cannot be told.
+    async fn rootfs_usage(&self, _id: &str) -> Option<(u64, u64)> {
+        None
+    }
     /// The termination message of a container that exited: its terminationMessagePath file
     /// (the last 4 KiB), or with `fallback_log` (FallbackToLogsOnError, and the container
     /// failed with an empty file) the end of that log file. None when there is none.

@@ -163,12 +163,21 @@ pub fn input(v5: bool, data: &[u8]) -> Option<Input> {
     }
 }
 
-/// One channel's message.
-fn frame(channel: u8, data: &[u8]) -> Bytes {
+/// One channel's message (a remote command's or a WebSocket port forward's).
+pub(super) fn frame(channel: u8, data: &[u8]) -> Bytes {
     let mut v = Vec::with_capacity(data.len() + 1);
     v.push(channel);
     v.extend_from_slice(data);
     v.into()
+}
+
+/// The close that ends a session well: client-go reads the error channel to its end, and any
+/// other close is an error to it.
+pub(super) fn normal_closure() -> CloseFrame {
+    CloseFrame {
+        code: CloseCode::Normal,
+        reason: "".into(),
+    }
 }
 
 /// The container id of `container` of pod `ns/pod` on this node, when it runs.
@@ -259,6 +268,7 @@ pub async fn serve(
         id,
         opts,
         v5: matches!(transport, Transport::WebSocket { protocol, .. } if protocol.starts_with("v5")),
+        activity: super::idle::Activity::new(api.idle_timeout),
         attach: attach.then(|| Attached {
             state_dir: api.state_dir.clone(),
             pods: api.pods.clone(),
@@ -389,6 +399,8 @@ struct Work {
     opts: Options,
     v5: bool,
     attach: Option<Attached>,
+    /// The data of the session, for its idle timeout.
+    activity: super::idle::Activity,
 }
 
 type Upgraded = TokioIo<hyper::upgrade::Upgraded>;
@@ -408,8 +420,10 @@ impl Work {
         let ws = WebSocketStream::from_raw_socket(io, Role::Server, None).await;
         let (mut sink, mut incoming) = ws.split();
         let (out, mut queued) = mpsc::channel::<(u8, Bytes)>(QUEUED);
+        let activity = self.activity.clone();
         let writer = tokio::spawn(async move {
             while let Some((channel, data)) = queued.recv().await {
+                activity.seen();
                 if sink
                     .send(Message::Binary(frame(channel, &data)))
                     .await
@@ -418,23 +432,28 @@ impl Work {
                     return;
                 }
             }
-            // a normal closure: client-go reads the error channel to its end, and any other
-            // close is an error to it
-            let normal = CloseFrame {
-                code: CloseCode::Normal,
-                reason: "".into(),
-            };
-            let _ = sink.send(Message::Close(Some(normal))).await;
+            let _ = sink.send(Message::Close(Some(normal_closure()))).await;
             let _ = sink.close().await;
         });
         let _ = out.send((first_channel(&self.opts), Bytes::new())).await;
         let (inputs_tx, inputs) = mpsc::channel::<Input>(QUEUED);
         let v5 = self.v5;
-        // the client's messages; the channel closes when it goes away
+        let activity = self.activity.clone();
+        // the client's messages; the channel closes when it goes away or the session idles
         let reader = tokio::spawn(async move {
-            while let Some(Ok(m)) = incoming.next().await {
+            let expired = activity.expired();
+            tokio::pin!(expired);
+            loop {
+                let m = tokio::select! {
+                    m = incoming.next() => m,
+                    _ = &mut expired => return,
+                };
+                let Some(Ok(m)) = m else { return };
                 let data = match m {
-                    Message::Binary(b) => b,
+                    Message::Binary(b) => {
+                        activity.seen();
+                        b
+                    }
                     Message::Close(_) => return,
                     _ => continue,
                 };
@@ -484,8 +503,10 @@ impl Work {
         let stream_of = |ch: u8| streams.iter().find(|(c, _)| *c == ch).map(|(_, s)| *s);
         let ids: Vec<(u8, u32)> = streams.clone();
         let forward_frames = frames.clone();
+        let activity = self.activity.clone();
         let forward = tokio::spawn(async move {
             while let Some((channel, bytes)) = queued.recv().await {
+                activity.seen();
                 let Some(stream) = ids.iter().find(|(c, _)| *c == channel).map(|(_, s)| *s) else {
                     continue;
                 };
@@ -501,9 +522,21 @@ impl Work {
         });
         let (inputs_tx, inputs) = mpsc::channel::<Input>(QUEUED);
         let (stdin, resize) = (stream_of(STDIN), stream_of(RESIZE));
+        let activity = self.activity.clone();
+        // the client's data; the inputs close when it goes away or the session idles
         let translate = tokio::spawn(async move {
             let mut sizes = Vec::new();
-            while let Some((stream, bytes, fin)) = data.recv().await {
+            let expired = activity.expired();
+            tokio::pin!(expired);
+            loop {
+                let got = tokio::select! {
+                    got = data.recv() => got,
+                    _ = &mut expired => return,
+                };
+                let Some((stream, bytes, fin)) = got else {
+                    return;
+                };
+                activity.seen();
                 let mut inputs = vec![];
                 if Some(stream) == stdin {
                     if !bytes.is_empty() {

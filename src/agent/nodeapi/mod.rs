@@ -16,6 +16,7 @@
 //!   `/exec/NS/POD/CONTAINER` and `/attach/...` upgraded to WebSocket or SPDY (`exec`), and
 //!   `/portForward/NS/POD` (`portforward`).
 pub mod exec;
+pub mod idle;
 pub mod logs;
 pub mod portforward;
 pub mod serving;
@@ -88,6 +89,8 @@ pub struct NodeApi {
     pub pods: PodsView,
     /// What runs `exec`.
     pub runtime: Arc<dyn crate::runtime::Runtime>,
+    /// How long a stream session may pass no data (`idle`).
+    pub idle_timeout: Duration,
 }
 
 /// Who a request comes from (its verified client certificate).
@@ -378,8 +381,17 @@ async fn handle(api: &NodeApi, caller: Option<Caller>, req: Request<Incoming>) -
     }
 }
 
-/// A usage sample, taken on a blocking thread.
+/// A usage sample, taken on a blocking thread, with the containers' writable layers as
+/// containerd tells them.
 async fn sample(api: &NodeApi) -> stats::Sample {
+    let mut s = cgroup_sample(api).await;
+    for c in s.pods.iter_mut().flat_map(|p| p.containers.iter_mut()) {
+        c.rootfs = api.runtime.rootfs_usage(&c.id).await;
+    }
+    s
+}
+
+async fn cgroup_sample(api: &NodeApi) -> stats::Sample {
     let (node, ns, dir, pods) = (
         api.node.clone(),
         api.containerd_namespace.clone(),

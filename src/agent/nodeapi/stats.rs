@@ -5,8 +5,8 @@
 //! twice for a CPU rate, as metrics-server does).
 //!
 //! One [`Sample`] is taken per request (a few small cgroup and /proc files per container, on a
-//! blocking thread) and rendered by pure functions. The containers' root filesystems (the
-//! snapshotter's usage) are not reported yet.
+//! blocking thread) and rendered by pure functions; each container's `rootfs` (its writable
+//! layer: the snapshotter's usage of the container's snapshot) is added from containerd after.
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
@@ -19,9 +19,13 @@ use crate::runtime::cgroup;
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerSample {
     pub name: String,
+    /// containerd's id (its snapshot's key).
+    pub id: String,
     pub started: Option<DateTime<Utc>>,
     pub usage: cgroup::Usage,
     pub log_bytes: u64,
+    /// The writable layer: (bytes, inodes).
+    pub rootfs: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -130,9 +134,11 @@ pub fn sample(
                     );
                     Some(ContainerSample {
                         name: c.name.clone(),
+                        id: id.to_string(),
                         started: time(&running.started_at),
                         usage: cgroup::usage(containerd_namespace, id),
                         log_bytes: std::fs::metadata(log).map(|m| m.len()).unwrap_or(0),
+                        rootfs: None,
                     })
                 })
                 .collect();
@@ -183,13 +189,17 @@ pub fn summary(s: &Sample) -> Value {
                 .containers
                 .iter()
                 .map(|c| {
-                    json!({
+                    let mut v = json!({
                         "name": c.name,
                         "startTime": c.started.map(rfc3339),
                         "cpu": cpu_json(&at, c.usage.cpu_ns),
                         "memory": memory_json(&at, c.usage.memory_bytes, c.usage.working_set_bytes),
                         "logs": {"time": at, "usedBytes": c.log_bytes},
-                    })
+                    });
+                    if let Some((bytes, inodes)) = c.rootfs {
+                        v["rootfs"] = json!({"time": at, "usedBytes": bytes, "inodesUsed": inodes});
+                    }
+                    v
                 })
                 .collect();
             let cs = &p.containers;
@@ -411,6 +421,7 @@ mod tests {
                 containers: vec![
                     ContainerSample {
                         name: "a".into(),
+                        id: "ida".into(),
                         started: None,
                         usage: cgroup::Usage {
                             cpu_ns: Some(1_500_000_000),
@@ -418,9 +429,11 @@ mod tests {
                             working_set_bytes: Some(10),
                         },
                         log_bytes: 7,
+                        rootfs: Some((4096, 3)),
                     },
                     ContainerSample {
                         name: "b".into(),
+                        id: "idb".into(),
                         started: None,
                         usage: cgroup::Usage {
                             cpu_ns: Some(500_000_000),
@@ -428,6 +441,7 @@ mod tests {
                             working_set_bytes: Some(5),
                         },
                         log_bytes: 0,
+                        rootfs: None,
                     },
                 ],
             }],
@@ -445,6 +459,10 @@ mod tests {
         assert_eq!(pod["memory"]["workingSetBytes"], 15);
         assert_eq!(pod["memory"]["usageBytes"], 20);
         assert_eq!(pod["containers"][0]["logs"]["usedBytes"], 7);
+        assert_eq!(pod["containers"][0]["rootfs"]["usedBytes"], 4096);
+        assert_eq!(pod["containers"][0]["rootfs"]["inodesUsed"], 3);
+        // not told: not there (the kubelet leaves out what it does not know)
+        assert!(pod["containers"][1].get("rootfs").is_none());
     }
 
     #[test]

@@ -551,6 +551,28 @@ impl Runtime for ContainerdRuntime {
         result.map(|exit| ExecResult { exit, output })
     }
 
+    async fn rootfs_usage(&self, id: &str) -> Option<(u64, u64)> {
+        use containerd_client::services::v1::snapshots::UsageRequest;
+        let usage = self
+            .ctd
+            .snapshots()
+            .usage(self.ctd.req(UsageRequest {
+                snapshotter: SNAPSHOTTER.to_string(),
+                key: id.to_string(),
+            }))
+            .await;
+        match usage {
+            Ok(u) => {
+                let u = u.into_inner();
+                Some((u64::try_from(u.size).ok()?, u64::try_from(u.inodes).ok()?))
+            }
+            Err(s) => {
+                tracing::debug!(container_id = id, error = s.message(), "snapshot usage");
+                None
+            }
+        }
+    }
+
     async fn exec_start(&self, id: &str, req: &super::ExecRequest) -> Result<super::ExecSession> {
         let terminal = req.tty.then_some(req.size);
         let process = self.exec_process_spec(id, &req.cmd, terminal).await?;
