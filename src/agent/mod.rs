@@ -20,6 +20,7 @@ pub mod nodeapi;
 pub mod podsync;
 pub mod prepull;
 pub mod prober;
+pub mod servers;
 pub mod watch;
 pub mod worker;
 
@@ -157,15 +158,16 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
         .with_context(|| format!("create state dir {}", cfg.state_dir.display()))?;
     // bound before the Node is registered: it reports the port (also a port 0 chose)
     let node_api = nodeapi::bind(&mut cfg).await;
-    let client = match &cfg.api {
-        config::ApiAccess::Kubeconfig(path) => client(path).await?,
-        config::ApiAccess::Join { server, token } => {
-            let joined = join::connect(server, token, &cfg.node_name, &cfg.state_dir)
+    let (client, servers) = match &cfg.api {
+        config::ApiAccess::Kubeconfig(path) => (client(path).await?, None),
+        config::ApiAccess::Join { servers, token } => {
+            let joined = join::connect_any(servers, token, &cfg.node_name, &cfg.state_dir)
                 .await
                 .map_err(|e| anyhow::anyhow!(crate::runtime::chain(&e)))?;
             let client = joined.client.clone();
+            let servers = joined.servers.clone();
             tokio::spawn(joined.keep_renewed());
-            client
+            (client, Some(servers))
         }
     };
     let cached = watch::load_cache(&cfg.state_dir);
@@ -219,6 +221,7 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
     };
     tokio::spawn(node::heartbeat(
         client.clone(),
+        servers,
         cfg.clone(),
         runtime_version.clone(),
         clock.clone(),
