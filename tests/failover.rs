@@ -183,13 +183,18 @@ fn kubectl_across(dir: &Path, from: &Replica, to: &Replica, args: &[&str]) -> St
     String::from_utf8(out.stdout).unwrap()
 }
 
-#[test]
-fn agents_fail_over_when_the_leading_server_dies() {
-    let etcd = Etcd::start();
+/// An etcd member and a directory for the test's replicas and nodes.
+fn etcd_and_dir(prefix: &str) -> (Etcd, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
-        .prefix("dsa-failover-")
+        .prefix(prefix)
         .tempdir_in("/tmp")
         .unwrap();
+    (Etcd::start(), dir)
+}
+
+#[test]
+fn agents_fail_over_when_the_leading_server_dies() {
+    let (etcd, dir) = etcd_and_dir("dsa-failover-");
     let d = dir.path();
     let mut a = Replica::start(d, "a", &etcd, LEADER_FLAGS, None);
     wait_for("a to lead", Duration::from_secs(30), || {
@@ -228,6 +233,9 @@ fn agents_fail_over_when_the_leading_server_dies() {
             ))
         })
         .collect();
+    for n in &nodes {
+        assert!(n.uses(&a) && !n.uses(&b), "{} uses a, the first", n.name);
+    }
     let tasks: Vec<BTreeMap<String, String>> = nodes.iter().map(Node::tasks).collect();
     for (n, t) in nodes.iter().zip(&tasks) {
         assert_eq!(t.len(), 1, "{}: one running container: {t:?}", n.name);
@@ -323,11 +331,7 @@ fn agents_fail_over_when_the_leading_server_dies() {
 /// An agent whose first server is down at start joins through the second and runs from it.
 #[test]
 fn an_agent_whose_first_server_is_down_uses_the_second() {
-    let etcd = Etcd::start();
-    let dir = tempfile::Builder::new()
-        .prefix("dsa-failover-first-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let (etcd, dir) = etcd_and_dir("dsa-failover-first-");
     let d = dir.path();
     let b = Replica::start(d, "b", &etcd, &[], None);
     let join = join_token(&b);
