@@ -230,7 +230,8 @@ struct AgentArgs {
     /// kubeconfig of the API server (on the server's machine: its admin.kubeconfig).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// The API server to join, https://HOST:PORT (with --token).
+    /// The API server to join, https://HOST:PORT (with --token); several, comma-separated:
+    /// replicas of one control plane, the agent fails over between them.
     #[arg(long, env = "DSA_SERVER")]
     server: Option<String>,
     /// The join token, sha256:CA-HASH::ID.SECRET (`daemonset-agent token create` prints it).

@@ -48,8 +48,9 @@ pub struct FileConfig {
     #[serde(default)]
     pub node_taints: Vec<String>,
     pub kubeconfig: Option<PathBuf>,
-    /// The API server to join (`https://HOST:PORT`), with `token`.
-    pub server: Option<String>,
+    /// The API server to join (`https://HOST:PORT`), with `token`; several (replicas of one
+    /// control plane) as a list or a comma-separated string: the agent fails over between them.
+    pub server: Option<ServerList>,
     /// The join token, `sha256:CA-HASH::ID.SECRET` (`daemonset-agent token create`).
     pub token: Option<String>,
     pub containerd_socket: Option<PathBuf>,
@@ -88,6 +89,31 @@ pub struct FileConfig {
     pub node_api_listen: Option<String>,
 }
 
+/// `server = "https://a:6443"`, `server = "https://a:6443,https://b:6443"` or
+/// `server = ["https://a:6443", "https://b:6443"]`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ServerList {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl ServerList {
+    /// The URLs, a comma-separated string split, blanks dropped.
+    pub fn urls(&self) -> Vec<String> {
+        let items: Vec<&str> = match self {
+            ServerList::One(s) => s.split(',').collect(),
+            ServerList::Many(v) => v.iter().flat_map(|s| s.split(',')).collect(),
+        };
+        items
+            .into_iter()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}
+
 /// What the command line said (None / empty: not given).
 #[derive(Debug, Default, Clone)]
 pub struct Flags {
@@ -113,8 +139,12 @@ pub enum ApiAccess {
     Kubeconfig(PathBuf),
     /// The node's own identity: joined once with the token (the server's CA checked against
     /// its pin), then the client certificate under the state directory, renewed before it
-    /// expires.
-    Join { server: String, token: JoinToken },
+    /// expires. Several servers are replicas of one control plane (one CA): the agent uses one
+    /// and fails over to the next (`agent::servers`).
+    Join {
+        servers: Vec<String>,
+        token: JoinToken,
+    },
 }
 
 /// The validated configuration the agent runs with.
@@ -356,7 +386,9 @@ pub fn merge(file: FileConfig, flags: &Flags, hostname: &str) -> Result<Config, 
 
 /// `kubeconfig`, or `server` with `token`: flags over the file, never both ways from one of them.
 fn api_access(file: &FileConfig, flags: &Flags) -> Result<ApiAccess, ConfigError> {
-    let layer = |kubeconfig: &Option<PathBuf>, server: &Option<String>, token: &Option<String>| {
+    let layer = |kubeconfig: &Option<PathBuf>,
+                 server: Option<ServerList>,
+                 token: &Option<String>| {
         let join = server.is_some() || token.is_some();
         match (kubeconfig, join) {
             (Some(_), true) => Err(invalid(
@@ -365,29 +397,39 @@ fn api_access(file: &FileConfig, flags: &Flags) -> Result<ApiAccess, ConfigError
             )),
             (Some(k), false) => Ok(Some(ApiAccess::Kubeconfig(k.clone()))),
             (None, true) => {
-                let server = server.clone().ok_or_else(|| {
-                    invalid(
+                let servers = server.map(|s| s.urls()).unwrap_or_default();
+                if servers.is_empty() {
+                    return Err(invalid(
                         "server",
-                        "the token needs the server's URL (https://HOST:PORT)".into(),
-                    )
-                })?;
+                        "the token needs the server's URL (https://HOST:PORT, or several separated by commas)".into(),
+                    ));
+                }
                 let token = token.as_deref().ok_or_else(|| {
                     invalid("token", "the server needs a join token (`daemonset-agent token create` on the server prints one)".into())
                 })?;
-                if !server.starts_with("https://") || server.parse::<http::Uri>().is_err() {
-                    return Err(invalid(
-                        "server",
-                        format!("{server:?} is not an https:// URL"),
-                    ));
+                for server in &servers {
+                    let uri = server.parse::<http::Uri>();
+                    if !server.starts_with("https://")
+                        || !uri.is_ok_and(|u| u.host().is_some_and(|h| !h.is_empty()))
+                    {
+                        return Err(invalid(
+                            "server",
+                            format!("{server:?} is not an https:// URL"),
+                        ));
+                    }
                 }
                 let token = JoinToken::parse(token).map_err(|e| invalid("token", e.to_string()))?;
-                Ok(Some(ApiAccess::Join { server, token }))
+                Ok(Some(ApiAccess::Join { servers, token }))
             }
             (None, false) => Ok(None),
         }
     };
-    let from_flags = layer(&flags.kubeconfig, &flags.server, &flags.token)?;
-    let from_file = layer(&file.kubeconfig, &file.server, &file.token)?;
+    let from_flags = layer(
+        &flags.kubeconfig,
+        flags.server.clone().map(ServerList::One),
+        &flags.token,
+    )?;
+    let from_file = layer(&file.kubeconfig, file.server.clone(), &file.token)?;
     Ok(from_flags
         .or(from_file)
         .unwrap_or_else(|| ApiAccess::Kubeconfig(DEFAULT_KUBECONFIG.into())))
@@ -627,6 +669,45 @@ allowed-unsafe-sysctls = ["net.core.*", "kernel.msgmax"]
     const JOIN: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000::abcdef.0123456789abcdef";
 
     #[test]
+    fn several_servers_as_a_list_or_separated_by_commas() {
+        let two = ["https://10.0.0.1:6443", "https://10.0.0.2:6443"];
+        for server in [
+            "server = [\"https://10.0.0.1:6443\", \"https://10.0.0.2:6443\"]",
+            "server = \"https://10.0.0.1:6443, https://10.0.0.2:6443\"",
+            "server = \"https://10.0.0.1:6443,https://10.0.0.2:6443,\"",
+        ] {
+            let file = parse_file(
+                &format!("{server}\ntoken = \"{JOIN}\""),
+                Path::new("a.toml"),
+            )
+            .unwrap();
+            let cfg = merge(file, &Flags::default(), "h").unwrap();
+            assert!(
+                matches!(&cfg.api, ApiAccess::Join { servers, .. } if servers == &two),
+                "{server}: {:?}",
+                cfg.api
+            );
+        }
+        let cfg = merge(
+            FileConfig::default(),
+            &flags(&[("server", &two.join(",")), ("token", JOIN)]),
+            "h",
+        )
+        .unwrap();
+        assert!(matches!(&cfg.api, ApiAccess::Join { servers, .. } if servers == &two));
+        for bad in ["https://a:1,http://b:2", "https://a:1,https://", " , "] {
+            match merge(
+                FileConfig::default(),
+                &flags(&[("server", bad), ("token", JOIN)]),
+                "h",
+            ) {
+                Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "server", "{bad}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn the_api_is_reached_by_kubeconfig_or_by_joining() {
         let file = parse_file(
             &format!("server = \"https://10.0.0.1:6443\"\ntoken = \"{JOIN}\""),
@@ -635,8 +716,8 @@ allowed-unsafe-sysctls = ["net.core.*", "kernel.msgmax"]
         .unwrap();
         let joined = merge(file, &Flags::default(), "h").unwrap();
         match &joined.api {
-            ApiAccess::Join { server, token } => {
-                assert_eq!(server, "https://10.0.0.1:6443");
+            ApiAccess::Join { servers, token } => {
+                assert_eq!(servers, &["https://10.0.0.1:6443"]);
                 assert_eq!(token.token.id, "abcdef");
             }
             other => panic!("{other:?}"),

@@ -27,6 +27,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
+use super::servers::{Rotating, Servers, ServersError};
 use crate::core::credential::{rotation_deadline, CaHash, JoinToken};
 use crate::pki::{self, CertInfo, PkiError};
 
@@ -73,6 +74,14 @@ pub enum JoinError {
         server: String,
         #[source]
         source: kube::Error,
+    },
+    #[error("the API servers")]
+    Servers(#[from] ServersError),
+    #[error("no API server answered the join: {}", servers.join(", "))]
+    NoServer {
+        servers: Vec<String>,
+        #[source]
+        source: Box<JoinError>,
     },
     #[error("certificate signing request {name}")]
     Request {
@@ -228,14 +237,17 @@ enum Auth {
     Cert(Arc<NodeCert>),
 }
 
-/// A client of `server` that trusts only `ca_pem` and authenticates with `auth`.
-fn api_client(server: &str, ca_pem: &str, auth: Auth) -> Result<kube::Client, JoinError> {
+/// A client of `servers` (one connector picks the server, [`Rotating`]) that trusts only
+/// `ca_pem` and authenticates with `auth`.
+fn api_client(servers: &Arc<Servers>, ca_pem: &str, auth: Auth) -> Result<kube::Client, JoinError> {
+    let named = servers.urls().join(",");
     let client_err = |source| JoinError::Client {
-        server: server.into(),
+        server: named.clone(),
         source,
     };
-    let uri = server.parse().map_err(|_| JoinError::Url {
-        server: server.into(),
+    // every request names the first server; the connector sends it to the current one
+    let uri = servers.url(0).parse().map_err(|_| JoinError::Url {
+        server: servers.url(0),
     })?;
     let mut config = kube::Config::new(uri);
     let mut roots = rustls::RootCertStore::empty();
@@ -253,7 +265,7 @@ fn api_client(server: &str, ca_pem: &str, auth: Auth) -> Result<kube::Client, Jo
         }
         Auth::Cert(cert) => builder.with_client_cert_resolver(cert),
     };
-    client_over(&config, tls, true).map_err(client_err)
+    client_over(&config, tls, true, Some(servers)).map_err(client_err)
 }
 
 /// The agent's API client for `config` over `tls` (`https_only`: refuse a plain http:// URL),
@@ -266,6 +278,7 @@ pub(crate) fn client_over(
     config: &kube::Config,
     tls: rustls::ClientConfig,
     https_only: bool,
+    servers: Option<&Arc<Servers>>,
 ) -> Result<kube::Client, kube::Error> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -279,11 +292,26 @@ pub(crate) fn client_over(
     };
     let https = https.enable_http1().enable_http2().wrap_connector(http);
     // one connection carries everything: a dead one is noticed by pings, not by a read timeout
-    let http_client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+    let mut builder = hyper_util::client::legacy::Client::builder(TokioExecutor::new());
+    builder
         .timer(hyper_util::rt::TokioTimer::new())
         .http2_keep_alive_interval(Duration::from_secs(30))
-        .http2_keep_alive_timeout(Duration::from_secs(10))
-        .build(https);
+        .http2_keep_alive_timeout(Duration::from_secs(10));
+    // several servers: the connector picks one for each dial ([`Rotating`])
+    let Some(servers) = servers else {
+        return Ok(kube::Client::new(
+            tower::ServiceBuilder::new()
+                .layer(config.base_uri_layer())
+                .option_layer(config.auth_layer()?)
+                .map_err(|e: hyper_util::client::legacy::Error| Box::new(e) as tower::BoxError)
+                .service(builder.build(https)),
+            config.default_namespace.clone(),
+        ));
+    };
+    let http_client = builder.build(Rotating {
+        inner: https,
+        servers: servers.clone(),
+    });
     let service = tower::ServiceBuilder::new()
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
@@ -534,6 +562,8 @@ pub async fn sign(
 /// A joined node's API access: the client, and what renews its certificate.
 pub struct Joined {
     pub client: kube::Client,
+    /// The servers the client picks from (the heartbeat gives up a silent one).
+    pub servers: Arc<Servers>,
     cert: Arc<NodeCert>,
     files: NodeFiles,
     node: String,
@@ -544,28 +574,41 @@ fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
 
-/// The node's API client: from the credential under `state_dir` if it is there and still valid
-/// for this node and CA, else by joining with `join` first.
+/// The node's API client of one server: [`connect_any`] with one.
 pub async fn connect(
     server: &str,
     join: &JoinToken,
     node: &str,
     state_dir: &Path,
 ) -> Result<Joined, JoinError> {
+    connect_any(&[server.to_string()], join, node, state_dir).await
+}
+
+/// The node's API client over `servers` (replicas of one control plane): from the credential
+/// under `state_dir` if it is there and still valid for this node and CA, else by joining with
+/// `join` first, through the first server (in order) that answers; the CA is pinned once and
+/// then trusted on every server.
+pub async fn connect_any(
+    servers: &[String],
+    join: &JoinToken,
+    node: &str,
+    state_dir: &Path,
+) -> Result<Joined, JoinError> {
     let files = NodeFiles::new(state_dir);
+    let servers = Servers::new(servers)?;
     let stored = match Stored::load(&files)? {
         Some(s) if s.usable(node, &join.ca, now()) => s,
         _ => {
-            let ca_pem = pinned_ca(server, &join.ca).await?;
+            let (server, ca_pem) = pinned_ca_of_any(&servers, &join.ca).await?;
             tracing::info!(server, ca = %join.ca, node, "the server's CA matches the join token's pin; asking for the node's certificate");
-            let bootstrap = api_client(server, &ca_pem, Auth::Bootstrap(join.token.to_string()))?;
+            let bootstrap = api_client(&servers, &ca_pem, Auth::Bootstrap(join.token.to_string()))?;
             let (key_pem, cert_pem) = request_certificate(&bootstrap, node).await?;
             let stored = Stored {
                 ca_pem,
                 cert_pem,
                 key_pem,
             };
-            save(&files, server, &stored)?;
+            save(&files, &servers.url(0), &stored)?;
             tracing::info!(node, path = %files.cert().display(), "joined: the node has its own certificate");
             stored
         }
@@ -573,13 +616,46 @@ pub async fn connect(
     let cert = Arc::new(NodeCert {
         current: RwLock::new(NodeCert::certified(&stored.cert_pem, &stored.key_pem)?),
     });
-    let client = api_client(server, &stored.ca_pem, Auth::Cert(cert.clone()))?;
+    let client = api_client(&servers, &stored.ca_pem, Auth::Cert(cert.clone()))?;
     Ok(Joined {
         client,
+        server: servers.url(0),
+        servers,
         cert,
         files,
         node: node.into(),
-        server: server.into(),
+    })
+}
+
+/// The pinned CA from the first server (in the rotation's order) that answers the handshake; a
+/// server presenting another CA ends the join (someone in between, or another cluster).
+async fn pinned_ca_of_any(
+    servers: &Arc<Servers>,
+    pin: &CaHash,
+) -> Result<(String, String), JoinError> {
+    let mut last = None;
+    for i in servers.order() {
+        let server = servers.url(i);
+        let answer = tokio::time::timeout(super::servers::DIAL_TIMEOUT, pinned_ca(&server, pin))
+            .await
+            .unwrap_or_else(|_| {
+                Err(JoinError::Connect {
+                    server: server.clone(),
+                    source: std::io::ErrorKind::TimedOut.into(),
+                })
+            });
+        match answer {
+            Ok(ca) => return Ok((server, ca)),
+            Err(e @ (JoinError::Connect { .. } | JoinError::Handshake { .. })) => {
+                tracing::warn!(server, error = %crate::runtime::chain(&e), "could not reach the API server to join; trying the next");
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(JoinError::NoServer {
+        servers: servers.urls(),
+        source: Box::new(last.unwrap_or(JoinError::Servers(ServersError::Empty))),
     })
 }
 

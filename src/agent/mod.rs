@@ -20,6 +20,7 @@ pub mod nodeapi;
 pub mod podsync;
 pub mod prepull;
 pub mod prober;
+pub mod servers;
 pub mod watch;
 pub mod worker;
 
@@ -44,7 +45,7 @@ pub async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client
     // the agent's own stack (HTTP/2: one connection for all its pods' requests), as a joined
     // node's; the kubeconfig's CA, client certificate or token as kube reads them
     let tls = kube::client::ConfigExt::rustls_client_config(&cfg)?;
-    Ok(join::client_over(&cfg, tls, false)?)
+    Ok(join::client_over(&cfg, tls, false, None)?)
 }
 
 /// A running agent, as tests and the binary hold it.
@@ -160,15 +161,16 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
         .with_context(|| format!("create state dir {}", cfg.state_dir.display()))?;
     // bound before the Node is registered: it reports the port (also a port 0 chose)
     let node_api = nodeapi::bind(&mut cfg).await;
-    let client = match &cfg.api {
-        config::ApiAccess::Kubeconfig(path) => client(path).await?,
-        config::ApiAccess::Join { server, token } => {
-            let joined = join::connect(server, token, &cfg.node_name, &cfg.state_dir)
+    let (client, servers) = match &cfg.api {
+        config::ApiAccess::Kubeconfig(path) => (client(path).await?, None),
+        config::ApiAccess::Join { servers, token } => {
+            let joined = join::connect_any(servers, token, &cfg.node_name, &cfg.state_dir)
                 .await
                 .map_err(|e| anyhow::anyhow!(crate::runtime::chain(&e)))?;
             let client = joined.client.clone();
+            let servers = joined.servers.clone();
             tokio::spawn(joined.keep_renewed());
-            client
+            (client, Some(servers))
         }
     };
     let cached = watch::load_cache(&cfg.state_dir);
@@ -222,6 +224,7 @@ pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result
     };
     tokio::spawn(node::heartbeat(
         client.clone(),
+        servers,
         cfg.clone(),
         runtime_version.clone(),
         clock.clone(),

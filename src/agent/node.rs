@@ -1,6 +1,7 @@
 //! The agent's Node: the well-known labels it detects, registration (create, or merge its labels
 //! and taints into the existing object), status, and the heartbeat Lease in kube-node-lease.
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -11,6 +12,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 
 use crate::agent::clock::Clock;
 use crate::agent::config::Config;
+use crate::agent::servers::Servers;
 use crate::core::status::time;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -291,7 +293,17 @@ async fn register_until_done(
 /// configuration; the pods keep running, nothing restarts); a Ready condition not the agent's
 /// (Unknown after a silence) gets the agent's status posted at once. The Lease duration is the
 /// one the agent started with (a SIGHUP reload does not change it).
-pub async fn heartbeat(client: kube::Client, cfg: Config, runtime_version: String, clock: Clock) {
+///
+/// With several `servers`, a renewal that does not answer within the renewal period, or fails
+/// in transport or with a 5xx, gives the server up: the agent fails over to the next one within
+/// a heartbeat period, also from a server that went silent without resetting its connections.
+pub async fn heartbeat(
+    client: kube::Client,
+    servers: Option<Arc<Servers>>,
+    cfg: Config,
+    runtime_version: String,
+    clock: Clock,
+) {
     use futures::StreamExt as _;
     use kube::runtime::watcher::{self, Event};
     use kube::runtime::WatchStreamExt as _;
@@ -316,8 +328,21 @@ pub async fn heartbeat(client: kube::Client, cfg: Config, runtime_version: Strin
             _ = tick.tick() => {
                 n += 1;
                 let duration = cfg.node_lease_duration_seconds;
-                if let Err(e) = renew_lease(&leases, &cfg.node_name, duration, clock.now_ms()).await {
-                    tracing::debug!(error = %crate::runtime::chain(&e), "lease renewal failed");
+                let used = servers.as_ref().map(|s| (s, s.current()));
+                let renewal = renew_lease(&leases, &cfg.node_name, duration, clock.now_ms());
+                let failed = match tokio::time::timeout(renew_every(&cfg), renewal).await {
+                    Ok(Ok(())) => false,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %crate::runtime::chain(&e), "lease renewal failed");
+                        super::servers::server_failed(&e)
+                    }
+                    Err(_) => {
+                        tracing::warn!(node = cfg.node_name.as_str(), "lease renewal timed out");
+                        true
+                    }
+                };
+                if let (true, Some((servers, i))) = (failed, used) {
+                    servers.give_up(i);
                 }
                 n.is_multiple_of(status_every)
             }
@@ -454,6 +479,7 @@ mod tests {
         let clock = Clock::starting_at(LONG_AGO_MS);
         let task = tokio::spawn(heartbeat(
             api.client.clone(),
+            None,
             cfg(&[], &[]),
             "containerd://1.6".into(),
             clock,
@@ -495,6 +521,7 @@ mod tests {
         let api = test_api::start().await;
         let task = tokio::spawn(heartbeat(
             api.client.clone(),
+            None,
             cfg(&["role=worker"], &["dedicated=infra:NoSchedule"]),
             "containerd://1.6".into(),
             Clock::system(),

@@ -334,6 +334,11 @@ async fn apply<K>(
     while let Some(ev) = events.next().await {
         match ev {
             Ok(ev) => {
+                if matches!(ev, Event::Init) {
+                    // a (re)list, not a watch resumed from its resourceVersion (a fail-over's
+                    // test counts these)
+                    tracing::info!(kind = ?kind, "listing from the API");
+                }
                 writer.apply_watcher_event(&ev);
                 store.saw(&ev);
                 let wake = store.wakes(kind, &ev);
