@@ -12,6 +12,8 @@
 //!   hour at 10 s) as fast as the period allows, bounded in count and time; the files' size
 //!   (state.db + -wal) before and after, the largest WAL seen, the bytes the server wrote
 //!   (/proc/PID/io write_bytes) per API write, and no "database is locked".
+use std::sync::atomic::AtomicU64;
+
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 
@@ -139,8 +141,6 @@ fn cpu_s(pid: u32) -> f64 {
     cpu_ticks(pid).unwrap_or(0) as f64 / clk_tck()
 }
 
-use std::sync::atomic::AtomicU64;
-
 fn scale_ds(name: &str, image: &str) -> Result<DaemonSet> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "apps/v1",
@@ -165,9 +165,9 @@ impl Bench {
             ScaleSizes {
                 nodes: 100,
                 daemonsets: 3,
-                steady: Duration::from_secs(10),
+                steady: Duration::from_secs(5),
                 churn_renewals: 60,
-                churn_cap: Duration::from_secs(10),
+                churn_cap: Duration::from_secs(5),
             }
         } else {
             ScaleSizes {
@@ -189,8 +189,15 @@ impl Bench {
         let n = sz.nodes as u64;
         let limit = raise_nofile_to((n * 4 + 4096).max(65536), n * 3 + 1024)?;
         eprintln!("[harness] scale: open files limit {limit}");
-        self.scale_sqlite(&sz).await?;
-        self.scale_etcd(&sz).await
+        // DSA_BENCH_SCALE_STORES=sqlite (or etcd): one of the two runs only
+        let stores = std::env::var("DSA_BENCH_SCALE_STORES").unwrap_or_default();
+        if stores.is_empty() || stores.contains("sqlite") {
+            self.scale_sqlite(&sz).await?;
+        }
+        if stores.is_empty() || stores.contains("etcd") {
+            self.scale_etcd(&sz).await?;
+        }
+        Ok(())
     }
 
     /// Two replicas on one etcd (a member of its own, as tests/etcd.rs starts them), sharing
@@ -224,10 +231,27 @@ impl Bench {
             .stderr(log)
             .spawn()
             .context("start etcd (Debian's etcd-server)")?;
-        let etcd = Proc {
+        let mut etcd = Proc {
             child,
             name: "etcd",
         };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            etcd.check()?;
+            let health = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={client_url}"))
+                .args(["endpoint", "health"])
+                .output()
+                .context("run etcdctl (Debian's etcd-client)")?;
+            if health.status.success() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("etcd did not become healthy in 30 s (log: scale-etcd.log)");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         eprintln!(
             "[harness] scale: two replicas on etcd {client_url}, {} simulated nodes, {} DaemonSets",
             sz.nodes, sz.daemonsets
