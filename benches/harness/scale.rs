@@ -267,7 +267,10 @@ impl Bench {
             let e = e?;
             std::fs::copy(e.path(), b_dir.join("tls").join(e.file_name()))?;
         }
-        std::fs::copy(a_dir.join("admin.kubeconfig"), b_dir.join("admin.kubeconfig"))?;
+        std::fs::copy(
+            a_dir.join("admin.kubeconfig"),
+            b_dir.join("admin.kubeconfig"),
+        )?;
         let b = self
             .scale_server(&b_dir, "scale-replica-b", &extra, sz.nodes)
             .await?;
@@ -327,7 +330,10 @@ impl Bench {
                 }
             }
             if Instant::now() > deadline {
-                bail!("{name} did not answer /readyz in 60 s (log: {})", log.display());
+                bail!(
+                    "{name} did not answer /readyz in 60 s (log: {})",
+                    log.display()
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -456,7 +462,10 @@ impl Bench {
         let steady = shared.take();
 
         // ---- fan-out of a DaemonSet change: its image, maxSurge 100%
-        eprintln!("[harness] scale: image update of {} over {n} nodes", names[0]);
+        eprintln!(
+            "[harness] scale: image update of {} over {n} nodes",
+            names[0]
+        );
         shared.record(true);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let current = dss.get(&names[0]).await?;
@@ -516,12 +525,18 @@ impl Bench {
             })
             .count();
         if new != n {
-            bail!("after the rollout {new} of {n} pods of {} run {v2}", names[0]);
+            bail!(
+                "after the rollout {new} of {n} pods of {} run {v2}",
+                names[0]
+            );
         }
 
         // ---- the compressed hour: Lease churn
         let churn = match sqlite {
-            Some((db, wal)) => Some(self.churn(sz, &shared, pids[0], db, wal, &samplers[0]).await?),
+            Some((db, wal)) => Some(
+                self.churn(sz, &shared, pids[0], db, wal, &samplers[0])
+                    .await?,
+            ),
             None => None,
         };
         for (i, p) in pids.iter().enumerate() {
@@ -563,8 +578,14 @@ impl Bench {
         if servers.len() > 1 {
             for i in 0..servers.len() {
                 let (l, a) = (
-                    steady.get(&format!("lease@{i}")).cloned().unwrap_or_default(),
-                    rollout.get(&format!("all@{i}")).cloned().unwrap_or_default(),
+                    steady
+                        .get(&format!("lease@{i}"))
+                        .cloned()
+                        .unwrap_or_default(),
+                    rollout
+                        .get(&format!("all@{i}"))
+                        .cloned()
+                        .unwrap_or_default(),
                 );
                 let p99 = pct(&l, 99.0).max(pct(&a, 99.0));
                 r.row(
@@ -582,11 +603,7 @@ impl Bench {
         r.row(
             "  rollout: API writes ms p50/p99",
             format!("{:.1}/{:.1}", pct(&all, 50.0), p99),
-            format!(
-                "status {:.0}/{:.0}",
-                pct(&status, 50.0),
-                pct(&status, 99.0)
-            ),
+            format!("status {:.0}/{:.0}", pct(&status, 50.0), pct(&status, 99.0)),
             None,
         )
         .target("p99 <= 100", p99 <= 100.0);
@@ -641,7 +658,11 @@ impl Bench {
             );
             r.row(
                 "    lease ms p50/p99",
-                format!("{:.1}/{:.1}", pct(&c.lease_ms, 50.0), pct(&c.lease_ms, 99.0)),
+                format!(
+                    "{:.1}/{:.1}",
+                    pct(&c.lease_ms, 50.0),
+                    pct(&c.lease_ms, 99.0)
+                ),
                 String::new(),
                 None,
             );

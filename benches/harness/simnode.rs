@@ -272,7 +272,13 @@ async fn sim_node(
         index,
         server,
     ));
-    jobs.spawn(watch_pods(client.clone(), name.clone(), status_tx, shared.clone(), ready));
+    jobs.spawn(watch_pods(
+        client.clone(),
+        name.clone(),
+        status_tx,
+        shared.clone(),
+        ready,
+    ));
     jobs.spawn(watch_daemonsets(client.clone(), shared.clone()));
     shared.registered.fetch_add(1, Ordering::SeqCst);
     drop(permit);
@@ -306,7 +312,11 @@ enum Job {
     /// Report this pod running and ready.
     Run(Box<Pod>),
     /// The API is deleting this pod: its "containers" are gone, delete it for good.
-    Finish { ns: String, name: String, uid: String },
+    Finish {
+        ns: String,
+        name: String,
+        uid: String,
+    },
 }
 
 /// The node's own pods: `spec.nodeName=NODE`, listed then watched (kube-runtime's watcher, as
@@ -320,8 +330,8 @@ async fn watch_pods(
 ) {
     let pods: Api<Pod> = Api::all(client);
     let on_node = format!("spec.nodeName={node}");
-    let stream = watcher::watcher(pods, watcher::Config::default().fields(&on_node))
-        .default_backoff();
+    let stream =
+        watcher::watcher(pods, watcher::Config::default().fields(&on_node)).default_backoff();
     let mut stream = std::pin::pin!(stream);
     // uid -> (reported, finishing)
     let mut known: HashMap<String, (bool, bool)> = HashMap::new();
@@ -348,8 +358,7 @@ async fn watch_pods(
         let at = Instant::now();
         if let Some(t) = shared.tracker() {
             let first = !tracked.as_ref().is_some_and(|x| Arc::ptr_eq(x, &t));
-            if first && image_of(&pod) == Some(t.image.as_str()) && owner_of(&pod) == Some(&t.ds)
-            {
+            if first && image_of(&pod) == Some(t.image.as_str()) && owner_of(&pod) == Some(&t.ds) {
                 let _ = t.tx.send((Seen::Pod, at));
                 tracked = Some(t);
             }
@@ -422,7 +431,11 @@ async fn pod_sync(
         match job {
             Job::Run(pod) => {
                 let status = running_status(&pod, &ip);
-                let (ns, name, uid) = (pod.namespace().unwrap_or_default(), pod.name_any(), pod.uid().unwrap_or_default());
+                let (ns, name, uid) = (
+                    pod.namespace().unwrap_or_default(),
+                    pod.name_any(),
+                    pod.uid().unwrap_or_default(),
+                );
                 let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
                 let patch = json!({"metadata": {"uid": uid}, "status": status});
                 let t0 = Instant::now();
