@@ -141,22 +141,24 @@ fn cpu_s(pid: u32) -> f64 {
     cpu_ticks(pid).unwrap_or(0) as f64 / clk_tck()
 }
 
+/// The harness's DaemonSet on the simulated nodes only, rolled with `maxSurge: 100%` (every
+/// node's new pod at once, beside its old one), its pod asking for a little of each node.
 fn scale_ds(name: &str, image: &str) -> Result<DaemonSet> {
-    Ok(serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {
-            "selector": {"matchLabels": {"app": name}},
-            "updateStrategy": {"type": "RollingUpdate",
-                "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {
-                "nodeSelector": {SCALE_LABEL: "yes"},
-                "containers": [{"name": "c", "image": image,
-                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}],
-            }},
-        },
-    }))?)
+    let ds = daemonset(name, image, Some(json!({SCALE_LABEL: "yes"})))?;
+    let mut ds = serde_json::to_value(ds)?;
+    ds["spec"]["updateStrategy"] = json!({"type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": 0}});
+    ds["spec"]["template"]["spec"]["containers"][0]["resources"] =
+        json!({"requests": {"cpu": "10m", "memory": "16Mi"}});
+    Ok(serde_json::from_value(ds)?)
+}
+
+/// Cores each of `pids` used since `before` (CPU seconds), over `secs`.
+fn cores_since(pids: &[u32], before: &[f64], secs: f64) -> Vec<f64> {
+    pids.iter()
+        .zip(before)
+        .map(|(p, c)| (cpu_s(*p) - c) / secs)
+        .collect()
 }
 
 impl Bench {
@@ -439,11 +441,7 @@ impl Bench {
             .await
             .context("the fleet's pods")?;
         let up = t0.elapsed();
-        let cpu_up: Vec<f64> = pids
-            .iter()
-            .zip(&cpu0)
-            .map(|(p, c)| (cpu_s(*p) - c) / up.as_secs_f64())
-            .collect();
+        let cpu_up = cores_since(&pids, &cpu0, up.as_secs_f64());
 
         // ---- steady state: Lease renewals only
         eprintln!("[harness] scale: steady state, {:?}", sz.steady);
@@ -453,11 +451,7 @@ impl Bench {
         let t_steady = Instant::now();
         tokio::time::sleep(sz.steady).await;
         let steady_s = t_steady.elapsed().as_secs_f64();
-        let cpu_steady: Vec<f64> = pids
-            .iter()
-            .zip(&c0)
-            .map(|(p, c)| (cpu_s(*p) - c) / steady_s)
-            .collect();
+        let cpu_steady = cores_since(&pids, &c0, steady_s);
         let steady_writes = shared.writes.load(Ordering::SeqCst) - w0;
         let steady = shared.take();
 
@@ -503,11 +497,7 @@ impl Bench {
             .await
             .context("the rollout's end")?;
         let rollout_s = t_patch.elapsed().as_secs_f64();
-        let cpu_rollout: Vec<f64> = pids
-            .iter()
-            .zip(&c0)
-            .map(|(p, c)| (cpu_s(*p) - c) / rollout_s)
-            .collect();
+        let cpu_rollout = cores_since(&pids, &c0, rollout_s);
         let rollout = shared.take();
         shared.record(false);
         let pods: Api<Pod> = Api::namespaced(admin.clone(), "default");
