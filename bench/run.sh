@@ -12,9 +12,11 @@
 # a rollout over 20 more agents (maxUnavailable 25%, maxSurge 25%) against its bound, and the
 # agent under 100 concurrent `kubectl logs -f` (nodeapi), and ReplicaSets (rs): `kubectl scale` to
 # 100 replicas over 10 more agents against 100 containerd create+starts, and the scheduler's
-# throughput for 1000 pending pods over 100 simulated nodes.
+# throughput for 1000 pending pods over 100 simulated nodes; and scale (issue 14): 5000 simulated
+# nodes (tokio tasks, kubemark's hollow nodes) with 20 DaemonSets against a server on SQLite,
+# then against two replicas on one etcd (write latency, fan-out, server CPU/RSS, the store).
 # --peers first runs bench/peers.sh (ctr run, docker run, swarm global service) and adds them.
-# --only latency,convergence,idle,fanout,rollout,network,nodeapi,rs: run those sections only (for working on one figure).
+# --only latency,convergence,idle,fanout,rollout,network,nodeapi,rs,scale: run those sections only (for working on one figure).
 # --tls-compare: apply->running and fan-out over plain HTTP (the server's loopback --insecure-listen)
 # and over TLS, one after the other in this run, and the ratios (issue 8: TLS must cost < 10%).
 # --smoke: small sizes for CI (a few minutes). Needs root and what scripts/install-deps.sh
@@ -33,7 +35,7 @@ while [[ $# -gt 0 ]]; do
     --json) json_out=${2:?--json needs a file name}; shift 2 ;;
     --only) only=${2:?--only needs sections}; shift 2 ;;
     --tls-compare) tls_compare=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (usage: run.sh [--smoke] [--peers] [--json OUT.json] [--only SECTIONS] [--tls-compare])" >&2; exit 2 ;;
   esac
 done

@@ -54,6 +54,10 @@ mod nodeapi;
 mod replicaset;
 #[path = "harness/rollout.rs"]
 mod rollout;
+#[path = "harness/scale.rs"]
+mod scale;
+#[path = "harness/simnode.rs"]
+mod simnode;
 
 const NODE: &str = "bench-node";
 const GRACE: i64 = 2;
@@ -69,7 +73,7 @@ struct Opts {
     smoke: bool,
     json: Option<PathBuf>,
     peers_json: Option<PathBuf>,
-    /// Sections to run (`--only latency,convergence,idle,fanout,rollout,network,nodeapi,rs`); all
+    /// Sections to run (`--only latency,convergence,idle,fanout,rollout,network,nodeapi,rs,scale`); all
     /// when empty.
     only: Vec<String>,
     /// HTTPS (true, the default) or plain HTTP on a loopback `--insecure-listen`.
@@ -118,11 +122,12 @@ impl Opts {
                             "network",
                             "nodeapi",
                             "rs",
+                            "scale",
                         ]
                         .contains(&s.as_str())
                         {
                             bail!(
-                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network, nodeapi, rs)"
+                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network, nodeapi, rs, scale)"
                             );
                         }
                     }
@@ -1801,6 +1806,9 @@ async fn run(o: Opts) -> Result<Report> {
         }
         if b.o.runs("rs") {
             b.replicasets().await?;
+        }
+        if b.o.runs("scale") {
+            b.scale().await?;
         }
         b.peers()?;
         b.check_procs()

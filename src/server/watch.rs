@@ -299,7 +299,8 @@ pub async fn watch_converted(
     };
     let mut pending = VecDeque::new();
     let store = api.store.clone();
-    let mut changes = Some(store.changes());
+    // woken by events of this resource only (not by every write of the store)
+    let mut changes = Some(store.changes_of(&r.key()));
     // the initial events of `NotOlderThan` a resourceVersion wait for it too
     let started = match rv {
         Some(rv) => query::fresh_enough(&*store, rv).await,

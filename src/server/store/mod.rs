@@ -240,8 +240,15 @@ pub trait ObjectStore: Send + Sync {
     /// The store's resourceVersion as writes advance it (for watchers and for readers waiting
     /// for a resourceVersion the store has not reached yet).
     fn changes(&self) -> watch::Receiver<u64>;
+    /// Changes when the history gets an event of `resource` (its rv): what a watcher of that
+    /// resource waits on.
+    fn changes_of(&self, resource: &str) -> watch::Receiver<u64> {
+        let _ = resource;
+        self.changes()
+    }
     /// Events of `resource` (in `namespace`, or all) after `rv`, oldest first: at most `limit` of
-    /// the history's events are looked at. `Expired` when events after `rv` left the history.
+    /// the history's events are looked at. `Expired` when events of `resource` after `rv` left
+    /// the history (other resources' may have).
     fn events_after(
         &self,
         rv: u64,
