@@ -1,5 +1,5 @@
 //! The scale benchmark (issue 14): a server of its own (on SQLite; then two replicas on one
-//! etcd) with N simulated nodes (`simnode`: 5000 and 20 DaemonSets; smoke 100 and 3), measuring
+//! etcd) with N simulated nodes (`simnode`: 5000 and 20 DaemonSets; smoke 40 and 2), measuring
 //! - the client-side latency of the nodes' mutating calls in steady state (Lease renewals) and
 //!   during a rollout (status writes, final deletes, renewals): p99 <= 100 ms (Kubernetes' SLO
 //!   for mutating calls is 1 s);
@@ -164,9 +164,10 @@ fn cores_since(pids: &[u32], before: &[f64], secs: f64) -> Vec<f64> {
 impl Bench {
     pub(super) async fn scale(&mut self) -> Result<()> {
         let sz = if self.o.smoke {
+            // CI's smoke: proves the section works in about a minute (figures: the full run)
             ScaleSizes {
-                nodes: 100,
-                daemonsets: 3,
+                nodes: 40,
+                daemonsets: 2,
                 steady: Duration::from_secs(5),
                 churn_renewals: 60,
                 churn_cap: Duration::from_secs(5),
