@@ -32,6 +32,9 @@ pub(super) struct History {
     max_bytes: usize,
     /// Every event with rv > complete_after is in `events`.
     pub(super) complete_after: u64,
+    /// The backend went back in time (restored from a backup): a resourceVersion beyond the
+    /// store's is one given out before, which names nothing the store has.
+    pub(super) went_back: bool,
 }
 
 impl History {
@@ -42,6 +45,7 @@ impl History {
             max_events: max_events.max(1),
             max_bytes,
             complete_after: rv,
+            went_back: false,
         }
     }
 
@@ -69,6 +73,19 @@ impl History {
 
     pub(super) fn check(&self, rv: u64) -> Result<(), StoreError> {
         if rv < self.complete_after {
+            return Err(StoreError::Expired {
+                requested: rv,
+                oldest: self.complete_after,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`History::check`], and for a store that went back in time, a resourceVersion beyond
+    /// `current` (given out before it went back) is 410 too, not a wait.
+    pub(super) fn check_at(&self, rv: u64, current: u64) -> Result<(), StoreError> {
+        self.check(rv)?;
+        if self.went_back && rv > current {
             return Err(StoreError::Expired {
                 requested: rv,
                 oldest: self.complete_after,
@@ -219,9 +236,13 @@ impl State {
                 }
             }
         }
+        let back = rv < objects.rv;
         objects.map = fresh;
         objects.rv = rv;
-        lock(&self.history).reset(rv);
+        let mut history = lock(&self.history);
+        history.reset(rv);
+        history.went_back |= back;
+        drop(history);
         drop(objects);
         tracing::warn!(
             rv,
@@ -315,6 +336,12 @@ impl Store {
         }
     }
 
+    /// Marks the store as gone back in time (its backend behind the resourceVersions given out
+    /// before: restored from a backup), see [`History::went_back`].
+    pub(super) fn went_back(&self) {
+        lock(&self.state.history).went_back = true;
+    }
+
     /// Ends `task` with the store.
     pub(super) fn also_stop(&mut self, task: Option<tokio::task::AbortHandle>) {
         self.tasks.extend(task);
@@ -404,7 +431,7 @@ impl ObjectStore for Store {
         let oldest = {
             let objects = lock(&self.state.objects);
             let history = lock(&self.state.history);
-            match history.check(rv) {
+            match history.check_at(rv, objects.rv) {
                 Ok(()) => return Ok(undo_after(&objects.map, &history, resource, namespace, rv)),
                 Err(_) => history.complete_after,
             }
@@ -507,7 +534,7 @@ impl ObjectStore for Store {
                 out
             }
             WatchFrom::After(rv) => {
-                history.check(rv)?;
+                history.check_at(rv, objects.rv)?;
                 history
                     .events
                     .range(history.first_after(rv)..)
@@ -527,6 +554,10 @@ impl ObjectStore for Store {
         *self.state.rv.borrow()
     }
 
+    fn went_back(&self) -> bool {
+        lock(&self.state.history).went_back
+    }
+
     fn changes(&self) -> watch::Receiver<u64> {
         self.state.rv.subscribe()
     }
@@ -539,7 +570,7 @@ impl ObjectStore for Store {
         limit: usize,
     ) -> Result<EventsAfter, StoreError> {
         let history = lock(&self.state.history);
-        history.check(rv)?;
+        history.check_at(rv, *self.state.rv.borrow())?;
         let mut found = EventsAfter {
             events: Vec::new(),
             through: rv,
