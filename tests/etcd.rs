@@ -10,8 +10,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::api::Endpoint;
-use common::etcd::{Etcd, Server};
+use common::etcd::{ok, rv, watch_events, Etcd, Server};
 use common::wait_for;
 use daemonset_agent::server::encryption::Identity;
 use daemonset_agent::server::store::etcd::{EtcdBackend, EtcdOptions};
@@ -26,31 +25,6 @@ fn cm(name: &str, value: &str) -> String {
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 /// The test's own ConfigMaps (the server also publishes kube-root-ca.crt in every namespace).
 const SEL: &str = "labelSelector=t%3Detcd";
-
-fn ok(resp: (u16, String), want: u16) -> Value {
-    assert_eq!(resp.0, want, "{}", resp.1);
-    serde_json::from_str(&resp.1).unwrap_or(Value::Null)
-}
-
-fn rv(obj: &Value) -> u64 {
-    obj["metadata"]["resourceVersion"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no resourceVersion in {obj}"))
-}
-
-/// The events of a watch from `from` (closed by the server after a second).
-fn watch_events(api: &Endpoint, path: &str, from: u64) -> (u16, Vec<Value>) {
-    let (code, body) = api.get(&format!(
-        "{path}?{SEL}&watch=1&resourceVersion={from}&timeoutSeconds=1"
-    ));
-    let events = body
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-        .filter(|e| e.get("type").is_some())
-        .collect();
-    (code, events)
-}
 
 fn names_of(events: &[Value]) -> Vec<String> {
     events
@@ -174,7 +148,7 @@ fn the_api_on_etcd() {
         api.send("DELETE", &format!("{CMS}/p0"), "application/json", "{}"),
         200,
     );
-    let (code, events) = watch_events(&api, CMS, r1);
+    let (code, events) = watch_events(&api, CMS, SEL, r1);
     assert_eq!(code, 200);
     assert_eq!(
         names_of(&events),
@@ -206,7 +180,7 @@ fn the_api_on_etcd() {
         (items[0]["data"]["v"].as_str(), rv(&items[0])),
         (Some("1"), r1)
     );
-    let (_, events) = watch_events(&b.api(), CMS, r1);
+    let (_, events) = watch_events(&b.api(), CMS, SEL, r1);
     assert_eq!(
         (
             events[0]["type"].as_str(),
@@ -249,7 +223,7 @@ fn two_servers_on_one_etcd_see_each_others_writes() {
         "b's watch to bring a's write",
         Duration::from_secs(10),
         || {
-            let (code, events) = watch_events(&b.api(), CMS, start);
+            let (code, events) = watch_events(&b.api(), CMS, SEL, start);
             assert_eq!(code, 200);
             (!events.is_empty()).then_some(events)
         },
@@ -314,7 +288,7 @@ fn a_member_of_three_dies_and_writes_and_watches_continue() {
         "b's watch to bring every write",
         Duration::from_secs(20),
         || {
-            let (code, events) = watch_events(&b.api(), CMS, start);
+            let (code, events) = watch_events(&b.api(), CMS, SEL, start);
             assert_eq!(code, 200);
             (events.len() >= 6).then_some(events)
         },

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::api::Endpoint;
-use common::etcd::{Etcd, Server};
+use common::etcd::{ok, rv, watch_events, Etcd, Server};
 use common::wait_for;
 use serde_json::{json, Value};
 
@@ -41,18 +41,6 @@ fn tempdir(prefix: &str) -> tempfile::TempDir {
         .prefix(prefix)
         .tempdir_in("/tmp")
         .unwrap()
-}
-
-fn ok(resp: (u16, String), want: u16) -> Value {
-    assert_eq!(resp.0, want, "{}", resp.1);
-    serde_json::from_str(&resp.1).unwrap_or(Value::Null)
-}
-
-fn rv(obj: &Value) -> u64 {
-    obj["metadata"]["resourceVersion"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no resourceVersion in {obj}"))
 }
 
 fn cm(name: &str) -> String {
@@ -103,19 +91,6 @@ fn read(s: &Server, file: &str) -> String {
 
 fn kubeconfig(s: &Server) -> PathBuf {
     s.data.join("admin.kubeconfig")
-}
-
-/// The events of a watch from `from` on `path` (closed by the server after a second).
-fn watch_events(api: &Endpoint, path: &str, from: u64) -> (u16, Vec<Value>) {
-    let (code, body) = api.get(&format!(
-        "{path}?{SEL}&watch=1&resourceVersion={from}&timeoutSeconds=1"
-    ));
-    let events = body
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-        .filter(|e| e.get("type").is_some())
-        .collect();
-    (code, events)
 }
 
 fn count(log: &str, what: &str) -> usize {
@@ -326,7 +301,7 @@ fn two_replicas_on_three_members_survive_the_loss_of_a_member_and_of_the_leader(
         "b's watch to bring a's write",
         Duration::from_secs(10),
         || {
-            let (code, events) = watch_events(&b.api(), CMS, start);
+            let (code, events) = watch_events(&b.api(), CMS, SEL, start);
             assert_eq!(code, 200);
             (!events.is_empty()).then_some(events)
         },
@@ -379,7 +354,7 @@ fn two_replicas_on_three_members_survive_the_loss_of_a_member_and_of_the_leader(
             "the watch to bring the writes after the kill",
             Duration::from_secs(20),
             || {
-                let (code, events) = watch_events(&s.api(), CMS, before_kill);
+                let (code, events) = watch_events(&s.api(), CMS, SEL, before_kill);
                 (code == 200).then_some(events)
             },
         );
@@ -650,7 +625,7 @@ fn an_online_sqlite_backup_restores() {
     let s = start("server-2.log");
     ok(s.api().get(&format!("{CMS}/kept")), 200);
     ok(s.api().get(&format!("{CMS}/lost")), 404);
-    let (_, events) = watch_events(&s.api(), CMS, later);
+    let (_, events) = watch_events(&s.api(), CMS, SEL, later);
     assert_eq!(
         events.first().map(|e| e["object"]["code"].clone()),
         Some(json!(410)),

@@ -262,3 +262,30 @@ impl Server {
         Endpoint::admin(self.addr, &self.data)
     }
 }
+
+/// The body of `resp` as JSON, once its status is `want`.
+pub fn ok(resp: (u16, String), want: u16) -> Value {
+    assert_eq!(resp.0, want, "{}", resp.1);
+    serde_json::from_str(&resp.1).unwrap_or(Value::Null)
+}
+
+/// An object's resourceVersion.
+pub fn rv(obj: &Value) -> u64 {
+    obj["metadata"]["resourceVersion"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no resourceVersion in {obj}"))
+}
+
+/// The events of a watch of `path?query` from `from` (closed by the server after a second).
+pub fn watch_events(api: &Endpoint, path: &str, query: &str, from: u64) -> (u16, Vec<Value>) {
+    let (code, body) = api.get(&format!(
+        "{path}?{query}&watch=1&resourceVersion={from}&timeoutSeconds=1"
+    ));
+    let events = body
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .filter(|e| e.get("type").is_some())
+        .collect();
+    (code, events)
+}
