@@ -6,217 +6,16 @@
 //! relist after compaction, and an agent running a DaemonSet applied with kubectl.
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::api::Endpoint;
-use common::proc::Proc;
+use common::etcd::{ok, rv, watch_events, Etcd, Server};
 use common::wait_for;
 use daemonset_agent::server::encryption::Identity;
 use daemonset_agent::server::store::etcd::{EtcdBackend, EtcdOptions};
 use daemonset_agent::server::store::{Backend, Change, Expect, Key};
 use serde_json::{json, Value};
-
-/// etcd members of one cluster, killed and their directories removed on drop.
-struct Etcd {
-    dir: tempfile::TempDir,
-    members: Vec<Option<Child>>,
-    clients: Vec<String>,
-}
-
-impl Etcd {
-    fn start(n: usize) -> Etcd {
-        common::require("etcd");
-        let dir = tempfile::Builder::new()
-            .prefix("dsa-etcd-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let ports: Vec<(u16, u16)> = (0..n)
-            .map(|_| (common::free_port(), common::free_port()))
-            .collect();
-        let cluster: Vec<String> = ports
-            .iter()
-            .enumerate()
-            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
-            .collect();
-        let cluster = cluster.join(",");
-        let token = format!("dsa-{}", std::process::id());
-        let mut members = Vec::new();
-        let mut clients = Vec::new();
-        for (i, (client, peer)) in ports.iter().enumerate() {
-            let client_url = format!("http://127.0.0.1:{client}");
-            let peer_url = format!("http://127.0.0.1:{peer}");
-            let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap();
-            let child = Command::new("etcd")
-                .args(["--name", &format!("m{i}")])
-                .arg("--data-dir")
-                .arg(dir.path().join(format!("m{i}.etcd")))
-                .args(["--listen-client-urls", &client_url])
-                .args(["--advertise-client-urls", &client_url])
-                .args(["--listen-peer-urls", &peer_url])
-                .args(["--initial-advertise-peer-urls", &peer_url])
-                .args(["--initial-cluster", &cluster])
-                .args(["--initial-cluster-token", &token])
-                .args(["--initial-cluster-state", "new"])
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .expect("start etcd (Debian's etcd-server)");
-            members.push(Some(child));
-            clients.push(client_url);
-        }
-        let etcd = Etcd {
-            dir,
-            members,
-            clients,
-        };
-        wait_for("etcd to have a leader", Duration::from_secs(30), || {
-            etcd.ctl(&["endpoint", "health"]).ok().map(|_| ())
-        });
-        etcd
-    }
-
-    fn endpoints(&self) -> String {
-        self.clients.join(",")
-    }
-
-    /// etcdctl against every member; its output, or its error output.
-    fn ctl(&self, args: &[&str]) -> Result<String, String> {
-        let live: Vec<&str> = self
-            .clients
-            .iter()
-            .zip(&self.members)
-            .filter(|(_, m)| m.is_some())
-            .map(|(c, _)| c.as_str())
-            .collect();
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", live.join(",")))
-            .args(args)
-            .output()
-            .expect("run etcdctl");
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
-    }
-
-    /// The cluster's revision now.
-    fn revision(&self) -> u64 {
-        let out = self
-            .ctl(&["endpoint", "status", "-w", "json"])
-            .expect("etcdctl endpoint status");
-        let v: Value = serde_json::from_str(&out).unwrap();
-        v[0]["Status"]["header"]["revision"].as_u64().unwrap()
-    }
-
-    fn compact(&self, revision: u64) {
-        self.ctl(&["compact", &revision.to_string()])
-            .expect("etcdctl compact");
-    }
-
-    /// kill -9 member `i`.
-    fn kill(&mut self, i: usize) {
-        if let Some(mut m) = self.members[i].take() {
-            let _ = m.kill();
-            let _ = m.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        let mut s = String::new();
-        for i in 0..self.members.len() {
-            let text = std::fs::read_to_string(self.dir.path().join(format!("m{i}.log")))
-                .unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            s += &format!(
-                "--- etcd m{i} ---\n{}\n",
-                lines[lines.len().saturating_sub(15)..].join("\n")
-            );
-        }
-        s
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        for i in 0..self.members.len() {
-            self.kill(i);
-        }
-    }
-}
-
-/// A `daemonset-agent server` on etcd.
-struct Server {
-    _proc: Proc,
-    data: PathBuf,
-    addr: std::net::SocketAddr,
-}
-
-impl Server {
-    /// A server on `etcd` with `data` as its data directory; `like` gives it another server's
-    /// CA, serving certificate and admin kubeconfig (replicas share them, so that a client of
-    /// one is a client of the other).
-    fn start(dir: &Path, name: &str, etcd: &Etcd, extra: &[&str], like: Option<&Server>) -> Server {
-        let data = dir.join(name);
-        if let Some(other) = like {
-            std::fs::create_dir_all(&data).unwrap();
-            copy_dir(&other.data.join("tls"), &data.join("tls"));
-            std::fs::copy(
-                other.data.join("admin.kubeconfig"),
-                data.join("admin.kubeconfig"),
-            )
-            .unwrap();
-        }
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", common::free_port())
-            .parse()
-            .unwrap();
-        let listen = addr.to_string();
-        let endpoints = etcd.endpoints();
-        let mut args = vec![
-            "server",
-            "--data-dir",
-            data.to_str().unwrap(),
-            "--listen",
-            &listen,
-            "--datastore-endpoint",
-            &endpoints,
-        ];
-        args.extend_from_slice(extra);
-        let proc = Proc::spawn(&args, dir.join(format!("{name}.log")));
-        let s = Server {
-            _proc: proc,
-            data,
-            addr,
-        };
-        wait_for(
-            &format!("server {name} to answer"),
-            Duration::from_secs(30),
-            || {
-                (s.data.join("admin.kubeconfig").exists()
-                    && std::net::TcpStream::connect(s.addr).is_ok()
-                    && s.api().get("/readyz").0 == 200)
-                    .then_some(())
-            },
-        );
-        s
-    }
-
-    fn api(&self) -> Endpoint {
-        Endpoint::admin(self.addr, &self.data)
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
-}
 
 fn cm(name: &str, value: &str) -> String {
     json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"t": "etcd"}}, "data": {"v": value}})
@@ -226,31 +25,6 @@ fn cm(name: &str, value: &str) -> String {
 const CMS: &str = "/api/v1/namespaces/default/configmaps";
 /// The test's own ConfigMaps (the server also publishes kube-root-ca.crt in every namespace).
 const SEL: &str = "labelSelector=t%3Detcd";
-
-fn ok(resp: (u16, String), want: u16) -> Value {
-    assert_eq!(resp.0, want, "{}", resp.1);
-    serde_json::from_str(&resp.1).unwrap_or(Value::Null)
-}
-
-fn rv(obj: &Value) -> u64 {
-    obj["metadata"]["resourceVersion"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no resourceVersion in {obj}"))
-}
-
-/// The events of a watch from `from` (closed by the server after a second).
-fn watch_events(api: &Endpoint, path: &str, from: u64) -> (u16, Vec<Value>) {
-    let (code, body) = api.get(&format!(
-        "{path}?{SEL}&watch=1&resourceVersion={from}&timeoutSeconds=1"
-    ));
-    let events = body
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-        .filter(|e| e.get("type").is_some())
-        .collect();
-    (code, events)
-}
 
 fn names_of(events: &[Value]) -> Vec<String> {
     events
@@ -275,7 +49,7 @@ fn the_api_on_etcd() {
         .prefix("dsa-etcd-api-")
         .tempdir_in("/tmp")
         .unwrap();
-    let a = Server::start(dir.path(), "a", &etcd, &[], None);
+    let a = Server::start(dir.path(), "a", &etcd, &[]);
     let api = a.api();
 
     let created = ok(
@@ -374,7 +148,7 @@ fn the_api_on_etcd() {
         api.send("DELETE", &format!("{CMS}/p0"), "application/json", "{}"),
         200,
     );
-    let (code, events) = watch_events(&api, CMS, r1);
+    let (code, events) = watch_events(&api, CMS, SEL, r1);
     assert_eq!(code, 200);
     assert_eq!(
         names_of(&events),
@@ -393,7 +167,7 @@ fn the_api_on_etcd() {
     ok(api.get(&format!("{CMS}/p0")), 404);
 
     // a second server, started now: its history begins now, older revisions come from etcd
-    let b = Server::start(dir.path(), "b", &etcd, &[], Some(&a));
+    let b = Server::start(dir.path(), "b", &etcd, &[]);
     let exact = ok(
         b.api().get(&format!(
             "{CMS}?resourceVersion={r1}&resourceVersionMatch=Exact&{SEL}"
@@ -406,7 +180,7 @@ fn the_api_on_etcd() {
         (items[0]["data"]["v"].as_str(), rv(&items[0])),
         (Some("1"), r1)
     );
-    let (_, events) = watch_events(&b.api(), CMS, r1);
+    let (_, events) = watch_events(&b.api(), CMS, SEL, r1);
     assert_eq!(
         (
             events[0]["type"].as_str(),
@@ -437,8 +211,8 @@ fn two_servers_on_one_etcd_see_each_others_writes() {
         .prefix("dsa-etcd-two-")
         .tempdir_in("/tmp")
         .unwrap();
-    let a = Server::start(dir.path(), "a", &etcd, &[], None);
-    let b = Server::start(dir.path(), "b", &etcd, &[], Some(&a));
+    let a = Server::start(dir.path(), "a", &etcd, &[]);
+    let b = Server::start(dir.path(), "b", &etcd, &[]);
     let start = rv(&ok(b.api().get(&format!("{CMS}?{SEL}")), 200));
     let written = ok(
         a.api()
@@ -449,7 +223,7 @@ fn two_servers_on_one_etcd_see_each_others_writes() {
         "b's watch to bring a's write",
         Duration::from_secs(10),
         || {
-            let (code, events) = watch_events(&b.api(), CMS, start);
+            let (code, events) = watch_events(&b.api(), CMS, SEL, start);
             assert_eq!(code, 200);
             (!events.is_empty()).then_some(events)
         },
@@ -487,8 +261,8 @@ fn a_member_of_three_dies_and_writes_and_watches_continue() {
         .prefix("dsa-etcd-3-")
         .tempdir_in("/tmp")
         .unwrap();
-    let a = Server::start(dir.path(), "a", &etcd, &[], None);
-    let b = Server::start(dir.path(), "b", &etcd, &[], Some(&a));
+    let a = Server::start(dir.path(), "a", &etcd, &[]);
+    let b = Server::start(dir.path(), "b", &etcd, &[]);
     let start = rv(&ok(b.api().get(&format!("{CMS}?{SEL}")), 200));
     ok(
         a.api()
@@ -514,7 +288,7 @@ fn a_member_of_three_dies_and_writes_and_watches_continue() {
         "b's watch to bring every write",
         Duration::from_secs(20),
         || {
-            let (code, events) = watch_events(&b.api(), CMS, start);
+            let (code, events) = watch_events(&b.api(), CMS, SEL, start);
             assert_eq!(code, 200);
             (events.len() >= 6).then_some(events)
         },

@@ -12,7 +12,8 @@
 //! `controllers/` (the DaemonSet controller: pods, revisions, status), `status` (errors as
 //! `Status`), `tls` (the CA, the serving certificate, the acceptor), `signer` (node client
 //! certificates from CSRs), `conn` (connection caps and timeouts, serving one connection),
-//! `audit` (the request log).
+//! `audit` (the request log), `bootstrap` (the CA, signing key and admin token replicas share
+//! through etcd).
 //!
 //! HTTPS only (HTTP/1.1 and h2 by ALPN) on `--listen`; plain HTTP only on an explicit loopback
 //! `--insecure-listen`, and there too every request but the health paths and `/version` must
@@ -22,6 +23,7 @@ pub mod apply;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod bootstrap;
 mod conn;
 pub mod controllers;
 pub mod converted;
@@ -291,11 +293,22 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
         None => Arc::new(encryption::Identity),
     };
     let store = match &opts.datastore {
-        None => SqliteStore::open_transformed(&db, WATCH_HISTORY, WATCH_HISTORY_BYTES, transform)
-            .with_context(|| format!("opening store {}", db.display()))?,
-        Some(etcd) => Store::connect_etcd(etcd, WATCH_HISTORY, WATCH_HISTORY_BYTES, transform)
-            .await
-            .with_context(|| format!("the etcd store at {}", etcd.endpoints.join(",")))?,
+        None => SqliteStore::open_transformed(
+            &db,
+            WATCH_HISTORY,
+            WATCH_HISTORY_BYTES,
+            transform.clone(),
+        )
+        .with_context(|| format!("opening store {}", db.display()))?,
+        Some(etcd) => {
+            let etcd = store::etcd::EtcdOptions {
+                high_water: Some(opts.data_dir.join("etcd.high-water")),
+                ..etcd.clone()
+            };
+            Store::connect_etcd(&etcd, WATCH_HISTORY, WATCH_HISTORY_BYTES, transform.clone())
+                .await
+                .with_context(|| format!("the etcd store at {}", etcd.endpoints.join(",")))?
+        }
     };
     let store: Arc<dyn ObjectStore> = Arc::new(store);
     let api = Arc::new(Api::new(store, opts.policy));
@@ -315,14 +328,36 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     let insecure_addr = insecure.as_ref().map(|l| l.local_addr()).transpose()?;
     let names = tls::serving_names(&[addr], &opts.tls_sans);
     let now = chrono::Utc::now().timestamp();
+    let kubeconfig = opts.data_dir.join("admin.kubeconfig");
+    // on etcd, the CA, the signing key and the admin token come from the store (`bootstrap`)
+    let shared = match &opts.datastore {
+        Some(etcd) => Some(
+            bootstrap::share_on_etcd(
+                etcd,
+                transform,
+                &opts.data_dir,
+                kubeconfig_token(&kubeconfig).as_deref(),
+                now,
+            )
+            .await
+            .context("the cluster's shared secrets")?,
+        ),
+        None => None,
+    };
     let tls = Arc::new(
         tls::ServerTls::load_or_create(&opts.data_dir, names, now)
             .context("the server's certificates")?,
     );
-    let kubeconfig = opts.data_dir.join("admin.kubeconfig");
-    let token = auth::tokens::ensure_admin(&api, kubeconfig_token(&kubeconfig).as_deref())
-        .await
-        .map_err(|e| anyhow::anyhow!("the admin token: {e}"))?;
+    let token = match &shared {
+        Some(shared) => {
+            let token = shared.admin_token()?;
+            auth::tokens::ensure_admin_token(&api, &token)
+                .await
+                .map(|()| token)
+        }
+        None => auth::tokens::ensure_admin(&api, kubeconfig_token(&kubeconfig).as_deref()).await,
+    }
+    .map_err(|e| anyhow::anyhow!("the admin token: {e}"))?;
     crate::pki::write_private(
         &kubeconfig,
         kubeconfig_yaml(addr, &tls.ca.cert_pem, &token).as_bytes(),

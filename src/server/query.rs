@@ -60,6 +60,12 @@ pub fn resource_version(q: &Query) -> Result<Option<u64>, ApiError> {
 /// Waits up to [`FRESHNESS_WAIT`] for the store to reach `rv`; kube-apiserver's 504 "Too large
 /// resource version" when it does not.
 pub async fn fresh_enough(store: &dyn ObjectStore, rv: u64) -> Result<(), ApiError> {
+    let current = store.current_rv();
+    if rv > current && store.went_back() {
+        return Err(ApiError::gone(format!(
+            "too old resource version: {rv} (the store was restored to {current}: list again)"
+        )));
+    }
     store::wait_for_rv(store, rv, FRESHNESS_WAIT)
         .await
         .map_err(|current| ApiError::too_large_resource_version(rv, current))

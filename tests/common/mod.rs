@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod authreg;
+pub mod etcd;
 pub mod fleet;
 pub mod netns;
 pub mod proc;

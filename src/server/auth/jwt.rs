@@ -82,6 +82,12 @@ impl SigningKey {
         Ok(SigningKey { pair, rng, kid })
     }
 
+    /// A key from PKCS#8 PEM (`PRIVATE KEY`).
+    pub fn from_pem(pem: &str) -> Result<SigningKey, String> {
+        let der = pem_body(pem).ok_or_else(|| "no PRIVATE KEY block".to_string())?;
+        SigningKey::from_pkcs8(&der)
+    }
+
     /// A new random key, and its PKCS#8 DER.
     pub fn generate() -> Result<(SigningKey, Vec<u8>), JwtError> {
         let rng = SystemRandom::new();
@@ -95,14 +101,10 @@ impl SigningKey {
     /// The key at `path`, made there (mode 0600) when there is none.
     pub fn load_or_create(path: &Path) -> Result<SigningKey, JwtError> {
         match std::fs::read_to_string(path) {
-            Ok(pem) => {
-                let key_err = |why: String| JwtError::Key {
-                    path: path.to_path_buf(),
-                    why,
-                };
-                let der = pem_body(&pem).ok_or_else(|| key_err("no PRIVATE KEY block".into()))?;
-                SigningKey::from_pkcs8(&der).map_err(key_err)
-            }
+            Ok(pem) => SigningKey::from_pem(&pem).map_err(|why| JwtError::Key {
+                path: path.to_path_buf(),
+                why,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let (key, der) = SigningKey::generate()?;
                 crate::pki::write_private(path, crate::pki::pem("PRIVATE KEY", &der).as_bytes())

@@ -170,9 +170,8 @@ pub async fn store(api: &Api, record: &TokenRecord) -> Result<(), ApiError> {
 /// is there, else a new one, whose record replaces the records of earlier admin kubeconfigs (so
 /// deleting `admin.kubeconfig` and restarting the server rotates the admin credential).
 pub async fn ensure_admin(api: &Api, current: Option<&str>) -> Result<Token, ApiError> {
-    let now = Utc::now();
     if let Some(t) = current {
-        if let Ok(user) = super::by_token(&*api.store, t, now).await {
+        if let Ok(user) = super::by_token(&*api.store, t, Utc::now()).await {
             if user.is_admin() {
                 if let Ok(token) = Token::parse(t) {
                     return Ok(token);
@@ -180,37 +179,54 @@ pub async fn ensure_admin(api: &Api, current: Option<&str>) -> Result<Token, Api
             }
         }
     }
+    let token = generate();
+    ensure_admin_token(api, &token).await?;
+    Ok(token)
+}
+
+/// Makes `token` the admin kubeconfig's token: its record is stored unless there, and the
+/// records of earlier admin kubeconfigs go. Replicas that share the token (`bootstrap`) may do
+/// this at the same time: each stores or finds the one record and deletes only other tokens'.
+pub async fn ensure_admin_token(api: &Api, token: &Token) -> Result<(), ApiError> {
     let user = User::internal("tokens");
     let (secrets, _) = api
         .list(&user, &SECRETS, Some(TOKEN_NAMESPACE), &Filter::default())
         .await?;
+    let mut present = false;
     for old in secrets.iter().filter_map(|s| TokenRecord::from_secret(s)) {
-        if old.role == Role::Admin && old.description == ADMIN_KUBECONFIG {
-            let name = record_name(&old.id);
-            let at = ObjectRef::new(&SECRETS, Some(TOKEN_NAMESPACE), &name);
-            match api.delete(&user, at, &DeleteOptions::default()).await {
-                Ok(_) => tracing::info!(
-                    token = old.id.as_str(),
-                    "replaced the admin kubeconfig's token"
-                ),
-                Err(e) if e.code == 404 => {}
-                Err(e) => return Err(e),
-            }
+        if old.role != Role::Admin || old.description != ADMIN_KUBECONFIG {
+            continue;
+        }
+        if old.id == token.id && old.secret_sha256 == token.secret_hash() {
+            present = true;
+            continue;
+        }
+        let name = record_name(&old.id);
+        let at = ObjectRef::new(&SECRETS, Some(TOKEN_NAMESPACE), &name);
+        match api.delete(&user, at, &DeleteOptions::default()).await {
+            Ok(_) => tracing::info!(
+                token = old.id.as_str(),
+                "replaced the admin kubeconfig's token"
+            ),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
         }
     }
-    let token = generate();
-    store(
-        api,
-        &TokenRecord {
-            id: token.id.clone(),
-            secret_sha256: token.secret_hash(),
-            role: Role::Admin,
-            expires: None,
-            description: ADMIN_KUBECONFIG.into(),
-        },
-    )
-    .await?;
-    Ok(token)
+    if present {
+        return Ok(());
+    }
+    let record = TokenRecord {
+        id: token.id.clone(),
+        secret_sha256: token.secret_hash(),
+        role: Role::Admin,
+        expires: None,
+        description: ADMIN_KUBECONFIG.into(),
+    };
+    match store(api, &record).await {
+        // another replica stored it first
+        Err(e) if e.code == 409 => Ok(()),
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -167,8 +167,11 @@ where
             "leading: controllers started"
         );
         tokio::select! {
-            _ = work() => return,
+            // the renewals first: a leader woken past its renew deadline (a frozen process, a
+            // suspended machine) drops the work before polling it again
+            biased;
             _ = lease.renew() => {}
+            _ = work() => return,
         }
         tracing::warn!(
             identity = opts.identity.as_str(),

@@ -38,6 +38,9 @@ pub(super) struct History {
     dropped: HashMap<String, u64>,
     /// Nothing at or before this rv was kept for any resource (opened or relisted there).
     forgot_all_at: u64,
+    /// The backend went back in time (restored from a backup): a resourceVersion beyond the
+    /// store's is one given out before, which names nothing the store has.
+    pub(super) went_back: bool,
 }
 
 impl History {
@@ -50,6 +53,7 @@ impl History {
             complete_after: rv,
             dropped: HashMap::new(),
             forgot_all_at: rv,
+            went_back: false,
         }
     }
 
@@ -106,6 +110,24 @@ impl History {
             return Err(StoreError::Expired {
                 requested: rv,
                 oldest,
+            });
+        }
+        Ok(())
+    }
+
+    /// [`History::check`], and [`History::went_back_past`].
+    pub(super) fn check_at(&self, rv: u64, current: u64) -> Result<(), StoreError> {
+        self.check(rv)?;
+        self.went_back_past(rv, current)
+    }
+
+    /// For a store that went back in time, a resourceVersion beyond `current` (given out before
+    /// it went back) is 410 too, not a wait.
+    pub(super) fn went_back_past(&self, rv: u64, current: u64) -> Result<(), StoreError> {
+        if self.went_back && rv > current {
+            return Err(StoreError::Expired {
+                requested: rv,
+                oldest: self.complete_after,
             });
         }
         Ok(())
@@ -264,9 +286,13 @@ impl State {
                 }
             }
         }
+        let back = rv < objects.rv;
         objects.map = fresh;
         objects.rv = rv;
-        lock(&self.history).reset(rv);
+        let mut history = lock(&self.history);
+        history.reset(rv);
+        history.went_back |= back;
+        drop(history);
         drop(objects);
         tracing::warn!(
             rv,
@@ -364,6 +390,12 @@ impl Store {
         }
     }
 
+    /// Marks the store as gone back in time (its backend behind the resourceVersions given out
+    /// before: restored from a backup), see [`History::went_back`].
+    pub(super) fn went_back(&self) {
+        lock(&self.state.history).went_back = true;
+    }
+
     /// Ends `task` with the store.
     pub(super) fn also_stop(&mut self, task: Option<tokio::task::AbortHandle>) {
         self.tasks.extend(task);
@@ -453,7 +485,7 @@ impl ObjectStore for Store {
         let oldest = {
             let objects = lock(&self.state.objects);
             let history = lock(&self.state.history);
-            match history.check(rv) {
+            match history.check_at(rv, objects.rv) {
                 Ok(()) => return Ok(undo_after(&objects.map, &history, resource, namespace, rv)),
                 Err(_) => history.complete_after,
             }
@@ -560,6 +592,7 @@ impl ObjectStore for Store {
                     Some(r) => history.check_resource(rv, r)?,
                     None => history.check(rv)?,
                 }
+                history.went_back_past(rv, objects.rv)?;
                 history
                     .events
                     .range(history.first_after(rv)..)
@@ -577,6 +610,10 @@ impl ObjectStore for Store {
 
     fn current_rv(&self) -> u64 {
         *self.state.rv.borrow()
+    }
+
+    fn went_back(&self) -> bool {
+        lock(&self.state.history).went_back
     }
 
     fn changes(&self) -> watch::Receiver<u64> {
@@ -600,6 +637,7 @@ impl ObjectStore for Store {
     ) -> Result<EventsAfter, StoreError> {
         let history = lock(&self.state.history);
         history.check_resource(rv, resource)?;
+        history.went_back_past(rv, *self.state.rv.borrow())?;
         let mut found = EventsAfter {
             events: Vec::new(),
             through: rv,

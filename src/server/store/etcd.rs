@@ -39,6 +39,9 @@ const COMPACT_REV_KEY: &str = "compact_rev_key";
 /// How many objects one request of a relist reads.
 const LIST_PAGE: i64 = 500;
 
+/// How often, at most, the high-water mark is written (`EtcdOptions::high_water`).
+const NOTE_EVERY: Duration = Duration::from_secs(1);
+
 /// How long a broken watch waits before it watches again.
 const REWATCH_DELAY: Duration = Duration::from_millis(500);
 
@@ -56,6 +59,10 @@ pub struct EtcdOptions {
     pub prefix: String,
     /// `--etcd-compaction-interval`; zero: this server never compacts.
     pub compaction_interval: Duration,
+    /// Where this server notes the highest revision it has seen (in its data directory, so that
+    /// an etcd restored from a snapshot, whose revision went back, is noticed at start); None:
+    /// nowhere.
+    pub high_water: Option<PathBuf>,
 }
 
 impl EtcdOptions {
@@ -73,6 +80,7 @@ impl EtcdOptions {
             key_file: None,
             prefix: DEFAULT_PREFIX.to_string(),
             compaction_interval: DEFAULT_COMPACTION_INTERVAL,
+            high_water: None,
         }
     }
 }
@@ -111,6 +119,13 @@ impl Layout {
         }
     }
 
+    /// The key of the cluster's shared secrets (`bootstrap`): beside the prefix, not under it,
+    /// as k3s keeps its bootstrap data at `/bootstrap/...`: no resource maps to it, so the API
+    /// never serves it and the prefix watch never sees it.
+    pub fn bootstrap_key(&self) -> String {
+        format!("/bootstrap{}", self.prefix.trim_end_matches('/'))
+    }
+
     /// The object an etcd key is the key of; None for a key that is not one.
     pub fn parse(&self, key: &[u8]) -> Option<Key> {
         let rest = std::str::from_utf8(key).ok()?.strip_prefix(&self.prefix)?;
@@ -136,6 +151,21 @@ pub struct EtcdBackend {
     client: Client,
     layout: Layout,
     transform: Arc<dyn Transformer>,
+    high_water: Option<PathBuf>,
+}
+
+/// The revision noted in `path` (0: none).
+fn read_high_water(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn note_high_water(path: &std::path::Path, rv: u64) {
+    if let Err(e) = crate::pki::write_private(path, rv.to_string().as_bytes()) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot note the store's high-water mark");
+    }
 }
 
 /// A revision as a resourceVersion (etcd's are positive).
@@ -191,6 +221,7 @@ impl EtcdBackend {
             client,
             layout: Layout::new(&opts.prefix),
             transform,
+            high_water: opts.high_water.clone(),
         })
     }
 
@@ -301,6 +332,44 @@ impl EtcdBackend {
         })
     }
 
+    /// Stores `value` at the cluster's bootstrap key ([`Layout::bootstrap_key`]) unless a value
+    /// is there already (one transaction: compare its version with 0); the value there after,
+    /// and whether it is this one. Replicas starting together all end with the one value.
+    pub async fn create_bootstrap(&self, value: String) -> Result<(String, bool), StoreError> {
+        let k = self.layout.bootstrap_key();
+        let txn = Txn::new()
+            .when([Compare::version(k.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(k.clone(), value.clone(), None)])
+            .or_else([TxnOp::get(k, None)]);
+        let resp = self.client.kv_client().txn(txn).await.map_err(etcd_error)?;
+        if resp.succeeded() {
+            return Ok((value, true));
+        }
+        let theirs = resp.op_responses().into_iter().find_map(|r| match r {
+            TxnOpResponse::Get(g) => g
+                .kvs()
+                .first()
+                .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+            _ => None,
+        });
+        // the compare failed on a key that is there: it cannot be gone without a delete
+        theirs.map(|v| (v, false)).ok_or_else(|| {
+            StoreError::Worker("the bootstrap key vanished during its create".into())
+        })
+    }
+
+    /// Notes `rv` as the high-water mark when it passed the last one noted, at most every
+    /// [`NOTE_EVERY`].
+    fn note(&self, rv: u64, noted: &mut (std::time::Instant, u64)) {
+        let Some(path) = &self.high_water else {
+            return;
+        };
+        if rv > noted.1 && noted.0.elapsed() >= NOTE_EVERY {
+            note_high_water(path, rv);
+            *noted = (std::time::Instant::now(), rv);
+        }
+    }
+
     fn change(&self, ev: &etcd_client::Event) -> Option<Change> {
         let kv = ev.kv()?;
         let key = self.layout.parse(kv.key())?;
@@ -326,15 +395,24 @@ impl EtcdBackend {
     /// Follows the prefix from after `rv` into `out` until `out` is dropped: watches again after
     /// a broken stream, relists after a compacted one.
     async fn follow(self: Arc<EtcdBackend>, mut rv: u64, out: mpsc::Sender<Change>) {
+        // never below a mark noted before (a store that went back keeps it until passed)
+        let mark = self.high_water.as_deref().map(read_high_water).unwrap_or(0);
+        let mut noted = (std::time::Instant::now(), rv.max(mark));
         loop {
-            match self.watch_from(&mut rv, &out).await {
+            match self.watch_from(&mut rv, &out, &mut noted).await {
                 Ok(Followed::Closed) => return,
-                Ok(Followed::Compacted(at)) => {
-                    tracing::warn!(
-                        rv,
-                        compacted = at,
-                        "the etcd watch was compacted past what the cache has: relisting"
-                    );
+                Ok(relist) => {
+                    match relist {
+                        Followed::WentBack(at) => tracing::warn!(
+                            rv,
+                            revision = at,
+                            "etcd is behind the revision the cache has (restored from a snapshot?): relisting, watches from before are told 410"
+                        ),
+                        _ => tracing::warn!(
+                            rv,
+                            "the etcd watch was compacted past what the cache has: relisting"
+                        ),
+                    }
                     loop {
                         match self.load().await {
                             Ok((objects, now)) => {
@@ -363,6 +441,7 @@ impl EtcdBackend {
         &self,
         rv: &mut u64,
         out: &mpsc::Sender<Change>,
+        noted: &mut (std::time::Instant, u64),
     ) -> Result<Followed, etcd_client::Error> {
         let opts = WatchOptions::new()
             .with_prefix()
@@ -375,13 +454,29 @@ impl EtcdBackend {
             .watch(self.layout.prefix.clone(), Some(opts))
             .await?;
         loop {
-            let Some(resp) = stream.message().await? else {
+            self.note(*rv, noted);
+            // a revision not noted yet is noted after a quiet [`NOTE_EVERY`] too
+            let next = if *rv > noted.1 && self.high_water.is_some() {
+                match tokio::time::timeout(NOTE_EVERY, stream.message()).await {
+                    Ok(next) => next?,
+                    Err(_) => continue,
+                }
+            } else {
+                stream.message().await?
+            };
+            let Some(resp) = next else {
                 return Err(etcd_client::Error::WatchError(
                     "the watch stream ended".into(),
                 ));
             };
             if resp.compact_revision() > 0 {
-                return Ok(Followed::Compacted(rv_of(resp.compact_revision())));
+                return Ok(Followed::Compacted);
+            }
+            let at = resp.header().map(|h| rv_of(h.revision())).unwrap_or(0);
+            if resp.created() && at < *rv {
+                // a watch from the future is legal in etcd: it would wait for revisions that
+                // will mean other writes than the ones the cache saw
+                return Ok(Followed::WentBack(at));
             }
             if resp.canceled() {
                 return Err(etcd_client::Error::WatchError(format!(
@@ -457,8 +552,10 @@ impl EtcdBackend {
 enum Followed {
     /// The cache is gone.
     Closed,
-    /// The watch's start was compacted away, at this revision.
-    Compacted(u64),
+    /// The watch's start was compacted away.
+    Compacted,
+    /// etcd is at this revision, behind the cache: restored from a snapshot.
+    WentBack(u64),
 }
 
 #[async_trait::async_trait]
@@ -530,11 +627,22 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let backend = Arc::new(EtcdBackend::connect(opts, transform).await?);
         let (objects, rv) = backend.load().await?;
+        let mark = opts.high_water.as_deref().map(read_high_water).unwrap_or(0);
         let compactor = (!opts.compaction_interval.is_zero()).then(|| {
             tokio::spawn(backend.clone().compact_every(opts.compaction_interval)).abort_handle()
         });
         let mut store = Store::new(Arc::new(backend), objects, rv, max_events, max_bytes);
         store.also_stop(compactor);
+        if mark > rv {
+            tracing::warn!(
+                revision = rv,
+                high_water = mark,
+                "etcd is behind the revisions this server saw (restored from a snapshot?): watches from before are told 410"
+            );
+            store.went_back();
+        } else if let Some(path) = &opts.high_water {
+            note_high_water(path, rv);
+        }
         Ok(store)
     }
 }
@@ -590,8 +698,24 @@ mod tests {
             "compact_rev_key",
             "/registryx/pods/p",
             "/other/pods/ns/p",
+            "/bootstrap/registry",
         ] {
             assert_eq!(layout.parse(etcd_key.as_bytes()), None, "{etcd_key}");
+        }
+    }
+
+    #[test]
+    fn the_bootstrap_key_is_beside_the_prefix_not_under_it() {
+        for (prefix, want) in [
+            ("/registry", "/bootstrap/registry"),
+            ("/registry/", "/bootstrap/registry"),
+            ("/other", "/bootstrap/other"),
+        ] {
+            let layout = Layout::new(prefix);
+            let k = layout.bootstrap_key();
+            assert_eq!(k, want);
+            assert!(!k.starts_with(&layout.prefix), "{k} under {prefix}");
+            assert_eq!(layout.parse(k.as_bytes()), None);
         }
     }
 

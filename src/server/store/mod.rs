@@ -237,6 +237,12 @@ pub trait ObjectStore: Send + Sync {
         from: WatchFrom,
     ) -> Result<Watch, StoreError>;
     fn current_rv(&self) -> u64;
+    /// Whether the store went back in time (its backend restored from a backup): a
+    /// resourceVersion beyond [`ObjectStore::current_rv`] is then one given out before, told
+    /// 410 (relist) rather than waited for.
+    fn went_back(&self) -> bool {
+        false
+    }
     /// The store's resourceVersion as writes advance it (for watchers and for readers waiting
     /// for a resourceVersion the store has not reached yet).
     fn changes(&self) -> watch::Receiver<u64>;
