@@ -169,7 +169,8 @@ pub struct Fleet {
     pub net: CniNet,
     pub dir: tempfile::TempDir,
     pub server: Option<Proc>,
-    server_args: Vec<String>,
+    /// The server's extra flags, used by every (re)start: change them between a kill and a start.
+    pub server_args: Vec<String>,
     /// The admin's endpoint, once the server wrote its kubeconfig.
     ep: Option<Endpoint>,
     pub listen: String,
