@@ -52,11 +52,11 @@ pub fn log_path(
 }
 
 /// `name` as one normal path component: `%`, `/` and control characters percent-encoded, `.`
-/// and `..` encoded whole (`%2E%2E`), an empty name `%` (no encoding yields it); a valid Kubernetes name (a DNS label or
-/// subdomain) comes back unchanged, and distinct names stay distinct.
+/// and `..` encoded whole (`%2E%2E`), an empty name `%` (no encoding yields it); a valid
+/// Kubernetes name (a DNS label or subdomain) comes back unchanged, and distinct names stay
+/// distinct.
 fn path_component(name: &str) -> std::borrow::Cow<'_, str> {
-    const UNSAFE: &percent_encoding::AsciiSet =
-        &percent_encoding::CONTROLS.add(b'%').add(b'/');
+    const UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b'/');
     match name {
         "" => "%".into(),
         "." => "%2E".into(),
