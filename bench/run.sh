@@ -12,9 +12,12 @@
 # a rollout over 20 more agents (maxUnavailable 25%, maxSurge 25%) against its bound, and the
 # agent under 100 concurrent `kubectl logs -f` (nodeapi), and ReplicaSets (rs): `kubectl scale` to
 # 100 replicas over 10 more agents against 100 containerd create+starts, and the scheduler's
-# throughput for 1000 pending pods over 100 simulated nodes.
+# throughput for 1000 pending pods over 100 simulated nodes; the soak (soak): 10 000 pod
+# create/delete cycles on one node and 1 000 rollouts over 5 more agents with the agent's and the
+# server's RSS, fds, threads and the store size sampled and plotted (DSA_SOAK_CYCLES,
+# DSA_SOAK_ROLLOUTS: other sizes; DSA_SOAK_PNG: where the plot goes, else OUT.soak.png beside --json, else target/soak.png).
 # --peers first runs bench/peers.sh (ctr run, docker run, swarm global service) and adds them.
-# --only latency,convergence,idle,fanout,rollout,network,nodeapi,rs: run those sections only (for working on one figure).
+# --only latency,convergence,idle,fanout,rollout,network,nodeapi,rs,soak: run those sections only (for working on one figure).
 # --tls-compare: apply->running and fan-out over plain HTTP (the server's loopback --insecure-listen)
 # and over TLS, one after the other in this run, and the ratios (issue 8: TLS must cost < 10%).
 # --smoke: small sizes for CI (a few minutes). Needs root and what scripts/install-deps.sh
@@ -33,7 +36,7 @@ while [[ $# -gt 0 ]]; do
     --json) json_out=${2:?--json needs a file name}; shift 2 ;;
     --only) only=${2:?--only needs sections}; shift 2 ;;
     --tls-compare) tls_compare=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (usage: run.sh [--smoke] [--peers] [--json OUT.json] [--only SECTIONS] [--tls-compare])" >&2; exit 2 ;;
   esac
 done

@@ -54,6 +54,8 @@ mod nodeapi;
 mod replicaset;
 #[path = "harness/rollout.rs"]
 mod rollout;
+#[path = "harness/soak.rs"]
+mod soak;
 
 const NODE: &str = "bench-node";
 const GRACE: i64 = 2;
@@ -69,7 +71,7 @@ struct Opts {
     smoke: bool,
     json: Option<PathBuf>,
     peers_json: Option<PathBuf>,
-    /// Sections to run (`--only latency,convergence,idle,fanout,rollout,network,nodeapi,rs`); all
+    /// Sections to run (`--only latency,convergence,idle,fanout,rollout,network,nodeapi,rs,soak`); all
     /// when empty.
     only: Vec<String>,
     /// HTTPS (true, the default) or plain HTTP on a loopback `--insecure-listen`.
@@ -118,11 +120,12 @@ impl Opts {
                             "network",
                             "nodeapi",
                             "rs",
+                            "soak",
                         ]
                         .contains(&s.as_str())
                         {
                             bail!(
-                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network, nodeapi, rs)"
+                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network, nodeapi, rs, soak)"
                             );
                         }
                     }
@@ -1801,6 +1804,10 @@ async fn run(o: Opts) -> Result<Report> {
         }
         if b.o.runs("rs") {
             b.replicasets().await?;
+        }
+        // only when named (`--only soak`) until its smoke form has run green in CI
+        if b.o.only.iter().any(|s| s == "soak") {
+            b.soak().await?;
         }
         b.peers()?;
         b.check_procs()
