@@ -836,20 +836,11 @@ impl Harness {
 
     /// The ids of the containers running on node `i`.
     fn running_ids(&self, i: usize) -> BTreeSet<String> {
-        let n = &self.f.nodes[i];
-        let o = self
-            .rt
-            .block_on(observe(&n.ctd.socket, &n.namespace))
-            .unwrap_or_default();
-        o.containers
-            .iter()
-            .filter(|c| o.running(&c.id))
-            .map(|c| c.id.clone())
-            .collect()
+        self.running_ids_but(i, None)
     }
 
     /// The ids of the containers running on node `i`, but pod `uid`'s.
-    fn running_ids_but(&self, i: usize, uid: &str) -> BTreeSet<String> {
+    fn running_ids_but(&self, i: usize, uid: Option<&str>) -> BTreeSet<String> {
         let n = &self.f.nodes[i];
         let o = self
             .rt
@@ -857,7 +848,7 @@ impl Harness {
             .unwrap_or_default();
         o.containers
             .iter()
-            .filter(|c| o.running(&c.id) && c.pod_uid != uid)
+            .filter(|c| o.running(&c.id) && uid != Some(c.pod_uid.as_str()))
             .map(|c| c.id.clone())
             .collect()
     }
@@ -1314,7 +1305,7 @@ impl Harness {
                 };
                 self.clock_steps += 1;
                 let crasher = self.start_crasher(i);
-                let before = self.running_ids_but(i, &crasher.1);
+                let before = self.running_ids_but(i, Some(&crasher.1));
                 let (a, mut v) = self.clock_step(i, &crasher, first, first);
                 let (b, v2) = self.clock_step(i, &crasher, 0, -first);
                 v.extend(v2);
