@@ -15,8 +15,12 @@
 # throughput for 1000 pending pods over 100 simulated nodes; and scale (issue 14): 5000 simulated
 # nodes (tokio tasks, kubemark's hollow nodes) with 20 DaemonSets against a server on SQLite,
 # then against two replicas on one etcd (write latency, fan-out, server CPU/RSS, the store).
+# The soak (soak): 10 000 pod create/delete cycles on one node and 1 000 rollouts over 5 more
+# agents with the agent's and the server's RSS, fds, threads and the store size sampled and
+# plotted (DSA_SOAK_CYCLES, DSA_SOAK_ROLLOUTS: other sizes; DSA_SOAK_PNG: where the plot goes,
+# else OUT.soak.png beside --json, else target/soak.png).
 # --peers first runs bench/peers.sh (ctr run, docker run, swarm global service) and adds them.
-# --only latency,convergence,idle,fanout,rollout,network,nodeapi,rs,scale: run those sections only (for working on one figure).
+# --only latency,convergence,idle,fanout,rollout,network,nodeapi,rs,scale,soak: run those sections only (for working on one figure).
 # --tls-compare: apply->running and fan-out over plain HTTP (the server's loopback --insecure-listen)
 # and over TLS, one after the other in this run, and the ratios (issue 8: TLS must cost < 10%).
 # --smoke: small sizes for CI (a few minutes). Needs root and what scripts/install-deps.sh

@@ -58,6 +58,8 @@ mod rollout;
 mod scale;
 #[path = "harness/simnode.rs"]
 mod simnode;
+#[path = "harness/soak.rs"]
+mod soak;
 
 const NODE: &str = "bench-node";
 const GRACE: i64 = 2;
@@ -73,7 +75,7 @@ struct Opts {
     smoke: bool,
     json: Option<PathBuf>,
     peers_json: Option<PathBuf>,
-    /// Sections to run (`--only latency,convergence,idle,fanout,rollout,network,nodeapi,rs,scale`); all
+    /// Sections to run (`--only latency,convergence,idle,fanout,rollout,network,nodeapi,rs,scale,soak`); all
     /// when empty.
     only: Vec<String>,
     /// HTTPS (true, the default) or plain HTTP on a loopback `--insecure-listen`.
@@ -123,11 +125,12 @@ impl Opts {
                             "nodeapi",
                             "rs",
                             "scale",
+                            "soak",
                         ]
                         .contains(&s.as_str())
                         {
                             bail!(
-                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network, nodeapi, rs, scale)"
+                                "--only: unknown section {s} (latency, convergence, idle, fanout, rollout, network, nodeapi, rs, scale, soak)"
                             );
                         }
                     }
@@ -1809,6 +1812,9 @@ async fn run(o: Opts) -> Result<Report> {
         }
         if b.o.runs("scale") {
             b.scale().await?;
+        }
+        if b.o.runs("soak") {
+            b.soak().await?;
         }
         b.peers()?;
         b.check_procs()

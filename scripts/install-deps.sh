@@ -42,9 +42,11 @@ pkgs=(gcc libc6-dev protobuf-compiler libprotobuf-dev containerd runc docker-reg
 # systemd-container (systemd-nspawn), rpm, dpkg-dev (dpkg-shlibdeps) and binutils (strip): the
 # packages and tests/packaging.sh; prometheus-node-exporter: the real DaemonSet workload of
 # tests/workloads.rs (its binary goes into an image the fixtures build; its service is not used);
-# etcd-server, etcd-client: the etcd store's tests (tests/etcd.rs starts its own members).
+# etcd-server, etcd-client: the etcd store's tests (tests/etcd.rs starts its own members);
+# faketime (libfaketime): the fault matrix steps one agent's wall clock (tests/faults.rs);
+# python3-matplotlib: the soak's plot (benches/harness/soak.rs, bench/run.sh --only soak).
 [ "$mode" = --run ] || pkgs+=(systemd openssl python3-venv debootstrap systemd-container rpm dpkg-dev binutils
-  prometheus-node-exporter etcd-server etcd-client)
+  prometheus-node-exporter etcd-server etcd-client faketime python3-matplotlib)
 missing=()
 for p in "${pkgs[@]}"; do
   [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || missing+=("$p")

@@ -15,6 +15,10 @@
 //!   pod is left terminating;
 //! - every write the API acknowledged (2xx) is there.
 //!
+//! The clock step moves one agent's wall clock only (the host clock is shared by the fleet): that
+//! agent runs under libfaketime (`FAKETIME_DONT_FAKE_MONOTONIC=1`, so tokio's timers keep real
+//! time), and the step is checked to reach it (its Lease's renewTime jumps by the step).
+//!
 //! The time to converge after each fault is measured; the table at the end gives, per fault,
 //! the count, the violations and the p50/p99 convergence.
 //!
@@ -53,6 +57,13 @@ const CONVERGE: Duration = Duration::from_secs(120);
 const RS_REPLICAS: usize = 3;
 /// The size of each agent's state directory (a tmpfs, so it can be filled: ENOSPC).
 const STATE_MIB: u32 = 32;
+/// The node whose agent runs under libfaketime, for the clock step.
+const CLOCK_NODE: usize = 2;
+/// The clock step, and how long the fleet is watched after each step (both ways).
+const CLOCK_STEP_S: i64 = 3600;
+const CLOCK_HOLD: Duration = Duration::from_secs(30);
+/// The kubelet's longest restart back-off (core::plan's cap), in seconds.
+const BACKOFF_MAX_S: u64 = 300;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Fault {
@@ -66,10 +77,11 @@ enum Fault {
     RegistryDown,
     DiskFull,
     ServerDown,
+    ClockStep,
 }
 
 impl Fault {
-    const ALL: [Fault; 10] = [
+    const ALL: [Fault; 11] = [
         Fault::AgentKill,
         Fault::AgentStop,
         Fault::ContainerdKill,
@@ -80,6 +92,7 @@ impl Fault {
         Fault::RegistryDown,
         Fault::DiskFull,
         Fault::ServerDown,
+        Fault::ClockStep,
     ];
 
     fn name(self) -> &'static str {
@@ -94,6 +107,7 @@ impl Fault {
             Fault::RegistryDown => "registry-down",
             Fault::DiskFull => "state-dir-full",
             Fault::ServerDown => "server-down",
+            Fault::ClockStep => "clock-step",
         }
     }
 
@@ -110,6 +124,8 @@ impl Fault {
             Fault::RegistryDown => (1, 10),
             Fault::DiskFull => (1, 10),
             Fault::ServerDown => (1, 1),
+            // alternately forward then back first: the smoke run steps each way once
+            Fault::ClockStep => (2, 10),
         }
     }
 }
@@ -135,6 +151,8 @@ struct Harness {
     acked: Vec<String>,
     writes: usize,
     seed: u64,
+    /// Clock steps done (even: the next one steps forward first).
+    clock_steps: usize,
 }
 
 fn workloads(ds_image: &str) -> String {
@@ -369,6 +387,7 @@ impl Harness {
             server_args: vec!["--node-monitor-grace-period".into(), GRACE.into()],
             agent_config: format!("node-lease-duration-seconds = {LEASE_SECONDS}\n"),
             state_tmpfs_mib: Some(STATE_MIB),
+            faketime: vec![CLOCK_NODE],
         });
         let reg = TcpProxy::start(common::registry().parse().unwrap());
         f.apply(&workloads(&format!("{}/busybox:v1", reg.addr)));
@@ -384,6 +403,7 @@ impl Harness {
             acked: vec![],
             writes: 0,
             seed,
+            clock_steps: 0,
         }
     }
 
@@ -816,6 +836,11 @@ impl Harness {
 
     /// The ids of the containers running on node `i`.
     fn running_ids(&self, i: usize) -> BTreeSet<String> {
+        self.running_ids_but(i, None)
+    }
+
+    /// The ids of the containers running on node `i`, but pod `uid`'s.
+    fn running_ids_but(&self, i: usize, uid: Option<&str>) -> BTreeSet<String> {
         let n = &self.f.nodes[i];
         let o = self
             .rt
@@ -823,9 +848,168 @@ impl Harness {
             .unwrap_or_default();
         o.containers
             .iter()
-            .filter(|c| o.running(&c.id))
+            .filter(|c| o.running(&c.id) && uid != Some(c.pod_uid.as_str()))
             .map(|c| c.id.clone())
             .collect()
+    }
+
+    /// A pod on node `i` whose container exits 1 a second after each start, once it restarted
+    /// once (so it is in its restart back-off): (name, uid).
+    fn start_crasher(&mut self, i: usize) -> (String, String) {
+        let name = format!("clock-crash-{}", self.clock_steps);
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"nodeName": self.f.nodes[i].name, "terminationGracePeriodSeconds": 1,
+                "containers": [{"name": "c", "image": self.image(self.ds_tag),
+                    "command": ["sh", "-c", "sleep 1; exit 1"]}]}});
+        let (code, body) = self.f.endpoint().send(
+            "POST",
+            "/api/v1/namespaces/default/pods",
+            "application/json",
+            &pod.to_string(),
+        );
+        assert_eq!(code, 201, "create pod {name}: {body}");
+        let uid = serde_json::from_str::<Value>(&body).unwrap()["metadata"]["uid"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        common::wait_for(
+            &format!("pod {name} to restart once"),
+            Duration::from_secs(60),
+            || (self.crash_state(&name)?.0 >= 1).then_some(()),
+        );
+        (name, uid)
+    }
+
+    /// Pod `name`'s container: (restart count, the seconds of back-off its waiting message
+    /// names, when it waits in CrashLoopBackOff).
+    fn crash_state(&self, name: &str) -> Option<(i64, Option<u64>)> {
+        let p = self
+            .f
+            .get_json(&format!("/api/v1/namespaces/default/pods/{name}"))?;
+        let c = p["status"]["containerStatuses"].get(0)?;
+        let waiting = &c["state"]["waiting"];
+        let secs = (waiting["reason"] == "CrashLoopBackOff")
+            .then(|| {
+                s(&waiting["message"])
+                    .strip_prefix("back-off ")?
+                    .split('s')
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .flatten();
+        Some((c["restartCount"].as_i64()?, secs))
+    }
+
+    /// Sets agent `i`'s clock offset to `offset` seconds (a step of `step`) and watches for
+    /// [`CLOCK_HOLD`], and until the crasher restarted: the node stays Ready, its Lease keeps
+    /// being renewed with renewTimes the step moved, the crasher's back-off is neither zero
+    /// (restarts at most one per 10 s, one more for a back-off reset) nor longer than the cap.
+    /// Returns what was seen and the violations.
+    fn clock_step(
+        &mut self,
+        i: usize,
+        crasher: &(String, String),
+        offset: i64,
+        step: i64,
+    ) -> (String, Vec<String>) {
+        let name = self.f.nodes[i].name.clone();
+        let lease =
+            format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}");
+        let (r0, _) = self.crash_state(&crasher.0).unwrap_or((0, None));
+        let mut v = vec![];
+        let mut renewals: BTreeSet<String> = BTreeSet::new();
+        let (mut unready, mut shifted, mut longest, mut restarts) = (0, false, 0u64, 0i64);
+        self.f.set_clock(i, offset);
+        let t0 = Instant::now();
+        // watched for the hold, and on until the crasher restarted (its back-off was at most
+        // 20 s at the step), within a deadline that a back-off of an hour would miss
+        while t0.elapsed() < CLOCK_HOLD || (restarts == 0 && t0.elapsed() < 2 * CLOCK_HOLD) {
+            if let Some(node) = self.f.get_json(&format!("/api/v1/nodes/{name}")) {
+                if node_condition(&node, "Ready") != Some("True") {
+                    unready += 1;
+                }
+            }
+            if let Some(l) = self.f.get_json(&lease) {
+                let renew = s(&l["spec"]["renewTime"]).to_string();
+                if let Ok(at) = chrono::DateTime::parse_from_rfc3339(&renew) {
+                    // the agent stamps renewTime with its own (stepped) clock
+                    let skew = at.timestamp() - chrono::Utc::now().timestamp();
+                    if offset == 0 || (skew - offset).abs() < 60 {
+                        shifted = true;
+                    }
+                }
+                renewals.insert(renew);
+            }
+            if let Some((r, secs)) = self.crash_state(&crasher.0) {
+                restarts = r - r0;
+                longest = longest.max(secs.unwrap_or(0));
+            }
+            // a poll interval, not a synchronisation: each poll is an observation
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let held = t0.elapsed();
+        if unready > 0 {
+            v.push(format!(
+                "node {name} left Ready after a {step:+} s clock step ({unready} polls)"
+            ));
+        }
+        if renewals.len() < 3 {
+            v.push(format!(
+                "node {name}'s Lease was renewed {} times in {held:?} after a {step:+} s step",
+                renewals.len()
+            ));
+        }
+        if !shifted {
+            v.push(format!(
+                "the agent of {name} does not see its clock at {offset:+} s (libfaketime): renewTimes {renewals:?}"
+            ));
+        }
+        if restarts == 0 {
+            v.push(format!(
+                "pod {} never restarted in {held:?} after a {step:+} s step (back-off stuck; longest said {longest} s)",
+                crasher.0
+            ));
+        }
+        let most = held.as_secs() as i64 / 10 + 2;
+        if restarts > most {
+            v.push(format!(
+                "pod {} restarted {restarts} times in {held:?} after a {step:+} s step: its back-off collapsed (at most {most})",
+                crasher.0
+            ));
+        }
+        if longest > BACKOFF_MAX_S {
+            v.push(format!(
+                "pod {}'s back-off is {longest} s after a {step:+} s step (cap {BACKOFF_MAX_S} s)",
+                crasher.0
+            ));
+        }
+        (
+            format!(
+                "{step:+} s: {} renewals, crasher restarted {restarts}x, longest back-off {longest} s",
+                renewals.len()
+            ),
+            v,
+        )
+    }
+
+    /// Deletes pod `name` and waits until it is gone.
+    fn delete_pod(&self, name: &str) {
+        let path = format!("/api/v1/namespaces/default/pods/{name}");
+        let (code, body) = self
+            .f
+            .endpoint()
+            .send("DELETE", &path, "application/json", "{}");
+        assert!(
+            code == 200 || code == 404,
+            "delete pod {name}: {code} {body}"
+        );
+        common::wait_for(
+            &format!("pod {name} to be gone"),
+            Duration::from_secs(60),
+            || (self.f.endpoint().try_get(&path).ok()?.0 == 404).then_some(()),
+        );
     }
 
     /// Rolls the DaemonSet to the other image.
@@ -1111,6 +1295,24 @@ impl Harness {
                 self.pause(3000);
                 std::fs::remove_file(&fill).unwrap();
                 format!("n{i} full ({filled} bytes written to fill it), {during}")
+            }
+            Fault::ClockStep => {
+                let i = CLOCK_NODE;
+                let first = if self.clock_steps.is_multiple_of(2) {
+                    CLOCK_STEP_S
+                } else {
+                    -CLOCK_STEP_S
+                };
+                self.clock_steps += 1;
+                let crasher = self.start_crasher(i);
+                let before = self.running_ids_but(i, Some(&crasher.1));
+                let (a, mut v) = self.clock_step(i, &crasher, first, first);
+                let (b, v2) = self.clock_step(i, &crasher, 0, -first);
+                v.extend(v2);
+                extra.extend(v);
+                self.delete_pod(&crasher.0);
+                after_check = Some((i, before));
+                format!("n{i} wall clock {first:+} s ({a}), then back ({b})")
             }
             Fault::ServerDown => {
                 self.f.kill_server();

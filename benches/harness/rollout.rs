@@ -222,7 +222,7 @@ impl Bench {
 
     /// Waits until no pod of DaemonSet `name` (label `app`) is left in the API: the agents
     /// delete a pod for good only once its sandbox is removed.
-    async fn pods_gone(&self, name: &str, timeout: Duration) -> Result<()> {
+    pub(super) async fn pods_gone(&self, name: &str, timeout: Duration) -> Result<()> {
         let pods: Api<k8s_openapi::api::core::v1::Pod> =
             Api::namespaced(self.api.clone().into_client(), "default");
         let lp = kube::api::ListParams::default().labels(&format!("app={name}"));
@@ -240,7 +240,7 @@ impl Bench {
     }
 
     /// Waits until `name` at `generation` runs an available pod of its template on `count` nodes.
-    async fn rolled_out(
+    pub(super) async fn rolled_out(
         &self,
         name: &str,
         count: usize,

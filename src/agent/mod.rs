@@ -159,6 +159,14 @@ impl NodeUpdater {
 pub async fn start(mut cfg: Config, runtime: Arc<dyn Runtime>) -> anyhow::Result<Agent> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("create state dir {}", cfg.state_dir.display()))?;
+    // the state holds pod objects (env values included), ServiceAccount tokens, credentials and
+    // the pods' logs, written with the usual 0644: the directory itself keeps other users out,
+    // whatever mode an older version or a package made it with
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&cfg.state_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("make state dir {} private", cfg.state_dir.display()))?;
+    }
     // bound before the Node is registered: it reports the port (also a port 0 chose)
     let node_api = nodeapi::bind(&mut cfg).await;
     let (client, servers) = match &cfg.api {

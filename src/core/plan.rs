@@ -243,9 +243,13 @@ pub struct Backoff {
     pub delay_ms: i64,
 }
 
-/// When the container may be started again.
+/// When the container may be started again: one delay after its last start. A wall clock
+/// stepped back to before the last start cannot tell how long ago that was: now, as after the
+/// reset (a deadline kept at `last start + delay` would hold the container for as long as the
+/// step, an hour for an hour; one at `now + delay` would move away at every look).
 pub fn restart_allowed_at(b: Option<&Backoff>, now_ms: i64) -> i64 {
     match b {
+        Some(b) if now_ms < b.last_start_ms => now_ms,
         Some(b) if now_ms - b.last_start_ms <= BACKOFF_RESET_MS => b.last_start_ms + b.delay_ms,
         _ => now_ms,
     }
@@ -646,6 +650,25 @@ mod tests {
         let later = 7_000 + BACKOFF_RESET_MS + 1;
         assert_eq!(restart_allowed_at(Some(&b), later), later);
         assert_eq!(after_restart(Some(&b), later).delay_ms, BACKOFF_INITIAL_MS);
+    }
+
+    /// A wall clock stepped back an hour after a start: restarted now, not in an hour and a
+    /// delay; stepped forward past the reset: restarted now, the delay reset.
+    #[test]
+    fn backoff_survives_clock_steps() {
+        const HOUR: i64 = 3_600_000;
+        let b = after_restart(Some(&after_restart(None, 0)), 1_000);
+        assert_eq!(b.delay_ms, 20_000);
+        for (now, want) in [
+            (5_000, 21_000),
+            (1_000 - HOUR, 1_000 - HOUR),
+            (999, 999),
+            (1_000 + HOUR, 1_000 + HOUR),
+        ] {
+            let at = restart_allowed_at(Some(&b), now);
+            assert_eq!(at, want, "now {now}");
+            assert!(at - now <= BACKOFF_MAX_MS, "now {now}");
+        }
     }
 
     #[test]

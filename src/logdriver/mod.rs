@@ -28,7 +28,9 @@ use cri::{LineSplitter, Stream};
 
 /// The log file of one incarnation (`restarts`) of a container, laid out as the kubelet's
 /// `/var/log/pods`: `STATE_DIR/logs/NAMESPACE_POD_UID/CONTAINER/RESTARTS.log`. The agent names it
-/// when it starts the container; the local API reads it back.
+/// when it starts the container; the local API reads it back. Every name is one directory level
+/// whatever it holds ([`path_component`]): a pod or container name with `/` or `..` (from a local
+/// manifest, or a server that does not validate) cannot reach outside the pod's log directory.
 pub fn log_path(
     state_dir: &Path,
     pod: &crate::core::plan::PodKey,
@@ -36,11 +38,31 @@ pub fn log_path(
     container: &str,
     restarts: u32,
 ) -> PathBuf {
+    let dir = format!(
+        "{}_{}_{}",
+        path_component(&pod.namespace),
+        path_component(&pod.name),
+        path_component(uid)
+    );
     state_dir
         .join("logs")
-        .join(format!("{}_{}_{uid}", pod.namespace, pod.name))
-        .join(container)
+        .join(dir)
+        .join(path_component(container).as_ref())
         .join(format!("{restarts}.log"))
+}
+
+/// `name` as one normal path component: `%`, `/` and control characters percent-encoded, `.`
+/// and `..` encoded whole (`%2E%2E`), an empty name `%` (no encoding yields it); a valid
+/// Kubernetes name (a DNS label or subdomain) comes back unchanged, and distinct names stay
+/// distinct.
+fn path_component(name: &str) -> std::borrow::Cow<'_, str> {
+    const UNSAFE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%').add(b'/');
+    match name {
+        "" => "%".into(),
+        "." => "%2E".into(),
+        ".." => "%2E%2E".into(),
+        _ => percent_encoding::utf8_percent_encode(name, UNSAFE).into(),
+    }
 }
 
 /// The query key (and so the argument) that marks a log-driver invocation; its value is the
@@ -526,6 +548,48 @@ fn query_decode(s: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name with `..` or `/` (a pod from a local manifest, a container name the API did not
+    /// check) stays one directory level of its own under `STATE_DIR/logs`; valid names keep the
+    /// kubelet's layout.
+    #[test]
+    fn log_path_stays_in_the_pod_log_dir() {
+        use std::path::Component;
+        let state = Path::new("/var/lib/daemonset-agent");
+        let key = |ns: &str, name: &str| crate::core::plan::PodKey {
+            namespace: ns.into(),
+            name: name.into(),
+        };
+        assert_eq!(
+            log_path(state, &key("default", "mon-x"), "u1", "main", 3),
+            state.join("logs/default_mon-x_u1/main/3.log")
+        );
+        let hostile = ["..", ".", "../..", "a/../../b", "/etc", "x/", "", "%2e%2e"];
+        for ns in hostile {
+            for name in hostile {
+                for uid in hostile {
+                    for c in hostile {
+                        let p = log_path(state, &key(ns, name), uid, c, 0);
+                        let below: Vec<Component> = p
+                            .strip_prefix(state.join("logs"))
+                            .unwrap_or_else(|_| panic!("{p:?} is outside the logs"))
+                            .components()
+                            .collect();
+                        assert_eq!(below.len(), 3, "{ns:?} {name:?} {uid:?} {c:?}: {p:?}");
+                        assert!(
+                            below.iter().all(|c| matches!(c, Component::Normal(_))),
+                            "{ns:?} {name:?} {uid:?} {c:?}: {p:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // distinct names, distinct paths
+        assert_ne!(
+            log_path(state, &key("a", "b"), "u", "..", 0),
+            log_path(state, &key("a", "b"), "u", "%2E%2E", 0)
+        );
+    }
 
     fn sample() -> DriverArgs {
         DriverArgs {

@@ -15,6 +15,9 @@ use super::proc::{AgentArgs, Proc};
 use super::tcpproxy::TcpProxy;
 use super::{wait_for, Containerd, Guard};
 
+/// Debian's libfaketime (package `libfaketime`, pulled in by `faketime`).
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
 /// What a fleet starts with.
 pub struct FleetOptions {
     pub agents: usize,
@@ -24,6 +27,9 @@ pub struct FleetOptions {
     pub agent_config: String,
     /// When set, every agent's state directory is a tmpfs of this many MiB (to be filled).
     pub state_tmpfs_mib: Option<u32>,
+    /// The nodes whose agent runs under libfaketime, its wall clock offset by what
+    /// [`Fleet::set_clock`] writes (monotonic time is left alone).
+    pub faketime: Vec<usize>,
 }
 
 impl Default for FleetOptions {
@@ -33,6 +39,7 @@ impl Default for FleetOptions {
             server_args: vec![],
             agent_config: String::new(),
             state_tmpfs_mib: None,
+            faketime: vec![],
         }
     }
 }
@@ -161,6 +168,8 @@ pub struct FleetNode {
     pub api: Option<TcpProxy>,
     pub agent: Option<Proc>,
     pub ctd: Containerd,
+    /// libfaketime's control file when the agent runs under it (`+N`/`-N`: seconds of offset).
+    pub clock_file: Option<PathBuf>,
 }
 
 pub struct Fleet {
@@ -169,7 +178,8 @@ pub struct Fleet {
     pub net: CniNet,
     pub dir: tempfile::TempDir,
     pub server: Option<Proc>,
-    server_args: Vec<String>,
+    /// The server's extra flags, used by every (re)start: change them between a kill and a start.
+    pub server_args: Vec<String>,
     /// The admin's endpoint, once the server wrote its kubeconfig.
     ep: Option<Endpoint>,
     pub listen: String,
@@ -183,6 +193,10 @@ impl Fleet {
     /// Ready.
     pub fn start(opts: FleetOptions) -> Fleet {
         super::require("iptables");
+        assert!(
+            opts.faketime.is_empty() || Path::new(LIBFAKETIME).exists(),
+            "{LIBFAKETIME} is missing: install Debian's faketime (scripts/install-deps.sh)"
+        );
         let dir = tempfile::Builder::new()
             .prefix("dsa-fleet-")
             .tempdir_in("/tmp")
@@ -206,7 +220,13 @@ impl Fleet {
                 ),
             )
             .unwrap();
+            let clock_file = opts.faketime.contains(&i).then(|| {
+                let p = dir.path().join(format!("clock-{name}"));
+                std::fs::write(&p, "+0\n").unwrap();
+                p
+            });
             nodes.push(FleetNode {
+                clock_file,
                 namespace: format!("ns-fleet{run}-{name}"),
                 state_dir: dir.path().join(format!("agent-{name}")),
                 kubeconfig: dir.path().join(format!("agent-{name}.kubeconfig")),
@@ -319,7 +339,21 @@ impl Fleet {
     pub fn start_agent(&mut self, i: usize) {
         let log = self.log(&format!("agent-{}", self.nodes[i].name));
         let n = &self.nodes[i];
-        let agent = Proc::agent(
+        let env: Vec<(String, String)> = match &n.clock_file {
+            None => vec![],
+            Some(file) => vec![
+                ("LD_PRELOAD".into(), LIBFAKETIME.into()),
+                (
+                    "FAKETIME_TIMESTAMP_FILE".into(),
+                    file.to_string_lossy().into(),
+                ),
+                // read the file at every clock read, so a step lands at once
+                ("FAKETIME_NO_CACHE".into(), "1".into()),
+                // tokio's timers and Instants stay on the real monotonic clock
+                ("FAKETIME_DONT_FAKE_MONOTONIC".into(), "1".into()),
+            ],
+        };
+        let agent = Proc::agent_env(
             &AgentArgs {
                 config: &n.config,
                 node: &n.name,
@@ -329,8 +363,22 @@ impl Fleet {
                 state_dir: &n.state_dir,
             },
             log,
+            &env,
         );
         self.nodes[i].agent = Some(agent);
+    }
+
+    /// Sets the wall-clock offset of agent `i` (one started under libfaketime) to `seconds`:
+    /// its next clock read sees it.
+    pub fn set_clock(&self, i: usize, seconds: i64) {
+        let file = self.nodes[i]
+            .clock_file
+            .as_ref()
+            .expect("the agent runs under libfaketime (FleetOptions::faketime)");
+        // a rename, so the agent never reads a half-written file
+        let tmp = file.with_extension("new");
+        std::fs::write(&tmp, format!("{seconds:+}\n")).unwrap();
+        std::fs::rename(&tmp, file).unwrap();
     }
 
     /// kill -9 of agent `i` (a frozen one too).

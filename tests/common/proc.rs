@@ -21,9 +21,15 @@ pub struct Proc {
 impl Proc {
     /// `daemonset-agent ARGS...` with debug logging into `log_path`.
     pub fn spawn(args: &[&str], log_path: PathBuf) -> Proc {
+        Proc::spawn_env(args, log_path, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables.
+    pub fn spawn_env(args: &[&str], log_path: PathBuf, env: &[(String, String)]) -> Proc {
         let out = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_daemonset-agent"))
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("DSA_LOG", "debug")
             // an agent's node API on loopback, on a port of its own (the Node reports it)
             .env("DSA_NODE_API_LISTEN", "127.0.0.1:0")
@@ -37,6 +43,11 @@ impl Proc {
     /// `daemonset-agent agent` with the flags every test's agent gets: its configuration file,
     /// node name, kubeconfig, containerd socket and namespace, state directory.
     pub fn agent(a: &AgentArgs<'_>, log_path: PathBuf) -> Proc {
+        Proc::agent_env(a, log_path, &[])
+    }
+
+    /// [`Proc::agent`] with extra environment variables (libfaketime's, say).
+    pub fn agent_env(a: &AgentArgs<'_>, log_path: PathBuf, env: &[(String, String)]) -> Proc {
         let path = |p: &Path| p.to_str().unwrap().to_string();
         let args = [
             "agent".to_string(),
@@ -54,7 +65,7 @@ impl Proc {
             path(a.state_dir),
         ];
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        Proc::spawn(&argv, log_path)
+        Proc::spawn_env(&argv, log_path, env)
     }
 
     pub fn signal(&self, sig: i32) {
