@@ -196,11 +196,11 @@ fn etcd_and_dir(prefix: &str) -> (Etcd, tempfile::TempDir) {
 fn agents_fail_over_when_the_leading_server_dies() {
     let (etcd, dir) = etcd_and_dir("dsa-failover-");
     let d = dir.path();
-    let mut a = Replica::start(d, "a", &etcd, LEADER_FLAGS, None);
+    let mut a = Replica::start(d, "a", &etcd, LEADER_FLAGS);
     wait_for("a to lead", Duration::from_secs(30), || {
         (a.holder().as_deref() == Some(a.identity().as_str())).then_some(())
     });
-    let b = Replica::start(d, "b", &etcd, LEADER_FLAGS, Some(&a));
+    let b = Replica::start(d, "b", &etcd, LEADER_FLAGS);
     let join = join_token(&a);
     let servers = [a.url(), b.url()];
     let mut nodes: Vec<Node> = (0..3)
@@ -333,7 +333,7 @@ fn agents_fail_over_when_the_leading_server_dies() {
 fn an_agent_whose_first_server_is_down_uses_the_second() {
     let (etcd, dir) = etcd_and_dir("dsa-failover-first-");
     let d = dir.path();
-    let b = Replica::start(d, "b", &etcd, &[], None);
+    let b = Replica::start(d, "b", &etcd, &[]);
     let join = join_token(&b);
     // nothing listens on the first address
     let down = format!("https://127.0.0.1:{}", common::free_port());

@@ -77,36 +77,12 @@ pub struct Replica {
     pub addr: std::net::SocketAddr,
 }
 
-/// What one replica needs of another to serve the same clients, until the replicas share them
-/// through the store: the CA and serving certificate (`tls/`), the admin kubeconfig (whose token
-/// the replica keeps) and the service-account signing key. Join tokens already live in the
-/// store.
-pub fn share_secrets(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to.join("tls")).unwrap();
-    for e in std::fs::read_dir(from.join("tls")).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join("tls").join(e.file_name())).unwrap();
-    }
-    for f in ["admin.kubeconfig", "service-account.key"] {
-        std::fs::copy(from.join(f), to.join(f)).unwrap();
-    }
-}
-
 impl Replica {
-    /// Replica `name` under `dir` on `etcd` with `extra` flags; `like` shares its secrets
-    /// ([`share_secrets`]).
-    pub fn start(
-        dir: &Path,
-        name: &str,
-        etcd: &Etcd,
-        extra: &[&str],
-        like: Option<&Replica>,
-    ) -> Replica {
+    /// Replica `name` under `dir` on `etcd` with `extra` flags (the replicas share their CA,
+    /// signing key and admin token through etcd: `server::bootstrap`).
+    pub fn start(dir: &Path, name: &str, etcd: &Etcd, extra: &[&str]) -> Replica {
         let data = dir.join(name);
         std::fs::create_dir_all(&data).unwrap();
-        if let Some(other) = like {
-            share_secrets(&other.data, &data);
-        }
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen = addr.to_string();
         let mut args = vec![
