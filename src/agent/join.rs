@@ -285,6 +285,10 @@ pub(crate) fn client_over(
     // kube's own stack has these too: a dead server or path is noticed, also under a watch
     http.set_connect_timeout(Some(Duration::from_secs(30)));
     http.set_keepalive(Some(Duration::from_secs(30)));
+    // HTTP/2 writes a request or an event in several frames: with Nagle on, each small write
+    // after the first waits for the peer's delayed ACK (~40 ms on Linux) - kube's stack and
+    // client-go set TCP_NODELAY for the same reason
+    http.set_nodelay(true);
     let https = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls);
     let https = match https_only {
         true => https.https_only(),
