@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use super::status::ApiError;
 use super::store::{self, ObjectStore};
-use crate::core::labels::Selector;
+use crate::core::labels::{Requirement, Selector};
 use crate::core::validation::FieldError;
 
 /// How long a read or watch at a resourceVersion the store has not reached waits for it, as
@@ -342,6 +342,17 @@ impl Filter {
     }
     pub fn is_empty(&self) -> bool {
         self.labels.is_none() && self.fields.is_none()
+    }
+    /// The value the field selector requires `field` to equal (`spec.nodeName=NODE`), if any.
+    pub fn field_equals(&self, field: &str) -> Option<&str> {
+        self.fields
+            .as_ref()?
+            .requirements
+            .iter()
+            .find_map(|r| match r {
+                Requirement::Equals(k, v) if k == field => Some(v.as_str()),
+                _ => None,
+            })
     }
     pub fn matches(&self, obj: &Value) -> bool {
         if let Some(sel) = &self.labels {

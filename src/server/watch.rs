@@ -115,6 +115,9 @@ struct WatchState {
     store: Arc<dyn ObjectStore>,
     /// `render.r.key()`, the resource the history is read for.
     key: String,
+    /// The value the selector asks the resource's indexed field to equal (a node's name for
+    /// its pods): the watch is woken by, and reads, those objects' events only.
+    trigger: Option<String>,
     pending: VecDeque<Bytes>,
     /// The store's resourceVersion as it changes; None once the watch ended with an error.
     changes: Option<changes::Receiver<u64>>,
@@ -128,10 +131,16 @@ impl WatchState {
     /// Renders what the history holds after the cursor (a batch); false when it held nothing.
     fn read_history(&mut self) -> bool {
         let ns = self.render.ns.as_deref();
-        match self
-            .store
-            .events_after(self.cursor, &self.key, ns, HISTORY_BATCH)
-        {
+        let found = match &self.trigger {
+            Some(value) => {
+                self.store
+                    .events_after_trigger(self.cursor, &self.key, value, ns, HISTORY_BATCH)
+            }
+            None => self
+                .store
+                .events_after(self.cursor, &self.key, ns, HISTORY_BATCH),
+        };
+        match found {
             Ok(found) => {
                 let progressed = found.through > self.cursor;
                 self.cursor = found.through;
@@ -188,8 +197,13 @@ async fn next_line(mut st: WatchState) -> Option<(Result<Frame<Bytes>, Infallibl
             }
             _ = tokio::time::sleep_until(st.deadline) => return None,
             _ = tick => {
-                let line = st.render.bookmark(st.cursor, false);
-                return Some((Ok(Frame::data(line)), st));
+                // read through first: a node's pod watch is not woken by other pods' events,
+                // so its cursor moves on here and its bookmark tells a current resourceVersion
+                st.read_history();
+                if st.changes.is_some() {
+                    let line = st.render.bookmark(st.cursor, false);
+                    st.pending.push_back(line);
+                }
             }
         }
     }
@@ -299,8 +313,16 @@ pub async fn watch_converted(
     };
     let mut pending = VecDeque::new();
     let store = api.store.clone();
-    // woken by events of this resource only (not by every write of the store)
-    let mut changes = Some(store.changes_of(&r.key()));
+    // woken by events of this resource only (not by every write of the store), and of a
+    // node's pods only for a watch of that node's pods
+    let trigger = super::store::trigger_field(&r.key())
+        .and_then(|field| render.filter.field_equals(field))
+        .filter(|v| !v.is_empty())
+        .map(str::to_string);
+    let mut changes = Some(match &trigger {
+        Some(value) => store.changes_of_trigger(&r.key(), value),
+        None => store.changes_of(&r.key()),
+    });
     // the initial events of `NotOlderThan` a resourceVersion wait for it too
     let started = match rv {
         Some(rv) => query::fresh_enough(&*store, rv).await,
@@ -342,6 +364,7 @@ pub async fn watch_converted(
     });
     let state = WatchState {
         key: r.key(),
+        trigger,
         render,
         store,
         pending,
@@ -511,6 +534,40 @@ mod tests {
             types.push(line["type"].as_str().unwrap().to_string());
         }
         assert_eq!(types, ["ADDED", "ADDED"], "no bookmarks unasked");
+    }
+
+    /// A node's watch of its own pods (`fieldSelector=spec.nodeName=a`, the indexed trigger)
+    /// gets a's pods only, and its bookmark tells the store's current resourceVersion although
+    /// the other nodes' pods never woke it.
+    #[tokio::test(start_paused = true)]
+    async fn a_node_pod_watch_gets_its_pods_and_current_bookmarks() {
+        use super::super::kinds::PODS;
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let q = Query::parse(Some(
+            "watch=1&allowWatchBookmarks=true&fieldSelector=spec.nodeName%3Da",
+        ));
+        let mut body = watch(api.clone(), &User::internal("test"), &PODS, None, &q, "")
+            .await
+            .unwrap()
+            .into_body();
+        let pod = |name: &str, node: &str| {
+            json!({"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"nodeName": node, "containers": [{"name": "c", "image": "i"}]}})
+        };
+        for (name, node) in [("b1", "b"), ("a1", "a"), ("b2", "b"), ("b3", "b")] {
+            api.store
+                .create("pods", "default", name, pod(name, node))
+                .await
+                .unwrap();
+        }
+        let added = next_event(&mut body).await;
+        assert_eq!(added["type"], "ADDED");
+        assert_eq!(added["object"]["metadata"]["name"], "a1");
+        let bookmark = next_event(&mut body).await;
+        assert_eq!(bookmark["type"], "BOOKMARK");
+        assert_eq!(bookmark["object"]["metadata"]["resourceVersion"], "4");
     }
 
     #[tokio::test]

@@ -13,8 +13,8 @@ use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{
-    object_rv, set_rv, Backend, Change, EventType, EventsAfter, Expect, Key, ObjectStore,
-    StoreError, Watch, WatchEvent, WatchFrom,
+    object_rv, set_rv, trigger_values, Backend, Change, EventType, EventsAfter, Expect, Key,
+    ObjectStore, StoreError, Watch, WatchEvent, WatchFrom,
 };
 
 pub(super) type ObjectMap = HashMap<String, BTreeMap<(String, String), Arc<Value>>>;
@@ -36,6 +36,11 @@ pub(super) struct History {
     /// resumes from any rv at or after it, whatever other resources' events were dropped since
     /// (kube-apiserver keeps a watch cache per resource: Lease churn never expires a pod watch).
     dropped: HashMap<String, u64>,
+    /// Per indexed value ([`super::trigger_field`]: a node's name), the events of `events` that
+    /// concern it, oldest first: what a node's watch of its own pods reads.
+    triggered: HashMap<String, VecDeque<Arc<WatchEvent>>>,
+    /// Per indexed value, the rv of its newest event the bounds dropped.
+    dropped_triggered: HashMap<String, u64>,
     /// Nothing at or before this rv was kept for any resource (opened or relisted there).
     forgot_all_at: u64,
     /// The backend went back in time (restored from a backup): a resourceVersion beyond the
@@ -52,6 +57,8 @@ impl History {
             max_bytes,
             complete_after: rv,
             dropped: HashMap::new(),
+            triggered: HashMap::new(),
+            dropped_triggered: HashMap::new(),
             forgot_all_at: rv,
             went_back: false,
         }
@@ -60,6 +67,15 @@ impl History {
     /// Appends `event`, dropping the oldest past either bound (the newest is always kept).
     fn push(&mut self, event: Arc<WatchEvent>) {
         self.bytes += event.size();
+        for value in trigger_values(&event) {
+            match self.triggered.get_mut(value) {
+                Some(q) => q.push_back(event.clone()),
+                None => {
+                    self.triggered
+                        .insert(value.to_string(), VecDeque::from([event.clone()]));
+                }
+            }
+        }
         self.events.push_back(event);
         while self.events.len() > self.max_events
             || (self.bytes > self.max_bytes && self.events.len() > 1)
@@ -75,6 +91,21 @@ impl History {
                     self.dropped.insert(old.resource.clone(), old.rv);
                 }
             }
+            for value in trigger_values(&old) {
+                // the oldest of the history is the oldest of each of its values
+                if let Some(q) = self.triggered.get_mut(value) {
+                    q.pop_front();
+                    if q.is_empty() {
+                        self.triggered.remove(value);
+                    }
+                }
+                match self.dropped_triggered.get_mut(value) {
+                    Some(at) => *at = old.rv,
+                    None => {
+                        self.dropped_triggered.insert(value.to_string(), old.rv);
+                    }
+                }
+            }
         }
     }
 
@@ -84,7 +115,56 @@ impl History {
         self.bytes = 0;
         self.complete_after = rv;
         self.dropped.clear();
+        self.triggered.clear();
+        self.dropped_triggered.clear();
         self.forgot_all_at = rv;
+    }
+
+    /// The events after `rv` of objects whose indexed field is or was `value` (at most `limit`),
+    /// in `namespace` when given; the cursor passes every other event up to the newest.
+    /// `Expired` when such an event after `rv` left the history.
+    fn triggered_after(
+        &self,
+        rv: u64,
+        value: &str,
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<EventsAfter, StoreError> {
+        let oldest = self
+            .dropped_triggered
+            .get(value)
+            .copied()
+            .unwrap_or(0)
+            .max(self.forgot_all_at);
+        if rv < oldest {
+            return Err(StoreError::Expired {
+                requested: rv,
+                oldest,
+            });
+        }
+        let newest = self.events.back().map_or(rv, |e| e.rv.max(rv));
+        let mut found = EventsAfter {
+            events: Vec::new(),
+            through: newest,
+        };
+        let Some(q) = self.triggered.get(value) else {
+            return Ok(found);
+        };
+        let first = q.partition_point(|e| e.rv <= rv);
+        for (i, e) in q.range(first..).enumerate() {
+            if i == limit {
+                // the rest on the next call: read through the last one taken
+                found.through = match i {
+                    0 => rv,
+                    _ => q[first + i - 1].rv,
+                };
+                break;
+            }
+            if namespace.is_none_or(|ns| ns == e.namespace) {
+                found.events.push(e.clone());
+            }
+        }
+        Ok(found)
     }
 
     pub(super) fn check(&self, rv: u64) -> Result<(), StoreError> {
@@ -162,13 +242,25 @@ pub(super) struct State {
     /// Per resource, its newest event's rv, for the watchers of that resource: a watcher of
     /// pods is not woken by every Lease renewal (with 5000 nodes, 10000 watchers woke on each).
     by_resource: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// Per indexed value (a node's name), the rv of its newest event: what a watcher of that
+    /// node's pods waits on.
+    by_trigger: Mutex<HashMap<String, watch::Sender<u64>>>,
 }
 
 impl State {
     /// Tells the watchers of `resource` that the history has an event of it at `rv`.
-    fn wake(&self, resource: &str, rv: u64) {
-        if let Some(tx) = lock(&self.by_resource).get(resource) {
-            tx.send_replace(rv);
+    fn wake(&self, event: &WatchEvent) {
+        if let Some(tx) = lock(&self.by_resource).get(&event.resource) {
+            tx.send_replace(event.rv);
+        }
+        let mut values = trigger_values(event).peekable();
+        if values.peek().is_some() {
+            let by_trigger = lock(&self.by_trigger);
+            for value in values {
+                if let Some(tx) = by_trigger.get(value) {
+                    tx.send_replace(event.rv);
+                }
+            }
         }
     }
 
@@ -223,9 +315,9 @@ impl State {
         ));
         lock(&self.history).push(event.clone());
         drop(objects);
+        self.wake(&event);
         // No receivers is fine.
         let _ = self.tx.send(event);
-        self.wake(&key.resource, rv);
         self.advance(rv);
         Some(object)
     }
@@ -305,6 +397,9 @@ impl State {
         for tx in lock(&self.by_resource).values() {
             tx.send_replace(rv);
         }
+        for tx in lock(&self.by_trigger).values() {
+            tx.send_replace(rv);
+        }
         self.rv.send_replace(rv);
     }
 
@@ -377,6 +472,7 @@ impl Store {
             tx,
             rv: watch::channel(rv).0,
             by_resource: Mutex::new(HashMap::new()),
+            by_trigger: Mutex::new(HashMap::new()),
         });
         let feeder = backend
             .feed(rv)
@@ -628,6 +724,40 @@ impl ObjectStore for Store {
             .subscribe()
     }
 
+    fn changes_of_trigger(&self, resource: &str, value: &str) -> watch::Receiver<u64> {
+        if super::trigger_field(resource).is_none() || value.is_empty() {
+            return self.changes_of(resource);
+        }
+        let rv = self.current_rv();
+        let mut by_trigger = lock(&self.state.by_trigger);
+        // channels without watchers go (nodes come and go): looked for when the map is about
+        // to grow past a power of two, so the look costs O(1) per new value over time
+        let len = by_trigger.len();
+        if len >= 64 && len.is_power_of_two() && !by_trigger.contains_key(value) {
+            by_trigger.retain(|_, tx| tx.receiver_count() > 0);
+        }
+        by_trigger
+            .entry(value.to_string())
+            .or_insert_with(|| watch::channel(rv).0)
+            .subscribe()
+    }
+
+    fn events_after_trigger(
+        &self,
+        rv: u64,
+        resource: &str,
+        value: &str,
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<EventsAfter, StoreError> {
+        if super::trigger_field(resource).is_none() || value.is_empty() {
+            return self.events_after(rv, resource, namespace, limit);
+        }
+        let history = lock(&self.state.history);
+        history.went_back_past(rv, *self.state.rv.borrow())?;
+        history.triggered_after(rv, value, namespace, limit)
+    }
+
     fn events_after(
         &self,
         rv: u64,
@@ -786,6 +916,93 @@ mod tests {
             })
         ));
         assert!(store.events_after(10, "nodes", None, 10).is_ok());
+    }
+
+    fn pod(name: &str, node: &str, rv: u64) -> (Key, Value) {
+        (
+            key("pods", "default", name),
+            json!({"kind": "Pod", "metadata": {"name": name, "namespace": "default",
+                "resourceVersion": rv.to_string()}, "spec": {"nodeName": node}}),
+        )
+    }
+
+    /// A watch of one node's pods (the indexed trigger on spec.nodeName) is woken by that node's
+    /// pods only, reads only their events while its cursor passes the others', gets an event
+    /// of a pod that moved away from its node, and is expired only when one of its node's
+    /// events left the history, not by other nodes' pod churn.
+    #[tokio::test]
+    async fn a_node_pod_watch_reads_its_own_pods_events_only() {
+        let (tx, rx) = mpsc::channel(64);
+        let backend = Driven {
+            feed: Mutex::new(Some(rx)),
+        };
+        let store = Store::new(Arc::new(backend), vec![], 1, 4, 1 << 20);
+        let mut a_changed = store.changes_of_trigger("pods", "a");
+        let mut all = store.changes();
+        let (k, v) = pod("pa", "a", 2);
+        tx.send(Change::Put { key: k, value: v }).await.unwrap();
+        a_changed.changed().await.unwrap();
+        assert_eq!(*a_changed.borrow_and_update(), 2);
+        // three pods of node b: a's watch is not woken
+        for rv in 3..=5 {
+            let (k, v) = pod(&format!("pb{rv}"), "b", rv);
+            tx.send(Change::Put { key: k, value: v }).await.unwrap();
+        }
+        all.wait_for(|rv| *rv == 5).await.unwrap();
+        assert!(!a_changed.has_changed().unwrap(), "woken by node b's pods");
+        let found = store
+            .events_after_trigger(1, "pods", "a", None, 10)
+            .unwrap();
+        let names: Vec<_> = found.events.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!((names, found.through), (vec!["pa"], 5));
+        // nothing more for a: the cursor passes b's events without them
+        let found = store
+            .events_after_trigger(2, "pods", "a", None, 10)
+            .unwrap();
+        assert_eq!((found.events.len(), found.through), (0, 5));
+        // b's churn pushes a's only event out of the history (bounds: 4 events): a watch of a
+        // from before it is expired, from after it is not
+        for rv in 6..=8 {
+            let (k, v) = pod(&format!("pb{rv}"), "b", rv);
+            tx.send(Change::Put { key: k, value: v }).await.unwrap();
+        }
+        all.wait_for(|rv| *rv == 8).await.unwrap();
+        assert!(matches!(
+            store.events_after_trigger(1, "pods", "a", None, 10),
+            Err(StoreError::Expired {
+                requested: 1,
+                oldest: 2
+            })
+        ));
+        let found = store
+            .events_after_trigger(2, "pods", "a", None, 10)
+            .unwrap();
+        assert_eq!((found.events.len(), found.through), (0, 8));
+        // a pod moved from b to a, then from a to c: both concern a's watch
+        let (k, v) = pod("pb8", "a", 9);
+        tx.send(Change::Put { key: k, value: v }).await.unwrap();
+        let (k, v) = pod("pb8", "c", 10);
+        tx.send(Change::Put { key: k, value: v }).await.unwrap();
+        all.wait_for(|rv| *rv == 10).await.unwrap();
+        assert!(a_changed.has_changed().unwrap());
+        let found = store
+            .events_after_trigger(8, "pods", "a", None, 10)
+            .unwrap();
+        let rvs: Vec<_> = found.events.iter().map(|e| e.rv).collect();
+        assert_eq!((rvs, found.through), (vec![9, 10], 10));
+        // at most `limit` at a time, the cursor stopping at the last one given
+        let found = store.events_after_trigger(8, "pods", "a", None, 1).unwrap();
+        assert_eq!((found.events.len(), found.through), (1, 9));
+        // a namespace that is not theirs, and a resource without an index, read as before
+        let found = store
+            .events_after_trigger(8, "pods", "a", Some("other"), 10)
+            .unwrap();
+        assert_eq!((found.events.len(), found.through), (0, 10));
+        assert!(store
+            .events_after_trigger(8, "nodes", "a", None, 10)
+            .unwrap()
+            .events
+            .is_empty());
     }
 
     /// A shared backend's feed drives the cache: changes become events in order, progress

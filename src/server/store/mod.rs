@@ -262,6 +262,52 @@ pub trait ObjectStore: Send + Sync {
         namespace: Option<&str>,
         limit: usize,
     ) -> Result<EventsAfter, StoreError>;
+    /// [`ObjectStore::changes_of`] for the watchers of `resource` whose selector asks its
+    /// [`trigger_field`] to equal `value`: woken by the events of such objects only.
+    fn changes_of_trigger(&self, resource: &str, value: &str) -> watch::Receiver<u64> {
+        let _ = value;
+        self.changes_of(resource)
+    }
+    /// [`ObjectStore::events_after`] for those watchers: the events of objects whose
+    /// [`trigger_field`] is (or was, before the event) `value`; the cursor returned passes the
+    /// other objects' events without reading them. `Expired` only when events of such objects
+    /// after `rv` left the history.
+    fn events_after_trigger(
+        &self,
+        rv: u64,
+        resource: &str,
+        value: &str,
+        namespace: Option<&str>,
+        limit: usize,
+    ) -> Result<EventsAfter, StoreError> {
+        let _ = value;
+        self.events_after(rv, resource, namespace, limit)
+    }
+}
+
+/// The field the watches of `resource` are indexed by, kube-apiserver's indexed triggers: pods
+/// by `spec.nodeName`. With 5000 nodes each watching its own pods, every pod event otherwise
+/// woke 5000 watchers that each read it and tested their selector (the server spent most of
+/// its time there while a DaemonSet's pods were created).
+pub fn trigger_field(resource: &str) -> Option<&'static str> {
+    (resource == "pods").then_some("spec.nodeName")
+}
+
+/// The values of `resource`'s [`trigger_field`] that `event` concerns: the object's and, when
+/// it changed, the object's before the event. Empty values are not indexed.
+pub(crate) fn trigger_values(event: &WatchEvent) -> impl Iterator<Item = &str> {
+    fn value(obj: &Value) -> Option<&str> {
+        obj.pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+    }
+    let indexed = trigger_field(&event.resource).is_some();
+    let now = indexed.then(|| value(&event.object)).flatten();
+    let before = indexed
+        .then(|| event.prev.as_deref().and_then(value))
+        .flatten()
+        .filter(|b| Some(*b) != now);
+    now.into_iter().chain(before)
 }
 
 /// Where a backend keeps one object: cluster-scoped objects have namespace "".
