@@ -75,6 +75,41 @@ pub async fn run(api: Arc<Api>, opts: Options, stop: impl Future<Output = ()>) {
     }
 }
 
+/// The batch sizes of upstream's `slowStartBatch` for `n` calls: 1, 2, 4, ... (what is left in
+/// the last one).
+fn slow_start_batches(n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let (mut left, mut size) = (n, 1);
+    while left > 0 {
+        let b = size.min(left);
+        out.push(b);
+        left -= b;
+        size *= 2;
+    }
+    out
+}
+
+/// upstream's `slowStartBatch`: `call(0)` .. `call(n - 1)` in batches sent at once (each write
+/// waits on the store and its fan-out, so a hundred one after another took most of a scale-up),
+/// the batches doubling from 1 while all their calls succeed. The results of the calls sent, in
+/// order: fewer than `n` when a batch had an error (a template the API refuses is not sent once
+/// per node; the sync that called is retried with back-off).
+async fn slow_start<T, E, Fut>(n: usize, mut call: impl FnMut(usize) -> Fut) -> Vec<Result<T, E>>
+where
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut out = Vec::with_capacity(n);
+    for batch in slow_start_batches(n) {
+        let from = out.len();
+        let sent = futures::future::join_all((from..from + batch).map(&mut call)).await;
+        out.extend(sent);
+        if out[from..].iter().any(Result::is_err) {
+            break;
+        }
+    }
+    out
+}
+
 /// The labels of an object.
 fn labels_of(obj: &Value) -> BTreeMap<String, String> {
     obj.pointer("/metadata/labels")
@@ -111,4 +146,51 @@ pub fn controller_of(obj: &Value) -> Option<ControllerRef> {
             name: s(o, "/name").to_string(),
             uid: s(o, "/uid").to_string(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_go_in_slow_start_batches() {
+        let cases: [(usize, &[usize]); 5] = [
+            (0, &[]),
+            (1, &[1]),
+            (3, &[1, 2]),
+            (10, &[1, 2, 4, 3]),
+            (100, &[1, 2, 4, 8, 16, 32, 37]),
+        ];
+        for (n, want) in cases {
+            assert_eq!(slow_start_batches(n), want, "{n}");
+        }
+    }
+
+    /// The batch with the first error is the last one sent; every call of it still reports.
+    #[tokio::test]
+    async fn slow_start_stops_after_the_first_batch_with_an_error() {
+        let cases: [(usize, Option<usize>, usize); 5] = [
+            // (calls, the one that fails, calls sent)
+            (10, None, 10),
+            (10, Some(0), 1),
+            (10, Some(1), 3),
+            (10, Some(4), 7),
+            (10, Some(8), 10),
+        ];
+        for (n, fails, sent) in cases {
+            let got = slow_start(n, |i| async move {
+                if Some(i) == fails {
+                    Err(i)
+                } else {
+                    Ok(i)
+                }
+            })
+            .await;
+            assert_eq!(got.len(), sent, "{n} {fails:?}");
+            for (i, r) in got.iter().enumerate() {
+                let want = if Some(i) == fails { Err(i) } else { Ok(i) };
+                assert_eq!(*r, want, "{n} {fails:?}");
+            }
+        }
+    }
 }

@@ -26,7 +26,7 @@ use tracing::Instrument as _;
 use super::claim::{self, Owner};
 use super::daemonset::{is_empty, status_only};
 use super::queue::{Key, Queue};
-use super::{controller_of, labels_of, s};
+use super::{controller_of, labels_of, s, slow_start};
 use crate::agent::clock::Clock;
 use crate::core::labels::selector_matches;
 use crate::core::rollout::BURST;
@@ -250,24 +250,20 @@ impl Controller {
             // the store and its fan-out, so 100 one after another took most of a scale-up),
             // the batches doubling from 1 while they all succeed
             let (api, user) = (&self.api, &self.user);
-            for batch in slow_start_batches(n) {
-                let creates = (0..batch).map(|_| {
-                    let pod = new_pod(&template, &owner);
-                    api.create(user, &PODS, Some(ns), pod, WriteOpts::INTERNAL)
-                });
-                for r in futures::future::join_all(creates).await {
-                    match r {
-                        Ok(w) => {
-                            tracing::info!(pod = s(&w.object, "/metadata/name"), "created pod")
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot create pod");
-                            failure.get_or_insert(("FailedCreate", e));
-                        }
+            let created = slow_start(n, |_| {
+                let pod = new_pod(&template, &owner);
+                api.create(user, &PODS, Some(ns), pod, WriteOpts::INTERNAL)
+            })
+            .await;
+            for r in created {
+                match r {
+                    Ok(w) => {
+                        tracing::info!(pod = s(&w.object, "/metadata/name"), "created pod")
                     }
-                }
-                if failure.is_some() {
-                    break;
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot create pod");
+                        failure.get_or_insert(("FailedCreate", e));
+                    }
                 }
             }
         } else if !deleting && diff > 0 {
@@ -348,20 +344,6 @@ impl Controller {
             Err(e) => Err(e),
         }
     }
-}
-
-/// The batch sizes of upstream's `slowStartBatch` for `n` creates: 1, 2, 4, ... (what is left
-/// in the last one); a sync stops after a batch in which a create failed.
-fn slow_start_batches(n: usize) -> Vec<usize> {
-    let mut out = Vec::new();
-    let (mut left, mut size) = (n, 1);
-    while left > 0 {
-        let b = size.min(left);
-        out.push(b);
-        left -= b;
-        size *= 2;
-    }
-    out
 }
 
 /// `controller.IsPodActive`: not Succeeded or Failed, and not being deleted.
@@ -732,20 +714,6 @@ mod tests {
     /// A sort over many pods with equal, same-bucket and distinct times (what panicked
     /// "does not correctly implement a total order" in the benchmark's scale-down of 100) is
     /// consistent: every pair and triple agrees with a total order.
-    #[test]
-    fn creates_go_in_slow_start_batches() {
-        let cases: [(usize, &[usize]); 5] = [
-            (0, &[]),
-            (1, &[1]),
-            (3, &[1, 2]),
-            (10, &[1, 2, 4, 3]),
-            (100, &[1, 2, 4, 8, 16, 32, 37]),
-        ];
-        for (n, want) in cases {
-            assert_eq!(slow_start_batches(n), want, "{n}");
-        }
-    }
-
     #[test]
     fn the_ranking_is_a_total_order() {
         let mut pods = Vec::new();

@@ -31,7 +31,7 @@ use tracing::Instrument as _;
 
 use super::claim::{self, Owner};
 use super::queue::{Key, Queue};
-use super::{controller_of, labels_of, s};
+use super::{controller_of, labels_of, s, slow_start};
 use crate::agent::events::Recorder;
 use crate::core::eligibility::node_should_run;
 use crate::core::events::Involved;
@@ -487,9 +487,9 @@ impl Controller {
         Ok(again.map(|ms| Instant::now() + Duration::from_millis((ms - now_ms).max(0) as u64)))
     }
 
-    /// Creates a pod on each of `nodes` (at most `BURST`), stopping at the first failure: the
-    /// sync is retried with back-off (a slow start: a template the API refuses is not sent
-    /// once per node).
+    /// Creates a pod on each of `nodes` (at most `BURST`) in upstream's slow-start batches
+    /// (`super::slow_start`, as `syncNodes`), stopping after the first batch with an error: the
+    /// sync is retried with back-off (a template the API refuses is not sent once per node).
     async fn create_pods(
         &self,
         ds: &DaemonSet,
@@ -497,57 +497,58 @@ impl Controller {
         nodes: &[String],
         hash: &str,
     ) -> Result<(), ApiError> {
-        for node in nodes.iter().take(BURST) {
-            let pod = pods::new_pod(ds, owner, node, hash);
-            let created = self
-                .api
-                .create(
-                    &self.user,
-                    &PODS,
-                    Some(owner.namespace),
-                    pod,
-                    WriteOpts::INTERNAL,
-                )
-                .await
-                .inspect_err(|e| {
+        let nodes = &nodes[..nodes.len().min(BURST)];
+        let (api, user) = (&self.api, &self.user);
+        let created = slow_start(nodes.len(), |i| {
+            let pod = pods::new_pod(ds, owner, &nodes[i], hash);
+            api.create(user, &PODS, Some(owner.namespace), pod, WriteOpts::INTERNAL)
+        })
+        .await;
+        let mut first_error = None;
+        for (node, r) in nodes.iter().zip(created) {
+            match r {
+                Ok(w) => {
+                    let name = s(&w.object, "/metadata/name");
+                    let msg = format!("Created pod: {name}");
+                    self.events
+                        .normal(&involved(owner), "SuccessfulCreate", msg);
+                    tracing::info!(pod = name, node = node.as_str(), "created pod");
+                }
+                Err(e) => {
                     let msg = format!("Error creating: {}", e.message);
                     self.events.warning(&involved(owner), "FailedCreate", msg);
-                })?;
-            let created_name = s(&created.object, "/metadata/name");
-            let msg = format!("Created pod: {created_name}");
-            self.events
-                .normal(&involved(owner), "SuccessfulCreate", msg);
-            tracing::info!(
-                pod = s(&created.object, "/metadata/name"),
-                node = node.as_str(),
-                "created pod"
-            );
+                    first_error.get_or_insert(e);
+                }
+            }
         }
-        Ok(())
+        first_error.map_or(Ok(()), Err)
     }
 
-    /// Deletes `deletes` (at most `BURST`; gracefully: their agents stop them first).
+    /// Deletes `deletes` (at most `BURST`; gracefully: their agents stop them first), all at
+    /// once as upstream's `syncNodes` does (a delete that fails does not hold the others back).
     async fn delete_pods(
         &self,
         owner: &Owner<'_>,
         deletes: &[rollout::Delete],
     ) -> Result<(), ApiError> {
         let (ns, about) = (owner.namespace, involved(owner));
-        let mut first_error = None;
-        for d in deletes.iter().take(BURST) {
-            if d.why == rollout::Why::Failed {
-                let msg = format!(
-                    "Found failed daemon pod {ns}/{}, will try to kill it",
-                    d.pod
-                );
-                self.events.warning(&about, "FailedDaemonPod", msg);
-            }
+        let deletes = &deletes[..deletes.len().min(BURST)];
+        for d in deletes.iter().filter(|d| d.why == rollout::Why::Failed) {
+            let msg = format!(
+                "Found failed daemon pod {ns}/{}, will try to kill it",
+                d.pod
+            );
+            self.events.warning(&about, "FailedDaemonPod", msg);
+        }
+        let (api, user) = (&self.api, &self.user);
+        let sent = futures::future::join_all(deletes.iter().map(|d| {
             let at = ObjectRef::new(&PODS, Some(ns), &d.pod);
-            match self
-                .api
-                .delete(&self.user, at, &DeleteOptions::default())
-                .await
-            {
+            async move { api.delete(user, at, &DeleteOptions::default()).await }
+        }))
+        .await;
+        let mut first_error = None;
+        for (d, r) in deletes.iter().zip(sent) {
+            match r {
                 Ok(_) => {
                     tracing::info!(pod = d.pod.as_str(), why = ?d.why, "deleted pod");
                     let msg = format!("Deleted pod: {}", d.pod);
