@@ -428,12 +428,53 @@ impl State {
     }
 }
 
+/// Whether a write is a heartbeat: a node's Lease (`kube-node-lease`) or a leader election's
+/// (`kube-system`), what kube-apiserver's API Priority and Fairness puts in the `node-high` and
+/// `leader-election` priority levels (its `system-nodes` and `system-leader-election` flow
+/// schemas) so that a flood of other writes cannot starve them: a Lease not renewed in time
+/// makes a node NotReady or a leader step down. (Told by the object, not by the user as
+/// upstream's flow schemas do: only nodes and the server itself may write those Leases.)
+pub(super) fn is_heartbeat(key: &Key) -> bool {
+    key.resource == "leases.coordination.k8s.io"
+        && matches!(key.namespace.as_str(), "kube-node-lease" | "kube-system")
+}
+
+/// The turns of the writes to a backend only this process writes: one at a time, in order of
+/// arrival within each lane. Heartbeats ([`is_heartbeat`]) wait for the store only; every other
+/// write first waits for the client lane, so at most one of them is ever queued for the store: a
+/// heartbeat waits for the write being stored, at most one other and the heartbeats before it,
+/// however many client writes are waiting (both locks are first come, first served).
+#[derive(Default)]
+struct Turns {
+    clients: tokio::sync::Mutex<()>,
+    store: tokio::sync::Mutex<()>,
+}
+
+/// A write's turn: held while it is stored and applied to the cache.
+struct Turn<'a> {
+    _store: tokio::sync::MutexGuard<'a, ()>,
+    _lane: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+impl Turns {
+    async fn take(&self, key: &Key) -> Turn<'_> {
+        let lane = match is_heartbeat(key) {
+            true => None,
+            false => Some(self.clients.lock().await),
+        };
+        Turn {
+            _store: self.store.lock().await,
+            _lane: lane,
+        }
+    }
+}
+
 /// A store: a [`Backend`] and its watch cache.
 pub struct Store {
     backend: Arc<dyn Backend>,
     pub(super) state: Arc<State>,
     /// Serialises the writes to a backend only this process writes.
-    writes: tokio::sync::Mutex<()>,
+    writes: Turns,
     /// Whether the backend has a feed (others write it too): writes then wait for it.
     fed: bool,
     /// The tasks that end with the store (the feed's, the backend's own).
@@ -480,7 +521,7 @@ impl Store {
         Store {
             backend,
             state,
-            writes: tokio::sync::Mutex::new(()),
+            writes: Turns::default(),
             fed: feeder.is_some(),
             tasks: feeder.into_iter().collect(),
         }
@@ -517,7 +558,7 @@ impl Store {
             self.fed(object_rv(&stored)).await;
             return Ok(Arc::new(stored));
         }
-        let _serial = self.writes.lock().await;
+        let _serial = self.writes.take(&key).await;
         let stored = Arc::new(self.backend.put(&key, obj, expect).await?);
         let rv = object_rv(&stored);
         self.state.apply(&key, Some(stored.clone()), rv, None);
@@ -643,7 +684,7 @@ impl ObjectStore for Store {
             set_rv(&mut last, rv);
             return Ok(Arc::new(last));
         }
-        let _serial = self.writes.lock().await;
+        let _serial = self.writes.take(&key).await;
         let (rv, last) = self.backend.delete(&key, expected_rv).await?;
         self.state.apply(&key, None, rv, last).ok_or_else(not_found)
     }
@@ -837,6 +878,100 @@ mod tests {
         fn feed(&self, _: u64) -> Option<mpsc::Receiver<Change>> {
             lock(&self.feed).take()
         }
+    }
+
+    /// A backend only this process writes whose writes are stored when the test lets them: it
+    /// notes the order they were stored in.
+    struct Gated {
+        open: tokio::sync::Semaphore,
+        entered: std::sync::atomic::AtomicUsize,
+        stored: Mutex<Vec<String>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Backend for Gated {
+        async fn put(&self, key: &Key, mut value: Value, _: Expect) -> Result<Value, StoreError> {
+            self.entered
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.open.acquire().await.expect("open").forget();
+            let mut stored = lock(&self.stored);
+            stored.push(key.name.clone());
+            set_rv(&mut value, stored.len() as u64);
+            Ok(value)
+        }
+        async fn delete(
+            &self,
+            _: &Key,
+            _: Option<u64>,
+        ) -> Result<(u64, Option<Value>), StoreError> {
+            Err(StoreError::Worker("not in this test".into()))
+        }
+    }
+
+    /// A node's Lease renewal and the leader's are not queued behind a flood of client writes
+    /// (what made the 1000-node scale run's nodes and leader lose their Leases): with 200 client
+    /// writes waiting, each is stored after at most the write being stored and one other.
+    #[tokio::test]
+    async fn heartbeats_are_not_queued_behind_a_flood_of_client_writes() {
+        use std::sync::atomic::Ordering::SeqCst;
+        const FLOOD: usize = 200;
+        let backend = Arc::new(Gated {
+            open: tokio::sync::Semaphore::new(0),
+            entered: Default::default(),
+            stored: Default::default(),
+        });
+        let store = Arc::new(Store::new(backend.clone(), vec![], 0, 1000, 1 << 20));
+        let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let write = |resource: &'static str, ns: &'static str, name: String| {
+            let (store, asked) = (store.clone(), asked.clone());
+            tokio::spawn(async move {
+                asked.fetch_add(1, SeqCst);
+                let obj = json!({"metadata": {"name": name.clone()}});
+                store.create(resource, ns, &name, obj).await.map(|_| ())
+            })
+        };
+        let mut writes: Vec<_> = (0..FLOOD)
+            .map(|i| write("configmaps", "default", format!("cm-{i}")))
+            .collect();
+        // every client write has asked (each is queued the moment it asks: this runtime has one
+        // thread) and the first is being stored
+        while asked.load(SeqCst) < FLOOD || backend.entered.load(SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        writes.push(write(
+            "leases.coordination.k8s.io",
+            "kube-node-lease",
+            "node-1".into(),
+        ));
+        writes.push(write(
+            "leases.coordination.k8s.io",
+            "kube-system",
+            "daemonset-agent-controllers".into(),
+        ));
+        while asked.load(SeqCst) < FLOOD + 2 {
+            tokio::task::yield_now().await;
+        }
+        backend.open.add_permits(FLOOD + 2);
+        for w in writes {
+            w.await.expect("the write's task").expect("stored");
+        }
+        let stored = lock(&backend.stored).clone();
+        assert_eq!(stored.len(), FLOOD + 2);
+        let at = |name: &str| stored.iter().position(|n| n == name).expect(name);
+        assert!(
+            at("node-1") <= 2,
+            "the node's Lease stored {}th",
+            at("node-1")
+        );
+        assert!(
+            at("daemonset-agent-controllers") <= 3,
+            "the leader's Lease stored {}th",
+            at("daemonset-agent-controllers")
+        );
+        // the client writes in the order they came
+        let clients: Vec<&String> = stored.iter().filter(|n| n.starts_with("cm-")).collect();
+        let want: Vec<String> = (0..FLOOD).map(|i| format!("cm-{i}")).collect();
+        assert_eq!(clients, want.iter().collect::<Vec<_>>());
     }
 
     fn node(name: &str, rv: u64) -> (Key, Value) {
