@@ -544,6 +544,62 @@ fn deaths_mid_rollout_do_not_break_the_bound() {
     check("deaths mid-rollout", &seen, (1, 0));
 }
 
+/// `ctr --address SOCKET -n NS ARGS`, which must succeed; its stdout.
+fn ctr_ok(ctd: &Containerd, ns: &str, args: &[&str]) -> String {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(&ctd.socket)
+        .args(["-n", ns])
+        .args(args)
+        .output()
+        .expect("run ctr");
+    assert!(
+        out.status.success(),
+        "ctr {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// A test's teardown (its [`common::Guard`]) removes the containers of its own containerd only,
+/// also when another containerd of the machine uses a namespace of the same name at the same
+/// time: runc keeps every containerd's containers of namespace NS in one directory
+/// (`/run/containerd/runc/NS`), and the guard deleted (`runc delete --force`) whatever it found
+/// there. Two copies of this file at once (or two of its tests, with one namespace name per
+/// node) lost containers that way: a node of a rollout under test went down by itself, no agent
+/// involved (the second failure of `deaths_mid_rollout_do_not_break_the_bound`).
+#[test]
+fn a_teardown_leaves_another_containerds_containers_running() {
+    let ns = format!("ns-guard{}", rand_suffix());
+    let theirs = Containerd::start();
+    let their_guard = common::Guard::new().containerd(&theirs);
+    let image = format!("{}/busybox:v1", common::registry());
+    ctr_ok(&theirs, &ns, &["images", "pull", "--plain-http", &image]);
+    ctr_ok(
+        &theirs,
+        &ns,
+        &["run", "-d", &image, "c1", "sleep", "100000"],
+    );
+    let running = |ctd: &Containerd| ctr_ok(ctd, &ns, &["tasks", "ls"]);
+    let before = running(&theirs);
+    assert!(before.contains("RUNNING"), "{before}");
+
+    // ours: the same namespace name, a container of its own, torn down
+    let ours = Containerd::start();
+    let our_guard = common::Guard::new().containerd(&ours);
+    ctr_ok(&ours, &ns, &["images", "pull", "--plain-http", &image]);
+    ctr_ok(&ours, &ns, &["run", "-d", &image, "c2", "sleep", "100000"]);
+    drop(our_guard);
+    drop(ours);
+
+    assert_eq!(
+        running(&theirs),
+        before,
+        "the other containerd's container still runs, the same process"
+    );
+    drop(their_guard);
+}
+
 fn generation(f: &Fleet) -> i64 {
     f.json(&["get", "ds", "roll"])["metadata"]["generation"]
         .as_i64()
