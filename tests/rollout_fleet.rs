@@ -1,6 +1,6 @@
 //! Rollouts across a fleet, with real parts only: the `daemonset-agent` binary as server and as
-//! five agents (nodes f0..f4, each with its own containerd namespace on one real containerd +
-//! runc), images from the loopback registry, and the real kubectl. A sampler reads containerd
+//! five agents (nodes f0..f4, each with a containerd namespace of its own and of the run, on one
+//! real containerd + runc), images from the loopback registry, and the real kubectl. A sampler reads containerd
 //! itself every 100 ms (the running tasks of each node's namespace, over containerd's gRPC API,
 //! not the API under test) and checks the bound of each rollout: never more than maxUnavailable
 //! nodes without a running pod, never more than maxSurge nodes running two.
@@ -30,6 +30,13 @@ struct Fleet {
     listen: String,
     kubeconfig: PathBuf,
     agents: Vec<Proc>,
+    /// Unique to the fleet, in its containerd namespaces (as tests/common/fleet.rs does): runc's
+    /// state directory (`/run/containerd/runc/NS`) and the cgroup parent (`/daemonset-agent/NS`)
+    /// are per namespace and shared by every containerd of the machine, and this file's tests
+    /// run in parallel. With fixed names one fleet's teardown killed another's containers (see
+    /// `a_teardown_leaves_another_containerds_containers_running`) and still waits on its busy
+    /// cgroups.
+    run: String,
 }
 
 fn spawn_server(dir: &std::path::Path, listen: &str) -> Proc {
@@ -75,6 +82,7 @@ impl Fleet {
             listen,
             kubeconfig,
             agents: vec![],
+            run: rand_suffix(),
         };
         f.wait_server();
         for i in 0..agents {
@@ -98,6 +106,11 @@ impl Fleet {
         });
     }
 
+    /// Node `i`'s containerd namespace.
+    fn namespace(&self, i: usize) -> String {
+        format!("ns-roll{}-{}", self.run, node(i))
+    }
+
     fn spawn_agent(&self, i: usize) -> Proc {
         let n = node(i);
         let config = self.dir.path().join(format!("agent-{n}.toml"));
@@ -113,7 +126,7 @@ impl Fleet {
             "--containerd-socket",
             self.ctd.socket.to_str().unwrap(),
             "--containerd-namespace",
-            &format!("ns-{n}"),
+            &self.namespace(i),
             "--state-dir",
             self.dir.path().join(format!("agent-{n}")).to_str().unwrap(),
         ]
@@ -272,6 +285,7 @@ impl Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let socket = f.ctd.socket.clone();
+        let namespaces: Vec<String> = (0..NODES).map(|i| f.namespace(i)).collect();
         let (stop2, seen2) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -280,12 +294,8 @@ impl Sampler {
                 .unwrap();
             rt.block_on(async move {
                 let mut ctds = Vec::new();
-                for i in 0..NODES {
-                    ctds.push(
-                        Ctd::connect(&socket, &format!("ns-{}", node(i)))
-                            .await
-                            .unwrap(),
-                    );
+                for ns in &namespaces {
+                    ctds.push(Ctd::connect(&socket, ns).await.unwrap());
                 }
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
                 while !stop2.load(Ordering::SeqCst) {
