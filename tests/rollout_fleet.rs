@@ -554,23 +554,6 @@ fn deaths_mid_rollout_do_not_break_the_bound() {
     check("deaths mid-rollout", &seen, (1, 0));
 }
 
-/// `ctr --address SOCKET -n NS ARGS`, which must succeed; its stdout.
-fn ctr_ok(ctd: &Containerd, ns: &str, args: &[&str]) -> String {
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(&ctd.socket)
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    assert!(
-        out.status.success(),
-        "ctr {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 /// A test's teardown (its [`common::Guard`]) removes the containers of its own containerd only,
 /// also when another containerd of the machine uses a namespace of the same name at the same
 /// time: runc keeps every containerd's containers of namespace NS in one directory
@@ -584,21 +567,17 @@ fn a_teardown_leaves_another_containerds_containers_running() {
     let theirs = Containerd::start();
     let their_guard = common::Guard::new().containerd(&theirs);
     let image = format!("{}/busybox:v1", common::registry());
-    ctr_ok(&theirs, &ns, &["images", "pull", "--plain-http", &image]);
-    ctr_ok(
-        &theirs,
-        &ns,
-        &["run", "-d", &image, "c1", "sleep", "100000"],
-    );
-    let running = |ctd: &Containerd| ctr_ok(ctd, &ns, &["tasks", "ls"]);
+    theirs.ctr_ok(&ns, &["images", "pull", "--plain-http", &image]);
+    theirs.ctr_ok(&ns, &["run", "-d", &image, "c1", "sleep", "100000"]);
+    let running = |ctd: &Containerd| ctd.ctr_ok(&ns, &["tasks", "ls"]);
     let before = running(&theirs);
     assert!(before.contains("RUNNING"), "{before}");
 
     // ours: the same namespace name, a container of its own, torn down
     let ours = Containerd::start();
     let our_guard = common::Guard::new().containerd(&ours);
-    ctr_ok(&ours, &ns, &["images", "pull", "--plain-http", &image]);
-    ctr_ok(&ours, &ns, &["run", "-d", &image, "c2", "sleep", "100000"]);
+    ours.ctr_ok(&ns, &["images", "pull", "--plain-http", &image]);
+    ours.ctr_ok(&ns, &["run", "-d", &image, "c2", "sleep", "100000"]);
     drop(our_guard);
     drop(ours);
 

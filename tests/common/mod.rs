@@ -110,6 +110,23 @@ impl Containerd {
         self.dir.path()
     }
 
+    /// `ctr --address SOCKET -n NS ARGS`, which must succeed; its stdout.
+    pub fn ctr_ok(&self, ns: &str, args: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["-n", ns])
+            .args(args)
+            .output()
+            .expect("run ctr");
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     /// Stops containerd (SIGTERM, as `systemctl restart containerd` does) and starts it again on
     /// the same socket, root and state. The shims, and the containers under them, keep running.
     pub fn restart(&mut self) {
