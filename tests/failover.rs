@@ -388,17 +388,10 @@ fn fail_over(members: usize) {
     let want: Vec<(String, String)> = acked.iter().map(name_rv).collect();
     assert_eq!(listed_across(d, &a, &b), want);
     // and etcd has every one, key by key
-    let stored = etcd
-        .ctl(&[
-            "get",
-            "/registry/configmaps/default/",
-            "--prefix",
-            "--keys-only",
-        ])
-        .unwrap();
+    let stored = etcd.keys("/registry/configmaps/default/");
     for (name, _) in &want {
         let key = format!("/registry/configmaps/default/{name}");
-        assert!(stored.lines().any(|k| k == key), "{key} not in etcd");
+        assert!(stored.contains(&key), "{key} not in etcd");
     }
     let ds = kubectl_across(d, &a, &b, &["get", "daemonsets", "-o", "name"]);
     assert_eq!(
