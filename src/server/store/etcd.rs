@@ -56,10 +56,11 @@ const REWATCH_DELAY: Duration = Duration::from_millis(500);
 /// all fail on it about once in 6500 requests.
 const RETRY_ATTEMPTS: u32 = 8;
 
-/// How long one request may take over its attempts, back-off included: well within the API's
-/// clients' timeouts (kubectl's and the agent's), as clientv3's retries stay within the
-/// request's context.
-const RETRY_BUDGET: Duration = Duration::from_secs(5);
+/// How long one request may take over its attempts, back-off included: room for one attempt
+/// that etcd answers `request timed out` (its 5 s plus two election timeouts: a member's leader
+/// killed under it) and one more, well within kube-apiserver's 60 s request timeout, as
+/// clientv3's retries stay within the request's context.
+const RETRY_BUDGET: Duration = Duration::from_secs(15);
 
 /// The back-off before the second attempt, doubled before each next one up to [`RETRY_CAP`],
 /// jittered by +-50%.
