@@ -276,16 +276,17 @@ mod tests {
     #[test]
     fn histograms_are_cumulative_up_to_inf() {
         let mut t = Text::new();
-        t.family("d_seconds", "Durations.", Kind::Histogram).histogram(
-            "d_seconds",
-            &[("verb", "LIST")],
-            &HistogramSnapshot {
-                bounds: &[0.1, 1.0],
-                counts: &[2, 3],
-                sum: 4.25,
-                count: 6,
-            },
-        );
+        t.family("d_seconds", "Durations.", Kind::Histogram)
+            .histogram(
+                "d_seconds",
+                &[("verb", "LIST")],
+                &HistogramSnapshot {
+                    bounds: &[0.1, 1.0],
+                    counts: &[2, 3],
+                    sum: 4.25,
+                    count: 6,
+                },
+            );
         let lines: Vec<String> = t.finish().lines().map(String::from).collect();
         assert_eq!(
             lines,
@@ -319,7 +320,10 @@ mod tests {
         .write(&mut t);
         let text = t.finish();
         assert!(text.contains("\nprocess_cpu_seconds_total 1.5\n"), "{text}");
-        assert!(text.contains("\nprocess_resident_memory_bytes 4096\n"), "{text}");
+        assert!(
+            text.contains("\nprocess_resident_memory_bytes 4096\n"),
+            "{text}"
+        );
         assert!(!text.contains("process_start_time_seconds"), "{text}");
         assert!(!text.contains("process_open_fds"), "{text}");
         let me = Process::sample();

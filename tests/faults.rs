@@ -1526,7 +1526,10 @@ fn fault_matrix() {
     let mut outcomes: Vec<Outcome> = vec![];
     for (k, fault) in schedule.iter().enumerate() {
         if budget.is_some_and(|b| t0.elapsed() > b) {
-            eprintln!("time box DSA_FAULTS_MINUTES spent: {k} of {} faults injected", schedule.len());
+            eprintln!(
+                "time box DSA_FAULTS_MINUTES spent: {k} of {} faults injected",
+                schedule.len()
+            );
             break;
         }
         let o = h.inject(*fault);

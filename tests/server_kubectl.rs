@@ -1006,15 +1006,18 @@ fn kubectl_scrapes_the_servers_metrics() {
         "apiserver_storage_objects",
     ] {
         let ty = format!("# TYPE {family} ");
-        assert!(text.lines().any(|l| l.starts_with(&ty)), "{family} in\n{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with(&ty)),
+            "{family} in\n{text}"
+        );
     }
     assert!(metric(&text, "process_resident_memory_bytes") > Some(0.0));
     assert!(metric(&text, "tokio_runtime_alive_tasks") > Some(0.0));
-    let created = "apiserver_request_total{code=\"201\",resource=\"namespaces\",verb=\"POST\"}";
+    let created = "apiserver_request_total{code=\"201\",resource=\"namespaces\",subresource=\"\",verb=\"POST\"}";
     assert!(metric(&text, created) >= Some(1.0), "{text}");
-    let missing = "apiserver_request_total{code=\"404\",resource=\"daemonsets\",verb=\"GET\"}";
+    let missing = "apiserver_request_total{code=\"404\",resource=\"daemonsets\",subresource=\"\",verb=\"GET\"}";
     assert!(metric(&text, missing) >= Some(1.0), "{text}");
-    let listed = "apiserver_request_duration_seconds_count{resource=\"controllerrevisions\",verb=\"WATCH\"}";
+    let listed = "apiserver_request_duration_seconds_count{resource=\"controllerrevisions\",subresource=\"\",verb=\"WATCH\"}";
     assert!(metric(&text, listed) >= Some(1.0), "{text}");
     // default, kube-system, kube-public, kube-node-lease and ours
     let namespaces = "apiserver_storage_objects{resource=\"namespaces\"}";

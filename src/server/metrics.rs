@@ -1,5 +1,6 @@
 //! The server's `/metrics` (kube-apiserver's, Prometheus text through [`crate::metrics`]): the
-//! process and its tokio runtime, `apiserver_request_total` by verb, resource and code,
+//! process and its tokio runtime, `apiserver_request_total` by verb, resource, subresource and
+//! code,
 //! `apiserver_request_duration_seconds` (the time to the response's head: a watch's is its
 //! set-up), `apiserver_longrunning_requests` (the open watches per resource) and
 //! `apiserver_storage_objects` (the objects stored per resource).
@@ -43,12 +44,15 @@ impl Histogram {
     }
 }
 
+/// A request's resource and subresource (empty when it has none).
+pub type Res = (&'static str, &'static str);
+
 #[derive(Debug, Default)]
 struct Registry {
-    /// (verb, resource, code) -> requests.
-    requests: BTreeMap<(&'static str, &'static str, u16), u64>,
-    /// (verb, resource) -> durations.
-    durations: BTreeMap<(&'static str, &'static str), Histogram>,
+    /// (verb, (resource, subresource), code) -> requests.
+    requests: BTreeMap<(&'static str, Res, u16), u64>,
+    /// (verb, (resource, subresource)) -> durations.
+    durations: BTreeMap<(&'static str, Res), Histogram>,
     /// resource -> open watches.
     watches: BTreeMap<&'static str, i64>,
 }
@@ -77,10 +81,13 @@ pub fn metric_verb(verb: &str) -> &'static str {
 }
 
 /// Records one answered request (`resource` empty for a non-resource path).
-pub fn observe(verb: &'static str, resource: &'static str, code: u16, secs: f64) {
+pub fn observe(verb: &'static str, resource: Res, code: u16, secs: f64) {
     let mut r = registry();
     *r.requests.entry((verb, resource, code)).or_default() += 1;
-    r.durations.entry((verb, resource)).or_default().observe(secs);
+    r.durations
+        .entry((verb, resource))
+        .or_default()
+        .observe(secs);
 }
 
 /// Counts an open watch of `resource` while it lives.
@@ -144,11 +151,16 @@ fn render(r: &Registry, objects: &[(String, usize)], t: &mut Text) {
          group, version, resource, scope, component, and HTTP response code.",
         Kind::Counter,
     );
-    for ((verb, resource, code), n) in &r.requests {
+    for ((verb, (resource, sub), code), n) in &r.requests {
         let code = code.to_string();
         t.sample(
             TOTAL,
-            &[("code", &code), ("resource", resource), ("verb", verb)],
+            &[
+                ("code", &code),
+                ("resource", resource),
+                ("subresource", sub),
+                ("verb", verb),
+            ],
             *n as f64,
         );
     }
@@ -159,10 +171,10 @@ fn render(r: &Registry, objects: &[(String, usize)], t: &mut Text) {
          group, version, resource, subresource, scope and component.",
         Kind::Histogram,
     );
-    for ((verb, resource), h) in &r.durations {
+    for ((verb, (resource, sub)), h) in &r.durations {
         t.histogram(
             DURATION,
-            &[("resource", resource), ("verb", verb)],
+            &[("resource", resource), ("subresource", sub), ("verb", verb)],
             &HistogramSnapshot {
                 bounds: &DURATION_BOUNDS,
                 counts: &h.counts,
@@ -211,8 +223,11 @@ mod tests {
     #[test]
     fn requests_durations_watches_and_objects_render() {
         let mut r = Registry::default();
-        *r.requests.entry(("POST", "pods", 201)).or_default() += 2;
-        let h = r.durations.entry(("POST", "pods")).or_default();
+        *r.requests.entry(("POST", ("pods", ""), 201)).or_default() += 2;
+        *r.requests
+            .entry(("POST", ("pods", "binding"), 201))
+            .or_default() += 1;
+        let h = r.durations.entry(("POST", ("pods", ""))).or_default();
         h.observe(0.01);
         h.observe(100.0);
         r.watches.insert("pods", 3);
@@ -221,13 +236,14 @@ mod tests {
         let text = t.finish();
         for line in [
             "# TYPE apiserver_request_total counter",
-            "apiserver_request_total{code=\"201\",resource=\"pods\",verb=\"POST\"} 2",
+            "apiserver_request_total{code=\"201\",resource=\"pods\",subresource=\"\",verb=\"POST\"} 2",
             "# TYPE apiserver_request_duration_seconds histogram",
-            "apiserver_request_duration_seconds_bucket{resource=\"pods\",verb=\"POST\",le=\"0.005\"} 0",
-            "apiserver_request_duration_seconds_bucket{resource=\"pods\",verb=\"POST\",le=\"0.025\"} 1",
-            "apiserver_request_duration_seconds_bucket{resource=\"pods\",verb=\"POST\",le=\"60\"} 1",
-            "apiserver_request_duration_seconds_bucket{resource=\"pods\",verb=\"POST\",le=\"+Inf\"} 2",
-            "apiserver_request_duration_seconds_count{resource=\"pods\",verb=\"POST\"} 2",
+            "apiserver_request_duration_seconds_bucket{resource=\"pods\",subresource=\"\",verb=\"POST\",le=\"0.005\"} 0",
+            "apiserver_request_duration_seconds_bucket{resource=\"pods\",subresource=\"\",verb=\"POST\",le=\"0.025\"} 1",
+            "apiserver_request_duration_seconds_bucket{resource=\"pods\",subresource=\"\",verb=\"POST\",le=\"60\"} 1",
+            "apiserver_request_duration_seconds_bucket{resource=\"pods\",subresource=\"\",verb=\"POST\",le=\"+Inf\"} 2",
+            "apiserver_request_duration_seconds_count{resource=\"pods\",subresource=\"\",verb=\"POST\"} 2",
+            "apiserver_request_total{code=\"201\",resource=\"pods\",subresource=\"binding\",verb=\"POST\"} 1",
             "apiserver_longrunning_requests{resource=\"pods\",verb=\"WATCH\"} 3",
             "apiserver_storage_objects{resource=\"daemonsets.apps\"} 4",
         ] {

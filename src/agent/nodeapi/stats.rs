@@ -69,7 +69,6 @@ fn proc_stat_cpu_ns(text: &str, hz: u64) -> Option<u64> {
     Some(busy.saturating_mul(1_000_000_000) / hz.max(1))
 }
 
-
 fn node_sample() -> NodeSample {
     // SAFETY: sysconf with a valid name has no side effects.
     let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).unwrap_or(100);
@@ -241,7 +240,10 @@ pub fn resource_metrics(s: &Sample) -> String {
     };
     let pods = || {
         s.pods.iter().map(|p| {
-            let l = vec![("namespace", p.namespace.as_str()), ("pod", p.name.as_str())];
+            let l = vec![
+                ("namespace", p.namespace.as_str()),
+                ("pod", p.name.as_str()),
+            ];
             (l, p)
         })
     };
