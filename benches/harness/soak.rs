@@ -134,8 +134,7 @@ impl Bench {
             Ok((200, text)) => scrape(&text),
             _ => (0.0, 0.0, 0.0),
         };
-        let (server_tasks, store_objects, events) =
-            metrics(http_get(&self.wire, "/metrics").await);
+        let (server_tasks, store_objects, events) = metrics(http_get(&self.wire, "/metrics").await);
         let agent_path = format!("/api/v1/nodes/{NODE}/proxy/metrics");
         let (agent_tasks, _, _) = metrics(http_get(&self.wire, &agent_path).await);
         s.samples.push(Sample {
@@ -175,7 +174,8 @@ impl Bench {
             )),
             Err(_) => None,
         };
-        let over = |s: &Sampler, share: f64| budget.is_some_and(|b| s.t0.elapsed() > b.mul_f64(share));
+        let over =
+            |s: &Sampler, share: f64| budget.is_some_and(|b| s.t0.elapsed() > b.mul_f64(share));
         let mut s = Sampler {
             t0: Instant::now(),
             last: Instant::now(),
@@ -218,7 +218,9 @@ impl Bench {
         let mut rollouts_done = 0;
         for k in 1..=rollouts {
             if over(&s, 1.0) {
-                eprintln!("[harness] soak: time budget: {rollouts_done} of {rollouts} rollouts done");
+                eprintln!(
+                    "[harness] soak: time budget: {rollouts_done} of {rollouts} rollouts done"
+                );
                 break;
             }
             rollouts_done = k;
