@@ -591,7 +591,6 @@ impl Floor {
                 spec: &spec,
                 log_path: None,
                 log_uri: None,
-                stdio: Default::default(),
             })
             .await?;
         Ok(())

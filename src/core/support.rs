@@ -450,14 +450,16 @@ pub const CONTAINER: &[(&str, Rule)] = &[
     ),
     (
         "stdin",
-        Honoured {
-            test: "kubectl_attach_sends_input_to_the_containers",
+        Refused {
+            unless: &["false"],
+            why: "attach shows a container's output only: its process gets no stdin",
         },
     ),
     (
         "stdinOnce",
-        Honoured {
-            test: "kubectl_attach_sends_input_to_the_containers",
+        Refused {
+            unless: &["false"],
+            why: "attach shows a container's output only: its process gets no stdin",
         },
     ),
     (
@@ -474,8 +476,9 @@ pub const CONTAINER: &[(&str, Rule)] = &[
     ),
     (
         "tty",
-        Honoured {
-            test: "kubectl_attach_sends_input_to_the_containers",
+        Refused {
+            unless: &["false"],
+            why: "a container's process gets no terminal (exec -t does)",
         },
     ),
     (
@@ -736,7 +739,7 @@ mod tests {
             ),
             (
                 json!({"containers": [], "initContainers": [{"name": "i", "tty": true}]}),
-                vec![],
+                vec!["spec.template.spec.initContainers[0].tty"],
             ),
             (
                 json!({"containers": [], "initContainers": [{"name": "i", "restartPolicy": "OnFailure"}]}),
@@ -807,10 +810,9 @@ mod tests {
                 ),
                 vec![],
             ),
-            // as upstream: a terminal without stdin is valid
             (
-                c(json!({"tty": true, "stdin": false, "stdinOnce": true})),
-                vec![],
+                c(json!({"tty": true, "stdin": false})),
+                vec!["spec.template.spec.containers[0].tty"],
             ),
             (
                 c(
