@@ -310,6 +310,19 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// Write syscalls and bytes written of `pid` so far (`syscw`, `wchar` of /proc/PID/io).
+fn io_writes(pid: u32) -> Option<(u64, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |name: &str| -> Option<u64> {
+        s.lines()
+            .find_map(|l| l.strip_prefix(name))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((field("syscw:")?, field("wchar:")?))
+}
+
 fn clk_tck() -> f64 {
     // SAFETY: sysconf has no preconditions
     let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
@@ -1393,6 +1406,8 @@ impl Bench {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_conn = rss_kib(srv).unwrap_or(0) as f64 / 1024.0;
         let c1 = cpu_ticks(srv).unwrap_or(0);
+        let own1 = cpu_ticks(std::process::id()).unwrap_or(0);
+        let w1 = io_writes(srv).unwrap_or_default();
         // a DaemonSet no node runs: only the watch events matter here
         let ds = daemonset(&name, &self.image_v1, Some(json!({"bench": "none"})))?;
         let t0 = Instant::now();
@@ -1408,6 +1423,8 @@ impl Bench {
         }
         let t_all = t0.elapsed().as_secs_f64();
         let c2 = cpu_ticks(srv).unwrap_or(0);
+        let own2 = cpu_ticks(std::process::id()).unwrap_or(0);
+        let w2 = io_writes(srv).unwrap_or_default();
         let rss_after = rss_kib(srv).unwrap_or(0) as f64 / 1024.0;
         abort(&tasks);
         self.api.delete(&name, &DeleteParams::default()).await?;
@@ -1420,6 +1437,12 @@ impl Bench {
         let tck = clk_tck();
         let cpu_connect = (c1 - c0) as f64 / tck;
         let cpu_event = (c2 - c1) as f64 / tck;
+        // the watchers' side (reading, and decrypting over TLS) shares the machine's cores
+        let cpu_client = own2.saturating_sub(own1) as f64 / tck;
+        // what one event cost the server on the wire per watcher: write syscalls and bytes
+        // (over TLS the bytes tell the records: each adds 22 to the plain chunk)
+        let writes = (w2.0.saturating_sub(w1.0)) as f64 / n as f64;
+        let bytes = (w2.1.saturating_sub(w1.1)) as f64 / n as f64;
         let rss = rss_conn.max(rss_after);
         let r = &mut self.report;
         let row = r.row(
@@ -1443,13 +1466,20 @@ impl Bench {
         r.row(
             "  server CPU s connect / event",
             format!("{cpu_connect:.2} / {cpu_event:.2}"),
+            format!("{cpu_client:.2} watchers"),
+            None,
+        );
+        r.row(
+            "  server writes / bytes per watcher",
+            format!("{writes:.2} / {bytes:.0}"),
             String::new(),
             None,
         );
         let fan = r.json.entry("fanout").or_insert_with(|| json!({}));
         fan[n.to_string()] = json!({"latency_ms": lat, "connect_s": connect_s, "server_rss_mib_before": rss0,
             "server_rss_mib": rss, "server_cpu_s_connect": cpu_connect, "server_cpu_s_event": cpu_event,
-            "event_window_s": t_all});
+            "watchers_cpu_s_event": cpu_client, "server_writes_per_watcher": writes,
+            "server_bytes_per_watcher": bytes, "event_window_s": t_all});
         // let the server notice the closed connections before the next round
         tokio::time::sleep(Duration::from_secs(2)).await;
         Ok(())

@@ -10,6 +10,8 @@ pub mod core;
 pub mod fuzzing;
 pub mod logdriver;
 pub mod logging;
+/// Prometheus' text format for both daemons' `/metrics`, and what a process says of itself.
+pub mod metrics;
 pub mod pki;
 pub mod runtime;
 pub mod server;

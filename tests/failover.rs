@@ -1,4 +1,4 @@
-//! Agents and kubectl across server replicas: one etcd member on loopback (Debian's
+//! Agents and kubectl across server replicas: one etcd member on loopback, or three (Debian's
 //! `etcd-server`; a missing `etcd` fails, it is not skipped), two `daemonset-agent server`
 //! replicas on it with leader election on a short Lease, agents joined with both addresses
 //! (`server = [A, B]`). kill -9 of the server the agents use, which leads: the agents fail over
@@ -6,7 +6,9 @@
 //! restarts (the same container ids and pids in containerd), the other replica takes the
 //! controllers within the Lease duration, a DaemonSet created right after runs on every node, and
 //! kubectl against the survivor (with the first replica's admin kubeconfig: the CA is shared)
-//! sees every acknowledged object at the same resourceVersion. An agent whose first address is
+//! sees every acknowledged object at the same resourceVersion, and etcd has each by key. With
+//! three members, one is killed -9 before: writes go on, acknowledged, and an image update
+//! reaches every node. An agent whose first address is
 //! down at start joins and runs through the second.
 mod common;
 #[path = "common/replicas.rs"]
@@ -183,18 +185,69 @@ fn kubectl_across(dir: &Path, from: &Replica, to: &Replica, args: &[&str]) -> St
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// An etcd member and a directory for the test's replicas and nodes.
-fn etcd_and_dir(prefix: &str) -> (Etcd, tempfile::TempDir) {
+/// `members` etcd members and a directory for the test's replicas and nodes.
+fn etcd_and_dir(prefix: &str, members: usize) -> (Etcd, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in("/tmp")
         .unwrap();
-    (Etcd::start(), dir)
+    (Etcd::start(members), dir)
+}
+
+/// The names and resourceVersions of the acknowledged ConfigMaps kubectl lists with `from`'s
+/// admin kubeconfig against `to`.
+fn listed_across(d: &Path, from: &Replica, to: &Replica) -> Vec<(String, String)> {
+    let out = kubectl_across(
+        d,
+        from,
+        to,
+        &["get", "configmaps", "-l", "t=failover", "-o", "json"],
+    );
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(name_rv)
+        .collect()
+}
+
+fn name_rv(o: &Value) -> (String, String) {
+    let m = &o["metadata"];
+    (
+        m["name"].as_str().unwrap().to_string(),
+        m["resourceVersion"].as_str().unwrap().to_string(),
+    )
+}
+
+/// A ConfigMap `name` created through `r`, acknowledged (201).
+fn write_cm(r: &Replica, name: &str) -> Value {
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "labels": {"t": "failover"}}});
+    created(r.api().send(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        "application/json",
+        &cm.to_string(),
+    ))
 }
 
 #[test]
 fn agents_fail_over_when_the_leading_server_dies() {
-    let (etcd, dir) = etcd_and_dir("dsa-failover-");
+    fail_over(1);
+}
+
+/// The whole fault: three etcd members, two replicas, three agents with containers; an
+/// etcd member killed -9 first (writes go on, the agents' watches bring a DaemonSet's image
+/// update to every node), then the leading replica.
+#[test]
+fn agents_and_replicas_survive_an_etcd_member_and_the_leader_killed() {
+    fail_over(3);
+}
+
+/// Two replicas on `members` etcd members, three agents; with 3 members one is killed -9 first.
+fn fail_over(members: usize) {
+    let (mut etcd, dir) = etcd_and_dir("dsa-failover-", members);
     let d = dir.path();
     let mut a = Replica::start(d, "a", &etcd, LEADER_FLAGS);
     wait_for("a to lead", Duration::from_secs(30), || {
@@ -222,24 +275,59 @@ fn agents_fail_over_when_the_leading_server_dies() {
     wait_ready(&a, "before", 3, Duration::from_secs(120));
     // objects acknowledged by a, to be found on b
     let mut acked: Vec<Value> = (0..5)
-        .map(|i| {
-            let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": format!("acked-{i}"), "labels": {"t": "failover"}}});
-            created(a.api().send(
-                "POST",
-                "/api/v1/namespaces/default/configmaps",
-                "application/json",
-                &cm.to_string(),
-            ))
+        .map(|i| write_cm(&a, &format!("acked-{i}")))
+        .collect();
+    if members == 3 {
+        etcd.kill(0);
+        // writes go on, on both replicas, every one acknowledged
+        acked.extend((0..10).map(|i| {
+            let r = if i % 2 == 0 { &a } else { &b };
+            write_cm(r, &format!("member-down-{i}"))
+        }));
+        // the agents' watches go on: an image update reaches every node
+        let image = format!("{}/busybox:v2", common::registry());
+        let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": image}]}}}});
+        let (code, body) = a.api().send(
+            "PATCH",
+            &format!("{dss}/before"),
+            "application/strategic-merge-patch+json",
+            &patch.to_string(),
+        );
+        assert_eq!(code, 200, "{body}");
+        wait_for("v2 on every node", Duration::from_secs(120), || {
+            let ds = a.get_json(&format!("{dss}/before"))?;
+            let s = &ds["status"];
+            (s["observedGeneration"] == json!(2)
+                && s["updatedNumberScheduled"] == json!(3)
+                && s["numberReady"] == json!(3))
+            .then_some(())
+        });
+        // kubectl against either replica: the same objects at the same resourceVersions
+        acked.sort_by_key(name_rv);
+        let want: Vec<(String, String)> = acked.iter().map(name_rv).collect();
+        assert_eq!(listed_across(d, &b, &a), want);
+        assert_eq!(listed_across(d, &a, &b), want);
+    }
+    for n in &nodes {
+        if members == 1 {
+            assert!(n.uses(&a) && !n.uses(&b), "{} uses a, the first", n.name);
+        } else if n.uses(&b) {
+            // while etcd lost a member, a may have answered 5xx or late: the agent's heartbeat
+            // then moves it to b, as it should (the leader's kill below still ends a under it)
+            eprintln!("{} moved to b during the member's kill", n.name);
+        }
+    }
+    // one running container per node (an updated one's predecessor gone)
+    let tasks: Vec<BTreeMap<String, String>> = nodes
+        .iter()
+        .map(|n| {
+            wait_for(
+                &format!("{}: one running container", n.name),
+                Duration::from_secs(60),
+                || Some(n.tasks()).filter(|t| t.len() == 1),
+            )
         })
         .collect();
-    for n in &nodes {
-        assert!(n.uses(&a) && !n.uses(&b), "{} uses a, the first", n.name);
-    }
-    let tasks: Vec<BTreeMap<String, String>> = nodes.iter().map(Node::tasks).collect();
-    for (n, t) in nodes.iter().zip(&tasks) {
-        assert_eq!(t.len(), 1, "{}: one running container: {t:?}", n.name);
-    }
     let lists: Vec<usize> = nodes.iter().map(Node::lists).collect();
     let leases_before: Vec<String> = nodes.iter().map(|n| b.lease_renewed(&n.name)).collect();
 
@@ -302,25 +390,15 @@ fn agents_fail_over_when_the_leading_server_dies() {
         );
     }
     // kubectl with a's admin kubeconfig against b sees every acknowledged object, unchanged
-    acked.sort_by_key(|o| o["metadata"]["name"].as_str().unwrap().to_string());
-    let listed: Value = serde_json::from_str(&kubectl_across(
-        d,
-        &a,
-        &b,
-        &["get", "configmaps", "-l", "t=failover", "-o", "json"],
-    ))
-    .unwrap();
-    let seen: Vec<(&Value, &Value)> = listed["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| (&o["metadata"]["name"], &o["metadata"]["resourceVersion"]))
-        .collect();
-    let want: Vec<(&Value, &Value)> = acked
-        .iter()
-        .map(|o| (&o["metadata"]["name"], &o["metadata"]["resourceVersion"]))
-        .collect();
-    assert_eq!(seen, want);
+    acked.sort_by_key(name_rv);
+    let want: Vec<(String, String)> = acked.iter().map(name_rv).collect();
+    assert_eq!(listed_across(d, &a, &b), want);
+    // and etcd has every one, key by key
+    let stored = etcd.keys("/registry/configmaps/default/");
+    for (name, _) in &want {
+        let key = format!("/registry/configmaps/default/{name}");
+        assert!(stored.contains(&key), "{key} not in etcd");
+    }
     let ds = kubectl_across(d, &a, &b, &["get", "daemonsets", "-o", "name"]);
     assert_eq!(
         ds.lines().collect::<Vec<_>>(),
@@ -331,7 +409,7 @@ fn agents_fail_over_when_the_leading_server_dies() {
 /// An agent whose first server is down at start joins through the second and runs from it.
 #[test]
 fn an_agent_whose_first_server_is_down_uses_the_second() {
-    let (etcd, dir) = etcd_and_dir("dsa-failover-first-");
+    let (etcd, dir) = etcd_and_dir("dsa-failover-first-", 1);
     let d = dir.path();
     let b = Replica::start(d, "b", &etcd, &[]);
     let join = join_token(&b);

@@ -28,6 +28,7 @@
 //! DSA_FAULTS_SEED=1234 ...                              # replay a run (its seed is printed)
 //! DSA_FAULTS_ONLY=agent-kill,shim-kill ...              # only these faults
 //! DSA_FAULTS_REPORT=FILE ...                            # the table as JSON too
+//! DSA_FAULTS_MINUTES=40 ...                              # inject no fault after 40 min
 //! ```
 mod common;
 
@@ -1516,8 +1517,21 @@ fn fault_matrix() {
         let j = h.rng.random_range(0..=i);
         schedule.swap(i, j);
     }
+    // a time box on a shared machine: the fault in progress finishes, the fleet is checked and
+    // removed as after a whole run, and the table says how many ran
+    let budget = std::env::var("DSA_FAULTS_MINUTES")
+        .ok()
+        .and_then(|m| m.parse::<f64>().ok())
+        .map(|m| Duration::from_secs_f64(m * 60.0));
     let mut outcomes: Vec<Outcome> = vec![];
     for (k, fault) in schedule.iter().enumerate() {
+        if budget.is_some_and(|b| t0.elapsed() > b) {
+            eprintln!(
+                "time box DSA_FAULTS_MINUTES spent: {k} of {} faults injected",
+                schedule.len()
+            );
+            break;
+        }
         let o = h.inject(*fault);
         eprintln!(
             "[{}/{}] {} {}: {}",

@@ -1,6 +1,6 @@
 //! Rollouts across a fleet, with real parts only: the `daemonset-agent` binary as server and as
-//! five agents (nodes f0..f4, each with its own containerd namespace on one real containerd +
-//! runc), images from the loopback registry, and the real kubectl. A sampler reads containerd
+//! five agents (nodes f0..f4, each with a containerd namespace of its own and of the run, on one
+//! real containerd + runc), images from the loopback registry, and the real kubectl. A sampler reads containerd
 //! itself every 100 ms (the running tasks of each node's namespace, over containerd's gRPC API,
 //! not the API under test) and checks the bound of each rollout: never more than maxUnavailable
 //! nodes without a running pod, never more than maxSurge nodes running two.
@@ -30,6 +30,13 @@ struct Fleet {
     listen: String,
     kubeconfig: PathBuf,
     agents: Vec<Proc>,
+    /// Unique to the fleet, in its containerd namespaces (as tests/common/fleet.rs does): runc's
+    /// state directory (`/run/containerd/runc/NS`) and the cgroup parent (`/daemonset-agent/NS`)
+    /// are per namespace and shared by every containerd of the machine, and this file's tests
+    /// run in parallel. With fixed names one fleet's teardown killed another's containers (see
+    /// `a_teardown_leaves_another_containerds_containers_running`) and still waits on its busy
+    /// cgroups.
+    run: String,
 }
 
 fn spawn_server(dir: &std::path::Path, listen: &str) -> Proc {
@@ -75,6 +82,7 @@ impl Fleet {
             listen,
             kubeconfig,
             agents: vec![],
+            run: rand_suffix(),
         };
         f.wait_server();
         for i in 0..agents {
@@ -98,6 +106,11 @@ impl Fleet {
         });
     }
 
+    /// Node `i`'s containerd namespace.
+    fn namespace(&self, i: usize) -> String {
+        format!("ns-roll{}-{}", self.run, node(i))
+    }
+
     fn spawn_agent(&self, i: usize) -> Proc {
         let n = node(i);
         let config = self.dir.path().join(format!("agent-{n}.toml"));
@@ -113,7 +126,7 @@ impl Fleet {
             "--containerd-socket",
             self.ctd.socket.to_str().unwrap(),
             "--containerd-namespace",
-            &format!("ns-{n}"),
+            &self.namespace(i),
             "--state-dir",
             self.dir.path().join(format!("agent-{n}")).to_str().unwrap(),
         ]
@@ -272,6 +285,7 @@ impl Sampler {
         let stop = Arc::new(AtomicBool::new(false));
         let seen = Arc::new(Mutex::new(Seen::default()));
         let socket = f.ctd.socket.clone();
+        let namespaces: Vec<String> = (0..NODES).map(|i| f.namespace(i)).collect();
         let (stop2, seen2) = (stop.clone(), seen.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -280,12 +294,8 @@ impl Sampler {
                 .unwrap();
             rt.block_on(async move {
                 let mut ctds = Vec::new();
-                for i in 0..NODES {
-                    ctds.push(
-                        Ctd::connect(&socket, &format!("ns-{}", node(i)))
-                            .await
-                            .unwrap(),
-                    );
+                for ns in &namespaces {
+                    ctds.push(Ctd::connect(&socket, ns).await.unwrap());
                 }
                 let mut tick = tokio::time::interval(Duration::from_millis(100));
                 while !stop2.load(Ordering::SeqCst) {
@@ -542,6 +552,45 @@ fn deaths_mid_rollout_do_not_break_the_bound() {
         eprintln!("logs kept in {keep}");
     }
     check("deaths mid-rollout", &seen, (1, 0));
+}
+
+/// A test's teardown (its [`common::Guard`]) removes the containers of its own containerd only,
+/// also when another containerd of the machine uses a namespace of the same name at the same
+/// time: runc keeps every containerd's containers of namespace NS in one directory
+/// (`/run/containerd/runc/NS`), and the guard deleted (`runc delete --force`) whatever it found
+/// there. Two copies of this file at once (or two of its tests, with one namespace name per
+/// node) lost containers that way: a node of a rollout under test went down by itself, no agent
+/// involved (the second failure of `deaths_mid_rollout_do_not_break_the_bound`).
+#[test]
+fn a_teardown_leaves_another_containerds_containers_running() {
+    let ns = format!("ns-guard{}", rand_suffix());
+    let theirs = Containerd::start();
+    let their_guard = common::Guard::new().containerd(&theirs);
+    let image = format!("{}/busybox:v1", common::registry());
+    theirs.ctr_ok(&ns, &["images", "pull", "--plain-http", &image]);
+    theirs.ctr_ok(&ns, &["run", "-d", &image, "c1", "sleep", "100000"]);
+    let running = |ctd: &Containerd| ctd.ctr_ok(&ns, &["tasks", "ls"]);
+    let before = running(&theirs);
+    assert!(before.contains("RUNNING"), "{before}");
+
+    // ours: the same namespace name, a container of its own, torn down
+    let ours = Containerd::start();
+    let our_guard = common::Guard::new().containerd(&ours);
+    ours.ctr_ok(&ns, &["images", "pull", "--plain-http", &image]);
+    ours.ctr_ok(&ns, &["run", "-d", &image, "c2", "sleep", "100000"]);
+    drop(our_guard);
+    drop(ours);
+    let after = running(&theirs);
+    drop(their_guard);
+    // ctr's cgroup parent (`/NS`, not the agent's `/daemonset-agent/NS` a guard removes)
+    for controller in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = std::fs::remove_dir(controller.path().join(&ns));
+    }
+
+    assert_eq!(
+        after, before,
+        "the other containerd's container still runs, the same process"
+    );
 }
 
 fn generation(f: &Fleet) -> i64 {

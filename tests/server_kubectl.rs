@@ -967,6 +967,73 @@ fn kubectl_namespaces_generate_name_and_server_dry_run() {
     srv.stop();
 }
 
+/// The value of the sample `line_start` (its name and labels) in a Prometheus text.
+fn metric(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_start)?.strip_prefix(' '))
+        .and_then(|v| v.split(' ').next()?.parse().ok())
+}
+
+#[test]
+fn kubectl_scrapes_the_servers_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = Srv::start(dir.path());
+    srv.kubectl_ok(&["create", "namespace", "metrics-probe"]);
+    assert!(!srv.kubectl(&["get", "ds", "nope"]).status.success());
+    // an open watch, counted while it lasts (no other test here watches controllerrevisions)
+    let mut watch = Command::new(common::kubectl())
+        .arg("--kubeconfig")
+        .arg(srv.data.join("admin.kubeconfig"))
+        .args(["get", "controllerrevisions", "-A", "--watch"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let watches = "apiserver_longrunning_requests{resource=\"controllerrevisions\",verb=\"WATCH\"}";
+    let text = eventually("the watch counted", || {
+        let text = srv.kubectl_ok(&["get", "--raw", "/metrics"]);
+        (metric(&text, watches) >= Some(1.0)).then_some(text)
+    });
+    for family in [
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "process_threads",
+        "tokio_runtime_workers",
+        "tokio_runtime_alive_tasks",
+        "apiserver_request_total",
+        "apiserver_request_duration_seconds",
+        "apiserver_longrunning_requests",
+        "apiserver_storage_objects",
+    ] {
+        let ty = format!("# TYPE {family} ");
+        assert!(
+            text.lines().any(|l| l.starts_with(&ty)),
+            "{family} in\n{text}"
+        );
+    }
+    assert!(metric(&text, "process_resident_memory_bytes") > Some(0.0));
+    assert!(metric(&text, "tokio_runtime_alive_tasks") > Some(0.0));
+    let created = "apiserver_request_total{code=\"201\",resource=\"namespaces\",subresource=\"\",verb=\"POST\"}";
+    assert!(metric(&text, created) >= Some(1.0), "{text}");
+    let missing = "apiserver_request_total{code=\"404\",resource=\"daemonsets\",subresource=\"\",verb=\"GET\"}";
+    assert!(metric(&text, missing) >= Some(1.0), "{text}");
+    let listed = "apiserver_request_duration_seconds_count{resource=\"controllerrevisions\",subresource=\"\",verb=\"WATCH\"}";
+    assert!(metric(&text, listed) >= Some(1.0), "{text}");
+    // default, kube-system, kube-public, kube-node-lease and ours
+    let namespaces = "apiserver_storage_objects{resource=\"namespaces\"}";
+    assert_eq!(metric(&text, namespaces), Some(5.0), "{text}");
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    eventually("the watch uncounted", || {
+        let text = srv.kubectl_ok(&["get", "--raw", "/metrics"]);
+        (metric(&text, watches) == Some(0.0)).then_some(())
+    });
+    // authenticated, and only for those who may read it
+    let (code, _) = srv.addr().with_token(None).get("/metrics");
+    assert_eq!(code, 401);
+    srv.stop();
+}
+
 #[test]
 fn revisions_are_pruned_to_the_history_limit_and_reused_on_rollback() {
     let dir = tempfile::tempdir().unwrap();

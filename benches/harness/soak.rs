@@ -3,11 +3,14 @@
 //! created, its container running, the DaemonSet deleted, the container gone); (b) M rollouts of a
 //! DaemonSet over 5 more agents (the image flipped v1 <-> v2, each rollout waited for to finish).
 //! Full sizes 10 000 and 1 000, smoke 20 and 3; `DSA_SOAK_CYCLES` and `DSA_SOAK_ROLLOUTS` set
-//! others (a mid-size run).
+//! others (a mid-size run). `DSA_SOAK_MINUTES` bounds a run on a loaded machine: the cycles stop
+//! at 60% of it, the rollouts at its end, and the report says how many were done.
 //!
-//! Sampled: the agent's and the server's RSS, open file descriptors (/proc/PID/fd) and threads
-//! (the task count's stand-in: neither process exposes tokio's alive tasks on an endpoint yet),
-//! and the store's size (the server's data directory), every minute and at every tenth of each
+//! Sampled: the agent's and the server's RSS, open file descriptors (/proc/PID/fd), threads and
+//! tokio's alive tasks (`tokio_runtime_alive_tasks` of the server's `/metrics` and of the agent's,
+//! read through the server's `nodes/NODE/proxy/metrics`), and the store's size (the server's data
+//! directory) and its objects (`apiserver_storage_objects`, events apart: they live an hour),
+//! every minute and at every tenth of each
 //! phase's work (so a short run still has at least 10 samples per phase). Verdict per series: the
 //! mean of the last third of the samples against the first sample after warm-up (the first tenth
 //! of the work), growth within 10%. A PNG of the series is written by Debian's python3-matplotlib
@@ -31,23 +34,50 @@ struct Sample {
     agent_rss_mib: f64,
     agent_fds: usize,
     agent_threads: usize,
+    agent_tasks: f64,
     server_rss_mib: f64,
     server_fds: usize,
     server_threads: usize,
+    server_tasks: f64,
     store_mib: f64,
+    /// Stored objects other than events.
+    store_objects: f64,
+    events: f64,
 }
 
 /// The series a verdict is computed for: (name, value of a sample).
 type Series = (&'static str, fn(&Sample) -> f64);
-const SERIES: [Series; 7] = [
+const SERIES: [Series; 10] = [
     ("agent RSS MiB", |s| s.agent_rss_mib),
     ("agent fds", |s| s.agent_fds as f64),
     ("agent threads", |s| s.agent_threads as f64),
+    ("agent tokio tasks", |s| s.agent_tasks),
     ("server RSS MiB", |s| s.server_rss_mib),
     ("server fds", |s| s.server_fds as f64),
     ("server threads", |s| s.server_threads as f64),
+    ("server tokio tasks", |s| s.server_tasks),
     ("store MiB", |s| s.store_mib),
+    ("store objects (no events)", |s| s.store_objects),
 ];
+
+/// (tokio's alive tasks, objects stored but events, events) from a `/metrics` text.
+fn scrape(text: &str) -> (f64, f64, f64) {
+    let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let (mut tasks, mut objects, mut events) = (0.0, 0.0, 0.0);
+    for l in text.lines() {
+        if l.starts_with("tokio_runtime_alive_tasks ") {
+            tasks = value(l).unwrap_or(0.0);
+        } else if let Some(rest) = l.strip_prefix("apiserver_storage_objects{") {
+            let n = value(l).unwrap_or(0.0);
+            if rest.starts_with("resource=\"events\"") {
+                events += n;
+            } else {
+                objects += n;
+            }
+        }
+    }
+    (tasks, objects, events)
+}
 
 fn count_dir(path: &str) -> usize {
     std::fs::read_dir(path).map(|d| d.count()).unwrap_or(0)
@@ -98,8 +128,15 @@ impl Sampler {
 }
 
 impl Bench {
-    fn soak_sample(&self, s: &mut Sampler, phase: &'static str, done: usize) {
+    async fn soak_sample(&self, s: &mut Sampler, phase: &'static str, done: usize) {
         let (a, v) = (self.agent.pid(), self.server.pid());
+        let metrics = |r: Result<(u16, String)>| match r {
+            Ok((200, text)) => scrape(&text),
+            _ => (0.0, 0.0, 0.0),
+        };
+        let (server_tasks, store_objects, events) = metrics(http_get(&self.wire, "/metrics").await);
+        let agent_path = format!("/api/v1/nodes/{NODE}/proxy/metrics");
+        let (agent_tasks, _, _) = metrics(http_get(&self.wire, &agent_path).await);
         s.samples.push(Sample {
             phase,
             t: s.t0.elapsed().as_secs_f64(),
@@ -107,10 +144,14 @@ impl Bench {
             agent_rss_mib: rss_kib(a).unwrap_or(0) as f64 / 1024.0,
             agent_fds: count_dir(&format!("/proc/{a}/fd")),
             agent_threads: threads(a),
+            agent_tasks,
             server_rss_mib: rss_kib(v).unwrap_or(0) as f64 / 1024.0,
             server_fds: count_dir(&format!("/proc/{v}/fd")),
             server_threads: threads(v),
+            server_tasks,
             store_mib: dir_bytes(&self.o.dir.join("server")) as f64 / (1024.0 * 1024.0),
+            store_objects,
+            events,
         });
         s.last = Instant::now();
         s.last_done = done;
@@ -125,6 +166,16 @@ impl Bench {
         };
         let cycles = size("DSA_SOAK_CYCLES", 20, 10_000)?;
         let rollouts = size("DSA_SOAK_ROLLOUTS", 3, 1_000)?;
+        let budget = match std::env::var("DSA_SOAK_MINUTES") {
+            Ok(v) => Some(Duration::from_secs_f64(
+                60.0 * v
+                    .parse::<f64>()
+                    .with_context(|| format!("DSA_SOAK_MINUTES={v}"))?,
+            )),
+            Err(_) => None,
+        };
+        let over =
+            |s: &Sampler, share: f64| budget.is_some_and(|b| s.t0.elapsed() > b.mul_f64(share));
         let mut s = Sampler {
             t0: Instant::now(),
             last: Instant::now(),
@@ -133,19 +184,25 @@ impl Bench {
             samples: vec![],
         };
         eprintln!("[harness] soak: {cycles} pod create/delete cycles on one node");
-        self.soak_sample(&mut s, "cycles", 0);
+        self.soak_sample(&mut s, "cycles", 0).await;
         let image = self.image_v1.clone();
+        let mut cycles_done = 0;
         for k in 1..=cycles {
+            if over(&s, 0.6) {
+                eprintln!("[harness] soak: time budget: {cycles_done} of {cycles} cycles done");
+                break;
+            }
+            cycles_done = k;
             let name = "soak-cycle".to_string();
             self.ds_running(&name, &image).await?;
             self.delete_all(std::slice::from_ref(&name)).await?;
             self.agent_empty(Duration::from_secs(60)).await?;
             if s.due(k) {
-                self.soak_sample(&mut s, "cycles", k);
+                self.soak_sample(&mut s, "cycles", k).await;
             }
         }
-        if s.last_done != cycles {
-            self.soak_sample(&mut s, "cycles", cycles);
+        if s.last_done != cycles_done {
+            self.soak_sample(&mut s, "cycles", cycles_done).await;
         }
 
         eprintln!("[harness] soak: {rollouts} rollouts over {ROLLOUT_AGENTS} agents");
@@ -157,8 +214,16 @@ impl Bench {
         self.rolled_out("soak-roll", ROLLOUT_AGENTS, 1, roll)
             .await?;
         s.step = rollouts.div_ceil(10).max(1);
-        self.soak_sample(&mut s, "rollouts", 0);
+        self.soak_sample(&mut s, "rollouts", 0).await;
+        let mut rollouts_done = 0;
         for k in 1..=rollouts {
+            if over(&s, 1.0) {
+                eprintln!(
+                    "[harness] soak: time budget: {rollouts_done} of {rollouts} rollouts done"
+                );
+                break;
+            }
+            rollouts_done = k;
             let image = if k % 2 == 1 {
                 &self.image_v2
             } else {
@@ -175,18 +240,18 @@ impl Bench {
             self.rolled_out("soak-roll", ROLLOUT_AGENTS, k as i64 + 1, roll)
                 .await?;
             if s.due(k) {
-                self.soak_sample(&mut s, "rollouts", k);
+                self.soak_sample(&mut s, "rollouts", k).await;
             }
         }
-        if s.last_done != rollouts {
-            self.soak_sample(&mut s, "rollouts", rollouts);
+        if s.last_done != rollouts_done {
+            self.soak_sample(&mut s, "rollouts", rollouts_done).await;
         }
         api.delete("soak-roll", &DeleteParams::default()).await?;
         // the agents remove their pods (CNI DEL included) before they stop
         self.pods_gone("soak-roll", Duration::from_secs(120))
             .await?;
         drop(fleet);
-        self.soak_report(&s.samples, cycles, rollouts)
+        self.soak_report(&s.samples, cycles_done, rollouts_done)
     }
 
     /// Five more agents, labelled for the rollout DaemonSet; stopped when dropped.
@@ -258,9 +323,11 @@ impl Bench {
             .map(|s| {
                 json!({"phase": s.phase, "t": s.t, "done": s.done,
                 "agent_rss_mib": s.agent_rss_mib, "agent_fds": s.agent_fds,
-                "agent_threads": s.agent_threads, "server_rss_mib": s.server_rss_mib,
-                "server_fds": s.server_fds, "server_threads": s.server_threads,
-                "store_mib": s.store_mib})
+                "agent_threads": s.agent_threads, "agent_tasks": s.agent_tasks,
+                "server_rss_mib": s.server_rss_mib, "server_fds": s.server_fds,
+                "server_threads": s.server_threads, "server_tasks": s.server_tasks,
+                "store_mib": s.store_mib, "store_objects": s.store_objects,
+                "events": s.events})
             })
             .collect();
         let doc = json!({"cycles": cycles, "rollouts": rollouts, "profile": profile,
@@ -311,8 +378,10 @@ s = doc["samples"]
 panels = [("RSS (MiB)", ["agent_rss_mib", "server_rss_mib"]),
           ("open fds", ["agent_fds", "server_fds"]),
           ("threads", ["agent_threads", "server_threads"]),
-          ("store (MiB)", ["store_mib"])]
-fig, axes = plt.subplots(len(panels), 1, figsize=(9, 10), sharex=True)
+          ("tokio tasks", ["agent_tasks", "server_tasks"]),
+          ("store (MiB)", ["store_mib"]),
+          ("stored objects", ["store_objects", "events"])]
+fig, axes = plt.subplots(len(panels), 1, figsize=(9, 13), sharex=True)
 for ax, (title, keys) in zip(axes, panels):
     for k in keys:
         for phase, style in (("cycles", "-"), ("rollouts", "--")):

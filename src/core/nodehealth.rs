@@ -98,8 +98,11 @@ pub fn observe(prev: Option<&Health>, node: &Node, lease_ms: Option<i64>, now_ms
             ready: status,
         };
     };
+    // any new renewTime is a renewal, earlier ones too: an agent whose clock stepped back
+    // renews with times before the last (the controller orders Lease events by
+    // resourceVersion, so an older renewal is never replayed here)
     let alive =
-        heartbeat_ms != prev.heartbeat_ms || lease_ms.is_some_and(|l| Some(l) > prev.lease_ms);
+        heartbeat_ms != prev.heartbeat_ms || lease_ms.is_some_and(|l| Some(l) != prev.lease_ms);
     let mark_pods = match status.as_str() {
         "True" => false,
         _ => prev.mark_pods || prev.ready == "True",
@@ -107,7 +110,7 @@ pub fn observe(prev: Option<&Health>, node: &Node, lease_ms: Option<i64>, now_ms
     Health {
         probe_ms: if alive { now_ms } else { prev.probe_ms },
         heartbeat_ms,
-        lease_ms: lease_ms.max(prev.lease_ms),
+        lease_ms: lease_ms.or(prev.lease_ms),
         ready: status,
         mark_pods,
     }
@@ -404,8 +407,8 @@ mod tests {
             (Some(T0 - 999_000), T0 - 999_000, T0 + 30_000, T0),
             (Some(T0 + 5_000), T0 - 999_000, T0 + 30_000, T0 + 30_000),
             (Some(T0 - 999_000), T0 + 1, T0 + 30_000, T0 + 30_000),
-            // a lease going back in time is no sign of life
-            (Some(T0 - 1_999_000), T0 - 999_000, T0 + 30_000, T0),
+            // a lease renewed by an agent whose clock stepped back is a sign of life too
+            (Some(T0 - 1_999_000), T0 - 999_000, T0 + 30_000, T0 + 30_000),
             (None, T0 - 999_000, T0 + 30_000, T0),
         ];
         for (lease, beat, now, want) in cases {

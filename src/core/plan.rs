@@ -243,13 +243,19 @@ pub struct Backoff {
     pub delay_ms: i64,
 }
 
+/// How far the wall clock may read before a last start without being taken as stepped back: a
+/// start rebuilt from containerd's record is the end of its whole second ([`recorded_backoff`]),
+/// up to a second after the real one, and an agent restarted within that second must still wait
+/// out the delay (`tests/e2e_kubectl.rs` restarted_agent_adopts_running_containers).
+const CLOCK_SLACK_MS: i64 = 2_000;
+
 /// When the container may be started again: one delay after its last start. A wall clock
 /// stepped back to before the last start cannot tell how long ago that was: now, as after the
 /// reset (a deadline kept at `last start + delay` would hold the container for as long as the
 /// step, an hour for an hour; one at `now + delay` would move away at every look).
 pub fn restart_allowed_at(b: Option<&Backoff>, now_ms: i64) -> i64 {
     match b {
-        Some(b) if now_ms < b.last_start_ms => now_ms,
+        Some(b) if now_ms < b.last_start_ms - CLOCK_SLACK_MS => now_ms,
         Some(b) if now_ms - b.last_start_ms <= BACKOFF_RESET_MS => b.last_start_ms + b.delay_ms,
         _ => now_ms,
     }
@@ -662,7 +668,10 @@ mod tests {
         for (now, want) in [
             (5_000, 21_000),
             (1_000 - HOUR, 1_000 - HOUR),
-            (999, 999),
+            // within the record's precision of the start: not a step, the delay holds
+            (999, 21_000),
+            (1_000 - CLOCK_SLACK_MS, 21_000),
+            (999 - CLOCK_SLACK_MS, 999 - CLOCK_SLACK_MS),
             (1_000 + HOUR, 1_000 + HOUR),
         ] {
             let at = restart_allowed_at(Some(&b), now);

@@ -476,6 +476,203 @@ mod tests {
         assert!(conns.counts.lock().unwrap().per_client[&a] == 2);
     }
 
+    /// The server's side of an in-memory connection that keeps each write call's bytes (a
+    /// vectored write is one call, as `writev` on a socket).
+    struct Recorder {
+        io: tokio::io::DuplexStream,
+        writes: Arc<Mutex<Vec<Vec<u8>>>>,
+    }
+
+    impl AsyncRead for Recorder {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
+            self.writes.lock().unwrap().push(buf[..n].to_vec());
+            Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            self.poll_write(cx, &all)
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+        fn poll_shutdown(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+    impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+    /// Reads `io` into `buf` until `want` is in it after `from`; returns where it ends.
+    async fn read_until(
+        io: &mut (dyn Io + '_),
+        buf: &mut Vec<u8>,
+        from: usize,
+        want: &[u8],
+    ) -> usize {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if let Some(p) = buf[from..].windows(want.len()).position(|w| w == want) {
+                return from + p + want.len();
+            }
+            let mut tmp = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), io.read(&mut tmp))
+                .await
+                .expect("the watch went quiet")
+                .unwrap();
+            assert!(n > 0, "the connection closed");
+            buf.extend_from_slice(&tmp[..n]);
+        }
+    }
+
+    /// What the server wrote for each of `EVENTS` watch events (after a first one), over TLS or
+    /// plain HTTP/1.1: the write calls per event, and the chunked body bytes of each event.
+    async fn writes_per_event(tls: bool) -> (Vec<Vec<Vec<u8>>>, Vec<usize>) {
+        use tokio::io::AsyncWriteExt;
+        const EVENTS: usize = 8;
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::store::SqliteStore::open(&dir.path().join("s.db"), 100).unwrap();
+        let api = Arc::new(Api::new(Arc::new(store), Default::default()));
+        super::super::ensure_namespaces(&api).await.unwrap();
+        let token = super::super::auth::tokens::ensure_admin(&api, None)
+            .await
+            .unwrap()
+            .to_string();
+        let (near, far) = tokio::io::duplex(1 << 20);
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let recorder = Recorder {
+            io: far,
+            writes: writes.clone(),
+        };
+        let (log, _log_task) = super::super::audit::RequestLog::start();
+        let client = Client {
+            addr: "127.0.0.1:40000".parse().unwrap(),
+            log,
+        };
+        let limits = Limits::default();
+        let admitted = Connections::new(&limits).admit(client.addr.ip()).unwrap();
+        let mut io: Box<dyn Io> = if tls {
+            let server = super::super::tls::ServerTls::load_or_create(
+                dir.path(),
+                vec!["localhost".into()],
+                chrono::Utc::now().timestamp(),
+            )
+            .unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(server.ca.cert_der.clone()).unwrap();
+            let acceptor = server.acceptor().clone();
+            let api = api.clone();
+            tokio::spawn(async move {
+                let io = acceptor.accept(recorder).await.unwrap();
+                serve(io, client, api, limits, admitted, Default::default()).await
+            });
+            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+            Box::new(connector.connect(name, near).await.unwrap())
+        } else {
+            tokio::spawn(serve(
+                recorder,
+                client,
+                api.clone(),
+                limits,
+                admitted,
+                Default::default(),
+            ));
+            Box::new(near)
+        };
+        let request = format!(
+            "GET /api/v1/nodes?watch=1 HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+        );
+        io.write_all(request.as_bytes()).await.unwrap();
+        let mut buf = Vec::new();
+        let mut at = read_until(&mut *io, &mut buf, 0, b"\r\n\r\n").await;
+        let head = String::from_utf8_lossy(&buf[..at]).to_lowercase();
+        assert!(head.starts_with("http/1.1 200"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked"), "{head}");
+        let mut per_event = Vec::new();
+        let mut chunks = Vec::new();
+        for i in 0..=EVENTS {
+            let before = writes.lock().unwrap().len();
+            let name = format!("n{i}");
+            let node =
+                serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
+            api.store.create("nodes", "", &name, node).await.unwrap();
+            // the whole chunk: its size line, the JSON line and the chunk's CRLF
+            let start = at;
+            let needle = format!("\"name\":\"{name}\"");
+            let line_at = read_until(&mut *io, &mut buf, at, needle.as_bytes()).await;
+            at = read_until(&mut *io, &mut buf, line_at, b"}\n\r\n").await;
+            // the first event also carries what is left of the handshake (session tickets)
+            if i > 0 {
+                per_event.push(writes.lock().unwrap()[before..].to_vec());
+                chunks.push(at - start);
+            }
+        }
+        (per_event, chunks)
+    }
+
+    /// The TLS records in `wire` (each write's bytes): their content types and lengths.
+    fn records(wire: &[u8]) -> Vec<(u8, usize)> {
+        let mut out = Vec::new();
+        let mut rest = wire;
+        while rest.len() >= 5 {
+            let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+            out.push((rest[0], len));
+            rest = &rest[(5 + len).min(rest.len())..];
+        }
+        assert!(rest.is_empty(), "a partial record");
+        out
+    }
+
+    #[tokio::test]
+    async fn a_watch_event_is_one_write_and_one_tls_record() {
+        let (plain, chunks) = writes_per_event(false).await;
+        for (writes, chunk) in plain.iter().zip(&chunks) {
+            assert_eq!(writes.len(), 1, "one write per event over plain HTTP");
+            assert_eq!(writes[0].len(), *chunk, "the chunk, whole");
+        }
+        let (tls, tls_chunks) = writes_per_event(true).await;
+        assert_eq!(tls_chunks, chunks, "the same chunked body either way");
+        for (writes, chunk) in tls.iter().zip(&chunks) {
+            assert_eq!(writes.len(), 1, "one write per event over TLS");
+            let records = records(&writes[0]);
+            // TLS 1.3 application data: the chunk, its content type byte and a 16-byte tag
+            assert_eq!(records, [(0x17, chunk + 17)], "one record per event");
+        }
+    }
+
     #[test]
     fn limits_from_the_environment() {
         let vars: HashMap<&str, &str> = [

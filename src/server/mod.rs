@@ -31,6 +31,7 @@ pub mod discovery;
 pub mod encryption;
 pub mod kinds;
 pub mod meta;
+pub mod metrics;
 pub mod propagation;
 pub mod protobuf;
 pub mod proxy;

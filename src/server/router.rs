@@ -140,6 +140,7 @@ impl RestRequest {
 struct Seen {
     user: Option<User>,
     resource: Option<&'static str>,
+    subresource: Option<&'static str>,
     namespace: Option<String>,
     name: Option<String>,
     watch: bool,
@@ -150,6 +151,7 @@ impl Seen {
     /// Notes the resource a request is for, and passes it on.
     fn target(&mut self, t: Target) -> Target {
         self.resource = Some(t.r.plural);
+        self.subresource = t.sub.map(|s| s.name);
         self.namespace = t.ns.clone();
         self.name = t.name.clone();
         t
@@ -185,6 +187,7 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let client = req.extensions().get::<Client>().cloned();
     let mut seen = Seen::default();
+    let started = std::time::Instant::now();
     let resp = match route(api, req, &mut seen).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -193,6 +196,20 @@ pub async fn handle(api: Arc<Api>, req: Request<Incoming>) -> Response<Body> {
         }
     };
     let status = resp.status().as_u16();
+    let resource = seen.resource.unwrap_or("");
+    let verb = super::metrics::metric_verb(verb(&method, &seen));
+    let sub = seen.subresource.unwrap_or("");
+    super::metrics::observe(
+        verb,
+        (resource, sub),
+        status,
+        started.elapsed().as_secs_f64(),
+    );
+    let resp = if seen.watch && status == 200 {
+        resp.map(|b| super::metrics::watching(resource, b))
+    } else {
+        resp
+    };
     tracing::debug!(
         method = method.as_str(),
         path = path.as_str(),
@@ -264,6 +281,14 @@ async fn route(
     let user = authenticate(&*api.store, api.service_accounts.get().map(|i| &**i), &req).await?;
     seen.user = Some(user.clone());
     match segs.as_slice() {
+        ["metrics"] => {
+            only_get()?;
+            let text = super::metrics::serve(&api, &user).await?;
+            Ok(bytes_response(
+                crate::metrics::CONTENT_TYPE,
+                text.into_bytes(),
+            ))
+        }
         ["api"] => discovery(Some(discovery::api_versions())),
         ["apis"] => {
             let mut groups = discovery::api_group_list();

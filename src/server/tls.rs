@@ -309,6 +309,12 @@ impl ServerTls {
         key.cert[0].clone()
     }
 
+    /// The acceptor of this server's handshakes (the accept loop goes through [`ServerTls::accept`]).
+    #[cfg(test)]
+    pub(crate) fn acceptor(&self) -> &TlsAcceptor {
+        &self.acceptor
+    }
+
     /// The TLS side of an accepted connection: refuses plain HTTP with Go's answer, bounds the
     /// handshake, and reads the client's verified certificate.
     pub async fn accept(

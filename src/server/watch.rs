@@ -570,6 +570,36 @@ mod tests {
         assert_eq!(bookmark["object"]["metadata"]["resourceVersion"], "4");
     }
 
+    /// An event is serialised once, by the store: every watcher that shows it as it is sends
+    /// the same bytes (no copy per watcher), and a label-selected one that sees it unchanged too.
+    #[tokio::test]
+    async fn watchers_send_the_event_serialised_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let api = test_api(&dir, 100);
+        let mut bodies = Vec::new();
+        for q in ["watch=1", "watch=1", "watch=1&labelSelector=a%3Db"] {
+            bodies.push(start(&api, q).await.into_body());
+        }
+        api.store
+            .create("nodes", "", "n1", node("n1", json!({"a": "b"})))
+            .await
+            .unwrap();
+        let mut frames = Vec::new();
+        for body in &mut bodies {
+            frames.push(body.frame().await.unwrap().unwrap().into_data().unwrap());
+        }
+        let stored = api.store.events_after(0, "nodes", None, 10).unwrap();
+        let line = &stored.events[0].line;
+        for frame in &frames {
+            assert_eq!(frame, line);
+            assert_eq!(
+                frame.as_ptr(),
+                line.as_ptr(),
+                "the store's bytes, not a copy"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn watch_options_are_validated_as_kube_apiserver_does() {
         let dir = tempfile::tempdir().unwrap();

@@ -160,6 +160,17 @@ impl Etcd {
         }
     }
 
+    /// The keys under `prefix` now (etcdctl, from a live member).
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = self
+            .ctl(&["get", prefix, "--prefix", "--keys-only"])
+            .unwrap_or_else(|e| panic!("etcdctl get {prefix}: {e}"));
+        out.lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
     /// The cluster's revision now.
     pub fn revision(&self) -> u64 {
         let out = self

@@ -110,6 +110,23 @@ impl Containerd {
         self.dir.path()
     }
 
+    /// `ctr --address SOCKET -n NS ARGS`, which must succeed; its stdout.
+    pub fn ctr_ok(&self, ns: &str, args: &[&str]) -> String {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["-n", ns])
+            .args(args)
+            .output()
+            .expect("run ctr");
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
     /// Stops containerd (SIGTERM, as `systemctl restart containerd` does) and starts it again on
     /// the same socket, root and state. The shims, and the containers under them, keep running.
     pub fn restart(&mut self) {
@@ -545,7 +562,9 @@ fn wait_gone(pids: &[i32]) {
 ///    containerd: runc then removes the container's cgroup, rootfs mount and state;
 /// 3. containerd itself, and any shim still running for its socket with the processes under it;
 /// 4. the mounts under the guarded directories (pods' network namespaces, rootfs), deepest first;
-/// 5. the cgroups of those containerd namespaces (`/sys/fs/cgroup/*/daemonset-agent/NS`);
+/// 5. the cgroups of those containerd namespaces (`/sys/fs/cgroup/*/daemonset-agent/NS`), and
+///    what runc keeps of the guarded containerds' containers (not another containerd's of a
+///    namespace of the same name);
 /// 6. the guarded directories.
 ///
 /// `.ci/run` counts what is left afterwards (`scripts/leftovers.sh`) and fails on any of it.
@@ -596,6 +615,16 @@ impl Guard {
             .into_iter()
             .filter(|(_, cmd)| needles.iter().any(|n| cmd.contains(n.as_str())))
             .collect()
+    }
+
+    /// Whether runc's state directory `dir` is of a container of a guarded containerd: runc
+    /// records the bundle (`bundle=CTD_DIR/state/io.containerd.runtime.v2.task/NS/ID`) in its
+    /// `state.json`.
+    fn bundled_here(&self, dir: &Path) -> bool {
+        let state = std::fs::read_to_string(dir.join("state.json")).unwrap_or_default();
+        self.containerds
+            .iter()
+            .any(|(_, d)| state.contains(&format!("bundle={}/", d.display())))
     }
 
     /// The namespaces of a guarded containerd: those it lists, and those its task directories
@@ -758,6 +787,11 @@ impl Drop for Guard {
             // state: runc deletes it (and kills what it still runs), as the shim would have
             let root = Path::new("/run/containerd/runc").join(ns);
             for c in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+                // only a guarded containerd's: another containerd of the machine may use a
+                // namespace of this name at the same time, and its containers are in `root` too
+                if !self.bundled_here(&c.path()) {
+                    continue;
+                }
                 let _ = Command::new("runc")
                     .arg("--root")
                     .arg(&root)

@@ -1,73 +1,13 @@
-//! Server replicas on one etcd member of the test's own (loopback ports, its own data directory),
-//! for tests of what clients do across replicas (`tests/failover.rs`). Included with `#[path]`
+//! Server replicas on the test's etcd members ([`Etcd`]), for tests of what clients do across
+//! replicas (`tests/failover.rs`). Included with `#[path]`
 //! by the tests that use it.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use super::common::api::Endpoint;
+pub use super::common::etcd::Etcd;
 use super::common::proc::Proc;
-use super::common::{free_port, require, wait_for};
-
-/// One etcd member, killed and its directory removed on drop.
-pub struct Etcd {
-    _dir: tempfile::TempDir,
-    member: Child,
-    pub endpoint: String,
-}
-
-impl Etcd {
-    pub fn start() -> Etcd {
-        require("etcd");
-        let dir = tempfile::Builder::new()
-            .prefix("dsa-etcd-")
-            .tempdir_in("/tmp")
-            .unwrap();
-        let (client, peer) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-        let member = Command::new("etcd")
-            .args(["--name", "m0"])
-            .arg("--data-dir")
-            .arg(dir.path().join("m0.etcd"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("m0={peer_url}")])
-            .args(["--initial-cluster-state", "new"])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("start etcd (Debian's etcd-server)");
-        let etcd = Etcd {
-            _dir: dir,
-            member,
-            endpoint: client_url,
-        };
-        wait_for("etcd to answer", Duration::from_secs(30), || {
-            Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={}", etcd.endpoint))
-                .args(["endpoint", "health"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .ok()
-                .filter(|s| s.success())
-                .map(|_| ())
-        });
-        etcd
-    }
-}
-
-impl Drop for Etcd {
-    fn drop(&mut self) {
-        let _ = self.member.kill();
-        let _ = self.member.wait();
-    }
-}
+use super::common::{free_port, wait_for};
 
 /// A `daemonset-agent server` on an [`Etcd`].
 pub struct Replica {
@@ -85,6 +25,7 @@ impl Replica {
         std::fs::create_dir_all(&data).unwrap();
         let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen = addr.to_string();
+        let endpoints = etcd.endpoints();
         let mut args = vec![
             "server",
             "--data-dir",
@@ -92,7 +33,7 @@ impl Replica {
             "--listen",
             &listen,
             "--datastore-endpoint",
-            &etcd.endpoint,
+            &endpoints,
         ];
         args.extend_from_slice(extra);
         let proc = Proc::spawn(&args, dir.join(format!("{name}.log")));

@@ -12,7 +12,7 @@
 //! - Paths: `/healthz`; `/containerLogs/NS/POD/CONTAINER` (the kubelet's query: follow,
 //!   tailLines, sinceSeconds/sinceTime, timestamps, limitBytes, previous), read by `logs`.
 //!   Errors are Kubernetes `Status` objects, which the server passes on to kubectl.
-//!   `/stats/summary`, `/metrics/resource` (`stats`) and `/metrics` (the agent's own process).
+//!   `/stats/summary`, `/metrics/resource` (`stats`) and `/metrics` (the agent's own process and tokio runtime, `crate::metrics`).
 //!   `/exec/NS/POD/CONTAINER` and `/attach/...` upgraded to WebSocket or SPDY (`exec`), and
 //!   `/portForward/NS/POD` (`portforward`).
 pub mod exec;
@@ -358,18 +358,15 @@ async fn handle(api: &NodeApi, caller: Option<Caller>, req: Request<Incoming>) -
             )
         }
         (http::Method::GET, ["metrics"]) => {
-            let (cpu, rss, start) = stats::process_sample();
-            full(
-                StatusCode::OK,
-                "text/plain; version=0.0.4",
-                stats::process_metrics(cpu, rss, start),
-            )
+            let mut t = crate::metrics::Text::new();
+            crate::metrics::write_self(&mut t);
+            full(StatusCode::OK, crate::metrics::CONTENT_TYPE, t.finish())
         }
         (http::Method::GET, ["metrics", "resource"]) => {
             let s = sample(api).await;
             full(
                 StatusCode::OK,
-                "text/plain; version=0.0.4",
+                crate::metrics::CONTENT_TYPE,
                 stats::resource_metrics(&s),
             )
         }

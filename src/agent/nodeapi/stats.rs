@@ -7,12 +7,11 @@
 //! One [`Sample`] is taken per request (a few small cgroup and /proc files per container, on a
 //! blocking thread) and rendered by pure functions; each container's `rootfs` (its writable
 //! layer: the snapshotter's usage of the container's snapshot) is added from containerd after.
-use std::fmt::Write as _;
-
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 
 use crate::agent::localapi::PodsView;
+use crate::metrics::{proc_field as meminfo_kib, Kind, Text};
 use crate::runtime::cgroup;
 
 /// One running container's usage.
@@ -68,15 +67,6 @@ fn proc_stat_cpu_ns(text: &str, hz: u64) -> Option<u64> {
         .filter_map(|i| f.get(*i))
         .sum::<u64>();
     Some(busy.saturating_mul(1_000_000_000) / hz.max(1))
-}
-
-fn meminfo_kib(text: &str, key: &str) -> Option<u64> {
-    text.lines()
-        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn node_sample() -> NodeSample {
@@ -225,111 +215,42 @@ pub fn summary(s: &Sample) -> Value {
     })
 }
 
-/// The agent's own process, for `/metrics`: (CPU seconds, resident bytes, start time in
-/// seconds since the epoch), from /proc/self.
-pub fn process_sample() -> (Option<f64>, Option<u64>, Option<f64>) {
-    // SAFETY: sysconf with a valid name has no side effects.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // the fields after the command's ")": utime and stime are 12 and 13, starttime 20 (ticks
-    // since boot)
-    let f: Vec<&str> = stat
-        .rfind(')')
-        .map(|i| stat[i + 1..].split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
-    let cpu = ticks(11).zip(ticks(12)).map(|(u, s)| (u + s) / hz);
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let rss = meminfo_kib(&status, "VmRSS").map(|k| k * 1024);
-    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("btime "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-    });
-    let start = boot.zip(ticks(19)).map(|(b, t)| b + t / hz);
-    (cpu, rss, start)
-}
-
-/// The node API's `/metrics`: the agent's own process, in Prometheus text.
-pub fn process_metrics(cpu: Option<f64>, rss: Option<u64>, start: Option<f64>) -> String {
-    let mut out = String::new();
-    let rows = [
-        (
-            "process_cpu_seconds_total",
-            "Total user and system CPU time spent in seconds.",
-            "counter",
-            cpu,
-        ),
-        (
-            "process_resident_memory_bytes",
-            "Resident memory size in bytes.",
-            "gauge",
-            rss.map(|r| r as f64),
-        ),
-        (
-            "process_start_time_seconds",
-            "Start time of the process since unix epoch in seconds.",
-            "gauge",
-            start,
-        ),
-    ];
-    for (name, help, kind, value) in rows {
-        if let Some(v) = value {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
-            );
-        }
-    }
-    out
-}
-
-/// Prometheus' label value escaping.
-fn label(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
 /// The kubelet's `/metrics/resource`.
 pub fn resource_metrics(s: &Sample) -> String {
     let ts = s.at.timestamp_millis();
-    let mut out = String::new();
-    let mut family = |name: &str, help: &str, kind: &str, rows: Vec<(String, f64)>| {
-        let _ = writeln!(out, "# HELP {name} [STABLE] {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
+    let mut t = Text::new();
+    let mut family = |name: &str, help: &str, kind: Kind, rows: Vec<(Vec<(&str, &str)>, f64)>| {
+        t.family(name, &format!("[STABLE] {help}"), kind);
         for (labels, v) in rows {
-            let _ = writeln!(out, "{name}{labels} {v} {ts}");
+            t.sample_at(name, &labels, v, ts);
         }
     };
     let secs = |ns: u64| ns as f64 / 1e9;
     let containers = || {
         s.pods.iter().flat_map(|p| {
             p.containers.iter().map(move |c| {
-                let l = format!(
-                    "{{container=\"{}\",namespace=\"{}\",pod=\"{}\"}}",
-                    label(&c.name),
-                    label(&p.namespace),
-                    label(&p.name)
-                );
+                let l = vec![
+                    ("container", c.name.as_str()),
+                    ("namespace", p.namespace.as_str()),
+                    ("pod", p.name.as_str()),
+                ];
                 (l, c)
             })
         })
     };
     let pods = || {
         s.pods.iter().map(|p| {
-            let l = format!(
-                "{{namespace=\"{}\",pod=\"{}\"}}",
-                label(&p.namespace),
-                label(&p.name)
-            );
+            let l = vec![
+                ("namespace", p.namespace.as_str()),
+                ("pod", p.name.as_str()),
+            ];
             (l, p)
         })
     };
     family(
         "container_cpu_usage_seconds_total",
         "Cumulative cpu time consumed by the container in core-seconds",
-        "counter",
+        Kind::Counter,
         containers()
             .filter_map(|(l, c)| Some((l, secs(c.usage.cpu_ns?))))
             .collect(),
@@ -337,7 +258,7 @@ pub fn resource_metrics(s: &Sample) -> String {
     family(
         "container_memory_working_set_bytes",
         "Current working set of the container in bytes",
-        "gauge",
+        Kind::Gauge,
         containers()
             .filter_map(|(l, c)| Some((l, c.usage.working_set_bytes? as f64)))
             .collect(),
@@ -345,7 +266,7 @@ pub fn resource_metrics(s: &Sample) -> String {
     family(
         "container_start_time_seconds",
         "Start time of the container since unix epoch in seconds",
-        "gauge",
+        Kind::Gauge,
         containers()
             .filter_map(|(l, c)| Some((l, c.started?.timestamp() as f64)))
             .collect(),
@@ -353,27 +274,27 @@ pub fn resource_metrics(s: &Sample) -> String {
     family(
         "node_cpu_usage_seconds_total",
         "Cumulative cpu time consumed by the node in core-seconds",
-        "counter",
+        Kind::Counter,
         s.usage
             .cpu_ns
-            .map(|n| (String::new(), secs(n)))
+            .map(|n| (vec![], secs(n)))
             .into_iter()
             .collect(),
     );
     family(
         "node_memory_working_set_bytes",
         "Current working set of the node in bytes",
-        "gauge",
+        Kind::Gauge,
         s.usage
             .working_set_bytes
-            .map(|n| (String::new(), n as f64))
+            .map(|n| (vec![], n as f64))
             .into_iter()
             .collect(),
     );
     family(
         "pod_cpu_usage_seconds_total",
         "Cumulative cpu time consumed by the pod in core-seconds",
-        "counter",
+        Kind::Counter,
         pods()
             .filter_map(|(l, p)| Some((l, secs(sum(p.containers.iter().map(|c| c.usage.cpu_ns))?))))
             .collect(),
@@ -381,7 +302,7 @@ pub fn resource_metrics(s: &Sample) -> String {
     family(
         "pod_memory_working_set_bytes",
         "Current working set of the pod in bytes",
-        "gauge",
+        Kind::Gauge,
         pods()
             .filter_map(|(l, p)| {
                 Some((
@@ -391,10 +312,13 @@ pub fn resource_metrics(s: &Sample) -> String {
             })
             .collect(),
     );
-    let _ = writeln!(out, "# HELP scrape_error [ALPHA] 1 if there was an error while getting container metrics, 0 otherwise");
-    let _ = writeln!(out, "# TYPE scrape_error gauge");
-    let _ = writeln!(out, "scrape_error 0");
-    out
+    t.family(
+        "scrape_error",
+        "[ALPHA] 1 if there was an error while getting container metrics, 0 otherwise",
+        Kind::Gauge,
+    )
+    .sample("scrape_error", &[], 0.0);
+    t.finish()
 }
 
 #[cfg(test)]
@@ -481,19 +405,6 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
-    }
-
-    #[test]
-    fn process_metrics_are_the_agents_own() {
-        let text = process_metrics(Some(1.5), Some(4096), None);
-        assert!(text.contains("\nprocess_cpu_seconds_total 1.5\n"), "{text}");
-        assert!(
-            text.contains("\nprocess_resident_memory_bytes 4096\n"),
-            "{text}"
-        );
-        assert!(!text.contains("process_start_time_seconds"), "{text}");
-        let (cpu, rss, start) = process_sample();
-        assert!(cpu.is_some() && rss.is_some_and(|r| r > 0) && start.is_some());
     }
 
     #[test]

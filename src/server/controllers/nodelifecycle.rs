@@ -98,8 +98,8 @@ pub struct Controller {
     opts: Options,
     /// The nodes as last seen, with their resourceVersion.
     nodes: HashMap<String, (u64, Arc<Node>)>,
-    /// The renewTime (unix ms) of each node's Lease, by node name.
-    leases: HashMap<String, i64>,
+    /// The resourceVersion and renewTime (unix ms) of each node's Lease, by node name.
+    leases: HashMap<String, (u64, i64)>,
     health: HashMap<String, Health>,
     /// When a pod (uid) was first seen on a node with a NoExecute taint without `timeAdded`.
     seen: HashMap<String, i64>,
@@ -189,7 +189,7 @@ impl Controller {
             .filter_map(|l| {
                 Some((
                     s(l, "/metadata/name").to_string(),
-                    unix_ms(l, "/spec/renewTime")?,
+                    (object_rv(l), unix_ms(l, "/spec/renewTime")?),
                 ))
             })
             .collect();
@@ -226,7 +226,7 @@ impl Controller {
         let Some((_, node)) = self.nodes.get(name) else {
             return;
         };
-        let lease = self.leases.get(name).copied();
+        let lease = self.leases.get(name).map(|(_, renewed)| *renewed);
         let prev = self.health.get(name);
         let h = nodehealth::observe(prev, node, lease, self.clock.now_ms());
         if let Some(change) = nodehealth::status_change(prev, &h) {
@@ -239,12 +239,21 @@ impl Controller {
     /// Applies one watch event; returns when to look at the nodes next, if sooner than planned.
     async fn on_event(&mut self, ev: &WatchEvent) -> Option<tokio::time::Instant> {
         if ev.resource == LEASES.key() && ev.namespace == LEASE_NAMESPACE {
+            // older than what a relist showed already: not a renewal
+            let rv = object_rv(&ev.object);
+            if self
+                .leases
+                .get(&ev.name)
+                .is_some_and(|(seen, _)| *seen >= rv)
+            {
+                return None;
+            }
             match (ev.event_type, unix_ms(&ev.object, "/spec/renewTime")) {
                 (EventType::Deleted, _) | (_, None) => {
                     self.leases.remove(&ev.name);
                 }
                 (_, Some(renewed)) => {
-                    self.leases.insert(ev.name.clone(), renewed);
+                    self.leases.insert(ev.name.clone(), (rv, renewed));
                     self.observe(&ev.name);
                 }
             }

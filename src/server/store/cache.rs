@@ -130,18 +130,7 @@ impl History {
         namespace: Option<&str>,
         limit: usize,
     ) -> Result<EventsAfter, StoreError> {
-        let oldest = self
-            .dropped_triggered
-            .get(value)
-            .copied()
-            .unwrap_or(0)
-            .max(self.forgot_all_at);
-        if rv < oldest {
-            return Err(StoreError::Expired {
-                requested: rv,
-                oldest,
-            });
-        }
+        self.resumable(rv, self.dropped_triggered.get(value))?;
         let newest = self.events.back().map_or(rv, |e| e.rv.max(rv));
         let mut found = EventsAfter {
             events: Vec::new(),
@@ -180,12 +169,13 @@ impl History {
     /// [`History::check`] for a watch of `resource` only: `Expired` when events of that resource
     /// after `rv` left the history.
     pub(super) fn check_resource(&self, rv: u64, resource: &str) -> Result<(), StoreError> {
-        let oldest = self
-            .dropped
-            .get(resource)
-            .copied()
-            .unwrap_or(0)
-            .max(self.forgot_all_at);
+        self.resumable(rv, self.dropped.get(resource))
+    }
+
+    /// `Expired` when a watch from `rv` misses events: its newest one the bounds `dropped`, or
+    /// anything the history forgot all of.
+    fn resumable(&self, rv: u64, dropped: Option<&u64>) -> Result<(), StoreError> {
+        let oldest = dropped.copied().unwrap_or(0).max(self.forgot_all_at);
         if rv < oldest {
             return Err(StoreError::Expired {
                 requested: rv,

@@ -10,6 +10,12 @@
 //! writes of every server replica reach this one's watchers. A watch that answers "compacted"
 //! relists: the cache replaces its objects and its watchers from before are told 410.
 //!
+//! A request that fails is sent again as etcd's clientv3 retry interceptor would, bounded
+//! ([`RETRY_ATTEMPTS`] within [`RETRY_BUDGET`], jittered back-off): any one that provably never
+//! reached etcd (no connection to a dead member; refused before its proposal); a read, and a
+//! write whose compare refuses its own duplicate, whose outcome is unknown too (a write finding
+//! its own bytes at the key takes them as its answer); never a delete whose outcome is unknown.
+//!
 //! Compaction is the servers' job, as kube-apiserver's (`compact.go`): every interval, to the
 //! revision seen one interval before, agreed between replicas through the version of one key
 //! (`compact_rev_key`), so that one of them compacts per interval.
@@ -44,6 +50,22 @@ const NOTE_EVERY: Duration = Duration::from_secs(1);
 
 /// How long a broken watch waits before it watches again.
 const REWATCH_DELAY: Duration = Duration::from_millis(500);
+
+/// How many times, at most, one request is sent ([`retrying`]): with one member of three down,
+/// the client's balancer picks the dead one about a third of the time, so that eight attempts
+/// all fail on it about once in 6500 requests.
+const RETRY_ATTEMPTS: u32 = 8;
+
+/// How long one request may take over its attempts, back-off included: room for one attempt
+/// that etcd answers `request timed out` (its 5 s plus two election timeouts: a member's leader
+/// killed under it) and one more, well within kube-apiserver's 60 s request timeout, as
+/// clientv3's retries stay within the request's context.
+const RETRY_BUDGET: Duration = Duration::from_secs(15);
+
+/// The back-off before the second attempt, doubled before each next one up to [`RETRY_CAP`],
+/// jittered by +-50%.
+const RETRY_BASE: Duration = Duration::from_millis(25);
+const RETRY_CAP: Duration = Duration::from_secs(1);
 
 /// Where the objects are, and how to reach them (`--datastore-*`, `--etcd-*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +205,121 @@ fn is_compacted(e: &etcd_client::Error) -> bool {
         if s.code() == tonic::Code::OutOfRange || s.message().contains("compacted"))
 }
 
+/// How a request to etcd failed, for its retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// It provably never reached etcd's state machine: no connection to the member could be made
+    /// (the member is down), or the member refused it before proposing it (no leader, too many
+    /// requests). Safe to send again, whatever it is.
+    NotSent,
+    /// It was sent and its outcome is unknown: the connection broke under it, or the member gave
+    /// up waiting for it (`request timed out`, `leader changed`): it may have been applied.
+    Unknown,
+    /// An answer; sending it again gets the same.
+    Final,
+}
+
+/// The class of `e`, as etcd's clientv3 retry interceptor draws the line (`isSafeRetry`): a
+/// status etcd sent has no local source; one tonic made from a local error keeps the error as
+/// its source, a connection that could not be made as a [`tonic::ConnectError`] in its chain.
+fn failure(e: &etcd_client::Error) -> Failure {
+    use etcd_client::Error as E;
+    let status = match e {
+        E::GRpcStatus(s) => s,
+        // the channel could not be made at all
+        E::TransportError(_) => return Failure::NotSent,
+        E::IoError(_) => return Failure::Unknown,
+        _ => return Failure::Final,
+    };
+    let mut source = std::error::Error::source(status);
+    let local = source.is_some();
+    while let Some(err) = source {
+        if err.is::<tonic::ConnectError>() {
+            return Failure::NotSent;
+        }
+        source = err.source();
+    }
+    if local {
+        // a reset, a closed connection, a keep-alive that timed out, a client deadline
+        return Failure::Unknown;
+    }
+    match (status.code(), status.message()) {
+        // refused before the proposal (etcd's ErrGRPCNoLeader, ErrGRPCTooManyRequests)
+        (tonic::Code::Unavailable, "etcdserver: no leader")
+        | (tonic::Code::ResourceExhausted, "etcdserver: too many requests") => Failure::NotSent,
+        // proposed, or maybe: ErrGRPCTimeout, ErrGRPCLeaderChanged, a stopping member
+        (tonic::Code::Unavailable, _) => Failure::Unknown,
+        _ => Failure::Final,
+    }
+}
+
+/// Which failed requests may be sent again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// A read: any that did not answer (clientv3's `repeatable`).
+    Read,
+    /// A write whose compare refuses its own duplicate (create-if-absent on version 0, an update
+    /// on `mod_revision`) and whose failed compare reads the key: after an unknown outcome, the
+    /// key holding exactly its bytes is its own earlier attempt, applied.
+    Guarded,
+    /// Any other write (a delete: one whose answer was lost finds the key gone and cannot tell
+    /// its delete from another's): only one never sent (clientv3's `nonRepeatable`).
+    Unguarded,
+}
+
+impl Retry {
+    fn allows(self, f: Failure) -> bool {
+        match f {
+            Failure::NotSent => true,
+            Failure::Unknown => self != Retry::Unguarded,
+            Failure::Final => false,
+        }
+    }
+}
+
+/// The back-off before attempt `n + 1` (`n` from 1), `jitter` in [0, 1).
+fn backoff(n: u32, jitter: f64) -> Duration {
+    let base = RETRY_BASE
+        .saturating_mul(1 << (n - 1).min(16))
+        .min(RETRY_CAP);
+    base.mul_f64(0.5 + jitter)
+}
+
+/// Sends `attempt` until it answers, or fails in a way `mode` does not retry, or
+/// [`RETRY_ATTEMPTS`] or [`RETRY_BUDGET`] run out; the answer and whether an attempt before it
+/// had an unknown outcome (`attempt` is told that too).
+async fn retrying<T, F, Fut>(
+    what: &str,
+    mode: Retry,
+    mut attempt: F,
+) -> Result<(T, bool), etcd_client::Error>
+where
+    F: FnMut(bool) -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut unknown = false;
+    let mut n = 0;
+    loop {
+        n += 1;
+        let e = match attempt(unknown).await {
+            Ok(answer) => return Ok((answer, unknown)),
+            Err(e) => e,
+        };
+        let class = failure(&e);
+        let wait = backoff(n, rand::random::<f64>());
+        if !mode.allows(class) || n >= RETRY_ATTEMPTS || start.elapsed() + wait > RETRY_BUDGET {
+            if class != Failure::Final {
+                tracing::warn!(what, attempts = n, error = %e, "etcd request failed: not retried");
+            }
+            return Err(e);
+        }
+        tracing::debug!(what, attempt = n, ?class, error = %e, "etcd request failed: retrying");
+        unknown |= class == Failure::Unknown;
+        tokio::time::sleep(wait).await;
+    }
+}
+
 impl EtcdBackend {
     /// Connects to the members (no request is made yet).
     pub async fn connect(
@@ -239,7 +376,6 @@ impl EtcdBackend {
         range: &str,
         revision: i64,
     ) -> Result<(Vec<(Key, Value)>, u64), StoreError> {
-        let mut kv = self.client.kv_client();
         let end = {
             let mut e = range.as_bytes().to_vec();
             // the end of a prefix range: its last byte plus one ('/' + 1)
@@ -256,16 +392,24 @@ impl EtcdBackend {
                 .with_range(end.clone())
                 .with_limit(LIST_PAGE)
                 .with_revision(at);
-            let resp = kv.get(from.clone(), Some(opts)).await.map_err(|e| {
-                if is_compacted(&e) {
-                    StoreError::Expired {
-                        requested: rv_of(revision),
-                        oldest: 0,
+            let get = || {
+                let mut kv = self.client.kv_client();
+                let (from, opts) = (from.clone(), opts.clone());
+                async move { kv.get(from, Some(opts)).await }
+            };
+            let resp = retrying("range", Retry::Read, |_| get())
+                .await
+                .map(|(r, _)| r)
+                .map_err(|e| {
+                    if is_compacted(&e) {
+                        StoreError::Expired {
+                            requested: rv_of(revision),
+                            oldest: 0,
+                        }
+                    } else {
+                        etcd_error(e)
                     }
-                } else {
-                    etcd_error(e)
-                }
-            })?;
+                })?;
             if at == 0 {
                 at = resp.header().map(|h| h.revision()).unwrap_or(0);
             }
@@ -291,13 +435,17 @@ impl EtcdBackend {
         self.read(&self.layout.prefix, 0).await
     }
 
-    /// One compare-and-write: `op` when `compare` holds, else a read of the key for the error.
+    /// One compare-and-write: `op` when `compare` holds, else a read of the key for the error;
+    /// the revision written at and the answers of the ops. `ours`: the bytes `op` puts, which
+    /// makes it a [`Retry::Guarded`] write (a put whose answer was lost is sent again; when the
+    /// key then holds these bytes, that earlier put is the answer); None: [`Retry::Unguarded`].
     async fn txn(
         &self,
         key: &Key,
         expect: Expect,
         op: TxnOp,
-    ) -> Result<etcd_client::TxnResponse, StoreError> {
+        ours: Option<&str>,
+    ) -> Result<(u64, Vec<TxnOpResponse>), StoreError> {
         let k = self.layout.key(key);
         let compare = match expect {
             Expect::Absent => Compare::version(k.clone(), CompareOp::Equal, 0),
@@ -306,25 +454,55 @@ impl EtcdBackend {
                 Compare::mod_revision(k.clone(), CompareOp::Equal, rv as i64)
             }
         };
-        let txn = Txn::new()
-            .when([compare])
-            .and_then([op])
-            .or_else([TxnOp::get(k, None)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(etcd_error)?;
+        let attempt = |after_unknown: bool| {
+            let mut when = vec![compare.clone()];
+            if let (true, Expect::Present(None), Some(v)) = (after_unknown, expect, ours) {
+                // "any version" would take the duplicate: the key holding our bytes refuses it
+                // (on a key that is there: etcd fails a value compare on an absent one)
+                when.push(Compare::value(k.clone(), CompareOp::NotEqual, v));
+            }
+            let txn = Txn::new()
+                .when(when)
+                .and_then([op.clone()])
+                .or_else([TxnOp::get(k.clone(), None)]);
+            let mut kv = self.client.kv_client();
+            async move { kv.txn(txn).await }
+        };
+        let mode = match ours {
+            Some(_) => Retry::Guarded,
+            None => Retry::Unguarded,
+        };
+        let (resp, after_unknown) = retrying("txn", mode, attempt).await.map_err(etcd_error)?;
         if resp.succeeded() {
-            return Ok(resp);
+            let rv = rv_of(resp.header().map(|h| h.revision()).unwrap_or(0));
+            return Ok((rv, resp.op_responses()));
         }
-        let current = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Get(g) => Some(g.kvs().first().map(|kv| rv_of(kv.mod_revision()))),
-            _ => None,
-        });
-        expect.check(key, current.flatten())?;
+        let found = resp
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                TxnOpResponse::Get(g) => Some(
+                    g.kvs()
+                        .first()
+                        .map(|kv| (kv.mod_revision(), kv.value().to_vec())),
+                ),
+                _ => None,
+            })
+            .flatten();
+        if let (true, Some((at, value)), Some(ours)) = (after_unknown, &found, ours) {
+            if value.as_slice() == ours.as_bytes() {
+                tracing::info!(key = %k, revision = at, "an etcd write whose answer was lost had been applied");
+                return Ok((rv_of(*at), Vec::new()));
+            }
+        }
+        let current = found.map(|(at, _)| rv_of(at));
+        expect.check(key, current)?;
         // the compare failed and the read says it held: the key changed between them
         Err(StoreError::Conflict {
             resource: key.resource.clone(),
             namespace: key.namespace.clone(),
             name: key.name.clone(),
-            current: current.flatten().unwrap_or(0),
+            current: current.unwrap_or(0),
             expected: match expect {
                 Expect::Present(Some(rv)) => rv,
                 _ => 0,
@@ -341,7 +519,15 @@ impl EtcdBackend {
             .when([Compare::version(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k.clone(), value.clone(), None)])
             .or_else([TxnOp::get(k, None)]);
-        let resp = self.client.kv_client().txn(txn).await.map_err(etcd_error)?;
+        // create-if-absent: a duplicate is refused by the compare, and one that finds our value
+        // is our earlier attempt, which the comparison below takes as ours
+        let attempt = |_| {
+            let (mut kv, txn) = (self.client.kv_client(), txn.clone());
+            async move { kv.txn(txn).await }
+        };
+        let (resp, _) = retrying("bootstrap", Retry::Guarded, attempt)
+            .await
+            .map_err(etcd_error)?;
         if resp.succeeded() {
             return Ok((value, true));
         }
@@ -353,9 +539,14 @@ impl EtcdBackend {
             _ => None,
         });
         // the compare failed on a key that is there: it cannot be gone without a delete
-        theirs.map(|v| (v, false)).ok_or_else(|| {
-            StoreError::Worker("the bootstrap key vanished during its create".into())
-        })
+        theirs
+            .map(|v| {
+                let mine = v == value;
+                (v, mine)
+            })
+            .ok_or_else(|| {
+                StoreError::Worker("the bootstrap key vanished during its create".into())
+            })
     }
 
     /// Notes `rv` as the high-water mark when it passed the last one noted, at most every
@@ -566,10 +757,8 @@ impl Backend for Arc<EtcdBackend> {
             meta.remove("resourceVersion");
         }
         let text = encode(&*self.transform, key, &value)?;
-        let resp = self
-            .txn(key, expect, TxnOp::put(self.layout.key(key), text, None))
-            .await?;
-        let rv = rv_of(resp.header().map(|h| h.revision()).unwrap_or(0));
+        let op = TxnOp::put(self.layout.key(key), text.clone(), None);
+        let (rv, _) = self.txn(key, expect, op, Some(&text)).await?;
         set_rv(&mut value, rv);
         Ok(value)
     }
@@ -583,9 +772,10 @@ impl Backend for Arc<EtcdBackend> {
             self.layout.key(key),
             Some(DeleteOptions::new().with_prev_key()),
         );
-        let resp = self.txn(key, Expect::Present(expected_rv), op).await?;
-        let rv = rv_of(resp.header().map(|h| h.revision()).unwrap_or(0));
-        let prev = resp.op_responses().into_iter().find_map(|r| match r {
+        let (rv, answers) = self
+            .txn(key, Expect::Present(expected_rv), op, None)
+            .await?;
+        let prev = answers.into_iter().find_map(|r| match r {
             TxnOpResponse::Delete(d) => d.prev_kvs().first().map(|kv| self.object(key, kv)),
             _ => None,
         });
@@ -731,6 +921,150 @@ mod tests {
             assert_eq!(layout.range(resource, ns), range);
             assert!(!"/registry/podsecuritypolicies/x".starts_with(&layout.range(resource, ns)));
         }
+    }
+
+    fn status(s: tonic::Status) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(s)
+    }
+
+    fn local(e: Box<dyn std::error::Error + Send + Sync>) -> etcd_client::Error {
+        status(tonic::Status::from_error(e))
+    }
+
+    #[test]
+    fn failures_are_told_apart_as_clientv3_does() {
+        use std::io::{Error as Io, ErrorKind};
+        let refused = || Box::new(Io::from(ErrorKind::ConnectionRefused));
+        let cases = [
+            // the member is down: no connection, nothing sent
+            (
+                local(Box::new(tonic::ConnectError(refused()))),
+                Failure::NotSent,
+            ),
+            (
+                status(tonic::Status::unavailable("etcdserver: no leader")),
+                Failure::NotSent,
+            ),
+            (
+                status(tonic::Status::resource_exhausted(
+                    "etcdserver: too many requests",
+                )),
+                Failure::NotSent,
+            ),
+            // sent, outcome unknown
+            (
+                local(Box::new(Io::from(ErrorKind::ConnectionReset))),
+                Failure::Unknown,
+            ),
+            (
+                status(tonic::Status::unavailable("etcdserver: request timed out")),
+                Failure::Unknown,
+            ),
+            (
+                status(tonic::Status::unavailable("etcdserver: leader changed")),
+                Failure::Unknown,
+            ),
+            (
+                etcd_client::Error::IoError(Io::from(ErrorKind::BrokenPipe)),
+                Failure::Unknown,
+            ),
+            // answers
+            (
+                status(tonic::Status::out_of_range(
+                    "etcdserver: mvcc: required revision has been compacted",
+                )),
+                Failure::Final,
+            ),
+            (
+                status(tonic::Status::invalid_argument(
+                    "etcdserver: key is not provided",
+                )),
+                Failure::Final,
+            ),
+            (etcd_client::Error::WatchError("x".into()), Failure::Final),
+        ];
+        for (e, want) in cases {
+            assert_eq!(failure(&e), want, "{e}");
+        }
+    }
+
+    #[test]
+    fn only_reads_and_guarded_writes_are_sent_again_after_an_unknown_outcome() {
+        for (mode, not_sent, unknown) in [
+            (Retry::Read, true, true),
+            (Retry::Guarded, true, true),
+            (Retry::Unguarded, true, false),
+        ] {
+            assert_eq!(mode.allows(Failure::NotSent), not_sent, "{mode:?}");
+            assert_eq!(mode.allows(Failure::Unknown), unknown, "{mode:?}");
+            assert!(!mode.allows(Failure::Final), "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn back_off_doubles_jittered_up_to_its_cap() {
+        assert_eq!(backoff(1, 0.0), RETRY_BASE / 2);
+        assert_eq!(backoff(2, 0.5), RETRY_BASE * 2);
+        assert!(backoff(3, 0.999) < RETRY_BASE * 6);
+        assert_eq!(backoff(40, 0.5), RETRY_CAP);
+        // the longest the attempts can wait in all, within the budget
+        let most: Duration = (1..RETRY_ATTEMPTS).map(|n| backoff(n, 0.999)).sum();
+        assert!(most < RETRY_BUDGET, "{most:?}");
+    }
+
+    /// Runs `retrying` over `results` (one per attempt, None: the answer; past their end, the
+    /// last again): whether an outcome was unknown or the failure, and how many attempts were
+    /// made.
+    async fn retry_over(
+        mode: Retry,
+        results: Vec<Option<Failure>>,
+    ) -> (Result<bool, Failure>, usize) {
+        let made = std::sync::atomic::AtomicUsize::new(0);
+        let out = retrying("test", mode, |_| {
+            let n = made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let result = results.get(n).or(results.last()).copied().flatten();
+            async move {
+                match result {
+                    None => Ok(()),
+                    Some(Failure::NotSent) => Err(local(Box::new(tonic::ConnectError(Box::new(
+                        std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+                    ))))),
+                    Some(Failure::Unknown) => Err(status(tonic::Status::unavailable(
+                        "etcdserver: request timed out",
+                    ))),
+                    Some(Failure::Final) => Err(status(tonic::Status::invalid_argument("no"))),
+                }
+            }
+        })
+        .await;
+        let made = made.into_inner();
+        (
+            out.map(|(_, unknown)| unknown).map_err(|e| failure(&e)),
+            made,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_retried_as_their_kind_allows_within_bounds() {
+        use Failure::*;
+        // never sent, twice, then the answer
+        let r = retry_over(Retry::Unguarded, vec![Some(NotSent), Some(NotSent), None]).await;
+        assert_eq!(r, (Ok(false), 3));
+        // a write whose outcome is unknown: a guarded one is sent again and told so
+        let r = retry_over(Retry::Guarded, vec![Some(Unknown), None]).await;
+        assert_eq!(r, (Ok(true), 2));
+        let r = retry_over(Retry::Unguarded, vec![Some(Unknown), None]).await;
+        assert_eq!(r, (Err(Unknown), 1));
+        // an answer is not asked again
+        assert_eq!(
+            retry_over(Retry::Read, vec![Some(Final), None]).await,
+            (Err(Final), 1)
+        );
+        // a member that never answers: the attempts are bounded in number and time
+        let start = tokio::time::Instant::now();
+        let r = retry_over(Retry::Read, vec![Some(NotSent)]).await;
+        assert_eq!(r, (Err(NotSent), RETRY_ATTEMPTS as usize));
+        assert!(start.elapsed() <= RETRY_BUDGET);
     }
 
     #[test]
