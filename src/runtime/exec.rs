@@ -247,30 +247,11 @@ impl ExecControl for ContainerdExec {
     }
 
     async fn resize(&self, width: u32, height: u32) -> Result<()> {
-        self.ctd
-            .tasks()
-            .resize_pty(self.ctd.req(ResizePtyRequest {
-                container_id: self.id.clone(),
-                exec_id: self.exec_id.clone(),
-                width,
-                height,
-            }))
-            .await
-            .map(drop)
-            .map_err(|s| ctd_err("resize exec terminal", &self.id, s))
+        resize_pty(&self.ctd, &self.id, &self.exec_id, width, height).await
     }
 
     async fn close_stdin(&self) -> Result<()> {
-        self.ctd
-            .tasks()
-            .close_io(self.ctd.req(CloseIoRequest {
-                container_id: self.id.clone(),
-                exec_id: self.exec_id.clone(),
-                stdin: true,
-            }))
-            .await
-            .map(drop)
-            .map_err(|s| ctd_err("close exec stdin", &self.id, s))
+        close_stdin(&self.ctd, &self.id, &self.exec_id).await
     }
 
     async fn end(&self) {
@@ -290,4 +271,39 @@ impl Drop for ContainerdExec {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Resizes the terminal of process `exec_id` (empty: the container's own) of container `id`.
+pub(super) async fn resize_pty(
+    ctd: &Ctd,
+    id: &str,
+    exec_id: &str,
+    width: u32,
+    height: u32,
+) -> Result<()> {
+    ctd.tasks()
+        .resize_pty(ctd.req(ResizePtyRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            width,
+            height,
+        }))
+        .await
+        .map(drop)
+        .map_err(|s| ctd_err("resize terminal", id, s))
+}
+
+/// Tells the shim to close its end of the stdin FIFO of process `exec_id` (empty: the
+/// container's own) of container `id`: the process reads the end of its input once every other
+/// writer closed theirs.
+pub(super) async fn close_stdin(ctd: &Ctd, id: &str, exec_id: &str) -> Result<()> {
+    ctd.tasks()
+        .close_io(ctd.req(CloseIoRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+        }))
+        .await
+        .map(drop)
+        .map_err(|s| ctd_err("close stdin", id, s))
 }
