@@ -782,12 +782,6 @@ impl Work {
         once: bool,
     ) -> Option<Result<u32, String>> {
         use super::logs;
-        let opts =
-            match logs::LogOptions::from_query(Some("follow=true&tailLines=0"), chrono::Utc::now())
-            {
-                Ok(o) => o,
-                Err(e) => return Some(Err(crate::runtime::chain(&e))),
-            };
         let (path, running) =
             match logs::locate(&a.state_dir, &a.pods, &a.ns, &a.pod, &a.container, false) {
                 Ok(x) => x,
@@ -801,7 +795,9 @@ impl Work {
                 && logs::locate(&state_dir, &pods, &ns, &pod, &container, false)
                     .is_ok_and(|(p, r)| r && p == first)
         });
-        let mut rx = match logs::stream(&path, opts, still_running).await {
+        // the output from now on, known to start before any input of this attach is written:
+        // the echo of its first line is its own to see
+        let mut rx = match logs::follow_from_now(&path, still_running).await {
             Ok(rx) => rx,
             Err(e) => return Some(Err(crate::runtime::chain(&e))),
         };
