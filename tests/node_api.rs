@@ -968,6 +968,23 @@ fn kubectl_attach_sends_input_to_the_containers() {
     .concat();
     c.apply(&ds("talk", &containers));
     let pod = c.pod_on("talk", "node-a", running);
+    // a long past in cat's log (written to its stdout by an exec): an attach reads past it
+    // before it follows, and must not take its own first echo for part of it
+    let past = [
+        "exec",
+        &pod,
+        "-c",
+        "cat",
+        "--",
+        "sh",
+        "-c",
+        "seq 100000 >/proc/1/fd/1",
+    ];
+    c.ok(common::kubectl(), &past);
+    wait_for("the past in the log", Duration::from_secs(60), || {
+        let last = c.ok(common::kubectl(), &["logs", &pod, "-c", "cat", "--tail=1"]);
+        (last.trim() == "100000").then_some(())
+    });
 
     for (i, kubectl) in [
         common::kubectl_release("1.33"),
@@ -979,16 +996,20 @@ fn kubectl_attach_sends_input_to_the_containers() {
         let (mut a, mut a_in, a_out) = attach(&c, kubectl, &pod, "cat", &["-i"]);
         let (mut b, _b_in, b_out) = attach(&c, kubectl, &pod, "cat", &["-i"]);
         use std::io::Write as _;
-        // the first attach's input, seen by both (cat's output, from its log; written again
-        // until the second attach follows the log)
+        // the first attach's input, written once before its session even starts: its echo
+        // (cat's output, from the log) is the attach's own to see, never taken for the past
+        // (kubectl 1.27 sends it with its last stream, as the agent begins to follow the log)
+        writeln!(a_in, "hello {i}").unwrap();
+        see_line(&a_out, &format!("hello {i}"));
+        // and seen by the second attach too (written again until it follows the log)
         wait_for("the input echoed", Duration::from_secs(30), || {
-            writeln!(a_in, "hello {i}").unwrap();
+            writeln!(a_in, "again {i}").unwrap();
             b_out
                 .recv_timeout(Duration::from_secs(1))
                 .ok()
-                .filter(|l| l == &format!("hello {i}"))
+                .filter(|l| l == &format!("again {i}"))
         });
-        see_line(&a_out, &format!("hello {i}"));
+        see_line(&a_out, &format!("again {i}"));
         drop(a_in);
         let _ = a.kill();
         let _ = a.wait();
