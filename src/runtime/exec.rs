@@ -24,22 +24,11 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long the shim may take to open a started process's stdin.
 const STDIN_OPEN: Duration = Duration::from_secs(10);
 
-fn io_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
-    move |source| RuntimeError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Makes the FIFO `name` in `dir`.
 fn fifo(dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .map_err(|e| io_err("create exec FIFO", &path)(std::io::Error::from(e)))?;
+        .map_err(|e| RuntimeError::io("create exec FIFO", &path)(std::io::Error::from(e)))?;
     Ok(path)
 }
 
@@ -49,7 +38,7 @@ fn open_receiver(path: &Path) -> Result<pipe::Receiver> {
     pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(path)
-        .map_err(io_err("open exec FIFO", path))
+        .map_err(RuntimeError::io("open exec FIFO", path))
 }
 
 /// Starts `process` (a process spec) as exec `exec_id` of container `id` with FIFOs under
@@ -63,7 +52,7 @@ pub(super) async fn start(
 ) -> Result<ExecSession> {
     let exec_id = format!("{EXEC_PREFIX}{:016x}", rand::random::<u64>());
     let dir = state_dir.join("exec").join(&exec_id);
-    std::fs::create_dir_all(&dir).map_err(io_err("create exec directory", &dir))?;
+    std::fs::create_dir_all(&dir).map_err(RuntimeError::io("create exec directory", &dir))?;
     let control = ContainerdExec {
         ctd: ctd.clone(),
         id: id.to_string(),
@@ -144,8 +133,10 @@ async fn open_stdin(path: PathBuf) -> Result<pipe::Sender> {
     let opening =
         tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(at));
     match tokio::time::timeout(STDIN_OPEN, opening).await {
-        Ok(Ok(Ok(f))) => pipe::Sender::from_file(f).map_err(io_err("open exec FIFO", &path)),
-        Ok(Ok(Err(e))) => Err(io_err("open exec FIFO", &path)(e)),
+        Ok(Ok(Ok(f))) => {
+            pipe::Sender::from_file(f).map_err(RuntimeError::io("open exec FIFO", &path))
+        }
+        Ok(Ok(Err(e))) => Err(RuntimeError::io("open exec FIFO", &path)(e)),
         Ok(Err(_)) | Err(_) => {
             // a reader of our own lets the waiting open return (and the thread end)
             let _ = pipe::OpenOptions::new().open_receiver(&path);

@@ -379,6 +379,18 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// The error of `op` on `path`, for `map_err`.
+    pub(crate) fn io<'a>(
+        op: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
+        move |source| RuntimeError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// The reason a container that could not start waits with, as the kubelet names it.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -29,17 +29,6 @@ const STDIN_ONCE: &str = "stdin-once";
 /// The log URI of a container whose log driver the agent starts.
 const DRIVER_URI: &str = "driver-uri";
 
-fn io_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
-    move |source| RuntimeError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// The directory of container `id`'s FIFOs (and its termination-log file).
 pub(super) fn dir(state_dir: &Path, id: &str) -> PathBuf {
     state_dir.join("containers").join(id)
@@ -69,7 +58,7 @@ pub(super) struct Streams {
 fn mkfifo(path: &Path) -> Result<()> {
     match nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)) {
         Ok(()) | Err(nix::errno::Errno::EEXIST) => Ok(()),
-        Err(e) => Err(io_err("create container FIFO", path)(e.into())),
+        Err(e) => Err(RuntimeError::io("create container FIFO", path)(e.into())),
     }
 }
 
@@ -100,27 +89,27 @@ pub(super) fn prepare(
         return Ok(s);
     }
     let dir = dir(state_dir, id);
-    std::fs::create_dir_all(&dir).map_err(io_err("create container directory", &dir))?;
+    std::fs::create_dir_all(&dir).map_err(RuntimeError::io("create container directory", &dir))?;
     let path = dir.join("stdin");
     mkfifo(&path)?;
     s.stdin = path.to_string_lossy().into_owned();
     if spec.stdin_once {
         let marker = dir.join(STDIN_ONCE);
-        File::create(&marker).map_err(io_err("mark stdinOnce", &marker))?;
+        File::create(&marker).map_err(RuntimeError::io("mark stdinOnce", &marker))?;
     }
     if let (false, Some(uri)) = (spec.terminal, driver_uri) {
         let (out, err) = (dir.join("stdout"), dir.join("stderr"));
         mkfifo(&out)?;
         mkfifo(&err)?;
         let file = dir.join(DRIVER_URI);
-        std::fs::write(&file, uri).map_err(io_err("write driver URI", &file))?;
+        std::fs::write(&file, uri).map_err(RuntimeError::io("write driver URI", &file))?;
         s.driver = Some((
-            open_locked(&out).map_err(io_err("open stdout FIFO", &out))?,
+            open_locked(&out).map_err(RuntimeError::io("open stdout FIFO", &out))?,
             std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK)
                 .open(&err)
-                .map_err(io_err("open stderr FIFO", &err))?
+                .map_err(RuntimeError::io("open stderr FIFO", &err))?
                 .into(),
         ));
         s.outputs = Some((
@@ -140,7 +129,7 @@ pub(super) fn start_driver(
     (stdout, stderr): (OwnedFd, OwnedFd),
 ) -> Result<()> {
     let file = dir(state_dir, id).join(DRIVER_URI);
-    let uri = std::fs::read_to_string(&file).map_err(io_err("read driver URI", &file))?;
+    let uri = std::fs::read_to_string(&file).map_err(RuntimeError::io("read driver URI", &file))?;
     let binary = uri
         .strip_prefix("binary://")
         .and_then(|r| r.split('?').next())
@@ -150,8 +139,8 @@ pub(super) fn start_driver(
                 .into_owned()
         })
         .unwrap_or_default();
-    let ready =
-        File::open("/dev/null").map_err(io_err("open /dev/null", Path::new("/dev/null")))?;
+    let ready = File::open("/dev/null")
+        .map_err(RuntimeError::io("open /dev/null", Path::new("/dev/null")))?;
     let fds = [stdout.as_raw_fd(), stderr.as_raw_fd(), ready.as_raw_fd()];
     let mut cmd = std::process::Command::new(&binary);
     cmd.args(crate::logdriver::args_from_uri(&uri))
@@ -182,7 +171,7 @@ pub(super) fn start_driver(
     }
     let mut child = cmd
         .spawn()
-        .map_err(io_err("start log driver", Path::new(&binary)))?;
+        .map_err(RuntimeError::io("start log driver", Path::new(&binary)))?;
     // reaped when it ends; it outlives the agent, which is then not its parent
     std::thread::spawn(move || child.wait());
     Ok(())
