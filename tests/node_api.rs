@@ -935,6 +935,25 @@ fn see_line(rx: &std::sync::mpsc::Receiver<String>, want: &str) {
     }
 }
 
+/// Writes `line` to `input` again (each second) until a line of `output` ends with `want`:
+/// an attach follows the output from when its session starts, which its client does not tell.
+fn write_until_seen(
+    input: &mut std::process::ChildStdin,
+    output: &std::sync::mpsc::Receiver<String>,
+    line: &str,
+    want: &str,
+    within: Duration,
+) {
+    use std::io::Write as _;
+    wait_for(&format!("{want:?} in the attach output"), within, || {
+        writeln!(input, "{line}").ok()?;
+        output
+            .recv_timeout(Duration::from_secs(1))
+            .ok()
+            .filter(|l| l.trim_end_matches('\r').ends_with(want))
+    });
+}
+
 fn restarts_of(c: &Cluster, pod: &str, container: &str) -> i64 {
     let out = c.ok(common::kubectl(), &["get", "pod", pod, "-o", "json"]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -1002,13 +1021,8 @@ fn kubectl_attach_sends_input_to_the_containers() {
         writeln!(a_in, "hello {i}").unwrap();
         see_line(&a_out, &format!("hello {i}"));
         // and seen by the second attach too (written again until it follows the log)
-        wait_for("the input echoed", Duration::from_secs(30), || {
-            writeln!(a_in, "again {i}").unwrap();
-            b_out
-                .recv_timeout(Duration::from_secs(1))
-                .ok()
-                .filter(|l| l == &format!("again {i}"))
-        });
+        let again = format!("again {i}");
+        write_until_seen(&mut a_in, &b_out, &again, &again, Duration::from_secs(30));
         see_line(&a_out, &format!("again {i}"));
         drop(a_in);
         let _ = a.kill();
@@ -1025,18 +1039,8 @@ fn kubectl_attach_sends_input_to_the_containers() {
     c.agent("node-a").kill();
     c.start_agent("node-a", port);
     let (mut a, mut a_in, a_out) = attach(&c, common::kubectl(), &pod, "cat", &["-i"]);
-    wait_for(
-        "input after the agent's restart",
-        Duration::from_secs(60),
-        || {
-            use std::io::Write as _;
-            writeln!(a_in, "after restart").ok()?;
-            a_out
-                .recv_timeout(Duration::from_secs(1))
-                .ok()
-                .filter(|l| l == "after restart")
-        },
-    );
+    let line = "after restart";
+    write_until_seen(&mut a_in, &a_out, line, line, Duration::from_secs(60));
     drop(a_in);
     let _ = a.kill();
     let _ = a.wait();
@@ -1044,14 +1048,7 @@ fn kubectl_attach_sends_input_to_the_containers() {
 
     // stdinOnce: the end of the first attach's input is cat's
     let (mut a, mut a_in, a_out) = attach(&c, common::kubectl(), &pod, "once", &["-i"]);
-    wait_for("stdinOnce input echoed", Duration::from_secs(30), || {
-        use std::io::Write as _;
-        writeln!(a_in, "once").ok()?;
-        a_out
-            .recv_timeout(Duration::from_secs(1))
-            .ok()
-            .filter(|l| l == "once")
-    });
+    write_until_seen(&mut a_in, &a_out, "once", "once", Duration::from_secs(30));
     drop(a_in);
     wait_for("cat of stdinOnce to end", Duration::from_secs(60), || {
         (restarts_of(&c, &pod, "once") >= 1).then_some(())
@@ -1061,14 +1058,8 @@ fn kubectl_attach_sends_input_to_the_containers() {
 
     // tty: a shell on a terminal; without -t first
     let (mut a, mut a_in, a_out) = attach(&c, common::kubectl(), &pod, "term", &["-i"]);
-    wait_for("the terminal's echo", Duration::from_secs(30), || {
-        use std::io::Write as _;
-        writeln!(a_in, "echo mark$((6*7))").ok()?;
-        a_out
-            .recv_timeout(Duration::from_secs(1))
-            .ok()
-            .filter(|l| l.ends_with("mark42\r") || l.ends_with("mark42"))
-    });
+    let typed = "echo mark$((6*7))";
+    write_until_seen(&mut a_in, &a_out, typed, "mark42", Duration::from_secs(30));
     let _ = a.kill();
     let _ = a.wait();
     // the Python client's attach: stdin, and a resize of the terminal

@@ -92,31 +92,29 @@ def attach(kubeconfig, pod):
     import time
     config.load_kube_config(config_file=kubeconfig)
     v1 = client.CoreV1Api()
+
+    def write_until_seen(resp, line, want):
+        """Writes `line` again until `want` is in the output: the attach follows the output
+        from when its session started, which the client is not told."""
+        got = ""
+        deadline = time.monotonic() + 30
+        while want not in got:
+            assert resp.is_open(), got
+            assert time.monotonic() < deadline, got
+            resp.write_stdin(line)
+            got += resp.read_stdout(timeout=1)
+        resp.close()
+
     resp = stream(v1.connect_get_namespaced_pod_attach, pod, "default", container="cat",
                   stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False)
-    got = ""
-    deadline = time.monotonic() + 30
-    # written again until it is seen: the attach follows the output from when it started
-    while "from python\n" not in got:
-        assert resp.is_open(), got
-        assert time.monotonic() < deadline, got
-        resp.write_stdin("from python\n")
-        got += resp.read_stdout(timeout=1)
-    resp.close()
+    write_until_seen(resp, "from python\n", "from python\n")
     print("python attach: cat ok", flush=True)
 
     # `term` (stdin and tty): a resize (channel 4) sizes its terminal
     resp = stream(v1.connect_get_namespaced_pod_attach, pod, "default", container="term",
                   stdin=True, stdout=True, stderr=False, tty=True, _preload_content=False)
     resp.write_channel(4, '{"Width": 111, "Height": 33}')
-    got = ""
-    deadline = time.monotonic() + 30
-    while "33 111" not in got:
-        assert resp.is_open(), got
-        assert time.monotonic() < deadline, got
-        resp.write_stdin("stty size\n")
-        got += resp.read_stdout(timeout=1)
-    resp.close()
+    write_until_seen(resp, "stty size\n", "33 111")
     print("python attach: ok")
 
 
