@@ -591,6 +591,7 @@ impl Floor {
                 spec: &spec,
                 log_path: None,
                 log_uri: None,
+                stdio: Default::default(),
             })
             .await?;
         Ok(())

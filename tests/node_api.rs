@@ -468,15 +468,19 @@ fn kubectl_logs_reaches_the_nodes_through_the_server() {
 }
 
 /// Runs `argv` under a new pseudo-terminal of 33 rows and 111 columns (Python's pty): types
-/// `typed` once `expect` shows in the output; the output and the exit code.
+/// `typed` once `expect` shows in the output; the output and the exit code (a client still
+/// running after a minute is killed).
 fn under_pty(argv: &[&str], expect: &str, typed: &str) -> (String, i32) {
     const PTY: &str = r#"
-import fcntl, os, pty, struct, sys, termios
+import fcntl, os, pty, signal, struct, sys, termios
 expect, typed, argv = sys.argv[1].encode(), sys.argv[2].encode(), sys.argv[3:]
 pid, fd = pty.fork()
 if pid == 0:
     fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 111, 0, 0))
     os.execvp(argv[0], argv)
+# a client that never ends is killed: its output so far tells why
+signal.signal(signal.SIGALRM, lambda *_: os.kill(pid, signal.SIGKILL))
+signal.alarm(60)
 out, sent = b"", False
 while True:
     try:
@@ -870,4 +874,214 @@ print("error", pf.error(port))
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{out:?}");
     assert!(err.contains("node-a"), "{err}");
+}
+
+/// A container of busybox running `cmd` with the stdin fields `extra` (YAML lines).
+fn stdin_container(name: &str, cmd: &str, extra: &str) -> String {
+    format!(
+        "      - name: {name}\n        image: {}/busybox:v1\n        command: [{cmd}]\n{extra}",
+        common::registry()
+    )
+}
+
+/// `kubectl attach` (with `kubectl`, `flags`) to `container` of `pod`, its stdin and stdout
+/// piped: the process, its stdin, and its output lines as they come.
+fn attach(
+    c: &Cluster,
+    kubectl: &Path,
+    pod: &str,
+    container: &str,
+    flags: &[&str],
+) -> (
+    std::process::Child,
+    std::process::ChildStdin,
+    std::sync::mpsc::Receiver<String>,
+) {
+    let mut child = Command::new(kubectl)
+        .arg("--kubeconfig")
+        .arg(&c.kubeconfig)
+        .arg("attach")
+        .args(flags)
+        .args([pod, "-c", container])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let out = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in out.lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                return;
+            }
+        }
+    });
+    (child, stdin, rx)
+}
+
+/// Waits for a line of `rx` equal to `want`.
+fn see_line(rx: &std::sync::mpsc::Receiver<String>, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = vec![];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.trim_end_matches('\r') == want => return,
+            Ok(l) => seen.push(l),
+            Err(e) => panic!("no line {want:?} in the attach output ({e}): {seen:?}"),
+        }
+    }
+}
+
+/// Writes `line` to `input` again (each second) until a line of `output` ends with `want`:
+/// an attach follows the output from when its session starts, which its client does not tell.
+fn write_until_seen(
+    input: &mut std::process::ChildStdin,
+    output: &std::sync::mpsc::Receiver<String>,
+    line: &str,
+    want: &str,
+    within: Duration,
+) {
+    use std::io::Write as _;
+    wait_for(&format!("{want:?} in the attach output"), within, || {
+        writeln!(input, "{line}").ok()?;
+        output
+            .recv_timeout(Duration::from_secs(1))
+            .ok()
+            .filter(|l| l.trim_end_matches('\r').ends_with(want))
+    });
+}
+
+fn restarts_of(c: &Cluster, pod: &str, container: &str) -> i64 {
+    let out = c.ok(common::kubectl(), &["get", "pod", pod, "-o", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v["status"]["containerStatuses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == container)
+        .and_then(|s| s["restartCount"].as_i64())
+        .unwrap()
+}
+
+/// `kubectl attach -i` and `-it` (WebSocket with 1.33, SPDY with 1.27) to containers with
+/// `stdin`: the input reaches the process (and its log), two attaches at once, an agent killed
+/// and started again; `stdinOnce` ends the input with the first attach; a `tty` container's
+/// terminal takes the client's size.
+#[test]
+fn kubectl_attach_sends_input_to_the_containers() {
+    common::require("ctr");
+    let mut c = Cluster::start();
+    c.start_agent("node-a", common::free_port());
+    let containers = [
+        stdin_container("cat", "cat", "        stdin: true\n"),
+        stdin_container(
+            "once",
+            "cat",
+            "        stdin: true\n        stdinOnce: true\n",
+        ),
+        stdin_container("term", "sh", "        stdin: true\n        tty: true\n"),
+    ]
+    .concat();
+    c.apply(&ds("talk", &containers));
+    let pod = c.pod_on("talk", "node-a", running);
+    // a long past in cat's log (written to its stdout by an exec): an attach reads past it
+    // before it follows, and must not take its own first echo for part of it
+    let past = [
+        "exec",
+        &pod,
+        "-c",
+        "cat",
+        "--",
+        "sh",
+        "-c",
+        "seq 100000 >/proc/1/fd/1",
+    ];
+    c.ok(common::kubectl(), &past);
+    wait_for("the past in the log", Duration::from_secs(60), || {
+        let last = c.ok(common::kubectl(), &["logs", &pod, "-c", "cat", "--tail=1"]);
+        (last.trim() == "100000").then_some(())
+    });
+
+    for (i, kubectl) in [
+        common::kubectl_release("1.33"),
+        common::kubectl_release("1.27"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let (mut a, mut a_in, a_out) = attach(&c, kubectl, &pod, "cat", &["-i"]);
+        let (mut b, _b_in, b_out) = attach(&c, kubectl, &pod, "cat", &["-i"]);
+        use std::io::Write as _;
+        // the first attach's input, written once before its session even starts: its echo
+        // (cat's output, from the log) is the attach's own to see, never taken for the past
+        // (kubectl 1.27 sends it with its last stream, as the agent begins to follow the log)
+        writeln!(a_in, "hello {i}").unwrap();
+        see_line(&a_out, &format!("hello {i}"));
+        // and seen by the second attach too (written again until it follows the log)
+        let again = format!("again {i}");
+        write_until_seen(&mut a_in, &b_out, &again, &again, Duration::from_secs(30));
+        see_line(&a_out, &format!("again {i}"));
+        drop(a_in);
+        let _ = a.kill();
+        let _ = a.wait();
+        let _ = b.kill();
+        let _ = b.wait();
+        let logs = c.ok(common::kubectl(), &["logs", &pod, "-c", "cat"]);
+        assert!(logs.contains(&format!("hello {i}\n")), "{logs}");
+    }
+    assert_eq!(restarts_of(&c, &pod, "cat"), 0, "attaches ended cat");
+
+    // the agent killed and started again: the container's stdin is still there
+    let port = common::free_port();
+    c.agent("node-a").kill();
+    c.start_agent("node-a", port);
+    let (mut a, mut a_in, a_out) = attach(&c, common::kubectl(), &pod, "cat", &["-i"]);
+    let line = "after restart";
+    write_until_seen(&mut a_in, &a_out, line, line, Duration::from_secs(60));
+    drop(a_in);
+    let _ = a.kill();
+    let _ = a.wait();
+    assert_eq!(restarts_of(&c, &pod, "cat"), 0);
+
+    // stdinOnce: the end of the first attach's input is cat's
+    let (mut a, mut a_in, a_out) = attach(&c, common::kubectl(), &pod, "once", &["-i"]);
+    write_until_seen(&mut a_in, &a_out, "once", "once", Duration::from_secs(30));
+    drop(a_in);
+    wait_for("cat of stdinOnce to end", Duration::from_secs(60), || {
+        (restarts_of(&c, &pod, "once") >= 1).then_some(())
+    });
+    let _ = a.kill();
+    let _ = a.wait();
+
+    // tty: a shell on a terminal; without -t first
+    let (mut a, mut a_in, a_out) = attach(&c, common::kubectl(), &pod, "term", &["-i"]);
+    let typed = "echo mark$((6*7))";
+    write_until_seen(&mut a_in, &a_out, typed, "mark42", Duration::from_secs(30));
+    let _ = a.kill();
+    let _ = a.wait();
+    // the Python client's attach: stdin, and a resize of the terminal
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/python_client.py");
+    let py = Command::new(common::python_client())
+        .arg(script)
+        .arg("attach")
+        .arg(&c.kubeconfig)
+        .arg(&pod)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = py.id().to_string();
+    // (a client that hangs is killed: its output tells where)
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(90));
+        let _ = Command::new("kill").args(["-9", &pid]).status();
+    });
+    let out = py.wait_with_output().unwrap();
+    drop(watchdog);
+    assert!(out.status.success(), "{out:?}");
+    let logs = c.ok(common::kubectl(), &["logs", &pod, "-c", "term"]);
+    assert!(logs.contains("33 111"), "{logs}");
 }

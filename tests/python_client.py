@@ -2,6 +2,9 @@
 
 Run by tests/server_kubectl.rs (`python_client_lists_creates_watches`), which starts a server and
 calls: target/venv/bin/python tests/python_client.py DATA_DIR/admin.kubeconfig
+and by tests/node_api.rs (`kubectl_attach_sends_input_to_the_containers`), with a node running a
+pod whose container `cat` has `stdin: true` and `term` `stdin` and `tty`:
+target/venv/bin/python tests/python_client.py attach KUBECONFIG POD
 (scripts/install-deps.sh makes that virtual environment with Debian's python3-venv.)
 """
 import sys
@@ -80,5 +83,43 @@ def main(kubeconfig):
     print("python client: ok")
 
 
+
+def attach(kubeconfig, pod):
+    """`stream(connect_get_namespaced_pod_attach, stdin=True)`: a line written to the stdin of
+    the container `cat` comes back on its stdout; the terminal of the container `term` takes
+    the size of a resize."""
+    from kubernetes.stream import stream
+    import time
+    config.load_kube_config(config_file=kubeconfig)
+    v1 = client.CoreV1Api()
+
+    def write_until_seen(resp, line, want):
+        """Writes `line` again until `want` is in the output: the attach follows the output
+        from when its session started, which the client is not told."""
+        got = ""
+        deadline = time.monotonic() + 30
+        while want not in got:
+            assert resp.is_open(), got
+            assert time.monotonic() < deadline, got
+            resp.write_stdin(line)
+            got += resp.read_stdout(timeout=1)
+        resp.close()
+
+    resp = stream(v1.connect_get_namespaced_pod_attach, pod, "default", container="cat",
+                  stdin=True, stdout=True, stderr=True, tty=False, _preload_content=False)
+    write_until_seen(resp, "from python\n", "from python\n")
+    print("python attach: cat ok", flush=True)
+
+    # `term` (stdin and tty): a resize (channel 4) sizes its terminal
+    resp = stream(v1.connect_get_namespaced_pod_attach, pod, "default", container="term",
+                  stdin=True, stdout=True, stderr=False, tty=True, _preload_content=False)
+    resp.write_channel(4, '{"Width": 111, "Height": 33}')
+    write_until_seen(resp, "stty size\n", "33 111")
+    print("python attach: ok")
+
+
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "attach":
+        attach(sys.argv[2], sys.argv[3])
+    else:
+        main(sys.argv[1])

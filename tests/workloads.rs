@@ -1433,10 +1433,6 @@ fn unsupported_fields_are_refused_naming_them() {
     };
     let cases = [
         (
-            json!({"initContainers": [{"name": "i", "image": image("v1"), "tty": true}]}),
-            "spec.template.spec.initContainers[0].tty",
-        ),
-        (
             container(json!({"lifecycle": {"preStop": {"tcpSocket": {"port": 80}}}})),
             "spec.template.spec.containers[0].lifecycle.preStop.tcpSocket",
         ),
@@ -1486,12 +1482,13 @@ fn unsupported_fields_are_refused_naming_them() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "");
     // and a bare Pod is refused the same way
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bare"},
-        "spec": {"containers": [{"name": "c", "image": image("v1")}], "initContainers": [{"name": "i", "image": image("v1"), "stdin": true}]}});
+        "spec": {"containers": [{"name": "c", "image": image("v1")}], "initContainers": [{"name": "i", "image": image("v1"),
+            "securityContext": {"windowsOptions": {"runAsUserName": "x"}}}]}});
     let err = c
         .apply(&pod.to_string())
-        .expect_err("a Pod with an init container asking for stdin");
+        .expect_err("a Pod with an init container asking for Windows options");
     assert!(
-        err.contains("spec.initContainers[0].stdin: Forbidden: not supported by this node agent"),
+        err.contains("spec.initContainers[0].securityContext.windowsOptions: Forbidden: not supported by this node agent"),
         "{err}"
     );
 }

@@ -450,16 +450,14 @@ pub const CONTAINER: &[(&str, Rule)] = &[
     ),
     (
         "stdin",
-        Refused {
-            unless: &["false"],
-            why: "attach shows a container's output only: its process gets no stdin",
+        Honoured {
+            test: "kubectl_attach_sends_input_to_the_containers",
         },
     ),
     (
         "stdinOnce",
-        Refused {
-            unless: &["false"],
-            why: "attach shows a container's output only: its process gets no stdin",
+        Honoured {
+            test: "kubectl_attach_sends_input_to_the_containers",
         },
     ),
     (
@@ -476,9 +474,8 @@ pub const CONTAINER: &[(&str, Rule)] = &[
     ),
     (
         "tty",
-        Refused {
-            unless: &["false"],
-            why: "a container's process gets no terminal (exec -t does)",
+        Honoured {
+            test: "kubectl_attach_sends_input_to_the_containers",
         },
     ),
     (
@@ -739,7 +736,7 @@ mod tests {
             ),
             (
                 json!({"containers": [], "initContainers": [{"name": "i", "tty": true}]}),
-                vec!["spec.template.spec.initContainers[0].tty"],
+                vec![],
             ),
             (
                 json!({"containers": [], "initContainers": [{"name": "i", "restartPolicy": "OnFailure"}]}),
@@ -810,9 +807,10 @@ mod tests {
                 ),
                 vec![],
             ),
+            // as upstream: a terminal without stdin is valid
             (
-                c(json!({"tty": true, "stdin": false})),
-                vec!["spec.template.spec.containers[0].tty"],
+                c(json!({"tty": true, "stdin": false, "stdinOnce": true})),
+                vec![],
             ),
             (
                 c(

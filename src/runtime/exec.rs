@@ -24,22 +24,11 @@ const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How long the shim may take to open a started process's stdin.
 const STDIN_OPEN: Duration = Duration::from_secs(10);
 
-fn io_err<'a>(
-    op: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
-    move |source| RuntimeError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
 /// Makes the FIFO `name` in `dir`.
 fn fifo(dir: &Path, name: &str) -> Result<PathBuf> {
     let path = dir.join(name);
     nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .map_err(|e| io_err("create exec FIFO", &path)(std::io::Error::from(e)))?;
+        .map_err(|e| RuntimeError::io("create exec FIFO", &path)(std::io::Error::from(e)))?;
     Ok(path)
 }
 
@@ -49,7 +38,7 @@ fn open_receiver(path: &Path) -> Result<pipe::Receiver> {
     pipe::OpenOptions::new()
         .read_write(true)
         .open_receiver(path)
-        .map_err(io_err("open exec FIFO", path))
+        .map_err(RuntimeError::io("open exec FIFO", path))
 }
 
 /// Starts `process` (a process spec) as exec `exec_id` of container `id` with FIFOs under
@@ -63,7 +52,7 @@ pub(super) async fn start(
 ) -> Result<ExecSession> {
     let exec_id = format!("{EXEC_PREFIX}{:016x}", rand::random::<u64>());
     let dir = state_dir.join("exec").join(&exec_id);
-    std::fs::create_dir_all(&dir).map_err(io_err("create exec directory", &dir))?;
+    std::fs::create_dir_all(&dir).map_err(RuntimeError::io("create exec directory", &dir))?;
     let control = ContainerdExec {
         ctd: ctd.clone(),
         id: id.to_string(),
@@ -144,8 +133,10 @@ async fn open_stdin(path: PathBuf) -> Result<pipe::Sender> {
     let opening =
         tokio::task::spawn_blocking(move || std::fs::OpenOptions::new().write(true).open(at));
     match tokio::time::timeout(STDIN_OPEN, opening).await {
-        Ok(Ok(Ok(f))) => pipe::Sender::from_file(f).map_err(io_err("open exec FIFO", &path)),
-        Ok(Ok(Err(e))) => Err(io_err("open exec FIFO", &path)(e)),
+        Ok(Ok(Ok(f))) => {
+            pipe::Sender::from_file(f).map_err(RuntimeError::io("open exec FIFO", &path))
+        }
+        Ok(Ok(Err(e))) => Err(RuntimeError::io("open exec FIFO", &path)(e)),
         Ok(Err(_)) | Err(_) => {
             // a reader of our own lets the waiting open return (and the thread end)
             let _ = pipe::OpenOptions::new().open_receiver(&path);
@@ -247,30 +238,11 @@ impl ExecControl for ContainerdExec {
     }
 
     async fn resize(&self, width: u32, height: u32) -> Result<()> {
-        self.ctd
-            .tasks()
-            .resize_pty(self.ctd.req(ResizePtyRequest {
-                container_id: self.id.clone(),
-                exec_id: self.exec_id.clone(),
-                width,
-                height,
-            }))
-            .await
-            .map(drop)
-            .map_err(|s| ctd_err("resize exec terminal", &self.id, s))
+        resize_pty(&self.ctd, &self.id, &self.exec_id, width, height).await
     }
 
     async fn close_stdin(&self) -> Result<()> {
-        self.ctd
-            .tasks()
-            .close_io(self.ctd.req(CloseIoRequest {
-                container_id: self.id.clone(),
-                exec_id: self.exec_id.clone(),
-                stdin: true,
-            }))
-            .await
-            .map(drop)
-            .map_err(|s| ctd_err("close exec stdin", &self.id, s))
+        close_stdin(&self.ctd, &self.id, &self.exec_id).await
     }
 
     async fn end(&self) {
@@ -290,4 +262,39 @@ impl Drop for ContainerdExec {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Resizes the terminal of process `exec_id` (empty: the container's own) of container `id`.
+pub(super) async fn resize_pty(
+    ctd: &Ctd,
+    id: &str,
+    exec_id: &str,
+    width: u32,
+    height: u32,
+) -> Result<()> {
+    ctd.tasks()
+        .resize_pty(ctd.req(ResizePtyRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            width,
+            height,
+        }))
+        .await
+        .map(drop)
+        .map_err(|s| ctd_err("resize terminal", id, s))
+}
+
+/// Tells the shim to close its end of the stdin FIFO of process `exec_id` (empty: the
+/// container's own) of container `id`: the process reads the end of its input once every other
+/// writer closed theirs.
+pub(super) async fn close_stdin(ctd: &Ctd, id: &str, exec_id: &str) -> Result<()> {
+    ctd.tasks()
+        .close_io(ctd.req(CloseIoRequest {
+            container_id: id.to_string(),
+            exec_id: exec_id.to_string(),
+            stdin: true,
+        }))
+        .await
+        .map(drop)
+        .map_err(|s| ctd_err("close stdin", id, s))
 }

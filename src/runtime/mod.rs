@@ -260,6 +260,13 @@ pub struct ExecSession {
     pub control: Box<dyn ExecControl>,
 }
 
+/// An attach's way into a container's stdin.
+pub struct AttachStdin {
+    pub stdin: tokio::net::unix::pipe::Sender,
+    /// `stdinOnce`: the stdin is closed for good when this attach ends.
+    pub once: bool,
+}
+
 /// The control of a started exec process.
 #[async_trait::async_trait]
 pub trait ExecControl: Send + Sync {
@@ -372,6 +379,18 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// The error of `op` on `path`, for `map_err`.
+    pub(crate) fn io<'a>(
+        op: &'static str,
+        path: &'a std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> RuntimeError + 'a {
+        move |source| RuntimeError::Io {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
     /// The reason a container that could not start waits with, as the kubelet names it.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -486,6 +505,19 @@ pub trait Runtime: Send + Sync + 'static {
     /// with these args), its standard streams connected to the session's FIFOs.
     async fn exec_start(&self, _id: &str, _req: &ExecRequest) -> Result<ExecSession> {
         Err(RuntimeError::Unsupported { op: "exec" })
+    }
+    /// The write end of the stdin of the running container `id` for an attach: None when it
+    /// has none (no `stdin`, or closed after a `stdinOnce` attach).
+    async fn attach_stdin(&self, _id: &str) -> Result<Option<AttachStdin>> {
+        Ok(None)
+    }
+    /// Closes the stdin of container `id` for good (the end of a `stdinOnce` attach).
+    async fn close_stdin(&self, _id: &str) -> Result<()> {
+        Err(RuntimeError::Unsupported { op: "attach" })
+    }
+    /// The new size of the terminal of container `id`.
+    async fn resize_terminal(&self, _id: &str, _width: u32, _height: u32) -> Result<()> {
+        Err(RuntimeError::Unsupported { op: "attach" })
     }
     /// What the writable layer of container `id` holds: (bytes, inodes), from the
     /// snapshotter's usage of the container's snapshot. None when it cannot be told.

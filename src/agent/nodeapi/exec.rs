@@ -16,7 +16,11 @@
 //! container's environment, user and working directory; the client going away kills it. A
 //! command that cannot start ends with 127 (not found) or 126 (not executable), its reason on
 //! stderr. `attach` shows the container's output from now on (the log the log driver writes) until
-//! the container ends; containers here never have a stdin to attach to.
+//! the container ends, and with `stdin=1` writes the client's input into the container's stdin
+//! FIFO (`Runtime::attach_stdin`: a container with `stdin: true`; input to one without is
+//! dropped, as the kubelet does); a `tty` container's terminal takes the resizes. The client's
+//! stdin ending, or the client going away, ends its input only, except with `stdinOnce`: then the
+//! container's stdin is closed for good. Several attaches may run at once.
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -454,6 +458,12 @@ impl Work {
                         activity.seen();
                         b
                     }
+                    // the Python client writes str data (stdin, resizes) as text messages; the
+                    // kubelet's channel protocol reads both kinds
+                    Message::Text(t) => {
+                        activity.seen();
+                        Bytes::from(t)
+                    }
                     Message::Close(_) => return,
                     _ => continue,
                 };
@@ -586,7 +596,7 @@ impl Work {
         inputs: mpsc::Receiver<Input>,
     ) -> Option<Result<u32, String>> {
         match &self.attach {
-            Some(a) => attach_output(a, out, inputs).await,
+            Some(a) => self.attach(a, out, inputs).await,
             None => self.exec(out, inputs).await,
         }
     }
@@ -735,49 +745,98 @@ async fn pump(
     }
 }
 
-/// Sends the container's output from now on until it ends or the client goes away: the
-/// container's end is the session's (Success).
-async fn attach_output(
-    a: &Attached,
-    out: &mpsc::Sender<(u8, Bytes)>,
-    mut inputs: mpsc::Receiver<Input>,
-) -> Option<Result<u32, String>> {
-    use super::logs;
-    let opts =
-        match logs::LogOptions::from_query(Some("follow=true&tailLines=0"), chrono::Utc::now()) {
-            Ok(o) => o,
-            Err(e) => return Some(Err(crate::runtime::chain(&e))),
-        };
-    let (path, running) =
-        match logs::locate(&a.state_dir, &a.pods, &a.ns, &a.pod, &a.container, false) {
-            Ok(x) => x,
-            Err(e) => return Some(Err(crate::runtime::chain(&e))),
-        };
-    let (state_dir, pods) = (a.state_dir.clone(), a.pods.clone());
-    let (ns, pod, container) = (a.ns.clone(), a.pod.clone(), a.container.clone());
-    let first = path.clone();
-    let still_running: logs::StillRunning = Box::new(move || {
-        running
-            && logs::locate(&state_dir, &pods, &ns, &pod, &container, false)
-                .is_ok_and(|(p, r)| r && p == first)
-    });
-    let mut rx = match logs::stream(&path, opts, still_running).await {
-        Ok(rx) => rx,
-        Err(e) => return Some(Err(crate::runtime::chain(&e))),
+impl Work {
+    /// Sends the container's output from now on until it ends or the client goes away, and the
+    /// client's input into its stdin: the container's end is the session's (Success).
+    async fn attach(
+        &self,
+        a: &Attached,
+        out: &mpsc::Sender<(u8, Bytes)>,
+        inputs: mpsc::Receiver<Input>,
+    ) -> Option<Result<u32, String>> {
+        let stdin = match self.opts.stdin {
+        true => self.runtime.attach_stdin(&self.id).await.unwrap_or_else(|e| {
+            tracing::debug!(error = %crate::runtime::chain(&e), "attach: open the container's stdin");
+            None
+        }),
+        false => None,
     };
-    loop {
-        tokio::select! {
-            chunk = rx.recv() => match chunk {
-                Some(Ok(data)) => {
-                    if out.send((STDOUT, data)).await.is_err() {
-                        return None;
+        let once = stdin.as_ref().is_some_and(|s| s.once);
+        let ended = self
+            .attach_streams(a, out, inputs, stdin.map(|s| s.stdin), once)
+            .await;
+        if once {
+            if let Err(e) = self.runtime.close_stdin(&self.id).await {
+                tracing::debug!(error = %crate::runtime::chain(&e), "attach: close stdinOnce stdin");
+            }
+        }
+        ended
+    }
+
+    async fn attach_streams(
+        &self,
+        a: &Attached,
+        out: &mpsc::Sender<(u8, Bytes)>,
+        mut inputs: mpsc::Receiver<Input>,
+        mut stdin: Option<tokio::net::unix::pipe::Sender>,
+        once: bool,
+    ) -> Option<Result<u32, String>> {
+        use super::logs;
+        let (path, running) =
+            match logs::locate(&a.state_dir, &a.pods, &a.ns, &a.pod, &a.container, false) {
+                Ok(x) => x,
+                Err(e) => return Some(Err(crate::runtime::chain(&e))),
+            };
+        let (state_dir, pods) = (a.state_dir.clone(), a.pods.clone());
+        let (ns, pod, container) = (a.ns.clone(), a.pod.clone(), a.container.clone());
+        let first = path.clone();
+        let still_running: logs::StillRunning = Box::new(move || {
+            running
+                && logs::locate(&state_dir, &pods, &ns, &pod, &container, false)
+                    .is_ok_and(|(p, r)| r && p == first)
+        });
+        // the output from now on, known to start before any input of this attach is written:
+        // the echo of its first line is its own to see
+        let mut rx = match logs::follow_from_now(&path, still_running).await {
+            Ok(rx) => rx,
+            Err(e) => return Some(Err(crate::runtime::chain(&e))),
+        };
+        loop {
+            tokio::select! {
+                chunk = rx.recv() => match chunk {
+                    Some(Ok(data)) => {
+                        if out.send((STDOUT, data)).await.is_err() {
+                            return None;
+                        }
                     }
-                }
-                Some(Err(e)) => return Some(Err(crate::runtime::chain(&e))),
-                None => return Some(Ok(0)),
-            },
-            i = inputs.recv() => {
-                i.as_ref()?;
+                    Some(Err(e)) => return Some(Err(crate::runtime::chain(&e))),
+                    None => return Some(Ok(0)),
+                },
+                i = inputs.recv() => match i? {
+                    Input::Stdin(data) => {
+                        if let Some(s) = &mut stdin {
+                            if s.write_all(&data).await.is_err() {
+                                stdin = None;
+                            }
+                        }
+                    }
+                    // with stdinOnce the end of the client's input is the container's (as
+                    // containerd's CRI: kubectl does not end the attach by itself)
+                    Input::StdinClosed => {
+                        if stdin.take().is_some() && once {
+                            if let Err(e) = self.runtime.close_stdin(&self.id).await {
+                                tracing::debug!(error = %crate::runtime::chain(&e), "attach: close stdin");
+                            }
+                        }
+                    }
+                    Input::Resize { width, height } => {
+                        if self.opts.tty {
+                            if let Err(e) = self.runtime.resize_terminal(&self.id, width, height).await {
+                                tracing::debug!(error = %crate::runtime::chain(&e), "attach: resize");
+                            }
+                        }
+                    }
+                },
             }
         }
     }

@@ -385,10 +385,39 @@ pub async fn stream(
     opts: LogOptions,
     still_running: StillRunning,
 ) -> Result<mpsc::Receiver<Result<Bytes, LogError>>, LogError> {
+    start(path, opts, still_running, None).await
+}
+
+/// What is written to the log at `path` from when this returns (`follow` with `tailLines=0`,
+/// as `attach` shows a container's output), until the container stops running. It returns once
+/// the end of what the file holds is known: a line the caller makes the container write
+/// afterwards (an attach's own input, echoed) is streamed, never taken for the past.
+pub async fn follow_from_now(
+    path: &Path,
+    still_running: StillRunning,
+) -> Result<mpsc::Receiver<Result<Bytes, LogError>>, LogError> {
+    let opts = LogOptions {
+        follow: true,
+        tail_lines: Some(0),
+        ..LogOptions::default()
+    };
+    let (ready, following) = tokio::sync::oneshot::channel();
+    let rx = start(path, opts, still_running, Some(ready)).await?;
+    // (dropped unsent when the pump failed first: its error is on `rx`)
+    let _ = following.await;
+    Ok(rx)
+}
+
+async fn start(
+    path: &Path,
+    opts: LogOptions,
+    still_running: StillRunning,
+    following: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Result<mpsc::Receiver<Result<Bytes, LogError>>, LogError> {
     let source = Source::open(path).await?;
     let (tx, rx) = mpsc::channel(QUEUED);
     tokio::spawn(async move {
-        if let Err(e) = pump(source, opts, still_running, &tx).await {
+        if let Err(e) = pump(source, opts, still_running, following, &tx).await {
             let _ = tx.send(Err(e)).await;
         }
     });
@@ -413,6 +442,7 @@ async fn pump(
     mut src: Source,
     opts: LogOptions,
     still_running: StillRunning,
+    following: Option<tokio::sync::oneshot::Sender<()>>,
     tx: &mpsc::Sender<Result<Bytes, LogError>>,
 ) -> Result<(), LogError> {
     let mut decoder = Decoder::new(true);
@@ -459,6 +489,10 @@ async fn pump(
     buf.truncate(FOLLOW_CHUNK);
     buf.shrink_to_fit();
     src.follow_inline().await;
+    // all up to `src.pos` was read: anything written from now on is read below
+    if let Some(f) = following {
+        let _ = f.send(());
+    }
     let mut last_look = false;
     loop {
         let look = src.look();
@@ -598,6 +632,31 @@ mod tests {
         t.push(b"b\nc\nd");
         let kept: Vec<u8> = t.lines.into_iter().flatten().collect();
         assert_eq!(kept, b"c\nd");
+    }
+
+    /// An attach follows the log from now and at once writes its client's input, which the
+    /// container echoes into the log: the echo is the attach's to see, however much the file
+    /// held before (kubectl 1.27's first attach lost its own first line when the reader was
+    /// still reading the file's past as the echo came: the past is dropped with `tailLines=0`).
+    #[tokio::test]
+    async fn following_from_now_sees_a_line_written_as_soon_as_it_returns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.log");
+        let past: String = (0..20_000)
+            .map(|i| format!("2026-11-26T09:00:00.000000001Z stdout F old line {i}\n"))
+            .collect();
+        std::fs::write(&path, past).unwrap();
+        let mut rx = follow_from_now(&path, Box::new(|| true)).await.unwrap();
+        use std::io::Write as _;
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"2026-11-26T10:00:00Z stdout F mine\n")
+            .unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        let first = first.expect("the line written after following began never came");
+        assert_eq!(&first.unwrap().unwrap()[..], b"mine\n");
     }
 
     /// A CRI file on disk, streamed with each option the way a client reads it.

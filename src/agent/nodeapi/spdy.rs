@@ -583,6 +583,9 @@ where
         reader,
     } = serve(io);
     let mut streams = Vec::new();
+    // data on a stream already open, sent before the client opened the last (kept for the
+    // session, as spdystream's streams buffer theirs)
+    let mut early = Vec::new();
     let opened = tokio::time::timeout(STREAMS_TIMEOUT, async {
         while streams.len() < wanted.len() {
             match events.recv().await? {
@@ -592,7 +595,14 @@ where
                         streams.push((*ch, stream));
                     }
                 }
-                _ => continue,
+                Event::Data { stream, data, fin } => {
+                    if early.len() >= QUEUED {
+                        tracing::debug!("SPDY: too much data before the streams were open");
+                        return None;
+                    }
+                    early.push((stream, data, fin));
+                }
+                Event::Reset { .. } => continue,
             }
         }
         Some(())
@@ -610,6 +620,11 @@ where
     }
     let (data_tx, data) = tokio::sync::mpsc::channel(QUEUED);
     let pass = tokio::spawn(async move {
+        for d in early {
+            if data_tx.send(d).await.is_err() {
+                return;
+            }
+        }
         while let Some(e) = events.recv().await {
             if let Event::Data { stream, data, fin } = e {
                 if data_tx.send((stream, data, fin)).await.is_err() {
@@ -779,6 +794,61 @@ mod tests {
                 }
             ]
         );
+    }
+
+    /// A client may send on a stream before it has opened all of them (stdin's data, then the
+    /// stdout stream): the data reaches the session, after the streams' replies.
+    #[tokio::test]
+    async fn data_sent_before_the_last_stream_opens_is_kept() {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let session = tokio::spawn(accept(server, &[("error", 3), ("stdin", 0), ("stdout", 1)]));
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let mut codec = Codec::default();
+        let syn = |stream, kind: &str| Frame::SynStream {
+            stream,
+            fin: false,
+            headers: pairs(&[("streamtype", kind)]),
+        };
+        let sent = [
+            syn(1, "error"),
+            syn(3, "stdin"),
+            Frame::Data {
+                stream: 3,
+                fin: false,
+                data: Bytes::from_static(b"early\n"),
+            },
+            syn(5, "stdout"),
+            Frame::Data {
+                stream: 3,
+                fin: true,
+                data: Bytes::from_static(b"late\n"),
+            },
+        ];
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        for f in &sent {
+            wr.write_all(&codec.encode(f).unwrap()).await.unwrap();
+        }
+        let mut s = session.await.unwrap().expect("the streams were opened");
+        assert_eq!(s.streams, [(3, 1), (0, 3), (1, 5)]);
+        let got = [s.data.recv().await, s.data.recv().await];
+        assert_eq!(
+            got,
+            [
+                Some((3, Bytes::from_static(b"early\n"), false)),
+                Some((3, Bytes::from_static(b"late\n"), true)),
+            ]
+        );
+        // each stream was answered
+        let mut wire = BytesMut::new();
+        let mut replies = vec![];
+        while replies.len() < 3 {
+            match codec.decode(&mut wire).unwrap() {
+                Some(Frame::SynReply { stream, .. }) => replies.push(stream),
+                Some(other) => panic!("{other:?}"),
+                None => assert!(rd.read_buf(&mut wire).await.unwrap() > 0),
+            }
+        }
+        assert_eq!(replies, [1, 3, 5]);
     }
 
     const KUBECTL_1_27_EXEC: &str = concat!(

@@ -74,6 +74,18 @@ pub struct RawContainer<'a> {
     pub log_path: Option<&'a Path>,
     /// A `binary://` log URI (the log driver); when set it replaces `log_path`.
     pub log_uri: Option<String>,
+    /// Its stdin and terminal ([`stdio`]).
+    pub stdio: StdioSpec,
+}
+
+/// The container's `stdin`, `stdinOnce` and `tty`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StdioSpec {
+    /// A stdin to attach to, closed after the first attach with `stdin_once`.
+    pub stdin: bool,
+    pub stdin_once: bool,
+    /// The process runs on the shim's console (the spec's `process.terminal`).
+    pub terminal: bool,
 }
 
 impl ContainerdRuntime {
@@ -107,6 +119,7 @@ impl ContainerdRuntime {
             }
         }
         super::exec::remove_stale(state_dir);
+        stdio::adopt(&ctd, state_dir, namespace).await;
         Ok(ContainerdRuntime {
             ctd,
             state_dir: state_dir.to_path_buf(),
@@ -449,6 +462,11 @@ impl Runtime for ContainerdRuntime {
                 spec: &plan.spec,
                 log_path: Some(&req.log_path),
                 log_uri: self.log_uri(req),
+                stdio: StdioSpec {
+                    stdin: req.container.stdin.unwrap_or(false),
+                    stdin_once: req.container.stdin_once.unwrap_or(false),
+                    terminal: req.container.tty.unwrap_or(false),
+                },
             })
             .await?
         };
@@ -577,6 +595,34 @@ impl Runtime for ContainerdRuntime {
         let terminal = req.tty.then_some(req.size);
         let process = self.exec_process_spec(id, &req.cmd, terminal).await?;
         super::exec::start(&self.ctd, &self.state_dir, id, process, req).await
+    }
+
+    async fn attach_stdin(&self, id: &str) -> Result<Option<super::AttachStdin>> {
+        let path = stdio::stdin_path(&self.state_dir, id);
+        if !path.exists() {
+            return Ok(None);
+        }
+        // the shim reads it for as long as the stdin is open (ENXIO after that)
+        match tokio::net::unix::pipe::OpenOptions::new().open_sender(&path) {
+            Ok(stdin) => Ok(Some(super::AttachStdin {
+                stdin,
+                once: stdio::stdin_once(&self.state_dir, id),
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => Ok(None),
+            Err(source) => Err(RuntimeError::Io {
+                op: "open stdin FIFO",
+                path,
+                source,
+            }),
+        }
+    }
+
+    async fn close_stdin(&self, id: &str) -> Result<()> {
+        super::exec::close_stdin(&self.ctd, id, "").await
+    }
+
+    async fn resize_terminal(&self, id: &str, width: u32, height: u32) -> Result<()> {
+        super::exec::resize_pty(&self.ctd, id, "", width, height).await
     }
 
     async fn version(&self) -> Result<String> {
@@ -736,6 +782,7 @@ async fn sandbox_step<T: Send + 'static>(
 mod events;
 mod files;
 mod process;
+mod stdio;
 mod tasks;
 
 use events::*;

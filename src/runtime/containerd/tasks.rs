@@ -154,13 +154,21 @@ impl ContainerdRuntime {
             }
             (None, None) => (String::new(), String::new()),
         };
+        let streams = stdio::prepare(&self.state_dir, id, c.stdio, c.log_uri.as_deref())?;
+        let (stdout, stderr) = streams.outputs.unwrap_or((stdout, stderr));
+        // the driver reads the FIFOs from before the shim opens them (it waits for a reader)
+        if let Some(fds) = streams.driver {
+            stdio::start_driver(&self.state_dir, id, self.namespace(), fds)?;
+        }
         self.ctd
             .tasks()
             .create(self.ctd.req(CreateTaskRequest {
                 container_id: id.to_string(),
                 rootfs: mounts,
+                stdin: streams.stdin,
                 stdout,
                 stderr,
+                terminal: c.stdio.terminal,
                 ..Default::default()
             }))
             .await

@@ -507,6 +507,8 @@ pub fn build(
     let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
+            // a terminal from the shim's console (its size comes with the first attach's resize)
+            "terminal": req.container.tty.unwrap_or(false),
             "user": user,
             "args": args,
             "env": env.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>(),
