@@ -87,15 +87,22 @@ impl Worker {
         })
     }
 
-    pub(super) async fn start(&mut self, d: &DesiredPod, name: &str, restart_count: u32, now: i64) {
-        let Some(container) = podactions::container(&d.spec, name) else {
-            return;
-        };
+    /// Starts incarnation `restart_count` of container `name`; what the runtime runs then when
+    /// it started (its task running), so that the status sent after this sync says so at once
+    /// instead of one round later.
+    pub(super) async fn start(
+        &mut self,
+        d: &DesiredPod,
+        name: &str,
+        restart_count: u32,
+        now: i64,
+    ) -> Option<Observed> {
+        let container = podactions::container(&d.spec, name)?;
         let start = self.try_start(d, container, restart_count);
         let result = match bounded("start", name, START_TIMEOUT, start).await {
             // the postStart hook runs before the container counts as started
-            Ok(id) => match self.post_start(d, container, &id).await {
-                Ok(()) => Ok(id),
+            Ok((id, created_ms)) => match self.post_start(d, container, &id).await {
+                Ok(()) => Ok((id, created_ms)),
                 Err(message) => {
                     let about = about(d, name);
                     let msg = format!("PostStartHook failed: {message}");
@@ -115,7 +122,7 @@ impl Worker {
             self.backoff.insert(name.to_string(), b);
         }
         match result {
-            Ok(id) => {
+            Ok((id, created_ms)) => {
                 self.waiting.remove(name);
                 let (rec, about) = (&self.ctx.events, about(d, name));
                 rec.normal(&about, "Created", format!("Created container {name}"));
@@ -125,6 +132,13 @@ impl Worker {
                     restart_count,
                     "container started"
                 );
+                Some(Observed {
+                    id,
+                    name: name.to_string(),
+                    restart_count,
+                    state: State::Running,
+                    created_ms,
+                })
             }
             Err((reason, message)) => {
                 tracing::warn!(
@@ -140,6 +154,7 @@ impl Worker {
                         message,
                     },
                 );
+                None
             }
         }
     }
@@ -243,12 +258,14 @@ impl Worker {
             .collect()
     }
 
+    /// Pulls, makes the sandbox if need be and runs the container: its id and its creation
+    /// time as the runtime records it (whole seconds).
     pub(super) async fn try_start(
         &mut self,
         d: &DesiredPod,
         container: &k8s_openapi::api::core::v1::Container,
         restart_count: u32,
-    ) -> Result<String, RuntimeError> {
+    ) -> Result<(String, i64), RuntimeError> {
         let rt = &self.ctx.runtime;
         let image = container.image.clone().unwrap_or_default();
         // the runtime serializes pulls (as the kubelet does by default) after a lock-free check;
@@ -323,7 +340,11 @@ impl Worker {
                 objects,
             },
         };
+        // containerd stamps the container's record (whole seconds) as run_container makes it:
+        // the same second as now but for a call that crosses into the next, which the next
+        // round's listing then corrects
+        let created_ms = self.ctx.clock.now_ms().div_euclid(1000) * 1000;
         rt.run_container(&req).await?;
-        Ok(id)
+        Ok((id, created_ms))
     }
 }

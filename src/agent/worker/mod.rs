@@ -241,7 +241,7 @@ impl Worker {
             }
             self.last = Some(d.clone());
         }
-        let observed: Vec<Observed> = found.iter().filter_map(observed).collect();
+        let mut observed: Vec<Observed> = found.iter().filter_map(observed).collect();
         // incarnations this worker did not start (the agent restarted): their back-off from the
         // record, so that a crash loop neither restarts early nor starts over at 10 s
         for (name, b) in plan::recorded_backoff(&observed) {
@@ -339,6 +339,8 @@ impl Worker {
                 futures::future::join_all(stops).await;
             }
         }
+        // the incarnations started in this sync, running: the status below says so at once
+        let mut started_now = Vec::new();
         for action in &plan.actions {
             changed = true;
             match action {
@@ -364,7 +366,7 @@ impl Worker {
                     restart_count,
                 } => {
                     if let Some(d) = &work.desired {
-                        self.start(d, name, *restart_count, now).await;
+                        started_now.extend(self.start(d, name, *restart_count, now).await);
                     }
                 }
             }
@@ -372,6 +374,7 @@ impl Worker {
         if changed {
             self.acted_at = Some(tokio::time::Instant::now());
         }
+        observed.extend(started_now);
         for (name, until) in &plan.waiting {
             let crashed = observed
                 .iter()
