@@ -3,31 +3,35 @@ use super::*;
 
 /// Stops a container (SIGTERM, SIGKILL after `grace_seconds`; at once when 0) and removes it.
 pub(super) async fn remove(ctx: &Context, id: &str, grace_seconds: i64) {
-    let rt = &ctx.runtime;
+    stop(ctx, id, grace_seconds).await;
+    remove_stopped(ctx, id).await;
+}
+
+/// Stops a container: SIGTERM, SIGKILL after `grace_seconds`; nothing when 0 (its removal
+/// kills it).
+async fn stop(ctx: &Context, id: &str, grace_seconds: i64) {
     if grace_seconds > 0 {
         let grace = Duration::from_secs(grace_seconds as u64);
-        let stop = rt.stop_container(id, grace);
+        let stop = ctx.runtime.stop_container(id, grace);
         if let Err(e) = bounded("stop", id, grace + CALL_TIMEOUT, stop).await {
             tracing::warn!(container_id = id, error = %crate::runtime::chain(&e), "stop failed");
         }
     }
-    match bounded("remove", id, CALL_TIMEOUT, rt.remove_container(id)).await {
-        Ok(()) => {
-            tracing::info!(
-                container_id = id,
-                grace_secs = grace_seconds,
-                "container removed"
-            )
-        }
+}
+
+/// Removes a container (its task killed first if it still runs), its record and snapshot.
+pub(super) async fn remove_stopped(ctx: &Context, id: &str) {
+    match bounded("remove", id, CALL_TIMEOUT, ctx.runtime.remove_container(id)).await {
+        Ok(()) => tracing::info!(container_id = id, "container removed"),
         Err(e) => {
             tracing::warn!(container_id = id, error = %crate::runtime::chain(&e), "remove failed")
         }
     }
 }
 
-/// Stops a container as `remove` does, its preStop hook (if `hook` has one) run first within the
+/// Stops a container as `stop` does, its preStop hook (if `hook` has one) run first within the
 /// grace period, which the hook's time is taken out of.
-pub(super) async fn remove_with_hook(
+pub(super) async fn stop_with_hook(
     ctx: &Context,
     id: &str,
     grace_seconds: i64,
@@ -37,7 +41,7 @@ pub(super) async fn remove_with_hook(
         Some(t) => hooks::pre_stop(ctx.prober.as_ref(), t, grace_seconds).await,
         None => grace_seconds,
     };
-    remove(ctx, id, grace).await
+    stop(ctx, id, grace).await
 }
 
 impl Worker {

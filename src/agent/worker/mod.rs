@@ -332,7 +332,7 @@ impl Worker {
                             g => podactions::grace_after_pre_stop(g, spent),
                         };
                         let hook = known.and_then(|d| self.hook_target_of(d, &observed, id));
-                        Some(remove_with_hook(&self.ctx, id, grace, hook))
+                        Some(stop_with_hook(&self.ctx, id, grace, hook))
                     }
                     _ => None,
                 });
@@ -349,14 +349,27 @@ impl Worker {
                 }
                 Action::Remove { .. } => {}
                 Action::RemoveSandbox => {
+                    // the stopped containers' records and snapshots go at the same time as the
+                    // sandbox (its network torn down), not before it: the pod's final delete (in
+                    // a rolling update, the node's turn for its next pod) waits for both (the
+                    // kubelet's waits for the stops and the network only)
+                    let stopped = plan.actions.iter().chain(&plan.then);
+                    let removals = stopped.filter_map(|a| match a {
+                        Action::Remove { id, .. } => Some(remove_stopped(&self.ctx, id)),
+                        _ => None,
+                    });
                     let uid = self.uid(&found);
-                    if let Some(uid) = uid {
-                        let removal = self.ctx.runtime.remove_sandbox(&uid);
-                        if let Err(e) = bounded("remove sandbox", &uid, CALL_TIMEOUT, removal).await
-                        {
-                            tracing::warn!(error = %crate::runtime::chain(&e), "remove sandbox failed; retrying");
-                            return false;
-                        }
+                    let sandbox = async {
+                        let Some(uid) = uid.as_deref() else {
+                            return Ok(());
+                        };
+                        let removal = self.ctx.runtime.remove_sandbox(uid);
+                        bounded("remove sandbox", uid, CALL_TIMEOUT, removal).await
+                    };
+                    let (_, removal) = tokio::join!(futures::future::join_all(removals), sandbox);
+                    if let Err(e) = removal {
+                        tracing::warn!(error = %crate::runtime::chain(&e), "remove sandbox failed; retrying");
+                        return false;
                     }
                     tracing::info!("pod removed");
                     return true;
@@ -569,7 +582,7 @@ mod probes;
 mod tests;
 mod volumes;
 
-use containers::{remove, remove_with_hook};
+use containers::{remove, remove_stopped, stop_with_hook};
 pub use ids::{container_id, observed, pod_key_of, uuid_shaped};
 use ids::{grace_label, pod_labels, pod_sandbox};
 use probes::{lock, ProbeRun};

@@ -448,6 +448,56 @@ mod pod_tests {
         );
     }
 
+    /// A pod the API deletes: its containers stop first (within the grace period), then their
+    /// records go while its sandbox is removed, not one after the other, so the pod is gone
+    /// (its final delete sent: in a rolling update, the node's turn for its next pod) after the
+    /// longer of the two removals, not their sum.
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_pods_container_goes_while_its_sandbox_is_removed() {
+        let mut h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            ..Default::default()
+        });
+        h.round();
+        h.until("running", running).await;
+        h.rt.removal_ms
+            .store(1_000, std::sync::atomic::Ordering::SeqCst);
+        let mut deleted = h.pod.clone();
+        deleted.deletion = Some(plan::Deletion {
+            at_ms: h.rt.clock.as_ref().unwrap().now_ms(),
+            grace_seconds: 3,
+        });
+        let t0 = tokio::time::Instant::now();
+        h.tx.send(Work {
+            desired: Some(deleted),
+            observed: h.rt.containers.lock().unwrap().values().cloned().collect(),
+            listed_at: None,
+            round: 0,
+        })
+        .unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), h.rx.recv()).await {
+                Ok(Some(Report::Gone { .. })) => break,
+                Ok(Some(Report::Status { .. })) => {}
+                other => panic!("the pod never went: {other:?}"),
+            }
+        }
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_secs(1),
+            "the two removals overlap"
+        );
+        let calls = h.rt.calls.lock().unwrap().clone();
+        let pos = |c: &str| calls.iter().position(|x| x == c).unwrap_or(usize::MAX);
+        let (stop, remove) = (pos("stop default_p_main_0"), pos("remove default_p_main_0"));
+        let sandbox = pos("remove-sandbox uid-p");
+        assert!(
+            stop < remove && stop < sandbox && sandbox != usize::MAX && remove != usize::MAX,
+            "stopped first, then both removals: {calls:?}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_restarted_agent_keeps_the_ready_transition_time_the_api_has() {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
