@@ -258,6 +258,7 @@ impl Controller {
         report_tx: &mpsc::UnboundedSender<Report>,
     ) -> anyhow::Result<Vec<Seen>> {
         let listed_at = tokio::time::Instant::now();
+        tracing::debug!("round begins");
         let containers =
             tokio::time::timeout(Duration::from_secs(30), self.ctx.runtime.list_containers())
                 .await

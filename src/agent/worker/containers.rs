@@ -3,31 +3,35 @@ use super::*;
 
 /// Stops a container (SIGTERM, SIGKILL after `grace_seconds`; at once when 0) and removes it.
 pub(super) async fn remove(ctx: &Context, id: &str, grace_seconds: i64) {
-    let rt = &ctx.runtime;
+    stop(ctx, id, grace_seconds).await;
+    remove_stopped(ctx, id).await;
+}
+
+/// Stops a container: SIGTERM, SIGKILL after `grace_seconds`; nothing when 0 (its removal
+/// kills it).
+async fn stop(ctx: &Context, id: &str, grace_seconds: i64) {
     if grace_seconds > 0 {
         let grace = Duration::from_secs(grace_seconds as u64);
-        let stop = rt.stop_container(id, grace);
+        let stop = ctx.runtime.stop_container(id, grace);
         if let Err(e) = bounded("stop", id, grace + CALL_TIMEOUT, stop).await {
             tracing::warn!(container_id = id, error = %crate::runtime::chain(&e), "stop failed");
         }
     }
-    match bounded("remove", id, CALL_TIMEOUT, rt.remove_container(id)).await {
-        Ok(()) => {
-            tracing::info!(
-                container_id = id,
-                grace_secs = grace_seconds,
-                "container removed"
-            )
-        }
+}
+
+/// Removes a container (its task killed first if it still runs), its record and snapshot.
+pub(super) async fn remove_stopped(ctx: &Context, id: &str) {
+    match bounded("remove", id, CALL_TIMEOUT, ctx.runtime.remove_container(id)).await {
+        Ok(()) => tracing::info!(container_id = id, "container removed"),
         Err(e) => {
             tracing::warn!(container_id = id, error = %crate::runtime::chain(&e), "remove failed")
         }
     }
 }
 
-/// Stops a container as `remove` does, its preStop hook (if `hook` has one) run first within the
+/// Stops a container as `stop` does, its preStop hook (if `hook` has one) run first within the
 /// grace period, which the hook's time is taken out of.
-pub(super) async fn remove_with_hook(
+pub(super) async fn stop_with_hook(
     ctx: &Context,
     id: &str,
     grace_seconds: i64,
@@ -37,7 +41,7 @@ pub(super) async fn remove_with_hook(
         Some(t) => hooks::pre_stop(ctx.prober.as_ref(), t, grace_seconds).await,
         None => grace_seconds,
     };
-    remove(ctx, id, grace).await
+    stop(ctx, id, grace).await
 }
 
 impl Worker {
@@ -87,15 +91,22 @@ impl Worker {
         })
     }
 
-    pub(super) async fn start(&mut self, d: &DesiredPod, name: &str, restart_count: u32, now: i64) {
-        let Some(container) = podactions::container(&d.spec, name) else {
-            return;
-        };
+    /// Starts incarnation `restart_count` of container `name`; what the runtime runs then when
+    /// it started (its task running), so that the status sent after this sync says so at once
+    /// instead of one round later.
+    pub(super) async fn start(
+        &mut self,
+        d: &DesiredPod,
+        name: &str,
+        restart_count: u32,
+        now: i64,
+    ) -> Option<Observed> {
+        let container = podactions::container(&d.spec, name)?;
         let start = self.try_start(d, container, restart_count);
         let result = match bounded("start", name, START_TIMEOUT, start).await {
             // the postStart hook runs before the container counts as started
-            Ok(id) => match self.post_start(d, container, &id).await {
-                Ok(()) => Ok(id),
+            Ok((id, created_ms)) => match self.post_start(d, container, &id).await {
+                Ok(()) => Ok((id, created_ms)),
                 Err(message) => {
                     let about = about(d, name);
                     let msg = format!("PostStartHook failed: {message}");
@@ -115,7 +126,7 @@ impl Worker {
             self.backoff.insert(name.to_string(), b);
         }
         match result {
-            Ok(id) => {
+            Ok((id, created_ms)) => {
                 self.waiting.remove(name);
                 let (rec, about) = (&self.ctx.events, about(d, name));
                 rec.normal(&about, "Created", format!("Created container {name}"));
@@ -125,6 +136,13 @@ impl Worker {
                     restart_count,
                     "container started"
                 );
+                Some(Observed {
+                    id,
+                    name: name.to_string(),
+                    restart_count,
+                    state: State::Running,
+                    created_ms,
+                })
             }
             Err((reason, message)) => {
                 tracing::warn!(
@@ -140,6 +158,7 @@ impl Worker {
                         message,
                     },
                 );
+                None
             }
         }
     }
@@ -243,12 +262,14 @@ impl Worker {
             .collect()
     }
 
+    /// Pulls, makes the sandbox if need be and runs the container: its id and its creation
+    /// time as the runtime records it (whole seconds).
     pub(super) async fn try_start(
         &mut self,
         d: &DesiredPod,
         container: &k8s_openapi::api::core::v1::Container,
         restart_count: u32,
-    ) -> Result<String, RuntimeError> {
+    ) -> Result<(String, i64), RuntimeError> {
         let rt = &self.ctx.runtime;
         let image = container.image.clone().unwrap_or_default();
         // the runtime serializes pulls (as the kubelet does by default) after a lock-free check;
@@ -323,7 +344,11 @@ impl Worker {
                 objects,
             },
         };
+        // containerd stamps the container's record (whole seconds) as run_container makes it:
+        // the same second as now but for a call that crosses into the next, which the next
+        // round's listing then corrects
+        let created_ms = self.ctx.clock.now_ms().div_euclid(1000) * 1000;
         rt.run_container(&req).await?;
-        Ok(id)
+        Ok((id, created_ms))
     }
 }

@@ -15,6 +15,8 @@ pub struct FakeRuntime {
     pub runs: Mutex<Vec<(String, i64)>>,
     /// The exit subscription, once the controller took it.
     pub exits: Mutex<Option<mpsc::Sender<String>>>,
+    /// How long a container's or a sandbox's removal takes, in ms (tokio time).
+    pub removal_ms: std::sync::atomic::AtomicU64,
 }
 
 impl FakeRuntime {
@@ -48,6 +50,14 @@ impl FakeRuntime {
 }
 
 impl FakeRuntime {
+    /// A removal's time (`removal_ms`).
+    async fn removal(&self) {
+        let ms = self.removal_ms.load(std::sync::atomic::Ordering::SeqCst);
+        if ms > 0 {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+    }
+
     fn sandbox_of(pod: &PodSandbox) -> SandboxInfo {
         SandboxInfo {
             netns: (!pod.host_network).then(|| PathBuf::from("/fake/netns").join(&pod.uid)),
@@ -100,6 +110,7 @@ impl Runtime for FakeRuntime {
             .lock()
             .unwrap()
             .push(format!("remove-sandbox {uid}"));
+        self.removal().await;
         Ok(())
     }
     async fn run_container(&self, req: &ContainerRequest) -> crate::runtime::Result<()> {
@@ -130,6 +141,7 @@ impl Runtime for FakeRuntime {
     }
     async fn remove_container(&self, id: &str) -> crate::runtime::Result<()> {
         self.calls.lock().unwrap().push(format!("remove {id}"));
+        self.removal().await;
         self.containers.lock().unwrap().remove(id);
         Ok(())
     }

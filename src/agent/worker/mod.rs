@@ -241,7 +241,7 @@ impl Worker {
             }
             self.last = Some(d.clone());
         }
-        let observed: Vec<Observed> = found.iter().filter_map(observed).collect();
+        let mut observed: Vec<Observed> = found.iter().filter_map(observed).collect();
         // incarnations this worker did not start (the agent restarted): their back-off from the
         // record, so that a crash loop neither restarts early nor starts over at 10 s
         for (name, b) in plan::recorded_backoff(&observed) {
@@ -332,13 +332,15 @@ impl Worker {
                             g => podactions::grace_after_pre_stop(g, spent),
                         };
                         let hook = known.and_then(|d| self.hook_target_of(d, &observed, id));
-                        Some(remove_with_hook(&self.ctx, id, grace, hook))
+                        Some(stop_with_hook(&self.ctx, id, grace, hook))
                     }
                     _ => None,
                 });
                 futures::future::join_all(stops).await;
             }
         }
+        // the incarnations started in this sync, running: the status below says so at once
+        let mut started_now = Vec::new();
         for action in &plan.actions {
             changed = true;
             match action {
@@ -347,14 +349,27 @@ impl Worker {
                 }
                 Action::Remove { .. } => {}
                 Action::RemoveSandbox => {
+                    // the stopped containers' records and snapshots go at the same time as the
+                    // sandbox (its network torn down), not before it: the pod's final delete (in
+                    // a rolling update, the node's turn for its next pod) waits for both (the
+                    // kubelet's waits for the stops and the network only)
+                    let stopped = plan.actions.iter().chain(&plan.then);
+                    let removals = stopped.filter_map(|a| match a {
+                        Action::Remove { id, .. } => Some(remove_stopped(&self.ctx, id)),
+                        _ => None,
+                    });
                     let uid = self.uid(&found);
-                    if let Some(uid) = uid {
-                        let removal = self.ctx.runtime.remove_sandbox(&uid);
-                        if let Err(e) = bounded("remove sandbox", &uid, CALL_TIMEOUT, removal).await
-                        {
-                            tracing::warn!(error = %crate::runtime::chain(&e), "remove sandbox failed; retrying");
-                            return false;
-                        }
+                    let sandbox = async {
+                        let Some(uid) = uid.as_deref() else {
+                            return Ok(());
+                        };
+                        let removal = self.ctx.runtime.remove_sandbox(uid);
+                        bounded("remove sandbox", uid, CALL_TIMEOUT, removal).await
+                    };
+                    let (_, removal) = tokio::join!(futures::future::join_all(removals), sandbox);
+                    if let Err(e) = removal {
+                        tracing::warn!(error = %crate::runtime::chain(&e), "remove sandbox failed; retrying");
+                        return false;
                     }
                     tracing::info!("pod removed");
                     return true;
@@ -364,7 +379,7 @@ impl Worker {
                     restart_count,
                 } => {
                     if let Some(d) = &work.desired {
-                        self.start(d, name, *restart_count, now).await;
+                        started_now.extend(self.start(d, name, *restart_count, now).await);
                     }
                 }
             }
@@ -372,6 +387,7 @@ impl Worker {
         if changed {
             self.acted_at = Some(tokio::time::Instant::now());
         }
+        observed.extend(started_now);
         for (name, until) in &plan.waiting {
             let crashed = observed
                 .iter()
@@ -566,7 +582,7 @@ mod probes;
 mod tests;
 mod volumes;
 
-use containers::{remove, remove_with_hook};
+use containers::{remove, remove_stopped, stop_with_hook};
 pub use ids::{container_id, observed, pod_key_of, uuid_shaped};
 use ids::{grace_label, pod_labels, pod_sandbox};
 use probes::{lock, ProbeRun};

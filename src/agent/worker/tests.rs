@@ -391,6 +391,113 @@ mod pod_tests {
     /// from the API's status). Reset to now, it made the DaemonSet controller count the pod
     /// unavailable for minReadySeconds and replace it at once, beside the node the rollout was
     /// replacing: two nodes down against maxUnavailable 1 (rollout_fleet, deaths mid-rollout).
+    /// The status sent by the sync that starts a container says what the runtime runs then:
+    /// the container running since the runtime's record of it, and the pod Ready at once when
+    /// it has no readiness probe. The round its start asks for lists the same and changes
+    /// nothing, so nothing more is written. (The status used to be the one from before the
+    /// start, Ready one round later: a status write and a containerd listing on every node of a
+    /// rollout, between its new pod starting and the next node's turn.)
+    #[tokio::test(start_paused = true)]
+    async fn a_started_container_is_reported_running_and_ready_at_once() {
+        let mut h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            ..Default::default()
+        });
+        h.round();
+        let (st, changed) = h.until("the first status", |_| true).await;
+        assert!(changed, "a start asks for a round");
+        assert!(running(&st), "{st:?}");
+        let cs = main_status(&st);
+        assert!(cs.ready && cs.started == Some(true), "{cs:?}");
+        let ready = st.conditions.iter().flatten().find(|c| c.type_ == "Ready");
+        assert_eq!(ready.map(|c| c.status.as_str()), Some("True"), "{st:?}");
+        let recorded = h.rt.containers.lock().unwrap()["default_p_main_0"].created_at;
+        let started_at = cs.state.unwrap().running.unwrap().started_at;
+        assert_eq!(started_at.map(|t| t.0.as_second()), Some(recorded));
+        h.round();
+        let (listed, changed) = h.until("the listed status", |_| true).await;
+        assert!(!changed, "nothing left to do");
+        assert_eq!(listed, st, "the listing says what the start said");
+    }
+
+    /// With a readiness probe the started container is running at once and Ready as soon as its
+    /// first probe passes, within one period, with no round in between.
+    #[tokio::test(start_paused = true)]
+    async fn a_started_container_is_ready_after_its_first_passing_probe() {
+        let mut h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            readiness_probe: exec("ready", 3),
+            ..Default::default()
+        });
+        let t0 = tokio::time::Instant::now();
+        h.round();
+        let (st, _) = h.until("the first status", |_| true).await;
+        assert!(running(&st), "{st:?}");
+        assert!(!main_status(&st).ready, "not ready before a probe passed");
+        let (st, changed) = h.until("ready", |s| main_status(s).ready).await;
+        assert!(!changed, "a passing probe needs no round");
+        let ready = st.conditions.iter().flatten().find(|c| c.type_ == "Ready");
+        assert_eq!(ready.map(|c| c.status.as_str()), Some("True"));
+        assert!(h.prober.count("ready") >= 1);
+        assert!(
+            t0.elapsed() <= Duration::from_secs(1),
+            "within the probe's period: {:?}",
+            t0.elapsed()
+        );
+    }
+
+    /// A pod the API deletes: its containers stop first (within the grace period), then their
+    /// records go while its sandbox is removed, not one after the other, so the pod is gone
+    /// (its final delete sent: in a rolling update, the node's turn for its next pod) after the
+    /// longer of the two removals, not their sum.
+    #[tokio::test(start_paused = true)]
+    async fn a_deleted_pods_container_goes_while_its_sandbox_is_removed() {
+        let mut h = Harness::new(Container {
+            name: "main".into(),
+            image: Some("busybox:v1".into()),
+            ..Default::default()
+        });
+        h.round();
+        h.until("running", running).await;
+        h.rt.removal_ms
+            .store(1_000, std::sync::atomic::Ordering::SeqCst);
+        let mut deleted = h.pod.clone();
+        deleted.deletion = Some(plan::Deletion {
+            at_ms: h.rt.clock.as_ref().unwrap().now_ms(),
+            grace_seconds: 3,
+        });
+        let t0 = tokio::time::Instant::now();
+        h.tx.send(Work {
+            desired: Some(deleted),
+            observed: h.rt.containers.lock().unwrap().values().cloned().collect(),
+            listed_at: None,
+            round: 0,
+        })
+        .unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), h.rx.recv()).await {
+                Ok(Some(Report::Gone { .. })) => break,
+                Ok(Some(Report::Status { .. })) => {}
+                other => panic!("the pod never went: {other:?}"),
+            }
+        }
+        assert_eq!(
+            t0.elapsed(),
+            Duration::from_secs(1),
+            "the two removals overlap"
+        );
+        let calls = h.rt.calls.lock().unwrap().clone();
+        let pos = |c: &str| calls.iter().position(|x| x == c).unwrap_or(usize::MAX);
+        let (stop, remove) = (pos("stop default_p_main_0"), pos("remove default_p_main_0"));
+        let sandbox = pos("remove-sandbox uid-p");
+        assert!(
+            stop < remove && stop < sandbox && sandbox != usize::MAX && remove != usize::MAX,
+            "stopped first, then both removals: {calls:?}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_restarted_agent_keeps_the_ready_transition_time_the_api_has() {
         use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
