@@ -6,6 +6,7 @@
 //! write too (etcd) brings every change, ours included, through its [`Backend::feed`]; a write
 //! returns once the feed has brought it, so that a read after it sees it.
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -436,27 +437,41 @@ pub(super) fn is_heartbeat(key: &Key) -> bool {
 /// however many client writes are waiting (both locks are first come, first served).
 #[derive(Default)]
 struct Turns {
-    clients: tokio::sync::Mutex<()>,
-    store: tokio::sync::Mutex<()>,
+    clients: Arc<tokio::sync::Mutex<()>>,
+    store: Arc<tokio::sync::Mutex<()>>,
 }
 
-/// A write's turn: held while it is stored and applied to the cache.
-struct Turn<'a> {
-    _store: tokio::sync::MutexGuard<'a, ()>,
-    _lane: Option<tokio::sync::MutexGuard<'a, ()>>,
+/// A write's turn: held while it is stored and applied to the cache (owned, so the write's own
+/// task holds it when its caller has gone).
+struct Turn {
+    _store: tokio::sync::OwnedMutexGuard<()>,
+    _lane: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
 impl Turns {
-    async fn take(&self, key: &Key) -> Turn<'_> {
+    async fn take(&self, key: &Key) -> Turn {
         let lane = match is_heartbeat(key) {
             true => None,
-            false => Some(self.clients.lock().await),
+            false => Some(self.clients.clone().lock_owned().await),
         };
         Turn {
-            _store: self.store.lock().await,
+            _store: self.store.clone().lock_owned().await,
             _lane: lane,
         }
     }
+}
+
+/// Runs a write to the backend and its application to the cache to the end on a task of its
+/// own: a caller that goes away in between (a client that reset its stream, a timed-out
+/// request: hyper drops the handler's future) would otherwise leave the backend written and the
+/// cache without it, and every later update of the object refused with 409 against the stale
+/// resourceVersion the cache still serves.
+async fn to_the_end<T: Send + 'static>(
+    write: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+) -> Result<T, StoreError> {
+    tokio::spawn(write)
+        .await
+        .map_err(|e| StoreError::Worker(format!("a store write's task failed: {e}")))?
 }
 
 /// A store: a [`Backend`] and its watch cache.
@@ -548,11 +563,16 @@ impl Store {
             self.fed(object_rv(&stored)).await;
             return Ok(Arc::new(stored));
         }
-        let _serial = self.writes.take(&key).await;
-        let stored = Arc::new(self.backend.put(&key, obj, expect).await?);
-        let rv = object_rv(&stored);
-        self.state.apply(&key, Some(stored.clone()), rv, None);
-        Ok(stored)
+        let turn = self.writes.take(&key).await;
+        let (backend, state) = (self.backend.clone(), self.state.clone());
+        to_the_end(async move {
+            let _turn = turn;
+            let stored = Arc::new(backend.put(&key, obj, expect).await?);
+            let rv = object_rv(&stored);
+            state.apply(&key, Some(stored.clone()), rv, None);
+            Ok(stored)
+        })
+        .await
     }
 }
 
@@ -674,9 +694,15 @@ impl ObjectStore for Store {
             set_rv(&mut last, rv);
             return Ok(Arc::new(last));
         }
-        let _serial = self.writes.take(&key).await;
-        let (rv, last) = self.backend.delete(&key, expected_rv).await?;
-        self.state.apply(&key, None, rv, last).ok_or_else(not_found)
+        let turn = self.writes.take(&key).await;
+        let (backend, state) = (self.backend.clone(), self.state.clone());
+        let applied = to_the_end(async move {
+            let _turn = turn;
+            let (rv, last) = backend.delete(&key, expected_rv).await?;
+            Ok(state.apply(&key, None, rv, last))
+        })
+        .await?;
+        applied.ok_or_else(not_found)
     }
 
     async fn watch(
@@ -962,6 +988,58 @@ mod tests {
         let clients: Vec<&String> = stored.iter().filter(|n| n.starts_with("cm-")).collect();
         let want: Vec<String> = (0..FLOOD).map(|i| format!("cm-{i}")).collect();
         assert_eq!(clients, want.iter().collect::<Vec<_>>());
+    }
+
+    /// A write whose caller goes away while the backend stores it (a client that reset its
+    /// stream: hyper drops the handler's future) still reaches the cache: the cache left behind
+    /// made every later patch of that object a 409 (the fault matrix's partition, then a node's
+    /// Lease never renewed again).
+    #[tokio::test]
+    async fn a_write_whose_caller_went_away_still_reaches_the_cache() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let backend = Arc::new(Gated {
+            open: tokio::sync::Semaphore::new(0),
+            entered: Default::default(),
+            stored: Default::default(),
+        });
+        let store = Arc::new(Store::new(backend.clone(), vec![], 0, 1000, 1 << 20));
+        let caller = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let obj = json!({"metadata": {"name": "n2"}, "spec": {"renewTime": "t1"}});
+                store
+                    .create("leases.coordination.k8s.io", "kube-node-lease", "n2", obj)
+                    .await
+            })
+        };
+        while backend.entered.load(SeqCst) < 1 {
+            tokio::task::yield_now().await;
+        }
+        caller.abort();
+        assert!(caller.await.unwrap_err().is_cancelled());
+        backend.open.add_permits(2);
+        // the backend stored it (rv 1): the cache must come to hold it, at that rv
+        let mut seen = None;
+        for _ in 0..1000 {
+            seen = store
+                .get("leases.coordination.k8s.io", "kube-node-lease", "n2")
+                .await
+                .unwrap();
+            if seen.is_some() {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        let seen = seen.expect("the cache never saw the stored write");
+        assert_eq!(object_rv(&seen), 1);
+        assert_eq!(lock(&backend.stored).clone(), ["n2"]);
+        // and the next write takes its turn after it (the turn went with the write's task)
+        let obj = json!({"metadata": {"name": "n3"}});
+        store
+            .create("leases.coordination.k8s.io", "kube-node-lease", "n3", obj)
+            .await
+            .unwrap();
+        assert_eq!(lock(&backend.stored).clone(), ["n2", "n3"]);
     }
 
     fn node(name: &str, rv: u64) -> (Key, Value) {
