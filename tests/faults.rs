@@ -758,6 +758,39 @@ impl Harness {
         std::fs::remove_file(&reservation).unwrap();
     }
 
+    /// Every node's Lease is renewed again after the fault: its renewTime changes within two
+    /// renewal periods (a quarter of [`LEASE_SECONDS`] each) plus slack. A Node can look Ready
+    /// without it (its agent re-posts Ready whenever the controller marks it Unknown), so this is
+    /// checked on its own (a stale watch cache made every renewal a 409 after a partition).
+    fn leases_renewed(&self) -> Vec<String> {
+        let renew_time = |name: &str| {
+            let path =
+                format!("/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{name}");
+            self.f
+                .get_json(&path)
+                .map(|l| s(&l["spec"]["renewTime"]).to_string())
+        };
+        let before: Vec<(String, Option<String>)> = self
+            .f
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), renew_time(&n.name)))
+            .collect();
+        let within = Duration::from_secs(u64::from(LEASE_SECONDS) / 2 + 5);
+        before
+            .into_iter()
+            .filter_map(|(name, was)| {
+                let renewed = common::wait_for_opt(within, || {
+                    let now = renew_time(&name)?;
+                    (Some(&now) != was.as_ref()).then_some(())
+                });
+                renewed.is_none().then(|| {
+                    format!("node {name}'s Lease not renewed within {within:?} after the fault (renewTime {was:?})")
+                })
+            })
+            .collect()
+    }
+
     /// Waits until every invariant holds: the time it took, or the violations at the deadline.
     fn converge(&self) -> (Option<Duration>, Vec<String>) {
         let t0 = Instant::now();
@@ -1344,6 +1377,7 @@ impl Harness {
             }
         };
         let (converged, mut violations) = self.converge();
+        violations.extend(self.leases_renewed());
         if let Some((i, round)) = relabel {
             let name = self.f.nodes[i].name.clone();
             let labelled = common::wait_for_opt(Duration::from_secs(30), || {
