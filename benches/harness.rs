@@ -310,6 +310,49 @@ fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
 
+/// CPU time of every thread of `pid` so far, in ns: the scheduler's own account
+/// (`/proc/PID/task/*/schedstat`), where `/proc/PID/stat` counts 10 ms ticks, too coarse for
+/// one event's fan-out (a few hundred ms of CPU in all).
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let s = std::fs::read_to_string(t.path().join("schedstat")).unwrap_or_default();
+        total += s
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Some(total)
+}
+
+/// Pins every thread of `pid` to CPU `cpu`, or lets them run anywhere again (None). New threads
+/// inherit the mask of the thread that starts them.
+fn pin(pid: u32, cpu: Option<usize>) -> Result<()> {
+    use nix::sched::{sched_setaffinity, CpuSet};
+    let mut set = CpuSet::new();
+    match cpu {
+        Some(c) => set.set(c)?,
+        None => {
+            // SAFETY: sysconf has no preconditions
+            let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
+            for c in 0..n.min(CpuSet::count()) {
+                set.set(c)?;
+            }
+        }
+    }
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))?.flatten() {
+        if let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) {
+            // a thread that ended meanwhile is no error
+            let _ = sched_setaffinity(nix::unistd::Pid::from_raw(tid), &set);
+        }
+    }
+    Ok(())
+}
+
 /// Write syscalls and bytes written of `pid` so far (`syscw`, `wchar` of /proc/PID/io).
 fn io_writes(pid: u32) -> Option<(u64, u64)> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
@@ -1342,7 +1385,33 @@ impl Bench {
     // ---------------------------------------------------------------- 5. fan-out
 
     async fn fanout(&mut self, n: usize) -> Result<()> {
-        eprintln!("[harness] fan-out: {n} watchers");
+        // DSA_BENCH_PIN_FANOUT=1: the server on CPU 0, the watchers (this process) on CPU 1, in
+        // the plain and the TLS run alike, so the latency shows the server's side alone and
+        // the watchers' work (reading, TLS decryption) cannot take the server's core
+        let pinned = std::env::var("DSA_BENCH_PIN_FANOUT").is_ok_and(|v| v == "1")
+            // SAFETY: sysconf has no preconditions
+            && unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) } >= 2;
+        eprintln!(
+            "[harness] fan-out: {n} watchers{}",
+            if pinned {
+                " (server on CPU 0, watchers on CPU 1)"
+            } else {
+                ""
+            }
+        );
+        if pinned {
+            pin(self.server.pid(), Some(0))?;
+            pin(std::process::id(), Some(1))?;
+        }
+        let res = self.fanout_round(n, pinned).await;
+        if pinned {
+            pin(self.server.pid(), None)?;
+            pin(std::process::id(), None)?;
+        }
+        res
+    }
+
+    async fn fanout_round(&mut self, n: usize, pinned: bool) -> Result<()> {
         let (code, body) = http_get(&self.wire, "/apis/apps/v1/daemonsets").await?;
         if code != 200 {
             bail!("list daemonsets: HTTP {code}");
@@ -1363,7 +1432,7 @@ impl Bench {
         let (tx, mut rx) = mpsc::unbounded_channel::<Instant>();
         let srv = self.server.pid();
         let rss0 = rss_kib(srv).unwrap_or(0) as f64 / 1024.0;
-        let c0 = cpu_ticks(srv).unwrap_or(0);
+        let ns0 = cpu_ns(srv).unwrap_or(0);
         let t_connect = Instant::now();
         let mut tasks = Vec::with_capacity(n);
         for _ in 0..n {
@@ -1406,8 +1475,10 @@ impl Bench {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let rss_conn = rss_kib(srv).unwrap_or(0) as f64 / 1024.0;
-        let c1 = cpu_ticks(srv).unwrap_or(0);
-        let own1 = cpu_ticks(std::process::id()).unwrap_or(0);
+        let (ns1, own_ns1) = (
+            cpu_ns(srv).unwrap_or(0),
+            cpu_ns(std::process::id()).unwrap_or(0),
+        );
         let w1 = io_writes(srv).unwrap_or_default();
         // a DaemonSet no node runs: only the watch events matter here
         let ds = daemonset(&name, &self.image_v1, Some(json!({"bench": "none"})))?;
@@ -1423,9 +1494,23 @@ impl Bench {
             }
         }
         let t_all = t0.elapsed().as_secs_f64();
-        let c2 = cpu_ticks(srv).unwrap_or(0);
-        let own2 = cpu_ticks(std::process::id()).unwrap_or(0);
+        let own_ns2 = cpu_ns(std::process::id()).unwrap_or(0);
+        // The DaemonSet controller's status write follows the create: its MODIFIED goes to
+        // every watcher too, sometimes inside the latency window and sometimes after it. So the
+        // server's cost is taken once its writes settle, and divided by the events it sent.
+        let settle_by = Instant::now() + Duration::from_secs(5);
+        let mut last = io_writes(srv).unwrap_or_default();
+        while Instant::now() < settle_by {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = io_writes(srv).unwrap_or_default();
+            if now.0.saturating_sub(last.0) < (n as u64 / 100).max(1) {
+                break;
+            }
+            last = now;
+        }
+        let ns2 = cpu_ns(srv).unwrap_or(0);
         let w2 = io_writes(srv).unwrap_or_default();
+        let events = self.watch_events_of(&rv, &needle).await.unwrap_or(1).max(1);
         let rss_after = rss_kib(srv).unwrap_or(0) as f64 / 1024.0;
         abort(&tasks);
         self.api.delete(&name, &DeleteParams::default()).await?;
@@ -1435,11 +1520,15 @@ impl Bench {
                 lat.len()
             );
         }
-        let tck = clk_tck();
-        let cpu_connect = (c1 - c0) as f64 / tck;
-        let cpu_event = (c2 - c1) as f64 / tck;
-        // the watchers' side (reading, and decrypting over TLS) shares the machine's cores
-        let cpu_client = own2.saturating_sub(own1) as f64 / tck;
+        let cpu_connect = ns1.saturating_sub(ns0) as f64 / 1e9;
+        // the server's CPU from the create until its writes settled, for `events` events
+        let cpu_event = ns2.saturating_sub(ns1) as f64 / 1e9;
+        // the watchers' side (reading, and decrypting over TLS) shares the machine's cores:
+        // their CPU from the create to the last ADDED (each reads up to its ADDED)
+        let cpu_client = own_ns2.saturating_sub(own_ns1) as f64 / 1e9;
+        // what one event cost each side per watcher: plain vs TLS gives the cost of TLS on each
+        let srv_us = cpu_event * 1e6 / n as f64 / events as f64;
+        let cli_us = cpu_client * 1e6 / n as f64;
         // what one event cost the server on the wire per watcher: write syscalls and bytes
         // (over TLS the bytes tell the records: each adds 22 to the plain chunk)
         let writes = (w2.0.saturating_sub(w1.0)) as f64 / n as f64;
@@ -1466,24 +1555,51 @@ impl Bench {
         }
         r.row(
             "  server CPU s connect / event",
-            format!("{cpu_connect:.2} / {cpu_event:.2}"),
-            format!("{cpu_client:.2} watchers"),
+            format!("{cpu_connect:.2} / {cpu_event:.3}"),
+            format!("{cpu_client:.3} watchers"),
+            None,
+        );
+        r.row(
+            "  CPU us per watcher per event: server / watchers",
+            format!("{srv_us:.1} / {cli_us:.1}"),
+            match pinned {
+                true => "pinned: server CPU 0, watchers CPU 1".into(),
+                false => "not pinned (DSA_BENCH_PIN_FANOUT=1 pins)".into(),
+            },
             None,
         );
         r.row(
             "  server writes / bytes per watcher",
             format!("{writes:.2} / {bytes:.0}"),
-            String::new(),
+            format!("{events} events"),
             None,
         );
         let fan = r.json.entry("fanout").or_insert_with(|| json!({}));
         fan[n.to_string()] = json!({"latency_ms": lat, "connect_s": connect_s, "server_rss_mib_before": rss0,
             "server_rss_mib": rss, "server_cpu_s_connect": cpu_connect, "server_cpu_s_event": cpu_event,
             "watchers_cpu_s_event": cpu_client, "server_writes_per_watcher": writes,
-            "server_bytes_per_watcher": bytes, "event_window_s": t_all});
+            "server_bytes_per_watcher": bytes, "event_window_s": t_all,
+            "server_cpu_us_per_watcher": srv_us, "watchers_cpu_us_per_watcher": cli_us,
+            "events": events, "pinned": pinned});
         // let the server notice the closed connections before the next round
         tokio::time::sleep(Duration::from_secs(2)).await;
         Ok(())
+    }
+
+    /// How many watch events the DaemonSets matching `needle` had after `rv`: a watch from
+    /// `rv` replays them (and ends after a second).
+    async fn watch_events_of(&self, rv: &str, needle: &[u8]) -> Result<usize> {
+        let path =
+            format!("/apis/apps/v1/daemonsets?watch=true&resourceVersion={rv}&timeoutSeconds=1");
+        let (code, body) = http_get(&self.wire, &path).await?;
+        if code != 200 {
+            bail!("watch daemonsets: HTTP {code}");
+        }
+        let needle = String::from_utf8_lossy(needle);
+        Ok(body
+            .lines()
+            .filter(|l| l.contains(&*needle) && l.contains("\"type\":"))
+            .count())
     }
 
     // ---------------------------------------------------------------- 2. peers

@@ -10,6 +10,7 @@
 //! 504 "Too large resource version" as its one ERROR event.
 use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,6 +42,9 @@ const HISTORY_BATCH: usize = 256;
 /// How one watcher renders events.
 struct WatchRender {
     r: &'static Resource,
+    /// `r.key()`, the resource the history is read for (made once: every event of the store
+    /// is compared with it, for every watcher).
+    key: String,
     /// The resource the client asked for (`r` unless it is served over `r`'s storage).
     shown: &'static Resource,
     /// How a stored object is shown to the client (None: as it is).
@@ -70,7 +74,7 @@ impl WatchRender {
 
     /// The line this watcher sends for `ev`, if any.
     fn render(&self, ev: &WatchEvent) -> Option<Bytes> {
-        if ev.resource != self.r.key() || self.ns.as_ref().is_some_and(|ns| *ns != ev.namespace) {
+        if ev.resource != self.key || self.ns.as_ref().is_some_and(|ns| *ns != ev.namespace) {
             return None;
         }
         if self.filter.is_empty() {
@@ -113,8 +117,6 @@ fn error_line(e: &ApiError) -> Bytes {
 struct WatchState {
     render: WatchRender,
     store: Arc<dyn ObjectStore>,
-    /// `render.r.key()`, the resource the history is read for.
-    key: String,
     /// The value the selector asks the resource's indexed field to equal (a node's name for
     /// its pods): the watch is woken by, and reads, those objects' events only.
     trigger: Option<String>,
@@ -123,7 +125,9 @@ struct WatchState {
     changes: Option<changes::Receiver<u64>>,
     /// The history has been read through this resourceVersion.
     cursor: u64,
-    deadline: tokio::time::Instant,
+    /// The watch's end, one timer for its whole life (a `sleep_until` made at each wait would
+    /// enter the runtime's timer wheel and leave it again for every event, for every watcher).
+    deadline: Pin<Box<tokio::time::Sleep>>,
     bookmarks: Option<tokio::time::Interval>,
 }
 
@@ -131,14 +135,13 @@ impl WatchState {
     /// Renders what the history holds after the cursor (a batch); false when it held nothing.
     fn read_history(&mut self) -> bool {
         let ns = self.render.ns.as_deref();
+        let key = &self.render.key;
         let found = match &self.trigger {
             Some(value) => {
                 self.store
-                    .events_after_trigger(self.cursor, &self.key, value, ns, HISTORY_BATCH)
+                    .events_after_trigger(self.cursor, key, value, ns, HISTORY_BATCH)
             }
-            None => self
-                .store
-                .events_after(self.cursor, &self.key, ns, HISTORY_BATCH),
+            None => self.store.events_after(self.cursor, key, ns, HISTORY_BATCH),
         };
         match found {
             Ok(found) => {
@@ -155,7 +158,7 @@ impl WatchState {
                 let e = match e {
                     StoreError::Expired { .. } => {
                         tracing::debug!(
-                            resource = self.key.as_str(),
+                            resource = self.render.key.as_str(),
                             "watcher fell behind the history"
                         );
                         ApiError::gone("the watch fell too far behind: relist and watch again")
@@ -195,7 +198,7 @@ async fn next_line(mut st: WatchState) -> Option<(Result<Frame<Bytes>, Infallibl
                     return None;
                 }
             }
-            _ = tokio::time::sleep_until(st.deadline) => return None,
+            _ = st.deadline.as_mut() => return None,
             _ = tick => {
                 // read through first: a node's pod watch is not woken by other pods' events,
                 // so its cursor moves on here and its bookmark tells a current resourceVersion
@@ -305,6 +308,7 @@ pub async fn watch_converted(
     };
     let render = WatchRender {
         r,
+        key: r.key(),
         shown,
         present,
         ns: ns.map(str::to_string),
@@ -315,13 +319,13 @@ pub async fn watch_converted(
     let store = api.store.clone();
     // woken by events of this resource only (not by every write of the store), and of a
     // node's pods only for a watch of that node's pods
-    let trigger = super::store::trigger_field(&r.key())
+    let trigger = super::store::trigger_field(&render.key)
         .and_then(|field| render.filter.field_equals(field))
         .filter(|v| !v.is_empty())
         .map(str::to_string);
     let mut changes = Some(match &trigger {
-        Some(value) => store.changes_of_trigger(&r.key(), value),
-        None => store.changes_of(&r.key()),
+        Some(value) => store.changes_of_trigger(&render.key, value),
+        None => store.changes_of(&render.key),
     });
     // the initial events of `NotOlderThan` a resourceVersion wait for it too
     let started = match rv {
@@ -363,14 +367,13 @@ pub async fn watch_converted(
         iv
     });
     let state = WatchState {
-        key: r.key(),
         trigger,
         render,
         store,
         pending,
         changes,
         cursor,
-        deadline: deadline(timeout),
+        deadline: Box::pin(tokio::time::sleep_until(deadline(timeout))),
         bookmarks,
     };
     let stream = futures::stream::unfold(state, next_line);
