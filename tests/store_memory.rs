@@ -92,13 +92,15 @@ async fn the_store_holds_a_pod_in_a_few_kilobytes() {
     let (objects, objects_updated) = per_pod(1).await;
     let (with_history, with_history_updated) = per_pod(100_000).await;
     println!("pod: {json} bytes of JSON");
-    println!("objects only: {objects:.0} B/pod created, {objects_updated:.0} B/pod after an update");
+    println!(
+        "objects only: {objects:.0} B/pod created, {objects_updated:.0} B/pod after an update"
+    );
     println!(
         "with the default history: {with_history:.0} B/pod created, \
          {with_history_updated:.0} B/pod after an update"
     );
     assert!(
-        objects < 80_000.0,
+        objects < 8_000.0,
         "the cache holds {objects:.0} bytes per pod"
     );
 }
