@@ -812,7 +812,7 @@ impl ObjectStore for Store {
     ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
         if !indexed(resource) {
             let (items, rv) = self.list(resource, namespace).await?;
-            return Ok((items.into_iter().filter(|o| by.selects(o)).collect(), rv));
+            return Ok((by.filter(items), rv));
         }
         let (slots, rv) = {
             let objects = lock(&self.state.objects);

@@ -229,7 +229,7 @@ pub trait ObjectStore: Send + Sync {
         by: Indexed<'_>,
     ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
         let (items, rv) = self.list(resource, namespace).await?;
-        Ok((items.into_iter().filter(|o| by.selects(o)).collect(), rv))
+        Ok((by.filter(items), rv))
     }
     /// Objects of `resource` (in `namespace`, or all) as they were at resourceVersion `rv` (at
     /// most the store's), sorted as [`ObjectStore::list`] sorts them: a consistent snapshot for
@@ -367,6 +367,11 @@ impl Indexed<'_> {
             Indexed::Trigger(v) => trigger == *v,
             Indexed::Controller(uid) => controller == *uid,
         }
+    }
+
+    /// The objects of `items` this selects.
+    pub fn filter(&self, items: Vec<Arc<Value>>) -> Vec<Arc<Value>> {
+        items.into_iter().filter(|o| self.selects(o)).collect()
     }
 }
 
