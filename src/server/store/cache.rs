@@ -86,6 +86,40 @@ impl Slot {
     }
 }
 
+/// An object's parts a metadata-only read decodes (the others are skipped, not built).
+#[derive(serde::Deserialize)]
+struct MetadataOnly {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<Value>,
+    kind: Option<Value>,
+    metadata: Option<serde_json::Map<String, Value>>,
+}
+
+impl Slot {
+    /// The object cut to its metadata ([`super::metadata_of`]).
+    fn metadata(self) -> Result<Arc<Value>, StoreError> {
+        match self {
+            Slot::Live(v) => Ok(Arc::new(super::metadata_of(&v))),
+            Slot::Json(json) => {
+                let m: MetadataOnly = serde_json::from_slice(&json)?;
+                let mut out = serde_json::Map::new();
+                let parts = [
+                    ("apiVersion", m.api_version),
+                    ("kind", m.kind),
+                    ("metadata", m.metadata.map(Value::Object)),
+                ];
+                for (k, v) in parts {
+                    if let Some(v) = v {
+                        out.insert(k.to_string(), v);
+                    }
+                }
+                super::strip_managed_fields(&mut out);
+                Ok(Arc::new(Value::Object(out)))
+            }
+        }
+    }
+}
+
 /// Decodes `slots` (outside the cache's lock).
 fn values(slots: Vec<Slot>) -> Result<Vec<Arc<Value>>, StoreError> {
     slots.into_iter().map(Slot::value).collect()
@@ -804,6 +838,22 @@ impl ObjectStore for Store {
         Ok((values(slots)?, rv))
     }
 
+    async fn list_metadata(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
+        let (slots, rv) = {
+            let objects = lock(&self.state.objects);
+            (objects.slots(resource, namespace), objects.rv)
+        };
+        let items = slots
+            .into_iter()
+            .map(Slot::metadata)
+            .collect::<Result<_, _>>()?;
+        Ok((items, rv))
+    }
+
     async fn list_indexed(
         &self,
         resource: &str,
@@ -1505,6 +1555,57 @@ mod tests {
             .collect();
         assert_eq!(objects, lines);
         assert_eq!(objects.len(), 3);
+        // metadata only: from the bytes and from a live object alike, managedFields cut
+        drop((w, cached));
+        let mut p = owned("p5", "b", Some("u1"), 7).1;
+        p["metadata"]["managedFields"] = json!([{"manager": "m"}]);
+        let want = json!({"kind": "Pod", "metadata": p["metadata"].clone()});
+        let mut want = want;
+        want["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        tx.send(Change::Put {
+            key: key("pods", "default", "p5"),
+            value: p,
+        })
+        .await
+        .unwrap();
+        all.wait_for(|rv| *rv == 7).await.unwrap();
+        let (meta, rv) = store.list_metadata("pods", None).await.unwrap();
+        assert_eq!(rv, 7);
+        assert_eq!(meta.len(), 4);
+        assert_eq!(*meta[3], want);
+        assert!(meta.iter().all(|m| m.get("spec").is_none()));
+        let held = store.get("pods", "default", "p5").await.unwrap().unwrap();
+        let (meta, _) = store.list_metadata("pods", None).await.unwrap();
+        assert_eq!(*meta[3], want);
+        drop(held);
+    }
+
+    /// A metadata-only list of objects no one holds decodes them from their bytes, cut as one
+    /// of a held object is.
+    #[tokio::test]
+    async fn metadata_only_lists_cut_objects_from_their_bytes() {
+        let (_tx, rx) = mpsc::channel(1);
+        let backend = Driven {
+            feed: Mutex::new(Some(rx)),
+        };
+        let (k, mut p) = owned("p", "a", None, 1);
+        p["apiVersion"] = json!("v1");
+        p["metadata"]["managedFields"] = json!([{"manager": "m"}]);
+        let store = Store::new(Arc::new(backend), vec![(k, p.clone())], 1, 10, 1 << 20);
+        let (from_bytes, _) = store.list_metadata("pods", None).await.unwrap();
+        let held = store.get("pods", "default", "p").await.unwrap().unwrap();
+        let (from_held, _) = store.list_metadata("pods", None).await.unwrap();
+        assert_eq!(from_bytes, from_held);
+        let mut want = json!({"apiVersion": "v1", "kind": "Pod", "metadata": p["metadata"]});
+        want["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        assert_eq!(*from_bytes[0], want);
+        assert_eq!(*held, p);
     }
 
     /// A shared backend's feed drives the cache: changes become events in order, progress

@@ -231,6 +231,18 @@ pub trait ObjectStore: Send + Sync {
         let (items, rv) = self.list(resource, namespace).await?;
         Ok((by.filter(items), rv))
     }
+    /// [`ObjectStore::list`] with each object cut to its metadata (`apiVersion`, `kind`,
+    /// `metadata` but `managedFields`), what kube-apiserver serves a metadata-only informer
+    /// (`PartialObjectMetadata`): the garbage collector's passes read every object, and the
+    /// objects whole are many times their size encoded.
+    async fn list_metadata(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
+        let (items, rv) = self.list(resource, namespace).await?;
+        Ok((items.iter().map(|o| Arc::new(metadata_of(o))).collect(), rv))
+    }
     /// Objects of `resource` (in `namespace`, or all) as they were at resourceVersion `rv` (at
     /// most the store's), sorted as [`ObjectStore::list`] sorts them: a consistent snapshot for
     /// the later pages of a paged list and for `resourceVersionMatch=Exact`. `Expired` when the
@@ -398,6 +410,25 @@ pub fn index_values(obj: &Value) -> (&str, &str) {
         .and_then(Value::as_str)
         .unwrap_or("");
     (trigger, controller)
+}
+
+/// `obj` cut to its metadata ([`ObjectStore::list_metadata`]).
+pub fn metadata_of(obj: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for k in ["apiVersion", "kind", "metadata"] {
+        if let Some(v) = obj.get(k) {
+            out.insert(k.to_string(), v.clone());
+        }
+    }
+    strip_managed_fields(&mut out);
+    Value::Object(out)
+}
+
+/// Removes `metadata.managedFields` of `obj`.
+pub(crate) fn strip_managed_fields(obj: &mut serde_json::Map<String, Value>) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
 }
 
 /// Where a backend keeps one object: cluster-scoped objects have namespace "".

@@ -38,6 +38,22 @@ impl Api {
         Ok(items)
     }
 
+    /// Every object of `r` (in `ns`) cut to its metadata ([`ObjectStore::list_metadata`]).
+    pub async fn list_metadata(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+    ) -> Result<Vec<Arc<Value>>, ApiError> {
+        authorize(user, Verb::List, r, None, ns, None)?;
+        let (items, _) = self
+            .store
+            .list_metadata(&r.key(), ns)
+            .await
+            .map_err(|e| store_error(r, e))?;
+        Ok(items)
+    }
+
     /// The current objects of `key` (in `ns`) `filter` may select: through the store's index of
     /// the trigger field when the field selector names its value (an agent's list of its pods
     /// reads its pods only), else all of them.
