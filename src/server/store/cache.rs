@@ -777,6 +777,13 @@ impl Store {
         self.tasks.extend(task);
     }
 
+    /// What `read` takes of the objects, and their resourceVersion, under the lock (decoded
+    /// after it).
+    fn slots(&self, read: impl FnOnce(&Objects) -> Vec<Slot>) -> (Vec<Slot>, u64) {
+        let objects = lock(&self.state.objects);
+        (read(&objects), objects.rv)
+    }
+
     /// Waits until the feed brought `rv` (a write of ours).
     async fn fed(&self, rv: u64) {
         let mut changes = self.state.rv.subscribe();
@@ -831,10 +838,7 @@ impl ObjectStore for Store {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
-        let (slots, rv) = {
-            let objects = lock(&self.state.objects);
-            (objects.slots(resource, namespace), objects.rv)
-        };
+        let (slots, rv) = self.slots(|o| o.slots(resource, namespace));
         Ok((values(slots)?, rv))
     }
 
@@ -843,10 +847,7 @@ impl ObjectStore for Store {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
-        let (slots, rv) = {
-            let objects = lock(&self.state.objects);
-            (objects.slots(resource, namespace), objects.rv)
-        };
+        let (slots, rv) = self.slots(|o| o.slots(resource, namespace));
         let items = slots
             .into_iter()
             .map(Slot::metadata)
@@ -864,10 +865,7 @@ impl ObjectStore for Store {
             let (items, rv) = self.list(resource, namespace).await?;
             return Ok((by.filter(items), rv));
         }
-        let (slots, rv) = {
-            let objects = lock(&self.state.objects);
-            (objects.indexed_slots(resource, namespace, by), objects.rv)
-        };
+        let (slots, rv) = self.slots(|o| o.indexed_slots(resource, namespace, by));
         Ok((values(slots)?, rv))
     }
 
