@@ -33,7 +33,7 @@ use crate::server::auth::User;
 use crate::server::kinds::{event, LEASES, NODES, PODS};
 use crate::server::query::{Filter, WriteOpts};
 use crate::server::status::ApiError;
-use crate::server::store::{object_rv, EventType, WatchEvent};
+use crate::server::store::{object_rv, EventType, Indexed, WatchEvent};
 use crate::server::verbs::{Api, DeleteOptions, ObjectRef, Part};
 
 /// The namespace of the nodes' heartbeat Leases.
@@ -558,9 +558,10 @@ impl Controller {
     }
 }
 
-/// The pods by the node they are bound to, listed at most once (per pass or event).
+/// The pods by the node they are bound to, each node's read at most once (per pass or event),
+/// through the store's index of pods by node: a node's pods, not every pod.
 #[derive(Default)]
-pub struct PodsByNode(Option<HashMap<String, Vec<Arc<Value>>>>);
+pub struct PodsByNode(HashMap<String, Vec<Arc<Value>>>);
 
 impl PodsByNode {
     async fn on(
@@ -569,29 +570,18 @@ impl PodsByNode {
         user: &User,
         node: &str,
     ) -> Result<Vec<Arc<Value>>, NodeLifecycleError> {
-        if self.0.is_none() {
-            let (pods, _) = api
-                .list(user, &PODS, None, &Filter::default())
-                .await
-                .map_err(|source| NodeLifecycleError::List {
-                    what: "pods",
-                    source,
-                })?;
-            let mut by_node: HashMap<String, Vec<Arc<Value>>> = HashMap::new();
-            for p in pods {
-                by_node
-                    .entry(s(&p, "/spec/nodeName").to_string())
-                    .or_default()
-                    .push(p);
-            }
-            self.0 = Some(by_node);
+        if let Some(pods) = self.0.get(node) {
+            return Ok(pods.clone());
         }
-        Ok(self
-            .0
-            .as_ref()
-            .and_then(|m| m.get(node))
-            .cloned()
-            .unwrap_or_default())
+        let pods = api
+            .list_indexed(user, &PODS, None, Indexed::Trigger(node))
+            .await
+            .map_err(|source| NodeLifecycleError::List {
+                what: "pods",
+                source,
+            })?;
+        self.0.insert(node.to_string(), pods.clone());
+        Ok(pods)
     }
 }
 

@@ -5,20 +5,167 @@
 //! serialised here, so that events reach the history in resourceVersion order. A backend others
 //! write too (etcd) brings every change, ours included, through its [`Backend::feed`]; a write
 //! returns once the feed has brought it, so that a read after it sees it.
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use super::{
-    object_rv, set_rv, trigger_values, Backend, Change, EventType, EventsAfter, Expect, Key,
-    ObjectStore, StoreError, Watch, WatchEvent, WatchFrom,
+    index_values, indexed, object_rv, set_rv, trigger_values, Backend, Change, EventType,
+    EventsAfter, Expect, Indexed, Key, ObjectStore, StoreError, Watch, WatchEvent, WatchFrom,
 };
 
-pub(super) type ObjectMap = HashMap<String, BTreeMap<(String, String), Arc<Value>>>;
+/// Per resource, its objects by (namespace, name).
+pub(super) type ObjectMap = HashMap<String, BTreeMap<(String, String), Entry>>;
+
+/// One object as the cache keeps it: its JSON, the bytes of its last event (a 4.9 KB pod is
+/// 55 KB and 468 allocations as a `Value`: 100 000 of them did not fit the server's 1 GiB), and
+/// the decoded object while anyone still holds it, so that readers share one decoding.
+pub(super) struct Entry {
+    json: Bytes,
+    rv: u64,
+    decoded: Weak<Value>,
+    /// The object's [`index_values`], for an [`indexed`] resource.
+    trigger: Box<str>,
+    controller: Box<str>,
+}
+
+impl Entry {
+    /// The entry of `object`, encoded as `json`.
+    fn new(resource: &str, object: &Arc<Value>, json: Bytes) -> Entry {
+        let (trigger, controller) = match indexed(resource) {
+            true => index_values(object),
+            false => ("", ""),
+        };
+        Entry {
+            json,
+            rv: object_rv(object),
+            decoded: Arc::downgrade(object),
+            trigger: trigger.into(),
+            controller: controller.into(),
+        }
+    }
+
+    /// The entry of `object`, encoding it.
+    fn encode(resource: &str, object: &Arc<Value>) -> Entry {
+        let json = serde_json::to_vec(&**object).unwrap_or_default();
+        Entry::new(resource, object, Bytes::from(json))
+    }
+
+    /// The object, decoded when no one holds it any more.
+    fn slot(&self) -> Slot {
+        match self.decoded.upgrade() {
+            Some(v) => Slot::Live(v),
+            None => Slot::Json(self.json.clone()),
+        }
+    }
+
+    /// The object, decoded again when no one held it (and kept while someone does).
+    fn value(&mut self) -> Result<Arc<Value>, StoreError> {
+        let v = self.slot().value()?;
+        self.decoded = Arc::downgrade(&v);
+        Ok(v)
+    }
+}
+
+/// An object read from the cache under its lock, decoded (when it must be) after.
+pub(super) enum Slot {
+    Live(Arc<Value>),
+    Json(Bytes),
+}
+
+impl Slot {
+    fn value(self) -> Result<Arc<Value>, StoreError> {
+        match self {
+            Slot::Live(v) => Ok(v),
+            Slot::Json(json) => Ok(Arc::new(serde_json::from_slice(&json)?)),
+        }
+    }
+}
+
+/// An object's parts a metadata-only read decodes (the others are skipped, not built).
+#[derive(serde::Deserialize)]
+struct MetadataOnly {
+    #[serde(rename = "apiVersion")]
+    api_version: Option<Value>,
+    kind: Option<Value>,
+    metadata: Option<serde_json::Map<String, Value>>,
+}
+
+impl Slot {
+    /// The object cut to its metadata ([`super::metadata_of`]).
+    fn metadata(self) -> Result<Arc<Value>, StoreError> {
+        match self {
+            Slot::Live(v) => Ok(Arc::new(super::metadata_of(&v))),
+            Slot::Json(json) => {
+                let m: MetadataOnly = serde_json::from_slice(&json)?;
+                let mut out = serde_json::Map::new();
+                let parts = [
+                    ("apiVersion", m.api_version),
+                    ("kind", m.kind),
+                    ("metadata", m.metadata.map(Value::Object)),
+                ];
+                for (k, v) in parts {
+                    if let Some(v) = v {
+                        out.insert(k.to_string(), v);
+                    }
+                }
+                super::strip_managed_fields(&mut out);
+                Ok(Arc::new(Value::Object(out)))
+            }
+        }
+    }
+}
+
+/// Decodes `slots` (outside the cache's lock).
+fn values(slots: Vec<Slot>) -> Result<Vec<Arc<Value>>, StoreError> {
+    slots.into_iter().map(Slot::value).collect()
+}
+
+/// Per index ([`Indexed`]) of a resource, per value, the objects (namespace, name).
+#[derive(Default)]
+pub(super) struct Indexes {
+    trigger: HashMap<Box<str>, BTreeSet<(String, String)>>,
+    controller: HashMap<Box<str>, BTreeSet<(String, String)>>,
+}
+
+impl Indexes {
+    fn add(&mut self, k: &(String, String), e: &Entry) {
+        self.trigger
+            .entry(e.trigger.clone())
+            .or_default()
+            .insert(k.clone());
+        self.controller
+            .entry(e.controller.clone())
+            .or_default()
+            .insert(k.clone());
+    }
+
+    fn remove(&mut self, k: &(String, String), e: &Entry) {
+        for (index, value) in [
+            (&mut self.trigger, &e.trigger),
+            (&mut self.controller, &e.controller),
+        ] {
+            if let Some(set) = index.get_mut(value) {
+                set.remove(k);
+                if set.is_empty() {
+                    index.remove(value);
+                }
+            }
+        }
+    }
+
+    fn of(&self, by: Indexed<'_>) -> Option<&BTreeSet<(String, String)>> {
+        match by {
+            Indexed::Trigger(v) => self.trigger.get(v),
+            Indexed::Controller(uid) => self.controller.get(uid),
+        }
+    }
+}
 
 /// How long a write to a shared backend waits for its feed to bring the write back before it
 /// returns anyway (the object is stored; a read right after may not see it yet).
@@ -220,6 +367,86 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(super) struct Objects {
     map: ObjectMap,
     rv: u64,
+    /// Per [`indexed`] resource, its indexes over `map`.
+    indexes: HashMap<String, Indexes>,
+}
+
+impl Objects {
+    fn new(map: ObjectMap, rv: u64) -> Objects {
+        let mut indexes: HashMap<String, Indexes> = HashMap::new();
+        for (resource, m) in &map {
+            if indexed(resource) {
+                let index = indexes.entry(resource.clone()).or_default();
+                for (k, e) in m {
+                    index.add(k, e);
+                }
+            }
+        }
+        Objects { map, rv, indexes }
+    }
+
+    /// Stores `entry` at `k`; the entry it replaces.
+    fn insert(&mut self, resource: &str, k: (String, String), entry: Entry) -> Option<Entry> {
+        let map = match self.map.get_mut(resource) {
+            Some(m) => m,
+            None => self.map.entry(resource.to_string()).or_default(),
+        };
+        let prev = map.insert(k.clone(), entry);
+        if indexed(resource) {
+            let index = self.indexes.entry(resource.to_string()).or_default();
+            if let Some(p) = &prev {
+                index.remove(&k, p);
+            }
+            index.add(&k, &map[&k]);
+        }
+        prev
+    }
+
+    /// Removes the entry at `k`.
+    fn remove(&mut self, resource: &str, k: &(String, String)) -> Option<Entry> {
+        let prev = self.map.get_mut(resource)?.remove(k)?;
+        if let Some(index) = self.indexes.get_mut(resource) {
+            index.remove(k, &prev);
+        }
+        Some(prev)
+    }
+
+    fn get_mut(&mut self, resource: &str, k: &(String, String)) -> Option<&mut Entry> {
+        self.map.get_mut(resource)?.get_mut(k)
+    }
+
+    /// The objects of `resource` in `namespace` (or all), in order.
+    fn slots(&self, resource: &str, namespace: Option<&str>) -> Vec<Slot> {
+        let Some(m) = self.map.get(resource) else {
+            return Vec::new();
+        };
+        match namespace {
+            None => m.values().map(Entry::slot).collect(),
+            Some(ns) => m
+                .range((ns.to_string(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, e)| e.slot())
+                .collect(),
+        }
+    }
+
+    /// The objects of `resource` in `namespace` (or all) that `by` selects, in order.
+    fn indexed_slots(&self, resource: &str, namespace: Option<&str>, by: Indexed<'_>) -> Vec<Slot> {
+        let (Some(index), Some(m)) = (self.indexes.get(resource), self.map.get(resource)) else {
+            return Vec::new();
+        };
+        let Some(keys) = index.of(by) else {
+            return Vec::new();
+        };
+        let keys: Box<dyn Iterator<Item = &(String, String)>> = match namespace {
+            None => Box::new(keys.iter()),
+            Some(ns) => Box::new(
+                keys.range((ns.to_string(), String::new())..)
+                    .take_while(move |(n, _)| n == ns),
+            ),
+        };
+        keys.filter_map(|k| m.get(k)).map(Entry::slot).collect()
+    }
 }
 
 /// What the cache holds; shared with the task that applies a backend's feed.
@@ -266,20 +493,38 @@ impl State {
         gone: Option<Value>,
     ) -> Option<Arc<Value>> {
         let mut objects = lock(&self.objects);
-        let map = objects.map.entry(key.resource.clone()).or_default();
         let k = (key.namespace.clone(), key.name.clone());
-        let (event_type, object, prev) = match value {
+        // the object before: the event carries it decoded (filtered watches and the
+        // controllers compare it with the new one)
+        let before = |objects: &mut Objects| {
+            objects
+                .get_mut(&key.resource, &k)
+                .and_then(|e| e.value().ok())
+        };
+        let event = match value {
             Some(v) => {
-                let prev = map.insert(k, v.clone());
+                let prev = before(&mut objects);
                 let t = if prev.is_some() {
                     EventType::Modified
                 } else {
                     EventType::Added
                 };
-                (t, v, prev)
+                let event = WatchEvent::new(
+                    t,
+                    rv,
+                    &key.resource,
+                    &key.namespace,
+                    &key.name,
+                    v.clone(),
+                    prev,
+                );
+                let entry = Entry::new(&key.resource, &v, event.json.clone());
+                objects.insert(&key.resource, k, entry);
+                event
             }
             None => {
-                let prev = map.remove(&k);
+                let prev = before(&mut objects);
+                objects.remove(&key.resource, &k);
                 let mut last = match (&prev, gone) {
                     (Some(p), _) => (**p).clone(),
                     (None, Some(g)) => g,
@@ -291,19 +536,20 @@ impl State {
                     }
                 };
                 set_rv(&mut last, rv);
-                (EventType::Deleted, Arc::new(last), prev)
+                WatchEvent::new(
+                    EventType::Deleted,
+                    rv,
+                    &key.resource,
+                    &key.namespace,
+                    &key.name,
+                    Arc::new(last),
+                    prev,
+                )
             }
         };
         objects.rv = objects.rv.max(rv);
-        let event = Arc::new(WatchEvent::new(
-            event_type,
-            rv,
-            &key.resource,
-            &key.namespace,
-            &key.name,
-            object.clone(),
-            prev,
-        ));
+        let event = Arc::new(event);
+        let object = event.object.clone();
         lock(&self.history).push(event.clone());
         drop(objects);
         self.wake(&event);
@@ -323,55 +569,57 @@ impl State {
     /// is told 410 (kube-apiserver's cacher ends its watchers when it relists); the in-process
     /// watchers get the difference as events at `rv`, as a reflector's replace.
     fn replace(&self, loaded: Vec<(Key, Value)>, rv: u64) {
-        let mut fresh: ObjectMap = HashMap::new();
-        for (k, v) in loaded {
-            fresh
-                .entry(k.resource)
-                .or_default()
-                .insert((k.namespace, k.name), Arc::new(v));
-        }
         let mut objects = lock(&self.objects);
+        let mut fresh: ObjectMap = HashMap::new();
         let mut events = Vec::new();
-        for (resource, map) in &fresh {
-            let old = objects.map.get(resource);
-            for ((ns, name), v) in map {
-                let prev = old
-                    .and_then(|m| m.get(&(ns.clone(), name.clone())))
-                    .cloned();
-                if prev.as_ref().is_some_and(|p| object_rv(p) == object_rv(v)) {
-                    continue;
+        for (k, v) in loaded {
+            let v = Arc::new(v);
+            let at = (k.namespace, k.name);
+            let old = objects.get_mut(&k.resource, &at);
+            let entry = match old {
+                Some(o) if o.rv == object_rv(&v) => Entry::encode(&k.resource, &v),
+                _ => {
+                    let prev = old.and_then(|o| o.value().ok());
+                    let t = if prev.is_some() {
+                        EventType::Modified
+                    } else {
+                        EventType::Added
+                    };
+                    let e = WatchEvent::new(t, rv, &k.resource, &at.0, &at.1, v.clone(), prev);
+                    let entry = Entry::new(&k.resource, &v, e.json.clone());
+                    events.push(e);
+                    entry
                 }
-                let t = if prev.is_some() {
-                    EventType::Modified
-                } else {
-                    EventType::Added
-                };
-                events.push(WatchEvent::new(t, rv, resource, ns, name, v.clone(), prev));
-            }
+            };
+            fresh.entry(k.resource).or_default().insert(at, entry);
         }
+        let mut gone = Vec::new();
         for (resource, map) in &objects.map {
-            for ((ns, name), v) in map {
+            for ((ns, name), e) in map {
                 if fresh
                     .get(resource)
                     .is_none_or(|m| !m.contains_key(&(ns.clone(), name.clone())))
                 {
-                    let mut last = (**v).clone();
-                    set_rv(&mut last, rv);
-                    events.push(WatchEvent::new(
-                        EventType::Deleted,
-                        rv,
-                        resource,
-                        ns,
-                        name,
-                        Arc::new(last),
-                        Some(v.clone()),
-                    ));
+                    gone.push((resource.clone(), ns.clone(), name.clone(), e.slot()));
                 }
             }
         }
+        for (resource, ns, name, slot) in gone {
+            let Ok(v) = slot.value() else { continue };
+            let mut last = (*v).clone();
+            set_rv(&mut last, rv);
+            events.push(WatchEvent::new(
+                EventType::Deleted,
+                rv,
+                &resource,
+                &ns,
+                &name,
+                Arc::new(last),
+                Some(v),
+            ));
+        }
         let back = rv < objects.rv;
-        objects.map = fresh;
-        objects.rv = rv;
+        *objects = Objects::new(fresh, rv);
         let mut history = lock(&self.history);
         history.reset(rv);
         history.went_back |= back;
@@ -507,13 +755,14 @@ impl Store {
     ) -> Store {
         let mut map: ObjectMap = HashMap::new();
         for (k, v) in loaded {
+            let entry = Entry::encode(&k.resource, &Arc::new(v));
             map.entry(k.resource)
                 .or_default()
-                .insert((k.namespace, k.name), Arc::new(v));
+                .insert((k.namespace, k.name), entry);
         }
         let (tx, _) = broadcast::channel(max_events.max(16));
         let state = Arc::new(State {
-            objects: Mutex::new(Objects { map, rv }),
+            objects: Mutex::new(Objects::new(map, rv)),
             history: Mutex::new(History::new(rv, max_events, max_bytes)),
             tx,
             rv: watch::channel(rv).0,
@@ -541,6 +790,13 @@ impl Store {
     /// Ends `task` with the store.
     pub(super) fn also_stop(&mut self, task: Option<tokio::task::AbortHandle>) {
         self.tasks.extend(task);
+    }
+
+    /// What `read` takes of the objects, and their resourceVersion, under the lock (decoded
+    /// after it).
+    fn slots(&self, read: impl FnOnce(&Objects) -> Vec<Slot>) -> (Vec<Slot>, u64) {
+        let objects = lock(&self.state.objects);
+        (read(&objects), objects.rv)
     }
 
     /// Waits until the feed brought `rv` (a write of ours).
@@ -592,12 +848,9 @@ impl ObjectStore for Store {
         namespace: &str,
         name: &str,
     ) -> Result<Option<Arc<Value>>, StoreError> {
-        let objects = lock(&self.state.objects);
-        Ok(objects
-            .map
-            .get(resource)
-            .and_then(|m| m.get(&(namespace.to_string(), name.to_string())))
-            .cloned())
+        let mut objects = lock(&self.state.objects);
+        let k = (namespace.to_string(), name.to_string());
+        objects.get_mut(resource, &k).map(Entry::value).transpose()
     }
 
     async fn list(
@@ -605,19 +858,35 @@ impl ObjectStore for Store {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
-        let objects = lock(&self.state.objects);
-        let items = match objects.map.get(resource) {
-            None => Vec::new(),
-            Some(m) => match namespace {
-                None => m.values().cloned().collect(),
-                Some(ns) => m
-                    .range((ns.to_string(), String::new())..)
-                    .take_while(|((n, _), _)| n == ns)
-                    .map(|(_, v)| v.clone())
-                    .collect(),
-            },
-        };
-        Ok((items, objects.rv))
+        let (slots, rv) = self.slots(|o| o.slots(resource, namespace));
+        Ok((values(slots)?, rv))
+    }
+
+    async fn list_metadata(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
+        let (slots, rv) = self.slots(|o| o.slots(resource, namespace));
+        let items = slots
+            .into_iter()
+            .map(Slot::metadata)
+            .collect::<Result<_, _>>()?;
+        Ok((items, rv))
+    }
+
+    async fn list_indexed(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        by: Indexed<'_>,
+    ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
+        if !indexed(resource) {
+            let (items, rv) = self.list(resource, namespace).await?;
+            return Ok((by.filter(items), rv));
+        }
+        let (slots, rv) = self.slots(|o| o.indexed_slots(resource, namespace, by));
+        Ok((values(slots)?, rv))
     }
 
     /// The current objects with the history's changes after `rv` undone, newest first: each
@@ -633,7 +902,12 @@ impl ObjectStore for Store {
             let objects = lock(&self.state.objects);
             let history = lock(&self.state.history);
             match history.check_at(rv, objects.rv) {
-                Ok(()) => return Ok(undo_after(&objects.map, &history, resource, namespace, rv)),
+                Ok(()) => {
+                    let slots = undo_after(&objects.map, &history, resource, namespace, rv);
+                    drop(history);
+                    drop(objects);
+                    return values(slots);
+                }
                 Err(_) => history.complete_after,
             }
         };
@@ -716,29 +990,29 @@ impl ObjectStore for Store {
         let matches = |r: &str, ns: &str| {
             resource.is_none_or(|x| x == r) && namespace.is_none_or(|x| x == ns)
         };
+        // the current objects, decoded (when they must be) once the locks are let go
+        let mut current = Vec::new();
         let initial = match from {
             WatchFrom::Current { initial: false } => Vec::new(),
             WatchFrom::Current { initial: true } => {
-                let mut out = Vec::new();
                 for (r, m) in &objects.map {
                     if resource.is_some_and(|x| x != r) {
                         continue;
                     }
-                    for ((ns, name), obj) in m {
+                    for ((ns, name), e) in m {
                         if matches(r, ns) {
-                            out.push(Arc::new(WatchEvent::new(
-                                EventType::Added,
-                                object_rv(obj),
-                                r,
-                                ns,
-                                name,
-                                obj.clone(),
-                                None,
-                            )));
+                            current.push((
+                                r.clone(),
+                                ns.clone(),
+                                name.clone(),
+                                e.rv,
+                                e.slot(),
+                                e.json.clone(),
+                            ));
                         }
                     }
                 }
-                out
+                Vec::new()
             }
             WatchFrom::After(rv) => {
                 match resource {
@@ -754,11 +1028,28 @@ impl ObjectStore for Store {
                     .collect()
             }
         };
-        Ok(Watch {
+        let watch = Watch {
             initial,
             rx: self.state.tx.subscribe(),
             rv: objects.rv,
-        })
+        };
+        drop(history);
+        drop(objects);
+        let mut watch = watch;
+        for (r, ns, name, rv, slot, json) in current {
+            let object = slot.value()?;
+            watch.initial.push(Arc::new(WatchEvent::encoded(
+                EventType::Added,
+                rv,
+                &r,
+                &ns,
+                &name,
+                object,
+                &json,
+                None,
+            )));
+        }
+        Ok(watch)
     }
 
     fn current_rv(&self) -> u64 {
@@ -846,13 +1137,13 @@ fn undo_after(
     resource: &str,
     namespace: Option<&str>,
     rv: u64,
-) -> Vec<Arc<Value>> {
-    let mut items: BTreeMap<(String, String), Arc<Value>> = map
+) -> Vec<Slot> {
+    let mut items: BTreeMap<(String, String), Slot> = map
         .get(resource)
         .map(|m| {
             m.iter()
                 .filter(|((ns, _), _)| namespace.is_none_or(|x| x == ns))
-                .map(|(k, v)| (k.clone(), v.clone()))
+                .map(|(k, e)| (k.clone(), e.slot()))
                 .collect()
         })
         .unwrap_or_default();
@@ -862,7 +1153,7 @@ fn undo_after(
     {
         let key = (e.namespace.clone(), e.name.clone());
         match &e.prev {
-            Some(before) => items.insert(key, before.clone()),
+            Some(before) => items.insert(key, Slot::Live(before.clone())),
             None => items.remove(&key),
         };
     }
@@ -1206,6 +1497,191 @@ mod tests {
             .unwrap()
             .events
             .is_empty());
+    }
+
+    fn owned(name: &str, node: &str, controller: Option<&str>, rv: u64) -> (Key, Value) {
+        let (k, mut v) = pod(name, node, rv);
+        v["metadata"]["labels"] = json!({"app": "x"});
+        if let Some(uid) = controller {
+            v["metadata"]["ownerReferences"] =
+                json!([{"kind": "DaemonSet", "name": "d", "uid": uid, "controller": true}]);
+        }
+        (k, v)
+    }
+
+    fn names(items: &[Arc<Value>]) -> Vec<&str> {
+        items
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap())
+            .collect()
+    }
+
+    /// The cache keeps an object as its JSON and gives it back decoded, the same object (shared
+    /// while someone holds it, decoded again after); its indexes follow the writes (a pod bound
+    /// to another node, adopted, deleted); a watch resumed from a resourceVersion replays the
+    /// history's events, whose lines hold the same bytes.
+    #[tokio::test]
+    async fn objects_are_kept_encoded_and_indexed() {
+        let (tx, rx) = mpsc::channel(64);
+        let backend = Driven {
+            feed: Mutex::new(Some(rx)),
+        };
+        let store = Store::new(
+            Arc::new(backend),
+            vec![owned("p1", "a", Some("u1"), 1), node("n", 1)],
+            1,
+            100,
+            1 << 20,
+        );
+        let mut all = store.changes();
+        // round trip: what was loaded, decoded again on each read no one else holds
+        let want = owned("p1", "a", Some("u1"), 1).1;
+        let got = store.get("pods", "default", "p1").await.unwrap().unwrap();
+        assert_eq!(*got, want);
+        let again = store.get("pods", "default", "p1").await.unwrap().unwrap();
+        assert!(Arc::ptr_eq(&got, &again), "decoded twice while held");
+        drop((got, again));
+        assert_eq!(
+            *store.get("pods", "default", "p1").await.unwrap().unwrap(),
+            want
+        );
+
+        for (k, v) in [
+            owned("p2", "b", Some("u1"), 2),
+            owned("p3", "a", None, 3),
+            owned("p4", "", Some("u2"), 4),
+        ] {
+            tx.send(Change::Put { key: k, value: v }).await.unwrap();
+        }
+        all.wait_for(|rv| *rv == 4).await.unwrap();
+        let by = |by| {
+            let store = &store;
+            async move { store.list_indexed("pods", None, by).await.unwrap().0 }
+        };
+        assert_eq!(names(&by(Indexed::Trigger("a")).await), ["p1", "p3"]);
+        assert_eq!(names(&by(Indexed::Trigger("")).await), ["p4"]);
+        assert_eq!(names(&by(Indexed::Controller("u1")).await), ["p1", "p2"]);
+        assert_eq!(names(&by(Indexed::Controller("")).await), ["p3"]);
+        let (in_other, _) = store
+            .list_indexed("pods", Some("other"), Indexed::Trigger("a"))
+            .await
+            .unwrap();
+        assert!(in_other.is_empty());
+        // a resource without indexes is filtered as a list would be
+        let (nodes, _) = store
+            .list_indexed("nodes", None, Indexed::Controller(""))
+            .await
+            .unwrap();
+        assert_eq!(names(&nodes), ["n"]);
+
+        // p3 adopted by u1 and bound to b, p1 deleted
+        let (k, v) = owned("p3", "b", Some("u1"), 5);
+        tx.send(Change::Put { key: k, value: v }).await.unwrap();
+        tx.send(Change::Delete {
+            key: key("pods", "default", "p1"),
+            rv: 6,
+            prev: None,
+        })
+        .await
+        .unwrap();
+        all.wait_for(|rv| *rv == 6).await.unwrap();
+        assert!(by(Indexed::Trigger("a")).await.is_empty());
+        assert_eq!(names(&by(Indexed::Trigger("b")).await), ["p2", "p3"]);
+        assert_eq!(names(&by(Indexed::Controller("u1")).await), ["p2", "p3"]);
+        assert!(by(Indexed::Controller("")).await.is_empty());
+        let (items, rv) = store.list("pods", Some("default")).await.unwrap();
+        assert_eq!((names(&items), rv), (vec!["p2", "p3", "p4"], 6));
+
+        // resumed from 4: the adoption (with the pod before it) and the deletion
+        let w = store
+            .watch(Some("pods"), None, WatchFrom::After(4))
+            .await
+            .unwrap();
+        let got: Vec<_> = w
+            .initial
+            .iter()
+            .map(|e| (e.event_type, e.name.as_str(), e.rv))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (EventType::Modified, "p3", 5),
+                (EventType::Deleted, "p1", 6)
+            ]
+        );
+        let adopted = &w.initial[0];
+        assert_eq!(adopted.prev.as_deref(), Some(&owned("p3", "a", None, 3).1));
+        let line: Value = serde_json::from_slice(&adopted.line).unwrap();
+        assert_eq!(line["object"], *adopted.object);
+        let json: Value = serde_json::from_slice(&adopted.json).unwrap();
+        assert_eq!(json, *adopted.object);
+        // the cache reads back what the event carried
+        let cached = store.get("pods", "default", "p3").await.unwrap().unwrap();
+        assert_eq!(*cached, *adopted.object);
+        // the initial events of a watch from now: the objects as stored
+        let w = store
+            .watch(Some("pods"), None, WatchFrom::Current { initial: true })
+            .await
+            .unwrap();
+        let objects: Vec<Value> = w.initial.iter().map(|e| (*e.object).clone()).collect();
+        let lines: Vec<Value> = w
+            .initial
+            .iter()
+            .map(|e| serde_json::from_slice::<Value>(&e.line).unwrap()["object"].clone())
+            .collect();
+        assert_eq!(objects, lines);
+        assert_eq!(objects.len(), 3);
+        // metadata only: from the bytes and from a live object alike, managedFields cut
+        drop((w, cached));
+        let mut p = owned("p5", "b", Some("u1"), 7).1;
+        p["metadata"]["managedFields"] = json!([{"manager": "m"}]);
+        let want = json!({"kind": "Pod", "metadata": p["metadata"].clone()});
+        let mut want = want;
+        want["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        tx.send(Change::Put {
+            key: key("pods", "default", "p5"),
+            value: p,
+        })
+        .await
+        .unwrap();
+        all.wait_for(|rv| *rv == 7).await.unwrap();
+        let (meta, rv) = store.list_metadata("pods", None).await.unwrap();
+        assert_eq!(rv, 7);
+        assert_eq!(meta.len(), 4);
+        assert_eq!(*meta[3], want);
+        assert!(meta.iter().all(|m| m.get("spec").is_none()));
+        let held = store.get("pods", "default", "p5").await.unwrap().unwrap();
+        let (meta, _) = store.list_metadata("pods", None).await.unwrap();
+        assert_eq!(*meta[3], want);
+        drop(held);
+    }
+
+    /// A metadata-only list of objects no one holds decodes them from their bytes, cut as one
+    /// of a held object is.
+    #[tokio::test]
+    async fn metadata_only_lists_cut_objects_from_their_bytes() {
+        let (_tx, rx) = mpsc::channel(1);
+        let backend = Driven {
+            feed: Mutex::new(Some(rx)),
+        };
+        let (k, mut p) = owned("p", "a", None, 1);
+        p["apiVersion"] = json!("v1");
+        p["metadata"]["managedFields"] = json!([{"manager": "m"}]);
+        let store = Store::new(Arc::new(backend), vec![(k, p.clone())], 1, 10, 1 << 20);
+        let (from_bytes, _) = store.list_metadata("pods", None).await.unwrap();
+        let held = store.get("pods", "default", "p").await.unwrap().unwrap();
+        let (from_held, _) = store.list_metadata("pods", None).await.unwrap();
+        assert_eq!(from_bytes, from_held);
+        let mut want = json!({"apiVersion": "v1", "kind": "Pod", "metadata": p["metadata"]});
+        want["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("managedFields");
+        assert_eq!(*from_bytes[0], want);
+        assert_eq!(*held, p);
     }
 
     /// A shared backend's feed drives the cache: changes become events in order, progress

@@ -96,7 +96,8 @@ impl EventType {
 }
 
 /// One change, shared by all watchers; `line` is the serialized watch event (with newline),
-/// encoded once for all of them.
+/// encoded once for all of them, and `json` the object's part of it: the bytes the watch cache
+/// keeps for the object (one copy for the cache, the history and every watcher).
 #[derive(Debug)]
 pub struct WatchEvent {
     pub rv: u64,
@@ -109,6 +110,8 @@ pub struct WatchEvent {
     /// change that leaves or enters the selection into DELETED or ADDED, as Kubernetes does.
     pub prev: Option<Arc<Value>>,
     pub line: Bytes,
+    /// `object` encoded: a slice of `line`.
+    pub json: Bytes,
 }
 
 impl WatchEvent {
@@ -121,10 +124,31 @@ impl WatchEvent {
         object: Arc<Value>,
         prev: Option<Arc<Value>>,
     ) -> WatchEvent {
-        let mut line =
-            serde_json::to_vec(&json!({"type": event_type.as_str(), "object": &*object}))
-                .unwrap_or_default();
-        line.push(b'\n');
+        let json = serde_json::to_vec(&*object).unwrap_or_default();
+        WatchEvent::encoded(
+            event_type, rv, resource, namespace, name, object, &json, prev,
+        )
+    }
+
+    /// [`WatchEvent::new`] for an object already encoded as `json`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn encoded(
+        event_type: EventType,
+        rv: u64,
+        resource: &str,
+        namespace: &str,
+        name: &str,
+        object: Arc<Value>,
+        json: &[u8],
+        prev: Option<Arc<Value>>,
+    ) -> WatchEvent {
+        // what serde_json writes for {"type": .., "object": ..}, the object's bytes in place
+        let head = format!("{{\"type\":\"{}\",\"object\":", event_type.as_str());
+        let mut line = Vec::with_capacity(head.len() + json.len() + 2);
+        line.extend_from_slice(head.as_bytes());
+        line.extend_from_slice(json);
+        line.extend_from_slice(b"}\n");
+        let line = Bytes::from(line);
         WatchEvent {
             rv,
             resource: resource.to_string(),
@@ -133,7 +157,8 @@ impl WatchEvent {
             event_type,
             object,
             prev,
-            line: Bytes::from(line),
+            json: line.slice(head.len()..head.len() + json.len()),
+            line,
         }
     }
 
@@ -194,6 +219,30 @@ pub trait ObjectStore: Send + Sync {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<(Vec<Arc<Value>>, u64), StoreError>;
+    /// The objects of `resource` (in `namespace`, or all) that `by` selects, sorted and with the
+    /// resourceVersion as [`ObjectStore::list`] gives them: read through the watch cache's
+    /// index for an [`indexed`] resource, instead of looking at every object.
+    async fn list_indexed(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        by: Indexed<'_>,
+    ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
+        let (items, rv) = self.list(resource, namespace).await?;
+        Ok((by.filter(items), rv))
+    }
+    /// [`ObjectStore::list`] with each object cut to its metadata (`apiVersion`, `kind`,
+    /// `metadata` but `managedFields`), what kube-apiserver serves a metadata-only informer
+    /// (`PartialObjectMetadata`): the garbage collector's passes read every object, and the
+    /// objects whole are many times their size encoded.
+    async fn list_metadata(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
+        let (items, rv) = self.list(resource, namespace).await?;
+        Ok((items.iter().map(|o| Arc::new(metadata_of(o))).collect(), rv))
+    }
     /// Objects of `resource` (in `namespace`, or all) as they were at resourceVersion `rv` (at
     /// most the store's), sorted as [`ObjectStore::list`] sorts them: a consistent snapshot for
     /// the later pages of a paged list and for `resourceVersionMatch=Exact`. `Expired` when the
@@ -308,6 +357,78 @@ pub(crate) fn trigger_values(event: &WatchEvent) -> impl Iterator<Item = &str> {
         .flatten()
         .filter(|b| Some(*b) != now);
     now.into_iter().chain(before)
+}
+
+/// An index of the watch cache over a resource's objects, as kube-apiserver's cacher and
+/// client-go's informers index them: a node's pods (its agent lists them) and a controller's
+/// pods (the DaemonSet and ReplicaSet controllers claim them), read without looking at every pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indexed<'a> {
+    /// The objects whose [`trigger_field`] is this value ("": not set).
+    Trigger(&'a str),
+    /// The objects whose controller (the ownerReference with `controller: true`) has this uid;
+    /// "": the objects without a controller (the orphans a controller may adopt).
+    Controller(&'a str),
+}
+
+impl Indexed<'_> {
+    /// Whether `obj` is one of the objects this selects.
+    pub fn selects(&self, obj: &Value) -> bool {
+        let (trigger, controller) = index_values(obj);
+        match self {
+            Indexed::Trigger(v) => trigger == *v,
+            Indexed::Controller(uid) => controller == *uid,
+        }
+    }
+
+    /// The objects of `items` this selects.
+    pub fn filter(&self, items: Vec<Arc<Value>>) -> Vec<Arc<Value>> {
+        items.into_iter().filter(|o| self.selects(o)).collect()
+    }
+}
+
+/// Whether the watch cache indexes the objects of `resource` ([`Indexed`]).
+pub fn indexed(resource: &str) -> bool {
+    trigger_field(resource).is_some()
+}
+
+/// `obj`'s values for the indexes: its trigger field's (`spec.nodeName`) and its controller's
+/// uid, "" when not set.
+pub fn index_values(obj: &Value) -> (&str, &str) {
+    let trigger = obj
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let controller = obj
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .and_then(|refs| {
+            refs.iter()
+                .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
+        })
+        .and_then(|r| r.get("uid"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    (trigger, controller)
+}
+
+/// `obj` cut to its metadata ([`ObjectStore::list_metadata`]).
+pub fn metadata_of(obj: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for k in ["apiVersion", "kind", "metadata"] {
+        if let Some(v) = obj.get(k) {
+            out.insert(k.to_string(), v.clone());
+        }
+    }
+    strip_managed_fields(&mut out);
+    Value::Object(out)
+}
+
+/// Removes `metadata.managedFields` of `obj`.
+pub(crate) fn strip_managed_fields(obj: &mut serde_json::Map<String, Value>) {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.remove("managedFields");
+    }
 }
 
 /// Where a backend keeps one object: cluster-scoped objects have namespace "".

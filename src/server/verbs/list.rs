@@ -1,5 +1,6 @@
 //! Reads of many: list (whole, or a page at a snapshot), watch.
 use super::*;
+use crate::server::store::{trigger_field, Indexed};
 
 impl Api {
     /// The objects `filter` selects and the resourceVersion of the list.
@@ -12,12 +13,61 @@ impl Api {
     ) -> Result<(Vec<Arc<Value>>, u64), ApiError> {
         authorize(user, Verb::List, r, None, ns, None)?;
         let (items, rv) = self
-            .store
-            .list(&r.key(), ns)
+            .read_current(&r.key(), ns, filter)
             .await
             .map_err(|e| store_error(r, e))?;
         let selected = items.into_iter().filter(|o| filter.matches(o)).collect();
         Ok((selected, rv))
+    }
+
+    /// The objects of `r` (in `ns`) that the store's index `by` selects (a node's pods, a
+    /// controller's pods), without reading the others.
+    pub async fn list_indexed(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+        by: Indexed<'_>,
+    ) -> Result<Vec<Arc<Value>>, ApiError> {
+        authorize(user, Verb::List, r, None, ns, None)?;
+        let (items, _) = self
+            .store
+            .list_indexed(&r.key(), ns, by)
+            .await
+            .map_err(|e| store_error(r, e))?;
+        Ok(items)
+    }
+
+    /// Every object of `r` (in `ns`) cut to its metadata ([`ObjectStore::list_metadata`]).
+    pub async fn list_metadata(
+        &self,
+        user: &User,
+        r: &'static Resource,
+        ns: Option<&str>,
+    ) -> Result<Vec<Arc<Value>>, ApiError> {
+        authorize(user, Verb::List, r, None, ns, None)?;
+        let (items, _) = self
+            .store
+            .list_metadata(&r.key(), ns)
+            .await
+            .map_err(|e| store_error(r, e))?;
+        Ok(items)
+    }
+
+    /// The current objects of `key` (in `ns`) `filter` may select: through the store's index of
+    /// the trigger field when the field selector names its value (an agent's list of its pods
+    /// reads its pods only), else all of them.
+    async fn read_current(
+        &self,
+        key: &str,
+        ns: Option<&str>,
+        filter: &Filter,
+    ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
+        let value = trigger_field(key).and_then(|f| filter.field_equals(f));
+        match value {
+            Some(v) => self.store.list_indexed(key, ns, Indexed::Trigger(v)).await,
+            None => self.store.list(key, ns).await,
+        }
     }
 
     /// One page of a list (`limit`, `continue`, `resourceVersionMatch`): the items `filter`
@@ -36,7 +86,7 @@ impl Api {
         let (items, rv) = match opts.at {
             ReadAt::Latest { min } => {
                 query::fresh_enough(&*self.store, min).await?;
-                self.store.list(&key, ns).await
+                self.read_current(&key, ns, filter).await
             }
             ReadAt::Exact(rv) => {
                 query::fresh_enough(&*self.store, rv).await?;
