@@ -499,12 +499,12 @@ fn an_agent_relists_when_its_watch_resumes_from_a_compacted_revision() {
     );
     let tail = node.agent.as_ref().unwrap().log_tail(80);
     // kube's watcher logs a 410 event as "<message>: Expired" (Status' reason)
-    assert!(
-        node.log()
-            .lines()
-            .any(|l| l.contains("watch failed") && l.contains("Expired")),
-        "the agent was told 410 Gone:\n{tail}"
-    );
+    let log = node.log();
+    let gone = log
+        .lines()
+        .find(|l| l.contains("watch failed") && l.contains("Expired"));
+    assert!(gone.is_some(), "the agent was told 410 Gone:\n{tail}");
+    eprintln!("the agent was told: {}", gone.unwrap());
     assert!(node.lists() > lists, "the agent listed again:\n{tail}");
     // one of the two containers runs on with its pid: kept's (doomed's is gone)
     let same: Vec<_> = before
