@@ -434,3 +434,108 @@ fn an_agent_whose_first_server_is_down_uses_the_second() {
     );
     assert_eq!(node.tasks().len(), 1);
 }
+
+/// Issue 14: an agent's watches told 410 Gone resume cleanly. The agent is frozen (SIGSTOP) with
+/// its watches open; its replica is killed -9 and started again on the same etcd (no in-memory
+/// history), a DaemonSet is deleted, writes go on and etcd is compacted past the agent's
+/// resourceVersion, a DaemonSet is created; the agent thawed resumes its watches from a compacted
+/// resourceVersion, is told 410 (kube-apiserver's "too old resource version") and lists again:
+/// the container it kept runs on with the same pid, the deleted DaemonSet's pod goes from the
+/// node and the new DaemonSet's pod comes.
+#[test]
+fn an_agent_relists_when_its_watch_resumes_from_a_compacted_revision() {
+    let (etcd, dir) = etcd_and_dir("dsa-failover-compact-", 1);
+    let d = dir.path();
+    let mut a = Replica::start(d, "a", &etcd, LEADER_FLAGS);
+    let join = join_token(&a);
+    let mut node = Node::new(d, "c0", &[a.url()], &join);
+    let _guard = Guard::new().dir(d).containerd(&node.ctd);
+    node.start(d);
+    let dss = "/apis/apps/v1/namespaces/default/daemonsets";
+    for name in ["kept", "doomed"] {
+        created(
+            a.api()
+                .send("POST", dss, "application/json", &daemonset(name)),
+        );
+        wait_ready(&a, name, 1, Duration::from_secs(120));
+    }
+    let before = wait_for("two running containers", Duration::from_secs(60), || {
+        Some(node.tasks()).filter(|t| t.len() == 2)
+    });
+    let kept_pod = wait_for("kept's pod", Duration::from_secs(30), || {
+        let pods = a.get_json("/api/v1/namespaces/default/pods")?;
+        pods["items"]
+            .as_array()?
+            .iter()
+            .find(|p| p["metadata"]["ownerReferences"][0]["name"] == "kept")
+            .map(|p| p["metadata"]["uid"].clone())
+    });
+    let lists = node.lists();
+    let agent_rv = etcd.revision();
+
+    node.agent.as_ref().unwrap().signal(libc::SIGSTOP);
+    a.restart(d, &etcd, LEADER_FLAGS);
+    let (code, body) = a
+        .api()
+        .send("DELETE", &format!("{dss}/doomed"), "application/json", "");
+    assert_eq!(code, 200, "{body}");
+    for i in 0..5 {
+        write_cm(&a, &format!("compacted-{i}"));
+    }
+    let compacted = etcd.revision();
+    assert!(compacted > agent_rv, "writes moved etcd past {agent_rv}");
+    etcd.compact(compacted);
+    created(
+        a.api()
+            .send("POST", dss, "application/json", &daemonset("after")),
+    );
+    node.agent.as_ref().unwrap().signal(libc::SIGCONT);
+
+    wait_ready(&a, "after", 1, Duration::from_secs(120));
+    let after = wait_for(
+        "the doomed pod gone, the new one running",
+        Duration::from_secs(120),
+        || Some(node.tasks()).filter(|t| t.len() == 2 && t.keys().ne(before.keys())),
+    );
+    let tail = node.agent.as_ref().unwrap().log_tail(80);
+    // kube's watcher logs a 410 event as "<message>: Expired" (Status' reason)
+    let log = node.log();
+    let gone = log
+        .lines()
+        .find(|l| l.contains("watch failed") && l.contains("Expired"));
+    assert!(gone.is_some(), "the agent was told 410 Gone:\n{tail}");
+    eprintln!("the agent was told: {}", gone.unwrap());
+    assert!(node.lists() > lists, "the agent listed again:\n{tail}");
+    // one of the two containers runs on with its pid: kept's (doomed's is gone)
+    let same: Vec<_> = before
+        .iter()
+        .filter(|(id, pid)| after.get(*id) == Some(*pid))
+        .collect();
+    assert_eq!(
+        same.len(),
+        1,
+        "one container kept, same pid: {before:?} -> {after:?}"
+    );
+    // the pods on the node: kept's (the same) and after's; doomed's removed
+    wait_for("doomed's pod removed", Duration::from_secs(60), || {
+        let pods = a.get_json("/api/v1/namespaces/default/pods")?;
+        let mut owners: Vec<(String, Value)> = pods["items"]
+            .as_array()?
+            .iter()
+            .map(|p| {
+                let m = &p["metadata"];
+                (
+                    m["ownerReferences"][0]["name"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_string(),
+                    m["uid"].clone(),
+                )
+            })
+            .collect();
+        owners.sort_by(|x, y| x.0.cmp(&y.0));
+        let names: Vec<&str> = owners.iter().map(|o| o.0.as_str()).collect();
+        (names == ["after", "kept"]).then_some(())?;
+        (owners[1].1 == kept_pod).then_some(())
+    });
+}

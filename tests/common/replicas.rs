@@ -21,9 +21,28 @@ impl Replica {
     /// Replica `name` under `dir` on `etcd` with `extra` flags (the replicas share their CA,
     /// signing key and admin token through etcd: `server::bootstrap`).
     pub fn start(dir: &Path, name: &str, etcd: &Etcd, extra: &[&str]) -> Replica {
+        let addr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        Replica::spawn(dir, name, etcd, extra, addr, format!("{name}.log"))
+    }
+
+    /// kill -9, and the same replica started again (its data directory and address) on `etcd`:
+    /// a process without the history the first one kept in memory. Its log is `NAME.restarted.log`.
+    pub fn restart(&mut self, dir: &Path, etcd: &Etcd, extra: &[&str]) {
+        self.kill();
+        let log = format!("{}.restarted.log", self.name);
+        *self = Replica::spawn(dir, &self.name, etcd, extra, self.addr, log);
+    }
+
+    fn spawn(
+        dir: &Path,
+        name: &str,
+        etcd: &Etcd,
+        extra: &[&str],
+        addr: std::net::SocketAddr,
+        log: String,
+    ) -> Replica {
         let data = dir.join(name);
         std::fs::create_dir_all(&data).unwrap();
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let listen = addr.to_string();
         let endpoints = etcd.endpoints();
         let mut args = vec![
@@ -36,7 +55,7 @@ impl Replica {
             &endpoints,
         ];
         args.extend_from_slice(extra);
-        let proc = Proc::spawn(&args, dir.join(format!("{name}.log")));
+        let proc = Proc::spawn(&args, dir.join(log));
         let r = Replica {
             name: name.into(),
             proc: Some(proc),
