@@ -23,7 +23,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::s;
 use crate::agent::clock::Clock;
@@ -310,18 +309,13 @@ impl Collector {
                 let mut pass = false;
                 tokio::select! {
                     ev = watch.rx.recv() => {
-                        let mut next = Some(ev);
-                        while let Some(ev) = next.take() {
-                            match ev {
-                                Ok(ev) => pass |= self.note(&ev, &keys),
-                                Err(RecvError::Lagged(_)) => pass = true,
-                                Err(RecvError::Closed) => return,
-                            }
-                            next = match watch.rx.try_recv() {
-                                Ok(ev) => Some(Ok(ev)),
-                                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                                Err(_) => None,
-                            };
+                        let d = super::drain(ev, &mut watch.rx, super::DRAIN_MAX);
+                        for ev in &d.events {
+                            pass |= self.note(ev, &keys);
+                        }
+                        pass |= d.lagged;
+                        if d.closed {
+                            return;
                         }
                     }
                     _ = tokio::time::sleep_until(self.clock.deadline(due)) => pass = true,

@@ -19,7 +19,6 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -99,18 +98,16 @@ impl Controller {
                 let due = self.queue.next_due();
                 tokio::select! {
                     ev = watch.rx.recv() => {
-                        let mut next = Some(ev);
-                        while let Some(ev) = next.take() {
-                            match ev {
-                                Ok(ev) => self.on_event(&ev).await,
-                                Err(RecvError::Lagged(_)) => self.enqueue_all().await,
-                                Err(RecvError::Closed) => return,
-                            }
-                            next = match watch.rx.try_recv() {
-                                Ok(ev) => Some(Ok(ev)),
-                                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                                Err(_) => None,
-                            };
+                        // a bounded share of the watch, then the queue (below)
+                        let d = super::drain(ev, &mut watch.rx, super::DRAIN_MAX);
+                        for ev in &d.events {
+                            self.on_event(ev).await;
+                        }
+                        if d.lagged {
+                            self.enqueue_all().await;
+                        }
+                        if d.closed {
+                            return;
                         }
                     }
                     _ = resync.tick() => self.enqueue_all().await,

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::s;
 use crate::agent::clock::Clock;
@@ -96,21 +95,19 @@ impl Scheduler {
                 }
                 tokio::select! {
                     ev = watch.rx.recv() => {
-                        // one pass for everything that happened meanwhile, if a pod or a node
-                        // changed (the store's watch carries every kind: Leases renew often)
-                        relevant = match ev {
-                            Ok(ev) => self.observe(&ev),
-                            Err(RecvError::Lagged(_)) => self.relist_logged().await,
-                            Err(RecvError::Closed) => return,
-                        };
-                        loop {
-                            match watch.rx.try_recv() {
-                                Ok(ev) => relevant |= self.observe(&ev),
-                                Err(TryRecvError::Lagged(_)) => {
-                                    relevant |= self.relist_logged().await;
-                                }
-                                Err(_) => break,
-                            }
+                        // one pass for everything that happened meanwhile (a bounded share of
+                        // the watch), if a pod or a node changed (the store's watch carries
+                        // every kind: Leases renew often); one relist for any lag
+                        let d = super::drain(ev, &mut watch.rx, super::DRAIN_MAX);
+                        relevant = false;
+                        for ev in &d.events {
+                            relevant |= self.observe(ev);
+                        }
+                        if d.lagged {
+                            relevant |= self.relist_logged().await;
+                        }
+                        if d.closed {
+                            return;
                         }
                     }
                     _ = resync.tick() => relevant = self.relist_logged().await,

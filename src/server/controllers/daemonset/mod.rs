@@ -25,7 +25,6 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
@@ -147,21 +146,17 @@ impl Controller {
                 let due = self.queue.next_due();
                 tokio::select! {
                     ev = watch.rx.recv() => {
-                        let mut next = Some(ev);
-                        while let Some(ev) = next.take() {
-                            match ev {
-                                Ok(ev) => self.on_event(&ev).await,
-                                Err(RecvError::Lagged(_)) => {
-                                    self.forget_gone_pods().await;
-                                    self.enqueue_all().await;
-                                }
-                                Err(RecvError::Closed) => return,
-                            }
-                            next = match watch.rx.try_recv() {
-                                Ok(ev) => Some(Ok(ev)),
-                                Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-                                Err(_) => None,
-                            };
+                        // a bounded share of the watch, then the queue (below)
+                        let d = super::drain(ev, &mut watch.rx, super::DRAIN_MAX);
+                        for ev in &d.events {
+                            self.on_event(ev).await;
+                        }
+                        if d.lagged {
+                            self.forget_gone_pods().await;
+                            self.enqueue_all().await;
+                        }
+                        if d.closed {
+                            return;
                         }
                     }
                     _ = resync.tick() => self.resync().await,
@@ -270,7 +265,7 @@ impl Controller {
 
     /// Forgets the Ready sightings of pods that are gone (a lagging watch lost their deletion).
     async fn forget_gone_pods(&mut self) {
-        match self.list(&PODS, None).await {
+        match self.api.list_metadata(&self.user, &PODS, None).await {
             Ok(all) => {
                 let live: HashSet<&str> = all.iter().map(|p| s(p, "/metadata/uid")).collect();
                 self.ready_seen.retain(&|uid| live.contains(uid));
