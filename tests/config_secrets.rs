@@ -725,10 +725,11 @@ spec:
             .ok()
             .filter(|s| !s.is_empty())
     };
+    // the container's loop writes token, ca.crt, namespace, then ls: all four there once ls is
     let token = wait_for(
-        "the container to read its token",
+        "the container to read its token and list the volume",
         Duration::from_secs(90),
-        || read("token"),
+        || read("ls").and_then(|_| read("token")),
     );
     let pod = c.pod_of("token-reader").unwrap();
     let pod_name = pod["metadata"]["name"].as_str().unwrap().to_string();
