@@ -109,6 +109,12 @@ pub struct Controller {
     evictions: Recorder,
 }
 
+/// Whether `name` was seen at resourceVersion `rv` or later (by a relist): an event older than
+/// that is stale.
+fn seen_already<T>(seen: &HashMap<String, (u64, T)>, name: &str, rv: u64) -> bool {
+    seen.get(name).is_some_and(|(at, _)| *at >= rv)
+}
+
 fn unix_ms(v: &Value, ptr: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(s(v, ptr))
         .ok()
@@ -241,11 +247,7 @@ impl Controller {
         if ev.resource == LEASES.key() && ev.namespace == LEASE_NAMESPACE {
             // older than what a relist showed already: not a renewal
             let rv = object_rv(&ev.object);
-            if self
-                .leases
-                .get(&ev.name)
-                .is_some_and(|(seen, _)| *seen >= rv)
-            {
+            if seen_already(&self.leases, &ev.name, rv) {
                 return None;
             }
             match (ev.event_type, unix_ms(&ev.object, "/spec/renewTime")) {
@@ -261,11 +263,7 @@ impl Controller {
         } else if ev.resource == NODES.key() {
             // older than what a relist showed already
             let rv = object_rv(&ev.object);
-            if self
-                .nodes
-                .get(&ev.name)
-                .is_some_and(|(seen, _)| *seen >= rv)
-            {
+            if seen_already(&self.nodes, &ev.name, rv) {
                 return None;
             }
             if ev.event_type == EventType::Deleted {
