@@ -505,7 +505,11 @@ fn an_agent_relists_when_its_watch_resumes_from_a_compacted_revision() {
         .find(|l| l.contains("watch failed") && l.contains("Expired"));
     assert!(gone.is_some(), "the agent was told 410 Gone:\n{tail}");
     eprintln!("the agent was told: {}", gone.unwrap());
-    assert!(node.lists() > lists, "the agent listed again:\n{tail}");
+    // the 410 sends the watcher back to a list, after its back-off: the containers may change
+    // (through the Pods watch, which resumed from a later resourceVersion) before that list
+    wait_for("the agent to list again", Duration::from_secs(60), || {
+        Some(()).filter(|_| node.lists() > lists)
+    });
     // one of the two containers runs on with its pid: kept's (doomed's is gone)
     let same: Vec<_> = before
         .iter()
