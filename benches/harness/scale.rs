@@ -307,9 +307,9 @@ impl Bench {
         args.extend(extra.iter().cloned());
         let log = self.o.dir.join(format!("{name}.log"));
         let out = std::fs::File::create(&log)?;
-        // each node holds three connections (two watches, one for its writes), all from
-        // 127.0.0.1: the per-client cap (the hardening against one hostile address) and the total
-        // are raised above that
+        // each node holds one HTTP/2 connection (its watches and writes, as an agent), all from
+        // 127.0.0.1 (a dropped one comes back while the old is closing): the per-client cap
+        // (the hardening against one hostile address) and the total are raised above that
         let conns = (nodes * 4 + 1000).max(16384).to_string();
         let child = Command::new(&self.o.bin)
             .args(&args)

@@ -210,7 +210,8 @@ impl Fleet {
             };
             let cfg = agent_config::merge(FileConfig::default(), &flags, &name)?;
             let server = (i % configs.len()) as u8;
-            let client = kube::Client::try_from(configs[usize::from(server)].clone())?;
+            // the agent's stack: every request and watch of the node on one HTTP/2 connection
+            let client = daemonset_agent::agent::client_for(&configs[usize::from(server)])?;
             let (shared, starting) = (shared.clone(), starting.clone());
             tasks.push(tokio::spawn(async move {
                 let permit = starting.acquire_owned().await;

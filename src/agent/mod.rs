@@ -42,10 +42,16 @@ pub async fn client(kubeconfig: &std::path::Path) -> anyhow::Result<kube::Client
     let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
         .await
         .with_context(|| format!("load kubeconfig {}", kubeconfig.display()))?;
-    // the agent's own stack (HTTP/2: one connection for all its pods' requests), as a joined
-    // node's; the kubeconfig's CA, client certificate or token as kube reads them
-    let tls = kube::client::ConfigExt::rustls_client_config(&cfg)?;
-    Ok(join::client_over(&cfg, tls, false, None)?)
+    client_for(&cfg)
+}
+
+/// The agent's own client stack for `cfg` (HTTP/2: one connection for all its pods' requests
+/// and watches, as the kubelet's client-go), as a joined node's; the CA, client certificate or
+/// token as kube reads them. The benchmark harness's simulated nodes use it too, so they load
+/// the server as agents do (one connection each, not one per watch).
+pub fn client_for(cfg: &kube::Config) -> anyhow::Result<kube::Client> {
+    let tls = kube::client::ConfigExt::rustls_client_config(cfg)?;
+    Ok(join::client_over(cfg, tls, false, None)?)
 }
 
 /// A running agent, as tests and the binary hold it.
