@@ -295,8 +295,8 @@ impl Collector {
         let resources = collected();
         let keys: HashSet<String> = resources.iter().map(|r| r.key()).collect();
         loop {
-            let mut watch = match self.api.watch_all(&self.user, &resources).await {
-                Ok(w) => w,
+            let mut feed = match super::Feed::new(self.api.clone(), &self.user, &resources) {
+                Ok(f) => f,
                 Err(e) => {
                     tracing::error!(error = %e, "the garbage collector cannot watch the store");
                     tokio::time::sleep_until(self.clock.deadline(self.clock.now_ms() + RETRY_MS))
@@ -308,12 +308,15 @@ impl Collector {
             loop {
                 let mut pass = false;
                 tokio::select! {
-                    ev = watch.rx.recv() => {
-                        let d = super::drain(ev, &mut watch.rx, super::DRAIN_MAX);
+                    d = feed.recv(super::DRAIN_MAX) => {
                         for ev in &d.events {
                             pass |= self.note(ev, &keys);
                         }
-                        pass |= d.lagged;
+                        if d.lagged {
+                            // the pass below reads everything afresh
+                            feed.relisted(feed.now());
+                            pass = true;
+                        }
                         if d.closed {
                             return;
                         }

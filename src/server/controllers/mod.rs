@@ -38,8 +38,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use serde_json::Value;
-use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
+use super::store::WatchEvent;
 use super::verbs::Api;
 
 /// What the controllers are started with.
@@ -165,40 +165,116 @@ pub struct Drained<T> {
     pub closed: bool,
 }
 
-/// `first` and what else `rx` holds now, at most `max` results in all.
-pub fn drain<T: Clone>(
-    first: Result<T, RecvError>,
-    rx: &mut broadcast::Receiver<T>,
-    max: usize,
-) -> Drained<T> {
-    let mut d = Drained {
-        events: vec![],
-        lagged: false,
-        closed: false,
-    };
-    let mut next = Some(first);
-    let mut taken = 0;
-    while let Some(r) = next.take() {
-        taken += 1;
-        match r {
-            Ok(ev) => d.events.push(ev),
-            Err(RecvError::Lagged(_)) => d.lagged = true,
-            Err(RecvError::Closed) => {
-                d.closed = true;
-                break;
+/// A controller's watch of its resources: their events after a cursor, read from the store's
+/// history (as the API's own watches, `server::watch`), woken only by changes of those
+/// resources. A controller that fell behind resumes from its cursor while the history still
+/// holds it, as client-go's reflector resumes its watch from its resourceVersion, and relists
+/// only when its events left the history (`lagged`: kube-apiserver's 410). With a broadcast of
+/// every event, each lag meant a relist, and at 5000 nodes a relist of every pod and node took
+/// long enough for the next lag: the scheduler and the node-lifecycle controller relisted over
+/// and over and the DaemonSet controller created nothing for minutes.
+pub struct Feed {
+    api: Arc<Api>,
+    resources: Vec<String>,
+    /// Per resource, the store's resourceVersion when it last had an event of it.
+    changes: Vec<tokio::sync::watch::Receiver<u64>>,
+    /// The history has been read through this resourceVersion.
+    cursor: u64,
+}
+
+impl Feed {
+    /// A feed of `resources` from now on, for `user` (authorized to watch each).
+    pub fn new(
+        api: Arc<Api>,
+        user: &crate::server::auth::User,
+        resources: &[&'static crate::server::resources::Resource],
+    ) -> Result<Feed, crate::server::status::ApiError> {
+        let cursor = api.watch_from_now(user, resources)?;
+        let changes = resources
+            .iter()
+            .map(|r| api.store.changes_of(&r.key()))
+            .collect();
+        Ok(Feed {
+            resources: resources.iter().map(|r| r.key()).collect(),
+            api,
+            changes,
+            cursor,
+        })
+    }
+
+    /// The store's resourceVersion now: call before a relist, and [`Feed::relisted`] with it
+    /// after (the events of the relist's time are delivered again, as a watch opened before a
+    /// list delivers them).
+    pub fn now(&self) -> u64 {
+        *self.api.store.changes().borrow()
+    }
+
+    /// Reads on from `rv` (taken by [`Feed::now`] before a relist).
+    pub fn relisted(&mut self, rv: u64) {
+        self.cursor = rv;
+    }
+
+    /// The next events of the feed's resources, oldest first, among at most `max` of the
+    /// history's events; waits until there is one. Cancel-safe: the cursor moves only when
+    /// the events read are returned.
+    pub async fn recv(&mut self, max: usize) -> Drained<Arc<WatchEvent>> {
+        loop {
+            for c in &mut self.changes {
+                c.borrow_and_update();
+            }
+            let before = self.cursor;
+            let d = self.read(max);
+            if !d.events.is_empty() || d.lagged {
+                return d;
+            }
+            if self.cursor > before {
+                // other resources' events only: read on
+                continue;
+            }
+            let changed = self.changes.iter_mut().map(|c| Box::pin(c.changed()));
+            if futures::future::select_all(changed).await.0.is_err() {
+                return Drained {
+                    events: vec![],
+                    lagged: false,
+                    closed: true,
+                };
             }
         }
-        if taken >= max {
-            break;
-        }
-        next = match rx.try_recv() {
-            Ok(ev) => Some(Ok(ev)),
-            Err(TryRecvError::Lagged(n)) => Some(Err(RecvError::Lagged(n))),
-            Err(TryRecvError::Closed) => Some(Err(RecvError::Closed)),
-            Err(TryRecvError::Empty) => None,
-        };
     }
-    d
+
+    /// The events after the cursor among the next `max` of the history, all resources merged
+    /// in order; `lagged` when the history no longer holds one of the resources' events after
+    /// the cursor (or the store went back in time): the caller relists.
+    fn read(&mut self, max: usize) -> Drained<Arc<WatchEvent>> {
+        let mut d = Drained {
+            events: vec![],
+            lagged: false,
+            closed: false,
+        };
+        let mut through = u64::MAX;
+        for key in &self.resources {
+            match self.api.store.events_after(self.cursor, key, None, max) {
+                Ok(found) => {
+                    // each read looks at the same first `max` events after the cursor, unless
+                    // the history grew between two reads: keep what all of them looked at
+                    through = through.min(found.through);
+                    d.events.extend(found.events);
+                }
+                Err(e) => {
+                    tracing::debug!(resource = %key, cursor = self.cursor, error = %e, "a controller's feed left the history: relisting");
+                    d.lagged = true;
+                    d.events.clear();
+                    return d;
+                }
+            }
+        }
+        d.events.retain(|e| e.rv <= through);
+        d.events.sort_by_key(|e| e.rv);
+        if through != u64::MAX {
+            self.cursor = self.cursor.max(through);
+        }
+        d
+    }
 }
 
 #[cfg(test)]
@@ -247,41 +323,121 @@ mod tests {
         }
     }
 
-    /// A turn takes at most `max`, tells a lag once and stops at what the channel holds.
-    #[tokio::test]
-    async fn a_turn_takes_a_bounded_share_of_the_watch() {
-        let (tx, mut rx) = broadcast::channel::<u32>(16);
-        for i in 0..10 {
-            tx.send(i).unwrap();
+    mod feed {
+        use super::super::*;
+        use crate::server::auth::User;
+        use crate::server::kinds::{CONFIG_MAPS, LEASES, NAMESPACES};
+        use crate::server::query::WriteOpts;
+        use crate::server::store::SqliteStore;
+        use serde_json::json;
+
+        struct Rig {
+            api: Arc<Api>,
+            user: User,
+            _dir: tempfile::TempDir,
         }
-        let first = rx.recv().await;
-        let d = drain(first, &mut rx, 4);
-        assert_eq!(
-            (d.events, d.lagged, d.closed),
-            (vec![0, 1, 2, 3], false, false)
-        );
-        let first = rx.recv().await;
-        let d = drain(first, &mut rx, 100);
-        assert_eq!(
-            (d.events, d.lagged, d.closed),
-            (vec![4, 5, 6, 7, 8, 9], false, false)
-        );
-        // 40 sent into 16 places: lagged, then the 16 kept, bounded again
-        for i in 0..40 {
-            tx.send(i).unwrap();
+
+        impl Rig {
+            /// An API on a store whose history keeps `history` events.
+            async fn new(history: usize) -> Rig {
+                let dir = tempfile::tempdir().unwrap();
+                let store = SqliteStore::open(&dir.path().join("s.db"), history).unwrap();
+                let api = Arc::new(Api::new(Arc::new(store), Default::default()));
+                let user = User::internal("test");
+                let ns = json!({"metadata": {"name": "default"}});
+                api.create(&user, &NAMESPACES, None, ns, WriteOpts::INTERNAL)
+                    .await
+                    .unwrap();
+                Rig {
+                    api,
+                    user,
+                    _dir: dir,
+                }
+            }
+
+            async fn write(&self, r: &'static crate::server::resources::Resource, name: &str) {
+                let obj = json!({"metadata": {"name": name, "namespace": "default"}});
+                self.api
+                    .create(&self.user, r, Some("default"), obj, WriteOpts::INTERNAL)
+                    .await
+                    .unwrap();
+            }
+
+            fn feed(&self, resources: &[&'static crate::server::resources::Resource]) -> Feed {
+                Feed::new(self.api.clone(), &self.user, resources).unwrap()
+            }
         }
-        let first = rx.recv().await;
-        let d = drain(first, &mut rx, 10);
-        assert!(d.lagged);
-        assert_eq!(d.events, (24..33).collect::<Vec<_>>());
-        let first = rx.recv().await;
-        let d = drain(first, &mut rx, 100);
-        assert_eq!((d.events, d.lagged), ((33..40).collect::<Vec<_>>(), false));
-        // closed: what was left, then closed
-        tx.send(7).unwrap();
-        drop(tx);
-        let first = rx.recv().await;
-        let d = drain(first, &mut rx, 100);
-        assert_eq!((d.events, d.lagged, d.closed), (vec![7], false, true));
+
+        fn names(d: &Drained<Arc<WatchEvent>>) -> Vec<&str> {
+            d.events.iter().map(|e| e.name.as_str()).collect()
+        }
+
+        /// Only the feed's resources, oldest first, however many other events came between;
+        /// a turn looks at a bounded share of the history.
+        #[tokio::test]
+        async fn a_feed_reads_its_resources_in_order_in_bounded_turns() {
+            let rig = Rig::new(1000).await;
+            let mut feed = rig.feed(&[&CONFIG_MAPS, &NAMESPACES]);
+            rig.write(&CONFIG_MAPS, "a").await;
+            for i in 0..10 {
+                rig.write(&LEASES, &format!("l{i}")).await;
+            }
+            rig.write(&CONFIG_MAPS, "b").await;
+            let ns = json!({"metadata": {"name": "other"}});
+            rig.api
+                .create(&rig.user, &NAMESPACES, None, ns, WriteOpts::INTERNAL)
+                .await
+                .unwrap();
+            rig.write(&CONFIG_MAPS, "c").await;
+            let d = feed.recv(4).await;
+            assert_eq!((names(&d), d.lagged, d.closed), (vec!["a"], false, false));
+            let d = feed.recv(4).await;
+            assert_eq!(names(&d), ["b"]);
+            let d = feed.recv(100).await;
+            assert_eq!(names(&d), ["other", "c"]);
+        }
+
+        /// A feed that falls behind resumes from its cursor while the history holds its
+        /// events (another resource's churn dropping out of the history does not matter), and
+        /// is told to relist once its own events left; after the relist it reads on.
+        #[tokio::test]
+        async fn a_feed_behind_resumes_from_the_history_and_relists_only_past_it() {
+            let rig = Rig::new(8).await;
+            let mut feed = rig.feed(&[&CONFIG_MAPS]);
+            rig.write(&CONFIG_MAPS, "a").await;
+            assert_eq!(names(&feed.recv(100).await), ["a"]);
+            // Lease churn past the history's bound: nothing of the feed's was dropped
+            for i in 0..20 {
+                rig.write(&LEASES, &format!("l{i}")).await;
+            }
+            rig.write(&CONFIG_MAPS, "b").await;
+            let d = feed.recv(100).await;
+            assert_eq!((names(&d), d.lagged), (vec!["b"], false));
+            // its own events past the bound: a relist, then on from where it was taken
+            for i in 0..20 {
+                rig.write(&CONFIG_MAPS, &format!("c{i}")).await;
+            }
+            let d = feed.recv(100).await;
+            assert!(d.lagged && d.events.is_empty(), "{:?}", names(&d));
+            let at = feed.now();
+            feed.relisted(at);
+            rig.write(&CONFIG_MAPS, "d").await;
+            let d = feed.recv(100).await;
+            assert_eq!((names(&d), d.lagged), (vec!["d"], false));
+        }
+
+        /// A feed waits for an event of its resources: another resource's write does not
+        /// return it empty-handed.
+        #[tokio::test]
+        async fn a_feed_waits_for_its_own_resources() {
+            let rig = Rig::new(1000).await;
+            let mut feed = rig.feed(&[&CONFIG_MAPS]);
+            let reader = tokio::spawn(async move { feed.recv(100).await });
+            rig.write(&LEASES, "l").await;
+            tokio::task::yield_now().await;
+            rig.write(&CONFIG_MAPS, "a").await;
+            let d = reader.await.unwrap();
+            assert_eq!((names(&d), d.lagged, d.closed), (vec!["a"], false, false));
+        }
     }
 }

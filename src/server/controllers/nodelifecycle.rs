@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{json, Value};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::s;
 use crate::agent::clock::Clock;
@@ -141,8 +140,8 @@ impl Controller {
     pub async fn run(mut self) {
         loop {
             let resources = [&NODES, &LEASES, &PODS];
-            let mut watch = match self.api.watch_all(&self.user, &resources).await {
-                Ok(w) => w,
+            let mut feed = match super::Feed::new(self.api.clone(), &self.user, &resources) {
+                Ok(f) => f,
                 Err(e) => {
                     tracing::error!(error = %e, "the node-lifecycle controller cannot watch the store");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -157,20 +156,24 @@ impl Controller {
             let mut next = self.pass().await;
             loop {
                 tokio::select! {
-                    ev = watch.rx.recv() => match ev {
-                        Ok(ev) => {
-                            if let Some(at) = self.on_event(&ev).await {
+                    d = feed.recv(super::DRAIN_MAX) => {
+                        for ev in &d.events {
+                            if let Some(at) = self.on_event(ev).await {
                                 next = next.min(at);
                             }
                         }
-                        Err(RecvError::Lagged(_)) => {
+                        if d.lagged {
+                            let at = feed.now();
                             if let Err(e) = self.relist().await {
                                 tracing::warn!(error = %e, "node-lifecycle: relisting failed");
                             }
+                            feed.relisted(at);
                             next = self.pass().await;
                         }
-                        Err(RecvError::Closed) => return,
-                    },
+                        if d.closed {
+                            return;
+                        }
+                    }
                     _ = tokio::time::sleep_until(next) => next = self.pass().await,
                 }
             }

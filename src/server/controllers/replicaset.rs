@@ -84,8 +84,8 @@ impl Controller {
     pub async fn run(mut self) {
         let resources = [&REPLICASETS, &PODS];
         loop {
-            let mut watch = match self.api.watch_all(&self.user, &resources).await {
-                Ok(w) => w,
+            let mut feed = match super::Feed::new(self.api.clone(), &self.user, &resources) {
+                Ok(f) => f,
                 Err(e) => {
                     tracing::error!(error = %e, "the ReplicaSet controller cannot watch the store");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -97,14 +97,15 @@ impl Controller {
             loop {
                 let due = self.queue.next_due();
                 tokio::select! {
-                    ev = watch.rx.recv() => {
-                        // a bounded share of the watch, then the queue (below)
-                        let d = super::drain(ev, &mut watch.rx, super::DRAIN_MAX);
+                    d = feed.recv(super::DRAIN_MAX) => {
+                        // a bounded share of the feed, then the queue (below)
                         for ev in &d.events {
                             self.on_event(ev).await;
                         }
                         if d.lagged {
+                            let at = feed.now();
                             self.enqueue_all().await;
+                            feed.relisted(at);
                         }
                         if d.closed {
                             return;

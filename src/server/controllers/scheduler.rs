@@ -71,8 +71,8 @@ impl Scheduler {
     /// Runs until the store closes the watch (the server stops) or the task is dropped.
     pub async fn run(mut self) {
         loop {
-            let mut watch = match self.api.watch_all(&self.user, &[&PODS, &NODES]).await {
-                Ok(w) => w,
+            let mut feed = match super::Feed::new(self.api.clone(), &self.user, &[&PODS, &NODES]) {
+                Ok(f) => f,
                 Err(e) => {
                     tracing::error!(error = %e, "the scheduler cannot watch the store");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -94,17 +94,17 @@ impl Scheduler {
                     }
                 }
                 tokio::select! {
-                    ev = watch.rx.recv() => {
+                    d = feed.recv(super::DRAIN_MAX) => {
                         // one pass for everything that happened meanwhile (a bounded share of
-                        // the watch), if a pod or a node changed (the store's watch carries
-                        // every kind: Leases renew often); one relist for any lag
-                        let d = super::drain(ev, &mut watch.rx, super::DRAIN_MAX);
+                        // the feed); a relist when the feed left the history
                         relevant = false;
                         for ev in &d.events {
                             relevant |= self.observe(ev);
                         }
                         if d.lagged {
+                            let at = feed.now();
                             relevant |= self.relist_logged().await;
+                            feed.relisted(at);
                         }
                         if d.closed {
                             return;

@@ -3,10 +3,10 @@
 //! its root-ca-cert-publisher: every namespace has the ConfigMap `kube-root-ca.crt` whose
 //! `ca.crt` is the cluster CA (what the pods' token volumes mount), made again when deleted and
 //! put back when changed.
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::s;
 use crate::server::auth::User;
@@ -95,14 +95,12 @@ async fn ensure(api: &Api, user: &User, ns: &str) {
 
 /// Every namespace's `default` ServiceAccount and root CA, then each new namespace's, until the
 /// store closes.
-pub async fn run(api: &Api) {
+pub async fn run(api: &Arc<Api>) {
     let user = User::internal("serviceaccounts-controller");
     loop {
-        let mut watch = match api
-            .watch_all(&user, &[&NAMESPACES, &SERVICE_ACCOUNTS, &CONFIG_MAPS])
-            .await
-        {
-            Ok(w) => w,
+        let resources = [&NAMESPACES, &SERVICE_ACCOUNTS, &CONFIG_MAPS];
+        let mut feed = match super::Feed::new(api.clone(), &user, &resources) {
+            Ok(f) => f,
             Err(e) => {
                 tracing::error!(error = %e, "the service account controller cannot watch the store");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -115,26 +113,29 @@ pub async fn run(api: &Api) {
             }
         }
         loop {
-            match watch.rx.recv().await {
-                Ok(ev) => {
-                    let ns = if ev.resource == NAMESPACES.key() && ev.event_type == EventType::Added
-                    {
-                        ev.name.as_str()
-                    } else if (ev.resource == SERVICE_ACCOUNTS.key()
-                        && ev.event_type == EventType::Deleted
-                        && ev.name == DEFAULT_SERVICE_ACCOUNT)
-                        || (ev.resource == CONFIG_MAPS.key()
-                            && ev.event_type != EventType::Added
-                            && ev.name == ROOT_CA_CONFIG_MAP)
-                    {
-                        ev.namespace.as_str()
-                    } else {
-                        continue;
-                    };
-                    ensure(api, &user, ns).await;
-                }
-                Err(RecvError::Lagged(_)) => break,
-                Err(RecvError::Closed) => return,
+            let d = feed.recv(super::DRAIN_MAX).await;
+            for ev in &d.events {
+                let ns = if ev.resource == NAMESPACES.key() && ev.event_type == EventType::Added {
+                    ev.name.as_str()
+                } else if (ev.resource == SERVICE_ACCOUNTS.key()
+                    && ev.event_type == EventType::Deleted
+                    && ev.name == DEFAULT_SERVICE_ACCOUNT)
+                    || (ev.resource == CONFIG_MAPS.key()
+                        && ev.event_type != EventType::Added
+                        && ev.name == ROOT_CA_CONFIG_MAP)
+                {
+                    ev.namespace.as_str()
+                } else {
+                    continue;
+                };
+                ensure(api, &user, ns).await;
+            }
+            if d.closed {
+                return;
+            }
+            if d.lagged {
+                // every namespace again (above)
+                break;
             }
         }
     }

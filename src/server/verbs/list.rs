@@ -154,6 +154,19 @@ impl Api {
             .map_err(|e| store_error(r, e))
     }
 
+    /// Authorizes `user` to watch `resources` and returns the store's resourceVersion now:
+    /// where a controller's feed (`controllers::Feed`) starts reading the store's history.
+    pub fn watch_from_now(
+        &self,
+        user: &User,
+        resources: &[&'static Resource],
+    ) -> Result<u64, ApiError> {
+        for r in resources {
+            authorize(user, Verb::Watch, r, None, None, None)?;
+        }
+        Ok(*self.store.changes().borrow())
+    }
+
     /// One watch over several resources, in the order of their changes (for controllers).
     pub async fn watch_all(
         &self,
