@@ -154,7 +154,7 @@ pub async fn release(api: &Api, clock: Clock, opts: &Options) {
 pub async fn run<W, F>(api: Arc<Api>, clock: Clock, opts: Options, mut work: W)
 where
     W: FnMut() -> F,
-    F: Future<Output = ()>,
+    F: Future<Output = ()> + Send + 'static,
 {
     if !opts.enabled {
         return work().await;
@@ -166,17 +166,32 @@ where
             identity = opts.identity.as_str(),
             "leading: controllers started"
         );
+        // the work on a task of its own (aborted when this round ends): polled in this task,
+        // a controller's long turn (a relist of every pod at 5000 nodes) held the renewals
+        // past their deadline, leadership was lost, the controllers started again with
+        // another relist, and so on every ~13 s
+        let mut round = Round(tokio::spawn(work()));
         tokio::select! {
             // the renewals first: a leader woken past its renew deadline (a frozen process, a
             // suspended machine) drops the work before polling it again
             biased;
             _ = lease.renew() => {}
-            _ = work() => return,
+            _ = &mut round.0 => return,
         }
+        drop(round);
         tracing::warn!(
             identity = opts.identity.as_str(),
             "leadership lost: controllers stopped"
         );
+    }
+}
+
+/// A round of work, aborted when dropped (leadership lost, or the elector dropped).
+struct Round(tokio::task::JoinHandle<()>);
+
+impl Drop for Round {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

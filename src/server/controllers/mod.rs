@@ -58,15 +58,28 @@ pub async fn run(api: Arc<Api>, opts: Options, stop: impl Future<Output = ()>) {
     let work = || {
         let (api, clock, nodes) = (api.clone(), clock.clone(), opts.nodes);
         async move {
-            tokio::select! {
-                _ = daemonset::Controller::new(api.clone()).run() => {}
-                _ = replicaset::Controller::new(api.clone(), clock.clone()).run() => {}
-                _ = scheduler::Scheduler::new(api.clone(), clock.clone()).run() => {}
-                _ = nodelifecycle::Controller::new(api.clone(), clock.clone(), nodes).run() => {}
-                _ = serviceaccounts::run(&api) => {}
-                _ = gc::run(api.clone(), clock.clone(), std::future::pending::<()>()) => {}
-                _ = super::kinds::event::compact(api.clone(), clock, opts.event_ttl) => {}
-            }
+            // each controller a task of its own, as kube-controller-manager's goroutines: one
+            // controller's long turn neither stops the others nor keeps them off the other
+            // cores; all are aborted when the set is dropped (leadership lost)
+            let mut all = tokio::task::JoinSet::new();
+            all.spawn(daemonset::Controller::new(api.clone()).run());
+            all.spawn(replicaset::Controller::new(api.clone(), clock.clone()).run());
+            all.spawn(scheduler::Scheduler::new(api.clone(), clock.clone()).run());
+            all.spawn(nodelifecycle::Controller::new(api.clone(), clock.clone(), nodes).run());
+            let sa = api.clone();
+            all.spawn(async move { serviceaccounts::run(&sa).await });
+            all.spawn(gc::run(
+                api.clone(),
+                clock.clone(),
+                std::future::pending::<()>(),
+            ));
+            all.spawn(super::kinds::event::compact(
+                api.clone(),
+                clock,
+                opts.event_ttl,
+            ));
+            // one returns: the store closed (the server stops)
+            all.join_next().await;
         }
     };
     let lease = opts.leader.clone();
