@@ -553,17 +553,16 @@ pub fn partitioned_update(
         .count() as i64;
     let may_touch = desired - partition.max(0) - touched;
     let surge = b.max_surge > 0;
+    let v = View {
+        by_node: &by_node,
+        fits: &fits,
+        hash,
+        available: &available,
+    };
     let mut out = if surge {
-        surge_update(b.max_surge, may_touch, &by_node, &fits, hash, &available)
+        surge_update(b.max_surge, may_touch, &v)
     } else {
-        unavailable_update(
-            b.max_unavailable,
-            may_touch,
-            &by_node,
-            &fits,
-            hash,
-            &available,
-        )
+        unavailable_update(b.max_unavailable, may_touch, &v)
     };
     // the next wave's nodes pre-pull while this one is replaced; with surge the new pods that
     // are not ready yet pull for themselves and take a slot each
@@ -579,48 +578,50 @@ pub fn partitioned_update(
     };
     let slots = b.max_unavailable.max(b.max_surge) - in_flight as i64;
     let left = may_touch - decided as i64;
-    out.pull_next = pull_next(&by_node, &fits, hash, &available, &out, slots.min(left));
+    out.pull_next = pull_next(&v, &out, slots.min(left));
     out
+}
+
+/// The fleet as a rolling update's sync sees it: each node's counted pods (oldest first), the
+/// nodes, the current revision and availability at the sync's time.
+struct View<'a> {
+    by_node: &'a BTreeMap<&'a str, Vec<&'a DaemonPod>>,
+    fits: &'a BTreeMap<&'a str, &'a NodeFit>,
+    hash: &'a str,
+    available: &'a dyn Fn(&DaemonPod) -> bool,
 }
 
 /// [`partitioned_update`] without surge: old pods that are not available go at once, available
 /// ones (pulled) while fewer than `max_unavailable` nodes are without an available pod, and no
 /// more than `may_touch` nodes.
-fn unavailable_update(
-    max_unavailable: i64,
-    mut may_touch: i64,
-    by_node: &BTreeMap<&str, Vec<&DaemonPod>>,
-    fits: &BTreeMap<&str, &NodeFit>,
-    hash: &str,
-    available: &dyn Fn(&DaemonPod) -> bool,
-) -> Update {
+fn unavailable_update(max_unavailable: i64, mut may_touch: i64, v: &View<'_>) -> Update {
     let mut out = Update::default();
     let mut unavailable = 0;
     let mut candidates = Vec::new();
-    for (node, pods) in by_node {
-        let Some((new, old)) = new_and_old(pods, hash) else {
+    for (node, pods) in v.by_node {
+        let Some((new, old)) = new_and_old(pods, v.hash) else {
             unavailable += 1;
             continue;
         };
         match (new, old) {
             (None, None) => {
-                let node_down = fits.get(node).is_some_and(|f| !f.ready);
+                let node_down = v.fits.get(node).is_some_and(|f| !f.ready);
                 if pods.is_empty() || !node_down {
                     unavailable += 1;
                 }
             }
             (Some(_), Some(_)) => unavailable += 1,
             (Some(new), None) => {
-                if !available(new) {
+                if !(v.available)(new) {
                     unavailable += 1;
                 }
             }
             (None, Some(old)) => {
-                if !available(old) {
+                if !(v.available)(old) {
                     out.delete.push(delete(old, Why::Outdated));
                     unavailable += 1;
                     may_touch -= 1;
-                } else if !old.pulled(hash) {
+                } else if !old.pulled(v.hash) {
                     out.waiting_pull.push(node.to_string());
                 } else if unavailable < max_unavailable {
                     candidates.push(delete(old, Why::Outdated));
@@ -640,34 +641,28 @@ fn unavailable_update(
 /// not replace already, so that at most `slots` of them are told and not yet replaced. A node
 /// whose pull failed frees its slot (the next node tries; the stall is reported as before), and
 /// a pod without the annotation pulls by itself.
-fn pull_next(
-    by_node: &BTreeMap<&str, Vec<&DaemonPod>>,
-    fits: &BTreeMap<&str, &NodeFit>,
-    hash: &str,
-    available: &dyn Fn(&DaemonPod) -> bool,
-    decided: &Update,
-    slots: i64,
-) -> Vec<String> {
-    let waiting: Vec<&DaemonPod> = by_node
+fn pull_next(v: &View<'_>, decided: &Update, slots: i64) -> Vec<String> {
+    let waiting: Vec<&DaemonPod> = v
+        .by_node
         .iter()
-        .filter(|(node, _)| fits.get(*node).is_some_and(|f| f.should_run))
+        .filter(|(node, _)| v.fits.get(*node).is_some_and(|f| f.should_run))
         .filter(|(node, _)| !decided.create_on.iter().any(|n| n == *node))
-        .filter_map(|(_, pods)| match new_and_old(pods, hash) {
+        .filter_map(|(_, pods)| match new_and_old(pods, v.hash) {
             Some((None, Some(old))) => Some(old),
             _ => None,
         })
-        .filter(|old| old.pull_next.is_some() && available(old))
+        .filter(|old| old.pull_next.is_some() && (v.available)(old))
         .filter(|old| !decided.delete.iter().any(|d| d.pod == old.name))
-        .filter(|old| old.pull_failed(hash).is_none())
+        .filter(|old| old.pull_failed(v.hash).is_none())
         .collect();
     let told = waiting
         .iter()
-        .filter(|p| p.pull_next.as_deref() == Some(hash))
+        .filter(|p| p.pull_next.as_deref() == Some(v.hash))
         .count() as i64;
     let room = (slots - told).max(0) as usize;
     waiting
         .iter()
-        .filter(|p| p.pull_next.as_deref() != Some(hash))
+        .filter(|p| p.pull_next.as_deref() != Some(v.hash))
         .take(room)
         .map(|p| p.name.clone())
         .collect()
@@ -677,26 +672,19 @@ fn pull_next(
 /// once; up to maxSurge others get theirs beside the old one, which goes once the new one is
 /// available. A node with more pods than an old and a new one is left to the manage loop and
 /// counts as surging.
-fn surge_update(
-    max_surge: i64,
-    mut may_touch: i64,
-    by_node: &BTreeMap<&str, Vec<&DaemonPod>>,
-    fits: &BTreeMap<&str, &NodeFit>,
-    hash: &str,
-    available: &dyn Fn(&DaemonPod) -> bool,
-) -> Update {
+fn surge_update(max_surge: i64, mut may_touch: i64, v: &View<'_>) -> Update {
     let mut out = Update::default();
     let mut surging = 0;
     let mut candidates = Vec::new();
-    for (node, pods) in by_node {
-        let should_run = fits.get(node).is_some_and(|f| f.should_run);
-        let Some((new, old)) = new_and_old(pods, hash) else {
+    for (node, pods) in v.by_node {
+        let should_run = v.fits.get(node).is_some_and(|f| f.should_run);
+        let Some((new, old)) = new_and_old(pods, v.hash) else {
             surging += 1;
             continue;
         };
         match (new, old) {
             (_, None) => {}
-            (None, Some(old)) if !available(old) => {
+            (None, Some(old)) if !(v.available)(old) => {
                 if should_run {
                     out.create_on.push(node.to_string());
                     may_touch -= 1;
@@ -710,7 +698,7 @@ fn surge_update(
                 }
             }
             (Some(new), Some(old)) => {
-                if available(new) {
+                if (v.available)(new) {
                     out.delete.push(delete(old, Why::Outdated));
                 } else {
                     surging += 1;
