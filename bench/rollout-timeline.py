@@ -51,6 +51,10 @@ for path in glob.glob(os.path.join(D, "**", "*.log"), recursive=True):
             elif "created pod" in rest:
                 pm = re.search(r'created pod pod="?([a-z0-9-]+)"?', rest)
                 ev.append((t, where, "s_created", pm.group(1)))
+            elif "told to pre-pull" in rest:
+                pm = re.search(r'told to pre-pull pod="?([a-z0-9-]+)"?', rest)
+                if pm:
+                    ev.append((t, where, "s_told", pm.group(1)))
             continue
         # agent
         p = None
@@ -187,4 +191,17 @@ for prefix in [p for p in prefixes if "maxunavailable" in p]:
         starts = sorted(e[0] for e in ev if e[2] == "a_prepull_start" and t0 - 5 < e[0] < t0 + 10)
         if pulls and starts:
             print(f"  pre-pulls: first start {starts[0] % 60:.3f}, finished {pulls[0] % 60:.3f} .. {pulls[-1] % 60:.3f} (n={len(pulls)})")
+            # how long the first wave waited on its pre-pulls: from the first pull started (the
+            # template change seen) to the last first-wave grant
+            if len(grants) >= B:
+                print(f"  first wave waited on pre-pulls: {grants[B - 1] - starts[0]:.3f} s "
+                      f"(first pull started -> its last grant)")
+        # the pre-pull order (daemonset-agent.io/pull-next): when each wave was told, and how
+        # long after being told each node was granted
+        told = {e[3]: e[0] for e in ev if e[2] == "s_told" and e[3] in pods}
+        if told:
+            waits = [g - told[p] for g, p in deleted if p in told]
+            print(f"  told to pre-pull: n={len(told)}, {min(told.values()) % 60:.3f} .. "
+                  f"{max(told.values()) % 60:.3f}; told->granted median {statistics.median(waits):.3f} "
+                  f"max {max(waits):.3f}")
         print(f"  last ready seen {ready[-1] % 60:.3f}")

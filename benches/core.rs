@@ -291,6 +291,7 @@ fn rollout_benches(c: &mut Criterion) {
                 error: String::new(),
             }),
             problem: None,
+            pull_next: Some("new".into()),
         })
         .collect();
     let strategy = serde_json::from_value(

@@ -208,15 +208,22 @@ impl Controller {
                     };
                     v.insert(key, reported);
                 }
-                // another writer changed the API's Ready (the node-lifecycle controller, while
-                // this agent was silent): the agent's status is written again
-                let stale = self.store.pods().iter().any(|p| {
-                    p.metadata.uid.as_deref() == Some(pod.api_uid.as_str())
-                        && podsync::ready_differs(p, &status)
+                // the API's Ready as the watch has it: podsync writes the status again when
+                // another writer changed it (the node-lifecycle controller, while this agent was
+                // silent), not when the watch has yet to bring back the agent's own write
+                let api = self.store.pods().iter().find_map(|p| {
+                    (p.metadata.uid.as_deref() == Some(pod.api_uid.as_str())).then(|| {
+                        p.status
+                            .as_ref()
+                            .and_then(podsync::ready_of)
+                            .map(str::to_string)
+                    })
                 });
-                if stale {
+                if let Some(ready) = api {
                     let (key, uid) = (pod.key.clone(), pod.api_uid.clone());
-                    let _ = self.pod_tx.send(podsync::Update::Stale { key, uid });
+                    let _ = self
+                        .pod_tx
+                        .send(podsync::Update::ApiReady { key, uid, ready });
                 }
                 let _ = self.pod_tx.send(podsync::Update::Status(pod, status));
                 changed

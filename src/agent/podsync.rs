@@ -4,7 +4,7 @@
 //! deleting once its containers are gone (`gracePeriodSeconds: 0`, uid precondition). It never
 //! creates a pod: the API's controllers do. Writes coalesce per pod and are retried with back-off
 //! while the API is unreachable; the containers never wait for the API.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
@@ -17,10 +17,16 @@ use crate::core::plan::{DesiredPod, PodKey};
 pub enum Update {
     /// A pod's status, as its worker computed it.
     Status(Box<DesiredPod>, Box<PodStatus>),
-    /// The API's copy of a pod's status is not what was last written (another writer, such as
-    /// the node-lifecycle controller marking it not ready): the next status is written even if
-    /// unchanged (the status manager's `needsReconcile`).
-    Stale { key: PodKey, uid: String },
+    /// The Ready condition's status of the API's copy of a pod, as the agent's watch has it now
+    /// (None: no Ready condition). Once the watch brought back the agent's last written Ready, a
+    /// Ready that differs is another writer's (the node-lifecycle controller marking the pod not
+    /// ready while this agent was silent): the next status is written even if unchanged (the
+    /// status manager's `needsReconcile`). Before that, it is the watch lagging behind the write.
+    ApiReady {
+        key: PodKey,
+        uid: String,
+        ready: Option<String>,
+    },
     /// A pod's containers are gone; `delete`: the API is deleting it, delete it for good.
     Finished {
         key: PodKey,
@@ -38,13 +44,91 @@ enum Want {
 /// A pod by name and API uid: a pod made again under the same name is another pod.
 type Id = (PodKey, String);
 
+/// What the API's Ready (`api`, as the watch has it) says of the agent's last written one
+/// (`ours`), `echoed` when the watch brought that write back already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Echo {
+    /// The API has our Ready: the write came back.
+    Seen,
+    /// The API had our Ready and now has another: another writer's, written again.
+    Overwritten,
+    /// Not back yet (or nothing of ours to compare): nothing to do.
+    Pending,
+}
+
+fn echo(ours: Option<&str>, api: Option<&str>, echoed: bool) -> Echo {
+    match ours {
+        None => Echo::Pending,
+        Some(o) if Some(o) == api => Echo::Seen,
+        Some(_) if echoed => Echo::Overwritten,
+        Some(_) => Echo::Pending,
+    }
+}
+
+/// What podsync keeps of each pod between writes.
+#[derive(Debug, Default)]
+struct Book {
+    /// The latest wish per pod, not written yet.
+    wanted: BTreeMap<Id, Want>,
+    /// The status last written per pod.
+    sent: BTreeMap<Id, PodStatus>,
+    /// The pods whose last written Ready the watch brought back.
+    echoed: BTreeSet<Id>,
+}
+
+impl Book {
+    fn take(&mut self, u: Update) {
+        match u {
+            Update::Status(d, s) => {
+                let id = (d.key.clone(), d.api_uid.clone());
+                if self.sent.get(&id) != Some(&s) {
+                    self.wanted.insert(id, Want::Status(s));
+                }
+            }
+            Update::ApiReady { key, uid, ready } => {
+                let id = (key, uid);
+                let ours = self.sent.get(&id).and_then(ready_of);
+                match echo(ours, ready.as_deref(), self.echoed.contains(&id)) {
+                    Echo::Seen => {
+                        self.echoed.insert(id);
+                    }
+                    Echo::Overwritten => self.forget(&id),
+                    Echo::Pending => {}
+                }
+            }
+            Update::Finished { key, uid, delete } => {
+                let id = (key, uid);
+                self.forget(&id);
+                if delete {
+                    self.wanted.insert(id, Want::Delete);
+                } else {
+                    self.wanted.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// `s` was written: a new Ready awaits its echo, an unchanged one was seen already.
+    fn written(&mut self, id: Id, s: PodStatus) {
+        if self.sent.get(&id).and_then(ready_of) != ready_of(&s) {
+            self.echoed.remove(&id);
+        }
+        self.sent.insert(id, s);
+    }
+
+    /// Nothing of `id` is known to be in the API: its next status is written.
+    fn forget(&mut self, id: &Id) {
+        self.sent.remove(id);
+        self.echoed.remove(id);
+    }
+}
+
 pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) {
-    let mut wanted: BTreeMap<Id, Want> = BTreeMap::new();
-    let mut sent: BTreeMap<Id, PodStatus> = BTreeMap::new();
+    let mut book = Book::default();
     let mut delay = Duration::from_millis(200);
     loop {
         // Take everything queued, keeping only the latest wish per pod.
-        let first = if wanted.is_empty() {
+        let first = if book.wanted.is_empty() {
             match rx.recv().await {
                 Some(u) => Some(u),
                 None => return,
@@ -56,29 +140,10 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
             .into_iter()
             .chain(std::iter::from_fn(|| rx.try_recv().ok()))
         {
-            match u {
-                Update::Status(d, s) => {
-                    let id = (d.key.clone(), d.api_uid.clone());
-                    if sent.get(&id) != Some(&s) {
-                        wanted.insert(id, Want::Status(s));
-                    }
-                }
-                Update::Stale { key, uid } => {
-                    sent.remove(&(key, uid));
-                }
-                Update::Finished { key, uid, delete } => {
-                    let id = (key, uid);
-                    sent.remove(&id);
-                    if delete {
-                        wanted.insert(id, Want::Delete);
-                    } else {
-                        wanted.remove(&id);
-                    }
-                }
-            }
+            book.take(u);
         }
         let mut failed = false;
-        for ((key, uid), want) in std::mem::take(&mut wanted) {
+        for ((key, uid), want) in std::mem::take(&mut book.wanted) {
             let api: Api<Pod> = Api::namespaced(client.clone(), &key.namespace);
             let result = match &want {
                 Want::Delete => delete(&api, &key.name, &uid).await,
@@ -88,18 +153,18 @@ pub async fn run(client: kube::Client, mut rx: mpsc::UnboundedReceiver<Update>) 
                 Ok(()) => {
                     if let Want::Status(s) = want {
                         tracing::debug!(pod = %key, ready = is_ready(&s), "pod status written");
-                        sent.insert((key, uid), *s);
+                        book.written((key, uid), *s);
                     }
                 }
                 // gone, or another pod by now: nothing to write
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {
                     tracing::debug!(pod = %key, uid, code = e.code, "pod gone or replaced; not written");
-                    sent.remove(&(key, uid));
+                    book.forget(&(key, uid));
                 }
                 Err(e) => {
                     tracing::debug!(pod = %key, error = %crate::runtime::chain(&e), "pod sync failed; will retry");
                     failed = true;
-                    wanted.entry((key, uid)).or_insert(want);
+                    book.wanted.entry((key, uid)).or_insert(want);
                 }
             }
         }
@@ -121,17 +186,13 @@ fn is_ready(status: &PodStatus) -> bool {
         .any(|c| c.type_ == "Ready" && c.status == "True")
 }
 
-/// `status` has a Ready condition and the API's pod `api` has another one (its status only:
-/// times may differ). Writing `status` replaces the API's conditions, so this cannot stay true
-/// after a write and never makes a loop of writes.
-pub fn ready_differs(api: &Pod, status: &PodStatus) -> bool {
-    let ready = |s: Option<&PodStatus>| {
-        s.and_then(|s| s.conditions.as_ref())
-            .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
-            .map(|c| c.status.clone())
-    };
-    let ours = ready(Some(status));
-    ours.is_some() && ready(api.status.as_ref()) != ours
+/// The status of `status`'s Ready condition (its status only: times may differ), if it has one.
+pub fn ready_of(status: &PodStatus) -> Option<&str> {
+    status
+        .conditions
+        .as_ref()
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.status.as_str())
 }
 
 /// The status of the pod `name` of uid `uid` (a merge patch of `pods/status`).
@@ -271,30 +332,72 @@ mod tests {
         api.server.shutdown().await;
     }
 
-    /// Only a Ready the agent reports, and the API does not have, counts as another writer's.
+    /// Only a Ready of ours the watch brought back and then lost counts as another writer's: the
+    /// watch still showing the Ready from before our write is the watch lagging (written again
+    /// at every Ready change, before this).
     #[test]
-    fn ready_differs_only_on_a_ready_of_our_own() {
+    fn another_writer_is_told_from_a_lagging_watch() {
         let with_ready = |status: &str| -> PodStatus {
             serde_json::from_value(serde_json::json!({"phase": "Running",
                 "conditions": [{"type": "Ready", "status": status}]}))
             .unwrap()
         };
-        let api = |status: PodStatus| Pod {
-            status: Some(status),
-            ..Default::default()
+        assert_eq!(ready_of(&with_ready("True")), Some("True"));
+        assert_eq!(ready_of(&PodStatus::default()), None);
+        #[rustfmt::skip]
+        let cases = [
+            ("the API has ours", Some("True"), Some("True"), false, Echo::Seen),
+            ("the watch has not brought our write back", Some("True"), Some("False"), false, Echo::Pending),
+            ("nor any Ready yet", Some("True"), None, false, Echo::Pending),
+            ("it had ours, now another's", Some("True"), Some("False"), true, Echo::Overwritten),
+            ("its Ready removed", Some("True"), None, true, Echo::Overwritten),
+            ("nothing of ours to compare", None, Some("False"), true, Echo::Pending),
+        ];
+        for (what, ours, api, echoed, want) in cases {
+            assert_eq!(echo(ours, api, echoed), want, "{what}");
+        }
+    }
+
+    /// A Ready change is written once, though the watch still shows the old Ready when the
+    /// next (unchanged) status comes; a Ready another writer changes after ours came back is
+    /// written again.
+    #[test]
+    fn a_ready_change_is_written_once_and_an_overwritten_one_again() {
+        let mut p = api_pod("echo-abcde");
+        p.metadata.uid = Some("u-echo".into());
+        let d = desired(&p);
+        let id = (d.key.clone(), d.api_uid.clone());
+        let ready = |r: &str| -> Box<PodStatus> {
+            let mut s = status("Running", "");
+            s.conditions = Some(vec![serde_json::from_value(
+                serde_json::json!({"type": "Ready", "status": r}),
+            )
+            .unwrap()]);
+            s
         };
-        assert!(ready_differs(
-            &api(with_ready("False")),
-            &with_ready("True")
-        ));
-        assert!(!ready_differs(
-            &api(with_ready("True")),
-            &with_ready("True")
-        ));
-        assert!(ready_differs(&Pod::default(), &with_ready("True")));
+        let api_ready = |r: Option<&str>| Update::ApiReady {
+            key: d.key.clone(),
+            uid: d.api_uid.clone(),
+            ready: r.map(str::to_string),
+        };
+        let mut book = Book::default();
+        // the first status is written
+        book.take(Update::Status(Box::new(d.clone()), ready("True")));
+        let Some(Want::Status(s)) = book.wanted.remove(&id) else {
+            panic!("nothing to write: {book:?}");
+        };
+        book.written(id.clone(), *s);
+        // the next report, the watch still at the pod before the write: nothing to write
+        book.take(api_ready(Some("False")));
+        book.take(Update::Status(Box::new(d.clone()), ready("True")));
+        assert!(book.wanted.is_empty(), "written twice: {book:?}");
+        // the watch brings it back, then another writer's Ready False: written again
+        book.take(api_ready(Some("True")));
+        book.take(api_ready(Some("False")));
+        book.take(Update::Status(Box::new(d.clone()), ready("True")));
         assert!(
-            !ready_differs(&api(with_ready("False")), &PodStatus::default()),
-            "a status without Ready would not change the API's"
+            matches!(book.wanted.get(&id), Some(Want::Status(_))),
+            "{book:?}"
         );
     }
 

@@ -1,7 +1,9 @@
 //! The pre-pull of a DaemonSet's next revision (design-pods.md, "Pre-pull"): for each pod bound
 //! to this node whose DaemonSet's current revision (template hash) differs from the pod's
-//! `controller-revision-hash`, the node pulls the current template's images in the background and
-//! reports the outcome on the OLD pod's status as the condition
+//! `controller-revision-hash`, once the controller named that revision in the pod's
+//! `daemonset-agent.io/pull-next` annotation (the node is in the rollout's next wave; a pod
+//! without the annotation does not wait), the node pulls the current template's images in the
+//! background and reports the outcome on the OLD pod's status as the condition
 //! `daemonset-agent.io/NextRevisionReady` (True/Pulled, or False/ErrImagePull with the error).
 //! The server's rolling update deletes an available old pod only once that condition says its node
 //! has the new images, so an image that cannot be pulled stops no running pod.
@@ -24,7 +26,7 @@ use tokio::time::Instant;
 use super::watch::Store;
 use crate::core::hash::template_hash;
 use crate::core::plan::REVISION_HASH_LABEL;
-use crate::core::rollout::{NextRevision, NEXT_REVISION_READY};
+use crate::core::rollout::{NextRevision, NEXT_REVISION_READY, PULL_NEXT};
 use crate::runtime::Runtime;
 
 /// How often the store's version is looked at (an atomic load; the pods are looked at again
@@ -85,6 +87,16 @@ pub fn wanted(pods: &[Arc<Pod>], daemonsets: &[Arc<DaemonSet>]) -> Vec<Want> {
             .as_ref()
             .and_then(|l| l.get(REVISION_HASH_LABEL));
         if running.is_none_or(|h| *h == hash) {
+            continue;
+        }
+        // the controller names the revision when this node's wave is next (a pod without the
+        // annotation, not made by our controller, pulls at once)
+        let told = p
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PULL_NEXT));
+        if told.is_some_and(|h| *h != hash) {
             continue;
         }
         let images = spec
@@ -229,6 +241,11 @@ mod tests {
     }
 
     fn pod(name: &str, hash: &str, deleting: bool) -> Arc<Pod> {
+        told(name, hash, deleting, None)
+    }
+
+    /// A pod whose `PULL_NEXT` annotation is `pull_next` (None: without it).
+    fn told(name: &str, hash: &str, deleting: bool, pull_next: Option<&str>) -> Arc<Pod> {
         let mut p = json!({"metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid"),
             "labels": {"app": "mon", "controller-revision-hash": hash},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "mon",
@@ -239,7 +256,27 @@ mod tests {
         if deleting {
             p["metadata"]["deletionTimestamp"] = json!("2026-11-26T00:00:00Z");
         }
+        if let Some(h) = pull_next {
+            p["metadata"]["annotations"] = json!({PULL_NEXT: h});
+        }
         Arc::new(serde_json::from_value(p).unwrap())
+    }
+
+    #[test]
+    fn a_told_pod_pulls_the_revision_named_and_an_untold_one_waits() {
+        let d = ds("new:2");
+        let current = template_hash(&d.spec.as_ref().unwrap().template, None);
+        let pods = vec![
+            told("waits", "h-old", false, Some("")),
+            told("stale", "h-old", false, Some("h-older")),
+            told("next", "h-old", false, Some(&current)),
+            told("legacy", "h-old", false, None),
+        ];
+        let w: Vec<String> = wanted(&pods, std::slice::from_ref(&d))
+            .into_iter()
+            .map(|w| w.pod)
+            .collect();
+        assert_eq!(w, ["next", "legacy"]);
     }
 
     #[test]

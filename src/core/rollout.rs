@@ -80,6 +80,9 @@ pub struct DaemonPod {
     /// Why it does not run as it should, when a container says so (a waiting reason that is a
     /// failure, or the phase Failed).
     pub problem: Option<Problem>,
+    /// The revision its node was told to pre-pull ([`PULL_NEXT`]): `Some("")` waits for the
+    /// word; None (a pod without the annotation) pre-pulls every next revision at once.
+    pub pull_next: Option<String>,
 }
 
 /// The condition an agent reports on an old pod once it pulled (or failed to pull) the images of
@@ -130,6 +133,14 @@ impl NextRevision {
         })
     }
 }
+
+/// The annotation by which the controller tells a node, on its old pod, which revision (template
+/// hash) to pre-pull now. The controller creates its pods with it empty (wait for the word) and
+/// names the revision on the pods of the next wave only, in the order the rollout takes the nodes:
+/// pulled all at once, a fleet's pre-pulls share the registry (and, where nodes share a machine,
+/// its containerd and CPU), and the first wave waits for the slowest of them. A pod without the
+/// annotation (made by another controller, or by one before it) pre-pulls at once.
+pub const PULL_NEXT: &str = "daemonset-agent.io/pull-next";
 
 /// The annotation that opts a DaemonSet into the automatic rollback: when the new revision fails
 /// on as many nodes as the budget allows at once, the controller puts the previous revision's
@@ -468,6 +479,8 @@ pub struct Update {
     /// Without surge: the nodes whose available old pod waits for its node to pull the new
     /// revision's images (the pre-pull gate), in name order.
     pub waiting_pull: Vec<String>,
+    /// The old pods whose node is told now to pre-pull the current revision ([`PULL_NEXT`]).
+    pub pull_next: Vec<String>,
 }
 
 /// The strategy is `OnDelete`: a pod runs its revision until someone deletes it.
@@ -509,11 +522,22 @@ pub fn partitioned_update(
     now_ms: i64,
     partition: i64,
 ) -> Update {
-    if is_on_delete(strategy) {
-        return Update::default();
-    }
     let mut by_node = pods_by_node(pods);
     by_node.remove("");
+    if is_on_delete(strategy) {
+        // a pod runs its revision until someone deletes it: every node may pull the next now
+        let pull_next = by_node
+            .values()
+            .flatten()
+            .filter(|p| !p.deleting && p.hash != hash)
+            .filter(|p| p.pull_next.as_deref().is_some_and(|h| h != hash))
+            .map(|p| p.name.clone())
+            .collect();
+        return Update {
+            pull_next,
+            ..Update::default()
+        };
+    }
     let desired = nodes.iter().filter(|n| n.should_run).count() as i64;
     for n in nodes.iter().filter(|n| n.should_run) {
         by_node.entry(n.name.as_str()).or_default();
@@ -527,75 +551,140 @@ pub fn partitioned_update(
         .filter(|(node, _)| fits.get(*node).is_some_and(|f| f.should_run))
         .filter(|(_, pods)| pods.is_empty() || pods.iter().any(|p| p.hash == hash || p.deleting))
         .count() as i64;
-    let mut may_touch = desired - partition.max(0) - touched;
-    if b.max_surge > 0 {
-        return surge_update(b.max_surge, may_touch, &by_node, &fits, hash, &available);
-    }
+    let may_touch = desired - partition.max(0) - touched;
+    let surge = b.max_surge > 0;
+    let v = View {
+        by_node: &by_node,
+        fits: &fits,
+        hash,
+        available: &available,
+    };
+    let mut out = if surge {
+        surge_update(b.max_surge, may_touch, &v)
+    } else {
+        unavailable_update(b.max_unavailable, may_touch, &v)
+    };
+    // the next wave's nodes pre-pull while this one is replaced; with surge the new pods that
+    // are not ready yet pull for themselves and take a slot each
+    let (decided, in_flight) = if surge {
+        let starting = by_node
+            .values()
+            .filter_map(|pods| new_and_old(pods, hash))
+            .filter(|(new, old)| old.is_some() && new.is_some_and(|n| !n.ready))
+            .count();
+        (out.create_on.len(), out.create_on.len() + starting)
+    } else {
+        (out.delete.len(), 0)
+    };
+    let slots = b.max_unavailable.max(b.max_surge) - in_flight as i64;
+    let left = may_touch - decided as i64;
+    out.pull_next = pull_next(&v, &out, slots.min(left));
+    out
+}
+
+/// The fleet as a rolling update's sync sees it: each node's counted pods (oldest first), the
+/// nodes, the current revision and availability at the sync's time.
+struct View<'a> {
+    by_node: &'a BTreeMap<&'a str, Vec<&'a DaemonPod>>,
+    fits: &'a BTreeMap<&'a str, &'a NodeFit>,
+    hash: &'a str,
+    available: &'a dyn Fn(&DaemonPod) -> bool,
+}
+
+/// [`partitioned_update`] without surge: old pods that are not available go at once, available
+/// ones (pulled) while fewer than `max_unavailable` nodes are without an available pod, and no
+/// more than `may_touch` nodes.
+fn unavailable_update(max_unavailable: i64, mut may_touch: i64, v: &View<'_>) -> Update {
     let mut out = Update::default();
     let mut unavailable = 0;
     let mut candidates = Vec::new();
-    for (node, pods) in &by_node {
-        let Some((new, old)) = new_and_old(pods, hash) else {
+    for (node, pods) in v.by_node {
+        let Some((new, old)) = new_and_old(pods, v.hash) else {
             unavailable += 1;
             continue;
         };
         match (new, old) {
             (None, None) => {
-                let node_down = fits.get(node).is_some_and(|f| !f.ready);
+                let node_down = v.fits.get(node).is_some_and(|f| !f.ready);
                 if pods.is_empty() || !node_down {
                     unavailable += 1;
                 }
             }
             (Some(_), Some(_)) => unavailable += 1,
             (Some(new), None) => {
-                if !available(new) {
+                if !(v.available)(new) {
                     unavailable += 1;
                 }
             }
             (None, Some(old)) => {
-                if !available(old) {
+                if !(v.available)(old) {
                     out.delete.push(delete(old, Why::Outdated));
                     unavailable += 1;
                     may_touch -= 1;
-                } else if !old.pulled(hash) {
+                } else if !old.pulled(v.hash) {
                     out.waiting_pull.push(node.to_string());
-                } else if unavailable < b.max_unavailable {
+                } else if unavailable < max_unavailable {
                     candidates.push(delete(old, Why::Outdated));
                 }
             }
         }
     }
-    let room = (b.max_unavailable - unavailable)
+    let room = (max_unavailable - unavailable)
         .min(may_touch)
         .clamp(0, candidates.len() as i64) as usize;
     out.delete.extend(candidates.into_iter().take(room));
     out
 }
 
+/// The old pods whose node is told now to pre-pull revision `hash` ([`PULL_NEXT`]): the next
+/// nodes the rollout takes (name order) that run only an available old pod which `decided` does
+/// not replace already, so that at most `slots` of them are told and not yet replaced. A node
+/// whose pull failed frees its slot (the next node tries; the stall is reported as before), and
+/// a pod without the annotation pulls by itself.
+fn pull_next(v: &View<'_>, decided: &Update, slots: i64) -> Vec<String> {
+    let waiting: Vec<&DaemonPod> = v
+        .by_node
+        .iter()
+        .filter(|(node, _)| v.fits.get(*node).is_some_and(|f| f.should_run))
+        .filter(|(node, _)| !decided.create_on.iter().any(|n| n == *node))
+        .filter_map(|(_, pods)| match new_and_old(pods, v.hash) {
+            Some((None, Some(old))) => Some(old),
+            _ => None,
+        })
+        .filter(|old| old.pull_next.is_some() && (v.available)(old))
+        .filter(|old| !decided.delete.iter().any(|d| d.pod == old.name))
+        .filter(|old| old.pull_failed(v.hash).is_none())
+        .collect();
+    let told = waiting
+        .iter()
+        .filter(|p| p.pull_next.as_deref() == Some(v.hash))
+        .count() as i64;
+    let room = (slots - told).max(0) as usize;
+    waiting
+        .iter()
+        .filter(|p| p.pull_next.as_deref() != Some(v.hash))
+        .take(room)
+        .map(|p| p.name.clone())
+        .collect()
+}
+
 /// `rollingUpdate` with maxSurge: a node whose old pod is not available gets its new pod at
 /// once; up to maxSurge others get theirs beside the old one, which goes once the new one is
 /// available. A node with more pods than an old and a new one is left to the manage loop and
 /// counts as surging.
-fn surge_update(
-    max_surge: i64,
-    mut may_touch: i64,
-    by_node: &BTreeMap<&str, Vec<&DaemonPod>>,
-    fits: &BTreeMap<&str, &NodeFit>,
-    hash: &str,
-    available: &dyn Fn(&DaemonPod) -> bool,
-) -> Update {
+fn surge_update(max_surge: i64, mut may_touch: i64, v: &View<'_>) -> Update {
     let mut out = Update::default();
     let mut surging = 0;
     let mut candidates = Vec::new();
-    for (node, pods) in by_node {
-        let should_run = fits.get(node).is_some_and(|f| f.should_run);
-        let Some((new, old)) = new_and_old(pods, hash) else {
+    for (node, pods) in v.by_node {
+        let should_run = v.fits.get(node).is_some_and(|f| f.should_run);
+        let Some((new, old)) = new_and_old(pods, v.hash) else {
             surging += 1;
             continue;
         };
         match (new, old) {
             (_, None) => {}
-            (None, Some(old)) if !available(old) => {
+            (None, Some(old)) if !(v.available)(old) => {
                 if should_run {
                     out.create_on.push(node.to_string());
                     may_touch -= 1;
@@ -609,7 +698,7 @@ fn surge_update(
                 }
             }
             (Some(new), Some(old)) => {
-                if available(new) {
+                if (v.available)(new) {
                     out.delete.push(delete(old, Why::Outdated));
                 } else {
                     surging += 1;
@@ -753,6 +842,7 @@ mod tests {
             ready_since_ms: Some(NOW - 3_600_000),
             next: None,
             problem: None,
+            pull_next: Some(String::new()),
         }
     }
 
@@ -1147,6 +1237,112 @@ mod tests {
         assert_eq!(NextRevision::parse("True", "something else"), None);
     }
 
+    /// The pre-pull goes to the next wave only, in the order the rollout takes the nodes: told
+    /// (`PULL_NEXT`) while fewer than the budget are told and not yet replaced.
+    #[test]
+    fn the_next_wave_is_told_to_pull_first() {
+        let s2 = unavailable(IntOrString::Int(2));
+        let g2 = surge(IntOrString::Int(2));
+        let told = |mut p: DaemonPod| {
+            p.pull_next = Some("h2".into());
+            p
+        };
+        let failed = |mut p: DaemonPod| {
+            p.next = Some(NextRevision {
+                hash: "h2".into(),
+                pulled: false,
+                error: "manifest unknown".into(),
+            });
+            told(p)
+        };
+        let legacy = |mut p: DaemonPod| {
+            p.pull_next = None;
+            p
+        };
+        let old = |i: usize| pod(&format!("o{i}"), &format!("node-{i}"), "h1");
+        // a new pod beside the old one: starting, or ready for a second (minReadySeconds 60)
+        let new = |i: usize, ready: bool| {
+            let mut p = pod(&format!("n{i}"), &format!("node-{i}"), "h2");
+            p.ready = ready;
+            p.ready_since_ms = Some(NOW - 1_000);
+            p
+        };
+        type Case<'a> = (
+            &'static str,
+            &'a DaemonSetUpdateStrategy,
+            Vec<DaemonPod>,
+            Vec<&'static str>,
+        );
+        let unready = |mut p: DaemonPod| {
+            p.ready = false;
+            p
+        };
+        #[rustfmt::skip]
+        let cases: Vec<Case<'_>> = vec![
+            ("the first wave, in name order", &s2, (0..5).map(old).collect(), vec!["o0", "o1"]),
+            ("told and pulling: nobody else yet", &s2,
+                vec![told(old(0)), told(old(1)), old(2), old(3), old(4)], vec![]),
+            ("a wave pulled goes, the next is told in the same sync", &s2,
+                vec![pulled(told(old(0)), "h2"), pulled(told(old(1)), "h2"), old(2), old(3), old(4)], vec!["o2", "o3"]),
+            ("a failed pull frees its slot", &s2,
+                vec![failed(old(0)), told(old(1)), old(2), old(3), old(4)], vec!["o2"]),
+            ("a pod without the annotation pulls by itself", &s2,
+                vec![legacy(old(0)), old(1), old(2), old(3), old(4)], vec!["o1", "o2"]),
+            ("an unavailable old pod goes without a pull", &s2,
+                vec![unready(old(0)), old(1), old(2), old(3), old(4)], vec!["o1", "o2"]),
+            ("surge: the new pods created now pull for themselves", &g2,
+                (0..5).map(old).collect(), vec![]),
+            ("surge: new pods not ready yet hold the slots", &g2,
+                vec![new(0, false), old(0), new(1, false), old(1), old(2), old(3)], vec![]),
+            ("surge: once they are ready the next wave pulls", &g2,
+                vec![new(0, true), old(0), new(1, true), old(1), old(2), old(3), old(4)], vec!["o2", "o3"]),
+        ];
+        for (what, strategy, pods, want) in cases {
+            let u = rolling_update(Some(strategy), 60, &nodes(5), &pods, "h2", NOW);
+            assert_eq!(u.pull_next, want, "{what}: {u:?}");
+        }
+        // a partition of 4 over 5 nodes: one node goes, one is told
+        let pods: Vec<DaemonPod> = (0..5).map(old).collect();
+        let u = partitioned_update(Some(&s2), 0, &nodes(5), &pods, "h2", NOW, 4);
+        assert_eq!(u.pull_next, ["o0"]);
+        let u = partitioned_update(Some(&s2), 0, &nodes(5), &pods, "h2", NOW, 5);
+        assert!(u.pull_next.is_empty(), "{u:?}");
+    }
+
+    /// update_test.go's rollout driven with the pre-pull order: each wave is told, pulls, goes;
+    /// no node is told before the one ahead of it, and never more than the budget at once.
+    #[test]
+    fn a_rollout_pulls_one_wave_ahead() {
+        let s = unavailable(IntOrString::Int(2));
+        let mut f = Fleet::new(7, "h1");
+        let mut order = Vec::new();
+        for _ in 0..20 {
+            let u = rolling_update(Some(&s), 0, &f.nodes, &f.pods, "h2", NOW);
+            let deleted: Vec<String> = u.delete.iter().map(|d| d.pod.clone()).collect();
+            f.pods.retain(|p| !deleted.contains(&p.name));
+            // the agents of the told pods pull at once (the next sync sees it)
+            for p in &mut f.pods {
+                if u.pull_next.contains(&p.name) {
+                    p.pull_next = Some("h2".into());
+                    order.push(p.node.clone());
+                } else if p.pull_next.as_deref() == Some("h2") {
+                    *p = pulled(p.clone(), "h2");
+                }
+            }
+            let told = f
+                .pods
+                .iter()
+                .filter(|p| p.hash == "h1" && p.pull_next.as_deref() == Some("h2"))
+                .count();
+            assert!(told <= 2, "{told} nodes told ahead of the rollout");
+            f.recreate("h2");
+            f.mark_ready();
+        }
+        assert_eq!(f.ready_old(), 0, "rolled out: {:?}", f.pods);
+        let want: Vec<String> = (0..7).map(|i| format!("node-{i}")).collect();
+        assert_eq!(order, want, "told once each, in the rollout's order");
+    }
+
     /// The canary step: a partition of N leaves N nodes on the old revision, with or without
     /// surge; the replacement of an unavailable old pod is not held back (and counts).
     #[test]
@@ -1234,7 +1430,8 @@ mod tests {
             pulled(pod("b", "node-1", "h1"), "h2"),
         ];
         let u = rolling_update(Some(&on_delete), 0, &nodes(2), &pods, "h2", NOW);
-        assert_eq!(u, Update::default());
+        assert!(u.delete.is_empty() && u.create_on.is_empty(), "{u:?}");
+        assert_eq!(u.pull_next, ["a", "b"], "every node pulls at once");
         // `kubectl delete pod a`: once it is gone, manage creates the new revision there
         let m = manage(&nodes(2), &pods[1..], &FailedBackoff::default(), NOW, None);
         assert_eq!(m.create_on, ["node-0"]);

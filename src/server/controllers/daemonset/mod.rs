@@ -43,7 +43,7 @@ use crate::server::query::{Filter, WriteOpts};
 use crate::server::resources::Resource;
 use crate::server::status::ApiError;
 use crate::server::store::{object_rv, EventType, WatchEvent};
-use crate::server::verbs::{Api, DeleteOptions, ObjectRef, Part};
+use crate::server::verbs::{Api, DeleteOptions, ObjectRef, Part, PatchType};
 
 pub use status::compute_status;
 
@@ -449,6 +449,9 @@ impl Controller {
             self.delete_pods(&owner, &update.delete)
                 .await
                 .map_err(err)?;
+            self.tell_to_pull(&owner, &update.pull_next, &hash)
+                .await
+                .map_err(err)?;
             waiting_pull = update.waiting_pull;
         } else {
             self.create_pods(&ds, &owner, &manage.create_on, &hash)
@@ -562,6 +565,38 @@ impl Controller {
         first_error.map_or(Ok(()), Err)
     }
 
+    /// Names revision `hash` in the `PULL_NEXT` annotation of `pods` (at most `BURST`), all at
+    /// once: their nodes pre-pull it now (`core::rollout::partitioned_update` chose the next
+    /// wave). A pod gone meanwhile is skipped; another error fails the sync (retried).
+    async fn tell_to_pull(
+        &self,
+        owner: &Owner<'_>,
+        pods: &[String],
+        hash: &str,
+    ) -> Result<(), ApiError> {
+        let pods = &pods[..pods.len().min(BURST)];
+        let doc = json!({"metadata": {"annotations": {rollout::PULL_NEXT: hash}}});
+        let (api, user, doc) = (&self.api, &self.user, &doc);
+        let sent = futures::future::join_all(pods.iter().map(|pod| async move {
+            let at = ObjectRef::new(&PODS, Some(owner.namespace), pod);
+            let opts = WriteOpts::INTERNAL;
+            api.patch(user, at, Part::Main, PatchType::Merge, doc, opts)
+                .await
+        }))
+        .await;
+        let mut first_error = None;
+        for (pod, r) in pods.iter().zip(sent) {
+            match r {
+                Ok(_) => tracing::debug!(pod = pod.as_str(), revision = hash, "told to pre-pull"),
+                Err(e) if e.code == 404 => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
     /// Writes the status fields that changed (to the DaemonSet of `uid` only).
     async fn write_status(
         &self,
@@ -633,7 +668,6 @@ mod tests {
     use super::*;
     use crate::server::kinds::NAMESPACES;
     use crate::server::store::SqliteStore;
-    use crate::server::verbs::PatchType;
 
     struct Rig {
         api: Arc<Api>,
@@ -994,6 +1028,28 @@ mod tests {
             "PullingNewRevision"
         );
         let new_hash = rig.current_hash().await;
+        // the next wave (one node, the first in name order) is told to pre-pull; the others wait
+        let told = |pods: Vec<Arc<Value>>| {
+            let mut t: Vec<(String, String)> = pods
+                .iter()
+                .map(|p| {
+                    let v = p["metadata"]["annotations"][rollout::PULL_NEXT].as_str();
+                    (
+                        s(p, "/spec/nodeName").to_string(),
+                        v.unwrap_or("-").to_string(),
+                    )
+                })
+                .collect();
+            t.sort();
+            t
+        };
+        let h = new_hash.clone();
+        let want = |n1: &str, n2: &str, n3: &str| {
+            [("n1", n1), ("n2", n2), ("n3", n3)]
+                .map(|(n, v)| (n.to_string(), v.replace("new", &h)))
+                .to_vec()
+        };
+        assert_eq!(told(rig.pods().await), want("new", "", ""));
         let mut replaced = Vec::new();
         for _ in 0..3 {
             rig.report_pull(&new_hash, None).await;
@@ -1006,6 +1062,10 @@ mod tests {
             rig.sync().await;
             assert_eq!(rig.placed().await, placed);
             let node = going[0].0.clone();
+            if node == "n1" {
+                // n1 goes: n2 is told in the same sync, n3 still waits
+                assert_eq!(told(rig.pods().await), want("new", "new", ""));
+            }
             rig.finish_terminating().await;
             rig.sync().await;
             let new = rig.pod_on(&node).await;

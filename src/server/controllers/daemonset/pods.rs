@@ -9,7 +9,7 @@ use super::super::s;
 use crate::core::eligibility::add_daemon_tolerations;
 use crate::core::plan::REVISION_HASH_LABEL;
 use crate::core::rollout::{
-    is_failure_reason, DaemonPod, NextRevision, Phase, Problem, NEXT_REVISION_READY,
+    is_failure_reason, DaemonPod, NextRevision, Phase, Problem, NEXT_REVISION_READY, PULL_NEXT,
 };
 
 /// Kubernetes' generated names keep at most 58 characters of their prefix (63 minus the random
@@ -52,6 +52,11 @@ pub fn daemon_pod(pod: &Value) -> DaemonPod {
             .and_then(|cs| cs.iter().find(|c| s(c, "/type") == NEXT_REVISION_READY))
             .and_then(|c| NextRevision::parse(s(c, "/status"), s(c, "/message"))),
         problem: problem(pod),
+        pull_next: pod
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(PULL_NEXT))
+            .and_then(Value::as_str)
+            .map(str::to_string),
     }
 }
 
@@ -84,8 +89,9 @@ fn problem(pod: &Value) -> Option<Problem> {
 }
 
 /// The Pod `owner` (the DaemonSet `ds`) creates on `node` for revision `hash`: its template's
-/// labels with `controller-revision-hash`, its annotations, the controller reference, and its
-/// spec with the automatic DaemonSet tolerations, bound to the node.
+/// labels with `controller-revision-hash`, its annotations with an empty `PULL_NEXT` (its node
+/// pre-pulls a next revision when the controller names it there), the controller reference, and
+/// its spec with the automatic DaemonSet tolerations, bound to the node.
 pub fn new_pod(ds: &DaemonSet, owner: &Owner<'_>, node: &str, hash: &str) -> Value {
     let template = ds.spec.as_ref().map(|s| &s.template);
     let meta = template.and_then(|t| t.metadata.as_ref());
@@ -107,9 +113,9 @@ pub fn new_pod(ds: &DaemonSet, owner: &Owner<'_>, node: &str, hash: &str) -> Val
         },
         "spec": spec,
     });
-    if let Some(a) = meta.and_then(|m| m.annotations.as_ref()) {
-        pod["metadata"]["annotations"] = json!(a);
-    }
+    let mut annotations = meta.and_then(|m| m.annotations.clone()).unwrap_or_default();
+    annotations.insert(PULL_NEXT.to_string(), String::new());
+    pod["metadata"]["annotations"] = json!(annotations);
     pod
 }
 
@@ -141,7 +147,11 @@ mod tests {
             p["metadata"]["labels"],
             json!({"app": "mon", "controller-revision-hash": "h1"})
         );
-        assert_eq!(p["metadata"]["annotations"], json!({"a": "b"}));
+        assert_eq!(
+            p["metadata"]["annotations"],
+            json!({"a": "b", PULL_NEXT: ""}),
+            "its node waits for the word to pre-pull"
+        );
         assert_eq!(
             p["metadata"]["ownerReferences"],
             json!([{"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "mon", "uid": "u1",
@@ -179,8 +189,10 @@ mod tests {
         assert_eq!(d.phase, Phase::Running);
         assert!(d.deleting && d.ready);
         assert_eq!(d.ready_since_ms.unwrap() - d.created_ms, 5_000);
-        let d = daemon_pod(&json!({"metadata": {"name": "x"}}));
+        assert_eq!(d.pull_next, None);
+        let d = daemon_pod(&json!({"metadata": {"name": "x", "annotations": {PULL_NEXT: "h2"}}}));
         assert!(!d.ready && !d.deleting && d.node.is_empty());
+        assert_eq!(d.pull_next.as_deref(), Some("h2"));
         assert_eq!(d.phase, Phase::Pending);
     }
 }

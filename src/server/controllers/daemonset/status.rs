@@ -132,6 +132,7 @@ mod tests {
             ready_since_ms: ready_since_s.map(|s| NOW - s * 1000),
             next: None,
             problem: None,
+            pull_next: None,
         }
     }
 
