@@ -6,9 +6,13 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+use crate::server::auth::User;
+use crate::server::kinds::NAMESPACES;
+use crate::server::query::WriteOpts;
 use crate::server::store::{
     EventsAfter, Indexed, ObjectStore, SqliteStore, StoreError, Watch, WatchFrom,
 };
+use crate::server::verbs::Api;
 
 /// How many objects of one resource were read.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +32,18 @@ pub struct Counting {
 impl Counting {
     pub fn open(dir: &tempfile::TempDir) -> Counting {
         Counting::with_history(dir, 1000)
+    }
+
+    /// A counting store under the verbs, with the namespace `default`, and a user for them.
+    pub async fn with_api(dir: &tempfile::TempDir) -> (Arc<Counting>, Arc<Api>, User) {
+        let store = Arc::new(Counting::open(dir));
+        let api = Arc::new(Api::new(store.clone(), Default::default()));
+        let user = User::internal("test");
+        let ns = serde_json::json!({"metadata": {"name": "default"}});
+        api.create(&user, &NAMESPACES, None, ns, WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        (store, api, user)
     }
 
     /// A store whose watch history keeps `history` events.

@@ -429,13 +429,7 @@ mod tests {
     async fn periodic_passes_do_not_relist() {
         use crate::server::controllers::counting::Counting;
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Counting::open(&dir));
-        let api = Arc::new(Api::new(store.clone(), Default::default()));
-        let user = User::internal("test");
-        let ns = json!({"metadata": {"name": "default"}});
-        api.create(&user, &NAMESPACES, None, ns, WriteOpts::INTERNAL)
-            .await
-            .unwrap();
+        let (store, api, user) = Counting::with_api(&dir).await;
         let node = json!({"metadata": {"name": "n1"}});
         let created = api
             .create(&user, &NODES, None, node, WriteOpts::INTERNAL)

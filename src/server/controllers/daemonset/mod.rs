@@ -722,7 +722,6 @@ pub(super) fn is_empty(sel: &LabelSelector) -> bool {
 mod tests {
     use super::*;
     use crate::server::controllers::counting::Counting;
-    use crate::server::kinds::NAMESPACES;
     use crate::server::store::Watch;
     use crate::server::verbs::PatchType;
 
@@ -737,13 +736,7 @@ mod tests {
     impl Rig {
         async fn new(nodes: &[(&str, &str)]) -> Rig {
             let dir = tempfile::tempdir().unwrap();
-            let store = Arc::new(Counting::open(&dir));
-            let api = Arc::new(Api::new(store.clone(), Default::default()));
-            let user = User::internal("test");
-            let ns = json!({"metadata": {"name": "default"}});
-            api.create(&user, &NAMESPACES, None, ns, WriteOpts::INTERNAL)
-                .await
-                .unwrap();
+            let (store, api, user) = Counting::with_api(&dir).await;
             let rig = Rig {
                 c: Controller::new(api.clone()),
                 api,
