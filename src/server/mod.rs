@@ -313,6 +313,8 @@ pub async fn start(opts: ServerOptions) -> anyhow::Result<RunningServer> {
     };
     let store: Arc<dyn ObjectStore> = Arc::new(store);
     let api = Arc::new(Api::new(store, opts.policy));
+    // the node authorizer's graph follows the pods from the start (it ends with the store)
+    tokio::spawn(api.graph.clone().populate(Arc::downgrade(&api.store)));
     ensure_namespaces(&api).await?;
     let listener = TcpListener::bind(opts.listen)
         .await

@@ -1,10 +1,13 @@
 //! The Node authorizer's graph (plugin/pkg/auth/authorizer/node): which node may read which
 //! Secret, ConfigMap and ServiceAccount, because a pod bound to it uses them
-//! (`core::podrefs`). An index over the bound pods, brought up to date on each question from the
-//! store's event history (so a question costs the pod changes since the last one, never a scan
-//! of the store); rebuilt from a list only when the history no longer reaches back that far.
+//! (`core::podrefs`). An index over the bound pods, kept current from the store's pod events as
+//! they come ([`NodeGraph::populate`], upstream's `graph_populator`: edges added and removed per
+//! pod event) and brought up to date on each question from the event history, so that a
+//! question costs the pod changes since the last event applied, never a scan of the store. It
+//! is built from a list once, and again only when the pod events it has not applied left the
+//! history (each question long after the last one decoded every pod before the populator).
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use k8s_openapi::api::core::v1::PodSpec;
 use serde_json::Value;
@@ -139,11 +142,41 @@ impl NodeGraph {
         ns: &str,
         name: &str,
     ) -> Result<bool, StoreError> {
+        let index = self.up_to_date(store).await?;
+        Ok(index.reaches(node, via, ns, name))
+    }
+
+    /// Applies the store's pod events as they come, until the store goes: a question then
+    /// finds the index current (or nearly), however long after the last one it comes.
+    pub async fn populate(self: Arc<Self>, store: Weak<dyn ObjectStore>) {
+        let Some(mut changes) = store.upgrade().map(|s| s.changes_of(&PODS.key())) else {
+            return;
+        };
+        loop {
+            let Some(s) = store.upgrade() else {
+                return;
+            };
+            if let Err(e) = self.up_to_date(&*s).await {
+                tracing::warn!(error = %e, "the node authorizer's graph cannot read the pods");
+            }
+            drop(s);
+            if changes.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The index with every pod event of `store` applied: from the history, or from a list
+    /// when it was never built or the history lost events it had not applied.
+    async fn up_to_date(
+        &self,
+        store: &dyn ObjectStore,
+    ) -> Result<MutexGuard<'_, Index>, StoreError> {
         loop {
             let built = {
                 let mut index = self.index.lock().unwrap_or_else(|e| e.into_inner());
                 if index.built && catch_up(&mut index, store)? {
-                    return Ok(index.reaches(node, via, ns, name));
+                    return Ok(index);
                 }
                 index.built
             };
@@ -173,6 +206,17 @@ fn catch_up(index: &mut Index, store: &dyn ObjectStore) -> Result<bool, StoreErr
             Err(e) => return Err(e),
         };
         for ev in &after.events {
+            // the same pod on the same node: what it refers to is immutable (a status write,
+            // most of a pod's events), as upstream's graph_populator skips such updates
+            let same = |p: &Value, ptr: &str| p.pointer(ptr) == ev.object.pointer(ptr);
+            let unchanged = ev.event_type == EventType::Modified
+                && ev
+                    .prev
+                    .as_deref()
+                    .is_some_and(|p| same(p, "/spec/nodeName") && same(p, "/metadata/uid"));
+            if unchanged {
+                continue;
+            }
             let key = (ev.namespace.clone(), ev.name.clone());
             match ev.event_type {
                 EventType::Deleted => index.set(key, None),
@@ -238,11 +282,16 @@ mod tests {
             let got = graph.reaches(&*store, node, via, ns, name).await.unwrap();
             assert_eq!(got, want, "{node} {via:?} {ns}/{name}");
         }
-        // p1 moves to another secret; p2 goes: caught up from the history
+        // p1 comes back using another secret (a pod's references cannot change: a new pod);
+        // p2 goes; a status write changes nothing: caught up from the history
+        store.delete(&pods, "d", "p1", None).await.unwrap();
         store
-            .update(&pods, "d", "p1", pod("p1", "a", "s9"), None)
+            .create(&pods, "d", "p1", pod("p1", "a", "s9"))
             .await
             .unwrap();
+        let mut running = pod("p1", "a", "s9");
+        running["status"] = json!({"phase": "Running"});
+        store.update(&pods, "d", "p1", running, None).await.unwrap();
         store.delete(&pods, "d", "p2", None).await.unwrap();
         assert!(graph
             .reaches(&*store, "a", Via::Secret, "d", "s9")
@@ -272,5 +321,62 @@ mod tests {
             .reaches(&*store, "b", Via::Secret, "d", "t5")
             .await
             .unwrap());
+    }
+
+    /// Followed by its populator, the graph answers a question after more pod changes than the
+    /// history keeps without listing the pods (it decoded every pod for such a question).
+    #[tokio::test]
+    async fn a_populated_graph_answers_late_questions_without_a_list() {
+        use crate::server::controllers::counting::Counting;
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Counting::with_history(&dir, 4));
+        let graph = NodeGraph::default();
+        let pods = PODS.key();
+        store
+            .create(&pods, "d", "p1", pod("p1", "a", "s1"))
+            .await
+            .unwrap();
+        assert!(graph
+            .reaches(&*store, "a", Via::Secret, "d", "s1")
+            .await
+            .unwrap());
+        assert_eq!(store.reads(&pods).whole, 1, "built from a list");
+        store.reset();
+        for i in 0..6 {
+            let name = format!("q{i}");
+            store
+                .create(&pods, "d", &name, pod(&name, "b", &format!("t{i}")))
+                .await
+                .unwrap();
+            // the populator's turn on the store's pod change
+            drop(graph.up_to_date(&*store).await.unwrap());
+        }
+        store.delete(&pods, "d", "p1", None).await.unwrap();
+        drop(graph.up_to_date(&*store).await.unwrap());
+        for (node, name, want) in [("b", "t0", true), ("b", "t5", true), ("a", "s1", false)] {
+            let got = graph.reaches(&*store, node, Via::Secret, "d", name).await;
+            assert_eq!(got.unwrap(), want, "{node} {name}");
+        }
+        assert_eq!(store.reads(&pods).whole, 0, "no list");
+    }
+
+    /// The populator follows the store's pod changes until the store goes.
+    #[tokio::test]
+    async fn the_populator_ends_with_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ObjectStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("s.db"), 4).unwrap());
+        let graph = Arc::new(NodeGraph::default());
+        let task = tokio::spawn(graph.clone().populate(Arc::downgrade(&store)));
+        store
+            .create(&PODS.key(), "d", "p1", pod("p1", "a", "s1"))
+            .await
+            .unwrap();
+        assert!(graph
+            .reaches(&*store, "a", Via::Secret, "d", "s1")
+            .await
+            .unwrap());
+        drop(store);
+        task.await.unwrap();
     }
 }

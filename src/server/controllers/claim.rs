@@ -193,116 +193,16 @@ fn with_uid(cur: &Value, uid: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::controllers::counting::Counting;
     use crate::server::kinds::DAEMONSETS;
-    use crate::server::store::{
-        EventsAfter, ObjectStore, SqliteStore, StoreError, Watch, WatchFrom,
-    };
-    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-
-    /// A store that counts the objects its reads give out.
-    struct Counting {
-        inner: SqliteStore,
-        read: AtomicUsize,
-    }
-
-    #[async_trait::async_trait]
-    impl ObjectStore for Counting {
-        async fn get(&self, r: &str, ns: &str, n: &str) -> Result<Option<Arc<Value>>, StoreError> {
-            let got = self.inner.get(r, ns, n).await?;
-            self.read.fetch_add(usize::from(got.is_some()), SeqCst);
-            Ok(got)
-        }
-        async fn list(
-            &self,
-            r: &str,
-            ns: Option<&str>,
-        ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
-            let got = self.inner.list(r, ns).await?;
-            self.read.fetch_add(got.0.len(), SeqCst);
-            Ok(got)
-        }
-        async fn list_indexed(
-            &self,
-            r: &str,
-            ns: Option<&str>,
-            by: Indexed<'_>,
-        ) -> Result<(Vec<Arc<Value>>, u64), StoreError> {
-            let got = self.inner.list_indexed(r, ns, by).await?;
-            self.read.fetch_add(got.0.len(), SeqCst);
-            Ok(got)
-        }
-        async fn list_at(
-            &self,
-            r: &str,
-            ns: Option<&str>,
-            rv: u64,
-        ) -> Result<Vec<Arc<Value>>, StoreError> {
-            let got = self.inner.list_at(r, ns, rv).await?;
-            self.read.fetch_add(got.len(), SeqCst);
-            Ok(got)
-        }
-        async fn create(
-            &self,
-            r: &str,
-            ns: &str,
-            n: &str,
-            o: Value,
-        ) -> Result<Arc<Value>, StoreError> {
-            self.inner.create(r, ns, n, o).await
-        }
-        async fn update(
-            &self,
-            r: &str,
-            ns: &str,
-            n: &str,
-            o: Value,
-            rv: Option<u64>,
-        ) -> Result<Arc<Value>, StoreError> {
-            self.inner.update(r, ns, n, o, rv).await
-        }
-        async fn delete(
-            &self,
-            r: &str,
-            ns: &str,
-            n: &str,
-            rv: Option<u64>,
-        ) -> Result<Arc<Value>, StoreError> {
-            self.inner.delete(r, ns, n, rv).await
-        }
-        async fn watch(
-            &self,
-            r: Option<&str>,
-            ns: Option<&str>,
-            from: WatchFrom,
-        ) -> Result<Watch, StoreError> {
-            self.inner.watch(r, ns, from).await
-        }
-        fn current_rv(&self) -> u64 {
-            self.inner.current_rv()
-        }
-        fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-            self.inner.changes()
-        }
-        fn events_after(
-            &self,
-            rv: u64,
-            r: &str,
-            ns: Option<&str>,
-            limit: usize,
-        ) -> Result<EventsAfter, StoreError> {
-            self.inner.events_after(rv, r, ns, limit)
-        }
-    }
+    use crate::server::store::ObjectStore;
 
     /// A claim reads its owner's pods and the orphans, not every pod of the namespace: one
     /// DaemonSet among 20 with 40 pods each reads about its own 40 (it read all 800).
     #[tokio::test]
     async fn a_claim_reads_its_own_pods_and_the_orphans_only() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Counting {
-            inner: SqliteStore::open(&dir.path().join("s.db"), 100).unwrap(),
-            read: AtomicUsize::new(0),
-        });
+        let store = Arc::new(Counting::open(&dir));
         let pod = |name: &str, app: &str, owner: Option<usize>| {
             let mut p = json!({"apiVersion": "v1", "kind": "Pod",
                 "metadata": {"name": name, "namespace": "ns", "uid": format!("pod-{name}"),
@@ -346,7 +246,7 @@ mod tests {
         let selector: LabelSelector =
             serde_json::from_value(json!({"matchLabels": {"app": "d3"}})).unwrap();
         let user = User::internal("test");
-        store.read.store(0, SeqCst);
+        store.reset();
         let claimed = claim_pods(&api, &user, &DAEMONSETS, &owner, &selector)
             .await
             .unwrap();
@@ -366,7 +266,7 @@ mod tests {
             .unwrap();
         assert_eq!(controller_of(&adopted).map(|c| c.uid), Some("u3".into()));
         // its 40, the 2 orphans, the owner read again and the orphan read for the adoption
-        let read = store.read.load(SeqCst);
+        let read = store.whole();
         assert!(read <= 46, "the claim read {read} objects");
     }
 

@@ -228,11 +228,18 @@ pub fn plan(items: &[Item]) -> Vec<Action> {
     out
 }
 
-/// Whether a watch event may change what the collector decides: a delete of an owner or a
-/// dependent, a deletion (with its finalizers) that changed, a reference taken off (a waiting
-/// owner may go), or one to an owner not known to exist (`live`: the uids the collector saw).
-/// A new pod of a live DaemonSet (the bulk of a fleet's creates) calls for nothing.
-fn matters(ev: &WatchEvent, owners: &HashSet<String>, live: &HashSet<String>) -> bool {
+/// Whether a watch event may change what the collector decides: a delete of an owner or of a
+/// dependent of an owner being deleted (`deleting`: it may wait for its dependents), a deletion
+/// (with its finalizers) that changed, a reference taken off (a waiting owner may go), or one to
+/// an owner not known to exist (`live`: the uids the collector saw). A new pod of a live
+/// DaemonSet (the bulk of a fleet's creates) calls for nothing, nor does the delete of a pod
+/// whose DaemonSet stays (a rollout's: each was a pass over every object).
+fn matters(
+    ev: &WatchEvent,
+    owners: &HashSet<String>,
+    live: &HashSet<String>,
+    deleting_owners: &HashSet<String>,
+) -> bool {
     let obj = &ev.object;
     // references to kinds not served here never make the collector act
     let uids = |v: &Value| -> HashSet<String> {
@@ -249,7 +256,8 @@ fn matters(ev: &WatchEvent, owners: &HashSet<String>, live: &HashSet<String>) ->
         )
     };
     if ev.event_type == EventType::Deleted {
-        return !uids(obj).is_empty() || owners.contains(s(obj, "/metadata/uid"));
+        return uids(obj).iter().any(|u| deleting_owners.contains(u))
+            || owners.contains(s(obj, "/metadata/uid"));
     }
     let now = uids(obj);
     let before = ev.prev.as_deref().map(uids).unwrap_or_default();
@@ -270,6 +278,8 @@ pub struct Collector {
     live: HashSet<String>,
     /// The uids named as owners at the last pass (and since).
     owners: HashSet<String>,
+    /// The uids of the objects being deleted (a deletionTimestamp) at the last pass (and since).
+    deleting: HashSet<String>,
 }
 
 /// Runs the collector until `stop` completes (or the store closes the watch).
@@ -288,6 +298,7 @@ impl Collector {
             clock,
             live: HashSet::new(),
             owners: HashSet::new(),
+            deleting: HashSet::new(),
         }
     }
 
@@ -346,9 +357,14 @@ impl Collector {
         if ev.event_type == EventType::Deleted {
             self.live.remove(&uid);
         } else {
-            self.live.insert(uid);
+            self.live.insert(uid.clone());
         }
-        let matters = matters(ev, &self.owners, &self.live);
+        let matters = matters(ev, &self.owners, &self.live, &self.deleting);
+        if ev.event_type != EventType::Deleted && deleting(&ev.object) {
+            self.deleting.insert(uid);
+        } else {
+            self.deleting.remove(&uid);
+        }
         if ev.event_type != EventType::Deleted {
             self.owners
                 .extend(owner_refs(&ev.object).into_iter().map(|o| o.uid));
@@ -372,6 +388,11 @@ impl Collector {
             .collect();
         self.live = items
             .iter()
+            .map(|(_, o)| s(o, "/metadata/uid").to_string())
+            .collect();
+        self.deleting = items
+            .iter()
+            .filter(|(_, o)| deleting(o))
             .map(|(_, o)| s(o, "/metadata/uid").to_string())
             .collect();
         let mut failed = None;
@@ -634,8 +655,9 @@ mod tests {
         let ev = |t: EventType, obj: Arc<Value>, prev: Option<Arc<Value>>| {
             WatchEvent::new(t, 1, "pods", "default", "p", obj, prev)
         };
-        let live: HashSet<String> = ["a".to_string()].into();
-        let owners: HashSet<String> = ["a".to_string()].into();
+        let live: HashSet<String> = ["a".to_string(), "b".to_string()].into();
+        let owners: HashSet<String> = ["a".to_string(), "b".to_string()].into();
+        let deleting: HashSet<String> = ["b".to_string()].into();
         let p = pod("p", &[("a", true)]);
         let orphan = pod("p", &[]);
         let mut status = (*p).clone();
@@ -648,7 +670,7 @@ mod tests {
             ),
             (
                 "a new pod of an unknown owner",
-                ev(EventType::Added, pod("q", &[("b", true)]), None),
+                ev(EventType::Added, pod("q", &[("c", true)]), None),
                 true,
             ),
             (
@@ -662,8 +684,13 @@ mod tests {
                 true,
             ),
             (
-                "a dependent deleted",
+                "a dependent of an owner that stays deleted",
                 ev(EventType::Deleted, p.clone(), None),
+                false,
+            ),
+            (
+                "a dependent of an owner being deleted deleted",
+                ev(EventType::Deleted, pod("q", &[("b", true)]), None),
                 true,
             ),
             (
@@ -687,7 +714,7 @@ mod tests {
             ),
         ];
         for (name, ev, want) in cases {
-            assert_eq!(matters(&ev, &owners, &live), want, "{name}");
+            assert_eq!(matters(&ev, &owners, &live, &deleting), want, "{name}");
         }
     }
 

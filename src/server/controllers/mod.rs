@@ -24,6 +24,8 @@
 //! [`run`] is one future without global state: the leader elector makes it anew each time this
 //! server starts leading.
 pub mod claim;
+#[cfg(test)]
+pub(crate) mod counting;
 pub mod daemonset;
 pub mod gc;
 pub mod leader;

@@ -7,7 +7,7 @@
 //! Pods are placed one at a time, oldest first, each decision seeing the pods bound before it.
 //!
 //! No pass lists anything: like kube-scheduler's cache, the loop lists Nodes and Pods once (and
-//! again only when its watch lagged, or every resync period), then keeps a `core::scheduler::
+//! again only when its watch lagged), then keeps a `core::scheduler::
 //! Cache` (per node: allocated requests, host ports, pod count, pods per owner) and the set of
 //! pending pods up to date from the watch events, one pod or node at a time; a binding it wrote
 //! is counted at once.
@@ -29,7 +29,9 @@ use crate::server::store::{EventType, WatchEvent};
 use crate::server::subresource::{bind, set_condition};
 use crate::server::verbs::{Api, ObjectRef};
 
-/// A pass runs at least this often (missed events).
+/// A pass runs at least this often (a pod the last one could not place may fit now). It does
+/// not relist: the watch keeps the cache current, and a lagging watch relists (a relist is a
+/// decode of every pod and node: 100 000 pods every 30 s was a share of a core).
 const RESYNC: Duration = Duration::from_secs(30);
 
 /// The scheduler a pod without `spec.schedulerName` is for.
@@ -110,7 +112,7 @@ impl Scheduler {
                             return;
                         }
                     }
-                    _ = resync.tick() => relevant = self.relist_logged().await,
+                    _ = resync.tick() => relevant = true,
                 }
             }
         }
@@ -419,5 +421,46 @@ mod tests {
         )
         .await;
         assert_eq!(again.unwrap_err().code, 409);
+    }
+
+    /// The loop lists pods and nodes once: its periodic passes read nothing (each relisted
+    /// every pod and node).
+    #[tokio::test(start_paused = true)]
+    async fn periodic_passes_do_not_relist() {
+        use crate::server::controllers::counting::Counting;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, api, user) = Counting::with_api(&dir).await;
+        let node = json!({"metadata": {"name": "n1"}});
+        let created = api
+            .create(&user, &NODES, None, node, WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        let mut with_status = (*created.object).clone();
+        with_status["status"] = json!({"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "10"},
+            "conditions": [{"type": "Ready", "status": "True"}]});
+        let at = ObjectRef::new(&NODES, None, "n1");
+        let status = crate::server::verbs::Part::Status;
+        api.update(&user, at, status, with_status, WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        let mut watch = api.watch_all(&user, &[&PODS]).await.unwrap();
+        let task = tokio::spawn(Scheduler::new(api.clone(), Clock::system()).run());
+        let pod = json!({"metadata": {"name": "p", "namespace": "default"},
+            "spec": {"containers": [{"name": "c", "image": "i"}]}});
+        api.create(&user, &PODS, Some("default"), pod, WriteOpts::INTERNAL)
+            .await
+            .unwrap();
+        loop {
+            let ev = watch.rx.recv().await.unwrap();
+            if ev.resource == PODS.key() && s(&ev.object, "/spec/nodeName") == "n1" {
+                break;
+            }
+        }
+        store.reset();
+        // three resync periods on paused time: three passes
+        tokio::time::sleep(RESYNC * 3 + Duration::from_secs(1)).await;
+        assert_eq!(store.reads(&PODS.key()).whole, 0);
+        assert_eq!(store.reads(&NODES.key()).whole, 0);
+        task.abort();
     }
 }

@@ -243,6 +243,12 @@ pub trait ObjectStore: Send + Sync {
         let (items, rv) = self.list(resource, namespace).await?;
         Ok((items.iter().map(|o| Arc::new(metadata_of(o))).collect(), rv))
     }
+    /// How many objects of `resource` the store holds: what `/metrics` reports
+    /// (`apiserver_storage_objects`), each scrape. A watch cache counts its map without
+    /// reading an object; this default reads their metadata.
+    async fn count(&self, resource: &str) -> Result<usize, StoreError> {
+        Ok(self.list_metadata(resource, None).await?.0.len())
+    }
     /// Objects of `resource` (in `namespace`, or all) as they were at resourceVersion `rv` (at
     /// most the store's), sorted as [`ObjectStore::list`] sorts them: a consistent snapshot for
     /// the later pages of a paged list and for `resourceVersionMatch=Exact`. `Expired` when the
