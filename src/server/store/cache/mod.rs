@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::server::store::{
     indexed, object_rv, set_rv, Backend, EventType, EventsAfter, Expect, Indexed, Key, ObjectStore,
@@ -57,6 +57,85 @@ impl Drop for Store {
 }
 
 impl Store {
+    /// A watch of `resources` (None: every resource) in `namespace` (None: all); its live feed
+    /// is sent those resources' events only.
+    fn watch_of(
+        &self,
+        resources: Option<&[&str]>,
+        namespace: Option<&str>,
+        from: WatchFrom,
+    ) -> Result<Watch, StoreError> {
+        let objects = lock(&self.state.objects);
+        let history = lock(&self.state.history);
+        let matches = |r: &str, ns: &str| {
+            resources.is_none_or(|x| x.contains(&r)) && namespace.is_none_or(|x| x == ns)
+        };
+        // the current objects, decoded (when they must be) once the locks are let go
+        let mut current = Vec::new();
+        let initial = match from {
+            WatchFrom::Current { initial: false } => Vec::new(),
+            WatchFrom::Current { initial: true } => {
+                for (r, m) in &objects.map {
+                    if resources.is_some_and(|x| !x.contains(&r.as_str())) {
+                        continue;
+                    }
+                    for ((ns, name), e) in m {
+                        if matches(r, ns) {
+                            current.push((
+                                r.clone(),
+                                ns.clone(),
+                                name.clone(),
+                                e.rv,
+                                e.slot(),
+                                e.json.clone(),
+                            ));
+                        }
+                    }
+                }
+                Vec::new()
+            }
+            WatchFrom::After(rv) => {
+                match resources {
+                    Some(rs) => {
+                        for r in rs {
+                            history.check_resource(rv, r)?;
+                        }
+                    }
+                    None => history.check(rv)?,
+                }
+                history.went_back_past(rv, objects.rv)?;
+                history
+                    .events
+                    .range(history.first_after(rv)..)
+                    .filter(|e| matches(&e.resource, &e.namespace))
+                    .cloned()
+                    .collect()
+            }
+        };
+        let watch = Watch {
+            initial,
+            rx: self.state.tx.subscribe(resources),
+            rv: objects.rv,
+        };
+        drop(history);
+        drop(objects);
+        let mut watch = watch;
+        for (r, ns, name, rv, slot, json) in current {
+            let object = slot.value()?;
+            watch.initial.push(Arc::new(WatchEvent::encoded(
+                EventType::Added,
+                rv,
+                &r,
+                &ns,
+                &name,
+                object,
+                &json,
+                None,
+            )));
+        }
+        Ok(watch)
+    }
+
     /// A cache of `loaded` (everything the backend holds at `rv`), with a history of at most
     /// `max_events` and `max_bytes`, fed by the backend's feed when it has one (which needs a
     /// tokio runtime).
@@ -74,11 +153,10 @@ impl Store {
                 .or_default()
                 .insert((k.namespace, k.name), entry);
         }
-        let (tx, _) = broadcast::channel(max_events.max(16));
         let state = Arc::new(State {
             objects: Mutex::new(Objects::new(map, rv)),
             history: Mutex::new(History::new(rv, max_events, max_bytes)),
-            tx,
+            tx: Fanout::new(max_events.max(16)),
             rv: watch::channel(rv).0,
             by_resource: Mutex::new(HashMap::new()),
             by_trigger: Mutex::new(HashMap::new()),
@@ -299,71 +377,11 @@ impl ObjectStore for Store {
         namespace: Option<&str>,
         from: WatchFrom,
     ) -> Result<Watch, StoreError> {
-        let objects = lock(&self.state.objects);
-        let history = lock(&self.state.history);
-        let matches = |r: &str, ns: &str| {
-            resource.is_none_or(|x| x == r) && namespace.is_none_or(|x| x == ns)
-        };
-        // the current objects, decoded (when they must be) once the locks are let go
-        let mut current = Vec::new();
-        let initial = match from {
-            WatchFrom::Current { initial: false } => Vec::new(),
-            WatchFrom::Current { initial: true } => {
-                for (r, m) in &objects.map {
-                    if resource.is_some_and(|x| x != r) {
-                        continue;
-                    }
-                    for ((ns, name), e) in m {
-                        if matches(r, ns) {
-                            current.push((
-                                r.clone(),
-                                ns.clone(),
-                                name.clone(),
-                                e.rv,
-                                e.slot(),
-                                e.json.clone(),
-                            ));
-                        }
-                    }
-                }
-                Vec::new()
-            }
-            WatchFrom::After(rv) => {
-                match resource {
-                    Some(r) => history.check_resource(rv, r)?,
-                    None => history.check(rv)?,
-                }
-                history.went_back_past(rv, objects.rv)?;
-                history
-                    .events
-                    .range(history.first_after(rv)..)
-                    .filter(|e| matches(&e.resource, &e.namespace))
-                    .cloned()
-                    .collect()
-            }
-        };
-        let watch = Watch {
-            initial,
-            rx: self.state.tx.subscribe(),
-            rv: objects.rv,
-        };
-        drop(history);
-        drop(objects);
-        let mut watch = watch;
-        for (r, ns, name, rv, slot, json) in current {
-            let object = slot.value()?;
-            watch.initial.push(Arc::new(WatchEvent::encoded(
-                EventType::Added,
-                rv,
-                &r,
-                &ns,
-                &name,
-                object,
-                &json,
-                None,
-            )));
-        }
-        Ok(watch)
+        self.watch_of(resource.as_ref().map(std::slice::from_ref), namespace, from)
+    }
+
+    async fn watch_kinds(&self, resources: &[&str], from: WatchFrom) -> Result<Watch, StoreError> {
+        self.watch_of(Some(resources), None, from)
     }
 
     fn current_rv(&self) -> u64 {

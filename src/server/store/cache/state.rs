@@ -9,13 +9,70 @@ use tokio::sync::{broadcast, mpsc, watch};
 use super::*;
 use crate::server::store::{object_rv, set_rv, trigger_values, Change, EventType, Key, WatchEvent};
 
+/// A channel of the in-process watchers' events.
+type Sender = broadcast::Sender<Arc<WatchEvent>>;
+
+/// The broadcast of events to the in-process watchers (the controllers): one channel for the
+/// watches of every resource, and one per set of resources watched, so that a controller is sent
+/// its kinds only: each event is matched here once per set, and a controller of pods is not
+/// woken by the Lease renewals of 5000 nodes.
+pub(super) struct Fanout {
+    all: Sender,
+    capacity: usize,
+    /// Per set of resources (sorted), its channel.
+    kinds: Mutex<Vec<(Box<[String]>, Sender)>>,
+}
+
+impl Fanout {
+    pub(super) fn new(capacity: usize) -> Fanout {
+        Fanout {
+            all: broadcast::channel(capacity).0,
+            capacity,
+            kinds: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// A receiver of the events of `resources` (None: every resource).
+    pub(super) fn subscribe(
+        &self,
+        resources: Option<&[&str]>,
+    ) -> broadcast::Receiver<Arc<WatchEvent>> {
+        let Some(resources) = resources else {
+            return self.all.subscribe();
+        };
+        let mut set: Vec<String> = resources.iter().map(|r| r.to_string()).collect();
+        set.sort();
+        set.dedup();
+        let mut kinds = lock(&self.kinds);
+        // the channels no one receives from any more go
+        kinds.retain(|(_, tx)| tx.receiver_count() > 0);
+        if let Some((_, tx)) = kinds.iter().find(|(s, _)| **s == *set) {
+            return tx.subscribe();
+        }
+        let (tx, rx) = broadcast::channel(self.capacity);
+        kinds.push((set.into_boxed_slice(), tx));
+        rx
+    }
+
+    /// Sends `event` to the watchers of every resource and of its own.
+    pub(super) fn send(&self, event: Arc<WatchEvent>) {
+        for (set, tx) in lock(&self.kinds).iter() {
+            if set.contains(&event.resource) {
+                // No receivers is fine.
+                let _ = tx.send(event.clone());
+            }
+        }
+        let _ = self.all.send(event);
+    }
+}
+
 /// What the cache holds; shared with the task that applies a backend's feed.
 pub(in crate::server::store) struct State {
     /// Taken before `history` when both are.
     pub(super) objects: Mutex<Objects>,
     /// Apart from `objects`, so that watchers reading it never wait on a write.
     pub(in crate::server::store) history: Mutex<History>,
-    pub(super) tx: broadcast::Sender<Arc<WatchEvent>>,
+    pub(super) tx: Fanout,
     pub(super) rv: watch::Sender<u64>,
     /// Per resource, its newest event's rv, for the watchers of that resource: a watcher of
     /// pods is not woken by every Lease renewal (with 5000 nodes, 10000 watchers woke on each).
@@ -113,8 +170,7 @@ impl State {
         lock(&self.history).push(event.clone());
         drop(objects);
         self.wake(&event);
-        // No receivers is fine.
-        let _ = self.tx.send(event);
+        self.tx.send(event);
         self.advance(rv);
         Some(object)
     }
@@ -191,7 +247,7 @@ impl State {
             "the store was relisted: watches from before are told 410"
         );
         for e in events {
-            let _ = self.tx.send(Arc::new(e));
+            self.tx.send(Arc::new(e));
         }
         for tx in lock(&self.by_resource).values() {
             tx.send_replace(rv);
