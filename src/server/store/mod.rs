@@ -291,6 +291,13 @@ pub trait ObjectStore: Send + Sync {
         namespace: Option<&str>,
         from: WatchFrom,
     ) -> Result<Watch, StoreError>;
+    /// Starts a watch of the resources `resources`, in every namespace, whose live feed is sent
+    /// those resources' events only (the controllers' watches: each is sent its kinds, not every
+    /// Lease renewal of the store). By default, a watch of every resource.
+    async fn watch_kinds(&self, resources: &[&str], from: WatchFrom) -> Result<Watch, StoreError> {
+        let _ = resources;
+        self.watch(None, None, from).await
+    }
     fn current_rv(&self) -> u64;
     /// Whether the store went back in time (its backend restored from a backup): a
     /// resourceVersion beyond [`ObjectStore::current_rv`] is then one given out before, told

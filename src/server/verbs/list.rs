@@ -176,8 +176,10 @@ impl Api {
         for r in resources {
             authorize(user, Verb::Watch, r, None, None, None)?;
         }
+        let keys: Vec<String> = resources.iter().map(|r| r.key()).collect();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
         self.store
-            .watch(None, None, WatchFrom::Current { initial: false })
+            .watch_kinds(&keys, WatchFrom::Current { initial: false })
             .await
             .map_err(|e| ApiError::internal(e.to_string()))
     }
