@@ -267,6 +267,11 @@ impl ObjectStore for Store {
         Ok((items, rv))
     }
 
+    async fn count(&self, resource: &str) -> Result<usize, StoreError> {
+        let objects = lock(&self.state.objects);
+        Ok(objects.map.get(resource).map_or(0, |m| m.len()))
+    }
+
     async fn list_indexed(
         &self,
         resource: &str,

@@ -426,6 +426,20 @@ async fn metadata_only_lists_cut_objects_from_their_bytes() {
     assert_eq!(*held, p);
 }
 
+/// The cache counts its objects per resource without reading one (what /metrics asks each
+/// scrape).
+#[tokio::test]
+async fn objects_are_counted_per_resource() {
+    let (_tx, rx) = mpsc::channel(1);
+    let backend = Driven {
+        feed: Mutex::new(Some(rx)),
+    };
+    let objects = ["a", "b", "c"].map(|n| owned(n, "x", None, 1));
+    let store = Store::new(Arc::new(backend), objects.to_vec(), 1, 10, 1 << 20);
+    assert_eq!(store.count("pods").await.unwrap(), 3);
+    assert_eq!(store.count("nodes").await.unwrap(), 0);
+}
+
 /// A shared backend's feed drives the cache: changes become events in order, progress
 /// advances the resourceVersion, and a relist (the backend's history was compacted) ends
 /// every resumable watch with 410 while in-process watchers get the difference.
