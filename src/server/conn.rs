@@ -500,7 +500,7 @@ mod tests {
             buf: &[u8],
         ) -> Poll<std::io::Result<usize>> {
             let n = std::task::ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
-            self.writes.lock().unwrap().push(buf[..n].to_vec());
+            uncounted(|| self.writes.lock().unwrap().push(buf[..n].to_vec()));
             Poll::Ready(Ok(n))
         }
         fn poll_write_vectored(
@@ -508,7 +508,7 @@ mod tests {
             cx: &mut Context<'_>,
             bufs: &[std::io::IoSlice<'_>],
         ) -> Poll<std::io::Result<usize>> {
-            let all: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            let all: Vec<u8> = uncounted(|| bufs.iter().flat_map(|b| b.iter().copied()).collect());
             self.poll_write(cx, &all)
         }
         fn is_write_vectored(&self) -> bool {
@@ -550,9 +550,92 @@ mod tests {
         }
     }
 
-    /// What the server wrote for each of `EVENTS` watch events (after a first one), over TLS or
-    /// plain HTTP/1.1: the write calls per event, and the chunked body bytes of each event.
-    async fn writes_per_event(tls: bool) -> (Vec<Vec<Vec<u8>>>, Vec<usize>) {
+    /// Counts the heap allocations made on a thread while it polls a [`Counted`] future: this
+    /// test binary's allocator (the system's, counted), so a test can tell what the server's side
+    /// of a connection allocates per watch event, apart from the client's side and the store.
+    struct CountingAlloc;
+
+    thread_local! {
+        static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+        static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+
+    fn note_allocation() {
+        // (try_: a thread being torn down has no counters left, and is not counted)
+        let _ = COUNTING.try_with(|on| {
+            if on.get() {
+                let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+            }
+        });
+    }
+
+    // SAFETY: forwards to the system allocator; counting touches only const thread-locals
+    // without destructors, which never allocate.
+    unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+        unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
+            note_allocation();
+            // SAFETY: the caller's layout, passed on.
+            unsafe { std::alloc::System.alloc(l) }
+        }
+        unsafe fn alloc_zeroed(&self, l: std::alloc::Layout) -> *mut u8 {
+            note_allocation();
+            // SAFETY: as `alloc`.
+            unsafe { std::alloc::System.alloc_zeroed(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+            // SAFETY: allocated by this allocator, with this layout.
+            unsafe { std::alloc::System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, new: usize) -> *mut u8 {
+            note_allocation();
+            // SAFETY: as `alloc` and `dealloc`.
+            unsafe { std::alloc::System.realloc(p, l, new) }
+        }
+    }
+
+    #[global_allocator]
+    static ALLOCATOR: CountingAlloc = CountingAlloc;
+
+    /// A future whose polls count their allocations into [`ALLOCATIONS`].
+    struct Counted<F>(Pin<Box<F>>);
+
+    impl<F: std::future::Future> std::future::Future for Counted<F> {
+        type Output = F::Output;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+            COUNTING.with(|on| on.set(true));
+            let out = self.0.as_mut().poll(cx);
+            COUNTING.with(|on| on.set(false));
+            out
+        }
+    }
+
+    /// Runs `f` with this thread's counting off (the test's own bookkeeping).
+    fn uncounted<T>(f: impl FnOnce() -> T) -> T {
+        let was = COUNTING.with(|on| on.replace(false));
+        let out = f();
+        COUNTING.with(|on| on.set(was));
+        out
+    }
+
+    fn allocations() -> u64 {
+        ALLOCATIONS.with(|n| n.get())
+    }
+
+    /// What the server did for each of `EVENTS` watch events (after a first one).
+    struct PerEvent {
+        /// The write calls of each event.
+        writes: Vec<Vec<Vec<u8>>>,
+        /// The chunked body bytes of each event.
+        chunks: Vec<usize>,
+        /// The allocations the server's side of the connection made for each event (the
+        /// store's, which every watcher shares, are not counted).
+        allocations: Vec<u64>,
+    }
+
+    /// What the server wrote and allocated for each of `EVENTS` watch events (after a first
+    /// one), over TLS or plain HTTP/1.1. On a current-thread runtime: every poll of the server's
+    /// side is counted, and none of the client's.
+    async fn writes_per_event(tls: bool) -> PerEvent {
         use tokio::io::AsyncWriteExt;
         const EVENTS: usize = 8;
         let dir = tempfile::tempdir().unwrap();
@@ -587,10 +670,11 @@ mod tests {
             roots.add(server.ca.cert_der.clone()).unwrap();
             let acceptor = server.acceptor().clone();
             let api = api.clone();
-            tokio::spawn(async move {
+            tokio::spawn(Counted(Box::pin(async move {
                 let io = acceptor.accept(recorder).await.unwrap();
+                let io = super::super::tls::OneRecordWrites(io);
                 serve(io, client, api, limits, admitted, Default::default()).await
-            });
+            })));
             let config = rustls::ClientConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
@@ -602,14 +686,14 @@ mod tests {
             let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
             Box::new(connector.connect(name, near).await.unwrap())
         } else {
-            tokio::spawn(serve(
+            tokio::spawn(Counted(Box::pin(serve(
                 recorder,
                 client,
                 api.clone(),
                 limits,
                 admitted,
                 Default::default(),
-            ));
+            ))));
             Box::new(near)
         };
         let request = format!(
@@ -621,10 +705,10 @@ mod tests {
         let head = String::from_utf8_lossy(&buf[..at]).to_lowercase();
         assert!(head.starts_with("http/1.1 200"), "{head}");
         assert!(head.contains("transfer-encoding: chunked"), "{head}");
-        let mut per_event = Vec::new();
-        let mut chunks = Vec::new();
+        let (mut per_event, mut chunks, mut allocs) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..=EVENTS {
             let before = writes.lock().unwrap().len();
+            let allocs_before = allocations();
             let name = format!("n{i}");
             let node =
                 serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}});
@@ -638,9 +722,14 @@ mod tests {
             if i > 0 {
                 per_event.push(writes.lock().unwrap()[before..].to_vec());
                 chunks.push(at - start);
+                allocs.push(allocations() - allocs_before);
             }
         }
-        (per_event, chunks)
+        PerEvent {
+            writes: per_event,
+            chunks,
+            allocations: allocs,
+        }
     }
 
     /// The TLS records in `wire` (each write's bytes): their content types and lengths.
@@ -658,19 +747,39 @@ mod tests {
 
     #[tokio::test]
     async fn a_watch_event_is_one_write_and_one_tls_record() {
-        let (plain, chunks) = writes_per_event(false).await;
-        for (writes, chunk) in plain.iter().zip(&chunks) {
+        let plain = writes_per_event(false).await;
+        let chunks = plain.chunks;
+        for (writes, chunk) in plain.writes.iter().zip(&chunks) {
             assert_eq!(writes.len(), 1, "one write per event over plain HTTP");
             assert_eq!(writes[0].len(), *chunk, "the chunk, whole");
         }
-        let (tls, tls_chunks) = writes_per_event(true).await;
-        assert_eq!(tls_chunks, chunks, "the same chunked body either way");
-        for (writes, chunk) in tls.iter().zip(&chunks) {
+        let tls = writes_per_event(true).await;
+        assert_eq!(tls.chunks, chunks, "the same chunked body either way");
+        for (writes, chunk) in tls.writes.iter().zip(&chunks) {
             assert_eq!(writes.len(), 1, "one write per event over TLS");
             let records = records(&writes[0]);
             // TLS 1.3 application data: the chunk, its content type byte and a 16-byte tag
             assert_eq!(records, [(0x17, chunk + 17)], "one record per event");
         }
+        eprintln!(
+            "allocations per event per watcher: plain {:?}, TLS {:?}",
+            plain.allocations, tls.allocations
+        );
+        // TLS costs one allocation more per event, the record's buffer (rustls seals each record
+        // into a new one); not also a `Vec` of the write's slices (see tls::OneRecordWrites).
+        // The median event: now and then a buffer grows (an allocation more, either way).
+        let median = |v: &[u64]| {
+            let mut v = v.to_vec();
+            v.sort_unstable();
+            v[v.len() / 2]
+        };
+        assert_eq!(
+            median(&tls.allocations),
+            median(&plain.allocations) + 1,
+            "one allocation more per event over TLS: plain {:?}, TLS {:?}",
+            plain.allocations,
+            tls.allocations
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! this port gets Go's one-line 400 and the connection closed, as from kube-apiserver.
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
@@ -18,7 +20,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -320,7 +322,7 @@ impl ServerTls {
     pub async fn accept(
         &self,
         stream: TcpStream,
-    ) -> Result<(TlsStream<TcpStream>, Peer), TlsError> {
+    ) -> Result<(OneRecordWrites<TcpStream>, Peer), TlsError> {
         let mut first = [0u8; 1];
         let handshake = async {
             let n = stream.peek(&mut first).await.map_err(TlsError::Handshake)?;
@@ -354,7 +356,49 @@ impl ServerTls {
                     })
                 })
             });
-        Ok((tls, Peer { cert }))
+        Ok((OneRecordWrites(tls), Peer { cert }))
+    }
+}
+
+/// The server's side of a TLS connection as hyper writes to it: one slice per write.
+///
+/// rustls seals each write call into one record and copies the plaintext into that record's
+/// buffer whether it comes in one slice or several; given several (a vectored write: hyper's
+/// chunk size line, the watch event and the CRLF), `write_vectored` first collects the slices
+/// into a `Vec` of its own, one allocation more per record: per watcher per event in a watch
+/// fan-out. A stream that says it has no vectored writes makes hyper copy the parts into its
+/// write buffer, which it keeps and reuses, and hand rustls one slice (hyper's own advice for
+/// TLS, `http1_writev`). Still one record and one `write` to the socket per event.
+#[derive(Debug)]
+pub struct OneRecordWrites<IO>(pub TlsStream<IO>);
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncRead for OneRecordWrites<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<IO: AsyncRead + AsyncWrite + Unpin> AsyncWrite for OneRecordWrites<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    // (poll_write_vectored: the default, one slice at a time, for a caller that asks anyway)
+    fn is_write_vectored(&self) -> bool {
+        false
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 
